@@ -1,0 +1,394 @@
+//! The fleet inventory: hosts (with their agent's address, labels, customers and
+//! version) and customers (with their time zone and working hours).
+//!
+//! Read from a fleet file (`rollout serve --fleet`, `rollout agent --simulate`),
+//! written by `rollout fleet generate`. The file format is a contract that scripts
+//! rely on (see DESIGN.md); it is validated as strictly as a plan.
+
+mod generate;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+pub use generate::{GenerateOptions, generate};
+
+use crate::plan::Selector;
+
+/// Fleet files hold up to a few million hosts; beyond this, something is wrong.
+const MAX_FLEET_BYTES: u64 = 2 * 1024 * 1024 * 1024;
+
+/// Why a fleet file was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The file could not be read.
+    #[error("{path}: cannot read the fleet file: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not YAML of the fleet's shape.
+    #[error("{path}:{line}:{column}: {message}")]
+    Syntax {
+        path: String,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    /// A field breaks a rule of the format.
+    #[error("{path}: {field}: {message}")]
+    Invalid {
+        path: String,
+        field: String,
+        message: String,
+    },
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A customer whose working hours decide restart order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Customer {
+    pub id: String,
+    /// IANA name (Asia/Seoul); never a fixed offset, so DST is right.
+    pub timezone: String,
+    /// Local `HH:MM-HH:MM`; an end before the start crosses midnight.
+    pub hours: String,
+    #[serde(default = "default_workdays")]
+    pub workdays: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub holidays: Vec<String>,
+    #[serde(default = "default_weight", skip_serializing_if = "is_default_weight")]
+    pub weight: u32,
+}
+
+fn default_workdays() -> Vec<String> {
+    ["mon", "tue", "wed", "thu", "fri"].map(String::from).to_vec()
+}
+
+fn default_weight() -> u32 {
+    1
+}
+
+fn is_default_weight(w: &u32) -> bool {
+    *w == 1
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// A machine with an agent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Host {
+    pub id: String,
+    /// `host:port` of its agent; every host of a simulated fleet shares one.
+    pub address: String,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub customers: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub healthy: bool,
+}
+
+impl Host {
+    /// True when every key of the selector has one of its values among the host's labels.
+    pub fn matches(&self, selector: &Selector) -> bool {
+        selector
+            .iter()
+            .all(|(key, values)| self.labels.get(key).is_some_and(|v| values.iter().any(|x| x == v)))
+    }
+}
+
+/// The fleet file.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FleetFile {
+    #[serde(default)]
+    pub customers: Vec<Customer>,
+    #[serde(default)]
+    pub hosts: Vec<Host>,
+}
+
+impl FleetFile {
+    /// Reads and validates a fleet file.
+    pub fn load(path: &Path) -> Result<FleetFile> {
+        let shown = path.display().to_string();
+        let read_err = |source| Error::Read { path: shown.clone(), source };
+        let meta = std::fs::metadata(path).map_err(read_err)?;
+        if meta.len() > MAX_FLEET_BYTES {
+            return Err(Error::Invalid {
+                path: shown,
+                field: String::new(),
+                message: format!("file is {} bytes; the limit is 2 GiB", meta.len()),
+            });
+        }
+        let text = std::fs::read_to_string(path).map_err(read_err)?;
+        Self::parse(&text, &shown)
+    }
+
+    /// Parses and validates a fleet file's text; `path` names it in errors.
+    pub fn parse(text: &str, path: &str) -> Result<FleetFile> {
+        let fleet: FleetFile = serde_yaml::from_str(text).map_err(|e| {
+            let (line, column) = e.location().map_or((0, 0), |l| (l.line(), l.column()));
+            let message = e.to_string();
+            let message = message.rfind(" at line ").map_or(message.clone(), |i| message[..i].to_string());
+            Error::Syntax {
+                path: path.to_string(),
+                line,
+                column,
+                message,
+            }
+        })?;
+        fleet.validate(path)?;
+        Ok(fleet)
+    }
+
+    /// Checks the rules the format promises: unique ids, known customers, real time
+    /// zones, well-formed hours, days and dates.
+    pub fn validate(&self, path: &str) -> Result<()> {
+        let invalid = |field: String, message: String| Error::Invalid {
+            path: path.to_string(),
+            field,
+            message,
+        };
+        let mut customer_ids = HashSet::with_capacity(self.customers.len());
+        for (i, c) in self.customers.iter().enumerate() {
+            let field = |name: &str| format!("customers[{i}].{name}");
+            if c.id.is_empty() {
+                return Err(invalid(field("id"), "is empty".into()));
+            }
+            if !customer_ids.insert(c.id.as_str()) {
+                return Err(invalid(field("id"), format!("`{}` appears twice; customer ids are unique", c.id)));
+            }
+            if jiff::tz::TimeZone::get(&c.timezone).is_err() {
+                return Err(invalid(
+                    field("timezone"),
+                    format!("`{}` is not an IANA time zone (like Asia/Seoul or America/New_York)", c.timezone),
+                ));
+            }
+            parse_hours(&c.hours).map_err(|m| invalid(field("hours"), m))?;
+            if c.workdays.is_empty() {
+                return Err(invalid(field("workdays"), "is empty: list days like [mon, tue, wed, thu, fri]".into()));
+            }
+            for (d, day) in c.workdays.iter().enumerate() {
+                if parse_weekday(day).is_none() {
+                    return Err(invalid(
+                        format!("customers[{i}].workdays[{d}]"),
+                        format!("`{day}` is not a day: use mon, tue, wed, thu, fri, sat or sun"),
+                    ));
+                }
+            }
+            for (d, date) in c.holidays.iter().enumerate() {
+                if date.parse::<jiff::civil::Date>().is_err() {
+                    return Err(invalid(
+                        format!("customers[{i}].holidays[{d}]"),
+                        format!("`{date}` is not a date: write it like 2026-12-25"),
+                    ));
+                }
+            }
+        }
+        let mut host_ids = HashSet::with_capacity(self.hosts.len());
+        for (i, h) in self.hosts.iter().enumerate() {
+            let field = |name: &str| format!("hosts[{i}].{name}");
+            if h.id.is_empty() {
+                return Err(invalid(field("id"), "is empty".into()));
+            }
+            if !host_ids.insert(h.id.as_str()) {
+                return Err(invalid(field("id"), format!("`{}` appears twice; host ids are unique", h.id)));
+            }
+            if h.address.is_empty() {
+                return Err(invalid(field("address"), "is empty: give the agent's host:port".into()));
+            }
+            for (c, cust) in h.customers.iter().enumerate() {
+                if !customer_ids.contains(cust.as_str()) {
+                    return Err(invalid(
+                        format!("hosts[{i}].customers[{c}]"),
+                        format!("`{cust}` is not a customer of this file: add it under customers"),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the file as YAML.
+    pub fn to_yaml(&self) -> String {
+        // Serialising plain structs of strings cannot fail.
+        serde_yaml::to_string(self).unwrap_or_default()
+    }
+}
+
+/// Parses `HH:MM-HH:MM` into minutes after local midnight.
+pub fn parse_hours(text: &str) -> Result<(u16, u16), String> {
+    let usage = || format!("`{text}` is not working hours: write them like 09:00-18:00");
+    let (a, b) = text.split_once('-').ok_or_else(usage)?;
+    let clock = |s: &str| -> Option<u16> {
+        let (h, m) = s.trim().split_once(':')?;
+        let (h, m): (u16, u16) = (h.parse().ok()?, m.parse().ok()?);
+        (h < 24 && m < 60 && s.trim().len() == 5).then_some(h * 60 + m)
+    };
+    let (start, end) = (clock(a).ok_or_else(usage)?, clock(b).ok_or_else(usage)?);
+    if start == end {
+        return Err(format!("`{text}` starts and ends at the same time; use 00:00-23:59 for all day"));
+    }
+    Ok((start, end))
+}
+
+/// `mon` .. `sun` to a weekday.
+pub fn parse_weekday(day: &str) -> Option<jiff::civil::Weekday> {
+    use jiff::civil::Weekday::*;
+    Some(match day {
+        "mon" => Monday,
+        "tue" => Tuesday,
+        "wed" => Wednesday,
+        "thu" => Thursday,
+        "fri" => Friday,
+        "sat" => Saturday,
+        "sun" => Sunday,
+        _ => return None,
+    })
+}
+
+/// The controller's view of the fleet: hosts in a stable order with an index by id.
+#[derive(Debug, Default)]
+pub struct Inventory {
+    hosts: Vec<Host>,
+    by_id: HashMap<String, usize>,
+    customers: HashMap<String, Customer>,
+}
+
+impl Inventory {
+    pub fn new(fleet: FleetFile) -> Inventory {
+        let mut hosts = fleet.hosts;
+        hosts.sort_by(|a, b| a.id.cmp(&b.id));
+        let by_id = hosts.iter().enumerate().map(|(i, h)| (h.id.clone(), i)).collect();
+        let customers = fleet.customers.into_iter().map(|c| (c.id.clone(), c)).collect();
+        Inventory {
+            hosts,
+            by_id,
+            customers,
+        }
+    }
+
+    pub fn host(&self, id: &str) -> Option<&Host> {
+        self.by_id.get(id).map(|&i| &self.hosts[i])
+    }
+
+    pub fn hosts(&self) -> &[Host] {
+        &self.hosts
+    }
+
+    pub fn customer(&self, id: &str) -> Option<&Customer> {
+        self.customers.get(id)
+    }
+
+    pub fn customers(&self) -> impl Iterator<Item = &Customer> {
+        self.customers.values()
+    }
+
+    pub fn len(&self) -> usize {
+        self.hosts.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.hosts.is_empty()
+    }
+
+    /// Hosts matching the selector, by id.
+    pub fn select<'a>(&'a self, selector: &'a Selector) -> impl Iterator<Item = &'a Host> + 'a {
+        self.hosts.iter().filter(move |h| h.matches(selector))
+    }
+}
+
+impl serde::Serialize for Inventory {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        let mut customers: Vec<&Customer> = self.customers.values().collect();
+        customers.sort_by(|a, b| a.id.cmp(&b.id));
+        #[derive(Serialize)]
+        struct View<'a> {
+            customers: Vec<&'a Customer>,
+            hosts: &'a [Host],
+        }
+        View {
+            customers,
+            hosts: &self.hosts,
+        }
+        .serialize(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FLEET: &str = "\
+customers:
+  - id: contoso
+    timezone: Asia/Seoul
+    hours: \"09:00-18:00\"
+    workdays: [mon, tue, wed, thu, fri]
+    holidays: [2026-12-25]
+    weight: 5
+hosts:
+  - id: apac-exo-0001
+    address: 10.1.2.3:7070
+    labels: {region: apac, service: exchange-routing, ring: \"1\"}
+    customers: [contoso]
+    version: 15.20.8207.11
+  - id: apac-exo-0002
+    address: 10.1.2.4:7070
+    labels: {region: apac, service: outlook-web}
+    healthy: false
+";
+
+    #[test]
+    fn the_design_example_parses_and_selects() {
+        let fleet = FleetFile::parse(FLEET, "f.yaml").unwrap();
+        assert!(!fleet.hosts[1].healthy);
+        let inv = Inventory::new(fleet);
+        let sel: Selector = [("service".to_string(), vec!["exchange-routing".to_string()])].into();
+        let ids: Vec<_> = inv.select(&sel).map(|h| h.id.as_str()).collect();
+        assert_eq!(ids, ["apac-exo-0001"]);
+    }
+
+    #[test]
+    fn bad_fleets_name_the_field() {
+        let cases = [
+            (FLEET.replace("Asia/Seoul", "Asia/Nowhere"), "customers[0].timezone"),
+            (FLEET.replace("09:00-18:00", "9-18"), "customers[0].hours"),
+            (FLEET.replace("[mon, tue", "[monday, tue"), "customers[0].workdays[0]"),
+            (FLEET.replace("customers: [contoso]", "customers: [fabrikam]"), "hosts[0].customers[0]"),
+            (FLEET.replace("apac-exo-0002", "apac-exo-0001"), "hosts[1].id"),
+            (FLEET.replace("2026-12-25", "25/12/2026"), "customers[0].holidays[0]"),
+        ];
+        for (text, field) in cases {
+            match FleetFile::parse(&text, "f.yaml") {
+                Err(Error::Invalid { field: f, .. }) => assert_eq!(f, field),
+                other => panic!("{field}: expected Invalid, got {other:?}"),
+            }
+        }
+        assert!(matches!(
+            FleetFile::parse("hosts: [{id: a, address: x, colour: red}]", "f.yaml"),
+            Err(Error::Syntax { .. })
+        ));
+    }
+
+    #[test]
+    fn hours_may_cross_midnight() {
+        assert_eq!(parse_hours("22:00-06:00").unwrap(), (1320, 360));
+        assert!(parse_hours("09:00-09:00").is_err());
+        assert!(parse_hours("24:00-06:00").is_err());
+    }
+}

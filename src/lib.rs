@@ -1,0 +1,4 @@
+pub mod fleet;
+pub mod plan;
+pub mod proto;
+pub mod store;

@@ -1,0 +1,542 @@
+//! Plans: what an operator asks the controller to do, read from YAML or from the
+//! structured `PlanSpec` message, and validated strictly into a [`Plan`].
+//!
+//! Both inputs meet in one validator ([`Plan::from_spec`]): YAML is first read
+//! into a `PlanSpec` (unknown fields are errors), so a rule is written once and a
+//! plan means the same thing whichever way it arrives. Errors name the field, and
+//! the file, line and column when the plan came from text.
+
+mod locate;
+mod quantity;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::proto::v1 as pb;
+pub use quantity::{Percent, Threshold, format_duration, parse_duration};
+
+/// Plans are written by people; anything this large is a mistake or an attack.
+pub const MAX_PLAN_BYTES: usize = 1024 * 1024;
+const MAX_WAVES: usize = 20;
+const MAX_PARALLEL: u32 = 10_000;
+const MAX_BAKE: Duration = Duration::from_secs(24 * 3600);
+const MAX_DESCRIPTION: usize = 2_000;
+const MAX_VERSION: usize = 128;
+
+/// What a plan does to each selected host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Deploy `version`.
+    Fix,
+    /// Return each host to the version it ran before (or to `version` when given).
+    Rollback,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Fix => "fix",
+            Kind::Rollback => "rollback",
+        }
+    }
+}
+
+/// Which hosts go first when a wave is filled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Order {
+    /// By a hash of the host id: spread over regions and customers, the same every time.
+    Stable,
+}
+
+impl Order {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Order::Stable => "stable",
+        }
+    }
+}
+
+/// What happens when a wave has more failures than it tolerates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureAction {
+    /// Stop dispatching and wait for an operator (resume or abort).
+    Halt,
+}
+
+impl FailureAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureAction::Halt => "halt",
+        }
+    }
+}
+
+/// Label -> accepted values. A host matches when, for every key, its label has one
+/// of the values.
+pub type Selector = BTreeMap<String, Vec<String>>;
+
+/// A validated plan. Every field has been checked; the engine trusts it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    pub name: String,
+    pub kind: Kind,
+    pub description: String,
+    pub selector: Selector,
+    pub version: Option<String>,
+    /// Cumulative shares, strictly increasing, the last one 100%.
+    pub waves: Vec<Percent>,
+    pub order: Order,
+    pub max_parallel: u32,
+    pub bake: Duration,
+    pub max_failed: Threshold,
+    pub on_failure: FailureAction,
+}
+
+/// Why a plan was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct Error {
+    /// Where the plan came from (`plans/fix.yaml`, or `plan` for a structured one).
+    pub source_name: String,
+    /// The field at fault, as a path: `waves[2]`, `on_failure.max_failed`.
+    pub field: String,
+    pub message: String,
+    /// 1-based line and column when the plan came from text.
+    pub location: Option<(usize, usize)>,
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.source_name)?;
+        if let Some((line, column)) = self.location {
+            write!(f, ":{line}:{column}")?;
+        }
+        if self.field.is_empty() {
+            write!(f, ": {}", self.message)
+        } else {
+            write!(f, ": {}: {}", self.field, self.message)
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A field-level complaint before the source is known.
+struct FieldError {
+    field: String,
+    message: String,
+}
+
+fn bad(field: impl Into<String>, message: impl Into<String>) -> FieldError {
+    FieldError {
+        field: field.into(),
+        message: message.into(),
+    }
+}
+
+/// The plan file as written. Mirrors `PlanSpec`; exists for `deny_unknown_fields`
+/// and for the YAML conveniences (a single selector value, numbers for counts).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PlanFile {
+    name: String,
+    kind: String,
+    #[serde(default)]
+    description: String,
+    selector: BTreeMap<String, OneOrMany>,
+    #[serde(default)]
+    version: Option<Scalar>,
+    waves: Vec<Scalar>,
+    #[serde(default)]
+    order: Option<String>,
+    #[serde(default)]
+    max_parallel: Option<Scalar>,
+    #[serde(default)]
+    bake: Option<Scalar>,
+    #[serde(default)]
+    on_failure: Option<OnFailureFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OnFailureFile {
+    #[serde(default)]
+    max_failed: Option<Scalar>,
+    #[serde(default)]
+    action: Option<String>,
+}
+
+/// A YAML scalar kept as text: `1%` is a string to YAML, `3` a number, and the
+/// validator wants to say what is wrong with either in the plan's own terms.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Scalar {
+    Text(String),
+    Int(i64),
+    Float(f64),
+}
+
+impl Scalar {
+    fn into_text(self) -> String {
+        match self {
+            Scalar::Text(s) => s,
+            Scalar::Int(i) => i.to_string(),
+            Scalar::Float(f) => f.to_string(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(Scalar),
+    Many(Vec<Scalar>),
+}
+
+impl PlanFile {
+    fn into_spec(self) -> Result<pb::PlanSpec, FieldError> {
+        let max_parallel = match self.max_parallel {
+            None => 0,
+            Some(s) => {
+                let text = s.into_text();
+                match text.parse::<u32>() {
+                    Ok(0) | Err(_) => {
+                        return Err(bad(
+                            "max_parallel",
+                            format!("`{text}` is not a whole number of hosts between 1 and {MAX_PARALLEL}"),
+                        ));
+                    }
+                    Ok(n) => n,
+                }
+            }
+        };
+        Ok(pb::PlanSpec {
+            name: self.name,
+            kind: self.kind,
+            description: self.description,
+            selector: self
+                .selector
+                .into_iter()
+                .map(|(k, v)| {
+                    let values = match v {
+                        OneOrMany::One(s) => vec![s.into_text()],
+                        OneOrMany::Many(list) => list.into_iter().map(Scalar::into_text).collect(),
+                    };
+                    (k, pb::LabelValues { values })
+                })
+                .collect(),
+            version: self.version.map(Scalar::into_text).unwrap_or_default(),
+            waves: self.waves.into_iter().map(Scalar::into_text).collect(),
+            order: self.order.unwrap_or_default(),
+            max_parallel,
+            bake: self.bake.map(Scalar::into_text).unwrap_or_default(),
+            on_failure: self.on_failure.map(|f| pb::OnFailureSpec {
+                max_failed: f.max_failed.map(Scalar::into_text).unwrap_or_default(),
+                action: f.action.unwrap_or_default(),
+            }),
+        })
+    }
+}
+
+impl Plan {
+    /// Parses and validates a plan file's text. `source_name` names it in errors.
+    pub fn from_yaml(text: &str, source_name: &str) -> Result<Plan> {
+        Self::spec_from_yaml(text, source_name).and_then(|spec| {
+            Plan::from_spec(&spec).map_err(|mut e| {
+                e.source_name = source_name.to_string();
+                e.location = locate::locate(text, &e.field);
+                e
+            })
+        })
+    }
+
+    /// Reads a plan file's text into the structured message, without the semantic checks.
+    pub fn spec_from_yaml(text: &str, source_name: &str) -> Result<pb::PlanSpec> {
+        let whole = |message: String, location| Error {
+            source_name: source_name.to_string(),
+            field: String::new(),
+            message,
+            location,
+        };
+        if text.len() > MAX_PLAN_BYTES {
+            return Err(whole(
+                format!("plan is {} bytes; the limit is {MAX_PLAN_BYTES} (1 MiB)", text.len()),
+                None,
+            ));
+        }
+        if text.trim().is_empty() {
+            return Err(whole("plan is empty: a plan needs at least name, kind, selector and waves".into(), None));
+        }
+        let file: PlanFile = serde_yaml::from_str(text).map_err(|e| {
+            let location = e.location().map(|l| (l.line(), l.column()));
+            whole(strip_location(&e.to_string()), location)
+        })?;
+        file.into_spec().map_err(|e| Error {
+            source_name: source_name.to_string(),
+            location: locate::locate(text, &e.field),
+            field: e.field,
+            message: e.message,
+        })
+    }
+
+    /// Validates a structured plan. Errors name the field; the source is `plan`.
+    pub fn from_spec(spec: &pb::PlanSpec) -> Result<Plan> {
+        validate(spec).map_err(|e| Error {
+            source_name: "plan".to_string(),
+            field: e.field,
+            message: e.message,
+            location: None,
+        })
+    }
+
+    /// The plan as the structured message, with every default written out; this is
+    /// what the store keeps, so a stored rollout never depends on today's defaults.
+    pub fn to_spec(&self) -> pb::PlanSpec {
+        pb::PlanSpec {
+            name: self.name.clone(),
+            kind: self.kind.as_str().to_string(),
+            description: self.description.clone(),
+            selector: self
+                .selector
+                .iter()
+                .map(|(k, v)| (k.clone(), pb::LabelValues { values: v.clone() }))
+                .collect(),
+            version: self.version.clone().unwrap_or_default(),
+            waves: self.waves.iter().map(|w| w.to_string()).collect(),
+            order: self.order.as_str().to_string(),
+            max_parallel: self.max_parallel,
+            bake: format_duration(self.bake),
+            on_failure: Some(pb::OnFailureSpec {
+                max_failed: self.max_failed.to_string(),
+                action: self.on_failure.as_str().to_string(),
+            }),
+        }
+    }
+
+    /// Hosts covered once wave `k` is done, out of `selected`.
+    pub fn wave_target(&self, k: usize, selected: u64) -> u64 {
+        self.waves.get(k).map_or(selected, |w| w.of(selected))
+    }
+}
+
+/// serde_yaml appends " at line L column C"; we print the location our own way.
+fn strip_location(message: &str) -> String {
+    match message.rfind(" at line ") {
+        Some(i) => message[..i].to_string(),
+        None => message.to_string(),
+    }
+}
+
+fn is_name(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.len() <= 63
+        && b.iter().all(|&c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
+        && b[0] != b'-'
+        && b[b.len() - 1] != b'-'
+}
+
+fn is_label_key(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes().all(|c| c.is_ascii_alphanumeric() || b"._/-".contains(&c))
+}
+
+fn is_version(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= MAX_VERSION
+        && s.bytes().all(|c| c.is_ascii_alphanumeric() || b"._+-".contains(&c))
+}
+
+fn validate(spec: &pb::PlanSpec) -> Result<Plan, FieldError> {
+    if spec.name.is_empty() {
+        return Err(bad("name", "is missing: give the plan a name like exo-retry-fix"));
+    }
+    if spec.name.len() > 63 {
+        return Err(bad("name", format!("is {} characters long; the limit is 63", spec.name.len())));
+    }
+    if !is_name(&spec.name) {
+        return Err(bad(
+            "name",
+            format!("`{}` may use only a-z, 0-9 and inner dashes (like exo-retry-fix)", spec.name),
+        ));
+    }
+    let kind = match spec.kind.as_str() {
+        "fix" => Kind::Fix,
+        "rollback" => Kind::Rollback,
+        "restart" => {
+            return Err(bad("kind", "restart plans are not supported by this controller yet; use fix or rollback"));
+        }
+        "" => return Err(bad("kind", "is missing: use fix or rollback")),
+        other => return Err(bad("kind", format!("`{other}` is not a kind: use fix or rollback"))),
+    };
+    if spec.description.len() > MAX_DESCRIPTION {
+        return Err(bad("description", format!("is longer than {MAX_DESCRIPTION} characters")));
+    }
+    if spec.selector.is_empty() {
+        return Err(bad(
+            "selector",
+            "is empty: name at least one label (e.g. service: exchange-routing); a plan never targets every host implicitly",
+        ));
+    }
+    let mut selector = Selector::new();
+    for (key, values) in &spec.selector {
+        if !is_label_key(key) {
+            return Err(bad(format!("selector.{key}"), "label names use letters, digits and . _ / - (at most 63)"));
+        }
+        if values.values.is_empty() {
+            return Err(bad(format!("selector.{key}"), "lists no values: give at least one"));
+        }
+        if let Some(i) = values.values.iter().position(|v| v.trim().is_empty()) {
+            return Err(bad(format!("selector.{key}[{i}]"), "is empty"));
+        }
+        let mut vals = values.values.clone();
+        vals.sort();
+        vals.dedup();
+        selector.insert(key.clone(), vals);
+    }
+    let version = match (kind, spec.version.as_str()) {
+        (Kind::Fix, "") => {
+            return Err(bad("version", "is required for a fix: the build to deploy, like 15.20.8207.12"));
+        }
+        (_, "") => None,
+        (_, v) if !is_version(v) => {
+            return Err(bad(
+                "version",
+                format!("`{v}` may use only letters, digits and . _ + - (at most {MAX_VERSION})"),
+            ));
+        }
+        (_, v) => Some(v.to_string()),
+    };
+    if spec.waves.is_empty() {
+        return Err(bad("waves", "is empty: list cumulative shares like [1%, 10%, 50%, 100%]"));
+    }
+    if spec.waves.len() > MAX_WAVES {
+        return Err(bad("waves", format!("has {} waves; the limit is {MAX_WAVES}", spec.waves.len())));
+    }
+    let mut waves = Vec::with_capacity(spec.waves.len());
+    for (i, w) in spec.waves.iter().enumerate() {
+        let field = format!("waves[{i}]");
+        let p = Percent::parse(w).map_err(|m| bad(&field, m))?;
+        if p.basis_points() == 0 {
+            return Err(bad(&field, "is 0%: every wave must add hosts"));
+        }
+        if let Some(prev) = waves.last()
+            && p <= *prev
+        {
+            return Err(bad(
+                &field,
+                format!("waves are cumulative and must strictly increase: {p} after {prev}"),
+            ));
+        }
+        waves.push(p);
+    }
+    if let Some(last) = waves.last()
+        && *last != Percent::FULL
+    {
+        return Err(bad(
+            format!("waves[{}]", waves.len() - 1),
+            format!("waves must end at 100%, got {last}"),
+        ));
+    }
+    let order = match spec.order.as_str() {
+        "" | "stable" => Order::Stable,
+        "business-hours-first" | "off-hours-first" => {
+            return Err(bad(
+                "order",
+                format!("`{}` is not supported by this controller yet; use stable", spec.order),
+            ));
+        }
+        other => return Err(bad("order", format!("`{other}` is not an order: use stable"))),
+    };
+    let max_parallel = match spec.max_parallel {
+        0 => 100,
+        n if n > MAX_PARALLEL => {
+            return Err(bad("max_parallel", format!("{n} is over the limit of {MAX_PARALLEL}")));
+        }
+        n => n,
+    };
+    let bake = match spec.bake.as_str() {
+        "" => Duration::from_secs(300),
+        b => parse_duration(b).map_err(|m| bad("bake", m))?,
+    };
+    if bake > MAX_BAKE {
+        return Err(bad("bake", format!("{} is longer than 24h; split the plan instead", format_duration(bake))));
+    }
+    let default_failure = pb::OnFailureSpec::default();
+    let on_failure = spec.on_failure.as_ref().unwrap_or(&default_failure);
+    let max_failed = match on_failure.max_failed.as_str() {
+        "" => Threshold::Count(0),
+        m => Threshold::parse(m).map_err(|msg| bad("on_failure.max_failed", msg))?,
+    };
+    let action = match on_failure.action.as_str() {
+        "" | "halt" => FailureAction::Halt,
+        "rollback" => {
+            return Err(bad(
+                "on_failure.action",
+                "rollback is not supported by this controller yet; use halt and roll back with a rollback plan",
+            ));
+        }
+        other => return Err(bad("on_failure.action", format!("`{other}` is not an action: use halt"))),
+    };
+    Ok(Plan {
+        name: spec.name.clone(),
+        kind,
+        description: spec.description.clone(),
+        selector,
+        version,
+        waves,
+        order,
+        max_parallel,
+        bake,
+        max_failed,
+        on_failure: action,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = "\
+name: exo-retry-fix
+kind: fix
+selector:
+  service: exchange-routing
+  region: [apac, emea]
+version: 15.20.8207.12
+waves: [1%, 10%, 30%, 60%, 90%, 100%]
+max_parallel: 200
+bake: 5m
+on_failure:
+  max_failed: 2%
+  action: halt
+";
+
+    #[test]
+    fn a_good_plan_round_trips_through_the_structured_form() {
+        let plan = Plan::from_yaml(GOOD, "good.yaml").unwrap();
+        assert_eq!(plan.waves.len(), 6);
+        assert_eq!(plan.max_failed, Threshold::Share(Percent::from_basis_points(200)));
+        assert_eq!(Plan::from_spec(&plan.to_spec()).unwrap(), plan);
+    }
+
+    #[test]
+    fn errors_point_at_the_field() {
+        let text = GOOD.replace("90%, 100%", "90%");
+        let err = Plan::from_yaml(&text, "p.yaml").unwrap_err();
+        assert_eq!(err.field, "waves[4]");
+        assert_eq!(err.location, Some((7, 28)));
+        assert_eq!(err.to_string(), "p.yaml:7:28: waves[4]: waves must end at 100%, got 90%");
+    }
+
+    #[test]
+    fn unknown_fields_are_refused_with_a_location() {
+        let text = GOOD.replace("bake: 5m", "bake: 5m\nbaek: 5m");
+        let err = Plan::from_yaml(&text, "p.yaml").unwrap_err();
+        assert!(err.message.contains("unknown field `baek`"), "{err}");
+        assert_eq!(err.location.map(|l| l.0), Some(10));
+    }
+}
