@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 pub use generate::{GenerateOptions, generate};
 
 use crate::plan::Selector;
+use crate::proto::v1 as pb;
 
 /// Fleet files hold up to a few million hosts; beyond this, something is wrong.
 const MAX_FLEET_BYTES: u64 = 2 * 1024 * 1024 * 1024;
@@ -221,6 +222,63 @@ impl FleetFile {
             }
         }
         Ok(())
+    }
+
+    /// The inventory as store records.
+    pub fn to_records(&self) -> (Vec<pb::HostRecord>, Vec<pb::CustomerRecord>) {
+        let hosts = self
+            .hosts
+            .iter()
+            .map(|h| pb::HostRecord {
+                id: h.id.clone(),
+                address: h.address.clone(),
+                labels: h.labels.clone().into_iter().collect(),
+                customers: h.customers.clone(),
+                version: h.version.clone().unwrap_or_default(),
+                healthy: h.healthy,
+            })
+            .collect();
+        let customers = self
+            .customers
+            .iter()
+            .map(|c| pb::CustomerRecord {
+                id: c.id.clone(),
+                timezone: c.timezone.clone(),
+                hours: c.hours.clone(),
+                workdays: c.workdays.clone(),
+                holidays: c.holidays.clone(),
+                weight: c.weight,
+            })
+            .collect();
+        (hosts, customers)
+    }
+
+    /// The inventory back from store records.
+    pub fn from_records(hosts: Vec<pb::HostRecord>, customers: Vec<pb::CustomerRecord>) -> FleetFile {
+        FleetFile {
+            hosts: hosts
+                .into_iter()
+                .map(|h| Host {
+                    id: h.id,
+                    address: h.address,
+                    labels: h.labels.into_iter().collect(),
+                    customers: h.customers,
+                    version: (!h.version.is_empty()).then_some(h.version),
+                    healthy: h.healthy,
+                })
+                .collect(),
+            customers: customers
+                .into_iter()
+                .map(|c| Customer {
+                    id: c.id,
+                    timezone: c.timezone,
+                    hours: c.hours,
+                    workdays: c.workdays,
+                    holidays: c.holidays,
+                    weight: c.weight,
+                })
+                .collect(),
+        }
     }
 
     /// Writes the file as YAML.

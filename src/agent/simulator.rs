@@ -1,0 +1,280 @@
+//! A whole fleet behind one gRPC endpoint, speaking the real Agent protocol.
+//!
+//! Each virtual host has a version, a previous version, a health flag and the
+//! results of the operations it ran. Apply waits the configured latency, then
+//! changes the host or fails at the configured rate; a repeated operation_id returns
+//! the recorded result without running again. Randomness is drawn from a hash of the
+//! seed and the operation_id, so a run is reproducible whatever the call order.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::sync::Mutex;
+use tonic::{Request, Response, Status};
+
+use crate::engine::order::stable_hash;
+use crate::fleet::FleetFile;
+use crate::proto::v1 as pb;
+use crate::proto::v1::agent_server::{Agent, AgentServer};
+
+/// How the simulated fleet behaves.
+#[derive(Debug, Clone)]
+pub struct SimulatorOptions {
+    /// Share of Apply calls that fail (0.0 ..= 1.0).
+    pub fail_rate: f64,
+    /// Each Apply takes a time drawn uniformly from this range, in milliseconds.
+    pub latency_ms: (u64, u64),
+    pub seed: u64,
+}
+
+impl Default for SimulatorOptions {
+    fn default() -> SimulatorOptions {
+        SimulatorOptions {
+            fail_rate: 0.0,
+            latency_ms: (0, 0),
+            seed: 0,
+        }
+    }
+}
+
+/// Parses `MIN..MAX` (or a single number) milliseconds.
+pub fn parse_latency(text: &str) -> Result<(u64, u64), String> {
+    let usage = || format!("`{text}` is not a latency range: write it like 5..50 (milliseconds)");
+    let (a, b) = match text.split_once("..") {
+        Some((a, b)) => (a, b),
+        None => (text, text),
+    };
+    let (a, b): (u64, u64) = (a.trim().parse().map_err(|_| usage())?, b.trim().parse().map_err(|_| usage())?);
+    if a > b {
+        return Err(format!("`{text}`: the minimum is above the maximum"));
+    }
+    Ok((a, b))
+}
+
+#[derive(Debug, Default)]
+struct SimHost {
+    version: String,
+    previous_version: String,
+    healthy: bool,
+    executed: u64,
+    last_operation_id: String,
+    results: HashMap<String, pb::ApplyResponse>,
+}
+
+/// The simulated fleet; share it with `Arc` to change its behaviour while it serves.
+pub struct Simulator {
+    hosts: HashMap<String, Mutex<SimHost>>,
+    /// `f64` bits of the fail rate, changeable at run time (tests lower it to let a
+    /// halted rollout resume).
+    fail_rate: AtomicU64,
+    latency_ms: (u64, u64),
+    seed: u64,
+}
+
+impl Simulator {
+    pub fn new(fleet: &FleetFile, options: &SimulatorOptions) -> Simulator {
+        let hosts = fleet
+            .hosts
+            .iter()
+            .map(|h| {
+                let host = SimHost {
+                    version: h.version.clone().unwrap_or_default(),
+                    healthy: h.healthy,
+                    ..Default::default()
+                };
+                (h.id.clone(), Mutex::new(host))
+            })
+            .collect();
+        Simulator {
+            hosts,
+            fail_rate: AtomicU64::new(options.fail_rate.clamp(0.0, 1.0).to_bits()),
+            latency_ms: options.latency_ms,
+            seed: options.seed,
+        }
+    }
+
+    pub fn set_fail_rate(&self, rate: f64) {
+        self.fail_rate.store(rate.clamp(0.0, 1.0).to_bits(), Ordering::Relaxed);
+    }
+
+    fn fail_rate(&self) -> f64 {
+        f64::from_bits(self.fail_rate.load(Ordering::Relaxed))
+    }
+
+    /// A number in [0, 1) drawn from the seed, the operation and a purpose.
+    fn draw(&self, operation_id: &str, purpose: &str) -> f64 {
+        let h = stable_hash(&format!("{}:{purpose}:{operation_id}", self.seed));
+        (h >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// How many operations each host actually ran (replays excluded).
+    pub async fn executed(&self, host_id: &str) -> Option<u64> {
+        Some(self.hosts.get(host_id)?.lock().await.executed)
+    }
+
+    /// The gRPC service, ready to be added to a tonic server.
+    pub fn service(self: Arc<Self>) -> AgentServer<SimulatorService> {
+        AgentServer::new(SimulatorService(self))
+            .max_decoding_message_size(1024 * 1024)
+    }
+
+    async fn apply(&self, req: pb::ApplyRequest) -> Result<pb::ApplyResponse, Status> {
+        let host = self
+            .hosts
+            .get(&req.host_id)
+            .ok_or_else(|| Status::not_found(format!("this simulator has no host `{}`", req.host_id)))?;
+        if req.operation_id.is_empty() {
+            return Err(Status::invalid_argument("operation_id is required: it makes Apply idempotent"));
+        }
+        let action = pb::Action::try_from(req.action).unwrap_or(pb::Action::Unspecified);
+        if action == pb::Action::Unspecified {
+            return Err(Status::invalid_argument("action is required: DEPLOY, ROLLBACK or RESTART"));
+        }
+        if action == pb::Action::Deploy && req.version.is_empty() {
+            return Err(Status::invalid_argument("DEPLOY needs a version"));
+        }
+        // One action at a time per host, as on a real machine; the lock is held
+        // through the latency so a duplicate call waits and then replays.
+        let mut h = host.lock().await;
+        if let Some(done) = h.results.get(&req.operation_id) {
+            let mut replay = done.clone();
+            replay.replayed = true;
+            return Ok(replay);
+        }
+        let (lo, hi) = self.latency_ms;
+        if hi > 0 {
+            let ms = lo + ((hi - lo + 1) as f64 * self.draw(&req.operation_id, "latency")) as u64;
+            tokio::time::sleep(Duration::from_millis(ms.min(hi))).await;
+        }
+        h.executed += 1;
+        h.last_operation_id = req.operation_id.clone();
+        let before = h.version.clone();
+        let response = if self.draw(&req.operation_id, "fail") < self.fail_rate() {
+            pb::ApplyResponse {
+                ok: false,
+                version: before.clone(),
+                previous_version: h.previous_version.clone(),
+                detail: format!("simulated {} failure", action.as_str_name().trim_start_matches("ACTION_").to_lowercase()),
+                replayed: false,
+                healthy: h.healthy,
+            }
+        } else {
+            match action {
+                pb::Action::Deploy => {
+                    if h.version != req.version {
+                        h.previous_version = std::mem::replace(&mut h.version, req.version.clone());
+                    }
+                }
+                pb::Action::Rollback => {
+                    let target = if req.version.is_empty() { h.previous_version.clone() } else { req.version.clone() };
+                    if !target.is_empty() && target != h.version {
+                        h.previous_version = std::mem::replace(&mut h.version, target);
+                    }
+                }
+                pb::Action::Restart | pb::Action::Unspecified => {}
+            }
+            h.healthy = true;
+            pb::ApplyResponse {
+                ok: true,
+                version: h.version.clone(),
+                previous_version: before,
+                detail: String::new(),
+                replayed: false,
+                healthy: true,
+            }
+        };
+        h.results.insert(req.operation_id, response.clone());
+        Ok(response)
+    }
+
+    async fn probe(&self, req: pb::ProbeRequest) -> Result<pb::ProbeResponse, Status> {
+        let host = self
+            .hosts
+            .get(&req.host_id)
+            .ok_or_else(|| Status::not_found(format!("this simulator has no host `{}`", req.host_id)))?;
+        let h = host.lock().await;
+        Ok(pb::ProbeResponse {
+            version: h.version.clone(),
+            previous_version: h.previous_version.clone(),
+            healthy: h.healthy,
+            detail: if h.healthy { "healthy".into() } else { "unhealthy (simulated)".into() },
+            operations_executed: h.executed,
+            last_operation_id: h.last_operation_id.clone(),
+        })
+    }
+}
+
+/// The tonic service wrapping a shared [`Simulator`].
+pub struct SimulatorService(Arc<Simulator>);
+
+#[tonic::async_trait]
+impl Agent for SimulatorService {
+    async fn apply(&self, request: Request<pb::ApplyRequest>) -> Result<Response<pb::ApplyResponse>, Status> {
+        self.0.apply(request.into_inner()).await.map(Response::new)
+    }
+
+    async fn probe(&self, request: Request<pb::ProbeRequest>) -> Result<Response<pb::ProbeResponse>, Status> {
+        self.0.probe(request.into_inner()).await.map(Response::new)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fleet::{GenerateOptions, generate};
+
+    fn sim(fail_rate: f64) -> Simulator {
+        let fleet = generate(&GenerateOptions {
+            hosts: 10,
+            agent: "x".into(),
+            seed: 1,
+            unhealthy_rate: 0.0,
+        });
+        Simulator::new(&fleet, &SimulatorOptions { fail_rate, ..Default::default() })
+    }
+
+    fn deploy(host: &str, op: &str) -> pb::ApplyRequest {
+        pb::ApplyRequest {
+            host_id: host.into(),
+            operation_id: op.into(),
+            action: pb::Action::Deploy as i32,
+            version: "2".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_repeated_operation_runs_once() {
+        let s = sim(0.0);
+        let host = s.hosts.keys().next().unwrap().clone();
+        let first = s.apply(deploy(&host, "op-1")).await.unwrap();
+        let again = s.apply(deploy(&host, "op-1")).await.unwrap();
+        assert!(first.ok && !first.replayed && again.replayed);
+        assert_eq!(s.executed(&host).await, Some(1));
+        let probe = s.probe(pb::ProbeRequest { host_id: host }).await.unwrap();
+        assert_eq!(probe.version, "2");
+        assert_eq!(probe.previous_version, "15.20.8207.11");
+    }
+
+    #[tokio::test]
+    async fn failures_leave_the_version_and_follow_the_rate() {
+        let s = sim(1.0);
+        let host = s.hosts.keys().next().unwrap().clone();
+        let r = s.apply(deploy(&host, "op-1")).await.unwrap();
+        assert!(!r.ok);
+        assert_eq!(r.version, "15.20.8207.11");
+        s.set_fail_rate(0.0);
+        assert!(s.apply(deploy(&host, "op-2")).await.unwrap().ok);
+        let unknown = s.apply(deploy("nope", "op-3")).await.unwrap_err();
+        assert_eq!(unknown.code(), tonic::Code::NotFound);
+    }
+
+    #[test]
+    fn latency_ranges_parse() {
+        assert_eq!(parse_latency("5..50").unwrap(), (5, 50));
+        assert_eq!(parse_latency("7").unwrap(), (7, 7));
+        assert!(parse_latency("50..5").is_err());
+        assert!(parse_latency("fast").is_err());
+    }
+}

@@ -1,0 +1,212 @@
+//! Carries a rollout out: fills waves, records intents before dispatch (one flush per
+//! batch), keeps at most `max_parallel` agent calls in flight, records every result,
+//! sleeps bakes, and feeds what happened back to the state machine.
+//!
+//! Only this file sleeps or calls agents. A pause or abort stops dispatching at once;
+//! calls already sent finish and are recorded. On shutdown the same happens and the
+//! rollout stays where it is, to be resumed by the next controller.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinSet;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use super::rollout::{Dispatch, Live};
+use super::state::{Event, State, WaveReport};
+use super::fleet::SharedFleet;
+use super::{Context, Result};
+use crate::plan::Kind;
+use crate::proto::v1 as pb;
+
+/// Intents written per flush at most: bounds the work a crash can leave "in doubt".
+const MAX_BATCH: usize = 1_000;
+
+/// Runs a rollout until it ends, or until the controller shuts down.
+pub(crate) async fn drive(live: Arc<Live>, ctx: Arc<Context>) {
+    let span = info_span!("rollout", name = %live.name(), id = live.id);
+    async {
+        if let Err(e) = run(&live, &ctx).await {
+            warn!(error = %e, "rollout cannot continue");
+            let now = ctx.clock.now_ms();
+            let fatal = Event::Fatal { reason: e.to_string() };
+            if live.transition(&ctx.store, fatal, now).is_ok() {
+                let _ = ctx.store.flush().await;
+            }
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+async fn run(live: &Live, ctx: &Context) -> Result<()> {
+    let mut control = live.control.subscribe();
+    if live.has_reconcile() {
+        // Intents without results from before a crash: find out what happened first,
+        // whatever the state (even a paused or aborted rollout must learn this).
+        let reconcile = live.take_reconcile();
+        info!(hosts = reconcile.len(), "asking agents about calls in doubt after a restart");
+        execute(live, ctx, None, reconcile).await?;
+    }
+    loop {
+        if ctx.shutdown.is_cancelled() {
+            return Ok(());
+        }
+        let state = live.state();
+        match state {
+            State::Pending => advance(live, ctx, Event::Start).await?,
+            State::Running { wave } => {
+                live.fill_wave(&ctx.store, wave, ctx.clock.now_ms())?;
+                ctx.store.flush().await?;
+                let report = execute(live, ctx, Some(wave), Vec::new()).await?;
+                debug!(wave, ?report, "wave ended");
+                advance(live, ctx, Event::WaveEnded(report)).await?;
+            }
+            State::Baking { until_ms, .. } => {
+                let wait = Duration::from_millis((until_ms - ctx.clock.now_ms()).max(0) as u64);
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => advance(live, ctx, Event::BakeElapsed).await?,
+                    _ = control.changed() => {}
+                    _ = ctx.shutdown.cancelled() => return Ok(()),
+                }
+            }
+            State::Paused { .. } | State::Halted { .. } => {
+                tokio::select! {
+                    _ = control.changed() => {}
+                    _ = ctx.shutdown.cancelled() => return Ok(()),
+                }
+            }
+            State::Succeeded | State::Failed { .. } | State::Aborted { .. } => {
+                info!(state = state.name(), "rollout ended");
+                return Ok(());
+            }
+        }
+    }
+}
+
+async fn advance(live: &Live, ctx: &Context, event: Event) -> Result<()> {
+    live.transition(&ctx.store, event, ctx.clock.now_ms())?;
+    ctx.store.flush().await?;
+    Ok(())
+}
+
+/// Sends the hosts of `wave` (or only `first`, when `wave` is None) with at most
+/// `max_parallel` in flight, and returns how the wave stands when it stops.
+async fn execute(live: &Live, ctx: &Context, wave: Option<u32>, first: Vec<Dispatch>) -> Result<WaveReport> {
+    let max_parallel = live.plan.max_parallel.max(1) as usize;
+    let batch = max_parallel.min(MAX_BATCH);
+    let mut control = live.control.subscribe();
+    let mut ready: VecDeque<Dispatch> = first.into();
+    let mut inflight: JoinSet<Dispatch> = JoinSet::new();
+    let mut done = Vec::with_capacity(batch);
+    loop {
+        let stop = ctx.shutdown.is_cancelled() || wave.is_some_and(|w| live.must_stop(w));
+        if stop {
+            if wave.is_some() && !ready.is_empty() {
+                // Intents written but never sent go back to the queue.
+                live.unsend(&ctx.store, ready.drain(..).collect())?;
+            }
+            // Intents in doubt (reconcile) stay recorded as dispatched: the next
+            // start asks their agents again.
+            ready.clear();
+        } else {
+            if let Some(w) = wave
+                && ready.is_empty()
+            {
+                let intents = live.take_batch(w, batch, ctx.clock.now_ms());
+                if !intents.is_empty() {
+                    // Group commit: the intents of the whole batch, one flush, then
+                    // the calls. A crash after the flush re-asks these hosts.
+                    ctx.store
+                        .put_hosts(live.id, intents.iter().map(|d| (d.host.as_str(), &d.record)))?;
+                    ctx.store.flush().await?;
+                    ready.extend(intents);
+                }
+            }
+            while inflight.len() < max_parallel {
+                let Some(d) = ready.pop_front() else { break };
+                let request = live.apply_request(&d);
+                inflight.spawn(call(ctx.fleet.clone(), live.plan.kind, d, request));
+            }
+        }
+        if inflight.is_empty() && ready.is_empty() {
+            break;
+        }
+        tokio::select! {
+            joined = inflight.join_next(), if !inflight.is_empty() => {
+                if let Some(joined) = joined {
+                    collect(joined, &mut done);
+                }
+                while let Some(joined) = inflight.try_join_next() {
+                    collect(joined, &mut done);
+                }
+                let now = ctx.clock.now_ms();
+                for d in &mut done {
+                    d.record.updated_at_unix_ms = now;
+                }
+                live.record_results(&ctx.store, &done)?;
+                done.clear();
+            }
+            _ = control.changed() => {}
+            _ = ctx.shutdown.cancelled(), if !ctx.shutdown.is_cancelled() => {}
+        }
+    }
+    ctx.store.flush().await?;
+    Ok(live.report(wave.unwrap_or(0)))
+}
+
+fn collect(joined: std::result::Result<Dispatch, tokio::task::JoinError>, done: &mut Vec<Dispatch>) {
+    match joined {
+        Ok(d) => done.push(d),
+        // A call task only panics on a bug; its host stays "in doubt" in the store and
+        // is re-asked at the next start.
+        Err(e) => warn!(error = %e, "agent call task failed"),
+    }
+}
+
+/// One host: (probe, when its outcome is in doubt), apply, and the result as a record.
+async fn call(fleet: SharedFleet, kind: Kind, mut d: Dispatch, request: pb::ApplyRequest) -> Dispatch {
+    let span = info_span!("host", host = %d.host, op = %d.record.operation_id);
+    async {
+        if d.address.is_empty() {
+            return finish(&mut d, Err("the host is no longer in the inventory".to_string()), false);
+        }
+        if d.probe_first && kind == Kind::Fix {
+            if let Ok(p) = fleet.probe(&d.address, &d.host).await
+                && p.version == request.version
+            {
+                d.record.version = p.version;
+                return finish(&mut d, Ok("already on the version (confirmed by probe after a restart)".into()), false);
+            }
+        }
+        match fleet.apply(&d.address, request).await {
+            Ok(resp) if resp.ok => {
+                d.record.version = resp.version;
+                if !resp.previous_version.is_empty() {
+                    d.record.previous_version = resp.previous_version;
+                }
+                finish(&mut d, Ok(resp.detail), false)
+            }
+            Ok(resp) => finish(&mut d, Err(format!("agent reported failure: {}", resp.detail)), false),
+            Err(e) => {
+                let unknown = e.outcome_unknown();
+                finish(&mut d, Err(e.to_string()), unknown)
+            }
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+fn finish(d: &mut Dispatch, outcome: std::result::Result<String, String>, unknown: bool) -> Dispatch {
+    let (state, detail) = match outcome {
+        Ok(detail) => (pb::HostState::Succeeded, detail),
+        Err(detail) => (pb::HostState::Failed, detail),
+    };
+    d.record.set_state(state);
+    d.record.detail = detail;
+    d.record.outcome_unknown = unknown;
+    d.clone()
+}
+

@@ -1,0 +1,40 @@
+//! Which hosts go first. The engine asks this module each time a wave is filled, so
+//! an order that depends on the clock (customers' business hours) can re-rank the
+//! hosts that are still waiting.
+
+use crate::plan::Order;
+
+/// FNV-1a: a stable hash (std's `DefaultHasher` may change between Rust releases,
+/// which would reshuffle waves of a rollout resumed by a newer controller).
+pub fn stable_hash(s: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in s.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+/// Puts hosts in the order they should be dispatched.
+pub fn arrange(hosts: &mut [String], order: Order) {
+    match order {
+        Order::Stable => hosts.sort_unstable_by_key(|h| (stable_hash(h), h.clone())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stable_order_is_deterministic_and_mixes_neighbours() {
+        let mut a: Vec<String> = (0..100).map(|i| format!("apac-exr-{i:06}")).collect();
+        let mut b = a.clone();
+        b.reverse();
+        arrange(&mut a, Order::Stable);
+        arrange(&mut b, Order::Stable);
+        assert_eq!(a, b);
+        assert_ne!(a[0], "apac-exr-000000", "not simply by name");
+        assert_eq!(stable_hash("a"), 0xaf63_dc4c_8601_ec8c, "FNV-1a reference value");
+    }
+}

@@ -1,0 +1,536 @@
+//! One rollout in memory: its record and state, the counters, the queues of hosts
+//! waiting for a wave or for dispatch, and the channel that publishes snapshots.
+//!
+//! Built the same way for a new rollout and for one found in the store after a
+//! restart: by scanning its host rows. So the counters a client sees always equal a
+//! re-count of the store, and there is one code path to trust.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::sync::watch;
+
+use super::order;
+use super::state::{Decision, Event, Policy, Refusal, State, WaveReport, step};
+use super::{Error, Result};
+use crate::fleet::Inventory;
+use crate::plan::{Kind, Plan};
+use crate::proto::v1 as pb;
+use crate::store::Store;
+
+use pb::HostState;
+
+/// How many failed hosts a halt reason quotes.
+const EXAMPLES: usize = 3;
+
+/// Hosts per state, per wave. Index 0 holds the hosts in no wave yet; index k+1
+/// holds wave k (the same numbering as `RolloutHostRecord.wave`).
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Tally {
+    counts: Vec<[u64; 6]>,
+}
+
+impl Tally {
+    fn new(waves: usize) -> Tally {
+        Tally {
+            counts: vec![[0; 6]; waves + 1],
+        }
+    }
+
+    fn slot(&mut self, wave_index: u32) -> &mut [u64; 6] {
+        let i = (wave_index as usize).min(self.counts.len() - 1);
+        &mut self.counts[i]
+    }
+
+    fn add(&mut self, wave_index: u32, state: HostState) {
+        self.slot(wave_index)[state as usize] += 1;
+    }
+
+    fn remove(&mut self, wave_index: u32, state: HostState) {
+        let c = &mut self.slot(wave_index)[state as usize];
+        *c = c.saturating_sub(1);
+    }
+
+    /// A host of wave `wave_index` changed state.
+    fn moved(&mut self, wave_index: u32, from: HostState, to: HostState) {
+        self.remove(wave_index, from);
+        self.add(wave_index, to);
+    }
+
+    /// Counts of wave `wave` (0-based).
+    pub fn wave(&self, wave: u32) -> [u64; 6] {
+        self.counts.get(wave as usize + 1).copied().unwrap_or_default()
+    }
+
+    pub fn total(&self, state: HostState) -> u64 {
+        self.counts.iter().map(|c| c[state as usize]).sum()
+    }
+}
+
+/// Per customer: selected hosts and how many of them succeeded.
+#[derive(Debug, Default)]
+struct Customers {
+    hosts: HashMap<String, (u32, u32)>,
+    mitigated: u64,
+}
+
+impl Customers {
+    fn select(&mut self, customers: &[String]) {
+        for c in customers {
+            self.hosts.entry(c.clone()).or_default().0 += 1;
+        }
+    }
+
+    fn succeeded(&mut self, customers: &[String]) {
+        for c in customers {
+            if let Some((sel, ok)) = self.hosts.get_mut(c) {
+                *ok += 1;
+                if *ok == *sel {
+                    self.mitigated += 1;
+                }
+            }
+        }
+    }
+}
+
+/// A host on its way to an agent, or back from one.
+#[derive(Debug, Clone)]
+pub(crate) struct Dispatch {
+    pub host: String,
+    pub address: String,
+    pub record: pb::RolloutHostRecord,
+    /// Its intent was found without a result after a restart: probe before re-applying.
+    pub probe_first: bool,
+}
+
+pub(crate) struct Inner {
+    pub record: pb::RolloutRecord,
+    pub state: State,
+    tally: Tally,
+    /// Selected hosts in no wave yet, in dispatch order.
+    pending: VecDeque<String>,
+    /// Hosts placed in a wave and waiting to be sent, in order.
+    assigned: VecDeque<(String, pb::RolloutHostRecord)>,
+    /// Intents without a result, found at start-up: asked again first.
+    reconcile: Vec<(String, pb::RolloutHostRecord)>,
+    /// A few failures per wave, quoted in halt reasons.
+    examples: Vec<Vec<String>>,
+    customers: Customers,
+}
+
+/// A rollout the engine knows about.
+pub(crate) struct Live {
+    pub id: u64,
+    pub plan: Plan,
+    pub policy: Policy,
+    inventory: Arc<Inventory>,
+    inner: Mutex<Inner>,
+    snapshot: watch::Sender<Arc<pb::Rollout>>,
+    /// Bumped when an operator changes the state, so a busy driver looks again.
+    pub control: watch::Sender<u64>,
+}
+
+impl Live {
+    /// Rebuilds a rollout from the store: record, host rows, counters, queues.
+    pub fn load(store: &Store, inventory: Arc<Inventory>, record: pb::RolloutRecord) -> Result<Live> {
+        let spec = record.plan.clone().unwrap_or_default();
+        let plan = Plan::from_spec(&spec).map_err(|e| Error::Corrupt(format!("rollout {}: stored plan: {e}", record.id)))?;
+        let policy = Policy {
+            waves: plan.waves.len() as u32,
+            bake_ms: plan.bake.as_millis() as i64,
+        };
+        let mut tally = Tally::new(plan.waves.len());
+        let mut pending = Vec::new();
+        let mut assigned = Vec::new();
+        let mut reconcile = Vec::new();
+        let mut customers = Customers::default();
+        let mut examples = vec![Vec::new(); plan.waves.len() + 1];
+        for row in store.rollout_hosts(record.id) {
+            let (host, rec) = row?;
+            let state = rec.state();
+            tally.add(rec.wave, state);
+            let host_customers = inventory.host(&host).map(|h| h.customers.as_slice()).unwrap_or_default();
+            customers.select(host_customers);
+            match state {
+                HostState::Pending | HostState::Unspecified => pending.push(host),
+                HostState::Assigned => assigned.push((host, rec)),
+                HostState::Dispatched => reconcile.push((host, rec)),
+                HostState::Succeeded => customers.succeeded(host_customers),
+                HostState::Failed => {
+                    let ex = &mut examples[(rec.wave as usize).min(plan.waves.len())];
+                    if ex.len() < EXAMPLES {
+                        ex.push(format!("{host}: {}", rec.detail));
+                    }
+                }
+            }
+        }
+        order::arrange(&mut pending, plan.order);
+        let mut assigned_hosts: Vec<String> = assigned.iter().map(|(h, _)| h.clone()).collect();
+        order::arrange(&mut assigned_hosts, plan.order);
+        let mut by_host: HashMap<String, pb::RolloutHostRecord> = assigned.into_iter().collect();
+        let assigned = assigned_hosts
+            .into_iter()
+            .filter_map(|h| by_host.remove(&h).map(|r| (h, r)))
+            .collect();
+        let state = State::from_record(&record);
+        let inner = Inner {
+            record,
+            state,
+            tally,
+            pending: pending.into(),
+            assigned,
+            reconcile,
+            examples,
+            customers,
+        };
+        let live = Live {
+            id: inner.record.id,
+            plan,
+            policy,
+            inventory,
+            snapshot: watch::Sender::new(Arc::new(pb::Rollout::default())),
+            control: watch::Sender::new(0),
+            inner: Mutex::new(inner),
+        };
+        live.publish(&live.lock());
+        Ok(live)
+    }
+
+    pub fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn state(&self) -> State {
+        self.lock().state.clone()
+    }
+
+    pub fn name(&self) -> &str {
+        &self.plan.name
+    }
+
+    pub fn snapshot(&self) -> Arc<pb::Rollout> {
+        self.snapshot.borrow().clone()
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<Arc<pb::Rollout>> {
+        self.snapshot.subscribe()
+    }
+
+    /// Applies an event: the step function decides, this carries the decisions out
+    /// and persists the new state. The caller flushes.
+    pub fn transition(&self, store: &Store, event: Event, now_ms: i64) -> Result<()> {
+        let operator = matches!(event, Event::Pause | Event::Resume | Event::Abort { .. });
+        let mut inner = self.lock();
+        let (next, decisions) = step(&inner.state, event, now_ms, &self.policy).map_err(|Refusal(why)| {
+            Error::Refused(format!("rollout `{}` (id {}): {why}", self.plan.name, self.id))
+        })?;
+        for decision in decisions {
+            match decision {
+                Decision::RequeueFailed { wave } => self.requeue_failed(store, &mut inner, wave)?,
+                Decision::Record(line) => store.append_event(&pb::EventRecord {
+                    at_unix_ms: now_ms,
+                    rollout_id: self.id,
+                    rollout_name: self.plan.name.clone(),
+                    kind: next.name().to_string(),
+                    detail: line,
+                })?,
+            }
+        }
+        if next != inner.state {
+            next.write(&mut inner.record);
+            inner.record.updated_at_unix_ms = now_ms;
+            if next.is_terminal() && inner.record.finished_at_unix_ms == 0 {
+                inner.record.finished_at_unix_ms = now_ms;
+            }
+            inner.state = next;
+            store.put_rollout(&inner.record)?;
+        }
+        self.publish(&inner);
+        drop(inner);
+        if operator {
+            self.control.send_modify(|g| *g += 1);
+        }
+        Ok(())
+    }
+
+    /// Puts a halted wave's failed hosts back in its queue. A host whose last attempt
+    /// got no answer keeps its operation_id (the agent may have run it); the others
+    /// get a new attempt and a new id.
+    fn requeue_failed(&self, store: &Store, inner: &mut Inner, wave: u32) -> Result<()> {
+        let mut again = Vec::new();
+        for row in store.rollout_hosts(self.id) {
+            let (host, mut rec) = row?;
+            if rec.state() != HostState::Failed || rec.wave != wave + 1 {
+                continue;
+            }
+            if !rec.outcome_unknown {
+                rec.attempt += 1;
+                rec.operation_id.clear();
+            }
+            rec.set_state(HostState::Assigned);
+            rec.detail.clear();
+            inner.tally.moved(rec.wave, HostState::Failed, HostState::Assigned);
+            again.push((host, rec));
+        }
+        store.put_hosts(self.id, again.iter().map(|(h, r)| (h.as_str(), r)))?;
+        if let Some(ex) = inner.examples.get_mut(wave as usize + 1) {
+            ex.clear();
+        }
+        for item in again.into_iter().rev() {
+            inner.assigned.push_front(item);
+        }
+        Ok(())
+    }
+
+    /// Places hosts in `wave` until it covers its share of the selection, and
+    /// records the placement. The caller flushes.
+    pub fn fill_wave(&self, store: &Store, wave: u32, now_ms: i64) -> Result<()> {
+        let mut inner = self.lock();
+        let selected = inner.record.hosts_selected;
+        let target = self.plan.wave_target(wave as usize, selected);
+        let placed = selected - inner.pending.len() as u64;
+        let need = target.saturating_sub(placed) as usize;
+        if need == 0 {
+            return Ok(());
+        }
+        let take = need.min(inner.pending.len());
+        let hosts: Vec<String> = inner.pending.drain(..take).collect();
+        let rec = pb::RolloutHostRecord {
+            state: HostState::Assigned as i32,
+            wave: wave + 1,
+            attempt: 1,
+            updated_at_unix_ms: now_ms,
+            ..Default::default()
+        };
+        store.put_hosts(self.id, hosts.iter().map(|h| (h.as_str(), &rec)))?;
+        for h in hosts {
+            inner.tally.remove(0, HostState::Pending);
+            inner.tally.add(wave + 1, HostState::Assigned);
+            inner.assigned.push_back((h, rec.clone()));
+        }
+        self.publish(&inner);
+        Ok(())
+    }
+
+    /// Intents found at start-up without a result.
+    pub fn take_reconcile(&self) -> Vec<Dispatch> {
+        let mut inner = self.lock();
+        let list = std::mem::take(&mut inner.reconcile);
+        list.into_iter()
+            .map(|(host, record)| self.dispatch(host, record, true))
+            .collect()
+    }
+
+    pub fn has_reconcile(&self) -> bool {
+        !self.lock().reconcile.is_empty()
+    }
+
+    fn dispatch(&self, host: String, record: pb::RolloutHostRecord, probe_first: bool) -> Dispatch {
+        let address = self.inventory.host(&host).map(|h| h.address.clone()).unwrap_or_default();
+        Dispatch {
+            host,
+            address,
+            record,
+            probe_first,
+        }
+    }
+
+    /// Takes up to `n` assigned hosts of `wave` and marks them dispatched, with their
+    /// operation ids and the versions they run now. The caller writes these intents
+    /// and flushes before sending anything.
+    pub fn take_batch(&self, wave: u32, n: usize, now_ms: i64) -> Vec<Dispatch> {
+        let mut inner = self.lock();
+        let mut out = Vec::with_capacity(n.min(inner.assigned.len()));
+        while out.len() < n {
+            let Some((host, mut rec)) = inner.assigned.pop_front() else { break };
+            if rec.wave != wave + 1 {
+                // Hosts of another wave wait for theirs (cannot happen in order, kept safe).
+                inner.assigned.push_front((host, rec));
+                break;
+            }
+            if rec.operation_id.is_empty() {
+                rec.operation_id = format!("r{}-{}-a{}", self.id, host, rec.attempt);
+            }
+            rec.set_state(HostState::Dispatched);
+            rec.outcome_unknown = false;
+            rec.updated_at_unix_ms = now_ms;
+            rec.previous_version = self
+                .inventory
+                .host(&host)
+                .and_then(|h| h.version.clone())
+                .unwrap_or_default();
+            inner.tally.moved(rec.wave, HostState::Assigned, HostState::Dispatched);
+            out.push(self.dispatch(host, rec, false));
+        }
+        if !out.is_empty() {
+            self.publish(&inner);
+        }
+        out
+    }
+
+    /// Returns dispatches that were never sent to the front of the queue.
+    pub fn unsend(&self, store: &Store, items: Vec<Dispatch>) -> Result<()> {
+        let mut inner = self.lock();
+        let mut back = Vec::with_capacity(items.len());
+        for mut d in items {
+            d.record.set_state(HostState::Assigned);
+            inner.tally.moved(d.record.wave, HostState::Dispatched, HostState::Assigned);
+            back.push((d.host, d.record));
+        }
+        store.put_hosts(self.id, back.iter().map(|(h, r)| (h.as_str(), r)))?;
+        for item in back.into_iter().rev() {
+            inner.assigned.push_front(item);
+        }
+        self.publish(&inner);
+        Ok(())
+    }
+
+    /// Records results (durable at the next flush) and updates the counters.
+    pub fn record_results(&self, store: &Store, results: &[Dispatch]) -> Result<()> {
+        store.put_hosts(self.id, results.iter().map(|d| (d.host.as_str(), &d.record)))?;
+        let mut inner = self.lock();
+        for d in results {
+            let state = d.record.state();
+            inner.tally.moved(d.record.wave, HostState::Dispatched, state);
+            match state {
+                HostState::Succeeded => {
+                    if let Some(h) = self.inventory.host(&d.host) {
+                        inner.customers.succeeded(&h.customers);
+                    }
+                }
+                HostState::Failed => {
+                    let i = (d.record.wave as usize).min(inner.examples.len() - 1);
+                    if inner.examples[i].len() < EXAMPLES {
+                        let line = format!("{}: {}", d.host, d.record.detail);
+                        inner.examples[i].push(line);
+                    }
+                }
+                _ => {}
+            }
+        }
+        self.publish(&inner);
+        Ok(())
+    }
+
+    /// Failed hosts wave `wave` tolerates.
+    pub fn allowed_failures(&self, wave: u32, selected: u64) -> u64 {
+        self.plan.max_failed.allowed(self.wave_size(wave, selected))
+    }
+
+    fn wave_size(&self, wave: u32, selected: u64) -> u64 {
+        let target = self.plan.wave_target(wave as usize, selected);
+        let before = if wave == 0 { 0 } else { self.plan.wave_target(wave as usize - 1, selected) };
+        target - before
+    }
+
+    /// How the wave stands now.
+    pub fn report(&self, wave: u32) -> WaveReport {
+        let inner = self.lock();
+        let selected = inner.record.hosts_selected;
+        let c = inner.tally.wave(wave);
+        WaveReport {
+            wave,
+            size: self.wave_size(wave, selected),
+            answered: c[HostState::Succeeded as usize] + c[HostState::Failed as usize],
+            failed: c[HostState::Failed as usize],
+            allowed: self.allowed_failures(wave, selected),
+            examples: inner.examples.get(wave as usize + 1).cloned().unwrap_or_default(),
+        }
+    }
+
+    /// True when nothing more may be sent for `wave`: the state moved on (pause,
+    /// abort) or the wave already has more failures than it tolerates.
+    pub fn must_stop(&self, wave: u32) -> bool {
+        let inner = self.lock();
+        if inner.state != (State::Running { wave }) {
+            return true;
+        }
+        let failed = inner.tally.wave(wave)[HostState::Failed as usize];
+        failed > self.allowed_failures(wave, inner.record.hosts_selected)
+    }
+
+    /// What the action for this rollout is, as the agent protocol says it.
+    pub fn apply_request(&self, d: &Dispatch) -> pb::ApplyRequest {
+        let (action, version) = match self.plan.kind {
+            Kind::Fix => (pb::Action::Deploy, self.plan.version.clone().unwrap_or_default()),
+            Kind::Rollback => (pb::Action::Rollback, self.plan.version.clone().unwrap_or_default()),
+        };
+        pb::ApplyRequest {
+            host_id: d.host.clone(),
+            operation_id: d.record.operation_id.clone(),
+            action: action as i32,
+            version,
+        }
+    }
+
+    fn publish(&self, inner: &Inner) {
+        self.snapshot.send_replace(Arc::new(self.build(inner)));
+    }
+
+    fn build(&self, inner: &Inner) -> pb::Rollout {
+        let r = &inner.record;
+        let selected = r.hosts_selected;
+        let t = &inner.tally;
+        let current = inner.state.wave();
+        let mut waves = Vec::with_capacity(self.plan.waves.len());
+        for (k, pct) in self.plan.waves.iter().enumerate() {
+            let k32 = k as u32;
+            let c = t.wave(k32);
+            let answered = c[HostState::Succeeded as usize] + c[HostState::Failed as usize];
+            let wave_state = match &inner.state {
+                State::Succeeded => pb::WaveState::Done,
+                State::Pending => pb::WaveState::Pending,
+                _ if k32 < current => pb::WaveState::Done,
+                _ if k32 > current => pb::WaveState::Pending,
+                State::Running { .. } => pb::WaveState::Running,
+                State::Baking { .. } => pb::WaveState::Baking,
+                State::Halted { .. } => pb::WaveState::Halted,
+                State::Paused { bake_until_ms, .. } => match bake_until_ms {
+                    Some(_) => pb::WaveState::Baking,
+                    None => pb::WaveState::Running,
+                },
+                State::Failed { .. } | State::Aborted { .. } => match answered >= self.wave_size(k32, selected) {
+                    true => pb::WaveState::Done,
+                    false => pb::WaveState::Halted,
+                },
+            };
+            waves.push(pb::Wave {
+                index: k32,
+                percent: pct.to_string(),
+                target_hosts: pct.of(selected),
+                size: self.wave_size(k32, selected),
+                succeeded: c[HostState::Succeeded as usize],
+                failed: c[HostState::Failed as usize],
+                in_flight: c[HostState::Dispatched as usize],
+                pending: c[HostState::Assigned as usize],
+                state: wave_state as i32,
+                max_failed: self.allowed_failures(k32, selected),
+            });
+        }
+        let succeeded = t.total(HostState::Succeeded);
+        pb::Rollout {
+            id: r.id,
+            name: r.name.clone(),
+            kind: self.plan.kind.as_str().to_string(),
+            description: self.plan.description.clone(),
+            version: self.plan.version.clone().unwrap_or_default(),
+            state: inner.state.proto() as i32,
+            current_wave: current,
+            waves,
+            hosts_selected: selected,
+            hosts_succeeded: succeeded,
+            hosts_failed: t.total(HostState::Failed),
+            hosts_in_flight: t.total(HostState::Dispatched),
+            hosts_pending: t.total(HostState::Pending) + t.total(HostState::Assigned),
+            percent_complete: if selected == 0 { 0.0 } else { succeeded as f64 * 100.0 / selected as f64 },
+            customers_affected: inner.customers.hosts.len() as u64,
+            customers_mitigated: inner.customers.mitigated,
+            halt_reason: inner.state.reason().to_string(),
+            created_at_unix_ms: r.created_at_unix_ms,
+            updated_at_unix_ms: r.updated_at_unix_ms,
+            finished_at_unix_ms: r.finished_at_unix_ms,
+            bake_until_unix_ms: r.bake_until_unix_ms,
+            plan: r.plan.clone(),
+        }
+    }
+}

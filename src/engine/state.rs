@@ -1,0 +1,433 @@
+//! The rollout state machine: one documented enum moved by one pure function.
+//!
+//! `step(state, event, now, policy)` returns the next state and the decisions the
+//! driver must carry out. It does no I/O and reads no clock, so every transition is
+//! tested here with plain values. Operator events that make no sense in the current
+//! state are refused with a sentence saying what would.
+
+use crate::proto::v1 as pb;
+
+/// Where a rollout is. Waves are numbered from 0.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum State {
+    /// Recorded, not started yet.
+    Pending,
+    /// Dispatching the hosts of `wave`.
+    Running { wave: u32 },
+    /// `wave` is done; waiting until `until_ms` (unix ms) before the next one.
+    Baking { wave: u32, until_ms: i64 },
+    /// An operator paused it; `bake_until_ms` is set when it was paused while baking
+    /// (or its wave finished while paused), so resume goes back to baking.
+    Paused { wave: u32, bake_until_ms: Option<i64> },
+    /// Too many failures in `wave`: nothing is dispatched until an operator resumes
+    /// (the wave's failed hosts are tried again) or aborts.
+    Halted { wave: u32, reason: String },
+    /// Every wave done and baked.
+    Succeeded,
+    /// The controller could not go on (the store failed); needs a person.
+    Failed { reason: String },
+    /// Stopped for good by an operator.
+    Aborted { reason: String },
+}
+
+/// Something that happened to a rollout.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    Start,
+    /// The driver stopped working on a wave: every host answered, or it stopped early
+    /// (too many failures, a pause, an abort, a shutdown).
+    WaveEnded(WaveReport),
+    BakeElapsed,
+    Pause,
+    Resume,
+    Abort { reason: String },
+    /// The rollout cannot continue (a store error).
+    Fatal { reason: String },
+}
+
+/// How a wave went, as counted by the driver.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WaveReport {
+    pub wave: u32,
+    /// Hosts in the wave.
+    pub size: u64,
+    /// Hosts with a result (succeeded or failed).
+    pub answered: u64,
+    pub failed: u64,
+    /// Failed hosts the wave tolerates.
+    pub allowed: u64,
+    /// A few failed hosts with their error, for the halt reason.
+    pub examples: Vec<String>,
+}
+
+impl WaveReport {
+    pub fn over_threshold(&self) -> bool {
+        self.failed > self.allowed
+    }
+
+    pub fn complete(&self) -> bool {
+        self.answered >= self.size
+    }
+}
+
+/// The parts of the plan the state machine needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Policy {
+    pub waves: u32,
+    pub bake_ms: i64,
+}
+
+/// Work the driver carries out after a transition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Put the failed hosts of `wave` back in its queue to be tried again.
+    RequeueFailed { wave: u32 },
+    /// Write this line to the audit log.
+    Record(String),
+}
+
+/// An operator asked for something the rollout cannot do in its state.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Refusal(pub String);
+
+impl State {
+    pub fn is_terminal(&self) -> bool {
+        matches!(self, State::Succeeded | State::Failed { .. } | State::Aborted { .. })
+    }
+
+    /// The wave the rollout is at (0 before it starts and after it ends).
+    pub fn wave(&self) -> u32 {
+        match self {
+            State::Running { wave }
+            | State::Baking { wave, .. }
+            | State::Paused { wave, .. }
+            | State::Halted { wave, .. } => *wave,
+            _ => 0,
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            State::Pending => "pending",
+            State::Running { .. } => "running",
+            State::Baking { .. } => "baking",
+            State::Paused { .. } => "paused",
+            State::Halted { .. } => "halted",
+            State::Succeeded => "succeeded",
+            State::Failed { .. } => "failed",
+            State::Aborted { .. } => "aborted",
+        }
+    }
+
+    pub fn reason(&self) -> &str {
+        match self {
+            State::Halted { reason, .. } | State::Failed { reason } | State::Aborted { reason } => reason,
+            _ => "",
+        }
+    }
+
+    pub fn proto(&self) -> pb::RolloutState {
+        match self {
+            State::Pending => pb::RolloutState::Pending,
+            State::Running { .. } => pb::RolloutState::Running,
+            State::Baking { .. } => pb::RolloutState::Baking,
+            State::Paused { .. } => pb::RolloutState::Paused,
+            State::Halted { .. } => pb::RolloutState::Halted,
+            State::Succeeded => pb::RolloutState::Succeeded,
+            State::Failed { .. } => pb::RolloutState::Failed,
+            State::Aborted { .. } => pb::RolloutState::Aborted,
+        }
+    }
+
+    /// Reads the state back from its stored record.
+    pub fn from_record(r: &pb::RolloutRecord) -> State {
+        let wave = r.current_wave;
+        let reason = r.halt_reason.clone();
+        let bake = (r.bake_until_unix_ms != 0).then_some(r.bake_until_unix_ms);
+        match r.state() {
+            pb::RolloutState::Unspecified | pb::RolloutState::Pending => State::Pending,
+            pb::RolloutState::Running | pb::RolloutState::RollingBack => State::Running { wave },
+            pb::RolloutState::Baking => State::Baking {
+                wave,
+                until_ms: r.bake_until_unix_ms,
+            },
+            pb::RolloutState::Paused => State::Paused {
+                wave,
+                bake_until_ms: bake,
+            },
+            pb::RolloutState::Halted => State::Halted { wave, reason },
+            pb::RolloutState::Succeeded => State::Succeeded,
+            pb::RolloutState::Failed => State::Failed { reason },
+            pb::RolloutState::Aborted => State::Aborted { reason },
+        }
+    }
+
+    /// Writes the state into its stored record.
+    pub fn write(&self, r: &mut pb::RolloutRecord) {
+        r.set_state(self.proto());
+        r.halt_reason = self.reason().to_string();
+        r.bake_until_unix_ms = match self {
+            State::Baking { until_ms, .. } => *until_ms,
+            State::Paused {
+                bake_until_ms: Some(t), ..
+            } => *t,
+            _ => 0,
+        };
+        if !self.is_terminal() {
+            r.current_wave = self.wave();
+        }
+    }
+}
+
+type Step = Result<(State, Vec<Decision>), Refusal>;
+
+/// The transition function. `now_ms` is wall-clock unix milliseconds.
+pub fn step(state: &State, event: Event, now_ms: i64, policy: &Policy) -> Step {
+    use State::*;
+    let unchanged = || Ok((state.clone(), Vec::new()));
+    let after_wave = |wave: u32| -> State {
+        if wave + 1 >= policy.waves { Succeeded } else { Running { wave: wave + 1 } }
+    };
+    let record = |line: String| vec![Decision::Record(line)];
+    match event {
+        Event::Start => match state {
+            Pending => Ok((Running { wave: 0 }, record("started".into()))),
+            _ => unchanged(),
+        },
+        Event::WaveEnded(report) => {
+            let halt = |wave: u32| {
+                let reason = halt_reason(&report);
+                let line = format!("halted: {reason}");
+                Ok((Halted { wave, reason }, vec![Decision::Record(line)]))
+            };
+            match state {
+                Running { wave } | Paused { wave, .. } if *wave == report.wave && report.over_threshold() => {
+                    halt(*wave)
+                }
+                Running { wave } if *wave == report.wave && report.complete() => {
+                    if policy.bake_ms > 0 {
+                        let until_ms = now_ms + policy.bake_ms;
+                        Ok((Baking { wave: *wave, until_ms }, Vec::new()))
+                    } else {
+                        let next = after_wave(*wave);
+                        let lines = if next == Succeeded { record("succeeded".into()) } else { Vec::new() };
+                        Ok((next, lines))
+                    }
+                }
+                Paused { wave, bake_until_ms: None } if *wave == report.wave && report.complete() => Ok((
+                    Paused {
+                        wave: *wave,
+                        bake_until_ms: Some(now_ms + policy.bake_ms),
+                    },
+                    Vec::new(),
+                )),
+                _ => unchanged(),
+            }
+        }
+        Event::BakeElapsed => match state {
+            Baking { wave, .. } => {
+                let next = after_wave(*wave);
+                let lines = if next == Succeeded { record("succeeded".into()) } else { Vec::new() };
+                Ok((next, lines))
+            }
+            _ => unchanged(),
+        },
+        Event::Pause => match state {
+            Pending => Ok((Paused { wave: 0, bake_until_ms: None }, record("paused".into()))),
+            Running { wave } => Ok((Paused { wave: *wave, bake_until_ms: None }, record("paused".into()))),
+            Baking { wave, until_ms } => Ok((
+                Paused {
+                    wave: *wave,
+                    bake_until_ms: Some(*until_ms),
+                },
+                record("paused during bake".into()),
+            )),
+            Paused { .. } => unchanged(),
+            Halted { .. } => Err(Refusal(
+                "the rollout is halted and dispatches nothing already: resume it to retry the failed hosts, or abort it".into(),
+            )),
+            done => Err(finished(done)),
+        },
+        Event::Resume => match state {
+            Paused { wave, bake_until_ms: None } => Ok((Running { wave: *wave }, record("resumed".into()))),
+            Paused {
+                wave,
+                bake_until_ms: Some(until_ms),
+            } => Ok((
+                Baking {
+                    wave: *wave,
+                    until_ms: *until_ms,
+                },
+                record("resumed (baking)".into()),
+            )),
+            Halted { wave, .. } => Ok((
+                Running { wave: *wave },
+                vec![
+                    Decision::RequeueFailed { wave: *wave },
+                    Decision::Record(format!("resumed after halt: retrying the failed hosts of wave {}", wave + 1)),
+                ],
+            )),
+            Pending | Running { .. } | Baking { .. } => Err(Refusal(format!(
+                "the rollout is {}: only a paused or halted rollout can be resumed",
+                state.name()
+            ))),
+            done => Err(finished(done)),
+        },
+        Event::Abort { reason } => match state {
+            done if done.is_terminal() => Err(finished(done)),
+            _ => {
+                let reason = if reason.is_empty() { "aborted by an operator".to_string() } else { reason };
+                let line = format!("aborted: {reason}");
+                Ok((Aborted { reason }, vec![Decision::Record(line)]))
+            }
+        },
+        Event::Fatal { reason } => match state {
+            done if done.is_terminal() => unchanged(),
+            _ => {
+                let line = format!("failed: {reason}");
+                Ok((Failed { reason }, vec![Decision::Record(line)]))
+            }
+        },
+    }
+}
+
+fn finished(state: &State) -> Refusal {
+    Refusal(format!(
+        "the rollout has {}; submit a new plan to change the fleet again",
+        match state {
+            State::Succeeded => "succeeded",
+            State::Failed { .. } => "failed",
+            _ => "been aborted",
+        }
+    ))
+}
+
+/// "wave 2 (10%): 7 of 180 hosts failed, more than the 3 allowed; e.g. h1: ..., h2: ..."
+fn halt_reason(r: &WaveReport) -> String {
+    let mut reason = format!(
+        "wave {}: {} of {} hosts failed, more than the {} allowed by on_failure.max_failed",
+        r.wave + 1,
+        r.failed,
+        r.size,
+        r.allowed
+    );
+    if !r.examples.is_empty() {
+        reason.push_str("; e.g. ");
+        reason.push_str(&r.examples.join("; "));
+    }
+    reason
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const POLICY: Policy = Policy { waves: 3, bake_ms: 1_000 };
+
+    fn report(wave: u32, answered: u64, failed: u64) -> Event {
+        Event::WaveEnded(WaveReport {
+            wave,
+            size: 10,
+            answered,
+            failed,
+            allowed: 1,
+            examples: vec!["h1: boom".into()],
+        })
+    }
+
+    fn go(state: &State, event: Event, now: i64) -> State {
+        step(state, event, now, &POLICY).unwrap().0
+    }
+
+    #[test]
+    fn waves_run_then_bake_then_advance_to_success() {
+        let mut s = go(&State::Pending, Event::Start, 0);
+        assert_eq!(s, State::Running { wave: 0 });
+        for wave in 0..3 {
+            s = go(&s, report(wave, 10, 1), 100);
+            assert_eq!(s, State::Baking { wave, until_ms: 1_100 });
+            s = go(&s, Event::BakeElapsed, 1_100);
+        }
+        assert_eq!(s, State::Succeeded);
+    }
+
+    #[test]
+    fn zero_bake_advances_at_once() {
+        let policy = Policy { waves: 2, bake_ms: 0 };
+        let (s, _) = step(&State::Running { wave: 0 }, report(0, 10, 0), 5, &policy).unwrap();
+        assert_eq!(s, State::Running { wave: 1 });
+        let (s, d) = step(&s, report(1, 10, 0), 5, &policy).unwrap();
+        assert_eq!(s, State::Succeeded);
+        assert_eq!(d, vec![Decision::Record("succeeded".into())]);
+    }
+
+    #[test]
+    fn too_many_failures_halt_with_a_reason_even_mid_wave() {
+        let s = go(&State::Running { wave: 1 }, report(1, 4, 2), 0);
+        let State::Halted { wave: 1, reason } = &s else { panic!("{s:?}") };
+        assert_eq!(
+            reason,
+            "wave 2: 2 of 10 hosts failed, more than the 1 allowed by on_failure.max_failed; e.g. h1: boom"
+        );
+        // Resume retries the failed hosts of that wave.
+        let (s, d) = step(&s, Event::Resume, 0, &POLICY).unwrap();
+        assert_eq!(s, State::Running { wave: 1 });
+        assert_eq!(d[0], Decision::RequeueFailed { wave: 1 });
+    }
+
+    #[test]
+    fn an_incomplete_wave_within_threshold_changes_nothing() {
+        let s = State::Running { wave: 0 };
+        assert_eq!(go(&s, report(0, 3, 0), 0), s, "stopped for a shutdown: resumes later");
+    }
+
+    #[test]
+    fn pause_and_resume_keep_the_bake() {
+        let s = go(&State::Baking { wave: 0, until_ms: 500 }, Event::Pause, 100);
+        assert_eq!(s, State::Paused { wave: 0, bake_until_ms: Some(500) });
+        assert_eq!(go(&s, Event::Pause, 100), s, "pausing twice is harmless");
+        assert_eq!(go(&s, Event::Resume, 900), State::Baking { wave: 0, until_ms: 500 });
+    }
+
+    #[test]
+    fn a_wave_that_finishes_while_paused_bakes_after_resume() {
+        let s = go(&State::Running { wave: 0 }, Event::Pause, 0);
+        let s = go(&s, report(0, 10, 0), 50);
+        assert_eq!(s, State::Paused { wave: 0, bake_until_ms: Some(1_050) });
+        let s = go(&State::Paused { wave: 0, bake_until_ms: None }, report(0, 5, 3), 50);
+        assert!(matches!(s, State::Halted { wave: 0, .. }), "failures still halt while paused");
+    }
+
+    #[test]
+    fn operators_get_refusals_that_say_what_would_work() {
+        let err = step(&State::Running { wave: 0 }, Event::Resume, 0, &POLICY).unwrap_err();
+        assert!(err.0.contains("only a paused or halted rollout can be resumed"));
+        let err = step(&State::Succeeded, Event::Abort { reason: String::new() }, 0, &POLICY).unwrap_err();
+        assert!(err.0.contains("submit a new plan"));
+        let halted = State::Halted { wave: 0, reason: "x".into() };
+        assert!(step(&halted, Event::Pause, 0, &POLICY).is_err());
+        let aborted = go(&halted, Event::Abort { reason: String::new() }, 0);
+        assert_eq!(aborted, State::Aborted { reason: "aborted by an operator".into() });
+        assert!(aborted.is_terminal());
+    }
+
+    #[test]
+    fn states_survive_their_record() {
+        for s in [
+            State::Pending,
+            State::Running { wave: 2 },
+            State::Baking { wave: 1, until_ms: 77 },
+            State::Paused { wave: 3, bake_until_ms: None },
+            State::Paused { wave: 3, bake_until_ms: Some(9) },
+            State::Halted { wave: 0, reason: "r".into() },
+            State::Succeeded,
+            State::Failed { reason: "f".into() },
+            State::Aborted { reason: "a".into() },
+        ] {
+            let mut r = pb::RolloutRecord::default();
+            s.write(&mut r);
+            assert_eq!(State::from_record(&r), s);
+        }
+    }
+}

@@ -1,0 +1,70 @@
+//! The crate's error, and the one place where errors become gRPC status codes.
+
+use tonic::{Code, Status};
+
+use crate::{engine, fleet, plan, store};
+
+/// Anything that can go wrong in a command or a request.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A plan was refused.
+    #[error(transparent)]
+    Plan(#[from] plan::Error),
+    /// A fleet file was refused.
+    #[error(transparent)]
+    Fleet(#[from] fleet::Error),
+    /// The engine refused or failed a request.
+    #[error(transparent)]
+    Engine(#[from] engine::Error),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] store::Error),
+    /// A file or socket operation failed; `context` says which and what to check.
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The gRPC server or a connection failed.
+    #[error("{context}: {source}")]
+    Transport {
+        context: String,
+        #[source]
+        source: tonic::transport::Error,
+    },
+    /// A request or a command line is missing something; the text says what.
+    #[error("{0}")]
+    Usage(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub fn io(context: impl Into<String>, source: std::io::Error) -> Error {
+        Error::Io {
+            context: context.into(),
+            source,
+        }
+    }
+}
+
+impl From<Error> for Status {
+    fn from(e: Error) -> Status {
+        let code = match &e {
+            Error::Plan(_) | Error::Fleet(_) | Error::Usage(_) => Code::InvalidArgument,
+            Error::Engine(engine) => match engine {
+                engine::Error::NotFound(_) => Code::NotFound,
+                engine::Error::AlreadyExists(_) => Code::AlreadyExists,
+                engine::Error::Refused(_) => Code::FailedPrecondition,
+                engine::Error::Invalid { .. } => Code::InvalidArgument,
+                engine::Error::ShuttingDown => Code::Unavailable,
+                engine::Error::Corrupt(_) => Code::DataLoss,
+                engine::Error::Store(_) => Code::Internal,
+            },
+            Error::Store(_) | Error::Io { .. } => Code::Internal,
+            Error::Transport { .. } => Code::Unavailable,
+        };
+        Status::new(code, e.to_string())
+    }
+}

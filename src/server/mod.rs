@@ -1,0 +1,105 @@
+//! `rollout serve`: the controller process. Opens the store, loads the inventory,
+//! resumes unfinished rollouts, and serves the Controller API together with
+//! `grpc.health.v1.Health` and server reflection.
+
+mod controller;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+pub use controller::ControllerService;
+
+use crate::engine::{self, Engine, GrpcFleet, SystemClock};
+use crate::fleet::{FleetFile, Inventory};
+use crate::proto::v1 as pb;
+use crate::store::Store;
+use crate::{Error, Result};
+
+/// How `rollout serve` was asked to run.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Directory of the sled store; created if missing.
+    pub data: PathBuf,
+    /// Fleet file to load into the inventory; without it, the stored inventory is used.
+    pub fleet: Option<PathBuf>,
+    /// Deadline of each call to an agent.
+    pub agent_timeout: Duration,
+}
+
+/// Runs the controller on `listener` until `shutdown` fires, then stops dispatching,
+/// lets calls in flight finish and be recorded, and returns.
+pub async fn run(listener: TcpListener, options: Options, shutdown: CancellationToken) -> Result<()> {
+    let store = Store::open(&options.data)?;
+    let inventory = Arc::new(load_inventory(&store, options.fleet.as_deref())?);
+    info!(hosts = inventory.len(), data = %options.data.display(), "inventory loaded");
+    let fleet = Arc::new(GrpcFleet::new(options.agent_timeout));
+    let engine = Engine::start(
+        store.clone(),
+        inventory,
+        fleet,
+        Arc::new(SystemClock),
+        engine::Options::default(),
+        shutdown.clone(),
+    )
+    .await?;
+    let served = serve(listener, engine.clone(), shutdown.clone(), shutdown.clone().cancelled_owned()).await;
+    shutdown.cancel();
+    engine.stopped().await;
+    store.flush().await?;
+    info!("controller stopped");
+    served
+}
+
+/// Serves the gRPC API for an engine until `signal` completes. Streams end when
+/// `shutdown` fires, so a graceful stop never waits on a watcher.
+pub async fn serve(
+    listener: TcpListener,
+    engine: Arc<Engine>,
+    shutdown: CancellationToken,
+    signal: impl Future<Output = ()> + Send,
+) -> Result<()> {
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<pb::controller_server::ControllerServer<ControllerService>>()
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| Error::Usage(format!("reflection: {e}")))?;
+    let controller = ControllerService::new(engine, shutdown).into_server();
+    tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(controller)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal)
+        .await
+        .map_err(|source| Error::Transport {
+            context: "gRPC server".into(),
+            source,
+        })
+}
+
+/// The fleet file when given (and then stored, so a restart without it keeps the
+/// same inventory), else what the store holds.
+fn load_inventory(store: &Store, fleet: Option<&std::path::Path>) -> Result<Inventory> {
+    match fleet {
+        Some(path) => {
+            let file = FleetFile::load(path)?;
+            let (hosts, customers) = file.to_records();
+            store.put_inventory(&hosts, &customers)?;
+            Ok(Inventory::new(file))
+        }
+        None => {
+            let (hosts, customers) = store.inventory()?;
+            Ok(Inventory::new(FleetFile::from_records(hosts, customers)))
+        }
+    }
+}
