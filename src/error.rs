@@ -36,6 +36,9 @@ pub enum Error {
     /// A request or a command line is missing something; the text says what.
     #[error("{0}")]
     Usage(String),
+    /// The controller answered a client's call with an error.
+    #[error("{message}")]
+    Remote { code: Code, message: String },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -46,6 +49,21 @@ impl Error {
             context: context.into(),
             source,
         }
+    }
+}
+
+impl From<Status> for Error {
+    /// A client-side view of a failed call: the controller's own message, which
+    /// already names the thing and the fix.
+    fn from(s: Status) -> Error {
+        let message = match s.code() {
+            Code::Unavailable | Code::Unknown | Code::Cancelled if s.message().is_empty() => {
+                format!("the controller stopped answering ({:?})", s.code())
+            }
+            Code::Unavailable => format!("the controller is unavailable: {}", s.message()),
+            _ => s.message().to_string(),
+        };
+        Error::Remote { code: s.code(), message }
     }
 }
 
@@ -64,6 +82,7 @@ impl From<Error> for Status {
             },
             Error::Store(_) | Error::Io { .. } => Code::Internal,
             Error::Transport { .. } => Code::Unavailable,
+            Error::Remote { code, .. } => *code,
         };
         Status::new(code, e.to_string())
     }

@@ -1,1 +1,7 @@
-fn main(){}
+//! The `rollout` binary: parses the command line and hands it to the library.
+
+use clap::Parser;
+
+fn main() -> std::process::ExitCode {
+    rollout::cli::main(rollout::cli::Cli::parse())
+}

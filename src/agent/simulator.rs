@@ -206,6 +206,22 @@ impl Simulator {
     }
 }
 
+/// Serves a simulator on `listener` until `signal` completes.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    simulator: Arc<Simulator>,
+    signal: impl std::future::Future<Output = ()> + Send,
+) -> crate::Result<()> {
+    tonic::transport::Server::builder()
+        .add_service(simulator.service())
+        .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), signal)
+        .await
+        .map_err(|source| crate::Error::Transport {
+            context: "simulated agent server".into(),
+            source,
+        })
+}
+
 /// The tonic service wrapping a shared [`Simulator`].
 pub struct SimulatorService(Arc<Simulator>);
 

@@ -81,6 +81,19 @@ impl Customers {
         }
     }
 
+    /// Counts a success while loading, before every host is selected: no verdicts yet.
+    fn count_success(&mut self, customers: &[String]) {
+        for c in customers {
+            self.hosts.entry(c.clone()).or_default().1 += 1;
+        }
+    }
+
+    /// Recounts the mitigated customers once loading is done.
+    fn recount(&mut self) {
+        self.mitigated = self.hosts.values().filter(|(sel, ok)| *sel > 0 && ok >= sel).count() as u64;
+    }
+
+    /// A host of these customers succeeded: a customer is mitigated with its last host.
     fn succeeded(&mut self, customers: &[String]) {
         for c in customers {
             if let Some((sel, ok)) = self.hosts.get_mut(c) {
@@ -155,7 +168,7 @@ impl Live {
                 HostState::Pending | HostState::Unspecified => pending.push(host),
                 HostState::Assigned => assigned.push((host, rec)),
                 HostState::Dispatched => reconcile.push((host, rec)),
-                HostState::Succeeded => customers.succeeded(host_customers),
+                HostState::Succeeded => customers.count_success(host_customers),
                 HostState::Failed => {
                     let ex = &mut examples[(rec.wave as usize).min(plan.waves.len())];
                     if ex.len() < EXAMPLES {
@@ -164,6 +177,7 @@ impl Live {
                 }
             }
         }
+        customers.recount();
         order::arrange(&mut pending, plan.order);
         let mut assigned_hosts: Vec<String> = assigned.iter().map(|(h, _)| h.clone()).collect();
         order::arrange(&mut assigned_hosts, plan.order);
@@ -471,7 +485,8 @@ impl Live {
         let r = &inner.record;
         let selected = r.hosts_selected;
         let t = &inner.tally;
-        let current = inner.state.wave();
+        // The record keeps the last wave after the rollout ends.
+        let current = r.current_wave;
         let mut waves = Vec::with_capacity(self.plan.waves.len());
         for (k, pct) in self.plan.waves.iter().enumerate() {
             let k32 = k as u32;

@@ -1,0 +1,350 @@
+//! The operator's command line: `rollout <verb>`. Every verb but `serve`, `agent`,
+//! `plan`, `fleet` and `demo` is a gRPC client of the controller.
+//!
+//! Errors are printed as one line, `error: ...`, with a non-zero exit; never a panic
+//! or a backtrace.
+
+mod client;
+mod demo;
+pub mod process;
+pub mod render;
+mod serve;
+pub mod watch;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+pub use client::connect;
+
+use crate::fleet::{GenerateOptions, generate};
+use crate::plan::Plan;
+use crate::proto::v1 as pb;
+use crate::{Error, Result};
+
+/// Mitigation rollouts: fixes and rollbacks in percentage waves, resumable, explained.
+#[derive(Debug, Parser)]
+#[command(name = "rollout", version, about, max_term_width = 100)]
+pub struct Cli {
+    /// The controller to talk to.
+    #[arg(long, global = true, env = "ROLLOUT_SERVER", default_value = "http://127.0.0.1:50051")]
+    pub server: String,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the controller (gRPC API, engine, store).
+    Serve(serve::ServeArgs),
+    /// Run an agent; `--simulate FLEET.yaml` serves every host of a fleet file.
+    Agent(serve::AgentArgs),
+    /// Submit a plan (or preview it with --dry-run).
+    Submit {
+        /// The plan file.
+        file: PathBuf,
+        /// Validate and show which hosts each wave would take; start nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Makes the submission idempotent: the same id returns the same rollout.
+        #[arg(long)]
+        request_id: Option<String>,
+    },
+    /// Show one rollout in detail, or list them all.
+    Status {
+        name: Option<String>,
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+    /// Follow a rollout live until it ends (exit 0 if it succeeded, 3 if it halted, 1 otherwise).
+    Watch {
+        name: String,
+        /// How long to wait for a controller that went away (restarting) before giving up.
+        #[arg(long, default_value = "60s", value_parser = parse_duration)]
+        reconnect: Duration,
+    },
+    /// Stop dispatching; calls in flight finish.
+    Pause {
+        name: String,
+    },
+    /// Continue a paused rollout, or retry a halted wave's failed hosts and go on.
+    Resume {
+        name: String,
+    },
+    /// Stop a rollout for good.
+    Abort {
+        name: String,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Work with plan files offline.
+    Plan {
+        #[command(subcommand)]
+        command: PlanCommand,
+    },
+    /// Work with fleet files.
+    Fleet {
+        #[command(subcommand)]
+        command: FleetCommand,
+    },
+    /// Controller + simulated fleet + the retry-storm fix, with a controller crash, end to end.
+    Demo(demo::DemoArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PlanCommand {
+    /// Validate plan files without a controller.
+    Check {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum FleetCommand {
+    /// Write a realistic fleet file (regions, services, customers in 15+ time zones).
+    Generate(GenerateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    #[arg(long)]
+    pub hosts: usize,
+    /// The agent address written on every host (a simulator serves them all).
+    #[arg(long)]
+    pub agent: String,
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Share of hosts that start unhealthy.
+    #[arg(long, default_value_t = 0.0)]
+    pub unhealthy_rate: f64,
+    /// Where to write it; standard output when absent.
+    #[arg(long, short)]
+    pub output: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Text,
+    Json,
+}
+
+fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
+    crate::plan::parse_duration(s)
+}
+
+/// Runs the command line and turns every error into one line and an exit code.
+pub fn main(cli: Cli) -> ExitCode {
+    let server_side = matches!(cli.command, Command::Serve(_) | Command::Agent(_));
+    init_logging(if server_side { "info" } else { "warn" });
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {}", e.to_string().replace('\n', " "));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{default},sled=warn,h2=warn,tower=warn")));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+async fn run(cli: Cli) -> Result<ExitCode> {
+    let server = cli.server.as_str();
+    match cli.command {
+        Command::Serve(args) => serve::serve(args).await,
+        Command::Agent(args) => serve::agent(args).await,
+        Command::Demo(args) => demo::run(args).await,
+        Command::Plan {
+            command: PlanCommand::Check { files },
+        } => plan_check(&files),
+        Command::Fleet {
+            command: FleetCommand::Generate(args),
+        } => fleet_generate(&args),
+        Command::Submit {
+            file,
+            dry_run,
+            request_id,
+        } => submit(server, &file, dry_run, request_id.unwrap_or_default()).await,
+        Command::Status { name, output } => status(server, name.as_deref(), output).await,
+        Command::Watch { name, reconnect } => {
+            let mut progress = watch::Progress::new();
+            let last = watch::follow(server, &name, reconnect, &mut progress).await?;
+            println!("{}", render::one_line(&last));
+            Ok(match last.state() {
+                pb::RolloutState::Succeeded => ExitCode::SUCCESS,
+                pb::RolloutState::Halted => ExitCode::from(3),
+                _ => ExitCode::FAILURE,
+            })
+        }
+        Command::Pause { name } => act(server, &name, Act::Pause, String::new()).await,
+        Command::Resume { name } => act(server, &name, Act::Resume, String::new()).await,
+        Command::Abort { name, reason } => act(server, &name, Act::Abort, reason).await,
+    }
+}
+
+fn read(path: &std::path::Path, what: &str) -> Result<String> {
+    std::fs::read_to_string(path).map_err(|e| Error::io(format!("cannot read {what} {}", path.display()), e))
+}
+
+fn plan_check(files: &[PathBuf]) -> Result<ExitCode> {
+    let mut bad = 0;
+    for path in files {
+        let shown = path.display().to_string();
+        match read(path, "plan").and_then(|text| Ok(Plan::from_yaml(&text, &shown)?)) {
+            Ok(plan) => println!(
+                "ok: {shown}: {} `{}`, {} waves ({}), max_parallel {}, bake {}",
+                plan.kind.as_str(),
+                plan.name,
+                plan.waves.len(),
+                plan.waves.iter().map(|w| w.to_string()).collect::<Vec<_>>().join(" "),
+                plan.max_parallel,
+                crate::plan::format_duration(plan.bake)
+            ),
+            Err(e) => {
+                bad += 1;
+                eprintln!("error: {e}");
+            }
+        }
+    }
+    Ok(if bad == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+fn fleet_generate(args: &GenerateArgs) -> Result<ExitCode> {
+    if !(0.0..=1.0).contains(&args.unhealthy_rate) {
+        return Err(Error::Usage("--unhealthy-rate must be between 0 and 1".into()));
+    }
+    let fleet = generate(&GenerateOptions {
+        hosts: args.hosts,
+        agent: args.agent.clone(),
+        seed: args.seed,
+        unhealthy_rate: args.unhealthy_rate,
+    });
+    let yaml = fleet.to_yaml();
+    match &args.output {
+        Some(path) => {
+            write_atomically(path, yaml.as_bytes())?;
+            eprintln!(
+                "wrote {} hosts and {} customers to {}",
+                fleet.hosts.len(),
+                fleet.customers.len(),
+                path.display()
+            );
+        }
+        None => print!("{yaml}"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Writes a file whole or not at all (temp file in the same directory, then rename).
+pub fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+    let context = || format!("cannot write {}", path.display());
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| Error::io(context(), e))?;
+    std::io::Write::write_all(&mut tmp, bytes).map_err(|e| Error::io(context(), e))?;
+    tmp.as_file().sync_all().map_err(|e| Error::io(context(), e))?;
+    tmp.persist(path).map_err(|e| Error::io(context(), e.error))?;
+    Ok(())
+}
+
+async fn submit(server: &str, file: &std::path::Path, dry_run: bool, request_id: String) -> Result<ExitCode> {
+    let text = read(file, "plan")?;
+    let shown = file.display().to_string();
+    // Validate locally first: a bad plan is reported the same way with or without a controller.
+    Plan::from_yaml(&text, &shown)?;
+    let mut client = connect(server).await?;
+    let response = client
+        .submit_plan(pb::SubmitPlanRequest {
+            plan: Some(pb::submit_plan_request::Plan::Yaml(text)),
+            source_name: shown,
+            dry_run,
+            request_id,
+        })
+        .await?
+        .into_inner();
+    let r = response.rollout.unwrap_or_default();
+    if dry_run {
+        print!("{}", render::preview(&r, &response.preview));
+    } else if response.replayed {
+        println!("already submitted with this request id: rollout `{}` (id {}) is {}", r.name, r.id, render::state_name(r.state()));
+    } else {
+        println!(
+            "submitted rollout `{}` (id {}): {} hosts in {} waves; follow it with `rollout watch {}`",
+            r.name,
+            r.id,
+            r.hosts_selected,
+            r.waves.len(),
+            r.name
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn status(server: &str, name: Option<&str>, output: Output) -> Result<ExitCode> {
+    let mut client = connect(server).await?;
+    match name {
+        Some(name) => {
+            let r = client
+                .get_rollout(pb::GetRolloutRequest {
+                    name: name.to_string(),
+                    id: 0,
+                })
+                .await?
+                .into_inner();
+            match output {
+                Output::Text => print!("{}", render::detail(&r)),
+                Output::Json => println!("{}", render::json(&r)),
+            }
+        }
+        None => {
+            let list = client.list_rollouts(pb::ListRolloutsRequest::default()).await?.into_inner();
+            match output {
+                Output::Text => print!("{}", render::table(&list.rollouts)),
+                Output::Json => println!(
+                    "{}",
+                    serde_json::Value::Array(list.rollouts.iter().map(render::json).collect())
+                ),
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+enum Act {
+    Pause,
+    Resume,
+    Abort,
+}
+
+async fn act(server: &str, name: &str, act: Act, reason: String) -> Result<ExitCode> {
+    let mut client = connect(server).await?;
+    let request = pb::RolloutActionRequest {
+        name: name.to_string(),
+        id: 0,
+        reason,
+        request_id: String::new(),
+    };
+    let r = match act {
+        Act::Pause => client.pause_rollout(request).await?,
+        Act::Resume => client.resume_rollout(request).await?,
+        Act::Abort => client.abort_rollout(request).await?,
+    }
+    .into_inner();
+    println!("{}", render::one_line(&r));
+    Ok(ExitCode::SUCCESS)
+}

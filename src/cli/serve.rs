@@ -1,0 +1,138 @@
+//! `rollout serve` and `rollout agent`: the long-running processes.
+//!
+//! Both print `listening on ADDR` as their first line on standard output once the
+//! socket is bound (scripts and tests read the port from it when they ask for
+//! port 0), log to standard error, and stop gracefully on SIGINT or SIGTERM; a second
+//! signal exits at once.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Args;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::agent::simulator::{self, Simulator, SimulatorOptions, parse_latency};
+use crate::fleet::FleetFile;
+use crate::{Error, Result, server};
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address of the gRPC API.
+    #[arg(long, default_value = "127.0.0.1:50051")]
+    pub listen: String,
+    /// Directory of the store (created if missing; one controller at a time).
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Fleet file to load as the inventory; without it the stored inventory is used.
+    #[arg(long)]
+    pub fleet: Option<PathBuf>,
+    /// Deadline of each call to an agent.
+    #[arg(long, default_value = "10m", value_parser = super::parse_duration)]
+    pub agent_timeout: Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct AgentArgs {
+    /// Serve every host of this fleet file (a simulated fleet).
+    #[arg(long)]
+    pub simulate: Option<PathBuf>,
+    /// Address to serve the Agent protocol on.
+    #[arg(long, default_value = "127.0.0.1:7070")]
+    pub listen: String,
+    /// Share of Apply calls that fail (simulator).
+    #[arg(long, default_value_t = 0.0)]
+    pub fail_rate: f64,
+    /// Latency of each Apply, `MIN..MAX` milliseconds (simulator).
+    #[arg(long, default_value = "0..0", value_parser = parse_latency)]
+    pub latency_ms: (u64, u64),
+    /// Seed of the simulator's randomness: the same seed fails the same operations.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+}
+
+/// Binds `addr` and prints the line scripts read the port from.
+pub async fn bind(addr: &str) -> Result<TcpListener> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|e| Error::io(format!("cannot listen on {addr} (pick another address with --listen)"), e))?;
+    let local = listener.local_addr().map_err(|e| Error::io("cannot read the bound address", e))?;
+    println!("listening on {local}");
+    let _ = std::io::stdout().flush();
+    Ok(listener)
+}
+
+/// Waits for SIGINT or SIGTERM.
+async fn signal(term: &mut Option<tokio::signal::unix::Signal>) {
+    match term {
+        Some(t) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = t.recv() => {}
+            }
+        }
+        None => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+/// Cancels `token` at the first SIGINT/SIGTERM; exits at once at the second.
+fn stop_on_signals(token: CancellationToken) {
+    tokio::spawn(async move {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        signal(&mut term).await;
+        info!("stopping: no new host actions; calls in flight finish (signal again to exit at once)");
+        token.cancel();
+        signal(&mut term).await;
+        warn!("second signal: exiting at once");
+        std::process::exit(130);
+    });
+}
+
+pub async fn serve(args: ServeArgs) -> Result<ExitCode> {
+    let listener = bind(&args.listen).await?;
+    let token = CancellationToken::new();
+    stop_on_signals(token.clone());
+    server::run(
+        listener,
+        server::Options {
+            data: args.data,
+            fleet: args.fleet,
+            agent_timeout: args.agent_timeout,
+        },
+        token,
+    )
+    .await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn agent(args: AgentArgs) -> Result<ExitCode> {
+    let Some(fleet_path) = args.simulate else {
+        return Err(Error::Usage(
+            "this build has only the simulated agent: pass --simulate FLEET.yaml (the per-host agent with --config is not built yet)".into(),
+        ));
+    };
+    if !(0.0..=1.0).contains(&args.fail_rate) {
+        return Err(Error::Usage("--fail-rate must be between 0 and 1 (e.g. 0.05)".into()));
+    }
+    let fleet = FleetFile::load(&fleet_path)?;
+    let sim = Arc::new(Simulator::new(
+        &fleet,
+        &SimulatorOptions {
+            fail_rate: args.fail_rate,
+            latency_ms: args.latency_ms,
+            seed: args.seed,
+        },
+    ));
+    let listener = bind(&args.listen).await?;
+    info!(hosts = fleet.hosts.len(), fail_rate = args.fail_rate, "simulating a fleet");
+    let token = CancellationToken::new();
+    stop_on_signals(token.clone());
+    simulator::serve(listener, sim, token.cancelled_owned()).await?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,222 @@
+//! Test harness: a real controller and a real simulated fleet on 127.0.0.1:0, in
+//! this process, reached through the real gRPC clients. Everything started here is
+//! stopped by `Drop` or `stop()`.
+
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rollout::agent::simulator::{self, Simulator, SimulatorOptions};
+use rollout::fleet::{FleetFile, GenerateOptions, generate};
+use rollout::proto::v1 as pb;
+use rollout::proto::v1::agent_client::AgentClient;
+use rollout::proto::v1::controller_client::ControllerClient;
+use rollout::server;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+
+/// Bounds a wait; the message names what would be stuck.
+pub async fn within<T>(secs: u64, what: &str, f: impl Future<Output = T>) -> T {
+    match tokio::time::timeout(Duration::from_secs(secs), f).await {
+        Ok(v) => v,
+        Err(_) => panic!("timed out after {secs}s waiting for {what}"),
+    }
+}
+
+/// A generated fleet whose agent address is the simulator's.
+pub fn fleet(hosts: usize, agent: &str) -> FleetFile {
+    generate(&GenerateOptions {
+        hosts,
+        agent: agent.to_string(),
+        seed: 11,
+        unhealthy_rate: 0.0,
+    })
+}
+
+/// A simulated fleet served on a loopback port.
+pub struct Sim {
+    pub sim: Arc<Simulator>,
+    pub addr: String,
+    pub fleet: FleetFile,
+    stop: CancellationToken,
+    task: Option<JoinHandle<rollout::Result<()>>>,
+}
+
+impl Sim {
+    pub async fn start(hosts: usize, options: SimulatorOptions) -> Sim {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind simulator");
+        let addr = listener.local_addr().expect("address").to_string();
+        let fleet = fleet(hosts, &addr);
+        let sim = Arc::new(Simulator::new(&fleet, &options));
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(simulator::serve(listener, sim.clone(), stop.clone().cancelled_owned()));
+        Sim {
+            sim,
+            addr,
+            fleet,
+            stop,
+            task: Some(task),
+        }
+    }
+
+    pub async fn client(&self) -> AgentClient<Channel> {
+        AgentClient::connect(format!("http://{}", self.addr)).await.expect("connect to simulator")
+    }
+
+    pub async fn stop(mut self) {
+        self.stop.cancel();
+        if let Some(task) = self.task.take() {
+            within(30, "the simulator to stop", task).await.expect("join").expect("serve");
+        }
+    }
+}
+
+impl Drop for Sim {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// A controller (`server::run`, the code behind `rollout serve`) on a loopback port.
+pub struct Controller {
+    pub url: String,
+    pub data: PathBuf,
+    stop: CancellationToken,
+    task: Option<JoinHandle<rollout::Result<()>>>,
+}
+
+impl Controller {
+    pub async fn start(data: &Path, fleet: &FleetFile) -> Controller {
+        let fleet_path = data.with_extension("fleet.yaml");
+        std::fs::write(&fleet_path, fleet.to_yaml()).expect("write fleet");
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind controller");
+        let url = format!("http://{}", listener.local_addr().expect("address"));
+        let stop = CancellationToken::new();
+        let options = server::Options {
+            data: data.to_path_buf(),
+            fleet: Some(fleet_path),
+            agent_timeout: Duration::from_secs(30),
+        };
+        let task = tokio::spawn(server::run(listener, options, stop.clone()));
+        Controller {
+            url,
+            data: data.to_path_buf(),
+            stop,
+            task: Some(task),
+        }
+    }
+
+    pub async fn client(&self) -> ControllerClient<Channel> {
+        within(30, "the controller to accept connections", async {
+            loop {
+                if let Ok(c) = ControllerClient::connect(self.url.clone()).await {
+                    return c;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+    }
+
+    /// Graceful stop: calls in flight finish, the store is flushed.
+    pub async fn stop(mut self) {
+        self.stop.cancel();
+        if let Some(task) = self.task.take() {
+            within(60, "the controller to stop", task).await.expect("join").expect("run");
+        }
+    }
+}
+
+impl Drop for Controller {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// A plan over every host of a generated fleet.
+pub fn plan(name: &str, waves: &[&str], max_failed: &str) -> pb::PlanSpec {
+    pb::PlanSpec {
+        name: name.into(),
+        kind: "fix".into(),
+        description: "test".into(),
+        selector: [(
+            "region".to_string(),
+            pb::LabelValues {
+                values: vec!["apac".into(), "emea".into(), "amer".into()],
+            },
+        )]
+        .into(),
+        version: "15.20.8207.12".into(),
+        waves: waves.iter().map(|w| w.to_string()).collect(),
+        order: "stable".into(),
+        max_parallel: 100,
+        bake: "0s".into(),
+        on_failure: Some(pb::OnFailureSpec {
+            max_failed: max_failed.into(),
+            action: "halt".into(),
+        }),
+    }
+}
+
+pub async fn submit(client: &mut ControllerClient<Channel>, spec: pb::PlanSpec) -> pb::Rollout {
+    client
+        .submit_plan(pb::SubmitPlanRequest {
+            plan: Some(pb::submit_plan_request::Plan::Spec(spec)),
+            source_name: String::new(),
+            dry_run: false,
+            request_id: String::new(),
+        })
+        .await
+        .expect("submit")
+        .into_inner()
+        .rollout
+        .expect("rollout")
+}
+
+/// Watches a rollout until `done` says so, returning every snapshot seen.
+pub async fn watch_until(
+    client: &mut ControllerClient<Channel>,
+    name: &str,
+    done: impl Fn(&pb::Rollout) -> bool,
+) -> Vec<pb::Rollout> {
+    let mut stream = client
+        .watch_rollout(pb::GetRolloutRequest {
+            name: name.into(),
+            id: 0,
+        })
+        .await
+        .expect("watch")
+        .into_inner();
+    let mut seen = Vec::new();
+    while let Some(r) = stream.message().await.expect("stream") {
+        let stop = done(&r);
+        seen.push(r);
+        if stop {
+            return seen;
+        }
+    }
+    panic!("the watch stream ended before the condition held; last: {:?}", seen.last().map(|r| r.state()));
+}
+
+pub async fn get(client: &mut ControllerClient<Channel>, name: &str) -> pb::Rollout {
+    client
+        .get_rollout(pb::GetRolloutRequest {
+            name: name.into(),
+            id: 0,
+        })
+        .await
+        .expect("get")
+        .into_inner()
+}
+
+pub fn action(name: &str) -> pb::RolloutActionRequest {
+    pb::RolloutActionRequest {
+        name: name.into(),
+        ..Default::default()
+    }
+}
