@@ -123,6 +123,19 @@ impl fmt::Display for Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+impl Error {
+    /// An error about a field found after validation (the selector matches no host of
+    /// the inventory), placed in the plan's text when it came as text.
+    pub fn at_field(source_name: &str, text: Option<&str>, field: &str, message: String) -> Error {
+        Error {
+            source_name: source_name.to_string(),
+            field: field.to_string(),
+            message,
+            location: text.and_then(|t| locate::locate(t, field)),
+        }
+    }
+}
+
 /// A field-level complaint before the source is known.
 struct FieldError {
     field: String,

@@ -7,8 +7,8 @@ use futures::Stream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
-use crate::engine::{Engine, Event, Key};
-use crate::plan::Plan;
+use crate::engine::{self, Engine, Event, Key};
+use crate::plan::{self, Plan};
 use crate::proto::v1 as pb;
 use crate::proto::v1::controller_server::{Controller, ControllerServer};
 use crate::{Error, Result};
@@ -52,15 +52,24 @@ type RolloutStream = Pin<Box<dyn Stream<Item = Result<pb::Rollout, Status>> + Se
 
 impl ControllerService {
     async fn submit(&self, req: pb::SubmitPlanRequest) -> Result<pb::SubmitPlanResponse> {
-        let plan = match req.plan {
+        let (plan, text, source) = match req.plan {
             Some(pb::submit_plan_request::Plan::Yaml(text)) => {
-                let source = if req.source_name.is_empty() { "plan" } else { req.source_name.as_str() };
-                Plan::from_yaml(&text, source)?
+                let source = if req.source_name.is_empty() { "plan".to_string() } else { req.source_name };
+                (Plan::from_yaml(&text, &source)?, Some(text), source)
             }
-            Some(pb::submit_plan_request::Plan::Spec(spec)) => Plan::from_spec(&spec)?,
+            Some(pb::submit_plan_request::Plan::Spec(spec)) => (Plan::from_spec(&spec)?, None, "plan".to_string()),
             None => return Err(Error::Usage("plan is missing: send the plan as `yaml` text or as a `spec`".into())),
         };
-        let submitted = self.engine.submit(plan, &req.request_id, req.dry_run).await?;
+        let submitted = self
+            .engine
+            .submit(plan, &req.request_id, req.dry_run)
+            .await
+            .map_err(|e| match e {
+                engine::Error::Invalid { field, message } => {
+                    Error::Plan(plan::Error::at_field(&source, text.as_deref(), &field, message))
+                }
+                other => Error::Engine(other),
+            })?;
         Ok(pb::SubmitPlanResponse {
             rollout: Some(submitted.rollout),
             replayed: submitted.replayed,
