@@ -63,7 +63,10 @@ impl From<Status> for Error {
             Code::Unavailable => format!("the controller is unavailable: {}", s.message()),
             _ => s.message().to_string(),
         };
-        Error::Remote { code: s.code(), message }
+        Error::Remote {
+            code: s.code(),
+            message,
+        }
     }
 }
 

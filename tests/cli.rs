@@ -10,9 +10,13 @@ use rollout::agent::SimulatorOptions;
 const EXE: &str = env!("CARGO_BIN_EXE_rollout");
 
 async fn rollout(args: &[&str]) -> Output {
-    within(120, "the rollout command to exit", tokio::process::Command::new(EXE).args(args).output())
-        .await
-        .expect("run rollout")
+    within(
+        120,
+        "the rollout command to exit",
+        tokio::process::Command::new(EXE).args(args).output(),
+    )
+    .await
+    .expect("run rollout")
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -50,10 +54,17 @@ async fn an_unreachable_controller_is_one_line() {
 async fn bad_plans_are_reported_offline() {
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("bad.yaml");
-    std::fs::write(&bad, "name: x\nkind: fix\nselector: {service: a}\nversion: \"1\"\nwaves: [10%, 5%, 100%]\n").unwrap();
+    std::fs::write(
+        &bad,
+        "name: x\nkind: fix\nselector: {service: a}\nversion: \"1\"\nwaves: [10%, 5%, 100%]\n",
+    )
+    .unwrap();
     let shown = bad.display().to_string();
     let out = rollout(&["plan", "check", &shown]).await;
-    assert_one_line_error(&out, &format!("{shown}:5:14: waves[1]: waves are cumulative and must strictly increase"));
+    assert_one_line_error(
+        &out,
+        &format!("{shown}:5:14: waves[1]: waves are cumulative and must strictly increase"),
+    );
     let out = rollout(&["submit", &shown, "--server", "http://127.0.0.1:1"]).await;
     assert_one_line_error(&out, "waves[1]");
     let out = rollout(&["plan", "check", "/nonexistent/plan.yaml"]).await;
@@ -61,7 +72,11 @@ async fn bad_plans_are_reported_offline() {
     let plans = concat!(env!("CARGO_MANIFEST_DIR"), "/plans/exo-retry-fix.yaml");
     let out = rollout(&["plan", "check", plans]).await;
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(text(&out.stdout).starts_with("ok: "), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).starts_with("ok: "),
+        "{}",
+        text(&out.stdout)
+    );
     let out = rollout(&["agent", "--listen", "127.0.0.1:0"]).await;
     assert_one_line_error(&out, "--simulate");
 }
@@ -72,7 +87,19 @@ async fn fleet_generate_writes_a_valid_file() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("fleet.yaml");
     let shown = path.display().to_string();
-    let out = rollout(&["fleet", "generate", "--hosts", "500", "--agent", "127.0.0.1:7070", "--seed", "3", "-o", &shown]).await;
+    let out = rollout(&[
+        "fleet",
+        "generate",
+        "--hosts",
+        "500",
+        "--agent",
+        "127.0.0.1:7070",
+        "--seed",
+        "3",
+        "-o",
+        &shown,
+    ])
+    .await;
     assert!(out.status.success(), "{}", text(&out.stderr));
     let fleet = rollout::fleet::FleetFile::load(&path).unwrap();
     assert_eq!(fleet.hosts.len(), 500);
@@ -82,7 +109,14 @@ async fn fleet_generate_writes_a_valid_file() {
 /// submit --dry-run, submit, watch, status and status --output json against a real controller.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn submit_watch_and_status_through_the_cli() {
-    let sim = Sim::start(400, SimulatorOptions { latency_ms: (1, 5), ..Default::default() }).await;
+    let sim = Sim::start(
+        400,
+        SimulatorOptions {
+            latency_ms: (1, 5),
+            ..Default::default()
+        },
+    )
+    .await;
     let dir = tempfile::tempdir().unwrap();
     let controller = Controller::start(&dir.path().join("data"), &sim.fleet).await;
     let _ = controller.client().await;
@@ -98,27 +132,56 @@ async fn submit_watch_and_status_through_the_cli() {
     let out = rollout(&["submit", &plan, "--dry-run", "--server", &server]).await;
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(stdout.contains("dry run: `cli-fix` would deploy 2.0 to 400 hosts in 2 waves"), "{stdout}");
-    assert!(stdout.contains("wave 1 ( 10%): +40 hosts, 40 in total: "), "{stdout}");
+    assert!(
+        stdout.contains("dry run: `cli-fix` would deploy 2.0 to 400 hosts in 2 waves"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("wave 1 ( 10%): +40 hosts, 40 in total: "),
+        "{stdout}"
+    );
     assert!(stdout.contains("(+20 more)"), "{stdout}");
 
     let out = rollout(&["submit", &plan, "--server", &server]).await;
-    assert!(text(&out.stdout).contains("submitted rollout `cli-fix`"), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).contains("submitted rollout `cli-fix`"),
+        "{}",
+        text(&out.stdout)
+    );
 
     let out = rollout(&["watch", "cli-fix", "--server", &server]).await;
-    assert_eq!(out.status.code(), Some(0), "{}{}", text(&out.stdout), text(&out.stderr));
-    assert!(text(&out.stdout).contains("succeeded"), "{}", text(&out.stdout));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    assert!(
+        text(&out.stdout).contains("succeeded"),
+        "{}",
+        text(&out.stdout)
+    );
 
     let out = rollout(&["status", "cli-fix", "--output", "json", "--server", &server]).await;
-    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status --output json is JSON");
+    let json: serde_json::Value =
+        serde_json::from_slice(&out.stdout).expect("status --output json is JSON");
     assert_eq!(json["state"], "succeeded");
     assert_eq!(json["percent_complete"], 100.0);
     assert_eq!(json["waves"][0]["size"], 40);
 
     let out = rollout(&["status", "--server", &server]).await;
-    assert!(text(&out.stdout).contains("cli-fix"), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).contains("cli-fix"),
+        "{}",
+        text(&out.stdout)
+    );
     let out = rollout(&["status", "cli-fix", "--server", &server]).await;
-    assert!(text(&out.stdout).contains("deployed   100.0% of the selection"), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).contains("deployed   100.0% of the selection"),
+        "{}",
+        text(&out.stdout)
+    );
 
     let out = rollout(&["resume", "cli-fix", "--server", &server]).await;
     assert_one_line_error(&out, "has succeeded");

@@ -25,9 +25,13 @@ async fn start_controller(data: &Path, fleet: &Path, log: &Path) -> Spawned {
         "--fleet".as_ref(),
         fleet.as_os_str(),
     ];
-    within(60, "the controller to start", Spawned::start(Path::new(EXE), args, Some(log)))
-        .await
-        .expect("controller starts")
+    within(
+        60,
+        "the controller to start",
+        Spawned::start(Path::new(EXE), args, Some(log)),
+    )
+    .await
+    .expect("controller starts")
 }
 
 /// kill -9 mid-wave, twice per rollout (a fix, then a rollback); each new controller
@@ -48,20 +52,34 @@ async fn a_killed_controller_resumes_and_applies_each_host_once() {
         "--latency-ms".as_ref(),
         "5..25".as_ref(),
     ];
-    let mut agent = within(60, "the agent to start", Spawned::start(Path::new(EXE), agent_args, Some(&log)))
-        .await
-        .expect("agent starts");
+    let mut agent = within(
+        60,
+        "the agent to start",
+        Spawned::start(Path::new(EXE), agent_args, Some(&log)),
+    )
+    .await
+    .expect("agent starts");
     let fleet = fleet(2_000, &agent.addr.to_string());
     std::fs::write(&ctl_fleet, fleet.to_yaml()).unwrap();
 
     let mut controller = start_controller(&data, &ctl_fleet, &log).await;
-    let mut client = connect(&format!("http://{}", controller.addr)).await.unwrap();
+    let mut client = connect(&format!("http://{}", controller.addr))
+        .await
+        .unwrap();
 
     // The fix: a probe after the restart may confirm a host already has the version.
     let mut spec = plan("crash-fix", &["10%", "40%", "70%", "100%"], "0");
     spec.max_parallel = 50;
     submit(&mut client, spec).await;
-    kill_twice_then_finish(&mut controller, &mut client, "crash-fix", &data, &ctl_fleet, &log).await;
+    kill_twice_then_finish(
+        &mut controller,
+        &mut client,
+        "crash-fix",
+        &data,
+        &ctl_fleet,
+        &log,
+    )
+    .await;
     check_hosts(&agent, &fleet, "15.20.8207.12", 1).await;
 
     // The rollback: nothing to confirm by probe, so only the reused operation_id
@@ -71,11 +89,27 @@ async fn a_killed_controller_resumes_and_applies_each_host_once() {
     spec.version.clear();
     spec.max_parallel = 50;
     submit(&mut client, spec).await;
-    kill_twice_then_finish(&mut controller, &mut client, "crash-rollback", &data, &ctl_fleet, &log).await;
+    kill_twice_then_finish(
+        &mut controller,
+        &mut client,
+        "crash-rollback",
+        &data,
+        &ctl_fleet,
+        &log,
+    )
+    .await;
     check_hosts(&agent, &fleet, "15.20.8207.11", 2).await;
 
-    assert_eq!(controller.terminate(Duration::from_secs(30)).await.unwrap(), Some(0), "graceful exit");
-    assert_eq!(agent.terminate(Duration::from_secs(30)).await.unwrap(), Some(0), "graceful exit");
+    assert_eq!(
+        controller.terminate(Duration::from_secs(30)).await.unwrap(),
+        Some(0),
+        "graceful exit"
+    );
+    assert_eq!(
+        agent.terminate(Duration::from_secs(30)).await.unwrap(),
+        Some(0),
+        "graceful exit"
+    );
 }
 
 type Client = rollout::proto::v1::controller_client::ControllerClient<tonic::transport::Channel>;
@@ -92,24 +126,41 @@ async fn kill_twice_then_finish(
         let at = within(120, "the rollout to be mid-wave", async {
             loop {
                 let r = get(client, name).await;
-                if r.percent_complete >= kill_at && r.hosts_in_flight > 0 && r.state() == pb::RolloutState::Running {
+                if r.percent_complete >= kill_at
+                    && r.hosts_in_flight > 0
+                    && r.state() == pb::RolloutState::Running
+                {
                     return r;
                 }
-                assert_ne!(r.state(), pb::RolloutState::Succeeded, "finished before the kill at {kill_at}%");
+                assert_ne!(
+                    r.state(),
+                    pb::RolloutState::Succeeded,
+                    "finished before the kill at {kill_at}%"
+                );
                 tokio::time::sleep(Duration::from_millis(2)).await;
             }
         })
         .await;
         controller.kill9().await.unwrap();
-        eprintln!("{name}: killed the controller at {:.1}% with {} in flight", at.percent_complete, at.hosts_in_flight);
+        eprintln!(
+            "{name}: killed the controller at {:.1}% with {} in flight",
+            at.percent_complete, at.hosts_in_flight
+        );
         *controller = start_controller(data, fleet, log).await;
-        *client = connect(&format!("http://{}", controller.addr)).await.unwrap();
+        *client = connect(&format!("http://{}", controller.addr))
+            .await
+            .unwrap();
         let resumed = get(client, name).await;
-        assert!(resumed.hosts_succeeded >= at.hosts_succeeded, "no finished host is forgotten");
+        assert!(
+            resumed.hosts_succeeded >= at.hosts_succeeded,
+            "no finished host is forgotten"
+        );
     }
-    let seen = within(120, "the resumed rollout to succeed", watch_until(client, name, |r| {
-        r.state() == pb::RolloutState::Succeeded
-    }))
+    let seen = within(
+        120,
+        "the resumed rollout to succeed",
+        watch_until(client, name, |r| r.state() == pb::RolloutState::Succeeded),
+    )
     .await;
     let done = seen.last().unwrap();
     assert_eq!(done.percent_complete, 100.0);
@@ -117,11 +168,15 @@ async fn kill_twice_then_finish(
 }
 
 async fn check_hosts(agent: &Spawned, fleet: &rollout::fleet::FleetFile, version: &str, runs: u64) {
-    let mut probe = AgentClient::connect(format!("http://{}", agent.addr)).await.unwrap();
+    let mut probe = AgentClient::connect(format!("http://{}", agent.addr))
+        .await
+        .unwrap();
     let mut wrong = Vec::new();
     for host in &fleet.hosts {
         let p = probe
-            .probe(pb::ProbeRequest { host_id: host.id.clone() })
+            .probe(pb::ProbeRequest {
+                host_id: host.id.clone(),
+            })
             .await
             .unwrap()
             .into_inner();
@@ -130,5 +185,8 @@ async fn check_hosts(agent: &Spawned, fleet: &rollout::fleet::FleetFile, version
             wrong.push((host.id.clone(), p.operations_executed));
         }
     }
-    assert!(wrong.is_empty(), "hosts that did not run exactly {runs} operations: {wrong:?}");
+    assert!(
+        wrong.is_empty(),
+        "hosts that did not run exactly {runs} operations: {wrong:?}"
+    );
 }

@@ -18,40 +18,92 @@ fn halted_or_done(r: &pb::Rollout) -> bool {
 /// cause is fixed (fail rate lowered), resume retries the failed hosts and finishes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failures_halt_the_first_wave_and_resume_finishes() {
-    let sim = Sim::start(1_000, SimulatorOptions { fail_rate: 0.5, ..Default::default() }).await;
+    let sim = Sim::start(
+        1_000,
+        SimulatorOptions {
+            fail_rate: 0.5,
+            ..Default::default()
+        },
+    )
+    .await;
     let dir = tempfile::tempdir().unwrap();
     let controller = Controller::start(&dir.path().join("data"), &sim.fleet).await;
     let mut client = controller.client().await;
 
-    submit(&mut client, plan("flaky-fix", &["10%", "50%", "100%"], "2%")).await;
-    let seen = within(60, "the rollout to halt", watch_until(&mut client, "flaky-fix", halted_or_done)).await;
+    submit(
+        &mut client,
+        plan("flaky-fix", &["10%", "50%", "100%"], "2%"),
+    )
+    .await;
+    let seen = within(
+        60,
+        "the rollout to halt",
+        watch_until(&mut client, "flaky-fix", halted_or_done),
+    )
+    .await;
     let halted = seen.last().unwrap();
     assert_eq!(halted.state(), pb::RolloutState::Halted);
     assert_eq!(halted.current_wave, 0);
-    assert!(halted.halt_reason.starts_with("wave 1: "), "{}", halted.halt_reason);
-    assert!(halted.halt_reason.contains("more than the 2 allowed"), "{}", halted.halt_reason);
-    assert!(halted.halt_reason.contains("simulated deploy failure"), "{}", halted.halt_reason);
+    assert!(
+        halted.halt_reason.starts_with("wave 1: "),
+        "{}",
+        halted.halt_reason
+    );
+    assert!(
+        halted.halt_reason.contains("more than the 2 allowed"),
+        "{}",
+        halted.halt_reason
+    );
+    assert!(
+        halted.halt_reason.contains("simulated deploy failure"),
+        "{}",
+        halted.halt_reason
+    );
     // The same through GetRollout.
     let got = get(&mut client, "flaky-fix").await;
     assert_eq!(got.halt_reason, halted.halt_reason);
-    assert_eq!(got.waves[1].succeeded + got.waves[1].failed, 0, "wave 2 untouched");
-    assert!(got.hosts_succeeded + got.hosts_failed <= 100, "at most the first wave was dispatched");
+    assert_eq!(
+        got.waves[1].succeeded + got.waves[1].failed,
+        0,
+        "wave 2 untouched"
+    );
+    assert!(
+        got.hosts_succeeded + got.hosts_failed <= 100,
+        "at most the first wave was dispatched"
+    );
     assert_eq!(got.hosts_in_flight, 0);
 
     // Pause makes no sense while halted; the refusal says what would.
     let refused = client.pause_rollout(action("flaky-fix")).await.unwrap_err();
     assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
-    assert!(refused.message().contains("resume it"), "{}", refused.message());
+    assert!(
+        refused.message().contains("resume it"),
+        "{}",
+        refused.message()
+    );
 
     sim.sim.set_fail_rate(0.0);
     client.resume_rollout(action("flaky-fix")).await.unwrap();
-    let seen = within(60, "the resumed rollout to succeed", watch_until(&mut client, "flaky-fix", halted_or_done)).await;
+    let seen = within(
+        60,
+        "the resumed rollout to succeed",
+        watch_until(&mut client, "flaky-fix", halted_or_done),
+    )
+    .await;
     let done = seen.last().unwrap();
-    assert_eq!(done.state(), pb::RolloutState::Succeeded, "{}", done.halt_reason);
+    assert_eq!(
+        done.state(),
+        pb::RolloutState::Succeeded,
+        "{}",
+        done.halt_reason
+    );
     assert_eq!(done.percent_complete, 100.0);
     assert_eq!(done.hosts_failed, 0, "the failed hosts were retried");
 
-    let again = client.resume_rollout(action("flaky-fix")).await.unwrap_err();
+    let again = client
+        .resume_rollout(action("flaky-fix"))
+        .await
+        .unwrap_err();
     assert_eq!(again.code(), tonic::Code::FailedPrecondition);
     controller.stop().await;
     sim.stop().await;
@@ -61,12 +113,24 @@ async fn failures_halt_the_first_wave_and_resume_finishes() {
 /// queryable, and it cannot be resumed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn abort_after_a_halt_is_final() {
-    let sim = Sim::start(500, SimulatorOptions { fail_rate: 0.9, ..Default::default() }).await;
+    let sim = Sim::start(
+        500,
+        SimulatorOptions {
+            fail_rate: 0.9,
+            ..Default::default()
+        },
+    )
+    .await;
     let dir = tempfile::tempdir().unwrap();
     let controller = Controller::start(&dir.path().join("data"), &sim.fleet).await;
     let mut client = controller.client().await;
     submit(&mut client, plan("doomed", &["10%", "100%"], "1")).await;
-    within(60, "the rollout to halt", watch_until(&mut client, "doomed", halted_or_done)).await;
+    within(
+        60,
+        "the rollout to halt",
+        watch_until(&mut client, "doomed", halted_or_done),
+    )
+    .await;
     let aborted = client
         .abort_rollout(pb::RolloutActionRequest {
             name: "doomed".into(),
@@ -82,9 +146,17 @@ async fn abort_after_a_halt_is_final() {
     sim.sim.set_fail_rate(0.0);
     let refused = client.resume_rollout(action("doomed")).await.unwrap_err();
     assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
-    assert!(refused.message().contains("submit a new plan"), "{}", refused.message());
+    assert!(
+        refused.message().contains("submit a new plan"),
+        "{}",
+        refused.message()
+    );
     let later = get(&mut client, "doomed").await;
-    assert_eq!(later.hosts_succeeded + later.hosts_failed, touched, "nothing dispatched after abort");
+    assert_eq!(
+        later.hosts_succeeded + later.hosts_failed,
+        touched,
+        "nothing dispatched after abort"
+    );
     // The name is free again for a new rollout.
     let fresh = submit(&mut client, plan("doomed", &["100%"], "0")).await;
     assert_ne!(fresh.id, aborted.id);
@@ -95,25 +167,54 @@ async fn abort_after_a_halt_is_final() {
 /// Pause lets calls in flight finish and sends nothing more; resume goes on to the end.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pause_holds_and_resume_continues() {
-    let sim = Sim::start(1_000, SimulatorOptions { latency_ms: (20, 40), ..Default::default() }).await;
+    let sim = Sim::start(
+        1_000,
+        SimulatorOptions {
+            latency_ms: (20, 40),
+            ..Default::default()
+        },
+    )
+    .await;
     let dir = tempfile::tempdir().unwrap();
     let controller = Controller::start(&dir.path().join("data"), &sim.fleet).await;
     let mut client = controller.client().await;
     let mut spec = plan("slow-fix", &["50%", "100%"], "0");
     spec.max_parallel = 20;
     submit(&mut client, spec).await;
-    within(60, "some progress", watch_until(&mut client, "slow-fix", |r| r.hosts_succeeded >= 50)).await;
-    let paused = client.pause_rollout(action("slow-fix")).await.unwrap().into_inner();
+    within(
+        60,
+        "some progress",
+        watch_until(&mut client, "slow-fix", |r| r.hosts_succeeded >= 50),
+    )
+    .await;
+    let paused = client
+        .pause_rollout(action("slow-fix"))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(paused.state(), pb::RolloutState::Paused);
-    let drained = within(30, "calls in flight to finish", watch_until(&mut client, "slow-fix", |r| r.hosts_in_flight == 0)).await;
+    let drained = within(
+        30,
+        "calls in flight to finish",
+        watch_until(&mut client, "slow-fix", |r| r.hosts_in_flight == 0),
+    )
+    .await;
     let settled = drained.last().unwrap().hosts_succeeded;
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     let still = get(&mut client, "slow-fix").await;
     assert_eq!(still.state(), pb::RolloutState::Paused);
-    assert_eq!(still.hosts_succeeded, settled, "nothing was dispatched while paused");
+    assert_eq!(
+        still.hosts_succeeded, settled,
+        "nothing was dispatched while paused"
+    );
     assert!(still.hosts_succeeded < 1_000);
     client.resume_rollout(action("slow-fix")).await.unwrap();
-    let seen = within(60, "the rollout to succeed", watch_until(&mut client, "slow-fix", halted_or_done)).await;
+    let seen = within(
+        60,
+        "the rollout to succeed",
+        watch_until(&mut client, "slow-fix", halted_or_done),
+    )
+    .await;
     assert_eq!(seen.last().unwrap().state(), pb::RolloutState::Succeeded);
     assert_eq!(seen.last().unwrap().hosts_succeeded, 1_000);
     controller.stop().await;

@@ -52,13 +52,23 @@ async fn shipped_plans_are_valid_and_select_hosts() {
         assert_eq!(preview.preview.len(), plan.waves.len(), "{shown}");
         // Small selections may round two waves to the same count; the first wave and
         // the total are what must hold.
-        assert!(preview.preview[0].new_hosts > 0, "{shown}: the first wave has hosts");
+        assert!(
+            preview.preview[0].new_hosts > 0,
+            "{shown}: the first wave has hosts"
+        );
         let last = preview.preview.last().unwrap();
-        assert_eq!(last.cumulative_hosts, preview.rollout.unwrap().hosts_selected, "{shown}");
+        assert_eq!(
+            last.cumulative_hosts,
+            preview.rollout.unwrap().hosts_selected,
+            "{shown}"
+        );
         names.push(plan.name);
     }
     names.sort();
-    assert_eq!(names, ["apac-network-rollback", "exo-retry-fix", "mailbox-canary"]);
+    assert_eq!(
+        names,
+        ["apac-network-rollback", "exo-retry-fix", "mailbox-canary"]
+    );
     controller.stop().await;
     sim.stop().await;
 }
@@ -70,41 +80,165 @@ fn invalid_plans() -> Vec<(&'static str, String, &'static str)> {
         GOOD.replace(from, to)
     };
     vec![
-        ("not YAML", "name: \"unterminated\nkind: fix".into(), "quoted scalar"),
+        (
+            "not YAML",
+            "name: \"unterminated\nkind: fix".into(),
+            "quoted scalar",
+        ),
         ("empty", String::new(), "empty"),
         ("a list, not a plan", "- a\n- b\n".into(), "invalid type"),
-        ("unknown field", with("bake: 5m", "bake: 5m\nbaek: 5m"), "baek"),
-        ("unknown nested field", with("action: halt", "action: halt\n  max_fail: 3"), "max_fail"),
+        (
+            "unknown field",
+            with("bake: 5m", "bake: 5m\nbaek: 5m"),
+            "baek",
+        ),
+        (
+            "unknown nested field",
+            with("action: halt", "action: halt\n  max_fail: 3"),
+            "max_fail",
+        ),
         ("missing name", with("name: retry-fix\n", ""), "name"),
-        ("name too long", with("name: retry-fix", &format!("name: {}", "a".repeat(64))), "name"),
-        ("name with capitals", with("name: retry-fix", "name: Retry_Fix"), "name"),
-        ("name ending in a dash", with("name: retry-fix", "name: retry-"), "name"),
+        (
+            "name too long",
+            with("name: retry-fix", &format!("name: {}", "a".repeat(64))),
+            "name",
+        ),
+        (
+            "name with capitals",
+            with("name: retry-fix", "name: Retry_Fix"),
+            "name",
+        ),
+        (
+            "name ending in a dash",
+            with("name: retry-fix", "name: retry-"),
+            "name",
+        ),
         ("unknown kind", with("kind: fix", "kind: hotfix"), "kind"),
-        ("missing version for a fix", with("version: 15.20.8207.12\n", ""), "version"),
-        ("version with spaces", with("version: 15.20.8207.12", "version: \"15 20\""), "version"),
-        ("waves not increasing", with("[1%, 10%, 30%", "[1%, 30%, 10%"), "waves[2]"),
-        ("waves repeating", with("[1%, 10%, 30%", "[1%, 10%, 10%"), "waves[2]"),
-        ("wave over 100%", with("90%, 100%]", "90%, 120%]"), "waves[5]"),
-        ("waves not ending at 100%", with("90%, 100%]", "90%]"), "waves[4]"),
-        ("wave without a percent sign", with("[1%, 10%", "[1, 10%"), "waves[0]"),
+        (
+            "missing version for a fix",
+            with("version: 15.20.8207.12\n", ""),
+            "version",
+        ),
+        (
+            "version with spaces",
+            with("version: 15.20.8207.12", "version: \"15 20\""),
+            "version",
+        ),
+        (
+            "waves not increasing",
+            with("[1%, 10%, 30%", "[1%, 30%, 10%"),
+            "waves[2]",
+        ),
+        (
+            "waves repeating",
+            with("[1%, 10%, 30%", "[1%, 10%, 10%"),
+            "waves[2]",
+        ),
+        (
+            "wave over 100%",
+            with("90%, 100%]", "90%, 120%]"),
+            "waves[5]",
+        ),
+        (
+            "waves not ending at 100%",
+            with("90%, 100%]", "90%]"),
+            "waves[4]",
+        ),
+        (
+            "wave without a percent sign",
+            with("[1%, 10%", "[1, 10%"),
+            "waves[0]",
+        ),
         ("wave of 0%", with("[1%, 10%", "[0%, 10%"), "waves[0]"),
-        ("no waves", with("waves: [1%, 10%, 30%, 60%, 90%, 100%]", "waves: []"), "waves"),
-        ("too many waves", with("waves: [1%, 10%, 30%, 60%, 90%, 100%]", &format!("waves: [{}100%]", (1..=20).map(|i| format!("{i}%, ")).collect::<String>())), "waves"),
-        ("wave with three decimals", with("[1%, 10%", "[0.125%, 10%"), "waves[0]"),
+        (
+            "no waves",
+            with("waves: [1%, 10%, 30%, 60%, 90%, 100%]", "waves: []"),
+            "waves",
+        ),
+        (
+            "too many waves",
+            with(
+                "waves: [1%, 10%, 30%, 60%, 90%, 100%]",
+                &format!(
+                    "waves: [{}100%]",
+                    (1..=20).map(|i| format!("{i}%, ")).collect::<String>()
+                ),
+            ),
+            "waves",
+        ),
+        (
+            "wave with three decimals",
+            with("[1%, 10%", "[0.125%, 10%"),
+            "waves[0]",
+        ),
         ("bad duration", with("bake: 5m", "bake: soon"), "bake"),
-        ("duration without a unit", with("bake: 5m", "bake: 5"), "bake"),
+        (
+            "duration without a unit",
+            with("bake: 5m", "bake: 5"),
+            "bake",
+        ),
         ("bake over a day", with("bake: 5m", "bake: 30h"), "bake"),
-        ("max_parallel zero", with("max_parallel: 200", "max_parallel: 0"), "max_parallel"),
-        ("max_parallel negative", with("max_parallel: 200", "max_parallel: -4"), "max_parallel"),
-        ("max_parallel too large", with("max_parallel: 200", "max_parallel: 100000"), "max_parallel"),
-        ("max_failed over 100%", with("max_failed: 2%", "max_failed: 200%"), "on_failure.max_failed"),
-        ("max_failed words", with("max_failed: 2%", "max_failed: a few"), "on_failure.max_failed"),
-        ("unknown failure action", with("action: halt", "action: panic"), "on_failure.action"),
-        ("unknown order", with("order: stable", "order: random"), "order"),
-        ("empty selector", with("selector:\n  service: exchange-routing\n  region: [apac, emea]\n", "selector: {}\n"), "selector"),
-        ("selector with no values", with("region: [apac, emea]", "region: []"), "selector.region"),
-        ("selector matching no host", with("service: exchange-routing", "service: no-such-service"), "selector"),
-        ("description too long", with("description: cap retries", &format!("description: {}", "x".repeat(2_100))), "description"),
+        (
+            "max_parallel zero",
+            with("max_parallel: 200", "max_parallel: 0"),
+            "max_parallel",
+        ),
+        (
+            "max_parallel negative",
+            with("max_parallel: 200", "max_parallel: -4"),
+            "max_parallel",
+        ),
+        (
+            "max_parallel too large",
+            with("max_parallel: 200", "max_parallel: 100000"),
+            "max_parallel",
+        ),
+        (
+            "max_failed over 100%",
+            with("max_failed: 2%", "max_failed: 200%"),
+            "on_failure.max_failed",
+        ),
+        (
+            "max_failed words",
+            with("max_failed: 2%", "max_failed: a few"),
+            "on_failure.max_failed",
+        ),
+        (
+            "unknown failure action",
+            with("action: halt", "action: panic"),
+            "on_failure.action",
+        ),
+        (
+            "unknown order",
+            with("order: stable", "order: random"),
+            "order",
+        ),
+        (
+            "empty selector",
+            with(
+                "selector:\n  service: exchange-routing\n  region: [apac, emea]\n",
+                "selector: {}\n",
+            ),
+            "selector",
+        ),
+        (
+            "selector with no values",
+            with("region: [apac, emea]", "region: []"),
+            "selector.region",
+        ),
+        (
+            "selector matching no host",
+            with("service: exchange-routing", "service: no-such-service"),
+            "selector",
+        ),
+        (
+            "description too long",
+            with(
+                "description: cap retries",
+                &format!("description: {}", "x".repeat(2_100)),
+            ),
+            "description",
+        ),
     ]
 }
 
@@ -127,22 +261,38 @@ async fn invalid_plans_are_refused_with_the_field_named() {
             })
             .await
             .expect_err(what);
-        assert_eq!(err.code(), tonic::Code::InvalidArgument, "{what}: {}", err.message());
+        assert_eq!(
+            err.code(),
+            tonic::Code::InvalidArgument,
+            "{what}: {}",
+            err.message()
+        );
         let message = err.message();
-        assert!(message.contains(field), "{what}: `{message}` does not name `{field}`");
-        assert!(message.starts_with("plans/bad.yaml"), "{what}: `{message}` does not name the file");
+        assert!(
+            message.contains(field),
+            "{what}: `{message}` does not name `{field}`"
+        );
+        assert!(
+            message.starts_with("plans/bad.yaml"),
+            "{what}: `{message}` does not name the file"
+        );
         assert!(!message.contains('\n'), "{what}: one line");
     }
     // Semantic errors in YAML carry the line and column of the field.
     let err = client
         .submit_plan(pb::SubmitPlanRequest {
-            plan: Some(pb::submit_plan_request::Plan::Yaml(GOOD.replace("90%, 100%]", "90%]"))),
+            plan: Some(pb::submit_plan_request::Plan::Yaml(
+                GOOD.replace("90%, 100%]", "90%]"),
+            )),
             source_name: "plans/bad.yaml".into(),
             ..Default::default()
         })
         .await
         .unwrap_err();
-    assert_eq!(err.message(), "plans/bad.yaml:8:28: waves[4]: waves must end at 100%, got 90%");
+    assert_eq!(
+        err.message(),
+        "plans/bad.yaml:8:28: waves[4]: waves must end at 100%, got 90%"
+    );
     // A structured plan is validated by the same rules.
     let mut spec = plan("structured", &["50%", "40%", "100%"], "0");
     let err = client
@@ -153,7 +303,11 @@ async fn invalid_plans_are_refused_with_the_field_named() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
-    assert!(err.message().starts_with("plan: waves[1]:"), "{}", err.message());
+    assert!(
+        err.message().starts_with("plan: waves[1]:"),
+        "{}",
+        err.message()
+    );
     spec.waves = vec!["100%".into()];
     spec.version.clear();
     let err = client
@@ -163,12 +317,27 @@ async fn invalid_plans_are_refused_with_the_field_named() {
         })
         .await
         .unwrap_err();
-    assert!(err.message().starts_with("plan: version:"), "{}", err.message());
-    let missing = client.submit_plan(pb::SubmitPlanRequest::default()).await.unwrap_err();
+    assert!(
+        err.message().starts_with("plan: version:"),
+        "{}",
+        err.message()
+    );
+    let missing = client
+        .submit_plan(pb::SubmitPlanRequest::default())
+        .await
+        .unwrap_err();
     assert_eq!(missing.code(), tonic::Code::InvalidArgument);
 
-    let list = client.list_rollouts(pb::ListRolloutsRequest::default()).await.unwrap().into_inner();
-    assert!(list.rollouts.is_empty(), "nothing was stored: {:?}", list.rollouts.len());
+    let list = client
+        .list_rollouts(pb::ListRolloutsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        list.rollouts.is_empty(),
+        "nothing was stored: {:?}",
+        list.rollouts.len()
+    );
     controller.stop().await;
     sim.stop().await;
 }

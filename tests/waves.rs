@@ -15,14 +15,22 @@ async fn waves_cover_their_share_and_every_host_gets_the_fix() {
     let controller = Controller::start(&dir.path().join("data"), &sim.fleet).await;
     let mut client = controller.client().await;
 
-    let created = submit(&mut client, plan("big-fix", &["1%", "10%", "50%", "100%"], "0")).await;
+    let created = submit(
+        &mut client,
+        plan("big-fix", &["1%", "10%", "50%", "100%"], "0"),
+    )
+    .await;
     assert_eq!(created.hosts_selected, 2_000);
     let targets: Vec<u64> = created.waves.iter().map(|w| w.target_hosts).collect();
     assert_eq!(targets, [20, 200, 1_000, 2_000]);
 
-    let seen = within(120, "the rollout to succeed", watch_until(&mut client, "big-fix", |r| {
-        r.state() == pb::RolloutState::Succeeded
-    }))
+    let seen = within(
+        120,
+        "the rollout to succeed",
+        watch_until(&mut client, "big-fix", |r| {
+            r.state() == pb::RolloutState::Succeeded
+        }),
+    )
     .await;
     let last = seen.last().unwrap();
     assert_eq!(last.percent_complete, 100.0);
@@ -32,19 +40,28 @@ async fn waves_cover_their_share_and_every_host_gets_the_fix() {
     // Progress seen by a watcher never goes backwards, and no wave starts before the
     // previous one is complete.
     for pair in seen.windows(2) {
-        assert!(pair[1].percent_complete >= pair[0].percent_complete, "percent went down");
+        assert!(
+            pair[1].percent_complete >= pair[0].percent_complete,
+            "percent went down"
+        );
     }
     for r in &seen {
         let w = r.current_wave as usize;
         let before: u64 = r.waves[..w].iter().map(|w| w.succeeded).sum();
-        let expected = if w == 0 { 0 } else { r.waves[w - 1].target_hosts };
+        let expected = if w == 0 {
+            0
+        } else {
+            r.waves[w - 1].target_hosts
+        };
         assert_eq!(before, expected, "waves before {} are complete", w + 1);
     }
 
     let mut agent = sim.client().await;
     for host in &sim.fleet.hosts {
         let p = agent
-            .probe(pb::ProbeRequest { host_id: host.id.clone() })
+            .probe(pb::ProbeRequest {
+                host_id: host.id.clone(),
+            })
             .await
             .unwrap()
             .into_inner();
@@ -64,7 +81,11 @@ async fn a_dry_run_previews_waves_and_stores_nothing() {
     let mut client = controller.client().await;
     let response = client
         .submit_plan(pb::SubmitPlanRequest {
-            plan: Some(pb::submit_plan_request::Plan::Spec(plan("preview", &["10%", "100%"], "0"))),
+            plan: Some(pb::submit_plan_request::Plan::Spec(plan(
+                "preview",
+                &["10%", "100%"],
+                "0",
+            ))),
             dry_run: true,
             ..Default::default()
         })
@@ -73,14 +94,26 @@ async fn a_dry_run_previews_waves_and_stores_nothing() {
         .into_inner();
     let preview = response.preview;
     assert_eq!(preview.len(), 2);
-    assert_eq!((preview[0].new_hosts, preview[0].cumulative_hosts), (30, 30));
-    assert_eq!((preview[1].new_hosts, preview[1].cumulative_hosts), (270, 300));
+    assert_eq!(
+        (preview[0].new_hosts, preview[0].cumulative_hosts),
+        (30, 30)
+    );
+    assert_eq!(
+        (preview[1].new_hosts, preview[1].cumulative_hosts),
+        (270, 300)
+    );
     assert_eq!(preview[0].host_ids.len(), 20, "capped listing");
-    let list = client.list_rollouts(pb::ListRolloutsRequest::default()).await.unwrap().into_inner();
+    let list = client
+        .list_rollouts(pb::ListRolloutsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
     assert!(list.rollouts.is_empty(), "a dry run stores nothing");
     let mut agent = sim.client().await;
     let p = agent
-        .probe(pb::ProbeRequest { host_id: preview[0].host_ids[0].clone() })
+        .probe(pb::ProbeRequest {
+            host_id: preview[0].host_ids[0].clone(),
+        })
         .await
         .unwrap()
         .into_inner();
@@ -93,24 +126,50 @@ async fn a_dry_run_previews_waves_and_stores_nothing() {
 /// same name is refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn submissions_are_idempotent_and_names_unique() {
-    let sim = Sim::start(200, SimulatorOptions { latency_ms: (50, 50), ..Default::default() }).await;
+    let sim = Sim::start(
+        200,
+        SimulatorOptions {
+            latency_ms: (50, 50),
+            ..Default::default()
+        },
+    )
+    .await;
     let dir = tempfile::tempdir().unwrap();
     let controller = Controller::start(&dir.path().join("data"), &sim.fleet).await;
     let mut client = controller.client().await;
     let request = |id: &str| pb::SubmitPlanRequest {
-        plan: Some(pb::submit_plan_request::Plan::Spec(plan("same", &["50%", "100%"], "0"))),
+        plan: Some(pb::submit_plan_request::Plan::Spec(plan(
+            "same",
+            &["50%", "100%"],
+            "0",
+        ))),
         request_id: id.into(),
         ..Default::default()
     };
-    let first = client.submit_plan(request("r-1")).await.unwrap().into_inner();
-    let again = client.submit_plan(request("r-1")).await.unwrap().into_inner();
+    let first = client
+        .submit_plan(request("r-1"))
+        .await
+        .unwrap()
+        .into_inner();
+    let again = client
+        .submit_plan(request("r-1"))
+        .await
+        .unwrap()
+        .into_inner();
     assert!(again.replayed);
     assert_eq!(first.rollout.unwrap().id, again.rollout.unwrap().id);
     let clash = client.submit_plan(request("r-2")).await.unwrap_err();
     assert_eq!(clash.code(), tonic::Code::AlreadyExists, "{clash:?}");
-    assert!(clash.message().contains("already active"), "{}", clash.message());
+    assert!(
+        clash.message().contains("already active"),
+        "{}",
+        clash.message()
+    );
     let missing = client
-        .get_rollout(pb::GetRolloutRequest { name: "nope".into(), id: 0 })
+        .get_rollout(pb::GetRolloutRequest {
+            name: "nope".into(),
+            id: 0,
+        })
         .await
         .unwrap_err();
     assert_eq!(missing.code(), tonic::Code::NotFound);

@@ -46,7 +46,10 @@ pub fn parse_latency(text: &str) -> Result<(u64, u64), String> {
         Some((a, b)) => (a, b),
         None => (text, text),
     };
-    let (a, b): (u64, u64) = (a.trim().parse().map_err(|_| usage())?, b.trim().parse().map_err(|_| usage())?);
+    let (a, b): (u64, u64) = (
+        a.trim().parse().map_err(|_| usage())?,
+        b.trim().parse().map_err(|_| usage())?,
+    );
     if a > b {
         return Err(format!("`{text}`: the minimum is above the maximum"));
     }
@@ -96,7 +99,8 @@ impl Simulator {
     }
 
     pub fn set_fail_rate(&self, rate: f64) {
-        self.fail_rate.store(rate.clamp(0.0, 1.0).to_bits(), Ordering::Relaxed);
+        self.fail_rate
+            .store(rate.clamp(0.0, 1.0).to_bits(), Ordering::Relaxed);
     }
 
     fn fail_rate(&self) -> f64 {
@@ -116,21 +120,23 @@ impl Simulator {
 
     /// The gRPC service, ready to be added to a tonic server.
     pub fn service(self: Arc<Self>) -> AgentServer<SimulatorService> {
-        AgentServer::new(SimulatorService(self))
-            .max_decoding_message_size(1024 * 1024)
+        AgentServer::new(SimulatorService(self)).max_decoding_message_size(1024 * 1024)
     }
 
     async fn apply(&self, req: pb::ApplyRequest) -> Result<pb::ApplyResponse, Status> {
-        let host = self
-            .hosts
-            .get(&req.host_id)
-            .ok_or_else(|| Status::not_found(format!("this simulator has no host `{}`", req.host_id)))?;
+        let host = self.hosts.get(&req.host_id).ok_or_else(|| {
+            Status::not_found(format!("this simulator has no host `{}`", req.host_id))
+        })?;
         if req.operation_id.is_empty() {
-            return Err(Status::invalid_argument("operation_id is required: it makes Apply idempotent"));
+            return Err(Status::invalid_argument(
+                "operation_id is required: it makes Apply idempotent",
+            ));
         }
         let action = pb::Action::try_from(req.action).unwrap_or(pb::Action::Unspecified);
         if action == pb::Action::Unspecified {
-            return Err(Status::invalid_argument("action is required: DEPLOY, ROLLBACK or RESTART"));
+            return Err(Status::invalid_argument(
+                "action is required: DEPLOY, ROLLBACK or RESTART",
+            ));
         }
         if action == pb::Action::Deploy && req.version.is_empty() {
             return Err(Status::invalid_argument("DEPLOY needs a version"));
@@ -156,7 +162,13 @@ impl Simulator {
                 ok: false,
                 version: before.clone(),
                 previous_version: h.previous_version.clone(),
-                detail: format!("simulated {} failure", action.as_str_name().trim_start_matches("ACTION_").to_lowercase()),
+                detail: format!(
+                    "simulated {} failure",
+                    action
+                        .as_str_name()
+                        .trim_start_matches("ACTION_")
+                        .to_lowercase()
+                ),
                 replayed: false,
                 healthy: h.healthy,
             }
@@ -168,7 +180,11 @@ impl Simulator {
                     }
                 }
                 pb::Action::Rollback => {
-                    let target = if req.version.is_empty() { h.previous_version.clone() } else { req.version.clone() };
+                    let target = if req.version.is_empty() {
+                        h.previous_version.clone()
+                    } else {
+                        req.version.clone()
+                    };
                     if !target.is_empty() && target != h.version {
                         h.previous_version = std::mem::replace(&mut h.version, target);
                     }
@@ -190,16 +206,19 @@ impl Simulator {
     }
 
     async fn probe(&self, req: pb::ProbeRequest) -> Result<pb::ProbeResponse, Status> {
-        let host = self
-            .hosts
-            .get(&req.host_id)
-            .ok_or_else(|| Status::not_found(format!("this simulator has no host `{}`", req.host_id)))?;
+        let host = self.hosts.get(&req.host_id).ok_or_else(|| {
+            Status::not_found(format!("this simulator has no host `{}`", req.host_id))
+        })?;
         let h = host.lock().await;
         Ok(pb::ProbeResponse {
             version: h.version.clone(),
             previous_version: h.previous_version.clone(),
             healthy: h.healthy,
-            detail: if h.healthy { "healthy".into() } else { "unhealthy (simulated)".into() },
+            detail: if h.healthy {
+                "healthy".into()
+            } else {
+                "unhealthy (simulated)".into()
+            },
             operations_executed: h.executed,
             last_operation_id: h.last_operation_id.clone(),
         })
@@ -214,7 +233,10 @@ pub async fn serve(
 ) -> crate::Result<()> {
     tonic::transport::Server::builder()
         .add_service(simulator.service())
-        .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), signal)
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            signal,
+        )
         .await
         .map_err(|source| crate::Error::Transport {
             context: "simulated agent server".into(),
@@ -227,11 +249,17 @@ pub struct SimulatorService(Arc<Simulator>);
 
 #[tonic::async_trait]
 impl Agent for SimulatorService {
-    async fn apply(&self, request: Request<pb::ApplyRequest>) -> Result<Response<pb::ApplyResponse>, Status> {
+    async fn apply(
+        &self,
+        request: Request<pb::ApplyRequest>,
+    ) -> Result<Response<pb::ApplyResponse>, Status> {
         self.0.apply(request.into_inner()).await.map(Response::new)
     }
 
-    async fn probe(&self, request: Request<pb::ProbeRequest>) -> Result<Response<pb::ProbeResponse>, Status> {
+    async fn probe(
+        &self,
+        request: Request<pb::ProbeRequest>,
+    ) -> Result<Response<pb::ProbeResponse>, Status> {
         self.0.probe(request.into_inner()).await.map(Response::new)
     }
 }
@@ -248,7 +276,13 @@ mod tests {
             seed: 1,
             unhealthy_rate: 0.0,
         });
-        Simulator::new(&fleet, &SimulatorOptions { fail_rate, ..Default::default() })
+        Simulator::new(
+            &fleet,
+            &SimulatorOptions {
+                fail_rate,
+                ..Default::default()
+            },
+        )
     }
 
     fn deploy(host: &str, op: &str) -> pb::ApplyRequest {

@@ -10,7 +10,11 @@ use crate::{Error, Result};
 /// Connects to the controller at `server` (a URL like `http://127.0.0.1:50051`).
 pub async fn connect(server: &str) -> Result<ControllerClient<Channel>> {
     let endpoint = Endpoint::from_shared(server.to_string())
-        .map_err(|_| Error::Usage(format!("--server `{server}` is not a URL: write it like http://127.0.0.1:50051")))?
+        .map_err(|_| {
+            Error::Usage(format!(
+                "--server `{server}` is not a URL: write it like http://127.0.0.1:50051"
+            ))
+        })?
         .connect_timeout(Duration::from_secs(5))
         .tcp_nodelay(true);
     let channel = endpoint.connect().await.map_err(|e| {

@@ -62,17 +62,27 @@ fn controller_args(data: &Path, fleet: &Path, listen: &str) -> Vec<String> {
 
 pub async fn run(args: DemoArgs) -> Result<ExitCode> {
     let started = Instant::now();
-    let exe = std::env::current_exe().map_err(|e| Error::io("cannot find the rollout executable", e))?;
-    let dir = tempfile::tempdir().map_err(|e| Error::io("cannot create a temporary directory", e))?;
-    let (data, fleet_path, log) = (dir.path().join("data"), dir.path().join("fleet.yaml"), dir.path().join("controller.log"));
+    let exe =
+        std::env::current_exe().map_err(|e| Error::io("cannot find the rollout executable", e))?;
+    let dir =
+        tempfile::tempdir().map_err(|e| Error::io("cannot create a temporary directory", e))?;
+    let (data, fleet_path, log) = (
+        dir.path().join("data"),
+        dir.path().join("fleet.yaml"),
+        dir.path().join("controller.log"),
+    );
 
-    println!("rollout demo: a change multiplied retried requests; the fix (build 15.20.8207.12) goes out in waves.");
+    println!(
+        "rollout demo: a change multiplied retried requests; the fix (build 15.20.8207.12) goes out in waves."
+    );
 
     // The simulated fleet, on a loopback port.
     let sim_listener = TcpListener::bind("127.0.0.1:0")
         .await
         .map_err(|e| Error::io("cannot listen on 127.0.0.1", e))?;
-    let agent_addr = sim_listener.local_addr().map_err(|e| Error::io("cannot read the bound address", e))?;
+    let agent_addr = sim_listener
+        .local_addr()
+        .map_err(|e| Error::io("cannot read the bound address", e))?;
     let fleet = generate(&GenerateOptions {
         hosts: args.hosts,
         agent: agent_addr.to_string(),
@@ -80,7 +90,11 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
         unhealthy_rate: 0.0,
     });
     super::write_atomically(&fleet_path, fleet.to_yaml().as_bytes())?;
-    let zones: std::collections::HashSet<&str> = fleet.customers.iter().map(|c| c.timezone.as_str()).collect();
+    let zones: std::collections::HashSet<&str> = fleet
+        .customers
+        .iter()
+        .map(|c| c.timezone.as_str())
+        .collect();
     let sim = Arc::new(Simulator::new(
         &fleet,
         &SimulatorOptions {
@@ -90,7 +104,11 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
         },
     ));
     let sim_stop = CancellationToken::new();
-    let sim_task = tokio::spawn(simulator::serve(sim_listener, sim.clone(), sim_stop.clone().cancelled_owned()));
+    let sim_task = tokio::spawn(simulator::serve(
+        sim_listener,
+        sim.clone(),
+        sim_stop.clone().cancelled_owned(),
+    ));
     println!(
         "fleet: {} hosts, {} customers in {} time zones, simulated agents on {agent_addr} ({}..{} ms per deploy)",
         fleet.hosts.len(),
@@ -101,10 +119,19 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
     );
 
     // The controller, as a real process.
-    let mut controller = Spawned::start(&exe, controller_args(&data, &fleet_path, "127.0.0.1:0"), Some(&log)).await?;
+    let mut controller = Spawned::start(
+        &exe,
+        controller_args(&data, &fleet_path, "127.0.0.1:0"),
+        Some(&log),
+    )
+    .await?;
     let addr = controller.addr;
     let server = format!("http://{addr}");
-    println!("controller: pid {} on {server}, store in {}", controller.pid().unwrap_or(0), data.display());
+    println!(
+        "controller: pid {} on {server}, store in {}",
+        controller.pid().unwrap_or(0),
+        data.display()
+    );
 
     // The plan from plans/, with the bake shortened.
     let mut spec = Plan::spec_from_yaml(PLAN, PLAN_NAME)?;
@@ -126,8 +153,16 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
         "submitted `{}`: {} hosts selected ({}), waves {}, max_parallel {}, bake {}",
         submitted.name,
         submitted.hosts_selected,
-        plan.selector.iter().map(|(k, v)| format!("{k}={}", v.join("|"))).collect::<Vec<_>>().join(" "),
-        plan.waves.iter().map(|w| w.to_string()).collect::<Vec<_>>().join(" -> "),
+        plan.selector
+            .iter()
+            .map(|(k, v)| format!("{k}={}", v.join("|")))
+            .collect::<Vec<_>>()
+            .join(" "),
+        plan.waves
+            .iter()
+            .map(|w| w.to_string())
+            .collect::<Vec<_>>()
+            .join(" -> "),
         plan.max_parallel,
         format_duration(args.bake)
     );
@@ -152,7 +187,10 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
             if render::is_terminal(r.state()) {
                 return Ok(None);
             }
-            if r.state() == pb::RolloutState::Running && r.current_wave >= 3 && r.hosts_in_flight > 0 {
+            if r.state() == pb::RolloutState::Running
+                && r.current_wave >= 3
+                && r.hosts_in_flight > 0
+            {
                 let pid = controller.pid().unwrap_or(0);
                 controller.kill9().await?;
                 printer.line(&format!(
@@ -162,7 +200,12 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
                     render::wave_label(&r)
                 ));
                 let t = Instant::now();
-                controller = Spawned::start(&exe, controller_args(&data, &fleet_path, &addr.to_string()), Some(&log)).await?;
+                controller = Spawned::start(
+                    &exe,
+                    controller_args(&data, &fleet_path, &addr.to_string()),
+                    Some(&log),
+                )
+                .await?;
                 printer.line(&format!(
                     "** controller restarted (pid {}) in {} ms on the same store; the rollout resumes where it was",
                     controller.pid().unwrap_or(0),
@@ -173,14 +216,24 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
         }
     };
     let (last, crashed_at) = {
-        let watching = follow(&server, &submitted.name, Duration::from_secs(60), &mut progress);
+        let watching = follow(
+            &server,
+            &submitted.name,
+            Duration::from_secs(60),
+            &mut progress,
+        );
         let (last, crashed) = tokio::join!(watching, crash);
         (last?, crashed?)
     };
     let elapsed = started.elapsed();
 
     // Check exactly-once on every selected host.
-    let selected: Vec<&str> = fleet.hosts.iter().filter(|h| h.matches(&plan.selector)).map(|h| h.id.as_str()).collect();
+    let selected: Vec<&str> = fleet
+        .hosts
+        .iter()
+        .filter(|h| h.matches(&plan.selector))
+        .map(|h| h.id.as_str())
+        .collect();
     let (mut once, mut twice, mut never) = (0u64, 0u64, 0u64);
     for id in &selected {
         match sim.executed(id).await.unwrap_or(0) {
@@ -193,7 +246,14 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
     println!("\nsummary");
     println!("  wave  share   hosts  succeeded  failed");
     for w in &last.waves {
-        println!("  {:>4}  {:>5}  {:>6}  {:>9}  {:>6}", w.index + 1, w.percent, w.size, w.succeeded, w.failed);
+        println!(
+            "  {:>4}  {:>5}  {:>6}  {:>9}  {:>6}",
+            w.index + 1,
+            w.percent,
+            w.size,
+            w.succeeded,
+            w.failed
+        );
     }
     println!(
         "  {}: {:.1}% of {} selected hosts deployed, {} of {} customers fully mitigated, in {:.1} s",
@@ -205,8 +265,12 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
         elapsed.as_secs_f64()
     );
     match crashed_at {
-        Some(p) => println!("  the controller was killed once at {p:.1}% and resumed from its store"),
-        None => println!("  the controller was not killed (--no-crash, or the rollout ended first)"),
+        Some(p) => {
+            println!("  the controller was killed once at {p:.1}% and resumed from its store")
+        }
+        None => {
+            println!("  the controller was not killed (--no-crash, or the rollout ended first)")
+        }
     }
     println!(
         "  exactly-once check on the simulator: {once} hosts deployed once, {twice} more than once, {never} never"
@@ -215,9 +279,13 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
     let code = controller.terminate(Duration::from_secs(30)).await?;
     sim_stop.cancel();
     let _ = sim_task.await;
-    let ok = last.state() == pb::RolloutState::Succeeded && twice == 0 && never == 0 && code == Some(0);
+    let ok =
+        last.state() == pb::RolloutState::Succeeded && twice == 0 && never == 0 && code == Some(0);
     if !ok {
-        println!("  the demo did NOT go as it should; the controller's log was {}", log.display());
+        println!(
+            "  the demo did NOT go as it should; the controller's log was {}",
+            log.display()
+        );
         let _ = dir.keep();
         return Ok(ExitCode::FAILURE);
     }

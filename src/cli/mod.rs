@@ -29,7 +29,12 @@ use crate::{Error, Result};
 #[command(name = "rollout", version, about, max_term_width = 100)]
 pub struct Cli {
     /// The controller to talk to.
-    #[arg(long, global = true, env = "ROLLOUT_SERVER", default_value = "http://127.0.0.1:50051")]
+    #[arg(
+        long,
+        global = true,
+        env = "ROLLOUT_SERVER",
+        default_value = "http://127.0.0.1:50051"
+    )]
     pub server: String,
     #[command(subcommand)]
     pub command: Command,
@@ -66,13 +71,9 @@ pub enum Command {
         reconnect: Duration,
     },
     /// Stop dispatching; calls in flight finish.
-    Pause {
-        name: String,
-    },
+    Pause { name: String },
     /// Continue a paused rollout, or retry a halted wave's failed hosts and go on.
-    Resume {
-        name: String,
-    },
+    Resume { name: String },
     /// Stop a rollout for good.
     Abort {
         name: String,
@@ -139,7 +140,10 @@ fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
 pub fn main(cli: Cli) -> ExitCode {
     let server_side = matches!(cli.command, Command::Serve(_) | Command::Agent(_));
     init_logging(if server_side { "info" } else { "warn" });
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -156,8 +160,9 @@ pub fn main(cli: Cli) -> ExitCode {
 }
 
 fn init_logging(default: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{default},sled=warn,h2=warn,tower=warn")));
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(format!("{default},sled=warn,h2=warn,tower=warn"))
+    });
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -199,7 +204,8 @@ async fn run(cli: Cli) -> Result<ExitCode> {
 }
 
 fn read(path: &std::path::Path, what: &str) -> Result<String> {
-    std::fs::read_to_string(path).map_err(|e| Error::io(format!("cannot read {what} {}", path.display()), e))
+    std::fs::read_to_string(path)
+        .map_err(|e| Error::io(format!("cannot read {what} {}", path.display()), e))
 }
 
 fn plan_check(files: &[PathBuf]) -> Result<ExitCode> {
@@ -212,7 +218,11 @@ fn plan_check(files: &[PathBuf]) -> Result<ExitCode> {
                 plan.kind.as_str(),
                 plan.name,
                 plan.waves.len(),
-                plan.waves.iter().map(|w| w.to_string()).collect::<Vec<_>>().join(" "),
+                plan.waves
+                    .iter()
+                    .map(|w| w.to_string())
+                    .collect::<Vec<_>>()
+                    .join(" "),
                 plan.max_parallel,
                 crate::plan::format_duration(plan.bake)
             ),
@@ -222,12 +232,18 @@ fn plan_check(files: &[PathBuf]) -> Result<ExitCode> {
             }
         }
     }
-    Ok(if bad == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if bad == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn fleet_generate(args: &GenerateArgs) -> Result<ExitCode> {
     if !(0.0..=1.0).contains(&args.unhealthy_rate) {
-        return Err(Error::Usage("--unhealthy-rate must be between 0 and 1".into()));
+        return Err(Error::Usage(
+            "--unhealthy-rate must be between 0 and 1".into(),
+        ));
     }
     let fleet = generate(&GenerateOptions {
         hosts: args.hosts,
@@ -253,16 +269,27 @@ fn fleet_generate(args: &GenerateArgs) -> Result<ExitCode> {
 
 /// Writes a file whole or not at all (temp file in the same directory, then rename).
 pub fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
     let context = || format!("cannot write {}", path.display());
     let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| Error::io(context(), e))?;
     std::io::Write::write_all(&mut tmp, bytes).map_err(|e| Error::io(context(), e))?;
-    tmp.as_file().sync_all().map_err(|e| Error::io(context(), e))?;
-    tmp.persist(path).map_err(|e| Error::io(context(), e.error))?;
+    tmp.as_file()
+        .sync_all()
+        .map_err(|e| Error::io(context(), e))?;
+    tmp.persist(path)
+        .map_err(|e| Error::io(context(), e.error))?;
     Ok(())
 }
 
-async fn submit(server: &str, file: &std::path::Path, dry_run: bool, request_id: String) -> Result<ExitCode> {
+async fn submit(
+    server: &str,
+    file: &std::path::Path,
+    dry_run: bool,
+    request_id: String,
+) -> Result<ExitCode> {
     let text = read(file, "plan")?;
     let shown = file.display().to_string();
     // Validate locally first: a bad plan is reported the same way with or without a controller.
@@ -281,7 +308,12 @@ async fn submit(server: &str, file: &std::path::Path, dry_run: bool, request_id:
     if dry_run {
         print!("{}", render::preview(&r, &response.preview));
     } else if response.replayed {
-        println!("already submitted with this request id: rollout `{}` (id {}) is {}", r.name, r.id, render::state_name(r.state()));
+        println!(
+            "already submitted with this request id: rollout `{}` (id {}) is {}",
+            r.name,
+            r.id,
+            render::state_name(r.state())
+        );
     } else {
         println!(
             "submitted rollout `{}` (id {}): {} hosts in {} waves; follow it with `rollout watch {}`",
@@ -312,7 +344,10 @@ async fn status(server: &str, name: Option<&str>, output: Output) -> Result<Exit
             }
         }
         None => {
-            let list = client.list_rollouts(pb::ListRolloutsRequest::default()).await?.into_inner();
+            let list = client
+                .list_rollouts(pb::ListRolloutsRequest::default())
+                .await?
+                .into_inner();
             match output {
                 Output::Text => print!("{}", render::table(&list.rollouts)),
                 Output::Json => println!(

@@ -56,7 +56,10 @@ impl Spawned {
         let mut line = String::new();
         let read = tokio::time::timeout(Duration::from_secs(60), reader.read_line(&mut line)).await;
         let addr = match read {
-            Ok(Ok(n)) if n > 0 => line.trim().strip_prefix("listening on ").and_then(|a| a.parse().ok()),
+            Ok(Ok(n)) if n > 0 => line
+                .trim()
+                .strip_prefix("listening on ")
+                .and_then(|a| a.parse().ok()),
             _ => None,
         };
         let Some(addr) = addr else {
@@ -94,10 +97,15 @@ impl Spawned {
     /// Returns the exit code when it exited by itself.
     pub async fn terminate(&mut self, grace: Duration) -> Result<Option<i32>> {
         if let Some(pid) = self.child.id() {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGTERM);
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
         }
         match tokio::time::timeout(grace, self.child.wait()).await {
-            Ok(status) => Ok(status.map_err(|e| Error::io("cannot reap the process", e))?.code()),
+            Ok(status) => Ok(status
+                .map_err(|e| Error::io("cannot reap the process", e))?
+                .code()),
             Err(_) => {
                 self.kill9().await?;
                 Ok(None)

@@ -73,7 +73,11 @@ pub fn detail(r: &pb::Rollout) -> String {
     if !r.description.is_empty() {
         out.push_str(&format!("about      {}\n", r.description));
     }
-    out.push_str(&format!("state      {} at {}\n", state_name(r.state()), wave_label(r)));
+    out.push_str(&format!(
+        "state      {} at {}\n",
+        state_name(r.state()),
+        wave_label(r)
+    ));
     out.push_str(&format!(
         "deployed   {:.1}% of the selection: {} of {} hosts succeeded, {} failed, {} in flight, {} pending\n",
         r.percent_complete, r.hosts_succeeded, r.hosts_selected, r.hosts_failed, r.hosts_in_flight, r.hosts_pending
@@ -108,7 +112,10 @@ pub fn table(rollouts: &[pb::Rollout]) -> String {
     if rollouts.is_empty() {
         return "no rollouts yet; submit one with `rollout submit PLAN.yaml`\n".into();
     }
-    let mut out = format!("{:<24} {:>5}  {:<10} {:<18} {:>7}  {:>15}\n", "NAME", "ID", "STATE", "WAVE", "DONE", "HOSTS");
+    let mut out = format!(
+        "{:<24} {:>5}  {:<10} {:<18} {:>7}  {:>15}\n",
+        "NAME", "ID", "STATE", "WAVE", "DONE", "HOSTS"
+    );
     for r in rollouts {
         out.push_str(&format!(
             "{:<24} {:>5}  {:<10} {:<18} {:>6.1}%  {:>15}\n",
@@ -164,7 +171,11 @@ pub fn preview(r: &pb::Rollout, waves: &[pb::WavePreview]) -> String {
     let mut out = format!(
         "dry run: `{}` would {} {} hosts in {} waves (nothing was started)\n",
         r.name,
-        if r.kind == "fix" { format!("deploy {} to", r.version) } else { "roll back".to_string() },
+        if r.kind == "fix" {
+            format!("deploy {} to", r.version)
+        } else {
+            "roll back".to_string()
+        },
         r.hosts_selected,
         waves.len()
     );
@@ -177,7 +188,11 @@ pub fn preview(r: &pb::Rollout, waves: &[pb::WavePreview]) -> String {
             w.new_hosts,
             w.cumulative_hosts,
             w.host_ids.join(", "),
-            if more > 0 { format!(" (+{more} more)") } else { String::new() }
+            if more > 0 {
+                format!(" (+{more} more)")
+            } else {
+                String::new()
+            }
         ));
     }
     out

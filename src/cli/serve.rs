@@ -57,10 +57,15 @@ pub struct AgentArgs {
 
 /// Binds `addr` and prints the line scripts read the port from.
 pub async fn bind(addr: &str) -> Result<TcpListener> {
-    let listener = TcpListener::bind(addr)
-        .await
-        .map_err(|e| Error::io(format!("cannot listen on {addr} (pick another address with --listen)"), e))?;
-    let local = listener.local_addr().map_err(|e| Error::io("cannot read the bound address", e))?;
+    let listener = TcpListener::bind(addr).await.map_err(|e| {
+        Error::io(
+            format!("cannot listen on {addr} (pick another address with --listen)"),
+            e,
+        )
+    })?;
+    let local = listener
+        .local_addr()
+        .map_err(|e| Error::io("cannot read the bound address", e))?;
     println!("listening on {local}");
     let _ = std::io::stdout().flush();
     Ok(listener)
@@ -84,9 +89,12 @@ async fn signal(term: &mut Option<tokio::signal::unix::Signal>) {
 /// Cancels `token` at the first SIGINT/SIGTERM; exits at once at the second.
 fn stop_on_signals(token: CancellationToken) {
     tokio::spawn(async move {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
         signal(&mut term).await;
-        info!("stopping: no new host actions; calls in flight finish (signal again to exit at once)");
+        info!(
+            "stopping: no new host actions; calls in flight finish (signal again to exit at once)"
+        );
         token.cancel();
         signal(&mut term).await;
         warn!("second signal: exiting at once");
@@ -118,7 +126,9 @@ pub async fn agent(args: AgentArgs) -> Result<ExitCode> {
         ));
     };
     if !(0.0..=1.0).contains(&args.fail_rate) {
-        return Err(Error::Usage("--fail-rate must be between 0 and 1 (e.g. 0.05)".into()));
+        return Err(Error::Usage(
+            "--fail-rate must be between 0 and 1 (e.g. 0.05)".into(),
+        ));
     }
     let fleet = FleetFile::load(&fleet_path)?;
     let sim = Arc::new(Simulator::new(
@@ -130,7 +140,11 @@ pub async fn agent(args: AgentArgs) -> Result<ExitCode> {
         },
     ));
     let listener = bind(&args.listen).await?;
-    info!(hosts = fleet.hosts.len(), fail_rate = args.fail_rate, "simulating a fleet");
+    info!(
+        hosts = fleet.hosts.len(),
+        fail_rate = args.fail_rate,
+        "simulating a fleet"
+    );
     let token = CancellationToken::new();
     stop_on_signals(token.clone());
     simulator::serve(listener, sim, token.cancelled_owned()).await?;

@@ -69,7 +69,12 @@ impl Progress {
         match &mut self.bars {
             Some(b) => b.update(r),
             None => {
-                let key = (r.state, r.current_wave, r.hosts_succeeded * 10 / r.hosts_selected.max(1), r.hosts_failed);
+                let key = (
+                    r.state,
+                    r.current_wave,
+                    r.hosts_succeeded * 10 / r.hosts_selected.max(1),
+                    r.hosts_failed,
+                );
                 if self.last != Some(key) {
                     self.last = Some(key);
                     println!("{}", one_line(r));
@@ -96,9 +101,11 @@ impl Default for Progress {
 
 impl Bars {
     fn update(&mut self, r: &pb::Rollout) {
-        let style = ProgressStyle::with_template("{prefix:>12} [{bar:40.cyan/blue}] {pos:>7}/{len:<7} {msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> ");
+        let style = ProgressStyle::with_template(
+            "{prefix:>12} [{bar:40.cyan/blue}] {pos:>7}/{len:<7} {msg}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> ");
         if self.waves.is_empty() {
             for w in &r.waves {
                 let bar = self.multi.add(ProgressBar::new(w.size));
@@ -112,8 +119,15 @@ impl Bars {
         }
         for (bar, w) in self.waves.iter().zip(&r.waves) {
             bar.set_position(w.succeeded + w.failed);
-            let failed = if w.failed > 0 { format!(", {} failed", w.failed) } else { String::new() };
-            bar.set_message(format!("{}{failed}", super::render::wave_state_name(w.state())));
+            let failed = if w.failed > 0 {
+                format!(", {} failed", w.failed)
+            } else {
+                String::new()
+            };
+            bar.set_message(format!(
+                "{}{failed}",
+                super::render::wave_state_name(w.state())
+            ));
         }
         self.overall.set_position(r.hosts_succeeded);
         self.overall.set_message(format!(
@@ -127,7 +141,12 @@ impl Bars {
 
 /// Follows rollout `name` until it ends or halts. A lost controller is waited for up
 /// to `reconnect` (it may be restarting); the last snapshot is returned.
-pub async fn follow(server: &str, name: &str, reconnect: Duration, progress: &mut Progress) -> Result<pb::Rollout> {
+pub async fn follow(
+    server: &str,
+    name: &str,
+    reconnect: Duration,
+    progress: &mut Progress,
+) -> Result<pb::Rollout> {
     let mut last: Option<pb::Rollout> = None;
     let mut lost_since: Option<Instant> = None;
     loop {
@@ -144,7 +163,13 @@ pub async fn follow(server: &str, name: &str, reconnect: Duration, progress: &mu
             Ok(s) => s,
             Err(e) => {
                 let retryable = matches!(&e, Error::Usage(m) if m.starts_with("cannot reach"))
-                    || matches!(&e, Error::Remote { code: tonic::Code::Unavailable, .. });
+                    || matches!(
+                        &e,
+                        Error::Remote {
+                            code: tonic::Code::Unavailable,
+                            ..
+                        }
+                    );
                 let since = *lost_since.get_or_insert_with(Instant::now);
                 if last.is_none() || !retryable || since.elapsed() > reconnect {
                     return Err(e);

@@ -26,15 +26,26 @@ impl CallError {
     pub fn outcome_unknown(&self) -> bool {
         matches!(
             self.code,
-            tonic::Code::DeadlineExceeded | tonic::Code::Unavailable | tonic::Code::Cancelled | tonic::Code::Unknown
+            tonic::Code::DeadlineExceeded
+                | tonic::Code::Unavailable
+                | tonic::Code::Cancelled
+                | tonic::Code::Unknown
         )
     }
 }
 
 /// The agents, as the engine sees them. A fake stands in for tests.
 pub trait Fleet: Send + Sync + 'static {
-    fn apply(&self, address: &str, request: pb::ApplyRequest) -> BoxFuture<'static, Result<pb::ApplyResponse, CallError>>;
-    fn probe(&self, address: &str, host_id: &str) -> BoxFuture<'static, Result<pb::ProbeResponse, CallError>>;
+    fn apply(
+        &self,
+        address: &str,
+        request: pb::ApplyRequest,
+    ) -> BoxFuture<'static, Result<pb::ApplyResponse, CallError>>;
+    fn probe(
+        &self,
+        address: &str,
+        host_id: &str,
+    ) -> BoxFuture<'static, Result<pb::ProbeResponse, CallError>>;
 }
 
 /// Agents over gRPC.
@@ -58,7 +69,11 @@ impl GrpcFleet {
         if let Some(ch) = channels.get(address) {
             return Ok(AgentClient::new(ch.clone()));
         }
-        let url = if address.contains("://") { address.to_string() } else { format!("http://{address}") };
+        let url = if address.contains("://") {
+            address.to_string()
+        } else {
+            format!("http://{address}")
+        };
         let endpoint = Endpoint::from_shared(url).map_err(|e| CallError {
             address: address.to_string(),
             code: tonic::Code::InvalidArgument,
@@ -86,7 +101,11 @@ fn call_error(address: &str, status: tonic::Status) -> CallError {
 }
 
 impl Fleet for GrpcFleet {
-    fn apply(&self, address: &str, request: pb::ApplyRequest) -> BoxFuture<'static, Result<pb::ApplyResponse, CallError>> {
+    fn apply(
+        &self,
+        address: &str,
+        request: pb::ApplyRequest,
+    ) -> BoxFuture<'static, Result<pb::ApplyResponse, CallError>> {
         let client = self.client(address);
         let address = address.to_string();
         let timeout = self.call_timeout;
@@ -102,7 +121,11 @@ impl Fleet for GrpcFleet {
         })
     }
 
-    fn probe(&self, address: &str, host_id: &str) -> BoxFuture<'static, Result<pb::ProbeResponse, CallError>> {
+    fn probe(
+        &self,
+        address: &str,
+        host_id: &str,
+    ) -> BoxFuture<'static, Result<pb::ProbeResponse, CallError>> {
         let client = self.client(address);
         let address = address.to_string();
         let host_id = host_id.to_string();

@@ -157,11 +157,20 @@ impl Engine {
             tracker: TaskTracker::new(),
         });
         for record in engine.ctx.store.rollouts()? {
-            let live = Arc::new(Live::load(&engine.ctx.store, engine.inventory.clone(), record)?);
+            let live = Arc::new(Live::load(
+                &engine.ctx.store,
+                engine.inventory.clone(),
+                record,
+            )?);
             let state = live.state();
             let resume = !state.is_terminal() || live.has_reconcile();
             if resume {
-                info!(rollout = live.name(), id = live.id, state = state.name(), "resuming");
+                info!(
+                    rollout = live.name(),
+                    id = live.id,
+                    state = state.name(),
+                    "resuming"
+                );
             }
             engine.lock().insert(live.id, live.clone());
             if resume {
@@ -213,7 +222,11 @@ impl Engine {
                 preview: Vec::new(),
             });
         }
-        let mut hosts: Vec<String> = self.inventory.select(&plan.selector).map(|h| h.id.clone()).collect();
+        let mut hosts: Vec<String> = self
+            .inventory
+            .select(&plan.selector)
+            .map(|h| h.id.clone())
+            .collect();
         if hosts.is_empty() {
             let wanted: Vec<String> = plan
                 .selector
@@ -249,7 +262,11 @@ impl Engine {
             hosts_selected: hosts.len() as u64,
             created_at_unix_ms: now,
             updated_at_unix_ms: now,
-            request_id: if dry_run { String::new() } else { request_id.to_string() },
+            request_id: if dry_run {
+                String::new()
+            } else {
+                request_id.to_string()
+            },
             ..Default::default()
         };
         State::Pending.write(&mut record);
@@ -265,7 +282,10 @@ impl Engine {
             });
         }
         record.id = self.ctx.store.next_id()?;
-        self.ctx.store.create_rollout(&record, hosts.iter().map(String::as_str)).await?;
+        self.ctx
+            .store
+            .create_rollout(&record, hosts.iter().map(String::as_str))
+            .await?;
         self.ctx.store.append_event(&pb::EventRecord {
             at_unix_ms: now,
             rollout_id: record.id,
@@ -274,7 +294,12 @@ impl Engine {
             detail: format!("{} hosts selected", hosts.len()),
         })?;
         let live = Arc::new(Live::load(&self.ctx.store, self.inventory.clone(), record)?);
-        info!(rollout = live.name(), id = live.id, hosts = hosts.len(), "submitted");
+        info!(
+            rollout = live.name(),
+            id = live.id,
+            hosts = hosts.len(),
+            "submitted"
+        );
         self.lock().insert(live.id, live.clone());
         let rollout = (*live.snapshot()).clone();
         self.spawn(live);
@@ -318,13 +343,19 @@ impl Engine {
             rollouts.get(&key.id).cloned()
         } else {
             let named = || rollouts.values().rev().filter(|l| l.name() == key.name);
-            named().find(|l| !l.state().is_terminal()).or_else(|| named().next()).cloned()
+            named()
+                .find(|l| !l.state().is_terminal())
+                .or_else(|| named().next())
+                .cloned()
         };
         found.ok_or_else(|| {
             Error::NotFound(if key.id != 0 {
                 format!("no rollout has id {}", key.id)
             } else {
-                format!("no rollout is named `{}`; `rollout status` lists them", key.name)
+                format!(
+                    "no rollout is named `{}`; `rollout status` lists them",
+                    key.name
+                )
             })
         })
     }

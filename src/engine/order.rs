@@ -35,6 +35,10 @@ mod tests {
         arrange(&mut b, Order::Stable);
         assert_eq!(a, b);
         assert_ne!(a[0], "apac-exr-000000", "not simply by name");
-        assert_eq!(stable_hash("a"), 0xaf63_dc4c_8601_ec8c, "FNV-1a reference value");
+        assert_eq!(
+            stable_hash("a"),
+            0xaf63_dc4c_8601_ec8c,
+            "FNV-1a reference value"
+        );
     }
 }

@@ -59,7 +59,10 @@ impl Tally {
 
     /// Counts of wave `wave` (0-based).
     pub fn wave(&self, wave: u32) -> [u64; 6] {
-        self.counts.get(wave as usize + 1).copied().unwrap_or_default()
+        self.counts
+            .get(wave as usize + 1)
+            .copied()
+            .unwrap_or_default()
     }
 
     pub fn total(&self, state: HostState) -> u64 {
@@ -90,7 +93,11 @@ impl Customers {
 
     /// Recounts the mitigated customers once loading is done.
     fn recount(&mut self) {
-        self.mitigated = self.hosts.values().filter(|(sel, ok)| *sel > 0 && ok >= sel).count() as u64;
+        self.mitigated = self
+            .hosts
+            .values()
+            .filter(|(sel, ok)| *sel > 0 && ok >= sel)
+            .count() as u64;
     }
 
     /// A host of these customers succeeded: a customer is mitigated with its last host.
@@ -145,9 +152,14 @@ pub(crate) struct Live {
 
 impl Live {
     /// Rebuilds a rollout from the store: record, host rows, counters, queues.
-    pub fn load(store: &Store, inventory: Arc<Inventory>, record: pb::RolloutRecord) -> Result<Live> {
+    pub fn load(
+        store: &Store,
+        inventory: Arc<Inventory>,
+        record: pb::RolloutRecord,
+    ) -> Result<Live> {
         let spec = record.plan.clone().unwrap_or_default();
-        let plan = Plan::from_spec(&spec).map_err(|e| Error::Corrupt(format!("rollout {}: stored plan: {e}", record.id)))?;
+        let plan = Plan::from_spec(&spec)
+            .map_err(|e| Error::Corrupt(format!("rollout {}: stored plan: {e}", record.id)))?;
         let policy = Policy {
             waves: plan.waves.len() as u32,
             bake_ms: plan.bake.as_millis() as i64,
@@ -162,7 +174,10 @@ impl Live {
             let (host, rec) = row?;
             let state = rec.state();
             tally.add(rec.wave, state);
-            let host_customers = inventory.host(&host).map(|h| h.customers.as_slice()).unwrap_or_default();
+            let host_customers = inventory
+                .host(&host)
+                .map(|h| h.customers.as_slice())
+                .unwrap_or_default();
             customers.select(host_customers);
             match state {
                 HostState::Pending | HostState::Unspecified => pending.push(host),
@@ -235,9 +250,13 @@ impl Live {
     pub fn transition(&self, store: &Store, event: Event, now_ms: i64) -> Result<()> {
         let operator = matches!(event, Event::Pause | Event::Resume | Event::Abort { .. });
         let mut inner = self.lock();
-        let (next, decisions) = step(&inner.state, event, now_ms, &self.policy).map_err(|Refusal(why)| {
-            Error::Refused(format!("rollout `{}` (id {}): {why}", self.plan.name, self.id))
-        })?;
+        let (next, decisions) =
+            step(&inner.state, event, now_ms, &self.policy).map_err(|Refusal(why)| {
+                Error::Refused(format!(
+                    "rollout `{}` (id {}): {why}",
+                    self.plan.name, self.id
+                ))
+            })?;
         for decision in decisions {
             match decision {
                 Decision::RequeueFailed { wave } => self.requeue_failed(store, &mut inner, wave)?,
@@ -283,7 +302,9 @@ impl Live {
             }
             rec.set_state(HostState::Assigned);
             rec.detail.clear();
-            inner.tally.moved(rec.wave, HostState::Failed, HostState::Assigned);
+            inner
+                .tally
+                .moved(rec.wave, HostState::Failed, HostState::Assigned);
             again.push((host, rec));
         }
         store.put_hosts(self.id, again.iter().map(|(h, r)| (h.as_str(), r)))?;
@@ -340,7 +361,11 @@ impl Live {
     }
 
     fn dispatch(&self, host: String, record: pb::RolloutHostRecord, probe_first: bool) -> Dispatch {
-        let address = self.inventory.host(&host).map(|h| h.address.clone()).unwrap_or_default();
+        let address = self
+            .inventory
+            .host(&host)
+            .map(|h| h.address.clone())
+            .unwrap_or_default();
         Dispatch {
             host,
             address,
@@ -356,7 +381,9 @@ impl Live {
         let mut inner = self.lock();
         let mut out = Vec::with_capacity(n.min(inner.assigned.len()));
         while out.len() < n {
-            let Some((host, mut rec)) = inner.assigned.pop_front() else { break };
+            let Some((host, mut rec)) = inner.assigned.pop_front() else {
+                break;
+            };
             if rec.wave != wave + 1 {
                 // Hosts of another wave wait for theirs (cannot happen in order, kept safe).
                 inner.assigned.push_front((host, rec));
@@ -373,7 +400,9 @@ impl Live {
                 .host(&host)
                 .and_then(|h| h.version.clone())
                 .unwrap_or_default();
-            inner.tally.moved(rec.wave, HostState::Assigned, HostState::Dispatched);
+            inner
+                .tally
+                .moved(rec.wave, HostState::Assigned, HostState::Dispatched);
             out.push(self.dispatch(host, rec, false));
         }
         if !out.is_empty() {
@@ -388,7 +417,9 @@ impl Live {
         let mut back = Vec::with_capacity(items.len());
         for mut d in items {
             d.record.set_state(HostState::Assigned);
-            inner.tally.moved(d.record.wave, HostState::Dispatched, HostState::Assigned);
+            inner
+                .tally
+                .moved(d.record.wave, HostState::Dispatched, HostState::Assigned);
             back.push((d.host, d.record));
         }
         store.put_hosts(self.id, back.iter().map(|(h, r)| (h.as_str(), r)))?;
@@ -401,11 +432,16 @@ impl Live {
 
     /// Records results (durable at the next flush) and updates the counters.
     pub fn record_results(&self, store: &Store, results: &[Dispatch]) -> Result<()> {
-        store.put_hosts(self.id, results.iter().map(|d| (d.host.as_str(), &d.record)))?;
+        store.put_hosts(
+            self.id,
+            results.iter().map(|d| (d.host.as_str(), &d.record)),
+        )?;
         let mut inner = self.lock();
         for d in results {
             let state = d.record.state();
-            inner.tally.moved(d.record.wave, HostState::Dispatched, state);
+            inner
+                .tally
+                .moved(d.record.wave, HostState::Dispatched, state);
             match state {
                 HostState::Succeeded => {
                     if let Some(h) = self.inventory.host(&d.host) {
@@ -433,7 +469,11 @@ impl Live {
 
     fn wave_size(&self, wave: u32, selected: u64) -> u64 {
         let target = self.plan.wave_target(wave as usize, selected);
-        let before = if wave == 0 { 0 } else { self.plan.wave_target(wave as usize - 1, selected) };
+        let before = if wave == 0 {
+            0
+        } else {
+            self.plan.wave_target(wave as usize - 1, selected)
+        };
         target - before
     }
 
@@ -448,7 +488,11 @@ impl Live {
             answered: c[HostState::Succeeded as usize] + c[HostState::Failed as usize],
             failed: c[HostState::Failed as usize],
             allowed: self.allowed_failures(wave, selected),
-            examples: inner.examples.get(wave as usize + 1).cloned().unwrap_or_default(),
+            examples: inner
+                .examples
+                .get(wave as usize + 1)
+                .cloned()
+                .unwrap_or_default(),
         }
     }
 
@@ -466,8 +510,14 @@ impl Live {
     /// What the action for this rollout is, as the agent protocol says it.
     pub fn apply_request(&self, d: &Dispatch) -> pb::ApplyRequest {
         let (action, version) = match self.plan.kind {
-            Kind::Fix => (pb::Action::Deploy, self.plan.version.clone().unwrap_or_default()),
-            Kind::Rollback => (pb::Action::Rollback, self.plan.version.clone().unwrap_or_default()),
+            Kind::Fix => (
+                pb::Action::Deploy,
+                self.plan.version.clone().unwrap_or_default(),
+            ),
+            Kind::Rollback => (
+                pb::Action::Rollback,
+                self.plan.version.clone().unwrap_or_default(),
+            ),
         };
         pb::ApplyRequest {
             host_id: d.host.clone(),
@@ -504,10 +554,12 @@ impl Live {
                     Some(_) => pb::WaveState::Baking,
                     None => pb::WaveState::Running,
                 },
-                State::Failed { .. } | State::Aborted { .. } => match answered >= self.wave_size(k32, selected) {
-                    true => pb::WaveState::Done,
-                    false => pb::WaveState::Halted,
-                },
+                State::Failed { .. } | State::Aborted { .. } => {
+                    match answered >= self.wave_size(k32, selected) {
+                        true => pb::WaveState::Done,
+                        false => pb::WaveState::Halted,
+                    }
+                }
             };
             waves.push(pb::Wave {
                 index: k32,
@@ -537,7 +589,11 @@ impl Live {
             hosts_failed: t.total(HostState::Failed),
             hosts_in_flight: t.total(HostState::Dispatched),
             hosts_pending: t.total(HostState::Pending) + t.total(HostState::Assigned),
-            percent_complete: if selected == 0 { 0.0 } else { succeeded as f64 * 100.0 / selected as f64 },
+            percent_complete: if selected == 0 {
+                0.0
+            } else {
+                succeeded as f64 * 100.0 / selected as f64
+            },
             customers_affected: inner.customers.hosts.len() as u64,
             customers_mitigated: inner.customers.mitigated,
             halt_reason: inner.state.reason().to_string(),

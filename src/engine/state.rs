@@ -18,7 +18,10 @@ pub enum State {
     Baking { wave: u32, until_ms: i64 },
     /// An operator paused it; `bake_until_ms` is set when it was paused while baking
     /// (or its wave finished while paused), so resume goes back to baking.
-    Paused { wave: u32, bake_until_ms: Option<i64> },
+    Paused {
+        wave: u32,
+        bake_until_ms: Option<i64>,
+    },
     /// Too many failures in `wave`: nothing is dispatched until an operator resumes
     /// (the wave's failed hosts are tried again) or aborts.
     Halted { wave: u32, reason: String },
@@ -40,9 +43,13 @@ pub enum Event {
     BakeElapsed,
     Pause,
     Resume,
-    Abort { reason: String },
+    Abort {
+        reason: String,
+    },
     /// The rollout cannot continue (a store error).
-    Fatal { reason: String },
+    Fatal {
+        reason: String,
+    },
 }
 
 /// How a wave went, as counted by the driver.
@@ -93,7 +100,10 @@ pub struct Refusal(pub String);
 
 impl State {
     pub fn is_terminal(&self) -> bool {
-        matches!(self, State::Succeeded | State::Failed { .. } | State::Aborted { .. })
+        matches!(
+            self,
+            State::Succeeded | State::Failed { .. } | State::Aborted { .. }
+        )
     }
 
     /// The wave the rollout is at (0 before it starts and after it ends).
@@ -122,7 +132,9 @@ impl State {
 
     pub fn reason(&self) -> &str {
         match self {
-            State::Halted { reason, .. } | State::Failed { reason } | State::Aborted { reason } => reason,
+            State::Halted { reason, .. } | State::Failed { reason } | State::Aborted { reason } => {
+                reason
+            }
             _ => "",
         }
     }
@@ -170,7 +182,8 @@ impl State {
         r.bake_until_unix_ms = match self {
             State::Baking { until_ms, .. } => *until_ms,
             State::Paused {
-                bake_until_ms: Some(t), ..
+                bake_until_ms: Some(t),
+                ..
             } => *t,
             _ => 0,
         };
@@ -187,7 +200,11 @@ pub fn step(state: &State, event: Event, now_ms: i64, policy: &Policy) -> Step {
     use State::*;
     let unchanged = || Ok((state.clone(), Vec::new()));
     let after_wave = |wave: u32| -> State {
-        if wave + 1 >= policy.waves { Succeeded } else { Running { wave: wave + 1 } }
+        if wave + 1 >= policy.waves {
+            Succeeded
+        } else {
+            Running { wave: wave + 1 }
+        }
     };
     let record = |line: String| vec![Decision::Record(line)];
     match event {
@@ -323,7 +340,10 @@ fn halt_reason(r: &WaveReport) -> String {
 mod tests {
     use super::*;
 
-    const POLICY: Policy = Policy { waves: 3, bake_ms: 1_000 };
+    const POLICY: Policy = Policy {
+        waves: 3,
+        bake_ms: 1_000,
+    };
 
     fn report(wave: u32, answered: u64, failed: u64) -> Event {
         Event::WaveEnded(WaveReport {
@@ -346,7 +366,13 @@ mod tests {
         assert_eq!(s, State::Running { wave: 0 });
         for wave in 0..3 {
             s = go(&s, report(wave, 10, 1), 100);
-            assert_eq!(s, State::Baking { wave, until_ms: 1_100 });
+            assert_eq!(
+                s,
+                State::Baking {
+                    wave,
+                    until_ms: 1_100
+                }
+            );
             s = go(&s, Event::BakeElapsed, 1_100);
         }
         assert_eq!(s, State::Succeeded);
@@ -354,7 +380,10 @@ mod tests {
 
     #[test]
     fn zero_bake_advances_at_once() {
-        let policy = Policy { waves: 2, bake_ms: 0 };
+        let policy = Policy {
+            waves: 2,
+            bake_ms: 0,
+        };
         let (s, _) = step(&State::Running { wave: 0 }, report(0, 10, 0), 5, &policy).unwrap();
         assert_eq!(s, State::Running { wave: 1 });
         let (s, d) = step(&s, report(1, 10, 0), 5, &policy).unwrap();
@@ -365,7 +394,9 @@ mod tests {
     #[test]
     fn too_many_failures_halt_with_a_reason_even_mid_wave() {
         let s = go(&State::Running { wave: 1 }, report(1, 4, 2), 0);
-        let State::Halted { wave: 1, reason } = &s else { panic!("{s:?}") };
+        let State::Halted { wave: 1, reason } = &s else {
+            panic!("{s:?}")
+        };
         assert_eq!(
             reason,
             "wave 2: 2 of 10 hosts failed, more than the 1 allowed by on_failure.max_failed; e.g. h1: boom"
@@ -379,36 +410,100 @@ mod tests {
     #[test]
     fn an_incomplete_wave_within_threshold_changes_nothing() {
         let s = State::Running { wave: 0 };
-        assert_eq!(go(&s, report(0, 3, 0), 0), s, "stopped for a shutdown: resumes later");
+        assert_eq!(
+            go(&s, report(0, 3, 0), 0),
+            s,
+            "stopped for a shutdown: resumes later"
+        );
     }
 
     #[test]
     fn pause_and_resume_keep_the_bake() {
-        let s = go(&State::Baking { wave: 0, until_ms: 500 }, Event::Pause, 100);
-        assert_eq!(s, State::Paused { wave: 0, bake_until_ms: Some(500) });
+        let s = go(
+            &State::Baking {
+                wave: 0,
+                until_ms: 500,
+            },
+            Event::Pause,
+            100,
+        );
+        assert_eq!(
+            s,
+            State::Paused {
+                wave: 0,
+                bake_until_ms: Some(500)
+            }
+        );
         assert_eq!(go(&s, Event::Pause, 100), s, "pausing twice is harmless");
-        assert_eq!(go(&s, Event::Resume, 900), State::Baking { wave: 0, until_ms: 500 });
+        assert_eq!(
+            go(&s, Event::Resume, 900),
+            State::Baking {
+                wave: 0,
+                until_ms: 500
+            }
+        );
     }
 
     #[test]
     fn a_wave_that_finishes_while_paused_bakes_after_resume() {
         let s = go(&State::Running { wave: 0 }, Event::Pause, 0);
         let s = go(&s, report(0, 10, 0), 50);
-        assert_eq!(s, State::Paused { wave: 0, bake_until_ms: Some(1_050) });
-        let s = go(&State::Paused { wave: 0, bake_until_ms: None }, report(0, 5, 3), 50);
-        assert!(matches!(s, State::Halted { wave: 0, .. }), "failures still halt while paused");
+        assert_eq!(
+            s,
+            State::Paused {
+                wave: 0,
+                bake_until_ms: Some(1_050)
+            }
+        );
+        let s = go(
+            &State::Paused {
+                wave: 0,
+                bake_until_ms: None,
+            },
+            report(0, 5, 3),
+            50,
+        );
+        assert!(
+            matches!(s, State::Halted { wave: 0, .. }),
+            "failures still halt while paused"
+        );
     }
 
     #[test]
     fn operators_get_refusals_that_say_what_would_work() {
         let err = step(&State::Running { wave: 0 }, Event::Resume, 0, &POLICY).unwrap_err();
-        assert!(err.0.contains("only a paused or halted rollout can be resumed"));
-        let err = step(&State::Succeeded, Event::Abort { reason: String::new() }, 0, &POLICY).unwrap_err();
+        assert!(
+            err.0
+                .contains("only a paused or halted rollout can be resumed")
+        );
+        let err = step(
+            &State::Succeeded,
+            Event::Abort {
+                reason: String::new(),
+            },
+            0,
+            &POLICY,
+        )
+        .unwrap_err();
         assert!(err.0.contains("submit a new plan"));
-        let halted = State::Halted { wave: 0, reason: "x".into() };
+        let halted = State::Halted {
+            wave: 0,
+            reason: "x".into(),
+        };
         assert!(step(&halted, Event::Pause, 0, &POLICY).is_err());
-        let aborted = go(&halted, Event::Abort { reason: String::new() }, 0);
-        assert_eq!(aborted, State::Aborted { reason: "aborted by an operator".into() });
+        let aborted = go(
+            &halted,
+            Event::Abort {
+                reason: String::new(),
+            },
+            0,
+        );
+        assert_eq!(
+            aborted,
+            State::Aborted {
+                reason: "aborted by an operator".into()
+            }
+        );
         assert!(aborted.is_terminal());
     }
 
@@ -417,10 +512,22 @@ mod tests {
         for s in [
             State::Pending,
             State::Running { wave: 2 },
-            State::Baking { wave: 1, until_ms: 77 },
-            State::Paused { wave: 3, bake_until_ms: None },
-            State::Paused { wave: 3, bake_until_ms: Some(9) },
-            State::Halted { wave: 0, reason: "r".into() },
+            State::Baking {
+                wave: 1,
+                until_ms: 77,
+            },
+            State::Paused {
+                wave: 3,
+                bake_until_ms: None,
+            },
+            State::Paused {
+                wave: 3,
+                bake_until_ms: Some(9),
+            },
+            State::Halted {
+                wave: 0,
+                reason: "r".into(),
+            },
             State::Succeeded,
             State::Failed { reason: "f".into() },
             State::Aborted { reason: "a".into() },

@@ -64,13 +64,39 @@ const SERVICES: &[(&str, &str, u32)] = &[
 ];
 
 const NAMES: &[&str] = &[
-    "contoso", "fabrikam", "northwind", "adventure-works", "tailspin", "wingtip", "woodgrove",
-    "litware", "proseware", "fourth-coffee", "alpine-ski", "blue-yonder", "coho-winery",
-    "datum", "graphic-design", "humongous", "lucerne", "margies-travel", "nod-publishers",
-    "relecloud", "southridge", "trey-research", "wide-world", "consolidated-messenger",
+    "contoso",
+    "fabrikam",
+    "northwind",
+    "adventure-works",
+    "tailspin",
+    "wingtip",
+    "woodgrove",
+    "litware",
+    "proseware",
+    "fourth-coffee",
+    "alpine-ski",
+    "blue-yonder",
+    "coho-winery",
+    "datum",
+    "graphic-design",
+    "humongous",
+    "lucerne",
+    "margies-travel",
+    "nod-publishers",
+    "relecloud",
+    "southridge",
+    "trey-research",
+    "wide-world",
+    "consolidated-messenger",
 ];
 
-const HOURS: &[&str] = &["09:00-18:00", "08:00-17:00", "09:00-17:30", "07:30-16:30", "22:00-06:00"];
+const HOURS: &[&str] = &[
+    "09:00-18:00",
+    "08:00-17:00",
+    "09:00-17:30",
+    "07:30-16:30",
+    "22:00-06:00",
+];
 
 /// Builds a fleet file for the options.
 pub fn generate(opts: &GenerateOptions) -> FleetFile {
@@ -79,21 +105,42 @@ pub fn generate(opts: &GenerateOptions) -> FleetFile {
     let mut customers = Vec::with_capacity(customer_count);
     for i in 0..customer_count {
         // Round-robin over zones first so that every zone has customers.
-        let (_, tz, days) = ZONES[if i < ZONES.len() { i } else { rng.random_range(0..ZONES.len()) }];
+        let (_, tz, days) = ZONES[if i < ZONES.len() {
+            i
+        } else {
+            rng.random_range(0..ZONES.len())
+        }];
         let name = NAMES[i % NAMES.len()];
-        let city = tz.rsplit('/').next().unwrap_or(tz).to_ascii_lowercase().replace('_', "-");
-        let hours = if rng.random_bool(0.08) { HOURS[4] } else { HOURS[rng.random_range(0..4)] };
+        let city = tz
+            .rsplit('/')
+            .next()
+            .unwrap_or(tz)
+            .to_ascii_lowercase()
+            .replace('_', "-");
+        let hours = if rng.random_bool(0.08) {
+            HOURS[4]
+        } else {
+            HOURS[rng.random_range(0..4)]
+        };
         customers.push(Customer {
             id: format!("{name}-{city}-{:03}", i / NAMES.len()),
             timezone: tz.to_string(),
             hours: hours.to_string(),
             workdays: days.iter().map(|d| d.to_string()).collect(),
-            holidays: if tz == "Asia/Seoul" { vec!["2026-12-25".into()] } else { Vec::new() },
-            weight: *[1, 1, 1, 2, 3, 5, 10].get(rng.random_range(0..7)).unwrap_or(&1),
+            holidays: if tz == "Asia/Seoul" {
+                vec!["2026-12-25".into()]
+            } else {
+                Vec::new()
+            },
+            weight: *[1, 1, 1, 2, 3, 5, 10]
+                .get(rng.random_range(0..7))
+                .unwrap_or(&1),
         });
     }
     // Zipf-like sizes: customer k gets weight 1/(k+1); a few have hundreds of hosts.
-    let weights: Vec<f64> = (0..customer_count).map(|k| 1.0 / (k as f64 + 1.0)).collect();
+    let weights: Vec<f64> = (0..customer_count)
+        .map(|k| 1.0 / (k as f64 + 1.0))
+        .collect();
     let cumulative: Vec<f64> = weights
         .iter()
         .scan(0.0, |acc, w| {
@@ -111,7 +158,9 @@ pub fn generate(opts: &GenerateOptions) -> FleetFile {
             i
         } else {
             let x = rng.random::<f64>() * total;
-            cumulative.partition_point(|&c| c < x).min(customer_count - 1)
+            cumulative
+                .partition_point(|&c| c < x)
+                .min(customer_count - 1)
         };
         let customer = &customers[c];
         let region = region_of(&customer.timezone);
@@ -169,7 +218,8 @@ mod tests {
         fleet.validate("generated").unwrap();
         assert_eq!(fleet.hosts.len(), 10_000);
         assert_eq!(fleet, generate(&opts(10_000)), "same seed, same fleet");
-        let zones: std::collections::HashSet<_> = fleet.customers.iter().map(|c| &c.timezone).collect();
+        let zones: std::collections::HashSet<_> =
+            fleet.customers.iter().map(|c| &c.timezone).collect();
         assert!(zones.len() >= 15, "only {} zones", zones.len());
         let mut per_customer: BTreeMap<&str, usize> = BTreeMap::new();
         for h in &fleet.hosts {

@@ -67,7 +67,9 @@ pub struct Customer {
 }
 
 fn default_workdays() -> Vec<String> {
-    ["mon", "tue", "wed", "thu", "fri"].map(String::from).to_vec()
+    ["mon", "tue", "wed", "thu", "fri"]
+        .map(String::from)
+        .to_vec()
 }
 
 fn default_weight() -> u32 {
@@ -106,9 +108,11 @@ pub struct Host {
 impl Host {
     /// True when every key of the selector has one of its values among the host's labels.
     pub fn matches(&self, selector: &Selector) -> bool {
-        selector
-            .iter()
-            .all(|(key, values)| self.labels.get(key).is_some_and(|v| values.iter().any(|x| x == v)))
+        selector.iter().all(|(key, values)| {
+            self.labels
+                .get(key)
+                .is_some_and(|v| values.iter().any(|x| x == v))
+        })
     }
 }
 
@@ -126,7 +130,10 @@ impl FleetFile {
     /// Reads and validates a fleet file.
     pub fn load(path: &Path) -> Result<FleetFile> {
         let shown = path.display().to_string();
-        let read_err = |source| Error::Read { path: shown.clone(), source };
+        let read_err = |source| Error::Read {
+            path: shown.clone(),
+            source,
+        };
         let meta = std::fs::metadata(path).map_err(read_err)?;
         if meta.len() > MAX_FLEET_BYTES {
             return Err(Error::Invalid {
@@ -144,7 +151,9 @@ impl FleetFile {
         let fleet: FleetFile = serde_yaml::from_str(text).map_err(|e| {
             let (line, column) = e.location().map_or((0, 0), |l| (l.line(), l.column()));
             let message = e.to_string();
-            let message = message.rfind(" at line ").map_or(message.clone(), |i| message[..i].to_string());
+            let message = message
+                .rfind(" at line ")
+                .map_or(message.clone(), |i| message[..i].to_string());
             Error::Syntax {
                 path: path.to_string(),
                 line,
@@ -171,17 +180,26 @@ impl FleetFile {
                 return Err(invalid(field("id"), "is empty".into()));
             }
             if !customer_ids.insert(c.id.as_str()) {
-                return Err(invalid(field("id"), format!("`{}` appears twice; customer ids are unique", c.id)));
+                return Err(invalid(
+                    field("id"),
+                    format!("`{}` appears twice; customer ids are unique", c.id),
+                ));
             }
             if jiff::tz::TimeZone::get(&c.timezone).is_err() {
                 return Err(invalid(
                     field("timezone"),
-                    format!("`{}` is not an IANA time zone (like Asia/Seoul or America/New_York)", c.timezone),
+                    format!(
+                        "`{}` is not an IANA time zone (like Asia/Seoul or America/New_York)",
+                        c.timezone
+                    ),
                 ));
             }
             parse_hours(&c.hours).map_err(|m| invalid(field("hours"), m))?;
             if c.workdays.is_empty() {
-                return Err(invalid(field("workdays"), "is empty: list days like [mon, tue, wed, thu, fri]".into()));
+                return Err(invalid(
+                    field("workdays"),
+                    "is empty: list days like [mon, tue, wed, thu, fri]".into(),
+                ));
             }
             for (d, day) in c.workdays.iter().enumerate() {
                 if parse_weekday(day).is_none() {
@@ -207,10 +225,16 @@ impl FleetFile {
                 return Err(invalid(field("id"), "is empty".into()));
             }
             if !host_ids.insert(h.id.as_str()) {
-                return Err(invalid(field("id"), format!("`{}` appears twice; host ids are unique", h.id)));
+                return Err(invalid(
+                    field("id"),
+                    format!("`{}` appears twice; host ids are unique", h.id),
+                ));
             }
             if h.address.is_empty() {
-                return Err(invalid(field("address"), "is empty: give the agent's host:port".into()));
+                return Err(invalid(
+                    field("address"),
+                    "is empty: give the agent's host:port".into(),
+                ));
             }
             for (c, cust) in h.customers.iter().enumerate() {
                 if !customer_ids.contains(cust.as_str()) {
@@ -254,7 +278,10 @@ impl FleetFile {
     }
 
     /// The inventory back from store records.
-    pub fn from_records(hosts: Vec<pb::HostRecord>, customers: Vec<pb::CustomerRecord>) -> FleetFile {
+    pub fn from_records(
+        hosts: Vec<pb::HostRecord>,
+        customers: Vec<pb::CustomerRecord>,
+    ) -> FleetFile {
         FleetFile {
             hosts: hosts
                 .into_iter()
@@ -299,7 +326,9 @@ pub fn parse_hours(text: &str) -> Result<(u16, u16), String> {
     };
     let (start, end) = (clock(a).ok_or_else(usage)?, clock(b).ok_or_else(usage)?);
     if start == end {
-        return Err(format!("`{text}` starts and ends at the same time; use 00:00-23:59 for all day"));
+        return Err(format!(
+            "`{text}` starts and ends at the same time; use 00:00-23:59 for all day"
+        ));
     }
     Ok((start, end))
 }
@@ -331,8 +360,16 @@ impl Inventory {
     pub fn new(fleet: FleetFile) -> Inventory {
         let mut hosts = fleet.hosts;
         hosts.sort_by(|a, b| a.id.cmp(&b.id));
-        let by_id = hosts.iter().enumerate().map(|(i, h)| (h.id.clone(), i)).collect();
-        let customers = fleet.customers.into_iter().map(|c| (c.id.clone(), c)).collect();
+        let by_id = hosts
+            .iter()
+            .enumerate()
+            .map(|(i, h)| (h.id.clone(), i))
+            .collect();
+        let customers = fleet
+            .customers
+            .into_iter()
+            .map(|c| (c.id.clone(), c))
+            .collect();
         Inventory {
             hosts,
             by_id,
@@ -424,12 +461,27 @@ hosts:
     #[test]
     fn bad_fleets_name_the_field() {
         let cases = [
-            (FLEET.replace("Asia/Seoul", "Asia/Nowhere"), "customers[0].timezone"),
+            (
+                FLEET.replace("Asia/Seoul", "Asia/Nowhere"),
+                "customers[0].timezone",
+            ),
             (FLEET.replace("09:00-18:00", "9-18"), "customers[0].hours"),
-            (FLEET.replace("[mon, tue", "[monday, tue"), "customers[0].workdays[0]"),
-            (FLEET.replace("customers: [contoso]", "customers: [fabrikam]"), "hosts[0].customers[0]"),
-            (FLEET.replace("apac-exo-0002", "apac-exo-0001"), "hosts[1].id"),
-            (FLEET.replace("2026-12-25", "25/12/2026"), "customers[0].holidays[0]"),
+            (
+                FLEET.replace("[mon, tue", "[monday, tue"),
+                "customers[0].workdays[0]",
+            ),
+            (
+                FLEET.replace("customers: [contoso]", "customers: [fabrikam]"),
+                "hosts[0].customers[0]",
+            ),
+            (
+                FLEET.replace("apac-exo-0002", "apac-exo-0001"),
+                "hosts[1].id",
+            ),
+            (
+                FLEET.replace("2026-12-25", "25/12/2026"),
+                "customers[0].holidays[0]",
+            ),
         ];
         for (text, field) in cases {
             match FleetFile::parse(&text, "f.yaml") {

@@ -218,7 +218,9 @@ impl PlanFile {
                     Ok(0) | Err(_) => {
                         return Err(bad(
                             "max_parallel",
-                            format!("`{text}` is not a whole number of hosts between 1 and {MAX_PARALLEL}"),
+                            format!(
+                                "`{text}` is not a whole number of hosts between 1 and {MAX_PARALLEL}"
+                            ),
                         ));
                     }
                     Ok(n) => n,
@@ -275,12 +277,18 @@ impl Plan {
         };
         if text.len() > MAX_PLAN_BYTES {
             return Err(whole(
-                format!("plan is {} bytes; the limit is {MAX_PLAN_BYTES} (1 MiB)", text.len()),
+                format!(
+                    "plan is {} bytes; the limit is {MAX_PLAN_BYTES} (1 MiB)",
+                    text.len()
+                ),
                 None,
             ));
         }
         if text.trim().is_empty() {
-            return Err(whole("plan is empty: a plan needs at least name, kind, selector and waves".into(), None));
+            return Err(whole(
+                "plan is empty: a plan needs at least name, kind, selector and waves".into(),
+                None,
+            ));
         }
         let file: PlanFile = serde_yaml::from_str(text).map_err(|e| {
             let location = e.location().map(|l| (l.line(), l.column()));
@@ -346,7 +354,8 @@ fn is_name(s: &str) -> bool {
     let b = s.as_bytes();
     !b.is_empty()
         && b.len() <= 63
-        && b.iter().all(|&c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
+        && b.iter()
+            .all(|&c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
         && b[0] != b'-'
         && b[b.len() - 1] != b'-'
 }
@@ -354,39 +363,61 @@ fn is_name(s: &str) -> bool {
 fn is_label_key(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
-        && s.bytes().all(|c| c.is_ascii_alphanumeric() || b"._/-".contains(&c))
+        && s.bytes()
+            .all(|c| c.is_ascii_alphanumeric() || b"._/-".contains(&c))
 }
 
 fn is_version(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= MAX_VERSION
-        && s.bytes().all(|c| c.is_ascii_alphanumeric() || b"._+-".contains(&c))
+        && s.bytes()
+            .all(|c| c.is_ascii_alphanumeric() || b"._+-".contains(&c))
 }
 
 fn validate(spec: &pb::PlanSpec) -> Result<Plan, FieldError> {
     if spec.name.is_empty() {
-        return Err(bad("name", "is missing: give the plan a name like exo-retry-fix"));
+        return Err(bad(
+            "name",
+            "is missing: give the plan a name like exo-retry-fix",
+        ));
     }
     if spec.name.len() > 63 {
-        return Err(bad("name", format!("is {} characters long; the limit is 63", spec.name.len())));
+        return Err(bad(
+            "name",
+            format!("is {} characters long; the limit is 63", spec.name.len()),
+        ));
     }
     if !is_name(&spec.name) {
         return Err(bad(
             "name",
-            format!("`{}` may use only a-z, 0-9 and inner dashes (like exo-retry-fix)", spec.name),
+            format!(
+                "`{}` may use only a-z, 0-9 and inner dashes (like exo-retry-fix)",
+                spec.name
+            ),
         ));
     }
     let kind = match spec.kind.as_str() {
         "fix" => Kind::Fix,
         "rollback" => Kind::Rollback,
         "restart" => {
-            return Err(bad("kind", "restart plans are not supported by this controller yet; use fix or rollback"));
+            return Err(bad(
+                "kind",
+                "restart plans are not supported by this controller yet; use fix or rollback",
+            ));
         }
         "" => return Err(bad("kind", "is missing: use fix or rollback")),
-        other => return Err(bad("kind", format!("`{other}` is not a kind: use fix or rollback"))),
+        other => {
+            return Err(bad(
+                "kind",
+                format!("`{other}` is not a kind: use fix or rollback"),
+            ));
+        }
     };
     if spec.description.len() > MAX_DESCRIPTION {
-        return Err(bad("description", format!("is longer than {MAX_DESCRIPTION} characters")));
+        return Err(bad(
+            "description",
+            format!("is longer than {MAX_DESCRIPTION} characters"),
+        ));
     }
     if spec.selector.is_empty() {
         return Err(bad(
@@ -397,10 +428,16 @@ fn validate(spec: &pb::PlanSpec) -> Result<Plan, FieldError> {
     let mut selector = Selector::new();
     for (key, values) in &spec.selector {
         if !is_label_key(key) {
-            return Err(bad(format!("selector.{key}"), "label names use letters, digits and . _ / - (at most 63)"));
+            return Err(bad(
+                format!("selector.{key}"),
+                "label names use letters, digits and . _ / - (at most 63)",
+            ));
         }
         if values.values.is_empty() {
-            return Err(bad(format!("selector.{key}"), "lists no values: give at least one"));
+            return Err(bad(
+                format!("selector.{key}"),
+                "lists no values: give at least one",
+            ));
         }
         if let Some(i) = values.values.iter().position(|v| v.trim().is_empty()) {
             return Err(bad(format!("selector.{key}[{i}]"), "is empty"));
@@ -412,7 +449,10 @@ fn validate(spec: &pb::PlanSpec) -> Result<Plan, FieldError> {
     }
     let version = match (kind, spec.version.as_str()) {
         (Kind::Fix, "") => {
-            return Err(bad("version", "is required for a fix: the build to deploy, like 15.20.8207.12"));
+            return Err(bad(
+                "version",
+                "is required for a fix: the build to deploy, like 15.20.8207.12",
+            ));
         }
         (_, "") => None,
         (_, v) if !is_version(v) => {
@@ -424,10 +464,16 @@ fn validate(spec: &pb::PlanSpec) -> Result<Plan, FieldError> {
         (_, v) => Some(v.to_string()),
     };
     if spec.waves.is_empty() {
-        return Err(bad("waves", "is empty: list cumulative shares like [1%, 10%, 50%, 100%]"));
+        return Err(bad(
+            "waves",
+            "is empty: list cumulative shares like [1%, 10%, 50%, 100%]",
+        ));
     }
     if spec.waves.len() > MAX_WAVES {
-        return Err(bad("waves", format!("has {} waves; the limit is {MAX_WAVES}", spec.waves.len())));
+        return Err(bad(
+            "waves",
+            format!("has {} waves; the limit is {MAX_WAVES}", spec.waves.len()),
+        ));
     }
     let mut waves = Vec::with_capacity(spec.waves.len());
     for (i, w) in spec.waves.iter().enumerate() {
@@ -459,15 +505,26 @@ fn validate(spec: &pb::PlanSpec) -> Result<Plan, FieldError> {
         "business-hours-first" | "off-hours-first" => {
             return Err(bad(
                 "order",
-                format!("`{}` is not supported by this controller yet; use stable", spec.order),
+                format!(
+                    "`{}` is not supported by this controller yet; use stable",
+                    spec.order
+                ),
             ));
         }
-        other => return Err(bad("order", format!("`{other}` is not an order: use stable"))),
+        other => {
+            return Err(bad(
+                "order",
+                format!("`{other}` is not an order: use stable"),
+            ));
+        }
     };
     let max_parallel = match spec.max_parallel {
         0 => 100,
         n if n > MAX_PARALLEL => {
-            return Err(bad("max_parallel", format!("{n} is over the limit of {MAX_PARALLEL}")));
+            return Err(bad(
+                "max_parallel",
+                format!("{n} is over the limit of {MAX_PARALLEL}"),
+            ));
         }
         n => n,
     };
@@ -476,7 +533,13 @@ fn validate(spec: &pb::PlanSpec) -> Result<Plan, FieldError> {
         b => parse_duration(b).map_err(|m| bad("bake", m))?,
     };
     if bake > MAX_BAKE {
-        return Err(bad("bake", format!("{} is longer than 24h; split the plan instead", format_duration(bake))));
+        return Err(bad(
+            "bake",
+            format!(
+                "{} is longer than 24h; split the plan instead",
+                format_duration(bake)
+            ),
+        ));
     }
     let default_failure = pb::OnFailureSpec::default();
     let on_failure = spec.on_failure.as_ref().unwrap_or(&default_failure);
@@ -492,7 +555,12 @@ fn validate(spec: &pb::PlanSpec) -> Result<Plan, FieldError> {
                 "rollback is not supported by this controller yet; use halt and roll back with a rollback plan",
             ));
         }
-        other => return Err(bad("on_failure.action", format!("`{other}` is not an action: use halt"))),
+        other => {
+            return Err(bad(
+                "on_failure.action",
+                format!("`{other}` is not an action: use halt"),
+            ));
+        }
     };
     Ok(Plan {
         name: spec.name.clone(),
@@ -532,7 +600,10 @@ on_failure:
     fn a_good_plan_round_trips_through_the_structured_form() {
         let plan = Plan::from_yaml(GOOD, "good.yaml").unwrap();
         assert_eq!(plan.waves.len(), 6);
-        assert_eq!(plan.max_failed, Threshold::Share(Percent::from_basis_points(200)));
+        assert_eq!(
+            plan.max_failed,
+            Threshold::Share(Percent::from_basis_points(200))
+        );
         assert_eq!(Plan::from_spec(&plan.to_spec()).unwrap(), plan);
     }
 
@@ -542,7 +613,10 @@ on_failure:
         let err = Plan::from_yaml(&text, "p.yaml").unwrap_err();
         assert_eq!(err.field, "waves[4]");
         assert_eq!(err.location, Some((7, 28)));
-        assert_eq!(err.to_string(), "p.yaml:7:28: waves[4]: waves must end at 100%, got 90%");
+        assert_eq!(
+            err.to_string(),
+            "p.yaml:7:28: waves[4]: waves must end at 100%, got 90%"
+        );
     }
 
     #[test]

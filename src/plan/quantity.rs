@@ -37,10 +37,14 @@ impl Percent {
         let (whole, frac) = number.split_once('.').unwrap_or((number, ""));
         let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
         if !digits(whole) || !(frac.is_empty() || digits(frac)) {
-            return Err(format!("`{t}` is not a percentage: write it like 10% or 0.5%"));
+            return Err(format!(
+                "`{t}` is not a percentage: write it like 10% or 0.5%"
+            ));
         }
         if frac.len() > 2 {
-            return Err(format!("`{t}` has more than two decimals; the finest step is 0.01%"));
+            return Err(format!(
+                "`{t}` has more than two decimals; the finest step is 0.01%"
+            ));
         }
         let whole: u64 = whole
             .parse()

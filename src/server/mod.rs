@@ -35,7 +35,11 @@ pub struct Options {
 
 /// Runs the controller on `listener` until `shutdown` fires, then stops dispatching,
 /// lets calls in flight finish and be recorded, and returns.
-pub async fn run(listener: TcpListener, options: Options, shutdown: CancellationToken) -> Result<()> {
+pub async fn run(
+    listener: TcpListener,
+    options: Options,
+    shutdown: CancellationToken,
+) -> Result<()> {
     let store = Store::open(&options.data)?;
     let inventory = Arc::new(load_inventory(&store, options.fleet.as_deref())?);
     info!(hosts = inventory.len(), data = %options.data.display(), "inventory loaded");
@@ -49,7 +53,13 @@ pub async fn run(listener: TcpListener, options: Options, shutdown: Cancellation
         shutdown.clone(),
     )
     .await?;
-    let served = serve(listener, engine.clone(), shutdown.clone(), shutdown.clone().cancelled_owned()).await;
+    let served = serve(
+        listener,
+        engine.clone(),
+        shutdown.clone(),
+        shutdown.clone().cancelled_owned(),
+    )
+    .await;
     shutdown.cancel();
     engine.stopped().await;
     store.flush().await?;

@@ -34,7 +34,9 @@ pub enum Error {
         source: prost::DecodeError,
     },
     /// The data dir was written by a newer controller.
-    #[error("store: data written by schema version {found}, this controller knows {SCHEMA_VERSION}: upgrade rollout")]
+    #[error(
+        "store: data written by schema version {found}, this controller knows {SCHEMA_VERSION}: upgrade rollout"
+    )]
     Schema { found: u32 },
     /// The data dir is locked by another running controller.
     #[error("store: {path} is in use by another controller (or not writable): {source}")]
@@ -93,7 +95,11 @@ impl Store {
         let meta = db.open_tree("meta")?;
         match meta.get("schema_version")? {
             Some(v) => {
-                let found = v.as_ref().try_into().map(u32::from_be_bytes).unwrap_or(u32::MAX);
+                let found = v
+                    .as_ref()
+                    .try_into()
+                    .map(u32::from_be_bytes)
+                    .unwrap_or(u32::MAX);
                 if found > SCHEMA_VERSION {
                     return Err(Error::Schema { found });
                 }
@@ -142,16 +148,19 @@ impl Store {
         }
         self.rollout_hosts.apply_batch(batch)?;
         self.flush().await?;
-        self.rollouts.insert(record.id.to_be_bytes(), record.encode_to_vec())?;
+        self.rollouts
+            .insert(record.id.to_be_bytes(), record.encode_to_vec())?;
         if !record.request_id.is_empty() {
-            self.requests.insert(record.request_id.as_bytes(), &record.id.to_be_bytes())?;
+            self.requests
+                .insert(record.request_id.as_bytes(), &record.id.to_be_bytes())?;
         }
         self.flush().await
     }
 
     /// Overwrites a rollout's record (state changes). Durable at the next flush.
     pub fn put_rollout(&self, record: &pb::RolloutRecord) -> Result<()> {
-        self.rollouts.insert(record.id.to_be_bytes(), record.encode_to_vec())?;
+        self.rollouts
+            .insert(record.id.to_be_bytes(), record.encode_to_vec())?;
         Ok(())
     }
 
@@ -208,7 +217,11 @@ impl Store {
     }
 
     /// Replaces the stored inventory.
-    pub fn put_inventory(&self, hosts: &[pb::HostRecord], customers: &[pb::CustomerRecord]) -> Result<()> {
+    pub fn put_inventory(
+        &self,
+        hosts: &[pb::HostRecord],
+        customers: &[pb::CustomerRecord],
+    ) -> Result<()> {
         self.hosts.clear()?;
         self.customers.clear()?;
         let mut batch = sled::Batch::default();
@@ -226,7 +239,11 @@ impl Store {
 
     /// The stored inventory.
     pub fn inventory(&self) -> Result<(Vec<pb::HostRecord>, Vec<pb::CustomerRecord>)> {
-        let hosts = self.hosts.iter().map(|kv| decode("hosts", &kv?.1)).collect::<Result<_>>()?;
+        let hosts = self
+            .hosts
+            .iter()
+            .map(|kv| decode("hosts", &kv?.1))
+            .collect::<Result<_>>()?;
         let customers = self
             .customers
             .iter()
@@ -238,13 +255,17 @@ impl Store {
     /// Appends to the audit log. Durable at the next flush.
     pub fn append_event(&self, event: &pb::EventRecord) -> Result<()> {
         let seq = self.db.generate_id()?;
-        self.events.insert(seq.to_be_bytes(), event.encode_to_vec())?;
+        self.events
+            .insert(seq.to_be_bytes(), event.encode_to_vec())?;
         Ok(())
     }
 
     /// The audit log, oldest first.
     pub fn events(&self) -> Result<Vec<pb::EventRecord>> {
-        self.events.iter().map(|kv| decode("events", &kv?.1)).collect()
+        self.events
+            .iter()
+            .map(|kv| decode("events", &kv?.1))
+            .collect()
     }
 }
 
@@ -262,7 +283,10 @@ mod tests {
             request_id: "req-1".into(),
             ..Default::default()
         };
-        store.create_rollout(&record, ["b", "a"].into_iter()).await.unwrap();
+        store
+            .create_rollout(&record, ["b", "a"].into_iter())
+            .await
+            .unwrap();
         assert_eq!(store.rollout(id).unwrap(), Some(record));
         assert_eq!(store.rollout_for_request("req-1").unwrap(), Some(id));
         let hosts: Vec<_> = store.rollout_hosts(id).map(|r| r.unwrap().0).collect();
@@ -274,6 +298,10 @@ mod tests {
         store.put_hosts(id, [("a", &done)]).unwrap();
         let (_, a) = store.rollout_hosts(id).next().unwrap().unwrap();
         assert_eq!(a.state(), pb::HostState::Succeeded);
-        assert_eq!(store.rollout_hosts(id + 1).count(), 0, "prefix scan stays in its rollout");
+        assert_eq!(
+            store.rollout_hosts(id + 1).count(),
+            0,
+            "prefix scan stays in its rollout"
+        );
     }
 }

@@ -49,12 +49,18 @@ pub struct Sim {
 
 impl Sim {
     pub async fn start(hosts: usize, options: SimulatorOptions) -> Sim {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind simulator");
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind simulator");
         let addr = listener.local_addr().expect("address").to_string();
         let fleet = fleet(hosts, &addr);
         let sim = Arc::new(Simulator::new(&fleet, &options));
         let stop = CancellationToken::new();
-        let task = tokio::spawn(simulator::serve(listener, sim.clone(), stop.clone().cancelled_owned()));
+        let task = tokio::spawn(simulator::serve(
+            listener,
+            sim.clone(),
+            stop.clone().cancelled_owned(),
+        ));
         Sim {
             sim,
             addr,
@@ -65,13 +71,18 @@ impl Sim {
     }
 
     pub async fn client(&self) -> AgentClient<Channel> {
-        AgentClient::connect(format!("http://{}", self.addr)).await.expect("connect to simulator")
+        AgentClient::connect(format!("http://{}", self.addr))
+            .await
+            .expect("connect to simulator")
     }
 
     pub async fn stop(mut self) {
         self.stop.cancel();
         if let Some(task) = self.task.take() {
-            within(30, "the simulator to stop", task).await.expect("join").expect("serve");
+            within(30, "the simulator to stop", task)
+                .await
+                .expect("join")
+                .expect("serve");
         }
     }
 }
@@ -94,7 +105,9 @@ impl Controller {
     pub async fn start(data: &Path, fleet: &FleetFile) -> Controller {
         let fleet_path = data.with_extension("fleet.yaml");
         std::fs::write(&fleet_path, fleet.to_yaml()).expect("write fleet");
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind controller");
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind controller");
         let url = format!("http://{}", listener.local_addr().expect("address"));
         let stop = CancellationToken::new();
         let options = server::Options {
@@ -127,7 +140,10 @@ impl Controller {
     pub async fn stop(mut self) {
         self.stop.cancel();
         if let Some(task) = self.task.take() {
-            within(60, "the controller to stop", task).await.expect("join").expect("run");
+            within(60, "the controller to stop", task)
+                .await
+                .expect("join")
+                .expect("run");
         }
     }
 }
@@ -200,7 +216,10 @@ pub async fn watch_until(
             return seen;
         }
     }
-    panic!("the watch stream ended before the condition held; last: {:?}", seen.last().map(|r| r.state()));
+    panic!(
+        "the watch stream ended before the condition held; last: {:?}",
+        seen.last().map(|r| r.state())
+    );
 }
 
 pub async fn get(client: &mut ControllerClient<Channel>, name: &str) -> pb::Rollout {
