@@ -190,3 +190,17 @@ async fn submit_watch_and_status_through_the_cli() {
     controller.stop().await;
     sim.stop().await;
 }
+
+/// `rollout demo` runs end to end (smaller fleet here to stay quick in a debug build):
+/// it kills and restarts its controller mid-rollout, and exits 0 after checking that
+/// every host ran the deploy exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_runs_end_to_end() {
+    let out = rollout(&["demo", "--hosts", "3000", "--bake", "100ms"]).await;
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+    assert!(stdout.contains("** kill -9 controller"), "{stdout}");
+    assert!(stdout.contains("succeeded: 100.0% of"), "{stdout}");
+    assert!(stdout.contains("more than once, 0 never"), "{stdout}");
+    assert!(stdout.contains(" 0 more than once"), "{stdout}");
+}

@@ -166,6 +166,7 @@ fn init_logging(default: &str) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
 }
 
@@ -190,7 +191,9 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Watch { name, reconnect } => {
             let mut progress = watch::Progress::new();
             let last = watch::follow(server, &name, reconnect, &mut progress).await?;
-            println!("{}", render::one_line(&last));
+            if progress.has_bars() {
+                println!("{}", render::one_line(&last));
+            }
             Ok(match last.state() {
                 pb::RolloutState::Succeeded => ExitCode::SUCCESS,
                 pb::RolloutState::Halted => ExitCode::from(3),

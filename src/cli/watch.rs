@@ -55,6 +55,11 @@ impl Progress {
         }
     }
 
+    /// True when showing bars (a terminal), false when printing lines.
+    pub fn has_bars(&self) -> bool {
+        self.bars.is_some()
+    }
+
     /// Prints a line above the bars (or just a line).
     pub fn note(&self, text: &str) {
         self.printer().line(text);
