@@ -7,10 +7,10 @@ use common::*;
 use rollout::agent::SimulatorOptions;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
+use tonic_reflection::pb::v1::ServerReflectionRequest;
 use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
 use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
 use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
-use tonic_reflection::pb::v1::ServerReflectionRequest;
 
 /// grpc.health.v1 reports the Controller as SERVING, and reflection lists our
 /// services and describes their messages.
@@ -28,7 +28,9 @@ async fn health_and_reflection_are_served() {
         .unwrap();
     let mut health = HealthClient::new(channel.clone());
     let status = health
-        .check(HealthCheckRequest { service: "rollout.v1.Controller".into() })
+        .check(HealthCheckRequest {
+            service: "rollout.v1.Controller".into(),
+        })
         .await
         .unwrap()
         .into_inner();
@@ -39,19 +41,26 @@ async fn health_and_reflection_are_served() {
         MessageRequest::ListServices(String::new()),
         MessageRequest::FileContainingSymbol("rollout.v1.Controller".into()),
     ]
-    .map(|m| ServerReflectionRequest { host: String::new(), message_request: Some(m) });
+    .map(|m| ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(m),
+    });
     let mut responses = reflection
         .server_reflection_info(tokio_stream::iter(requests))
         .await
         .unwrap()
         .into_inner();
-    let Some(MessageResponse::ListServicesResponse(list)) = responses.message().await.unwrap().unwrap().message_response
+    let Some(MessageResponse::ListServicesResponse(list)) =
+        responses.message().await.unwrap().unwrap().message_response
     else {
         panic!("expected a service list");
     };
     let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
     for expected in ["rollout.v1.Controller", "grpc.health.v1.Health"] {
-        assert!(names.iter().any(|n| n == expected), "{expected} missing from {names:?}");
+        assert!(
+            names.iter().any(|n| n == expected),
+            "{expected} missing from {names:?}"
+        );
     }
     let Some(MessageResponse::FileDescriptorResponse(files)) =
         responses.message().await.unwrap().unwrap().message_response

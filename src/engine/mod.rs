@@ -273,8 +273,7 @@ impl Engine {
         if dry_run {
             order::arrange(&mut hosts, plan.order);
             let preview = self.preview(&plan, &hosts);
-            let store = Store::temporary()?;
-            let live = Live::load(&store, self.inventory.clone(), record)?;
+            let live = Live::preview(self.inventory.clone(), record, &hosts)?;
             return Ok(Submitted {
                 rollout: (*live.snapshot()).clone(),
                 replayed: false,

@@ -157,6 +157,31 @@ impl Live {
         inventory: Arc<Inventory>,
         record: pb::RolloutRecord,
     ) -> Result<Live> {
+        let rows = store
+            .rollout_hosts(record.id)
+            .map(|row| row.map_err(Error::from));
+        Live::from_rows(inventory, record, rows)
+    }
+
+    /// A rollout that was never stored (a dry run): every host pending.
+    pub fn preview(
+        inventory: Arc<Inventory>,
+        record: pb::RolloutRecord,
+        hosts: &[String],
+    ) -> Result<Live> {
+        let pending = pb::RolloutHostRecord {
+            state: HostState::Pending as i32,
+            ..Default::default()
+        };
+        let rows = hosts.iter().map(|h| Ok((h.clone(), pending.clone())));
+        Live::from_rows(inventory, record, rows)
+    }
+
+    fn from_rows(
+        inventory: Arc<Inventory>,
+        record: pb::RolloutRecord,
+        rows: impl Iterator<Item = Result<(String, pb::RolloutHostRecord)>>,
+    ) -> Result<Live> {
         let spec = record.plan.clone().unwrap_or_default();
         let plan = Plan::from_spec(&spec)
             .map_err(|e| Error::Corrupt(format!("rollout {}: stored plan: {e}", record.id)))?;
@@ -170,7 +195,7 @@ impl Live {
         let mut reconcile = Vec::new();
         let mut customers = Customers::default();
         let mut examples = vec![Vec::new(); plan.waves.len() + 1];
-        for row in store.rollout_hosts(record.id) {
+        for row in rows {
             let (host, rec) = row?;
             let state = rec.state();
             tally.add(rec.wave, state);
