@@ -18,7 +18,7 @@ fn halted_or_done(r: &pb::Rollout) -> bool {
 /// cause is fixed (fail rate lowered), resume retries the failed hosts and finishes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failures_halt_the_first_wave_and_resume_finishes() {
-    let sim = Sim::start(
+    let h = Harness::start(
         1_000,
         SimulatorOptions {
             fail_rate: 0.5,
@@ -26,9 +26,7 @@ async fn failures_halt_the_first_wave_and_resume_finishes() {
         },
     )
     .await;
-    let dir = tempfile::tempdir().unwrap();
-    let controller = Controller::start(&dir.path().join("data"), &sim.fleet).await;
-    let mut client = controller.client().await;
+    let (sim, mut client) = (&h.sim, h.client.clone());
 
     submit(
         &mut client,
@@ -105,15 +103,14 @@ async fn failures_halt_the_first_wave_and_resume_finishes() {
         .await
         .unwrap_err();
     assert_eq!(again.code(), tonic::Code::FailedPrecondition);
-    controller.stop().await;
-    sim.stop().await;
+    h.stop().await;
 }
 
 /// Aborting a halted rollout stops it for good: nothing more is dispatched, it stays
 /// queryable, and it cannot be resumed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn abort_after_a_halt_is_final() {
-    let sim = Sim::start(
+    let h = Harness::start(
         500,
         SimulatorOptions {
             fail_rate: 0.9,
@@ -121,9 +118,7 @@ async fn abort_after_a_halt_is_final() {
         },
     )
     .await;
-    let dir = tempfile::tempdir().unwrap();
-    let controller = Controller::start(&dir.path().join("data"), &sim.fleet).await;
-    let mut client = controller.client().await;
+    let (sim, mut client) = (&h.sim, h.client.clone());
     submit(&mut client, plan("doomed", &["10%", "100%"], "1")).await;
     within(
         60,
@@ -160,14 +155,13 @@ async fn abort_after_a_halt_is_final() {
     // The name is free again for a new rollout.
     let fresh = submit(&mut client, plan("doomed", &["100%"], "0")).await;
     assert_ne!(fresh.id, aborted.id);
-    controller.stop().await;
-    sim.stop().await;
+    h.stop().await;
 }
 
 /// Pause lets calls in flight finish and sends nothing more; resume goes on to the end.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pause_holds_and_resume_continues() {
-    let sim = Sim::start(
+    let h = Harness::start(
         1_000,
         SimulatorOptions {
             latency_ms: (20, 40),
@@ -175,9 +169,7 @@ async fn pause_holds_and_resume_continues() {
         },
     )
     .await;
-    let dir = tempfile::tempdir().unwrap();
-    let controller = Controller::start(&dir.path().join("data"), &sim.fleet).await;
-    let mut client = controller.client().await;
+    let mut client = h.client.clone();
     let mut spec = plan("slow-fix", &["50%", "100%"], "0");
     spec.max_parallel = 20;
     submit(&mut client, spec).await;
@@ -217,6 +209,5 @@ async fn pause_holds_and_resume_continues() {
     .await;
     assert_eq!(seen.last().unwrap().state(), pb::RolloutState::Succeeded);
     assert_eq!(seen.last().unwrap().hosts_succeeded, 1_000);
-    controller.stop().await;
-    sim.stop().await;
+    h.stop().await;
 }

@@ -29,10 +29,8 @@ on_failure:
 /// selects hosts for every wave.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shipped_plans_are_valid_and_select_hosts() {
-    let sim = Sim::start(3_000, SimulatorOptions::default()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let controller = Controller::start(&dir.path().join("data"), &sim.fleet).await;
-    let mut client = controller.client().await;
+    let h = Harness::start(3_000, SimulatorOptions::default()).await;
+    let mut client = h.client.clone();
     let mut names = Vec::new();
     for entry in std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/plans")).unwrap() {
         let path = entry.unwrap().path();
@@ -69,8 +67,7 @@ async fn shipped_plans_are_valid_and_select_hosts() {
         names,
         ["apac-network-rollback", "exo-retry-fix", "mailbox-canary"]
     );
-    controller.stop().await;
-    sim.stop().await;
+    h.stop().await;
 }
 
 /// (what is wrong, the plan text, the field the error must name)
@@ -246,10 +243,8 @@ fn invalid_plans() -> Vec<(&'static str, String, &'static str)> {
 /// line for YAML), and nothing is stored.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_plans_are_refused_with_the_field_named() {
-    let sim = Sim::start(500, SimulatorOptions::default()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let controller = Controller::start(&dir.path().join("data"), &sim.fleet).await;
-    let mut client = controller.client().await;
+    let h = Harness::start(500, SimulatorOptions::default()).await;
+    let mut client = h.client.clone();
     let cases = invalid_plans();
     assert!(cases.len() >= 25);
     for (what, text, field) in cases {
@@ -338,6 +333,5 @@ async fn invalid_plans_are_refused_with_the_field_named() {
         "nothing was stored: {:?}",
         list.rollouts.len()
     );
-    controller.stop().await;
-    sim.stop().await;
+    h.stop().await;
 }

@@ -10,10 +10,8 @@ use rollout::proto::v1 as pb;
 /// the rollout ends at 100%, and every host reports the new version through Probe.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn waves_cover_their_share_and_every_host_gets_the_fix() {
-    let sim = Sim::start(2_000, SimulatorOptions::default()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let controller = Controller::start(&dir.path().join("data"), &sim.fleet).await;
-    let mut client = controller.client().await;
+    let h = Harness::start(2_000, SimulatorOptions::default()).await;
+    let (sim, mut client) = (&h.sim, h.client.clone());
 
     let created = submit(
         &mut client,
@@ -68,17 +66,14 @@ async fn waves_cover_their_share_and_every_host_gets_the_fix() {
         assert_eq!(p.version, "15.20.8207.12", "{}", host.id);
         assert_eq!(p.operations_executed, 1, "{} ran once", host.id);
     }
-    controller.stop().await;
-    sim.stop().await;
+    h.stop().await;
 }
 
 /// A dry run lists each wave's hosts and creates nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dry_run_previews_waves_and_stores_nothing() {
-    let sim = Sim::start(300, SimulatorOptions::default()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let controller = Controller::start(&dir.path().join("data"), &sim.fleet).await;
-    let mut client = controller.client().await;
+    let h = Harness::start(300, SimulatorOptions::default()).await;
+    let (sim, mut client) = (&h.sim, h.client.clone());
     let response = client
         .submit_plan(pb::SubmitPlanRequest {
             plan: Some(pb::submit_plan_request::Plan::Spec(plan(
@@ -118,15 +113,14 @@ async fn a_dry_run_previews_waves_and_stores_nothing() {
         .unwrap()
         .into_inner();
     assert_eq!(p.operations_executed, 0, "a dry run touches no host");
-    controller.stop().await;
-    sim.stop().await;
+    h.stop().await;
 }
 
 /// The same request_id returns the same rollout; a second active rollout with the
 /// same name is refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn submissions_are_idempotent_and_names_unique() {
-    let sim = Sim::start(
+    let h = Harness::start(
         200,
         SimulatorOptions {
             latency_ms: (50, 50),
@@ -134,9 +128,7 @@ async fn submissions_are_idempotent_and_names_unique() {
         },
     )
     .await;
-    let dir = tempfile::tempdir().unwrap();
-    let controller = Controller::start(&dir.path().join("data"), &sim.fleet).await;
-    let mut client = controller.client().await;
+    let mut client = h.client.clone();
     let request = |id: &str| pb::SubmitPlanRequest {
         plan: Some(pb::submit_plan_request::Plan::Spec(plan(
             "same",
@@ -174,6 +166,5 @@ async fn submissions_are_idempotent_and_names_unique() {
         .unwrap_err();
     assert_eq!(missing.code(), tonic::Code::NotFound);
     client.abort_rollout(action("same")).await.unwrap();
-    controller.stop().await;
-    sim.stop().await;
+    h.stop().await;
 }

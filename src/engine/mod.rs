@@ -157,24 +157,15 @@ impl Engine {
             tracker: TaskTracker::new(),
         });
         for record in engine.ctx.store.rollouts()? {
-            let live = Arc::new(Live::load(
-                &engine.ctx.store,
-                engine.inventory.clone(),
-                record,
-            )?);
+            let live = engine.adopt(record)?;
             let state = live.state();
-            let resume = !state.is_terminal() || live.has_reconcile();
-            if resume {
+            if !state.is_terminal() {
                 info!(
                     rollout = live.name(),
                     id = live.id,
                     state = state.name(),
                     "resuming"
                 );
-            }
-            engine.lock().insert(live.id, live.clone());
-            if resume {
-                engine.spawn(live);
             }
         }
         Ok(engine)
@@ -184,8 +175,16 @@ impl Engine {
         self.rollouts.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn spawn(&self, live: Arc<Live>) {
-        self.tracker.spawn(driver::drive(live, self.ctx.clone()));
+    /// Loads a stored rollout, registers it, and starts its driver when it has work
+    /// left (an unfinished state, or calls in doubt to ask about).
+    fn adopt(&self, record: pb::RolloutRecord) -> Result<Arc<Live>> {
+        let live = Arc::new(Live::load(&self.ctx.store, self.inventory.clone(), record)?);
+        self.lock().insert(live.id, live.clone());
+        if !live.state().is_terminal() || live.has_reconcile() {
+            self.tracker
+                .spawn(driver::drive(live.clone(), self.ctx.clone()));
+        }
+        Ok(live)
     }
 
     /// Waits until every driver has stopped (after the shutdown token fired).
@@ -292,16 +291,14 @@ impl Engine {
             kind: "submitted".into(),
             detail: format!("{} hosts selected", hosts.len()),
         })?;
-        let live = Arc::new(Live::load(&self.ctx.store, self.inventory.clone(), record)?);
+        let live = self.adopt(record)?;
         info!(
             rollout = live.name(),
             id = live.id,
             hosts = hosts.len(),
             "submitted"
         );
-        self.lock().insert(live.id, live.clone());
         let rollout = (*live.snapshot()).clone();
-        self.spawn(live);
         Ok(Submitted {
             rollout,
             replayed: false,

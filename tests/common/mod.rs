@@ -239,3 +239,31 @@ pub fn action(name: &str) -> pb::RolloutActionRequest {
         ..Default::default()
     }
 }
+
+/// A simulator and a controller on it, with a connected client.
+pub struct Harness {
+    pub sim: Sim,
+    pub controller: Controller,
+    pub client: ControllerClient<Channel>,
+    _dir: tempfile::TempDir,
+}
+
+impl Harness {
+    pub async fn start(hosts: usize, options: SimulatorOptions) -> Harness {
+        let sim = Sim::start(hosts, options).await;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let controller = Controller::start(&dir.path().join("data"), &sim.fleet).await;
+        let client = controller.client().await;
+        Harness {
+            sim,
+            controller,
+            client,
+            _dir: dir,
+        }
+    }
+
+    pub async fn stop(self) {
+        self.controller.stop().await;
+        self.sim.stop().await;
+    }
+}
