@@ -232,6 +232,9 @@ pub async fn serve(
     signal: impl std::future::Future<Output = ()> + Send,
 ) -> crate::Result<()> {
     tonic::transport::Server::builder()
+        // One endpoint stands for thousands of hosts: let the controller's whole
+        // parallelism through on one connection.
+        .max_concurrent_streams(10_000)
         .add_service(simulator.service())
         .serve_with_incoming_shutdown(
             tokio_stream::wrappers::TcpListenerStream::new(listener),

@@ -187,8 +187,12 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
             if render::is_terminal(r.state()) {
                 return Ok(None);
             }
+            // Mid-wave: wave 4 (or a later one) a third done, calls in flight.
+            let wave = r.waves.get(r.current_wave as usize);
+            let mid_wave = wave.is_some_and(|w| w.succeeded * 3 >= w.size && w.succeeded < w.size);
             if r.state() == pb::RolloutState::Running
                 && r.current_wave >= 3
+                && mid_wave
                 && r.hosts_in_flight > 0
             {
                 let pid = controller.pid().unwrap_or(0);
