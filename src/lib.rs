@@ -9,6 +9,7 @@
 //!
 //! - [`plan`]: plan files and the structured plan message, validated strictly.
 //! - [`fleet`]: the fleet file, the inventory, and `fleet generate`.
+//! - [`hours`]: customers' business hours and the priority they give hosts.
 //! - [`store`]: sled trees for rollouts, per-host intents and results, the audit log.
 //! - [`engine`]: the rollout state machine (a pure step function), wave selection,
 //!   the `Fleet` trait to reach agents, and the driver that carries decisions out.
@@ -23,6 +24,7 @@ pub mod cli;
 pub mod engine;
 pub mod error;
 pub mod fleet;
+pub mod hours;
 pub mod plan;
 pub mod proto;
 pub mod server;

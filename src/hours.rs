@@ -1,0 +1,539 @@
+//! Business-hours priority: which customers are in their working day now, which
+//! start theirs soon, and which are off; exact in their own time zone (DST, half-hour
+//! and 45-minute offsets, weekends, holidays, shifts that cross midnight).
+//!
+//! Pure: every function takes the instant it is asked about. The engine passes its
+//! injected clock's "now"; tests pass fixed instants.
+//!
+//! A shift belongs to the day it starts: with hours `22:00-06:00` and workdays
+//! `[mon..fri]`, Friday 23:00 and Saturday 03:00 are in hours, Saturday 23:00 is not.
+//! A holiday removes the shift that starts on that date.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeSet, HashMap};
+use std::fmt;
+
+use jiff::civil::{Date, DateTime};
+use jiff::tz::TimeZone;
+use jiff::{Timestamp, Zoned};
+
+use crate::fleet::{Customer, parse_hours, parse_weekday};
+
+/// How far ahead "starting soon" looks by default.
+pub const DEFAULT_LOOKAHEAD_MS: i64 = 2 * 3600 * 1000;
+
+/// How far ahead the next shift is searched (holidays can chain).
+const SEARCH_DAYS: usize = 400;
+
+/// A customer's place in the queue, best first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Tier {
+    /// A workday, inside its hours.
+    InHours,
+    /// Its next shift starts within the lookahead.
+    StartingSoon,
+    /// The rest.
+    OffHours,
+    /// A host that serves no customer goes last.
+    NoCustomer,
+}
+
+impl Tier {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Tier::InHours => "in-hours",
+            Tier::StartingSoon => "starting-soon",
+            Tier::OffHours => "off-hours",
+            Tier::NoCustomer => "no-customer",
+        }
+    }
+}
+
+impl fmt::Display for Tier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A customer's working hours, compiled for fast questions.
+#[derive(Debug, Clone)]
+pub struct Schedule {
+    pub id: String,
+    pub tz_name: String,
+    tz: TimeZone,
+    start_min: u16,
+    end_min: u16,
+    /// Monday = 0.
+    workdays: [bool; 7],
+    holidays: BTreeSet<Date>,
+    pub weight: u32,
+}
+
+/// Where a customer stands at an instant, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Status {
+    pub tier: Tier,
+    /// The customer's wall-clock time.
+    pub local: DateTime,
+    /// Milliseconds until its next shift starts; 0 while in hours.
+    pub until_start_ms: i64,
+    /// Why it is off (weekend, holiday, before or after hours); empty in hours.
+    pub off_reason: &'static str,
+    /// The next (or current) shift's start, local.
+    pub next_start: Option<DateTime>,
+}
+
+/// Sort key of a customer or host: tier, then time to next start, then weight
+/// (higher first), then id.
+pub type Key = (Tier, i64, Reverse<u32>, String);
+
+impl Schedule {
+    pub fn new(c: &Customer) -> Result<Schedule, String> {
+        let tz = TimeZone::get(&c.timezone)
+            .map_err(|e| format!("{}: time zone {}: {e}", c.id, c.timezone))?;
+        let (start_min, end_min) = parse_hours(&c.hours)?;
+        let mut workdays = [false; 7];
+        for d in &c.workdays {
+            let day = parse_weekday(d).ok_or_else(|| format!("{}: `{d}` is not a day", c.id))?;
+            workdays[day.to_monday_zero_offset() as usize] = true;
+        }
+        let holidays = c
+            .holidays
+            .iter()
+            .map(|d| {
+                d.parse::<Date>()
+                    .map_err(|e| format!("{}: holiday {d}: {e}", c.id))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Schedule {
+            id: c.id.clone(),
+            tz_name: c.timezone.clone(),
+            tz,
+            start_min,
+            end_min,
+            workdays,
+            holidays,
+            weight: c.weight,
+        })
+    }
+
+    fn crosses_midnight(&self) -> bool {
+        self.end_min < self.start_min
+    }
+
+    fn works(&self, d: Date) -> bool {
+        self.workdays[d.weekday().to_monday_zero_offset() as usize] && !self.holidays.contains(&d)
+    }
+
+    fn at(&self, d: Date, minute: u16) -> Option<Zoned> {
+        let dt = d.at((minute / 60) as i8, (minute % 60) as i8, 0, 0);
+        // A start inside a DST gap moves forward, as a person's clock would.
+        self.tz.to_zoned(dt).ok()
+    }
+
+    /// The shift that starts on `d`: its start and end instants.
+    fn shift(&self, d: Date) -> Option<(Zoned, Zoned)> {
+        let start = self.at(d, self.start_min)?;
+        let end_day = if self.crosses_midnight() {
+            d.tomorrow().ok()?
+        } else {
+            d
+        };
+        let end = self.at(end_day, self.end_min)?;
+        Some((start, end))
+    }
+
+    /// Where the customer stands at `now` (unix ms).
+    pub fn status(&self, now_ms: i64, lookahead_ms: i64) -> Status {
+        let now = Timestamp::from_millisecond(now_ms).unwrap_or(Timestamp::UNIX_EPOCH);
+        let local = now.to_zoned(self.tz.clone());
+        let today = local.date();
+        let yesterday = today.yesterday().unwrap_or(today);
+        for d in [yesterday, today] {
+            if let Some((start, end)) = self.shift(d)
+                && self.works(d)
+                && start.timestamp() <= now
+                && now < end.timestamp()
+            {
+                return Status {
+                    tier: Tier::InHours,
+                    local: local.datetime(),
+                    until_start_ms: 0,
+                    off_reason: "",
+                    next_start: Some(start.datetime()),
+                };
+            }
+        }
+        let mut d = today;
+        let mut next = None;
+        for _ in 0..SEARCH_DAYS {
+            if self.works(d)
+                && let Some((start, _)) = self.shift(d)
+                && start.timestamp() > now
+            {
+                next = Some(start);
+                break;
+            }
+            match d.tomorrow() {
+                Ok(t) => d = t,
+                Err(_) => break,
+            }
+        }
+        let until = next
+            .as_ref()
+            .map_or(i64::MAX, |s| s.timestamp().as_millisecond() - now_ms);
+        let off_reason = if self.holidays.contains(&today) {
+            "holiday"
+        } else if !self.workdays[today.weekday().to_monday_zero_offset() as usize] {
+            "not a workday"
+        } else if u16::try_from(local.hour() as i32 * 60 + local.minute() as i32).unwrap_or(0)
+            < self.start_min
+        {
+            "before hours"
+        } else {
+            "after hours"
+        };
+        Status {
+            tier: if until <= lookahead_ms {
+                Tier::StartingSoon
+            } else {
+                Tier::OffHours
+            },
+            local: local.datetime(),
+            until_start_ms: until,
+            off_reason,
+            next_start: next.map(|z| z.datetime()),
+        }
+    }
+
+    pub fn key(&self, status: &Status) -> Key {
+        (
+            status.tier,
+            status.until_start_ms,
+            Reverse(self.weight),
+            self.id.clone(),
+        )
+    }
+
+    /// "09:30 Tue Asia/Seoul, in hours (09:00-18:00)"; "07:45 Mon Europe/London, starts
+    /// in 1h15m"; "23:10 Sat America/New_York, off hours (not a workday), next start
+    /// Mon 09:00 in 33h50m".
+    pub fn explain(&self, s: &Status) -> String {
+        let local = format!(
+            "{} {} {}",
+            s.local.strftime("%H:%M"),
+            s.local.strftime("%a"),
+            self.tz_name
+        );
+        let hours = format!(
+            "{:02}:{:02}-{:02}:{:02}",
+            self.start_min / 60,
+            self.start_min % 60,
+            self.end_min / 60,
+            self.end_min % 60
+        );
+        match s.tier {
+            Tier::InHours => format!("{local}, in hours ({hours})"),
+            Tier::StartingSoon => {
+                format!("{local}, starts in {} ({hours})", span(s.until_start_ms))
+            }
+            _ => match &s.next_start {
+                Some(n) => format!(
+                    "{local}, off hours ({}), next start {} in {}",
+                    s.off_reason,
+                    n.strftime("%a %H:%M"),
+                    span(s.until_start_ms)
+                ),
+                None => format!("{local}, off hours ({}), no workday ahead", s.off_reason),
+            },
+        }
+    }
+}
+
+/// `1h15m`, `45m`, `2d3h`.
+fn span(ms: i64) -> String {
+    let mins = (ms + 59_999) / 60_000;
+    let (d, h, m) = (mins / 1440, (mins % 1440) / 60, mins % 60);
+    match (d, h) {
+        (0, 0) => format!("{m}m"),
+        (0, _) => format!("{h}h{m:02}m"),
+        _ => format!("{d}d{h}h"),
+    }
+}
+
+/// Every customer's schedule, and the questions the engine asks of them.
+#[derive(Debug, Default, Clone)]
+pub struct Calendar {
+    schedules: HashMap<String, Schedule>,
+    pub lookahead_ms: i64,
+}
+
+/// Why a host is where it is in the queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placement {
+    pub key: Key,
+    /// The customer that gave the host its priority (its best one).
+    pub customer: String,
+    pub local_time: String,
+    pub why: String,
+}
+
+impl Calendar {
+    pub fn new<'a>(customers: impl IntoIterator<Item = &'a Customer>) -> Result<Calendar, String> {
+        let schedules = customers
+            .into_iter()
+            .map(|c| Schedule::new(c).map(|s| (c.id.clone(), s)))
+            .collect::<Result<_, _>>()?;
+        Ok(Calendar {
+            schedules,
+            lookahead_ms: DEFAULT_LOOKAHEAD_MS,
+        })
+    }
+
+    pub fn schedule(&self, id: &str) -> Option<&Schedule> {
+        self.schedules.get(id)
+    }
+
+    /// Status of every customer at `now`: computed once per batch, shared by hosts.
+    pub fn snapshot(&self, now_ms: i64) -> HashMap<&str, (Key, &Schedule, Status)> {
+        self.schedules
+            .values()
+            .map(|s| {
+                let st = s.status(now_ms, self.lookahead_ms);
+                (s.id.as_str(), (s.key(&st), s, st))
+            })
+            .collect()
+    }
+
+    /// A host's place: its best customer's key (a host with none goes last).
+    pub fn place(
+        snapshot: &HashMap<&str, (Key, &Schedule, Status)>,
+        host_id: &str,
+        customers: &[String],
+    ) -> Placement {
+        let best = customers
+            .iter()
+            .filter_map(|c| snapshot.get(c.as_str()))
+            .min_by(|a, b| a.0.cmp(&b.0));
+        match best {
+            Some((key, schedule, status)) => Placement {
+                key: key.clone(),
+                customer: schedule.id.clone(),
+                local_time: format!(
+                    "{} {}",
+                    status.local.strftime("%Y-%m-%d %H:%M %a"),
+                    schedule.tz_name
+                ),
+                why: schedule.explain(status),
+            },
+            None => Placement {
+                key: (Tier::NoCustomer, i64::MAX, Reverse(0), host_id.to_string()),
+                customer: String::new(),
+                local_time: String::new(),
+                why: "serves no customer".into(),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn customer(id: &str, tz: &str, hours: &str, days: &[&str], holidays: &[&str]) -> Schedule {
+        Schedule::new(&Customer {
+            id: id.into(),
+            timezone: tz.into(),
+            hours: hours.into(),
+            workdays: days.iter().map(|d| d.to_string()).collect(),
+            holidays: holidays.iter().map(|d| d.to_string()).collect(),
+            weight: 1,
+        })
+        .unwrap()
+    }
+
+    const WEEK: &[&str] = &["mon", "tue", "wed", "thu", "fri"];
+
+    /// Unix ms of a UTC instant written `2026-03-09T13:30`.
+    fn utc(s: &str) -> i64 {
+        format!("{s}:00Z")
+            .parse::<Timestamp>()
+            .unwrap()
+            .as_millisecond()
+    }
+
+    fn tier(s: &Schedule, at: &str) -> Tier {
+        s.status(utc(at), DEFAULT_LOOKAHEAD_MS).tier
+    }
+
+    #[test]
+    fn seoul_in_hours_before_start_at_start_and_at_end() {
+        let c = customer("contoso", "Asia/Seoul", "09:00-18:00", WEEK, &[]);
+        // Tue 2026-11-24 09:30 KST = 00:30 UTC.
+        assert_eq!(tier(&c, "2026-11-24T00:30"), Tier::InHours);
+        let st = c.status(utc("2026-11-24T00:30"), DEFAULT_LOOKAHEAD_MS);
+        assert_eq!(
+            c.explain(&st),
+            "09:30 Tue Asia/Seoul, in hours (09:00-18:00)"
+        );
+        // 08:15 KST: 45 minutes before start.
+        let st = c.status(utc("2026-11-23T23:15"), DEFAULT_LOOKAHEAD_MS);
+        assert_eq!(
+            (st.tier, st.until_start_ms),
+            (Tier::StartingSoon, 45 * 60_000)
+        );
+        assert_eq!(
+            c.explain(&st),
+            "08:15 Tue Asia/Seoul, starts in 45m (09:00-18:00)"
+        );
+        // Exactly at start: in; exactly at end: out.
+        assert_eq!(tier(&c, "2026-11-24T00:00"), Tier::InHours);
+        assert_eq!(tier(&c, "2026-11-24T09:00"), Tier::OffHours);
+        assert_eq!(tier(&c, "2026-11-24T08:59"), Tier::InHours);
+        // 06:59 KST: 2h01m before start is off hours; 07:00 is starting soon.
+        assert_eq!(tier(&c, "2026-11-23T21:59"), Tier::OffHours);
+        assert_eq!(tier(&c, "2026-11-23T22:00"), Tier::StartingSoon);
+    }
+
+    #[test]
+    fn weekends_and_holidays_are_off() {
+        let c = customer(
+            "contoso",
+            "Asia/Seoul",
+            "09:00-18:00",
+            WEEK,
+            &["2026-12-25"],
+        );
+        // Sat 2026-11-28 10:00 KST.
+        let st = c.status(utc("2026-11-28T01:00"), DEFAULT_LOOKAHEAD_MS);
+        assert_eq!((st.tier, st.off_reason), (Tier::OffHours, "not a workday"));
+        assert_eq!(
+            c.explain(&st),
+            "10:00 Sat Asia/Seoul, off hours (not a workday), next start Mon 09:00 in 1d23h"
+        );
+        // Fri 2026-12-25 10:00 KST: a holiday on a Friday.
+        let st = c.status(utc("2026-12-25T01:00"), DEFAULT_LOOKAHEAD_MS);
+        assert_eq!((st.tier, st.off_reason), (Tier::OffHours, "holiday"));
+        // Sunday 07:30: next start is Monday 09:00, 1h30m away: starting soon.
+        assert_eq!(tier(&c, "2026-11-29T22:30"), Tier::StartingSoon);
+    }
+
+    #[test]
+    fn half_hour_and_45_minute_offsets() {
+        // Kolkata is UTC+05:30: Mon 2026-11-23 09:00 IST = 03:30 UTC.
+        let c = customer("infy", "Asia/Kolkata", "09:00-18:00", WEEK, &[]);
+        assert_eq!(tier(&c, "2026-11-23T03:29"), Tier::StartingSoon);
+        assert_eq!(tier(&c, "2026-11-23T03:30"), Tier::InHours);
+        // St John's is UTC-03:30 in winter: Mon 09:00 NST = 12:30 UTC.
+        let c = customer("nl", "America/St_Johns", "09:00-17:00", WEEK, &[]);
+        assert_eq!(tier(&c, "2026-11-23T12:29"), Tier::StartingSoon);
+        assert_eq!(tier(&c, "2026-11-23T12:30"), Tier::InHours);
+        // Chatham is UTC+13:45 in (southern) summer: Mon 2026-11-23 09:00 = Sun 19:15 UTC.
+        let c = customer("chatham", "Pacific/Chatham", "09:00-17:00", WEEK, &[]);
+        assert_eq!(tier(&c, "2026-11-22T19:14"), Tier::StartingSoon);
+        assert_eq!(tier(&c, "2026-11-22T19:15"), Tier::InHours);
+    }
+
+    #[test]
+    fn dst_changes_of_2026() {
+        // New York springs forward on Sun 2026-03-08. Mon 09:30 EDT = 13:30 UTC
+        // (with the winter offset it would be 08:30, before hours).
+        let ny = customer("ny", "America/New_York", "09:00-17:00", WEEK, &[]);
+        assert_eq!(tier(&ny, "2026-03-09T13:30"), Tier::InHours);
+        assert_eq!(tier(&ny, "2026-03-09T12:59"), Tier::StartingSoon);
+        // A shift starting inside the gap (02:30 does not exist on 03-08) starts at 03:30 EDT.
+        let night = customer("night", "America/New_York", "02:30-06:00", &["sun"], &[]);
+        let st = night.status(utc("2026-03-08T07:00"), DEFAULT_LOOKAHEAD_MS);
+        assert_eq!(
+            (st.tier, st.until_start_ms),
+            (Tier::StartingSoon, 30 * 60_000)
+        );
+        assert_eq!(tier(&night, "2026-03-08T07:30"), Tier::InHours);
+        // Falls back on Sun 2026-11-01: Mon 09:00 EST = 14:00 UTC.
+        assert_eq!(tier(&ny, "2026-11-02T13:59"), Tier::StartingSoon);
+        assert_eq!(tier(&ny, "2026-11-02T14:00"), Tier::InHours);
+        // London: BST from Sun 2026-03-29; Mon 09:00 BST = 08:00 UTC.
+        let london = customer("uk", "Europe/London", "09:00-17:30", WEEK, &[]);
+        assert_eq!(tier(&london, "2026-03-30T08:00"), Tier::InHours);
+        assert_eq!(
+            tier(&london, "2026-03-27T08:30"),
+            Tier::StartingSoon,
+            "the Friday before: GMT"
+        );
+        // Back to GMT on Sun 2026-10-25: Mon 09:00 GMT = 09:00 UTC.
+        assert_eq!(tier(&london, "2026-10-26T08:30"), Tier::StartingSoon);
+        // Sydney leaves DST on Sun 2026-04-05 (+11 -> +10): Mon 09:00 AEST = Sun 23:00 UTC.
+        let syd = customer("au", "Australia/Sydney", "09:00-17:00", WEEK, &[]);
+        assert_eq!(tier(&syd, "2026-04-05T22:45"), Tier::StartingSoon);
+        assert_eq!(tier(&syd, "2026-04-05T23:00"), Tier::InHours);
+        // And enters DST on Sun 2026-10-04: Mon 09:00 AEDT = Sun 22:00 UTC.
+        assert_eq!(tier(&syd, "2026-10-04T22:00"), Tier::InHours);
+    }
+
+    #[test]
+    fn hours_crossing_midnight_belong_to_the_day_they_start() {
+        let c = customer("noc", "Europe/London", "22:00-06:00", WEEK, &[]);
+        // Fri 2026-11-27 23:00 GMT and Sat 03:00 are in the Friday shift.
+        assert_eq!(tier(&c, "2026-11-27T23:00"), Tier::InHours);
+        assert_eq!(tier(&c, "2026-11-28T03:00"), Tier::InHours);
+        // Sat 06:00 ends it; Sat 23:00 is not a shift (Saturday is not a workday).
+        assert_eq!(tier(&c, "2026-11-28T06:00"), Tier::OffHours);
+        assert_eq!(tier(&c, "2026-11-28T23:00"), Tier::OffHours);
+        // Sun 21:00: Sunday has no shift; the next one starts Monday 22:00.
+        let st = c.status(utc("2026-11-29T21:00"), DEFAULT_LOOKAHEAD_MS);
+        assert_eq!(st.tier, Tier::OffHours);
+        assert_eq!(st.until_start_ms, 25 * 3600 * 1000);
+    }
+
+    #[test]
+    fn a_host_takes_its_best_customer() {
+        let customers = [
+            Customer {
+                id: "seoul".into(),
+                timezone: "Asia/Seoul".into(),
+                hours: "09:00-18:00".into(),
+                workdays: WEEK.iter().map(|d| d.to_string()).collect(),
+                holidays: vec![],
+                weight: 1,
+            },
+            Customer {
+                id: "newyork".into(),
+                timezone: "America/New_York".into(),
+                hours: "09:00-17:00".into(),
+                workdays: WEEK.iter().map(|d| d.to_string()).collect(),
+                holidays: vec![],
+                weight: 10,
+            },
+        ];
+        let cal = Calendar::new(&customers).unwrap();
+        let both = ["newyork".to_string(), "seoul".to_string()];
+        // Tue 09:30 in Seoul = Mon 19:30 in New York: Seoul wins despite its weight.
+        let snap = cal.snapshot(utc("2026-11-24T00:30"));
+        let p = Calendar::place(&snap, "h1", &both);
+        assert_eq!((p.key.0, p.customer.as_str()), (Tier::InHours, "seoul"));
+        assert_eq!(p.local_time, "2026-11-24 09:30 Tue Asia/Seoul");
+        // Mon 10:00 in New York = Tue 00:00 in Seoul: New York wins.
+        let snap = cal.snapshot(utc("2026-11-23T15:00"));
+        assert_eq!(Calendar::place(&snap, "h1", &both).customer, "newyork");
+        // No customer: last.
+        assert_eq!(Calendar::place(&snap, "h2", &[]).key.0, Tier::NoCustomer);
+    }
+
+    #[test]
+    fn ties_go_to_weight_then_id() {
+        let mk = |id: &str, weight| Customer {
+            id: id.into(),
+            timezone: "Asia/Tokyo".into(),
+            hours: "09:00-18:00".into(),
+            workdays: WEEK.iter().map(|d| d.to_string()).collect(),
+            holidays: vec![],
+            weight,
+        };
+        let cal = Calendar::new(&[mk("b", 1), mk("a", 1), mk("c", 5)]).unwrap();
+        let snap = cal.snapshot(utc("2026-11-24T01:00"));
+        let mut keys: Vec<Key> = ["a", "b", "c"].iter().map(|c| snap[c].0.clone()).collect();
+        keys.sort();
+        let order: Vec<&str> = keys.iter().map(|k| k.3.as_str()).collect();
+        assert_eq!(order, ["c", "a", "b"]);
+    }
+}
