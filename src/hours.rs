@@ -89,8 +89,7 @@ pub type Key = (Tier, i64, Reverse<u32>, String);
 
 impl Schedule {
     pub fn new(c: &Customer) -> Result<Schedule, String> {
-        let tz = TimeZone::get(&c.timezone)
-            .map_err(|e| format!("{}: time zone {}: {e}", c.id, c.timezone))?;
+        let tz = TimeZone::get(&c.timezone).map_err(|e| format!("{}: time zone {}: {e}", c.id, c.timezone))?;
         let (start_min, end_min) = parse_hours(&c.hours)?;
         let mut workdays = [false; 7];
         for d in &c.workdays {
@@ -100,10 +99,7 @@ impl Schedule {
         let holidays = c
             .holidays
             .iter()
-            .map(|d| {
-                d.parse::<Date>()
-                    .map_err(|e| format!("{}: holiday {d}: {e}", c.id))
-            })
+            .map(|d| d.parse::<Date>().map_err(|e| format!("{}: holiday {d}: {e}", c.id)))
             .collect::<Result<_, _>>()?;
         Ok(Schedule {
             id: c.id.clone(),
@@ -134,11 +130,7 @@ impl Schedule {
     /// The shift that starts on `d`: its start and end instants.
     fn shift(&self, d: Date) -> Option<(Zoned, Zoned)> {
         let start = self.at(d, self.start_min)?;
-        let end_day = if self.crosses_midnight() {
-            d.tomorrow().ok()?
-        } else {
-            d
-        };
+        let end_day = if self.crosses_midnight() { d.tomorrow().ok()? } else { d };
         let end = self.at(end_day, self.end_min)?;
         Some((start, end))
     }
@@ -186,9 +178,7 @@ impl Schedule {
             "holiday"
         } else if !self.workdays[today.weekday().to_monday_zero_offset() as usize] {
             "not a workday"
-        } else if u16::try_from(local.hour() as i32 * 60 + local.minute() as i32).unwrap_or(0)
-            < self.start_min
-        {
+        } else if u16::try_from(local.hour() as i32 * 60 + local.minute() as i32).unwrap_or(0) < self.start_min {
             "before hours"
         } else {
             "after hours"
@@ -306,11 +296,7 @@ impl Calendar {
     }
 
     /// A host's place: its best customer's key (a host with none goes last).
-    pub fn place(
-        snapshot: &HashMap<&str, (Key, &Schedule, Status)>,
-        host_id: &str,
-        customers: &[String],
-    ) -> Placement {
+    pub fn place(snapshot: &HashMap<&str, (Key, &Schedule, Status)>, host_id: &str, customers: &[String]) -> Placement {
         let best = customers
             .iter()
             .filter_map(|c| snapshot.get(c.as_str()))
@@ -319,11 +305,7 @@ impl Calendar {
             Some((key, schedule, status)) => Placement {
                 key: key.clone(),
                 customer: schedule.id.clone(),
-                local_time: format!(
-                    "{} {}",
-                    status.local.strftime("%Y-%m-%d %H:%M %a"),
-                    schedule.tz_name
-                ),
+                local_time: format!("{} {}", status.local.strftime("%Y-%m-%d %H:%M %a"), schedule.tz_name),
                 why: schedule.explain(status),
             },
             None => Placement {
@@ -356,10 +338,7 @@ mod tests {
 
     /// Unix ms of a UTC instant written `2026-03-09T13:30`.
     fn utc(s: &str) -> i64 {
-        format!("{s}:00Z")
-            .parse::<Timestamp>()
-            .unwrap()
-            .as_millisecond()
+        format!("{s}:00Z").parse::<Timestamp>().unwrap().as_millisecond()
     }
 
     fn tier(s: &Schedule, at: &str) -> Tier {
@@ -372,20 +351,11 @@ mod tests {
         // Tue 2026-11-24 09:30 KST = 00:30 UTC.
         assert_eq!(tier(&c, "2026-11-24T00:30"), Tier::InHours);
         let st = c.status(utc("2026-11-24T00:30"), DEFAULT_LOOKAHEAD_MS);
-        assert_eq!(
-            c.explain(&st),
-            "09:30 Tue Asia/Seoul, in hours (09:00-18:00)"
-        );
+        assert_eq!(c.explain(&st), "09:30 Tue Asia/Seoul, in hours (09:00-18:00)");
         // 08:15 KST: 45 minutes before start.
         let st = c.status(utc("2026-11-23T23:15"), DEFAULT_LOOKAHEAD_MS);
-        assert_eq!(
-            (st.tier, st.until_start_ms),
-            (Tier::StartingSoon, 45 * 60_000)
-        );
-        assert_eq!(
-            c.explain(&st),
-            "08:15 Tue Asia/Seoul, starts in 45m (09:00-18:00)"
-        );
+        assert_eq!((st.tier, st.until_start_ms), (Tier::StartingSoon, 45 * 60_000));
+        assert_eq!(c.explain(&st), "08:15 Tue Asia/Seoul, starts in 45m (09:00-18:00)");
         // Exactly at start: in; exactly at end: out.
         assert_eq!(tier(&c, "2026-11-24T00:00"), Tier::InHours);
         assert_eq!(tier(&c, "2026-11-24T09:00"), Tier::OffHours);
@@ -397,13 +367,7 @@ mod tests {
 
     #[test]
     fn weekends_and_holidays_are_off() {
-        let c = customer(
-            "contoso",
-            "Asia/Seoul",
-            "09:00-18:00",
-            WEEK,
-            &["2026-12-25"],
-        );
+        let c = customer("contoso", "Asia/Seoul", "09:00-18:00", WEEK, &["2026-12-25"]);
         // Sat 2026-11-28 10:00 KST.
         let st = c.status(utc("2026-11-28T01:00"), DEFAULT_LOOKAHEAD_MS);
         assert_eq!((st.tier, st.off_reason), (Tier::OffHours, "not a workday"));
@@ -444,10 +408,7 @@ mod tests {
         // A shift starting inside the gap (02:30 does not exist on 03-08) starts at 03:30 EDT.
         let night = customer("night", "America/New_York", "02:30-06:00", &["sun"], &[]);
         let st = night.status(utc("2026-03-08T07:00"), DEFAULT_LOOKAHEAD_MS);
-        assert_eq!(
-            (st.tier, st.until_start_ms),
-            (Tier::StartingSoon, 30 * 60_000)
-        );
+        assert_eq!((st.tier, st.until_start_ms), (Tier::StartingSoon, 30 * 60_000));
         assert_eq!(tier(&night, "2026-03-08T07:30"), Tier::InHours);
         // Falls back on Sun 2026-11-01: Mon 09:00 EST = 14:00 UTC.
         assert_eq!(tier(&ny, "2026-11-02T13:59"), Tier::StartingSoon);

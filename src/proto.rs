@@ -8,5 +8,4 @@ pub mod v1 {
 }
 
 /// Encoded `FileDescriptorSet` of every `.proto` file, for tonic-reflection.
-pub const FILE_DESCRIPTOR_SET: &[u8] =
-    include_bytes!(concat!(env!("OUT_DIR"), "/rollout_descriptor.bin"));
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/rollout_descriptor.bin"));

@@ -72,11 +72,7 @@ async fn bad_plans_are_reported_offline() {
     let plans = concat!(env!("CARGO_MANIFEST_DIR"), "/plans/exo-retry-fix.yaml");
     let out = rollout(&["plan", "check", plans]).await;
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(
-        text(&out.stdout).starts_with("ok: "),
-        "{}",
-        text(&out.stdout)
-    );
+    assert!(text(&out.stdout).starts_with("ok: "), "{}", text(&out.stdout));
     let out = rollout(&["agent", "--listen", "127.0.0.1:0"]).await;
     assert_one_line_error(&out, "--simulate");
 }
@@ -136,10 +132,7 @@ async fn submit_watch_and_status_through_the_cli() {
         stdout.contains("dry run: `cli-fix` would deploy 2.0 to 400 hosts in 2 waves"),
         "{stdout}"
     );
-    assert!(
-        stdout.contains("wave 1 ( 10%): +40 hosts, 40 in total: "),
-        "{stdout}"
-    );
+    assert!(stdout.contains("wave 1 ( 10%): +40 hosts, 40 in total: "), "{stdout}");
     assert!(stdout.contains("(+20 more)"), "{stdout}");
 
     let out = rollout(&["submit", &plan, "--server", &server]).await;
@@ -150,32 +143,17 @@ async fn submit_watch_and_status_through_the_cli() {
     );
 
     let out = rollout(&["watch", "cli-fix", "--server", &server]).await;
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}{}",
-        text(&out.stdout),
-        text(&out.stderr)
-    );
-    assert!(
-        text(&out.stdout).contains("succeeded"),
-        "{}",
-        text(&out.stdout)
-    );
+    assert_eq!(out.status.code(), Some(0), "{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(text(&out.stdout).contains("succeeded"), "{}", text(&out.stdout));
 
     let out = rollout(&["status", "cli-fix", "--output", "json", "--server", &server]).await;
-    let json: serde_json::Value =
-        serde_json::from_slice(&out.stdout).expect("status --output json is JSON");
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status --output json is JSON");
     assert_eq!(json["state"], "succeeded");
     assert_eq!(json["percent_complete"], 100.0);
     assert_eq!(json["waves"][0]["size"], 40);
 
     let out = rollout(&["status", "--server", &server]).await;
-    assert!(
-        text(&out.stdout).contains("cli-fix"),
-        "{}",
-        text(&out.stdout)
-    );
+    assert!(text(&out.stdout).contains("cli-fix"), "{}", text(&out.stdout));
     let out = rollout(&["status", "cli-fix", "--server", &server]).await;
     assert!(
         text(&out.stdout).contains("deployed   100.0% of the selection"),

@@ -63,23 +63,13 @@ async fn a_killed_controller_resumes_and_applies_each_host_once() {
     std::fs::write(&ctl_fleet, fleet.to_yaml()).unwrap();
 
     let mut controller = start_controller(&data, &ctl_fleet, &log).await;
-    let mut client = connect(&format!("http://{}", controller.addr))
-        .await
-        .unwrap();
+    let mut client = connect(&format!("http://{}", controller.addr)).await.unwrap();
 
     // The fix: a probe after the restart may confirm a host already has the version.
     let mut spec = plan("crash-fix", &["10%", "40%", "70%", "100%"], "0");
     spec.max_parallel = 50;
     submit(&mut client, spec).await;
-    kill_twice_then_finish(
-        &mut controller,
-        &mut client,
-        "crash-fix",
-        &data,
-        &ctl_fleet,
-        &log,
-    )
-    .await;
+    kill_twice_then_finish(&mut controller, &mut client, "crash-fix", &data, &ctl_fleet, &log).await;
     check_hosts(&agent, &fleet, "15.20.8207.12", 1).await;
 
     // The rollback: nothing to confirm by probe, so only the reused operation_id
@@ -89,15 +79,7 @@ async fn a_killed_controller_resumes_and_applies_each_host_once() {
     spec.version.clear();
     spec.max_parallel = 50;
     submit(&mut client, spec).await;
-    kill_twice_then_finish(
-        &mut controller,
-        &mut client,
-        "crash-rollback",
-        &data,
-        &ctl_fleet,
-        &log,
-    )
-    .await;
+    kill_twice_then_finish(&mut controller, &mut client, "crash-rollback", &data, &ctl_fleet, &log).await;
     check_hosts(&agent, &fleet, "15.20.8207.11", 2).await;
 
     assert_eq!(
@@ -126,10 +108,7 @@ async fn kill_twice_then_finish(
         let at = within(120, "the rollout to be mid-wave", async {
             loop {
                 let r = get(client, name).await;
-                if r.percent_complete >= kill_at
-                    && r.hosts_in_flight > 0
-                    && r.state() == pb::RolloutState::Running
-                {
+                if r.percent_complete >= kill_at && r.hosts_in_flight > 0 && r.state() == pb::RolloutState::Running {
                     return r;
                 }
                 assert_ne!(
@@ -147,9 +126,7 @@ async fn kill_twice_then_finish(
             at.percent_complete, at.hosts_in_flight
         );
         *controller = start_controller(data, fleet, log).await;
-        *client = connect(&format!("http://{}", controller.addr))
-            .await
-            .unwrap();
+        *client = connect(&format!("http://{}", controller.addr)).await.unwrap();
         let resumed = get(client, name).await;
         assert!(
             resumed.hosts_succeeded >= at.hosts_succeeded,
@@ -168,9 +145,7 @@ async fn kill_twice_then_finish(
 }
 
 async fn check_hosts(agent: &Spawned, fleet: &rollout::fleet::FleetFile, version: &str, runs: u64) {
-    let mut probe = AgentClient::connect(format!("http://{}", agent.addr))
-        .await
-        .unwrap();
+    let mut probe = AgentClient::connect(format!("http://{}", agent.addr)).await.unwrap();
     let mut wrong = Vec::new();
     for host in &fleet.hosts {
         let p = probe

@@ -28,11 +28,7 @@ async fn failures_halt_the_first_wave_and_resume_finishes() {
     .await;
     let (sim, mut client) = (&h.sim, h.client.clone());
 
-    submit(
-        &mut client,
-        plan("flaky-fix", &["10%", "50%", "100%"], "2%"),
-    )
-    .await;
+    submit(&mut client, plan("flaky-fix", &["10%", "50%", "100%"], "2%")).await;
     let seen = within(
         60,
         "the rollout to halt",
@@ -42,11 +38,7 @@ async fn failures_halt_the_first_wave_and_resume_finishes() {
     let halted = seen.last().unwrap();
     assert_eq!(halted.state(), pb::RolloutState::Halted);
     assert_eq!(halted.current_wave, 0);
-    assert!(
-        halted.halt_reason.starts_with("wave 1: "),
-        "{}",
-        halted.halt_reason
-    );
+    assert!(halted.halt_reason.starts_with("wave 1: "), "{}", halted.halt_reason);
     assert!(
         halted.halt_reason.contains("more than the 2 allowed"),
         "{}",
@@ -60,11 +52,7 @@ async fn failures_halt_the_first_wave_and_resume_finishes() {
     // The same through GetRollout.
     let got = get(&mut client, "flaky-fix").await;
     assert_eq!(got.halt_reason, halted.halt_reason);
-    assert_eq!(
-        got.waves[1].succeeded + got.waves[1].failed,
-        0,
-        "wave 2 untouched"
-    );
+    assert_eq!(got.waves[1].succeeded + got.waves[1].failed, 0, "wave 2 untouched");
     assert!(
         got.hosts_succeeded + got.hosts_failed <= 100,
         "at most the first wave was dispatched"
@@ -74,11 +62,7 @@ async fn failures_halt_the_first_wave_and_resume_finishes() {
     // Pause makes no sense while halted; the refusal says what would.
     let refused = client.pause_rollout(action("flaky-fix")).await.unwrap_err();
     assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
-    assert!(
-        refused.message().contains("resume it"),
-        "{}",
-        refused.message()
-    );
+    assert!(refused.message().contains("resume it"), "{}", refused.message());
 
     sim.sim.set_fail_rate(0.0);
     client.resume_rollout(action("flaky-fix")).await.unwrap();
@@ -89,19 +73,11 @@ async fn failures_halt_the_first_wave_and_resume_finishes() {
     )
     .await;
     let done = seen.last().unwrap();
-    assert_eq!(
-        done.state(),
-        pb::RolloutState::Succeeded,
-        "{}",
-        done.halt_reason
-    );
+    assert_eq!(done.state(), pb::RolloutState::Succeeded, "{}", done.halt_reason);
     assert_eq!(done.percent_complete, 100.0);
     assert_eq!(done.hosts_failed, 0, "the failed hosts were retried");
 
-    let again = client
-        .resume_rollout(action("flaky-fix"))
-        .await
-        .unwrap_err();
+    let again = client.resume_rollout(action("flaky-fix")).await.unwrap_err();
     assert_eq!(again.code(), tonic::Code::FailedPrecondition);
     h.stop().await;
 }
@@ -141,11 +117,7 @@ async fn abort_after_a_halt_is_final() {
     sim.sim.set_fail_rate(0.0);
     let refused = client.resume_rollout(action("doomed")).await.unwrap_err();
     assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
-    assert!(
-        refused.message().contains("submit a new plan"),
-        "{}",
-        refused.message()
-    );
+    assert!(refused.message().contains("submit a new plan"), "{}", refused.message());
     let later = get(&mut client, "doomed").await;
     assert_eq!(
         later.hosts_succeeded + later.hosts_failed,
@@ -179,11 +151,7 @@ async fn pause_holds_and_resume_continues() {
         watch_until(&mut client, "slow-fix", |r| r.hosts_succeeded >= 50),
     )
     .await;
-    let paused = client
-        .pause_rollout(action("slow-fix"))
-        .await
-        .unwrap()
-        .into_inner();
+    let paused = client.pause_rollout(action("slow-fix")).await.unwrap().into_inner();
     assert_eq!(paused.state(), pb::RolloutState::Paused);
     let drained = within(
         30,
@@ -195,10 +163,7 @@ async fn pause_holds_and_resume_continues() {
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     let still = get(&mut client, "slow-fix").await;
     assert_eq!(still.state(), pb::RolloutState::Paused);
-    assert_eq!(
-        still.hosts_succeeded, settled,
-        "nothing was dispatched while paused"
-    );
+    assert_eq!(still.hosts_succeeded, settled, "nothing was dispatched while paused");
     assert!(still.hosts_succeeded < 1_000);
     client.resume_rollout(action("slow-fix")).await.unwrap();
     let seen = within(

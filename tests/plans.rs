@@ -50,10 +50,7 @@ async fn shipped_plans_are_valid_and_select_hosts() {
         assert_eq!(preview.preview.len(), plan.waves.len(), "{shown}");
         // Small selections may round two waves to the same count; the first wave and
         // the total are what must hold.
-        assert!(
-            preview.preview[0].new_hosts > 0,
-            "{shown}: the first wave has hosts"
-        );
+        assert!(preview.preview[0].new_hosts > 0, "{shown}: the first wave has hosts");
         let last = preview.preview.last().unwrap();
         assert_eq!(
             last.cumulative_hosts,
@@ -63,10 +60,7 @@ async fn shipped_plans_are_valid_and_select_hosts() {
         names.push(plan.name);
     }
     names.sort();
-    assert_eq!(
-        names,
-        ["apac-network-rollback", "exo-retry-fix", "mailbox-canary"]
-    );
+    assert_eq!(names, ["apac-network-rollback", "exo-retry-fix", "mailbox-canary"]);
     h.stop().await;
 }
 
@@ -77,18 +71,10 @@ fn invalid_plans() -> Vec<(&'static str, String, &'static str)> {
         GOOD.replace(from, to)
     };
     vec![
-        (
-            "not YAML",
-            "name: \"unterminated\nkind: fix".into(),
-            "quoted scalar",
-        ),
+        ("not YAML", "name: \"unterminated\nkind: fix".into(), "quoted scalar"),
         ("empty", String::new(), "empty"),
         ("a list, not a plan", "- a\n- b\n".into(), "invalid type"),
-        (
-            "unknown field",
-            with("bake: 5m", "bake: 5m\nbaek: 5m"),
-            "baek",
-        ),
+        ("unknown field", with("bake: 5m", "bake: 5m\nbaek: 5m"), "baek"),
         (
             "unknown nested field",
             with("action: halt", "action: halt\n  max_fail: 3"),
@@ -100,16 +86,8 @@ fn invalid_plans() -> Vec<(&'static str, String, &'static str)> {
             with("name: retry-fix", &format!("name: {}", "a".repeat(64))),
             "name",
         ),
-        (
-            "name with capitals",
-            with("name: retry-fix", "name: Retry_Fix"),
-            "name",
-        ),
-        (
-            "name ending in a dash",
-            with("name: retry-fix", "name: retry-"),
-            "name",
-        ),
+        ("name with capitals", with("name: retry-fix", "name: Retry_Fix"), "name"),
+        ("name ending in a dash", with("name: retry-fix", "name: retry-"), "name"),
         ("unknown kind", with("kind: fix", "kind: hotfix"), "kind"),
         (
             "missing version for a fix",
@@ -126,26 +104,10 @@ fn invalid_plans() -> Vec<(&'static str, String, &'static str)> {
             with("[1%, 10%, 30%", "[1%, 30%, 10%"),
             "waves[2]",
         ),
-        (
-            "waves repeating",
-            with("[1%, 10%, 30%", "[1%, 10%, 10%"),
-            "waves[2]",
-        ),
-        (
-            "wave over 100%",
-            with("90%, 100%]", "90%, 120%]"),
-            "waves[5]",
-        ),
-        (
-            "waves not ending at 100%",
-            with("90%, 100%]", "90%]"),
-            "waves[4]",
-        ),
-        (
-            "wave without a percent sign",
-            with("[1%, 10%", "[1, 10%"),
-            "waves[0]",
-        ),
+        ("waves repeating", with("[1%, 10%, 30%", "[1%, 10%, 10%"), "waves[2]"),
+        ("wave over 100%", with("90%, 100%]", "90%, 120%]"), "waves[5]"),
+        ("waves not ending at 100%", with("90%, 100%]", "90%]"), "waves[4]"),
+        ("wave without a percent sign", with("[1%, 10%", "[1, 10%"), "waves[0]"),
         ("wave of 0%", with("[1%, 10%", "[0%, 10%"), "waves[0]"),
         (
             "no waves",
@@ -163,17 +125,9 @@ fn invalid_plans() -> Vec<(&'static str, String, &'static str)> {
             ),
             "waves",
         ),
-        (
-            "wave with three decimals",
-            with("[1%, 10%", "[0.125%, 10%"),
-            "waves[0]",
-        ),
+        ("wave with three decimals", with("[1%, 10%", "[0.125%, 10%"), "waves[0]"),
         ("bad duration", with("bake: 5m", "bake: soon"), "bake"),
-        (
-            "duration without a unit",
-            with("bake: 5m", "bake: 5"),
-            "bake",
-        ),
+        ("duration without a unit", with("bake: 5m", "bake: 5"), "bake"),
         ("bake over a day", with("bake: 5m", "bake: 30h"), "bake"),
         (
             "max_parallel zero",
@@ -205,11 +159,7 @@ fn invalid_plans() -> Vec<(&'static str, String, &'static str)> {
             with("action: halt", "action: panic"),
             "on_failure.action",
         ),
-        (
-            "unknown order",
-            with("order: stable", "order: random"),
-            "order",
-        ),
+        ("unknown order", with("order: stable", "order: random"), "order"),
         (
             "empty selector",
             with(
@@ -256,17 +206,9 @@ async fn invalid_plans_are_refused_with_the_field_named() {
             })
             .await
             .expect_err(what);
-        assert_eq!(
-            err.code(),
-            tonic::Code::InvalidArgument,
-            "{what}: {}",
-            err.message()
-        );
+        assert_eq!(err.code(), tonic::Code::InvalidArgument, "{what}: {}", err.message());
         let message = err.message();
-        assert!(
-            message.contains(field),
-            "{what}: `{message}` does not name `{field}`"
-        );
+        assert!(message.contains(field), "{what}: `{message}` does not name `{field}`");
         assert!(
             message.starts_with("plans/bad.yaml"),
             "{what}: `{message}` does not name the file"
@@ -276,9 +218,7 @@ async fn invalid_plans_are_refused_with_the_field_named() {
     // Semantic errors in YAML carry the line and column of the field.
     let err = client
         .submit_plan(pb::SubmitPlanRequest {
-            plan: Some(pb::submit_plan_request::Plan::Yaml(
-                GOOD.replace("90%, 100%]", "90%]"),
-            )),
+            plan: Some(pb::submit_plan_request::Plan::Yaml(GOOD.replace("90%, 100%]", "90%]"))),
             source_name: "plans/bad.yaml".into(),
             ..Default::default()
         })
@@ -298,11 +238,7 @@ async fn invalid_plans_are_refused_with_the_field_named() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
-    assert!(
-        err.message().starts_with("plan: waves[1]:"),
-        "{}",
-        err.message()
-    );
+    assert!(err.message().starts_with("plan: waves[1]:"), "{}", err.message());
     spec.waves = vec!["100%".into()];
     spec.version.clear();
     let err = client
@@ -312,15 +248,8 @@ async fn invalid_plans_are_refused_with_the_field_named() {
         })
         .await
         .unwrap_err();
-    assert!(
-        err.message().starts_with("plan: version:"),
-        "{}",
-        err.message()
-    );
-    let missing = client
-        .submit_plan(pb::SubmitPlanRequest::default())
-        .await
-        .unwrap_err();
+    assert!(err.message().starts_with("plan: version:"), "{}", err.message());
+    let missing = client.submit_plan(pb::SubmitPlanRequest::default()).await.unwrap_err();
     assert_eq!(missing.code(), tonic::Code::InvalidArgument);
 
     let list = client

@@ -57,10 +57,7 @@ async fn health_and_reflection_are_served() {
     };
     let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
     for expected in ["rollout.v1.Controller", "grpc.health.v1.Health"] {
-        assert!(
-            names.iter().any(|n| n == expected),
-            "{expected} missing from {names:?}"
-        );
+        assert!(names.iter().any(|n| n == expected), "{expected} missing from {names:?}");
     }
     let Some(MessageResponse::FileDescriptorResponse(files)) =
         responses.message().await.unwrap().unwrap().message_response

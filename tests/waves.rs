@@ -13,11 +13,7 @@ async fn waves_cover_their_share_and_every_host_gets_the_fix() {
     let h = Harness::start(2_000, SimulatorOptions::default()).await;
     let (sim, mut client) = (&h.sim, h.client.clone());
 
-    let created = submit(
-        &mut client,
-        plan("big-fix", &["1%", "10%", "50%", "100%"], "0"),
-    )
-    .await;
+    let created = submit(&mut client, plan("big-fix", &["1%", "10%", "50%", "100%"], "0")).await;
     assert_eq!(created.hosts_selected, 2_000);
     let targets: Vec<u64> = created.waves.iter().map(|w| w.target_hosts).collect();
     assert_eq!(targets, [20, 200, 1_000, 2_000]);
@@ -25,9 +21,7 @@ async fn waves_cover_their_share_and_every_host_gets_the_fix() {
     let seen = within(
         120,
         "the rollout to succeed",
-        watch_until(&mut client, "big-fix", |r| {
-            r.state() == pb::RolloutState::Succeeded
-        }),
+        watch_until(&mut client, "big-fix", |r| r.state() == pb::RolloutState::Succeeded),
     )
     .await;
     let last = seen.last().unwrap();
@@ -46,11 +40,7 @@ async fn waves_cover_their_share_and_every_host_gets_the_fix() {
     for r in &seen {
         let w = r.current_wave as usize;
         let before: u64 = r.waves[..w].iter().map(|w| w.succeeded).sum();
-        let expected = if w == 0 {
-            0
-        } else {
-            r.waves[w - 1].target_hosts
-        };
+        let expected = if w == 0 { 0 } else { r.waves[w - 1].target_hosts };
         assert_eq!(before, expected, "waves before {} are complete", w + 1);
     }
 
@@ -89,14 +79,8 @@ async fn a_dry_run_previews_waves_and_stores_nothing() {
         .into_inner();
     let preview = response.preview;
     assert_eq!(preview.len(), 2);
-    assert_eq!(
-        (preview[0].new_hosts, preview[0].cumulative_hosts),
-        (30, 30)
-    );
-    assert_eq!(
-        (preview[1].new_hosts, preview[1].cumulative_hosts),
-        (270, 300)
-    );
+    assert_eq!((preview[0].new_hosts, preview[0].cumulative_hosts), (30, 30));
+    assert_eq!((preview[1].new_hosts, preview[1].cumulative_hosts), (270, 300));
     assert_eq!(preview[0].host_ids.len(), 20, "capped listing");
     let list = client
         .list_rollouts(pb::ListRolloutsRequest::default())
@@ -130,33 +114,17 @@ async fn submissions_are_idempotent_and_names_unique() {
     .await;
     let mut client = h.client.clone();
     let request = |id: &str| pb::SubmitPlanRequest {
-        plan: Some(pb::submit_plan_request::Plan::Spec(plan(
-            "same",
-            &["50%", "100%"],
-            "0",
-        ))),
+        plan: Some(pb::submit_plan_request::Plan::Spec(plan("same", &["50%", "100%"], "0"))),
         request_id: id.into(),
         ..Default::default()
     };
-    let first = client
-        .submit_plan(request("r-1"))
-        .await
-        .unwrap()
-        .into_inner();
-    let again = client
-        .submit_plan(request("r-1"))
-        .await
-        .unwrap()
-        .into_inner();
+    let first = client.submit_plan(request("r-1")).await.unwrap().into_inner();
+    let again = client.submit_plan(request("r-1")).await.unwrap().into_inner();
     assert!(again.replayed);
     assert_eq!(first.rollout.unwrap().id, again.rollout.unwrap().id);
     let clash = client.submit_plan(request("r-2")).await.unwrap_err();
     assert_eq!(clash.code(), tonic::Code::AlreadyExists, "{clash:?}");
-    assert!(
-        clash.message().contains("already active"),
-        "{}",
-        clash.message()
-    );
+    assert!(clash.message().contains("already active"), "{}", clash.message());
     let missing = client
         .get_rollout(pb::GetRolloutRequest {
             name: "nope".into(),

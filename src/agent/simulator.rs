@@ -99,8 +99,7 @@ impl Simulator {
     }
 
     pub fn set_fail_rate(&self, rate: f64) {
-        self.fail_rate
-            .store(rate.clamp(0.0, 1.0).to_bits(), Ordering::Relaxed);
+        self.fail_rate.store(rate.clamp(0.0, 1.0).to_bits(), Ordering::Relaxed);
     }
 
     fn fail_rate(&self) -> f64 {
@@ -124,9 +123,10 @@ impl Simulator {
     }
 
     async fn apply(&self, req: pb::ApplyRequest) -> Result<pb::ApplyResponse, Status> {
-        let host = self.hosts.get(&req.host_id).ok_or_else(|| {
-            Status::not_found(format!("this simulator has no host `{}`", req.host_id))
-        })?;
+        let host = self
+            .hosts
+            .get(&req.host_id)
+            .ok_or_else(|| Status::not_found(format!("this simulator has no host `{}`", req.host_id)))?;
         if req.operation_id.is_empty() {
             return Err(Status::invalid_argument(
                 "operation_id is required: it makes Apply idempotent",
@@ -164,10 +164,7 @@ impl Simulator {
                 previous_version: h.previous_version.clone(),
                 detail: format!(
                     "simulated {} failure",
-                    action
-                        .as_str_name()
-                        .trim_start_matches("ACTION_")
-                        .to_lowercase()
+                    action.as_str_name().trim_start_matches("ACTION_").to_lowercase()
                 ),
                 replayed: false,
                 healthy: h.healthy,
@@ -206,9 +203,10 @@ impl Simulator {
     }
 
     async fn probe(&self, req: pb::ProbeRequest) -> Result<pb::ProbeResponse, Status> {
-        let host = self.hosts.get(&req.host_id).ok_or_else(|| {
-            Status::not_found(format!("this simulator has no host `{}`", req.host_id))
-        })?;
+        let host = self
+            .hosts
+            .get(&req.host_id)
+            .ok_or_else(|| Status::not_found(format!("this simulator has no host `{}`", req.host_id)))?;
         let h = host.lock().await;
         Ok(pb::ProbeResponse {
             version: h.version.clone(),
@@ -236,10 +234,7 @@ pub async fn serve(
         // parallelism through on one connection.
         .max_concurrent_streams(10_000)
         .add_service(simulator.service())
-        .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(listener),
-            signal,
-        )
+        .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), signal)
         .await
         .map_err(|source| crate::Error::Transport {
             context: "simulated agent server".into(),
@@ -252,17 +247,11 @@ pub struct SimulatorService(Arc<Simulator>);
 
 #[tonic::async_trait]
 impl Agent for SimulatorService {
-    async fn apply(
-        &self,
-        request: Request<pb::ApplyRequest>,
-    ) -> Result<Response<pb::ApplyResponse>, Status> {
+    async fn apply(&self, request: Request<pb::ApplyRequest>) -> Result<Response<pb::ApplyResponse>, Status> {
         self.0.apply(request.into_inner()).await.map(Response::new)
     }
 
-    async fn probe(
-        &self,
-        request: Request<pb::ProbeRequest>,
-    ) -> Result<Response<pb::ProbeResponse>, Status> {
+    async fn probe(&self, request: Request<pb::ProbeRequest>) -> Result<Response<pb::ProbeResponse>, Status> {
         self.0.probe(request.into_inner()).await.map(Response::new)
     }
 }

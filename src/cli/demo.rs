@@ -62,19 +62,15 @@ fn controller_args(data: &Path, fleet: &Path, listen: &str) -> Vec<String> {
 
 pub async fn run(args: DemoArgs) -> Result<ExitCode> {
     let started = Instant::now();
-    let exe =
-        std::env::current_exe().map_err(|e| Error::io("cannot find the rollout executable", e))?;
-    let dir =
-        tempfile::tempdir().map_err(|e| Error::io("cannot create a temporary directory", e))?;
+    let exe = std::env::current_exe().map_err(|e| Error::io("cannot find the rollout executable", e))?;
+    let dir = tempfile::tempdir().map_err(|e| Error::io("cannot create a temporary directory", e))?;
     let (data, fleet_path, log) = (
         dir.path().join("data"),
         dir.path().join("fleet.yaml"),
         dir.path().join("controller.log"),
     );
 
-    println!(
-        "rollout demo: a change multiplied retried requests; the fix (build 15.20.8207.12) goes out in waves."
-    );
+    println!("rollout demo: a change multiplied retried requests; the fix (build 15.20.8207.12) goes out in waves.");
 
     // The simulated fleet, on a loopback port.
     let sim_listener = TcpListener::bind("127.0.0.1:0")
@@ -90,11 +86,7 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
         unhealthy_rate: 0.0,
     });
     super::write_atomically(&fleet_path, fleet.to_yaml().as_bytes())?;
-    let zones: std::collections::HashSet<&str> = fleet
-        .customers
-        .iter()
-        .map(|c| c.timezone.as_str())
-        .collect();
+    let zones: std::collections::HashSet<&str> = fleet.customers.iter().map(|c| c.timezone.as_str()).collect();
     let sim = Arc::new(Simulator::new(
         &fleet,
         &SimulatorOptions {
@@ -119,12 +111,7 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
     );
 
     // The controller, as a real process.
-    let mut controller = Spawned::start(
-        &exe,
-        controller_args(&data, &fleet_path, "127.0.0.1:0"),
-        Some(&log),
-    )
-    .await?;
+    let mut controller = Spawned::start(&exe, controller_args(&data, &fleet_path, "127.0.0.1:0"), Some(&log)).await?;
     let addr = controller.addr;
     let server = format!("http://{addr}");
     println!(
@@ -190,11 +177,7 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
             // Mid-wave: wave 4 (or a later one) a third done, calls in flight.
             let wave = r.waves.get(r.current_wave as usize);
             let mid_wave = wave.is_some_and(|w| w.succeeded * 3 >= w.size && w.succeeded < w.size);
-            if r.state() == pb::RolloutState::Running
-                && r.current_wave >= 3
-                && mid_wave
-                && r.hosts_in_flight > 0
-            {
+            if r.state() == pb::RolloutState::Running && r.current_wave >= 3 && mid_wave && r.hosts_in_flight > 0 {
                 let pid = controller.pid().unwrap_or(0);
                 controller.kill9().await?;
                 printer.line(&format!(
@@ -204,12 +187,8 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
                     render::wave_label(&r)
                 ));
                 let t = Instant::now();
-                controller = Spawned::start(
-                    &exe,
-                    controller_args(&data, &fleet_path, &addr.to_string()),
-                    Some(&log),
-                )
-                .await?;
+                controller =
+                    Spawned::start(&exe, controller_args(&data, &fleet_path, &addr.to_string()), Some(&log)).await?;
                 printer.line(&format!(
                     "** controller restarted (pid {}) in {} ms on the same store; the rollout resumes where it was",
                     controller.pid().unwrap_or(0),
@@ -220,12 +199,7 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
         }
     };
     let (last, crashed_at) = {
-        let watching = follow(
-            &server,
-            &submitted.name,
-            Duration::from_secs(60),
-            &mut progress,
-        );
+        let watching = follow(&server, &submitted.name, Duration::from_secs(60), &mut progress);
         let (last, crashed) = tokio::join!(watching, crash);
         (last?, crashed?)
     };
@@ -283,8 +257,7 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
     let code = controller.terminate(Duration::from_secs(30)).await?;
     sim_stop.cancel();
     let _ = sim_task.await;
-    let ok =
-        last.state() == pb::RolloutState::Succeeded && twice == 0 && never == 0 && code == Some(0);
+    let ok = last.state() == pb::RolloutState::Succeeded && twice == 0 && never == 0 && code == Some(0);
     if !ok {
         println!(
             "  the demo did NOT go as it should; the controller's log was {}",

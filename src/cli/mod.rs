@@ -140,10 +140,7 @@ fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
 pub fn main(cli: Cli) -> ExitCode {
     let server_side = matches!(cli.command, Command::Serve(_) | Command::Agent(_));
     init_logging(if server_side { "info" } else { "warn" });
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -160,9 +157,8 @@ pub fn main(cli: Cli) -> ExitCode {
 }
 
 fn init_logging(default: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new(format!("{default},sled=warn,h2=warn,tower=warn"))
-    });
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{default},sled=warn,h2=warn,tower=warn")));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -207,8 +203,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
 }
 
 fn read(path: &std::path::Path, what: &str) -> Result<String> {
-    std::fs::read_to_string(path)
-        .map_err(|e| Error::io(format!("cannot read {what} {}", path.display()), e))
+    std::fs::read_to_string(path).map_err(|e| Error::io(format!("cannot read {what} {}", path.display()), e))
 }
 
 fn plan_check(files: &[PathBuf]) -> Result<ExitCode> {
@@ -221,11 +216,7 @@ fn plan_check(files: &[PathBuf]) -> Result<ExitCode> {
                 plan.kind.as_str(),
                 plan.name,
                 plan.waves.len(),
-                plan.waves
-                    .iter()
-                    .map(|w| w.to_string())
-                    .collect::<Vec<_>>()
-                    .join(" "),
+                plan.waves.iter().map(|w| w.to_string()).collect::<Vec<_>>().join(" "),
                 plan.max_parallel,
                 crate::plan::format_duration(plan.bake)
             ),
@@ -235,18 +226,12 @@ fn plan_check(files: &[PathBuf]) -> Result<ExitCode> {
             }
         }
     }
-    Ok(if bad == 0 {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    Ok(if bad == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
 fn fleet_generate(args: &GenerateArgs) -> Result<ExitCode> {
     if !(0.0..=1.0).contains(&args.unhealthy_rate) {
-        return Err(Error::Usage(
-            "--unhealthy-rate must be between 0 and 1".into(),
-        ));
+        return Err(Error::Usage("--unhealthy-rate must be between 0 and 1".into()));
     }
     let fleet = generate(&GenerateOptions {
         hosts: args.hosts,
@@ -279,20 +264,12 @@ pub fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
     let context = || format!("cannot write {}", path.display());
     let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| Error::io(context(), e))?;
     std::io::Write::write_all(&mut tmp, bytes).map_err(|e| Error::io(context(), e))?;
-    tmp.as_file()
-        .sync_all()
-        .map_err(|e| Error::io(context(), e))?;
-    tmp.persist(path)
-        .map_err(|e| Error::io(context(), e.error))?;
+    tmp.as_file().sync_all().map_err(|e| Error::io(context(), e))?;
+    tmp.persist(path).map_err(|e| Error::io(context(), e.error))?;
     Ok(())
 }
 
-async fn submit(
-    server: &str,
-    file: &std::path::Path,
-    dry_run: bool,
-    request_id: String,
-) -> Result<ExitCode> {
+async fn submit(server: &str, file: &std::path::Path, dry_run: bool, request_id: String) -> Result<ExitCode> {
     let text = read(file, "plan")?;
     let shown = file.display().to_string();
     // Validate locally first: a bad plan is reported the same way with or without a controller.

@@ -56,10 +56,7 @@ impl Spawned {
         let mut line = String::new();
         let read = tokio::time::timeout(Duration::from_secs(60), reader.read_line(&mut line)).await;
         let addr = match read {
-            Ok(Ok(n)) if n > 0 => line
-                .trim()
-                .strip_prefix("listening on ")
-                .and_then(|a| a.parse().ok()),
+            Ok(Ok(n)) if n > 0 => line.trim().strip_prefix("listening on ").and_then(|a| a.parse().ok()),
             _ => None,
         };
         let Some(addr) = addr else {
@@ -103,9 +100,7 @@ impl Spawned {
             );
         }
         match tokio::time::timeout(grace, self.child.wait()).await {
-            Ok(status) => Ok(status
-                .map_err(|e| Error::io("cannot reap the process", e))?
-                .code()),
+            Ok(status) => Ok(status.map_err(|e| Error::io("cannot reap the process", e))?.code()),
             Err(_) => {
                 self.kill9().await?;
                 Ok(None)

@@ -73,11 +73,7 @@ pub fn detail(r: &pb::Rollout) -> String {
     if !r.description.is_empty() {
         out.push_str(&format!("about      {}\n", r.description));
     }
-    out.push_str(&format!(
-        "state      {} at {}\n",
-        state_name(r.state()),
-        wave_label(r)
-    ));
+    out.push_str(&format!("state      {} at {}\n", state_name(r.state()), wave_label(r)));
     out.push_str(&format!(
         "deployed   {:.1}% of the selection: {} of {} hosts succeeded, {} failed, {} in flight, {} pending\n",
         r.percent_complete, r.hosts_succeeded, r.hosts_selected, r.hosts_failed, r.hosts_in_flight, r.hosts_pending

@@ -89,12 +89,9 @@ async fn signal(term: &mut Option<tokio::signal::unix::Signal>) {
 /// Cancels `token` at the first SIGINT/SIGTERM; exits at once at the second.
 fn stop_on_signals(token: CancellationToken) {
     tokio::spawn(async move {
-        let mut term =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
         signal(&mut term).await;
-        info!(
-            "stopping: no new host actions; calls in flight finish (signal again to exit at once)"
-        );
+        info!("stopping: no new host actions; calls in flight finish (signal again to exit at once)");
         token.cancel();
         signal(&mut term).await;
         warn!("second signal: exiting at once");
@@ -126,9 +123,7 @@ pub async fn agent(args: AgentArgs) -> Result<ExitCode> {
         ));
     };
     if !(0.0..=1.0).contains(&args.fail_rate) {
-        return Err(Error::Usage(
-            "--fail-rate must be between 0 and 1 (e.g. 0.05)".into(),
-        ));
+        return Err(Error::Usage("--fail-rate must be between 0 and 1 (e.g. 0.05)".into()));
     }
     let fleet = FleetFile::load(&fleet_path)?;
     let sim = Arc::new(Simulator::new(

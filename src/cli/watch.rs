@@ -106,11 +106,9 @@ impl Default for Progress {
 
 impl Bars {
     fn update(&mut self, r: &pb::Rollout) {
-        let style = ProgressStyle::with_template(
-            "{prefix:>12} [{bar:40.cyan/blue}] {pos:>7}/{len:<7} {msg}",
-        )
-        .unwrap_or_else(|_| ProgressStyle::default_bar())
-        .progress_chars("=> ");
+        let style = ProgressStyle::with_template("{prefix:>12} [{bar:40.cyan/blue}] {pos:>7}/{len:<7} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> ");
         if self.waves.is_empty() {
             for w in &r.waves {
                 let bar = self.multi.add(ProgressBar::new(w.size));
@@ -129,10 +127,7 @@ impl Bars {
             } else {
                 String::new()
             };
-            bar.set_message(format!(
-                "{}{failed}",
-                super::render::wave_state_name(w.state())
-            ));
+            bar.set_message(format!("{}{failed}", super::render::wave_state_name(w.state())));
         }
         self.overall.set_position(r.hosts_succeeded);
         self.overall.set_message(format!(
@@ -146,12 +141,7 @@ impl Bars {
 
 /// Follows rollout `name` until it ends or halts. A lost controller is waited for up
 /// to `reconnect` (it may be restarting); the last snapshot is returned.
-pub async fn follow(
-    server: &str,
-    name: &str,
-    reconnect: Duration,
-    progress: &mut Progress,
-) -> Result<pb::Rollout> {
+pub async fn follow(server: &str, name: &str, reconnect: Duration, progress: &mut Progress) -> Result<pb::Rollout> {
     let mut last: Option<pb::Rollout> = None;
     let mut lost_since: Option<Instant> = None;
     loop {

@@ -30,9 +30,7 @@ pub(crate) async fn drive(live: Arc<Live>, ctx: Arc<Context>) {
         if let Err(e) = run(&live, &ctx).await {
             warn!(error = %e, "rollout cannot continue");
             let now = ctx.clock.now_ms();
-            let fatal = Event::Fatal {
-                reason: e.to_string(),
-            };
+            let fatal = Event::Fatal { reason: e.to_string() };
             if live.transition(&ctx.store, fatal, now).is_ok() {
                 let _ = ctx.store.flush().await;
             }
@@ -98,12 +96,7 @@ async fn advance(live: &Live, ctx: &Context, event: Event) -> Result<()> {
 
 /// Sends the hosts of `wave` (or only `first`, when `wave` is None) with at most
 /// `max_parallel` in flight, and returns how the wave stands when it stops.
-async fn execute(
-    live: &Live,
-    ctx: &Context,
-    wave: Option<u32>,
-    first: Vec<Dispatch>,
-) -> Result<WaveReport> {
+async fn execute(live: &Live, ctx: &Context, wave: Option<u32>, first: Vec<Dispatch>) -> Result<WaveReport> {
     let max_parallel = live.plan.max_parallel.max(1) as usize;
     let batch = max_parallel.min(MAX_BATCH);
     let mut control = live.control.subscribe();
@@ -128,10 +121,8 @@ async fn execute(
                 if !intents.is_empty() {
                     // Group commit: the intents of the whole batch, one flush, then
                     // the calls. A crash after the flush re-asks these hosts.
-                    ctx.store.put_hosts(
-                        live.id,
-                        intents.iter().map(|d| (d.host.as_str(), &d.record)),
-                    )?;
+                    ctx.store
+                        .put_hosts(live.id, intents.iter().map(|d| (d.host.as_str(), &d.record)))?;
                     ctx.store.flush().await?;
                     ready.extend(intents);
                 }
@@ -168,10 +159,7 @@ async fn execute(
     Ok(live.report(wave.unwrap_or(0)))
 }
 
-fn collect(
-    joined: std::result::Result<Dispatch, tokio::task::JoinError>,
-    done: &mut Vec<Dispatch>,
-) {
+fn collect(joined: std::result::Result<Dispatch, tokio::task::JoinError>, done: &mut Vec<Dispatch>) {
     match joined {
         Ok(d) => done.push(d),
         // A call task only panics on a bug; its host stays "in doubt" in the store and
@@ -181,20 +169,11 @@ fn collect(
 }
 
 /// One host: (probe, when its outcome is in doubt), apply, and the result as a record.
-async fn call(
-    fleet: SharedFleet,
-    kind: Kind,
-    mut d: Dispatch,
-    request: pb::ApplyRequest,
-) -> Dispatch {
+async fn call(fleet: SharedFleet, kind: Kind, mut d: Dispatch, request: pb::ApplyRequest) -> Dispatch {
     let span = info_span!("host", host = %d.host, op = %d.record.operation_id);
     async {
         if d.address.is_empty() {
-            return finish(
-                &mut d,
-                Err("the host is no longer in the inventory".to_string()),
-                false,
-            );
+            return finish(&mut d, Err("the host is no longer in the inventory".to_string()), false);
         }
         if d.probe_first
             && kind == Kind::Fix
@@ -216,11 +195,7 @@ async fn call(
                 }
                 finish(&mut d, Ok(resp.detail), false)
             }
-            Ok(resp) => finish(
-                &mut d,
-                Err(format!("agent reported failure: {}", resp.detail)),
-                false,
-            ),
+            Ok(resp) => finish(&mut d, Err(format!("agent reported failure: {}", resp.detail)), false),
             Err(e) => {
                 let unknown = e.outcome_unknown();
                 finish(&mut d, Err(e.to_string()), unknown)
@@ -231,11 +206,7 @@ async fn call(
     .await
 }
 
-fn finish(
-    d: &mut Dispatch,
-    outcome: std::result::Result<String, String>,
-    unknown: bool,
-) -> Dispatch {
+fn finish(d: &mut Dispatch, outcome: std::result::Result<String, String>, unknown: bool) -> Dispatch {
     let (state, detail) = match outcome {
         Ok(detail) => (pb::HostState::Succeeded, detail),
         Err(detail) => (pb::HostState::Failed, detail),

@@ -26,10 +26,7 @@ impl CallError {
     pub fn outcome_unknown(&self) -> bool {
         matches!(
             self.code,
-            tonic::Code::DeadlineExceeded
-                | tonic::Code::Unavailable
-                | tonic::Code::Cancelled
-                | tonic::Code::Unknown
+            tonic::Code::DeadlineExceeded | tonic::Code::Unavailable | tonic::Code::Cancelled | tonic::Code::Unknown
         )
     }
 }
@@ -41,11 +38,7 @@ pub trait Fleet: Send + Sync + 'static {
         address: &str,
         request: pb::ApplyRequest,
     ) -> BoxFuture<'static, Result<pb::ApplyResponse, CallError>>;
-    fn probe(
-        &self,
-        address: &str,
-        host_id: &str,
-    ) -> BoxFuture<'static, Result<pb::ProbeResponse, CallError>>;
+    fn probe(&self, address: &str, host_id: &str) -> BoxFuture<'static, Result<pb::ProbeResponse, CallError>>;
 }
 
 /// Agents over gRPC.
@@ -121,11 +114,7 @@ impl Fleet for GrpcFleet {
         })
     }
 
-    fn probe(
-        &self,
-        address: &str,
-        host_id: &str,
-    ) -> BoxFuture<'static, Result<pb::ProbeResponse, CallError>> {
+    fn probe(&self, address: &str, host_id: &str) -> BoxFuture<'static, Result<pb::ProbeResponse, CallError>> {
         let client = self.client(address);
         let address = address.to_string();
         let host_id = host_id.to_string();

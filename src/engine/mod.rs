@@ -5,18 +5,24 @@
 //! - [`rollout`]: one rollout in memory (counters, queues, snapshots), rebuilt from
 //!   the store at start-up;
 //! - [`driver`]: the task that runs a rollout: intents, agent calls, results, bakes;
-//! - [`fleet`]: the `Fleet` trait through which agents are reached.
+//! - [`fleet`]: the `Fleet` trait through which agents are reached;
+//! - [`health`]: what is known of each host's health and version;
+//! - [`queue`]: the restart queue, ranked by business hours within a budget;
+//! - [`restart`]: restart jobs and the task that runs each one.
 //!
 //! The [`Engine`] owns the rollouts, answers the API's questions, and on start
 //! resumes every unfinished rollout where the store says it was.
 
 mod driver;
 pub mod fleet;
+pub mod health;
 pub mod order;
+pub mod queue;
+mod restart;
 mod rollout;
 pub mod state;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::watch;
@@ -25,6 +31,8 @@ use tokio_util::task::TaskTracker;
 use tracing::info;
 
 pub use fleet::{CallError, Fleet, GrpcFleet, SharedFleet};
+use health::HealthBook;
+use restart::Job;
 use rollout::Live;
 pub use state::{Event, State};
 
@@ -102,6 +110,15 @@ pub(crate) struct Context {
     pub fleet: SharedFleet,
     pub clock: Arc<dyn Clock>,
     pub shutdown: CancellationToken,
+    pub inventory: Arc<Inventory>,
+    pub health: HealthBook,
+}
+
+impl Context {
+    /// What an agent call task needs, owned.
+    pub fn clone_parts(&self) -> (SharedFleet, Arc<Inventory>) {
+        (self.fleet.clone(), self.inventory.clone())
+    }
 }
 
 /// Names a rollout in a request: by id when non-zero, else by name (the active
@@ -128,6 +145,7 @@ pub struct Engine {
     inventory: Arc<Inventory>,
     options: Options,
     rollouts: Mutex<BTreeMap<u64, Arc<Live>>>,
+    jobs: Mutex<BTreeMap<u64, Arc<Job>>>,
     /// Serialises submissions, so name checks and request ids are race-free.
     submit: tokio::sync::Mutex<()>,
     tracker: TaskTracker,
@@ -149,10 +167,13 @@ impl Engine {
                 fleet,
                 clock,
                 shutdown,
+                health: HealthBook::new(&inventory),
+                inventory: inventory.clone(),
             }),
             inventory,
             options,
             rollouts: Mutex::new(BTreeMap::new()),
+            jobs: Mutex::new(BTreeMap::new()),
             submit: tokio::sync::Mutex::new(()),
             tracker: TaskTracker::new(),
         });
@@ -160,15 +181,228 @@ impl Engine {
             let live = engine.adopt(record)?;
             let state = live.state();
             if !state.is_terminal() {
-                info!(
-                    rollout = live.name(),
-                    id = live.id,
-                    state = state.name(),
-                    "resuming"
-                );
+                info!(rollout = live.name(), id = live.id, state = state.name(), "resuming");
+            }
+        }
+        for record in engine.ctx.store.restart_jobs()? {
+            let hosts = engine.ctx.store.restart_hosts(record.id)?;
+            let job = engine.adopt_job(record, hosts)?;
+            if job.is_active() {
+                info!(job = job.id, "resuming restart job");
             }
         }
         Ok(engine)
+    }
+
+    fn jobs(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, Arc<Job>>> {
+        self.jobs.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Registers a restart job and starts its driver when it has work left.
+    fn adopt_job(&self, record: pb::RestartJobRecord, hosts: Vec<pb::RestartHostRecord>) -> Result<Arc<Job>> {
+        let id = record.id;
+        let job = Arc::new(
+            Job::load(record, hosts, &self.inventory).map_err(|e| Error::Corrupt(format!("restart job {id}: {e}")))?,
+        );
+        self.jobs().insert(job.id, job.clone());
+        if job.is_active() || job.has_reconcile() {
+            self.tracker.spawn(restart::drive(job.clone(), self.ctx.clone()));
+        }
+        Ok(job)
+    }
+
+    fn find_job(&self, id: u64) -> Result<Arc<Job>> {
+        self.jobs()
+            .get(&id)
+            .cloned()
+            .ok_or_else(|| Error::NotFound(format!("no restart job has id {id}; `rollout restart --list` shows them")))
+    }
+
+    /// Hosts that active rollouts and restart jobs hold, with who holds them.
+    fn held_hosts(&self) -> Result<HashMap<String, String>> {
+        let mut held = HashMap::new();
+        let active: Vec<Arc<Live>> = self.lock().values().filter(|l| !l.state().is_terminal()).cloned().collect();
+        for live in active {
+            for host in self.ctx.store.rollout_host_ids(live.id)? {
+                held.insert(host, format!("held by active rollout `{}` (id {})", live.name(), live.id));
+            }
+        }
+        let jobs: Vec<Arc<Job>> = self.jobs().values().filter(|j| j.is_active()).cloned().collect();
+        for job in jobs {
+            for host in job.host_ids() {
+                held.insert(host, format!("held by active restart job {}", job.id));
+            }
+        }
+        Ok(held)
+    }
+
+    /// Creates (or previews) a restart job. Idempotent by `request_id`.
+    pub async fn trigger_restart(&self, mut req: pb::TriggerRestartRequest) -> Result<(pb::RestartJob, bool)> {
+        if self.ctx.shutdown.is_cancelled() {
+            return Err(Error::ShuttingDown);
+        }
+        let _guard = self.submit.lock().await;
+        if !req.request_id.is_empty()
+            && !req.dry_run
+            && let Some(id) = self.ctx.store.restart_job_for_request(&req.request_id)?
+        {
+            return Ok(((*self.find_job(id)?.snapshot()).clone(), true));
+        }
+        let (order, _, _) = restart::settings(&req).map_err(|(field, message)| Error::Invalid { field, message })?;
+        req.order = order.as_str().to_string();
+        // Which hosts: explicit ids, a selector, or (alone) the whole inventory for unhealthy_only.
+        let mut candidates: Vec<String> = Vec::new();
+        for (i, id) in req.host_ids.iter().enumerate() {
+            if self.inventory.host(id).is_none() {
+                return Err(Error::Invalid {
+                    field: format!("host_ids[{i}]"),
+                    message: format!("`{id}` is not in the inventory; `rollout hosts` lists them"),
+                });
+            }
+            candidates.push(id.clone());
+        }
+        if !req.selector.is_empty() {
+            let selector: crate::plan::Selector =
+                req.selector.iter().map(|(k, v)| (k.clone(), v.values.clone())).collect();
+            candidates.extend(self.inventory.select(&selector).map(|h| h.id.clone()));
+        }
+        if req.host_ids.is_empty() && req.selector.is_empty() {
+            if !req.unhealthy_only {
+                return Err(Error::Invalid {
+                    field: "hosts".into(),
+                    message: "say which hosts: a selector, host ids, or unhealthy_only".into(),
+                });
+            }
+            candidates.extend(self.inventory.hosts().iter().map(|h| h.id.clone()));
+        }
+        candidates.sort();
+        candidates.dedup();
+        let matched = candidates.len();
+        let now = self.ctx.clock.now_ms();
+        // Learn health now: unhealthy_only picks by it, and healthy hosts count
+        // against their customers' budget.
+        let unreachable: HashMap<String, String> = self
+            .ctx
+            .health
+            .probe(&self.ctx.fleet, &self.inventory, &candidates, now)
+            .await
+            .into_iter()
+            .collect();
+        let held = self.held_hosts()?;
+        let mut skipped = Vec::new();
+        let mut chosen = Vec::new();
+        for id in candidates {
+            if let Some(why) = held.get(&id) {
+                skipped.push(pb::SkippedHost { host_id: id, reason: why.clone() });
+            } else if let Some(err) = unreachable.get(&id) {
+                skipped.push(pb::SkippedHost { host_id: id, reason: format!("cannot probe it: {err}") });
+            } else {
+                let healthy = self.ctx.health.get(&id).is_none_or(|s| s.healthy);
+                if !req.unhealthy_only || !healthy {
+                    chosen.push((id, healthy));
+                }
+            }
+        }
+        if chosen.is_empty() {
+            return Err(Error::Refused(format!(
+                "no host to restart: {matched} matched{}, {} skipped (held by a rollout or job, or unreachable)",
+                if req.unhealthy_only { ", none of the others unhealthy" } else { "" },
+                skipped.len()
+            )));
+        }
+        let id = if req.dry_run { 0 } else { self.ctx.store.next_id()? };
+        let host_records: Vec<pb::RestartHostRecord> = chosen
+            .iter()
+            .map(|(h, healthy)| pb::RestartHostRecord {
+                host: Some(pb::RestartHost {
+                    host_id: h.clone(),
+                    state: pb::RestartHostState::Pending as i32,
+                    was_healthy: *healthy,
+                    ..Default::default()
+                }),
+                operation_id: String::new(),
+                updated_at_unix_ms: now,
+            })
+            .collect();
+        let record = pb::RestartJobRecord {
+            id,
+            request: Some(req.clone()),
+            state: pb::RestartJobState::Running as i32,
+            skipped,
+            batches: 0,
+            reason: String::new(),
+            created_at_unix_ms: now,
+            updated_at_unix_ms: now,
+            finished_at_unix_ms: 0,
+            hosts_total: chosen.len() as u64,
+        };
+        if req.dry_run {
+            let job = Job::load(record, host_records, &self.inventory).map_err(Error::Corrupt)?;
+            return Ok((job.preview(&self.inventory, now), false));
+        }
+        self.ctx.store.create_restart_job(&record, &host_records, &req.request_id).await?;
+        self.ctx.store.append_event(&pb::EventRecord {
+            at_unix_ms: now,
+            rollout_id: 0,
+            rollout_name: format!("restart-job-{id}"),
+            kind: "restart-triggered".into(),
+            detail: format!("{} hosts, order {}", chosen.len(), req.order),
+        })?;
+        let job = self.adopt_job(record, host_records)?;
+        info!(job = id, hosts = chosen.len(), "restart job started");
+        Ok(((*job.snapshot()).clone(), false))
+    }
+
+    /// A restart job; with every host in restart order when `include_hosts`.
+    pub fn restart_job(&self, id: u64, include_hosts: bool) -> Result<pb::RestartJob> {
+        let job = self.find_job(id)?;
+        Ok(if include_hosts { job.detailed() } else { (*job.snapshot()).clone() })
+    }
+
+    /// Every restart job, newest first.
+    pub fn restart_jobs(&self) -> Vec<Arc<pb::RestartJob>> {
+        self.jobs().values().rev().map(|j| j.snapshot()).collect()
+    }
+
+    pub fn watch_restart_job(&self, id: u64) -> Result<watch::Receiver<Arc<pb::RestartJob>>> {
+        Ok(self.find_job(id)?.subscribe())
+    }
+
+    pub async fn cancel_restart_job(&self, id: u64, reason: &str) -> Result<pb::RestartJob> {
+        let job = self.find_job(id)?;
+        job.cancel(&self.ctx.store, reason, self.ctx.clock.now_ms())?;
+        self.ctx.store.flush().await?;
+        Ok((*job.snapshot()).clone())
+    }
+
+    /// The inventory with the last known health and version (probed now if asked).
+    pub async fn hosts(&self, unhealthy_only: bool, probe: bool) -> Vec<pb::HostStatus> {
+        if probe {
+            let ids: Vec<String> = self.inventory.hosts().iter().map(|h| h.id.clone()).collect();
+            for (host, err) in self.ctx.health.probe(&self.ctx.fleet, &self.inventory, &ids, self.ctx.clock.now_ms()).await {
+                if let Some(mut seen) = self.ctx.health.get(&host) {
+                    seen.detail = format!("probe failed: {err}");
+                    self.ctx.health.record(&host, seen);
+                }
+            }
+        }
+        self.inventory
+            .hosts()
+            .iter()
+            .filter_map(|h| {
+                let seen = self.ctx.health.get(&h.id).unwrap_or_default();
+                (!unhealthy_only || !seen.healthy).then(|| pb::HostStatus {
+                    id: h.id.clone(),
+                    address: h.address.clone(),
+                    labels: h.labels.clone().into_iter().collect(),
+                    customers: h.customers.clone(),
+                    version: seen.version,
+                    healthy: seen.healthy,
+                    checked_at_unix_ms: seen.at_ms,
+                    detail: seen.detail,
+                })
+            })
+            .collect()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, Arc<Live>>> {
@@ -178,11 +412,15 @@ impl Engine {
     /// Loads a stored rollout, registers it, and starts its driver when it has work
     /// left (an unfinished state, or calls in doubt to ask about).
     fn adopt(&self, record: pb::RolloutRecord) -> Result<Arc<Live>> {
-        let live = Arc::new(Live::load(&self.ctx.store, self.inventory.clone(), record)?);
+        let live = Arc::new(Live::load(
+            &self.ctx.store,
+            self.inventory.clone(),
+            record,
+            self.ctx.clock.now_ms(),
+        )?);
         self.lock().insert(live.id, live.clone());
         if !live.state().is_terminal() || live.has_reconcile() {
-            self.tracker
-                .spawn(driver::drive(live.clone(), self.ctx.clone()));
+            self.tracker.spawn(driver::drive(live.clone(), self.ctx.clone()));
         }
         Ok(live)
     }
@@ -221,11 +459,7 @@ impl Engine {
                 preview: Vec::new(),
             });
         }
-        let mut hosts: Vec<String> = self
-            .inventory
-            .select(&plan.selector)
-            .map(|h| h.id.clone())
-            .collect();
+        let mut hosts: Vec<String> = self.inventory.select(&plan.selector).map(|h| h.id.clone()).collect();
         if hosts.is_empty() {
             let wanted: Vec<String> = plan
                 .selector
@@ -261,18 +495,14 @@ impl Engine {
             hosts_selected: hosts.len() as u64,
             created_at_unix_ms: now,
             updated_at_unix_ms: now,
-            request_id: if dry_run {
-                String::new()
-            } else {
-                request_id.to_string()
-            },
+            request_id: if dry_run { String::new() } else { request_id.to_string() },
             ..Default::default()
         };
         State::Pending.write(&mut record);
         if dry_run {
-            order::arrange(&mut hosts, plan.order);
-            let preview = self.preview(&plan, &hosts);
-            let live = Live::preview(self.inventory.clone(), record, &hosts)?;
+            order::arrange(&mut hosts, plan.order, &self.inventory, now);
+            let preview = self.preview(&plan, &hosts, now);
+            let live = Live::preview(self.inventory.clone(), record, &hosts, now)?;
             return Ok(Submitted {
                 rollout: (*live.snapshot()).clone(),
                 replayed: false,
@@ -292,12 +522,7 @@ impl Engine {
             detail: format!("{} hosts selected", hosts.len()),
         })?;
         let live = self.adopt(record)?;
-        info!(
-            rollout = live.name(),
-            id = live.id,
-            hosts = hosts.len(),
-            "submitted"
-        );
+        info!(rollout = live.name(), id = live.id, hosts = hosts.len(), "submitted");
         let rollout = (*live.snapshot()).clone();
         Ok(Submitted {
             rollout,
@@ -306,31 +531,47 @@ impl Engine {
         })
     }
 
-    /// The hosts each wave would take if the rollout started now.
-    fn preview(&self, plan: &Plan, ordered: &[String]) -> Vec<pb::WavePreview> {
+    /// The hosts each wave would take if the rollout started now, and whose hosts
+    /// they are: each customer's local time and tier now.
+    fn preview(&self, plan: &Plan, ordered: &[String], now_ms: i64) -> Vec<pb::WavePreview> {
         let n = ordered.len() as u64;
+        let snapshot = self.inventory.calendar().snapshot(now_ms);
         let mut before = 0u64;
-        plan.waves
-            .iter()
-            .enumerate()
-            .map(|(k, pct)| {
-                let target = plan.wave_target(k, n);
-                let ids = ordered[before as usize..target as usize]
-                    .iter()
-                    .take(self.options.preview_limit)
-                    .cloned()
-                    .collect();
-                let wave = pb::WavePreview {
-                    index: k as u32,
-                    percent: pct.to_string(),
-                    cumulative_hosts: target,
-                    new_hosts: target - before,
-                    host_ids: ids,
-                };
-                before = target;
-                wave
-            })
-            .collect()
+        let mut waves = Vec::with_capacity(plan.waves.len());
+        for (k, pct) in plan.waves.iter().enumerate() {
+            let target = plan.wave_target(k, n);
+            let hosts = &ordered[before as usize..target as usize];
+            let mut customers: Vec<pb::CustomerSlot> = Vec::new();
+            let mut index: HashMap<String, usize> = HashMap::new();
+            for h in hosts {
+                let host_customers = self.inventory.host(h).map(|x| x.customers.as_slice()).unwrap_or_default();
+                let place = crate::hours::Calendar::place(&snapshot, h, host_customers);
+                match index.get(&place.customer) {
+                    Some(&i) => customers[i].hosts += 1,
+                    None => {
+                        index.insert(place.customer.clone(), customers.len());
+                        customers.push(pb::CustomerSlot {
+                            customer: place.customer,
+                            local_time: place.local_time,
+                            tier: place.key.0.as_str().to_string(),
+                            why: place.why,
+                            hosts: 1,
+                        });
+                    }
+                }
+            }
+            customers.truncate(self.options.preview_limit);
+            waves.push(pb::WavePreview {
+                index: k as u32,
+                percent: pct.to_string(),
+                cumulative_hosts: target,
+                new_hosts: target - before,
+                host_ids: hosts.iter().take(self.options.preview_limit).cloned().collect(),
+                customers,
+            });
+            before = target;
+        }
+        waves
     }
 
     fn find(&self, key: Key<'_>) -> Result<Arc<Live>> {
@@ -348,10 +589,7 @@ impl Engine {
             Error::NotFound(if key.id != 0 {
                 format!("no rollout has id {}", key.id)
             } else {
-                format!(
-                    "no rollout is named `{}`; `rollout status` lists them",
-                    key.name
-                )
+                format!("no rollout is named `{}`; `rollout status` lists them", key.name)
             })
         })
     }

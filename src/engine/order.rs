@@ -2,6 +2,8 @@
 //! an order that depends on the clock (customers' business hours) can re-rank the
 //! hosts that are still waiting.
 
+use crate::fleet::Inventory;
+use crate::hours::Calendar;
 use crate::plan::Order;
 
 /// FNV-1a: a stable hash (std's `DefaultHasher` may change between Rust releases,
@@ -15,10 +17,21 @@ pub fn stable_hash(s: &str) -> u64 {
     h
 }
 
-/// Puts hosts in the order they should be dispatched.
-pub fn arrange(hosts: &mut [String], order: Order) {
+/// Puts hosts in the order they should be dispatched at `now_ms`.
+pub fn arrange(hosts: &mut [String], order: Order, inventory: &Inventory, now_ms: i64) {
     match order {
         Order::Stable => hosts.sort_unstable_by_key(|h| (stable_hash(h), h.clone())),
+        Order::BusinessHoursFirst | Order::OffHoursFirst => {
+            let snapshot = inventory.calendar().snapshot(now_ms);
+            let no_customers = Vec::new();
+            hosts.sort_by_cached_key(|h| {
+                let customers = inventory.host(h).map_or(&no_customers, |x| &x.customers);
+                (Calendar::place(&snapshot, h, customers).key, h.clone())
+            });
+            if order == Order::OffHoursFirst {
+                hosts.reverse();
+            }
+        }
     }
 }
 
@@ -31,14 +44,11 @@ mod tests {
         let mut a: Vec<String> = (0..100).map(|i| format!("apac-exr-{i:06}")).collect();
         let mut b = a.clone();
         b.reverse();
-        arrange(&mut a, Order::Stable);
-        arrange(&mut b, Order::Stable);
+        let inventory = Inventory::default();
+        arrange(&mut a, Order::Stable, &inventory, 0);
+        arrange(&mut b, Order::Stable, &inventory, 0);
         assert_eq!(a, b);
         assert_ne!(a[0], "apac-exr-000000", "not simply by name");
-        assert_eq!(
-            stable_hash("a"),
-            0xaf63_dc4c_8601_ec8c,
-            "FNV-1a reference value"
-        );
+        assert_eq!(stable_hash("a"), 0xaf63_dc4c_8601_ec8c, "FNV-1a reference value");
     }
 }

@@ -59,10 +59,7 @@ impl Tally {
 
     /// Counts of wave `wave` (0-based).
     pub fn wave(&self, wave: u32) -> [u64; 6] {
-        self.counts
-            .get(wave as usize + 1)
-            .copied()
-            .unwrap_or_default()
+        self.counts.get(wave as usize + 1).copied().unwrap_or_default()
     }
 
     pub fn total(&self, state: HostState) -> u64 {
@@ -93,11 +90,7 @@ impl Customers {
 
     /// Recounts the mitigated customers once loading is done.
     fn recount(&mut self) {
-        self.mitigated = self
-            .hosts
-            .values()
-            .filter(|(sel, ok)| *sel > 0 && ok >= sel)
-            .count() as u64;
+        self.mitigated = self.hosts.values().filter(|(sel, ok)| *sel > 0 && ok >= sel).count() as u64;
     }
 
     /// A host of these customers succeeded: a customer is mitigated with its last host.
@@ -152,15 +145,9 @@ pub(crate) struct Live {
 
 impl Live {
     /// Rebuilds a rollout from the store: record, host rows, counters, queues.
-    pub fn load(
-        store: &Store,
-        inventory: Arc<Inventory>,
-        record: pb::RolloutRecord,
-    ) -> Result<Live> {
-        let rows = store
-            .rollout_hosts(record.id)
-            .map(|row| row.map_err(Error::from));
-        Live::from_rows(inventory, record, rows)
+    pub fn load(store: &Store, inventory: Arc<Inventory>, record: pb::RolloutRecord, now_ms: i64) -> Result<Live> {
+        let rows = store.rollout_hosts(record.id).map(|row| row.map_err(Error::from));
+        Live::from_rows(inventory, record, rows, now_ms)
     }
 
     /// A rollout that was never stored (a dry run): every host pending.
@@ -168,23 +155,25 @@ impl Live {
         inventory: Arc<Inventory>,
         record: pb::RolloutRecord,
         hosts: &[String],
+        now_ms: i64,
     ) -> Result<Live> {
         let pending = pb::RolloutHostRecord {
             state: HostState::Pending as i32,
             ..Default::default()
         };
         let rows = hosts.iter().map(|h| Ok((h.clone(), pending.clone())));
-        Live::from_rows(inventory, record, rows)
+        Live::from_rows(inventory, record, rows, now_ms)
     }
 
     fn from_rows(
         inventory: Arc<Inventory>,
         record: pb::RolloutRecord,
         rows: impl Iterator<Item = Result<(String, pb::RolloutHostRecord)>>,
+        now_ms: i64,
     ) -> Result<Live> {
         let spec = record.plan.clone().unwrap_or_default();
-        let plan = Plan::from_spec(&spec)
-            .map_err(|e| Error::Corrupt(format!("rollout {}: stored plan: {e}", record.id)))?;
+        let plan =
+            Plan::from_spec(&spec).map_err(|e| Error::Corrupt(format!("rollout {}: stored plan: {e}", record.id)))?;
         let policy = Policy {
             waves: plan.waves.len() as u32,
             bake_ms: plan.bake.as_millis() as i64,
@@ -218,9 +207,9 @@ impl Live {
             }
         }
         customers.recount();
-        order::arrange(&mut pending, plan.order);
+        order::arrange(&mut pending, plan.order, &inventory, now_ms);
         let mut assigned_hosts: Vec<String> = assigned.iter().map(|(h, _)| h.clone()).collect();
-        order::arrange(&mut assigned_hosts, plan.order);
+        order::arrange(&mut assigned_hosts, plan.order, &inventory, now_ms);
         let mut by_host: HashMap<String, pb::RolloutHostRecord> = assigned.into_iter().collect();
         let assigned = assigned_hosts
             .into_iter()
@@ -275,13 +264,8 @@ impl Live {
     pub fn transition(&self, store: &Store, event: Event, now_ms: i64) -> Result<()> {
         let operator = matches!(event, Event::Pause | Event::Resume | Event::Abort { .. });
         let mut inner = self.lock();
-        let (next, decisions) =
-            step(&inner.state, event, now_ms, &self.policy).map_err(|Refusal(why)| {
-                Error::Refused(format!(
-                    "rollout `{}` (id {}): {why}",
-                    self.plan.name, self.id
-                ))
-            })?;
+        let (next, decisions) = step(&inner.state, event, now_ms, &self.policy)
+            .map_err(|Refusal(why)| Error::Refused(format!("rollout `{}` (id {}): {why}", self.plan.name, self.id)))?;
         for decision in decisions {
             match decision {
                 Decision::RequeueFailed { wave } => self.requeue_failed(store, &mut inner, wave)?,
@@ -327,9 +311,7 @@ impl Live {
             }
             rec.set_state(HostState::Assigned);
             rec.detail.clear();
-            inner
-                .tally
-                .moved(rec.wave, HostState::Failed, HostState::Assigned);
+            inner.tally.moved(rec.wave, HostState::Failed, HostState::Assigned);
             again.push((host, rec));
         }
         store.put_hosts(self.id, again.iter().map(|(h, r)| (h.as_str(), r)))?;
@@ -352,6 +334,15 @@ impl Live {
         let need = target.saturating_sub(placed) as usize;
         if need == 0 {
             return Ok(());
+        }
+        if self.plan.order.is_timed() {
+            // The clock moved since the last wave: rank the waiting hosts again.
+            order::arrange(
+                inner.pending.make_contiguous(),
+                self.plan.order,
+                &self.inventory,
+                now_ms,
+            );
         }
         let take = need.min(inner.pending.len());
         let hosts: Vec<String> = inner.pending.drain(..take).collect();
@@ -425,9 +416,7 @@ impl Live {
                 .host(&host)
                 .and_then(|h| h.version.clone())
                 .unwrap_or_default();
-            inner
-                .tally
-                .moved(rec.wave, HostState::Assigned, HostState::Dispatched);
+            inner.tally.moved(rec.wave, HostState::Assigned, HostState::Dispatched);
             out.push(self.dispatch(host, rec, false));
         }
         if !out.is_empty() {
@@ -457,16 +446,11 @@ impl Live {
 
     /// Records results (durable at the next flush) and updates the counters.
     pub fn record_results(&self, store: &Store, results: &[Dispatch]) -> Result<()> {
-        store.put_hosts(
-            self.id,
-            results.iter().map(|d| (d.host.as_str(), &d.record)),
-        )?;
+        store.put_hosts(self.id, results.iter().map(|d| (d.host.as_str(), &d.record)))?;
         let mut inner = self.lock();
         for d in results {
             let state = d.record.state();
-            inner
-                .tally
-                .moved(d.record.wave, HostState::Dispatched, state);
+            inner.tally.moved(d.record.wave, HostState::Dispatched, state);
             match state {
                 HostState::Succeeded => {
                     if let Some(h) = self.inventory.host(&d.host) {
@@ -513,11 +497,7 @@ impl Live {
             answered: c[HostState::Succeeded as usize] + c[HostState::Failed as usize],
             failed: c[HostState::Failed as usize],
             allowed: self.allowed_failures(wave, selected),
-            examples: inner
-                .examples
-                .get(wave as usize + 1)
-                .cloned()
-                .unwrap_or_default(),
+            examples: inner.examples.get(wave as usize + 1).cloned().unwrap_or_default(),
         }
     }
 
@@ -535,14 +515,9 @@ impl Live {
     /// What the action for this rollout is, as the agent protocol says it.
     pub fn apply_request(&self, d: &Dispatch) -> pb::ApplyRequest {
         let (action, version) = match self.plan.kind {
-            Kind::Fix => (
-                pb::Action::Deploy,
-                self.plan.version.clone().unwrap_or_default(),
-            ),
-            Kind::Rollback => (
-                pb::Action::Rollback,
-                self.plan.version.clone().unwrap_or_default(),
-            ),
+            Kind::Fix => (pb::Action::Deploy, self.plan.version.clone().unwrap_or_default()),
+            Kind::Rollback => (pb::Action::Rollback, self.plan.version.clone().unwrap_or_default()),
+            Kind::Restart => (pb::Action::Restart, String::new()),
         };
         pb::ApplyRequest {
             host_id: d.host.clone(),
@@ -579,12 +554,10 @@ impl Live {
                     Some(_) => pb::WaveState::Baking,
                     None => pb::WaveState::Running,
                 },
-                State::Failed { .. } | State::Aborted { .. } => {
-                    match answered >= self.wave_size(k32, selected) {
-                        true => pb::WaveState::Done,
-                        false => pb::WaveState::Halted,
-                    }
-                }
+                State::Failed { .. } | State::Aborted { .. } => match answered >= self.wave_size(k32, selected) {
+                    true => pb::WaveState::Done,
+                    false => pb::WaveState::Halted,
+                },
             };
             waves.push(pb::Wave {
                 index: k32,

@@ -18,10 +18,7 @@ pub enum State {
     Baking { wave: u32, until_ms: i64 },
     /// An operator paused it; `bake_until_ms` is set when it was paused while baking
     /// (or its wave finished while paused), so resume goes back to baking.
-    Paused {
-        wave: u32,
-        bake_until_ms: Option<i64>,
-    },
+    Paused { wave: u32, bake_until_ms: Option<i64> },
     /// Too many failures in `wave`: nothing is dispatched until an operator resumes
     /// (the wave's failed hosts are tried again) or aborts.
     Halted { wave: u32, reason: String },
@@ -100,10 +97,7 @@ pub struct Refusal(pub String);
 
 impl State {
     pub fn is_terminal(&self) -> bool {
-        matches!(
-            self,
-            State::Succeeded | State::Failed { .. } | State::Aborted { .. }
-        )
+        matches!(self, State::Succeeded | State::Failed { .. } | State::Aborted { .. })
     }
 
     /// The wave the rollout is at (0 before it starts and after it ends).
@@ -132,9 +126,7 @@ impl State {
 
     pub fn reason(&self) -> &str {
         match self {
-            State::Halted { reason, .. } | State::Failed { reason } | State::Aborted { reason } => {
-                reason
-            }
+            State::Halted { reason, .. } | State::Failed { reason } | State::Aborted { reason } => reason,
             _ => "",
         }
     }
@@ -182,8 +174,7 @@ impl State {
         r.bake_until_unix_ms = match self {
             State::Baking { until_ms, .. } => *until_ms,
             State::Paused {
-                bake_until_ms: Some(t),
-                ..
+                bake_until_ms: Some(t), ..
             } => *t,
             _ => 0,
         };
@@ -366,13 +357,7 @@ mod tests {
         assert_eq!(s, State::Running { wave: 0 });
         for wave in 0..3 {
             s = go(&s, report(wave, 10, 1), 100);
-            assert_eq!(
-                s,
-                State::Baking {
-                    wave,
-                    until_ms: 1_100
-                }
-            );
+            assert_eq!(s, State::Baking { wave, until_ms: 1_100 });
             s = go(&s, Event::BakeElapsed, 1_100);
         }
         assert_eq!(s, State::Succeeded);
@@ -380,10 +365,7 @@ mod tests {
 
     #[test]
     fn zero_bake_advances_at_once() {
-        let policy = Policy {
-            waves: 2,
-            bake_ms: 0,
-        };
+        let policy = Policy { waves: 2, bake_ms: 0 };
         let (s, _) = step(&State::Running { wave: 0 }, report(0, 10, 0), 5, &policy).unwrap();
         assert_eq!(s, State::Running { wave: 1 });
         let (s, d) = step(&s, report(1, 10, 0), 5, &policy).unwrap();
@@ -410,23 +392,12 @@ mod tests {
     #[test]
     fn an_incomplete_wave_within_threshold_changes_nothing() {
         let s = State::Running { wave: 0 };
-        assert_eq!(
-            go(&s, report(0, 3, 0), 0),
-            s,
-            "stopped for a shutdown: resumes later"
-        );
+        assert_eq!(go(&s, report(0, 3, 0), 0), s, "stopped for a shutdown: resumes later");
     }
 
     #[test]
     fn pause_and_resume_keep_the_bake() {
-        let s = go(
-            &State::Baking {
-                wave: 0,
-                until_ms: 500,
-            },
-            Event::Pause,
-            100,
-        );
+        let s = go(&State::Baking { wave: 0, until_ms: 500 }, Event::Pause, 100);
         assert_eq!(
             s,
             State::Paused {
@@ -435,13 +406,7 @@ mod tests {
             }
         );
         assert_eq!(go(&s, Event::Pause, 100), s, "pausing twice is harmless");
-        assert_eq!(
-            go(&s, Event::Resume, 900),
-            State::Baking {
-                wave: 0,
-                until_ms: 500
-            }
-        );
+        assert_eq!(go(&s, Event::Resume, 900), State::Baking { wave: 0, until_ms: 500 });
     }
 
     #[test]
@@ -472,32 +437,15 @@ mod tests {
     #[test]
     fn operators_get_refusals_that_say_what_would_work() {
         let err = step(&State::Running { wave: 0 }, Event::Resume, 0, &POLICY).unwrap_err();
-        assert!(
-            err.0
-                .contains("only a paused or halted rollout can be resumed")
-        );
-        let err = step(
-            &State::Succeeded,
-            Event::Abort {
-                reason: String::new(),
-            },
-            0,
-            &POLICY,
-        )
-        .unwrap_err();
+        assert!(err.0.contains("only a paused or halted rollout can be resumed"));
+        let err = step(&State::Succeeded, Event::Abort { reason: String::new() }, 0, &POLICY).unwrap_err();
         assert!(err.0.contains("submit a new plan"));
         let halted = State::Halted {
             wave: 0,
             reason: "x".into(),
         };
         assert!(step(&halted, Event::Pause, 0, &POLICY).is_err());
-        let aborted = go(
-            &halted,
-            Event::Abort {
-                reason: String::new(),
-            },
-            0,
-        );
+        let aborted = go(&halted, Event::Abort { reason: String::new() }, 0);
         assert_eq!(
             aborted,
             State::Aborted {
@@ -512,10 +460,7 @@ mod tests {
         for s in [
             State::Pending,
             State::Running { wave: 2 },
-            State::Baking {
-                wave: 1,
-                until_ms: 77,
-            },
+            State::Baking { wave: 1, until_ms: 77 },
             State::Paused {
                 wave: 3,
                 bake_until_ms: None,

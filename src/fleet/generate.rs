@@ -132,15 +132,11 @@ pub fn generate(opts: &GenerateOptions) -> FleetFile {
             } else {
                 Vec::new()
             },
-            weight: *[1, 1, 1, 2, 3, 5, 10]
-                .get(rng.random_range(0..7))
-                .unwrap_or(&1),
+            weight: *[1, 1, 1, 2, 3, 5, 10].get(rng.random_range(0..7)).unwrap_or(&1),
         });
     }
     // Zipf-like sizes: customer k gets weight 1/(k+1); a few have hundreds of hosts.
-    let weights: Vec<f64> = (0..customer_count)
-        .map(|k| 1.0 / (k as f64 + 1.0))
-        .collect();
+    let weights: Vec<f64> = (0..customer_count).map(|k| 1.0 / (k as f64 + 1.0)).collect();
     let cumulative: Vec<f64> = weights
         .iter()
         .scan(0.0, |acc, w| {
@@ -158,9 +154,7 @@ pub fn generate(opts: &GenerateOptions) -> FleetFile {
             i
         } else {
             let x = rng.random::<f64>() * total;
-            cumulative
-                .partition_point(|&c| c < x)
-                .min(customer_count - 1)
+            cumulative.partition_point(|&c| c < x).min(customer_count - 1)
         };
         let customer = &customers[c];
         let region = region_of(&customer.timezone);
@@ -218,8 +212,7 @@ mod tests {
         fleet.validate("generated").unwrap();
         assert_eq!(fleet.hosts.len(), 10_000);
         assert_eq!(fleet, generate(&opts(10_000)), "same seed, same fleet");
-        let zones: std::collections::HashSet<_> =
-            fleet.customers.iter().map(|c| &c.timezone).collect();
+        let zones: std::collections::HashSet<_> = fleet.customers.iter().map(|c| &c.timezone).collect();
         assert!(zones.len() >= 15, "only {} zones", zones.len());
         let mut per_customer: BTreeMap<&str, usize> = BTreeMap::new();
         for h in &fleet.hosts {

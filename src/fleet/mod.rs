@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 pub use generate::{GenerateOptions, generate};
 
+use crate::hours::Calendar;
 use crate::plan::Selector;
 use crate::proto::v1 as pb;
 
@@ -67,9 +68,7 @@ pub struct Customer {
 }
 
 fn default_workdays() -> Vec<String> {
-    ["mon", "tue", "wed", "thu", "fri"]
-        .map(String::from)
-        .to_vec()
+    ["mon", "tue", "wed", "thu", "fri"].map(String::from).to_vec()
 }
 
 fn default_weight() -> u32 {
@@ -108,11 +107,9 @@ pub struct Host {
 impl Host {
     /// True when every key of the selector has one of its values among the host's labels.
     pub fn matches(&self, selector: &Selector) -> bool {
-        selector.iter().all(|(key, values)| {
-            self.labels
-                .get(key)
-                .is_some_and(|v| values.iter().any(|x| x == v))
-        })
+        selector
+            .iter()
+            .all(|(key, values)| self.labels.get(key).is_some_and(|v| values.iter().any(|x| x == v)))
     }
 }
 
@@ -231,10 +228,7 @@ impl FleetFile {
                 ));
             }
             if h.address.is_empty() {
-                return Err(invalid(
-                    field("address"),
-                    "is empty: give the agent's host:port".into(),
-                ));
+                return Err(invalid(field("address"), "is empty: give the agent's host:port".into()));
             }
             for (c, cust) in h.customers.iter().enumerate() {
                 if !customer_ids.contains(cust.as_str()) {
@@ -278,10 +272,7 @@ impl FleetFile {
     }
 
     /// The inventory back from store records.
-    pub fn from_records(
-        hosts: Vec<pb::HostRecord>,
-        customers: Vec<pb::CustomerRecord>,
-    ) -> FleetFile {
+    pub fn from_records(hosts: Vec<pb::HostRecord>, customers: Vec<pb::CustomerRecord>) -> FleetFile {
         FleetFile {
             hosts: hosts
                 .into_iter()
@@ -348,33 +339,39 @@ pub fn parse_weekday(day: &str) -> Option<jiff::civil::Weekday> {
     })
 }
 
-/// The controller's view of the fleet: hosts in a stable order with an index by id.
+/// The controller's view of the fleet: hosts in a stable order with an index by id,
+/// and the customers' business-hours calendar.
 #[derive(Debug, Default)]
 pub struct Inventory {
     hosts: Vec<Host>,
     by_id: HashMap<String, usize>,
     customers: HashMap<String, Customer>,
+    calendar: Calendar,
 }
 
 impl Inventory {
-    pub fn new(fleet: FleetFile) -> Inventory {
+    /// Builds the inventory of a validated fleet file.
+    pub fn new(fleet: FleetFile) -> Result<Inventory> {
+        let calendar = Calendar::new(&fleet.customers).map_err(|message| Error::Invalid {
+            path: "inventory".into(),
+            field: "customers".into(),
+            message,
+        })?;
         let mut hosts = fleet.hosts;
         hosts.sort_by(|a, b| a.id.cmp(&b.id));
-        let by_id = hosts
-            .iter()
-            .enumerate()
-            .map(|(i, h)| (h.id.clone(), i))
-            .collect();
-        let customers = fleet
-            .customers
-            .into_iter()
-            .map(|c| (c.id.clone(), c))
-            .collect();
-        Inventory {
+        let by_id = hosts.iter().enumerate().map(|(i, h)| (h.id.clone(), i)).collect();
+        let customers = fleet.customers.into_iter().map(|c| (c.id.clone(), c)).collect();
+        Ok(Inventory {
             hosts,
             by_id,
             customers,
-        }
+            calendar,
+        })
+    }
+
+    /// Every customer's working hours.
+    pub fn calendar(&self) -> &Calendar {
+        &self.calendar
     }
 
     pub fn host(&self, id: &str) -> Option<&Host> {
@@ -452,7 +449,7 @@ hosts:
     fn the_design_example_parses_and_selects() {
         let fleet = FleetFile::parse(FLEET, "f.yaml").unwrap();
         assert!(!fleet.hosts[1].healthy);
-        let inv = Inventory::new(fleet);
+        let inv = Inventory::new(fleet).unwrap();
         let sel: Selector = [("service".to_string(), vec!["exchange-routing".to_string()])].into();
         let ids: Vec<_> = inv.select(&sel).map(|h| h.id.as_str()).collect();
         assert_eq!(ids, ["apac-exo-0001"]);
@@ -461,27 +458,15 @@ hosts:
     #[test]
     fn bad_fleets_name_the_field() {
         let cases = [
-            (
-                FLEET.replace("Asia/Seoul", "Asia/Nowhere"),
-                "customers[0].timezone",
-            ),
+            (FLEET.replace("Asia/Seoul", "Asia/Nowhere"), "customers[0].timezone"),
             (FLEET.replace("09:00-18:00", "9-18"), "customers[0].hours"),
-            (
-                FLEET.replace("[mon, tue", "[monday, tue"),
-                "customers[0].workdays[0]",
-            ),
+            (FLEET.replace("[mon, tue", "[monday, tue"), "customers[0].workdays[0]"),
             (
                 FLEET.replace("customers: [contoso]", "customers: [fabrikam]"),
                 "hosts[0].customers[0]",
             ),
-            (
-                FLEET.replace("apac-exo-0002", "apac-exo-0001"),
-                "hosts[1].id",
-            ),
-            (
-                FLEET.replace("2026-12-25", "25/12/2026"),
-                "customers[0].holidays[0]",
-            ),
+            (FLEET.replace("apac-exo-0002", "apac-exo-0001"), "hosts[1].id"),
+            (FLEET.replace("2026-12-25", "25/12/2026"), "customers[0].holidays[0]"),
         ];
         for (text, field) in cases {
             match FleetFile::parse(&text, "f.yaml") {

@@ -88,9 +88,7 @@ pub fn locate(text: &str, path: &str) -> Option<(usize, usize)> {
                 // The key's block: following lines indented more than the key.
                 let key_indent = key_col;
                 let block_end = (i + 1..end)
-                    .find(|&j| {
-                        lines[j].indent <= key_indent && !is_seq_item_of(&lines[j], key_indent)
-                    })
+                    .find(|&j| lines[j].indent <= key_indent && !is_seq_item_of(&lines[j], key_indent))
                     .unwrap_or(end);
                 start = i + 1;
                 end = block_end;

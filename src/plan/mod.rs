@@ -33,6 +33,8 @@ pub enum Kind {
     Fix,
     /// Return each host to the version it ran before (or to `version` when given).
     Rollback,
+    /// Restart each host's service, version unchanged.
+    Restart,
 }
 
 impl Kind {
@@ -40,6 +42,7 @@ impl Kind {
         match self {
             Kind::Fix => "fix",
             Kind::Rollback => "rollback",
+            Kind::Restart => "restart",
         }
     }
 }
@@ -47,6 +50,11 @@ impl Kind {
 /// Which hosts go first when a wave is filled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Order {
+    /// Customers in their working day first, then those about to start it, then
+    /// the rest; decided again when each wave starts.
+    BusinessHoursFirst,
+    /// The reverse, for risky changes: customers asleep go first.
+    OffHoursFirst,
     /// By a hash of the host id: spread over regions and customers, the same every time.
     Stable,
 }
@@ -54,8 +62,28 @@ pub enum Order {
 impl Order {
     pub fn as_str(self) -> &'static str {
         match self {
+            Order::BusinessHoursFirst => "business-hours-first",
+            Order::OffHoursFirst => "off-hours-first",
             Order::Stable => "stable",
         }
+    }
+
+    /// Parses an order; `default` when empty.
+    pub fn parse(text: &str, default: Order) -> Result<Order, String> {
+        match text {
+            "" => Ok(default),
+            "business-hours-first" => Ok(Order::BusinessHoursFirst),
+            "off-hours-first" => Ok(Order::OffHoursFirst),
+            "stable" => Ok(Order::Stable),
+            other => Err(format!(
+                "`{other}` is not an order: use business-hours-first, off-hours-first or stable"
+            )),
+        }
+    }
+
+    /// True when the order depends on the clock, so waiting hosts are re-ranked.
+    pub fn is_timed(self) -> bool {
+        !matches!(self, Order::Stable)
     }
 }
 
@@ -218,9 +246,7 @@ impl PlanFile {
                     Ok(0) | Err(_) => {
                         return Err(bad(
                             "max_parallel",
-                            format!(
-                                "`{text}` is not a whole number of hosts between 1 and {MAX_PARALLEL}"
-                            ),
+                            format!("`{text}` is not a whole number of hosts between 1 and {MAX_PARALLEL}"),
                         ));
                     }
                     Ok(n) => n,
@@ -277,10 +303,7 @@ impl Plan {
         };
         if text.len() > MAX_PLAN_BYTES {
             return Err(whole(
-                format!(
-                    "plan is {} bytes; the limit is {MAX_PLAN_BYTES} (1 MiB)",
-                    text.len()
-                ),
+                format!("plan is {} bytes; the limit is {MAX_PLAN_BYTES} (1 MiB)", text.len()),
                 None,
             ));
         }
@@ -361,25 +384,16 @@ fn is_name(s: &str) -> bool {
 }
 
 fn is_label_key(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 63
-        && s.bytes()
-            .all(|c| c.is_ascii_alphanumeric() || b"._/-".contains(&c))
+    !s.is_empty() && s.len() <= 63 && s.bytes().all(|c| c.is_ascii_alphanumeric() || b"._/-".contains(&c))
 }
 
 fn is_version(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= MAX_VERSION
-        && s.bytes()
-            .all(|c| c.is_ascii_alphanumeric() || b"._+-".contains(&c))
+    !s.is_empty() && s.len() <= MAX_VERSION && s.bytes().all(|c| c.is_ascii_alphanumeric() || b"._+-".contains(&c))
 }
 
 fn validate(spec: &pb::PlanSpec) -> Result<Plan, FieldError> {
     if spec.name.is_empty() {
-        return Err(bad(
-            "name",
-            "is missing: give the plan a name like exo-retry-fix",
-        ));
+        return Err(bad("name", "is missing: give the plan a name like exo-retry-fix"));
     }
     if spec.name.len() > 63 {
         return Err(bad(
@@ -399,17 +413,12 @@ fn validate(spec: &pb::PlanSpec) -> Result<Plan, FieldError> {
     let kind = match spec.kind.as_str() {
         "fix" => Kind::Fix,
         "rollback" => Kind::Rollback,
-        "restart" => {
-            return Err(bad(
-                "kind",
-                "restart plans are not supported by this controller yet; use fix or rollback",
-            ));
-        }
-        "" => return Err(bad("kind", "is missing: use fix or rollback")),
+        "restart" => Kind::Restart,
+        "" => return Err(bad("kind", "is missing: use fix, rollback or restart")),
         other => {
             return Err(bad(
                 "kind",
-                format!("`{other}` is not a kind: use fix or rollback"),
+                format!("`{other}` is not a kind: use fix, rollback or restart"),
             ));
         }
     };
@@ -434,10 +443,7 @@ fn validate(spec: &pb::PlanSpec) -> Result<Plan, FieldError> {
             ));
         }
         if values.values.is_empty() {
-            return Err(bad(
-                format!("selector.{key}"),
-                "lists no values: give at least one",
-            ));
+            return Err(bad(format!("selector.{key}"), "lists no values: give at least one"));
         }
         if let Some(i) = values.values.iter().position(|v| v.trim().is_empty()) {
             return Err(bad(format!("selector.{key}[{i}]"), "is empty"));
@@ -455,6 +461,12 @@ fn validate(spec: &pb::PlanSpec) -> Result<Plan, FieldError> {
             ));
         }
         (_, "") => None,
+        (Kind::Restart, v) => {
+            return Err(bad(
+                "version",
+                format!("`{v}`: a restart keeps each host's version; remove the field"),
+            ));
+        }
         (_, v) if !is_version(v) => {
             return Err(bad(
                 "version",
@@ -500,31 +512,11 @@ fn validate(spec: &pb::PlanSpec) -> Result<Plan, FieldError> {
             format!("waves must end at 100%, got {last}"),
         ));
     }
-    let order = match spec.order.as_str() {
-        "" | "stable" => Order::Stable,
-        "business-hours-first" | "off-hours-first" => {
-            return Err(bad(
-                "order",
-                format!(
-                    "`{}` is not supported by this controller yet; use stable",
-                    spec.order
-                ),
-            ));
-        }
-        other => {
-            return Err(bad(
-                "order",
-                format!("`{other}` is not an order: use stable"),
-            ));
-        }
-    };
+    let order = Order::parse(&spec.order, Order::Stable).map_err(|m| bad("order", m))?;
     let max_parallel = match spec.max_parallel {
         0 => 100,
         n if n > MAX_PARALLEL => {
-            return Err(bad(
-                "max_parallel",
-                format!("{n} is over the limit of {MAX_PARALLEL}"),
-            ));
+            return Err(bad("max_parallel", format!("{n} is over the limit of {MAX_PARALLEL}")));
         }
         n => n,
     };
@@ -535,10 +527,7 @@ fn validate(spec: &pb::PlanSpec) -> Result<Plan, FieldError> {
     if bake > MAX_BAKE {
         return Err(bad(
             "bake",
-            format!(
-                "{} is longer than 24h; split the plan instead",
-                format_duration(bake)
-            ),
+            format!("{} is longer than 24h; split the plan instead", format_duration(bake)),
         ));
     }
     let default_failure = pb::OnFailureSpec::default();
@@ -600,10 +589,7 @@ on_failure:
     fn a_good_plan_round_trips_through_the_structured_form() {
         let plan = Plan::from_yaml(GOOD, "good.yaml").unwrap();
         assert_eq!(plan.waves.len(), 6);
-        assert_eq!(
-            plan.max_failed,
-            Threshold::Share(Percent::from_basis_points(200))
-        );
+        assert_eq!(plan.max_failed, Threshold::Share(Percent::from_basis_points(200)));
         assert_eq!(Plan::from_spec(&plan.to_spec()).unwrap(), plan);
     }
 

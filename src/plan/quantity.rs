@@ -37,14 +37,10 @@ impl Percent {
         let (whole, frac) = number.split_once('.').unwrap_or((number, ""));
         let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
         if !digits(whole) || !(frac.is_empty() || digits(frac)) {
-            return Err(format!(
-                "`{t}` is not a percentage: write it like 10% or 0.5%"
-            ));
+            return Err(format!("`{t}` is not a percentage: write it like 10% or 0.5%"));
         }
         if frac.len() > 2 {
-            return Err(format!(
-                "`{t}` has more than two decimals; the finest step is 0.01%"
-            ));
+            return Err(format!("`{t}` has more than two decimals; the finest step is 0.01%"));
         }
         let whole: u64 = whole
             .parse()
@@ -118,8 +114,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     if t == "0" {
         return Ok(Duration::ZERO);
     }
-    humantime::parse_duration(t)
-        .map_err(|_| format!("`{t}` is not a duration: write it like 30s, 5m or 1h30m"))
+    humantime::parse_duration(t).map_err(|_| format!("`{t}` is not a duration: write it like 30s, 5m or 1h30m"))
 }
 
 /// Formats a duration the way plans write it (`5m`, `1h 30m`, `0s`).

@@ -36,9 +36,7 @@ impl ControllerService {
 
 fn key<'a>(name: &'a str, id: u64) -> Result<Key<'a>> {
     if name.is_empty() && id == 0 {
-        return Err(Error::Usage(
-            "name the rollout: set `name` (or `id`)".into(),
-        ));
+        return Err(Error::Usage("name the rollout: set `name` (or `id`)".into()));
     }
     Ok(Key { name, id })
 }
@@ -50,7 +48,39 @@ fn is_terminal(state: pb::RolloutState) -> bool {
     )
 }
 
-type RolloutStream = Pin<Box<dyn Stream<Item = Result<pb::Rollout, Status>> + Send>>;
+/// A stream of snapshots: the current one, then one per change, until `done` says
+/// the thing has ended or the controller stops.
+type Snapshots<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+fn snapshots<T: Clone + Send + Sync + 'static>(
+    rx: tokio::sync::watch::Receiver<Arc<T>>,
+    shutdown: CancellationToken,
+    done: fn(&T) -> bool,
+) -> Snapshots<T> {
+    enum Phase {
+        First,
+        Next,
+        Done,
+    }
+    let stream = futures::stream::unfold((rx, Phase::First, shutdown), move |(mut rx, phase, shutdown)| async move {
+        let snapshot = match phase {
+            Phase::Done => return None,
+            Phase::First => rx.borrow_and_update().clone(),
+            Phase::Next => {
+                tokio::select! {
+                    changed = rx.changed() => {
+                        changed.ok()?;
+                        rx.borrow_and_update().clone()
+                    }
+                    _ = shutdown.cancelled() => return None,
+                }
+            }
+        };
+        let next = if done(&snapshot) { Phase::Done } else { Phase::Next };
+        Some((Ok((*snapshot).clone()), (rx, next, shutdown)))
+    });
+    Box::pin(stream)
+}
 
 impl ControllerService {
     async fn submit(&self, req: pb::SubmitPlanRequest) -> Result<pb::SubmitPlanResponse> {
@@ -63,25 +93,23 @@ impl ControllerService {
                 };
                 (Plan::from_yaml(&text, &source)?, Some(text), source)
             }
-            Some(pb::submit_plan_request::Plan::Spec(spec)) => {
-                (Plan::from_spec(&spec)?, None, "plan".to_string())
-            }
+            Some(pb::submit_plan_request::Plan::Spec(spec)) => (Plan::from_spec(&spec)?, None, "plan".to_string()),
             None => {
                 return Err(Error::Usage(
                     "plan is missing: send the plan as `yaml` text or as a `spec`".into(),
                 ));
             }
         };
-        let submitted =
-            self.engine
-                .submit(plan, &req.request_id, req.dry_run)
-                .await
-                .map_err(|e| match e {
-                    engine::Error::Invalid { field, message } => Error::Plan(
-                        plan::Error::at_field(&source, text.as_deref(), &field, message),
-                    ),
-                    other => Error::Engine(other),
-                })?;
+        let submitted = self
+            .engine
+            .submit(plan, &req.request_id, req.dry_run)
+            .await
+            .map_err(|e| match e {
+                engine::Error::Invalid { field, message } => {
+                    Error::Plan(plan::Error::at_field(&source, text.as_deref(), &field, message))
+                }
+                other => Error::Engine(other),
+            })?;
         Ok(pb::SubmitPlanResponse {
             rollout: Some(submitted.rollout),
             replayed: submitted.replayed,
@@ -104,15 +132,9 @@ impl Controller for ControllerService {
         Ok(Response::new(self.submit(request.into_inner()).await?))
     }
 
-    async fn get_rollout(
-        &self,
-        request: Request<pb::GetRolloutRequest>,
-    ) -> Result<Response<pb::Rollout>, Status> {
+    async fn get_rollout(&self, request: Request<pb::GetRolloutRequest>) -> Result<Response<pb::Rollout>, Status> {
         let req = request.into_inner();
-        let snapshot = self
-            .engine
-            .get(key(&req.name, req.id)?)
-            .map_err(Error::from)?;
+        let snapshot = self.engine.get(key(&req.name, req.id)?).map_err(Error::from)?;
         Ok(Response::new((*snapshot).clone()))
     }
 
@@ -121,81 +143,62 @@ impl Controller for ControllerService {
         request: Request<pb::ListRolloutsRequest>,
     ) -> Result<Response<pb::ListRolloutsResponse>, Status> {
         let states: Vec<pb::RolloutState> = request.into_inner().states().collect();
-        let rollouts = self
-            .engine
-            .list(&states)
-            .into_iter()
-            .map(|r| (*r).clone())
-            .collect();
+        let rollouts = self.engine.list(&states).into_iter().map(|r| (*r).clone()).collect();
         Ok(Response::new(pb::ListRolloutsResponse { rollouts }))
     }
 
-    type WatchRolloutStream = RolloutStream;
+    type WatchRolloutStream = Snapshots<pb::Rollout>;
 
-    async fn watch_rollout(
-        &self,
-        request: Request<pb::GetRolloutRequest>,
-    ) -> Result<Response<RolloutStream>, Status> {
+    async fn watch_rollout(&self, request: Request<pb::GetRolloutRequest>) -> Result<Response<Snapshots<pb::Rollout>>, Status> {
         let req = request.into_inner();
-        let rx = self
-            .engine
-            .watch(key(&req.name, req.id)?)
-            .map_err(Error::from)?;
-        let shutdown = self.shutdown.clone();
-        enum Phase {
-            First,
-            Next,
-            Done,
-        }
-        let stream = futures::stream::unfold(
-            (rx, Phase::First, shutdown),
-            |(mut rx, phase, shutdown)| async move {
-                let snapshot = match phase {
-                    Phase::Done => return None,
-                    Phase::First => rx.borrow_and_update().clone(),
-                    Phase::Next => {
-                        tokio::select! {
-                            changed = rx.changed() => {
-                                changed.ok()?;
-                                rx.borrow_and_update().clone()
-                            }
-                            _ = shutdown.cancelled() => return None,
-                        }
-                    }
-                };
-                let next = if is_terminal(snapshot.state()) {
-                    Phase::Done
-                } else {
-                    Phase::Next
-                };
-                Some((Ok((*snapshot).clone()), (rx, next, shutdown)))
-            },
-        );
-        Ok(Response::new(Box::pin(stream)))
+        let rx = self.engine.watch(key(&req.name, req.id)?).map_err(Error::from)?;
+        Ok(Response::new(snapshots(rx, self.shutdown.clone(), |r| is_terminal(r.state()))))
     }
 
-    async fn pause_rollout(
-        &self,
-        request: Request<pb::RolloutActionRequest>,
-    ) -> Result<Response<pb::Rollout>, Status> {
-        Ok(Response::new(
-            self.act(request.into_inner(), Event::Pause).await?,
-        ))
+    async fn trigger_restart(&self, request: Request<pb::TriggerRestartRequest>) -> Result<Response<pb::TriggerRestartResponse>, Status> {
+        let (job, replayed) = self.engine.trigger_restart(request.into_inner()).await.map_err(Error::from)?;
+        Ok(Response::new(pb::TriggerRestartResponse { job: Some(job), replayed }))
+    }
+
+    async fn get_restart_job(&self, request: Request<pb::GetRestartJobRequest>) -> Result<Response<pb::RestartJob>, Status> {
+        let req = request.into_inner();
+        Ok(Response::new(self.engine.restart_job(req.id, req.include_hosts).map_err(Error::from)?))
+    }
+
+    async fn list_restart_jobs(&self, _: Request<pb::ListRestartJobsRequest>) -> Result<Response<pb::ListRestartJobsResponse>, Status> {
+        let jobs = self.engine.restart_jobs().into_iter().map(|j| (*j).clone()).collect();
+        Ok(Response::new(pb::ListRestartJobsResponse { jobs }))
+    }
+
+    type WatchRestartJobStream = Snapshots<pb::RestartJob>;
+
+    async fn watch_restart_job(&self, request: Request<pb::GetRestartJobRequest>) -> Result<Response<Snapshots<pb::RestartJob>>, Status> {
+        let rx = self.engine.watch_restart_job(request.into_inner().id).map_err(Error::from)?;
+        Ok(Response::new(snapshots(rx, self.shutdown.clone(), |j| j.state() != pb::RestartJobState::Running)))
+    }
+
+    async fn cancel_restart_job(&self, request: Request<pb::CancelRestartJobRequest>) -> Result<Response<pb::RestartJob>, Status> {
+        let req = request.into_inner();
+        Ok(Response::new(self.engine.cancel_restart_job(req.id, &req.reason).await.map_err(Error::from)?))
+    }
+
+    async fn list_hosts(&self, request: Request<pb::ListHostsRequest>) -> Result<Response<pb::ListHostsResponse>, Status> {
+        let req = request.into_inner();
+        Ok(Response::new(pb::ListHostsResponse { hosts: self.engine.hosts(req.unhealthy_only, req.probe).await }))
+    }
+
+    async fn pause_rollout(&self, request: Request<pb::RolloutActionRequest>) -> Result<Response<pb::Rollout>, Status> {
+        Ok(Response::new(self.act(request.into_inner(), Event::Pause).await?))
     }
 
     async fn resume_rollout(
         &self,
         request: Request<pb::RolloutActionRequest>,
     ) -> Result<Response<pb::Rollout>, Status> {
-        Ok(Response::new(
-            self.act(request.into_inner(), Event::Resume).await?,
-        ))
+        Ok(Response::new(self.act(request.into_inner(), Event::Resume).await?))
     }
 
-    async fn abort_rollout(
-        &self,
-        request: Request<pb::RolloutActionRequest>,
-    ) -> Result<Response<pb::Rollout>, Status> {
+    async fn abort_rollout(&self, request: Request<pb::RolloutActionRequest>) -> Result<Response<pb::Rollout>, Status> {
         let req = request.into_inner();
         let reason = req.reason.clone();
         Ok(Response::new(self.act(req, Event::Abort { reason }).await?))

@@ -35,11 +35,7 @@ pub struct Options {
 
 /// Runs the controller on `listener` until `shutdown` fires, then stops dispatching,
 /// lets calls in flight finish and be recorded, and returns.
-pub async fn run(
-    listener: TcpListener,
-    options: Options,
-    shutdown: CancellationToken,
-) -> Result<()> {
+pub async fn run(listener: TcpListener, options: Options, shutdown: CancellationToken) -> Result<()> {
     let store = Store::open(&options.data)?;
     let inventory = Arc::new(load_inventory(&store, options.fleet.as_deref())?);
     info!(hosts = inventory.len(), data = %options.data.display(), "inventory loaded");
@@ -105,11 +101,11 @@ fn load_inventory(store: &Store, fleet: Option<&std::path::Path>) -> Result<Inve
             let file = FleetFile::load(path)?;
             let (hosts, customers) = file.to_records();
             store.put_inventory(&hosts, &customers)?;
-            Ok(Inventory::new(file))
+            Ok(Inventory::new(file)?)
         }
         None => {
             let (hosts, customers) = store.inventory()?;
-            Ok(Inventory::new(FleetFile::from_records(hosts, customers)))
+            Ok(Inventory::new(FleetFile::from_records(hosts, customers))?)
         }
     }
 }

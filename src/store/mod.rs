@@ -34,9 +34,7 @@ pub enum Error {
         source: prost::DecodeError,
     },
     /// The data dir was written by a newer controller.
-    #[error(
-        "store: data written by schema version {found}, this controller knows {SCHEMA_VERSION}: upgrade rollout"
-    )]
+    #[error("store: data written by schema version {found}, this controller knows {SCHEMA_VERSION}: upgrade rollout")]
     Schema { found: u32 },
     /// The data dir is locked by another running controller.
     #[error("store: {path} is in use by another controller (or not writable): {source}")]
@@ -59,6 +57,8 @@ pub struct Store {
     customers: sled::Tree,
     requests: sled::Tree,
     events: sled::Tree,
+    restart_jobs: sled::Tree,
+    restart_hosts: sled::Tree,
 }
 
 fn decode<M: Message + Default>(tree: &'static str, bytes: &[u8]) -> Result<M> {
@@ -95,11 +95,7 @@ impl Store {
         let meta = db.open_tree("meta")?;
         match meta.get("schema_version")? {
             Some(v) => {
-                let found = v
-                    .as_ref()
-                    .try_into()
-                    .map(u32::from_be_bytes)
-                    .unwrap_or(u32::MAX);
+                let found = v.as_ref().try_into().map(u32::from_be_bytes).unwrap_or(u32::MAX);
                 if found > SCHEMA_VERSION {
                     return Err(Error::Schema { found });
                 }
@@ -115,6 +111,8 @@ impl Store {
             customers: db.open_tree("customers")?,
             requests: db.open_tree("requests")?,
             events: db.open_tree("events")?,
+            restart_jobs: db.open_tree("restart_jobs")?,
+            restart_hosts: db.open_tree("restart_hosts")?,
             db,
         })
     }
@@ -148,8 +146,7 @@ impl Store {
         }
         self.rollout_hosts.apply_batch(batch)?;
         self.flush().await?;
-        self.rollouts
-            .insert(record.id.to_be_bytes(), record.encode_to_vec())?;
+        self.rollouts.insert(record.id.to_be_bytes(), record.encode_to_vec())?;
         if !record.request_id.is_empty() {
             self.requests
                 .insert(record.request_id.as_bytes(), &record.id.to_be_bytes())?;
@@ -159,8 +156,7 @@ impl Store {
 
     /// Overwrites a rollout's record (state changes). Durable at the next flush.
     pub fn put_rollout(&self, record: &pb::RolloutRecord) -> Result<()> {
-        self.rollouts
-            .insert(record.id.to_be_bytes(), record.encode_to_vec())?;
+        self.rollouts.insert(record.id.to_be_bytes(), record.encode_to_vec())?;
         Ok(())
     }
 
@@ -173,10 +169,7 @@ impl Store {
 
     /// Every rollout, oldest first.
     pub fn rollouts(&self) -> Result<Vec<pb::RolloutRecord>> {
-        self.rollouts
-            .iter()
-            .map(|kv| decode("rollouts", &kv?.1))
-            .collect()
+        self.rollouts.iter().map(|kv| decode("rollouts", &kv?.1)).collect()
     }
 
     /// The rollout a client request created, if any.
@@ -203,25 +196,16 @@ impl Store {
     }
 
     /// All host records of a rollout, in host id order.
-    pub fn rollout_hosts(
-        &self,
-        rollout: u64,
-    ) -> impl Iterator<Item = Result<(String, pb::RolloutHostRecord)>> + use<> {
-        self.rollout_hosts
-            .scan_prefix(rollout.to_be_bytes())
-            .map(|kv| {
-                let (k, v) = kv?;
-                let host = String::from_utf8_lossy(&k[8..]).into_owned();
-                Ok((host, decode("rollout_hosts", &v)?))
-            })
+    pub fn rollout_hosts(&self, rollout: u64) -> impl Iterator<Item = Result<(String, pb::RolloutHostRecord)>> + use<> {
+        self.rollout_hosts.scan_prefix(rollout.to_be_bytes()).map(|kv| {
+            let (k, v) = kv?;
+            let host = String::from_utf8_lossy(&k[8..]).into_owned();
+            Ok((host, decode("rollout_hosts", &v)?))
+        })
     }
 
     /// Replaces the stored inventory.
-    pub fn put_inventory(
-        &self,
-        hosts: &[pb::HostRecord],
-        customers: &[pb::CustomerRecord],
-    ) -> Result<()> {
+    pub fn put_inventory(&self, hosts: &[pb::HostRecord], customers: &[pb::CustomerRecord]) -> Result<()> {
         self.hosts.clear()?;
         self.customers.clear()?;
         let mut batch = sled::Batch::default();
@@ -252,20 +236,88 @@ impl Store {
         Ok((hosts, customers))
     }
 
+    /// Records a new restart job with its hosts, then its request id, and flushes.
+    /// The job record goes last: it is the commit point.
+    pub async fn create_restart_job(
+        &self,
+        record: &pb::RestartJobRecord,
+        hosts: &[pb::RestartHostRecord],
+        request_id: &str,
+    ) -> Result<()> {
+        self.put_restart_hosts(record.id, hosts)?;
+        self.flush().await?;
+        self.put_restart_job(record)?;
+        if !request_id.is_empty() {
+            self.requests
+                .insert(format!("restart:{request_id}").as_bytes(), &record.id.to_be_bytes())?;
+        }
+        self.flush().await
+    }
+
+    /// The restart job a client request created, if any.
+    pub fn restart_job_for_request(&self, request_id: &str) -> Result<Option<u64>> {
+        Ok(self
+            .requests
+            .get(format!("restart:{request_id}").as_bytes())?
+            .and_then(|v| v.as_ref().try_into().ok().map(u64::from_be_bytes)))
+    }
+
+    /// Overwrites a restart job's record. Durable at the next flush.
+    pub fn put_restart_job(&self, record: &pb::RestartJobRecord) -> Result<()> {
+        self.restart_jobs.insert(record.id.to_be_bytes(), record.encode_to_vec())?;
+        Ok(())
+    }
+
+    /// Every restart job, oldest first.
+    pub fn restart_jobs(&self) -> Result<Vec<pb::RestartJobRecord>> {
+        self.restart_jobs
+            .iter()
+            .map(|kv| decode("restart_jobs", &kv?.1))
+            .collect()
+    }
+
+    /// Writes host records of one restart job in one batch. Durable at the next flush.
+    pub fn put_restart_hosts<'a>(
+        &self,
+        job: u64,
+        records: impl IntoIterator<Item = &'a pb::RestartHostRecord>,
+    ) -> Result<()> {
+        let mut batch = sled::Batch::default();
+        for record in records {
+            let host = record.host.as_ref().map_or("", |h| h.host_id.as_str());
+            batch.insert(host_key(job, host), record.encode_to_vec());
+        }
+        self.restart_hosts.apply_batch(batch)?;
+        Ok(())
+    }
+
+    /// All host records of a restart job, in host id order.
+    pub fn restart_hosts(&self, job: u64) -> Result<Vec<pb::RestartHostRecord>> {
+        self.restart_hosts
+            .scan_prefix(job.to_be_bytes())
+            .map(|kv| decode("restart_hosts", &kv?.1))
+            .collect()
+    }
+
+    /// Host ids of a rollout (its selection), for finding hosts it holds.
+    pub fn rollout_host_ids(&self, rollout: u64) -> Result<Vec<String>> {
+        self.rollout_hosts
+            .scan_prefix(rollout.to_be_bytes())
+            .keys()
+            .map(|k| Ok(String::from_utf8_lossy(&k?[8..]).into_owned()))
+            .collect()
+    }
+
     /// Appends to the audit log. Durable at the next flush.
     pub fn append_event(&self, event: &pb::EventRecord) -> Result<()> {
         let seq = self.db.generate_id()?;
-        self.events
-            .insert(seq.to_be_bytes(), event.encode_to_vec())?;
+        self.events.insert(seq.to_be_bytes(), event.encode_to_vec())?;
         Ok(())
     }
 
     /// The audit log, oldest first.
     pub fn events(&self) -> Result<Vec<pb::EventRecord>> {
-        self.events
-            .iter()
-            .map(|kv| decode("events", &kv?.1))
-            .collect()
+        self.events.iter().map(|kv| decode("events", &kv?.1)).collect()
     }
 }
 
@@ -283,10 +335,7 @@ mod tests {
             request_id: "req-1".into(),
             ..Default::default()
         };
-        store
-            .create_rollout(&record, ["b", "a"].into_iter())
-            .await
-            .unwrap();
+        store.create_rollout(&record, ["b", "a"].into_iter()).await.unwrap();
         assert_eq!(store.rollout(id).unwrap(), Some(record));
         assert_eq!(store.rollout_for_request("req-1").unwrap(), Some(id));
         let hosts: Vec<_> = store.rollout_hosts(id).map(|r| r.unwrap().0).collect();

@@ -49,18 +49,12 @@ pub struct Sim {
 
 impl Sim {
     pub async fn start(hosts: usize, options: SimulatorOptions) -> Sim {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind simulator");
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind simulator");
         let addr = listener.local_addr().expect("address").to_string();
         let fleet = fleet(hosts, &addr);
         let sim = Arc::new(Simulator::new(&fleet, &options));
         let stop = CancellationToken::new();
-        let task = tokio::spawn(simulator::serve(
-            listener,
-            sim.clone(),
-            stop.clone().cancelled_owned(),
-        ));
+        let task = tokio::spawn(simulator::serve(listener, sim.clone(), stop.clone().cancelled_owned()));
         Sim {
             sim,
             addr,
@@ -105,9 +99,7 @@ impl Controller {
     pub async fn start(data: &Path, fleet: &FleetFile) -> Controller {
         let fleet_path = data.with_extension("fleet.yaml");
         std::fs::write(&fleet_path, fleet.to_yaml()).expect("write fleet");
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind controller");
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind controller");
         let url = format!("http://{}", listener.local_addr().expect("address"));
         let stop = CancellationToken::new();
         let options = server::Options {

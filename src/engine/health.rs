@@ -1,0 +1,111 @@
+//! What the controller knows of each host's health and version: the fleet file's
+//! word at first, then every probe and every answer from an agent.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use futures::StreamExt;
+
+use super::fleet::SharedFleet;
+use crate::fleet::Inventory;
+
+/// Probes in flight at once when many hosts are asked.
+const PROBE_CONCURRENCY: usize = 256;
+
+/// The last word on a host.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Seen {
+    pub healthy: bool,
+    pub version: String,
+    /// Unix ms of the probe or answer; 0 when only the fleet file said so.
+    pub at_ms: i64,
+    pub detail: String,
+}
+
+/// Last known health and version of every host.
+#[derive(Debug, Default)]
+pub struct HealthBook {
+    seen: Mutex<HashMap<String, Seen>>,
+}
+
+impl HealthBook {
+    pub fn new(inventory: &Inventory) -> HealthBook {
+        let seen = inventory
+            .hosts()
+            .iter()
+            .map(|h| {
+                let seen = Seen {
+                    healthy: h.healthy,
+                    version: h.version.clone().unwrap_or_default(),
+                    at_ms: 0,
+                    detail: "from the fleet file".into(),
+                };
+                (h.id.clone(), seen)
+            })
+            .collect();
+        HealthBook {
+            seen: Mutex::new(seen),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Seen>> {
+        self.seen.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn get(&self, host: &str) -> Option<Seen> {
+        self.lock().get(host).cloned()
+    }
+
+    pub fn record(&self, host: &str, seen: Seen) {
+        self.lock().insert(host.to_string(), seen);
+    }
+
+    /// A host's version changed (a deploy or rollback returned).
+    pub fn record_version(&self, host: &str, version: &str, at_ms: i64) {
+        if let Some(s) = self.lock().get_mut(host) {
+            s.version = version.to_string();
+            s.at_ms = at_ms;
+        }
+    }
+
+    /// Probes `hosts` now and records what they say. Returns the hosts that could not
+    /// be probed, with the error.
+    pub async fn probe(
+        &self,
+        fleet: &SharedFleet,
+        inventory: &Inventory,
+        hosts: &[String],
+        now_ms: i64,
+    ) -> Vec<(String, String)> {
+        // Owned futures, built up front: the stream then borrows nothing.
+        let calls: Vec<_> = hosts
+            .iter()
+            .map(|id| {
+                let address = inventory.host(id).map(|h| h.address.clone()).unwrap_or_default();
+                let call = fleet.probe(&address, id);
+                let id = id.clone();
+                async move { (id, call.await) }
+            })
+            .collect();
+        let answers: Vec<_> = futures::stream::iter(calls)
+            .buffer_unordered(PROBE_CONCURRENCY)
+            .collect()
+            .await;
+        let mut failed = Vec::new();
+        for (id, answer) in answers {
+            match answer {
+                Ok(p) => self.record(
+                    &id,
+                    Seen {
+                        healthy: p.healthy,
+                        version: p.version,
+                        at_ms: now_ms,
+                        detail: p.detail,
+                    },
+                ),
+                Err(e) => failed.push((id, e.to_string())),
+            }
+        }
+        failed
+    }
+}

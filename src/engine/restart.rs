@@ -1,0 +1,470 @@
+//! Restart jobs: restart the chosen hosts in batches, the best customers first at the
+//! moment each batch is picked, never more of one customer's healthy hosts down than
+//! its budget allows. Every restart is recorded before it is sent; after a controller
+//! restart, hosts in doubt are probed (healthy: done) or asked again with the same
+//! operation_id, so no host is restarted twice.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tracing::{Instrument, info, info_span, warn};
+
+use super::health::Seen;
+use super::queue::{Budget, Candidate, RestartQueue};
+use super::{Context, Result};
+use crate::fleet::Inventory;
+use crate::plan::{Order, Threshold};
+use crate::proto::v1 as pb;
+
+use pb::RestartHostState as HostState;
+
+/// How often a job with nothing to dispatch looks again (the budget may free up, the
+/// clock may move).
+const IDLE_TICK: Duration = Duration::from_millis(500);
+
+pub(crate) struct Job {
+    pub id: u64,
+    pub order: Order,
+    pub max_parallel: usize,
+    inner: Mutex<JobInner>,
+    snapshot: watch::Sender<Arc<pb::RestartJob>>,
+    /// Bumped on cancel, so the driver looks again.
+    pub control: watch::Sender<u64>,
+}
+
+struct JobInner {
+    record: pb::RestartJobRecord,
+    hosts: HashMap<String, pb::RestartHostRecord>,
+    queue: RestartQueue,
+    budget: Budget,
+    customers: HashMap<String, Vec<String>>,
+    reconcile: Vec<pb::RestartHostRecord>,
+    next_position: u32,
+}
+
+/// Each customer's host count in the inventory, the base of a share budget.
+pub fn customer_sizes(inventory: &Inventory) -> HashMap<String, u64> {
+    let mut sizes: HashMap<String, u64> = HashMap::new();
+    for h in inventory.hosts() {
+        for c in &h.customers {
+            *sizes.entry(c.clone()).or_default() += 1;
+        }
+    }
+    sizes
+}
+
+/// The job's settings, read back from its request.
+pub fn settings(req: &pb::TriggerRestartRequest) -> std::result::Result<(Order, usize, Threshold), (String, String)> {
+    let order = Order::parse(&req.order, Order::BusinessHoursFirst).map_err(|m| ("order".to_string(), m))?;
+    let max_parallel = match req.max_parallel {
+        0 => 50,
+        n if n > 10_000 => return Err(("max_parallel".into(), format!("{n} is over the limit of 10000"))),
+        n => n as usize,
+    };
+    let threshold = match req.max_unavailable.as_str() {
+        "" => Threshold::Share(crate::plan::Percent::from_basis_points(2_500)),
+        t => Threshold::parse(t).map_err(|m| ("max_unavailable".to_string(), m))?,
+    };
+    Ok((order, max_parallel, threshold))
+}
+
+impl Job {
+    /// Builds a job from its records (new or found in the store after a restart).
+    pub fn load(
+        record: pb::RestartJobRecord,
+        hosts: Vec<pb::RestartHostRecord>,
+        inventory: &Inventory,
+    ) -> std::result::Result<Job, String> {
+        let request = record.request.clone().unwrap_or_default();
+        let (order, max_parallel, threshold) = settings(&request).map_err(|(f, m)| format!("{f}: {m}"))?;
+        let mut budget = Budget::new(threshold, &customer_sizes(inventory));
+        let mut waiting = Vec::new();
+        let mut reconcile = Vec::new();
+        let mut customers = HashMap::new();
+        let mut next_position = 1;
+        let mut by_host = HashMap::with_capacity(hosts.len());
+        for rec in hosts {
+            let h = rec.host.clone().unwrap_or_default();
+            let host_customers = inventory.host(&h.host_id).map(|x| x.customers.clone()).unwrap_or_default();
+            next_position = next_position.max(h.position + 1);
+            match h.state() {
+                HostState::Pending | HostState::Unspecified => waiting.push(Candidate {
+                    host: h.host_id.clone(),
+                    customers: host_customers.clone(),
+                    healthy: h.was_healthy,
+                }),
+                HostState::Dispatched => {
+                    budget.hold(&host_customers, h.was_healthy);
+                    reconcile.push(rec.clone());
+                }
+                HostState::Restarted | HostState::Failed => {}
+            }
+            customers.insert(h.host_id.clone(), host_customers);
+            by_host.insert(h.host_id.clone(), rec);
+        }
+        let job = Job {
+            id: record.id,
+            order,
+            max_parallel,
+            snapshot: watch::Sender::new(Arc::new(pb::RestartJob::default())),
+            control: watch::Sender::new(0),
+            inner: Mutex::new(JobInner {
+                record,
+                hosts: by_host,
+                queue: RestartQueue::new(waiting),
+                budget,
+                customers,
+                reconcile,
+                next_position,
+            }),
+        };
+        job.publish(&job.lock());
+        Ok(job)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, JobInner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn state(&self) -> pb::RestartJobState {
+        self.lock().record.state()
+    }
+
+    pub fn is_active(&self) -> bool {
+        self.state() == pb::RestartJobState::Running
+    }
+
+    pub fn has_reconcile(&self) -> bool {
+        !self.lock().reconcile.is_empty()
+    }
+
+    pub fn host_ids(&self) -> Vec<String> {
+        self.lock().hosts.keys().cloned().collect()
+    }
+
+    pub fn snapshot(&self) -> Arc<pb::RestartJob> {
+        self.snapshot.borrow().clone()
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<Arc<pb::RestartJob>> {
+        self.snapshot.subscribe()
+    }
+
+    /// The snapshot with every host in restart order (picked ones by position,
+    /// waiting ones after).
+    pub fn detailed(&self) -> pb::RestartJob {
+        let inner = self.lock();
+        let mut job = build(&inner);
+        let mut hosts: Vec<pb::RestartHost> = inner.hosts.values().filter_map(|r| r.host.clone()).collect();
+        hosts.sort_by_key(|h| (h.position == 0, h.position, h.host_id.clone()));
+        job.hosts = hosts;
+        job
+    }
+
+    /// A dry run's answer: every host in the order it would go if picked now.
+    pub fn preview(&self, inventory: &Inventory, now_ms: i64) -> pb::RestartJob {
+        let inner = self.lock();
+        let mut job = build(&inner);
+        job.hosts = inner
+            .queue
+            .ranked(self.order, inventory.calendar(), now_ms)
+            .into_iter()
+            .enumerate()
+            .map(|(i, (c, p))| pb::RestartHost {
+                host_id: c.host,
+                state: HostState::Pending as i32,
+                position: i as u32 + 1,
+                batch: 0,
+                customer: p.customer,
+                local_time: p.local_time,
+                tier: p.key.0.as_str().to_string(),
+                why: p.why,
+                was_healthy: c.healthy,
+                detail: String::new(),
+            })
+            .collect();
+        job
+    }
+
+    fn publish(&self, inner: &JobInner) {
+        self.snapshot.send_replace(Arc::new(build(inner)));
+    }
+
+    /// Stops the job: nothing more is dispatched; restarts in flight finish.
+    pub fn cancel(&self, store: &crate::store::Store, reason: &str, now_ms: i64) -> Result<()> {
+        let mut inner = self.lock();
+        if inner.record.state() != pb::RestartJobState::Running {
+            return Err(super::Error::Refused(format!(
+                "restart job {} has already ended ({}); nothing to cancel",
+                self.id,
+                state_name(inner.record.state())
+            )));
+        }
+        inner.record.set_state(pb::RestartJobState::Cancelled);
+        inner.record.reason = if reason.is_empty() { "cancelled by an operator".into() } else { reason.into() };
+        inner.record.updated_at_unix_ms = now_ms;
+        inner.record.finished_at_unix_ms = now_ms;
+        store.put_restart_job(&inner.record)?;
+        self.publish(&inner);
+        drop(inner);
+        self.control.send_modify(|g| *g += 1);
+        Ok(())
+    }
+
+    /// Picks the next batch at `now_ms`: best first, within budget. Marks the hosts
+    /// dispatched with their operation ids and why they were picked; the caller writes
+    /// these intents and flushes before sending.
+    fn pick(&self, n: usize, inventory: &Inventory, now_ms: i64) -> Vec<pb::RestartHostRecord> {
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        let taken = inner.queue.take(n, self.order, inventory.calendar(), now_ms, &mut inner.budget);
+        if taken.is_empty() {
+            return Vec::new();
+        }
+        inner.record.batches += 1;
+        let batch = inner.record.batches;
+        let mut out = Vec::with_capacity(taken.len());
+        for (candidate, placement) in taken {
+            let position = inner.next_position;
+            inner.next_position += 1;
+            let Some(rec) = inner.hosts.get_mut(&candidate.host) else { continue };
+            let host = rec.host.get_or_insert_with(Default::default);
+            host.set_state(HostState::Dispatched);
+            host.position = position;
+            host.batch = batch;
+            host.customer = placement.customer;
+            host.local_time = placement.local_time;
+            host.tier = placement.key.0.as_str().to_string();
+            host.why = placement.why;
+            rec.operation_id = format!("j{}-{}", self.id, candidate.host);
+            rec.updated_at_unix_ms = now_ms;
+            out.push(rec.clone());
+        }
+        inner.record.updated_at_unix_ms = now_ms;
+        self.publish(inner);
+        out
+    }
+
+    fn take_reconcile(&self) -> Vec<pb::RestartHostRecord> {
+        std::mem::take(&mut self.lock().reconcile)
+    }
+
+    /// Records returned restarts; frees their budget.
+    fn record_results(&self, store: &crate::store::Store, results: &[pb::RestartHostRecord]) -> Result<()> {
+        store.put_restart_hosts(self.id, results)?;
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        for r in results {
+            let Some(h) = &r.host else { continue };
+            if let Some(customers) = inner.customers.get(&h.host_id) {
+                inner.budget.release(customers, h.was_healthy);
+            }
+            inner.hosts.insert(h.host_id.clone(), r.clone());
+        }
+        self.publish(inner);
+        Ok(())
+    }
+
+    fn nothing_waiting(&self) -> bool {
+        self.lock().queue.is_empty()
+    }
+
+    /// Ends a job that ran out of hosts: succeeded, or failed if some restarts failed.
+    fn complete(&self, store: &crate::store::Store, now_ms: i64) -> Result<()> {
+        let mut inner = self.lock();
+        if inner.record.state() != pb::RestartJobState::Running {
+            return Ok(());
+        }
+        let failed = inner
+            .hosts
+            .values()
+            .filter(|r| r.host.as_ref().is_some_and(|h| h.state() == HostState::Failed))
+            .count();
+        if failed > 0 {
+            inner.record.set_state(pb::RestartJobState::Failed);
+            inner.record.reason = format!("{failed} hosts failed to restart; see their detail");
+        } else {
+            inner.record.set_state(pb::RestartJobState::Succeeded);
+        }
+        inner.record.updated_at_unix_ms = now_ms;
+        inner.record.finished_at_unix_ms = now_ms;
+        store.put_restart_job(&inner.record)?;
+        self.publish(&inner);
+        Ok(())
+    }
+}
+
+pub fn state_name(s: pb::RestartJobState) -> &'static str {
+    match s {
+        pb::RestartJobState::Unspecified => "unknown",
+        pb::RestartJobState::Running => "running",
+        pb::RestartJobState::Succeeded => "succeeded",
+        pb::RestartJobState::Failed => "failed",
+        pb::RestartJobState::Cancelled => "cancelled",
+    }
+}
+
+fn build(inner: &JobInner) -> pb::RestartJob {
+    let r = &inner.record;
+    let req = r.request.clone().unwrap_or_default();
+    let mut counts = [0u64; 5];
+    let mut tiers: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    for rec in inner.hosts.values() {
+        let Some(h) = &rec.host else { continue };
+        counts[h.state as usize] += 1;
+        if h.position > 0 {
+            let t = tiers.entry(h.tier.clone()).or_default();
+            t.0 += 1;
+            if h.state() == HostState::Restarted {
+                t.1 += 1;
+            }
+        }
+    }
+    let tier_rank = |t: &str| ["in-hours", "starting-soon", "off-hours", "no-customer"].iter().position(|x| *x == t);
+    let mut tiers: Vec<pb::TierCount> = tiers
+        .into_iter()
+        .map(|(tier, (total, restarted))| pb::TierCount { tier, total, restarted })
+        .collect();
+    tiers.sort_by_key(|t| tier_rank(&t.tier));
+    pb::RestartJob {
+        id: r.id,
+        state: r.state,
+        order: Order::parse(&req.order, Order::BusinessHoursFirst)
+            .map(|o| o.as_str().to_string())
+            .unwrap_or_default(),
+        max_parallel: req.max_parallel,
+        max_unavailable: req.max_unavailable.clone(),
+        hosts_total: inner.hosts.len() as u64,
+        hosts_restarted: counts[HostState::Restarted as usize],
+        hosts_failed: counts[HostState::Failed as usize],
+        hosts_in_flight: counts[HostState::Dispatched as usize],
+        hosts_pending: counts[HostState::Pending as usize] + counts[HostState::Unspecified as usize],
+        skipped: r.skipped.clone(),
+        tiers,
+        batches: r.batches,
+        hosts: Vec::new(),
+        reason: r.reason.clone(),
+        created_at_unix_ms: r.created_at_unix_ms,
+        updated_at_unix_ms: r.updated_at_unix_ms,
+        finished_at_unix_ms: r.finished_at_unix_ms,
+        request_id: req.request_id,
+    }
+}
+
+/// Runs a restart job until it ends or the controller shuts down.
+pub(crate) async fn drive(job: Arc<Job>, ctx: Arc<Context>) {
+    let span = info_span!("restart_job", id = job.id);
+    async {
+        if let Err(e) = run(&job, &ctx).await {
+            warn!(error = %e, "restart job cannot continue");
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+async fn run(job: &Job, ctx: &Context) -> Result<()> {
+    let mut control = job.control.subscribe();
+    let mut inflight: JoinSet<pb::RestartHostRecord> = JoinSet::new();
+    for rec in job.take_reconcile() {
+        inflight.spawn(call(ctx.clone_parts(), rec, true));
+    }
+    loop {
+        let stop = ctx.shutdown.is_cancelled() || !job.is_active();
+        // Batches: refill when half the slots are free, re-ranking at this instant.
+        if !stop && inflight.len() <= job.max_parallel / 2 {
+            let now = ctx.clock.now_ms();
+            let picked = job.pick(job.max_parallel - inflight.len(), &ctx.inventory, now);
+            if !picked.is_empty() {
+                ctx.store.put_restart_hosts(job.id, &picked)?;
+                ctx.store.put_restart_job(&job.lock().record)?;
+                ctx.store.flush().await?;
+                for rec in picked {
+                    inflight.spawn(call(ctx.clone_parts(), rec, false));
+                }
+            }
+        }
+        if inflight.is_empty() {
+            if stop {
+                break;
+            }
+            if job.nothing_waiting() {
+                job.complete(&ctx.store, ctx.clock.now_ms())?;
+                ctx.store.flush().await?;
+                info!("restart job ended");
+                break;
+            }
+        }
+        tokio::select! {
+            joined = inflight.join_next(), if !inflight.is_empty() => {
+                let mut done = Vec::new();
+                if let Some(Ok(r)) = joined {
+                    done.push(r);
+                }
+                while let Some(joined) = inflight.try_join_next() {
+                    if let Ok(r) = joined {
+                        done.push(r);
+                    }
+                }
+                let now = ctx.clock.now_ms();
+                for r in &mut done {
+                    r.updated_at_unix_ms = now;
+                    if let Some(h) = &r.host
+                        && h.state() == HostState::Restarted
+                    {
+                        let version = ctx.health.get(&h.host_id).map(|s| s.version).unwrap_or_default();
+                        ctx.health.record(&h.host_id, Seen { healthy: true, version, at_ms: now, detail: "restarted".into() });
+                    }
+                }
+                job.record_results(&ctx.store, &done)?;
+            }
+            _ = control.changed() => {}
+            _ = tokio::time::sleep(IDLE_TICK), if inflight.is_empty() => {}
+            _ = ctx.shutdown.cancelled(), if !ctx.shutdown.is_cancelled() => {}
+        }
+    }
+    ctx.store.flush().await?;
+    Ok(())
+}
+
+/// One host: (probe, when in doubt after a restart: healthy means done), restart.
+async fn call(parts: (super::SharedFleet, Arc<Inventory>), mut rec: pb::RestartHostRecord, probe_first: bool) -> pb::RestartHostRecord {
+    let (fleet, inventory) = parts;
+    let host_id = rec.host.as_ref().map(|h| h.host_id.clone()).unwrap_or_default();
+    let address = inventory.host(&host_id).map(|h| h.address.clone()).unwrap_or_default();
+    let outcome = async {
+        if probe_first
+            && let Ok(p) = fleet.probe(&address, &host_id).await
+            && p.healthy
+        {
+            return Ok("healthy (confirmed by probe after a controller restart)".to_string());
+        }
+        let request = pb::ApplyRequest {
+            host_id: host_id.clone(),
+            operation_id: rec.operation_id.clone(),
+            action: pb::Action::Restart as i32,
+            version: String::new(),
+        };
+        match fleet.apply(&address, request).await {
+            Ok(resp) if resp.ok => Ok(resp.detail),
+            Ok(resp) => Err(format!("agent reported failure: {}", resp.detail)),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+    .await;
+    let host = rec.host.get_or_insert_with(Default::default);
+    match outcome {
+        Ok(detail) => {
+            host.set_state(HostState::Restarted);
+            host.detail = detail;
+        }
+        Err(detail) => {
+            host.set_state(HostState::Failed);
+            host.detail = detail;
+        }
+    }
+    rec
+}
