@@ -27,6 +27,8 @@ pub struct SimulatorOptions {
     /// Each Apply takes a time drawn uniformly from this range, in milliseconds.
     pub latency_ms: (u64, u64),
     pub seed: u64,
+    /// Share of hosts that start unhealthy (besides those the fleet file marks).
+    pub unhealthy_rate: f64,
 }
 
 impl Default for SimulatorOptions {
@@ -35,6 +37,7 @@ impl Default for SimulatorOptions {
             fail_rate: 0.0,
             latency_ms: (0, 0),
             seed: 0,
+            unhealthy_rate: 0.0,
         }
     }
 }
@@ -58,6 +61,7 @@ pub fn parse_latency(text: &str) -> Result<(u64, u64), String> {
 
 #[derive(Debug, Default)]
 struct SimHost {
+    customers: Vec<String>,
     version: String,
     previous_version: String,
     healthy: bool,
@@ -74,17 +78,24 @@ pub struct Simulator {
     fail_rate: AtomicU64,
     latency_ms: (u64, u64),
     seed: u64,
+    /// Per customer: healthy hosts being restarted now, and the most ever at once
+    /// (what a disruption budget must bound).
+    restarting: std::sync::Mutex<HashMap<String, (u64, u64)>>,
 }
 
 impl Simulator {
     pub fn new(fleet: &FleetFile, options: &SimulatorOptions) -> Simulator {
+        let rate = options.unhealthy_rate.clamp(0.0, 1.0);
         let hosts = fleet
             .hosts
             .iter()
             .map(|h| {
+                let draw =
+                    (stable_hash(&format!("{}:unhealthy:{}", options.seed, h.id)) >> 11) as f64 / (1u64 << 53) as f64;
                 let host = SimHost {
+                    customers: h.customers.clone(),
                     version: h.version.clone().unwrap_or_default(),
-                    healthy: h.healthy,
+                    healthy: h.healthy && draw >= rate,
                     ..Default::default()
                 };
                 (h.id.clone(), Mutex::new(host))
@@ -95,6 +106,37 @@ impl Simulator {
             fail_rate: AtomicU64::new(options.fail_rate.clamp(0.0, 1.0).to_bits()),
             latency_ms: options.latency_ms,
             seed: options.seed,
+            restarting: std::sync::Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The most healthy hosts of `customer` ever restarting at the same time.
+    pub fn max_concurrent_restarts(&self, customer: &str) -> u64 {
+        self.restarting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(customer)
+            .map_or(0, |c| c.1)
+    }
+
+    /// Hosts that are unhealthy now.
+    pub async fn unhealthy(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for (id, h) in &self.hosts {
+            if !h.lock().await.healthy {
+                out.push(id.clone());
+            }
+        }
+        out.sort();
+        out
+    }
+
+    fn count_restart(&self, customers: &[String], delta: i64) {
+        let mut map = self.restarting.lock().unwrap_or_else(|p| p.into_inner());
+        for c in customers {
+            let e = map.entry(c.clone()).or_default();
+            e.0 = (e.0 as i64 + delta).max(0) as u64;
+            e.1 = e.1.max(e.0);
         }
     }
 
@@ -149,10 +191,18 @@ impl Simulator {
             replay.replayed = true;
             return Ok(replay);
         }
+        // A healthy host being restarted is down for its customers meanwhile.
+        let disrupts = action == pb::Action::Restart && h.healthy;
+        if disrupts {
+            self.count_restart(&h.customers, 1);
+        }
         let (lo, hi) = self.latency_ms;
         if hi > 0 {
             let ms = lo + ((hi - lo + 1) as f64 * self.draw(&req.operation_id, "latency")) as u64;
             tokio::time::sleep(Duration::from_millis(ms.min(hi))).await;
+        }
+        if disrupts {
+            self.count_restart(&h.customers, -1);
         }
         h.executed += 1;
         h.last_operation_id = req.operation_id.clone();
@@ -186,16 +236,16 @@ impl Simulator {
                         h.previous_version = std::mem::replace(&mut h.version, target);
                     }
                 }
-                pb::Action::Restart | pb::Action::Unspecified => {}
+                pb::Action::Restart => h.healthy = true,
+                pb::Action::Unspecified => {}
             }
-            h.healthy = true;
             pb::ApplyResponse {
                 ok: true,
                 version: h.version.clone(),
                 previous_version: before,
                 detail: String::new(),
                 replayed: false,
-                healthy: true,
+                healthy: h.healthy,
             }
         };
         h.results.insert(req.operation_id, response.clone());

@@ -43,6 +43,9 @@ pub struct DemoArgs {
     pub latency_ms: (u64, u64),
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
+    /// Share of hosts that stay unhealthy after the fix and need a restart.
+    #[arg(long, default_value_t = 0.04)]
+    pub unhealthy_rate: f64,
     /// Do not kill the controller mid-rollout.
     #[arg(long)]
     pub no_crash: bool,
@@ -93,6 +96,7 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
             fail_rate: 0.0,
             latency_ms: args.latency_ms,
             seed: args.seed,
+            unhealthy_rate: args.unhealthy_rate,
         },
     ));
     let sim_stop = CancellationToken::new();

@@ -8,6 +8,7 @@ mod client;
 mod demo;
 pub mod process;
 pub mod render;
+pub mod restart;
 mod serve;
 pub mod watch;
 
@@ -80,6 +81,10 @@ pub enum Command {
         #[arg(long, default_value = "")]
         reason: String,
     },
+    /// Restart hosts, customers in their working day first, within a disruption budget.
+    Restart(restart::RestartArgs),
+    /// List hosts with their health and version.
+    Hosts(restart::HostsArgs),
     /// Work with plan files offline.
     Plan {
         #[command(subcommand)]
@@ -196,6 +201,8 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 _ => ExitCode::FAILURE,
             })
         }
+        Command::Restart(args) => restart::restart(server, args).await,
+        Command::Hosts(args) => restart::hosts(server, args).await,
         Command::Pause { name } => act(server, &name, Act::Pause, String::new()).await,
         Command::Resume { name } => act(server, &name, Act::Resume, String::new()).await,
         Command::Abort { name, reason } => act(server, &name, Act::Abort, reason).await,

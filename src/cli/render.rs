@@ -177,6 +177,11 @@ pub fn preview(r: &pb::Rollout, waves: &[pb::WavePreview]) -> String {
     );
     for w in waves {
         let more = w.new_hosts.saturating_sub(w.host_ids.len() as u64);
+        let customers: Vec<String> = w
+            .customers
+            .iter()
+            .map(|c| format!("    {} ({} hosts): {} [{}]", c.customer, c.hosts, c.why, c.tier))
+            .collect();
         out.push_str(&format!(
             "wave {} ({:>4}): +{} hosts, {} in total: {}{}\n",
             w.index + 1,
@@ -190,6 +195,10 @@ pub fn preview(r: &pb::Rollout, waves: &[pb::WavePreview]) -> String {
                 String::new()
             }
         ));
+        for line in customers {
+            out.push_str(&line);
+            out.push('\n');
+        }
     }
     out
 }

@@ -53,6 +53,9 @@ pub struct AgentArgs {
     /// Seed of the simulator's randomness: the same seed fails the same operations.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Share of hosts that start unhealthy, besides those marked `healthy: false` (simulator).
+    #[arg(long, default_value_t = 0.0)]
+    pub unhealthy_rate: f64,
 }
 
 /// Binds `addr` and prints the line scripts read the port from.
@@ -109,6 +112,7 @@ pub async fn serve(args: ServeArgs) -> Result<ExitCode> {
             data: args.data,
             fleet: args.fleet,
             agent_timeout: args.agent_timeout,
+            clock: Arc::new(crate::engine::SystemClock),
         },
         token,
     )
@@ -125,6 +129,11 @@ pub async fn agent(args: AgentArgs) -> Result<ExitCode> {
     if !(0.0..=1.0).contains(&args.fail_rate) {
         return Err(Error::Usage("--fail-rate must be between 0 and 1 (e.g. 0.05)".into()));
     }
+    if !(0.0..=1.0).contains(&args.unhealthy_rate) {
+        return Err(Error::Usage(
+            "--unhealthy-rate must be between 0 and 1 (e.g. 0.05)".into(),
+        ));
+    }
     let fleet = FleetFile::load(&fleet_path)?;
     let sim = Arc::new(Simulator::new(
         &fleet,
@@ -132,6 +141,7 @@ pub async fn agent(args: AgentArgs) -> Result<ExitCode> {
             fail_rate: args.fail_rate,
             latency_ms: args.latency_ms,
             seed: args.seed,
+            unhealthy_rate: args.unhealthy_rate,
         },
     ));
     let listener = bind(&args.listen).await?;

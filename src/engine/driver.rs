@@ -147,6 +147,9 @@ async fn execute(live: &Live, ctx: &Context, wave: Option<u32>, first: Vec<Dispa
                 let now = ctx.clock.now_ms();
                 for d in &mut done {
                     d.record.updated_at_unix_ms = now;
+                    if d.record.state() == pb::HostState::Succeeded && !d.record.version.is_empty() {
+                        ctx.health.record_version(&d.host, &d.record.version, now);
+                    }
                 }
                 live.record_results(&ctx.store, &done)?;
                 done.clear();

@@ -43,9 +43,7 @@ impl HealthBook {
                 (h.id.clone(), seen)
             })
             .collect();
-        HealthBook {
-            seen: Mutex::new(seen),
-        }
+        HealthBook { seen: Mutex::new(seen) }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Seen>> {

@@ -212,19 +212,28 @@ impl Engine {
     }
 
     fn find_job(&self, id: u64) -> Result<Arc<Job>> {
-        self.jobs()
-            .get(&id)
-            .cloned()
-            .ok_or_else(|| Error::NotFound(format!("no restart job has id {id}; `rollout restart --list` shows them")))
+        self.jobs().get(&id).cloned().ok_or_else(|| {
+            Error::NotFound(format!(
+                "no restart job has id {id}; `rollout restart --list` shows them"
+            ))
+        })
     }
 
     /// Hosts that active rollouts and restart jobs hold, with who holds them.
     fn held_hosts(&self) -> Result<HashMap<String, String>> {
         let mut held = HashMap::new();
-        let active: Vec<Arc<Live>> = self.lock().values().filter(|l| !l.state().is_terminal()).cloned().collect();
+        let active: Vec<Arc<Live>> = self
+            .lock()
+            .values()
+            .filter(|l| !l.state().is_terminal())
+            .cloned()
+            .collect();
         for live in active {
             for host in self.ctx.store.rollout_host_ids(live.id)? {
-                held.insert(host, format!("held by active rollout `{}` (id {})", live.name(), live.id));
+                held.insert(
+                    host,
+                    format!("held by active rollout `{}` (id {})", live.name(), live.id),
+                );
             }
         }
         let jobs: Vec<Arc<Job>> = self.jobs().values().filter(|j| j.is_active()).cloned().collect();
@@ -262,8 +271,11 @@ impl Engine {
             candidates.push(id.clone());
         }
         if !req.selector.is_empty() {
-            let selector: crate::plan::Selector =
-                req.selector.iter().map(|(k, v)| (k.clone(), v.values.clone())).collect();
+            let selector: crate::plan::Selector = req
+                .selector
+                .iter()
+                .map(|(k, v)| (k.clone(), v.values.clone()))
+                .collect();
             candidates.extend(self.inventory.select(&selector).map(|h| h.id.clone()));
         }
         if req.host_ids.is_empty() && req.selector.is_empty() {
@@ -293,9 +305,15 @@ impl Engine {
         let mut chosen = Vec::new();
         for id in candidates {
             if let Some(why) = held.get(&id) {
-                skipped.push(pb::SkippedHost { host_id: id, reason: why.clone() });
+                skipped.push(pb::SkippedHost {
+                    host_id: id,
+                    reason: why.clone(),
+                });
             } else if let Some(err) = unreachable.get(&id) {
-                skipped.push(pb::SkippedHost { host_id: id, reason: format!("cannot probe it: {err}") });
+                skipped.push(pb::SkippedHost {
+                    host_id: id,
+                    reason: format!("cannot probe it: {err}"),
+                });
             } else {
                 let healthy = self.ctx.health.get(&id).is_none_or(|s| s.healthy);
                 if !req.unhealthy_only || !healthy {
@@ -306,7 +324,11 @@ impl Engine {
         if chosen.is_empty() {
             return Err(Error::Refused(format!(
                 "no host to restart: {matched} matched{}, {} skipped (held by a rollout or job, or unreachable)",
-                if req.unhealthy_only { ", none of the others unhealthy" } else { "" },
+                if req.unhealthy_only {
+                    ", none of the others unhealthy"
+                } else {
+                    ""
+                },
                 skipped.len()
             )));
         }
@@ -340,7 +362,10 @@ impl Engine {
             let job = Job::load(record, host_records, &self.inventory).map_err(Error::Corrupt)?;
             return Ok((job.preview(&self.inventory, now), false));
         }
-        self.ctx.store.create_restart_job(&record, &host_records, &req.request_id).await?;
+        self.ctx
+            .store
+            .create_restart_job(&record, &host_records, &req.request_id)
+            .await?;
         self.ctx.store.append_event(&pb::EventRecord {
             at_unix_ms: now,
             rollout_id: 0,
@@ -356,7 +381,11 @@ impl Engine {
     /// A restart job; with every host in restart order when `include_hosts`.
     pub fn restart_job(&self, id: u64, include_hosts: bool) -> Result<pb::RestartJob> {
         let job = self.find_job(id)?;
-        Ok(if include_hosts { job.detailed() } else { (*job.snapshot()).clone() })
+        Ok(if include_hosts {
+            job.detailed()
+        } else {
+            (*job.snapshot()).clone()
+        })
     }
 
     /// Every restart job, newest first.
@@ -379,7 +408,12 @@ impl Engine {
     pub async fn hosts(&self, unhealthy_only: bool, probe: bool) -> Vec<pb::HostStatus> {
         if probe {
             let ids: Vec<String> = self.inventory.hosts().iter().map(|h| h.id.clone()).collect();
-            for (host, err) in self.ctx.health.probe(&self.ctx.fleet, &self.inventory, &ids, self.ctx.clock.now_ms()).await {
+            for (host, err) in self
+                .ctx
+                .health
+                .probe(&self.ctx.fleet, &self.inventory, &ids, self.ctx.clock.now_ms())
+                .await
+            {
                 if let Some(mut seen) = self.ctx.health.get(&host) {
                     seen.detail = format!("probe failed: {err}");
                     self.ctx.health.record(&host, seen);
@@ -544,7 +578,11 @@ impl Engine {
             let mut customers: Vec<pb::CustomerSlot> = Vec::new();
             let mut index: HashMap<String, usize> = HashMap::new();
             for h in hosts {
-                let host_customers = self.inventory.host(h).map(|x| x.customers.as_slice()).unwrap_or_default();
+                let host_customers = self
+                    .inventory
+                    .host(h)
+                    .map(|x| x.customers.as_slice())
+                    .unwrap_or_default();
                 let place = crate::hours::Calendar::place(&snapshot, h, host_customers);
                 match index.get(&place.customer) {
                     Some(&i) => customers[i].hosts += 1,

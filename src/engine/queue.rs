@@ -192,17 +192,16 @@ mod tests {
         let sizes = [("c".to_string(), 8u64)].into();
         let mut budget = Budget::new(Threshold::Share(crate::plan::Percent::from_basis_points(2_500)), &sizes);
         assert_eq!(budget.allowed("c"), 2);
-        let mut q = RestartQueue::new(
-            (0..6)
-                .map(|i| host(&format!("h{i}"), "c", i >= 4))
-                .collect(),
-        );
+        let mut q = RestartQueue::new((0..6).map(|i| host(&format!("h{i}"), "c", i >= 4)).collect());
         let now = utc("2026-11-24T00:30");
         let batch = q.take(10, Order::Stable, &cal, now, &mut budget);
         let healthy = batch.iter().filter(|(c, _)| c.healthy).count();
         assert_eq!((batch.len(), healthy), (6, 2), "4 unhealthy + 2 healthy");
         let mut q = RestartQueue::new((0..4).map(|i| host(&format!("g{i}"), "c", true)).collect());
-        assert!(q.take(10, Order::Stable, &cal, now, &mut budget).is_empty(), "budget used up");
+        assert!(
+            q.take(10, Order::Stable, &cal, now, &mut budget).is_empty(),
+            "budget used up"
+        );
         budget.release(&["c".into()], true);
         assert_eq!(q.take(10, Order::Stable, &cal, now, &mut budget).len(), 1);
         assert_eq!(q.len(), 3);

@@ -88,7 +88,10 @@ impl Job {
         let mut by_host = HashMap::with_capacity(hosts.len());
         for rec in hosts {
             let h = rec.host.clone().unwrap_or_default();
-            let host_customers = inventory.host(&h.host_id).map(|x| x.customers.clone()).unwrap_or_default();
+            let host_customers = inventory
+                .host(&h.host_id)
+                .map(|x| x.customers.clone())
+                .unwrap_or_default();
             next_position = next_position.max(h.position + 1);
             match h.state() {
                 HostState::Pending | HostState::Unspecified => waiting.push(Candidate {
@@ -204,7 +207,11 @@ impl Job {
             )));
         }
         inner.record.set_state(pb::RestartJobState::Cancelled);
-        inner.record.reason = if reason.is_empty() { "cancelled by an operator".into() } else { reason.into() };
+        inner.record.reason = if reason.is_empty() {
+            "cancelled by an operator".into()
+        } else {
+            reason.into()
+        };
         inner.record.updated_at_unix_ms = now_ms;
         inner.record.finished_at_unix_ms = now_ms;
         store.put_restart_job(&inner.record)?;
@@ -220,7 +227,9 @@ impl Job {
     fn pick(&self, n: usize, inventory: &Inventory, now_ms: i64) -> Vec<pb::RestartHostRecord> {
         let mut guard = self.lock();
         let inner = &mut *guard;
-        let taken = inner.queue.take(n, self.order, inventory.calendar(), now_ms, &mut inner.budget);
+        let taken = inner
+            .queue
+            .take(n, self.order, inventory.calendar(), now_ms, &mut inner.budget);
         if taken.is_empty() {
             return Vec::new();
         }
@@ -230,7 +239,9 @@ impl Job {
         for (candidate, placement) in taken {
             let position = inner.next_position;
             inner.next_position += 1;
-            let Some(rec) = inner.hosts.get_mut(&candidate.host) else { continue };
+            let Some(rec) = inner.hosts.get_mut(&candidate.host) else {
+                continue;
+            };
             let host = rec.host.get_or_insert_with(Default::default);
             host.set_state(HostState::Dispatched);
             host.position = position;
@@ -323,7 +334,11 @@ fn build(inner: &JobInner) -> pb::RestartJob {
             }
         }
     }
-    let tier_rank = |t: &str| ["in-hours", "starting-soon", "off-hours", "no-customer"].iter().position(|x| *x == t);
+    let tier_rank = |t: &str| {
+        ["in-hours", "starting-soon", "off-hours", "no-customer"]
+            .iter()
+            .position(|x| *x == t)
+    };
     let mut tiers: Vec<pb::TierCount> = tiers
         .into_iter()
         .map(|(tier, (total, restarted))| pb::TierCount { tier, total, restarted })
@@ -431,7 +446,11 @@ async fn run(job: &Job, ctx: &Context) -> Result<()> {
 }
 
 /// One host: (probe, when in doubt after a restart: healthy means done), restart.
-async fn call(parts: (super::SharedFleet, Arc<Inventory>), mut rec: pb::RestartHostRecord, probe_first: bool) -> pb::RestartHostRecord {
+async fn call(
+    parts: (super::SharedFleet, Arc<Inventory>),
+    mut rec: pb::RestartHostRecord,
+    probe_first: bool,
+) -> pb::RestartHostRecord {
     let (fleet, inventory) = parts;
     let host_id = rec.host.as_ref().map(|h| h.host_id.clone()).unwrap_or_default();
     let address = inventory.host(&host_id).map(|h| h.address.clone()).unwrap_or_default();

@@ -62,23 +62,26 @@ fn snapshots<T: Clone + Send + Sync + 'static>(
         Next,
         Done,
     }
-    let stream = futures::stream::unfold((rx, Phase::First, shutdown), move |(mut rx, phase, shutdown)| async move {
-        let snapshot = match phase {
-            Phase::Done => return None,
-            Phase::First => rx.borrow_and_update().clone(),
-            Phase::Next => {
-                tokio::select! {
-                    changed = rx.changed() => {
-                        changed.ok()?;
-                        rx.borrow_and_update().clone()
+    let stream = futures::stream::unfold(
+        (rx, Phase::First, shutdown),
+        move |(mut rx, phase, shutdown)| async move {
+            let snapshot = match phase {
+                Phase::Done => return None,
+                Phase::First => rx.borrow_and_update().clone(),
+                Phase::Next => {
+                    tokio::select! {
+                        changed = rx.changed() => {
+                            changed.ok()?;
+                            rx.borrow_and_update().clone()
+                        }
+                        _ = shutdown.cancelled() => return None,
                     }
-                    _ = shutdown.cancelled() => return None,
                 }
-            }
-        };
-        let next = if done(&snapshot) { Phase::Done } else { Phase::Next };
-        Some((Ok((*snapshot).clone()), (rx, next, shutdown)))
-    });
+            };
+            let next = if done(&snapshot) { Phase::Done } else { Phase::Next };
+            Some((Ok((*snapshot).clone()), (rx, next, shutdown)))
+        },
+    );
     Box::pin(stream)
 }
 
@@ -149,42 +152,88 @@ impl Controller for ControllerService {
 
     type WatchRolloutStream = Snapshots<pb::Rollout>;
 
-    async fn watch_rollout(&self, request: Request<pb::GetRolloutRequest>) -> Result<Response<Snapshots<pb::Rollout>>, Status> {
+    async fn watch_rollout(
+        &self,
+        request: Request<pb::GetRolloutRequest>,
+    ) -> Result<Response<Snapshots<pb::Rollout>>, Status> {
         let req = request.into_inner();
         let rx = self.engine.watch(key(&req.name, req.id)?).map_err(Error::from)?;
-        Ok(Response::new(snapshots(rx, self.shutdown.clone(), |r| is_terminal(r.state()))))
+        Ok(Response::new(snapshots(rx, self.shutdown.clone(), |r| {
+            is_terminal(r.state())
+        })))
     }
 
-    async fn trigger_restart(&self, request: Request<pb::TriggerRestartRequest>) -> Result<Response<pb::TriggerRestartResponse>, Status> {
-        let (job, replayed) = self.engine.trigger_restart(request.into_inner()).await.map_err(Error::from)?;
-        Ok(Response::new(pb::TriggerRestartResponse { job: Some(job), replayed }))
+    async fn trigger_restart(
+        &self,
+        request: Request<pb::TriggerRestartRequest>,
+    ) -> Result<Response<pb::TriggerRestartResponse>, Status> {
+        let (job, replayed) = self
+            .engine
+            .trigger_restart(request.into_inner())
+            .await
+            .map_err(Error::from)?;
+        Ok(Response::new(pb::TriggerRestartResponse {
+            job: Some(job),
+            replayed,
+        }))
     }
 
-    async fn get_restart_job(&self, request: Request<pb::GetRestartJobRequest>) -> Result<Response<pb::RestartJob>, Status> {
+    async fn get_restart_job(
+        &self,
+        request: Request<pb::GetRestartJobRequest>,
+    ) -> Result<Response<pb::RestartJob>, Status> {
         let req = request.into_inner();
-        Ok(Response::new(self.engine.restart_job(req.id, req.include_hosts).map_err(Error::from)?))
+        Ok(Response::new(
+            self.engine
+                .restart_job(req.id, req.include_hosts)
+                .map_err(Error::from)?,
+        ))
     }
 
-    async fn list_restart_jobs(&self, _: Request<pb::ListRestartJobsRequest>) -> Result<Response<pb::ListRestartJobsResponse>, Status> {
+    async fn list_restart_jobs(
+        &self,
+        _: Request<pb::ListRestartJobsRequest>,
+    ) -> Result<Response<pb::ListRestartJobsResponse>, Status> {
         let jobs = self.engine.restart_jobs().into_iter().map(|j| (*j).clone()).collect();
         Ok(Response::new(pb::ListRestartJobsResponse { jobs }))
     }
 
     type WatchRestartJobStream = Snapshots<pb::RestartJob>;
 
-    async fn watch_restart_job(&self, request: Request<pb::GetRestartJobRequest>) -> Result<Response<Snapshots<pb::RestartJob>>, Status> {
-        let rx = self.engine.watch_restart_job(request.into_inner().id).map_err(Error::from)?;
-        Ok(Response::new(snapshots(rx, self.shutdown.clone(), |j| j.state() != pb::RestartJobState::Running)))
+    async fn watch_restart_job(
+        &self,
+        request: Request<pb::GetRestartJobRequest>,
+    ) -> Result<Response<Snapshots<pb::RestartJob>>, Status> {
+        let rx = self
+            .engine
+            .watch_restart_job(request.into_inner().id)
+            .map_err(Error::from)?;
+        Ok(Response::new(snapshots(rx, self.shutdown.clone(), |j| {
+            j.state() != pb::RestartJobState::Running
+        })))
     }
 
-    async fn cancel_restart_job(&self, request: Request<pb::CancelRestartJobRequest>) -> Result<Response<pb::RestartJob>, Status> {
+    async fn cancel_restart_job(
+        &self,
+        request: Request<pb::CancelRestartJobRequest>,
+    ) -> Result<Response<pb::RestartJob>, Status> {
         let req = request.into_inner();
-        Ok(Response::new(self.engine.cancel_restart_job(req.id, &req.reason).await.map_err(Error::from)?))
+        Ok(Response::new(
+            self.engine
+                .cancel_restart_job(req.id, &req.reason)
+                .await
+                .map_err(Error::from)?,
+        ))
     }
 
-    async fn list_hosts(&self, request: Request<pb::ListHostsRequest>) -> Result<Response<pb::ListHostsResponse>, Status> {
+    async fn list_hosts(
+        &self,
+        request: Request<pb::ListHostsRequest>,
+    ) -> Result<Response<pb::ListHostsResponse>, Status> {
         let req = request.into_inner();
-        Ok(Response::new(pb::ListHostsResponse { hosts: self.engine.hosts(req.unhealthy_only, req.probe).await }))
+        Ok(Response::new(pb::ListHostsResponse {
+            hosts: self.engine.hosts(req.unhealthy_only, req.probe).await,
+        }))
     }
 
     async fn pause_rollout(&self, request: Request<pb::RolloutActionRequest>) -> Result<Response<pb::Rollout>, Status> {

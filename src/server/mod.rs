@@ -16,14 +16,14 @@ use tracing::info;
 
 pub use controller::ControllerService;
 
-use crate::engine::{self, Engine, GrpcFleet, SystemClock};
+use crate::engine::{self, Clock, Engine, GrpcFleet};
 use crate::fleet::{FleetFile, Inventory};
 use crate::proto::v1 as pb;
 use crate::store::Store;
 use crate::{Error, Result};
 
 /// How `rollout serve` was asked to run.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Options {
     /// Directory of the sled store; created if missing.
     pub data: PathBuf,
@@ -31,6 +31,8 @@ pub struct Options {
     pub fleet: Option<PathBuf>,
     /// Deadline of each call to an agent.
     pub agent_timeout: Duration,
+    /// Wall-clock time for business hours and records (tests fix it).
+    pub clock: Arc<dyn Clock>,
 }
 
 /// Runs the controller on `listener` until `shutdown` fires, then stops dispatching,
@@ -44,7 +46,7 @@ pub async fn run(listener: TcpListener, options: Options, shutdown: Cancellation
         store.clone(),
         inventory,
         fleet,
-        Arc::new(SystemClock),
+        options.clock.clone(),
         engine::Options::default(),
         shutdown.clone(),
     )

@@ -264,7 +264,8 @@ impl Store {
 
     /// Overwrites a restart job's record. Durable at the next flush.
     pub fn put_restart_job(&self, record: &pb::RestartJobRecord) -> Result<()> {
-        self.restart_jobs.insert(record.id.to_be_bytes(), record.encode_to_vec())?;
+        self.restart_jobs
+            .insert(record.id.to_be_bytes(), record.encode_to_vec())?;
         Ok(())
     }
 

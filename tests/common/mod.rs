@@ -97,6 +97,15 @@ pub struct Controller {
 
 impl Controller {
     pub async fn start(data: &Path, fleet: &FleetFile) -> Controller {
+        Controller::start_with_clock(data, fleet, Arc::new(rollout::engine::SystemClock)).await
+    }
+
+    /// A controller whose wall clock (business hours, records) is `clock`.
+    pub async fn start_with_clock(
+        data: &Path,
+        fleet: &FleetFile,
+        clock: Arc<dyn rollout::engine::Clock>,
+    ) -> Controller {
         let fleet_path = data.with_extension("fleet.yaml");
         std::fs::write(&fleet_path, fleet.to_yaml()).expect("write fleet");
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind controller");
@@ -106,6 +115,7 @@ impl Controller {
             data: data.to_path_buf(),
             fleet: Some(fleet_path),
             agent_timeout: Duration::from_secs(30),
+            clock,
         };
         let task = tokio::spawn(server::run(listener, options, stop.clone()));
         Controller {
