@@ -42,6 +42,17 @@ impl Default for SimulatorOptions {
     }
 }
 
+/// A uniform number in [0, 1) from a seed, a purpose and a name: FNV-1a of the text,
+/// then the SplitMix64 finaliser (FNV's high bits alone are far from uniform for
+/// names that differ only at the end, like host ids).
+fn unit(seed: u64, purpose: &str, name: &str) -> f64 {
+    let mut z = stable_hash(&format!("{seed}:{purpose}:{name}")).wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^= z >> 31;
+    (z >> 11) as f64 / (1u64 << 53) as f64
+}
+
 /// Parses `MIN..MAX` (or a single number) milliseconds.
 pub fn parse_latency(text: &str) -> Result<(u64, u64), String> {
     let usage = || format!("`{text}` is not a latency range: write it like 5..50 (milliseconds)");
@@ -90,8 +101,7 @@ impl Simulator {
             .hosts
             .iter()
             .map(|h| {
-                let draw =
-                    (stable_hash(&format!("{}:unhealthy:{}", options.seed, h.id)) >> 11) as f64 / (1u64 << 53) as f64;
+                let draw = unit(options.seed, "unhealthy", &h.id);
                 let host = SimHost {
                     customers: h.customers.clone(),
                     version: h.version.clone().unwrap_or_default(),
@@ -150,8 +160,7 @@ impl Simulator {
 
     /// A number in [0, 1) drawn from the seed, the operation and a purpose.
     fn draw(&self, operation_id: &str, purpose: &str) -> f64 {
-        let h = stable_hash(&format!("{}:{purpose}:{operation_id}", self.seed));
-        (h >> 11) as f64 / (1u64 << 53) as f64
+        unit(self.seed, purpose, operation_id)
     }
 
     /// How many operations each host actually ran (replays excluded).

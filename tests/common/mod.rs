@@ -269,3 +269,23 @@ impl Harness {
         self.sim.stop().await;
     }
 }
+
+/// A wall clock that stands still where a test puts it.
+pub struct FixedClock(pub std::sync::atomic::AtomicI64);
+
+impl FixedClock {
+    /// At a UTC instant written `2026-11-24T00:30`.
+    pub fn at(utc: &str) -> Arc<FixedClock> {
+        let ms = format!("{utc}:00Z")
+            .parse::<jiff::Timestamp>()
+            .expect("instant")
+            .as_millisecond();
+        Arc::new(FixedClock(std::sync::atomic::AtomicI64::new(ms)))
+    }
+}
+
+impl rollout::engine::Clock for FixedClock {
+    fn now_ms(&self) -> i64 {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}

@@ -1,0 +1,303 @@
+//! Targeted restarts over gRPC: the unhealthy hosts, customers in their working day
+//! first, within each customer's disruption budget.
+
+mod common;
+
+use std::collections::{BTreeSet, HashMap};
+
+use common::*;
+use rollout::agent::SimulatorOptions;
+use rollout::proto::v1 as pb;
+use rollout::proto::v1::controller_client::ControllerClient;
+use tonic::transport::Channel;
+
+const TIERS: [&str; 4] = ["in-hours", "starting-soon", "off-hours", "no-customer"];
+
+async fn wait_job(client: &mut ControllerClient<Channel>, id: u64) -> pb::RestartJob {
+    let mut stream = client
+        .watch_restart_job(pb::GetRestartJobRequest {
+            id,
+            include_hosts: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    within(120, "the restart job to end", async {
+        while let Some(job) = stream.message().await.unwrap() {
+            if job.state() != pb::RestartJobState::Running {
+                return;
+            }
+        }
+    })
+    .await;
+    client
+        .get_restart_job(pb::GetRestartJobRequest {
+            id,
+            include_hosts: true,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+/// 1,000 hosts, 30% unhealthy, the clock fixed at Tue 09:30 in Seoul (00:30 in
+/// London, Mon 19:30 in New York): `unhealthy_only` restarts exactly the unhealthy
+/// hosts, in-hours customers first (Seoul's among them), then starting-soon, then the
+/// rest. A second job over healthy hosts never exceeds any customer's budget, as the
+/// simulator saw it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unhealthy_hosts_restart_in_business_hours_order_within_budget() {
+    let sim = Sim::start(
+        1_000,
+        SimulatorOptions {
+            unhealthy_rate: 0.3,
+            latency_ms: (5, 15),
+            seed: 3,
+            ..Default::default()
+        },
+    )
+    .await;
+    let unhealthy: BTreeSet<String> = sim.sim.unhealthy().await.into_iter().collect();
+    assert!((200..400).contains(&unhealthy.len()), "{} unhealthy", unhealthy.len());
+    let dir = tempfile::tempdir().unwrap();
+    let clock = FixedClock::at("2026-11-24T00:30");
+    let controller = Controller::start_with_clock(&dir.path().join("data"), &sim.fleet, clock).await;
+    let mut client = controller.client().await;
+
+    // The dry run shows the order and changes nothing.
+    let preview = client
+        .trigger_restart(pb::TriggerRestartRequest {
+            unhealthy_only: true,
+            dry_run: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .job
+        .unwrap();
+    assert_eq!(preview.hosts.len(), unhealthy.len());
+    assert!(preview.hosts[0].why.contains("in hours"), "{:?}", preview.hosts[0]);
+    assert_eq!(
+        sim.sim.unhealthy().await.len(),
+        unhealthy.len(),
+        "a dry run restarts nothing"
+    );
+
+    let started = client
+        .trigger_restart(pb::TriggerRestartRequest {
+            unhealthy_only: true,
+            max_parallel: 40,
+            request_id: "restart-1".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .job
+        .unwrap();
+    let job = wait_job(&mut client, started.id).await;
+    assert_eq!(job.state(), pb::RestartJobState::Succeeded, "{}", job.reason);
+    let restarted: BTreeSet<String> = job.hosts.iter().map(|h| h.host_id.clone()).collect();
+    assert_eq!(restarted, unhealthy, "exactly the unhealthy hosts");
+    assert!(sim.sim.unhealthy().await.is_empty(), "all healthy after the restarts");
+
+    // The order, from the job's record: tiers never go back, and the clock says who is where.
+    let zone_of: HashMap<&str, &str> = sim
+        .fleet
+        .customers
+        .iter()
+        .map(|c| (c.id.as_str(), c.timezone.as_str()))
+        .collect();
+    let day_hours: HashMap<&str, bool> = sim
+        .fleet
+        .customers
+        .iter()
+        .map(|c| (c.id.as_str(), !c.hours.starts_with("22")))
+        .collect();
+    let mut previous = 0;
+    for (i, h) in job.hosts.iter().enumerate() {
+        assert_eq!(h.position as usize, i + 1);
+        let rank = TIERS.iter().position(|t| *t == h.tier).unwrap();
+        assert!(
+            rank >= previous,
+            "position {}: {} after a later tier",
+            h.position,
+            h.tier
+        );
+        previous = rank;
+        let zone = zone_of.get(h.customer.as_str()).copied().unwrap_or("");
+        if day_hours.get(h.customer.as_str()).copied().unwrap_or(false) {
+            match zone {
+                "Asia/Seoul" | "Asia/Tokyo" => assert_eq!(h.tier, "in-hours", "{h:?}"),
+                "Europe/London" | "America/New_York" => {
+                    assert_eq!(h.tier, "off-hours", "{h:?}")
+                }
+                _ => {}
+            }
+        }
+    }
+    assert_eq!(job.hosts[0].tier, "in-hours");
+    let seoul = job
+        .hosts
+        .iter()
+        .find(|h| zone_of.get(h.customer.as_str()) == Some(&"Asia/Seoul"))
+        .unwrap();
+    assert!(seoul.why.contains("Tue Asia/Seoul, in hours"), "{}", seoul.why);
+    assert!(
+        seoul.local_time.starts_with("2026-11-24 09:30 Tue"),
+        "{}",
+        seoul.local_time
+    );
+    let tiers: Vec<&str> = job.tiers.iter().map(|t| t.tier.as_str()).collect();
+    assert_eq!(tiers[0], "in-hours");
+    assert!(job.tiers.iter().all(|t| t.total == t.restarted));
+
+    // The same request id returns the same job.
+    let again = client
+        .trigger_restart(pb::TriggerRestartRequest {
+            unhealthy_only: true,
+            request_id: "restart-1".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(again.replayed);
+    assert_eq!(again.job.unwrap().id, job.id);
+    // Nothing unhealthy is left: a new unhealthy-only job has nothing to do.
+    let nothing = client
+        .trigger_restart(pb::TriggerRestartRequest {
+            unhealthy_only: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(nothing.code(), tonic::Code::FailedPrecondition, "{}", nothing.message());
+
+    // Healthy hosts: the budget (25% of each customer's hosts, at least one) holds.
+    let budget_job = client
+        .trigger_restart(pb::TriggerRestartRequest {
+            selector: [(
+                "region".to_string(),
+                pb::LabelValues {
+                    values: vec!["apac".into()],
+                },
+            )]
+            .into(),
+            max_parallel: 200,
+            max_unavailable: "25%".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .job
+        .unwrap();
+    let done = wait_job(&mut client, budget_job.id).await;
+    assert_eq!(done.state(), pb::RestartJobState::Succeeded, "{}", done.reason);
+    assert!(done.hosts.iter().all(|h| h.was_healthy));
+    let mut sizes: HashMap<&str, u64> = HashMap::new();
+    for h in &sim.fleet.hosts {
+        for c in &h.customers {
+            *sizes.entry(c.as_str()).or_default() += 1;
+        }
+    }
+    let mut most = 0;
+    for (customer, size) in &sizes {
+        let allowed = (size / 4).max(1);
+        let seen = sim.sim.max_concurrent_restarts(customer);
+        assert!(
+            seen <= allowed,
+            "{customer}: {seen} healthy hosts down at once, budget {allowed} of {size}"
+        );
+        most = most.max(seen);
+    }
+    assert!(most > 1, "restarts did run in parallel");
+
+    // Unknown hosts and empty requests are refused with the field named.
+    let err = client
+        .trigger_restart(pb::TriggerRestartRequest {
+            host_ids: vec!["nope".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(err.message().contains("host_ids[0]"), "{}", err.message());
+    let err = client
+        .trigger_restart(pb::TriggerRestartRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    let err = client
+        .trigger_restart(pb::TriggerRestartRequest {
+            unhealthy_only: true,
+            max_unavailable: "lots".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert!(err.message().contains("max_unavailable"), "{}", err.message());
+    controller.stop().await;
+    sim.stop().await;
+}
+
+/// A host that an active rollout holds is skipped and reported, not restarted
+/// behind the rollout's back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hosts_held_by_a_rollout_are_skipped() {
+    let h = Harness::start(
+        200,
+        SimulatorOptions {
+            unhealthy_rate: 0.5,
+            latency_ms: (200, 200),
+            ..Default::default()
+        },
+    )
+    .await;
+    let mut client = h.client.clone();
+    let mut spec = plan("slow", &["100%"], "0");
+    spec.selector = [(
+        "region".to_string(),
+        pb::LabelValues {
+            values: vec!["apac".into()],
+        },
+    )]
+    .into();
+    spec.max_parallel = 1;
+    submit(&mut client, spec).await;
+    let job = client
+        .trigger_restart(pb::TriggerRestartRequest {
+            unhealthy_only: true,
+            dry_run: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .job
+        .unwrap();
+    assert!(!job.skipped.is_empty());
+    assert!(
+        job.skipped
+            .iter()
+            .all(|s| s.reason.contains("held by active rollout `slow`")),
+        "{:?}",
+        job.skipped[0]
+    );
+    let apac: BTreeSet<&str> = h
+        .sim
+        .fleet
+        .hosts
+        .iter()
+        .filter(|x| x.labels["region"] == "apac")
+        .map(|x| x.id.as_str())
+        .collect();
+    assert!(
+        job.hosts.iter().all(|x| !apac.contains(x.host_id.as_str())),
+        "no held host is restarted"
+    );
+    client.abort_rollout(action("slow")).await.unwrap();
+    h.stop().await;
+}
