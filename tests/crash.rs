@@ -165,3 +165,90 @@ async fn check_hosts(agent: &Spawned, fleet: &rollout::fleet::FleetFile, version
         "hosts that did not run exactly {runs} operations: {wrong:?}"
     );
 }
+
+/// A restart job survives kill -9 of its controller: the new controller resumes it,
+/// every unhealthy host ends healthy, and none was restarted twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_controller_resumes_a_restart_job_without_restarting_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let (sim_fleet, ctl_fleet) = (dir.path().join("sim.yaml"), dir.path().join("fleet.yaml"));
+    let (data, log) = (dir.path().join("data"), dir.path().join("log"));
+    std::fs::write(&sim_fleet, fleet(1_500, "127.0.0.1:1").to_yaml()).unwrap();
+    let agent_args = [
+        "agent".as_ref(),
+        "--simulate".as_ref(),
+        sim_fleet.as_os_str(),
+        "--listen".as_ref(),
+        "127.0.0.1:0".as_ref(),
+        "--latency-ms".as_ref(),
+        "10..30".as_ref(),
+        "--unhealthy-rate".as_ref(),
+        "0.4".as_ref(),
+    ];
+    let mut agent = within(60, "the agent to start", Spawned::start(Path::new(EXE), agent_args, Some(&log)))
+        .await
+        .expect("agent starts");
+    let fleet = fleet(1_500, &agent.addr.to_string());
+    std::fs::write(&ctl_fleet, fleet.to_yaml()).unwrap();
+    let mut controller = start_controller(&data, &ctl_fleet, &log).await;
+    let mut client = connect(&format!("http://{}", controller.addr)).await.unwrap();
+
+    let job = client
+        .trigger_restart(pb::TriggerRestartRequest { unhealthy_only: true, max_parallel: 20, ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner()
+        .job
+        .unwrap();
+    assert!(job.hosts_total > 400, "{} unhealthy", job.hosts_total);
+    let get = |id| pb::GetRestartJobRequest { id, include_hosts: false };
+    for share in [0.25, 0.6] {
+        let at = within(120, "the job to be under way", async {
+            loop {
+                let j = client.get_restart_job(get(job.id)).await.unwrap().into_inner();
+                if j.hosts_restarted as f64 >= share * j.hosts_total as f64 && j.hosts_in_flight > 0 {
+                    return j;
+                }
+                assert_eq!(j.state(), pb::RestartJobState::Running, "ended before the kill");
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        })
+        .await;
+        controller.kill9().await.unwrap();
+        eprintln!("killed the controller with {}/{} restarted, {} in flight", at.hosts_restarted, at.hosts_total, at.hosts_in_flight);
+        controller = start_controller(&data, &ctl_fleet, &log).await;
+        client = connect(&format!("http://{}", controller.addr)).await.unwrap();
+    }
+    let done = within(120, "the resumed job to end", async {
+        loop {
+            let j = client.get_restart_job(get(job.id)).await.unwrap().into_inner();
+            if j.state() != pb::RestartJobState::Running {
+                return j;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert_eq!(done.state(), pb::RestartJobState::Succeeded, "{}", done.reason);
+    assert_eq!(done.hosts_restarted, job.hosts_total);
+
+    let detailed = client
+        .get_restart_job(pb::GetRestartJobRequest { id: job.id, include_hosts: true })
+        .await
+        .unwrap()
+        .into_inner();
+    let in_job: std::collections::HashSet<String> = detailed.hosts.iter().map(|h| h.host_id.clone()).collect();
+    let mut probe = AgentClient::connect(format!("http://{}", agent.addr)).await.unwrap();
+    let mut wrong = Vec::new();
+    for host in &fleet.hosts {
+        let p = probe.probe(pb::ProbeRequest { host_id: host.id.clone() }).await.unwrap().into_inner();
+        assert!(p.healthy, "{} still unhealthy", host.id);
+        let expected = u64::from(in_job.contains(&host.id));
+        if p.operations_executed != expected {
+            wrong.push((host.id.clone(), p.operations_executed));
+        }
+    }
+    assert!(wrong.is_empty(), "hosts restarted a wrong number of times: {wrong:?}");
+    assert_eq!(controller.terminate(Duration::from_secs(30)).await.unwrap(), Some(0));
+    assert_eq!(agent.terminate(Duration::from_secs(30)).await.unwrap(), Some(0));
+}
