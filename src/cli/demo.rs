@@ -258,10 +258,24 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
         "  exactly-once check on the simulator: {once} hosts deployed once, {twice} more than once, {never} never"
     );
 
+    // Act two: the hosts the fix did not heal get restarted, customers in their
+    // working day (by their own clock, now) first.
+    let unhealthy_before = sim.unhealthy().await.len();
+    let restarts_ok = if unhealthy_before == 0 {
+        println!("\nno host stayed unhealthy; nothing to restart");
+        true
+    } else {
+        restart_unhealthy(&server, unhealthy_before, &sim).await?
+    };
+
     let code = controller.terminate(Duration::from_secs(30)).await?;
     sim_stop.cancel();
     let _ = sim_task.await;
-    let ok = last.state() == pb::RolloutState::Succeeded && twice == 0 && never == 0 && code == Some(0);
+    let ok = last.state() == pb::RolloutState::Succeeded
+        && twice == 0
+        && never == 0
+        && restarts_ok
+        && code == Some(0);
     if !ok {
         println!(
             "  the demo did NOT go as it should; the controller's log was {}",
@@ -271,4 +285,38 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
         return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Restarts the hosts left unhealthy, business-hours first, and shows who went first and why.
+async fn restart_unhealthy(server: &str, unhealthy: usize, sim: &Simulator) -> Result<bool> {
+    println!("\n{unhealthy} hosts are still unhealthy after the fix: restarting them, customers in their working day first");
+    let mut client = connect(server).await?;
+    let job = client
+        .trigger_restart(pb::TriggerRestartRequest {
+            unhealthy_only: true,
+            max_parallel: 50,
+            max_unavailable: "25%".into(),
+            request_id: "demo-restart".into(),
+            ..Default::default()
+        })
+        .await?
+        .into_inner()
+        .job
+        .unwrap_or_default();
+    println!(
+        "restart job {}: {} hosts, order {}, at most 25% of a customer's healthy hosts down at once",
+        job.id, job.hosts_total, job.order
+    );
+    let last = super::restart::follow(&mut client, job.id).await?;
+    let detailed = client
+        .get_restart_job(pb::GetRestartJobRequest { id: job.id, include_hosts: true })
+        .await?
+        .into_inner();
+    println!("who was restarted first, and why:");
+    print!("{}", super::restart::host_table(&detailed.hosts, 8));
+    let left = sim.unhealthy().await.len();
+    println!("  {}", super::restart::job_line(&last));
+    println!("  per tier (restarted/picked): {}", super::restart::tiers_line(&last));
+    println!("  unhealthy hosts left on the simulator: {left}");
+    Ok(last.state() == pb::RestartJobState::Succeeded && left == 0)
 }

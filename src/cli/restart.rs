@@ -284,7 +284,8 @@ pub async fn follow(client: &mut ControllerClient<Channel>, id: u64) -> Result<p
                 b.set_message(tiers_line(&job));
             }
             None => {
-                let line = format!("{} {}", job_state(job.state()), tiers_line(&job));
+                let tenth = (job.hosts_restarted + job.hosts_failed) * 10 / job.hosts_total.max(1);
+                let line = format!("{} {tenth} {}", job_state(job.state()), job.hosts_failed);
                 if line != last_line {
                     println!("{}", job_line(&job));
                     last_line = line;

@@ -59,6 +59,7 @@ pub struct Store {
     events: sled::Tree,
     restart_jobs: sled::Tree,
     restart_hosts: sled::Tree,
+    meta: sled::Tree,
 }
 
 fn decode<M: Message + Default>(tree: &'static str, bytes: &[u8]) -> Result<M> {
@@ -113,13 +114,19 @@ impl Store {
             events: db.open_tree("events")?,
             restart_jobs: db.open_tree("restart_jobs")?,
             restart_hosts: db.open_tree("restart_hosts")?,
+            meta,
             db,
         })
     }
 
-    /// A new rollout id, never reused, also after a restart.
+    /// A new id for a rollout or restart job: 1, 2, 3... never reused, also after a
+    /// restart (the counter is in `meta`, durable with the record that uses it).
     pub fn next_id(&self) -> Result<u64> {
-        Ok(self.db.generate_id()? + 1)
+        let next = self.meta.update_and_fetch("next_id", |old| {
+            let n = old.and_then(|v| v.try_into().ok()).map_or(0, u64::from_be_bytes);
+            Some((n + 1).to_be_bytes().to_vec())
+        })?;
+        Ok(next.and_then(|v| v.as_ref().try_into().ok()).map_or(1, u64::from_be_bytes))
     }
 
     /// Makes everything written so far durable.
