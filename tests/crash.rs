@@ -185,23 +185,34 @@ async fn a_killed_controller_resumes_a_restart_job_without_restarting_twice() {
         "--unhealthy-rate".as_ref(),
         "0.4".as_ref(),
     ];
-    let mut agent = within(60, "the agent to start", Spawned::start(Path::new(EXE), agent_args, Some(&log)))
-        .await
-        .expect("agent starts");
+    let mut agent = within(
+        60,
+        "the agent to start",
+        Spawned::start(Path::new(EXE), agent_args, Some(&log)),
+    )
+    .await
+    .expect("agent starts");
     let fleet = fleet(1_500, &agent.addr.to_string());
     std::fs::write(&ctl_fleet, fleet.to_yaml()).unwrap();
     let mut controller = start_controller(&data, &ctl_fleet, &log).await;
     let mut client = connect(&format!("http://{}", controller.addr)).await.unwrap();
 
     let job = client
-        .trigger_restart(pb::TriggerRestartRequest { unhealthy_only: true, max_parallel: 20, ..Default::default() })
+        .trigger_restart(pb::TriggerRestartRequest {
+            unhealthy_only: true,
+            max_parallel: 20,
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner()
         .job
         .unwrap();
     assert!(job.hosts_total > 400, "{} unhealthy", job.hosts_total);
-    let get = |id| pb::GetRestartJobRequest { id, include_hosts: false };
+    let get = |id| pb::GetRestartJobRequest {
+        id,
+        include_hosts: false,
+    };
     for share in [0.25, 0.6] {
         let at = within(120, "the job to be under way", async {
             loop {
@@ -215,7 +226,10 @@ async fn a_killed_controller_resumes_a_restart_job_without_restarting_twice() {
         })
         .await;
         controller.kill9().await.unwrap();
-        eprintln!("killed the controller with {}/{} restarted, {} in flight", at.hosts_restarted, at.hosts_total, at.hosts_in_flight);
+        eprintln!(
+            "killed the controller with {}/{} restarted, {} in flight",
+            at.hosts_restarted, at.hosts_total, at.hosts_in_flight
+        );
         controller = start_controller(&data, &ctl_fleet, &log).await;
         client = connect(&format!("http://{}", controller.addr)).await.unwrap();
     }
@@ -233,7 +247,10 @@ async fn a_killed_controller_resumes_a_restart_job_without_restarting_twice() {
     assert_eq!(done.hosts_restarted, job.hosts_total);
 
     let detailed = client
-        .get_restart_job(pb::GetRestartJobRequest { id: job.id, include_hosts: true })
+        .get_restart_job(pb::GetRestartJobRequest {
+            id: job.id,
+            include_hosts: true,
+        })
         .await
         .unwrap()
         .into_inner();
@@ -241,7 +258,13 @@ async fn a_killed_controller_resumes_a_restart_job_without_restarting_twice() {
     let mut probe = AgentClient::connect(format!("http://{}", agent.addr)).await.unwrap();
     let mut wrong = Vec::new();
     for host in &fleet.hosts {
-        let p = probe.probe(pb::ProbeRequest { host_id: host.id.clone() }).await.unwrap().into_inner();
+        let p = probe
+            .probe(pb::ProbeRequest {
+                host_id: host.id.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
         assert!(p.healthy, "{} still unhealthy", host.id);
         let expected = u64::from(in_job.contains(&host.id));
         if p.operations_executed != expected {

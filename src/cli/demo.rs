@@ -271,11 +271,7 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
     let code = controller.terminate(Duration::from_secs(30)).await?;
     sim_stop.cancel();
     let _ = sim_task.await;
-    let ok = last.state() == pb::RolloutState::Succeeded
-        && twice == 0
-        && never == 0
-        && restarts_ok
-        && code == Some(0);
+    let ok = last.state() == pb::RolloutState::Succeeded && twice == 0 && never == 0 && restarts_ok && code == Some(0);
     if !ok {
         println!(
             "  the demo did NOT go as it should; the controller's log was {}",
@@ -289,7 +285,9 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
 
 /// Restarts the hosts left unhealthy, business-hours first, and shows who went first and why.
 async fn restart_unhealthy(server: &str, unhealthy: usize, sim: &Simulator) -> Result<bool> {
-    println!("\n{unhealthy} hosts are still unhealthy after the fix: restarting them, customers in their working day first");
+    println!(
+        "\n{unhealthy} hosts are still unhealthy after the fix: restarting them, customers in their working day first"
+    );
     let mut client = connect(server).await?;
     let job = client
         .trigger_restart(pb::TriggerRestartRequest {
@@ -309,7 +307,10 @@ async fn restart_unhealthy(server: &str, unhealthy: usize, sim: &Simulator) -> R
     );
     let last = super::restart::follow(&mut client, job.id).await?;
     let detailed = client
-        .get_restart_job(pb::GetRestartJobRequest { id: job.id, include_hosts: true })
+        .get_restart_job(pb::GetRestartJobRequest {
+            id: job.id,
+            include_hosts: true,
+        })
         .await?
         .into_inner();
     println!("who was restarted first, and why:");

@@ -90,20 +90,32 @@ impl RestartQueue {
         self.waiting.is_empty()
     }
 
+    /// Indices of the waiting hosts in the order they would go at `now_ms`.
+    fn order_at(&self, order: Order, snapshot: &Snapshot<'_>) -> Vec<usize> {
+        let mut idx: Vec<usize> = (0..self.waiting.len()).collect();
+        let w = &self.waiting;
+        match order {
+            Order::Stable => idx.sort_by_cached_key(|&i| (stable_hash(&w[i].host), &w[i].host)),
+            Order::BusinessHoursFirst => {
+                idx.sort_by_cached_key(|&i| (Calendar::rank(snapshot, &w[i].customers), &w[i].host))
+            }
+            Order::OffHoursFirst => {
+                idx.sort_by_cached_key(|&i| std::cmp::Reverse((Calendar::rank(snapshot, &w[i].customers), &w[i].host)))
+            }
+        }
+        idx
+    }
+
     /// Every waiting host in the order it would go at `now_ms`, with its placement.
     pub fn ranked(&self, order: Order, calendar: &Calendar, now_ms: i64) -> Vec<(Candidate, Placement)> {
         let snapshot = calendar.snapshot(now_ms);
-        let mut ranked: Vec<(Candidate, Placement)> = self
-            .waiting
-            .iter()
-            .map(|c| (c.clone(), Calendar::place(&snapshot, &c.host, &c.customers)))
-            .collect();
-        match order {
-            Order::Stable => ranked.sort_by_cached_key(|(c, _)| (stable_hash(&c.host), c.host.clone())),
-            Order::BusinessHoursFirst => ranked.sort_by(|a, b| (&a.1.key, &a.0.host).cmp(&(&b.1.key, &b.0.host))),
-            Order::OffHoursFirst => ranked.sort_by(|a, b| (&b.1.key, &b.0.host).cmp(&(&a.1.key, &a.0.host))),
-        }
-        ranked
+        self.order_at(order, &snapshot)
+            .into_iter()
+            .map(|i| {
+                let c = &self.waiting[i];
+                (c.clone(), Calendar::place(&snapshot, &c.host, &c.customers))
+            })
+            .collect()
     }
 
     /// Takes up to `n` hosts, best first at `now_ms`, that the budget admits; the
@@ -116,20 +128,31 @@ impl RestartQueue {
         now_ms: i64,
         budget: &mut Budget,
     ) -> Vec<(Candidate, Placement)> {
+        let snapshot = calendar.snapshot(now_ms);
+        let mut chosen = vec![false; self.waiting.len()];
         let mut taken = Vec::new();
-        let mut left = Vec::with_capacity(self.waiting.len());
-        for (c, p) in self.ranked(order, calendar, now_ms) {
-            if taken.len() < n && budget.admits(&c) {
+        for i in self.order_at(order, &snapshot) {
+            if taken.len() >= n {
+                break;
+            }
+            let c = &self.waiting[i];
+            if budget.admits(c) {
                 budget.hold(&c.customers, c.healthy);
-                taken.push((c, p));
-            } else {
-                left.push(c);
+                chosen[i] = true;
+                taken.push((c.clone(), Calendar::place(&snapshot, &c.host, &c.customers)));
             }
         }
-        self.waiting = left;
+        let mut i = 0;
+        self.waiting.retain(|_| {
+            i += 1;
+            !chosen[i - 1]
+        });
         taken
     }
 }
+
+/// Every customer's status at one instant (see [`Calendar::snapshot`]).
+type Snapshot<'a> = HashMap<&'a str, (crate::hours::Key, &'a crate::hours::Schedule, crate::hours::Status)>;
 
 #[cfg(test)]
 mod tests {

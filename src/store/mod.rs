@@ -126,7 +126,9 @@ impl Store {
             let n = old.and_then(|v| v.try_into().ok()).map_or(0, u64::from_be_bytes);
             Some((n + 1).to_be_bytes().to_vec())
         })?;
-        Ok(next.and_then(|v| v.as_ref().try_into().ok()).map_or(1, u64::from_be_bytes))
+        Ok(next
+            .and_then(|v| v.as_ref().try_into().ok())
+            .map_or(1, u64::from_be_bytes))
     }
 
     /// Makes everything written so far durable.
