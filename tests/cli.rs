@@ -170,8 +170,8 @@ async fn submit_watch_and_status_through_the_cli() {
 }
 
 /// `rollout demo` runs end to end (smaller fleet here to stay quick in a debug build):
-/// it kills and restarts its controller mid-rollout, and exits 0 after checking that
-/// every host ran the deploy exactly once.
+/// it kills and restarts its controller mid-rollout, checks that every host ran the
+/// deploy exactly once, restarts the hosts left unhealthy, and exits 0.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_demo_runs_end_to_end() {
     let out = rollout(&["demo", "--hosts", "3000", "--bake", "100ms"]).await;
@@ -181,4 +181,7 @@ async fn the_demo_runs_end_to_end() {
     assert!(stdout.contains("succeeded: 100.0% of"), "{stdout}");
     assert!(stdout.contains("more than once, 0 never"), "{stdout}");
     assert!(stdout.contains(" 0 more than once"), "{stdout}");
+    // Act two: the hosts left unhealthy are restarted, and the order is explained.
+    assert!(stdout.contains("who was restarted first, and why:"), "{stdout}");
+    assert!(stdout.contains("unhealthy hosts left on the simulator: 0"), "{stdout}");
 }
