@@ -161,6 +161,38 @@ async fn submit_watch_and_status_through_the_cli() {
         text(&out.stdout)
     );
 
+    // Hosts and restarts through the CLI.
+    let out = rollout(&["hosts", "--probe", "--server", &server]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("400 hosts"), "{}", text(&out.stdout));
+    let out = rollout(&[
+        "restart",
+        "--selector",
+        "region=apac",
+        "--dry-run",
+        "--limit",
+        "3",
+        "--server",
+        &server,
+    ])
+    .await;
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        stdout.contains("hosts would be restarted, order business-hours-first"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("    1  apac-"), "{stdout}");
+    let out = rollout(&["restart", "--selector", "region=apac", "--watch", "--server", &server]).await;
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+    assert!(stdout.contains("succeeded"), "{stdout}");
+    assert!(stdout.contains("restart order (first"), "{stdout}");
+    let out = rollout(&["restart", "--selector", "region", "--server", &server]).await;
+    assert_one_line_error(&out, "write it as key=value");
+    let out = rollout(&["restart", "--server", &server]).await;
+    assert_one_line_error(&out, "say which hosts");
+
     let out = rollout(&["resume", "cli-fix", "--server", &server]).await;
     assert_one_line_error(&out, "has succeeded");
     let out = rollout(&["status", "nope", "--server", &server]).await;

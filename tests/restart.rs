@@ -301,3 +301,150 @@ async fn hosts_held_by_a_rollout_are_skipped() {
     client.abort_rollout(action("slow")).await.unwrap();
     h.stop().await;
 }
+
+/// A business-hours-first plan fills its first wave with customers in their working
+/// day (the dry run says so, per customer), and `kind: restart` plans restart in waves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plans_order_waves_by_business_hours_and_restart_in_waves() {
+    let sim = Sim::start(
+        600,
+        SimulatorOptions {
+            unhealthy_rate: 0.2,
+            ..Default::default()
+        },
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    // Tue 09:30 in Seoul.
+    let controller =
+        Controller::start_with_clock(&dir.path().join("data"), &sim.fleet, FixedClock::at("2026-11-24T00:30")).await;
+    let mut client = controller.client().await;
+    let mut spec = plan("bh-fix", &["10%", "100%"], "0");
+    spec.order = "business-hours-first".into();
+    let preview = client
+        .submit_plan(pb::SubmitPlanRequest {
+            plan: Some(pb::submit_plan_request::Plan::Spec(spec.clone())),
+            dry_run: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .preview;
+    let first = &preview[0];
+    assert!(!first.customers.is_empty());
+    for c in &first.customers {
+        assert_eq!(c.tier, "in-hours", "{c:?}");
+        assert!(c.local_time.starts_with("2026-11-2"), "{c:?}");
+    }
+    assert!(preview[1].customers.iter().any(|c| c.tier == "off-hours"));
+    // Off-hours-first is the reverse: the first wave is off hours.
+    spec.order = "off-hours-first".into();
+    let reverse = client
+        .submit_plan(pb::SubmitPlanRequest {
+            plan: Some(pb::submit_plan_request::Plan::Spec(spec)),
+            dry_run: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .preview;
+    assert!(
+        reverse[0].customers.iter().all(|c| c.tier != "in-hours"),
+        "{:?}",
+        reverse[0].customers
+    );
+
+    // A restart plan: every selected host restarted, the unhealthy ones healed.
+    let mut spec = plan("restart-all", &["25%", "100%"], "0");
+    spec.kind = "restart".into();
+    spec.version.clear();
+    submit(&mut client, spec).await;
+    let seen = within(
+        60,
+        "the restart plan to succeed",
+        watch_until(&mut client, "restart-all", |r| r.state() == pb::RolloutState::Succeeded),
+    )
+    .await;
+    assert_eq!(seen.last().unwrap().hosts_succeeded, 600);
+    assert!(sim.sim.unhealthy().await.is_empty());
+    controller.stop().await;
+    sim.stop().await;
+}
+
+/// Cancelling a job stops it: restarts in flight finish, nothing more is sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_job_sends_nothing_more() {
+    let h = Harness::start(
+        300,
+        SimulatorOptions {
+            unhealthy_rate: 0.5,
+            latency_ms: (100, 100),
+            ..Default::default()
+        },
+    )
+    .await;
+    let mut client = h.client.clone();
+    let job = client
+        .trigger_restart(pb::TriggerRestartRequest {
+            unhealthy_only: true,
+            max_parallel: 4,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .job
+        .unwrap();
+    let cancelled = client
+        .cancel_restart_job(pb::CancelRestartJobRequest {
+            id: job.id,
+            reason: "wrong hosts".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(cancelled.state(), pb::RestartJobState::Cancelled);
+    assert_eq!(cancelled.reason, "wrong hosts");
+    let settled = within(30, "restarts in flight to finish", async {
+        loop {
+            let j = client
+                .get_restart_job(pb::GetRestartJobRequest {
+                    id: job.id,
+                    include_hosts: false,
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            if j.hosts_in_flight == 0 {
+                return j;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(
+        settled.hosts_restarted <= 8,
+        "at most the batches already sent: {}",
+        settled.hosts_restarted
+    );
+    assert!(settled.hosts_pending > 100);
+    let again = client
+        .cancel_restart_job(pb::CancelRestartJobRequest {
+            id: job.id,
+            reason: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(again.code(), tonic::Code::FailedPrecondition);
+    let missing = client
+        .get_restart_job(pb::GetRestartJobRequest {
+            id: 999,
+            include_hosts: false,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(missing.code(), tonic::Code::NotFound);
+    h.stop().await;
+}
