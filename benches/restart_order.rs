@@ -44,6 +44,15 @@ fn cost(hosts: &[Candidate], minute_of: &HashMap<String, usize>, prefix: &HashMa
         .sum()
 }
 
+/// How much less `ours` is than `base`, in percent.
+fn less(ours: u64, base: u64) -> f64 {
+    if base == 0 {
+        0.0
+    } else {
+        100.0 * (base as f64 - ours as f64) / base as f64
+    }
+}
+
 fn main() {
     let args: Vec<usize> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
     let n = args.first().copied().unwrap_or(100_000);
@@ -142,13 +151,7 @@ fn main() {
             for i in 0..3 {
                 t[i] += c[i];
             }
-            let reduction = |base: u64| {
-                if base == 0 {
-                    0.0
-                } else {
-                    100.0 * (base as f64 - c[0] as f64) / base as f64
-                }
-            };
+            let reduction = |base: u64| less(c[0], base);
             println!(
                 "| {date} {hour:02}:00 {day:<7} | {:>20} | {:>13} | {:>12} | {:>9.1}% | {:>8.1}% |",
                 c[0],
@@ -162,13 +165,7 @@ fn main() {
     println!();
     for day in ["weekday", "sunday"] {
         let t = totals[day];
-        let reduction = |base: u64| {
-            if base == 0 {
-                0.0
-            } else {
-                100.0 * (base as f64 - t[0] as f64) / base as f64
-            }
-        };
+        let reduction = |base: u64| less(t[0], base);
         println!(
             "{day}: all 8 start times together, business-hours-first {} vs host-id {} ({:.1}% less) vs random {} ({:.1}% less)",
             t[0],

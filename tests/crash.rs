@@ -34,33 +34,38 @@ async fn start_controller(data: &Path, fleet: &Path, log: &Path) -> Spawned {
     .expect("controller starts")
 }
 
+/// Starts `rollout agent --simulate` over a generated fleet of `hosts` (with `extra`
+/// flags) and writes the controller's fleet file, pointing at it. Returns the agent
+/// process and the fleet.
+async fn start_fleet(dir: &Path, hosts: usize, extra: &[&str]) -> (Spawned, rollout::fleet::FleetFile) {
+    let (sim_fleet, ctl_fleet) = (dir.join("sim.yaml"), dir.join("fleet.yaml"));
+    std::fs::write(&sim_fleet, fleet(hosts, "127.0.0.1:1").to_yaml()).unwrap();
+    let mut args: Vec<std::ffi::OsString> = vec!["agent".into(), "--simulate".into(), sim_fleet.into_os_string()];
+    args.extend(["--listen", "127.0.0.1:0"].iter().chain(extra).map(Into::into));
+    let agent = within(
+        60,
+        "the agent to start",
+        Spawned::start(Path::new(EXE), args, Some(&dir.join("log"))),
+    )
+    .await
+    .expect("agent starts");
+    let fleet = fleet(hosts, &agent.addr.to_string());
+    std::fs::write(&ctl_fleet, fleet.to_yaml()).unwrap();
+    (agent, fleet)
+}
+
 /// kill -9 mid-wave, twice per rollout (a fix, then a rollback); each new controller
 /// resumes from the store; both rollouts reach 100% and the simulator (a separate
 /// process) ran each host exactly once per rollout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_controller_resumes_and_applies_each_host_once() {
     let dir = tempfile::tempdir().unwrap();
-    let (sim_fleet, ctl_fleet) = (dir.path().join("sim.yaml"), dir.path().join("fleet.yaml"));
-    let (data, log) = (dir.path().join("data"), dir.path().join("log"));
-    std::fs::write(&sim_fleet, fleet(2_000, "127.0.0.1:1").to_yaml()).unwrap();
-    let agent_args = [
-        "agent".as_ref(),
-        "--simulate".as_ref(),
-        sim_fleet.as_os_str(),
-        "--listen".as_ref(),
-        "127.0.0.1:0".as_ref(),
-        "--latency-ms".as_ref(),
-        "5..25".as_ref(),
-    ];
-    let mut agent = within(
-        60,
-        "the agent to start",
-        Spawned::start(Path::new(EXE), agent_args, Some(&log)),
-    )
-    .await
-    .expect("agent starts");
-    let fleet = fleet(2_000, &agent.addr.to_string());
-    std::fs::write(&ctl_fleet, fleet.to_yaml()).unwrap();
+    let (data, log, ctl_fleet) = (
+        dir.path().join("data"),
+        dir.path().join("log"),
+        dir.path().join("fleet.yaml"),
+    );
+    let (mut agent, fleet) = start_fleet(dir.path(), 2_000, &["--latency-ms", "5..25"]).await;
 
     let mut controller = start_controller(&data, &ctl_fleet, &log).await;
     let mut client = connect(&format!("http://{}", controller.addr)).await.unwrap();
@@ -171,29 +176,17 @@ async fn check_hosts(agent: &Spawned, fleet: &rollout::fleet::FleetFile, version
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_controller_resumes_a_restart_job_without_restarting_twice() {
     let dir = tempfile::tempdir().unwrap();
-    let (sim_fleet, ctl_fleet) = (dir.path().join("sim.yaml"), dir.path().join("fleet.yaml"));
-    let (data, log) = (dir.path().join("data"), dir.path().join("log"));
-    std::fs::write(&sim_fleet, fleet(1_500, "127.0.0.1:1").to_yaml()).unwrap();
-    let agent_args = [
-        "agent".as_ref(),
-        "--simulate".as_ref(),
-        sim_fleet.as_os_str(),
-        "--listen".as_ref(),
-        "127.0.0.1:0".as_ref(),
-        "--latency-ms".as_ref(),
-        "10..30".as_ref(),
-        "--unhealthy-rate".as_ref(),
-        "0.4".as_ref(),
-    ];
-    let mut agent = within(
-        60,
-        "the agent to start",
-        Spawned::start(Path::new(EXE), agent_args, Some(&log)),
+    let (data, log, ctl_fleet) = (
+        dir.path().join("data"),
+        dir.path().join("log"),
+        dir.path().join("fleet.yaml"),
+    );
+    let (mut agent, fleet) = start_fleet(
+        dir.path(),
+        1_500,
+        &["--latency-ms", "10..30", "--unhealthy-rate", "0.4"],
     )
-    .await
-    .expect("agent starts");
-    let fleet = fleet(1_500, &agent.addr.to_string());
-    std::fs::write(&ctl_fleet, fleet.to_yaml()).unwrap();
+    .await;
     let mut controller = start_controller(&data, &ctl_fleet, &log).await;
     let mut client = connect(&format!("http://{}", controller.addr)).await.unwrap();
 

@@ -10,6 +10,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use tonic::transport::Channel;
 
 use super::client::connect;
+use crate::engine::restart_state_name as job_state;
 use crate::proto::v1 as pb;
 use crate::proto::v1::controller_client::ControllerClient;
 use crate::{Error, Result};
@@ -70,16 +71,6 @@ fn selector(items: &[String]) -> Result<BTreeMap<String, pb::LabelValues>> {
         values.extend(v.split(',').map(|x| x.trim().to_string()).filter(|x| !x.is_empty()));
     }
     Ok(out)
-}
-
-fn job_state(s: pb::RestartJobState) -> &'static str {
-    match s {
-        pb::RestartJobState::Unspecified => "unknown",
-        pb::RestartJobState::Running => "running",
-        pb::RestartJobState::Succeeded => "succeeded",
-        pb::RestartJobState::Failed => "failed",
-        pb::RestartJobState::Cancelled => "cancelled",
-    }
 }
 
 /// `in-hours 12/12, starting-soon 3/5, off-hours 0/20`

@@ -33,6 +33,7 @@ use tracing::info;
 pub use fleet::{CallError, Fleet, GrpcFleet, SharedFleet};
 use health::HealthBook;
 use restart::Job;
+pub use restart::state_name as restart_state_name;
 use rollout::Live;
 pub use state::{Event, State};
 
