@@ -29,6 +29,8 @@ pub struct SimulatorOptions {
     pub seed: u64,
     /// Share of hosts that start unhealthy (besides those the fleet file marks).
     pub unhealthy_rate: f64,
+    /// Share of hosts whose agent answers every call with Unavailable (down).
+    pub unavailable_rate: f64,
 }
 
 impl Default for SimulatorOptions {
@@ -38,6 +40,7 @@ impl Default for SimulatorOptions {
             latency_ms: (0, 0),
             seed: 0,
             unhealthy_rate: 0.0,
+            unavailable_rate: 0.0,
         }
     }
 }
@@ -73,6 +76,8 @@ pub fn parse_latency(text: &str) -> Result<(u64, u64), String> {
 #[derive(Debug, Default)]
 struct SimHost {
     customers: Vec<String>,
+    /// Its agent is down: every call gets Unavailable.
+    down: bool,
     version: String,
     previous_version: String,
     healthy: bool,
@@ -92,6 +97,8 @@ pub struct Simulator {
     /// Per customer: healthy hosts being restarted now, and the most ever at once
     /// (what a disruption budget must bound).
     restarting: std::sync::Mutex<HashMap<String, (u64, u64)>>,
+    /// Apply calls received, whatever their fate: what a retry storm would inflate.
+    apply_calls: AtomicU64,
 }
 
 impl Simulator {
@@ -103,6 +110,7 @@ impl Simulator {
             .map(|h| {
                 let draw = unit(options.seed, "unhealthy", &h.id);
                 let host = SimHost {
+                    down: unit(options.seed, "unavailable", &h.id) < options.unavailable_rate,
                     customers: h.customers.clone(),
                     version: h.version.clone().unwrap_or_default(),
                     healthy: h.healthy && draw >= rate,
@@ -117,7 +125,13 @@ impl Simulator {
             latency_ms: options.latency_ms,
             seed: options.seed,
             restarting: std::sync::Mutex::new(HashMap::new()),
+            apply_calls: AtomicU64::new(0),
         }
+    }
+
+    /// Apply calls received so far (first attempts, retries and replays alike).
+    pub fn apply_calls(&self) -> u64 {
+        self.apply_calls.load(Ordering::Relaxed)
     }
 
     /// The most healthy hosts of `customer` ever restarting at the same time.
@@ -174,6 +188,7 @@ impl Simulator {
     }
 
     async fn apply(&self, req: pb::ApplyRequest) -> Result<pb::ApplyResponse, Status> {
+        self.apply_calls.fetch_add(1, Ordering::Relaxed);
         let host = self
             .hosts
             .get(&req.host_id)
@@ -195,6 +210,9 @@ impl Simulator {
         // One action at a time per host, as on a real machine; the lock is held
         // through the latency so a duplicate call waits and then replays.
         let mut h = host.lock().await;
+        if h.down {
+            return Err(Status::unavailable("simulated: the agent is down"));
+        }
         if let Some(done) = h.results.get(&req.operation_id) {
             let mut replay = done.clone();
             replay.replayed = true;
@@ -267,6 +285,9 @@ impl Simulator {
             .get(&req.host_id)
             .ok_or_else(|| Status::not_found(format!("this simulator has no host `{}`", req.host_id)))?;
         let h = host.lock().await;
+        if h.down {
+            return Err(Status::unavailable("simulated: the agent is down"));
+        }
         Ok(pb::ProbeResponse {
             version: h.version.clone(),
             previous_version: h.previous_version.clone(),

@@ -97,6 +97,7 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
             latency_ms: args.latency_ms,
             seed: args.seed,
             unhealthy_rate: args.unhealthy_rate,
+            unavailable_rate: 0.0,
         },
     ));
     let sim_stop = CancellationToken::new();

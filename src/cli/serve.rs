@@ -56,6 +56,9 @@ pub struct AgentArgs {
     /// Share of hosts that start unhealthy, besides those marked `healthy: false` (simulator).
     #[arg(long, default_value_t = 0.0)]
     pub unhealthy_rate: f64,
+    /// Share of hosts whose agent is down: every call gets Unavailable (simulator).
+    #[arg(long, default_value_t = 0.0)]
+    pub unavailable_rate: f64,
 }
 
 /// Binds `addr` and prints the line scripts read the port from.
@@ -142,6 +145,7 @@ pub async fn agent(args: AgentArgs) -> Result<ExitCode> {
             latency_ms: args.latency_ms,
             seed: args.seed,
             unhealthy_rate: args.unhealthy_rate,
+            unavailable_rate: args.unavailable_rate,
         },
     ));
     let listener = bind(&args.listen).await?;

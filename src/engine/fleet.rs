@@ -1,5 +1,6 @@
 //! How the engine reaches agents: the [`Fleet`] trait, and its gRPC implementation
-//! with one reusable channel per agent address and a deadline on every call.
+//! with one reusable channel per agent address, a deadline on every call, and
+//! retries bounded by a budget and a breaker per endpoint (see [`super::retry`]).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -8,6 +9,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use tonic::transport::{Channel, Endpoint};
 
+use super::retry::{Backoff, Breakers, CallStats, RetryBudget};
 use crate::proto::v1 as pb;
 use crate::proto::v1::agent_client::AgentClient;
 
@@ -41,18 +43,72 @@ pub trait Fleet: Send + Sync + 'static {
     fn probe(&self, address: &str, host_id: &str) -> BoxFuture<'static, Result<pb::ProbeResponse, CallError>>;
 }
 
-/// Agents over gRPC.
+/// How the gRPC fleet retries. The defaults are the contract of DESIGN.md: retries
+/// at most 10% of first attempts, full jitter, a breaker per endpoint.
+#[derive(Debug, Clone)]
+pub struct RetryPolicy {
+    /// Retries per call at most (each also needs the budget).
+    pub max_retries: u32,
+    pub backoff_base: Duration,
+    pub backoff_cap: Duration,
+    pub budget_ratio: f64,
+    pub budget_window: Duration,
+    /// Consecutive failures that open an endpoint's breaker.
+    pub breaker_threshold: u32,
+    pub breaker_cool_down: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> RetryPolicy {
+        RetryPolicy {
+            max_retries: 3,
+            backoff_base: Duration::from_millis(100),
+            backoff_cap: Duration::from_secs(5),
+            budget_ratio: 0.1,
+            budget_window: Duration::from_secs(60),
+            breaker_threshold: 5,
+            breaker_cool_down: Duration::from_secs(5),
+        }
+    }
+}
+
+/// What every call shares: the retry budget, the breakers, the counters.
+struct Guard {
+    policy: RetryPolicy,
+    budget: RetryBudget,
+    breakers: Breakers,
+    stats: CallStats,
+}
+
+/// Agents over gRPC: one lazily connected channel per address, a deadline on every
+/// call, and retries bounded by [`RetryPolicy`].
 pub struct GrpcFleet {
     channels: Mutex<HashMap<String, Channel>>,
     call_timeout: Duration,
+    guard: Arc<Guard>,
 }
 
 impl GrpcFleet {
     pub fn new(call_timeout: Duration) -> GrpcFleet {
+        GrpcFleet::with_policy(call_timeout, RetryPolicy::default())
+    }
+
+    pub fn with_policy(call_timeout: Duration, policy: RetryPolicy) -> GrpcFleet {
         GrpcFleet {
             channels: Mutex::new(HashMap::new()),
             call_timeout,
+            guard: Arc::new(Guard {
+                budget: RetryBudget::new(policy.budget_ratio, policy.budget_window),
+                breakers: Breakers::new(policy.breaker_threshold, policy.breaker_cool_down),
+                stats: CallStats::default(),
+                policy,
+            }),
         }
+    }
+
+    /// Counters for metrics: first attempts, retries, budget exhaustion, breakers.
+    pub fn stats(&self) -> &CallStats {
+        &self.guard.stats
     }
 
     /// The channel for an address, created on first use (connections are lazy and
@@ -93,6 +149,66 @@ fn call_error(address: &str, status: tonic::Status) -> CallError {
     }
 }
 
+/// Codes worth another try: the agent did not get or did not finish the call. Apply
+/// is idempotent by operation_id, so a repeat after a deadline is safe.
+fn retryable(code: tonic::Code) -> bool {
+    matches!(code, tonic::Code::Unavailable | tonic::Code::DeadlineExceeded)
+}
+
+/// Runs `attempt` under the breaker, the budget and the backoff.
+async fn guarded<T, F, Fut>(guard: Arc<Guard>, address: String, attempt: F) -> Result<T, CallError>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<T, tonic::Status>>,
+{
+    let mut backoff = Backoff::new(guard.policy.backoff_base, guard.policy.backoff_cap);
+    let mut retries = 0;
+    loop {
+        if !guard.breakers.allow(&address) {
+            CallStats::bump(&guard.stats.breaker_rejected);
+            return Err(CallError {
+                address,
+                code: tonic::Code::Unavailable,
+                message: "circuit open: the agent failed repeatedly; not called until its cool-down ends".into(),
+            });
+        }
+        if retries == 0 {
+            guard.budget.first_attempt();
+            CallStats::bump(&guard.stats.first_attempts);
+        } else {
+            CallStats::bump(&guard.stats.retries);
+        }
+        match attempt().await {
+            Ok(v) => {
+                guard.breakers.success(&address);
+                return Ok(v);
+            }
+            Err(status) if retryable(status.code()) => {
+                if guard.breakers.failure(&address) {
+                    CallStats::bump(&guard.stats.breaker_opened);
+                }
+                if retries >= guard.policy.max_retries {
+                    return Err(call_error(&address, status));
+                }
+                if !guard.budget.try_retry() {
+                    CallStats::bump(&guard.stats.budget_exhausted);
+                    let mut e = call_error(&address, status);
+                    e.message
+                        .push_str(" (not retried: the retry budget of 10% of first attempts is spent)");
+                    return Err(e);
+                }
+                retries += 1;
+                tokio::time::sleep(backoff.next().unwrap_or_default()).await;
+            }
+            Err(status) => {
+                // The agent answered, with a refusal: the endpoint is alive.
+                guard.breakers.success(&address);
+                return Err(call_error(&address, status));
+            }
+        }
+    }
+}
+
 impl Fleet for GrpcFleet {
     fn apply(
         &self,
@@ -100,34 +216,34 @@ impl Fleet for GrpcFleet {
         request: pb::ApplyRequest,
     ) -> BoxFuture<'static, Result<pb::ApplyResponse, CallError>> {
         let client = self.client(address);
-        let address = address.to_string();
-        let timeout = self.call_timeout;
+        let (address, timeout, guard) = (address.to_string(), self.call_timeout, self.guard.clone());
         Box::pin(async move {
-            let mut client = client?;
-            let mut req = tonic::Request::new(request);
-            req.set_timeout(timeout);
-            client
-                .apply(req)
-                .await
-                .map(tonic::Response::into_inner)
-                .map_err(|s| call_error(&address, s))
+            let client = client?;
+            guarded(guard, address, || {
+                let mut client = client.clone();
+                let mut req = tonic::Request::new(request.clone());
+                req.set_timeout(timeout);
+                async move { client.apply(req).await.map(tonic::Response::into_inner) }
+            })
+            .await
         })
     }
 
     fn probe(&self, address: &str, host_id: &str) -> BoxFuture<'static, Result<pb::ProbeResponse, CallError>> {
         let client = self.client(address);
-        let address = address.to_string();
+        let (address, timeout, guard) = (address.to_string(), self.call_timeout, self.guard.clone());
         let host_id = host_id.to_string();
-        let timeout = self.call_timeout;
         Box::pin(async move {
-            let mut client = client?;
-            let mut req = tonic::Request::new(pb::ProbeRequest { host_id });
-            req.set_timeout(timeout);
-            client
-                .probe(req)
-                .await
-                .map(tonic::Response::into_inner)
-                .map_err(|s| call_error(&address, s))
+            let client = client?;
+            guarded(guard, address, || {
+                let mut client = client.clone();
+                let mut req = tonic::Request::new(pb::ProbeRequest {
+                    host_id: host_id.clone(),
+                });
+                req.set_timeout(timeout);
+                async move { client.probe(req).await.map(tonic::Response::into_inner) }
+            })
+            .await
         })
     }
 }

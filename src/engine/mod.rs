@@ -19,6 +19,7 @@ pub mod health;
 pub mod order;
 pub mod queue;
 mod restart;
+pub mod retry;
 mod rollout;
 pub mod state;
 
@@ -30,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::info;
 
-pub use fleet::{CallError, Fleet, GrpcFleet, SharedFleet};
+pub use fleet::{CallError, Fleet, GrpcFleet, RetryPolicy, SharedFleet};
 use health::HealthBook;
 use restart::Job;
 pub use restart::state_name as restart_state_name;
