@@ -74,7 +74,7 @@ async fn bad_plans_are_reported_offline() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(text(&out.stdout).starts_with("ok: "), "{}", text(&out.stdout));
     let out = rollout(&["agent", "--listen", "127.0.0.1:0"]).await;
-    assert_one_line_error(&out, "--simulate");
+    assert_one_line_error(&out, "--config agent.yaml");
 }
 
 /// `fleet generate` writes a valid fleet file.

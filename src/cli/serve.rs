@@ -16,6 +16,8 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::agent::config::AgentConfig;
+use crate::agent::host::{self, HostAgent};
 use crate::agent::simulator::{self, Simulator, SimulatorOptions, parse_latency};
 use crate::fleet::FleetFile;
 use crate::{Error, Result, server};
@@ -38,12 +40,16 @@ pub struct ServeArgs {
 
 #[derive(Debug, Args)]
 pub struct AgentArgs {
+    /// The agent of one real host, configured by this file (commands, state file).
+    #[arg(long, conflicts_with = "simulate")]
+    pub config: Option<PathBuf>,
     /// Serve every host of this fleet file (a simulated fleet).
     #[arg(long)]
     pub simulate: Option<PathBuf>,
-    /// Address to serve the Agent protocol on.
-    #[arg(long, default_value = "127.0.0.1:7070")]
-    pub listen: String,
+    /// Address to serve the Agent protocol on (default: the config's `listen`, or
+    /// 127.0.0.1:7070 for a simulator).
+    #[arg(long)]
+    pub listen: Option<String>,
     /// Share of Apply calls that fail (simulator).
     #[arg(long, default_value_t = 0.0)]
     pub fail_rate: f64,
@@ -124,9 +130,12 @@ pub async fn serve(args: ServeArgs) -> Result<ExitCode> {
 }
 
 pub async fn agent(args: AgentArgs) -> Result<ExitCode> {
+    if let Some(path) = &args.config {
+        return host_agent(path, args.listen.as_deref()).await;
+    }
     let Some(fleet_path) = args.simulate else {
         return Err(Error::Usage(
-            "this build has only the simulated agent: pass --simulate FLEET.yaml (the per-host agent with --config is not built yet)".into(),
+            "say what to run: --config agent.yaml for this host, or --simulate FLEET.yaml for a simulated fleet".into(),
         ));
     };
     if !(0.0..=1.0).contains(&args.fail_rate) {
@@ -148,7 +157,7 @@ pub async fn agent(args: AgentArgs) -> Result<ExitCode> {
             unavailable_rate: args.unavailable_rate,
         },
     ));
-    let listener = bind(&args.listen).await?;
+    let listener = bind(args.listen.as_deref().unwrap_or("127.0.0.1:7070")).await?;
     info!(
         hosts = fleet.hosts.len(),
         fail_rate = args.fail_rate,
@@ -157,5 +166,19 @@ pub async fn agent(args: AgentArgs) -> Result<ExitCode> {
     let token = CancellationToken::new();
     stop_on_signals(token.clone());
     simulator::serve(listener, sim, token.cancelled_owned()).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn host_agent(path: &std::path::Path, listen: Option<&str>) -> Result<ExitCode> {
+    let config = AgentConfig::load(path).map_err(|e| Error::Usage(e.to_string()))?;
+    let agent = Arc::new(
+        HostAgent::new(config.clone())
+            .map_err(|e| Error::io(format!("cannot read the state file {}", config.state_file.display()), e))?,
+    );
+    let listener = bind(listen.unwrap_or(&config.listen)).await?;
+    info!(host = %config.host_id, version = %agent.version(), "host agent ready");
+    let token = CancellationToken::new();
+    stop_on_signals(token.clone());
+    host::serve(listener, agent, token.cancelled_owned()).await?;
     Ok(ExitCode::SUCCESS)
 }

@@ -1,0 +1,227 @@
+//! The agent's configuration file (`rollout agent --config agent.yaml`), strict like
+//! every file people write here. The format is a contract; see DESIGN.md.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::plan::parse_duration;
+
+/// Why an agent config was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The file could not be read.
+    #[error("{path}: cannot read the agent config: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not YAML of the config's shape.
+    #[error("{path}:{line}:{column}: {message}")]
+    Syntax {
+        path: String,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    /// A field breaks a rule.
+    #[error("{path}: {field}: {message}")]
+    Invalid {
+        path: String,
+        field: String,
+        message: String,
+    },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CommandFile {
+    argv: Vec<String>,
+    timeout: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CommandsFile {
+    deploy: CommandFile,
+    #[serde(default)]
+    rollback: Option<CommandFile>,
+    #[serde(default)]
+    restart: Option<CommandFile>,
+    #[serde(default)]
+    health: Option<CommandFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigFile {
+    host_id: String,
+    listen: String,
+    #[serde(default)]
+    controller: Option<String>,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+    #[serde(default)]
+    customers: Vec<String>,
+    state_file: PathBuf,
+    #[serde(default)]
+    heartbeat: Option<String>,
+    commands: CommandsFile,
+}
+
+/// A command to run: argv (never a shell string; `{version}` is substituted) and
+/// how long it may take before its whole process group is killed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandSpec {
+    pub argv: Vec<String>,
+    pub timeout: Duration,
+}
+
+/// A validated agent config.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    pub host_id: String,
+    pub listen: String,
+    /// Where heartbeats go, when set.
+    pub controller: Option<String>,
+    pub labels: BTreeMap<String, String>,
+    pub customers: Vec<String>,
+    pub state_file: PathBuf,
+    pub heartbeat: Duration,
+    pub deploy: CommandSpec,
+    /// Defaults to the deploy command with the previous version.
+    pub rollback: Option<CommandSpec>,
+    pub restart: Option<CommandSpec>,
+    /// Without one, the host is reported healthy.
+    pub health: Option<CommandSpec>,
+}
+
+impl AgentConfig {
+    pub fn load(path: &Path) -> Result<AgentConfig, Error> {
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
+            path: shown.clone(),
+            source,
+        })?;
+        Self::parse(&text, &shown)
+    }
+
+    pub fn parse(text: &str, path: &str) -> Result<AgentConfig, Error> {
+        let file: ConfigFile = serde_yaml::from_str(text).map_err(|e| {
+            let (line, column) = e.location().map_or((0, 0), |l| (l.line(), l.column()));
+            let message = e.to_string();
+            let message = message
+                .rfind(" at line ")
+                .map_or(message.clone(), |i| message[..i].to_string());
+            Error::Syntax {
+                path: path.to_string(),
+                line,
+                column,
+                message,
+            }
+        })?;
+        let invalid = |field: &str, message: String| Error::Invalid {
+            path: path.to_string(),
+            field: field.to_string(),
+            message,
+        };
+        if file.host_id.trim().is_empty() {
+            return Err(invalid(
+                "host_id",
+                "is empty: give the host's id as in the fleet".into(),
+            ));
+        }
+        let command = |name: &str, c: CommandFile| -> Result<CommandSpec, Error> {
+            if c.argv.is_empty() || c.argv[0].trim().is_empty() {
+                return Err(invalid(
+                    &format!("commands.{name}.argv"),
+                    "is empty: give the program and its arguments as a list".into(),
+                ));
+            }
+            let timeout = parse_duration(&c.timeout).map_err(|m| invalid(&format!("commands.{name}.timeout"), m))?;
+            if timeout.is_zero() {
+                return Err(invalid(
+                    &format!("commands.{name}.timeout"),
+                    "must be more than 0s".into(),
+                ));
+            }
+            Ok(CommandSpec { argv: c.argv, timeout })
+        };
+        let heartbeat = match file.heartbeat.as_deref() {
+            None => Duration::from_secs(10),
+            Some(h) => parse_duration(h).map_err(|m| invalid("heartbeat", m))?,
+        };
+        if heartbeat < Duration::from_millis(100) {
+            return Err(invalid("heartbeat", "is shorter than 100ms; 10s is usual".into()));
+        }
+        let c = file.commands;
+        Ok(AgentConfig {
+            host_id: file.host_id,
+            listen: file.listen,
+            controller: file.controller.filter(|c| !c.is_empty()),
+            labels: file.labels,
+            customers: file.customers,
+            state_file: file.state_file,
+            heartbeat,
+            deploy: command("deploy", c.deploy)?,
+            rollback: c.rollback.map(|x| command("rollback", x)).transpose()?,
+            restart: c.restart.map(|x| command("restart", x)).transpose()?,
+            health: c.health.map(|x| command("health", x)).transpose()?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CONFIG: &str = r#"
+host_id: apac-exo-0001
+listen: 0.0.0.0:7070
+controller: https://controller.internal:50051
+labels: {region: apac, service: exchange-routing}
+customers: [contoso]
+state_file: /var/lib/rollout-agent/state.json
+heartbeat: 10s
+commands:
+  deploy:   {argv: ["/opt/exo/deploy.sh", "{version}"], timeout: 5m}
+  rollback: {argv: ["/opt/exo/deploy.sh", "{version}"], timeout: 5m}
+  restart:  {argv: ["systemctl", "restart", "exo-routing"], timeout: 2m}
+  health:   {argv: ["/opt/exo/healthcheck"], timeout: 10s}
+"#;
+
+    #[test]
+    fn the_design_example_parses() {
+        let c = AgentConfig::parse(CONFIG, "agent.yaml").unwrap();
+        assert_eq!(c.deploy.timeout, Duration::from_secs(300));
+        assert_eq!(c.restart.unwrap().argv, ["systemctl", "restart", "exo-routing"]);
+    }
+
+    #[test]
+    fn bad_configs_name_the_field() {
+        for (text, field) in [
+            (
+                CONFIG.replace("timeout: 10s", "timeout: soon"),
+                "commands.health.timeout",
+            ),
+            (
+                CONFIG.replace("[\"/opt/exo/healthcheck\"]", "[]"),
+                "commands.health.argv",
+            ),
+            (CONFIG.replace("host_id: apac-exo-0001", "host_id: \"\""), "host_id"),
+            (CONFIG.replace("heartbeat: 10s", "heartbeat: 1ms"), "heartbeat"),
+        ] {
+            match AgentConfig::parse(&text, "a.yaml") {
+                Err(Error::Invalid { field: f, .. }) => assert_eq!(f, field),
+                other => panic!("{field}: {other:?}"),
+            }
+        }
+        assert!(matches!(
+            AgentConfig::parse(&CONFIG.replace("heartbeat:", "hartbeat:"), "a.yaml"),
+            Err(Error::Syntax { .. })
+        ));
+    }
+}

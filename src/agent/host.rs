@@ -1,0 +1,257 @@
+//! The agent for one real host: runs the operator's commands for Apply, its health
+//! command for Probe, one Apply at a time, and never the same operation twice.
+//!
+//! Before a command runs, the operation is written to the state file as started;
+//! after, as finished with its result. An agent restarted in between finds the
+//! unfinished record and answers "interrupted" instead of running it again: a
+//! half-run deploy needs a person (or a new operation), not a blind repeat.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tonic::{Request, Response, Status};
+use tracing::{info, warn};
+
+use super::command;
+use super::config::{AgentConfig, CommandSpec};
+use super::state::{AgentState, Operation};
+use crate::proto::v1 as pb;
+use crate::proto::v1::agent_server::{Agent, AgentServer};
+
+/// One host's agent.
+pub struct HostAgent {
+    config: AgentConfig,
+    state: Mutex<AgentState>,
+    /// Held for a whole Apply: one action at a time on a machine.
+    applying: tokio::sync::Mutex<()>,
+}
+
+fn internal(what: &str, e: impl std::fmt::Display) -> Status {
+    Status::internal(format!("{what}: {e}"))
+}
+
+impl HostAgent {
+    pub fn new(config: AgentConfig) -> std::io::Result<HostAgent> {
+        let state = AgentState::load(&config.state_file)?;
+        Ok(HostAgent {
+            config,
+            state: Mutex::new(state),
+            applying: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    pub fn config(&self) -> &AgentConfig {
+        &self.config
+    }
+
+    fn state(&self) -> MutexGuard<'_, AgentState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records an operation and writes the state file before returning.
+    fn remember(&self, op: Operation, update: impl FnOnce(&mut AgentState)) -> Result<(), Status> {
+        let mut state = self.state();
+        update(&mut state);
+        state.remember(op);
+        state.save(&self.config.state_file).map_err(|e| {
+            internal(
+                &format!("cannot write the state file {}", self.config.state_file.display()),
+                e,
+            )
+        })
+    }
+
+    fn check_host(&self, host_id: &str) -> Result<(), Status> {
+        if host_id != self.config.host_id {
+            return Err(Status::failed_precondition(format!(
+                "this agent runs on `{}`; the call was for `{host_id}`: check the fleet's addresses",
+                self.config.host_id
+            )));
+        }
+        Ok(())
+    }
+
+    /// The version and health the agent reports now (running the health command).
+    pub async fn health(&self) -> (bool, String) {
+        match &self.config.health {
+            None => (true, "no health command configured".into()),
+            Some(spec) => match command::run(&spec.argv, &[("ROLLOUT_HOST", &self.config.host_id)], spec.timeout).await
+            {
+                Ok(out) => (out.success(), out.describe(spec.timeout)),
+                Err(e) => (false, format!("health command cannot start: {e}")),
+            },
+        }
+    }
+
+    pub fn version(&self) -> String {
+        self.state().version.clone()
+    }
+
+    async fn apply(&self, req: pb::ApplyRequest) -> Result<pb::ApplyResponse, Status> {
+        self.check_host(&req.host_id)?;
+        if req.operation_id.is_empty() {
+            return Err(Status::invalid_argument(
+                "operation_id is required: it makes Apply idempotent",
+            ));
+        }
+        let action = pb::Action::try_from(req.action).unwrap_or(pb::Action::Unspecified);
+        let _one_at_a_time = self.applying.lock().await;
+        let (version, previous) = {
+            let state = self.state();
+            if let Some(op) = state.find(&req.operation_id) {
+                if op.finished {
+                    return Ok(response(op, true));
+                }
+            }
+            (state.version.clone(), state.previous_version.clone())
+        };
+        if let Some(op) = self.state().find(&req.operation_id).cloned() {
+            // Started before the agent stopped; its outcome is unknown. Never run twice.
+            warn!(operation = %op.id, "operation was interrupted by an agent restart; not running it again");
+            let done = Operation {
+                finished: true,
+                ok: false,
+                detail: "interrupted: the agent stopped while this operation ran, so it is not run again; check the host and retry with a new operation".into(),
+                ..op
+            };
+            self.remember(done.clone(), |_| {})?;
+            return Ok(response(&done, false));
+        }
+        let (spec, target): (Option<&CommandSpec>, String) = match action {
+            pb::Action::Deploy => {
+                if req.version.is_empty() {
+                    return Err(Status::invalid_argument("DEPLOY needs a version"));
+                }
+                (Some(&self.config.deploy), req.version.clone())
+            }
+            pb::Action::Rollback => {
+                let target = if req.version.is_empty() {
+                    previous.clone()
+                } else {
+                    req.version.clone()
+                };
+                (
+                    Some(self.config.rollback.as_ref().unwrap_or(&self.config.deploy)),
+                    target,
+                )
+            }
+            pb::Action::Restart => (self.config.restart.as_ref(), version.clone()),
+            pb::Action::Unspecified => {
+                return Err(Status::invalid_argument(
+                    "action is required: DEPLOY, ROLLBACK or RESTART",
+                ));
+            }
+        };
+        let name = action.as_str_name().trim_start_matches("ACTION_").to_lowercase();
+        let mut op = Operation {
+            id: req.operation_id.clone(),
+            action: name.clone(),
+            finished: false,
+            ok: false,
+            detail: String::new(),
+            version: version.clone(),
+            previous_version: previous.clone(),
+            healthy: false,
+        };
+        let Some(spec) = spec else {
+            op.finished = true;
+            op.detail = format!("no {name} command is configured on this agent");
+            self.remember(op.clone(), |_| {})?;
+            return Ok(response(&op, false));
+        };
+        if target.is_empty() {
+            op.finished = true;
+            op.detail = "no previous version is recorded on this host; give the version to roll back to".into();
+            self.remember(op.clone(), |_| {})?;
+            return Ok(response(&op, false));
+        }
+        // Written before the command runs: the line that makes "never twice" hold.
+        self.remember(op.clone(), |_| {})?;
+        let argv: Vec<String> = spec.argv.iter().map(|a| a.replace("{version}", &target)).collect();
+        let env = [
+            ("ROLLOUT_VERSION", target.as_str()),
+            ("ROLLOUT_OPERATION_ID", req.operation_id.as_str()),
+            ("ROLLOUT_HOST", self.config.host_id.as_str()),
+        ];
+        info!(operation = %req.operation_id, action = %name, version = %target, "running");
+        let outcome = command::run(&argv, &env, spec.timeout).await;
+        op.finished = true;
+        match outcome {
+            Ok(out) if out.success() => {
+                op.ok = true;
+                op.healthy = true;
+                op.detail = out.describe(spec.timeout);
+                if action != pb::Action::Restart && target != version {
+                    op.previous_version = version.clone();
+                    op.version = target.clone();
+                }
+            }
+            Ok(out) => op.detail = out.describe(spec.timeout),
+            Err(e) => op.detail = format!("cannot start {}: {e}", argv[0]),
+        }
+        let changed = op.ok && action != pb::Action::Restart && target != version;
+        let (new_version, new_previous) = (op.version.clone(), op.previous_version.clone());
+        self.remember(op.clone(), |s| {
+            s.executed += 1;
+            if changed {
+                s.version = new_version;
+                s.previous_version = new_previous;
+            }
+        })?;
+        Ok(response(&op, false))
+    }
+
+    async fn probe(&self, req: pb::ProbeRequest) -> Result<pb::ProbeResponse, Status> {
+        self.check_host(&req.host_id)?;
+        let (healthy, detail) = self.health().await;
+        let state = self.state();
+        Ok(pb::ProbeResponse {
+            version: state.version.clone(),
+            previous_version: state.previous_version.clone(),
+            healthy,
+            detail,
+            operations_executed: state.executed,
+            last_operation_id: state.operations.back().map(|o| o.id.clone()).unwrap_or_default(),
+        })
+    }
+}
+
+fn response(op: &Operation, replayed: bool) -> pb::ApplyResponse {
+    pb::ApplyResponse {
+        ok: op.ok,
+        version: op.version.clone(),
+        previous_version: op.previous_version.clone(),
+        detail: op.detail.clone(),
+        replayed,
+        healthy: op.healthy,
+    }
+}
+
+/// The tonic service of a [`HostAgent`].
+pub struct HostAgentService(pub Arc<HostAgent>);
+
+#[tonic::async_trait]
+impl Agent for HostAgentService {
+    async fn apply(&self, request: Request<pb::ApplyRequest>) -> Result<Response<pb::ApplyResponse>, Status> {
+        self.0.apply(request.into_inner()).await.map(Response::new)
+    }
+
+    async fn probe(&self, request: Request<pb::ProbeRequest>) -> Result<Response<pb::ProbeResponse>, Status> {
+        self.0.probe(request.into_inner()).await.map(Response::new)
+    }
+}
+
+/// Serves a host agent on `listener` until `signal` completes.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    agent: Arc<HostAgent>,
+    signal: impl std::future::Future<Output = ()> + Send,
+) -> crate::Result<()> {
+    tonic::transport::Server::builder()
+        .add_service(AgentServer::new(HostAgentService(agent)))
+        .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), signal)
+        .await
+        .map_err(|source| crate::Error::Transport {
+            context: "host agent server".into(),
+            source,
+        })
+}
