@@ -97,10 +97,10 @@ impl HostAgent {
         let _one_at_a_time = self.applying.lock().await;
         let (version, previous) = {
             let state = self.state();
-            if let Some(op) = state.find(&req.operation_id) {
-                if op.finished {
-                    return Ok(response(op, true));
-                }
+            if let Some(op) = state.find(&req.operation_id)
+                && op.finished
+            {
+                return Ok(response(op, true));
             }
             (state.version.clone(), state.previous_version.clone())
         };
