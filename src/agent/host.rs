@@ -104,7 +104,9 @@ impl HostAgent {
             }
             (state.version.clone(), state.previous_version.clone())
         };
-        if let Some(op) = self.state().find(&req.operation_id).cloned() {
+        // Bound first: the state lock must not be held while `remember` takes it.
+        let interrupted = self.state().find(&req.operation_id).cloned();
+        if let Some(op) = interrupted {
             // Started before the agent stopped; its outcome is unknown. Never run twice.
             warn!(operation = %op.id, "operation was interrupted by an agent restart; not running it again");
             let done = Operation {

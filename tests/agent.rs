@@ -1,0 +1,253 @@
+//! Real host agents as real processes: commands run from argv with their timeouts,
+//! results carry exit codes and output, and an operation never runs twice, even when
+//! the agent is killed in the middle of it.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::*;
+use rollout::cli::process::Spawned;
+use rollout::proto::v1 as pb;
+use rollout::proto::v1::agent_client::AgentClient;
+use tonic::transport::Channel;
+
+const EXE: &str = env!("CARGO_BIN_EXE_rollout");
+
+/// A host's directory: its deploy script, health script, config and state.
+struct HostDir {
+    dir: PathBuf,
+    config: PathBuf,
+}
+
+impl HostDir {
+    /// `deploy` is the body of a shell script run as `sh deploy.sh VERSION`; it can
+    /// use `$DIR`. Every run appends a line to `runs.log`.
+    fn new(root: &Path, host: &str, deploy: &str, timeout: &str) -> HostDir {
+        let dir = root.join(host);
+        std::fs::create_dir_all(&dir).unwrap();
+        let d = dir.display();
+        std::fs::write(
+            dir.join("deploy.sh"),
+            format!(
+                "DIR={d}\necho \"$ROLLOUT_OPERATION_ID $1\" >> $DIR/runs.log\n{deploy}\necho \"$1\" > $DIR/version\n"
+            ),
+        )
+        .unwrap();
+        std::fs::write(dir.join("health.sh"), format!("test ! -f {d}/sick\n")).unwrap();
+        let config = dir.join("agent.yaml");
+        std::fs::write(
+            &config,
+            format!(
+                "host_id: {host}\nlisten: 127.0.0.1:0\nstate_file: {d}/state.json\ncommands:\n  deploy: {{argv: [sh, {d}/deploy.sh, \"{{version}}\"], timeout: {timeout}}}\n  health: {{argv: [sh, {d}/health.sh], timeout: 5s}}\n"
+            ),
+        )
+        .unwrap();
+        HostDir { dir, config }
+    }
+
+    async fn start(&self, listen: &str) -> Spawned {
+        let args = [
+            "agent".as_ref(),
+            "--config".as_ref(),
+            self.config.as_os_str(),
+            "--listen".as_ref(),
+            listen.as_ref(),
+        ];
+        within(
+            60,
+            "an agent to start",
+            Spawned::start(Path::new(EXE), args, Some(&self.dir.join("agent.log"))),
+        )
+        .await
+        .expect("agent starts")
+    }
+
+    fn runs(&self, op: &str) -> usize {
+        std::fs::read_to_string(self.dir.join("runs.log"))
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.starts_with(&format!("{op} ")))
+            .count()
+    }
+}
+
+async fn client(agent: &Spawned) -> AgentClient<Channel> {
+    AgentClient::connect(format!("http://{}", agent.addr)).await.unwrap()
+}
+
+fn deploy(host: &str, op: &str, version: &str) -> pb::ApplyRequest {
+    pb::ApplyRequest {
+        host_id: host.into(),
+        operation_id: op.into(),
+        action: pb::Action::Deploy as i32,
+        version: version.into(),
+    }
+}
+
+/// An agent killed (SIGKILL) while its deploy command runs, then restarted on the same
+/// state file, does not run that operation again when the controller repeats it; it
+/// says it was interrupted. New operations run; finished ones replay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_agent_never_runs_an_operation_twice() {
+    let root = tempfile::tempdir().unwrap();
+    let host = HostDir::new(root.path(), "h1", "sleep 2", "30s");
+    let mut agent = host.start("127.0.0.1:0").await;
+    let mut c = client(&agent).await;
+    let call = tokio::spawn({
+        let mut c = c.clone();
+        async move { c.apply(deploy("h1", "op-1", "2.0")).await }
+    });
+    within(30, "the deploy command to start", async {
+        while host.runs("op-1") == 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    agent.kill9().await.unwrap();
+    assert!(call.await.unwrap().is_err(), "the caller saw the agent die");
+
+    let mut agent = host.start("127.0.0.1:0").await;
+    c = client(&agent).await;
+    let again = c.apply(deploy("h1", "op-1", "2.0")).await.unwrap().into_inner();
+    assert!(!again.ok, "an interrupted operation is not reported done");
+    assert!(again.detail.starts_with("interrupted"), "{}", again.detail);
+    // The orphaned command finishes on its own; still only one run.
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    assert_eq!(host.runs("op-1"), 1, "op-1 ran exactly once");
+    let replay = c.apply(deploy("h1", "op-1", "2.0")).await.unwrap().into_inner();
+    assert!(replay.replayed && !replay.ok);
+
+    let fresh = c.apply(deploy("h1", "op-2", "2.0")).await.unwrap().into_inner();
+    assert!(fresh.ok, "{}", fresh.detail);
+    assert_eq!(fresh.version, "2.0");
+    let replay = c.apply(deploy("h1", "op-2", "2.0")).await.unwrap().into_inner();
+    assert!(replay.replayed && replay.ok);
+    assert_eq!(host.runs("op-2"), 1);
+
+    // It refuses calls meant for another host.
+    let wrong = c.apply(deploy("h2", "op-3", "2.0")).await.unwrap_err();
+    assert_eq!(wrong.code(), tonic::Code::FailedPrecondition);
+    // Probe runs the health command and reports the version kept in the state file.
+    let p = c
+        .probe(pb::ProbeRequest { host_id: "h1".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(p.healthy && p.version == "2.0", "{p:?}");
+    std::fs::write(host.dir.join("sick"), "").unwrap();
+    let p = c
+        .probe(pb::ProbeRequest { host_id: "h1".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!p.healthy && p.detail.starts_with("exit code 1"), "{p:?}");
+    assert_eq!(agent.terminate(Duration::from_secs(30)).await.unwrap(), Some(0));
+}
+
+/// Twenty real agents behind a real controller, with faults: one killed during the
+/// rollout, one whose deploy hangs past its timeout, one whose deploy exits 1, one
+/// restarted. The healthy ones end on the new version; the faulty ones are failed
+/// with their reason; the rollout continues as its threshold (3 per wave) allows; and
+/// deploy commands ran at most once per host.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_real_agents_with_faults() {
+    let root = tempfile::tempdir().unwrap();
+    let mut hosts = Vec::new();
+    for i in 0..20 {
+        let (body, timeout) = match i {
+            5 => ("sleep 30", "1s"),
+            7 => ("echo 'disk full on /var' >&2; exit 1", "30s"),
+            _ => ("sleep 0.2", "30s"),
+        };
+        hosts.push(HostDir::new(root.path(), &format!("host-{i:02}"), body, timeout));
+    }
+    let mut agents = Vec::new();
+    for h in &hosts {
+        agents.push(h.start("127.0.0.1:0").await);
+    }
+    let mut fleet = fleet(20, "unused");
+    for (i, host) in fleet.hosts.iter_mut().enumerate() {
+        host.id = format!("host-{i:02}");
+        host.address = agents[i].addr.to_string();
+        host.labels.insert("region".into(), "apac".into());
+    }
+    let data = root.path().join("data");
+    let controller = Controller::start(&data, &fleet).await;
+    let mut client = controller.client().await;
+    let mut spec = plan("real-fix", &["50%", "100%"], "3");
+    spec.max_parallel = 4;
+    spec.bake = "2s".into();
+    submit(&mut client, spec).await;
+
+    // During the first bake: kill one agent that has not deployed yet, restart another.
+    within(
+        60,
+        "the first wave to bake",
+        watch_until(&mut client, "real-fix", |r| r.state() == pb::RolloutState::Baking),
+    )
+    .await;
+    let waiting: Vec<usize> = (0..20)
+        .filter(|&i| ![5, 7].contains(&i) && !hosts[i].dir.join("version").exists())
+        .collect();
+    assert!(waiting.len() >= 2, "hosts left for wave 2: {waiting:?}");
+    let (killed, restarted) = (waiting[0], waiting[1]);
+    agents[killed].kill9().await.unwrap();
+    let port = agents[restarted].addr.to_string();
+    assert_eq!(
+        agents[restarted].terminate(Duration::from_secs(30)).await.unwrap(),
+        Some(0)
+    );
+    agents[restarted] = hosts[restarted].start(&port).await;
+
+    let seen = within(
+        120,
+        "the rollout to end",
+        watch_until(&mut client, "real-fix", |r| {
+            matches!(r.state(), pb::RolloutState::Succeeded | pb::RolloutState::Halted)
+        }),
+    )
+    .await;
+    let done = seen.last().unwrap();
+    assert_eq!(done.state(), pb::RolloutState::Succeeded, "{}", done.halt_reason);
+    assert_eq!((done.hosts_succeeded, done.hosts_failed), (17, 3));
+
+    for (i, h) in hosts.iter().enumerate() {
+        let version = std::fs::read_to_string(h.dir.join("version")).unwrap_or_default();
+        if [5, 7, killed].contains(&i) {
+            continue;
+        }
+        assert_eq!(version.trim(), "15.20.8207.12", "host-{i:02}");
+    }
+    // The reasons, from the store, through a fresh controller on the same data.
+    controller.stop().await;
+    let store = rollout::store::Store::open(&data).unwrap();
+    let rollout_id = store.rollouts().unwrap()[0].id;
+    let detail = |host: &str| {
+        store
+            .rollout_hosts(rollout_id)
+            .map(|r| r.unwrap())
+            .find(|(h, _)| h == host)
+            .map(|(_, r)| (r.state(), r.detail))
+            .unwrap()
+    };
+    let (state, why) = detail("host-05");
+    assert_eq!(state, pb::HostState::Failed);
+    assert!(why.contains("timed out after 1s (process group killed)"), "{why}");
+    let (_, why) = detail("host-07");
+    assert!(why.contains("exit code 1: disk full on /var"), "{why}");
+    let (_, why) = detail(&format!("host-{killed:02}"));
+    assert!(why.contains("Unavailable"), "{why}");
+    // Each deploy command ran at most once per host: no retry storm, no repeats.
+    for (i, h) in hosts.iter().enumerate() {
+        let runs = std::fs::read_to_string(h.dir.join("runs.log"))
+            .unwrap_or_default()
+            .lines()
+            .count();
+        assert!(runs <= 1, "host-{i:02} ran its deploy {runs} times");
+    }
+    for mut a in agents {
+        let _ = a.terminate(Duration::from_secs(30)).await;
+    }
+}
