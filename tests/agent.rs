@@ -251,3 +251,106 @@ async fn twenty_real_agents_with_faults() {
         let _ = a.terminate(Duration::from_secs(30)).await;
     }
 }
+
+/// Agents register themselves by heartbeat: a controller with an empty fleet file
+/// learns their hosts (labels, address, version), deploys to them, keeps them across
+/// its own restart, and marks an agent unreachable once it misses three heartbeats.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeats_register_hosts_and_silent_ones_turn_unreachable() {
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("data");
+    let controller = Controller::start(&data, &rollout::fleet::FleetFile::default()).await;
+    let mut client = controller.client().await;
+    let mut hosts = Vec::new();
+    let mut agents = Vec::new();
+    for name in ["hb-1", "hb-2"] {
+        let h = HostDir::new(root.path(), name, "true", "30s");
+        let mut config = std::fs::read_to_string(&h.config).unwrap();
+        config.push_str(&format!(
+            "controller: {}\nheartbeat: 200ms\nlabels: {{region: emea, service: heartbeat-demo}}\n",
+            controller.url
+        ));
+        std::fs::write(&h.config, config).unwrap();
+        agents.push(h.start("127.0.0.1:0").await);
+        hosts.push(h);
+    }
+    let list = |unhealthy_only| pb::ListHostsRequest {
+        unhealthy_only,
+        probe: false,
+    };
+    let registered = within(30, "both agents to register", async {
+        loop {
+            let hosts = client.list_hosts(list(false)).await.unwrap().into_inner().hosts;
+            if hosts.len() == 2 && hosts.iter().all(|h| h.last_heartbeat_unix_ms > 0) {
+                return hosts;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    for (h, a) in registered.iter().zip(&agents) {
+        assert_eq!(h.address, a.addr.to_string());
+        assert_eq!(h.labels["service"], "heartbeat-demo");
+        assert!(h.healthy && h.reachable);
+    }
+    let mut spec = plan("hb-fix", &["100%"], "0");
+    spec.selector = [(
+        "service".to_string(),
+        pb::LabelValues {
+            values: vec!["heartbeat-demo".into()],
+        },
+    )]
+    .into();
+    submit(&mut client, spec).await;
+    let seen = within(
+        60,
+        "the rollout to succeed",
+        watch_until(&mut client, "hb-fix", |r| r.state() == pb::RolloutState::Succeeded),
+    )
+    .await;
+    assert_eq!(seen.last().unwrap().hosts_succeeded, 2);
+    assert_eq!(
+        std::fs::read_to_string(hosts[0].dir.join("version")).unwrap().trim(),
+        "15.20.8207.12"
+    );
+    // The next heartbeat reports the new version.
+    within(10, "the version to come back by heartbeat", async {
+        loop {
+            let hosts = client.list_hosts(list(false)).await.unwrap().into_inner().hosts;
+            if hosts.iter().all(|h| h.version == "15.20.8207.12") {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+
+    agents[0].kill9().await.unwrap();
+    let silent = within(10, "the killed agent to turn unreachable", async {
+        loop {
+            let hosts = client.list_hosts(list(true)).await.unwrap().into_inner().hosts;
+            if let Some(h) = hosts.iter().find(|h| !h.reachable) {
+                return h.clone();
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert_eq!(silent.id, "hb-1");
+    let all = client.list_hosts(list(false)).await.unwrap().into_inner().hosts;
+    assert!(all.iter().any(|h| h.id == "hb-2" && h.reachable));
+
+    // A restarted controller (same store, no fleet file) still knows both hosts.
+    controller.stop().await;
+    let controller = Controller::start(&data, &rollout::fleet::FleetFile::default()).await;
+    let mut client = controller.client().await;
+    let known = client.list_hosts(list(false)).await.unwrap().into_inner().hosts;
+    assert_eq!(
+        known.iter().map(|h| h.id.as_str()).collect::<Vec<_>>(),
+        ["hb-1", "hb-2"]
+    );
+    controller.stop().await;
+    for mut a in agents {
+        let _ = a.terminate(Duration::from_secs(30)).await;
+    }
+}

@@ -61,6 +61,8 @@ struct ConfigFile {
     host_id: String,
     listen: String,
     #[serde(default)]
+    address: Option<String>,
+    #[serde(default)]
     controller: Option<String>,
     #[serde(default)]
     labels: BTreeMap<String, String>,
@@ -85,6 +87,8 @@ pub struct CommandSpec {
 pub struct AgentConfig {
     pub host_id: String,
     pub listen: String,
+    /// The address the controller should call (default: the bound listen address).
+    pub address: Option<String>,
     /// Where heartbeats go, when set.
     pub controller: Option<String>,
     pub labels: BTreeMap<String, String>,
@@ -161,6 +165,7 @@ impl AgentConfig {
         Ok(AgentConfig {
             host_id: file.host_id,
             listen: file.listen,
+            address: file.address.filter(|a| !a.is_empty()),
             controller: file.controller.filter(|c| !c.is_empty()),
             labels: file.labels,
             customers: file.customers,

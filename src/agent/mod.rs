@@ -7,6 +7,7 @@
 
 pub mod command;
 pub mod config;
+pub mod heartbeat;
 pub mod host;
 pub mod simulator;
 pub mod state;

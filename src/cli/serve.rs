@@ -176,9 +176,13 @@ async fn host_agent(path: &std::path::Path, listen: Option<&str>) -> Result<Exit
             .map_err(|e| Error::io(format!("cannot read the state file {}", config.state_file.display()), e))?,
     );
     let listener = bind(listen.unwrap_or(&config.listen)).await?;
+    let bound = listener
+        .local_addr()
+        .map_err(|e| Error::io("cannot read the bound address", e))?;
     info!(host = %config.host_id, version = %agent.version(), "host agent ready");
     let token = CancellationToken::new();
     stop_on_signals(token.clone());
+    tokio::spawn(crate::agent::heartbeat::run(agent.clone(), bound, token.clone()));
     host::serve(listener, agent, token.cancelled_owned()).await?;
     Ok(ExitCode::SUCCESS)
 }

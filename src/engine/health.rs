@@ -20,6 +20,17 @@ pub struct Seen {
     /// Unix ms of the probe or answer; 0 when only the fleet file said so.
     pub at_ms: i64,
     pub detail: String,
+    /// Unix ms of the last heartbeat (0: its agent never sent one).
+    pub heartbeat_ms: i64,
+    /// The agent's heartbeat interval, as it said.
+    pub heartbeat_interval_ms: i64,
+}
+
+impl Seen {
+    /// An agent that heartbeats is unreachable once it missed three in a row.
+    pub fn reachable(&self, now_ms: i64) -> bool {
+        self.heartbeat_ms == 0 || now_ms - self.heartbeat_ms <= 3 * self.heartbeat_interval_ms.max(1)
+    }
 }
 
 /// Last known health and version of every host.
@@ -39,6 +50,7 @@ impl HealthBook {
                     version: h.version.clone().unwrap_or_default(),
                     at_ms: 0,
                     detail: "from the fleet file".into(),
+                    ..Default::default()
                 };
                 (h.id.clone(), seen)
             })
@@ -54,8 +66,16 @@ impl HealthBook {
         self.lock().get(host).cloned()
     }
 
-    pub fn record(&self, host: &str, seen: Seen) {
-        self.lock().insert(host.to_string(), seen);
+    /// Records what a probe or an answer said; heartbeat times are kept.
+    pub fn record(&self, host: &str, mut seen: Seen) {
+        let mut book = self.lock();
+        if let Some(old) = book.get(host)
+            && seen.heartbeat_ms == 0
+        {
+            seen.heartbeat_ms = old.heartbeat_ms;
+            seen.heartbeat_interval_ms = old.heartbeat_interval_ms;
+        }
+        book.insert(host.to_string(), seen);
     }
 
     /// A host's version changed (a deploy or rollback returned).
@@ -99,6 +119,7 @@ impl HealthBook {
                         version: p.version,
                         at_ms: now_ms,
                         detail: p.detail,
+                        ..Default::default()
                     },
                 ),
                 Err(e) => failed.push((id, e.to_string())),

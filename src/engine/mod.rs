@@ -112,14 +112,21 @@ pub(crate) struct Context {
     pub fleet: SharedFleet,
     pub clock: Arc<dyn Clock>,
     pub shutdown: CancellationToken,
-    pub inventory: Arc<Inventory>,
+    /// Replaced whole when a heartbeat registers or changes a host; readers keep the
+    /// snapshot they took.
+    pub inventory: std::sync::RwLock<Arc<Inventory>>,
     pub health: HealthBook,
 }
 
 impl Context {
+    /// The current inventory.
+    pub fn inventory(&self) -> Arc<Inventory> {
+        self.inventory.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
     /// What an agent call task needs, owned.
     pub fn clone_parts(&self) -> (SharedFleet, Arc<Inventory>) {
-        (self.fleet.clone(), self.inventory.clone())
+        (self.fleet.clone(), self.inventory())
     }
 }
 
@@ -144,7 +151,6 @@ pub struct Submitted {
 /// The engine: every rollout, active or finished, and the tasks driving them.
 pub struct Engine {
     ctx: Arc<Context>,
-    inventory: Arc<Inventory>,
     options: Options,
     rollouts: Mutex<BTreeMap<u64, Arc<Live>>>,
     jobs: Mutex<BTreeMap<u64, Arc<Job>>>,
@@ -170,9 +176,8 @@ impl Engine {
                 clock,
                 shutdown,
                 health: HealthBook::new(&inventory),
-                inventory: inventory.clone(),
+                inventory: std::sync::RwLock::new(inventory),
             }),
-            inventory,
             options,
             rollouts: Mutex::new(BTreeMap::new()),
             jobs: Mutex::new(BTreeMap::new()),
@@ -204,7 +209,8 @@ impl Engine {
     fn adopt_job(&self, record: pb::RestartJobRecord, hosts: Vec<pb::RestartHostRecord>) -> Result<Arc<Job>> {
         let id = record.id;
         let job = Arc::new(
-            Job::load(record, hosts, &self.inventory).map_err(|e| Error::Corrupt(format!("restart job {id}: {e}")))?,
+            Job::load(record, hosts, &self.ctx.inventory())
+                .map_err(|e| Error::Corrupt(format!("restart job {id}: {e}")))?,
         );
         self.jobs().insert(job.id, job.clone());
         if job.is_active() || job.has_reconcile() {
@@ -264,7 +270,7 @@ impl Engine {
         // Which hosts: explicit ids, a selector, or (alone) the whole inventory for unhealthy_only.
         let mut candidates: Vec<String> = Vec::new();
         for (i, id) in req.host_ids.iter().enumerate() {
-            if self.inventory.host(id).is_none() {
+            if self.ctx.inventory().host(id).is_none() {
                 return Err(Error::Invalid {
                     field: format!("host_ids[{i}]"),
                     message: format!("`{id}` is not in the inventory; `rollout hosts` lists them"),
@@ -278,7 +284,7 @@ impl Engine {
                 .iter()
                 .map(|(k, v)| (k.clone(), v.values.clone()))
                 .collect();
-            candidates.extend(self.inventory.select(&selector).map(|h| h.id.clone()));
+            candidates.extend(self.ctx.inventory().select(&selector).map(|h| h.id.clone()));
         }
         if req.host_ids.is_empty() && req.selector.is_empty() {
             if !req.unhealthy_only {
@@ -287,7 +293,7 @@ impl Engine {
                     message: "say which hosts: a selector, host ids, or unhealthy_only".into(),
                 });
             }
-            candidates.extend(self.inventory.hosts().iter().map(|h| h.id.clone()));
+            candidates.extend(self.ctx.inventory().hosts().iter().map(|h| h.id.clone()));
         }
         candidates.sort();
         candidates.dedup();
@@ -298,7 +304,7 @@ impl Engine {
         let unreachable: HashMap<String, String> = self
             .ctx
             .health
-            .probe(&self.ctx.fleet, &self.inventory, &candidates, now)
+            .probe(&self.ctx.fleet, &self.ctx.inventory(), &candidates, now)
             .await
             .into_iter()
             .collect();
@@ -361,8 +367,8 @@ impl Engine {
             hosts_total: chosen.len() as u64,
         };
         if req.dry_run {
-            let job = Job::load(record, host_records, &self.inventory).map_err(Error::Corrupt)?;
-            return Ok((job.preview(&self.inventory, now), false));
+            let job = Job::load(record, host_records, &self.ctx.inventory()).map_err(Error::Corrupt)?;
+            return Ok((job.preview(&self.ctx.inventory(), now), false));
         }
         self.ctx
             .store
@@ -406,14 +412,81 @@ impl Engine {
         Ok((*job.snapshot()).clone())
     }
 
+    /// An agent's heartbeat: registers its host (new, or changed address, labels or
+    /// customers) in the inventory and the store, and records its health.
+    pub fn heartbeat(&self, mut req: pb::HeartbeatRequest, peer: Option<std::net::IpAddr>) -> Result<bool> {
+        if req.host_id.trim().is_empty() {
+            return Err(Error::Invalid {
+                field: "host_id".into(),
+                message: "is empty".into(),
+            });
+        }
+        // A wildcard listen address means "wherever I am": use where the call came from.
+        if let (Some(ip), Some((host, port))) = (peer, req.address.rsplit_once(':'))
+            && matches!(host, "0.0.0.0" | "[::]" | "" | "::")
+        {
+            req.address = std::net::SocketAddr::new(ip, port.parse().unwrap_or(0)).to_string();
+        }
+        if req.address.is_empty() {
+            return Err(Error::Invalid {
+                field: "address".into(),
+                message: "is empty: the controller needs the agent's host:port".into(),
+            });
+        }
+        let now = self.ctx.clock.now_ms();
+        let host = crate::fleet::Host {
+            id: req.host_id.clone(),
+            address: req.address.clone(),
+            labels: req.labels.clone().into_iter().collect(),
+            customers: req.customers.clone(),
+            version: (!req.version.is_empty()).then(|| req.version.clone()),
+            healthy: req.healthy,
+        };
+        let registered = {
+            let mut inventory = self.ctx.inventory.write().unwrap_or_else(|p| p.into_inner());
+            let same = inventory
+                .host(&host.id)
+                .is_some_and(|h| h.address == host.address && h.labels == host.labels && h.customers == host.customers);
+            if !same {
+                let (records, _) = crate::fleet::FleetFile {
+                    customers: Vec::new(),
+                    hosts: vec![host.clone()],
+                }
+                .to_records();
+                for r in &records {
+                    self.ctx.store.put_host(r)?;
+                }
+                *inventory = Arc::new(inventory.with_host(host).map_err(|e| Error::Invalid {
+                    field: "customers".into(),
+                    message: e.to_string(),
+                })?);
+                info!(host = %req.host_id, address = %req.address, "host registered by heartbeat");
+            }
+            !same
+        };
+        self.ctx.health.record(
+            &req.host_id,
+            health::Seen {
+                healthy: req.healthy,
+                version: req.version,
+                at_ms: now,
+                detail: req.detail,
+                heartbeat_ms: now,
+                heartbeat_interval_ms: req.interval_ms as i64,
+            },
+        );
+        Ok(registered)
+    }
+
     /// The inventory with the last known health and version (probed now if asked).
     pub async fn hosts(&self, unhealthy_only: bool, probe: bool) -> Vec<pb::HostStatus> {
+        let now = self.ctx.clock.now_ms();
         if probe {
-            let ids: Vec<String> = self.inventory.hosts().iter().map(|h| h.id.clone()).collect();
+            let ids: Vec<String> = self.ctx.inventory().hosts().iter().map(|h| h.id.clone()).collect();
             for (host, err) in self
                 .ctx
                 .health
-                .probe(&self.ctx.fleet, &self.inventory, &ids, self.ctx.clock.now_ms())
+                .probe(&self.ctx.fleet, &self.ctx.inventory(), &ids, self.ctx.clock.now_ms())
                 .await
             {
                 if let Some(mut seen) = self.ctx.health.get(&host) {
@@ -422,12 +495,13 @@ impl Engine {
                 }
             }
         }
-        self.inventory
+        self.inventory()
             .hosts()
             .iter()
             .filter_map(|h| {
                 let seen = self.ctx.health.get(&h.id).unwrap_or_default();
-                (!unhealthy_only || !seen.healthy).then(|| pb::HostStatus {
+                let reachable = seen.reachable(now);
+                (!unhealthy_only || !seen.healthy || !reachable).then(|| pb::HostStatus {
                     id: h.id.clone(),
                     address: h.address.clone(),
                     labels: h.labels.clone().into_iter().collect(),
@@ -435,6 +509,8 @@ impl Engine {
                     version: seen.version,
                     healthy: seen.healthy,
                     checked_at_unix_ms: seen.at_ms,
+                    reachable,
+                    last_heartbeat_unix_ms: seen.heartbeat_ms,
                     detail: seen.detail,
                 })
             })
@@ -450,7 +526,7 @@ impl Engine {
     fn adopt(&self, record: pb::RolloutRecord) -> Result<Arc<Live>> {
         let live = Arc::new(Live::load(
             &self.ctx.store,
-            self.inventory.clone(),
+            self.ctx.inventory(),
             record,
             self.ctx.clock.now_ms(),
         )?);
@@ -467,8 +543,8 @@ impl Engine {
         self.tracker.wait().await;
     }
 
-    pub fn inventory(&self) -> &Inventory {
-        &self.inventory
+    pub fn inventory(&self) -> Arc<Inventory> {
+        self.ctx.inventory()
     }
 
     /// Starts a rollout of `plan` (or previews it). Idempotent by `request_id`.
@@ -495,7 +571,12 @@ impl Engine {
                 preview: Vec::new(),
             });
         }
-        let mut hosts: Vec<String> = self.inventory.select(&plan.selector).map(|h| h.id.clone()).collect();
+        let mut hosts: Vec<String> = self
+            .ctx
+            .inventory()
+            .select(&plan.selector)
+            .map(|h| h.id.clone())
+            .collect();
         if hosts.is_empty() {
             let wanted: Vec<String> = plan
                 .selector
@@ -506,7 +587,7 @@ impl Engine {
                 field: "selector".into(),
                 message: format!(
                     "matches no host of the inventory ({} hosts): no host has {}; check the labels with the fleet file",
-                    self.inventory.len(),
+                    self.ctx.inventory().len(),
                     wanted.join(" and ")
                 ),
             });
@@ -536,9 +617,9 @@ impl Engine {
         };
         State::Pending.write(&mut record);
         if dry_run {
-            order::arrange(&mut hosts, plan.order, &self.inventory, now);
+            order::arrange(&mut hosts, plan.order, &self.ctx.inventory(), now);
             let preview = self.preview(&plan, &hosts, now);
-            let live = Live::preview(self.inventory.clone(), record, &hosts, now)?;
+            let live = Live::preview(self.ctx.inventory(), record, &hosts, now)?;
             return Ok(Submitted {
                 rollout: (*live.snapshot()).clone(),
                 replayed: false,
@@ -571,7 +652,8 @@ impl Engine {
     /// they are: each customer's local time and tier now.
     fn preview(&self, plan: &Plan, ordered: &[String], now_ms: i64) -> Vec<pb::WavePreview> {
         let n = ordered.len() as u64;
-        let snapshot = self.inventory.calendar().snapshot(now_ms);
+        let inventory = self.ctx.inventory();
+        let snapshot = inventory.calendar().snapshot(now_ms);
         let mut before = 0u64;
         let mut waves = Vec::with_capacity(plan.waves.len());
         for (k, pct) in plan.waves.iter().enumerate() {
@@ -580,11 +662,7 @@ impl Engine {
             let mut customers: Vec<pb::CustomerSlot> = Vec::new();
             let mut index: HashMap<String, usize> = HashMap::new();
             for h in hosts {
-                let host_customers = self
-                    .inventory
-                    .host(h)
-                    .map(|x| x.customers.as_slice())
-                    .unwrap_or_default();
+                let host_customers = inventory.host(h).map(|x| x.customers.as_slice()).unwrap_or_default();
                 let place = crate::hours::Calendar::place(&snapshot, h, host_customers);
                 match index.get(&place.customer) {
                     Some(&i) => customers[i].hosts += 1,

@@ -392,7 +392,7 @@ async fn run(job: &Job, ctx: &Context) -> Result<()> {
         // Batches: refill when half the slots are free, re-ranking at this instant.
         if !stop && inflight.len() <= job.max_parallel / 2 {
             let now = ctx.clock.now_ms();
-            let picked = job.pick(job.max_parallel - inflight.len(), &ctx.inventory, now);
+            let picked = job.pick(job.max_parallel - inflight.len(), &ctx.inventory(), now);
             if !picked.is_empty() {
                 ctx.store.put_restart_hosts(job.id, &picked)?;
                 ctx.store.put_restart_job(&job.lock().record)?;
@@ -431,7 +431,7 @@ async fn run(job: &Job, ctx: &Context) -> Result<()> {
                         && h.state() == HostState::Restarted
                     {
                         let version = ctx.health.get(&h.host_id).map(|s| s.version).unwrap_or_default();
-                        ctx.health.record(&h.host_id, Seen { healthy: true, version, at_ms: now, detail: "restarted".into() });
+                        ctx.health.record(&h.host_id, Seen { healthy: true, version, at_ms: now, detail: "restarted".into(), ..Default::default() });
                     }
                 }
                 job.record_results(&ctx.store, &done)?;

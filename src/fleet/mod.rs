@@ -369,6 +369,17 @@ impl Inventory {
         })
     }
 
+    /// The inventory with `host` added or replaced (a heartbeat registered it).
+    /// Rebuilds the index: registrations are rare next to heartbeats.
+    pub fn with_host(&self, host: Host) -> Result<Inventory> {
+        let mut hosts: Vec<Host> = self.hosts.iter().filter(|h| h.id != host.id).cloned().collect();
+        hosts.push(host);
+        Inventory::new(FleetFile {
+            customers: self.customers.values().cloned().collect(),
+            hosts,
+        })
+    }
+
     /// Every customer's working hours.
     pub fn calendar(&self) -> &Calendar {
         &self.calendar

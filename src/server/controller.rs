@@ -226,6 +226,15 @@ impl Controller for ControllerService {
         ))
     }
 
+    async fn heartbeat(
+        &self,
+        request: Request<pb::HeartbeatRequest>,
+    ) -> Result<Response<pb::HeartbeatResponse>, Status> {
+        let peer = request.remote_addr().map(|a| a.ip());
+        let registered = self.engine.heartbeat(request.into_inner(), peer).map_err(Error::from)?;
+        Ok(Response::new(pb::HeartbeatResponse { registered }))
+    }
+
     async fn list_hosts(
         &self,
         request: Request<pb::ListHostsRequest>,

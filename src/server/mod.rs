@@ -95,19 +95,20 @@ pub async fn serve(
         })
 }
 
-/// The fleet file when given (and then stored, so a restart without it keeps the
-/// same inventory), else what the store holds.
+/// The stored inventory (hosts registered by heartbeats included), with the fleet
+/// file's hosts and customers over it when one is given; the result is stored, so a
+/// restart without the file keeps the same inventory.
 fn load_inventory(store: &Store, fleet: Option<&std::path::Path>) -> Result<Inventory> {
-    match fleet {
-        Some(path) => {
-            let file = FleetFile::load(path)?;
-            let (hosts, customers) = file.to_records();
-            store.put_inventory(&hosts, &customers)?;
-            Ok(Inventory::new(file)?)
-        }
-        None => {
-            let (hosts, customers) = store.inventory()?;
-            Ok(Inventory::new(FleetFile::from_records(hosts, customers))?)
-        }
-    }
+    let (hosts, customers) = store.inventory()?;
+    let stored = FleetFile::from_records(hosts, customers);
+    let Some(path) = fleet else {
+        return Ok(Inventory::new(stored)?);
+    };
+    let mut file = FleetFile::load(path)?;
+    let known: std::collections::HashSet<String> = file.hosts.iter().map(|h| h.id.clone()).collect();
+    file.hosts
+        .extend(stored.hosts.into_iter().filter(|h| !known.contains(&h.id)));
+    let (hosts, customers) = file.to_records();
+    store.put_inventory(&hosts, &customers)?;
+    Ok(Inventory::new(file)?)
 }

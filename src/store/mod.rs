@@ -230,6 +230,12 @@ impl Store {
         Ok(())
     }
 
+    /// Adds or replaces one host of the inventory (a heartbeat registered it).
+    pub fn put_host(&self, host: &pb::HostRecord) -> Result<()> {
+        self.hosts.insert(host.id.as_bytes(), host.encode_to_vec())?;
+        Ok(())
+    }
+
     /// The stored inventory.
     pub fn inventory(&self) -> Result<(Vec<pb::HostRecord>, Vec<pb::CustomerRecord>)> {
         let hosts = self

@@ -1,0 +1,59 @@
+//! The agent's heartbeats: it registers its host with the controller (labels,
+//! customers, address) and says, at jittered intervals, which version it runs and
+//! whether its health command passes. A controller that misses three marks it
+//! unreachable.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::Rng;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Endpoint;
+use tracing::{debug, warn};
+
+use super::host::HostAgent;
+use crate::proto::v1 as pb;
+use crate::proto::v1::controller_client::ControllerClient;
+
+/// Sends heartbeats to the configured controller until `shutdown`. `bound` is the
+/// address the agent listens on, advertised unless the config names another.
+pub async fn run(agent: Arc<HostAgent>, bound: std::net::SocketAddr, shutdown: CancellationToken) {
+    let config = agent.config().clone();
+    let Some(controller) = config.controller.clone() else {
+        return;
+    };
+    let channel = match Endpoint::from_shared(controller.clone()) {
+        Ok(e) => e.connect_timeout(Duration::from_secs(5)).connect_lazy(),
+        Err(e) => {
+            warn!(%controller, error = %e, "the controller URL is not valid; no heartbeats");
+            return;
+        }
+    };
+    let mut client = ControllerClient::new(channel);
+    let interval = config.heartbeat;
+    let address = config.address.clone().unwrap_or_else(|| bound.to_string());
+    loop {
+        let (healthy, detail) = agent.health().await;
+        let request = pb::HeartbeatRequest {
+            host_id: config.host_id.clone(),
+            address: address.clone(),
+            labels: config.labels.clone().into_iter().collect(),
+            customers: config.customers.clone(),
+            version: agent.version(),
+            healthy,
+            detail,
+            interval_ms: interval.as_millis() as u64,
+        };
+        match tokio::time::timeout(interval.max(Duration::from_secs(1)), client.heartbeat(request)).await {
+            Ok(Ok(r)) => debug!(registered = r.into_inner().registered, "heartbeat"),
+            Ok(Err(status)) => warn!(%controller, error = %status.message(), "heartbeat refused"),
+            Err(_) => warn!(%controller, "heartbeat timed out"),
+        }
+        // Jitter (±20%) keeps a fleet restarted together from heartbeating in lockstep.
+        let wait = interval.mul_f64(rand::rng().random_range(0.8..1.2));
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = shutdown.cancelled() => return,
+        }
+    }
+}
