@@ -56,6 +56,9 @@ pub struct RetryPolicy {
     /// Consecutive failures that open an endpoint's breaker.
     pub breaker_threshold: u32,
     pub breaker_cool_down: Duration,
+    /// Agent calls in flight at once across every rollout and job (each rollout is
+    /// also bounded by its own max_parallel).
+    pub max_in_flight: usize,
 }
 
 impl Default for RetryPolicy {
@@ -68,6 +71,7 @@ impl Default for RetryPolicy {
             budget_window: Duration::from_secs(60),
             breaker_threshold: 5,
             breaker_cool_down: Duration::from_secs(5),
+            max_in_flight: 4_096,
         }
     }
 }
@@ -78,6 +82,7 @@ struct Guard {
     budget: RetryBudget,
     breakers: Breakers,
     stats: CallStats,
+    in_flight: tokio::sync::Semaphore,
 }
 
 /// Agents over gRPC: one lazily connected channel per address, a deadline on every
@@ -101,6 +106,7 @@ impl GrpcFleet {
                 budget: RetryBudget::new(policy.budget_ratio, policy.budget_window),
                 breakers: Breakers::new(policy.breaker_threshold, policy.breaker_cool_down),
                 stats: CallStats::default(),
+                in_flight: tokio::sync::Semaphore::new(policy.max_in_flight.max(1)),
                 policy,
             }),
         }
@@ -178,7 +184,12 @@ where
         } else {
             CallStats::bump(&guard.stats.retries);
         }
-        match attempt().await {
+        let answer = {
+            // The global bound; only closed if the fleet is dropped.
+            let _permit = guard.in_flight.acquire().await;
+            attempt().await
+        };
+        match answer {
             Ok(v) => {
                 guard.breakers.success(&address);
                 return Ok(v);
