@@ -73,6 +73,10 @@ impl HostDir {
     }
 }
 
+async fn client_for(agent: &Spawned) -> AgentClient<Channel> {
+    client(agent).await
+}
+
 async fn client(agent: &Spawned) -> AgentClient<Channel> {
     AgentClient::connect(format!("http://{}", agent.addr)).await.unwrap()
 }
@@ -239,6 +243,24 @@ async fn twenty_real_agents_with_faults() {
     assert!(why.contains("exit code 1: disk full on /var"), "{why}");
     let (_, why) = detail(&format!("host-{killed:02}"));
     assert!(why.contains("Unavailable"), "{why}");
+    // Apply calls the agents received stay within first attempts + 10% (one first
+    // attempt per host; the killed agent received none after its death).
+    let mut received = 0;
+    for (i, a) in agents.iter().enumerate() {
+        if i == killed {
+            continue;
+        }
+        let p = client_for(a)
+            .await
+            .probe(pb::ProbeRequest {
+                host_id: format!("host-{i:02}"),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        received += p.apply_calls;
+    }
+    assert!(received as f64 <= 20.0 * 1.1, "{received} Apply calls for 20 hosts");
     // Each deploy command ran at most once per host: no retry storm, no repeats.
     for (i, h) in hosts.iter().enumerate() {
         let runs = std::fs::read_to_string(h.dir.join("runs.log"))

@@ -23,6 +23,8 @@ pub struct HostAgent {
     state: Mutex<AgentState>,
     /// Held for a whole Apply: one action at a time on a machine.
     applying: tokio::sync::Mutex<()>,
+    /// Apply calls received since start.
+    apply_calls: std::sync::atomic::AtomicU64,
 }
 
 fn internal(what: &str, e: impl std::fmt::Display) -> Status {
@@ -36,6 +38,7 @@ impl HostAgent {
             config,
             state: Mutex::new(state),
             applying: tokio::sync::Mutex::new(()),
+            apply_calls: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -87,6 +90,7 @@ impl HostAgent {
     }
 
     async fn apply(&self, req: pb::ApplyRequest) -> Result<pb::ApplyResponse, Status> {
+        self.apply_calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.check_host(&req.host_id)?;
         if req.operation_id.is_empty() {
             return Err(Status::invalid_argument(
@@ -213,6 +217,7 @@ impl HostAgent {
             detail,
             operations_executed: state.executed,
             last_operation_id: state.operations.back().map(|o| o.id.clone()).unwrap_or_default(),
+            apply_calls: self.apply_calls.load(std::sync::atomic::Ordering::Relaxed),
         })
     }
 }

@@ -299,6 +299,7 @@ impl Simulator {
             },
             operations_executed: h.executed,
             last_operation_id: h.last_operation_id.clone(),
+            apply_calls: self.apply_calls(),
         })
     }
 }

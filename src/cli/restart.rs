@@ -321,17 +321,25 @@ pub async fn hosts(server: &str, args: HostsArgs) -> Result<ExitCode> {
     );
     let now = crate::engine::now_ms();
     for h in &hosts {
-        let checked = if h.checked_at_unix_ms == 0 {
-            "never".to_string()
-        } else {
-            format!("{}s ago", (now - h.checked_at_unix_ms).max(0) / 1000)
+        let ago = |ms: i64| {
+            if ms == 0 {
+                "never".to_string()
+            } else {
+                format!("{}s ago", (now - ms).max(0) / 1000)
+            }
+        };
+        let health = match (h.reachable, h.healthy) {
+            (false, _) => "UNREACHABLE",
+            (true, true) => "healthy",
+            (true, false) => "UNHEALTHY",
         };
         println!(
-            "{:<22} {:<10} {:<16} {:<12} {:<30} {}",
+            "{:<22} {:<12} {:<16} {:<12} {:<12} {:<30} {}",
             h.id,
-            if h.healthy { "healthy" } else { "UNHEALTHY" },
+            health,
             h.version,
-            checked,
+            ago(h.checked_at_unix_ms),
+            ago(h.last_heartbeat_unix_ms),
             h.customers.join(","),
             h.detail
         );
