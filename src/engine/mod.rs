@@ -259,6 +259,7 @@ impl Engine {
             return Err(Error::ShuttingDown);
         }
         let _guard = self.submit.lock().await;
+        let inventory = self.ctx.inventory();
         if !req.request_id.is_empty()
             && !req.dry_run
             && let Some(id) = self.ctx.store.restart_job_for_request(&req.request_id)?
@@ -270,7 +271,7 @@ impl Engine {
         // Which hosts: explicit ids, a selector, or (alone) the whole inventory for unhealthy_only.
         let mut candidates: Vec<String> = Vec::new();
         for (i, id) in req.host_ids.iter().enumerate() {
-            if self.ctx.inventory().host(id).is_none() {
+            if inventory.host(id).is_none() {
                 return Err(Error::Invalid {
                     field: format!("host_ids[{i}]"),
                     message: format!("`{id}` is not in the inventory; `rollout hosts` lists them"),
@@ -284,7 +285,7 @@ impl Engine {
                 .iter()
                 .map(|(k, v)| (k.clone(), v.values.clone()))
                 .collect();
-            candidates.extend(self.ctx.inventory().select(&selector).map(|h| h.id.clone()));
+            candidates.extend(inventory.select(&selector).map(|h| h.id.clone()));
         }
         if req.host_ids.is_empty() && req.selector.is_empty() {
             if !req.unhealthy_only {
@@ -293,7 +294,7 @@ impl Engine {
                     message: "say which hosts: a selector, host ids, or unhealthy_only".into(),
                 });
             }
-            candidates.extend(self.ctx.inventory().hosts().iter().map(|h| h.id.clone()));
+            candidates.extend(inventory.hosts().iter().map(|h| h.id.clone()));
         }
         candidates.sort();
         candidates.dedup();
@@ -304,7 +305,7 @@ impl Engine {
         let unreachable: HashMap<String, String> = self
             .ctx
             .health
-            .probe(&self.ctx.fleet, &self.ctx.inventory(), &candidates, now)
+            .probe(&self.ctx.fleet, &inventory, &candidates, now)
             .await
             .into_iter()
             .collect();
@@ -367,8 +368,8 @@ impl Engine {
             hosts_total: chosen.len() as u64,
         };
         if req.dry_run {
-            let job = Job::load(record, host_records, &self.ctx.inventory()).map_err(Error::Corrupt)?;
-            return Ok((job.preview(&self.ctx.inventory(), now), false));
+            let job = Job::load(record, host_records, &inventory).map_err(Error::Corrupt)?;
+            return Ok((job.preview(&inventory, now), false));
         }
         self.ctx
             .store
@@ -481,12 +482,13 @@ impl Engine {
     /// The inventory with the last known health and version (probed now if asked).
     pub async fn hosts(&self, unhealthy_only: bool, probe: bool) -> Vec<pb::HostStatus> {
         let now = self.ctx.clock.now_ms();
+        let inventory = self.ctx.inventory();
         if probe {
-            let ids: Vec<String> = self.ctx.inventory().hosts().iter().map(|h| h.id.clone()).collect();
+            let ids: Vec<String> = inventory.hosts().iter().map(|h| h.id.clone()).collect();
             for (host, err) in self
                 .ctx
                 .health
-                .probe(&self.ctx.fleet, &self.ctx.inventory(), &ids, self.ctx.clock.now_ms())
+                .probe(&self.ctx.fleet, &inventory, &ids, self.ctx.clock.now_ms())
                 .await
             {
                 if let Some(mut seen) = self.ctx.health.get(&host) {
@@ -553,6 +555,7 @@ impl Engine {
             return Err(Error::ShuttingDown);
         }
         let _guard = self.submit.lock().await;
+        let inventory = self.ctx.inventory();
         let spec = plan.to_spec();
         if !request_id.is_empty()
             && !dry_run
@@ -587,7 +590,7 @@ impl Engine {
                 field: "selector".into(),
                 message: format!(
                     "matches no host of the inventory ({} hosts): no host has {}; check the labels with the fleet file",
-                    self.ctx.inventory().len(),
+                    inventory.len(),
                     wanted.join(" and ")
                 ),
             });
@@ -617,9 +620,9 @@ impl Engine {
         };
         State::Pending.write(&mut record);
         if dry_run {
-            order::arrange(&mut hosts, plan.order, &self.ctx.inventory(), now);
+            order::arrange(&mut hosts, plan.order, &inventory, now);
             let preview = self.preview(&plan, &hosts, now);
-            let live = Live::preview(self.ctx.inventory(), record, &hosts, now)?;
+            let live = Live::preview(inventory, record, &hosts, now)?;
             return Ok(Submitted {
                 rollout: (*live.snapshot()).clone(),
                 replayed: false,
