@@ -264,3 +264,69 @@ async fn invalid_plans_are_refused_with_the_field_named() {
     );
     h.stop().await;
 }
+
+/// Hostile plans: huge, alias bombs, deep nesting, NUL bytes, huge numbers, thousands
+/// of waves. Each is refused with InvalidArgument (OutOfRange past the gRPC message
+/// limit), quickly, and nothing is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_plans_are_refused_quickly() {
+    let h = Harness::start(50, SimulatorOptions::default()).await;
+    let mut client = h.client.clone();
+    let mut bomb = String::from("name: x\nkind: fix\nversion: \"1\"\nwaves: [100%]\nselector:\n  k0: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n");
+    for i in 1..10u8 {
+        let (name, prev) = ((b'a' + i) as char, (b'a' + i - 1) as char);
+        bomb.push_str(&format!("  k{i}: &{name} [{}]\n", vec![format!("*{prev}"); 9].join(", ")));
+    }
+    let cases: Vec<(&str, String, tonic::Code)> = vec![
+        ("over 1 MiB", format!("name: x\ndescription: {}\n", "x".repeat(1_100_000)), tonic::Code::InvalidArgument),
+        // tonic answers a message over the decoding limit with OutOfRange.
+        ("over the gRPC limit", "#".repeat(3 * 1024 * 1024), tonic::Code::OutOfRange),
+        ("billion laughs", bomb, tonic::Code::InvalidArgument),
+        ("deep nesting", format!("name: {}{}\n", "[".repeat(100_000), "]".repeat(100_000)), tonic::Code::InvalidArgument),
+        ("NUL byte", "name: a\u{0}b\nkind: fix\n".into(), tonic::Code::InvalidArgument),
+        ("huge number", GOOD.replace("max_parallel: 200", &format!("max_parallel: {}", "9".repeat(400))), tonic::Code::InvalidArgument),
+        (
+            "thousands of waves",
+            GOOD.replace("[1%, 10%, 30%, 60%, 90%, 100%]", &format!("[{}100%]", "1%, ".repeat(5_000))),
+            tonic::Code::InvalidArgument,
+        ),
+    ];
+    for (what, text, code) in cases {
+        let started = std::time::Instant::now();
+        let err = client
+            .submit_plan(pb::SubmitPlanRequest {
+                plan: Some(pb::submit_plan_request::Plan::Yaml(text)),
+                source_name: "hostile.yaml".into(),
+                ..Default::default()
+            })
+            .await
+            .expect_err(what);
+        assert_eq!(err.code(), code, "{what}: {}", err.message());
+        assert!(started.elapsed() < std::time::Duration::from_secs(10), "{what} took {:?}", started.elapsed());
+    }
+    let list = client.list_rollouts(pb::ListRolloutsRequest::default()).await.unwrap().into_inner();
+    assert!(list.rollouts.is_empty());
+    h.stop().await;
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 2_000, ..Default::default() })]
+
+    /// Arbitrary text never panics the plan parser.
+    #[test]
+    fn arbitrary_text_never_panics(text in "\\PC{0,400}") {
+        let _ = Plan::from_yaml(&text, "fuzz.yaml");
+    }
+
+    /// A good plan with one line replaced by arbitrary text never panics either, and
+    /// an error always names the file.
+    #[test]
+    fn mutated_plans_never_panic(line in 0usize..13, junk in "[ -~]{0,60}") {
+        let mut lines: Vec<&str> = GOOD.lines().collect();
+        lines[line] = &junk;
+        let text = lines.join("\n");
+        if let Err(e) = Plan::from_yaml(&text, "fuzz.yaml") {
+            proptest::prop_assert!(e.to_string().starts_with("fuzz.yaml"));
+        }
+    }
+}
