@@ -20,6 +20,9 @@ pub use quantity::{Percent, Threshold, format_duration, parse_duration};
 
 /// Plans are written by people; anything this large is a mistake or an attack.
 pub const MAX_PLAN_BYTES: usize = 1024 * 1024;
+/// Brackets nested deeper than this are refused before the YAML parser sees them:
+/// libyaml takes quadratic time on deep flow nesting.
+const MAX_NESTING: usize = 32;
 const MAX_WAVES: usize = 20;
 const MAX_PARALLEL: u32 = 10_000;
 const MAX_BAKE: Duration = Duration::from_secs(24 * 3600);
@@ -313,6 +316,12 @@ impl Plan {
                 None,
             ));
         }
+        if let Some((line, column)) = too_deep(text) {
+            return Err(whole(
+                format!("brackets nest deeper than {MAX_NESTING} levels; a plan never needs that"),
+                Some((line, column)),
+            ));
+        }
         let file: PlanFile = serde_yaml::from_str(text).map_err(|e| {
             let location = e.location().map(|l| (l.line(), l.column()));
             whole(strip_location(&e.to_string()), location)
@@ -363,6 +372,33 @@ impl Plan {
     pub fn wave_target(&self, k: usize, selected: u64) -> u64 {
         self.waves.get(k).map_or(selected, |w| w.of(selected))
     }
+}
+
+/// Where flow brackets (`[`, `{`) first nest deeper than [`MAX_NESTING`], ignoring
+/// quoted text and comments.
+fn too_deep(text: &str) -> Option<(usize, usize)> {
+    let (mut depth, mut quote): (usize, Option<char>) = (0, None);
+    for (n, line) in text.lines().enumerate() {
+        let mut previous = ' ';
+        for (col, c) in line.chars().enumerate() {
+            match (quote, c) {
+                (Some(q), _) if c == q => quote = None,
+                (Some(_), _) => {}
+                (None, '"' | '\'') => quote = Some(c),
+                (None, '#') if previous.is_whitespace() => break,
+                (None, '[' | '{') => {
+                    depth += 1;
+                    if depth > MAX_NESTING {
+                        return Some((n + 1, col + 1));
+                    }
+                }
+                (None, ']' | '}') => depth = depth.saturating_sub(1),
+                _ => {}
+            }
+            previous = c;
+        }
+    }
+    None
 }
 
 /// serde_yaml appends " at line L column C"; we print the location our own way.
