@@ -272,22 +272,50 @@ async fn invalid_plans_are_refused_with_the_field_named() {
 async fn hostile_plans_are_refused_quickly() {
     let h = Harness::start(50, SimulatorOptions::default()).await;
     let mut client = h.client.clone();
-    let mut bomb = String::from("name: x\nkind: fix\nversion: \"1\"\nwaves: [100%]\nselector:\n  k0: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n");
+    let mut bomb = String::from(
+        "name: x\nkind: fix\nversion: \"1\"\nwaves: [100%]\nselector:\n  k0: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n",
+    );
     for i in 1..10u8 {
         let (name, prev) = ((b'a' + i) as char, (b'a' + i - 1) as char);
-        bomb.push_str(&format!("  k{i}: &{name} [{}]\n", vec![format!("*{prev}"); 9].join(", ")));
+        bomb.push_str(&format!(
+            "  k{i}: &{name} [{}]\n",
+            vec![format!("*{prev}"); 9].join(", ")
+        ));
     }
     let cases: Vec<(&str, String, tonic::Code)> = vec![
-        ("over 1 MiB", format!("name: x\ndescription: {}\n", "x".repeat(1_100_000)), tonic::Code::InvalidArgument),
+        (
+            "over 1 MiB",
+            format!("name: x\ndescription: {}\n", "x".repeat(1_100_000)),
+            tonic::Code::InvalidArgument,
+        ),
         // tonic answers a message over the decoding limit with OutOfRange.
-        ("over the gRPC limit", "#".repeat(3 * 1024 * 1024), tonic::Code::OutOfRange),
+        (
+            "over the gRPC limit",
+            "#".repeat(3 * 1024 * 1024),
+            tonic::Code::OutOfRange,
+        ),
         ("billion laughs", bomb, tonic::Code::InvalidArgument),
-        ("deep nesting", format!("name: {}{}\n", "[".repeat(100_000), "]".repeat(100_000)), tonic::Code::InvalidArgument),
-        ("NUL byte", "name: a\u{0}b\nkind: fix\n".into(), tonic::Code::InvalidArgument),
-        ("huge number", GOOD.replace("max_parallel: 200", &format!("max_parallel: {}", "9".repeat(400))), tonic::Code::InvalidArgument),
+        (
+            "deep nesting",
+            format!("name: {}{}\n", "[".repeat(100_000), "]".repeat(100_000)),
+            tonic::Code::InvalidArgument,
+        ),
+        (
+            "NUL byte",
+            "name: a\u{0}b\nkind: fix\n".into(),
+            tonic::Code::InvalidArgument,
+        ),
+        (
+            "huge number",
+            GOOD.replace("max_parallel: 200", &format!("max_parallel: {}", "9".repeat(400))),
+            tonic::Code::InvalidArgument,
+        ),
         (
             "thousands of waves",
-            GOOD.replace("[1%, 10%, 30%, 60%, 90%, 100%]", &format!("[{}100%]", "1%, ".repeat(5_000))),
+            GOOD.replace(
+                "[1%, 10%, 30%, 60%, 90%, 100%]",
+                &format!("[{}100%]", "1%, ".repeat(5_000)),
+            ),
             tonic::Code::InvalidArgument,
         ),
     ];
@@ -302,9 +330,17 @@ async fn hostile_plans_are_refused_quickly() {
             .await
             .expect_err(what);
         assert_eq!(err.code(), code, "{what}: {}", err.message());
-        assert!(started.elapsed() < std::time::Duration::from_secs(10), "{what} took {:?}", started.elapsed());
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "{what} took {:?}",
+            started.elapsed()
+        );
     }
-    let list = client.list_rollouts(pb::ListRolloutsRequest::default()).await.unwrap().into_inner();
+    let list = client
+        .list_rollouts(pb::ListRolloutsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
     assert!(list.rollouts.is_empty());
     h.stop().await;
 }

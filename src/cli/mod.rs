@@ -294,6 +294,12 @@ async fn submit(server: &str, file: &std::path::Path, dry_run: bool, request_id:
     let r = response.rollout.unwrap_or_default();
     if dry_run {
         print!("{}", render::preview(&r, &response.preview));
+        for c in &response.conflicts {
+            println!(
+                "held elsewhere: {} of these hosts belong to {}; a real submission is refused unless it preempts that rollout",
+                c.shared_hosts, c.holder
+            );
+        }
     } else if response.replayed {
         println!(
             "already submitted with this request id: rollout `{}` (id {}) is {}",

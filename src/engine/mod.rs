@@ -146,6 +146,24 @@ pub struct Submitted {
     pub replayed: bool,
     /// For a dry run: the hosts each wave would take, picked now.
     pub preview: Vec<pb::WavePreview>,
+    /// For a dry run: who holds some of the selected hosts.
+    pub conflicts: Vec<pb::Conflict>,
+}
+
+/// Who holds a host: an active rollout or restart job.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Holder {
+    Rollout { id: u64, name: String },
+    Job { id: u64 },
+}
+
+impl std::fmt::Display for Holder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Holder::Rollout { id, name } => write!(f, "active rollout `{name}` (id {id})"),
+            Holder::Job { id } => write!(f, "active restart job {id}"),
+        }
+    }
 }
 
 /// The engine: every rollout, active or finished, and the tasks driving them.
@@ -227,8 +245,10 @@ impl Engine {
         })
     }
 
-    /// Hosts that active rollouts and restart jobs hold, with who holds them.
-    fn held_hosts(&self) -> Result<HashMap<String, String>> {
+    /// Hosts that active rollouts and restart jobs hold, with who holds them. A
+    /// rollout's lease is its selection, recorded with it in one batch before the
+    /// rollout exists; it ends when the rollout ends.
+    fn held_hosts(&self) -> Result<HashMap<String, Holder>> {
         let mut held = HashMap::new();
         let active: Vec<Arc<Live>> = self
             .lock()
@@ -240,17 +260,34 @@ impl Engine {
             for host in self.ctx.store.rollout_host_ids(live.id)? {
                 held.insert(
                     host,
-                    format!("held by active rollout `{}` (id {})", live.name(), live.id),
+                    Holder::Rollout {
+                        id: live.id,
+                        name: live.name().to_string(),
+                    },
                 );
             }
         }
         let jobs: Vec<Arc<Job>> = self.jobs().values().filter(|j| j.is_active()).cloned().collect();
         for job in jobs {
             for host in job.host_ids() {
-                held.insert(host, format!("held by active restart job {}", job.id));
+                held.insert(host, Holder::Job { id: job.id });
             }
         }
         Ok(held)
+    }
+
+    /// Who holds some of `hosts` (other than `except`), and how many of them.
+    fn conflicts(&self, hosts: &[String], except: u64) -> Result<BTreeMap<Holder, u64>> {
+        let held = self.held_hosts()?;
+        let mut shared: BTreeMap<Holder, u64> = BTreeMap::new();
+        for h in hosts {
+            if let Some(holder) = held.get(h)
+                && !matches!(holder, Holder::Rollout { id, .. } if *id == except)
+            {
+                *shared.entry(holder.clone()).or_default() += 1;
+            }
+        }
+        Ok(shared)
     }
 
     /// Creates (or previews) a restart job. Idempotent by `request_id`.
@@ -316,7 +353,7 @@ impl Engine {
             if let Some(why) = held.get(&id) {
                 skipped.push(pb::SkippedHost {
                     host_id: id,
-                    reason: why.clone(),
+                    reason: format!("held by {why}"),
                 });
             } else if let Some(err) = unreachable.get(&id) {
                 skipped.push(pb::SkippedHost {
@@ -572,6 +609,7 @@ impl Engine {
                 rollout: (*live.snapshot()).clone(),
                 replayed: true,
                 preview: Vec::new(),
+                conflicts: Vec::new(),
             });
         }
         let mut hosts: Vec<String> = self
@@ -607,6 +645,43 @@ impl Engine {
                 active.state().name()
             )));
         }
+        // Leases: a host belongs to one active rollout or restart job at a time.
+        let shared = self.conflicts(&hosts, 0)?;
+        let conflicts: Vec<pb::Conflict> = shared
+            .iter()
+            .map(|(holder, n)| pb::Conflict {
+                holder: holder.to_string(),
+                shared_hosts: *n,
+            })
+            .collect();
+        let mut preempted = None;
+        if !dry_run && !shared.is_empty() {
+            let blocking: Vec<String> = shared
+                .iter()
+                .filter(|(holder, _)| !matches!(holder, Holder::Rollout { name, .. } if plan.preempt.as_deref() == Some(name.as_str())))
+                .map(|(holder, n)| format!("{n} of its {} hosts are held by {holder}", hosts.len()))
+                .collect();
+            if !blocking.is_empty() {
+                return Err(Error::Refused(format!(
+                    "{}; wait for it, abort it, or set `preempt: NAME` in the plan to pause that rollout",
+                    blocking.join("; ")
+                )));
+            }
+            preempted = shared.keys().find_map(|h| match h {
+                Holder::Rollout { id, .. } => Some(*id),
+                Holder::Job { .. } => None,
+            });
+        }
+        if let Some(id) = preempted {
+            let other = self.find(Key { name: "", id })?;
+            if matches!(
+                other.state(),
+                State::Running { .. } | State::Baking { .. } | State::Pending
+            ) {
+                other.transition(&self.ctx.store, Event::Pause, self.ctx.clock.now_ms())?;
+                info!(paused = other.name(), by = plan.name, "preempted");
+            }
+        }
         let now = self.ctx.clock.now_ms();
         let mut record = pb::RolloutRecord {
             id: 0,
@@ -627,6 +702,7 @@ impl Engine {
                 rollout: (*live.snapshot()).clone(),
                 replayed: false,
                 preview,
+                conflicts,
             });
         }
         record.id = self.ctx.store.next_id()?;
@@ -648,6 +724,7 @@ impl Engine {
             rollout,
             replayed: false,
             preview: Vec::new(),
+            conflicts: Vec::new(),
         })
     }
 
@@ -741,6 +818,15 @@ impl Engine {
             return Err(Error::ShuttingDown);
         }
         let live = self.find(key)?;
+        if event == Event::Resume {
+            let hosts = self.ctx.store.rollout_host_ids(live.id)?;
+            let shared = self.conflicts(&hosts, live.id)?;
+            if let Some((holder, n)) = shared.iter().next() {
+                return Err(Error::Refused(format!(
+                    "{n} of its hosts are held by {holder} (which preempted it, or started since); wait for it to end or abort it, then resume"
+                )));
+            }
+        }
         live.transition(&self.ctx.store, event, self.ctx.clock.now_ms())?;
         self.ctx.store.flush().await?;
         Ok(live.snapshot())

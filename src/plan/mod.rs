@@ -124,6 +124,8 @@ pub struct Plan {
     pub bake: Duration,
     pub max_failed: Threshold,
     pub on_failure: FailureAction,
+    /// An active rollout to pause so this one may take the hosts they share.
+    pub preempt: Option<String>,
 }
 
 /// Why a plan was refused.
@@ -201,6 +203,8 @@ struct PlanFile {
     bake: Option<Scalar>,
     #[serde(default)]
     on_failure: Option<OnFailureFile>,
+    #[serde(default)]
+    preempt: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -276,6 +280,7 @@ impl PlanFile {
             order: self.order.unwrap_or_default(),
             max_parallel,
             bake: self.bake.map(Scalar::into_text).unwrap_or_default(),
+            preempt: self.preempt.unwrap_or_default(),
             on_failure: self.on_failure.map(|f| pb::OnFailureSpec {
                 max_failed: f.max_failed.map(Scalar::into_text).unwrap_or_default(),
                 action: f.action.unwrap_or_default(),
@@ -365,6 +370,7 @@ impl Plan {
                 max_failed: self.max_failed.to_string(),
                 action: self.on_failure.as_str().to_string(),
             }),
+            preempt: self.preempt.clone().unwrap_or_default(),
         }
     }
 
@@ -587,7 +593,14 @@ fn validate(spec: &pb::PlanSpec) -> Result<Plan, FieldError> {
             ));
         }
     };
+    let preempt = match spec.preempt.as_str() {
+        "" => None,
+        p if !is_name(p) => return Err(bad("preempt", format!("`{p}` is not a rollout name"))),
+        p if p == spec.name => return Err(bad("preempt", "a rollout cannot preempt itself")),
+        p => Some(p.to_string()),
+    };
     Ok(Plan {
+        preempt,
         name: spec.name.clone(),
         kind,
         description: spec.description.clone(),

@@ -117,6 +117,7 @@ impl ControllerService {
             rollout: Some(submitted.rollout),
             replayed: submitted.replayed,
             preview: submitted.preview,
+            conflicts: submitted.conflicts,
         })
     }
 

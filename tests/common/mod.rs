@@ -178,6 +178,7 @@ pub fn plan(name: &str, waves: &[&str], max_failed: &str) -> pb::PlanSpec {
             max_failed: max_failed.into(),
             action: "halt".into(),
         }),
+        preempt: String::new(),
     }
 }
 
