@@ -176,3 +176,79 @@ async fn pause_holds_and_resume_continues() {
     assert_eq!(seen.last().unwrap().hosts_succeeded, 1_000);
     h.stop().await;
 }
+
+/// A change that breaks hosts: deploys succeed but leave a third of the hosts
+/// unhealthy. The health gate at the end of the first bake halts the rollout, naming
+/// the wave, the counts and example hosts; hosts already unhealthy before the wave are
+/// not blamed on it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hosts_that_turn_unhealthy_during_the_bake_halt_the_rollout() {
+    let h = Harness::start(
+        1_000,
+        SimulatorOptions {
+            break_rate: 0.33,
+            unhealthy_rate: 0.05,
+            seed: 9,
+            ..Default::default()
+        },
+    )
+    .await;
+    let mut client = h.client.clone();
+    let mut spec = plan("breaking-fix", &["10%", "100%"], "5%");
+    spec.bake = "200ms".into();
+    submit(&mut client, spec).await;
+    let seen = within(
+        60,
+        "the health gate to halt",
+        watch_until(&mut client, "breaking-fix", halted_or_done),
+    )
+    .await;
+    let halted = seen.last().unwrap();
+    assert_eq!(halted.state(), pb::RolloutState::Halted);
+    assert!(halted.halt_reason.starts_with("wave 1: "), "{}", halted.halt_reason);
+    assert!(
+        halted.halt_reason.contains("unhealthy after the bake"),
+        "{}",
+        halted.halt_reason
+    );
+    assert!(
+        halted.halt_reason.contains("unhealthy (unhealthy (simulated))"),
+        "{}",
+        halted.halt_reason
+    );
+    assert_eq!(halted.waves[0].failed, 0, "every apply succeeded");
+    assert_eq!(
+        halted.waves[1].succeeded + halted.waves[1].failed,
+        0,
+        "wave 2 untouched"
+    );
+
+    // Hosts unhealthy before the change do not trip the gate.
+    let h2 = Harness::start(
+        1_000,
+        SimulatorOptions {
+            unhealthy_rate: 0.2,
+            seed: 9,
+            ..Default::default()
+        },
+    )
+    .await;
+    let mut client = h2.client.clone();
+    let mut spec = plan("harmless-fix", &["10%", "100%"], "5%");
+    spec.bake = "100ms".into();
+    submit(&mut client, spec).await;
+    let seen = within(
+        60,
+        "the rollout to succeed",
+        watch_until(&mut client, "harmless-fix", halted_or_done),
+    )
+    .await;
+    assert_eq!(
+        seen.last().unwrap().state(),
+        pb::RolloutState::Succeeded,
+        "{}",
+        seen.last().unwrap().halt_reason
+    );
+    h2.stop().await;
+    h.stop().await;
+}

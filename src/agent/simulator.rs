@@ -31,6 +31,8 @@ pub struct SimulatorOptions {
     pub unhealthy_rate: f64,
     /// Share of hosts whose agent answers every call with Unavailable (down).
     pub unavailable_rate: f64,
+    /// Share of successful deploys that leave the host unhealthy (a bad change).
+    pub break_rate: f64,
 }
 
 impl Default for SimulatorOptions {
@@ -41,6 +43,7 @@ impl Default for SimulatorOptions {
             seed: 0,
             unhealthy_rate: 0.0,
             unavailable_rate: 0.0,
+            break_rate: 0.0,
         }
     }
 }
@@ -94,6 +97,7 @@ pub struct Simulator {
     fail_rate: AtomicU64,
     latency_ms: (u64, u64),
     seed: u64,
+    break_rate: f64,
     /// Per customer: healthy hosts being restarted now, and the most ever at once
     /// (what a disruption budget must bound).
     restarting: std::sync::Mutex<HashMap<String, (u64, u64)>>,
@@ -124,6 +128,7 @@ impl Simulator {
             fail_rate: AtomicU64::new(options.fail_rate.clamp(0.0, 1.0).to_bits()),
             latency_ms: options.latency_ms,
             seed: options.seed,
+            break_rate: options.break_rate.clamp(0.0, 1.0),
             restarting: std::sync::Mutex::new(HashMap::new()),
             apply_calls: AtomicU64::new(0),
         }
@@ -251,6 +256,9 @@ impl Simulator {
                 pb::Action::Deploy => {
                     if h.version != req.version {
                         h.previous_version = std::mem::replace(&mut h.version, req.version.clone());
+                    }
+                    if self.draw(&req.operation_id, "break") < self.break_rate {
+                        h.healthy = false;
                     }
                 }
                 pb::Action::Rollback => {

@@ -98,6 +98,7 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
             seed: args.seed,
             unhealthy_rate: args.unhealthy_rate,
             unavailable_rate: 0.0,
+            break_rate: 0.0,
         },
     ));
     let sim_stop = CancellationToken::new();

@@ -65,6 +65,9 @@ pub struct AgentArgs {
     /// Share of hosts whose agent is down: every call gets Unavailable (simulator).
     #[arg(long, default_value_t = 0.0)]
     pub unavailable_rate: f64,
+    /// Share of deploys that succeed but leave the host unhealthy (simulator).
+    #[arg(long, default_value_t = 0.0)]
+    pub break_rate: f64,
 }
 
 /// Binds `addr` and prints the line scripts read the port from.
@@ -155,6 +158,7 @@ pub async fn agent(args: AgentArgs) -> Result<ExitCode> {
             seed: args.seed,
             unhealthy_rate: args.unhealthy_rate,
             unavailable_rate: args.unavailable_rate,
+            break_rate: args.break_rate,
         },
     ));
     let listener = bind(args.listen.as_deref().unwrap_or("127.0.0.1:7070")).await?;

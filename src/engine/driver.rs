@@ -15,7 +15,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::fleet::SharedFleet;
 use super::rollout::{Dispatch, Live};
-use super::state::{Event, State, WaveReport};
+use super::state::{Event, HealthReport, State, WaveReport};
 use super::{Context, Result};
 use crate::plan::Kind;
 use crate::proto::v1 as pb;
@@ -62,6 +62,20 @@ async fn run(live: &Live, ctx: &Context) -> Result<()> {
             State::Running { wave } => {
                 live.fill_wave(&ctx.store, wave, ctx.clock.now_ms())?;
                 ctx.store.flush().await?;
+                if live.policy.bake_ms > 0 {
+                    // The health gate's baseline: who is unhealthy before the change.
+                    let hosts = live.assigned_hosts(wave);
+                    let unreachable = ctx
+                        .health
+                        .probe(&ctx.fleet, &ctx.inventory(), &hosts, ctx.clock.now_ms())
+                        .await;
+                    for (h, _) in unreachable {
+                        if let Some(mut seen) = ctx.health.get(&h) {
+                            seen.healthy = false;
+                            ctx.health.record(&h, seen);
+                        }
+                    }
+                }
                 let report = execute(live, ctx, Some(wave), Vec::new()).await?;
                 debug!(wave, ?report, "wave ended");
                 advance(live, ctx, Event::WaveEnded(report)).await?;
@@ -69,7 +83,10 @@ async fn run(live: &Live, ctx: &Context) -> Result<()> {
             State::Baking { until_ms, .. } => {
                 let wait = Duration::from_millis((until_ms - ctx.clock.now_ms()).max(0) as u64);
                 tokio::select! {
-                    _ = tokio::time::sleep(wait) => advance(live, ctx, Event::BakeElapsed).await?,
+                    _ = tokio::time::sleep(wait) => {
+                        let health = health_gate(live, ctx, live.state().wave()).await?;
+                        advance(live, ctx, Event::BakeElapsed(health)).await?
+                    }
                     _ = control.changed() => {}
                     _ = ctx.shutdown.cancelled() => return Ok(()),
                 }
@@ -86,6 +103,49 @@ async fn run(live: &Live, ctx: &Context) -> Result<()> {
             }
         }
     }
+}
+
+/// The health gate at the end of a bake: probes the wave's hosts that applied fine
+/// and were healthy when the wave started, and counts those now unhealthy or
+/// unreachable: the hosts the change may have broken.
+async fn health_gate(live: &Live, ctx: &Context, wave: u32) -> Result<HealthReport> {
+    let report = live.report(wave);
+    let hosts: Vec<String> = ctx
+        .store
+        .rollout_hosts(live.id)
+        .filter_map(|row| row.ok())
+        .filter(|(_, r)| r.wave == wave + 1 && r.state() == pb::HostState::Succeeded && !r.unhealthy_before)
+        .map(|(h, _)| h)
+        .collect();
+    let inventory = ctx.inventory();
+    let unreachable = ctx
+        .health
+        .probe(&ctx.fleet, &inventory, &hosts, ctx.clock.now_ms())
+        .await;
+    let mut examples: Vec<String> = unreachable.iter().take(3).map(|(h, e)| format!("{h}: {e}")).collect();
+    let mut unhealthy = unreachable.len() as u64;
+    for h in &hosts {
+        if let Some(seen) = ctx.health.get(h)
+            && !seen.healthy
+            && !unreachable.iter().any(|(u, _)| u == h)
+        {
+            unhealthy += 1;
+            if examples.len() < 3 {
+                examples.push(format!("{h}: unhealthy ({})", seen.detail));
+            }
+        }
+    }
+    if unhealthy > 0 {
+        warn!(wave, unhealthy, probed = hosts.len(), "hosts unhealthy after the bake");
+    }
+    Ok(HealthReport {
+        wave,
+        size: report.size,
+        failed: report.failed,
+        unhealthy,
+        allowed: report.allowed,
+        examples,
+    })
 }
 
 async fn advance(live: &Live, ctx: &Context, event: Event) -> Result<()> {
@@ -117,7 +177,9 @@ async fn execute(live: &Live, ctx: &Context, wave: Option<u32>, first: Vec<Dispa
             if let Some(w) = wave
                 && ready.is_empty()
             {
-                let intents = live.take_batch(w, batch, ctx.clock.now_ms());
+                let intents = live.take_batch(w, batch, ctx.clock.now_ms(), |h| {
+                    ctx.health.get(h).is_none_or(|s| s.healthy)
+                });
                 if !intents.is_empty() {
                     // Group commit: the intents of the whole batch, one flush, then
                     // the calls. A crash after the flush re-asks these hosts.

@@ -363,6 +363,16 @@ impl Live {
         Ok(())
     }
 
+    /// Hosts of `wave` waiting to be sent.
+    pub fn assigned_hosts(&self, wave: u32) -> Vec<String> {
+        self.lock()
+            .assigned
+            .iter()
+            .filter(|(_, r)| r.wave == wave + 1)
+            .map(|(h, _)| h.clone())
+            .collect()
+    }
+
     /// Intents found at start-up without a result.
     pub fn take_reconcile(&self) -> Vec<Dispatch> {
         let mut inner = self.lock();
@@ -393,7 +403,7 @@ impl Live {
     /// Takes up to `n` assigned hosts of `wave` and marks them dispatched, with their
     /// operation ids and the versions they run now. The caller writes these intents
     /// and flushes before sending anything.
-    pub fn take_batch(&self, wave: u32, n: usize, now_ms: i64) -> Vec<Dispatch> {
+    pub fn take_batch(&self, wave: u32, n: usize, now_ms: i64, healthy: impl Fn(&str) -> bool) -> Vec<Dispatch> {
         let mut inner = self.lock();
         let mut out = Vec::with_capacity(n.min(inner.assigned.len()));
         while out.len() < n {
@@ -410,6 +420,7 @@ impl Live {
             }
             rec.set_state(HostState::Dispatched);
             rec.outcome_unknown = false;
+            rec.unhealthy_before = !healthy(&host);
             rec.updated_at_unix_ms = now_ms;
             rec.previous_version = self
                 .inventory

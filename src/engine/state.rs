@@ -37,7 +37,8 @@ pub enum Event {
     /// The driver stopped working on a wave: every host answered, or it stopped early
     /// (too many failures, a pause, an abort, a shutdown).
     WaveEnded(WaveReport),
-    BakeElapsed,
+    /// The bake ended and the wave's hosts were probed: the health gate.
+    BakeElapsed(HealthReport),
     Pause,
     Resume,
     Abort {
@@ -72,6 +73,19 @@ impl WaveReport {
     pub fn complete(&self) -> bool {
         self.answered >= self.size
     }
+}
+
+/// What the probes at the end of a bake found in a wave.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HealthReport {
+    pub wave: u32,
+    pub size: u64,
+    /// Hosts whose apply failed (already within the threshold, or it would have halted).
+    pub failed: u64,
+    /// Hosts that applied fine but are unhealthy (or unreachable) now.
+    pub unhealthy: u64,
+    pub allowed: u64,
+    pub examples: Vec<String>,
 }
 
 /// The parts of the plan the state machine needs.
@@ -233,7 +247,23 @@ pub fn step(state: &State, event: Event, now_ms: i64, policy: &Policy) -> Step {
                 _ => unchanged(),
             }
         }
-        Event::BakeElapsed => match state {
+        Event::BakeElapsed(health) => match state {
+            Baking { wave, .. } if health.wave == *wave && health.failed + health.unhealthy > health.allowed => {
+                let mut reason = format!(
+                    "wave {}: {} of {} hosts unhealthy after the bake ({} failed to apply), more than the {} allowed by on_failure.max_failed",
+                    wave + 1,
+                    health.unhealthy,
+                    health.size,
+                    health.failed,
+                    health.allowed
+                );
+                if !health.examples.is_empty() {
+                    reason.push_str("; e.g. ");
+                    reason.push_str(&health.examples.join("; "));
+                }
+                let line = format!("halted: {reason}");
+                Ok((Halted { wave: *wave, reason }, vec![Decision::Record(line)]))
+            }
             Baking { wave, .. } => {
                 let next = after_wave(*wave);
                 let lines = if next == Succeeded { record("succeeded".into()) } else { Vec::new() };
@@ -358,9 +388,38 @@ mod tests {
         for wave in 0..3 {
             s = go(&s, report(wave, 10, 1), 100);
             assert_eq!(s, State::Baking { wave, until_ms: 1_100 });
-            s = go(&s, Event::BakeElapsed, 1_100);
+            s = go(
+                &s,
+                Event::BakeElapsed(HealthReport {
+                    wave,
+                    ..Default::default()
+                }),
+                1_100,
+            );
         }
         assert_eq!(s, State::Succeeded);
+    }
+
+    #[test]
+    fn hosts_unhealthy_after_the_bake_halt_the_wave() {
+        let bake = State::Baking { wave: 1, until_ms: 10 };
+        let health = |unhealthy| HealthReport {
+            wave: 1,
+            size: 10,
+            failed: 1,
+            unhealthy,
+            allowed: 2,
+            examples: vec!["h3: unhealthy".into()],
+        };
+        assert_eq!(go(&bake, Event::BakeElapsed(health(1)), 10), State::Running { wave: 2 });
+        let s = go(&bake, Event::BakeElapsed(health(2)), 10);
+        let State::Halted { wave: 1, reason } = s else {
+            panic!("{s:?}")
+        };
+        assert_eq!(
+            reason,
+            "wave 2: 2 of 10 hosts unhealthy after the bake (1 failed to apply), more than the 2 allowed by on_failure.max_failed; e.g. h3: unhealthy"
+        );
     }
 
     #[test]
