@@ -151,7 +151,12 @@ async fn pause_holds_and_resume_continues() {
         watch_until(&mut client, "slow-fix", |r| r.hosts_succeeded >= 50),
     )
     .await;
-    let paused = client.pause_rollout(action("slow-fix")).await.unwrap().into_inner();
+    let pause = pb::RolloutActionRequest {
+        name: "slow-fix".into(),
+        request_id: "pause-1".into(),
+        ..Default::default()
+    };
+    let paused = client.pause_rollout(pause.clone()).await.unwrap().into_inner();
     assert_eq!(paused.state(), pb::RolloutState::Paused);
     let drained = within(
         30,

@@ -813,9 +813,16 @@ impl Engine {
     }
 
     /// Applies an operator's event (pause, resume, abort) and returns the new snapshot.
-    pub async fn control(&self, key: Key<'_>, event: Event) -> Result<Arc<pb::Rollout>> {
+    /// A repeated `request_id` returns the first answer and does nothing again.
+    pub async fn control(&self, key: Key<'_>, event: Event, request_id: &str) -> Result<Arc<pb::Rollout>> {
         if self.ctx.shutdown.is_cancelled() {
             return Err(Error::ShuttingDown);
+        }
+        let _guard = self.submit.lock().await;
+        if !request_id.is_empty()
+            && let Some(answer) = self.ctx.store.action_answer(request_id)?
+        {
+            return Ok(Arc::new(answer));
         }
         let live = self.find(key)?;
         if event == Event::Resume {
@@ -828,7 +835,11 @@ impl Engine {
             }
         }
         live.transition(&self.ctx.store, event, self.ctx.clock.now_ms())?;
+        let answer = live.snapshot();
+        if !request_id.is_empty() {
+            self.ctx.store.put_action_answer(request_id, &answer)?;
+        }
         self.ctx.store.flush().await?;
-        Ok(live.snapshot())
+        Ok(answer)
     }
 }

@@ -122,7 +122,10 @@ impl ControllerService {
     }
 
     async fn act(&self, req: pb::RolloutActionRequest, event: Event) -> Result<pb::Rollout> {
-        let snapshot = self.engine.control(key(&req.name, req.id)?, event).await?;
+        let snapshot = self
+            .engine
+            .control(key(&req.name, req.id)?, event, &req.request_id)
+            .await?;
         Ok((*snapshot).clone())
     }
 }

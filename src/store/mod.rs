@@ -163,6 +163,21 @@ impl Store {
         self.flush().await
     }
 
+    /// The answer recorded for an operator's request id (pause, resume, abort).
+    pub fn action_answer(&self, request_id: &str) -> Result<Option<pb::Rollout>> {
+        self.requests
+            .get(format!("action:{request_id}").as_bytes())?
+            .map(|v| decode("requests", &v))
+            .transpose()
+    }
+
+    /// Records the answer to an operator's request id. Durable at the next flush.
+    pub fn put_action_answer(&self, request_id: &str, answer: &pb::Rollout) -> Result<()> {
+        self.requests
+            .insert(format!("action:{request_id}").as_bytes(), answer.encode_to_vec())?;
+        Ok(())
+    }
+
     /// Overwrites a rollout's record (state changes). Durable at the next flush.
     pub fn put_rollout(&self, record: &pb::RolloutRecord) -> Result<()> {
         self.rollouts.insert(record.id.to_be_bytes(), record.encode_to_vec())?;
