@@ -257,3 +257,131 @@ async fn hosts_that_turn_unhealthy_during_the_bake_halt_the_rollout() {
     h2.stop().await;
     h.stop().await;
 }
+
+/// `on_failure.action: rollback`: when the second wave fails, the rollout ends and a
+/// rollback rollout returns every host it touched to its previous version, which the
+/// simulator confirms; `abort --rollback` does the same by hand.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_wave_rolls_back_every_touched_host() {
+    let h = Harness::start(
+        400,
+        SimulatorOptions {
+            seed: 4,
+            ..Default::default()
+        },
+    )
+    .await;
+    let mut client = h.client.clone();
+    let mut spec = plan("risky-fix", &["25%", "100%"], "2%");
+    spec.bake = "300ms".into();
+    spec.on_failure = Some(pb::OnFailureSpec {
+        max_failed: "2%".into(),
+        action: "rollback".into(),
+    });
+    submit(&mut client, spec).await;
+    within(
+        60,
+        "the first wave to bake",
+        watch_until(&mut client, "risky-fix", |r| r.state() == pb::RolloutState::Baking),
+    )
+    .await;
+    h.sim.sim.set_fail_rate(0.5);
+    let seen = within(
+        60,
+        "the rollout to fail",
+        watch_until(&mut client, "risky-fix", |r| {
+            matches!(r.state(), pb::RolloutState::Failed | pb::RolloutState::Succeeded)
+        }),
+    )
+    .await;
+    let failed = seen.last().unwrap();
+    assert_eq!(failed.state(), pb::RolloutState::Failed);
+    assert!(
+        failed.halt_reason.contains("rolling back every host it touched"),
+        "{}",
+        failed.halt_reason
+    );
+    let touched = failed.hosts_succeeded;
+    assert!(touched >= 100, "wave 1 and part of wave 2: {touched}");
+    h.sim.sim.set_fail_rate(0.0);
+    let seen = within(60, "the rollback to succeed", async {
+        loop {
+            let list = client
+                .list_rollouts(pb::ListRolloutsRequest::default())
+                .await
+                .unwrap()
+                .into_inner();
+            if list.rollouts.iter().any(|r| r.name == "risky-fix-rollback") {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        watch_until(&mut client, "risky-fix-rollback", halted_or_done).await
+    })
+    .await;
+    let rollback = seen.last().unwrap();
+    assert_eq!(
+        rollback.state(),
+        pb::RolloutState::Succeeded,
+        "{}",
+        rollback.halt_reason
+    );
+    assert_eq!(rollback.kind, "rollback");
+    assert_eq!(rollback.hosts_selected, touched, "every touched host, and only those");
+    assert_eq!(rollback.waves.len(), 1, "one fast wave by default");
+    let mut agent = h.sim.client().await;
+    for host in &h.sim.fleet.hosts {
+        let p = agent
+            .probe(pb::ProbeRequest {
+                host_id: host.id.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            p.version, "15.20.8207.11",
+            "{} is back on its previous version",
+            host.id
+        );
+    }
+
+    // By hand: abort --rollback.
+    let mut spec = plan("manual-fix", &["50%", "100%"], "0");
+    spec.bake = "5s".into();
+    submit(&mut client, spec).await;
+    within(
+        60,
+        "the first wave to bake",
+        watch_until(&mut client, "manual-fix", |r| r.state() == pb::RolloutState::Baking),
+    )
+    .await;
+    let aborted = client
+        .abort_rollout(pb::RolloutActionRequest {
+            name: "manual-fix".into(),
+            rollback: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(aborted.state(), pb::RolloutState::Aborted);
+    let seen = within(
+        60,
+        "the manual rollback to succeed",
+        watch_until(&mut client, "manual-fix-rollback", halted_or_done),
+    )
+    .await;
+    assert_eq!(seen.last().unwrap().state(), pb::RolloutState::Succeeded);
+    assert_eq!(seen.last().unwrap().hosts_selected, 200);
+    for host in &h.sim.fleet.hosts {
+        let p = agent
+            .probe(pb::ProbeRequest {
+                host_id: host.id.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(p.version, "15.20.8207.11", "{}", host.id);
+    }
+    h.stop().await;
+}

@@ -80,6 +80,10 @@ pub enum Command {
         name: String,
         #[arg(long, default_value = "")]
         reason: String,
+        /// Also return every host it touched to its previous version (a new rollout,
+        /// `NAME-rollback`, shown by `rollout watch NAME-rollback`).
+        #[arg(long)]
+        rollback: bool,
     },
     /// Restart hosts, customers in their working day first, within a disruption budget.
     Restart(restart::RestartArgs),
@@ -205,7 +209,15 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Hosts(args) => restart::hosts(server, args).await,
         Command::Pause { name } => act(server, &name, Act::Pause, String::new()).await,
         Command::Resume { name } => act(server, &name, Act::Resume, String::new()).await,
-        Command::Abort { name, reason } => act(server, &name, Act::Abort, reason).await,
+        Command::Abort { name, reason, rollback } => {
+            act(
+                server,
+                &name,
+                if rollback { Act::AbortAndRollBack } else { Act::Abort },
+                reason,
+            )
+            .await
+        }
     }
 }
 
@@ -357,6 +369,7 @@ enum Act {
     Pause,
     Resume,
     Abort,
+    AbortAndRollBack,
 }
 
 async fn act(server: &str, name: &str, act: Act, reason: String) -> Result<ExitCode> {
@@ -366,11 +379,12 @@ async fn act(server: &str, name: &str, act: Act, reason: String) -> Result<ExitC
         id: 0,
         reason,
         request_id: String::new(),
+        rollback: matches!(act, Act::AbortAndRollBack),
     };
     let r = match act {
         Act::Pause => client.pause_rollout(request).await?,
         Act::Resume => client.resume_rollout(request).await?,
-        Act::Abort => client.abort_rollout(request).await?,
+        Act::Abort | Act::AbortAndRollBack => client.abort_rollout(request).await?,
     }
     .into_inner();
     println!("{}", render::one_line(&r));

@@ -149,8 +149,12 @@ async fn health_gate(live: &Live, ctx: &Context, wave: u32) -> Result<HealthRepo
 }
 
 async fn advance(live: &Live, ctx: &Context, event: Event) -> Result<()> {
-    live.transition(&ctx.store, event, ctx.clock.now_ms())?;
+    let rollback = live.transition(&ctx.store, event, ctx.clock.now_ms())?;
     ctx.store.flush().await?;
+    if rollback {
+        // Only the engine creates rollouts; it starts this one's rollback.
+        let _ = ctx.rollbacks.send(live.id);
+    }
     Ok(())
 }
 

@@ -116,6 +116,8 @@ pub(crate) struct Context {
     /// snapshot they took.
     pub inventory: std::sync::RwLock<Arc<Inventory>>,
     pub health: HealthBook,
+    /// Rollouts whose failure policy asks for a rollback: the engine creates it.
+    pub rollbacks: tokio::sync::mpsc::UnboundedSender<u64>,
 }
 
 impl Context {
@@ -187,6 +189,7 @@ impl Engine {
         options: Options,
         shutdown: CancellationToken,
     ) -> Result<Arc<Engine>> {
+        let (rollbacks, mut requests) = tokio::sync::mpsc::unbounded_channel::<u64>();
         let engine = Arc::new(Engine {
             ctx: Arc::new(Context {
                 store,
@@ -195,6 +198,7 @@ impl Engine {
                 shutdown,
                 health: HealthBook::new(&inventory),
                 inventory: std::sync::RwLock::new(inventory),
+                rollbacks,
             }),
             options,
             rollouts: Mutex::new(BTreeMap::new()),
@@ -209,6 +213,21 @@ impl Engine {
                 info!(rollout = live.name(), id = live.id, state = state.name(), "resuming");
             }
         }
+        // Rollbacks that drivers ask for (on_failure.action: rollback).
+        let weak = Arc::downgrade(&engine);
+        let shutdown = engine.ctx.shutdown.clone();
+        engine.tracker.spawn(async move {
+            loop {
+                let id = tokio::select! {
+                    id = requests.recv() => match id { Some(id) => id, None => return },
+                    _ = shutdown.cancelled() => return,
+                };
+                let Some(engine) = weak.upgrade() else { return };
+                if let Err(e) = engine.start_rollback(id).await {
+                    tracing::warn!(rollout = id, error = %e, "cannot start the rollback");
+                }
+            }
+        });
         for record in engine.ctx.store.restart_jobs()? {
             let hosts = engine.ctx.store.restart_hosts(record.id)?;
             let job = engine.adopt_job(record, hosts)?;
@@ -576,6 +595,87 @@ impl Engine {
         Ok(live)
     }
 
+    /// Starts a rollback of rollout `id`: a new rollout, `NAME-rollback`, that returns
+    /// every host it touched (succeeded, or with an outcome in doubt) to the version
+    /// recorded before its change, in the plan's rollback waves (default: one wave) at
+    /// its rollback parallelism (default: max_parallel x 4). It is persisted, resumable
+    /// and watchable like any rollout.
+    pub async fn start_rollback(&self, id: u64) -> Result<Arc<pb::Rollout>> {
+        let _guard = self.submit.lock().await;
+        let original = self.find(Key { name: "", id })?;
+        let mut targets: Vec<(String, String)> = Vec::new();
+        for row in self.ctx.store.rollout_hosts(id) {
+            let (host, rec) = row?;
+            let touched = rec.state() == pb::HostState::Succeeded
+                || (rec.outcome_unknown && rec.state() == pb::HostState::Failed)
+                || rec.state() == pb::HostState::Dispatched;
+            if touched && !rec.previous_version.is_empty() {
+                targets.push((host, rec.previous_version));
+            }
+        }
+        let mut name = format!("{}-rollback", original.name());
+        name.truncate(63);
+        if targets.is_empty() {
+            info!(rollout = original.name(), "nothing to roll back: no host was changed");
+            return Ok(original.snapshot());
+        }
+        let p = &original.plan;
+        let plan = Plan {
+            name: name.clone(),
+            kind: crate::plan::Kind::Rollback,
+            description: format!(
+                "rollback of `{}` (id {id}): every host it touched, to its previous version",
+                p.name
+            ),
+            selector: p.selector.clone(),
+            version: None,
+            waves: p.rollback_waves.clone(),
+            order: crate::plan::Order::Stable,
+            max_parallel: p.rollback_max_parallel,
+            bake: std::time::Duration::ZERO,
+            max_failed: p.max_failed,
+            on_failure: crate::plan::FailureAction::Halt,
+            preempt: None,
+            rollback_waves: p.rollback_waves.clone(),
+            rollback_max_parallel: p.rollback_max_parallel,
+        };
+        if let Some(active) = self
+            .lock()
+            .values()
+            .find(|l| l.name() == name && !l.state().is_terminal())
+        {
+            return Err(Error::AlreadyExists(format!(
+                "rollback `{name}` is already running (id {})",
+                active.id
+            )));
+        }
+        let now = self.ctx.clock.now_ms();
+        let mut record = pb::RolloutRecord {
+            id: self.ctx.store.next_id()?,
+            name,
+            plan: Some(plan.to_spec()),
+            hosts_selected: targets.len() as u64,
+            created_at_unix_ms: now,
+            updated_at_unix_ms: now,
+            ..Default::default()
+        };
+        State::Pending.write(&mut record);
+        self.ctx
+            .store
+            .create_rollout(&record, targets.iter().map(|(h, v)| (h.as_str(), v.as_str())))
+            .await?;
+        self.ctx.store.append_event(&pb::EventRecord {
+            at_unix_ms: now,
+            rollout_id: record.id,
+            rollout_name: record.name.clone(),
+            kind: "rollback-started".into(),
+            detail: format!("{} hosts of rollout `{}` (id {id})", targets.len(), original.name()),
+        })?;
+        let live = self.adopt(record)?;
+        info!(rollback = live.name(), hosts = targets.len(), "rollback started");
+        Ok(live.snapshot())
+    }
+
     /// Waits until every driver has stopped (after the shutdown token fired).
     pub async fn stopped(&self) {
         self.tracker.close();
@@ -708,7 +808,7 @@ impl Engine {
         record.id = self.ctx.store.next_id()?;
         self.ctx
             .store
-            .create_rollout(&record, hosts.iter().map(String::as_str))
+            .create_rollout(&record, hosts.iter().map(|h| (h.as_str(), "")))
             .await?;
         self.ctx.store.append_event(&pb::EventRecord {
             at_unix_ms: now,
@@ -834,7 +934,11 @@ impl Engine {
                 )));
             }
         }
-        live.transition(&self.ctx.store, event, self.ctx.clock.now_ms())?;
+        let rollback = live.transition(&self.ctx.store, event, self.ctx.clock.now_ms())?;
+        drop(_guard);
+        if rollback {
+            self.start_rollback(live.id).await?;
+        }
         let answer = live.snapshot();
         if !request_id.is_empty() {
             self.ctx.store.put_action_answer(request_id, &answer)?;

@@ -129,6 +129,9 @@ pub(crate) struct Inner {
     /// A few failures per wave, quoted in halt reasons.
     examples: Vec<Vec<String>>,
     customers: Customers,
+    /// Per-host target versions (an automatic rollback returns each host to its own
+    /// previous version), recorded with the hosts when the rollout was created.
+    targets: HashMap<String, String>,
 }
 
 /// A rollout the engine knows about.
@@ -177,6 +180,7 @@ impl Live {
         let policy = Policy {
             waves: plan.waves.len() as u32,
             bake_ms: plan.bake.as_millis() as i64,
+            rollback_on_failure: plan.on_failure == crate::plan::FailureAction::Rollback,
         };
         let mut tally = Tally::new(plan.waves.len());
         let mut pending = Vec::new();
@@ -184,9 +188,13 @@ impl Live {
         let mut reconcile = Vec::new();
         let mut customers = Customers::default();
         let mut examples = vec![Vec::new(); plan.waves.len() + 1];
+        let mut targets = HashMap::new();
         for row in rows {
             let (host, rec) = row?;
             let state = rec.state();
+            if state == HostState::Pending && !rec.version.is_empty() {
+                targets.insert(host.clone(), rec.version.clone());
+            }
             tally.add(rec.wave, state);
             let host_customers = inventory
                 .host(&host)
@@ -225,6 +233,7 @@ impl Live {
             reconcile,
             examples,
             customers,
+            targets,
         };
         let live = Live {
             id: inner.record.id,
@@ -260,8 +269,10 @@ impl Live {
     }
 
     /// Applies an event: the step function decides, this carries the decisions out
-    /// and persists the new state. The caller flushes.
-    pub fn transition(&self, store: &Store, event: Event, now_ms: i64) -> Result<()> {
+    /// and persists the new state. The caller flushes. Returns true when the caller
+    /// must start a rollback of this rollout (only the engine can create rollouts).
+    pub fn transition(&self, store: &Store, event: Event, now_ms: i64) -> Result<bool> {
+        let mut rollback = false;
         let operator = matches!(event, Event::Pause | Event::Resume | Event::Abort { .. });
         let mut inner = self.lock();
         let (next, decisions) = step(&inner.state, event, now_ms, &self.policy)
@@ -276,6 +287,7 @@ impl Live {
                     kind: next.name().to_string(),
                     detail: line,
                 })?,
+                Decision::StartRollback => rollback = true,
             }
         }
         if next != inner.state {
@@ -292,7 +304,7 @@ impl Live {
         if operator {
             self.control.send_modify(|g| *g += 1);
         }
-        Ok(())
+        Ok(rollback)
     }
 
     /// Puts a halted wave's failed hosts back in its queue. A host whose last attempt
@@ -353,11 +365,22 @@ impl Live {
             updated_at_unix_ms: now_ms,
             ..Default::default()
         };
-        store.put_hosts(self.id, hosts.iter().map(|h| (h.as_str(), &rec)))?;
+        let targets: Vec<pb::RolloutHostRecord> = hosts
+            .iter()
+            .map(|h| pb::RolloutHostRecord {
+                version: inner.targets.get(h).cloned().unwrap_or_default(),
+                ..rec.clone()
+            })
+            .collect();
+        store.put_hosts(self.id, hosts.iter().map(String::as_str).zip(targets.iter()))?;
         for h in hosts {
             inner.tally.remove(0, HostState::Pending);
             inner.tally.add(wave + 1, HostState::Assigned);
-            inner.assigned.push_back((h, rec.clone()));
+            let mut rec = rec.clone();
+            if let Some(target) = inner.targets.get(&h) {
+                rec.version = target.clone();
+            }
+            inner.assigned.push_back((h, rec));
         }
         self.publish(&inner);
         Ok(())
@@ -527,7 +550,12 @@ impl Live {
     pub fn apply_request(&self, d: &Dispatch) -> pb::ApplyRequest {
         let (action, version) = match self.plan.kind {
             Kind::Fix => (pb::Action::Deploy, self.plan.version.clone().unwrap_or_default()),
-            Kind::Rollback => (pb::Action::Rollback, self.plan.version.clone().unwrap_or_default()),
+            // An explicit version for all; else the host's own target (an automatic
+            // rollback), else "" and the agent returns to its previous version.
+            Kind::Rollback => (
+                pb::Action::Rollback,
+                self.plan.version.clone().unwrap_or_else(|| d.record.version.clone()),
+            ),
             Kind::Restart => (pb::Action::Restart, String::new()),
         };
         pb::ApplyRequest {

@@ -43,6 +43,8 @@ pub enum Event {
     Resume,
     Abort {
         reason: String,
+        /// Also return the hosts the rollout touched to their previous versions.
+        rollback: bool,
     },
     /// The rollout cannot continue (a store error).
     Fatal {
@@ -93,6 +95,9 @@ pub struct HealthReport {
 pub struct Policy {
     pub waves: u32,
     pub bake_ms: i64,
+    /// `on_failure.action: rollback`: a wave over its threshold ends the rollout and
+    /// starts a rollback of the hosts it touched, instead of halting.
+    pub rollback_on_failure: bool,
 }
 
 /// Work the driver carries out after a transition.
@@ -102,6 +107,8 @@ pub enum Decision {
     RequeueFailed { wave: u32 },
     /// Write this line to the audit log.
     Record(String),
+    /// Start a rollback rollout of every host this rollout touched.
+    StartRollback,
 }
 
 /// An operator asked for something the rollout cannot do in its state.
@@ -212,17 +219,25 @@ pub fn step(state: &State, event: Event, now_ms: i64, policy: &Policy) -> Step {
         }
     };
     let record = |line: String| vec![Decision::Record(line)];
+    // Too many failures: halt for a person, or (on_failure.action: rollback) end the
+    // rollout and roll back what it touched.
+    let fail = |wave: u32, reason: String| -> Step {
+        if policy.rollback_on_failure {
+            let line = format!("failed, rolling back: {reason}");
+            let reason = format!("{reason}; rolling back every host it touched");
+            Ok((Failed { reason }, vec![Decision::Record(line), Decision::StartRollback]))
+        } else {
+            let line = format!("halted: {reason}");
+            Ok((Halted { wave, reason }, vec![Decision::Record(line)]))
+        }
+    };
     match event {
         Event::Start => match state {
             Pending => Ok((Running { wave: 0 }, record("started".into()))),
             _ => unchanged(),
         },
         Event::WaveEnded(report) => {
-            let halt = |wave: u32| {
-                let reason = halt_reason(&report);
-                let line = format!("halted: {reason}");
-                Ok((Halted { wave, reason }, vec![Decision::Record(line)]))
-            };
+            let halt = |wave: u32| fail(wave, halt_reason(&report));
             match state {
                 Running { wave } | Paused { wave, .. } if *wave == report.wave && report.over_threshold() => {
                     halt(*wave)
@@ -261,8 +276,7 @@ pub fn step(state: &State, event: Event, now_ms: i64, policy: &Policy) -> Step {
                     reason.push_str("; e.g. ");
                     reason.push_str(&health.examples.join("; "));
                 }
-                let line = format!("halted: {reason}");
-                Ok((Halted { wave: *wave, reason }, vec![Decision::Record(line)]))
+                fail(*wave, reason)
             }
             Baking { wave, .. } => {
                 let next = after_wave(*wave);
@@ -312,12 +326,16 @@ pub fn step(state: &State, event: Event, now_ms: i64, policy: &Policy) -> Step {
             ))),
             done => Err(finished(done)),
         },
-        Event::Abort { reason } => match state {
+        Event::Abort { reason, rollback } => match state {
             done if done.is_terminal() => Err(finished(done)),
             _ => {
                 let reason = if reason.is_empty() { "aborted by an operator".to_string() } else { reason };
                 let line = format!("aborted: {reason}");
-                Ok((Aborted { reason }, vec![Decision::Record(line)]))
+                let mut decisions = vec![Decision::Record(line)];
+                if rollback {
+                    decisions.push(Decision::StartRollback);
+                }
+                Ok((Aborted { reason }, decisions))
             }
         },
         Event::Fatal { reason } => match state {
@@ -364,6 +382,7 @@ mod tests {
     const POLICY: Policy = Policy {
         waves: 3,
         bake_ms: 1_000,
+        rollback_on_failure: false,
     };
 
     fn report(wave: u32, answered: u64, failed: u64) -> Event {
@@ -424,7 +443,11 @@ mod tests {
 
     #[test]
     fn zero_bake_advances_at_once() {
-        let policy = Policy { waves: 2, bake_ms: 0 };
+        let policy = Policy {
+            waves: 2,
+            bake_ms: 0,
+            rollback_on_failure: false,
+        };
         let (s, _) = step(&State::Running { wave: 0 }, report(0, 10, 0), 5, &policy).unwrap();
         assert_eq!(s, State::Running { wave: 1 });
         let (s, d) = step(&s, report(1, 10, 0), 5, &policy).unwrap();
@@ -446,6 +469,34 @@ mod tests {
         let (s, d) = step(&s, Event::Resume, 0, &POLICY).unwrap();
         assert_eq!(s, State::Running { wave: 1 });
         assert_eq!(d[0], Decision::RequeueFailed { wave: 1 });
+    }
+
+    #[test]
+    fn with_rollback_on_failure_a_bad_wave_ends_the_rollout_and_starts_a_rollback() {
+        let policy = Policy {
+            rollback_on_failure: true,
+            ..POLICY
+        };
+        let (s, d) = step(&State::Running { wave: 1 }, report(1, 4, 2), 0, &policy).unwrap();
+        let State::Failed { reason } = &s else { panic!("{s:?}") };
+        assert!(reason.ends_with("; rolling back every host it touched"), "{reason}");
+        assert_eq!(d.last(), Some(&Decision::StartRollback));
+        let abort = Event::Abort {
+            reason: String::new(),
+            rollback: true,
+        };
+        let (s, d) = step(
+            &State::Paused {
+                wave: 0,
+                bake_until_ms: None,
+            },
+            abort,
+            0,
+            &POLICY,
+        )
+        .unwrap();
+        assert!(matches!(s, State::Aborted { .. }));
+        assert_eq!(d.last(), Some(&Decision::StartRollback));
     }
 
     #[test]
@@ -497,14 +548,30 @@ mod tests {
     fn operators_get_refusals_that_say_what_would_work() {
         let err = step(&State::Running { wave: 0 }, Event::Resume, 0, &POLICY).unwrap_err();
         assert!(err.0.contains("only a paused or halted rollout can be resumed"));
-        let err = step(&State::Succeeded, Event::Abort { reason: String::new() }, 0, &POLICY).unwrap_err();
+        let err = step(
+            &State::Succeeded,
+            Event::Abort {
+                reason: String::new(),
+                rollback: false,
+            },
+            0,
+            &POLICY,
+        )
+        .unwrap_err();
         assert!(err.0.contains("submit a new plan"));
         let halted = State::Halted {
             wave: 0,
             reason: "x".into(),
         };
         assert!(step(&halted, Event::Pause, 0, &POLICY).is_err());
-        let aborted = go(&halted, Event::Abort { reason: String::new() }, 0);
+        let aborted = go(
+            &halted,
+            Event::Abort {
+                reason: String::new(),
+                rollback: false,
+            },
+            0,
+        );
         assert_eq!(
             aborted,
             State::Aborted {

@@ -95,12 +95,15 @@ impl Order {
 pub enum FailureAction {
     /// Stop dispatching and wait for an operator (resume or abort).
     Halt,
+    /// Stop, and return every host the rollout touched to its previous version.
+    Rollback,
 }
 
 impl FailureAction {
     pub fn as_str(self) -> &'static str {
         match self {
             FailureAction::Halt => "halt",
+            FailureAction::Rollback => "rollback",
         }
     }
 }
@@ -126,6 +129,9 @@ pub struct Plan {
     pub on_failure: FailureAction,
     /// An active rollout to pause so this one may take the hosts they share.
     pub preempt: Option<String>,
+    /// How a rollback of this rollout runs: fast, by default one wave.
+    pub rollback_waves: Vec<Percent>,
+    pub rollback_max_parallel: u32,
 }
 
 /// Why a plan was refused.
@@ -205,6 +211,17 @@ struct PlanFile {
     on_failure: Option<OnFailureFile>,
     #[serde(default)]
     preempt: Option<String>,
+    #[serde(default)]
+    rollback: Option<RollbackFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RollbackFile {
+    #[serde(default)]
+    waves: Vec<Scalar>,
+    #[serde(default)]
+    max_parallel: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -281,6 +298,10 @@ impl PlanFile {
             max_parallel,
             bake: self.bake.map(Scalar::into_text).unwrap_or_default(),
             preempt: self.preempt.unwrap_or_default(),
+            rollback: self.rollback.map(|r| pb::RollbackSpec {
+                waves: r.waves.into_iter().map(Scalar::into_text).collect(),
+                max_parallel: r.max_parallel.unwrap_or(0),
+            }),
             on_failure: self.on_failure.map(|f| pb::OnFailureSpec {
                 max_failed: f.max_failed.map(Scalar::into_text).unwrap_or_default(),
                 action: f.action.unwrap_or_default(),
@@ -371,6 +392,10 @@ impl Plan {
                 action: self.on_failure.as_str().to_string(),
             }),
             preempt: self.preempt.clone().unwrap_or_default(),
+            rollback: Some(pb::RollbackSpec {
+                waves: self.rollback_waves.iter().map(|w| w.to_string()).collect(),
+                max_parallel: self.rollback_max_parallel,
+            }),
         }
     }
 
@@ -580,18 +605,51 @@ fn validate(spec: &pb::PlanSpec) -> Result<Plan, FieldError> {
     };
     let action = match on_failure.action.as_str() {
         "" | "halt" => FailureAction::Halt,
+        "rollback" if kind == Kind::Fix => FailureAction::Rollback,
         "rollback" => {
-            return Err(bad(
-                "on_failure.action",
-                "rollback is not supported by this controller yet; use halt and roll back with a rollback plan",
-            ));
+            return Err(bad("on_failure.action", "rollback applies to fix plans only; use halt"));
         }
         other => {
             return Err(bad(
                 "on_failure.action",
-                format!("`{other}` is not an action: use halt"),
+                format!("`{other}` is not an action: use halt or rollback"),
             ));
         }
+    };
+    let default_rollback = pb::RollbackSpec::default();
+    let rollback = spec.rollback.as_ref().unwrap_or(&default_rollback);
+    let rollback_waves = if rollback.waves.is_empty() {
+        vec![Percent::FULL]
+    } else {
+        let mut waves = Vec::new();
+        for (i, w) in rollback.waves.iter().enumerate() {
+            let field = format!("rollback.waves[{i}]");
+            let p = Percent::parse(w).map_err(|m| bad(&field, m))?;
+            if p.basis_points() == 0 || waves.last().is_some_and(|prev| p <= *prev) {
+                return Err(bad(
+                    &field,
+                    "rollback waves are cumulative and must strictly increase from above 0%",
+                ));
+            }
+            waves.push(p);
+        }
+        if waves.len() > MAX_WAVES || waves.last() != Some(&Percent::FULL) {
+            return Err(bad(
+                "rollback.waves",
+                format!("must end at 100% within {MAX_WAVES} waves"),
+            ));
+        }
+        waves
+    };
+    let rollback_max_parallel = match rollback.max_parallel {
+        0 => (max_parallel.saturating_mul(4)).min(MAX_PARALLEL),
+        n if n > MAX_PARALLEL => {
+            return Err(bad(
+                "rollback.max_parallel",
+                format!("{n} is over the limit of {MAX_PARALLEL}"),
+            ));
+        }
+        n => n,
     };
     let preempt = match spec.preempt.as_str() {
         "" => None,
@@ -600,6 +658,8 @@ fn validate(spec: &pb::PlanSpec) -> Result<Plan, FieldError> {
         p => Some(p.to_string()),
     };
     Ok(Plan {
+        rollback_waves,
+        rollback_max_parallel,
         preempt,
         name: spec.name.clone(),
         kind,

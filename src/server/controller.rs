@@ -263,6 +263,7 @@ impl Controller for ControllerService {
     async fn abort_rollout(&self, request: Request<pb::RolloutActionRequest>) -> Result<Response<pb::Rollout>, Status> {
         let req = request.into_inner();
         let reason = req.reason.clone();
-        Ok(Response::new(self.act(req, Event::Abort { reason }).await?))
+        let rollback = req.rollback;
+        Ok(Response::new(self.act(req, Event::Abort { reason, rollback }).await?))
     }
 }

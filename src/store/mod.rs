@@ -139,19 +139,20 @@ impl Store {
 
     /// Records a new rollout with all its selected hosts as pending, then the
     /// request id, and flushes. The rollout record goes last: it is the commit point.
+    /// `hosts`: (host id, target version or "" for the plan's own).
     pub async fn create_rollout<'a>(
         &self,
         record: &pb::RolloutRecord,
-        hosts: impl Iterator<Item = &'a str>,
+        hosts: impl Iterator<Item = (&'a str, &'a str)>,
     ) -> Result<()> {
-        let pending = pb::RolloutHostRecord {
-            state: pb::HostState::Pending as i32,
-            ..Default::default()
-        }
-        .encode_to_vec();
         let mut batch = sled::Batch::default();
-        for host in hosts {
-            batch.insert(host_key(record.id, host), pending.as_slice());
+        for (host, version) in hosts {
+            let pending = pb::RolloutHostRecord {
+                state: pb::HostState::Pending as i32,
+                version: version.to_string(),
+                ..Default::default()
+            };
+            batch.insert(host_key(record.id, host), pending.encode_to_vec());
         }
         self.rollout_hosts.apply_batch(batch)?;
         self.flush().await?;
@@ -366,7 +367,10 @@ mod tests {
             request_id: "req-1".into(),
             ..Default::default()
         };
-        store.create_rollout(&record, ["b", "a"].into_iter()).await.unwrap();
+        store
+            .create_rollout(&record, [("b", ""), ("a", "")].into_iter())
+            .await
+            .unwrap();
         assert_eq!(store.rollout(id).unwrap(), Some(record));
         assert_eq!(store.rollout_for_request("req-1").unwrap(), Some(id));
         let hosts: Vec<_> = store.rollout_hosts(id).map(|r| r.unwrap().0).collect();

@@ -179,6 +179,7 @@ pub fn plan(name: &str, waves: &[&str], max_failed: &str) -> pb::PlanSpec {
             action: "halt".into(),
         }),
         preempt: String::new(),
+        rollback: None,
     }
 }
 
