@@ -167,6 +167,10 @@ async fn execute(live: &Live, ctx: &Context, wave: Option<u32>, first: Vec<Dispa
     let mut ready: VecDeque<Dispatch> = first.into();
     let mut inflight: JoinSet<Dispatch> = JoinSet::new();
     let mut done = Vec::with_capacity(batch);
+    // Calls in flight, by host: what a stuck wave was waiting on.
+    let mut calling: std::collections::HashMap<String, Dispatch> = std::collections::HashMap::new();
+    let deadline = live.plan.progress_deadline;
+    let mut last_progress = tokio::time::Instant::now();
     loop {
         let stop = ctx.shutdown.is_cancelled() || wave.is_some_and(|w| live.must_stop(w));
         if stop {
@@ -191,11 +195,14 @@ async fn execute(live: &Live, ctx: &Context, wave: Option<u32>, first: Vec<Dispa
                         .put_hosts(live.id, intents.iter().map(|d| (d.host.as_str(), &d.record)))?;
                     ctx.store.flush().await?;
                     ready.extend(intents);
+                    // Time spent on our own store is not the agents' silence.
+                    last_progress = tokio::time::Instant::now();
                 }
             }
             while inflight.len() < max_parallel {
                 let Some(d) = ready.pop_front() else { break };
                 let request = live.apply_request(&d);
+                calling.insert(d.host.clone(), d.clone());
                 inflight.spawn(call(ctx.fleet.clone(), live.plan.kind, d, request));
             }
         }
@@ -203,6 +210,8 @@ async fn execute(live: &Live, ctx: &Context, wave: Option<u32>, first: Vec<Dispa
             break;
         }
         tokio::select! {
+            // Answers first: a deadline that expires together with an answer is not stuck.
+            biased;
             joined = inflight.join_next(), if !inflight.is_empty() => {
                 if let Some(joined) = joined {
                     collect(joined, &mut done);
@@ -211,7 +220,9 @@ async fn execute(live: &Live, ctx: &Context, wave: Option<u32>, first: Vec<Dispa
                     collect(joined, &mut done);
                 }
                 let now = ctx.clock.now_ms();
+                last_progress = tokio::time::Instant::now();
                 for d in &mut done {
+                    calling.remove(&d.host);
                     d.record.updated_at_unix_ms = now;
                     if d.record.state() == pb::HostState::Succeeded && !d.record.version.is_empty() {
                         ctx.health.record_version(&d.host, &d.record.version, now);
@@ -222,6 +233,31 @@ async fn execute(live: &Live, ctx: &Context, wave: Option<u32>, first: Vec<Dispa
             }
             _ = control.changed() => {}
             _ = ctx.shutdown.cancelled(), if !ctx.shutdown.is_cancelled() => {}
+            _ = tokio::time::sleep_until(last_progress + deadline), if wave.is_some() && !inflight.is_empty() => {
+                // No host answered for the whole progress deadline: stop waiting. The
+                // calls' outcome is unknown, so a retry reuses their operation ids.
+                inflight.abort_all();
+                while inflight.join_next().await.is_some() {}
+                let mut stuck: Vec<Dispatch> = calling.drain().map(|(_, d)| d).collect();
+                stuck.sort_by(|a, b| a.host.cmp(&b.host));
+                let now = ctx.clock.now_ms();
+                let detail = format!("stuck: no answer within the progress deadline ({})", crate::plan::format_duration(deadline));
+                for d in &mut stuck {
+                    d.record.set_state(pb::HostState::Failed);
+                    d.record.outcome_unknown = true;
+                    d.record.detail = detail.clone();
+                    d.record.updated_at_unix_ms = now;
+                }
+                live.record_results(&ctx.store, &stuck)?;
+                if !ready.is_empty() {
+                    live.unsend(&ctx.store, ready.drain(..).collect())?;
+                }
+                ctx.store.flush().await?;
+                let mut report = live.report(wave.unwrap_or(0));
+                report.stuck = Some((deadline, stuck.into_iter().map(|d| d.host).collect()));
+                warn!(wave = report.wave, "wave stuck");
+                return Ok(report);
+            }
         }
     }
     ctx.store.flush().await?;

@@ -638,6 +638,7 @@ impl Engine {
             preempt: None,
             rollback_waves: p.rollback_waves.clone(),
             rollback_max_parallel: p.rollback_max_parallel,
+            progress_deadline: p.progress_deadline,
         };
         if let Some(active) = self
             .lock()

@@ -532,6 +532,7 @@ impl Live {
             failed: c[HostState::Failed as usize],
             allowed: self.allowed_failures(wave, selected),
             examples: inner.examples.get(wave as usize + 1).cloned().unwrap_or_default(),
+            stuck: None,
         }
     }
 

@@ -65,6 +65,9 @@ pub struct WaveReport {
     pub allowed: u64,
     /// A few failed hosts with their error, for the halt reason.
     pub examples: Vec<String>,
+    /// Set when the wave made no progress for its plan's progress_deadline: how long,
+    /// and the hosts it was waiting on.
+    pub stuck: Option<(std::time::Duration, Vec<String>)>,
 }
 
 impl WaveReport {
@@ -238,6 +241,23 @@ pub fn step(state: &State, event: Event, now_ms: i64, policy: &Policy) -> Step {
         },
         Event::WaveEnded(report) => {
             let halt = |wave: u32| fail(wave, halt_reason(&report));
+            if let Some((after, hosts)) = &report.stuck
+                && matches!(state, Running { wave } | Paused { wave, .. } if *wave == report.wave)
+            {
+                // Stuck is never rolled back automatically: nobody knows what the hung
+                // calls did. A person decides.
+                let shown: Vec<&str> = hosts.iter().take(5).map(String::as_str).collect();
+                let more = hosts.len().saturating_sub(shown.len());
+                let reason = format!(
+                    "wave {} stuck: no progress for {}; waiting on {}{}",
+                    report.wave + 1,
+                    crate::plan::format_duration(*after),
+                    shown.join(", "),
+                    if more > 0 { format!(" (+{more} more)") } else { String::new() }
+                );
+                let line = format!("halted: {reason}");
+                return Ok((Halted { wave: report.wave, reason }, vec![Decision::Record(line)]));
+            }
             match state {
                 Running { wave } | Paused { wave, .. } if *wave == report.wave && report.over_threshold() => {
                     halt(*wave)
@@ -393,6 +413,7 @@ mod tests {
             failed,
             allowed: 1,
             examples: vec!["h1: boom".into()],
+            stuck: None,
         })
     }
 
@@ -438,6 +459,27 @@ mod tests {
         assert_eq!(
             reason,
             "wave 2: 2 of 10 hosts unhealthy after the bake (1 failed to apply), more than the 2 allowed by on_failure.max_failed; e.g. h3: unhealthy"
+        );
+    }
+
+    #[test]
+    fn a_stuck_wave_halts_naming_the_hosts_it_waited_on() {
+        let stuck = Event::WaveEnded(WaveReport {
+            wave: 0,
+            size: 10,
+            answered: 4,
+            failed: 0,
+            allowed: 1,
+            examples: vec![],
+            stuck: Some((std::time::Duration::from_secs(600), vec!["h7".into(), "h9".into()])),
+        });
+        let s = go(&State::Running { wave: 0 }, stuck, 0);
+        assert_eq!(
+            s,
+            State::Halted {
+                wave: 0,
+                reason: "wave 1 stuck: no progress for 10m; waiting on h7, h9".into()
+            }
         );
     }
 

@@ -132,6 +132,8 @@ pub struct Plan {
     /// How a rollback of this rollout runs: fast, by default one wave.
     pub rollback_waves: Vec<Percent>,
     pub rollback_max_parallel: u32,
+    /// A wave with no host answering for this long halts as stuck.
+    pub progress_deadline: Duration,
 }
 
 /// Why a plan was refused.
@@ -213,6 +215,8 @@ struct PlanFile {
     preempt: Option<String>,
     #[serde(default)]
     rollback: Option<RollbackFile>,
+    #[serde(default)]
+    progress_deadline: Option<Scalar>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -298,6 +302,7 @@ impl PlanFile {
             max_parallel,
             bake: self.bake.map(Scalar::into_text).unwrap_or_default(),
             preempt: self.preempt.unwrap_or_default(),
+            progress_deadline: self.progress_deadline.map(Scalar::into_text).unwrap_or_default(),
             rollback: self.rollback.map(|r| pb::RollbackSpec {
                 waves: r.waves.into_iter().map(Scalar::into_text).collect(),
                 max_parallel: r.max_parallel.unwrap_or(0),
@@ -392,6 +397,7 @@ impl Plan {
                 action: self.on_failure.as_str().to_string(),
             }),
             preempt: self.preempt.clone().unwrap_or_default(),
+            progress_deadline: format_duration(self.progress_deadline),
             rollback: Some(pb::RollbackSpec {
                 waves: self.rollback_waves.iter().map(|w| w.to_string()).collect(),
                 max_parallel: self.rollback_max_parallel,
@@ -657,7 +663,15 @@ fn validate(spec: &pb::PlanSpec) -> Result<Plan, FieldError> {
         p if p == spec.name => return Err(bad("preempt", "a rollout cannot preempt itself")),
         p => Some(p.to_string()),
     };
+    let progress_deadline = match spec.progress_deadline.as_str() {
+        "" => Duration::from_secs(30 * 60),
+        d => parse_duration(d).map_err(|m| bad("progress_deadline", m))?,
+    };
+    if progress_deadline < Duration::from_secs(1) {
+        return Err(bad("progress_deadline", "must be at least 1s (default 30m)"));
+    }
     Ok(Plan {
+        progress_deadline,
         rollback_waves,
         rollback_max_parallel,
         preempt,
