@@ -22,6 +22,9 @@ use crate::proto::v1 as pb;
 
 /// Intents written per flush at most: bounds the work a crash can leave "in doubt".
 const MAX_BATCH: usize = 1_000;
+/// Results are flushed at least this often while calls are answered (group commit);
+/// watchers see progress once it is durable, so it never goes back after a crash.
+const RESULT_FLUSH: Duration = Duration::from_millis(50);
 
 /// Runs a rollout until it ends, or until the controller shuts down.
 pub(crate) async fn drive(live: Arc<Live>, ctx: Arc<Context>) {
@@ -62,6 +65,7 @@ async fn run(live: &Live, ctx: &Context) -> Result<()> {
             State::Running { wave } => {
                 live.fill_wave(&ctx.store, wave, ctx.clock.now_ms())?;
                 ctx.store.flush().await?;
+                live.mark_durable();
                 if live.policy.bake_ms > 0 {
                     // The health gate's baseline: who is unhealthy before the change.
                     let hosts = live.assigned_hosts(wave);
@@ -151,6 +155,7 @@ async fn health_gate(live: &Live, ctx: &Context, wave: u32) -> Result<HealthRepo
 async fn advance(live: &Live, ctx: &Context, event: Event) -> Result<()> {
     let rollback = live.transition(&ctx.store, event, ctx.clock.now_ms())?;
     ctx.store.flush().await?;
+    live.mark_durable();
     if rollback {
         // Only the engine creates rollouts; it starts this one's rollback.
         let _ = ctx.rollbacks.send(live.id);
@@ -171,6 +176,8 @@ async fn execute(live: &Live, ctx: &Context, wave: Option<u32>, first: Vec<Dispa
     let mut calling: std::collections::HashMap<String, Dispatch> = std::collections::HashMap::new();
     let deadline = live.plan.progress_deadline;
     let mut last_progress = tokio::time::Instant::now();
+    // Results are flushed in groups; snapshots show them once durable.
+    let mut last_flush = tokio::time::Instant::now();
     loop {
         let stop = ctx.shutdown.is_cancelled() || wave.is_some_and(|w| live.must_stop(w));
         if stop {
@@ -194,6 +201,7 @@ async fn execute(live: &Live, ctx: &Context, wave: Option<u32>, first: Vec<Dispa
                     ctx.store
                         .put_hosts(live.id, intents.iter().map(|d| (d.host.as_str(), &d.record)))?;
                     ctx.store.flush().await?;
+                    live.mark_durable();
                     ready.extend(intents);
                     // Time spent on our own store is not the agents' silence.
                     last_progress = tokio::time::Instant::now();
@@ -230,6 +238,11 @@ async fn execute(live: &Live, ctx: &Context, wave: Option<u32>, first: Vec<Dispa
                 }
                 live.record_results(&ctx.store, &done)?;
                 done.clear();
+                if inflight.is_empty() || last_flush.elapsed() >= RESULT_FLUSH {
+                    ctx.store.flush().await?;
+                    live.mark_durable();
+                    last_flush = tokio::time::Instant::now();
+                }
             }
             _ = control.changed() => {}
             _ = ctx.shutdown.cancelled(), if !ctx.shutdown.is_cancelled() => {}
@@ -253,6 +266,7 @@ async fn execute(live: &Live, ctx: &Context, wave: Option<u32>, first: Vec<Dispa
                     live.unsend(&ctx.store, ready.drain(..).collect())?;
                 }
                 ctx.store.flush().await?;
+                live.mark_durable();
                 let mut report = live.report(wave.unwrap_or(0));
                 report.stuck = Some((deadline, stuck.into_iter().map(|d| d.host).collect()));
                 warn!(wave = report.wave, "wave stuck");
@@ -261,6 +275,7 @@ async fn execute(live: &Live, ctx: &Context, wave: Option<u32>, first: Vec<Dispa
         }
     }
     ctx.store.flush().await?;
+    live.mark_durable();
     Ok(live.report(wave.unwrap_or(0)))
 }
 

@@ -940,11 +940,13 @@ impl Engine {
         if rollback {
             self.start_rollback(live.id).await?;
         }
+        self.ctx.store.flush().await?;
+        live.mark_durable();
         let answer = live.snapshot();
         if !request_id.is_empty() {
             self.ctx.store.put_action_answer(request_id, &answer)?;
+            self.ctx.store.flush().await?;
         }
-        self.ctx.store.flush().await?;
         Ok(answer)
     }
 }

@@ -132,6 +132,9 @@ pub(crate) struct Inner {
     /// Per-host target versions (an automatic rollback returns each host to its own
     /// previous version), recorded with the hosts when the rollout was created.
     targets: HashMap<String, String>,
+    /// The counters as of the last flush: what snapshots show, so that nobody ever
+    /// sees progress a crash could take back (results are flushed in groups).
+    durable: (Tally, u64),
 }
 
 /// A rollout the engine knows about.
@@ -227,10 +230,11 @@ impl Live {
         let inner = Inner {
             record,
             state,
-            tally,
+            tally: tally.clone(),
             pending: pending.into(),
             assigned,
             reconcile,
+            durable: (tally.clone(), customers.mitigated),
             examples,
             customers,
             targets,
@@ -567,6 +571,14 @@ impl Live {
         }
     }
 
+    /// Everything recorded so far is durable (the caller just flushed): snapshots may
+    /// show it.
+    pub fn mark_durable(&self) {
+        let mut inner = self.lock();
+        inner.durable = (inner.tally.clone(), inner.customers.mitigated);
+        self.publish(&inner);
+    }
+
     fn publish(&self, inner: &Inner) {
         self.snapshot.send_replace(Arc::new(self.build(inner)));
     }
@@ -574,7 +586,7 @@ impl Live {
     fn build(&self, inner: &Inner) -> pb::Rollout {
         let r = &inner.record;
         let selected = r.hosts_selected;
-        let t = &inner.tally;
+        let t = &inner.durable.0;
         // The record keeps the last wave after the rollout ends.
         let current = r.current_wave;
         let mut waves = Vec::with_capacity(self.plan.waves.len());
@@ -633,7 +645,7 @@ impl Live {
                 succeeded as f64 * 100.0 / selected as f64
             },
             customers_affected: inner.customers.hosts.len() as u64,
-            customers_mitigated: inner.customers.mitigated,
+            customers_mitigated: inner.durable.1,
             halt_reason: inner.state.reason().to_string(),
             created_at_unix_ms: r.created_at_unix_ms,
             updated_at_unix_ms: r.updated_at_unix_ms,
