@@ -115,11 +115,7 @@ impl AgentConfig {
 
     pub fn parse(text: &str, path: &str) -> Result<AgentConfig, Error> {
         let file: ConfigFile = serde_yaml::from_str(text).map_err(|e| {
-            let (line, column) = e.location().map_or((0, 0), |l| (l.line(), l.column()));
-            let message = e.to_string();
-            let message = message
-                .rfind(" at line ")
-                .map_or(message.clone(), |i| message[..i].to_string());
+            let (line, column, message) = crate::plan::yaml_error(&e);
             Error::Syntax {
                 path: path.to_string(),
                 line,

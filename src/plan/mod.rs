@@ -438,8 +438,15 @@ fn too_deep(text: &str) -> Option<(usize, usize)> {
     None
 }
 
+/// A serde_yaml error as (line, column, message without serde_yaml's own location);
+/// every file people write here reports it as `file:line:column: message`.
+pub(crate) fn yaml_error(e: &serde_yaml::Error) -> (usize, usize, String) {
+    let (line, column) = e.location().map_or((0, 0), |l| (l.line(), l.column()));
+    (line, column, strip_location(&e.to_string()))
+}
+
 /// serde_yaml appends " at line L column C"; we print the location our own way.
-fn strip_location(message: &str) -> String {
+pub(crate) fn strip_location(message: &str) -> String {
     match message.rfind(" at line ") {
         Some(i) => message[..i].to_string(),
         None => message.to_string(),
