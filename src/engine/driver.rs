@@ -178,6 +178,7 @@ async fn execute(live: &Live, ctx: &Context, wave: Option<u32>, first: Vec<Dispa
     let mut last_progress = tokio::time::Instant::now();
     // Results are flushed in groups; snapshots show them once durable.
     let mut last_flush = tokio::time::Instant::now();
+    let mut unflushed = false;
     loop {
         let stop = ctx.shutdown.is_cancelled() || wave.is_some_and(|w| live.must_stop(w));
         if stop {
@@ -238,11 +239,21 @@ async fn execute(live: &Live, ctx: &Context, wave: Option<u32>, first: Vec<Dispa
                 }
                 live.record_results(&ctx.store, &done)?;
                 done.clear();
+                unflushed = true;
                 if inflight.is_empty() || last_flush.elapsed() >= RESULT_FLUSH {
                     ctx.store.flush().await?;
                     live.mark_durable();
                     last_flush = tokio::time::Instant::now();
+                    unflushed = false;
                 }
+            }
+            // Slow answers: results recorded since the last flush are shown within
+            // RESULT_FLUSH even if no other answer comes to trigger it.
+            _ = tokio::time::sleep_until(last_flush + RESULT_FLUSH), if unflushed => {
+                ctx.store.flush().await?;
+                live.mark_durable();
+                last_flush = tokio::time::Instant::now();
+                unflushed = false;
             }
             _ = control.changed() => {}
             _ = ctx.shutdown.cancelled(), if !ctx.shutdown.is_cancelled() => {}
