@@ -385,3 +385,134 @@ async fn a_failing_wave_rolls_back_every_touched_host() {
     }
     h.stop().await;
 }
+
+/// `on_failure.action: continue`: failed hosts are left behind and the rollout goes on
+/// through every wave while the failures of the whole rollout stay within max_failed of
+/// the whole selection; past it, the rollout halts anyway, saying so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn continue_goes_past_failures_until_the_rollout_wide_threshold() {
+    let h = Harness::start(
+        1_000,
+        SimulatorOptions {
+            fail_rate: 0.1,
+            seed: 3,
+            ..Default::default()
+        },
+    )
+    .await;
+    let mut client = h.client.clone();
+    let continuing = |name: &str, max_failed: &str| {
+        let mut spec = plan(name, &["1%", "10%", "100%"], max_failed);
+        spec.on_failure = Some(pb::OnFailureSpec {
+            max_failed: max_failed.into(),
+            action: "continue".into(),
+        });
+        spec
+    };
+    submit(&mut client, continuing("tolerant-fix", "20%")).await;
+    let seen = within(
+        60,
+        "the rollout to end",
+        watch_until(&mut client, "tolerant-fix", halted_or_done),
+    )
+    .await;
+    let done = seen.last().unwrap();
+    assert_eq!(done.state(), pb::RolloutState::Succeeded, "{}", done.halt_reason);
+    assert!(
+        (50..=200).contains(&done.hosts_failed),
+        "about a tenth failed and were left behind: {}",
+        done.hosts_failed
+    );
+    assert_eq!(done.hosts_succeeded + done.hosts_failed, 1_000, "every wave ran");
+    h.stop().await;
+
+    let h = Harness::start(
+        1_000,
+        SimulatorOptions {
+            fail_rate: 0.5,
+            seed: 3,
+            ..Default::default()
+        },
+    )
+    .await;
+    let mut client = h.client.clone();
+    submit(&mut client, continuing("hopeless-fix", "20%")).await;
+    let seen = within(
+        60,
+        "the rollout to halt",
+        watch_until(&mut client, "hopeless-fix", halted_or_done),
+    )
+    .await;
+    let halted = seen.last().unwrap();
+    assert_eq!(halted.state(), pb::RolloutState::Halted);
+    assert!(
+        halted
+            .halt_reason
+            .contains("so far, of 1000 selected, more than the 200 allowed")
+            && halted.halt_reason.contains("(action: continue)"),
+        "{}",
+        halted.halt_reason
+    );
+    assert!(halted.hosts_failed > 200, "{}", halted.hosts_failed);
+    assert!(
+        halted.waves[0].failed + halted.waves[1].failed <= 110,
+        "the first two waves (110 hosts) went on despite their failures"
+    );
+    assert_eq!(halted.current_wave, 2, "it halted in the last wave");
+    h.stop().await;
+}
+
+/// `min_healthy`: at the end of every bake the whole selection is probed, and the
+/// rollout halts when fewer than that share are healthy, even when the change itself
+/// broke nothing (here a fifth of the fleet was already down).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_selection_below_min_healthy_halts_after_the_bake() {
+    let h = Harness::start(
+        1_000,
+        SimulatorOptions {
+            unhealthy_rate: 0.2,
+            seed: 9,
+            ..Default::default()
+        },
+    )
+    .await;
+    let mut client = h.client.clone();
+    let floored = |name: &str, floor: &str| {
+        let mut spec = plan(name, &["10%", "100%"], "5%");
+        spec.bake = "100ms".into();
+        spec.min_healthy = floor.into();
+        spec
+    };
+    submit(&mut client, floored("floored-fix", "90%")).await;
+    let seen = within(
+        60,
+        "the rollout to halt",
+        watch_until(&mut client, "floored-fix", halted_or_done),
+    )
+    .await;
+    let halted = seen.last().unwrap();
+    assert_eq!(halted.state(), pb::RolloutState::Halted);
+    assert!(
+        halted.halt_reason.starts_with("wave 1: ")
+            && halted
+                .halt_reason
+                .contains("of 1000 selected hosts healthy after the bake")
+            && halted.halt_reason.contains("below min_healthy 90% (900 needed)")
+            && halted.halt_reason.contains("unhealthy (simulated)"),
+        "{}",
+        halted.halt_reason
+    );
+    assert_eq!(halted.waves[1].succeeded, 0, "wave 2 untouched");
+    client.abort_rollout(action("floored-fix")).await.unwrap();
+
+    submit(&mut client, floored("lenient-fix", "70%")).await;
+    let seen = within(
+        60,
+        "the rollout to succeed",
+        watch_until(&mut client, "lenient-fix", halted_or_done),
+    )
+    .await;
+    let done = seen.last().unwrap();
+    assert_eq!(done.state(), pb::RolloutState::Succeeded, "{}", done.halt_reason);
+    h.stop().await;
+}

@@ -159,6 +159,21 @@ fn invalid_plans() -> Vec<(&'static str, String, &'static str)> {
             with("action: halt", "action: panic"),
             "on_failure.action",
         ),
+        (
+            "continue without an explicit threshold",
+            with("  max_failed: 2%\n  action: halt", "  action: continue"),
+            "on_failure.action",
+        ),
+        (
+            "min_healthy without a bake",
+            with("bake: 5m", "bake: 0s\nmin_healthy: 90%"),
+            "min_healthy",
+        ),
+        (
+            "min_healthy as a count",
+            with("bake: 5m", "bake: 5m\nmin_healthy: 900"),
+            "min_healthy",
+        ),
         ("unknown order", with("order: stable", "order: random"), "order"),
         (
             "empty selector",

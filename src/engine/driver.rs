@@ -15,7 +15,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::fleet::SharedFleet;
 use super::rollout::{Dispatch, Live};
-use super::state::{Event, HealthReport, State, WaveReport};
+use super::state::{Event, FleetHealth, HealthReport, State, WaveReport};
 use super::{Context, Result};
 use crate::plan::Kind;
 use crate::proto::v1 as pb;
@@ -110,45 +110,74 @@ async fn run(live: &Live, ctx: &Context) -> Result<()> {
 }
 
 /// The health gate at the end of a bake: probes the wave's hosts that applied fine
-/// and were healthy when the wave started, and counts those now unhealthy or
-/// unreachable: the hosts the change may have broken.
+/// and were healthy when the wave started (every wave's so far under `continue`), and
+/// counts those now unhealthy or unreachable: the hosts the change may have broken.
+/// With `min_healthy`, the whole selection is probed too, against that floor.
 async fn health_gate(live: &Live, ctx: &Context, wave: u32) -> Result<HealthReport> {
     let report = live.report(wave);
-    let hosts: Vec<String> = ctx
-        .store
-        .rollout_hosts(live.id)
-        .filter_map(|row| row.ok())
-        .filter(|(_, r)| r.wave == wave + 1 && r.state() == pb::HostState::Succeeded && !r.unhealthy_before)
-        .map(|(h, _)| h)
-        .collect();
-    let inventory = ctx.inventory();
-    let unreachable = ctx
-        .health
-        .probe(&ctx.fleet, &inventory, &hosts, ctx.clock.now_ms())
-        .await;
-    let mut examples: Vec<String> = unreachable.iter().take(3).map(|(h, e)| format!("{h}: {e}")).collect();
-    let mut unhealthy = unreachable.len() as u64;
-    for h in &hosts {
-        if let Some(seen) = ctx.health.get(h)
-            && !seen.healthy
-            && !unreachable.iter().any(|(u, _)| u == h)
-        {
-            unhealthy += 1;
-            if examples.len() < 3 {
-                examples.push(format!("{h}: unhealthy ({})", seen.detail));
-            }
+    let whole = live.judges_whole_rollout();
+    let floor = live.plan.min_healthy;
+    let mut gate = Vec::new();
+    let mut selection = Vec::new();
+    for row in ctx.store.rollout_hosts(live.id) {
+        let (host, r) = row?;
+        // Stored waves count from 1; 0 is a host not assigned to a wave yet.
+        let judged = if whole {
+            (1..=wave + 1).contains(&r.wave)
+        } else {
+            r.wave == wave + 1
+        };
+        if judged && r.state() == pb::HostState::Succeeded && !r.unhealthy_before {
+            gate.push(host.clone());
+        }
+        if floor.is_some() {
+            selection.push(host);
         }
     }
-    if unhealthy > 0 {
-        warn!(wave, unhealthy, probed = hosts.len(), "hosts unhealthy after the bake");
+    let probed = if floor.is_some() { &selection } else { &gate };
+    let unreachable: std::collections::HashMap<String, String> = ctx
+        .health
+        .probe(&ctx.fleet, &ctx.inventory(), probed, ctx.clock.now_ms())
+        .await
+        .into_iter()
+        .collect();
+    let sick = |h: &String| match unreachable.get(h) {
+        Some(e) => Some(format!("{h}: {e}")),
+        None => ctx
+            .health
+            .get(h)
+            .filter(|s| !s.healthy)
+            .map(|s| format!("{h}: unhealthy ({})", s.detail)),
+    };
+    let broken: Vec<String> = gate.iter().filter_map(sick).collect();
+    if !broken.is_empty() {
+        warn!(
+            wave,
+            unhealthy = broken.len(),
+            probed = gate.len(),
+            "hosts unhealthy after the bake"
+        );
     }
+    let fleet = floor.map(|floor| {
+        let down: Vec<String> = selection.iter().filter_map(sick).collect();
+        let selected = selection.len() as u64;
+        FleetHealth {
+            selected,
+            healthy: selected - down.len() as u64,
+            required: floor.of(selected),
+            floor: floor.to_string(),
+            examples: down.into_iter().take(3).collect(),
+        }
+    });
     Ok(HealthReport {
         wave,
         size: report.size,
         failed: report.failed,
-        unhealthy,
+        unhealthy: broken.len() as u64,
         allowed: report.allowed,
-        examples,
+        whole_rollout: report.whole_rollout,
+        examples: broken.into_iter().take(3).collect(),
+        fleet,
     })
 }
 

@@ -639,6 +639,7 @@ impl Engine {
             rollback_waves: p.rollback_waves.clone(),
             rollback_max_parallel: p.rollback_max_parallel,
             progress_deadline: p.progress_deadline,
+            min_healthy: None,
         };
         if let Some(active) = self
             .lock()

@@ -14,7 +14,7 @@ use super::order;
 use super::state::{Decision, Event, Policy, Refusal, State, WaveReport, step};
 use super::{Error, Result};
 use crate::fleet::Inventory;
-use crate::plan::{Kind, Plan};
+use crate::plan::{FailureAction, Kind, Plan};
 use crate::proto::v1 as pb;
 use crate::store::Store;
 
@@ -509,9 +509,19 @@ impl Live {
         Ok(())
     }
 
-    /// Failed hosts wave `wave` tolerates.
+    /// Failed hosts wave `wave` tolerates: a share of the wave's own size, or under
+    /// `on_failure.action: continue` of the whole selection, for the whole rollout.
     pub fn allowed_failures(&self, wave: u32, selected: u64) -> u64 {
-        self.plan.max_failed.allowed(self.wave_size(wave, selected))
+        match self.plan.on_failure {
+            FailureAction::Continue => self.plan.max_failed.allowed(selected),
+            _ => self.plan.max_failed.allowed(self.wave_size(wave, selected)),
+        }
+    }
+
+    /// True when failures are judged over the whole rollout so far rather than wave by
+    /// wave (`on_failure.action: continue`).
+    pub fn judges_whole_rollout(&self) -> bool {
+        self.plan.on_failure == FailureAction::Continue
     }
 
     fn wave_size(&self, wave: u32, selected: u64) -> u64 {
@@ -524,31 +534,48 @@ impl Live {
         target - before
     }
 
+    /// Failed hosts counted against the threshold when `wave` is judged: the wave's
+    /// own, or every wave's so far under `continue`.
+    fn failures_judged(&self, inner: &Inner, wave: u32) -> u64 {
+        let failed = |w: u32| inner.tally.wave(w)[HostState::Failed as usize];
+        if self.judges_whole_rollout() {
+            (0..=wave).map(failed).sum()
+        } else {
+            failed(wave)
+        }
+    }
+
     /// How the wave stands now.
     pub fn report(&self, wave: u32) -> WaveReport {
         let inner = self.lock();
         let selected = inner.record.hosts_selected;
         let c = inner.tally.wave(wave);
+        let examples = if self.judges_whole_rollout() {
+            let all = inner.examples.iter().take(wave as usize + 2).flatten();
+            all.rev().take(EXAMPLES).cloned().collect()
+        } else {
+            inner.examples.get(wave as usize + 1).cloned().unwrap_or_default()
+        };
         WaveReport {
             wave,
             size: self.wave_size(wave, selected),
             answered: c[HostState::Succeeded as usize] + c[HostState::Failed as usize],
-            failed: c[HostState::Failed as usize],
+            failed: self.failures_judged(&inner, wave),
             allowed: self.allowed_failures(wave, selected),
-            examples: inner.examples.get(wave as usize + 1).cloned().unwrap_or_default(),
+            whole_rollout: self.judges_whole_rollout().then_some(selected),
+            examples,
             stuck: None,
         }
     }
 
     /// True when nothing more may be sent for `wave`: the state moved on (pause,
-    /// abort) or the wave already has more failures than it tolerates.
+    /// abort) or the failures already pass what the wave tolerates.
     pub fn must_stop(&self, wave: u32) -> bool {
         let inner = self.lock();
         if inner.state != (State::Running { wave }) {
             return true;
         }
-        let failed = inner.tally.wave(wave)[HostState::Failed as usize];
-        failed > self.allowed_failures(wave, inner.record.hosts_selected)
+        self.failures_judged(&inner, wave) > self.allowed_failures(wave, inner.record.hosts_selected)
     }
 
     /// What the action for this rollout is, as the agent protocol says it.

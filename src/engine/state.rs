@@ -63,6 +63,9 @@ pub struct WaveReport {
     pub failed: u64,
     /// Failed hosts the wave tolerates.
     pub allowed: u64,
+    /// Under `on_failure.action: continue`, the hosts selected: `failed` and
+    /// `allowed` then count the whole rollout so far, not this wave alone.
+    pub whole_rollout: Option<u64>,
     /// A few failed hosts with their error, for the halt reason.
     pub examples: Vec<String>,
     /// Set when the wave made no progress for its plan's progress_deadline: how long,
@@ -90,7 +93,62 @@ pub struct HealthReport {
     /// Hosts that applied fine but are unhealthy (or unreachable) now.
     pub unhealthy: u64,
     pub allowed: u64,
+    /// As in [`WaveReport::whole_rollout`]: counts cover every wave so far.
+    pub whole_rollout: Option<u64>,
     pub examples: Vec<String>,
+    /// The `min_healthy` floor of the whole selection, when the plan sets one.
+    pub fleet: Option<FleetHealth>,
+}
+
+/// Health of the whole selection at the end of a bake, against `min_healthy`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FleetHealth {
+    pub selected: u64,
+    pub healthy: u64,
+    /// Healthy hosts required.
+    pub required: u64,
+    /// The floor as the plan wrote it ("95%").
+    pub floor: String,
+    pub examples: Vec<String>,
+}
+
+impl HealthReport {
+    /// Why the gate closes, or None when the wave may go on.
+    fn breach(&self) -> Option<String> {
+        let wave = self.wave + 1;
+        if self.failed + self.unhealthy > self.allowed {
+            let mut reason = match self.whole_rollout {
+                None => format!(
+                    "wave {wave}: {} of {} hosts unhealthy after the bake ({} failed to apply), more than the {} allowed by on_failure.max_failed",
+                    self.unhealthy, self.size, self.failed, self.allowed
+                ),
+                Some(selected) => format!(
+                    "wave {wave}: {} hosts unhealthy after the bake and {} failed to apply so far, of {selected} selected, more than the {} allowed by on_failure.max_failed (action: continue)",
+                    self.unhealthy, self.failed, self.allowed
+                ),
+            };
+            push_examples(&mut reason, &self.examples);
+            return Some(reason);
+        }
+        let fleet = self.fleet.as_ref().filter(|f| f.healthy < f.required)?;
+        let mut reason = format!(
+            "wave {wave}: {} of {} selected hosts healthy after the bake ({:.1}%), below min_healthy {} ({} needed)",
+            fleet.healthy,
+            fleet.selected,
+            fleet.healthy as f64 * 100.0 / fleet.selected.max(1) as f64,
+            fleet.floor,
+            fleet.required
+        );
+        push_examples(&mut reason, &fleet.examples);
+        Some(reason)
+    }
+}
+
+fn push_examples(reason: &mut String, examples: &[String]) {
+    if !examples.is_empty() {
+        reason.push_str("; e.g. ");
+        reason.push_str(&examples.join("; "));
+    }
 }
 
 /// The parts of the plan the state machine needs.
@@ -283,26 +341,14 @@ pub fn step(state: &State, event: Event, now_ms: i64, policy: &Policy) -> Step {
             }
         }
         Event::BakeElapsed(health) => match state {
-            Baking { wave, .. } if health.wave == *wave && health.failed + health.unhealthy > health.allowed => {
-                let mut reason = format!(
-                    "wave {}: {} of {} hosts unhealthy after the bake ({} failed to apply), more than the {} allowed by on_failure.max_failed",
-                    wave + 1,
-                    health.unhealthy,
-                    health.size,
-                    health.failed,
-                    health.allowed
-                );
-                if !health.examples.is_empty() {
-                    reason.push_str("; e.g. ");
-                    reason.push_str(&health.examples.join("; "));
+            Baking { wave, .. } if health.wave == *wave => match health.breach() {
+                Some(reason) => fail(*wave, reason),
+                None => {
+                    let next = after_wave(*wave);
+                    let lines = if next == Succeeded { record("succeeded".into()) } else { Vec::new() };
+                    Ok((next, lines))
                 }
-                fail(*wave, reason)
-            }
-            Baking { wave, .. } => {
-                let next = after_wave(*wave);
-                let lines = if next == Succeeded { record("succeeded".into()) } else { Vec::new() };
-                Ok((next, lines))
-            }
+            },
             _ => unchanged(),
         },
         Event::Pause => match state {
@@ -379,19 +425,24 @@ fn finished(state: &State) -> Refusal {
     ))
 }
 
-/// "wave 2 (10%): 7 of 180 hosts failed, more than the 3 allowed; e.g. h1: ..., h2: ..."
+/// "wave 2: 7 of 180 hosts failed, more than the 3 allowed ...; e.g. h1: ..., h2: ..."
 fn halt_reason(r: &WaveReport) -> String {
-    let mut reason = format!(
-        "wave {}: {} of {} hosts failed, more than the {} allowed by on_failure.max_failed",
-        r.wave + 1,
-        r.failed,
-        r.size,
-        r.allowed
-    );
-    if !r.examples.is_empty() {
-        reason.push_str("; e.g. ");
-        reason.push_str(&r.examples.join("; "));
-    }
+    let mut reason = match r.whole_rollout {
+        None => format!(
+            "wave {}: {} of {} hosts failed, more than the {} allowed by on_failure.max_failed",
+            r.wave + 1,
+            r.failed,
+            r.size,
+            r.allowed
+        ),
+        Some(selected) => format!(
+            "wave {}: {} hosts failed so far, of {selected} selected, more than the {} allowed by on_failure.max_failed (action: continue)",
+            r.wave + 1,
+            r.failed,
+            r.allowed
+        ),
+    };
+    push_examples(&mut reason, &r.examples);
     reason
 }
 
@@ -412,6 +463,7 @@ mod tests {
             answered,
             failed,
             allowed: 1,
+            whole_rollout: None,
             examples: vec!["h1: boom".into()],
             stuck: None,
         })
@@ -450,6 +502,7 @@ mod tests {
             unhealthy,
             allowed: 2,
             examples: vec!["h3: unhealthy".into()],
+            ..Default::default()
         };
         assert_eq!(go(&bake, Event::BakeElapsed(health(1)), 10), State::Running { wave: 2 });
         let s = go(&bake, Event::BakeElapsed(health(2)), 10);
@@ -463,6 +516,62 @@ mod tests {
     }
 
     #[test]
+    fn under_continue_failures_count_over_the_whole_rollout() {
+        let wave = |failed| {
+            Event::WaveEnded(WaveReport {
+                wave: 2,
+                size: 10,
+                answered: 10,
+                failed,
+                allowed: 5,
+                whole_rollout: Some(40),
+                examples: vec![],
+                stuck: None,
+            })
+        };
+        // Every host of the wave may fail while the rollout stays within 5 of 40.
+        assert_eq!(
+            go(&State::Running { wave: 2 }, wave(5), 0),
+            State::Baking {
+                wave: 2,
+                until_ms: 1_000
+            }
+        );
+        let s = go(&State::Running { wave: 2 }, wave(6), 0);
+        assert_eq!(
+            s.reason(),
+            "wave 3: 6 hosts failed so far, of 40 selected, more than the 5 allowed by on_failure.max_failed (action: continue)"
+        );
+    }
+
+    #[test]
+    fn the_whole_selection_below_min_healthy_halts_after_the_bake() {
+        let bake = State::Baking { wave: 0, until_ms: 10 };
+        let fleet = |healthy| HealthReport {
+            wave: 0,
+            size: 10,
+            allowed: 1,
+            fleet: Some(FleetHealth {
+                selected: 100,
+                healthy,
+                required: 95,
+                floor: "95%".into(),
+                examples: vec!["h9: unhealthy (oom)".into()],
+            }),
+            ..Default::default()
+        };
+        assert_eq!(go(&bake, Event::BakeElapsed(fleet(95)), 10), State::Running { wave: 1 });
+        let s = go(&bake, Event::BakeElapsed(fleet(94)), 10);
+        assert_eq!(
+            s,
+            State::Halted {
+                wave: 0,
+                reason: "wave 1: 94 of 100 selected hosts healthy after the bake (94.0%), below min_healthy 95% (95 needed); e.g. h9: unhealthy (oom)".into()
+            }
+        );
+    }
+
+    #[test]
     fn a_stuck_wave_halts_naming_the_hosts_it_waited_on() {
         let stuck = Event::WaveEnded(WaveReport {
             wave: 0,
@@ -470,6 +579,7 @@ mod tests {
             answered: 4,
             failed: 0,
             allowed: 1,
+            whole_rollout: None,
             examples: vec![],
             stuck: Some((std::time::Duration::from_secs(600), vec!["h7".into(), "h9".into()])),
         });

@@ -97,6 +97,10 @@ pub enum FailureAction {
     Halt,
     /// Stop, and return every host the rollout touched to its previous version.
     Rollback,
+    /// Leave failed hosts behind and go on through the waves, until the failures of
+    /// the whole rollout pass `max_failed` of the whole selection (which must then be
+    /// written explicitly); then halt.
+    Continue,
 }
 
 impl FailureAction {
@@ -104,6 +108,7 @@ impl FailureAction {
         match self {
             FailureAction::Halt => "halt",
             FailureAction::Rollback => "rollback",
+            FailureAction::Continue => "continue",
         }
     }
 }
@@ -134,6 +139,8 @@ pub struct Plan {
     pub rollback_max_parallel: u32,
     /// A wave with no host answering for this long halts as stuck.
     pub progress_deadline: Duration,
+    /// Share of the whole selection that must be healthy at the end of every bake.
+    pub min_healthy: Option<Percent>,
 }
 
 /// Why a plan was refused.
@@ -217,6 +224,8 @@ struct PlanFile {
     rollback: Option<RollbackFile>,
     #[serde(default)]
     progress_deadline: Option<Scalar>,
+    #[serde(default)]
+    min_healthy: Option<Scalar>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -303,6 +312,7 @@ impl PlanFile {
             bake: self.bake.map(Scalar::into_text).unwrap_or_default(),
             preempt: self.preempt.unwrap_or_default(),
             progress_deadline: self.progress_deadline.map(Scalar::into_text).unwrap_or_default(),
+            min_healthy: self.min_healthy.map(Scalar::into_text).unwrap_or_default(),
             rollback: self.rollback.map(|r| pb::RollbackSpec {
                 waves: r.waves.into_iter().map(Scalar::into_text).collect(),
                 max_parallel: r.max_parallel.unwrap_or(0),
@@ -398,6 +408,7 @@ impl Plan {
             }),
             preempt: self.preempt.clone().unwrap_or_default(),
             progress_deadline: format_duration(self.progress_deadline),
+            min_healthy: self.min_healthy.map(|p| p.to_string()).unwrap_or_default(),
             rollback: Some(pb::RollbackSpec {
                 waves: self.rollback_waves.iter().map(|w| w.to_string()).collect(),
                 max_parallel: self.rollback_max_parallel,
@@ -622,10 +633,17 @@ fn validate(spec: &pb::PlanSpec) -> Result<Plan, FieldError> {
         "rollback" => {
             return Err(bad("on_failure.action", "rollback applies to fix plans only; use halt"));
         }
+        "continue" if on_failure.max_failed.is_empty() => {
+            return Err(bad(
+                "on_failure.action",
+                "continue needs an explicit on_failure.max_failed: how many of the whole selection may fail before the rollout halts anyway",
+            ));
+        }
+        "continue" => FailureAction::Continue,
         other => {
             return Err(bad(
                 "on_failure.action",
-                format!("`{other}` is not an action: use halt or rollback"),
+                format!("`{other}` is not an action: use halt, rollback or continue"),
             ));
         }
     };
@@ -677,7 +695,18 @@ fn validate(spec: &pb::PlanSpec) -> Result<Plan, FieldError> {
     if progress_deadline < Duration::from_secs(1) {
         return Err(bad("progress_deadline", "must be at least 1s (default 30m)"));
     }
+    let min_healthy = match spec.min_healthy.as_str() {
+        "" => None,
+        m => Some(Percent::parse(m).map_err(|msg| bad("min_healthy", msg))?),
+    };
+    if min_healthy.is_some() && bake.is_zero() {
+        return Err(bad(
+            "min_healthy",
+            "is checked at the end of each bake, and this plan has no bake: set bake (e.g. 1m) or drop min_healthy",
+        ));
+    }
     Ok(Plan {
+        min_healthy,
         progress_deadline,
         rollback_waves,
         rollback_max_parallel,

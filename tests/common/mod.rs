@@ -181,6 +181,7 @@ pub fn plan(name: &str, waves: &[&str], max_failed: &str) -> pb::PlanSpec {
         preempt: String::new(),
         rollback: None,
         progress_deadline: String::new(),
+        min_healthy: String::new(),
     }
 }
 
