@@ -281,8 +281,8 @@ async fn invalid_plans_are_refused_with_the_field_named() {
 }
 
 /// Hostile plans: huge, alias bombs, deep nesting, NUL bytes, huge numbers, thousands
-/// of waves. Each is refused with InvalidArgument (OutOfRange past the gRPC message
-/// limit), quickly, and nothing is stored.
+/// of waves. Each is refused with InvalidArgument (ResourceExhausted past the gRPC
+/// message limit), quickly, and nothing is stored.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_plans_are_refused_quickly() {
     let h = Harness::start(50, SimulatorOptions::default()).await;
@@ -303,11 +303,10 @@ async fn hostile_plans_are_refused_quickly() {
             format!("name: x\ndescription: {}\n", "x".repeat(1_100_000)),
             tonic::Code::InvalidArgument,
         ),
-        // tonic answers a message over the decoding limit with OutOfRange.
         (
             "over the gRPC limit",
             "#".repeat(3 * 1024 * 1024),
-            tonic::Code::OutOfRange,
+            tonic::Code::ResourceExhausted,
         ),
         ("billion laughs", bomb, tonic::Code::InvalidArgument),
         (
@@ -351,6 +350,10 @@ async fn hostile_plans_are_refused_quickly() {
             started.elapsed()
         );
     }
+    // Plan text that is not UTF-8, sent as raw bytes in the `yaml` field.
+    let err = submit_raw_yaml(&h, b"name: caf\xe9\nkind: fix\n".to_vec()).await;
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{}", err.message());
+    assert!(err.message().contains("UTF-8"), "{}", err.message());
     let list = client
         .list_rollouts(pb::ListRolloutsRequest::default())
         .await
@@ -358,6 +361,29 @@ async fn hostile_plans_are_refused_quickly() {
         .into_inner();
     assert!(list.rollouts.is_empty());
     h.stop().await;
+}
+
+/// `SubmitPlanRequest` with field 1 (`yaml`) as bytes: what a client that does not
+/// check its strings can put on the wire.
+#[derive(Clone, PartialEq, prost::Message)]
+struct RawSubmit {
+    #[prost(bytes = "vec", tag = "1")]
+    yaml: Vec<u8>,
+}
+
+async fn submit_raw_yaml(h: &Harness, yaml: Vec<u8>) -> tonic::Status {
+    let channel = tonic::transport::Endpoint::from_shared(h.controller.url.clone())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.unwrap();
+    let path = http::uri::PathAndQuery::from_static("/rollout.v1.Controller/SubmitPlan");
+    let codec = tonic_prost::ProstCodec::<RawSubmit, pb::Rollout>::default();
+    grpc.unary(tonic::Request::new(RawSubmit { yaml }), path, codec)
+        .await
+        .expect_err("non-UTF-8 plan text is refused")
 }
 
 proptest::proptest! {

@@ -222,7 +222,14 @@ async fn run(cli: Cli) -> Result<ExitCode> {
 }
 
 fn read(path: &std::path::Path, what: &str) -> Result<String> {
-    std::fs::read_to_string(path).map_err(|e| Error::io(format!("cannot read {what} {}", path.display()), e))
+    let bytes = std::fs::read(path).map_err(|e| Error::io(format!("cannot read {what} {}", path.display()), e))?;
+    String::from_utf8(bytes).map_err(|e| {
+        Error::Usage(format!(
+            "{}: {what} is not UTF-8 text (bad byte at offset {}): save it as UTF-8",
+            path.display(),
+            e.utf8_error().valid_up_to()
+        ))
+    })
 }
 
 fn plan_check(files: &[PathBuf]) -> Result<ExitCode> {

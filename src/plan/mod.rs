@@ -157,14 +157,15 @@ pub struct Error {
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.source_name)?;
+        use crate::error::one_line;
+        write!(f, "{}", one_line(&self.source_name))?;
         if let Some((line, column)) = self.location {
             write!(f, ":{line}:{column}")?;
         }
         if self.field.is_empty() {
-            write!(f, ": {}", self.message)
+            write!(f, ": {}", one_line(&self.message))
         } else {
-            write!(f, ": {}: {}", self.field, self.message)
+            write!(f, ": {}: {}", one_line(&self.field), one_line(&self.message))
         }
     }
 }
@@ -456,12 +457,14 @@ pub(crate) fn yaml_error(e: &serde_yaml::Error) -> (usize, usize, String) {
     (line, column, strip_location(&e.to_string()))
 }
 
-/// serde_yaml appends " at line L column C"; we print the location our own way.
+/// serde_yaml appends " at line L column C"; we print the location our own way. The
+/// input it quotes may hold newlines; they are escaped.
 pub(crate) fn strip_location(message: &str) -> String {
-    match message.rfind(" at line ") {
-        Some(i) => message[..i].to_string(),
-        None => message.to_string(),
-    }
+    let message = match message.rfind(" at line ") {
+        Some(i) => &message[..i],
+        None => message,
+    };
+    crate::error::one_line(message).into_owned()
 }
 
 fn is_name(s: &str) -> bool {
@@ -728,6 +731,16 @@ fn validate(spec: &pb::PlanSpec) -> Result<Plan, FieldError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by `cargo fuzz run plan_yaml` in its first minute: serde_yaml quotes an
+    /// unknown key, newlines and all, and the refusal spanned many lines.
+    #[test]
+    fn a_refusal_quoting_input_stays_on_one_line() {
+        for text in ["\"th\\ne\\r\\nhalt\": 1\n", "th\r\r\re\n\n halt\n", "name: \"a\\nb\"\n"] {
+            let e = Plan::from_yaml(text, "fuzz\n.yaml").unwrap_err().to_string();
+            assert!(!e.contains('\n') && !e.contains('\r'), "{e:?}");
+        }
+    }
 
     const GOOD: &str = "\
 name: exo-retry-fix

@@ -13,9 +13,6 @@ use crate::proto::v1 as pb;
 use crate::proto::v1::controller_server::{Controller, ControllerServer};
 use crate::{Error, Result};
 
-/// Largest request accepted: a plan is at most 1 MiB of YAML.
-const MAX_MESSAGE: usize = 2 * 1024 * 1024;
-
 pub struct ControllerService {
     engine: Arc<Engine>,
     /// Ends watch streams when the controller stops.
@@ -29,7 +26,7 @@ impl ControllerService {
 
     pub fn into_server(self) -> ControllerServer<ControllerService> {
         ControllerServer::new(self)
-            .max_decoding_message_size(MAX_MESSAGE)
+            .max_decoding_message_size(super::limits::MAX_REQUEST_BYTES)
             .max_encoding_message_size(64 * 1024 * 1024)
     }
 }

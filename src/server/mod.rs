@@ -3,6 +3,7 @@
 //! `grpc.health.v1.Health` and server reflection.
 
 mod controller;
+mod limits;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -84,6 +85,9 @@ pub async fn serve(
         .map_err(|e| Error::Usage(format!("reflection: {e}")))?;
     let controller = ControllerService::new(engine, shutdown).into_server();
     tonic::transport::Server::builder()
+        .layer(tower::util::MapResponseLayer::new(
+            limits::resource_exhausted_when_too_large,
+        ))
         .add_service(health_service)
         .add_service(reflection)
         .add_service(controller)
