@@ -11,7 +11,6 @@ use common::*;
 use rollout::cli::connect;
 use rollout::cli::process::Spawned;
 use rollout::proto::v1 as pb;
-use rollout::proto::v1::agent_client::AgentClient;
 
 const EXE: &str = env!("CARGO_BIN_EXE_rollout");
 
@@ -74,7 +73,16 @@ async fn a_killed_controller_resumes_and_applies_each_host_once() {
     let mut spec = plan("crash-fix", &["10%", "40%", "70%", "100%"], "0");
     spec.max_parallel = 50;
     submit(&mut client, spec).await;
-    kill_twice_then_finish(&mut controller, &mut client, "crash-fix", &data, &ctl_fleet, &log).await;
+    kill_twice_then_finish(
+        &mut controller,
+        &mut client,
+        "crash-fix",
+        2_000,
+        &data,
+        &ctl_fleet,
+        &log,
+    )
+    .await;
     check_hosts(&agent, &fleet, "15.20.8207.12", 1).await;
 
     // The rollback: nothing to confirm by probe, so only the reused operation_id
@@ -84,7 +92,16 @@ async fn a_killed_controller_resumes_and_applies_each_host_once() {
     spec.version.clear();
     spec.max_parallel = 50;
     submit(&mut client, spec).await;
-    kill_twice_then_finish(&mut controller, &mut client, "crash-rollback", &data, &ctl_fleet, &log).await;
+    kill_twice_then_finish(
+        &mut controller,
+        &mut client,
+        "crash-rollback",
+        2_000,
+        &data,
+        &ctl_fleet,
+        &log,
+    )
+    .await;
     check_hosts(&agent, &fleet, "15.20.8207.11", 2).await;
 
     assert_eq!(
@@ -99,12 +116,100 @@ async fn a_killed_controller_resumes_and_applies_each_host_once() {
     );
 }
 
+/// kill -9 during an *automatic* rollback: a fix whose first wave breaks hosts fails
+/// its health gate and starts `NAME-rollback`. The controller is killed the moment the
+/// fix is seen failed (before or just after the rollback is created: the rollback is
+/// still started after the restart), then twice during the rollback. The rollback ends
+/// at 100%, every touched host is back on its previous version, and each ran exactly
+/// one deploy and one rollback; untouched hosts ran nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_controller_finishes_an_automatic_rollback() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, log, ctl_fleet) = (
+        dir.path().join("data"),
+        dir.path().join("log"),
+        dir.path().join("fleet.yaml"),
+    );
+    let (mut agent, fleet) = start_fleet(dir.path(), 2_000, &["--latency-ms", "10..30", "--break-rate", "0.2"]).await;
+    let mut controller = start_controller(&data, &ctl_fleet, &log).await;
+    let mut client = connect(&format!("http://{}", controller.addr)).await.unwrap();
+
+    let mut spec = plan("auto-fix", &["25%", "100%"], "2%");
+    spec.max_parallel = 100;
+    spec.bake = "200ms".into();
+    spec.on_failure = Some(pb::OnFailureSpec {
+        max_failed: "2%".into(),
+        action: "rollback".into(),
+    });
+    spec.rollback = Some(pb::RollbackSpec {
+        waves: vec!["100%".into()],
+        max_parallel: 10,
+    });
+    submit(&mut client, spec).await;
+    let failed = within(
+        120,
+        "the health gate to fail the fix",
+        watch_until(&mut client, "auto-fix", |r| {
+            matches!(r.state(), pb::RolloutState::Failed | pb::RolloutState::Succeeded)
+        }),
+    )
+    .await;
+    controller.kill9().await.unwrap();
+    let failed = failed.last().unwrap().clone();
+    assert_eq!(failed.state(), pb::RolloutState::Failed, "{}", failed.halt_reason);
+    assert_eq!(failed.hosts_succeeded, 500, "wave 1 applied, then the gate closed");
+    let created = rollout::store::Store::open(&data).unwrap().rollouts().unwrap().len() > 1;
+    eprintln!(
+        "killed the controller as the fix failed ({}): {}",
+        if created {
+            "its rollback already created"
+        } else {
+            "before its rollback was created"
+        },
+        failed.halt_reason
+    );
+
+    controller = start_controller(&data, &ctl_fleet, &log).await;
+    client = connect(&format!("http://{}", controller.addr)).await.unwrap();
+    let rollback = "auto-fix-rollback";
+    within(60, "the rollback to exist after the restart", async {
+        loop {
+            let list = client
+                .list_rollouts(pb::ListRolloutsRequest::default())
+                .await
+                .unwrap()
+                .into_inner();
+            if list.rollouts.iter().any(|r| r.name == rollback) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    kill_twice_then_finish(&mut controller, &mut client, rollback, 500, &data, &ctl_fleet, &log).await;
+
+    let mut wrong = Vec::new();
+    let mut touched = 0;
+    for (host, p) in probe_all(&agent.addr.to_string(), &fleet).await {
+        assert_eq!(p.version, "15.20.8207.11", "{} is on its previous version", host);
+        touched += u64::from(p.operations_executed > 0);
+        if p.operations_executed != 0 && p.operations_executed != 2 {
+            wrong.push((host.clone(), p.operations_executed));
+        }
+    }
+    assert_eq!(touched, 500, "only the first wave's hosts were touched");
+    assert!(wrong.is_empty(), "hosts not run exactly deploy + rollback: {wrong:?}");
+    assert_eq!(controller.terminate(Duration::from_secs(30)).await.unwrap(), Some(0));
+    assert_eq!(agent.terminate(Duration::from_secs(30)).await.unwrap(), Some(0));
+}
+
 type Client = rollout::proto::v1::controller_client::ControllerClient<tonic::transport::Channel>;
 
 async fn kill_twice_then_finish(
     controller: &mut Spawned,
     client: &mut Client,
     name: &str,
+    hosts: u64,
     data: &Path,
     fleet: &Path,
     log: &Path,
@@ -146,23 +251,15 @@ async fn kill_twice_then_finish(
     .await;
     let done = seen.last().unwrap();
     assert_eq!(done.percent_complete, 100.0);
-    assert_eq!(done.hosts_succeeded, 2_000);
+    assert_eq!(done.hosts_succeeded, hosts);
 }
 
 async fn check_hosts(agent: &Spawned, fleet: &rollout::fleet::FleetFile, version: &str, runs: u64) {
-    let mut probe = AgentClient::connect(format!("http://{}", agent.addr)).await.unwrap();
     let mut wrong = Vec::new();
-    for host in &fleet.hosts {
-        let p = probe
-            .probe(pb::ProbeRequest {
-                host_id: host.id.clone(),
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        assert_eq!(p.version, version, "{}", host.id);
+    for (host, p) in probe_all(&agent.addr.to_string(), fleet).await {
+        assert_eq!(p.version, version, "{}", host);
         if p.operations_executed != runs {
-            wrong.push((host.id.clone(), p.operations_executed));
+            wrong.push((host.clone(), p.operations_executed));
         }
     }
     assert!(
@@ -248,20 +345,12 @@ async fn a_killed_controller_resumes_a_restart_job_without_restarting_twice() {
         .unwrap()
         .into_inner();
     let in_job: std::collections::HashSet<String> = detailed.hosts.iter().map(|h| h.host_id.clone()).collect();
-    let mut probe = AgentClient::connect(format!("http://{}", agent.addr)).await.unwrap();
     let mut wrong = Vec::new();
-    for host in &fleet.hosts {
-        let p = probe
-            .probe(pb::ProbeRequest {
-                host_id: host.id.clone(),
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        assert!(p.healthy, "{} still unhealthy", host.id);
-        let expected = u64::from(in_job.contains(&host.id));
+    for (host, p) in probe_all(&agent.addr.to_string(), &fleet).await {
+        assert!(p.healthy, "{} still unhealthy", host);
+        let expected = u64::from(in_job.contains(&host));
         if p.operations_executed != expected {
-            wrong.push((host.id.clone(), p.operations_executed));
+            wrong.push((host.clone(), p.operations_executed));
         }
     }
     assert!(wrong.is_empty(), "hosts restarted a wrong number of times: {wrong:?}");

@@ -14,7 +14,6 @@ use rand::{Rng, SeedableRng};
 use rollout::cli::connect;
 use rollout::cli::process::Spawned;
 use rollout::proto::v1 as pb;
-use rollout::proto::v1::agent_client::AgentClient;
 use rollout::store::Store;
 
 const EXE: &str = env!("CARGO_BIN_EXE_rollout");
@@ -203,18 +202,10 @@ async fn ten_random_kills_and_more_leave_every_invariant_intact() {
     assert_eq!(controller.terminate(Duration::from_secs(30)).await.unwrap(), Some(0));
     assert_eq!(recount(&data), done.hosts_succeeded);
     // No host applied twice.
-    let mut probe = AgentClient::connect(format!("http://{}", agent.addr)).await.unwrap();
     let mut twice = Vec::new();
-    for host in &fleet.hosts {
-        let p = probe
-            .probe(pb::ProbeRequest {
-                host_id: host.id.clone(),
-            })
-            .await
-            .unwrap()
-            .into_inner();
+    for (host, p) in probe_all(&agent.addr.to_string(), &fleet).await {
         if p.operations_executed != 1 || p.version != "15.20.8207.12" {
-            twice.push((host.id.clone(), p.operations_executed, p.version));
+            twice.push((host.clone(), p.operations_executed, p.version));
         }
     }
     assert!(

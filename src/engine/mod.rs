@@ -152,21 +152,7 @@ pub struct Submitted {
     pub conflicts: Vec<pb::Conflict>,
 }
 
-/// Who holds a host: an active rollout or restart job.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Holder {
-    Rollout { id: u64, name: String },
-    Job { id: u64 },
-}
-
-impl std::fmt::Display for Holder {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Holder::Rollout { id, name } => write!(f, "active rollout `{name}` (id {id})"),
-            Holder::Job { id } => write!(f, "active restart job {id}"),
-        }
-    }
-}
+pub use crate::store::Holder;
 
 /// The engine: every rollout, active or finished, and the tasks driving them.
 pub struct Engine {
@@ -235,6 +221,18 @@ impl Engine {
                 info!(job = job.id, "resuming restart job");
             }
         }
+        engine.release_stale_leases()?;
+        // Rollbacks decided before a crash but not created yet.
+        let pending: Vec<u64> = engine
+            .lock()
+            .values()
+            .filter(|l| l.rollback_pending())
+            .map(|l| l.id)
+            .collect();
+        for id in pending {
+            info!(rollout = id, "starting the rollback it asked for before the restart");
+            let _ = engine.ctx.rollbacks.send(id);
+        }
         Ok(engine)
     }
 
@@ -264,49 +262,44 @@ impl Engine {
         })
     }
 
-    /// Hosts that active rollouts and restart jobs hold, with who holds them. A
-    /// rollout's lease is its selection, recorded with it in one batch before the
-    /// rollout exists; it ends when the rollout ends.
-    fn held_hosts(&self) -> Result<HashMap<String, Holder>> {
-        let mut held = HashMap::new();
-        let active: Vec<Arc<Live>> = self
-            .lock()
-            .values()
-            .filter(|l| !l.state().is_terminal())
-            .cloned()
-            .collect();
-        for live in active {
-            for host in self.ctx.store.rollout_host_ids(live.id)? {
-                held.insert(
-                    host,
-                    Holder::Rollout {
-                        id: live.id,
-                        name: live.name().to_string(),
-                    },
-                );
-            }
-        }
-        let jobs: Vec<Arc<Job>> = self.jobs().values().filter(|j| j.is_active()).cloned().collect();
-        for job in jobs {
-            for host in job.host_ids() {
-                held.insert(host, Holder::Job { id: job.id });
-            }
-        }
-        Ok(held)
-    }
-
-    /// Who holds some of `hosts` (other than `except`), and how many of them.
-    fn conflicts(&self, hosts: &[String], except: u64) -> Result<BTreeMap<Holder, u64>> {
-        let held = self.held_hosts()?;
+    /// Who holds some of `hosts` (other than `except`), and how many of them, as the
+    /// `leases` tree says.
+    fn conflicts(&self, hosts: &[String], except: Option<&Holder>) -> Result<BTreeMap<Holder, u64>> {
         let mut shared: BTreeMap<Holder, u64> = BTreeMap::new();
         for h in hosts {
-            if let Some(holder) = held.get(h)
-                && !matches!(holder, Holder::Rollout { id, .. } if *id == except)
+            if let Some(holder) = self.ctx.store.lease(h)?
+                && Some(&holder) != except
             {
-                *shared.entry(holder.clone()).or_default() += 1;
+                *shared.entry(holder).or_default() += 1;
             }
         }
         Ok(shared)
+    }
+
+    /// Leases left behind by a crash: their holder ended (and wants no rollback) but
+    /// died before giving them up. Released at start-up.
+    fn release_stale_leases(&self) -> Result<()> {
+        let mut stale: BTreeMap<Holder, Vec<String>> = BTreeMap::new();
+        for lease in self.ctx.store.leases() {
+            let (host, holder) = lease?;
+            let alive = match &holder {
+                Holder::Rollout { id, .. } => self
+                    .lock()
+                    .get(id)
+                    .is_some_and(|l| !l.state().is_terminal() || l.rollback_pending()),
+                Holder::Job { id } => self.jobs().get(id).is_some_and(|j| j.is_active()),
+            };
+            if !alive {
+                stale.entry(holder).or_default().push(host);
+            }
+        }
+        for (holder, hosts) in stale {
+            info!(%holder, hosts = hosts.len(), "releasing leases of an ended holder");
+            self.ctx
+                .store
+                .release_leases(&holder, hosts.iter().map(String::as_str))?;
+        }
+        Ok(())
     }
 
     /// Creates (or previews) a restart job. Idempotent by `request_id`.
@@ -365,11 +358,10 @@ impl Engine {
             .await
             .into_iter()
             .collect();
-        let held = self.held_hosts()?;
         let mut skipped = Vec::new();
         let mut chosen = Vec::new();
         for id in candidates {
-            if let Some(why) = held.get(&id) {
+            if let Some(why) = self.ctx.store.lease(&id)? {
                 skipped.push(pb::SkippedHost {
                     host_id: id,
                     reason: format!("held by {why}"),
@@ -427,10 +419,14 @@ impl Engine {
             let job = Job::load(record, host_records, &inventory).map_err(Error::Corrupt)?;
             return Ok((job.preview(&inventory, now), false));
         }
-        self.ctx
+        if let Err(held) = self
+            .ctx
             .store
             .create_restart_job(&record, &host_records, &req.request_id)
-            .await?;
+            .await?
+        {
+            return Err(Error::Refused(held_by(&held, chosen.len())));
+        }
         self.ctx.store.append_event(&pb::EventRecord {
             at_unix_ms: now,
             rollout_id: 0,
@@ -615,8 +611,24 @@ impl Engine {
         }
         let mut name = format!("{}-rollback", original.name());
         name.truncate(63);
+        let mut settled = original.record();
+        if !settled.rollback_pending {
+            return Err(Error::Refused(format!(
+                "rollout `{}` (id {id}) has no rollback waiting to start{}",
+                original.name(),
+                match settled.rollback_id {
+                    0 => String::new(),
+                    r => format!("; its rollback is rollout {r}"),
+                }
+            )));
+        }
+        settled.rollback_pending = false;
         if targets.is_empty() {
             info!(rollout = original.name(), "nothing to roll back: no host was changed");
+            self.ctx.store.put_rollout(&settled)?;
+            original.set_rolled_back(settled);
+            original.release_leases(&self.ctx.store)?;
+            self.ctx.store.flush().await?;
             return Ok(original.snapshot());
         }
         let p = &original.plan;
@@ -662,10 +674,22 @@ impl Engine {
             ..Default::default()
         };
         State::Pending.write(&mut record);
-        self.ctx
+        settled.rollback_id = record.id;
+        let hosts: Vec<(&str, &str)> = targets.iter().map(|(h, v)| (h.as_str(), v.as_str())).collect();
+        // The rollback takes the leases from the rollout it undoes, and that rollout's
+        // record says so, in one transaction.
+        let from = original.holder();
+        if let Err(held) = self
+            .ctx
             .store
-            .create_rollout(&record, targets.iter().map(|(h, v)| (h.as_str(), v.as_str())))
-            .await?;
+            .create_rollout(&record, &hosts, &|h| *h == from, Some(&settled))
+            .await?
+        {
+            return Err(Error::Refused(held_by(&held, hosts.len())));
+        }
+        original.set_rolled_back(settled);
+        // Hosts it held but never changed are free now.
+        original.release_leases(&self.ctx.store)?;
         self.ctx.store.append_event(&pb::EventRecord {
             at_unix_ms: now,
             rollout_id: record.id,
@@ -748,7 +772,7 @@ impl Engine {
             )));
         }
         // Leases: a host belongs to one active rollout or restart job at a time.
-        let shared = self.conflicts(&hosts, 0)?;
+        let shared = self.conflicts(&hosts, None)?;
         let conflicts: Vec<pb::Conflict> = shared
             .iter()
             .map(|(holder, n)| pb::Conflict {
@@ -808,10 +832,12 @@ impl Engine {
             });
         }
         record.id = self.ctx.store.next_id()?;
-        self.ctx
-            .store
-            .create_rollout(&record, hosts.iter().map(|h| (h.as_str(), "")))
-            .await?;
+        let rows: Vec<(&str, &str)> = hosts.iter().map(|h| (h.as_str(), "")).collect();
+        let preempting = plan.preempt.as_deref();
+        let may_take = |h: &Holder| matches!(h, Holder::Rollout { name, .. } if Some(name.as_str()) == preempting);
+        if let Err(held) = self.ctx.store.create_rollout(&record, &rows, &may_take, None).await? {
+            return Err(Error::Refused(held_by(&held, hosts.len())));
+        }
         self.ctx.store.append_event(&pb::EventRecord {
             at_unix_ms: now,
             rollout_id: record.id,
@@ -927,10 +953,16 @@ impl Engine {
             return Ok(Arc::new(answer));
         }
         let live = self.find(key)?;
-        if event == Event::Resume {
+        if event == Event::Resume && matches!(live.state(), State::Paused { .. } | State::Halted { .. }) {
+            // A preempted rollout takes its hosts back, all or none.
             let hosts = self.ctx.store.rollout_host_ids(live.id)?;
-            let shared = self.conflicts(&hosts, live.id)?;
-            if let Some((holder, n)) = shared.iter().next() {
+            if let Err(held) = self.ctx.store.lease_hosts(&live.holder(), &hosts)? {
+                let (holder, n) = held
+                    .0
+                    .iter()
+                    .next()
+                    .map(|(h, n)| (h.to_string(), *n))
+                    .unwrap_or_default();
                 return Err(Error::Refused(format!(
                     "{n} of its hosts are held by {holder} (which preempted it, or started since); wait for it to end or abort it, then resume"
                 )));
@@ -950,4 +982,17 @@ impl Engine {
         }
         Ok(answer)
     }
+}
+
+/// "12 of its 40 hosts are held by active rollout `x` (id 3); ..." for a lease refusal.
+fn held_by(held: &crate::store::Held, total: usize) -> String {
+    let parts: Vec<String> = held
+        .0
+        .iter()
+        .map(|(holder, n)| format!("{n} of its {total} hosts are held by {holder}"))
+        .collect();
+    format!(
+        "{}; wait for it, abort it, or set `preempt: NAME` in the plan to pause that rollout",
+        parts.join("; ")
+    )
 }

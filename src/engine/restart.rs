@@ -303,6 +303,9 @@ impl Job {
         inner.record.updated_at_unix_ms = now_ms;
         inner.record.finished_at_unix_ms = now_ms;
         store.put_restart_job(&inner.record)?;
+        // Nothing is in flight: its hosts are free before anyone is told it ended.
+        let holder = crate::store::Holder::Job { id: self.id };
+        store.release_leases(&holder, inner.hosts.keys().map(String::as_str))?;
         self.publish(&inner);
         Ok(())
     }
@@ -440,6 +443,12 @@ async fn run(job: &Job, ctx: &Context) -> Result<()> {
             _ = tokio::time::sleep(IDLE_TICK), if inflight.is_empty() => {}
             _ = ctx.shutdown.cancelled(), if !ctx.shutdown.is_cancelled() => {}
         }
+    }
+    if !job.is_active() {
+        // Ended (cancelled), and nothing in flight any more: its hosts are free again.
+        let holder = crate::store::Holder::Job { id: job.id };
+        ctx.store
+            .release_leases(&holder, job.host_ids().iter().map(String::as_str))?;
     }
     ctx.store.flush().await?;
     Ok(())

@@ -16,7 +16,7 @@ use super::{Error, Result};
 use crate::fleet::Inventory;
 use crate::plan::{FailureAction, Kind, Plan};
 use crate::proto::v1 as pb;
-use crate::store::Store;
+use crate::store::{Holder, Store};
 
 use pb::HostState;
 
@@ -294,14 +294,25 @@ impl Live {
                 Decision::StartRollback => rollback = true,
             }
         }
+        let mut ended = false;
         if next != inner.state {
             next.write(&mut inner.record);
             inner.record.updated_at_unix_ms = now_ms;
             if next.is_terminal() && inner.record.finished_at_unix_ms == 0 {
                 inner.record.finished_at_unix_ms = now_ms;
             }
+            // The rollback takes over the leases when it is created; until then
+            // (even across a crash) they stay with this rollout.
+            inner.record.rollback_pending |= rollback;
+            ended = next.is_terminal() && !inner.record.rollback_pending;
             inner.state = next;
             store.put_rollout(&inner.record)?;
+        }
+        if ended {
+            // Before anyone is told it ended, so its hosts are free when they look.
+            drop(inner);
+            self.release_leases(store)?;
+            inner = self.lock();
         }
         self.publish(&inner);
         drop(inner);
@@ -309,6 +320,39 @@ impl Live {
             self.control.send_modify(|g| *g += 1);
         }
         Ok(rollback)
+    }
+
+    /// Who this rollout is, as a lease holder.
+    pub fn holder(&self) -> Holder {
+        Holder::Rollout {
+            id: self.id,
+            name: self.plan.name.clone(),
+        }
+    }
+
+    /// Gives up the leases on this rollout's hosts that it still holds.
+    pub fn release_leases(&self, store: &Store) -> Result<()> {
+        let hosts = store.rollout_host_ids(self.id)?;
+        store.release_leases(&self.holder(), hosts.iter().map(String::as_str))?;
+        Ok(())
+    }
+
+    /// True when this rollout ended asking for a rollback that was not created yet.
+    pub fn rollback_pending(&self) -> bool {
+        self.lock().record.rollback_pending
+    }
+
+    /// The stored record as it is now.
+    pub fn record(&self) -> pb::RolloutRecord {
+        self.lock().record.clone()
+    }
+
+    /// Records that the rollback was created (in the same transaction, by the caller's
+    /// `also` record), or that there was nothing to roll back (`rollback_id` 0).
+    pub fn set_rolled_back(&self, record: pb::RolloutRecord) {
+        let mut inner = self.lock();
+        inner.record = record;
+        self.publish(&inner);
     }
 
     /// Puts a halted wave's failed hosts back in its queue. A host whose last attempt

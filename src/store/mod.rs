@@ -6,15 +6,21 @@
 //! - `hosts`, `customers`: the inventory, by id
 //! - `requests`: client request_id -> rollout id (u64 BE), for idempotent submits
 //! - `events`: sequence (u64 BE) -> `EventRecord`, the audit log
-//! - `meta`: schema version
+//! - `restart_jobs`, `restart_hosts`: like `rollouts` and `rollout_hosts`
+//! - `leases`: host id -> `LeaseRecord`, the one active rollout or job holding it
+//! - `meta`: schema version, the id counter
 //!
-//! Writes are grouped: a batch of intents is one `apply_batch` and one flush (group
-//! commit), and a rollout's record is written after its hosts, so a crash part-way
-//! through a submission leaves no rollout behind, only unreachable host rows.
+//! A rollout (or restart job) is created in one sled transaction: its host rows, the
+//! leases on those hosts, its record and its request id, all or nothing; the lease
+//! check is inside the transaction. Later writes are grouped: a batch of intents is
+//! one `apply_batch` and one flush (group commit).
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use prost::Message;
+use sled::Transactional;
+use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 
 use crate::proto::v1 as pb;
 
@@ -59,7 +65,99 @@ pub struct Store {
     events: sled::Tree,
     restart_jobs: sled::Tree,
     restart_hosts: sled::Tree,
+    leases: sled::Tree,
     meta: sled::Tree,
+}
+
+/// Hosts that could not be leased, counted by the holder that has them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Held(pub BTreeMap<Holder, u64>);
+
+/// Who holds a lease, as ordered for messages (rollouts first, by id).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Holder {
+    Rollout { id: u64, name: String },
+    Job { id: u64 },
+}
+
+impl Holder {
+    pub fn of(lease: &pb::LeaseRecord) -> Holder {
+        match lease.kind() {
+            pb::lease_record::Kind::RestartJob => Holder::Job { id: lease.id },
+            _ => Holder::Rollout {
+                id: lease.id,
+                name: lease.name.clone(),
+            },
+        }
+    }
+
+    pub fn lease(&self) -> pb::LeaseRecord {
+        match self {
+            Holder::Rollout { id, name } => pb::LeaseRecord {
+                kind: pb::lease_record::Kind::Rollout as i32,
+                id: *id,
+                name: name.clone(),
+            },
+            Holder::Job { id } => pb::LeaseRecord {
+                kind: pb::lease_record::Kind::RestartJob as i32,
+                id: *id,
+                name: String::new(),
+            },
+        }
+    }
+}
+
+impl std::fmt::Display for Holder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Holder::Rollout { id, name } => write!(f, "active rollout `{name}` (id {id})"),
+            Holder::Job { id } => write!(f, "active restart job {id}"),
+        }
+    }
+}
+
+/// Why a transaction that takes leases did not commit.
+enum Abort {
+    Held(Held),
+    Store(Error),
+}
+
+/// Takes the lease of each of `hosts` for `me` inside a transaction, unless another
+/// holder has it and `may_take` says no; those are counted instead.
+fn take_leases<'a>(
+    leases: &TransactionalTree,
+    hosts: impl Iterator<Item = &'a str>,
+    me: &Holder,
+    may_take: &(dyn Fn(&Holder) -> bool + Sync),
+) -> std::result::Result<(), ConflictableTransactionError<Abort>> {
+    let mine = me.lease().encode_to_vec();
+    let mut held = BTreeMap::new();
+    for host in hosts {
+        if let Some(old) = leases.get(host.as_bytes())? {
+            let old = decode::<pb::LeaseRecord>("leases", &old)
+                .map_err(|e| ConflictableTransactionError::Abort(Abort::Store(e)))?;
+            let holder = Holder::of(&old);
+            if holder != *me && !may_take(&holder) {
+                *held.entry(holder).or_insert(0) += 1;
+                continue;
+            }
+        }
+        leases.insert(host.as_bytes(), mine.as_slice())?;
+    }
+    if held.is_empty() {
+        Ok(())
+    } else {
+        Err(ConflictableTransactionError::Abort(Abort::Held(Held(held))))
+    }
+}
+
+fn committed(result: std::result::Result<(), TransactionError<Abort>>) -> Result<std::result::Result<(), Held>> {
+    match result {
+        Ok(()) => Ok(Ok(())),
+        Err(TransactionError::Abort(Abort::Held(held))) => Ok(Err(held)),
+        Err(TransactionError::Abort(Abort::Store(e))) => Err(e),
+        Err(TransactionError::Storage(e)) => Err(e.into()),
+    }
 }
 
 fn decode<M: Message + Default>(tree: &'static str, bytes: &[u8]) -> Result<M> {
@@ -114,6 +212,7 @@ impl Store {
             events: db.open_tree("events")?,
             restart_jobs: db.open_tree("restart_jobs")?,
             restart_hosts: db.open_tree("restart_hosts")?,
+            leases: db.open_tree("leases")?,
             meta,
             db,
         })
@@ -137,31 +236,84 @@ impl Store {
         Ok(())
     }
 
-    /// Records a new rollout with all its selected hosts as pending, then the
-    /// request id, and flushes. The rollout record goes last: it is the commit point.
-    /// `hosts`: (host id, target version or "" for the plan's own).
-    pub async fn create_rollout<'a>(
+    /// Records a new rollout in one transaction: every selected host as pending, the
+    /// lease on each, the record and its request id; then flushes. A host leased to
+    /// another holder that `may_take` refuses aborts it all: `Ok(Err(held))`.
+    /// `hosts`: (host id, target version or "" for the plan's own). `also`: another
+    /// rollout's record to write in the same transaction (the original of a rollback).
+    pub async fn create_rollout(
         &self,
         record: &pb::RolloutRecord,
-        hosts: impl Iterator<Item = (&'a str, &'a str)>,
-    ) -> Result<()> {
-        let mut batch = sled::Batch::default();
-        for (host, version) in hosts {
-            let pending = pb::RolloutHostRecord {
-                state: pb::HostState::Pending as i32,
-                version: version.to_string(),
-                ..Default::default()
-            };
-            batch.insert(host_key(record.id, host), pending.encode_to_vec());
-        }
-        self.rollout_hosts.apply_batch(batch)?;
+        hosts: &[(&str, &str)],
+        may_take: &(dyn Fn(&Holder) -> bool + Sync),
+        also: Option<&pb::RolloutRecord>,
+    ) -> Result<std::result::Result<(), Held>> {
+        let me = Holder::Rollout {
+            id: record.id,
+            name: record.name.clone(),
+        };
+        let trees = (&self.rollouts, &self.rollout_hosts, &self.leases, &self.requests);
+        let result = trees.transaction(|(rollouts, rows, leases, requests)| {
+            take_leases(leases, hosts.iter().map(|(h, _)| *h), &me, may_take)?;
+            for (host, version) in hosts {
+                let pending = pb::RolloutHostRecord {
+                    state: pb::HostState::Pending as i32,
+                    version: version.to_string(),
+                    ..Default::default()
+                };
+                rows.insert(host_key(record.id, host), pending.encode_to_vec())?;
+            }
+            rollouts.insert(&record.id.to_be_bytes(), record.encode_to_vec())?;
+            if let Some(other) = also {
+                rollouts.insert(&other.id.to_be_bytes(), other.encode_to_vec())?;
+            }
+            if !record.request_id.is_empty() {
+                requests.insert(record.request_id.as_bytes(), &record.id.to_be_bytes())?;
+            }
+            Ok(())
+        });
+        let outcome = committed(result)?;
         self.flush().await?;
-        self.rollouts.insert(record.id.to_be_bytes(), record.encode_to_vec())?;
-        if !record.request_id.is_empty() {
-            self.requests
-                .insert(record.request_id.as_bytes(), &record.id.to_be_bytes())?;
+        Ok(outcome)
+    }
+
+    /// Takes the leases of `hosts` for `me` (a preempted rollout resuming), all or
+    /// none. Durable at the next flush.
+    pub fn lease_hosts(&self, me: &Holder, hosts: &[String]) -> Result<std::result::Result<(), Held>> {
+        let result = self
+            .leases
+            .transaction(|leases| take_leases(leases, hosts.iter().map(String::as_str), me, &|_| false));
+        committed(result)
+    }
+
+    /// Who holds `host`, if anyone.
+    pub fn lease(&self, host: &str) -> Result<Option<Holder>> {
+        self.leases
+            .get(host.as_bytes())?
+            .map(|v| decode::<pb::LeaseRecord>("leases", &v).map(|l| Holder::of(&l)))
+            .transpose()
+    }
+
+    /// Every lease, by host.
+    pub fn leases(&self) -> impl Iterator<Item = Result<(String, Holder)>> + use<> {
+        self.leases.iter().map(|kv| {
+            let (k, v) = kv?;
+            let lease: pb::LeaseRecord = decode("leases", &v)?;
+            Ok((String::from_utf8_lossy(&k).into_owned(), Holder::of(&lease)))
+        })
+    }
+
+    /// Gives up `holder`'s leases on `hosts`; a host someone else holds now (it was
+    /// preempted) is left alone. Durable at the next flush.
+    pub fn release_leases<'a>(&self, holder: &Holder, hosts: impl Iterator<Item = &'a str>) -> Result<()> {
+        let mine = holder.lease().encode_to_vec();
+        for host in hosts {
+            // Compare-and-delete: only what is still ours.
+            let _ = self
+                .leases
+                .compare_and_swap(host.as_bytes(), Some(mine.as_slice()), None::<&[u8]>)?;
         }
-        self.flush().await
+        Ok(())
     }
 
     /// The answer recorded for an operator's request id (pause, resume, abort).
@@ -267,22 +419,32 @@ impl Store {
         Ok((hosts, customers))
     }
 
-    /// Records a new restart job with its hosts, then its request id, and flushes.
-    /// The job record goes last: it is the commit point.
+    /// Records a new restart job in one transaction: its hosts, their leases, the
+    /// record and its request id; then flushes. `Ok(Err(held))` when a host is leased.
     pub async fn create_restart_job(
         &self,
         record: &pb::RestartJobRecord,
         hosts: &[pb::RestartHostRecord],
         request_id: &str,
-    ) -> Result<()> {
-        self.put_restart_hosts(record.id, hosts)?;
+    ) -> Result<std::result::Result<(), Held>> {
+        let me = Holder::Job { id: record.id };
+        let host_id = |r: &pb::RestartHostRecord| r.host.as_ref().map_or("", |h| h.host_id.as_str()).to_string();
+        let ids: Vec<String> = hosts.iter().map(host_id).collect();
+        let trees = (&self.restart_jobs, &self.restart_hosts, &self.leases, &self.requests);
+        let result = trees.transaction(|(jobs, rows, leases, requests)| {
+            take_leases(leases, ids.iter().map(String::as_str), &me, &|_| false)?;
+            for (host, r) in ids.iter().zip(hosts) {
+                rows.insert(host_key(record.id, host), r.encode_to_vec())?;
+            }
+            jobs.insert(&record.id.to_be_bytes(), record.encode_to_vec())?;
+            if !request_id.is_empty() {
+                requests.insert(format!("restart:{request_id}").as_bytes(), &record.id.to_be_bytes())?;
+            }
+            Ok(())
+        });
+        let outcome = committed(result)?;
         self.flush().await?;
-        self.put_restart_job(record)?;
-        if !request_id.is_empty() {
-            self.requests
-                .insert(format!("restart:{request_id}").as_bytes(), &record.id.to_be_bytes())?;
-        }
-        self.flush().await
+        Ok(outcome)
     }
 
     /// The restart job a client request created, if any.
@@ -368,9 +530,12 @@ mod tests {
             ..Default::default()
         };
         store
-            .create_rollout(&record, [("b", ""), ("a", "")].into_iter())
+            .create_rollout(&record, &[("b", ""), ("a", "")], &|_| false, None)
             .await
+            .unwrap()
             .unwrap();
+        let me = Holder::Rollout { id, name: "fix".into() };
+        assert_eq!(store.lease("a").unwrap(), Some(me.clone()));
         assert_eq!(store.rollout(id).unwrap(), Some(record));
         assert_eq!(store.rollout_for_request("req-1").unwrap(), Some(id));
         let hosts: Vec<_> = store.rollout_hosts(id).map(|r| r.unwrap().0).collect();
@@ -386,6 +551,37 @@ mod tests {
             store.rollout_hosts(id + 1).count(),
             0,
             "prefix scan stays in its rollout"
+        );
+
+        // A second rollout over "b" and "c" is refused whole: no row, no lease, no record.
+        let other = pb::RolloutRecord {
+            id: id + 1,
+            name: "other".into(),
+            ..Default::default()
+        };
+        let held = store
+            .create_rollout(&other, &[("c", ""), ("b", "")], &|_| false, None)
+            .await
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(held.0, BTreeMap::from([(me.clone(), 1)]));
+        assert_eq!(store.lease("c").unwrap(), None);
+        assert_eq!(store.rollout(id + 1).unwrap(), None);
+        assert_eq!(store.rollout_hosts(id + 1).count(), 0);
+        // Preempting takes it; the first holder's release then leaves "b" alone.
+        store
+            .create_rollout(&other, &[("c", ""), ("b", "")], &|h| *h == me, None)
+            .await
+            .unwrap()
+            .unwrap();
+        store.release_leases(&me, ["a", "b"].into_iter()).unwrap();
+        assert_eq!(store.lease("a").unwrap(), None);
+        assert_eq!(
+            store.lease("b").unwrap(),
+            Some(Holder::Rollout {
+                id: id + 1,
+                name: "other".into()
+            })
         );
     }
 }

@@ -293,3 +293,22 @@ impl rollout::engine::Clock for FixedClock {
         self.0.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
+
+/// What the agent at `addr` says of every host of `fleet`, in fleet order.
+pub async fn probe_all(addr: &str, fleet: &FleetFile) -> Vec<(String, pb::ProbeResponse)> {
+    let mut agent = AgentClient::connect(format!("http://{addr}"))
+        .await
+        .expect("connect to the agent");
+    let mut answers = Vec::with_capacity(fleet.hosts.len());
+    for host in &fleet.hosts {
+        let p = agent
+            .probe(pb::ProbeRequest {
+                host_id: host.id.clone(),
+            })
+            .await
+            .expect("probe")
+            .into_inner();
+        answers.push((host.id.clone(), p));
+    }
+    answers
+}
