@@ -2,7 +2,7 @@
 
 use tonic::{Code, Status};
 
-use crate::{engine, fleet, plan, store};
+use crate::{auth, engine, fleet, plan, store};
 
 /// Anything that can go wrong in a command or a request.
 #[derive(Debug, thiserror::Error)]
@@ -19,6 +19,9 @@ pub enum Error {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] store::Error),
+    /// A tokens file was refused.
+    #[error(transparent)]
+    Auth(#[from] auth::Error),
     /// A file or socket operation failed; `context` says which and what to check.
     #[error("{context}: {source}")]
     Io {
@@ -73,7 +76,7 @@ impl From<Status> for Error {
 impl From<Error> for Status {
     fn from(e: Error) -> Status {
         let code = match &e {
-            Error::Plan(_) | Error::Fleet(_) | Error::Usage(_) => Code::InvalidArgument,
+            Error::Plan(_) | Error::Fleet(_) | Error::Auth(_) | Error::Usage(_) => Code::InvalidArgument,
             Error::Engine(engine) => match engine {
                 engine::Error::NotFound(_) => Code::NotFound,
                 engine::Error::AlreadyExists(_) => Code::AlreadyExists,

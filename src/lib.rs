@@ -20,6 +20,7 @@
 //! - [`proto`]: generated protobuf and gRPC code.
 
 pub mod agent;
+pub mod auth;
 pub mod cli;
 pub mod engine;
 pub mod error;
@@ -29,5 +30,6 @@ pub mod plan;
 pub mod proto;
 pub mod server;
 pub mod store;
+pub mod tls;
 
 pub use error::{Error, Result};

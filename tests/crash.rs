@@ -203,8 +203,6 @@ async fn a_killed_controller_finishes_an_automatic_rollback() {
     assert_eq!(agent.terminate(Duration::from_secs(30)).await.unwrap(), Some(0));
 }
 
-type Client = rollout::proto::v1::controller_client::ControllerClient<tonic::transport::Channel>;
-
 async fn kill_twice_then_finish(
     controller: &mut Spawned,
     client: &mut Client,

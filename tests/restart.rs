@@ -8,12 +8,10 @@ use std::collections::{BTreeSet, HashMap};
 use common::*;
 use rollout::agent::SimulatorOptions;
 use rollout::proto::v1 as pb;
-use rollout::proto::v1::controller_client::ControllerClient;
-use tonic::transport::Channel;
 
 const TIERS: [&str; 4] = ["in-hours", "starting-soon", "off-hours", "no-customer"];
 
-async fn wait_job(client: &mut ControllerClient<Channel>, id: u64) -> pb::RestartJob {
+async fn wait_job(client: &mut Client, id: u64) -> pb::RestartJob {
     let mut stream = client
         .watch_restart_job(pb::GetRestartJobRequest {
             id,

@@ -12,24 +12,46 @@ use tonic::transport::Endpoint;
 use tracing::{debug, warn};
 
 use super::host::HostAgent;
+use crate::auth::client::{Bearer, Credentials};
 use crate::proto::v1 as pb;
 use crate::proto::v1::controller_client::ControllerClient;
 
+type Client = ControllerClient<tonic::service::interceptor::InterceptedService<tonic::transport::Channel, Bearer>>;
+
+/// A lazily connected client with the agent's TLS material and token (role `agent`).
+fn heartbeat_client(controller: &str, credentials: &Credentials) -> crate::Result<Client> {
+    let mut endpoint = Endpoint::from_shared(controller.to_string())
+        .map_err(|e| crate::Error::Usage(format!("the controller URL `{controller}` is not valid: {e}")))?
+        .connect_timeout(Duration::from_secs(5));
+    if let Some(tls) = credentials.tls.config()? {
+        endpoint = endpoint.tls_config(tls).map_err(|source| crate::Error::Transport {
+            context: "TLS to the controller (check --ca, --cert and --key)".into(),
+            source,
+        })?;
+    }
+    let bearer = Bearer::new(credentials.token.as_deref())?;
+    Ok(ControllerClient::with_interceptor(endpoint.connect_lazy(), bearer))
+}
+
 /// Sends heartbeats to the configured controller until `shutdown`. `bound` is the
 /// address the agent listens on, advertised unless the config names another.
-pub async fn run(agent: Arc<HostAgent>, bound: std::net::SocketAddr, shutdown: CancellationToken) {
+pub async fn run(
+    agent: Arc<HostAgent>,
+    bound: std::net::SocketAddr,
+    credentials: Credentials,
+    shutdown: CancellationToken,
+) {
     let config = agent.config().clone();
     let Some(controller) = config.controller.clone() else {
         return;
     };
-    let channel = match Endpoint::from_shared(controller.clone()) {
-        Ok(e) => e.connect_timeout(Duration::from_secs(5)).connect_lazy(),
+    let mut client = match heartbeat_client(&controller, &credentials) {
+        Ok(client) => client,
         Err(e) => {
-            warn!(%controller, error = %e, "the controller URL is not valid; no heartbeats");
+            warn!(%controller, error = %e, "no heartbeats");
             return;
         }
     };
-    let mut client = ControllerClient::new(channel);
     let interval = config.heartbeat;
     let address = config.address.clone().unwrap_or_else(|| bound.to_string());
     loop {

@@ -251,9 +251,17 @@ impl Agent for HostAgentService {
 pub async fn serve(
     listener: tokio::net::TcpListener,
     agent: Arc<HostAgent>,
+    tls: Option<tonic::transport::ServerTlsConfig>,
     signal: impl std::future::Future<Output = ()> + Send,
 ) -> crate::Result<()> {
-    tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        builder = builder.tls_config(tls).map_err(|source| crate::Error::Transport {
+            context: "TLS configuration (check --tls-cert, --tls-key and --client-ca)".into(),
+            source,
+        })?;
+    }
+    builder
         .add_service(AgentServer::new(HostAgentService(agent)))
         .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), signal)
         .await

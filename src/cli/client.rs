@@ -1,15 +1,36 @@
-//! The gRPC client the commands share: one connection, errors as one line.
+//! The gRPC client the commands share: one connection, TLS and a bearer token when
+//! configured, errors as one line.
 
+use std::sync::OnceLock;
 use std::time::Duration;
 
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
+pub use crate::auth::client::{Bearer, Credentials};
 use crate::proto::v1::controller_client::ControllerClient;
+use crate::tls::ClientFiles;
 use crate::{Error, Result};
 
-/// Connects to the controller at `server` (a URL like `http://127.0.0.1:50051`).
-pub async fn connect(server: &str) -> Result<ControllerClient<Channel>> {
-    let endpoint = Endpoint::from_shared(server.to_string())
+/// A Controller client that sends the caller's token with every call.
+pub type Client = ControllerClient<InterceptedService<Channel, Bearer>>;
+
+/// The command line's credentials, set once at start-up by `main`.
+static CREDENTIALS: OnceLock<Credentials> = OnceLock::new();
+
+/// Sets the credentials every later [`connect`] uses (once per process).
+pub fn set_credentials(credentials: Credentials) {
+    let _ = CREDENTIALS.set(credentials);
+}
+
+/// The command line's credentials (none before `set_credentials`).
+pub fn credentials() -> Credentials {
+    CREDENTIALS.get().cloned().unwrap_or_default()
+}
+
+/// A channel to `server` (`http://` or, with TLS, `https://`), connected now.
+pub async fn channel(server: &str, tls: &ClientFiles, what: &str) -> Result<Channel> {
+    let mut endpoint = Endpoint::from_shared(server.to_string())
         .map_err(|_| {
             Error::Usage(format!(
                 "--server `{server}` is not a URL: write it like http://127.0.0.1:50051"
@@ -17,13 +38,40 @@ pub async fn connect(server: &str) -> Result<ControllerClient<Channel>> {
         })?
         .connect_timeout(Duration::from_secs(5))
         .tcp_nodelay(true);
-    let channel = endpoint.connect().await.map_err(|e| {
-        let cause = std::error::Error::source(&e).map_or_else(|| e.to_string(), |s| s.to_string());
-        Error::Usage(format!(
-            "cannot reach the controller at {server}: {cause}; start it with `rollout serve` or point --server (or ROLLOUT_SERVER) at it"
-        ))
-    })?;
-    Ok(ControllerClient::new(channel)
+    if let Some(config) = tls.config()? {
+        endpoint = endpoint.tls_config(config).map_err(|source| Error::Transport {
+            context: "TLS configuration (check --ca, --cert and --key)".into(),
+            source,
+        })?;
+    }
+    endpoint.connect().await.map_err(|e| {
+        let mut cause = e.to_string();
+        let mut source = std::error::Error::source(&e);
+        while let Some(s) = source {
+            cause = s.to_string();
+            source = s.source();
+        }
+        Error::Usage(format!("cannot reach {what} at {server}: {cause}"))
+    })
+}
+
+/// Connects to the controller at `server` with the command line's credentials.
+pub async fn connect(server: &str) -> Result<Client> {
+    connect_with(server, &credentials()).await
+}
+
+/// Connects to the controller at `server` with `credentials`.
+pub async fn connect_with(server: &str, credentials: &Credentials) -> Result<Client> {
+    let channel = channel(server, &credentials.tls, "the controller")
+        .await
+        .map_err(|e| match e {
+            Error::Usage(m) => Error::Usage(format!(
+                "{m}; start it with `rollout serve` or point --server (or ROLLOUT_SERVER) at it"
+            )),
+            other => other,
+        })?;
+    let bearer = Bearer::new(credentials.token.as_deref())?;
+    Ok(ControllerClient::with_interceptor(channel, bearer)
         .max_decoding_message_size(64 * 1024 * 1024)
         .max_encoding_message_size(4 * 1024 * 1024))
 }

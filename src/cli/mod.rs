@@ -4,6 +4,7 @@
 //! Errors are printed as one line, `error: ...`, with a non-zero exit; never a panic
 //! or a backtrace.
 
+mod audit;
 mod client;
 mod demo;
 pub mod process;
@@ -18,7 +19,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-pub use client::connect;
+pub use client::{Client, Credentials, connect, connect_with};
 
 use crate::fleet::{GenerateOptions, generate};
 use crate::plan::Plan;
@@ -37,8 +38,30 @@ pub struct Cli {
         default_value = "http://127.0.0.1:50051"
     )]
     pub server: String,
+    /// CA certificate (PEM) to trust for a TLS controller; turns TLS on.
+    #[arg(long, global = true, env = "ROLLOUT_CA")]
+    pub ca: Option<PathBuf>,
+    /// Client certificate (PEM) for mutual TLS; needs --key.
+    #[arg(long, global = true, env = "ROLLOUT_CERT")]
+    pub cert: Option<PathBuf>,
+    /// Private key (PEM) of --cert.
+    #[arg(long, global = true, env = "ROLLOUT_KEY")]
+    pub key: Option<PathBuf>,
+    /// File whose first line is the bearer token (else the ROLLOUT_TOKEN variable).
+    #[arg(long, global = true, env = "ROLLOUT_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+    /// Log lines as text or as JSON objects (one per line).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// How `serve` and `agent` write their logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -89,6 +112,13 @@ pub enum Command {
     Restart(restart::RestartArgs),
     /// List hosts with their health and version.
     Hosts(restart::HostsArgs),
+    /// The audit log: who changed what, when, and how it ended.
+    Audit(audit::AuditArgs),
+    /// Make bearer tokens for a tokens file (`rollout serve --auth`).
+    Token {
+        #[command(subcommand)]
+        command: audit::TokenCommand,
+    },
     /// Work with plan files offline.
     Plan {
         #[command(subcommand)]
@@ -148,7 +178,7 @@ fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
 /// Runs the command line and turns every error into one line and an exit code.
 pub fn main(cli: Cli) -> ExitCode {
     let server_side = matches!(cli.command, Command::Serve(_) | Command::Agent(_));
-    init_logging(if server_side { "info" } else { "warn" });
+    init_logging(if server_side { "info" } else { "warn" }, cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -165,17 +195,33 @@ pub fn main(cli: Cli) -> ExitCode {
     }
 }
 
-fn init_logging(default: &str) {
+/// Logs to standard error, filtered by `RUST_LOG` (default: `default` for our own
+/// lines, warnings for the libraries'), as text or JSON.
+fn init_logging(default: &str, format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{default},sled=warn,h2=warn,tower=warn")));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .try_init(),
+        LogFormat::Json => builder.json().with_current_span(true).with_span_list(true).try_init(),
+    };
 }
 
 async fn run(cli: Cli) -> Result<ExitCode> {
+    let credentials = client::Credentials {
+        tls: crate::tls::ClientFiles {
+            ca: cli.ca.clone(),
+            cert: cli.cert.clone(),
+            key: cli.key.clone(),
+        },
+        token: None,
+    }
+    .with_token_file(cli.token_file.as_deref())?;
+    client::set_credentials(credentials);
     let server = cli.server.as_str();
     match cli.command {
         Command::Serve(args) => serve::serve(args).await,
@@ -207,6 +253,8 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Restart(args) => restart::restart(server, args).await,
         Command::Hosts(args) => restart::hosts(server, args).await,
+        Command::Audit(args) => audit::audit(server, args).await,
+        Command::Token { command } => audit::token(command),
         Command::Pause { name } => act(server, &name, Act::Pause, String::new()).await,
         Command::Resume { name } => act(server, &name, Act::Resume, String::new()).await,
         Command::Abort { name, reason, rollback } => {

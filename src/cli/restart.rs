@@ -7,12 +7,10 @@ use std::process::ExitCode;
 
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use tonic::transport::Channel;
 
 use super::client::connect;
 use crate::engine::restart_state_name as job_state;
 use crate::proto::v1 as pb;
-use crate::proto::v1::controller_client::ControllerClient;
 use crate::{Error, Result};
 
 #[derive(Debug, Args)]
@@ -240,7 +238,7 @@ fn print_skipped(job: &pb::RestartJob) {
     }
 }
 
-async fn get(client: &mut ControllerClient<Channel>, id: u64, include_hosts: bool) -> Result<pb::RestartJob> {
+async fn get(client: &mut super::Client, id: u64, include_hosts: bool) -> Result<pb::RestartJob> {
     Ok(client
         .get_restart_job(pb::GetRestartJobRequest { id, include_hosts })
         .await?
@@ -248,7 +246,7 @@ async fn get(client: &mut ControllerClient<Channel>, id: u64, include_hosts: boo
 }
 
 /// Follows a job to its end: a bar on a terminal, lines elsewhere.
-pub async fn follow(client: &mut ControllerClient<Channel>, id: u64) -> Result<pb::RestartJob> {
+pub async fn follow(client: &mut super::Client, id: u64) -> Result<pb::RestartJob> {
     let mut stream = client
         .watch_restart_job(pb::GetRestartJobRequest {
             id,

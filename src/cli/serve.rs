@@ -36,6 +36,21 @@ pub struct ServeArgs {
     /// Deadline of each call to an agent.
     #[arg(long, default_value = "10m", value_parser = super::parse_duration)]
     pub agent_timeout: Duration,
+    #[command(flatten)]
+    pub tls: TlsArgs,
+    /// Tokens file: hashed bearer tokens and certificate subjects, each with a role.
+    #[arg(long)]
+    pub auth: Option<PathBuf>,
+    /// Serve a non-loopback address without authentication (dangerous).
+    #[arg(long)]
+    pub insecure_no_auth: bool,
+    /// Changes (submit, pause, restart...) each principal may make per second.
+    #[arg(long, default_value_t = 10)]
+    pub max_changes_per_second: u32,
+    /// Speak TLS to agents whose certificates chain to this CA (mutual TLS with
+    /// --tls-cert and --tls-key as the controller's identity).
+    #[arg(long)]
+    pub agent_ca: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -68,6 +83,33 @@ pub struct AgentArgs {
     /// Share of deploys that succeed but leave the host unhealthy (simulator).
     #[arg(long, default_value_t = 0.0)]
     pub break_rate: f64,
+    /// TLS for a host agent (the simulator serves plaintext).
+    #[command(flatten)]
+    pub tls: TlsArgs,
+}
+
+/// The server side of TLS, for `serve` and `agent`.
+#[derive(Debug, Args)]
+pub struct TlsArgs {
+    /// Serve TLS with this certificate (PEM); needs --tls-key.
+    #[arg(long)]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long)]
+    pub tls_key: Option<PathBuf>,
+    /// Require client certificates signed by this CA (mutual TLS).
+    #[arg(long)]
+    pub client_ca: Option<PathBuf>,
+}
+
+impl TlsArgs {
+    fn files(&self) -> crate::tls::ServerFiles {
+        crate::tls::ServerFiles {
+            cert: self.tls_cert.clone(),
+            key: self.tls_key.clone(),
+            client_ca: self.client_ca.clone(),
+        }
+    }
 }
 
 /// Binds `addr` and prints the line scripts read the port from.
@@ -114,7 +156,53 @@ fn stop_on_signals(token: CancellationToken) {
     });
 }
 
+/// The API's security from the flags. A non-loopback address needs `--auth` (or an
+/// explicit `--insecure-no-auth`, which is logged loudly).
+fn security(args: &ServeArgs) -> Result<server::Security> {
+    let tls = args.tls.files().config()?;
+    let credentials = match &args.auth {
+        Some(path) => Some(Arc::new(crate::auth::Credentials::load(path)?)),
+        None => None,
+    };
+    let loopback = args
+        .listen
+        .parse::<std::net::SocketAddr>()
+        .map(|a| a.ip().is_loopback())
+        .unwrap_or_else(|_| args.listen.starts_with("localhost:"));
+    if credentials.is_none() && !loopback {
+        if !args.insecure_no_auth {
+            return Err(Error::Usage(format!(
+                "--listen {} is not a loopback address: give --auth tokens.yaml (see README, Security), or --insecure-no-auth to serve it open",
+                args.listen
+            )));
+        }
+        warn!(
+            listen = %args.listen,
+            "SERVING WITHOUT AUTHENTICATION on a non-loopback address (--insecure-no-auth): anyone who can reach it can change the fleet"
+        );
+    }
+    let agents = match &args.agent_ca {
+        None => None,
+        Some(ca) => crate::tls::ClientFiles {
+            ca: Some(ca.clone()),
+            cert: args.tls.tls_cert.clone(),
+            key: args.tls.tls_key.clone(),
+        }
+        .config()?,
+    };
+    Ok(server::Security {
+        tls,
+        credentials,
+        agents,
+        rate: crate::auth::RateLimit {
+            per_second: args.max_changes_per_second,
+            burst: args.max_changes_per_second.saturating_mul(5),
+        },
+    })
+}
+
 pub async fn serve(args: ServeArgs) -> Result<ExitCode> {
+    let security = security(&args)?;
     let listener = bind(&args.listen).await?;
     let token = CancellationToken::new();
     stop_on_signals(token.clone());
@@ -125,6 +213,7 @@ pub async fn serve(args: ServeArgs) -> Result<ExitCode> {
             fleet: args.fleet,
             agent_timeout: args.agent_timeout,
             clock: Arc::new(crate::engine::SystemClock),
+            security,
         },
         token,
     )
@@ -133,8 +222,14 @@ pub async fn serve(args: ServeArgs) -> Result<ExitCode> {
 }
 
 pub async fn agent(args: AgentArgs) -> Result<ExitCode> {
+    let tls = args.tls.files().config()?;
     if let Some(path) = &args.config {
-        return host_agent(path, args.listen.as_deref()).await;
+        return host_agent(path, args.listen.as_deref(), tls).await;
+    }
+    if tls.is_some() {
+        return Err(Error::Usage(
+            "the simulator serves plaintext only; TLS is for --config agents".into(),
+        ));
     }
     let Some(fleet_path) = args.simulate else {
         return Err(Error::Usage(
@@ -173,7 +268,11 @@ pub async fn agent(args: AgentArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn host_agent(path: &std::path::Path, listen: Option<&str>) -> Result<ExitCode> {
+async fn host_agent(
+    path: &std::path::Path,
+    listen: Option<&str>,
+    tls: Option<tonic::transport::ServerTlsConfig>,
+) -> Result<ExitCode> {
     let config = AgentConfig::load(path).map_err(|e| Error::Usage(e.to_string()))?;
     let agent = Arc::new(
         HostAgent::new(config.clone())
@@ -186,7 +285,13 @@ async fn host_agent(path: &std::path::Path, listen: Option<&str>) -> Result<Exit
     info!(host = %config.host_id, version = %agent.version(), "host agent ready");
     let token = CancellationToken::new();
     stop_on_signals(token.clone());
-    tokio::spawn(crate::agent::heartbeat::run(agent.clone(), bound, token.clone()));
-    host::serve(listener, agent, token.cancelled_owned()).await?;
+    let credentials = super::client::credentials();
+    tokio::spawn(crate::agent::heartbeat::run(
+        agent.clone(),
+        bound,
+        credentials,
+        token.clone(),
+    ));
+    host::serve(listener, agent, tls, token.cancelled_owned()).await?;
     Ok(ExitCode::SUCCESS)
 }

@@ -34,7 +34,7 @@ pub(crate) async fn drive(live: Arc<Live>, ctx: Arc<Context>) {
             warn!(error = %e, "rollout cannot continue");
             let now = ctx.clock.now_ms();
             let fatal = Event::Fatal { reason: e.to_string() };
-            if live.transition(&ctx.store, fatal, now).is_ok() {
+            if live.transition(&ctx.store, fatal, now, None).is_ok() {
                 let _ = ctx.store.flush().await;
             }
         }
@@ -182,7 +182,7 @@ async fn health_gate(live: &Live, ctx: &Context, wave: u32) -> Result<HealthRepo
 }
 
 async fn advance(live: &Live, ctx: &Context, event: Event) -> Result<()> {
-    let rollback = live.transition(&ctx.store, event, ctx.clock.now_ms())?;
+    let rollback = live.transition(&ctx.store, event, ctx.clock.now_ms(), None)?;
     ctx.store.flush().await?;
     live.mark_durable();
     if rollback {

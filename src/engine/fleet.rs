@@ -91,6 +91,8 @@ pub struct GrpcFleet {
     channels: Mutex<HashMap<String, Channel>>,
     call_timeout: Duration,
     guard: Arc<Guard>,
+    /// TLS to the agents (`https://`), with the controller's own identity for mutual TLS.
+    tls: Option<tonic::transport::ClientTlsConfig>,
 }
 
 impl GrpcFleet {
@@ -109,7 +111,14 @@ impl GrpcFleet {
                 in_flight: tokio::sync::Semaphore::new(policy.max_in_flight.max(1)),
                 policy,
             }),
+            tls: None,
         }
+    }
+
+    /// Speaks TLS to every agent.
+    pub fn with_tls(mut self, tls: Option<tonic::transport::ClientTlsConfig>) -> GrpcFleet {
+        self.tls = tls;
+        self
     }
 
     /// Counters for metrics: first attempts, retries, budget exhaustion, breakers.
@@ -124,16 +133,23 @@ impl GrpcFleet {
         if let Some(ch) = channels.get(address) {
             return Ok(AgentClient::new(ch.clone()));
         }
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
         let url = if address.contains("://") {
             address.to_string()
         } else {
-            format!("http://{address}")
+            format!("{scheme}://{address}")
         };
-        let endpoint = Endpoint::from_shared(url).map_err(|e| CallError {
+        let bad = |message: String| CallError {
             address: address.to_string(),
             code: tonic::Code::InvalidArgument,
-            message: format!("bad agent address: {e}"),
-        })?;
+            message,
+        };
+        let mut endpoint = Endpoint::from_shared(url).map_err(|e| bad(format!("bad agent address: {e}")))?;
+        if let Some(tls) = &self.tls {
+            endpoint = endpoint
+                .tls_config(tls.clone())
+                .map_err(|e| bad(format!("TLS to the agent: {e}")))?;
+        }
         let channel = endpoint
             .connect_timeout(Duration::from_secs(5))
             .timeout(self.call_timeout)

@@ -13,6 +13,7 @@
 //! The [`Engine`] owns the rollouts, answers the API's questions, and on start
 //! resumes every unfinished rollout where the store says it was.
 
+pub mod audit;
 mod driver;
 pub mod fleet;
 pub mod health;
@@ -153,6 +154,7 @@ pub struct Submitted {
 }
 
 pub use crate::store::Holder;
+use audit::{Actor, Target};
 
 /// The engine: every rollout, active or finished, and the tasks driving them.
 pub struct Engine {
@@ -303,7 +305,11 @@ impl Engine {
     }
 
     /// Creates (or previews) a restart job. Idempotent by `request_id`.
-    pub async fn trigger_restart(&self, mut req: pb::TriggerRestartRequest) -> Result<(pb::RestartJob, bool)> {
+    pub async fn trigger_restart(
+        &self,
+        mut req: pb::TriggerRestartRequest,
+        actor: &Actor,
+    ) -> Result<(pb::RestartJob, bool)> {
         if self.ctx.shutdown.is_cancelled() {
             return Err(Error::ShuttingDown);
         }
@@ -419,21 +425,20 @@ impl Engine {
             let job = Job::load(record, host_records, &inventory).map_err(Error::Corrupt)?;
             return Ok((job.preview(&inventory, now), false));
         }
+        let audit = actor.event(
+            now,
+            Target::Job(id),
+            format!("restart job {id}: {} hosts, order {}", chosen.len(), req.order),
+            "ok",
+        );
         if let Err(held) = self
             .ctx
             .store
-            .create_restart_job(&record, &host_records, &req.request_id)
+            .create_restart_job(&record, &host_records, &req.request_id, &[audit])
             .await?
         {
             return Err(Error::Refused(held_by(&held, chosen.len())));
         }
-        self.ctx.store.append_event(&pb::EventRecord {
-            at_unix_ms: now,
-            rollout_id: 0,
-            rollout_name: format!("restart-job-{id}"),
-            kind: "restart-triggered".into(),
-            detail: format!("{} hosts, order {}", chosen.len(), req.order),
-        })?;
         let job = self.adopt_job(record, host_records)?;
         info!(job = id, hosts = chosen.len(), "restart job started");
         Ok(((*job.snapshot()).clone(), false))
@@ -458,9 +463,11 @@ impl Engine {
         Ok(self.find_job(id)?.subscribe())
     }
 
-    pub async fn cancel_restart_job(&self, id: u64, reason: &str) -> Result<pb::RestartJob> {
+    pub async fn cancel_restart_job(&self, id: u64, reason: &str, actor: &Actor) -> Result<pb::RestartJob> {
         let job = self.find_job(id)?;
-        job.cancel(&self.ctx.store, reason, self.ctx.clock.now_ms())?;
+        let now = self.ctx.clock.now_ms();
+        let audit = actor.event(now, Target::Job(id), format!("cancel: {reason}"), "ok");
+        job.cancel(&self.ctx.store, reason, now, audit)?;
         self.ctx.store.flush().await?;
         Ok((*job.snapshot()).clone())
     }
@@ -675,6 +682,19 @@ impl Engine {
         };
         State::Pending.write(&mut record);
         settled.rollback_id = record.id;
+        let started = Actor::controller().event(
+            now,
+            Target::Rollout {
+                id: record.id,
+                name: &record.name,
+            },
+            format!(
+                "rollback started: {} hosts of rollout `{}` (id {id})",
+                targets.len(),
+                original.name()
+            ),
+            "ok",
+        );
         let hosts: Vec<(&str, &str)> = targets.iter().map(|(h, v)| (h.as_str(), v.as_str())).collect();
         // The rollback takes the leases from the rollout it undoes, and that rollout's
         // record says so, in one transaction.
@@ -682,7 +702,7 @@ impl Engine {
         if let Err(held) = self
             .ctx
             .store
-            .create_rollout(&record, &hosts, &|h| *h == from, Some(&settled))
+            .create_rollout(&record, &hosts, &|h| *h == from, Some(&settled), &[started])
             .await?
         {
             return Err(Error::Refused(held_by(&held, hosts.len())));
@@ -690,13 +710,6 @@ impl Engine {
         original.set_rolled_back(settled);
         // Hosts it held but never changed are free now.
         original.release_leases(&self.ctx.store)?;
-        self.ctx.store.append_event(&pb::EventRecord {
-            at_unix_ms: now,
-            rollout_id: record.id,
-            rollout_name: record.name.clone(),
-            kind: "rollback-started".into(),
-            detail: format!("{} hosts of rollout `{}` (id {id})", targets.len(), original.name()),
-        })?;
         let live = self.adopt(record)?;
         info!(rollback = live.name(), hosts = targets.len(), "rollback started");
         Ok(live.snapshot())
@@ -713,7 +726,8 @@ impl Engine {
     }
 
     /// Starts a rollout of `plan` (or previews it). Idempotent by `request_id`.
-    pub async fn submit(&self, plan: Plan, request_id: &str, dry_run: bool) -> Result<Submitted> {
+    pub async fn submit(&self, plan: Plan, dry_run: bool, actor: &Actor) -> Result<Submitted> {
+        let request_id = actor.request_id.as_str();
         if self.ctx.shutdown.is_cancelled() {
             return Err(Error::ShuttingDown);
         }
@@ -804,7 +818,17 @@ impl Engine {
                 other.state(),
                 State::Running { .. } | State::Baking { .. } | State::Pending
             ) {
-                other.transition(&self.ctx.store, Event::Pause, self.ctx.clock.now_ms())?;
+                let now = self.ctx.clock.now_ms();
+                let why = actor.event(
+                    now,
+                    Target::Rollout {
+                        id: other.id,
+                        name: other.name(),
+                    },
+                    format!("paused: preempted by `{}`", plan.name),
+                    "ok",
+                );
+                other.transition(&self.ctx.store, Event::Pause, now, Some(why))?;
                 info!(paused = other.name(), by = plan.name, "preempted");
             }
         }
@@ -835,16 +859,23 @@ impl Engine {
         let rows: Vec<(&str, &str)> = hosts.iter().map(|h| (h.as_str(), "")).collect();
         let preempting = plan.preempt.as_deref();
         let may_take = |h: &Holder| matches!(h, Holder::Rollout { name, .. } if Some(name.as_str()) == preempting);
-        if let Err(held) = self.ctx.store.create_rollout(&record, &rows, &may_take, None).await? {
+        let audit = actor.event(
+            now,
+            Target::Rollout {
+                id: record.id,
+                name: &record.name,
+            },
+            format!("{} hosts selected", hosts.len()),
+            "ok",
+        );
+        if let Err(held) = self
+            .ctx
+            .store
+            .create_rollout(&record, &rows, &may_take, None, &[audit])
+            .await?
+        {
             return Err(Error::Refused(held_by(&held, hosts.len())));
         }
-        self.ctx.store.append_event(&pb::EventRecord {
-            at_unix_ms: now,
-            rollout_id: record.id,
-            rollout_name: record.name.clone(),
-            kind: "submitted".into(),
-            detail: format!("{} hosts selected", hosts.len()),
-        })?;
         let live = self.adopt(record)?;
         info!(rollout = live.name(), id = live.id, hosts = hosts.len(), "submitted");
         let rollout = (*live.snapshot()).clone();
@@ -941,8 +972,30 @@ impl Engine {
     }
 
     /// Applies an operator's event (pause, resume, abort) and returns the new snapshot.
+    /// Writes a refused change to the audit log (nothing else changed) and flushes.
+    pub async fn record_refusal(&self, actor: &Actor, target: Target<'_>, message: &str) {
+        let event = actor.event(self.ctx.clock.now_ms(), target, String::new(), message);
+        let written = match self.ctx.store.append_event(&event) {
+            Ok(()) => self.ctx.store.flush().await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = written {
+            tracing::warn!(error = %e, "cannot write the audit log");
+        }
+    }
+
+    /// The audit log: the newest `limit` events at or after `since_ms`, of rollout
+    /// `rollout` (by name; empty: all), oldest first.
+    pub fn events(&self, since_ms: i64, rollout: &str, limit: usize) -> Result<Vec<pb::EventRecord>> {
+        Ok(self
+            .ctx
+            .store
+            .recent_events(since_ms, limit, |e| rollout.is_empty() || e.rollout_name == rollout)?)
+    }
+
     /// A repeated `request_id` returns the first answer and does nothing again.
-    pub async fn control(&self, key: Key<'_>, event: Event, request_id: &str) -> Result<Arc<pb::Rollout>> {
+    pub async fn control(&self, key: Key<'_>, event: Event, actor: &Actor) -> Result<Arc<pb::Rollout>> {
+        let request_id = actor.request_id.as_str();
         if self.ctx.shutdown.is_cancelled() {
             return Err(Error::ShuttingDown);
         }
@@ -968,7 +1021,29 @@ impl Engine {
                 )));
             }
         }
-        let rollback = live.transition(&self.ctx.store, event, self.ctx.clock.now_ms())?;
+        let now = self.ctx.clock.now_ms();
+        let detail = match &event {
+            Event::Abort { reason, rollback } => format!(
+                "abort{}{}",
+                if *rollback { " and roll back" } else { "" },
+                if reason.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {reason}")
+                }
+            ),
+            other => format!("{other:?}").to_lowercase(),
+        };
+        let audit = actor.event(
+            now,
+            Target::Rollout {
+                id: live.id,
+                name: live.name(),
+            },
+            detail,
+            "ok",
+        );
+        let rollback = live.transition(&self.ctx.store, event, now, Some(audit))?;
         drop(_guard);
         if rollback {
             self.start_rollback(live.id).await?;

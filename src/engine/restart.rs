@@ -197,7 +197,13 @@ impl Job {
     }
 
     /// Stops the job: nothing more is dispatched; restarts in flight finish.
-    pub fn cancel(&self, store: &crate::store::Store, reason: &str, now_ms: i64) -> Result<()> {
+    pub fn cancel(
+        &self,
+        store: &crate::store::Store,
+        reason: &str,
+        now_ms: i64,
+        audit: crate::proto::v1::EventRecord,
+    ) -> Result<()> {
         let mut inner = self.lock();
         if inner.record.state() != pb::RestartJobState::Running {
             return Err(super::Error::Refused(format!(
@@ -214,7 +220,7 @@ impl Job {
         };
         inner.record.updated_at_unix_ms = now_ms;
         inner.record.finished_at_unix_ms = now_ms;
-        store.put_restart_job(&inner.record)?;
+        store.put_restart_job_with_events(&inner.record, &[audit])?;
         self.publish(&inner);
         drop(inner);
         self.control.send_modify(|g| *g += 1);

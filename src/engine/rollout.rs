@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::watch;
 
+use super::audit::{Actor, Target};
 use super::order;
 use super::state::{Decision, Event, Policy, Refusal, State, WaveReport, step};
 use super::{Error, Result};
@@ -275,27 +276,33 @@ impl Live {
     /// Applies an event: the step function decides, this carries the decisions out
     /// and persists the new state. The caller flushes. Returns true when the caller
     /// must start a rollback of this rollout (only the engine can create rollouts).
-    pub fn transition(&self, store: &Store, event: Event, now_ms: i64) -> Result<bool> {
+    pub fn transition(&self, store: &Store, event: Event, now_ms: i64, audit: Option<pb::EventRecord>) -> Result<bool> {
         let mut rollback = false;
         let operator = matches!(event, Event::Pause | Event::Resume | Event::Abort { .. });
         let mut inner = self.lock();
         let (next, decisions) = step(&inner.state, event, now_ms, &self.policy)
             .map_err(|Refusal(why)| Error::Refused(format!("rollout `{}` (id {}): {why}", self.plan.name, self.id)))?;
+        // Who asked (an operator), then what the controller did: written with the
+        // new state in one transaction.
+        let mut events: Vec<pb::EventRecord> = audit.into_iter().collect();
         for decision in decisions {
             match decision {
                 Decision::RequeueFailed { wave } => self.requeue_failed(store, &mut inner, wave)?,
-                Decision::Record(line) => store.append_event(&pb::EventRecord {
-                    at_unix_ms: now_ms,
-                    rollout_id: self.id,
-                    rollout_name: self.plan.name.clone(),
-                    kind: next.name().to_string(),
-                    detail: line,
-                })?,
+                Decision::Record(line) => {
+                    let target = Target::Rollout {
+                        id: self.id,
+                        name: &self.plan.name,
+                    };
+                    let mut event = Actor::controller().event(now_ms, target, line, "ok");
+                    event.kind = next.name().to_string();
+                    events.push(event);
+                }
                 Decision::StartRollback => rollback = true,
             }
         }
         let mut ended = false;
-        if next != inner.state {
+        let next_changed = next != inner.state;
+        if next_changed {
             next.write(&mut inner.record);
             inner.record.updated_at_unix_ms = now_ms;
             if next.is_terminal() && inner.record.finished_at_unix_ms == 0 {
@@ -306,7 +313,9 @@ impl Live {
             inner.record.rollback_pending |= rollback;
             ended = next.is_terminal() && !inner.record.rollback_pending;
             inner.state = next;
-            store.put_rollout(&inner.record)?;
+        }
+        if next_changed || !events.is_empty() {
+            store.put_rollout_with_events(&inner.record, &events)?;
         }
         if ended {
             // Before anyone is told it ended, so its hosts are free when they look.

@@ -7,6 +7,8 @@ use futures::Stream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
+use crate::auth::Principal;
+use crate::engine::audit::{Actor, Target};
 use crate::engine::{self, Engine, Event, Key};
 use crate::plan::{self, Plan};
 use crate::proto::v1 as pb;
@@ -82,8 +84,27 @@ fn snapshots<T: Clone + Send + Sync + 'static>(
     Box::pin(stream)
 }
 
+/// Who is calling: the principal the auth layer proved (anonymous when auth is off).
+fn actor<T>(request: &Request<T>, method: &str, request_id: &str) -> Actor {
+    let principal = request
+        .extensions()
+        .get::<Principal>()
+        .cloned()
+        .unwrap_or_else(Principal::anonymous);
+    Actor::new(&principal.name, principal.role.as_str(), method, request_id)
+}
+
 impl ControllerService {
-    async fn submit(&self, req: pb::SubmitPlanRequest) -> Result<pb::SubmitPlanResponse> {
+    /// A mutating call's answer; a refusal is written to the audit log too (an
+    /// accepted change wrote its line with the change itself).
+    async fn audited<T>(&self, actor: &Actor, target: Target<'_>, result: Result<T>) -> Result<T> {
+        if let Err(e) = &result {
+            self.engine.record_refusal(actor, target, &e.to_string()).await;
+        }
+        result
+    }
+
+    async fn submit(&self, req: pb::SubmitPlanRequest, actor: &Actor) -> Result<pb::SubmitPlanResponse> {
         let (plan, text, source) = match req.plan {
             Some(pb::submit_plan_request::Plan::Yaml(text)) => {
                 let source = if req.source_name.is_empty() {
@@ -102,7 +123,7 @@ impl ControllerService {
         };
         let submitted = self
             .engine
-            .submit(plan, &req.request_id, req.dry_run)
+            .submit(plan, req.dry_run, actor)
             .await
             .map_err(|e| match e {
                 engine::Error::Invalid { field, message } => {
@@ -118,12 +139,27 @@ impl ControllerService {
         })
     }
 
-    async fn act(&self, req: pb::RolloutActionRequest, event: Event) -> Result<pb::Rollout> {
-        let snapshot = self
-            .engine
-            .control(key(&req.name, req.id)?, event, &req.request_id)
-            .await?;
-        Ok((*snapshot).clone())
+    async fn act(&self, request: Request<pb::RolloutActionRequest>, method: &str) -> Result<pb::Rollout, Status> {
+        let actor = actor(&request, method, &request.get_ref().request_id);
+        let req = request.into_inner();
+        let event = match method {
+            "PauseRollout" => Event::Pause,
+            "ResumeRollout" => Event::Resume,
+            _ => Event::Abort {
+                reason: req.reason.clone(),
+                rollback: req.rollback,
+            },
+        };
+        let target = Target::Rollout {
+            id: req.id,
+            name: &req.name,
+        };
+        let answer = async {
+            let snapshot = self.engine.control(key(&req.name, req.id)?, event, &actor).await?;
+            Ok((*snapshot).clone())
+        }
+        .await;
+        Ok(self.audited(&actor, target, answer).await?)
     }
 }
 
@@ -133,7 +169,19 @@ impl Controller for ControllerService {
         &self,
         request: Request<pb::SubmitPlanRequest>,
     ) -> Result<Response<pb::SubmitPlanResponse>, Status> {
-        Ok(Response::new(self.submit(request.into_inner()).await?))
+        let actor = actor(&request, "SubmitPlan", &request.get_ref().request_id);
+        let req = request.into_inner();
+        if req.dry_run {
+            // A preview changes nothing: not a line of the audit log.
+            return Ok(Response::new(self.submit(req, &actor).await?));
+        }
+        let name = match &req.plan {
+            Some(pb::submit_plan_request::Plan::Spec(spec)) => spec.name.clone(),
+            _ => String::new(),
+        };
+        let answer = self.submit(req, &actor).await;
+        let target = Target::Rollout { id: 0, name: &name };
+        Ok(Response::new(self.audited(&actor, target, answer).await?))
     }
 
     async fn get_rollout(&self, request: Request<pb::GetRolloutRequest>) -> Result<Response<pb::Rollout>, Status> {
@@ -168,11 +216,15 @@ impl Controller for ControllerService {
         &self,
         request: Request<pb::TriggerRestartRequest>,
     ) -> Result<Response<pb::TriggerRestartResponse>, Status> {
-        let (job, replayed) = self
-            .engine
-            .trigger_restart(request.into_inner())
-            .await
-            .map_err(Error::from)?;
+        let actor = actor(&request, "TriggerRestart", &request.get_ref().request_id);
+        let req = request.into_inner();
+        let dry_run = req.dry_run;
+        let answer = self.engine.trigger_restart(req, &actor).await.map_err(Error::from);
+        let (job, replayed) = if dry_run {
+            answer?
+        } else {
+            self.audited(&actor, Target::None, answer).await?
+        };
         Ok(Response::new(pb::TriggerRestartResponse {
             job: Some(job),
             replayed,
@@ -218,13 +270,14 @@ impl Controller for ControllerService {
         &self,
         request: Request<pb::CancelRestartJobRequest>,
     ) -> Result<Response<pb::RestartJob>, Status> {
+        let actor = actor(&request, "CancelRestartJob", "");
         let req = request.into_inner();
-        Ok(Response::new(
-            self.engine
-                .cancel_restart_job(req.id, &req.reason)
-                .await
-                .map_err(Error::from)?,
-        ))
+        let answer = self
+            .engine
+            .cancel_restart_job(req.id, &req.reason, &actor)
+            .await
+            .map_err(Error::from);
+        Ok(Response::new(self.audited(&actor, Target::Job(req.id), answer).await?))
     }
 
     async fn heartbeat(
@@ -247,20 +300,30 @@ impl Controller for ControllerService {
     }
 
     async fn pause_rollout(&self, request: Request<pb::RolloutActionRequest>) -> Result<Response<pb::Rollout>, Status> {
-        Ok(Response::new(self.act(request.into_inner(), Event::Pause).await?))
+        Ok(Response::new(self.act(request, "PauseRollout").await?))
     }
 
     async fn resume_rollout(
         &self,
         request: Request<pb::RolloutActionRequest>,
     ) -> Result<Response<pb::Rollout>, Status> {
-        Ok(Response::new(self.act(request.into_inner(), Event::Resume).await?))
+        Ok(Response::new(self.act(request, "ResumeRollout").await?))
     }
 
     async fn abort_rollout(&self, request: Request<pb::RolloutActionRequest>) -> Result<Response<pb::Rollout>, Status> {
+        Ok(Response::new(self.act(request, "AbortRollout").await?))
+    }
+
+    async fn list_events(
+        &self,
+        request: Request<pb::ListEventsRequest>,
+    ) -> Result<Response<pb::ListEventsResponse>, Status> {
         let req = request.into_inner();
-        let reason = req.reason.clone();
-        let rollback = req.rollback;
-        Ok(Response::new(self.act(req, Event::Abort { reason, rollback }).await?))
+        let limit = if req.limit == 0 { 1_000 } else { req.limit.min(100_000) } as usize;
+        let events = self
+            .engine
+            .events(req.since_unix_ms, &req.rollout, limit)
+            .map_err(Error::from)?;
+        Ok(Response::new(pb::ListEventsResponse { events }))
     }
 }

@@ -17,6 +17,7 @@ use tracing::info;
 
 pub use controller::ControllerService;
 
+use crate::auth::{AuthLayer, Credentials, RateLimit};
 use crate::engine::{self, Clock, Engine, GrpcFleet};
 use crate::fleet::{FleetFile, Inventory};
 use crate::proto::v1 as pb;
@@ -34,7 +35,28 @@ pub struct Options {
     pub agent_timeout: Duration,
     /// Wall-clock time for business hours and records (tests fix it).
     pub clock: Arc<dyn Clock>,
+    /// TLS, credentials and limits of the API.
+    pub security: Security,
 }
+
+/// Who may talk to the controller, and how much.
+#[derive(Clone, Default)]
+pub struct Security {
+    /// TLS (mutual when it has a client CA); None: plaintext.
+    pub tls: Option<tonic::transport::ServerTlsConfig>,
+    /// The tokens file's credentials; None: authentication off (loopback only, or
+    /// `--insecure-no-auth`).
+    pub credentials: Option<Arc<Credentials>>,
+    /// Changes each principal may make.
+    pub rate: RateLimit,
+    /// TLS to the agents (their CA, and this controller's identity); None: plaintext.
+    pub agents: Option<tonic::transport::ClientTlsConfig>,
+}
+
+/// Concurrent HTTP/2 streams a connection may have open (watches included).
+const MAX_STREAMS_PER_CONNECTION: u32 = 256;
+/// A unary call (or a stream's first answer) that takes longer is cancelled.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Runs the controller on `listener` until `shutdown` fires, then stops dispatching,
 /// lets calls in flight finish and be recorded, and returns.
@@ -42,7 +64,7 @@ pub async fn run(listener: TcpListener, options: Options, shutdown: Cancellation
     let store = Store::open(&options.data)?;
     let inventory = Arc::new(load_inventory(&store, options.fleet.as_deref())?);
     info!(hosts = inventory.len(), data = %options.data.display(), "inventory loaded");
-    let fleet = Arc::new(GrpcFleet::new(options.agent_timeout));
+    let fleet = Arc::new(GrpcFleet::new(options.agent_timeout).with_tls(options.security.agents.clone()));
     let engine = Engine::start(
         store.clone(),
         inventory,
@@ -55,6 +77,7 @@ pub async fn run(listener: TcpListener, options: Options, shutdown: Cancellation
     let served = serve(
         listener,
         engine.clone(),
+        &options.security,
         shutdown.clone(),
         shutdown.clone().cancelled_owned(),
     )
@@ -71,6 +94,7 @@ pub async fn run(listener: TcpListener, options: Options, shutdown: Cancellation
 pub async fn serve(
     listener: TcpListener,
     engine: Arc<Engine>,
+    security: &Security,
     shutdown: CancellationToken,
     signal: impl Future<Output = ()> + Send,
 ) -> Result<()> {
@@ -84,10 +108,20 @@ pub async fn serve(
         .build_v1()
         .map_err(|e| Error::Usage(format!("reflection: {e}")))?;
     let controller = ControllerService::new(engine, shutdown).into_server();
-    tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder()
+        .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
+        .timeout(REQUEST_TIMEOUT);
+    if let Some(tls) = &security.tls {
+        builder = builder.tls_config(tls.clone()).map_err(|source| Error::Transport {
+            context: "TLS configuration (check --tls-cert, --tls-key and --client-ca)".into(),
+            source,
+        })?;
+    }
+    builder
         .layer(tower::util::MapResponseLayer::new(
             limits::resource_exhausted_when_too_large,
         ))
+        .layer(AuthLayer::new(security.credentials.clone(), security.rate))
         .add_service(health_service)
         .add_service(reflection)
         .add_service(controller)

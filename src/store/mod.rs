@@ -247,13 +247,21 @@ impl Store {
         hosts: &[(&str, &str)],
         may_take: &(dyn Fn(&Holder) -> bool + Sync),
         also: Option<&pb::RolloutRecord>,
+        events: &[pb::EventRecord],
     ) -> Result<std::result::Result<(), Held>> {
         let me = Holder::Rollout {
             id: record.id,
             name: record.name.clone(),
         };
-        let trees = (&self.rollouts, &self.rollout_hosts, &self.leases, &self.requests);
-        let result = trees.transaction(|(rollouts, rows, leases, requests)| {
+        let events = self.sequenced(events)?;
+        let trees = (
+            &self.rollouts,
+            &self.rollout_hosts,
+            &self.leases,
+            &self.requests,
+            &self.events,
+        );
+        let result = trees.transaction(|(rollouts, rows, leases, requests, log)| {
             take_leases(leases, hosts.iter().map(|(h, _)| *h), &me, may_take)?;
             for (host, version) in hosts {
                 let pending = pb::RolloutHostRecord {
@@ -269,6 +277,9 @@ impl Store {
             }
             if !record.request_id.is_empty() {
                 requests.insert(record.request_id.as_bytes(), &record.id.to_be_bytes())?;
+            }
+            for (seq, event) in &events {
+                log.insert(seq, event.as_slice())?;
             }
             Ok(())
         });
@@ -335,6 +346,41 @@ impl Store {
     pub fn put_rollout(&self, record: &pb::RolloutRecord) -> Result<()> {
         self.rollouts.insert(record.id.to_be_bytes(), record.encode_to_vec())?;
         Ok(())
+    }
+
+    /// Overwrites a rollout's record and appends `events` to the audit log, in one
+    /// transaction: a state change and the line saying who made it go together.
+    pub fn put_rollout_with_events(&self, record: &pb::RolloutRecord, events: &[pb::EventRecord]) -> Result<()> {
+        self.put_with_events(&self.rollouts, record.id, &record.encode_to_vec(), events)
+    }
+
+    /// Overwrites a restart job's record and appends `events`, in one transaction.
+    pub fn put_restart_job_with_events(&self, record: &pb::RestartJobRecord, events: &[pb::EventRecord]) -> Result<()> {
+        self.put_with_events(&self.restart_jobs, record.id, &record.encode_to_vec(), events)
+    }
+
+    fn put_with_events(&self, tree: &sled::Tree, id: u64, value: &[u8], events: &[pb::EventRecord]) -> Result<()> {
+        let events = self.sequenced(events)?;
+        let result: std::result::Result<(), TransactionError<()>> =
+            (tree, &self.events).transaction(|(records, log)| {
+                records.insert(&id.to_be_bytes(), value)?;
+                for (seq, event) in &events {
+                    log.insert(seq, event.as_slice())?;
+                }
+                Ok(())
+            });
+        result.map_err(|e| match e {
+            TransactionError::Storage(e) => Error::Sled(e),
+            TransactionError::Abort(()) => Error::Sled(sled::Error::Unsupported("transaction aborted".into())),
+        })
+    }
+
+    /// Audit events with their log keys (sequence numbers, in order), encoded.
+    fn sequenced(&self, events: &[pb::EventRecord]) -> Result<Vec<([u8; 8], Vec<u8>)>> {
+        events
+            .iter()
+            .map(|e| Ok((self.db.generate_id()?.to_be_bytes(), e.encode_to_vec())))
+            .collect()
     }
 
     pub fn rollout(&self, id: u64) -> Result<Option<pb::RolloutRecord>> {
@@ -426,12 +472,20 @@ impl Store {
         record: &pb::RestartJobRecord,
         hosts: &[pb::RestartHostRecord],
         request_id: &str,
+        events: &[pb::EventRecord],
     ) -> Result<std::result::Result<(), Held>> {
         let me = Holder::Job { id: record.id };
         let host_id = |r: &pb::RestartHostRecord| r.host.as_ref().map_or("", |h| h.host_id.as_str()).to_string();
         let ids: Vec<String> = hosts.iter().map(host_id).collect();
-        let trees = (&self.restart_jobs, &self.restart_hosts, &self.leases, &self.requests);
-        let result = trees.transaction(|(jobs, rows, leases, requests)| {
+        let events = self.sequenced(events)?;
+        let trees = (
+            &self.restart_jobs,
+            &self.restart_hosts,
+            &self.leases,
+            &self.requests,
+            &self.events,
+        );
+        let result = trees.transaction(|(jobs, rows, leases, requests, log)| {
             take_leases(leases, ids.iter().map(String::as_str), &me, &|_| false)?;
             for (host, r) in ids.iter().zip(hosts) {
                 rows.insert(host_key(record.id, host), r.encode_to_vec())?;
@@ -439,6 +493,9 @@ impl Store {
             jobs.insert(&record.id.to_be_bytes(), record.encode_to_vec())?;
             if !request_id.is_empty() {
                 requests.insert(format!("restart:{request_id}").as_bytes(), &record.id.to_be_bytes())?;
+            }
+            for (seq, event) in &events {
+                log.insert(seq, event.as_slice())?;
             }
             Ok(())
         });
@@ -513,6 +570,28 @@ impl Store {
     pub fn events(&self) -> Result<Vec<pb::EventRecord>> {
         self.events.iter().map(|kv| decode("events", &kv?.1)).collect()
     }
+
+    /// The newest `limit` events at or after `since_ms` that `keep` accepts, oldest
+    /// first. Reads the log backwards, so a long log costs only what is returned.
+    pub fn recent_events(
+        &self,
+        since_ms: i64,
+        limit: usize,
+        keep: impl Fn(&pb::EventRecord) -> bool,
+    ) -> Result<Vec<pb::EventRecord>> {
+        let mut found = Vec::new();
+        for kv in self.events.iter().rev() {
+            let event: pb::EventRecord = decode("events", &kv?.1)?;
+            if event.at_unix_ms < since_ms || found.len() >= limit {
+                break;
+            }
+            if keep(&event) {
+                found.push(event);
+            }
+        }
+        found.reverse();
+        Ok(found)
+    }
 }
 
 #[cfg(test)]
@@ -530,7 +609,7 @@ mod tests {
             ..Default::default()
         };
         store
-            .create_rollout(&record, &[("b", ""), ("a", "")], &|_| false, None)
+            .create_rollout(&record, &[("b", ""), ("a", "")], &|_| false, None, &[])
             .await
             .unwrap()
             .unwrap();
@@ -560,7 +639,7 @@ mod tests {
             ..Default::default()
         };
         let held = store
-            .create_rollout(&other, &[("c", ""), ("b", "")], &|_| false, None)
+            .create_rollout(&other, &[("c", ""), ("b", "")], &|_| false, None, &[])
             .await
             .unwrap()
             .unwrap_err();
@@ -570,7 +649,7 @@ mod tests {
         assert_eq!(store.rollout_hosts(id + 1).count(), 0);
         // Preempting takes it; the first holder's release then leaves "b" alone.
         store
-            .create_rollout(&other, &[("c", ""), ("b", "")], &|h| *h == me, None)
+            .create_rollout(&other, &[("c", ""), ("b", "")], &|h| *h == me, None, &[])
             .await
             .unwrap()
             .unwrap();

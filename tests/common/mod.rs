@@ -4,16 +4,18 @@
 
 #![allow(dead_code)]
 
+pub mod certs;
+
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use rollout::agent::simulator::{self, Simulator, SimulatorOptions};
+pub use rollout::cli::Client;
 use rollout::fleet::{FleetFile, GenerateOptions, generate};
 use rollout::proto::v1 as pb;
 use rollout::proto::v1::agent_client::AgentClient;
-use rollout::proto::v1::controller_client::ControllerClient;
 use rollout::server;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -106,16 +108,32 @@ impl Controller {
         fleet: &FleetFile,
         clock: Arc<dyn rollout::engine::Clock>,
     ) -> Controller {
+        Controller::start_with(data, fleet, clock, server::Security::default()).await
+    }
+
+    /// A controller with TLS and credentials: its URL is `https://` when TLS is on.
+    pub async fn start_secured(data: &Path, fleet: &FleetFile, security: server::Security) -> Controller {
+        Controller::start_with(data, fleet, Arc::new(rollout::engine::SystemClock), security).await
+    }
+
+    async fn start_with(
+        data: &Path,
+        fleet: &FleetFile,
+        clock: Arc<dyn rollout::engine::Clock>,
+        security: server::Security,
+    ) -> Controller {
         let fleet_path = data.with_extension("fleet.yaml");
         std::fs::write(&fleet_path, fleet.to_yaml()).expect("write fleet");
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind controller");
-        let url = format!("http://{}", listener.local_addr().expect("address"));
+        let scheme = if security.tls.is_some() { "https" } else { "http" };
+        let url = format!("{scheme}://{}", listener.local_addr().expect("address"));
         let stop = CancellationToken::new();
         let options = server::Options {
             data: data.to_path_buf(),
             fleet: Some(fleet_path),
             agent_timeout: Duration::from_secs(30),
             clock,
+            security,
         };
         let task = tokio::spawn(server::run(listener, options, stop.clone()));
         Controller {
@@ -126,10 +144,10 @@ impl Controller {
         }
     }
 
-    pub async fn client(&self) -> ControllerClient<Channel> {
+    pub async fn client(&self) -> Client {
         within(30, "the controller to accept connections", async {
             loop {
-                if let Ok(c) = ControllerClient::connect(self.url.clone()).await {
+                if let Ok(c) = rollout::cli::connect(&self.url).await {
                     return c;
                 }
                 tokio::time::sleep(Duration::from_millis(20)).await;
@@ -185,7 +203,7 @@ pub fn plan(name: &str, waves: &[&str], max_failed: &str) -> pb::PlanSpec {
     }
 }
 
-pub async fn submit(client: &mut ControllerClient<Channel>, spec: pb::PlanSpec) -> pb::Rollout {
+pub async fn submit(client: &mut Client, spec: pb::PlanSpec) -> pb::Rollout {
     client
         .submit_plan(pb::SubmitPlanRequest {
             plan: Some(pb::submit_plan_request::Plan::Spec(spec)),
@@ -201,11 +219,7 @@ pub async fn submit(client: &mut ControllerClient<Channel>, spec: pb::PlanSpec) 
 }
 
 /// Watches a rollout until `done` says so, returning every snapshot seen.
-pub async fn watch_until(
-    client: &mut ControllerClient<Channel>,
-    name: &str,
-    done: impl Fn(&pb::Rollout) -> bool,
-) -> Vec<pb::Rollout> {
+pub async fn watch_until(client: &mut Client, name: &str, done: impl Fn(&pb::Rollout) -> bool) -> Vec<pb::Rollout> {
     let mut stream = client
         .watch_rollout(pb::GetRolloutRequest {
             name: name.into(),
@@ -228,7 +242,7 @@ pub async fn watch_until(
     );
 }
 
-pub async fn get(client: &mut ControllerClient<Channel>, name: &str) -> pb::Rollout {
+pub async fn get(client: &mut Client, name: &str) -> pb::Rollout {
     client
         .get_rollout(pb::GetRolloutRequest {
             name: name.into(),
@@ -250,7 +264,7 @@ pub fn action(name: &str) -> pb::RolloutActionRequest {
 pub struct Harness {
     pub sim: Sim,
     pub controller: Controller,
-    pub client: ControllerClient<Channel>,
+    pub client: Client,
     _dir: tempfile::TempDir,
 }
 

@@ -1,0 +1,165 @@
+//! The tower layer in front of every gRPC service: authenticates the caller, checks
+//! its role against the method, rate-limits its changes, and hands the [`Principal`]
+//! to the handlers in the request's extensions (the audit trail records it).
+
+use std::future::Future;
+use std::num::NonZeroU32;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use tonic::Status;
+use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
+use tower::{Layer, Service};
+
+use super::{Credentials, Need, Principal, need, subject_name};
+
+/// Changes a principal may make: `per_second` on average, `burst` at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    pub per_second: u32,
+    pub burst: u32,
+}
+
+impl Default for RateLimit {
+    fn default() -> Self {
+        RateLimit {
+            per_second: 10,
+            burst: 50,
+        }
+    }
+}
+
+struct Shared {
+    /// None: authentication is off (a loopback controller without `--auth`).
+    credentials: Option<Arc<Credentials>>,
+    limiter: DefaultKeyedRateLimiter<String>,
+    limit: RateLimit,
+}
+
+/// Authentication, authorisation and rate limiting, as one layer.
+#[derive(Clone)]
+pub struct AuthLayer {
+    shared: Arc<Shared>,
+}
+
+impl AuthLayer {
+    pub fn new(credentials: Option<Arc<Credentials>>, limit: RateLimit) -> AuthLayer {
+        let per_second = NonZeroU32::new(limit.per_second.max(1)).unwrap_or(NonZeroU32::MIN);
+        let burst = NonZeroU32::new(limit.burst.max(1)).unwrap_or(NonZeroU32::MIN);
+        AuthLayer {
+            shared: Arc::new(Shared {
+                credentials,
+                limiter: RateLimiter::keyed(Quota::per_second(per_second).allow_burst(burst)),
+                limit,
+            }),
+        }
+    }
+}
+
+impl<S> Layer<S> for AuthLayer {
+    type Service = Auth<S>;
+
+    fn layer(&self, inner: S) -> Auth<S> {
+        Auth {
+            inner,
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Auth<S> {
+    inner: S,
+    shared: Arc<Shared>,
+}
+
+impl Shared {
+    fn check<B>(&self, req: &http::Request<B>) -> Result<Principal, Status> {
+        let path = req.uri().path();
+        let need = need(path);
+        let principal = match &self.credentials {
+            None => Principal::anonymous(),
+            Some(_) if need == Need::Nothing => Principal::anonymous(),
+            Some(credentials) => authenticate(credentials, req)?,
+        };
+        if !principal.role.allows(need) {
+            let method = path.rsplit('/').next().unwrap_or(path);
+            return Err(Status::permission_denied(format!(
+                "`{}` has the {} role; {method} needs the {} role",
+                principal.name,
+                principal.role,
+                need.least_role()
+            )));
+        }
+        if need.mutates() && self.limiter.check_key(&principal.name).is_err() {
+            return Err(Status::resource_exhausted(format!(
+                "`{}` is over its rate limit of {} changes per second (bursts of {}); retry in a second",
+                principal.name, self.limit.per_second, self.limit.burst
+            )));
+        }
+        Ok(principal)
+    }
+}
+
+/// A bearer token first; else a verified client certificate's subject.
+fn authenticate<B>(credentials: &Credentials, req: &http::Request<B>) -> Result<Principal, Status> {
+    let header = req.headers().get(http::header::AUTHORIZATION);
+    if let Some(value) = header {
+        let token = value
+            .to_str()
+            .ok()
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or_else(|| Status::unauthenticated("the authorization header is not `Bearer TOKEN`"))?;
+        return credentials.by_token(token).ok_or_else(|| {
+            Status::unauthenticated("the token is not known to this controller: check --token-file (or ROLLOUT_TOKEN)")
+        });
+    }
+    let certs = req
+        .extensions()
+        .get::<TlsConnectInfo<TcpConnectInfo>>()
+        .and_then(|info| info.peer_certs());
+    if let Some(first) = certs.as_ref().and_then(|c| c.first()) {
+        let subject = subject_name(first)
+            .ok_or_else(|| Status::unauthenticated("the client certificate has no subject common name"))?;
+        return credentials.by_subject(&subject).ok_or_else(|| {
+            Status::unauthenticated(format!(
+                "client certificate `{subject}` has no role in the controller's tokens file"
+            ))
+        });
+    }
+    Err(Status::unauthenticated(
+        "no credentials: send a token (--token-file or ROLLOUT_TOKEN) or a client certificate (--cert, --key)",
+    ))
+}
+
+type BoxFuture<T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send>>;
+
+impl<S, B> Service<http::Request<B>> for Auth<S>
+where
+    S: Service<http::Request<B>, Response = http::Response<tonic::body::Body>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    B: Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = S::Error;
+    type Future = BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
+        match self.shared.check(&req) {
+            Err(status) => Box::pin(async move { Ok(status.into_http()) }),
+            Ok(principal) => {
+                req.extensions_mut().insert(principal);
+                // The clone that was made ready goes to this call; a fresh one stays.
+                let clone = self.inner.clone();
+                let mut ready = std::mem::replace(&mut self.inner, clone);
+                Box::pin(ready.call(req))
+            }
+        }
+    }
+}

@@ -1,0 +1,395 @@
+//! Who may call what. A caller proves who it is with a bearer token (checked against
+//! the SHA-256 hashes of a tokens file, in constant time) or, with mutual TLS, with a
+//! client certificate whose subject the tokens file names. Each principal has one
+//! role; each RPC needs one capability ([`Need`]); [`Role::allows`] is the whole table.
+//!
+//! The tokens file (`rollout serve --auth tokens.yaml`):
+//!
+//! ```yaml
+//! tokens:
+//!   - principal: alice
+//!     role: operator            # viewer | operator | admin | agent
+//!     sha256: 9f86d081...       # `rollout token hash` prints it; the token is never stored
+//! certificates:
+//!   - subject: ops-cli          # a client certificate's subject common name (mTLS)
+//!     role: admin
+//! ```
+
+pub mod client;
+mod layer;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::Path;
+
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+pub use layer::{AuthLayer, RateLimit};
+
+/// Why the tokens file was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{path}: cannot read the tokens file: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}:{column}: {message}")]
+    Syntax {
+        path: String,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    #[error("{path}: {message}")]
+    Invalid { path: String, message: String },
+}
+
+/// What a principal may do. Each role may do everything the one before it may,
+/// except `Agent`, which may only send heartbeats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Role {
+    /// An agent: Heartbeat only.
+    Agent,
+    /// Get, List, Watch.
+    Viewer,
+    /// Also submit, pause, resume, abort, restart.
+    Operator,
+    /// Also inventory changes (hosts registering by heartbeat included).
+    Admin,
+}
+
+impl Role {
+    pub fn parse(text: &str) -> Option<Role> {
+        match text {
+            "agent" => Some(Role::Agent),
+            "viewer" => Some(Role::Viewer),
+            "operator" => Some(Role::Operator),
+            "admin" => Some(Role::Admin),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Agent => "agent",
+            Role::Viewer => "viewer",
+            Role::Operator => "operator",
+            Role::Admin => "admin",
+        }
+    }
+
+    /// The table: may this role make a call that needs `need`?
+    pub fn allows(self, need: Need) -> bool {
+        match need {
+            Need::Nothing => true,
+            Need::Heartbeat => matches!(self, Role::Agent | Role::Admin),
+            Need::View => self >= Role::Viewer,
+            Need::Change => self >= Role::Operator,
+            Need::Inventory => self == Role::Admin,
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a call needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Need {
+    /// Health checks: anyone, without credentials.
+    Nothing,
+    /// An agent's heartbeat (it registers or updates its host).
+    Heartbeat,
+    /// Reading: Get, List, Watch, reflection, the audit log.
+    View,
+    /// Changing the fleet: submit, pause, resume, abort, restart, cancel.
+    Change,
+    /// Changing the inventory by hand.
+    Inventory,
+}
+
+impl Need {
+    /// The least role that has it, for refusals.
+    pub fn least_role(self) -> &'static str {
+        match self {
+            Need::Nothing => "none",
+            Need::Heartbeat => "agent (or admin)",
+            Need::View => "viewer",
+            Need::Change => "operator",
+            Need::Inventory => "admin",
+        }
+    }
+
+    /// True for calls that change something: audited and rate-limited.
+    pub fn mutates(self) -> bool {
+        matches!(self, Need::Change | Need::Inventory)
+    }
+}
+
+/// What a gRPC method (its HTTP/2 path, `/rollout.v1.Controller/SubmitPlan`) needs.
+/// A method this table does not know needs admin: new calls are closed by default.
+pub fn need(path: &str) -> Need {
+    let (service, method) = path.trim_start_matches('/').split_once('/').unwrap_or((path, ""));
+    match service {
+        "grpc.health.v1.Health" => Need::Nothing,
+        "grpc.reflection.v1.ServerReflection" | "grpc.reflection.v1alpha.ServerReflection" => Need::View,
+        "rollout.v1.Controller" => match method {
+            "GetRollout" | "ListRollouts" | "WatchRollout" | "GetRestartJob" | "ListRestartJobs"
+            | "WatchRestartJob" | "ListHosts" | "ListEvents" => Need::View,
+            "SubmitPlan" | "PauseRollout" | "ResumeRollout" | "AbortRollout" | "TriggerRestart"
+            | "CancelRestartJob" => Need::Change,
+            "Heartbeat" => Need::Heartbeat,
+            _ => Need::Inventory,
+        },
+        _ => Need::Inventory,
+    }
+}
+
+/// Who is calling, once proven.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Principal {
+    pub name: String,
+    pub role: Role,
+}
+
+impl Principal {
+    /// The caller when authentication is off (loopback without `--auth`).
+    pub fn anonymous() -> Principal {
+        Principal {
+            name: "anonymous".into(),
+            role: Role::Admin,
+        }
+    }
+}
+
+/// The tokens file, as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokensFile {
+    #[serde(default)]
+    tokens: Vec<TokenEntry>,
+    #[serde(default)]
+    certificates: Vec<CertificateEntry>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokenEntry {
+    principal: String,
+    role: String,
+    sha256: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CertificateEntry {
+    subject: String,
+    role: String,
+}
+
+/// The credentials the controller accepts.
+#[derive(Debug, Default)]
+pub struct Credentials {
+    tokens: Vec<([u8; 32], Principal)>,
+    subjects: HashMap<String, Role>,
+}
+
+/// The hash a tokens file keeps of `token`, as hex.
+pub fn hash_token(token: &str) -> String {
+    Sha256::digest(token.trim().as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn unhex(text: &str) -> Option<[u8; 32]> {
+    let text = text.trim();
+    if text.len() != 64 || !text.is_ascii() {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(out)
+}
+
+impl Credentials {
+    /// Reads and checks a tokens file.
+    pub fn load(path: &Path) -> Result<Credentials, Error> {
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
+            path: shown.clone(),
+            source,
+        })?;
+        Self::parse(&text, &shown)
+    }
+
+    pub fn parse(text: &str, shown: &str) -> Result<Credentials, Error> {
+        let invalid = |message: String| Error::Invalid {
+            path: shown.to_string(),
+            message,
+        };
+        let file: TokensFile = serde_yaml::from_str(text).map_err(|e| {
+            let (line, column, message) = crate::plan::yaml_error(&e);
+            Error::Syntax {
+                path: shown.to_string(),
+                line,
+                column,
+                message,
+            }
+        })?;
+        let role = |text: &str, at: String| {
+            Role::parse(text).ok_or_else(|| {
+                invalid(format!(
+                    "{at}.role: `{text}` is not a role: use viewer, operator, admin or agent"
+                ))
+            })
+        };
+        let mut credentials = Credentials::default();
+        for (i, t) in file.tokens.iter().enumerate() {
+            let at = format!("tokens[{i}]");
+            if t.principal.trim().is_empty() {
+                return Err(invalid(format!("{at}.principal is empty: name who holds the token")));
+            }
+            let hash = unhex(&t.sha256).ok_or_else(|| {
+                invalid(format!(
+                    "{at}.sha256 is not 64 hex digits: put the output of `rollout token hash` there, never the token"
+                ))
+            })?;
+            if credentials.tokens.iter().any(|(h, _)| *h == hash) {
+                return Err(invalid(format!("{at}: the same token is listed twice")));
+            }
+            let principal = Principal {
+                name: t.principal.trim().to_string(),
+                role: role(&t.role, at)?,
+            };
+            credentials.tokens.push((hash, principal));
+        }
+        for (i, c) in file.certificates.iter().enumerate() {
+            let at = format!("certificates[{i}]");
+            let role = role(&c.role, at.clone())?;
+            if credentials
+                .subjects
+                .insert(c.subject.trim().to_string(), role)
+                .is_some()
+            {
+                return Err(invalid(format!("{at}: subject `{}` is listed twice", c.subject)));
+            }
+        }
+        if credentials.tokens.is_empty() && credentials.subjects.is_empty() {
+            return Err(invalid(
+                "lists no tokens and no certificates: nobody could call the controller".into(),
+            ));
+        }
+        Ok(credentials)
+    }
+
+    /// The principal a bearer token proves, if any. Every entry is compared, in
+    /// constant time, whichever matches.
+    pub fn by_token(&self, token: &str) -> Option<Principal> {
+        let presented: [u8; 32] = Sha256::digest(token.trim().as_bytes()).into();
+        let mut found = None;
+        for (hash, principal) in &self.tokens {
+            if bool::from(hash.ct_eq(&presented)) {
+                found = Some(principal.clone());
+            }
+        }
+        found
+    }
+
+    /// The principal a verified client certificate's subject proves, if listed.
+    pub fn by_subject(&self, subject: &str) -> Option<Principal> {
+        self.subjects.get(subject).map(|&role| Principal {
+            name: subject.to_string(),
+            role,
+        })
+    }
+}
+
+/// The subject common name of a DER certificate (the first CN), if it parses.
+pub fn subject_name(der: &[u8]) -> Option<String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let cn = cert.subject().iter_common_name().next()?;
+    cn.as_str().ok().map(str::to_string)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_role_table() {
+        use Need::*;
+        let table = [
+            (Role::Agent, [true, true, false, false, false]),
+            (Role::Viewer, [true, false, true, false, false]),
+            (Role::Operator, [true, false, true, true, false]),
+            (Role::Admin, [true, true, true, true, true]),
+        ];
+        for (role, allowed) in table {
+            for (need, want) in [Nothing, Heartbeat, View, Change, Inventory].into_iter().zip(allowed) {
+                assert_eq!(role.allows(need), want, "{role} {need:?}");
+            }
+        }
+        assert_eq!(need("/rollout.v1.Controller/SubmitPlan"), Change);
+        assert_eq!(need("/rollout.v1.Controller/WatchRollout"), View);
+        assert_eq!(need("/rollout.v1.Controller/Heartbeat"), Heartbeat);
+        assert_eq!(
+            need("/rollout.v1.Controller/SomethingNew"),
+            Inventory,
+            "closed by default"
+        );
+        assert_eq!(need("/grpc.health.v1.Health/Check"), Nothing);
+        assert_eq!(need("/evil"), Inventory);
+    }
+
+    #[test]
+    fn tokens_are_checked_by_hash() {
+        let text = format!(
+            "tokens:\n  - principal: alice\n    role: operator\n    sha256: {}\ncertificates:\n  - subject: ops-cli\n    role: admin\n",
+            hash_token("s3cret")
+        );
+        let c = Credentials::parse(&text, "tokens.yaml").unwrap();
+        assert_eq!(
+            c.by_token("s3cret"),
+            Some(Principal {
+                name: "alice".into(),
+                role: Role::Operator
+            })
+        );
+        assert_eq!(c.by_token("s3cret!"), None);
+        assert_eq!(c.by_subject("ops-cli").map(|p| p.role), Some(Role::Admin));
+        assert_eq!(c.by_subject("other"), None);
+    }
+
+    #[test]
+    fn bad_tokens_files_are_refused_with_the_field() {
+        let cases = [
+            (
+                "tokens:\n  - principal: a\n    role: root\n    sha256: x\n",
+                "sha256 is not 64 hex digits",
+            ),
+            (
+                &format!(
+                    "tokens:\n  - principal: a\n    role: root\n    sha256: {}\n",
+                    hash_token("t")
+                ),
+                "tokens[0].role: `root` is not a role",
+            ),
+            ("tokens: []\n", "nobody could call"),
+            ("tokenz: []\n", "unknown field `tokenz`"),
+        ];
+        for (text, want) in cases {
+            let e = Credentials::parse(text, "tokens.yaml").unwrap_err().to_string();
+            assert!(e.starts_with("tokens.yaml") && e.contains(want), "{e}");
+        }
+    }
+}

@@ -1,0 +1,163 @@
+//! `rollout audit` (the event log: who changed what, when, and how it ended) and
+//! `rollout token` (making the bearer tokens a tokens file lists by hash).
+
+use std::io::Read;
+use std::process::ExitCode;
+
+use clap::{Args, Subcommand};
+use rand::RngCore;
+
+use super::{Output, connect};
+use crate::proto::v1 as pb;
+use crate::{Error, Result};
+
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// Only events this recent (`2h`, `30m`) or since this time (`2026-11-22T06:00:00Z`).
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Only events of this rollout.
+    #[arg(long)]
+    pub rollout: Option<String>,
+    /// At most this many, the newest.
+    #[arg(long, default_value_t = 1_000)]
+    pub limit: u32,
+    #[arg(long, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+}
+
+/// `--since` as unix milliseconds: a duration back from now, or a timestamp.
+fn since_ms(text: &str) -> Result<i64> {
+    if let Ok(d) = crate::plan::parse_duration(text) {
+        let now = jiff::Timestamp::now().as_millisecond();
+        return Ok(now - d.as_millis() as i64);
+    }
+    text.parse::<jiff::Timestamp>()
+        .map(|t| t.as_millisecond())
+        .map_err(|_| {
+            Error::Usage(format!(
+                "--since `{text}` is neither a duration (2h) nor a time (2026-11-22T06:00:00Z)"
+            ))
+        })
+}
+
+fn when(ms: i64) -> String {
+    jiff::Timestamp::from_millisecond(ms)
+        .map_or_else(|_| ms.to_string(), |t| t.strftime("%Y-%m-%d %H:%M:%S").to_string())
+}
+
+pub async fn audit(server: &str, args: AuditArgs) -> Result<ExitCode> {
+    let since = args.since.as_deref().map(since_ms).transpose()?.unwrap_or(0);
+    let mut client = connect(server).await?;
+    let events = client
+        .list_events(pb::ListEventsRequest {
+            since_unix_ms: since,
+            rollout: args.rollout.clone().unwrap_or_default(),
+            limit: args.limit,
+        })
+        .await?
+        .into_inner()
+        .events;
+    if args.output == Output::Json {
+        for e in &events {
+            let line = serde_json::json!({
+                "at_unix_ms": e.at_unix_ms,
+                "principal": e.principal,
+                "role": e.role,
+                "kind": e.kind,
+                "rollout": e.rollout_name,
+                "rollout_id": e.rollout_id,
+                "job_id": e.job_id,
+                "request_id": e.request_id,
+                "result": e.result,
+                "detail": e.detail,
+            });
+            println!("{line}");
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    if events.is_empty() {
+        println!("no events{}", if since > 0 { " in that time" } else { "" });
+    }
+    println!(
+        "{:<19} {:<14} {:<9} {:<16} {:<24} {:<8} detail",
+        "TIME (UTC)", "WHO", "ROLE", "WHAT", "TARGET", "RESULT"
+    );
+    for e in &events {
+        let target = match (e.rollout_name.as_str(), e.job_id) {
+            ("", 0) => "-".to_string(),
+            ("", job) => format!("restart job {job}"),
+            (name, _) => name.to_string(),
+        };
+        let result = if e.result == "ok" { "ok" } else { "refused" };
+        let mut detail = e.detail.clone();
+        if e.result != "ok" && !e.result.is_empty() {
+            detail = if detail.is_empty() {
+                e.result.clone()
+            } else {
+                format!("{detail}: {}", e.result)
+            };
+        }
+        if !e.request_id.is_empty() {
+            detail.push_str(&format!(" [request {}]", e.request_id));
+        }
+        println!(
+            "{:<19} {:<14} {:<9} {:<16} {:<24} {:<8} {}",
+            when(e.at_unix_ms),
+            e.principal,
+            e.role,
+            e.kind,
+            target,
+            result,
+            detail
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Make a new random token: prints the token (give it to its holder) and the
+    /// line for the controller's tokens file (which keeps only its hash).
+    New {
+        #[arg(long)]
+        principal: String,
+        /// viewer | operator | admin | agent
+        #[arg(long)]
+        role: String,
+    },
+    /// Read a token on standard input and print the hash a tokens file lists.
+    Hash,
+}
+
+pub fn token(command: TokenCommand) -> Result<ExitCode> {
+    match command {
+        TokenCommand::New { principal, role } => {
+            if crate::auth::Role::parse(&role).is_none() {
+                return Err(Error::Usage(format!(
+                    "--role `{role}` is not a role: use viewer, operator, admin or agent"
+                )));
+            }
+            let mut bytes = [0u8; 32];
+            rand::rng().fill_bytes(&mut bytes);
+            let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+            println!("{token}");
+            eprintln!("# add to the tokens file (the token itself is shown once, above):");
+            eprintln!(
+                "  - principal: {principal}\n    role: {role}\n    sha256: {}",
+                crate::auth::hash_token(&token)
+            );
+        }
+        TokenCommand::Hash => {
+            let mut token = String::new();
+            std::io::stdin()
+                .read_to_string(&mut token)
+                .map_err(|e| Error::io("cannot read the token on standard input", e))?;
+            if token.trim().is_empty() {
+                return Err(Error::Usage("no token on standard input".into()));
+            }
+            println!("{}", crate::auth::hash_token(&token));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

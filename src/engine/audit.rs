@@ -1,0 +1,59 @@
+//! Who asked for a change: carried from the API to the store, where the line saying
+//! so is written in the same transaction as the change itself.
+
+use crate::proto::v1 as pb;
+
+/// The caller of a mutating RPC, or the controller itself.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Actor {
+    pub principal: String,
+    pub role: String,
+    /// The RPC (`SubmitPlan`, `PauseRollout`...).
+    pub method: String,
+    pub request_id: String,
+}
+
+impl Actor {
+    pub fn new(principal: &str, role: &str, method: &str, request_id: &str) -> Actor {
+        Actor {
+            principal: principal.to_string(),
+            role: role.to_string(),
+            method: method.to_string(),
+            request_id: request_id.to_string(),
+        }
+    }
+
+    /// The controller's own steps (a wave halting, a rollout succeeding).
+    pub fn controller() -> Actor {
+        Actor::new("controller", "", "", "")
+    }
+
+    /// A line of the audit log by this actor. `kind` is the method for a caller.
+    pub fn event(&self, at_unix_ms: i64, target: Target<'_>, detail: String, result: &str) -> pb::EventRecord {
+        let (rollout_id, rollout_name, job_id) = match target {
+            Target::Rollout { id, name } => (id, name.to_string(), 0),
+            Target::Job(id) => (0, String::new(), id),
+            Target::None => (0, String::new(), 0),
+        };
+        pb::EventRecord {
+            at_unix_ms,
+            rollout_id,
+            rollout_name,
+            kind: self.method.clone(),
+            detail,
+            principal: self.principal.clone(),
+            role: self.role.clone(),
+            request_id: self.request_id.clone(),
+            result: result.to_string(),
+            job_id,
+        }
+    }
+}
+
+/// What a change was made to.
+#[derive(Debug, Clone, Copy)]
+pub enum Target<'a> {
+    Rollout { id: u64, name: &'a str },
+    Job(u64),
+    None,
+}
