@@ -47,6 +47,9 @@ pub struct ServeArgs {
     /// Changes (submit, pause, restart...) each principal may make per second.
     #[arg(long, default_value_t = 10)]
     pub max_changes_per_second: u32,
+    /// Serve Prometheus metrics on this address (`GET /metrics`); off by default.
+    #[arg(long)]
+    pub metrics_listen: Option<String>,
     /// Speak TLS to agents whose certificates chain to this CA (mutual TLS with
     /// --tls-cert and --tls-key as the controller's identity).
     #[arg(long)]
@@ -204,6 +207,22 @@ fn security(args: &ServeArgs) -> Result<server::Security> {
 pub async fn serve(args: ServeArgs) -> Result<ExitCode> {
     let security = security(&args)?;
     let listener = bind(&args.listen).await?;
+    let metrics = match &args.metrics_listen {
+        Some(addr) => {
+            let metrics = TcpListener::bind(addr).await.map_err(|e| {
+                Error::io(
+                    format!("cannot listen on {addr} for metrics (pick another --metrics-listen)"),
+                    e,
+                )
+            })?;
+            if let Ok(local) = metrics.local_addr() {
+                println!("metrics on http://{local}/metrics");
+                let _ = std::io::stdout().flush();
+            }
+            Some(metrics)
+        }
+        None => None,
+    };
     let token = CancellationToken::new();
     stop_on_signals(token.clone());
     server::run(
@@ -214,6 +233,7 @@ pub async fn serve(args: ServeArgs) -> Result<ExitCode> {
             agent_timeout: args.agent_timeout,
             clock: Arc::new(crate::engine::SystemClock),
             security,
+            metrics,
         },
         token,
     )

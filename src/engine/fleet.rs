@@ -126,6 +126,11 @@ impl GrpcFleet {
         &self.guard.stats
     }
 
+    /// Agents whose breaker is open (or half-open) now.
+    pub fn open_breakers(&self) -> usize {
+        self.guard.breakers.open()
+    }
+
     /// The channel for an address, created on first use (connections are lazy and
     /// shared by every call to that address).
     fn client(&self, address: &str) -> Result<AgentClient<Channel>, CallError> {
@@ -187,7 +192,7 @@ where
     let mut retries = 0;
     loop {
         if !guard.breakers.allow(&address) {
-            CallStats::bump(&guard.stats.breaker_rejected);
+            guard.stats.breaker_rejected.inc();
             return Err(CallError {
                 address,
                 code: tonic::Code::Unavailable,
@@ -196,14 +201,17 @@ where
         }
         if retries == 0 {
             guard.budget.first_attempt();
-            CallStats::bump(&guard.stats.first_attempts);
+            guard.stats.first_attempts.inc();
         } else {
-            CallStats::bump(&guard.stats.retries);
+            guard.stats.retries.inc();
         }
         let answer = {
             // The global bound; only closed if the fleet is dropped.
             let _permit = guard.in_flight.acquire().await;
-            attempt().await
+            let started = std::time::Instant::now();
+            let answer = attempt().await;
+            guard.stats.latency.observe(started.elapsed().as_secs_f64());
+            answer
         };
         match answer {
             Ok(v) => {
@@ -212,13 +220,13 @@ where
             }
             Err(status) if retryable(status.code()) => {
                 if guard.breakers.failure(&address) {
-                    CallStats::bump(&guard.stats.breaker_opened);
+                    guard.stats.breaker_opened.inc();
                 }
                 if retries >= guard.policy.max_retries {
                     return Err(call_error(&address, status));
                 }
                 if !guard.budget.try_retry() {
-                    CallStats::bump(&guard.stats.budget_exhausted);
+                    guard.stats.budget_exhausted.inc();
                     let mut e = call_error(&address, status);
                     e.message
                         .push_str(" (not retried: the retry budget of 10% of first attempts is spent)");

@@ -6,9 +6,10 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use rand::Rng;
 
 /// Full-jitter exponential backoff: the n-th wait is uniform in [0, min(cap, base·2ⁿ)].
@@ -133,6 +134,14 @@ impl Breakers {
 
     /// May a call go to `endpoint` now? An open breaker past its cool-down lets one
     /// trial call through (half-open).
+    /// Endpoints whose breaker is open or half-open now.
+    pub fn open(&self) -> usize {
+        self.lock()
+            .values()
+            .filter(|s| !matches!(s, BreakerState::Closed { .. }))
+            .count()
+    }
+
     pub fn allow(&self, endpoint: &str) -> bool {
         let mut states = self.lock();
         let state = states
@@ -196,23 +205,30 @@ impl Breakers {
     }
 }
 
-/// Counters of the fleet driver, for metrics.
-#[derive(Debug, Default)]
+/// Counters of the fleet driver, exported as metrics (prometheus-client types; a
+/// clone shares the count).
+#[derive(Debug, Clone)]
 pub struct CallStats {
-    pub first_attempts: AtomicU64,
-    pub retries: AtomicU64,
-    pub budget_exhausted: AtomicU64,
-    pub breaker_opened: AtomicU64,
-    pub breaker_rejected: AtomicU64,
+    pub first_attempts: Counter,
+    pub retries: Counter,
+    pub budget_exhausted: Counter,
+    pub breaker_opened: Counter,
+    pub breaker_rejected: Counter,
+    /// Seconds each attempt took, answered or not.
+    pub latency: Histogram,
 }
 
-impl CallStats {
-    pub fn get(c: &AtomicU64) -> u64 {
-        c.load(Ordering::Relaxed)
-    }
-
-    pub fn bump(c: &AtomicU64) {
-        c.fetch_add(1, Ordering::Relaxed);
+impl Default for CallStats {
+    fn default() -> Self {
+        CallStats {
+            first_attempts: Counter::default(),
+            retries: Counter::default(),
+            budget_exhausted: Counter::default(),
+            breaker_opened: Counter::default(),
+            breaker_rejected: Counter::default(),
+            // 1 ms .. about 65 s.
+            latency: Histogram::new(exponential_buckets(0.001, 2.0, 17)),
+        }
     }
 }
 

@@ -4,6 +4,7 @@
 
 mod controller;
 mod limits;
+pub mod metrics;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -25,7 +26,6 @@ use crate::store::Store;
 use crate::{Error, Result};
 
 /// How `rollout serve` was asked to run.
-#[derive(Clone)]
 pub struct Options {
     /// Directory of the sled store; created if missing.
     pub data: PathBuf,
@@ -37,6 +37,8 @@ pub struct Options {
     pub clock: Arc<dyn Clock>,
     /// TLS, credentials and limits of the API.
     pub security: Security,
+    /// Where to serve Prometheus metrics (`GET /metrics`); None: not served.
+    pub metrics: Option<TcpListener>,
 }
 
 /// Who may talk to the controller, and how much.
@@ -64,7 +66,8 @@ pub async fn run(listener: TcpListener, options: Options, shutdown: Cancellation
     let store = Store::open(&options.data)?;
     let inventory = Arc::new(load_inventory(&store, options.fleet.as_deref())?);
     info!(hosts = inventory.len(), data = %options.data.display(), "inventory loaded");
-    let fleet = Arc::new(GrpcFleet::new(options.agent_timeout).with_tls(options.security.agents.clone()));
+    let grpc_fleet = Arc::new(GrpcFleet::new(options.agent_timeout).with_tls(options.security.agents.clone()));
+    let fleet: engine::SharedFleet = grpc_fleet.clone();
     let engine = Engine::start(
         store.clone(),
         inventory,
@@ -74,10 +77,20 @@ pub async fn run(listener: TcpListener, options: Options, shutdown: Cancellation
         shutdown.clone(),
     )
     .await?;
+    let metrics = match options.metrics {
+        Some(listener) => {
+            let metrics = metrics::Metrics::new(engine.clone(), grpc_fleet);
+            let signal = shutdown.clone().cancelled_owned();
+            tokio::spawn(metrics::serve(listener, metrics.clone(), signal));
+            Some(metrics)
+        }
+        None => None,
+    };
     let served = serve(
         listener,
         engine.clone(),
         &options.security,
+        metrics,
         shutdown.clone(),
         shutdown.clone().cancelled_owned(),
     )
@@ -95,6 +108,7 @@ pub async fn serve(
     listener: TcpListener,
     engine: Arc<Engine>,
     security: &Security,
+    metrics: Option<Arc<metrics::Metrics>>,
     shutdown: CancellationToken,
     signal: impl Future<Output = ()> + Send,
 ) -> Result<()> {
@@ -121,6 +135,7 @@ pub async fn serve(
         .layer(tower::util::MapResponseLayer::new(
             limits::resource_exhausted_when_too_large,
         ))
+        .layer(tower::util::option_layer(metrics.map(metrics::CountLayer)))
         .layer(AuthLayer::new(security.credentials.clone(), security.rate))
         .add_service(health_service)
         .add_service(reflection)

@@ -134,6 +134,7 @@ impl Controller {
             agent_timeout: Duration::from_secs(30),
             clock,
             security,
+            metrics: None,
         };
         let task = tokio::spawn(server::run(listener, options, stop.clone()));
         Controller {

@@ -1,0 +1,252 @@
+//! Prometheus metrics (prometheus-client, OpenMetrics text) on `--metrics-listen`:
+//! hosts by rollout and state, percent complete, current wave, restart jobs by state,
+//! agent calls (first attempts, retries, latency, budget exhaustion, breakers), and
+//! gRPC requests by method and code. Rollout figures are read from the engine's
+//! snapshots at scrape time, so they are exactly what `rollout status` shows.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+use tower::{Layer, Service};
+use tracing::info;
+
+use crate::engine::{Engine, GrpcFleet};
+use crate::proto::v1 as pb;
+use crate::{Error, Result};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RolloutLabels {
+    rollout: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HostLabels {
+    rollout: String,
+    state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabels {
+    state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct GrpcLabels {
+    method: String,
+    code: String,
+}
+
+/// The controller's metrics.
+pub struct Metrics {
+    registry: Mutex<Registry>,
+    hosts: Family<HostLabels, Gauge>,
+    percent: Family<RolloutLabels, Gauge<f64, AtomicU64>>,
+    wave: Family<RolloutLabels, Gauge>,
+    jobs: Family<StateLabels, Gauge>,
+    breakers_open: Gauge,
+    grpc: Family<GrpcLabels, Counter>,
+    engine: Arc<Engine>,
+    fleet: Arc<GrpcFleet>,
+}
+
+impl Metrics {
+    pub fn new(engine: Arc<Engine>, fleet: Arc<GrpcFleet>) -> Arc<Metrics> {
+        let m = Metrics {
+            registry: Mutex::new(Registry::with_prefix("rollout")),
+            hosts: Family::default(),
+            percent: Family::default(),
+            wave: Family::default(),
+            jobs: Family::default(),
+            breakers_open: Gauge::default(),
+            grpc: Family::default(),
+            engine,
+            fleet,
+        };
+        {
+            let mut r = m.registry.lock().unwrap_or_else(|p| p.into_inner());
+            r.register("hosts", "Hosts of each rollout by state", m.hosts.clone());
+            r.register(
+                "percent_complete",
+                "Share of a rollout's selected hosts on the new version",
+                m.percent.clone(),
+            );
+            r.register("current_wave", "The wave a rollout is at (1-based; 0 when ended)", m.wave.clone());
+            r.register("restart_jobs", "Restart jobs by state", m.jobs.clone());
+            let stats = m.fleet.stats();
+            r.register(
+                "agent_first_attempts",
+                "Agent calls, first attempts",
+                stats.first_attempts.clone(),
+            );
+            r.register("agent_retries", "Agent calls, retries", stats.retries.clone());
+            r.register(
+                "agent_retry_budget_exhausted",
+                "Retries refused because the retry budget was spent",
+                stats.budget_exhausted.clone(),
+            );
+            r.register("agent_breaker_opened", "Times an agent's breaker opened", stats.breaker_opened.clone());
+            r.register(
+                "agent_breaker_rejected",
+                "Calls failed fast by an open breaker",
+                stats.breaker_rejected.clone(),
+            );
+            r.register(
+                "agent_breakers_open",
+                "Agents whose breaker is open now",
+                m.breakers_open.clone(),
+            );
+            r.register(
+                "agent_call_duration_seconds",
+                "Seconds each agent call attempt took",
+                stats.latency.clone(),
+            );
+            r.register("grpc_requests", "gRPC requests by method and code", m.grpc.clone());
+        }
+        Arc::new(m)
+    }
+
+    /// The exposition, with the rollout figures read now.
+    pub fn render(&self) -> String {
+        self.hosts.clear();
+        self.percent.clear();
+        self.wave.clear();
+        self.jobs.clear();
+        for r in self.engine.list(&[]) {
+            let rollout = r.name.clone();
+            let state = |s: &str| HostLabels {
+                rollout: rollout.clone(),
+                state: s.to_string(),
+            };
+            self.hosts.get_or_create(&state("succeeded")).set(r.hosts_succeeded as i64);
+            self.hosts.get_or_create(&state("failed")).set(r.hosts_failed as i64);
+            self.hosts.get_or_create(&state("in_flight")).set(r.hosts_in_flight as i64);
+            self.hosts.get_or_create(&state("pending")).set(r.hosts_pending as i64);
+            let labels = RolloutLabels { rollout };
+            self.percent.get_or_create(&labels).set(r.percent_complete);
+            let terminal = matches!(
+                r.state(),
+                pb::RolloutState::Succeeded | pb::RolloutState::Failed | pb::RolloutState::Aborted
+            );
+            self.wave
+                .get_or_create(&labels)
+                .set(if terminal { 0 } else { i64::from(r.current_wave) + 1 });
+        }
+        for j in self.engine.restart_jobs() {
+            let state = crate::engine::restart_state_name(j.state()).to_string();
+            self.jobs.get_or_create(&StateLabels { state }).inc();
+        }
+        self.breakers_open.set(self.fleet.open_breakers() as i64);
+        let mut text = String::new();
+        let registry = self.registry.lock().unwrap_or_else(|p| p.into_inner());
+        if prometheus_client::encoding::text::encode(&mut text, &registry).is_err() {
+            text.clear();
+        }
+        text
+    }
+
+    fn count(&self, method: &str, code: &str) {
+        self.grpc
+            .get_or_create(&GrpcLabels {
+                method: method.to_string(),
+                code: code.to_string(),
+            })
+            .inc();
+    }
+}
+
+/// Serves `GET /metrics` on `listener` until `signal`.
+pub async fn serve(
+    listener: TcpListener,
+    metrics: Arc<Metrics>,
+    signal: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let metrics = metrics.clone();
+            async move {
+                (
+                    [(
+                        http::header::CONTENT_TYPE,
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    )],
+                    metrics.render(),
+                )
+            }
+        }),
+    );
+    if let Ok(addr) = listener.local_addr() {
+        info!(%addr, "metrics on http://{addr}/metrics");
+    }
+    axum::serve(listener, app)
+        .with_graceful_shutdown(signal)
+        .await
+        .map_err(|e| Error::io("the metrics server failed", e))
+}
+
+/// Counts gRPC requests by method and the code of the answer's headers (a handler's
+/// error, or a refusal); a call whose status comes in the trailers counts as OK.
+#[derive(Clone)]
+pub struct CountLayer(pub Arc<Metrics>);
+
+impl<S> Layer<S> for CountLayer {
+    type Service = Count<S>;
+
+    fn layer(&self, inner: S) -> Count<S> {
+        Count {
+            inner,
+            metrics: self.0.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Count<S> {
+    inner: S,
+    metrics: Arc<Metrics>,
+}
+
+type BoxFuture<T, E> = Pin<Box<dyn Future<Output = std::result::Result<T, E>> + Send>>;
+
+impl<S, B, R> Service<http::Request<B>> for Count<S>
+where
+    S: Service<http::Request<B>, Response = http::Response<R>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    B: Send + 'static,
+    R: Send + 'static,
+{
+    type Response = http::Response<R>;
+    type Error = S::Error;
+    type Future = BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<std::result::Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let method = req.uri().path().rsplit('/').next().unwrap_or("").to_string();
+        let metrics = self.metrics.clone();
+        let clone = self.inner.clone();
+        let mut ready = std::mem::replace(&mut self.inner, clone);
+        Box::pin(async move {
+            let response = ready.call(req).await?;
+            let code = response
+                .headers()
+                .get("grpc-status")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<i32>().ok())
+                .map_or(tonic::Code::Ok, tonic::Code::from);
+            metrics.count(&method, &format!("{code:?}"));
+            Ok(response)
+        })
+    }
+}

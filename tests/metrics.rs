@@ -1,0 +1,135 @@
+//! `/metrics` scraped during a real rollout and parsed with a Prometheus text parser.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use rollout::agent::SimulatorOptions;
+use rollout::proto::v1 as pb;
+use rollout::server;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// GET `path` over plain HTTP/1.1; the body.
+async fn http_get(addr: &str, path: &str) -> String {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    body.to_string()
+}
+
+fn scrape(text: &str) -> prometheus_parse::Scrape {
+    prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).expect("Prometheus text")
+}
+
+fn value(s: &prometheus_parse::Scrape, metric: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    s.samples
+        .iter()
+        .find(|x| x.metric == metric && labels.iter().all(|(k, v)| x.labels.get(k) == Some(*v)))
+        .map(|x| match &x.value {
+            prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Gauge(v) | prometheus_parse::Value::Untyped(v) => *v,
+            prometheus_parse::Value::Histogram(buckets) => buckets.last().map_or(0.0, |b| b.count),
+            prometheus_parse::Value::Summary(_) => f64::NAN,
+        })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_are_scraped_during_a_rollout() {
+    let sim = Sim::start(
+        1_000,
+        SimulatorOptions {
+            latency_ms: (5, 15),
+            ..Default::default()
+        },
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let fleet_path = dir.path().join("fleet.yaml");
+    std::fs::write(&fleet_path, sim.fleet.to_yaml()).unwrap();
+    let api = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", api.local_addr().unwrap());
+    let metrics = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let metrics_addr = metrics.local_addr().unwrap().to_string();
+    let stop = CancellationToken::new();
+    let controller = tokio::spawn(server::run(
+        api,
+        server::Options {
+            data: dir.path().join("data"),
+            fleet: Some(fleet_path),
+            agent_timeout: Duration::from_secs(30),
+            clock: Arc::new(rollout::engine::SystemClock),
+            security: Default::default(),
+            metrics: Some(metrics),
+        },
+        stop.clone(),
+    ));
+    let mut client = within(30, "the controller", async {
+        loop {
+            if let Ok(c) = rollout::cli::connect(&url).await {
+                return c;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    let mut spec = plan("scraped-fix", &["10%", "50%", "100%"], "0");
+    spec.max_parallel = 20;
+    submit(&mut client, spec).await;
+
+    // During the rollout: part-way, with calls in flight.
+    let during = within(60, "a scrape mid-rollout", async {
+        loop {
+            let s = scrape(&http_get(&metrics_addr, "/metrics").await);
+            let done = value(&s, "rollout_hosts", &[("rollout", "scraped-fix"), ("state", "succeeded")]);
+            if done.is_some_and(|d| d > 0.0 && d < 1_000.0) {
+                return s;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    let percent = value(&during, "rollout_percent_complete", &[("rollout", "scraped-fix")]).unwrap();
+    assert!(percent > 0.0 && percent < 100.0, "{percent}");
+    assert!(value(&during, "rollout_current_wave", &[("rollout", "scraped-fix")]).unwrap() >= 1.0);
+
+    watch_until(&mut client, "scraped-fix", |r| r.state() == pb::RolloutState::Succeeded).await;
+    let text = http_get(&metrics_addr, "/metrics").await;
+    let after = scrape(&text);
+    assert_eq!(
+        value(&after, "rollout_hosts", &[("rollout", "scraped-fix"), ("state", "succeeded")]),
+        Some(1_000.0)
+    );
+    assert_eq!(value(&after, "rollout_percent_complete", &[("rollout", "scraped-fix")]), Some(100.0));
+    assert_eq!(value(&after, "rollout_current_wave", &[("rollout", "scraped-fix")]), Some(0.0));
+    assert_eq!(value(&after, "rollout_agent_first_attempts_total", &[]), Some(1_000.0));
+    assert_eq!(value(&after, "rollout_agent_retries_total", &[]), Some(0.0));
+    assert_eq!(value(&after, "rollout_agent_retry_budget_exhausted_total", &[]), Some(0.0));
+    assert_eq!(value(&after, "rollout_agent_breakers_open", &[]), Some(0.0));
+    assert!(
+        text.contains("rollout_agent_call_duration_seconds_bucket"),
+        "the latency histogram is exposed"
+    );
+    let submits = value(&after, "rollout_grpc_requests_total", &[("method", "SubmitPlan"), ("code", "Ok")]);
+    assert_eq!(submits, Some(1.0));
+    // A refused call is counted with its code.
+    let _ = client.get_rollout(pb::GetRolloutRequest {
+        name: "nope".into(),
+        id: 0,
+    })
+    .await;
+    let again = scrape(&http_get(&metrics_addr, "/metrics").await);
+    assert_eq!(
+        value(&again, "rollout_grpc_requests_total", &[("method", "GetRollout"), ("code", "NotFound")]),
+        Some(1.0)
+    );
+    stop.cancel();
+    within(60, "the controller to stop", controller).await.unwrap().unwrap();
+    sim.stop().await;
+}
