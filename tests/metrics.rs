@@ -34,7 +34,9 @@ fn value(s: &prometheus_parse::Scrape, metric: &str, labels: &[(&str, &str)]) ->
         .iter()
         .find(|x| x.metric == metric && labels.iter().all(|(k, v)| x.labels.get(k) == Some(*v)))
         .map(|x| match &x.value {
-            prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Gauge(v) | prometheus_parse::Value::Untyped(v) => *v,
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => *v,
             prometheus_parse::Value::Histogram(buckets) => buckets.last().map_or(0.0, |b| b.count),
             prometheus_parse::Value::Summary(_) => f64::NAN,
         })
@@ -67,6 +69,7 @@ async fn metrics_are_scraped_during_a_rollout() {
             clock: Arc::new(rollout::engine::SystemClock),
             security: Default::default(),
             metrics: Some(metrics),
+            grace: Duration::from_secs(30),
         },
         stop.clone(),
     ));
@@ -87,7 +90,11 @@ async fn metrics_are_scraped_during_a_rollout() {
     let during = within(60, "a scrape mid-rollout", async {
         loop {
             let s = scrape(&http_get(&metrics_addr, "/metrics").await);
-            let done = value(&s, "rollout_hosts", &[("rollout", "scraped-fix"), ("state", "succeeded")]);
+            let done = value(
+                &s,
+                "rollout_hosts",
+                &[("rollout", "scraped-fix"), ("state", "succeeded")],
+            );
             if done.is_some_and(|d| d > 0.0 && d < 1_000.0) {
                 return s;
             }
@@ -103,30 +110,52 @@ async fn metrics_are_scraped_during_a_rollout() {
     let text = http_get(&metrics_addr, "/metrics").await;
     let after = scrape(&text);
     assert_eq!(
-        value(&after, "rollout_hosts", &[("rollout", "scraped-fix"), ("state", "succeeded")]),
+        value(
+            &after,
+            "rollout_hosts",
+            &[("rollout", "scraped-fix"), ("state", "succeeded")]
+        ),
         Some(1_000.0)
     );
-    assert_eq!(value(&after, "rollout_percent_complete", &[("rollout", "scraped-fix")]), Some(100.0));
-    assert_eq!(value(&after, "rollout_current_wave", &[("rollout", "scraped-fix")]), Some(0.0));
+    assert_eq!(
+        value(&after, "rollout_percent_complete", &[("rollout", "scraped-fix")]),
+        Some(100.0)
+    );
+    assert_eq!(
+        value(&after, "rollout_current_wave", &[("rollout", "scraped-fix")]),
+        Some(0.0)
+    );
     assert_eq!(value(&after, "rollout_agent_first_attempts_total", &[]), Some(1_000.0));
     assert_eq!(value(&after, "rollout_agent_retries_total", &[]), Some(0.0));
-    assert_eq!(value(&after, "rollout_agent_retry_budget_exhausted_total", &[]), Some(0.0));
+    assert_eq!(
+        value(&after, "rollout_agent_retry_budget_exhausted_total", &[]),
+        Some(0.0)
+    );
     assert_eq!(value(&after, "rollout_agent_breakers_open", &[]), Some(0.0));
     assert!(
         text.contains("rollout_agent_call_duration_seconds_bucket"),
         "the latency histogram is exposed"
     );
-    let submits = value(&after, "rollout_grpc_requests_total", &[("method", "SubmitPlan"), ("code", "Ok")]);
+    let submits = value(
+        &after,
+        "rollout_grpc_requests_total",
+        &[("method", "SubmitPlan"), ("code", "Ok")],
+    );
     assert_eq!(submits, Some(1.0));
     // A refused call is counted with its code.
-    let _ = client.get_rollout(pb::GetRolloutRequest {
-        name: "nope".into(),
-        id: 0,
-    })
-    .await;
+    let _ = client
+        .get_rollout(pb::GetRolloutRequest {
+            name: "nope".into(),
+            id: 0,
+        })
+        .await;
     let again = scrape(&http_get(&metrics_addr, "/metrics").await);
     assert_eq!(
-        value(&again, "rollout_grpc_requests_total", &[("method", "GetRollout"), ("code", "NotFound")]),
+        value(
+            &again,
+            "rollout_grpc_requests_total",
+            &[("method", "GetRollout"), ("code", "NotFound")]
+        ),
         Some(1.0)
     );
     stop.cancel();

@@ -536,3 +536,187 @@ fn a_non_loopback_controller_without_auth_is_refused() {
     );
     assert!(!data.exists(), "nothing was created");
 }
+
+/// Changes are rate-limited per principal: past the burst, ResourceExhausted naming
+/// the limit; another principal is not affected, and reads never are.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_are_rate_limited_per_principal() {
+    let sim = Sim::start(20, SimulatorOptions::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let security = Security {
+        credentials: Some(tokens_file()),
+        rate: rollout::auth::RateLimit {
+            per_second: 1,
+            burst: 3,
+        },
+        ..Default::default()
+    };
+    let controller = Controller::start_secured(&dir.path().join("data"), &sim.fleet, security).await;
+    let mut otto = connect_with(&controller.url, &with_token(Some("otto"))).await.unwrap();
+    let mut ada = connect_with(&controller.url, &with_token(Some("ada"))).await.unwrap();
+    let mut codes = Vec::new();
+    for _ in 0..5 {
+        codes.push(call(&mut otto, "PauseRollout").await.unwrap_err().code());
+    }
+    assert_eq!(&codes[..3], &[Code::NotFound; 3], "within the burst: the call runs");
+    assert!(codes[3..].iter().all(|c| *c == Code::ResourceExhausted), "{codes:?}");
+    let status = call(&mut otto, "AbortRollout").await.unwrap_err();
+    assert!(
+        status
+            .message()
+            .contains("`otto` is over its rate limit of 1 changes per second"),
+        "{}",
+        status.message()
+    );
+    assert_eq!(call(&mut ada, "PauseRollout").await.unwrap_err().code(), Code::NotFound);
+    call(&mut otto, "ListRollouts").await.unwrap();
+    controller.stop().await;
+    sim.stop().await;
+}
+
+/// End to end over TLS: a real host agent serves mutual TLS and heartbeats with its
+/// `agent` token to a controller that requires TLS and tokens; the controller deploys
+/// to it over mutual TLS with its own certificate. A caller without a certificate
+/// cannot reach the agent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_and_controller_speak_mutual_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new(dir.path(), "fleet-ca");
+    let (server, agent_cert) = (ca.issue("controller"), ca.issue("agent-host"));
+    let d = dir.path().display();
+    std::fs::write(dir.path().join("deploy.sh"), format!("echo \"$1\" > {d}/version\n")).unwrap();
+    let security = Security {
+        tls: ServerFiles {
+            cert: Some(server.cert.clone()),
+            key: Some(server.key.clone()),
+            client_ca: None,
+        }
+        .config()
+        .unwrap(),
+        credentials: Some(tokens_file()),
+        agents: ClientFiles {
+            ca: Some(ca.cert.clone()),
+            cert: Some(server.cert.clone()),
+            key: Some(server.key.clone()),
+        }
+        .config()
+        .unwrap(),
+        ..Default::default()
+    };
+    let controller = Controller::start_secured(
+        &dir.path().join("data"),
+        &rollout::fleet::FleetFile::default(),
+        security,
+    )
+    .await;
+    let config = dir.path().join("agent.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "host_id: tls-host-1\nlisten: 127.0.0.1:0\nstate_file: {d}/state.json\ncontroller: {}\nheartbeat: 200ms\nlabels: {{region: emea, service: tls-demo}}\ncommands:\n  deploy: {{argv: [sh, {d}/deploy.sh, \"{{version}}\"], timeout: 30s}}\n",
+            controller.url
+        ),
+    )
+    .unwrap();
+    let token_file = dir.path().join("agent.token");
+    std::fs::write(&token_file, token("agent-7")).unwrap();
+    let args: Vec<std::ffi::OsString> = vec![
+        "agent".into(),
+        "--config".into(),
+        config.into(),
+        "--tls-cert".into(),
+        agent_cert.cert.clone().into(),
+        "--tls-key".into(),
+        agent_cert.key.clone().into(),
+        "--client-ca".into(),
+        ca.cert.clone().into(),
+        "--ca".into(),
+        ca.cert.clone().into(),
+        "--token-file".into(),
+        token_file.into(),
+    ];
+    let exe = std::path::Path::new(env!("CARGO_BIN_EXE_rollout"));
+    let mut agent = within(
+        60,
+        "the agent to start",
+        rollout::cli::process::Spawned::start(exe, args, Some(&dir.path().join("agent.log"))),
+    )
+    .await
+    .unwrap();
+
+    let operator = Credentials {
+        tls: ClientFiles {
+            ca: Some(ca.cert.clone()),
+            ..Default::default()
+        },
+        token: Some(token("otto")),
+    };
+    let mut client = connect_with(&controller.url, &operator).await.unwrap();
+    within(30, "the agent to register by heartbeat", async {
+        loop {
+            let hosts = client
+                .list_hosts(pb::ListHostsRequest::default())
+                .await
+                .unwrap()
+                .into_inner()
+                .hosts;
+            if hosts
+                .iter()
+                .any(|h| h.id == "tls-host-1" && h.last_heartbeat_unix_ms > 0)
+            {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    let mut spec = plan("tls-fix", &["100%"], "0");
+    spec.selector = [(
+        "service".to_string(),
+        pb::LabelValues {
+            values: vec!["tls-demo".into()],
+        },
+    )]
+    .into();
+    submit(&mut client, spec).await;
+    let seen = within(
+        60,
+        "the deploy over mTLS",
+        watch_until(&mut client, "tls-fix", |r| {
+            matches!(r.state(), pb::RolloutState::Succeeded | pb::RolloutState::Halted)
+        }),
+    )
+    .await;
+    let done = seen.last().unwrap();
+    assert_eq!(done.state(), pb::RolloutState::Succeeded, "{}", done.halt_reason);
+    let written = std::fs::read_to_string(dir.path().join("version")).unwrap();
+    assert_eq!(written.trim(), "15.20.8207.12");
+
+    // Without a client certificate, the agent does not answer.
+    let plain = format!("https://{}", agent.addr);
+    let refused = async {
+        let channel = tonic::transport::Endpoint::from_shared(plain)
+            .unwrap()
+            .tls_config(tonic::transport::ClientTlsConfig::new().ca_certificate(
+                tonic::transport::Certificate::from_pem(std::fs::read(&ca.cert).unwrap()),
+            ))
+            .unwrap()
+            .connect()
+            .await
+            .map_err(|e| e.to_string())?;
+        rollout::proto::v1::agent_client::AgentClient::new(channel)
+            .probe(pb::ProbeRequest {
+                host_id: "tls-host-1".into(),
+            })
+            .await
+            .map(drop)
+            .map_err(|s| s.to_string())
+    }
+    .await;
+    assert!(refused.is_err(), "the agent refused a caller without a certificate");
+    assert_eq!(
+        agent.terminate(std::time::Duration::from_secs(30)).await.unwrap(),
+        Some(0)
+    );
+    controller.stop().await;
+}

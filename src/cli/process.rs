@@ -93,12 +93,23 @@ impl Spawned {
     /// SIGTERM, then waits up to `grace` for a clean exit (SIGKILL after that).
     /// Returns the exit code when it exited by itself.
     pub async fn terminate(&mut self, grace: Duration) -> Result<Option<i32>> {
+        self.signal_term();
+        self.wait(grace).await
+    }
+
+    /// Sends SIGTERM (a graceful stop) and returns at once.
+    pub fn signal_term(&self) {
         if let Some(pid) = self.child.id() {
             let _ = nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(pid as i32),
                 nix::sys::signal::Signal::SIGTERM,
             );
         }
+    }
+
+    /// Waits up to `grace` for the process to exit (SIGKILL after that); its exit
+    /// code when it exited by itself.
+    pub async fn wait(&mut self, grace: Duration) -> Result<Option<i32>> {
         match tokio::time::timeout(grace, self.child.wait()).await {
             Ok(status) => Ok(status.map_err(|e| Error::io("cannot reap the process", e))?.code()),
             Err(_) => {

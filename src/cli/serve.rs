@@ -47,6 +47,9 @@ pub struct ServeArgs {
     /// Changes (submit, pause, restart...) each principal may make per second.
     #[arg(long, default_value_t = 10)]
     pub max_changes_per_second: u32,
+    /// On SIGTERM/SIGINT, how long calls in flight may take to finish and be recorded.
+    #[arg(long, default_value = "30s", value_parser = super::parse_duration)]
+    pub grace_period: Duration,
     /// Serve Prometheus metrics on this address (`GET /metrics`); off by default.
     #[arg(long)]
     pub metrics_listen: Option<String>,
@@ -234,6 +237,7 @@ pub async fn serve(args: ServeArgs) -> Result<ExitCode> {
             clock: Arc::new(crate::engine::SystemClock),
             security,
             metrics,
+            grace: args.grace_period,
         },
         token,
     )

@@ -157,11 +157,15 @@ pub async fn follow(server: &str, name: &str, reconnect: Duration, progress: &mu
         let mut stream = match attempt {
             Ok(s) => s,
             Err(e) => {
+                // The controller is restarting: refused connections, a connection that
+                // broke under the call (tonic says Unknown "transport error"), or one
+                // that is shutting down.
                 let retryable = matches!(&e, Error::Usage(m) if m.starts_with("cannot reach"))
+                    || matches!(&e, Error::Transport { .. })
                     || matches!(
                         &e,
                         Error::Remote {
-                            code: tonic::Code::Unavailable,
+                            code: tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled,
                             ..
                         }
                     );

@@ -330,7 +330,7 @@ fn collect(joined: std::result::Result<Dispatch, tokio::task::JoinError>, done: 
 
 /// One host: (probe, when its outcome is in doubt), apply, and the result as a record.
 async fn call(fleet: SharedFleet, kind: Kind, mut d: Dispatch, request: pb::ApplyRequest) -> Dispatch {
-    let span = info_span!("host", host = %d.host, op = %d.record.operation_id);
+    let span = info_span!("host", host = %d.host, wave = d.record.wave, op = %d.record.operation_id);
     async {
         if d.address.is_empty() {
             return finish(&mut d, Err("the host is no longer in the inventory".to_string()), false);

@@ -488,6 +488,7 @@ async fn call(
             Err(e) => Err(e.to_string()),
         }
     }
+    .instrument(info_span!("host", host = %host_id, op = %rec.operation_id))
     .await;
     let host = rec.host.get_or_insert_with(Default::default);
     match outcome {

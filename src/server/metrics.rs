@@ -79,7 +79,11 @@ impl Metrics {
                 "Share of a rollout's selected hosts on the new version",
                 m.percent.clone(),
             );
-            r.register("current_wave", "The wave a rollout is at (1-based; 0 when ended)", m.wave.clone());
+            r.register(
+                "current_wave",
+                "The wave a rollout is at (1-based; 0 when ended)",
+                m.wave.clone(),
+            );
             r.register("restart_jobs", "Restart jobs by state", m.jobs.clone());
             let stats = m.fleet.stats();
             r.register(
@@ -93,7 +97,11 @@ impl Metrics {
                 "Retries refused because the retry budget was spent",
                 stats.budget_exhausted.clone(),
             );
-            r.register("agent_breaker_opened", "Times an agent's breaker opened", stats.breaker_opened.clone());
+            r.register(
+                "agent_breaker_opened",
+                "Times an agent's breaker opened",
+                stats.breaker_opened.clone(),
+            );
             r.register(
                 "agent_breaker_rejected",
                 "Calls failed fast by an open breaker",
@@ -126,9 +134,13 @@ impl Metrics {
                 rollout: rollout.clone(),
                 state: s.to_string(),
             };
-            self.hosts.get_or_create(&state("succeeded")).set(r.hosts_succeeded as i64);
+            self.hosts
+                .get_or_create(&state("succeeded"))
+                .set(r.hosts_succeeded as i64);
             self.hosts.get_or_create(&state("failed")).set(r.hosts_failed as i64);
-            self.hosts.get_or_create(&state("in_flight")).set(r.hosts_in_flight as i64);
+            self.hosts
+                .get_or_create(&state("in_flight"))
+                .set(r.hosts_in_flight as i64);
             self.hosts.get_or_create(&state("pending")).set(r.hosts_pending as i64);
             let labels = RolloutLabels { rollout };
             self.percent.get_or_create(&labels).set(r.percent_complete);

@@ -14,7 +14,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{info, warn};
 
 pub use controller::ControllerService;
 
@@ -39,6 +39,8 @@ pub struct Options {
     pub security: Security,
     /// Where to serve Prometheus metrics (`GET /metrics`); None: not served.
     pub metrics: Option<TcpListener>,
+    /// On shutdown, how long calls in flight may take to finish and be recorded.
+    pub grace: Duration,
 }
 
 /// Who may talk to the controller, and how much.
@@ -60,8 +62,11 @@ const MAX_STREAMS_PER_CONNECTION: u32 = 256;
 /// A unary call (or a stream's first answer) that takes longer is cancelled.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// Runs the controller on `listener` until `shutdown` fires, then stops dispatching,
-/// lets calls in flight finish and be recorded, and returns.
+/// Runs the controller on `listener` until `shutdown` fires. Then: health says
+/// NOT_SERVING, nothing new is dispatched and changes are refused (Unavailable), calls
+/// in flight get up to `grace` to finish and be recorded, the store is flushed, and
+/// the API stops. A call still out after the grace stays "in doubt" in the store and
+/// is asked about again by the next controller.
 pub async fn run(listener: TcpListener, options: Options, shutdown: CancellationToken) -> Result<()> {
     let store = Store::open(&options.data)?;
     let inventory = Arc::new(load_inventory(&store, options.fleet.as_deref())?);
@@ -86,20 +91,33 @@ pub async fn run(listener: TcpListener, options: Options, shutdown: Cancellation
         }
         None => None,
     };
-    let served = serve(
-        listener,
-        engine.clone(),
-        &options.security,
-        metrics,
-        shutdown.clone(),
-        shutdown.clone().cancelled_owned(),
-    )
-    .await;
+    // The API keeps answering reads while the engine drains; it stops after.
+    let drained = CancellationToken::new();
+    let mut serving = tokio::spawn({
+        let (engine, security, shutdown) = (engine.clone(), options.security.clone(), shutdown.clone());
+        let signal = drained.clone().cancelled_owned();
+        async move { serve(listener, engine, &security, metrics, shutdown, signal).await }
+    });
+    let early = tokio::select! {
+        _ = shutdown.cancelled() => None,
+        served = &mut serving => Some(served),
+    };
     shutdown.cancel();
-    engine.stopped().await;
+    match tokio::time::timeout(options.grace, engine.stopped()).await {
+        Ok(()) => info!("every call in flight finished and was recorded"),
+        Err(_) => warn!(
+            grace = %crate::plan::format_duration(options.grace),
+            "calls still in flight after the grace period: their hosts stay in doubt and are asked again at the next start"
+        ),
+    }
     store.flush().await?;
+    drained.cancel();
+    let served = match early {
+        Some(served) => served,
+        None => serving.await,
+    };
     info!("controller stopped");
-    served
+    served.map_err(|e| Error::Usage(format!("the gRPC server task failed: {e}")))?
 }
 
 /// Serves the gRPC API for an engine until `signal` completes. Streams end when
@@ -116,6 +134,19 @@ pub async fn serve(
     health
         .set_serving::<pb::controller_server::ControllerServer<ControllerService>>()
         .await;
+    // Load balancers and probes learn of a stop before the port closes.
+    tokio::spawn({
+        let shutdown = shutdown.clone();
+        async move {
+            shutdown.cancelled().await;
+            health
+                .set_not_serving::<pb::controller_server::ControllerServer<ControllerService>>()
+                .await;
+            health
+                .set_service_status("", tonic_health::ServingStatus::NotServing)
+                .await;
+        }
+    });
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
