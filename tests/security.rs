@@ -670,6 +670,27 @@ async fn agents_and_controller_speak_mutual_tls() {
         }
     })
     .await;
+    let events = client
+        .list_events(pb::ListEventsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .events;
+    let registered = events
+        .iter()
+        .find(|e| e.kind == "Heartbeat")
+        .expect("the registration is audited");
+    assert_eq!(
+        (registered.principal.as_str(), registered.role.as_str()),
+        ("agent-7", "agent")
+    );
+    assert!(
+        registered
+            .detail
+            .starts_with("host `tls-host-1` registered at 127.0.0.1:"),
+        "{}",
+        registered.detail
+    );
     let mut spec = plan("tls-fix", &["100%"], "0");
     spec.selector = [(
         "service".to_string(),

@@ -474,7 +474,12 @@ impl Engine {
 
     /// An agent's heartbeat: registers its host (new, or changed address, labels or
     /// customers) in the inventory and the store, and records its health.
-    pub fn heartbeat(&self, mut req: pb::HeartbeatRequest, peer: Option<std::net::IpAddr>) -> Result<bool> {
+    pub fn heartbeat(
+        &self,
+        mut req: pb::HeartbeatRequest,
+        peer: Option<std::net::IpAddr>,
+        actor: &Actor,
+    ) -> Result<bool> {
         if req.host_id.trim().is_empty() {
             return Err(Error::Invalid {
                 field: "host_id".into(),
@@ -513,13 +518,21 @@ impl Engine {
                     hosts: vec![host.clone()],
                 }
                 .to_records();
-                for r in &records {
-                    self.ctx.store.put_host(r)?;
-                }
-                *inventory = Arc::new(inventory.with_host(host).map_err(|e| Error::Invalid {
+                // Checked against the inventory first; stored only if accepted.
+                let updated = inventory.with_host(host).map_err(|e| Error::Invalid {
                     field: "customers".into(),
                     message: e.to_string(),
-                })?);
+                })?;
+                let audit = actor.event(
+                    now,
+                    Target::None,
+                    format!("host `{}` registered at {}", req.host_id, req.address),
+                    "ok",
+                );
+                for r in &records {
+                    self.ctx.store.put_host_with_events(r, std::slice::from_ref(&audit))?;
+                }
+                *inventory = Arc::new(updated);
                 info!(host = %req.host_id, address = %req.address, "host registered by heartbeat");
             }
             !same

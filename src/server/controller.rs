@@ -285,7 +285,11 @@ impl Controller for ControllerService {
         request: Request<pb::HeartbeatRequest>,
     ) -> Result<Response<pb::HeartbeatResponse>, Status> {
         let peer = request.remote_addr().map(|a| a.ip());
-        let registered = self.engine.heartbeat(request.into_inner(), peer).map_err(Error::from)?;
+        let actor = actor(&request, "Heartbeat", "");
+        let registered = self
+            .engine
+            .heartbeat(request.into_inner(), peer, &actor)
+            .map_err(Error::from)?;
         Ok(Response::new(pb::HeartbeatResponse { registered }))
     }
 

@@ -351,19 +351,35 @@ impl Store {
     /// Overwrites a rollout's record and appends `events` to the audit log, in one
     /// transaction: a state change and the line saying who made it go together.
     pub fn put_rollout_with_events(&self, record: &pb::RolloutRecord, events: &[pb::EventRecord]) -> Result<()> {
-        self.put_with_events(&self.rollouts, record.id, &record.encode_to_vec(), events)
+        self.put_with_events(
+            &self.rollouts,
+            &record.id.to_be_bytes(),
+            &record.encode_to_vec(),
+            events,
+        )
     }
 
     /// Overwrites a restart job's record and appends `events`, in one transaction.
     pub fn put_restart_job_with_events(&self, record: &pb::RestartJobRecord, events: &[pb::EventRecord]) -> Result<()> {
-        self.put_with_events(&self.restart_jobs, record.id, &record.encode_to_vec(), events)
+        self.put_with_events(
+            &self.restart_jobs,
+            &record.id.to_be_bytes(),
+            &record.encode_to_vec(),
+            events,
+        )
     }
 
-    fn put_with_events(&self, tree: &sled::Tree, id: u64, value: &[u8], events: &[pb::EventRecord]) -> Result<()> {
+    /// Adds or replaces one host of the inventory and appends `events`, in one
+    /// transaction (a heartbeat registered it).
+    pub fn put_host_with_events(&self, host: &pb::HostRecord, events: &[pb::EventRecord]) -> Result<()> {
+        self.put_with_events(&self.hosts, host.id.as_bytes(), &host.encode_to_vec(), events)
+    }
+
+    fn put_with_events(&self, tree: &sled::Tree, key: &[u8], value: &[u8], events: &[pb::EventRecord]) -> Result<()> {
         let events = self.sequenced(events)?;
         let result: std::result::Result<(), TransactionError<()>> =
             (tree, &self.events).transaction(|(records, log)| {
-                records.insert(&id.to_be_bytes(), value)?;
+                records.insert(key, value)?;
                 for (seq, event) in &events {
                     log.insert(seq, event.as_slice())?;
                 }
@@ -441,12 +457,6 @@ impl Store {
             batch.insert(c.id.as_bytes(), c.encode_to_vec());
         }
         self.customers.apply_batch(batch)?;
-        Ok(())
-    }
-
-    /// Adds or replaces one host of the inventory (a heartbeat registered it).
-    pub fn put_host(&self, host: &pb::HostRecord) -> Result<()> {
-        self.hosts.insert(host.id.as_bytes(), host.encode_to_vec())?;
         Ok(())
     }
 
