@@ -33,6 +33,9 @@ pub struct SimulatorOptions {
     pub unavailable_rate: f64,
     /// Share of successful deploys that leave the host unhealthy (a bad change).
     pub break_rate: f64,
+    /// Answer every Apply at once with success, touching nothing: the ceiling of what
+    /// gRPC alone allows, for benchmarks.
+    pub noop: bool,
 }
 
 impl Default for SimulatorOptions {
@@ -44,6 +47,7 @@ impl Default for SimulatorOptions {
             unhealthy_rate: 0.0,
             unavailable_rate: 0.0,
             break_rate: 0.0,
+            noop: false,
         }
     }
 }
@@ -98,6 +102,7 @@ pub struct Simulator {
     latency_ms: (u64, u64),
     seed: u64,
     break_rate: f64,
+    noop: bool,
     /// Per customer: healthy hosts being restarted now, and the most ever at once
     /// (what a disruption budget must bound).
     restarting: std::sync::Mutex<HashMap<String, (u64, u64)>>,
@@ -129,6 +134,7 @@ impl Simulator {
             latency_ms: options.latency_ms,
             seed: options.seed,
             break_rate: options.break_rate.clamp(0.0, 1.0),
+            noop: options.noop,
             restarting: std::sync::Mutex::new(HashMap::new()),
             apply_calls: AtomicU64::new(0),
         }
@@ -194,6 +200,13 @@ impl Simulator {
 
     async fn apply(&self, req: pb::ApplyRequest) -> Result<pb::ApplyResponse, Status> {
         self.apply_calls.fetch_add(1, Ordering::Relaxed);
+        if self.noop {
+            return Ok(pb::ApplyResponse {
+                ok: true,
+                version: req.version,
+                ..Default::default()
+            });
+        }
         let host = self
             .hosts
             .get(&req.host_id)

@@ -99,6 +99,7 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
             unhealthy_rate: args.unhealthy_rate,
             unavailable_rate: 0.0,
             break_rate: 0.0,
+            noop: false,
         },
     ));
     let sim_stop = CancellationToken::new();

@@ -89,6 +89,10 @@ pub struct AgentArgs {
     /// Share of deploys that succeed but leave the host unhealthy (simulator).
     #[arg(long, default_value_t = 0.0)]
     pub break_rate: f64,
+    /// Answer every Apply at once, touching nothing (simulator; the gRPC ceiling for
+    /// benchmarks).
+    #[arg(long)]
+    pub noop: bool,
     /// TLS for a host agent (the simulator serves plaintext).
     #[command(flatten)]
     pub tls: TlsArgs,
@@ -278,6 +282,7 @@ pub async fn agent(args: AgentArgs) -> Result<ExitCode> {
             unhealthy_rate: args.unhealthy_rate,
             unavailable_rate: args.unavailable_rate,
             break_rate: args.break_rate,
+            noop: args.noop,
         },
     ));
     let listener = bind(args.listen.as_deref().unwrap_or("127.0.0.1:7070")).await?;

@@ -177,6 +177,7 @@ impl Store {
         let db = sled::Config::new()
             .path(dir)
             .mode(sled::Mode::HighThroughput)
+            .cache_capacity(64 * 1024 * 1024)
             .open()
             .map_err(|source| Error::Locked {
                 path: dir.display().to_string(),

@@ -1,0 +1,315 @@
+//! Fleet-scale benchmarks, through the real binaries: a simulated fleet process, a
+//! controller process with its sled store, and gRPC between them.
+//!
+//! ```sh
+//! cargo bench --bench scale                    # 10,000 and 100,000 hosts
+//! cargo bench --bench scale -- 10000 100000 1000000
+//! ```
+//!
+//! For each size N, one line per figure:
+//! - end to end: a fix over all N hosts, waves [1%, 10%, 50%, 100%], zero bake, zero
+//!   agent latency, max_parallel 1000: hosts per second from SubmitPlan to success;
+//! - the ceiling: raw Apply calls per second from this process to a `--noop` simulator
+//!   (answers at once, touches nothing) on the same loopback, 1000 in flight, and the
+//!   ratio of the two;
+//! - the controller's peak RSS (VmHWM) per host, and the store's size per host;
+//! - GetRollout latency p50/p99 from 32 concurrent clients during the rollout;
+//! - resume: a second rollout is killed (SIGKILL) half-way; the time from starting a
+//!   new controller on that store to the first Apply the simulator receives.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use rollout::cli::process::Spawned;
+use rollout::fleet::{GenerateOptions, generate};
+use rollout::proto::v1 as pb;
+use rollout::proto::v1::agent_client::AgentClient;
+
+const EXE: &str = env!("CARGO_BIN_EXE_rollout");
+const PARALLEL: usize = 1_000;
+
+fn main() {
+    let sizes: Vec<usize> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.replace('_', "").parse().ok())
+        .collect();
+    let sizes = if sizes.is_empty() { vec![10_000, 100_000] } else { sizes };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    println!("| hosts | figure | value |");
+    println!("|------:|--------|------:|");
+    for n in sizes {
+        runtime.block_on(run(n));
+    }
+}
+
+fn row(n: usize, figure: &str, value: String) {
+    println!("| {n} | {figure} | {value} |");
+}
+
+async fn run(n: usize) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let log = dir.path().join("log");
+    let sim_fleet = dir.path().join("sim.yaml");
+    let fleet_path = dir.path().join("fleet.yaml");
+    let sim = fleet(n, "127.0.0.1:1");
+    std::fs::write(&sim_fleet, sim.to_yaml()).unwrap();
+    // Any host: a probe's answer carries the simulator's count of Apply calls.
+    let first_host = sim.hosts[0].id.clone();
+    drop(sim);
+
+    // The ceiling: raw Apply calls to a simulator that does nothing.
+    let mut noop = spawn(
+        &[
+            "agent",
+            "--simulate",
+            path(&sim_fleet),
+            "--listen",
+            "127.0.0.1:0",
+            "--noop",
+        ],
+        &log,
+    )
+    .await;
+    let ceiling = raw_calls(&noop.addr.to_string(), n).await;
+    noop.terminate(Duration::from_secs(30)).await.ok();
+
+    let mut agent = spawn(
+        &["agent", "--simulate", path(&sim_fleet), "--listen", "127.0.0.1:0"],
+        &log,
+    )
+    .await;
+    std::fs::write(&fleet_path, fleet(n, &agent.addr.to_string()).to_yaml()).unwrap();
+    let data = dir.path().join("data");
+    let serve = |with_fleet: bool| {
+        let mut args = vec!["serve", "--listen", "127.0.0.1:0", "--data", path(&data)];
+        if with_fleet {
+            args.extend(["--fleet", path(&fleet_path)]);
+        }
+        args
+    };
+    let mut controller = spawn(&serve(true), &log).await;
+    let server = format!("http://{}", controller.addr);
+    let mut client = rollout::cli::connect(&server).await.expect("connect");
+
+    // Readers during the rollout.
+    let reading = Arc::new(AtomicBool::new(true));
+    let mut readers = Vec::new();
+    for _ in 0..32 {
+        let (server, reading) = (server.clone(), reading.clone());
+        readers.push(tokio::spawn(async move {
+            let mut c = rollout::cli::connect(&server).await.expect("connect");
+            let mut took = Vec::new();
+            while reading.load(Ordering::Relaxed) {
+                let t = Instant::now();
+                let _ = c
+                    .get_rollout(pb::GetRolloutRequest {
+                        name: "all".into(),
+                        id: 0,
+                    })
+                    .await;
+                took.push(t.elapsed());
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            took
+        }));
+    }
+    let started = Instant::now();
+    submit(&mut client, "all", "15.20.8207.12").await;
+    wait_for(&mut client, "all", 100.0).await;
+    let elapsed = started.elapsed();
+    reading.store(false, Ordering::Relaxed);
+    let mut latencies: Vec<Duration> = Vec::new();
+    for r in readers {
+        latencies.extend(r.await.unwrap_or_default());
+    }
+    latencies.sort();
+    let rate = n as f64 / elapsed.as_secs_f64();
+    row(
+        n,
+        "end to end, hosts/s",
+        format!("{rate:.0} ({:.2} s)", elapsed.as_secs_f64()),
+    );
+    row(n, "raw gRPC ceiling, calls/s", format!("{ceiling:.0}"));
+    row(n, "end to end / ceiling", format!("{:.0}%", rate * 100.0 / ceiling));
+    let pct = |p: f64| latencies.get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1)));
+    if let (Some(p50), Some(p99)) = (pct(0.50), pct(0.99)) {
+        row(
+            n,
+            "GetRollout p50 / p99 (32 clients, during the rollout)",
+            format!("{:.2} ms / {:.2} ms ({} calls)", ms(*p50), ms(*p99), latencies.len()),
+        );
+    }
+    if let Some(peak) = peak_rss(&controller) {
+        row(
+            n,
+            "controller peak RSS per host",
+            format!("{:.1} KiB ({} MiB)", peak as f64 / 1024.0 / n as f64, peak >> 20),
+        );
+    }
+
+    // Resume: a second rollout killed half-way, then a new controller on the store.
+    submit(&mut client, "again", "15.20.8207.13").await;
+    wait_for(&mut client, "again", 50.0).await;
+    controller.kill9().await.expect("kill");
+    let mut probe = AgentClient::connect(format!("http://{}", agent.addr))
+        .await
+        .expect("agent");
+    let calls = || pb::ProbeRequest {
+        host_id: first_host.clone(),
+    };
+    let before = probe
+        .probe(calls())
+        .await
+        .map(|p| p.into_inner().apply_calls)
+        .unwrap_or(0);
+    let restarted = Instant::now();
+    let mut controller = spawn(&serve(false), &log).await;
+    let first = loop {
+        let now = probe
+            .probe(calls())
+            .await
+            .map(|p| p.into_inner().apply_calls)
+            .unwrap_or(0);
+        if now > before {
+            break restarted.elapsed();
+        }
+        if restarted.elapsed() > Duration::from_secs(600) {
+            break Duration::MAX;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    };
+    row(
+        n,
+        "resume: restart to first dispatch (half-done rollout)",
+        format!("{:.0} ms", ms(first)),
+    );
+    let server = format!("http://{}", controller.addr);
+    let mut client = rollout::cli::connect(&server).await.expect("connect");
+    wait_for(&mut client, "again", 100.0).await;
+    controller.terminate(Duration::from_secs(120)).await.ok();
+    let size = dir_size(&data);
+    row(
+        n,
+        "store size per host (after two rollouts)",
+        format!("{:.0} B ({} MiB)", size as f64 / n as f64, size >> 20),
+    );
+    agent.terminate(Duration::from_secs(30)).await.ok();
+}
+
+fn path(p: &Path) -> &str {
+    p.to_str().expect("UTF-8 temp path")
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn fleet(n: usize, agent: &str) -> rollout::fleet::FleetFile {
+    generate(&GenerateOptions {
+        hosts: n,
+        seed: 1,
+        agent: agent.to_string(),
+        unhealthy_rate: 0.0,
+    })
+}
+
+async fn spawn(args: &[&str], log: &Path) -> Spawned {
+    Spawned::start(Path::new(EXE), args, Some(log))
+        .await
+        .expect("start a process")
+}
+
+async fn submit(client: &mut rollout::cli::Client, name: &str, version: &str) {
+    let plan = format!(
+        "name: {name}\nkind: fix\nselector:\n  region: [apac, emea, amer]\nversion: {version}\nwaves: [1%, 10%, 50%, 100%]\nmax_parallel: {PARALLEL}\nbake: 0s\n"
+    );
+    client
+        .submit_plan(pb::SubmitPlanRequest {
+            plan: Some(pb::submit_plan_request::Plan::Yaml(plan)),
+            ..Default::default()
+        })
+        .await
+        .expect("submit");
+}
+
+/// Polls until the rollout reaches `percent` (and, at 100, succeeds).
+async fn wait_for(client: &mut rollout::cli::Client, name: &str, percent: f64) {
+    loop {
+        let r = client
+            .get_rollout(pb::GetRolloutRequest {
+                name: name.into(),
+                id: 0,
+            })
+            .await
+            .expect("get")
+            .into_inner();
+        let done = r.state() == pb::RolloutState::Succeeded;
+        assert!(
+            !matches!(r.state(), pb::RolloutState::Halted | pb::RolloutState::Failed),
+            "{}",
+            r.halt_reason
+        );
+        if r.percent_complete >= percent && (percent < 100.0 || done) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// `n` Apply calls with PARALLEL in flight over one channel, as the controller makes
+/// them; calls per second.
+async fn raw_calls(addr: &str, n: usize) -> f64 {
+    let client = AgentClient::connect(format!("http://{addr}")).await.expect("agent");
+    let started = Instant::now();
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut workers = Vec::new();
+    for _ in 0..PARALLEL {
+        let (mut client, next) = (client.clone(), next.clone());
+        workers.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= n {
+                    return;
+                }
+                let request = pb::ApplyRequest {
+                    host_id: format!("host-{i}"),
+                    operation_id: format!("op-{i}"),
+                    action: pb::Action::Deploy as i32,
+                    version: "2".into(),
+                };
+                let _ = client.apply(request).await;
+            }
+        }));
+    }
+    for w in workers {
+        let _ = w.await;
+    }
+    n as f64 / started.elapsed().as_secs_f64()
+}
+
+fn peak_rss(p: &Spawned) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", p.pid()?)).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+fn dir_size(dir: &Path) -> u64 {
+    let mut total = 0;
+    let mut stack: Vec<PathBuf> = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            match entry.metadata() {
+                Ok(m) if m.is_dir() => stack.push(entry.path()),
+                Ok(m) => total += m.len(),
+                Err(_) => {}
+            }
+        }
+    }
+    total
+}
