@@ -13,8 +13,9 @@
 //!   (answers at once, touches nothing) on the same loopback, 1000 in flight, and the
 //!   ratio of the two;
 //! - the controller's peak RSS (VmHWM) per host, and the store's size per host;
-//! - GetRollout latency p50/p99 from 32 concurrent clients during the rollout;
-//! - resume: a second rollout is killed (SIGKILL) half-way; the time from starting a
+//! - GetRollout latency p50/p99 from 32 concurrent clients (each a call every 5 ms)
+//!   during a second rollout;
+//! - resume: that second rollout is killed (SIGKILL) half-way; the time from starting a
 //!   new controller on that store to the first Apply the simulator receives.
 
 use std::path::{Path, PathBuf};
@@ -96,7 +97,29 @@ async fn run(n: usize) {
     let server = format!("http://{}", controller.addr);
     let mut client = rollout::cli::connect(&server).await.expect("connect");
 
-    // Readers during the rollout.
+    // Throughput: the rollout alone.
+    let started = Instant::now();
+    submit(&mut client, "all", "15.20.8207.12").await;
+    wait_for(&mut client, "all", 100.0).await;
+    let elapsed = started.elapsed();
+    let rate = n as f64 / elapsed.as_secs_f64();
+    row(
+        n,
+        "end to end, hosts/s",
+        format!("{rate:.0} ({:.2} s)", elapsed.as_secs_f64()),
+    );
+    row(n, "raw gRPC ceiling, calls/s", format!("{ceiling:.0}"));
+    row(n, "end to end / ceiling", format!("{:.0}%", rate * 100.0 / ceiling));
+    if let Some(peak) = peak_rss(&controller) {
+        row(
+            n,
+            "controller peak RSS per host",
+            format!("{:.1} KiB ({} MiB)", peak as f64 / 1024.0 / n as f64, peak >> 20),
+        );
+    }
+
+    // Reads: 32 clients, each a GetRollout every 5 ms, while a second rollout runs
+    // to half-way (where the resume measurement below kills it).
     let reading = Arc::new(AtomicBool::new(true));
     let mut readers = Vec::new();
     for _ in 0..32 {
@@ -108,7 +131,7 @@ async fn run(n: usize) {
                 let t = Instant::now();
                 let _ = c
                     .get_rollout(pb::GetRolloutRequest {
-                        name: "all".into(),
+                        name: "again".into(),
                         id: 0,
                     })
                     .await;
@@ -118,43 +141,24 @@ async fn run(n: usize) {
             took
         }));
     }
-    let started = Instant::now();
-    submit(&mut client, "all", "15.20.8207.12").await;
-    wait_for(&mut client, "all", 100.0).await;
-    let elapsed = started.elapsed();
+    submit(&mut client, "again", "15.20.8207.13").await;
+    wait_for(&mut client, "again", 50.0).await;
     reading.store(false, Ordering::Relaxed);
     let mut latencies: Vec<Duration> = Vec::new();
     for r in readers {
         latencies.extend(r.await.unwrap_or_default());
     }
     latencies.sort();
-    let rate = n as f64 / elapsed.as_secs_f64();
-    row(
-        n,
-        "end to end, hosts/s",
-        format!("{rate:.0} ({:.2} s)", elapsed.as_secs_f64()),
-    );
-    row(n, "raw gRPC ceiling, calls/s", format!("{ceiling:.0}"));
-    row(n, "end to end / ceiling", format!("{:.0}%", rate * 100.0 / ceiling));
     let pct = |p: f64| latencies.get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1)));
     if let (Some(p50), Some(p99)) = (pct(0.50), pct(0.99)) {
         row(
             n,
-            "GetRollout p50 / p99 (32 clients, during the rollout)",
+            "GetRollout p50 / p99 (32 clients, during a rollout)",
             format!("{:.2} ms / {:.2} ms ({} calls)", ms(*p50), ms(*p99), latencies.len()),
         );
     }
-    if let Some(peak) = peak_rss(&controller) {
-        row(
-            n,
-            "controller peak RSS per host",
-            format!("{:.1} KiB ({} MiB)", peak as f64 / 1024.0 / n as f64, peak >> 20),
-        );
-    }
 
-    // Resume: a second rollout killed half-way, then a new controller on the store.
-    submit(&mut client, "again", "15.20.8207.13").await;
-    wait_for(&mut client, "again", 50.0).await;
+    // Resume: the second rollout killed half-way, then a new controller on the store.
     controller.kill9().await.expect("kill");
     let mut probe = AgentClient::connect(format!("http://{}", agent.addr))
         .await
