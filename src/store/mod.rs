@@ -151,6 +151,16 @@ fn take_leases<'a>(
     }
 }
 
+/// Runs a long synchronous store operation (a transaction over every host of a big
+/// rollout) without stalling the other tasks of the runtime's worker: on the
+/// multi-threaded runtime the worker hands its tasks over first.
+fn off_the_runtime<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
 fn committed(result: std::result::Result<(), TransactionError<Abort>>) -> Result<std::result::Result<(), Held>> {
     match result {
         Ok(()) => Ok(Ok(())),
@@ -262,27 +272,29 @@ impl Store {
             &self.requests,
             &self.events,
         );
-        let result = trees.transaction(|(rollouts, rows, leases, requests, log)| {
-            take_leases(leases, hosts.iter().map(|(h, _)| *h), &me, may_take)?;
-            for (host, version) in hosts {
-                let pending = pb::RolloutHostRecord {
-                    state: pb::HostState::Pending as i32,
-                    version: version.to_string(),
-                    ..Default::default()
-                };
-                rows.insert(host_key(record.id, host), pending.encode_to_vec())?;
-            }
-            rollouts.insert(&record.id.to_be_bytes(), record.encode_to_vec())?;
-            if let Some(other) = also {
-                rollouts.insert(&other.id.to_be_bytes(), other.encode_to_vec())?;
-            }
-            if !record.request_id.is_empty() {
-                requests.insert(record.request_id.as_bytes(), &record.id.to_be_bytes())?;
-            }
-            for (seq, event) in &events {
-                log.insert(seq, event.as_slice())?;
-            }
-            Ok(())
+        let result = off_the_runtime(|| {
+            trees.transaction(|(rollouts, rows, leases, requests, log)| {
+                take_leases(leases, hosts.iter().map(|(h, _)| *h), &me, may_take)?;
+                for (host, version) in hosts {
+                    let pending = pb::RolloutHostRecord {
+                        state: pb::HostState::Pending as i32,
+                        version: version.to_string(),
+                        ..Default::default()
+                    };
+                    rows.insert(host_key(record.id, host), pending.encode_to_vec())?;
+                }
+                rollouts.insert(&record.id.to_be_bytes(), record.encode_to_vec())?;
+                if let Some(other) = also {
+                    rollouts.insert(&other.id.to_be_bytes(), other.encode_to_vec())?;
+                }
+                if !record.request_id.is_empty() {
+                    requests.insert(record.request_id.as_bytes(), &record.id.to_be_bytes())?;
+                }
+                for (seq, event) in &events {
+                    log.insert(seq, event.as_slice())?;
+                }
+                Ok(())
+            })
         });
         let outcome = committed(result)?;
         self.flush().await?;
