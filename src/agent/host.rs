@@ -77,11 +77,18 @@ impl HostAgent {
     pub async fn health(&self) -> (bool, String) {
         match &self.config.health {
             None => (true, "no health command configured".into()),
-            Some(spec) => match command::run(&spec.argv, &[("ROLLOUT_HOST", &self.config.host_id)], spec.timeout).await
-            {
-                Ok(out) => (out.success(), out.describe(spec.timeout)),
-                Err(e) => (false, format!("health command cannot start: {e}")),
-            },
+            Some(spec) => {
+                // The version the agent runs, so the command can check it is really there.
+                let version = self.version();
+                let env = [
+                    ("ROLLOUT_HOST", self.config.host_id.as_str()),
+                    ("ROLLOUT_VERSION", version.as_str()),
+                ];
+                match command::run(&spec.argv, &env, spec.timeout).await {
+                    Ok(out) => (out.success(), out.describe(spec.timeout)),
+                    Err(e) => (false, format!("health command cannot start: {e}")),
+                }
+            }
         }
     }
 
