@@ -10,9 +10,10 @@
 //! - `leases`: host id -> `LeaseRecord`, the one active rollout or job holding it
 //! - `meta`: schema version, the id counter
 //!
-//! A rollout (or restart job) is created in one sled transaction: its host rows, the
-//! leases on those hosts, its record and its request id, all or nothing; the lease
-//! check is inside the transaction. Later writes are grouped: a batch of intents is
+//! A rollout is created in sled transactions of a few thousand hosts, each with those
+//! hosts' rows and leases (the lease check is inside it), then a last transaction with
+//! its record, request id and audit line: the commit point. A restart job is created
+//! in one transaction. Later writes are grouped: a batch of intents is
 //! one `apply_batch` and one flush (group commit).
 
 use std::collections::BTreeMap;
@@ -151,6 +152,11 @@ fn take_leases<'a>(
     }
 }
 
+/// Hosts per creation transaction: small enough that sled's transaction state stays
+/// small (one transaction over a million hosts peaked at gigabytes), large enough
+/// that the per-transaction cost vanishes.
+const CREATE_CHUNK: usize = 4_096;
+
 /// Runs a long synchronous store operation (a transaction over every host of a big
 /// rollout) without stalling the other tasks of the runtime's worker: on the
 /// multi-threaded runtime the worker hands its tasks over first.
@@ -247,11 +253,15 @@ impl Store {
         Ok(())
     }
 
-    /// Records a new rollout in one transaction: every selected host as pending, the
-    /// lease on each, the record and its request id; then flushes. A host leased to
-    /// another holder that `may_take` refuses aborts it all: `Ok(Err(held))`.
-    /// `hosts`: (host id, target version or "" for the plan's own). `also`: another
-    /// rollout's record to write in the same transaction (the original of a rollback).
+    /// Records a new rollout: every selected host as pending with its lease, in
+    /// transactions of [`CREATE_CHUNK`] hosts (each host's row and lease together),
+    /// then the record, its request id and `events` in a last transaction: the commit
+    /// point. A host leased to another holder that `may_take` refuses undoes what was
+    /// written and returns `Ok(Err(held))`. A crash before the commit point leaves only
+    /// leases of a rollout that does not exist, released at the next start-up, and
+    /// unreachable rows. `hosts`: (host id, target version or "" for the plan's own).
+    /// `also`: another rollout's record to write with the commit (the original of a
+    /// rollback, which hands its leases over).
     pub async fn create_rollout(
         &self,
         record: &pb::RolloutRecord,
@@ -264,25 +274,38 @@ impl Store {
             id: record.id,
             name: record.name.clone(),
         };
-        let events = self.sequenced(events)?;
-        let trees = (
-            &self.rollouts,
-            &self.rollout_hosts,
-            &self.leases,
-            &self.requests,
-            &self.events,
-        );
-        let result = off_the_runtime(|| {
-            trees.transaction(|(rollouts, rows, leases, requests, log)| {
-                take_leases(leases, hosts.iter().map(|(h, _)| *h), &me, may_take)?;
-                for (host, version) in hosts {
-                    let pending = pb::RolloutHostRecord {
-                        state: pb::HostState::Pending as i32,
-                        version: version.to_string(),
-                        ..Default::default()
-                    };
-                    rows.insert(host_key(record.id, host), pending.encode_to_vec())?;
+        for (done, chunk) in hosts.chunks(CREATE_CHUNK).enumerate() {
+            let trees = (&self.rollout_hosts, &self.leases);
+            let result = off_the_runtime(|| {
+                trees.transaction(|(rows, leases)| {
+                    take_leases(leases, chunk.iter().map(|(h, _)| *h), &me, may_take)?;
+                    for (host, version) in chunk {
+                        let pending = pb::RolloutHostRecord {
+                            state: pb::HostState::Pending as i32,
+                            version: version.to_string(),
+                            ..Default::default()
+                        };
+                        rows.insert(host_key(record.id, host), pending.encode_to_vec())?;
+                    }
+                    Ok(())
+                })
+            });
+            if let Err(held) = committed(result)? {
+                // Undo the chunks already written: their leases, then their rows.
+                let written = &hosts[..done * CREATE_CHUNK];
+                self.release_leases(&me, written.iter().map(|(h, _)| *h))?;
+                let mut undo = sled::Batch::default();
+                for (host, _) in written {
+                    undo.remove(host_key(record.id, host));
                 }
+                self.rollout_hosts.apply_batch(undo)?;
+                return Ok(Err(held));
+            }
+        }
+        let events = self.sequenced(events)?;
+        let trees = (&self.rollouts, &self.requests, &self.events);
+        let result: std::result::Result<(), TransactionError<Abort>> =
+            trees.transaction(|(rollouts, requests, log)| {
                 rollouts.insert(&record.id.to_be_bytes(), record.encode_to_vec())?;
                 if let Some(other) = also {
                     rollouts.insert(&other.id.to_be_bytes(), other.encode_to_vec())?;
@@ -294,11 +317,10 @@ impl Store {
                     log.insert(seq, event.as_slice())?;
                 }
                 Ok(())
-            })
-        });
-        let outcome = committed(result)?;
+            });
+        committed(result)?.map_err(|_| Error::Sled(sled::Error::Unsupported("commit aborted".into())))?;
         self.flush().await?;
-        Ok(outcome)
+        Ok(Ok(()))
     }
 
     /// Takes the leases of `hosts` for `me` (a preempted rollout resuming), all or
@@ -670,6 +692,28 @@ mod tests {
         assert_eq!(store.lease("c").unwrap(), None);
         assert_eq!(store.rollout(id + 1).unwrap(), None);
         assert_eq!(store.rollout_hosts(id + 1).count(), 0);
+        // A conflict in a later chunk undoes the chunks already written.
+        let many: Vec<String> = (0..CREATE_CHUNK + 10).map(|i| format!("m{i:06}")).collect();
+        let mut rows: Vec<(&str, &str)> = many.iter().map(|h| (h.as_str(), "")).collect();
+        rows.push(("a", ""));
+        let big = pb::RolloutRecord {
+            id: id + 2,
+            name: "big".into(),
+            ..Default::default()
+        };
+        let held = store
+            .create_rollout(&big, &rows, &|_| false, None, &[])
+            .await
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(held.0, BTreeMap::from([(me.clone(), 1)]));
+        assert_eq!(
+            store.lease("m000000").unwrap(),
+            None,
+            "the first chunk's leases are undone"
+        );
+        assert_eq!(store.rollout_hosts(id + 2).count(), 0, "and its rows");
+        assert_eq!(store.rollout(id + 2).unwrap(), None);
         // Preempting takes it; the first holder's release then leaves "b" alone.
         store
             .create_rollout(&other, &[("c", ""), ("b", "")], &|h| *h == me, None, &[])
