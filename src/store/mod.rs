@@ -152,6 +152,28 @@ fn take_leases<'a>(
     }
 }
 
+/// Makes `tree` hold `entries`: inserts what is new or different and, with `prune`,
+/// removes keys not among them; one atomic batch.
+fn update_tree(tree: &sled::Tree, entries: &[(&[u8], Vec<u8>)], prune: bool) -> Result<()> {
+    let mut batch = sled::Batch::default();
+    for (key, value) in entries {
+        if tree.get(key)?.as_deref() != Some(value.as_slice()) {
+            batch.insert(*key, value.as_slice());
+        }
+    }
+    if prune {
+        let keep: std::collections::HashSet<&[u8]> = entries.iter().map(|(k, _)| *k).collect();
+        for key in tree.iter().keys() {
+            let key = key?;
+            if !keep.contains(key.as_ref()) {
+                batch.remove(key);
+            }
+        }
+    }
+    tree.apply_batch(batch)?;
+    Ok(())
+}
+
 /// Hosts per creation transaction: small enough that sled's transaction state stays
 /// small (one transaction over a million hosts peaked at gigabytes), large enough
 /// that the per-transaction cost vanishes.
@@ -478,20 +500,16 @@ impl Store {
         })
     }
 
-    /// Replaces the stored inventory.
+    /// Replaces the stored inventory, writing only what changed (a restart with the
+    /// same fleet file writes nothing). Customers are added first and removed last, and
+    /// each tree changes in one atomic batch, so a crash at any point leaves hosts whose
+    /// customers are all stored.
     pub fn put_inventory(&self, hosts: &[pb::HostRecord], customers: &[pb::CustomerRecord]) -> Result<()> {
-        self.hosts.clear()?;
-        self.customers.clear()?;
-        let mut batch = sled::Batch::default();
-        for h in hosts {
-            batch.insert(h.id.as_bytes(), h.encode_to_vec());
-        }
-        self.hosts.apply_batch(batch)?;
-        let mut batch = sled::Batch::default();
-        for c in customers {
-            batch.insert(c.id.as_bytes(), c.encode_to_vec());
-        }
-        self.customers.apply_batch(batch)?;
+        let customers: Vec<(&[u8], Vec<u8>)> = customers.iter().map(|c| (c.id.as_bytes(), c.encode_to_vec())).collect();
+        let hosts: Vec<(&[u8], Vec<u8>)> = hosts.iter().map(|h| (h.id.as_bytes(), h.encode_to_vec())).collect();
+        update_tree(&self.customers, &customers, false)?;
+        update_tree(&self.hosts, &hosts, true)?;
+        update_tree(&self.customers, &customers, true)?;
         Ok(())
     }
 
@@ -642,6 +660,48 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_inventory_is_replaced_writing_only_what_changed() {
+        let store = Store::temporary().unwrap();
+        let host = |id: &str, customer: &str| pb::HostRecord {
+            id: id.into(),
+            customers: vec![customer.into()],
+            ..Default::default()
+        };
+        let customer = |id: &str| pb::CustomerRecord {
+            id: id.into(),
+            ..Default::default()
+        };
+        store
+            .put_inventory(&[host("a", "c1"), host("b", "c1")], &[customer("c1")])
+            .unwrap();
+        let ids = |s: &Store| {
+            let (h, c) = s.inventory().unwrap();
+            let h: Vec<String> = h.into_iter().map(|h| h.id).collect();
+            let c: Vec<String> = c.into_iter().map(|c| c.id).collect();
+            (h, c)
+        };
+        assert_eq!(ids(&store), (vec!["a".into(), "b".into()], vec!["c1".into()]));
+        // Unchanged: nothing written (a subscriber to the trees sees no event).
+        let mut hosts_written = store.hosts.watch_prefix(Vec::new());
+        let mut customers_written = store.customers.watch_prefix(Vec::new());
+        store
+            .put_inventory(&[host("a", "c1"), host("b", "c1")], &[customer("c1")])
+            .unwrap();
+        let quiet = std::time::Duration::from_millis(50);
+        assert!(hosts_written.next_timeout(quiet).is_err(), "a host was rewritten");
+        assert!(
+            customers_written.next_timeout(quiet).is_err(),
+            "a customer was rewritten"
+        );
+        // A host and a customer gone, one changed, one new.
+        store
+            .put_inventory(&[host("b", "c2"), host("c", "c2")], &[customer("c2")])
+            .unwrap();
+        assert_eq!(ids(&store), (vec!["b".into(), "c".into()], vec!["c2".into()]));
+        assert_eq!(store.inventory().unwrap().0[0].customers, ["c2"]);
+    }
 
     #[tokio::test]
     async fn rollouts_and_hosts_round_trip() {
