@@ -5,7 +5,8 @@
 #
 #   ansible   ansible-core in a local venv (installed here from PyPI), local connection,
 #             `serial: [1%, 10%, 50%, 100%]`, `max_fail_percentage: 0`, forks=PARALLEL
-#   rollout   a controller and N real host agents (`rollout agent --config`), whose
+#   rollout   a controller and N real host agents (`rollout agent --config` per host,
+#             all served by one process), whose
 #             deploy command writes the file and whose health command reads it back
 #             against ROLLOUT_VERSION (the health gate probes every host of a wave
 #             after its bake of 1ms)
@@ -51,6 +52,7 @@ SH
 mkdir -p "$work/agents"
 echo "customers: [{id: bench, timezone: UTC, hours: '09:00-17:00', workdays: [mon, tue, wed, thu, fri]}]" > "$work/fleet.yaml"
 echo "hosts:" >> "$work/fleet.yaml"
+configs=()
 for h in $hosts; do
   d=$work/hosts/$h
   cat > "$work/agents/$h.yaml" <<YAML
@@ -61,11 +63,13 @@ commands:
   deploy: {argv: [sh, $work/deploy.sh, $d, "{version}"], timeout: 30s}
   health: {argv: [sh, $work/health.sh, $d], timeout: 30s}
 YAML
-  "$bin" agent --config "$work/agents/$h.yaml" > "$work/agents/$h.out" 2> "$work/agents/$h.log" &
+  configs+=(--config "$work/agents/$h.yaml")
 done
+# One agent process serves every host, each with its own config, state and commands.
+"$bin" agent "${configs[@]}" --listen 127.0.0.1:0 > "$work/agents/all.out" 2> "$work/agents/all.log" &
+until grep -q listening "$work/agents/all.out" 2>/dev/null; do sleep 0.05; done
+addr=$(sed 's/listening on //' "$work/agents/all.out")
 for h in $hosts; do
-  until grep -q listening "$work/agents/$h.out" 2>/dev/null; do sleep 0.02; done
-  addr=$(sed 's/listening on //' "$work/agents/$h.out")
   echo "  - {id: $h, address: '$addr', labels: {service: bench}, customers: [bench], version: v1}" >> "$work/fleet.yaml"
 done
 "$bin" serve --listen 127.0.0.1:0 --data "$work/data" --fleet "$work/fleet.yaml" > "$work/serve.out" 2> "$work/serve.log" &

@@ -376,3 +376,55 @@ async fn heartbeats_register_hosts_and_silent_ones_turn_unreachable() {
         let _ = a.terminate(Duration::from_secs(30)).await;
     }
 }
+
+/// One agent process can serve several hosts, each with its own config, commands and
+/// state: calls are dispatched by host id, and a host it does not serve is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_process_serves_several_hosts() {
+    let root = tempfile::tempdir().unwrap();
+    let hosts: Vec<HostDir> = ["multi-1", "multi-2", "multi-3"]
+        .iter()
+        .map(|h| HostDir::new(root.path(), h, "true", "30s"))
+        .collect();
+    let mut args: Vec<std::ffi::OsString> = vec!["agent".into()];
+    for h in &hosts {
+        args.push("--config".into());
+        args.push(h.config.clone().into());
+    }
+    args.extend(["--listen".into(), "127.0.0.1:0".into()]);
+    let mut agent = within(
+        60,
+        "the agent to start",
+        Spawned::start(Path::new(EXE), args, Some(&root.path().join("agent.log"))),
+    )
+    .await
+    .unwrap();
+    let mut client = client(&agent).await;
+    for (i, name) in ["multi-1", "multi-2", "multi-3"].iter().enumerate() {
+        let op = format!("op-{i}");
+        let answer = client.apply(deploy(name, &op, "7.0")).await.unwrap().into_inner();
+        assert!(answer.ok, "{}", answer.detail);
+        assert_eq!(hosts[i].runs(&op), 1, "{name} ran its own deploy once");
+        for (j, other) in hosts.iter().enumerate() {
+            if j != i {
+                assert_eq!(other.runs(&op), 0, "not on the other hosts");
+            }
+        }
+        let probed = client
+            .probe(pb::ProbeRequest {
+                host_id: name.to_string(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(probed.version, "7.0");
+    }
+    let refused = client.apply(deploy("elsewhere", "op-x", "7.0")).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
+    assert!(
+        refused.message().contains("serves 3 hosts, not `elsewhere`"),
+        "{}",
+        refused.message()
+    );
+    assert_eq!(agent.terminate(Duration::from_secs(30)).await.unwrap(), Some(0));
+}

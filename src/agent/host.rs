@@ -241,23 +241,49 @@ fn response(op: &Operation, replayed: bool) -> pb::ApplyResponse {
 }
 
 /// The tonic service of a [`HostAgent`].
-pub struct HostAgentService(pub Arc<HostAgent>);
+/// The Agent service of one host, or of several hosts served by one process (each
+/// with its own config, commands and state file), dispatched by `host_id`.
+pub struct HostAgentService {
+    agents: std::collections::HashMap<String, Arc<HostAgent>>,
+}
+
+impl HostAgentService {
+    pub fn new(agents: Vec<Arc<HostAgent>>) -> HostAgentService {
+        HostAgentService {
+            agents: agents.into_iter().map(|a| (a.config.host_id.clone(), a)).collect(),
+        }
+    }
+
+    fn agent(&self, host_id: &str) -> Result<&Arc<HostAgent>, Status> {
+        match self.agents.get(host_id) {
+            Some(agent) => Ok(agent),
+            // One host: its own check says which host it is.
+            None if self.agents.len() == 1 => self.agents.values().next().ok_or_else(|| Status::internal("no agent")),
+            None => Err(Status::failed_precondition(format!(
+                "this agent process serves {} hosts, not `{host_id}`: check the fleet's addresses",
+                self.agents.len()
+            ))),
+        }
+    }
+}
 
 #[tonic::async_trait]
 impl Agent for HostAgentService {
     async fn apply(&self, request: Request<pb::ApplyRequest>) -> Result<Response<pb::ApplyResponse>, Status> {
-        self.0.apply(request.into_inner()).await.map(Response::new)
+        let req = request.into_inner();
+        self.agent(&req.host_id)?.apply(req).await.map(Response::new)
     }
 
     async fn probe(&self, request: Request<pb::ProbeRequest>) -> Result<Response<pb::ProbeResponse>, Status> {
-        self.0.probe(request.into_inner()).await.map(Response::new)
+        let req = request.into_inner();
+        self.agent(&req.host_id)?.probe(req).await.map(Response::new)
     }
 }
 
-/// Serves a host agent on `listener` until `signal` completes.
+/// Serves host agents on `listener` until `signal` completes.
 pub async fn serve(
     listener: tokio::net::TcpListener,
-    agent: Arc<HostAgent>,
+    agents: Vec<Arc<HostAgent>>,
     tls: Option<tonic::transport::ServerTlsConfig>,
     signal: impl std::future::Future<Output = ()> + Send,
 ) -> crate::Result<()> {
@@ -269,7 +295,7 @@ pub async fn serve(
         })?;
     }
     builder
-        .add_service(AgentServer::new(HostAgentService(agent)))
+        .add_service(AgentServer::new(HostAgentService::new(agents)))
         .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), signal)
         .await
         .map_err(|source| crate::Error::Transport {

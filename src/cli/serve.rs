@@ -61,9 +61,11 @@ pub struct ServeArgs {
 
 #[derive(Debug, Args)]
 pub struct AgentArgs {
-    /// The agent of one real host, configured by this file (commands, state file).
+    /// The agent of a real host, configured by this file (commands, state file).
+    /// Repeat it to serve several hosts from one process (each its own config, state
+    /// and heartbeats; the first one's `listen` unless --listen).
     #[arg(long, conflicts_with = "simulate")]
-    pub config: Option<PathBuf>,
+    pub config: Vec<PathBuf>,
     /// Serve every host of this fleet file (a simulated fleet).
     #[arg(long)]
     pub simulate: Option<PathBuf>,
@@ -251,8 +253,8 @@ pub async fn serve(args: ServeArgs) -> Result<ExitCode> {
 
 pub async fn agent(args: AgentArgs) -> Result<ExitCode> {
     let tls = args.tls.files().config()?;
-    if let Some(path) = &args.config {
-        return host_agent(path, args.listen.as_deref(), tls).await;
+    if !args.config.is_empty() {
+        return host_agent(&args.config, args.listen.as_deref(), tls).await;
     }
     if tls.is_some() {
         return Err(Error::Usage(
@@ -298,29 +300,44 @@ pub async fn agent(args: AgentArgs) -> Result<ExitCode> {
 }
 
 async fn host_agent(
-    path: &std::path::Path,
+    paths: &[PathBuf],
     listen: Option<&str>,
     tls: Option<tonic::transport::ServerTlsConfig>,
 ) -> Result<ExitCode> {
-    let config = AgentConfig::load(path).map_err(|e| Error::Usage(e.to_string()))?;
-    let agent = Arc::new(
-        HostAgent::new(config.clone())
-            .map_err(|e| Error::io(format!("cannot read the state file {}", config.state_file.display()), e))?,
-    );
-    let listener = bind(listen.unwrap_or(&config.listen)).await?;
+    let mut agents = Vec::with_capacity(paths.len());
+    for path in paths {
+        let config = AgentConfig::load(path).map_err(|e| Error::Usage(e.to_string()))?;
+        if agents
+            .iter()
+            .any(|a: &Arc<HostAgent>| a.config().host_id == config.host_id)
+        {
+            return Err(Error::Usage(format!(
+                "{}: host `{}` is configured twice",
+                path.display(),
+                config.host_id
+            )));
+        }
+        let agent = HostAgent::new(config.clone())
+            .map_err(|e| Error::io(format!("cannot read the state file {}", config.state_file.display()), e))?;
+        agents.push(Arc::new(agent));
+    }
+    let first = agents[0].config().listen.clone();
+    let listener = bind(listen.unwrap_or(&first)).await?;
     let bound = listener
         .local_addr()
         .map_err(|e| Error::io("cannot read the bound address", e))?;
-    info!(host = %config.host_id, version = %agent.version(), "host agent ready");
     let token = CancellationToken::new();
     stop_on_signals(token.clone());
     let credentials = super::client::credentials();
-    tokio::spawn(crate::agent::heartbeat::run(
-        agent.clone(),
-        bound,
-        credentials,
-        token.clone(),
-    ));
-    host::serve(listener, agent, tls, token.cancelled_owned()).await?;
+    for agent in &agents {
+        info!(host = %agent.config().host_id, version = %agent.version(), "host agent ready");
+        tokio::spawn(crate::agent::heartbeat::run(
+            agent.clone(),
+            bound,
+            credentials.clone(),
+            token.clone(),
+        ));
+    }
+    host::serve(listener, agents, tls, token.cancelled_owned()).await?;
     Ok(ExitCode::SUCCESS)
 }
