@@ -194,7 +194,11 @@ impl Engine {
             submit: tokio::sync::Mutex::new(()),
             tracker: TaskTracker::new(),
         });
-        for record in engine.ctx.store.rollouts()? {
+        // Unfinished rollouts first: their drivers start dispatching while the
+        // finished ones (often far more rows) are still being read.
+        let mut records = engine.ctx.store.rollouts()?;
+        records.sort_by_key(|r| State::from_record(r).is_terminal());
+        for record in records {
             let live = engine.adopt(record)?;
             let state = live.state();
             if !state.is_terminal() {
