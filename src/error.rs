@@ -2,7 +2,7 @@
 
 use tonic::{Code, Status};
 
-use crate::{auth, engine, fleet, plan, store};
+use crate::{engine, plan, store, yamlfile};
 
 /// Anything that can go wrong in a command or a request.
 #[derive(Debug, thiserror::Error)]
@@ -10,18 +10,15 @@ pub enum Error {
     /// A plan was refused.
     #[error(transparent)]
     Plan(#[from] plan::Error),
-    /// A fleet file was refused.
+    /// A fleet file, agent config or tokens file was refused.
     #[error(transparent)]
-    Fleet(#[from] fleet::Error),
+    File(#[from] yamlfile::Error),
     /// The engine refused or failed a request.
     #[error(transparent)]
     Engine(#[from] engine::Error),
     /// The store failed.
     #[error(transparent)]
     Store(#[from] store::Error),
-    /// A tokens file was refused.
-    #[error(transparent)]
-    Auth(#[from] auth::Error),
     /// A file or socket operation failed; `context` says which and what to check.
     #[error("{context}: {source}")]
     Io {
@@ -76,7 +73,7 @@ impl From<Status> for Error {
 impl From<Error> for Status {
     fn from(e: Error) -> Status {
         let code = match &e {
-            Error::Plan(_) | Error::Fleet(_) | Error::Auth(_) | Error::Usage(_) => Code::InvalidArgument,
+            Error::Plan(_) | Error::File(_) | Error::Usage(_) => Code::InvalidArgument,
             Error::Engine(engine) => match engine {
                 engine::Error::NotFound(_) => Code::NotFound,
                 engine::Error::AlreadyExists(_) => Code::AlreadyExists,

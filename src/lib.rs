@@ -31,5 +31,6 @@ pub mod proto;
 pub mod server;
 pub mod store;
 pub mod tls;
+pub mod yamlfile;
 
 pub use error::{Error, Result};

@@ -10,31 +10,7 @@ use serde::Deserialize;
 use crate::plan::parse_duration;
 
 /// Why an agent config was refused.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// The file could not be read.
-    #[error("{path}: cannot read the agent config: {source}")]
-    Read {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
-    /// The file is not YAML of the config's shape.
-    #[error("{path}:{line}:{column}: {message}")]
-    Syntax {
-        path: String,
-        line: usize,
-        column: usize,
-        message: String,
-    },
-    /// A field breaks a rule.
-    #[error("{path}: {field}: {message}")]
-    Invalid {
-        path: String,
-        field: String,
-        message: String,
-    },
-}
+pub use crate::yamlfile::Error;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -105,29 +81,13 @@ pub struct AgentConfig {
 
 impl AgentConfig {
     pub fn load(path: &Path) -> Result<AgentConfig, Error> {
-        let shown = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
-            path: shown.clone(),
-            source,
-        })?;
-        Self::parse(&text, &shown)
+        let text = crate::yamlfile::read(path, "agent config")?;
+        Self::parse(&text, &path.display().to_string())
     }
 
     pub fn parse(text: &str, path: &str) -> Result<AgentConfig, Error> {
-        let file: ConfigFile = serde_yaml::from_str(text).map_err(|e| {
-            let (line, column, message) = crate::plan::yaml_error(&e);
-            Error::Syntax {
-                path: path.to_string(),
-                line,
-                column,
-                message,
-            }
-        })?;
-        let invalid = |field: &str, message: String| Error::Invalid {
-            path: path.to_string(),
-            field: field.to_string(),
-            message,
-        };
+        let file: ConfigFile = crate::yamlfile::parse(text, path)?;
+        let invalid = |field: &str, message: String| Error::invalid(path, field, message);
         if file.host_id.trim().is_empty() {
             return Err(invalid(
                 "host_id",

@@ -29,24 +29,7 @@ use subtle::ConstantTimeEq;
 pub use layer::{AuthLayer, RateLimit};
 
 /// Why the tokens file was refused.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("{path}: cannot read the tokens file: {source}")]
-    Read {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{path}:{line}:{column}: {message}")]
-    Syntax {
-        path: String,
-        line: usize,
-        column: usize,
-        message: String,
-    },
-    #[error("{path}: {message}")]
-    Invalid { path: String, message: String },
-}
+pub use crate::yamlfile::Error;
 
 /// What a principal may do. Each role may do everything the one before it may,
 /// except `Agent`, which may only send heartbeats.
@@ -224,48 +207,35 @@ fn unhex(text: &str) -> Option<[u8; 32]> {
 impl Credentials {
     /// Reads and checks a tokens file.
     pub fn load(path: &Path) -> Result<Credentials, Error> {
-        let shown = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
-            path: shown.clone(),
-            source,
-        })?;
-        Self::parse(&text, &shown)
+        let text = crate::yamlfile::read(path, "tokens file")?;
+        Self::parse(&text, &path.display().to_string())
     }
 
     pub fn parse(text: &str, shown: &str) -> Result<Credentials, Error> {
-        let invalid = |message: String| Error::Invalid {
-            path: shown.to_string(),
-            message,
-        };
-        let file: TokensFile = serde_yaml::from_str(text).map_err(|e| {
-            let (line, column, message) = crate::plan::yaml_error(&e);
-            Error::Syntax {
-                path: shown.to_string(),
-                line,
-                column,
-                message,
-            }
-        })?;
+        let invalid = |field: String, message: &str| Error::invalid(shown, field, message);
+        let file: TokensFile = crate::yamlfile::parse(text, shown)?;
         let role = |text: &str, at: String| {
             Role::parse(text).ok_or_else(|| {
-                invalid(format!(
-                    "{at}.role: `{text}` is not a role: use viewer, operator, admin or agent"
-                ))
+                invalid(
+                    format!("{at}.role"),
+                    &format!("`{text}` is not a role: use viewer, operator, admin or agent"),
+                )
             })
         };
         let mut credentials = Credentials::default();
         for (i, t) in file.tokens.iter().enumerate() {
             let at = format!("tokens[{i}]");
             if t.principal.trim().is_empty() {
-                return Err(invalid(format!("{at}.principal is empty: name who holds the token")));
+                return Err(invalid(format!("{at}.principal"), "is empty: name who holds the token"));
             }
             let hash = unhex(&t.sha256).ok_or_else(|| {
-                invalid(format!(
-                    "{at}.sha256 is not 64 hex digits: put the output of `rollout token hash` there, never the token"
-                ))
+                invalid(
+                    format!("{at}.sha256"),
+                    "is not 64 hex digits: put the output of `rollout token hash` there, never the token",
+                )
             })?;
             if credentials.tokens.iter().any(|(h, _)| *h == hash) {
-                return Err(invalid(format!("{at}: the same token is listed twice")));
+                return Err(invalid(at, "the same token is listed twice"));
             }
             let principal = Principal {
                 name: t.principal.trim().to_string(),
@@ -281,12 +251,13 @@ impl Credentials {
                 .insert(c.subject.trim().to_string(), role)
                 .is_some()
             {
-                return Err(invalid(format!("{at}: subject `{}` is listed twice", c.subject)));
+                return Err(invalid(at, &format!("subject `{}` is listed twice", c.subject)));
             }
         }
         if credentials.tokens.is_empty() && credentials.subjects.is_empty() {
             return Err(invalid(
-                "lists no tokens and no certificates: nobody could call the controller".into(),
+                "tokens".into(),
+                "lists no tokens and no certificates: nobody could call the controller",
             ));
         }
         Ok(credentials)
@@ -375,7 +346,7 @@ mod tests {
         let cases = [
             (
                 "tokens:\n  - principal: a\n    role: root\n    sha256: x\n",
-                "sha256 is not 64 hex digits",
+                "sha256: is not 64 hex digits",
             ),
             (
                 &format!(

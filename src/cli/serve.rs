@@ -306,7 +306,7 @@ async fn host_agent(
 ) -> Result<ExitCode> {
     let mut agents = Vec::with_capacity(paths.len());
     for path in paths {
-        let config = AgentConfig::load(path).map_err(|e| Error::Usage(e.to_string()))?;
+        let config = AgentConfig::load(path)?;
         if agents
             .iter()
             .any(|a: &Arc<HostAgent>| a.config().host_id == config.host_id)

@@ -22,31 +22,7 @@ use crate::proto::v1 as pb;
 const MAX_FLEET_BYTES: u64 = 2 * 1024 * 1024 * 1024;
 
 /// Why a fleet file was refused.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// The file could not be read.
-    #[error("{path}: cannot read the fleet file: {source}")]
-    Read {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
-    /// The file is not YAML of the fleet's shape.
-    #[error("{path}:{line}:{column}: {message}")]
-    Syntax {
-        path: String,
-        line: usize,
-        column: usize,
-        message: String,
-    },
-    /// A field breaks a rule of the format.
-    #[error("{path}: {field}: {message}")]
-    Invalid {
-        path: String,
-        field: String,
-        message: String,
-    },
-}
+pub use crate::yamlfile::Error;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -127,33 +103,25 @@ impl FleetFile {
     /// Reads and validates a fleet file.
     pub fn load(path: &Path) -> Result<FleetFile> {
         let shown = path.display().to_string();
-        let read_err = |source| Error::Read {
+        let meta = std::fs::metadata(path).map_err(|source| Error::Read {
             path: shown.clone(),
+            what: "fleet file",
             source,
-        };
-        let meta = std::fs::metadata(path).map_err(read_err)?;
+        })?;
         if meta.len() > MAX_FLEET_BYTES {
-            return Err(Error::Invalid {
-                path: shown,
-                field: String::new(),
-                message: format!("file is {} bytes; the limit is 2 GiB", meta.len()),
-            });
+            return Err(Error::invalid(
+                &shown,
+                "file",
+                format!("is {} bytes; the limit is 2 GiB", meta.len()),
+            ));
         }
-        let text = std::fs::read_to_string(path).map_err(read_err)?;
+        let text = crate::yamlfile::read(path, "fleet file")?;
         Self::parse(&text, &shown)
     }
 
     /// Parses and validates a fleet file's text; `path` names it in errors.
     pub fn parse(text: &str, path: &str) -> Result<FleetFile> {
-        let fleet: FleetFile = serde_yaml::from_str(text).map_err(|e| {
-            let (line, column, message) = crate::plan::yaml_error(&e);
-            Error::Syntax {
-                path: path.to_string(),
-                line,
-                column,
-                message,
-            }
-        })?;
+        let fleet: FleetFile = crate::yamlfile::parse(text, path)?;
         fleet.validate(path)?;
         Ok(fleet)
     }
@@ -161,11 +129,7 @@ impl FleetFile {
     /// Checks the rules the format promises: unique ids, known customers, real time
     /// zones, well-formed hours, days and dates.
     pub fn validate(&self, path: &str) -> Result<()> {
-        let invalid = |field: String, message: String| Error::Invalid {
-            path: path.to_string(),
-            field,
-            message,
-        };
+        let invalid = |field: String, message: String| Error::invalid(path, field, message);
         let mut customer_ids = HashSet::with_capacity(self.customers.len());
         for (i, c) in self.customers.iter().enumerate() {
             let field = |name: &str| format!("customers[{i}].{name}");
@@ -348,11 +312,8 @@ pub struct Inventory {
 impl Inventory {
     /// Builds the inventory of a validated fleet file.
     pub fn new(fleet: FleetFile) -> Result<Inventory> {
-        let calendar = Calendar::new(&fleet.customers).map_err(|message| Error::Invalid {
-            path: "inventory".into(),
-            field: "customers".into(),
-            message,
-        })?;
+        let calendar =
+            Calendar::new(&fleet.customers).map_err(|message| Error::invalid("inventory", "customers", message))?;
         let mut hosts = fleet.hosts;
         hosts.sort_by(|a, b| a.id.cmp(&b.id));
         let by_id = hosts.iter().enumerate().map(|(i, h)| (h.id.clone(), i)).collect();

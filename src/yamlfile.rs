@@ -1,0 +1,68 @@
+//! The YAML files operators write besides plans (fleet files, agent configs, tokens
+//! files): read, parsed strictly, and refused with one error type that names the file
+//! and the line and column, or the field.
+
+use std::path::Path;
+
+use serde::de::DeserializeOwned;
+
+/// Why such a file was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The file could not be read.
+    #[error("{path}: cannot read the {what}: {source}")]
+    Read {
+        path: String,
+        /// What the file is ("fleet file", "agent config", "tokens file").
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not YAML of the expected shape.
+    #[error("{path}:{line}:{column}: {message}")]
+    Syntax {
+        path: String,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    /// A field breaks a rule.
+    #[error("{path}: {field}: {message}")]
+    Invalid {
+        path: String,
+        field: String,
+        message: String,
+    },
+}
+
+impl Error {
+    pub fn invalid(path: &str, field: impl Into<String>, message: impl Into<String>) -> Error {
+        Error::Invalid {
+            path: path.to_string(),
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// The text of `path`; `what` names the kind of file in the error.
+pub fn read(path: &Path, what: &'static str) -> Result<String, Error> {
+    std::fs::read_to_string(path).map_err(|source| Error::Read {
+        path: path.display().to_string(),
+        what,
+        source,
+    })
+}
+
+/// `text` as a `T`; `path` names the file in the error, with line and column.
+pub fn parse<T: DeserializeOwned>(text: &str, path: &str) -> Result<T, Error> {
+    serde_yaml::from_str(text).map_err(|e| {
+        let (line, column, message) = crate::plan::yaml_error(&e);
+        Error::Syntax {
+            path: path.to_string(),
+            line,
+            column,
+            message,
+        }
+    })
+}
