@@ -629,11 +629,6 @@ impl Store {
         Ok(())
     }
 
-    /// The audit log, oldest first.
-    pub fn events(&self) -> Result<Vec<pb::EventRecord>> {
-        self.events.iter().map(|kv| decode("events", &kv?.1)).collect()
-    }
-
     /// The newest `limit` events at or after `since_ms` that `keep` accepts, oldest
     /// first. Reads the log backwards, so a long log costs only what is returned.
     pub fn recent_events(
