@@ -3,7 +3,10 @@
 //! Trees (records are prost messages from `proto/rollout/v1/store.proto`):
 //! - `rollouts`: rollout id (u64 BE) -> `RolloutRecord`
 //! - `rollout_hosts`: rollout id (u64 BE) ++ host id -> `RolloutHostRecord`
-//! - `hosts`, `customers`: the inventory, by id
+//! - `host_buckets`: the inventory's hosts, `HostBucket`s keyed by a hash of the host
+//!   id (u32 BE, [`HOST_BUCKETS`] of them): sled keeps each key's page in memory, and a
+//!   key per host cost gigabytes at a million hosts
+//! - `customers`: the inventory's customers, by id
 //! - `requests`: client request_id -> rollout id (u64 BE), for idempotent submits
 //! - `events`: sequence (u64 BE) -> `EventRecord`, the audit log
 //! - `restart_jobs`, `restart_hosts`: like `rollouts` and `rollout_hosts`
@@ -25,7 +28,31 @@ use sled::transaction::{ConflictableTransactionError, TransactionError, Transact
 
 use crate::proto::v1 as pb;
 
-const SCHEMA_VERSION: u32 = 1;
+/// 2: the inventory's hosts moved from a key per host (`hosts`) to `host_buckets`.
+const SCHEMA_VERSION: u32 = 2;
+
+/// Buckets of the inventory's hosts: about 250 hosts (30 KB) each at a million hosts;
+/// a registration rewrites one bucket.
+pub const HOST_BUCKETS: u32 = 4_096;
+
+/// The bucket of a host id: FNV-1a, stable across versions and platforms (it is
+/// stored).
+fn host_bucket(id: &str) -> u32 {
+    let hash = id.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    (hash % u64::from(HOST_BUCKETS)) as u32
+}
+
+/// One bucket's hosts, sorted by id, encoded as a `HostBucket`.
+fn encode_bucket(hosts: &mut [&pb::HostRecord]) -> Vec<u8> {
+    hosts.sort_by(|a, b| a.id.cmp(&b.id));
+    let mut buf = Vec::new();
+    for h in hosts {
+        prost::encoding::message::encode(1, *h, &mut buf);
+    }
+    buf
+}
 
 /// Why the store failed.
 #[derive(Debug, thiserror::Error)]
@@ -242,10 +269,10 @@ impl Store {
                 meta.insert("schema_version", &SCHEMA_VERSION.to_be_bytes())?;
             }
         }
-        Ok(Store {
+        let store = Store {
             rollouts: db.open_tree("rollouts")?,
             rollout_hosts: db.open_tree("rollout_hosts")?,
-            hosts: db.open_tree("hosts")?,
+            hosts: db.open_tree("host_buckets")?,
             customers: db.open_tree("customers")?,
             requests: db.open_tree("requests")?,
             events: db.open_tree("events")?,
@@ -254,7 +281,35 @@ impl Store {
             leases: db.open_tree("leases")?,
             meta,
             db,
-        })
+        };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    /// Brings a store written by an older controller to [`SCHEMA_VERSION`]; a crash
+    /// half-way redoes it at the next open (the version is written last).
+    fn migrate(&self) -> Result<()> {
+        let found = self
+            .meta
+            .get("schema_version")?
+            .and_then(|v| v.as_ref().try_into().ok().map(u32::from_be_bytes))
+            .unwrap_or(SCHEMA_VERSION);
+        if found < 2 && self.db.tree_names().iter().any(|n| n.as_ref() == b"hosts") {
+            let old = self.db.open_tree("hosts")?;
+            let hosts = old
+                .iter()
+                .map(|kv| decode("hosts", &kv?.1))
+                .collect::<Result<Vec<pb::HostRecord>>>()?;
+            let (_, customers) = self.inventory()?;
+            self.put_inventory(&hosts, &customers)?;
+            self.db.flush()?;
+            self.db.drop_tree("hosts")?;
+        }
+        if found < SCHEMA_VERSION {
+            self.meta.insert("schema_version", &SCHEMA_VERSION.to_be_bytes())?;
+            self.db.flush()?;
+        }
+        Ok(())
     }
 
     /// A new id for a rollout or restart job: 1, 2, 3... never reused, also after a
@@ -429,7 +484,15 @@ impl Store {
     /// Adds or replaces one host of the inventory and appends `events`, in one
     /// transaction (a heartbeat registered it).
     pub fn put_host_with_events(&self, host: &pb::HostRecord, events: &[pb::EventRecord]) -> Result<()> {
-        self.put_with_events(&self.hosts, host.id.as_bytes(), &host.encode_to_vec(), events)
+        let key = host_bucket(&host.id).to_be_bytes();
+        let mut bucket: pb::HostBucket = match self.hosts.get(key)? {
+            Some(v) => decode("host_buckets", &v)?,
+            None => pb::HostBucket::default(),
+        };
+        bucket.hosts.retain(|h| h.id != host.id);
+        let mut hosts: Vec<&pb::HostRecord> = bucket.hosts.iter().chain([host]).collect();
+        // Registrations are serialised by the engine (under its inventory lock).
+        self.put_with_events(&self.hosts, &key, &encode_bucket(&mut hosts), events)
     }
 
     fn put_with_events(&self, tree: &sled::Tree, key: &[u8], value: &[u8], events: &[pb::EventRecord]) -> Result<()> {
@@ -506,20 +569,28 @@ impl Store {
     /// customers are all stored.
     pub fn put_inventory(&self, hosts: &[pb::HostRecord], customers: &[pb::CustomerRecord]) -> Result<()> {
         let customers: Vec<(&[u8], Vec<u8>)> = customers.iter().map(|c| (c.id.as_bytes(), c.encode_to_vec())).collect();
-        let hosts: Vec<(&[u8], Vec<u8>)> = hosts.iter().map(|h| (h.id.as_bytes(), h.encode_to_vec())).collect();
+        let mut buckets: BTreeMap<[u8; 4], Vec<&pb::HostRecord>> = BTreeMap::new();
+        for h in hosts {
+            buckets.entry(host_bucket(&h.id).to_be_bytes()).or_default().push(h);
+        }
+        let buckets: Vec<(&[u8], Vec<u8>)> = buckets
+            .iter_mut()
+            .map(|(key, hosts)| (key.as_slice(), encode_bucket(hosts)))
+            .collect();
         update_tree(&self.customers, &customers, false)?;
-        update_tree(&self.hosts, &hosts, true)?;
+        update_tree(&self.hosts, &buckets, true)?;
         update_tree(&self.customers, &customers, true)?;
         Ok(())
     }
 
-    /// The stored inventory.
+    /// The stored inventory, hosts sorted by id.
     pub fn inventory(&self) -> Result<(Vec<pb::HostRecord>, Vec<pb::CustomerRecord>)> {
-        let hosts = self
-            .hosts
-            .iter()
-            .map(|kv| decode("hosts", &kv?.1))
-            .collect::<Result<_>>()?;
+        let mut hosts = Vec::new();
+        for kv in self.hosts.iter() {
+            let bucket: pb::HostBucket = decode("host_buckets", &kv?.1)?;
+            hosts.extend(bucket.hosts);
+        }
+        hosts.sort_unstable_by(|a: &pb::HostRecord, b| a.id.cmp(&b.id));
         let customers = self
             .customers
             .iter()
@@ -696,6 +767,43 @@ mod tests {
             .unwrap();
         assert_eq!(ids(&store), (vec!["b".into(), "c".into()], vec!["c2".into()]));
         assert_eq!(store.inventory().unwrap().0[0].customers, ["c2"]);
+    }
+
+    #[test]
+    fn a_store_with_a_key_per_host_is_migrated_to_buckets() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let db = sled::open(dir.path()).unwrap();
+            db.open_tree("meta")
+                .unwrap()
+                .insert("schema_version", &1u32.to_be_bytes())
+                .unwrap();
+            let old = db.open_tree("hosts").unwrap();
+            for id in ["b", "a"] {
+                let record = pb::HostRecord {
+                    id: id.into(),
+                    version: "1".into(),
+                    ..Default::default()
+                };
+                old.insert(id, record.encode_to_vec()).unwrap();
+            }
+            db.flush().unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        let ids: Vec<String> = store.inventory().unwrap().0.into_iter().map(|h| h.id).collect();
+        assert_eq!(ids, ["a", "b"]);
+        assert!(!store.db.tree_names().iter().any(|n| n.as_ref() == b"hosts"));
+        let version = store.meta.get("schema_version").unwrap().unwrap();
+        assert_eq!(version.as_ref(), SCHEMA_VERSION.to_be_bytes());
+        // A registration rewrites its bucket, keeping the bucket's other hosts.
+        let c = pb::HostRecord {
+            id: "c".into(),
+            ..Default::default()
+        };
+        store.put_host_with_events(&c, &[]).unwrap();
+        store.put_host_with_events(&c, &[]).unwrap();
+        let ids: Vec<String> = store.inventory().unwrap().0.into_iter().map(|h| h.id).collect();
+        assert_eq!(ids, ["a", "b", "c"]);
     }
 
     #[tokio::test]
