@@ -54,7 +54,9 @@ fn row(n: usize, figure: &str, value: String) {
 
 async fn run(n: usize) {
     let dir = tempfile::tempdir().expect("temp dir");
-    let log = dir.path().join("log");
+    // Kept after the run: the controllers' own timings (store open, inventory, resume).
+    let log = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("scale-{n}.log"));
+    std::fs::remove_file(&log).ok();
     let sim_fleet = dir.path().join("sim.yaml");
     let fleet_path = dir.path().join("fleet.yaml");
     let sim = fleet(n, "127.0.0.1:1");

@@ -16,12 +16,14 @@
 //! - [`agent`]: the host side of the Agent protocol; `--simulate` serves a whole fleet.
 //! - [`server`]: the gRPC Controller service, health and reflection, `rollout serve`.
 //! - [`cli`]: the operator's commands, a gRPC client, and `rollout demo`.
+//! - [`dashboard`]: the live read-only web dashboard (`rollout serve --http-listen`).
 //! - [`error`]: the crate's error, and the one mapping from errors to gRPC codes.
 //! - [`proto`]: generated protobuf and gRPC code.
 
 pub mod agent;
 pub mod auth;
 pub mod cli;
+pub mod dashboard;
 pub mod engine;
 pub mod error;
 pub mod fleet;

@@ -69,6 +69,7 @@ async fn metrics_are_scraped_during_a_rollout() {
             clock: Arc::new(rollout::engine::SystemClock),
             security: Default::default(),
             metrics: Some(metrics),
+            http: None,
             grace: Duration::from_secs(30),
         },
         stop.clone(),

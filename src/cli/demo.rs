@@ -49,10 +49,14 @@ pub struct DemoArgs {
     /// Do not kill the controller mid-rollout.
     #[arg(long)]
     pub no_crash: bool,
+    /// Serve the live dashboard here (loopback) and keep it open after the demo,
+    /// until Ctrl-C.
+    #[arg(long)]
+    pub http_listen: Option<String>,
 }
 
-fn controller_args(data: &Path, fleet: &Path, listen: &str) -> Vec<String> {
-    vec![
+fn controller_args(data: &Path, fleet: &Path, listen: &str, http: Option<&str>) -> Vec<String> {
+    let mut args = vec![
         "serve".into(),
         "--listen".into(),
         listen.into(),
@@ -60,7 +64,25 @@ fn controller_args(data: &Path, fleet: &Path, listen: &str) -> Vec<String> {
         data.display().to_string(),
         "--fleet".into(),
         fleet.display().to_string(),
-    ]
+    ];
+    if let Some(http) = http {
+        args.extend(["--http-listen".into(), http.into()]);
+    }
+    args
+}
+
+/// Waits for Ctrl-C (SIGINT) or SIGTERM.
+async fn interrupted() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = async {
+            match term.as_mut() {
+                Some(t) => { t.recv().await; }
+                None => std::future::pending().await,
+            }
+        } => {}
+    }
 }
 
 pub async fn run(args: DemoArgs) -> Result<ExitCode> {
@@ -118,7 +140,13 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
     );
 
     // The controller, as a real process.
-    let mut controller = Spawned::start(&exe, controller_args(&data, &fleet_path, "127.0.0.1:0"), Some(&log)).await?;
+    let http = args.http_listen.as_deref();
+    let mut controller = Spawned::start(
+        &exe,
+        controller_args(&data, &fleet_path, "127.0.0.1:0", http),
+        Some(&log),
+    )
+    .await?;
     let addr = controller.addr;
     let server = format!("http://{addr}");
     println!(
@@ -126,6 +154,18 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
         controller.pid().unwrap_or(0),
         data.display()
     );
+    // The dashboard's bound address: a restarted controller serves it on the same one.
+    let dashboard = match http {
+        Some(_) => {
+            let url = controller.line_after("dashboard on ").await?;
+            println!("dashboard: {url} (live; open it now, it stays open after the demo until Ctrl-C)");
+            Some(url)
+        }
+        None => None,
+    };
+    let http_addr = dashboard
+        .as_deref()
+        .map(|u| u.trim_start_matches("http://").trim_end_matches('/').to_string());
 
     // The plan from plans/, with the bake shortened.
     let mut spec = Plan::spec_from_yaml(PLAN, PLAN_NAME)?;
@@ -194,8 +234,8 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
                     render::wave_label(&r)
                 ));
                 let t = Instant::now();
-                controller =
-                    Spawned::start(&exe, controller_args(&data, &fleet_path, &addr.to_string()), Some(&log)).await?;
+                let again = controller_args(&data, &fleet_path, &addr.to_string(), http_addr.as_deref());
+                controller = Spawned::start(&exe, again, Some(&log)).await?;
                 printer.line(&format!(
                     "** controller restarted (pid {}) in {} ms on the same store; the rollout resumes where it was",
                     controller.pid().unwrap_or(0),
@@ -271,6 +311,11 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
         restart_unhealthy(&server, unhealthy_before, &sim).await?
     };
 
+    if let Some(url) = &dashboard {
+        println!("\nthe dashboard stays open on {url}; Ctrl-C to stop");
+        let _ = std::io::Write::flush(&mut std::io::stdout());
+        interrupted().await;
+    }
     let code = controller.terminate(Duration::from_secs(30)).await?;
     sim_stop.cancel();
     let _ = sim_task.await;

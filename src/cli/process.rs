@@ -18,8 +18,8 @@ pub struct Spawned {
     child: Child,
     /// Where it listens, read from its `listening on ADDR` line.
     pub addr: SocketAddr,
-    /// Kept open so the child's later writes to stdout do not fail.
-    _stdout: BufReader<ChildStdout>,
+    /// Its standard output, kept open so the child's later writes do not fail.
+    stdout: BufReader<ChildStdout>,
 }
 
 impl Spawned {
@@ -72,8 +72,30 @@ impl Spawned {
         Ok(Spawned {
             child,
             addr,
-            _stdout: reader,
+            stdout: reader,
         })
+    }
+
+    /// Reads its standard output up to a line starting with `prefix` (at most 60 s)
+    /// and returns the rest of that line: `dashboard on ` gives the dashboard's URL.
+    pub async fn line_after(&mut self, prefix: &str) -> Result<String> {
+        let read = async {
+            let mut line = String::new();
+            loop {
+                line.clear();
+                if self.stdout.read_line(&mut line).await.ok()? == 0 {
+                    return None;
+                }
+                if let Some(rest) = line.trim().strip_prefix(prefix) {
+                    return Some(rest.to_string());
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(60), read)
+            .await
+            .ok()
+            .flatten()
+            .ok_or_else(|| Error::Usage(format!("the child process never printed `{prefix}...`; see its log")))
     }
 
     pub fn pid(&self) -> Option<u32> {

@@ -53,6 +53,14 @@ pub struct ServeArgs {
     /// Serve Prometheus metrics on this address (`GET /metrics`); off by default.
     #[arg(long)]
     pub metrics_listen: Option<String>,
+    /// Serve the live dashboard on this address (plain HTTP, with `/metrics` beside
+    /// it); same authentication as the API: a viewer token.
+    #[arg(long)]
+    pub http_listen: Option<String>,
+    /// Allow a non-loopback --http-listen: the dashboard speaks plain HTTP, so tokens
+    /// and session cookies cross the network in clear (prefer a TLS proxy in front).
+    #[arg(long)]
+    pub http_insecure: bool,
     /// Speak TLS to agents whose certificates chain to this CA (mutual TLS with
     /// --tls-cert and --tls-key as the controller's identity).
     #[arg(long)]
@@ -176,11 +184,22 @@ fn security(args: &ServeArgs) -> Result<server::Security> {
         Some(path) => Some(Arc::new(crate::auth::Credentials::load(path)?)),
         None => None,
     };
-    let loopback = args
-        .listen
-        .parse::<std::net::SocketAddr>()
-        .map(|a| a.ip().is_loopback())
-        .unwrap_or_else(|_| args.listen.starts_with("localhost:"));
+    let loopback = is_loopback(&args.listen);
+    if let Some(http) = &args.http_listen
+        && !is_loopback(http)
+    {
+        if !args.http_insecure {
+            return Err(Error::Usage(format!(
+                "--http-listen {http} is not a loopback address and the dashboard speaks plain HTTP: serve it on 127.0.0.1 behind a TLS proxy, or add --http-insecure"
+            )));
+        }
+        if credentials.is_none() && !args.insecure_no_auth {
+            return Err(Error::Usage(format!(
+                "--http-listen {http} is not a loopback address: give --auth tokens.yaml, or --insecure-no-auth to serve it open"
+            )));
+        }
+        warn!(http = %http, "the dashboard is served in plain HTTP on a non-loopback address (--http-insecure)");
+    }
     if credentials.is_none() && !loopback {
         if !args.insecure_no_auth {
             return Err(Error::Usage(format!(
@@ -213,24 +232,38 @@ fn security(args: &ServeArgs) -> Result<server::Security> {
     })
 }
 
+/// True for 127.0.0.0/8, ::1 and `localhost:PORT`.
+fn is_loopback(addr: &str) -> bool {
+    addr.parse::<std::net::SocketAddr>()
+        .map(|a| a.ip().is_loopback())
+        .unwrap_or_else(|_| addr.starts_with("localhost:"))
+}
+
+/// Binds an HTTP listener and prints where it serves `path` (scripts read the line).
+async fn bind_http(addr: &str, flag: &str, what: &str, path: &str) -> Result<TcpListener> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|e| Error::io(format!("cannot listen on {addr} for {what} (pick another {flag})"), e))?;
+    if let Ok(local) = listener.local_addr() {
+        println!("{what} on http://{local}{path}");
+        let _ = std::io::stdout().flush();
+    }
+    Ok(listener)
+}
+
 pub async fn serve(args: ServeArgs) -> Result<ExitCode> {
     let security = security(&args)?;
     let listener = bind(&args.listen).await?;
-    let metrics = match &args.metrics_listen {
-        Some(addr) => {
-            let metrics = TcpListener::bind(addr).await.map_err(|e| {
-                Error::io(
-                    format!("cannot listen on {addr} for metrics (pick another --metrics-listen)"),
-                    e,
-                )
-            })?;
-            if let Ok(local) = metrics.local_addr() {
-                println!("metrics on http://{local}/metrics");
-                let _ = std::io::stdout().flush();
-            }
-            Some(metrics)
-        }
+    let http = match &args.http_listen {
+        Some(addr) => Some(bind_http(addr, "--http-listen", "dashboard", "/").await?),
         None => None,
+    };
+    // The same address for both: one server, which serves /metrics beside the pages.
+    let metrics = match &args.metrics_listen {
+        Some(addr) if args.http_listen.as_deref() != Some(addr.as_str()) => {
+            Some(bind_http(addr, "--metrics-listen", "metrics", "/metrics").await?)
+        }
+        _ => None,
     };
     let token = CancellationToken::new();
     stop_on_signals(token.clone());
@@ -243,6 +276,7 @@ pub async fn serve(args: ServeArgs) -> Result<ExitCode> {
             clock: Arc::new(crate::engine::SystemClock),
             security,
             metrics,
+            http,
             grace: args.grace_period,
         },
         token,

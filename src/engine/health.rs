@@ -62,6 +62,13 @@ impl HealthBook {
         self.seen.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Calls `f` with every host's last known state, under the book's lock.
+    pub fn each(&self, mut f: impl FnMut(&str, &Seen)) {
+        for (host, seen) in self.lock().iter() {
+            f(host, seen);
+        }
+    }
+
     pub fn get(&self, host: &str) -> Option<Seen> {
         self.lock().get(host).cloned()
     }

@@ -156,6 +156,17 @@ pub struct Submitted {
 pub use crate::store::Holder;
 use audit::{Actor, Target};
 
+/// The head of a restart job's queue, for the dashboard.
+#[derive(Debug, Default)]
+pub struct RestartQueueView {
+    /// The first hosts picked, in order.
+    pub picked: Vec<pb::RestartHost>,
+    /// The first hosts waiting, in the order they would go now.
+    pub waiting: Vec<pb::RestartHost>,
+    /// How many wait in all.
+    pub count: usize,
+}
+
 /// The engine: every rollout, active or finished, and the tasks driving them.
 pub struct Engine {
     ctx: Arc<Context>,
@@ -456,6 +467,41 @@ impl Engine {
         } else {
             (*job.snapshot()).clone()
         })
+    }
+
+    /// A restart job's first `limit` hosts picked (in order), its first `limit` hosts
+    /// waiting (in the order they would go now), and how many wait in all.
+    pub fn restart_queue(&self, id: u64, limit: usize) -> Result<RestartQueueView> {
+        let job = self.find_job(id)?;
+        let (waiting, count) = job.queue(&self.ctx.inventory(), self.ctx.clock.now_ms(), limit);
+        Ok(RestartQueueView {
+            picked: job.first_picked(limit),
+            waiting,
+            count,
+        })
+    }
+
+    /// Per customer: its hosts in the inventory and how many of them are down
+    /// (unhealthy or unreachable) as last seen.
+    pub fn customer_health(&self) -> HashMap<String, (u64, u64)> {
+        let inventory = self.ctx.inventory();
+        let now = self.ctx.clock.now_ms();
+        let mut out: HashMap<String, (u64, u64)> = HashMap::new();
+        self.ctx.health.each(|host, seen| {
+            let Some(h) = inventory.host(host) else { return };
+            let down = !seen.healthy || !seen.reachable(now);
+            for c in &h.customers {
+                let e = out.entry(c.clone()).or_default();
+                e.0 += 1;
+                e.1 += u64::from(down);
+            }
+        });
+        out
+    }
+
+    /// The controller's clock, now (unix ms).
+    pub fn now_ms(&self) -> i64 {
+        self.ctx.clock.now_ms()
     }
 
     /// Every restart job, newest first.

@@ -167,14 +167,39 @@ impl Job {
         job
     }
 
+    /// The first `limit` hosts picked, in the order they were picked (with why).
+    pub fn first_picked(&self, limit: usize) -> Vec<pb::RestartHost> {
+        let inner = self.lock();
+        let mut picked: Vec<&pb::RestartHost> = inner
+            .hosts
+            .values()
+            .filter_map(|r| r.host.as_ref())
+            .filter(|h| h.position > 0)
+            .collect();
+        if picked.len() > limit {
+            picked.select_nth_unstable_by_key(limit, |h| h.position);
+            picked.truncate(limit);
+        }
+        picked.sort_by_key(|h| h.position);
+        picked.into_iter().cloned().collect()
+    }
+
     /// A dry run's answer: every host in the order it would go if picked now.
     pub fn preview(&self, inventory: &Inventory, now_ms: i64) -> pb::RestartJob {
+        let mut job = (*self.snapshot()).clone();
+        job.hosts = self.queue(inventory, now_ms, usize::MAX).0;
+        job
+    }
+
+    /// The first `limit` hosts waiting, in the order they would go if picked now, and
+    /// how many wait in all.
+    pub fn queue(&self, inventory: &Inventory, now_ms: i64, limit: usize) -> (Vec<pb::RestartHost>, usize) {
         let inner = self.lock();
-        let mut job = build(&inner);
-        job.hosts = inner
-            .queue
-            .ranked(self.order, inventory.calendar(), now_ms)
+        let ranked = inner.queue.ranked(self.order, inventory.calendar(), now_ms);
+        let waiting = ranked.len();
+        let hosts = ranked
             .into_iter()
+            .take(limit)
             .enumerate()
             .map(|(i, (c, p))| pb::RestartHost {
                 host_id: c.host,
@@ -189,7 +214,7 @@ impl Job {
                 detail: String::new(),
             })
             .collect();
-        job
+        (hosts, waiting)
     }
 
     fn publish(&self, inner: &JobInner) {

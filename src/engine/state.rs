@@ -321,12 +321,22 @@ pub fn step(state: &State, event: Event, now_ms: i64, policy: &Policy) -> Step {
                     halt(*wave)
                 }
                 Running { wave } if *wave == report.wave && report.complete() => {
+                    let done = format!(
+                        "wave {} done: {} hosts, {} failed",
+                        wave + 1,
+                        report.size,
+                        report.failed
+                    );
                     if policy.bake_ms > 0 {
                         let until_ms = now_ms + policy.bake_ms;
-                        Ok((Baking { wave: *wave, until_ms }, Vec::new()))
+                        let bake = crate::plan::format_duration(std::time::Duration::from_millis(policy.bake_ms as u64));
+                        Ok((Baking { wave: *wave, until_ms }, record(format!("{done}; baking {bake}"))))
                     } else {
                         let next = after_wave(*wave);
-                        let lines = if next == Succeeded { record("succeeded".into()) } else { Vec::new() };
+                        let mut lines = record(done);
+                        if next == Succeeded {
+                            lines.push(Decision::Record("succeeded".into()));
+                        }
                         Ok((next, lines))
                     }
                 }
@@ -345,7 +355,14 @@ pub fn step(state: &State, event: Event, now_ms: i64, policy: &Policy) -> Step {
                 Some(reason) => fail(*wave, reason),
                 None => {
                     let next = after_wave(*wave);
-                    let lines = if next == Succeeded { record("succeeded".into()) } else { Vec::new() };
+                    let mut lines = record(format!(
+                        "wave {} passed its health gate: {} hosts unhealthy after the bake",
+                        wave + 1,
+                        health.unhealthy
+                    ));
+                    if next == Succeeded {
+                        lines.push(Decision::Record("succeeded".into()));
+                    }
                     Ok((next, lines))
                 }
             },
@@ -604,7 +621,13 @@ mod tests {
         assert_eq!(s, State::Running { wave: 1 });
         let (s, d) = step(&s, report(1, 10, 0), 5, &policy).unwrap();
         assert_eq!(s, State::Succeeded);
-        assert_eq!(d, vec![Decision::Record("succeeded".into())]);
+        assert_eq!(
+            d,
+            vec![
+                Decision::Record("wave 2 done: 10 hosts, 0 failed".into()),
+                Decision::Record("succeeded".into())
+            ]
+        );
     }
 
     #[test]

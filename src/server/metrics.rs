@@ -15,13 +15,10 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
-use tokio::net::TcpListener;
 use tower::{Layer, Service};
-use tracing::info;
 
 use crate::engine::{Engine, GrpcFleet};
 use crate::proto::v1 as pb;
-use crate::{Error, Result};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RolloutLabels {
@@ -175,13 +172,9 @@ impl Metrics {
     }
 }
 
-/// Serves `GET /metrics` on `listener` until `signal`.
-pub async fn serve(
-    listener: TcpListener,
-    metrics: Arc<Metrics>,
-    signal: impl Future<Output = ()> + Send + 'static,
-) -> Result<()> {
-    let app = axum::Router::new().route(
+/// `GET /metrics`.
+pub fn router(metrics: Arc<Metrics>) -> axum::Router {
+    axum::Router::new().route(
         "/metrics",
         axum::routing::get(move || {
             let metrics = metrics.clone();
@@ -195,14 +188,7 @@ pub async fn serve(
                 )
             }
         }),
-    );
-    if let Ok(addr) = listener.local_addr() {
-        info!(%addr, "metrics on http://{addr}/metrics");
-    }
-    axum::serve(listener, app)
-        .with_graceful_shutdown(signal)
-        .await
-        .map_err(|e| Error::io("the metrics server failed", e))
+    )
 }
 
 /// Counts gRPC requests by method and the code of the answer's headers (a handler's

@@ -19,6 +19,7 @@ use tracing::{info, warn};
 pub use controller::ControllerService;
 
 use crate::auth::{AuthLayer, Credentials, RateLimit};
+use crate::dashboard::Dashboard;
 use crate::engine::{self, Clock, Engine, GrpcFleet};
 use crate::fleet::{FleetFile, Inventory};
 use crate::proto::v1 as pb;
@@ -39,6 +40,8 @@ pub struct Options {
     pub security: Security,
     /// Where to serve Prometheus metrics (`GET /metrics`); None: not served.
     pub metrics: Option<TcpListener>,
+    /// Where to serve the dashboard (and `/metrics` beside it); None: not served.
+    pub http: Option<TcpListener>,
     /// On shutdown, how long calls in flight may take to finish and be recorded.
     pub grace: Duration,
 }
@@ -68,9 +71,17 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
 /// the API stops. A call still out after the grace stays "in doubt" in the store and
 /// is asked about again by the next controller.
 pub async fn run(listener: TcpListener, options: Options, shutdown: CancellationToken) -> Result<()> {
+    let started = std::time::Instant::now();
     let store = Store::open(&options.data)?;
+    let opened_ms = started.elapsed().as_millis();
     let inventory = Arc::new(load_inventory(&store, options.fleet.as_deref())?);
-    info!(hosts = inventory.len(), data = %options.data.display(), "inventory loaded");
+    info!(
+        hosts = inventory.len(),
+        data = %options.data.display(),
+        store_open_ms = opened_ms,
+        loaded_ms = started.elapsed().as_millis(),
+        "inventory loaded"
+    );
     let grpc_fleet = Arc::new(GrpcFleet::new(options.agent_timeout).with_tls(options.security.agents.clone()));
     let fleet: engine::SharedFleet = grpc_fleet.clone();
     let engine = Engine::start(
@@ -82,15 +93,25 @@ pub async fn run(listener: TcpListener, options: Options, shutdown: Cancellation
         shutdown.clone(),
     )
     .await?;
-    let metrics = match options.metrics {
-        Some(listener) => {
-            let metrics = metrics::Metrics::new(engine.clone(), grpc_fleet);
-            let signal = shutdown.clone().cancelled_owned();
-            tokio::spawn(metrics::serve(listener, metrics.clone(), signal));
-            Some(metrics)
-        }
-        None => None,
-    };
+    info!(
+        since_start_ms = started.elapsed().as_millis(),
+        "rollouts and restart jobs loaded"
+    );
+    let metrics = (options.metrics.is_some() || options.http.is_some())
+        .then(|| metrics::Metrics::new(engine.clone(), grpc_fleet));
+    if let (Some(listener), Some(m)) = (options.metrics, &metrics) {
+        tokio::spawn(serve_http(
+            listener,
+            metrics::router(m.clone()),
+            shutdown.clone(),
+            "metrics",
+        ));
+    }
+    if let (Some(listener), Some(m)) = (options.http, &metrics) {
+        let dashboard = Dashboard::new(engine.clone(), options.security.credentials.clone(), shutdown.clone());
+        let app = dashboard.router().merge(metrics::router(m.clone()));
+        tokio::spawn(serve_http(listener, app, shutdown.clone(), "dashboard"));
+    }
     // The API keeps answering reads while the engine drains; it stops after.
     let drained = CancellationToken::new();
     let mut serving = tokio::spawn({
@@ -118,6 +139,19 @@ pub async fn run(listener: TcpListener, options: Options, shutdown: Cancellation
     };
     info!("controller stopped");
     served.map_err(|e| Error::Usage(format!("the gRPC server task failed: {e}")))?
+}
+
+/// Serves an HTTP app (metrics, the dashboard) on `listener` until `shutdown`.
+async fn serve_http(listener: TcpListener, app: axum::Router, shutdown: CancellationToken, what: &'static str) {
+    if let Ok(addr) = listener.local_addr() {
+        info!(%addr, "{what} on http://{addr}/");
+    }
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await;
+    if let Err(e) = served {
+        warn!(error = %e, "the {what} HTTP server failed");
+    }
 }
 
 /// Serves the gRPC API for an engine until `signal` completes. Streams end when

@@ -135,6 +135,7 @@ impl Controller {
             clock,
             security,
             metrics: None,
+            http: None,
             grace: Duration::from_secs(30),
         };
         let task = tokio::spawn(server::run(listener, options, stop.clone()));

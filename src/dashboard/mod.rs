@@ -1,0 +1,409 @@
+//! The read-only dashboard (`rollout serve --http-listen`): rollouts, one rollout's
+//! waves and timeline, restart jobs and their queue, and the fleet by customers'
+//! local time. Server-rendered HTML ([`views`]) kept live by server-sent events that
+//! follow the engine's own watch channels (the ones `WatchRollout` streams), sent at
+//! most a few times a second and only when the HTML changed.
+//!
+//! Authentication is the gRPC API's: with `--auth`, a viewer (or higher) token, sent
+//! as `Authorization: Bearer` or once through the sign-in form, which opens a
+//! server-side session held in an HttpOnly, SameSite=Strict cookie. Tokens never
+//! appear in URLs. Without `--auth` (loopback only) the dashboard is open.
+//!
+//! It speaks plain HTTP: keep it on loopback behind the site's TLS proxy; a
+//! non-loopback `--http-listen` needs `--http-insecure`.
+
+mod session;
+pub mod sun;
+mod views;
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Form, Path, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Router};
+use futures::Stream;
+use maud::Markup;
+use serde::Deserialize;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::auth::{Credentials, Need, Principal};
+use crate::engine::{Engine, Key};
+use crate::proto::v1 as pb;
+use session::Sessions;
+
+/// Hosts of a restart job's queue shown, best first.
+const QUEUE_TOP: usize = 25;
+/// Audit lines on a rollout's timeline.
+const TIMELINE: usize = 40;
+/// Updates of one stream, at most one per this.
+const THROTTLE: Duration = Duration::from_millis(250);
+/// Lists (rollouts, jobs) are compared with what was sent this often.
+const LIST_TICK: Duration = Duration::from_secs(1);
+/// The follow-the-sun view is recomputed this often (it moves with the clock).
+const SUN_TICK: Duration = Duration::from_secs(5);
+
+const STYLE: &str = include_str!("assets/style.css");
+const SCRIPT: &str = include_str!("assets/live.js");
+
+/// What the dashboard needs from the controller.
+#[derive(Clone)]
+pub struct Dashboard {
+    engine: Arc<Engine>,
+    credentials: Option<Arc<Credentials>>,
+    sessions: Arc<Sessions>,
+    /// Streams end when the controller stops, so a graceful stop never waits on a
+    /// browser.
+    shutdown: CancellationToken,
+}
+
+impl Dashboard {
+    pub fn new(engine: Arc<Engine>, credentials: Option<Arc<Credentials>>, shutdown: CancellationToken) -> Dashboard {
+        Dashboard {
+            engine,
+            credentials,
+            sessions: Arc::new(Sessions::default()),
+            shutdown,
+        }
+    }
+
+    /// The dashboard's routes; everything but the sign-in page and the static assets
+    /// needs a viewer.
+    pub fn router(self) -> Router {
+        let private = Router::new()
+            .route("/", get(rollouts_page))
+            .route("/rollouts/{name}", get(rollout_page))
+            .route("/restarts", get(restarts_page))
+            .route("/restarts/{id}", get(restart_page))
+            .route("/sun", get(sun_page))
+            .route("/live/rollouts", get(live_rollouts))
+            .route("/live/rollouts/{name}", get(live_rollout))
+            .route("/live/restarts", get(live_restarts))
+            .route("/live/restarts/{id}", get(live_restart))
+            .route("/live/sun", get(live_sun))
+            .route_layer(middleware::from_fn_with_state(self.clone(), authenticate));
+        Router::new()
+            .route("/login", get(login_page).post(login))
+            .route("/logout", post(logout))
+            .route(
+                "/static/style.css",
+                get(|| async { ([(header::CONTENT_TYPE, "text/css")], STYLE) }),
+            )
+            .route(
+                "/static/live.js",
+                get(|| async { ([(header::CONTENT_TYPE, "text/javascript")], SCRIPT) }),
+            )
+            .merge(private)
+            .layer(middleware::map_response(security_headers))
+            .with_state(self)
+    }
+
+    /// Who the request proves to be; Err(why) when nobody (None: no credentials at all).
+    fn principal(&self, headers: &HeaderMap) -> Result<Principal, Option<&'static str>> {
+        let Some(credentials) = &self.credentials else {
+            return Ok(Principal::anonymous());
+        };
+        if let Some(value) = headers.get(header::AUTHORIZATION) {
+            let token = value.to_str().ok().and_then(|v| v.strip_prefix("Bearer "));
+            return token
+                .and_then(|t| credentials.by_token(t))
+                .ok_or(Some("That token is not accepted."));
+        }
+        match session::cookie(headers) {
+            Some(id) => self.sessions.get(id).ok_or(Some("Your session ended; sign in again.")),
+            None => Err(None),
+        }
+    }
+}
+
+/// Pages are not cached, framed or sniffed; scripts only from this server.
+async fn security_headers(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    let set = [
+        (
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'self'; style-src 'self' 'unsafe-inline'; frame-ancestors 'none'; form-action 'self'",
+        ),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::REFERRER_POLICY, "no-referrer"),
+        (header::CACHE_CONTROL, "no-store"),
+    ];
+    for (name, value) in set {
+        headers.insert(name, HeaderValue::from_static(value));
+    }
+    response
+}
+
+async fn authenticate(State(d): State<Dashboard>, mut req: Request, next: Next) -> Response {
+    match d.principal(req.headers()) {
+        Ok(p) if p.role.allows(Need::View) => {
+            req.extensions_mut().insert(p);
+            next.run(req).await
+        }
+        Ok(p) => {
+            let text = format!(
+                "`{}` has the {} role; the dashboard needs viewer, operator or admin.",
+                p.name, p.role
+            );
+            (
+                StatusCode::FORBIDDEN,
+                html(views::message("Not allowed", Some(&p), &text)),
+            )
+                .into_response()
+        }
+        Err(why) => (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer")],
+            html(views::login(why)),
+        )
+            .into_response(),
+    }
+}
+
+fn html(markup: Markup) -> Html<String> {
+    Html(markup.into_string())
+}
+
+async fn login_page(State(d): State<Dashboard>) -> Response {
+    if d.credentials.is_none() {
+        return Redirect::to("/").into_response();
+    }
+    html(views::login(None)).into_response()
+}
+
+#[derive(Deserialize)]
+struct LoginForm {
+    token: String,
+}
+
+async fn login(State(d): State<Dashboard>, Form(form): Form<LoginForm>) -> Response {
+    let Some(credentials) = &d.credentials else {
+        return Redirect::to("/").into_response();
+    };
+    match credentials.by_token(&form.token) {
+        Some(p) if p.role.allows(Need::View) => {
+            info!(principal = %p.name, role = %p.role, "dashboard sign-in");
+            let id = d.sessions.open(p);
+            let cookie = session::set_cookie(&id);
+            ([(header::SET_COOKIE, cookie)], Redirect::to("/")).into_response()
+        }
+        Some(p) => {
+            warn!(principal = %p.name, role = %p.role, "dashboard sign-in refused: role");
+            let why = "That token's role cannot view the dashboard (viewer, operator or admin can).";
+            (StatusCode::FORBIDDEN, html(views::login(Some(why)))).into_response()
+        }
+        None => {
+            warn!("dashboard sign-in refused: unknown token");
+            (
+                StatusCode::UNAUTHORIZED,
+                html(views::login(Some("That token is not accepted."))),
+            )
+                .into_response()
+        }
+    }
+}
+
+async fn logout(State(d): State<Dashboard>, headers: HeaderMap) -> Response {
+    if let Some(id) = session::cookie(&headers) {
+        d.sessions.close(id);
+    }
+    ([(header::SET_COOKIE, session::clear_cookie())], Redirect::to("/login")).into_response()
+}
+
+fn not_found(who: &Principal, text: String) -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        html(views::message("Not found", Some(who), &text)),
+    )
+        .into_response()
+}
+
+// ---- pages: a layout around the fragment its live stream keeps fresh ----
+
+async fn rollouts_page(State(d): State<Dashboard>, Extension(who): Extension<Principal>) -> Response {
+    let body = views::live("/live/rollouts", render_rollouts(&d));
+    html(views::page("Rollouts", Some(&who), body)).into_response()
+}
+
+async fn rollout_page(
+    State(d): State<Dashboard>,
+    Extension(who): Extension<Principal>,
+    Path(name): Path<String>,
+) -> Response {
+    match render_rollout(&d, &name) {
+        Some(fragment) => {
+            let body = views::live(&format!("/live/rollouts/{}", encode(&name)), fragment);
+            html(views::page(&name, Some(&who), body)).into_response()
+        }
+        None => not_found(&who, format!("No rollout is named `{name}`.")),
+    }
+}
+
+async fn restarts_page(State(d): State<Dashboard>, Extension(who): Extension<Principal>) -> Response {
+    let body = views::live("/live/restarts", render_restarts(&d));
+    html(views::page("Restarts", Some(&who), body)).into_response()
+}
+
+async fn restart_page(
+    State(d): State<Dashboard>,
+    Extension(who): Extension<Principal>,
+    Path(id): Path<u64>,
+) -> Response {
+    match render_restart(&d, id) {
+        Some(fragment) => {
+            let body = views::live(&format!("/live/restarts/{id}"), fragment);
+            html(views::page(&format!("Restart job {id}"), Some(&who), body)).into_response()
+        }
+        None => not_found(&who, format!("No restart job has id {id}.")),
+    }
+}
+
+async fn sun_page(State(d): State<Dashboard>, Extension(who): Extension<Principal>) -> Response {
+    let body = views::live("/live/sun", render_sun(&d));
+    html(views::page("Follow the sun", Some(&who), body)).into_response()
+}
+
+/// A path segment, percent-encoded (rollout names are plain, but never trust that).
+fn encode(segment: &str) -> String {
+    segment
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+// ---- fragments ----
+
+fn render_rollouts(d: &Dashboard) -> Markup {
+    let mut list = d.engine.list(&[]);
+    list.sort_by_key(|r| std::cmp::Reverse(r.id));
+    views::rollouts(&list)
+}
+
+fn render_rollout(d: &Dashboard, name: &str) -> Option<Markup> {
+    let r = d.engine.get(Key { name, id: 0 }).ok()?;
+    // Only this rollout's lines, read back to just before it was created.
+    let since = r.created_at_unix_ms - 60_000;
+    let timeline = d.engine.events(since, &r.name, TIMELINE).unwrap_or_default();
+    Some(views::rollout(&r, &timeline))
+}
+
+fn render_restarts(d: &Dashboard) -> Markup {
+    views::restarts(&d.engine.restart_jobs())
+}
+
+fn render_restart(d: &Dashboard, id: u64) -> Option<Markup> {
+    let job = d.engine.restart_job(id, false).ok()?;
+    let queue = d.engine.restart_queue(id, QUEUE_TOP).ok()?;
+    Some(views::restart(&job, &queue))
+}
+
+fn render_sun(d: &Dashboard) -> Markup {
+    let inventory = d.engine.inventory();
+    let health: HashMap<String, (u64, u64)> = d.engine.customer_health();
+    views::sun(&sun::follow(inventory.calendar(), &health, d.engine.now_ms()))
+}
+
+// ---- live streams ----
+
+/// What wakes a stream up.
+enum Wake {
+    Rollout(watch::Receiver<Arc<pb::Rollout>>),
+    Job(watch::Receiver<Arc<pb::RestartJob>>),
+    Every(Duration),
+}
+
+impl Wake {
+    /// Waits for a change; false when its source is gone.
+    async fn changed(&mut self) -> bool {
+        match self {
+            Wake::Rollout(rx) => rx.changed().await.is_ok(),
+            Wake::Job(rx) => rx.changed().await.is_ok(),
+            Wake::Every(period) => {
+                tokio::time::sleep(*period).await;
+                true
+            }
+        }
+    }
+
+    /// Marks the latest value seen (updates coalesce while throttled).
+    fn seen(&mut self) {
+        match self {
+            Wake::Rollout(rx) => {
+                rx.borrow_and_update();
+            }
+            Wake::Job(rx) => {
+                rx.borrow_and_update();
+            }
+            Wake::Every(_) => {}
+        }
+    }
+}
+
+type Render = Box<dyn Fn(&Dashboard) -> Option<Markup> + Send + Sync>;
+
+/// A stream of `html` events: the fragment now, then again each time `wake` fires and
+/// the HTML differs from what was sent, at most every [`THROTTLE`]. It ends when the
+/// source is gone or the controller stops.
+fn stream(d: Dashboard, wake: Wake, render: Render) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let state = (d, wake, render, None::<String>, true);
+    let events = futures::stream::unfold(state, |(d, mut wake, render, mut last, first)| async move {
+        loop {
+            if !first {
+                let shutdown = d.shutdown.clone();
+                tokio::select! {
+                    alive = wake.changed() => if !alive { return None },
+                    _ = shutdown.cancelled() => return None,
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(THROTTLE) => {}
+                    _ = shutdown.cancelled() => return None,
+                }
+                wake.seen();
+            }
+            let html = render(&d)?.into_string();
+            if last.as_deref() != Some(html.as_str()) {
+                let event = Event::default().event("html").retry(Duration::from_secs(1)).data(&html);
+                last = Some(html);
+                return Some((Ok(event), (d, wake, render, last, false)));
+            }
+        }
+    });
+    Sse::new(events).keep_alive(KeepAlive::default())
+}
+
+async fn live_rollouts(State(d): State<Dashboard>) -> Response {
+    stream(d, Wake::Every(LIST_TICK), Box::new(|d| Some(render_rollouts(d)))).into_response()
+}
+
+async fn live_rollout(State(d): State<Dashboard>, Path(name): Path<String>) -> Response {
+    let Ok(rx) = d.engine.watch(Key { name: &name, id: 0 }) else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    stream(d, Wake::Rollout(rx), Box::new(move |d| render_rollout(d, &name))).into_response()
+}
+
+async fn live_restarts(State(d): State<Dashboard>) -> Response {
+    stream(d, Wake::Every(LIST_TICK), Box::new(|d| Some(render_restarts(d)))).into_response()
+}
+
+async fn live_restart(State(d): State<Dashboard>, Path(id): Path<u64>) -> Response {
+    let Ok(rx) = d.engine.watch_restart_job(id) else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    stream(d, Wake::Job(rx), Box::new(move |d| render_restart(d, id))).into_response()
+}
+
+async fn live_sun(State(d): State<Dashboard>) -> Response {
+    stream(d, Wake::Every(SUN_TICK), Box::new(|d| Some(render_sun(d)))).into_response()
+}

@@ -1,0 +1,405 @@
+//! The dashboard's HTML, rendered on the server with maud (every value escaped).
+//! Each page is a layout around one or more fragments; a fragment is also what the
+//! live stream sends when what it shows changes, so the first paint and every update
+//! come from the same function. Aggregates and the top of queues only: a page never
+//! lists every host, whatever the fleet's size.
+
+use maud::{DOCTYPE, Markup, html};
+
+use super::sun::{Placed, Sun};
+use crate::auth::Principal;
+use crate::cli::render::{state_name, wave_state_name};
+use crate::engine::RestartQueueView;
+use crate::hours::Tier;
+use crate::proto::v1 as pb;
+
+/// Rollouts on the list page, newest first.
+pub const LIST: usize = 100;
+
+/// A full page: navigation, who is looking, and `body`.
+pub fn page(title: &str, who: Option<&Principal>, body: Markup) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) " - rollout" }
+                link rel="stylesheet" href="/static/style.css";
+                script src="/static/live.js" defer {}
+            }
+            body {
+                header {
+                    span.brand { "rollout" }
+                    nav {
+                        a href="/" { "Rollouts" }
+                        a href="/restarts" { "Restarts" }
+                        a href="/sun" { "Follow the sun" }
+                    }
+                    @if let Some(p) = who {
+                        @if *p == Principal::anonymous() {
+                            span.who { "open: no authentication (loopback)" }
+                        } @else {
+                            form.who method="post" action="/logout" {
+                                span { (p.name) " (" (p.role) ")" }
+                                button type="submit" { "Sign out" }
+                            }
+                        }
+                    }
+                }
+                main { (body) }
+            }
+        }
+    }
+}
+
+/// The sign-in form; `error` says why the last attempt failed.
+pub fn login(error: Option<&str>) -> Markup {
+    page(
+        "Sign in",
+        None,
+        html! {
+            section.login {
+                h1 { "Sign in" }
+                p { "Paste a bearer token (" code { "rollout token new" } "); a viewer token is enough. It is sent once, in this form's body, and never put in a URL." }
+                @if let Some(e) = error { p.error { (e) } }
+                form method="post" action="/login" {
+                    input type="password" name="token" autocomplete="current-password" placeholder="token" autofocus;
+                    button type="submit" { "Sign in" }
+                }
+            }
+        },
+    )
+}
+
+/// An element the live script keeps up to date from `stream`.
+pub fn live(stream: &str, fragment: Markup) -> Markup {
+    html! { div.live data-live=(stream) { (fragment) } }
+}
+
+fn pct(part: u64, whole: u64) -> f64 {
+    if whole == 0 {
+        0.0
+    } else {
+        part as f64 * 100.0 / whole as f64
+    }
+}
+
+fn state_class(s: pb::RolloutState) -> &'static str {
+    match s {
+        pb::RolloutState::Succeeded => "ok",
+        pb::RolloutState::Failed | pb::RolloutState::Aborted => "bad",
+        pb::RolloutState::Halted => "warn",
+        pb::RolloutState::Paused => "warn",
+        _ => "run",
+    }
+}
+
+/// A horizontal bar of segments (succeeded, failed, in flight), each a share of `total`.
+fn bar(total: u64, segments: &[(&str, u64)]) -> Markup {
+    html! {
+        div.bar {
+            @for (class, n) in segments {
+                @if *n > 0 {
+                    span class=(class) style=(format!("width:{:.3}%", pct(*n, total))) {}
+                }
+            }
+        }
+    }
+}
+
+/// The rollouts list (a fragment).
+pub fn rollouts(list: &[std::sync::Arc<pb::Rollout>]) -> Markup {
+    html! {
+        @if list.is_empty() {
+            p.empty { "No rollout yet. " code { "rollout submit plans/PLAN.yaml" } " starts one." }
+        } @else {
+            table.rollouts {
+                thead { tr { th { "rollout" } th { "kind" } th { "state" } th { "wave" } th.wide { "hosts on the new version" } th { "customers mitigated" } } }
+                tbody {
+                    @for r in list.iter().take(LIST) {
+                        tr {
+                            td { a href=(format!("/rollouts/{}", r.name)) { (r.name) } }
+                            td { (r.kind) }
+                            td { span class=(format!("badge {}", state_class(r.state()))) { (state_name(r.state())) } }
+                            td { (r.current_wave + 1) "/" (r.waves.len()) }
+                            td.wide {
+                                (bar(r.hosts_selected, &[("ok", r.hosts_succeeded), ("bad", r.hosts_failed), ("run", r.hosts_in_flight)]))
+                                span.num { (format!("{:.1}%", r.percent_complete)) " of " (r.hosts_selected) }
+                            }
+                            td { (r.customers_mitigated) " of " (r.customers_affected) }
+                        }
+                    }
+                }
+            }
+            @if list.len() > LIST { p.more { (list.len() - LIST) " older rollouts not shown" } }
+        }
+    }
+}
+
+/// One rollout (a fragment): the headline bar, a bar per wave, hosts by state,
+/// customers, the halt reason, and the timeline.
+pub fn rollout(r: &pb::Rollout, timeline: &[pb::EventRecord]) -> Markup {
+    let state = r.state();
+    let customers = pct(r.customers_mitigated, r.customers_affected);
+    html! {
+        div.headline {
+            h1 { (r.name) " " span class=(format!("badge {}", state_class(state))) { (state_name(state)) } }
+            p.sub { (r.kind) " to " code { (r.version) } @if !r.description.is_empty() { " - " (r.description) } }
+        }
+        @if !r.halt_reason.is_empty() {
+            div.reason { strong { "Why it stopped: " } (r.halt_reason) }
+        }
+        div.big {
+            div.figure {
+                span #percent data-percent=(format!("{:.1}", r.percent_complete)) { (format!("{:.1}%", r.percent_complete)) }
+                span.label { "of " (r.hosts_selected) " selected hosts on " (r.version) }
+            }
+            (bar(r.hosts_selected, &[("ok", r.hosts_succeeded), ("bad", r.hosts_failed), ("run", r.hosts_in_flight)]))
+            div.figure.small {
+                span #customers data-percent=(format!("{customers:.1}")) { (format!("{customers:.1}%")) }
+                span.label { "of customers mitigated (" (r.customers_mitigated) " of " (r.customers_affected) ")" }
+            }
+        }
+        div.counts {
+            (count("succeeded", r.hosts_succeeded, "ok"))
+            (count("failed", r.hosts_failed, "bad"))
+            (count("in flight", r.hosts_in_flight, "run"))
+            (count("pending", r.hosts_pending, "idle"))
+        }
+        h2 { "Waves" }
+        table.waves {
+            thead { tr { th { "wave" } th { "share" } th { "hosts" } th.wide { "done" } th { "state" } } }
+            tbody {
+                @for w in &r.waves {
+                    tr class=(if w.index == r.current_wave && !crate::cli::render::is_terminal(state) { "current" } else { "" }) {
+                        td { (w.index + 1) }
+                        td { (w.percent) }
+                        td { (w.size) }
+                        td.wide {
+                            (bar(w.size, &[("ok", w.succeeded), ("bad", w.failed), ("run", w.in_flight)]))
+                            span.num { (w.succeeded) " ok" @if w.failed > 0 { ", " (w.failed) " failed (tolerates " (w.max_failed) ")" } }
+                        }
+                        td { (wave_state_name(w.state())) }
+                    }
+                }
+            }
+        }
+        @if r.bake_until_unix_ms > 0 {
+            p.sub { "Baking: the health gate runs at " (time(r.bake_until_unix_ms)) }
+        }
+        h2 { "Timeline" }
+        (events(timeline))
+    }
+}
+
+fn count(label: &str, n: u64, class: &str) -> Markup {
+    html! { div class=(format!("count {class}")) { span.n { (n) } span.label { (label) } } }
+}
+
+/// "09:14:03 UTC".
+fn time(ms: i64) -> String {
+    jiff::Timestamp::from_millisecond(ms)
+        .map(|t| t.strftime("%Y-%m-%d %H:%M:%S UTC").to_string())
+        .unwrap_or_default()
+}
+
+/// Audit lines, newest first.
+pub fn events(list: &[pb::EventRecord]) -> Markup {
+    html! {
+        @if list.is_empty() { p.empty { "Nothing recorded yet." } }
+        ol.timeline {
+            @for e in list.iter().rev() {
+                li class=(if e.result == "ok" { "" } else { "refused" }) {
+                    span.when { (time(e.at_unix_ms)) }
+                    span.kind { (e.kind) }
+                    span.what { (e.detail) }
+                    span.who { (e.principal) @if e.result != "ok" { " - " (e.result) } }
+                }
+            }
+        }
+    }
+}
+
+fn job_state(s: pb::RestartJobState) -> (&'static str, &'static str) {
+    match s {
+        pb::RestartJobState::Running => ("running", "run"),
+        pb::RestartJobState::Succeeded => ("succeeded", "ok"),
+        pb::RestartJobState::Failed => ("failed", "bad"),
+        pb::RestartJobState::Cancelled => ("cancelled", "warn"),
+        pb::RestartJobState::Unspecified => ("unknown", "idle"),
+    }
+}
+
+/// The restart jobs (a fragment).
+pub fn restarts(jobs: &[std::sync::Arc<pb::RestartJob>]) -> Markup {
+    html! {
+        @if jobs.is_empty() {
+            p.empty { "No restart job yet. " code { "rollout restart --unhealthy" } " starts one." }
+        } @else {
+            table.rollouts {
+                thead { tr { th { "job" } th { "state" } th { "order" } th.wide { "restarted" } th { "tiers (restarted/picked)" } } }
+                tbody {
+                    @for j in jobs.iter().take(LIST) {
+                        @let (name, class) = job_state(j.state());
+                        tr {
+                            td { a href=(format!("/restarts/{}", j.id)) { "#" (j.id) } }
+                            td { span class=(format!("badge {class}")) { (name) } }
+                            td { (j.order) }
+                            td.wide {
+                                (bar(j.hosts_total, &[("ok", j.hosts_restarted), ("bad", j.hosts_failed), ("run", j.hosts_in_flight)]))
+                                span.num { (j.hosts_restarted) " of " (j.hosts_total) }
+                            }
+                            td { @for t in &j.tiers { span.tier { (t.tier) " " (t.restarted) "/" (t.total) } } }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// One restart job (a fragment): its counts, who went first and why, and who is
+/// next in the queue.
+pub fn restart(j: &pb::RestartJob, queue: &RestartQueueView) -> Markup {
+    let (name, class) = job_state(j.state());
+    html! {
+        div.headline {
+            h1 { "Restart job #" (j.id) " " span class=(format!("badge {class}")) { (name) } }
+            p.sub { "order " (j.order) ", " (j.max_parallel) " at once, at most " (j.max_unavailable) " of a customer's healthy hosts down" }
+        }
+        @if !j.reason.is_empty() { div.reason { (j.reason) } }
+        div.big {
+            div.figure {
+                span #percent data-percent=(format!("{:.1}", pct(j.hosts_restarted, j.hosts_total))) { (format!("{:.1}%", pct(j.hosts_restarted, j.hosts_total))) }
+                span.label { "of " (j.hosts_total) " hosts restarted" }
+            }
+            (bar(j.hosts_total, &[("ok", j.hosts_restarted), ("bad", j.hosts_failed), ("run", j.hosts_in_flight)]))
+        }
+        div.counts {
+            (count("restarted", j.hosts_restarted, "ok"))
+            (count("failed", j.hosts_failed, "bad"))
+            (count("in flight", j.hosts_in_flight, "run"))
+            (count("waiting", j.hosts_pending, "idle"))
+        }
+        @if !j.tiers.is_empty() {
+            h2 { "By business-hours tier" }
+            div.counts { @for t in &j.tiers { (count(&format!("{} restarted of {}", t.tier, t.total), t.restarted, &tier_class(&t.tier))) } }
+        }
+        h2 { "Next in the queue" }
+        @if queue.waiting.is_empty() {
+            p.empty { "Nobody waiting." }
+        } @else {
+            (restart_hosts(&queue.waiting))
+            @if queue.count > queue.waiting.len() { p.more { (queue.count - queue.waiting.len()) " more waiting" } }
+        }
+        @if !queue.picked.is_empty() {
+            h2 { "Restarted first, and why" }
+            (restart_hosts(&queue.picked))
+        }
+        @if !j.skipped.is_empty() {
+            h2 { "Left alone" }
+            ul { @for s in j.skipped.iter().take(20) { li { code { (s.host_id) } ": " (s.reason) } } }
+        }
+    }
+}
+
+fn restart_hosts(hosts: &[pb::RestartHost]) -> Markup {
+    html! {
+        table.queue {
+            thead { tr { th { "#" } th { "host" } th { "customer" } th { "tier" } th { "why" } } }
+            tbody {
+                @for h in hosts {
+                    tr {
+                        td { (h.position) }
+                        td { code { (h.host_id) } }
+                        td { (h.customer) }
+                        td { span class=(format!("badge {}", tier_class(&h.tier))) { (h.tier) } }
+                        td { (h.why) }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn tier_class(tier: &str) -> String {
+    format!("tier-{tier}")
+}
+
+const BAND_W: f64 = 1200.0;
+const DOT: f64 = 11.0;
+const BASE: f64 = 64.0;
+
+/// The follow-the-sun view (a fragment): a 24-hour band of local time, each time zone
+/// a column at its local time now, its customers stacked on it, coloured by tier and
+/// ringed red when some of their hosts are down; then whose day starts next.
+pub fn sun(s: &Sun) -> Markup {
+    let tallest = s.zones.iter().map(|z| z.customers.len()).max().unwrap_or(0) as f64;
+    let height = BASE + 30.0 + tallest * DOT;
+    let x = |minute: u16| 30.0 + f64::from(minute) / 1440.0 * BAND_W;
+    let baseline = height - BASE;
+    html! {
+        div.legend {
+            span { "Now: " (s.now_utc) }
+            @for tier in [Tier::InHours, Tier::StartingSoon, Tier::OffHours] {
+                @let t = s.tiers.get(&tier).cloned().unwrap_or_default();
+                span class=(format!("key {}", tier_class(tier.as_str()))) {
+                    (tier.as_str()) ": " (t.customers) " customers, " (t.down) " of " (t.hosts) " hosts down"
+                }
+            }
+            span.key.down { "red ring: some hosts down" }
+        }
+        svg.sun #sun viewBox=(format!("0 0 {} {height}", BAND_W + 60.0)) role="img" {
+            title { "Customers at their local time now" }
+            rect.night x=(x(0)) y="0" width=(x(360) - x(0)) height=(baseline) {}
+            rect.work x=(x(540)) y="0" width=(x(1020) - x(540)) height=(baseline) {}
+            rect.night x=(x(1260)) y="0" width=(x(1440) - x(1260)) height=(baseline) {}
+            line.axis x1=(x(0)) y1=(baseline) x2=(x(1440)) y2=(baseline) {}
+            @for h in (0..=24).step_by(3) {
+                text.tick x=(x(h * 60)) y=(baseline + 16.0) { (format!("{h:02}:00")) }
+            }
+            @for (k, z) in s.zones.iter().enumerate() {
+                @let cx = x(z.minute);
+                // Three rows of labels, so that neighbouring zones do not overlap.
+                text.zone x=(cx) y=(baseline + 30.0 + (k % 3) as f64 * 13.0) { title { (z.names.join(", ")) " " (z.local) } (z.offset) }
+                @for (i, c) in z.customers.iter().enumerate() {
+                    circle class=(dot_class(c)) cx=(cx) cy=(baseline - 8.0 - i as f64 * DOT) r="4.5" {
+                        title { (c.id) ": " (c.why) "; " (c.hosts - c.down) "/" (c.hosts) " hosts healthy" }
+                    }
+                }
+                @if z.more > 0 {
+                    text.more x=(cx) y=(baseline - 12.0 - z.customers.len() as f64 * DOT) { "+" (z.more) }
+                }
+            }
+        }
+        h2 { "Whose day starts next" }
+        @if s.next.is_empty() { p.empty { "Every customer is in hours, or none has a workday ahead." } }
+        table.queue {
+            tbody {
+                @for c in &s.next {
+                    tr {
+                        td { (c.id) }
+                        td { span class=(format!("badge {}", tier_class(c.tier.as_str()))) { (c.tier.as_str()) } }
+                        td { (c.why) }
+                        td { (c.hosts - c.down) "/" (c.hosts) " hosts healthy" @if c.down > 0 { " " strong.badtext { (c.down) " down" } } }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn dot_class(c: &Placed) -> String {
+    let down = if c.down > 0 { " down" } else { "" };
+    format!("dot {}{down}", tier_class(c.tier.as_str()))
+}
+
+/// A one-line page for a refusal or a missing rollout.
+pub fn message(title: &str, who: Option<&Principal>, text: &str) -> Markup {
+    page(
+        title,
+        who,
+        html! { h1 { (title) } p { (text) } p { a href="/" { "All rollouts" } } },
+    )
+}

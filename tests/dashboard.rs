@@ -1,0 +1,397 @@
+//! The dashboard, through real processes: `rollout serve --http-listen` refuses pages
+//! and live streams without a viewer's credentials; and a real Chromium, driven over
+//! WebDriver (chromedriver), watches `rollout demo --http-listen` take its rollout to
+//! 100% live (through a controller crash), then the follow-the-sun and restart views.
+//!
+//! The browser test needs Debian's `chromium` and `chromium-driver` (`.ci/run`
+//! installs them and sets ROLLOUT_BROWSER_TESTS=required, so there a missing browser
+//! fails the test; elsewhere it is skipped with a message).
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use rollout::cli::process::Spawned;
+use rollout::fleet::{GenerateOptions, generate};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::Command;
+
+const EXE: &str = env!("CARGO_BIN_EXE_rollout");
+const VIEWER: &str = "viewer-token-0123456789abcdef0123456789abcdef";
+const AGENT: &str = "agent-token-0123456789abcdef0123456789abcdef";
+
+fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("an HTTP client")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_and_streams_need_a_viewer_token_never_in_the_url() {
+    let dir = tempfile::tempdir().unwrap();
+    let fleet = dir.path().join("fleet.yaml");
+    std::fs::write(
+        &fleet,
+        generate(&GenerateOptions {
+            hosts: 50,
+            agent: "127.0.0.1:1".into(),
+            seed: 3,
+            unhealthy_rate: 0.0,
+        })
+        .to_yaml(),
+    )
+    .unwrap();
+    let tokens = dir.path().join("tokens.yaml");
+    let entry = |who: &str, role: &str, token: &str| {
+        format!(
+            "  - principal: {who}\n    role: {role}\n    sha256: {}\n",
+            rollout::auth::hash_token(token)
+        )
+    };
+    std::fs::write(
+        &tokens,
+        format!(
+            "tokens:\n{}{}",
+            entry("vera", "viewer", VIEWER),
+            entry("agent-1", "agent", AGENT)
+        ),
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let args = [
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--http-listen",
+        "127.0.0.1:0",
+        "--data",
+        path(&data),
+        "--fleet",
+        path(&fleet),
+        "--auth",
+        path(&tokens),
+    ];
+    let mut controller = Spawned::start(Path::new(EXE), args, Some(&dir.path().join("log")))
+        .await
+        .expect("controller");
+    let base = controller
+        .line_after("dashboard on ")
+        .await
+        .expect("the dashboard's address");
+    let base = base.trim_end_matches('/');
+    let client = http();
+    let get = |path: &str| client.get(format!("{base}{path}"));
+
+    // Nobody: refused, with the sign-in form and nothing else.
+    for page in ["/", "/rollouts/x", "/restarts", "/sun", "/live/rollouts", "/live/sun"] {
+        let r = get(page).send().await.unwrap();
+        assert_eq!(r.status(), 401, "{page} without a token");
+        let body = r.text().await.unwrap();
+        assert!(body.contains("name=\"token\""), "{page} shows the sign-in form");
+        assert!(!body.contains("data-live"), "{page} leaks a live view");
+    }
+    // A wrong token, a token in the URL, an agent's token: refused.
+    let wrong = get("/").bearer_auth("nope").send().await.unwrap();
+    assert_eq!(wrong.status(), 401);
+    let in_url = get(&format!("/?token={VIEWER}")).send().await.unwrap();
+    assert_eq!(in_url.status(), 401, "a token in the URL is not a credential");
+    let agent = get("/").bearer_auth(AGENT).send().await.unwrap();
+    assert_eq!(agent.status(), 403);
+    assert!(agent.text().await.unwrap().contains("has the agent role"));
+
+    // A viewer token in the header: the pages.
+    let page = get("/sun").bearer_auth(VIEWER).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    let csp = page
+        .headers()
+        .get("content-security-policy")
+        .expect("a CSP")
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(csp.contains("default-src 'self'"), "{csp}");
+    assert!(page.text().await.unwrap().contains("svg"), "the follow-the-sun band");
+
+    // The sign-in form: a session cookie, HttpOnly and SameSite=Strict; the token
+    // goes in the body and comes back nowhere.
+    let bad = client
+        .post(format!("{base}/login"))
+        .form(&[("token", "nope")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 401);
+    let signed = client
+        .post(format!("{base}/login"))
+        .form(&[("token", VIEWER)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signed.status(), 303);
+    let location = signed.headers()["location"].to_str().unwrap().to_string();
+    assert!(!location.contains(VIEWER), "{location}");
+    let cookie = signed.headers()["set-cookie"].to_str().unwrap().to_string();
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+    assert!(!cookie.contains(VIEWER));
+    let session = cookie.split(';').next().unwrap().to_string();
+    let with_session = get("/").header("cookie", &session).send().await.unwrap();
+    assert_eq!(with_session.status(), 200);
+    assert!(with_session.text().await.unwrap().contains("vera (viewer)"));
+    // A live stream opens with the session, and starts with the fragment.
+    let mut live = get("/live/rollouts").header("cookie", &session).send().await.unwrap();
+    assert_eq!(live.status(), 200);
+    assert_eq!(live.headers()["content-type"], "text/event-stream");
+    let first = tokio::time::timeout(Duration::from_secs(10), live.chunk())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let first = String::from_utf8_lossy(&first).to_string();
+    assert!(first.starts_with("event: html"), "{first}");
+    drop(live);
+    // Signed out: the session is gone on the server, not only in the browser.
+    let out = client
+        .post(format!("{base}/logout"))
+        .header("cookie", &session)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(out.status(), 303);
+    assert_eq!(get("/").header("cookie", &session).send().await.unwrap().status(), 401);
+    // Metrics are served beside the dashboard.
+    assert_eq!(get("/metrics").send().await.unwrap().status(), 200);
+
+    assert_eq!(controller.terminate(Duration::from_secs(30)).await.unwrap(), Some(0));
+}
+
+fn path(p: &Path) -> &str {
+    p.to_str().expect("a UTF-8 path")
+}
+
+/// chromedriver and Chromium, when installed.
+fn browser() -> Option<(PathBuf, PathBuf)> {
+    let find = |names: &[&str]| {
+        names.iter().map(PathBuf::from).find(|p| p.exists()).or_else(|| {
+            let path = std::env::var_os("PATH")?;
+            std::env::split_paths(&path)
+                .flat_map(|d| names.iter().map(move |n| d.join(n)))
+                .find(|p| p.exists())
+        })
+    };
+    let driver = find(&["/usr/bin/chromedriver", "chromedriver"])?;
+    let chromium = find(&["/usr/bin/chromium", "chromium", "chromium-browser"])?;
+    Some((driver, chromium))
+}
+
+/// The text of the first element `css` selects ("" when none).
+async fn text_of(browser: &fantoccini::Client, css: &str) -> String {
+    match browser.find(fantoccini::Locator::Css(css)).await {
+        Ok(e) => e.text().await.unwrap_or_default(),
+        Err(_) => String::new(),
+    }
+}
+
+/// A process this test started, killed when dropped (a failing assertion included).
+struct Child(tokio::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.start_kill();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_follows_the_demo_rollout_to_100_percent() {
+    let Some((driver, chromium)) = browser() else {
+        let required = std::env::var("ROLLOUT_BROWSER_TESTS").is_ok_and(|v| v == "required");
+        assert!(
+            !required,
+            "chromium and chromedriver are not installed: `apt-get install chromium chromium-driver`"
+        );
+        eprintln!("SKIPPED: no chromium/chromedriver here (ROLLOUT_BROWSER_TESTS=required makes this a failure)");
+        return;
+    };
+    let shots = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+
+    // The demo, as a user runs it, with the dashboard on a free loopback port.
+    let mut demo = Command::new(EXE)
+        .args([
+            "demo",
+            "--hosts",
+            "3000",
+            "--bake",
+            "2s",
+            "--http-listen",
+            "127.0.0.1:0",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start the demo");
+    let stdout = demo.stdout.take().unwrap();
+    let mut demo = Child(demo);
+    let mut lines = BufReader::new(stdout).lines();
+    let url = tokio::time::timeout(Duration::from_secs(120), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if let Some(rest) = line.strip_prefix("dashboard: ") {
+                return rest.split_whitespace().next().unwrap().to_string();
+            }
+        }
+        panic!("the demo ended without a dashboard line");
+    })
+    .await
+    .expect("the demo prints its dashboard's address");
+    // The rest of its output, kept to say when the demo is done and to show on failure.
+    let (done_tx, mut done_rx) = tokio::sync::watch::channel(Vec::<String>::new());
+    tokio::spawn(async move {
+        while let Ok(Some(line)) = lines.next_line().await {
+            done_tx.send_modify(|all| all.push(line));
+        }
+    });
+
+    // chromedriver on a free port, then a headless Chromium through it.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let _driver = Child(
+        Command::new(&driver)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start chromedriver"),
+    );
+    let profile = tempfile::tempdir().unwrap();
+    let caps: serde_json::Map<String, serde_json::Value> = serde_json::from_value(serde_json::json!({
+        "goog:chromeOptions": {
+            "binary": chromium,
+            "args": [
+                "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
+                "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                "--window-size=1400,1200", format!("--user-data-dir={}", profile.path().display()),
+            ]
+        }
+    }))
+    .unwrap();
+    let webdriver = format!("http://127.0.0.1:{port}");
+    let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+    let started = Instant::now();
+    let browser = loop {
+        match fantoccini::ClientBuilder::new(connector.clone())
+            .capabilities(caps.clone())
+            .connect(&webdriver)
+            .await
+        {
+            Ok(c) => break c,
+            Err(e) if started.elapsed() < Duration::from_secs(30) => {
+                let _ = e;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("cannot start Chromium through chromedriver: {e}"),
+        }
+    };
+
+    // The rollout's page, opened once and never reloaded: what it shows comes from
+    // its live stream, across the controller the demo kills and restarts.
+    let page = format!("{url}rollouts/exo-retry-fix");
+    let percent = || async {
+        let el = browser.find(fantoccini::Locator::Id("percent")).await.ok()?;
+        el.attr("data-percent").await.ok().flatten()?.parse::<f64>().ok()
+    };
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let first = loop {
+        assert!(Instant::now() < deadline, "the rollout never appeared on the dashboard");
+        if browser.goto(&page).await.is_ok()
+            && let Some(p) = percent().await
+        {
+            break p;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    assert!(
+        first < 100.0,
+        "the page must load before the rollout ends to test live updates (got {first}%)"
+    );
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        let p = percent().await.unwrap_or(0.0);
+        if p >= 100.0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the bar stopped at {p}% (it started at {first}%)"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    // 100% of hosts while the last wave bakes; then the health gate, then success.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let title = text_of(&browser, "h1").await;
+        if title == "exo-retry-fix succeeded" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the page never said succeeded: {title:?}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let body = text_of(&browser, "main").await;
+    assert!(body.contains("of customers mitigated"), "{body}");
+    assert!(body.contains("Timeline"), "{body}");
+    let waves = browser
+        .find_all(fantoccini::Locator::Css("table.waves tbody tr"))
+        .await
+        .unwrap();
+    assert_eq!(waves.len(), 6, "a bar per wave (1% 10% 30% 60% 90% 100%)");
+    std::fs::write(shots.join("dashboard-rollout.png"), browser.screenshot().await.unwrap()).unwrap();
+    println!("screenshot: {}", shots.join("dashboard-rollout.png").display());
+
+    // Follow the sun: customers placed on the band.
+    browser.goto(&format!("{url}sun")).await.unwrap();
+    let dots = browser
+        .find_all(fantoccini::Locator::Css("svg#sun circle"))
+        .await
+        .unwrap();
+    assert!(!dots.is_empty(), "customers on the band");
+    std::fs::write(shots.join("dashboard-sun.png"), browser.screenshot().await.unwrap()).unwrap();
+
+    // After the demo's restart job: the restarts list and the job.
+    tokio::time::timeout(
+        Duration::from_secs(120),
+        done_rx.wait_for(|l| l.iter().any(|x| x.contains("stays open"))),
+    )
+    .await
+    .expect("the demo finishes its restarts")
+    .unwrap();
+    let job_id = done_rx
+        .borrow()
+        .iter()
+        .find_map(|l| l.strip_prefix("restart job ")?.split(':').next()?.parse::<u64>().ok())
+        .expect("the demo names its restart job");
+    browser.goto(&format!("{url}restarts/{job_id}")).await.unwrap();
+    let job = text_of(&browser, "main").await;
+    assert!(
+        job.contains(&format!("Restart job #{job_id}")) && job.contains("succeeded"),
+        "{job}"
+    );
+    std::fs::write(shots.join("dashboard-restart.png"), browser.screenshot().await.unwrap()).unwrap();
+    browser.close().await.unwrap();
+
+    // Ctrl-C ends the demo, and it says it went as it should.
+    let pid = nix::unistd::Pid::from_raw(demo.0.id().unwrap() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(60), demo.0.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    let output = done_rx.borrow().join("\n");
+    assert!(status.success(), "the demo failed:\n{output}");
+}
