@@ -29,7 +29,7 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Router};
 use futures::Stream;
-use maud::Markup;
+use maud::{Markup, PreEscaped};
 use serde::Deserialize;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -63,6 +63,9 @@ pub struct Dashboard {
     /// Streams end when the controller stops, so a graceful stop never waits on a
     /// browser.
     shutdown: CancellationToken,
+    /// The follow-the-sun fragment, shared by every screen for [`SUN_TICK`]: it reads
+    /// the whole inventory (0.3 s at a million hosts; it was 1.2 s per screen).
+    sun: Arc<std::sync::Mutex<Option<(std::time::Instant, String)>>>,
 }
 
 impl Dashboard {
@@ -72,6 +75,7 @@ impl Dashboard {
             credentials,
             sessions: Arc::new(Sessions::default()),
             shutdown,
+            sun: Arc::default(),
         }
     }
 
@@ -309,9 +313,20 @@ fn render_restart(d: &Dashboard, id: u64) -> Option<Markup> {
 }
 
 fn render_sun(d: &Dashboard) -> Markup {
-    let inventory = d.engine.inventory();
-    let health: HashMap<String, (u64, u64)> = d.engine.customer_health();
-    views::sun(&sun::follow(inventory.calendar(), &health, d.engine.now_ms()))
+    let mut cached = d.sun.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some((at, html)) = cached.as_ref()
+        && at.elapsed() < SUN_TICK
+    {
+        return PreEscaped(html.clone());
+    }
+    // A pass over every host: the runtime's other tasks move to another worker.
+    let markup = crate::store::off_the_runtime(|| {
+        let inventory = d.engine.inventory();
+        let health: HashMap<String, (u64, u64)> = d.engine.customer_health();
+        views::sun(&sun::follow(inventory.calendar(), &health, d.engine.now_ms()))
+    });
+    *cached = Some((std::time::Instant::now(), markup.0.clone()));
+    markup
 }
 
 // ---- live streams ----

@@ -62,11 +62,13 @@ impl HealthBook {
         self.seen.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Calls `f` with every host's last known state, under the book's lock.
-    pub fn each(&self, mut f: impl FnMut(&str, &Seen)) {
-        for (host, seen) in self.lock().iter() {
-            f(host, seen);
-        }
+    /// The hosts last seen unhealthy, or unreachable at `now_ms`.
+    pub fn down(&self, now_ms: i64) -> std::collections::HashSet<String> {
+        self.lock()
+            .iter()
+            .filter(|(_, s)| !s.healthy || !s.reachable(now_ms))
+            .map(|(h, _)| h.clone())
+            .collect()
     }
 
     pub fn get(&self, host: &str) -> Option<Seen> {

@@ -482,21 +482,21 @@ impl Engine {
     }
 
     /// Per customer: its hosts in the inventory and how many of them are down
-    /// (unhealthy or unreachable) as last seen.
+    /// (unhealthy or unreachable) as last seen. One pass over the inventory; the
+    /// health book's lock is held only to list the hosts down.
     pub fn customer_health(&self) -> HashMap<String, (u64, u64)> {
         let inventory = self.ctx.inventory();
-        let now = self.ctx.clock.now_ms();
-        let mut out: HashMap<String, (u64, u64)> = HashMap::new();
-        self.ctx.health.each(|host, seen| {
-            let Some(h) = inventory.host(host) else { return };
-            let down = !seen.healthy || !seen.reachable(now);
+        let down = self.ctx.health.down(self.ctx.clock.now_ms());
+        let mut out: HashMap<&str, (u64, u64)> = HashMap::new();
+        for h in inventory.hosts() {
+            let is_down = u64::from(down.contains(h.id.as_str()));
             for c in &h.customers {
-                let e = out.entry(c.clone()).or_default();
+                let e = out.entry(c.as_str()).or_default();
                 e.0 += 1;
-                e.1 += u64::from(down);
+                e.1 += is_down;
             }
-        });
-        out
+        }
+        out.into_iter().map(|(c, n)| (c.to_string(), n)).collect()
     }
 
     /// The controller's clock, now (unix ms).

@@ -209,7 +209,7 @@ const CREATE_CHUNK: usize = 4_096;
 /// Runs a long synchronous store operation (a transaction over every host of a big
 /// rollout) without stalling the other tasks of the runtime's worker: on the
 /// multi-threaded runtime the worker hands its tasks over first.
-fn off_the_runtime<T>(f: impl FnOnce() -> T) -> T {
+pub(crate) fn off_the_runtime<T>(f: impl FnOnce() -> T) -> T {
     match tokio::runtime::Handle::try_current() {
         Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(f),
         _ => f(),
