@@ -13,7 +13,8 @@
 //!   (answers at once, touches nothing) on the same loopback, 1000 in flight, and the
 //!   ratio of the two;
 //! - the controller's peak RSS (VmHWM) per host, and the store's size per host;
-//! - GetRollout latency p50/p99 from 32 concurrent clients (each a call every 5 ms)
+//! - GetRollout latency p50/p99 from 32 concurrent clients (each a call every 5 ms),
+//!   against the idle controller, then
 //!   during a second rollout;
 //! - resume: that second rollout is killed (SIGKILL) half-way; the time from starting a
 //!   new controller on that store to the first Apply the simulator receives.
@@ -45,6 +46,51 @@ fn main() {
     println!("|------:|--------|------:|");
     for n in sizes {
         runtime.block_on(run(n));
+    }
+}
+
+/// GetRollout `name` from 32 clients, each a call every 5 ms, until `until` is done:
+/// every call's latency, sorted.
+async fn read_latency(server: &str, name: &str, until: impl std::future::Future<Output = ()>) -> Vec<Duration> {
+    let reading = Arc::new(AtomicBool::new(true));
+    let mut readers = Vec::new();
+    for _ in 0..32 {
+        let (server, reading, name) = (server.to_string(), reading.clone(), name.to_string());
+        readers.push(tokio::spawn(async move {
+            let mut c = rollout::cli::connect(&server).await.expect("connect");
+            let mut took = Vec::new();
+            while reading.load(Ordering::Relaxed) {
+                let t = Instant::now();
+                let _ = c
+                    .get_rollout(pb::GetRolloutRequest {
+                        name: name.clone(),
+                        id: 0,
+                    })
+                    .await;
+                took.push(t.elapsed());
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            took
+        }));
+    }
+    until.await;
+    reading.store(false, Ordering::Relaxed);
+    let mut latencies: Vec<Duration> = Vec::new();
+    for r in readers {
+        latencies.extend(r.await.unwrap_or_default());
+    }
+    latencies.sort();
+    latencies
+}
+
+fn latency_row(n: usize, figure: &str, latencies: &[Duration]) {
+    let pct = |p: f64| latencies.get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1)));
+    if let (Some(p50), Some(p99)) = (pct(0.50), pct(0.99)) {
+        row(
+            n,
+            figure,
+            format!("{:.2} ms / {:.2} ms ({} calls)", ms(*p50), ms(*p99), latencies.len()),
+        );
     }
 }
 
@@ -122,43 +168,16 @@ async fn run(n: usize) {
 
     // Reads: 32 clients, each a GetRollout every 5 ms, while a second rollout runs
     // to half-way (where the resume measurement below kills it).
-    let reading = Arc::new(AtomicBool::new(true));
-    let mut readers = Vec::new();
-    for _ in 0..32 {
-        let (server, reading) = (server.clone(), reading.clone());
-        readers.push(tokio::spawn(async move {
-            let mut c = rollout::cli::connect(&server).await.expect("connect");
-            let mut took = Vec::new();
-            while reading.load(Ordering::Relaxed) {
-                let t = Instant::now();
-                let _ = c
-                    .get_rollout(pb::GetRolloutRequest {
-                        name: "again".into(),
-                        id: 0,
-                    })
-                    .await;
-                took.push(t.elapsed());
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-            took
-        }));
-    }
-    submit(&mut client, "again", "15.20.8207.13").await;
-    wait_for(&mut client, "again", 50.0).await;
-    reading.store(false, Ordering::Relaxed);
-    let mut latencies: Vec<Duration> = Vec::new();
-    for r in readers {
-        latencies.extend(r.await.unwrap_or_default());
-    }
-    latencies.sort();
-    let pct = |p: f64| latencies.get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1)));
-    if let (Some(p50), Some(p99)) = (pct(0.50), pct(0.99)) {
-        row(
-            n,
-            "GetRollout p50 / p99 (32 clients, during a rollout)",
-            format!("{:.2} ms / {:.2} ms ({} calls)", ms(*p50), ms(*p99), latencies.len()),
-        );
-    }
+    // Read latency: first against the idle controller (the rollout above is done),
+    // then during a second rollout, up to its half-way point.
+    let idle = read_latency(&server, "all", tokio::time::sleep(Duration::from_secs(3))).await;
+    latency_row(n, "GetRollout p50 / p99 (32 clients, idle controller)", &idle);
+    let during = read_latency(&server, "again", async {
+        submit(&mut client, "again", "15.20.8207.13").await;
+        wait_for(&mut client, "again", 50.0).await;
+    })
+    .await;
+    latency_row(n, "GetRollout p50 / p99 (32 clients, during a rollout)", &during);
 
     // Resume: the second rollout killed half-way, then a new controller on the store.
     controller.kill9().await.expect("kill");

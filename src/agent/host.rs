@@ -296,7 +296,7 @@ pub async fn serve(
     }
     builder
         .add_service(AgentServer::new(HostAgentService::new(agents)))
-        .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), signal)
+        .serve_with_incoming_shutdown(crate::server::incoming(listener), signal)
         .await
         .map_err(|source| crate::Error::Transport {
             context: "host agent server".into(),

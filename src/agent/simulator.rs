@@ -336,7 +336,7 @@ pub async fn serve(
         // parallelism through on one connection.
         .max_concurrent_streams(10_000)
         .add_service(simulator.service())
-        .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), signal)
+        .serve_with_incoming_shutdown(crate::server::incoming(listener), signal)
         .await
         .map_err(|source| crate::Error::Transport {
             context: "simulated agent server".into(),

@@ -141,11 +141,29 @@ pub async fn run(listener: TcpListener, options: Options, shutdown: Cancellation
     served.map_err(|e| Error::Usage(format!("the gRPC server task failed: {e}")))?
 }
 
+/// The connections `listener` accepts, with Nagle's algorithm off. Left on, a small
+/// answer waits for the peer's delayed ACK: an idle controller answered GetRollout in
+/// 42 ms instead of well under one.
+pub fn incoming(listener: TcpListener) -> impl futures::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    use futures::StreamExt;
+    TcpListenerStream::new(listener).map(|accepted| {
+        accepted.inspect(|stream| {
+            if let Err(e) = stream.set_nodelay(true) {
+                warn!(error = %e, "cannot turn Nagle's algorithm off on a connection");
+            }
+        })
+    })
+}
+
 /// Serves an HTTP app (metrics, the dashboard) on `listener` until `shutdown`.
 async fn serve_http(listener: TcpListener, app: axum::Router, shutdown: CancellationToken, what: &'static str) {
     if let Ok(addr) = listener.local_addr() {
         info!(%addr, "{what} on http://{addr}/");
     }
+    use axum::serve::ListenerExt;
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await;
@@ -205,7 +223,7 @@ pub async fn serve(
         .add_service(health_service)
         .add_service(reflection)
         .add_service(controller)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal)
+        .serve_with_incoming_shutdown(incoming(listener), signal)
         .await
         .map_err(|source| Error::Transport {
             context: "gRPC server".into(),
