@@ -567,7 +567,7 @@ impl Engine {
                     customers: Vec::new(),
                     hosts: vec![host.clone()],
                 }
-                .to_records();
+                .into_records();
                 // Checked against the inventory first; stored only if accepted.
                 let updated = inventory.with_host(host).map_err(|e| Error::Invalid {
                     field: "customers".into(),

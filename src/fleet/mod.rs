@@ -6,6 +6,7 @@
 //! rely on (see DESIGN.md); it is validated as strictly as a plan.
 
 mod generate;
+mod pieces;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
@@ -121,7 +122,10 @@ impl FleetFile {
 
     /// Parses and validates a fleet file's text; `path` names it in errors.
     pub fn parse(text: &str, path: &str) -> Result<FleetFile> {
-        let fleet: FleetFile = crate::yamlfile::parse(text, path)?;
+        let fleet = match pieces::parse(text) {
+            Some(fleet) => fleet,
+            None => crate::yamlfile::parse(text, path)?,
+        };
         fleet.validate(path)?;
         Ok(fleet)
     }
@@ -202,29 +206,29 @@ impl FleetFile {
         Ok(())
     }
 
-    /// The inventory as store records.
-    pub fn to_records(&self) -> (Vec<pb::HostRecord>, Vec<pb::CustomerRecord>) {
+    /// The inventory as store records, moved (a million hosts are never held twice).
+    pub fn into_records(self) -> (Vec<pb::HostRecord>, Vec<pb::CustomerRecord>) {
         let hosts = self
             .hosts
-            .iter()
+            .into_iter()
             .map(|h| pb::HostRecord {
-                id: h.id.clone(),
-                address: h.address.clone(),
-                labels: h.labels.clone().into_iter().collect(),
-                customers: h.customers.clone(),
-                version: h.version.clone().unwrap_or_default(),
+                id: h.id,
+                address: h.address,
+                labels: h.labels.into_iter().collect(),
+                customers: h.customers,
+                version: h.version.unwrap_or_default(),
                 healthy: h.healthy,
             })
             .collect();
         let customers = self
             .customers
-            .iter()
+            .into_iter()
             .map(|c| pb::CustomerRecord {
-                id: c.id.clone(),
-                timezone: c.timezone.clone(),
-                hours: c.hours.clone(),
-                workdays: c.workdays.clone(),
-                holidays: c.holidays.clone(),
+                id: c.id,
+                timezone: c.timezone,
+                hours: c.hours,
+                workdays: c.workdays,
+                holidays: c.holidays,
                 weight: c.weight,
             })
             .collect();

@@ -235,16 +235,18 @@ pub async fn serve(
 /// file's hosts and customers over it when one is given; the result is stored, so a
 /// restart without the file keeps the same inventory.
 fn load_inventory(store: &Store, fleet: Option<&std::path::Path>) -> Result<Inventory> {
-    let (hosts, customers) = store.inventory()?;
-    let stored = FleetFile::from_records(hosts, customers);
     let Some(path) = fleet else {
-        return Ok(Inventory::new(stored)?);
+        let (hosts, customers) = store.inventory(|_| true)?;
+        return Ok(Inventory::new(FleetFile::from_records(hosts, customers))?);
     };
     let mut file = FleetFile::load(path)?;
-    let known: std::collections::HashSet<String> = file.hosts.iter().map(|h| h.id.clone()).collect();
-    file.hosts
-        .extend(stored.hosts.into_iter().filter(|h| !known.contains(&h.id)));
-    let (hosts, customers) = file.to_records();
+    // Hosts registered by heartbeat that the file does not list stay.
+    let known: std::collections::HashSet<&str> = file.hosts.iter().map(|h| h.id.as_str()).collect();
+    let (registered, _) = store.inventory(|id| !known.contains(id))?;
+    drop(known);
+    file.hosts.extend(FleetFile::from_records(registered, Vec::new()).hosts);
+    // One representation at a time: a million hosts are a gigabyte each.
+    let (hosts, customers) = file.into_records();
     store.put_inventory(&hosts, &customers)?;
-    Ok(Inventory::new(file)?)
+    Ok(Inventory::new(FleetFile::from_records(hosts, customers))?)
 }

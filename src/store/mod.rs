@@ -300,7 +300,7 @@ impl Store {
                 .iter()
                 .map(|kv| decode("hosts", &kv?.1))
                 .collect::<Result<Vec<pb::HostRecord>>>()?;
-            let (_, customers) = self.inventory()?;
+            let (_, customers) = self.inventory(|_| true)?;
             self.put_inventory(&hosts, &customers)?;
             self.db.flush()?;
             self.db.drop_tree("hosts")?;
@@ -583,12 +583,13 @@ impl Store {
         Ok(())
     }
 
-    /// The stored inventory, hosts sorted by id.
-    pub fn inventory(&self) -> Result<(Vec<pb::HostRecord>, Vec<pb::CustomerRecord>)> {
+    /// The stored inventory: the hosts `keep` selects by id, sorted by id, and every
+    /// customer.
+    pub fn inventory(&self, keep: impl Fn(&str) -> bool) -> Result<(Vec<pb::HostRecord>, Vec<pb::CustomerRecord>)> {
         let mut hosts = Vec::new();
         for kv in self.hosts.iter() {
             let bucket: pb::HostBucket = decode("host_buckets", &kv?.1)?;
-            hosts.extend(bucket.hosts);
+            hosts.extend(bucket.hosts.into_iter().filter(|h| keep(&h.id)));
         }
         hosts.sort_unstable_by(|a: &pb::HostRecord, b| a.id.cmp(&b.id));
         let customers = self
@@ -743,7 +744,7 @@ mod tests {
             .put_inventory(&[host("a", "c1"), host("b", "c1")], &[customer("c1")])
             .unwrap();
         let ids = |s: &Store| {
-            let (h, c) = s.inventory().unwrap();
+            let (h, c) = s.inventory(|_| true).unwrap();
             let h: Vec<String> = h.into_iter().map(|h| h.id).collect();
             let c: Vec<String> = c.into_iter().map(|c| c.id).collect();
             (h, c)
@@ -766,7 +767,7 @@ mod tests {
             .put_inventory(&[host("b", "c2"), host("c", "c2")], &[customer("c2")])
             .unwrap();
         assert_eq!(ids(&store), (vec!["b".into(), "c".into()], vec!["c2".into()]));
-        assert_eq!(store.inventory().unwrap().0[0].customers, ["c2"]);
+        assert_eq!(store.inventory(|_| true).unwrap().0[0].customers, ["c2"]);
     }
 
     #[test]
@@ -790,7 +791,7 @@ mod tests {
             db.flush().unwrap();
         }
         let store = Store::open(dir.path()).unwrap();
-        let ids: Vec<String> = store.inventory().unwrap().0.into_iter().map(|h| h.id).collect();
+        let ids: Vec<String> = store.inventory(|_| true).unwrap().0.into_iter().map(|h| h.id).collect();
         assert_eq!(ids, ["a", "b"]);
         assert!(!store.db.tree_names().iter().any(|n| n.as_ref() == b"hosts"));
         let version = store.meta.get("schema_version").unwrap().unwrap();
@@ -802,7 +803,7 @@ mod tests {
         };
         store.put_host_with_events(&c, &[]).unwrap();
         store.put_host_with_events(&c, &[]).unwrap();
-        let ids: Vec<String> = store.inventory().unwrap().0.into_iter().map(|h| h.id).collect();
+        let ids: Vec<String> = store.inventory(|_| true).unwrap().0.into_iter().map(|h| h.id).collect();
         assert_eq!(ids, ["a", "b", "c"]);
     }
 
