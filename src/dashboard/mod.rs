@@ -244,7 +244,7 @@ async fn rollout_page(
 ) -> Response {
     match render_rollout(&d, &name) {
         Some(fragment) => {
-            let body = views::live(&format!("/live/rollouts/{}", encode(&name)), fragment);
+            let body = views::live(&format!("/live/rollouts/{}", views::encode(&name)), fragment);
             html(views::page(&name, Some(&who), body)).into_response()
         }
         None => not_found(&who, format!("No rollout is named `{name}`.")),
@@ -273,17 +273,6 @@ async fn restart_page(
 async fn sun_page(State(d): State<Dashboard>, Extension(who): Extension<Principal>) -> Response {
     let body = views::live("/live/sun", render_sun(&d));
     html(views::page("Follow the sun", Some(&who), body)).into_response()
-}
-
-/// A path segment, percent-encoded (rollout names are plain, but never trust that).
-fn encode(segment: &str) -> String {
-    segment
-        .bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 // ---- fragments ----

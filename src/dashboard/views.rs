@@ -77,6 +77,17 @@ pub fn live(stream: &str, fragment: Markup) -> Markup {
     html! { div.live data-live=(stream) { (fragment) } }
 }
 
+/// A path segment, percent-encoded (rollout names are plain, but never trust that).
+pub fn encode(segment: &str) -> String {
+    segment
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 fn pct(part: u64, whole: u64) -> f64 {
     if whole == 0 {
         0.0
@@ -119,7 +130,7 @@ pub fn rollouts(list: &[std::sync::Arc<pb::Rollout>]) -> Markup {
                 tbody {
                     @for r in list.iter().take(LIST) {
                         tr {
-                            td { a href=(format!("/rollouts/{}", r.name)) { (r.name) } }
+                            td { a href=(format!("/rollouts/{}", encode(&r.name))) { (r.name) } }
                             td { (r.kind) }
                             td { span class=(format!("badge {}", state_class(r.state()))) { (state_name(r.state())) } }
                             td { (r.current_wave + 1) "/" (r.waves.len()) }
