@@ -169,7 +169,7 @@ pub fn generate(opts: &GenerateOptions) -> FleetFile {
             .unwrap_or(&SERVICES[0]);
         let n = counters.entry((region, short)).or_default();
         *n += 1;
-        let mut labels = BTreeMap::new();
+        let mut labels = super::Labels::default();
         labels.insert("region".to_string(), region.to_string());
         labels.insert("service".to_string(), service.to_string());
         labels.insert("ring".to_string(), (rng.random_range(0..4u8)).to_string());

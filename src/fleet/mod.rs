@@ -6,9 +6,12 @@
 //! rely on (see DESIGN.md); it is validated as strictly as a plan.
 
 mod generate;
+mod labels;
 mod pieces;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+pub use labels::Labels;
+
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -72,7 +75,7 @@ pub struct Host {
     /// `host:port` of its agent; every host of a simulated fleet shares one.
     pub address: String,
     #[serde(default)]
-    pub labels: BTreeMap<String, String>,
+    pub labels: Labels,
     #[serde(default)]
     pub customers: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
