@@ -84,6 +84,26 @@ async fn a_killed_controller_resumes_and_applies_each_host_once() {
     )
     .await;
     check_hosts(&agent, &fleet, "15.20.8207.12", 1).await;
+    // Each restart is on the rollout's timeline (the dashboard shows it).
+    let events = client
+        .list_events(pb::ListEventsRequest {
+            rollout: "crash-fix".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .events;
+    let resumed: Vec<&str> = events
+        .iter()
+        .filter(|e| e.kind == "resumed" && e.principal == "controller")
+        .map(|e| e.detail.as_str())
+        .collect();
+    assert_eq!(resumed.len(), 2, "one line per restart: {resumed:?}");
+    assert!(
+        resumed[0].starts_with("controller restarted: resuming, "),
+        "{resumed:?}"
+    );
 
     // The rollback: nothing to confirm by probe, so only the reused operation_id
     // keeps an in-doubt host from running twice.

@@ -214,6 +214,19 @@ impl Engine {
             let state = live.state();
             if !state.is_terminal() {
                 info!(rollout = live.name(), id = live.id, state = state.name(), "resuming");
+                // On the timeline: the controller went away and came back here.
+                let target = Target::Rollout {
+                    id: live.id,
+                    name: live.name(),
+                };
+                let line = format!(
+                    "controller restarted: resuming, {} wave {}",
+                    state.name(),
+                    state.wave() + 1
+                );
+                let mut event = Actor::controller().event(engine.ctx.clock.now_ms(), target, line, "ok");
+                event.kind = "resumed".into();
+                engine.ctx.store.append_event(&event)?;
             }
         }
         // Rollbacks that drivers ask for (on_failure.action: rollback).
