@@ -495,21 +495,26 @@ impl Engine {
     }
 
     /// Per customer: its hosts in the inventory and how many of them are down
-    /// (unhealthy or unreachable) as last seen. One pass over the inventory; the
-    /// health book's lock is held only to list the hosts down.
+    /// (unhealthy or unreachable) as last seen. The sizes are the restart budget's;
+    /// only the hosts down are looked up again.
     pub fn customer_health(&self) -> HashMap<String, (u64, u64)> {
         let inventory = self.ctx.inventory();
-        let down = self.ctx.health.down(self.ctx.clock.now_ms());
-        let mut out: HashMap<&str, (u64, u64)> = HashMap::new();
-        for h in inventory.hosts() {
-            let is_down = u64::from(down.contains(h.id.as_str()));
-            for c in &h.customers {
-                let e = out.entry(c.as_str()).or_default();
-                e.0 += 1;
-                e.1 += is_down;
+        let mut out: HashMap<String, (u64, u64)> = restart::customer_sizes(&inventory)
+            .into_iter()
+            .map(|(c, n)| (c, (n, 0)))
+            .collect();
+        for host in self.ctx.health.down(self.ctx.clock.now_ms()) {
+            for c in inventory
+                .host(&host)
+                .map(|h| h.customers.as_slice())
+                .unwrap_or_default()
+            {
+                if let Some(counts) = out.get_mut(c) {
+                    counts.1 += 1;
+                }
             }
         }
-        out.into_iter().map(|(c, n)| (c.to_string(), n)).collect()
+        out
     }
 
     /// The controller's clock, now (unix ms).

@@ -45,15 +45,16 @@ struct JobInner {
     next_position: u32,
 }
 
-/// Each customer's host count in the inventory, the base of a share budget.
+/// Each customer's host count in the inventory, the base of a share budget. Counted
+/// under borrowed names: one allocation per customer, not per host.
 pub fn customer_sizes(inventory: &Inventory) -> HashMap<String, u64> {
-    let mut sizes: HashMap<String, u64> = HashMap::new();
+    let mut sizes: HashMap<&str, u64> = HashMap::new();
     for h in inventory.hosts() {
         for c in &h.customers {
-            *sizes.entry(c.clone()).or_default() += 1;
+            *sizes.entry(c.as_str()).or_default() += 1;
         }
     }
-    sizes
+    sizes.into_iter().map(|(c, n)| (c.to_string(), n)).collect()
 }
 
 /// The job's settings, read back from its request.
