@@ -13,7 +13,7 @@ use tonic::Status;
 use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 use tower::{Layer, Service};
 
-use super::{Credentials, Need, Principal, need, subject_name};
+use super::{Credentials, Need, Principal, bearer, need, subject_name};
 
 /// Changes a principal may make: `per_second` on average, `burst` at once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,13 +105,8 @@ impl Shared {
 
 /// A bearer token first; else a verified client certificate's subject.
 fn authenticate<B>(credentials: &Credentials, req: &http::Request<B>) -> Result<Principal, Status> {
-    let header = req.headers().get(http::header::AUTHORIZATION);
-    if let Some(value) = header {
-        let token = value
-            .to_str()
-            .ok()
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .ok_or_else(|| Status::unauthenticated("the authorization header is not `Bearer TOKEN`"))?;
+    if let Some(token) = bearer(req.headers()) {
+        let token = token.ok_or_else(|| Status::unauthenticated("the authorization header is not `Bearer TOKEN`"))?;
         return credentials.by_token(token).ok_or_else(|| {
             Status::unauthenticated("the token is not known to this controller: check --token-file (or ROLLOUT_TOKEN)")
         });

@@ -135,6 +135,13 @@ pub fn need(path: &str) -> Need {
     }
 }
 
+/// The token of an `Authorization: Bearer TOKEN` header: None without the header,
+/// `Some(None)` when the header is not of that form. The API and the dashboard read it.
+pub fn bearer(headers: &http::HeaderMap) -> Option<Option<&str>> {
+    let value = headers.get(http::header::AUTHORIZATION)?;
+    Some(value.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")))
+}
+
 /// Who is calling, once proven.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Principal {

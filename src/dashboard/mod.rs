@@ -115,8 +115,7 @@ impl Dashboard {
         let Some(credentials) = &self.credentials else {
             return Ok(Principal::anonymous());
         };
-        if let Some(value) = headers.get(header::AUTHORIZATION) {
-            let token = value.to_str().ok().and_then(|v| v.strip_prefix("Bearer "));
+        if let Some(token) = crate::auth::bearer(headers) {
             return token
                 .and_then(|t| credentials.by_token(t))
                 .ok_or(Some("That token is not accepted."));
