@@ -7,6 +7,37 @@ pub mod v1 {
     tonic::include_proto!("rollout.v1");
 }
 
+impl v1::RolloutState {
+    /// True once the rollout will change nothing more by itself (only `rollout retry`
+    /// or a new plan can). One definition for the API, the CLI, metrics and pages.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            v1::RolloutState::Succeeded
+                | v1::RolloutState::CompletedWithFailures
+                | v1::RolloutState::Failed
+                | v1::RolloutState::Aborted
+        )
+    }
+
+    /// The state as people and scripts read it (`rollout status`, metrics labels).
+    pub fn label(self) -> &'static str {
+        match self {
+            v1::RolloutState::Unspecified => "unknown",
+            v1::RolloutState::Pending => "pending",
+            v1::RolloutState::Running => "running",
+            v1::RolloutState::Baking => "baking",
+            v1::RolloutState::Paused => "paused",
+            v1::RolloutState::Halted => "halted",
+            v1::RolloutState::RollingBack => "rolling-back",
+            v1::RolloutState::Succeeded => "succeeded",
+            v1::RolloutState::CompletedWithFailures => "completed-with-failures",
+            v1::RolloutState::Failed => "failed",
+            v1::RolloutState::Aborted => "aborted",
+        }
+    }
+}
+
 /// Encoded `FileDescriptorSet` of every `.proto` file, for tonic-reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/rollout_descriptor.bin"));
 

@@ -209,12 +209,18 @@ async fn twenty_real_agents_with_faults() {
         120,
         "the rollout to end",
         watch_until(&mut client, "real-fix", |r| {
-            matches!(r.state(), pb::RolloutState::Succeeded | pb::RolloutState::Halted)
+            r.state().is_terminal() || r.state() == pb::RolloutState::Halted
         }),
     )
     .await;
     let done = seen.last().unwrap();
-    assert_eq!(done.state(), pb::RolloutState::Succeeded, "{}", done.halt_reason);
+    // Every wave ran, but three hosts failed: not a success.
+    assert_eq!(
+        done.state(),
+        pb::RolloutState::CompletedWithFailures,
+        "{}",
+        done.halt_reason
+    );
     assert_eq!((done.hosts_succeeded, done.hosts_failed), (17, 3));
 
     for (i, h) in hosts.iter().enumerate() {

@@ -71,6 +71,7 @@ async fn metrics_are_scraped_during_a_rollout() {
             metrics: Some(metrics),
             http: None,
             grace: Duration::from_secs(30),
+            drill_from_ms: None,
         },
         stop.clone(),
     ));

@@ -84,6 +84,14 @@ async fn call(client: &mut Client, method: &str) -> Result<(), tonic::Status> {
         "PauseRollout" => client.pause_rollout(action("no-such-rollout")).await.map(drop),
         "ResumeRollout" => client.resume_rollout(action("no-such-rollout")).await.map(drop),
         "AbortRollout" => client.abort_rollout(action("no-such-rollout")).await.map(drop),
+        "RetryRollout" => client.retry_rollout(action("no-such-rollout")).await.map(drop),
+        "ListRolloutHosts" => client
+            .list_rollout_hosts(pb::ListRolloutHostsRequest {
+                name: "no-such-rollout".into(),
+                ..Default::default()
+            })
+            .await
+            .map(drop),
         "TriggerRestart" => client
             .trigger_restart(pb::TriggerRestartRequest {
                 unhealthy_only: true,
@@ -132,12 +140,14 @@ fn allowed(role: &str, method: &str) -> bool {
         "WatchRestartJob",
         "ListHosts",
         "ListEvents",
+        "ListRolloutHosts",
     ];
     let change = [
         "SubmitPlan",
         "PauseRollout",
         "ResumeRollout",
         "AbortRollout",
+        "RetryRollout",
         "TriggerRestart",
         "CancelRestartJob",
     ];

@@ -78,7 +78,7 @@ async fn a_wave_with_silent_agents_halts_at_its_progress_deadline() {
     )
     .unwrap();
     let actor = rollout::engine::audit::Actor::new("test", "operator", "SubmitPlan", "");
-    engine.submit(plan, false, &actor).await.unwrap();
+    engine.submit(plan, false, None, &actor).await.unwrap();
     let rx = engine.watch(Key { name: "hang", id: 0 }).unwrap();
     // Virtual time jumps whenever the runtime is idle (sled's flushes run on their own
     // threads), so the wait is bounded in real time instead.

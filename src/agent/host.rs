@@ -280,13 +280,15 @@ impl Agent for HostAgentService {
     }
 }
 
-/// Serves host agents on `listener` until `signal` completes.
+/// Serves host agents on `listener` until `shutdown` fires: health turns NOT_SERVING
+/// first, then the server stops taking calls and lets those in flight finish.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     agents: Vec<Arc<HostAgent>>,
     tls: Option<tonic::transport::ServerTlsConfig>,
-    signal: impl std::future::Future<Output = ()> + Send,
+    shutdown: tokio_util::sync::CancellationToken,
 ) -> crate::Result<()> {
+    let standard = crate::server::standard::services::<AgentServer<HostAgentService>>(&shutdown).await?;
     let mut builder = tonic::transport::Server::builder();
     if let Some(tls) = tls {
         builder = builder.tls_config(tls).map_err(|source| crate::Error::Transport {
@@ -295,8 +297,11 @@ pub async fn serve(
         })?;
     }
     builder
+        .add_service(standard.health)
+        .add_service(standard.reflection_v1)
+        .add_service(standard.reflection_v1alpha)
         .add_service(AgentServer::new(HostAgentService::new(agents)))
-        .serve_with_incoming_shutdown(crate::server::incoming(listener), signal)
+        .serve_with_incoming_shutdown(crate::server::incoming(listener), shutdown.cancelled_owned())
         .await
         .map_err(|source| crate::Error::Transport {
             context: "host agent server".into(),

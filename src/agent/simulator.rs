@@ -325,18 +325,23 @@ impl Simulator {
     }
 }
 
-/// Serves a simulator on `listener` until `signal` completes.
+/// Serves a simulator on `listener` until `shutdown` fires (health turns NOT_SERVING
+/// first).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     simulator: Arc<Simulator>,
-    signal: impl std::future::Future<Output = ()> + Send,
+    shutdown: tokio_util::sync::CancellationToken,
 ) -> crate::Result<()> {
+    let standard = crate::server::standard::services::<AgentServer<SimulatorService>>(&shutdown).await?;
     tonic::transport::Server::builder()
         // One endpoint stands for thousands of hosts: let the controller's whole
         // parallelism through on one connection.
         .max_concurrent_streams(10_000)
+        .add_service(standard.health)
+        .add_service(standard.reflection_v1)
+        .add_service(standard.reflection_v1alpha)
         .add_service(simulator.service())
-        .serve_with_incoming_shutdown(crate::server::incoming(listener), signal)
+        .serve_with_incoming_shutdown(crate::server::incoming(listener), shutdown.cancelled_owned())
         .await
         .map_err(|source| crate::Error::Transport {
             context: "simulated agent server".into(),

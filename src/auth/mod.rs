@@ -125,8 +125,8 @@ pub fn need(path: &str) -> Need {
         "grpc.reflection.v1.ServerReflection" | "grpc.reflection.v1alpha.ServerReflection" => Need::View,
         "rollout.v1.Controller" => match method {
             "GetRollout" | "ListRollouts" | "WatchRollout" | "GetRestartJob" | "ListRestartJobs"
-            | "WatchRestartJob" | "ListHosts" | "ListEvents" => Need::View,
-            "SubmitPlan" | "PauseRollout" | "ResumeRollout" | "AbortRollout" | "TriggerRestart"
+            | "WatchRestartJob" | "ListHosts" | "ListEvents" | "ListRolloutHosts" => Need::View,
+            "SubmitPlan" | "PauseRollout" | "ResumeRollout" | "AbortRollout" | "RetryRollout" | "TriggerRestart"
             | "CancelRestartJob" => Need::Change,
             "Heartbeat" => Need::Heartbeat,
             _ => Need::Inventory,

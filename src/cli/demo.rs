@@ -26,6 +26,13 @@ use crate::plan::{Plan, format_duration};
 use crate::proto::v1 as pb;
 use crate::{Error, Result};
 
+/// The seed incident's moment (Monday 2024-11-25, 17:33 UTC): the fix had reached
+/// ~90% and restarts were being prioritised by business hours. The demo's controller
+/// judges business hours by a drill clock from here, so its restart phase shows
+/// customers in hours (the Americas, Europe's evening), starting soon (New Zealand's
+/// early risers, the Gulf's night shifts) and off hours (Asia), whatever day it runs.
+pub const INCIDENT_MOMENT: &str = "2024-11-25T17:33:00Z";
+
 /// The plan the demo deploys: the same file as in `plans/`.
 const PLAN: &str = include_str!("../../plans/exo-retry-fix.yaml");
 const PLAN_NAME: &str = "plans/exo-retry-fix.yaml";
@@ -53,9 +60,13 @@ pub struct DemoArgs {
     /// until Ctrl-C.
     #[arg(long)]
     pub http_listen: Option<String>,
+    /// Judge business hours by the real clock, instead of replaying the incident's
+    /// moment (Monday 2024-11-25 17:33 UTC) on a drill clock.
+    #[arg(long)]
+    pub now: bool,
 }
 
-fn controller_args(data: &Path, fleet: &Path, listen: &str, http: Option<&str>) -> Vec<String> {
+fn controller_args(data: &Path, fleet: &Path, listen: &str, http: Option<&str>, drill: bool) -> Vec<String> {
     let mut args = vec![
         "serve".into(),
         "--listen".into(),
@@ -67,6 +78,9 @@ fn controller_args(data: &Path, fleet: &Path, listen: &str, http: Option<&str>) 
     ];
     if let Some(http) = http {
         args.extend(["--http-listen".into(), http.into()]);
+    }
+    if drill {
+        args.extend(["--drill-clock".into(), INCIDENT_MOMENT.into()]);
     }
     args
 }
@@ -96,6 +110,13 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
     );
 
     println!("rollout demo: a change multiplied retried requests; the fix (build 15.20.8207.12) goes out in waves.");
+    if args.now {
+        println!("business hours: the real clock, now");
+    } else {
+        println!(
+            "business hours: a drill clock replays the incident's moment, Monday {INCIDENT_MOMENT} (Seoul past 2 a.m., London's day ending, New York's midday); --now for the real clock"
+        );
+    }
 
     // The simulated fleet, on a loopback port.
     let sim_listener = TcpListener::bind("127.0.0.1:0")
@@ -112,8 +133,18 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
     });
     super::write_atomically(&fleet_path, fleet.to_yaml().as_bytes())?;
     let zones: std::collections::HashSet<&str> = fleet.customers.iter().map(|c| c.timezone.as_str()).collect();
+    // The simulator's fleet: the same, with a few hosts of each business-hours tier
+    // (at the moment the demo's clock starts) among those the fix leaves unhealthy,
+    // so that the restart phase shows how every tier is ordered.
+    let hours_at = if args.now {
+        crate::engine::now_ms()
+    } else {
+        super::parse_instant(INCIDENT_MOMENT).map_err(Error::Usage)?
+    };
+    let mut simulated = fleet.clone();
+    unhealthy_in_every_tier(&mut simulated, hours_at, 3)?;
     let sim = Arc::new(Simulator::new(
-        &fleet,
+        &simulated,
         &SimulatorOptions {
             fail_rate: 0.0,
             latency_ms: args.latency_ms,
@@ -125,11 +156,7 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
         },
     ));
     let sim_stop = CancellationToken::new();
-    let sim_task = tokio::spawn(simulator::serve(
-        sim_listener,
-        sim.clone(),
-        sim_stop.clone().cancelled_owned(),
-    ));
+    let sim_task = tokio::spawn(simulator::serve(sim_listener, sim.clone(), sim_stop.clone()));
     println!(
         "fleet: {} hosts, {} customers in {} time zones, simulated agents on {agent_addr} ({}..{} ms per deploy)",
         fleet.hosts.len(),
@@ -143,7 +170,7 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
     let http = args.http_listen.as_deref();
     let mut controller = Spawned::start(
         &exe,
-        controller_args(&data, &fleet_path, "127.0.0.1:0", http),
+        controller_args(&data, &fleet_path, "127.0.0.1:0", http, !args.now),
         Some(&log),
     )
     .await?;
@@ -178,6 +205,7 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
             source_name: PLAN_NAME.into(),
             dry_run: false,
             request_id: format!("demo-{}", args.seed),
+            at_unix_ms: 0,
         })
         .await?
         .into_inner()
@@ -234,7 +262,7 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
                     render::wave_label(&r)
                 ));
                 let t = Instant::now();
-                let again = controller_args(&data, &fleet_path, &addr.to_string(), http_addr.as_deref());
+                let again = controller_args(&data, &fleet_path, &addr.to_string(), http_addr.as_deref(), !args.now);
                 controller = Spawned::start(&exe, again, Some(&log)).await?;
                 printer.line(&format!(
                     "** controller restarted (pid {}) in {} ms on the same store; the rollout resumes where it was",
@@ -331,6 +359,41 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Marks the first `n` hosts (by id) of each business-hours tier at `at_ms` unhealthy.
+fn unhealthy_in_every_tier(fleet: &mut crate::fleet::FleetFile, at_ms: i64, n: usize) -> Result<()> {
+    let calendar = crate::hours::Calendar::new(&fleet.customers).map_err(Error::Usage)?;
+    let snapshot = calendar.snapshot(at_ms);
+    let mut marked: std::collections::HashMap<crate::hours::Tier, usize> = std::collections::HashMap::new();
+    let mut order: Vec<usize> = (0..fleet.hosts.len()).collect();
+    order.sort_by(|a, b| fleet.hosts[*a].id.cmp(&fleet.hosts[*b].id));
+    for i in order {
+        let host = &mut fleet.hosts[i];
+        let tier = crate::hours::Calendar::place(&snapshot, &host.id, &host.customers)
+            .key
+            .0;
+        let count = marked.entry(tier).or_default();
+        if *count < n {
+            *count += 1;
+            host.healthy = false;
+        }
+    }
+    Ok(())
+}
+
+/// The first `n` hosts of each tier, in restart order: what each tier looked like.
+fn first_of_each_tier(hosts: &[pb::RestartHost], n: usize) -> Vec<pb::RestartHost> {
+    let mut seen: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    let mut out = Vec::new();
+    for h in hosts {
+        let count = seen.entry(h.tier.as_str()).or_default();
+        if *count < n {
+            *count += 1;
+            out.push(h.clone());
+        }
+    }
+    out
+}
+
 /// Restarts the hosts left unhealthy, business-hours first, and shows who went first and why.
 async fn restart_unhealthy(server: &str, unhealthy: usize, sim: &Simulator) -> Result<bool> {
     println!(
@@ -361,8 +424,11 @@ async fn restart_unhealthy(server: &str, unhealthy: usize, sim: &Simulator) -> R
         })
         .await?
         .into_inner();
-    println!("who was restarted first, and why:");
-    print!("{}", super::restart::host_table(&detailed.hosts, 8));
+    println!("who was restarted first, and why (the first of each tier, in restart order):");
+    print!(
+        "{}",
+        super::restart::host_table(&first_of_each_tier(&detailed.hosts, 3), 12)
+    );
     let left = sim.unhealthy().await.len();
     println!("  {}", super::restart::job_line(&last));
     println!("  per tier (restarted/picked): {}", super::restart::tiers_line(&last));

@@ -80,6 +80,10 @@ pub enum Command {
         /// Makes the submission idempotent: the same id returns the same rollout.
         #[arg(long)]
         request_id: Option<String>,
+        /// With --dry-run: order and explain the waves as they would be at this instant
+        /// (RFC 3339, e.g. 2026-11-30T09:00:00Z) instead of now.
+        #[arg(long, value_name = "TIME", value_parser = parse_instant, requires = "dry_run")]
+        at: Option<i64>,
     },
     /// Show one rollout in detail, or list them all.
     Status {
@@ -87,7 +91,9 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = Output::Text)]
         output: Output,
     },
-    /// Follow a rollout live until it ends (exit 0 if it succeeded, 3 if it halted, 1 otherwise).
+    /// Follow a rollout live until it ends. Exit 0: succeeded; 4: completed with
+    /// failures (every wave ran, some hosts failed); 3: halted; 1: otherwise (failed,
+    /// aborted, or an error).
     Watch {
         name: String,
         /// How long to wait for a controller that went away (restarting) before giving up.
@@ -98,6 +104,14 @@ pub enum Command {
     Pause { name: String },
     /// Continue a paused rollout, or retry a halted wave's failed hosts and go on.
     Resume { name: String },
+    /// Re-run the failed hosts of a halted rollout, or of one that completed with
+    /// failures, with new operation ids, in the same rollout (attempt 2, 3, ...).
+    Retry {
+        name: String,
+        /// Makes the retry idempotent: the same id returns the first answer.
+        #[arg(long)]
+        request_id: Option<String>,
+    },
     /// Stop a rollout for good.
     Abort {
         name: String,
@@ -237,7 +251,8 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             file,
             dry_run,
             request_id,
-        } => submit(server, &file, dry_run, request_id.unwrap_or_default()).await,
+            at,
+        } => submit(server, &file, dry_run, at, request_id.unwrap_or_default()).await,
         Command::Status { name, output } => status(server, name.as_deref(), output).await,
         Command::Watch { name, reconnect } => {
             let mut progress = watch::Progress::new();
@@ -245,11 +260,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             if progress.has_bars() {
                 println!("{}", render::one_line(&last));
             }
-            Ok(match last.state() {
-                pb::RolloutState::Succeeded => ExitCode::SUCCESS,
-                pb::RolloutState::Halted => ExitCode::from(3),
-                _ => ExitCode::FAILURE,
-            })
+            Ok(watch_exit(last.state()))
         }
         Command::Restart(args) => restart::restart(server, args).await,
         Command::Hosts(args) => restart::hosts(server, args).await,
@@ -257,6 +268,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Token { command } => audit::token(command),
         Command::Pause { name } => act(server, &name, Act::Pause, String::new()).await,
         Command::Resume { name } => act(server, &name, Act::Resume, String::new()).await,
+        Command::Retry { name, request_id } => retry(server, &name, request_id.unwrap_or_default()).await,
         Command::Abort { name, reason, rollback } => {
             act(
                 server,
@@ -343,7 +355,30 @@ pub fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
-async fn submit(server: &str, file: &std::path::Path, dry_run: bool, request_id: String) -> Result<ExitCode> {
+/// `rollout watch`'s exit code for the state a rollout ended in (documented in its help).
+pub fn watch_exit(state: pb::RolloutState) -> ExitCode {
+    match state {
+        pb::RolloutState::Succeeded => ExitCode::SUCCESS,
+        pb::RolloutState::CompletedWithFailures => ExitCode::from(4),
+        pb::RolloutState::Halted => ExitCode::from(3),
+        _ => ExitCode::FAILURE,
+    }
+}
+
+/// An RFC 3339 instant (`2026-11-30T09:00:00Z`, or with an offset) as unix ms.
+pub fn parse_instant(s: &str) -> std::result::Result<i64, String> {
+    s.parse::<jiff::Timestamp>()
+        .map(|t| t.as_millisecond())
+        .map_err(|e| format!("`{s}` is not an RFC 3339 instant ({e}); write it like 2026-11-30T09:00:00Z"))
+}
+
+async fn submit(
+    server: &str,
+    file: &std::path::Path,
+    dry_run: bool,
+    at: Option<i64>,
+    request_id: String,
+) -> Result<ExitCode> {
     let text = read(file, "plan")?;
     let shown = file.display().to_string();
     // Validate locally first: a bad plan is reported the same way with or without a controller.
@@ -355,11 +390,18 @@ async fn submit(server: &str, file: &std::path::Path, dry_run: bool, request_id:
             source_name: shown,
             dry_run,
             request_id,
+            at_unix_ms: at.unwrap_or(0),
         })
         .await?
         .into_inner();
     let r = response.rollout.unwrap_or_default();
     if dry_run {
+        if let Some(at) = at {
+            println!(
+                "what-if: ordered and explained as at {} (not now)",
+                crate::engine::format_instant(at)
+            );
+        }
         print!("{}", render::preview(&r, &response.preview));
         for c in &response.conflicts {
             println!(
@@ -417,6 +459,25 @@ async fn status(server: &str, name: Option<&str>, output: Output) -> Result<Exit
             }
         }
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `rollout retry NAME`: the failed hosts run again as a new attempt.
+async fn retry(server: &str, name: &str, request_id: String) -> Result<ExitCode> {
+    let mut client = connect(server).await?;
+    let r = client
+        .retry_rollout(pb::RolloutActionRequest {
+            name: name.to_string(),
+            request_id,
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    println!(
+        "retrying the failed hosts of `{}` (retry {}); follow it with `rollout watch {}`",
+        r.name, r.retries, r.name
+    );
+    println!("{}", render::one_line(&r));
     Ok(ExitCode::SUCCESS)
 }
 

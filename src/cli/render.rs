@@ -5,18 +5,7 @@ use serde_json::{Value, json};
 use crate::proto::v1 as pb;
 
 pub fn state_name(state: pb::RolloutState) -> &'static str {
-    match state {
-        pb::RolloutState::Unspecified => "unknown",
-        pb::RolloutState::Pending => "pending",
-        pb::RolloutState::Running => "running",
-        pb::RolloutState::Baking => "baking",
-        pb::RolloutState::Paused => "paused",
-        pb::RolloutState::Halted => "halted",
-        pb::RolloutState::RollingBack => "rolling-back",
-        pb::RolloutState::Succeeded => "succeeded",
-        pb::RolloutState::Failed => "failed",
-        pb::RolloutState::Aborted => "aborted",
-    }
+    state.label()
 }
 
 pub fn wave_state_name(state: pb::WaveState) -> &'static str {
@@ -31,10 +20,7 @@ pub fn wave_state_name(state: pb::WaveState) -> &'static str {
 }
 
 pub fn is_terminal(state: pb::RolloutState) -> bool {
-    matches!(
-        state,
-        pb::RolloutState::Succeeded | pb::RolloutState::Failed | pb::RolloutState::Aborted
-    )
+    state.is_terminal()
 }
 
 /// `wave 3/6 (30%)`
@@ -82,25 +68,171 @@ pub fn detail(r: &pb::Rollout) -> String {
         "customers  {} of {} fully mitigated\n",
         r.customers_mitigated, r.customers_affected
     ));
+    if r.hosts_unhealthy > 0 {
+        out.push_str(&format!(
+            "unhealthy  {} hosts applied fine but were unhealthy at a health gate\n",
+            r.hosts_unhealthy
+        ));
+    }
+    if r.retries > 0 {
+        out.push_str(&format!("retries    {} (`rollout retry`)\n", r.retries));
+    }
     if !r.halt_reason.is_empty() {
         out.push_str(&format!("reason     {}\n", r.halt_reason));
     }
-    out.push_str("\nwave  share  target   size  succeeded  failed  in-flight  pending  state\n");
-    for w in &r.waves {
+    if !r.drill_clock.is_empty() {
+        out.push_str(&format!("clock      {}\n", r.drill_clock));
+    }
+    out.push('\n');
+    let rows = r.waves.iter().map(|w| {
+        vec![
+            (w.index + 1).to_string(),
+            w.percent.clone(),
+            w.target_hosts.to_string(),
+            w.size.to_string(),
+            w.succeeded.to_string(),
+            w.failed.to_string(),
+            w.in_flight.to_string(),
+            w.pending.to_string(),
+            wave_state_name(w.state()).to_string(),
+        ]
+    });
+    out.push_str(&grid(
+        &[
+            "WAVE",
+            "SHARE",
+            "TARGET",
+            "SIZE",
+            "SUCCEEDED",
+            "FAILED",
+            "IN FLIGHT",
+            "PENDING",
+            "STATE",
+        ],
+        &[0, 1, 2, 3, 4, 5, 6, 7],
+        rows,
+    ));
+    if !r.failures.is_empty() {
         out.push_str(&format!(
-            "{:>4}  {:>5}  {:>6}  {:>5}  {:>9}  {:>6}  {:>9}  {:>7}  {}\n",
-            w.index + 1,
-            w.percent,
-            w.target_hosts,
-            w.size,
-            w.succeeded,
-            w.failed,
-            w.in_flight,
-            w.pending,
-            wave_state_name(w.state())
+            "\nfailures by reason (`rollout hosts --rollout {} --failed` lists every host):\n",
+            r.name
         ));
+        out.push_str(&failure_groups(&r.failures));
     }
     out
+}
+
+/// Failures grouped by reason: how many hosts, which ones first, and why.
+pub fn failure_groups(groups: &[pb::FailureGroup]) -> String {
+    let rows = groups.iter().map(|g| {
+        let more = g.hosts.saturating_sub(g.host_ids.len() as u64);
+        let mut hosts = g.host_ids.join(", ");
+        if more > 0 {
+            hosts.push_str(&format!(" (+{more} more)"));
+        }
+        vec![g.hosts.to_string(), g.kind.clone(), g.reason.clone(), hosts]
+    });
+    grid(&["HOSTS", "KIND", "REASON", "FIRST HOSTS"], &[0], rows)
+}
+
+/// A table whose columns line up whatever their content (no borders, two spaces
+/// between columns); columns listed in `right` are right-aligned (numbers).
+pub fn grid(header: &[&str], right: &[usize], rows: impl IntoIterator<Item = Vec<String>>) -> String {
+    let mut table = comfy_table::Table::new();
+    table
+        .load_preset(comfy_table::presets::NOTHING)
+        .set_content_arrangement(comfy_table::ContentArrangement::Disabled)
+        .set_header(header.to_vec());
+    for row in rows {
+        table.add_row(row);
+    }
+    for (i, column) in table.column_iter_mut().enumerate() {
+        column.set_padding((0, 2));
+        if right.contains(&i) {
+            column.set_cell_alignment(comfy_table::CellAlignment::Right);
+        }
+    }
+    let mut out = String::new();
+    for line in table.lines() {
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// A page of per-host results (`rollout hosts --rollout NAME`).
+pub fn host_results(hosts: &[pb::HostResult]) -> String {
+    let rows = hosts.iter().map(|h| {
+        let mut reason = h.reason.lines().next().unwrap_or("").to_string();
+        if h.outcome_unknown {
+            reason.push_str(" (outcome unknown)");
+        }
+        vec![
+            h.host_id.clone(),
+            if h.wave == 0 { "-".into() } else { h.wave.to_string() },
+            h.state.clone(),
+            h.attempt.to_string(),
+            h.operation_id.clone(),
+            when(h.started_at_unix_ms),
+            when(h.finished_at_unix_ms),
+            if h.previous_version.is_empty() && h.version.is_empty() {
+                String::new()
+            } else {
+                format!("{} -> {}", h.previous_version, h.version)
+            },
+            reason,
+        ]
+    });
+    grid(
+        &[
+            "HOST",
+            "WAVE",
+            "STATE",
+            "ATTEMPT",
+            "OPERATION",
+            "STARTED",
+            "ENDED",
+            "VERSION",
+            "REASON",
+        ],
+        &[1, 3],
+        rows,
+    )
+}
+
+/// A host result as a script reads it.
+pub fn host_result_json(h: &pb::HostResult) -> Value {
+    json!({
+        "host_id": h.host_id,
+        "wave": h.wave,
+        "state": h.state,
+        "operation_id": h.operation_id,
+        "attempt": h.attempt,
+        "started_at_unix_ms": h.started_at_unix_ms,
+        "finished_at_unix_ms": h.finished_at_unix_ms,
+        "previous_version": h.previous_version,
+        "version": h.version,
+        "reason": h.reason,
+        "outcome_unknown": h.outcome_unknown,
+        "unhealthy": h.unhealthy,
+        "history": h.history.iter().map(|a| json!({
+            "attempt": a.attempt,
+            "operation_id": a.operation_id,
+            "state": a.state,
+            "reason": a.reason,
+            "started_at_unix_ms": a.started_at_unix_ms,
+            "finished_at_unix_ms": a.finished_at_unix_ms,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// An instant in UTC, to the second ("-" for none).
+pub fn when(ms: i64) -> String {
+    if ms == 0 {
+        "-".into()
+    } else {
+        crate::engine::format_instant(ms)
+    }
 }
 
 /// The table of `rollout status`.
@@ -108,22 +240,22 @@ pub fn table(rollouts: &[pb::Rollout]) -> String {
     if rollouts.is_empty() {
         return "no rollouts yet; submit one with `rollout submit PLAN.yaml`\n".into();
     }
-    let mut out = format!(
-        "{:<24} {:>5}  {:<10} {:<18} {:>7}  {:>15}\n",
-        "NAME", "ID", "STATE", "WAVE", "DONE", "HOSTS"
-    );
-    for r in rollouts {
-        out.push_str(&format!(
-            "{:<24} {:>5}  {:<10} {:<18} {:>6.1}%  {:>15}\n",
-            r.name,
-            r.id,
-            state_name(r.state()),
+    let rows = rollouts.iter().map(|r| {
+        vec![
+            r.name.clone(),
+            r.id.to_string(),
+            state_name(r.state()).to_string(),
             wave_label(r),
-            r.percent_complete,
-            format!("{}/{}", r.hosts_succeeded, r.hosts_selected)
-        ));
-    }
-    out
+            format!("{:.1}%", r.percent_complete),
+            format!("{}/{}", r.hosts_succeeded, r.hosts_selected),
+            r.hosts_failed.to_string(),
+        ]
+    });
+    grid(
+        &["NAME", "ID", "STATE", "WAVE", "DONE", "HOSTS", "FAILED"],
+        &[1, 4, 5, 6],
+        rows,
+    )
 }
 
 pub fn json(r: &pb::Rollout) -> Value {
@@ -156,6 +288,15 @@ pub fn json(r: &pb::Rollout) -> Value {
         "customers_affected": r.customers_affected,
         "customers_mitigated": r.customers_mitigated,
         "halt_reason": r.halt_reason,
+        "hosts_unhealthy": r.hosts_unhealthy,
+        "retries": r.retries,
+        "failures": r.failures.iter().map(|g| json!({
+            "reason": g.reason,
+            "kind": g.kind,
+            "hosts": g.hosts,
+            "host_ids": g.host_ids,
+        })).collect::<Vec<_>>(),
+        "drill_clock": r.drill_clock,
         "created_at_unix_ms": r.created_at_unix_ms,
         "updated_at_unix_ms": r.updated_at_unix_ms,
         "finished_at_unix_ms": r.finished_at_unix_ms,

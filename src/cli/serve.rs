@@ -65,6 +65,11 @@ pub struct ServeArgs {
     /// --tls-cert and --tls-key as the controller's identity).
     #[arg(long)]
     pub agent_ca: Option<PathBuf>,
+    /// Judge business hours by a drill clock that reads TIME (RFC 3339, e.g.
+    /// 2024-11-25T17:33:00Z) when the controller starts and advances in real time: for
+    /// game days and demos. Status, the dashboard and the audit log say it is in force.
+    #[arg(long, value_name = "TIME", value_parser = super::parse_instant)]
+    pub drill_clock: Option<i64>,
 }
 
 #[derive(Debug, Args)]
@@ -278,6 +283,7 @@ pub async fn serve(args: ServeArgs) -> Result<ExitCode> {
             metrics,
             http,
             grace: args.grace_period,
+            drill_from_ms: args.drill_clock,
         },
         token,
     )
@@ -329,7 +335,7 @@ pub async fn agent(args: AgentArgs) -> Result<ExitCode> {
     );
     let token = CancellationToken::new();
     stop_on_signals(token.clone());
-    simulator::serve(listener, sim, token.cancelled_owned()).await?;
+    simulator::serve(listener, sim, token).await?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -372,6 +378,6 @@ async fn host_agent(
             token.clone(),
         ));
     }
-    host::serve(listener, agents, tls, token.cancelled_owned()).await?;
+    host::serve(listener, agents, tls, token).await?;
     Ok(ExitCode::SUCCESS)
 }

@@ -16,7 +16,6 @@ mod session;
 pub mod sun;
 mod views;
 
-use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
@@ -310,7 +309,7 @@ fn render_sun(d: &Dashboard) -> Markup {
     // A pass over every host: the runtime's other tasks move to another worker.
     let markup = crate::store::off_the_runtime(|| {
         let inventory = d.engine.inventory();
-        let health: HashMap<String, (u64, u64)> = d.engine.customer_health();
+        let health = d.engine.customer_health();
         views::sun(&sun::follow(inventory.calendar(), &health, d.engine.now_ms()))
     });
     *cached = Some((std::time::Instant::now(), markup.0.clone()));

@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, HashMap};
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
 
+use crate::engine::health::Counts;
 use crate::hours::{Calendar, Tier};
 
 /// Customers drawn per time zone at most; the rest are counted.
@@ -23,10 +24,11 @@ pub struct Placed {
     pub id: String,
     pub tier: Tier,
     pub weight: u32,
-    /// Its hosts in the inventory, and how many of them are down (unhealthy or
-    /// unreachable) as last seen.
+    /// Its hosts in the inventory, how many of them are known to be down (unhealthy
+    /// or unreachable), and how many nobody measured.
     pub hosts: u64,
     pub down: u64,
+    pub unknown: u64,
     /// "07:45 Mon Europe/London, starts in 1h15m (09:00-17:30)".
     pub why: String,
     /// Until its next shift starts; 0 in hours.
@@ -57,6 +59,7 @@ pub struct TierCount {
     pub customers: u64,
     pub hosts: u64,
     pub down: u64,
+    pub unknown: u64,
 }
 
 /// The whole view.
@@ -70,9 +73,9 @@ pub struct Sun {
     pub now_utc: String,
 }
 
-/// Places every customer of `calendar` at `now_ms`. `health` maps a customer to
-/// (its hosts, how many are down); a customer without hosts counts zero.
-pub fn follow(calendar: &Calendar, health: &HashMap<String, (u64, u64)>, now_ms: i64) -> Sun {
+/// Places every customer of `calendar` at `now_ms`. `health` maps a customer to its
+/// hosts by what is known of them; a customer without hosts counts zero.
+pub fn follow(calendar: &Calendar, health: &HashMap<String, Counts>, now_ms: i64) -> Sun {
     let now = Timestamp::from_millisecond(now_ms).unwrap_or(Timestamp::UNIX_EPOCH);
     let utc = now.to_zoned(TimeZone::UTC).datetime();
     let mut zones: BTreeMap<(u16, String), Zone> = BTreeMap::new();
@@ -80,13 +83,14 @@ pub fn follow(calendar: &Calendar, health: &HashMap<String, (u64, u64)>, now_ms:
     let mut all: Vec<Placed> = Vec::new();
     let mut tiers: BTreeMap<Tier, TierCount> = BTreeMap::new();
     for (id, (_, schedule, status)) in calendar.snapshot(now_ms) {
-        let (hosts, down) = health.get(id).copied().unwrap_or_default();
+        let Counts { hosts, down, unknown } = health.get(id).copied().unwrap_or_default();
         let placed = Placed {
             id: id.to_string(),
             tier: status.tier,
             weight: schedule.weight,
             hosts,
             down,
+            unknown,
             why: schedule.explain(&status),
             until_start_ms: status.until_start_ms,
             zone: schedule.tz_name.clone(),
@@ -95,6 +99,7 @@ pub fn follow(calendar: &Calendar, health: &HashMap<String, (u64, u64)>, now_ms:
         t.customers += 1;
         t.hosts += hosts;
         t.down += down;
+        t.unknown += unknown;
         let local = status.local;
         let minute = (local.hour() as u16) * 60 + local.minute() as u16;
         let offset = offset(local.duration_since(utc).as_secs().div_euclid(60));
@@ -180,7 +185,11 @@ mod tests {
         // Wednesday 2026-11-25 07:45 UTC: Seoul 16:45 (in hours), London 07:45 (starts
         // in 1h15m), Kolkata 13:15 (in hours), New York 02:45 (off hours).
         let now = "2026-11-25T07:45:00Z".parse::<Timestamp>().unwrap().as_millisecond();
-        let health = HashMap::from([("seoul".to_string(), (10, 2)), ("london".to_string(), (4, 0))]);
+        let counts = |hosts, down, unknown| Counts { hosts, down, unknown };
+        let health = HashMap::from([
+            ("seoul".to_string(), counts(10, 2, 3)),
+            ("london".to_string(), counts(4, 0, 0)),
+        ]);
         let sun = follow(&calendar, &health, now);
         let zones: Vec<(String, &str, &str)> = sun
             .zones
@@ -199,7 +208,10 @@ mod tests {
         );
         // Seoul and Tokyo share a column; Seoul's hosts are partly down.
         let seoul = sun.zones[3].customers.iter().find(|c| c.id == "seoul").unwrap();
-        assert_eq!((seoul.tier, seoul.hosts, seoul.down), (Tier::InHours, 10, 2));
+        assert_eq!(
+            (seoul.tier, seoul.hosts, seoul.down, seoul.unknown),
+            (Tier::InHours, 10, 2, 3)
+        );
         // Whose day starts next: London first (1h15m), then New York (6h15m).
         let next: Vec<&str> = sun.next.iter().map(|p| p.id.as_str()).collect();
         assert_eq!(next, ["london", "newyork"]);
@@ -207,6 +219,7 @@ mod tests {
         assert!(sun.next[0].why.contains("starts in 1h15m"), "{}", sun.next[0].why);
         assert_eq!(sun.tiers[&Tier::InHours].customers, 3);
         assert_eq!(sun.tiers[&Tier::InHours].down, 2);
+        assert_eq!(sun.tiers[&Tier::InHours].unknown, 3);
         assert_eq!(sun.now_utc, "2026-11-25 07:45 UTC");
     }
 

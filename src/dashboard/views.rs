@@ -100,7 +100,7 @@ fn state_class(s: pb::RolloutState) -> &'static str {
     match s {
         pb::RolloutState::Succeeded => "ok",
         pb::RolloutState::Failed | pb::RolloutState::Aborted => "bad",
-        pb::RolloutState::Halted => "warn",
+        pb::RolloutState::Halted | pb::RolloutState::CompletedWithFailures => "warn",
         pb::RolloutState::Paused => "warn",
         _ => "run",
     }
@@ -238,6 +238,7 @@ fn job_state(s: pb::RestartJobState) -> (&'static str, &'static str) {
         pb::RestartJobState::Succeeded => ("succeeded", "ok"),
         pb::RestartJobState::Failed => ("failed", "bad"),
         pb::RestartJobState::Cancelled => ("cancelled", "warn"),
+        pb::RestartJobState::CompletedWithFailures => ("completed-with-failures", "warn"),
         pb::RestartJobState::Unspecified => ("unknown", "idle"),
     }
 }
@@ -357,9 +358,11 @@ pub fn sun(s: &Sun) -> Markup {
                 @let t = s.tiers.get(&tier).cloned().unwrap_or_default();
                 span class=(format!("key {}", tier_class(tier.as_str()))) {
                     (tier.as_str()) ": " (t.customers) " customers, " (t.down) " of " (t.hosts) " hosts down"
+                    @if t.unknown > 0 { ", " (t.unknown) " unknown" }
                 }
             }
             span.key.down { "red ring: some hosts down" }
+            span { "unknown: health never reported or stale (" code { "rollout hosts --probe" } " asks)" }
         }
         svg.sun #sun viewBox=(format!("0 0 {} {height}", BAND_W + 60.0)) role="img" {
             title { "Customers at their local time now" }
@@ -376,7 +379,7 @@ pub fn sun(s: &Sun) -> Markup {
                 text.zone x=(cx) y=(baseline + 30.0 + (k % 3) as f64 * 13.0) { title { (z.names.join(", ")) " " (z.local) } (z.offset) }
                 @for (i, c) in z.customers.iter().enumerate() {
                     circle class=(dot_class(c)) cx=(cx) cy=(baseline - 8.0 - i as f64 * DOT) r="4.5" {
-                        title { (c.id) ": " (c.why) "; " (c.hosts - c.down) "/" (c.hosts) " hosts healthy" }
+                        title { (c.id) ": " (c.why) "; " (health_words(c)) }
                     }
                 }
                 @if z.more > 0 {
@@ -393,12 +396,25 @@ pub fn sun(s: &Sun) -> Markup {
                         td { (c.id) }
                         td { span class=(format!("badge {}", tier_class(c.tier.as_str()))) { (c.tier.as_str()) } }
                         td { (c.why) }
-                        td { (c.hosts - c.down) "/" (c.hosts) " hosts healthy" @if c.down > 0 { " " strong.badtext { (c.down) " down" } } }
+                        td { (health_words(c)) }
                     }
                 }
             }
         }
     }
+}
+
+/// "7/10 hosts known healthy, 2 down, 1 unknown": never more healthy than measured.
+fn health_words(c: &Placed) -> String {
+    let healthy = c.hosts.saturating_sub(c.down + c.unknown);
+    let mut words = format!("{healthy}/{} hosts known healthy", c.hosts);
+    if c.down > 0 {
+        words.push_str(&format!(", {} down", c.down));
+    }
+    if c.unknown > 0 {
+        words.push_str(&format!(", {} unknown", c.unknown));
+    }
+    words
 }
 
 fn dot_class(c: &Placed) -> String {

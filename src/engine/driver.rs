@@ -30,12 +30,20 @@ const RESULT_FLUSH: Duration = Duration::from_millis(50);
 pub(crate) async fn drive(live: Arc<Live>, ctx: Arc<Context>) {
     let span = info_span!("rollout", name = %live.name(), id = live.id);
     async {
-        if let Err(e) = run(&live, &ctx).await {
-            warn!(error = %e, "rollout cannot continue");
-            let now = ctx.clock.now_ms();
-            let fatal = Event::Fatal { reason: e.to_string() };
-            if live.transition(&ctx.store, fatal, now, None).is_ok() {
-                let _ = ctx.store.flush().await;
+        loop {
+            if let Err(e) = run(&live, &ctx).await {
+                warn!(error = %e, "rollout cannot continue");
+                let now = ctx.clock.now_ms();
+                let fatal = Event::Fatal { reason: e.to_string() };
+                if live.transition(&ctx.store, fatal, now, None).is_ok() {
+                    let _ = ctx.store.flush().await;
+                }
+                live.park(true);
+                return;
+            }
+            // A retry may have revived the rollout while this driver was leaving.
+            if live.park(ctx.shutdown.is_cancelled()) {
+                return;
             }
         }
     }
@@ -63,7 +71,7 @@ async fn run(live: &Live, ctx: &Context) -> Result<()> {
         match state {
             State::Pending => advance(live, ctx, Event::Start).await?,
             State::Running { wave } => {
-                live.fill_wave(&ctx.store, wave, ctx.clock.now_ms())?;
+                live.fill_wave(&ctx.store, wave, ctx.clock.now_ms(), ctx.hours.now_ms())?;
                 ctx.store.flush().await?;
                 live.mark_durable();
                 if live.policy.bake_ms > 0 {
@@ -101,7 +109,7 @@ async fn run(live: &Live, ctx: &Context) -> Result<()> {
                     _ = ctx.shutdown.cancelled() => return Ok(()),
                 }
             }
-            State::Succeeded | State::Failed { .. } | State::Aborted { .. } => {
+            State::Succeeded | State::CompletedWithFailures { .. } | State::Failed { .. } | State::Aborted { .. } => {
                 info!(state = state.name(), "rollout ended");
                 return Ok(());
             }
@@ -117,18 +125,22 @@ async fn health_gate(live: &Live, ctx: &Context, wave: u32) -> Result<HealthRepo
     let report = live.report(wave);
     let whole = live.judges_whole_rollout();
     let floor = live.plan.min_healthy;
+    let round = live.record().retries;
     let mut gate = Vec::new();
+    let mut records = std::collections::HashMap::new();
     let mut selection = Vec::new();
     for row in ctx.store.rollout_hosts(live.id) {
         let (host, r) = row?;
-        // Stored waves count from 1; 0 is a host not assigned to a wave yet.
+        // Stored waves count from 1; 0 is a host not assigned to a wave yet. Hosts a
+        // retry round re-ran are judged with the wave that ends it.
         let judged = if whole {
             (1..=wave + 1).contains(&r.wave)
         } else {
             r.wave == wave + 1
-        };
+        } || (round > 0 && r.retry_round == round);
         if judged && r.state() == pb::HostState::Succeeded && !r.unhealthy_before {
             gate.push(host.clone());
+            records.insert(host.clone(), r);
         }
         if floor.is_some() {
             selection.push(host);
@@ -149,7 +161,18 @@ async fn health_gate(live: &Live, ctx: &Context, wave: u32) -> Result<HealthRepo
             .filter(|s| !s.healthy)
             .map(|s| format!("{h}: unhealthy ({})", s.detail)),
     };
-    let broken: Vec<String> = gate.iter().filter_map(sick).collect();
+    let mut verdicts = Vec::new();
+    let mut broken = Vec::new();
+    for h in &gate {
+        if let Some(line) = sick(h) {
+            let why = line.strip_prefix(&format!("{h}: ")).unwrap_or(&line).to_string();
+            if let Some(rec) = records.remove(h) {
+                verdicts.push((h.clone(), rec, format!("wave {}: {why}", wave + 1)));
+            }
+            broken.push(line);
+        }
+    }
+    live.mark_unhealthy(&ctx.store, verdicts)?;
     if !broken.is_empty() {
         warn!(
             wave,
@@ -177,6 +200,7 @@ async fn health_gate(live: &Live, ctx: &Context, wave: u32) -> Result<HealthRepo
         allowed: report.allowed,
         whole_rollout: report.whole_rollout,
         examples: broken.into_iter().take(3).collect(),
+        failed_total: report.failed_total,
         fleet,
     })
 }
@@ -262,8 +286,9 @@ async fn execute(live: &Live, ctx: &Context, wave: Option<u32>, first: Vec<Dispa
                 for d in &mut done {
                     calling.remove(&d.host);
                     d.record.updated_at_unix_ms = now;
+                    d.record.finished_at_unix_ms = now;
                     if d.record.state() == pb::HostState::Succeeded && !d.record.version.is_empty() {
-                        ctx.health.record_version(&d.host, &d.record.version, now);
+                        ctx.health.record_version(&d.host, &d.record.version);
                     }
                 }
                 live.record_results(&ctx.store, &done)?;
@@ -300,6 +325,7 @@ async fn execute(live: &Live, ctx: &Context, wave: Option<u32>, first: Vec<Dispa
                     d.record.outcome_unknown = true;
                     d.record.detail = detail.clone();
                     d.record.updated_at_unix_ms = now;
+                    d.record.finished_at_unix_ms = now;
                 }
                 live.record_results(&ctx.store, &stuck)?;
                 if !ready.is_empty() {

@@ -20,6 +20,7 @@ pub mod health;
 pub mod order;
 pub mod queue;
 mod restart;
+mod results;
 pub mod retry;
 mod rollout;
 pub mod state;
@@ -94,16 +95,47 @@ pub fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
+/// Business hours during a drill or a demo (`rollout serve --drill-clock TIME`): the
+/// clock reads `from_ms` when the controller starts and advances in real time, so a
+/// game day on a Saturday night can replay a Monday morning in Seoul. Records and the
+/// audit log keep real time.
+pub struct DrillClock {
+    from_ms: i64,
+    started_ms: i64,
+    real: Arc<dyn Clock>,
+}
+
+impl DrillClock {
+    pub fn new(from_ms: i64, real: Arc<dyn Clock>) -> DrillClock {
+        DrillClock {
+            from_ms,
+            started_ms: real.now_ms(),
+            real,
+        }
+    }
+}
+
+impl Clock for DrillClock {
+    fn now_ms(&self) -> i64 {
+        self.from_ms + (self.real.now_ms() - self.started_ms)
+    }
+}
+
 /// Settings of the engine.
 #[derive(Debug, Clone)]
 pub struct Options {
     /// Hosts listed per wave in a dry run.
     pub preview_limit: usize,
+    /// Run business hours on a drill clock starting at this instant (unix ms).
+    pub drill_from_ms: Option<i64>,
 }
 
 impl Default for Options {
     fn default() -> Options {
-        Options { preview_limit: 20 }
+        Options {
+            preview_limit: 20,
+            drill_from_ms: None,
+        }
     }
 }
 
@@ -112,6 +144,10 @@ pub(crate) struct Context {
     pub store: Store,
     pub fleet: SharedFleet,
     pub clock: Arc<dyn Clock>,
+    /// The clock business hours are judged by: `clock`, or a drill clock.
+    pub hours: Arc<dyn Clock>,
+    /// Set when `hours` is a drill clock.
+    pub drill: bool,
     pub shutdown: CancellationToken,
     /// Replaced whole when a heartbeat registers or changes a host; readers keep the
     /// snapshot they took.
@@ -189,10 +225,16 @@ impl Engine {
         shutdown: CancellationToken,
     ) -> Result<Arc<Engine>> {
         let (rollbacks, mut requests) = tokio::sync::mpsc::unbounded_channel::<u64>();
+        let hours: Arc<dyn Clock> = match options.drill_from_ms {
+            Some(from) => Arc::new(DrillClock::new(from, clock.clone())),
+            None => clock.clone(),
+        };
         let engine = Arc::new(Engine {
             ctx: Arc::new(Context {
                 store,
                 fleet,
+                hours,
+                drill: options.drill_from_ms.is_some(),
                 clock,
                 shutdown,
                 health: HealthBook::new(&inventory),
@@ -205,6 +247,17 @@ impl Engine {
             submit: tokio::sync::Mutex::new(()),
             tracker: TaskTracker::new(),
         });
+        if let Some(from) = engine.options.drill_from_ms {
+            let line = format!(
+                "drill clock in force: business hours are judged as if it were {} when the controller started ({} real time), advancing in real time",
+                format_instant(from),
+                format_instant(engine.ctx.clock.now_ms())
+            );
+            info!("{line}");
+            let mut event = Actor::controller().event(engine.ctx.clock.now_ms(), Target::None, line, "ok");
+            event.kind = "drill-clock".into();
+            engine.ctx.store.append_event(&event)?;
+        }
         // Unfinished rollouts first: their drivers start dispatching while the
         // finished ones (often far more rows) are still being read.
         let mut records = engine.ctx.store.rollouts()?;
@@ -341,6 +394,9 @@ impl Engine {
         if self.ctx.shutdown.is_cancelled() {
             return Err(Error::ShuttingDown);
         }
+        if req.at_unix_ms != 0 && !req.dry_run {
+            return Err(at_refused());
+        }
         let _guard = self.submit.lock().await;
         let inventory = self.ctx.inventory();
         if !req.request_id.is_empty()
@@ -451,7 +507,11 @@ impl Engine {
         };
         if req.dry_run {
             let job = Job::load(record, host_records, &inventory).map_err(Error::Corrupt)?;
-            return Ok((job.preview(&inventory, now), false));
+            let at = match req.at_unix_ms {
+                0 => self.ctx.hours.now_ms(),
+                at => at,
+            };
+            return Ok((job.preview(&inventory, at), false));
         }
         let audit = actor.event(
             now,
@@ -486,7 +546,7 @@ impl Engine {
     /// waiting (in the order they would go now), and how many wait in all.
     pub fn restart_queue(&self, id: u64, limit: usize) -> Result<RestartQueueView> {
         let job = self.find_job(id)?;
-        let (waiting, count) = job.queue(&self.ctx.inventory(), self.ctx.clock.now_ms(), limit);
+        let (waiting, count) = job.queue(&self.ctx.inventory(), self.ctx.hours.now_ms(), limit);
         Ok(RestartQueueView {
             picked: job.first_picked(limit),
             waiting,
@@ -494,32 +554,58 @@ impl Engine {
         })
     }
 
-    /// Per customer: its hosts in the inventory and how many of them are down
-    /// (unhealthy or unreachable) as last seen. The sizes are the restart budget's;
-    /// only the hosts down are looked up again.
-    pub fn customer_health(&self) -> HashMap<String, (u64, u64)> {
+    /// Per customer: its hosts in the inventory, how many of them are known to be down
+    /// (unhealthy or unreachable) and how many nobody measured (unknown). The sizes
+    /// are the restart budget's; only the hosts down or unknown are looked up again.
+    pub fn customer_health(&self) -> HashMap<String, health::Counts> {
         let inventory = self.ctx.inventory();
-        let mut out: HashMap<String, (u64, u64)> = restart::customer_sizes(&inventory)
+        let mut out: HashMap<String, health::Counts> = restart::customer_sizes(&inventory)
             .into_iter()
-            .map(|(c, n)| (c, (n, 0)))
+            .map(|(c, hosts)| {
+                (
+                    c,
+                    health::Counts {
+                        hosts,
+                        ..Default::default()
+                    },
+                )
+            })
             .collect();
-        for host in self.ctx.health.down(self.ctx.clock.now_ms()) {
-            for c in inventory
-                .host(&host)
-                .map(|h| h.customers.as_slice())
-                .unwrap_or_default()
-            {
-                if let Some(counts) = out.get_mut(c) {
-                    counts.1 += 1;
+        let (down, unknown) = self.ctx.health.down_and_unknown(self.ctx.clock.now_ms());
+        for (hosts, is_down) in [(down, true), (unknown, false)] {
+            for host in hosts {
+                for c in inventory
+                    .host(&host)
+                    .map(|h| h.customers.as_slice())
+                    .unwrap_or_default()
+                {
+                    if let Some(counts) = out.get_mut(c) {
+                        if is_down {
+                            counts.down += 1;
+                        } else {
+                            counts.unknown += 1;
+                        }
+                    }
                 }
             }
         }
         out
     }
 
-    /// The controller's clock, now (unix ms).
+    /// The clock business hours are judged by, now (unix ms): the controller's
+    /// clock, or its drill clock.
     pub fn now_ms(&self) -> i64 {
-        self.ctx.clock.now_ms()
+        self.ctx.hours.now_ms()
+    }
+
+    /// What the drill clock reads now, said plainly; None without one.
+    pub fn drill_clock(&self) -> Option<String> {
+        self.ctx.drill.then(|| {
+            format!(
+                "drill clock in force: business hours as of {} (not the real time)",
+                format_instant(self.ctx.hours.now_ms())
+            )
+        })
     }
 
     /// Every restart job, newest first.
@@ -643,7 +729,9 @@ impl Engine {
             .filter_map(|h| {
                 let seen = self.ctx.health.get(&h.id).unwrap_or_default();
                 let reachable = seen.reachable(now);
-                (!unhealthy_only || !seen.healthy || !reachable).then(|| pb::HostStatus {
+                let known = seen.known(now);
+                (!unhealthy_only || known.is_down()).then(|| pb::HostStatus {
+                    health: known.as_str().to_string(),
                     id: h.id.clone(),
                     address: h.address.clone(),
                     labels: h.labels.clone().into_iter().collect(),
@@ -670,10 +758,10 @@ impl Engine {
             &self.ctx.store,
             self.ctx.inventory(),
             record,
-            self.ctx.clock.now_ms(),
+            self.ctx.hours.now_ms(),
         )?);
         self.lock().insert(live.id, live.clone());
-        if !live.state().is_terminal() || live.has_reconcile() {
+        if live.revive() {
             self.tracker.spawn(driver::drive(live.clone(), self.ctx.clone()));
         }
         Ok(live)
@@ -807,10 +895,14 @@ impl Engine {
     }
 
     /// Starts a rollout of `plan` (or previews it). Idempotent by `request_id`.
-    pub async fn submit(&self, plan: Plan, dry_run: bool, actor: &Actor) -> Result<Submitted> {
+    /// `at` (dry runs only): order and explain the waves as at that instant (unix ms).
+    pub async fn submit(&self, plan: Plan, dry_run: bool, at: Option<i64>, actor: &Actor) -> Result<Submitted> {
         let request_id = actor.request_id.as_str();
         if self.ctx.shutdown.is_cancelled() {
             return Err(Error::ShuttingDown);
+        }
+        if at.is_some() && !dry_run {
+            return Err(at_refused());
         }
         let _guard = self.submit.lock().await;
         let inventory = self.ctx.inventory();
@@ -926,9 +1018,10 @@ impl Engine {
         };
         State::Pending.write(&mut record);
         if dry_run {
-            order::arrange(&mut hosts, plan.order, &inventory, now);
-            let preview = self.preview(&plan, &hosts, now);
-            let live = Live::preview(inventory, record, &hosts, now)?;
+            let at = at.unwrap_or_else(|| self.ctx.hours.now_ms());
+            order::arrange(&mut hosts, plan.order, &inventory, at);
+            let preview = self.preview(&plan, &hosts, at);
+            let live = Live::preview(inventory, record, &hosts, at)?;
             return Ok(Submitted {
                 rollout: (*live.snapshot()).clone(),
                 replayed: false,
@@ -1102,6 +1195,32 @@ impl Engine {
                 )));
             }
         }
+        if event == Event::Retry && live.state().is_terminal() {
+            // A finished rollout gave its hosts up: the failed ones are taken again,
+            // all or none, before anything is requeued.
+            let failed: Vec<String> = self
+                .ctx
+                .store
+                .rollout_hosts(live.id)
+                .filter_map(|row| match row {
+                    Ok((h, r)) if r.state() == pb::HostState::Failed => Some(Ok(h)),
+                    Ok(_) => None,
+                    Err(e) => Some(Err(e)),
+                })
+                .collect::<std::result::Result<_, _>>()?;
+            if let Err(held) = self.ctx.store.lease_hosts(&live.holder(), &failed)? {
+                let (holder, n) = held
+                    .0
+                    .iter()
+                    .next()
+                    .map(|(h, n)| (h.to_string(), *n))
+                    .unwrap_or_default();
+                return Err(Error::Refused(format!(
+                    "{n} of its {} failed hosts are held by {holder} now; wait for it to end or abort it, then retry",
+                    failed.len()
+                )));
+            }
+        }
         let now = self.ctx.clock.now_ms();
         let detail = match &event {
             Event::Abort { reason, rollback } => format!(
@@ -1125,6 +1244,10 @@ impl Engine {
             "ok",
         );
         let rollback = live.transition(&self.ctx.store, event, now, Some(audit))?;
+        if live.revive() {
+            // A retried rollout that had ended runs again.
+            self.tracker.spawn(driver::drive(live.clone(), self.ctx.clone()));
+        }
         drop(_guard);
         if rollback {
             self.start_rollback(live.id).await?;
@@ -1138,6 +1261,20 @@ impl Engine {
         }
         Ok(answer)
     }
+}
+
+/// A what-if instant on a real change: it would run now, not then.
+fn at_refused() -> Error {
+    Error::Invalid {
+        field: "at".into(),
+        message: "a what-if instant is for dry runs only (--dry-run --at TIME); a real change runs now".into(),
+    }
+}
+
+/// An instant as people read it in the audit log and status: RFC 3339 in UTC.
+pub fn format_instant(ms: i64) -> String {
+    jiff::Timestamp::from_millisecond(ms)
+        .map_or_else(|_| ms.to_string(), |t| t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string())
 }
 
 /// "12 of its 40 hosts are held by active rollout `x` (id 3); ..." for a lease refusal.

@@ -12,6 +12,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::{Instrument, info, info_span, warn};
 
+use super::audit::{Actor, Target};
 use super::health::Seen;
 use super::queue::{Budget, Candidate, RestartQueue};
 use super::{Context, Result};
@@ -168,6 +169,69 @@ impl Job {
         job
     }
 
+    /// Up to `limit` of the job's hosts matching `filter` whose ids sort after
+    /// `after`, by host id, as the API shows them; and whether more follow.
+    pub fn page(&self, filter: pb::HostFilter, after: &str, limit: usize) -> (Vec<pb::HostResult>, bool) {
+        let inner = self.lock();
+        if filter == pb::HostFilter::Skipped {
+            let mut skipped: Vec<&pb::SkippedHost> = inner
+                .record
+                .skipped
+                .iter()
+                .filter(|s| s.host_id.as_str() > after)
+                .collect();
+            skipped.sort_by(|a, b| a.host_id.cmp(&b.host_id));
+            let more = skipped.len() > limit;
+            let hosts = skipped
+                .into_iter()
+                .take(limit)
+                .map(|s| pb::HostResult {
+                    host_id: s.host_id.clone(),
+                    state: "skipped".into(),
+                    reason: s.reason.clone(),
+                    ..Default::default()
+                })
+                .collect();
+            return (hosts, more);
+        }
+        let keep = |h: &pb::RestartHost| match filter {
+            pb::HostFilter::All => true,
+            pb::HostFilter::Failed => h.state() == HostState::Failed,
+            pb::HostFilter::Succeeded => h.state() == HostState::Restarted,
+            pb::HostFilter::InFlight => h.state() == HostState::Dispatched,
+            pb::HostFilter::Pending => matches!(h.state(), HostState::Pending | HostState::Unspecified),
+            pb::HostFilter::Unhealthy | pb::HostFilter::Skipped => false,
+        };
+        let mut ids: Vec<&String> = inner
+            .hosts
+            .iter()
+            .filter(|(id, r)| id.as_str() > after && r.host.as_ref().is_some_and(keep))
+            .map(|(id, _)| id)
+            .collect();
+        ids.sort();
+        let more = ids.len() > limit;
+        let hosts = ids
+            .into_iter()
+            .take(limit)
+            .filter_map(|id| inner.hosts.get(id))
+            .map(|r| {
+                let h = r.host.clone().unwrap_or_default();
+                let done = matches!(h.state(), HostState::Restarted | HostState::Failed);
+                pb::HostResult {
+                    wave: h.batch,
+                    state: state_of_host(h.state()).into(),
+                    operation_id: r.operation_id.clone(),
+                    attempt: u32::from(!r.operation_id.is_empty()),
+                    finished_at_unix_ms: if done { r.updated_at_unix_ms } else { 0 },
+                    reason: h.detail.clone(),
+                    host_id: h.host_id,
+                    ..Default::default()
+                }
+            })
+            .collect();
+        (hosts, more)
+    }
+
     /// The first `limit` hosts picked, in the order they were picked (with why).
     pub fn first_picked(&self, limit: usize) -> Vec<pb::RestartHost> {
         let inner = self.lock();
@@ -256,12 +320,12 @@ impl Job {
     /// Picks the next batch at `now_ms`: best first, within budget. Marks the hosts
     /// dispatched with their operation ids and why they were picked; the caller writes
     /// these intents and flushes before sending.
-    fn pick(&self, n: usize, inventory: &Inventory, now_ms: i64) -> Vec<pb::RestartHostRecord> {
+    fn pick(&self, n: usize, inventory: &Inventory, now_ms: i64, hours_ms: i64) -> Vec<pb::RestartHostRecord> {
         let mut guard = self.lock();
         let inner = &mut *guard;
         let taken = inner
             .queue
-            .take(n, self.order, inventory.calendar(), now_ms, &mut inner.budget);
+            .take(n, self.order, inventory.calendar(), hours_ms, &mut inner.budget);
         if taken.is_empty() {
             return Vec::new();
         }
@@ -315,7 +379,9 @@ impl Job {
         self.lock().queue.is_empty()
     }
 
-    /// Ends a job that ran out of hosts: succeeded, or failed if some restarts failed.
+    /// Ends a job that ran out of hosts: succeeded when every host restarted,
+    /// completed with failures when some did not, failed when none did; the outcome
+    /// goes to the audit log with the record.
     fn complete(&self, store: &crate::store::Store, now_ms: i64) -> Result<()> {
         let mut inner = self.lock();
         if inner.record.state() != pb::RestartJobState::Running {
@@ -326,20 +392,54 @@ impl Job {
             .values()
             .filter(|r| r.host.as_ref().is_some_and(|h| h.state() == HostState::Failed))
             .count();
+        let total = inner.hosts.len();
+        let (state, line) = match failed {
+            0 => (
+                pb::RestartJobState::Succeeded,
+                format!("succeeded: {total} hosts restarted"),
+            ),
+            f if f == total => (
+                pb::RestartJobState::Failed,
+                format!(
+                    "failed: none of its {total} hosts restarted; `rollout hosts --job {}` says why",
+                    self.id
+                ),
+            ),
+            f => (
+                pb::RestartJobState::CompletedWithFailures,
+                format!(
+                    "completed with failures: {} of {total} hosts restarted, {f} failed; `rollout hosts --job {} --failed` says why",
+                    total - f,
+                    self.id
+                ),
+            ),
+        };
+        inner.record.set_state(state);
         if failed > 0 {
-            inner.record.set_state(pb::RestartJobState::Failed);
-            inner.record.reason = format!("{failed} hosts failed to restart; see their detail");
-        } else {
-            inner.record.set_state(pb::RestartJobState::Succeeded);
+            inner.record.reason = format!(
+                "{failed} of {total} hosts failed to restart; `rollout hosts --job {} --failed` says why",
+                self.id
+            );
         }
+        let mut event = Actor::controller().event(now_ms, Target::Job(self.id), line, "ok");
+        event.kind = state_name(state).to_string();
         inner.record.updated_at_unix_ms = now_ms;
         inner.record.finished_at_unix_ms = now_ms;
-        store.put_restart_job(&inner.record)?;
+        store.put_restart_job_with_events(&inner.record, &[event])?;
         // Nothing is in flight: its hosts are free before anyone is told it ended.
         let holder = crate::store::Holder::Job { id: self.id };
         store.release_leases(&holder, inner.hosts.keys().map(String::as_str))?;
         self.publish(&inner);
         Ok(())
+    }
+}
+
+fn state_of_host(s: HostState) -> &'static str {
+    match s {
+        HostState::Pending | HostState::Unspecified => "pending",
+        HostState::Dispatched => "in-flight",
+        HostState::Restarted => "restarted",
+        HostState::Failed => "failed",
     }
 }
 
@@ -350,6 +450,7 @@ pub fn state_name(s: pb::RestartJobState) -> &'static str {
         pb::RestartJobState::Succeeded => "succeeded",
         pb::RestartJobState::Failed => "failed",
         pb::RestartJobState::Cancelled => "cancelled",
+        pb::RestartJobState::CompletedWithFailures => "completed-with-failures",
     }
 }
 
@@ -401,6 +502,7 @@ fn build(inner: &JobInner) -> pb::RestartJob {
         updated_at_unix_ms: r.updated_at_unix_ms,
         finished_at_unix_ms: r.finished_at_unix_ms,
         request_id: req.request_id,
+        drill_clock: String::new(),
     }
 }
 
@@ -427,7 +529,12 @@ async fn run(job: &Job, ctx: &Context) -> Result<()> {
         // Batches: refill when half the slots are free, re-ranking at this instant.
         if !stop && inflight.len() <= job.max_parallel / 2 {
             let now = ctx.clock.now_ms();
-            let picked = job.pick(job.max_parallel - inflight.len(), &ctx.inventory(), now);
+            let picked = job.pick(
+                job.max_parallel - inflight.len(),
+                &ctx.inventory(),
+                now,
+                ctx.hours.now_ms(),
+            );
             if !picked.is_empty() {
                 ctx.store.put_restart_hosts(job.id, &picked)?;
                 ctx.store.put_restart_job(&job.lock().record)?;

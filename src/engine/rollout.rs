@@ -12,6 +12,7 @@ use tokio::sync::watch;
 
 use super::audit::{Actor, Target};
 use super::order;
+use super::results::{FailureGroups, GroupKind, push_history};
 use super::state::{Decision, Event, Policy, Refusal, State, WaveReport, step};
 use super::{Error, Result};
 use crate::fleet::Inventory;
@@ -136,6 +137,13 @@ pub(crate) struct Inner {
     /// The counters as of the last flush: what snapshots show, so that nobody ever
     /// sees progress a crash could take back (results are flushed in groups).
     durable: (Tally, u64),
+    /// Why hosts failed, or were unhealthy at a gate, grouped by reason.
+    failures: FailureGroups,
+    /// Succeeded hosts that a health gate found unhealthy or unreachable.
+    unhealthy: u64,
+    /// A driver task runs this rollout: set when one is spawned, cleared when it
+    /// parks on a terminal state, so that a retry spawns exactly one again.
+    driving: bool,
 }
 
 /// A rollout the engine knows about.
@@ -193,6 +201,8 @@ impl Live {
         let mut customers = Customers::default();
         let mut examples = vec![Vec::new(); plan.waves.len() + 1];
         let mut targets = HashMap::new();
+        let mut failures = FailureGroups::default();
+        let mut unhealthy = 0;
         for row in rows {
             let (host, rec) = row?;
             let state = rec.state();
@@ -209,12 +219,19 @@ impl Live {
                 HostState::Pending | HostState::Unspecified => pending.push(host),
                 HostState::Assigned => assigned.push((host, rec)),
                 HostState::Dispatched => reconcile.push((host, rec)),
-                HostState::Succeeded => customers.count_success(host_customers),
+                HostState::Succeeded => {
+                    customers.count_success(host_customers);
+                    if !rec.unhealthy_after.is_empty() {
+                        unhealthy += 1;
+                        failures.add(GroupKind::Unhealthy, &host, &rec.unhealthy_after);
+                    }
+                }
                 HostState::Failed => {
                     let ex = &mut examples[(rec.wave as usize).min(plan.waves.len())];
                     if ex.len() < EXAMPLES {
                         ex.push(format!("{host}: {}", rec.detail));
                     }
+                    failures.add(GroupKind::Failed, &host, &rec.detail);
                 }
             }
         }
@@ -239,6 +256,9 @@ impl Live {
             examples,
             customers,
             targets,
+            failures,
+            unhealthy,
+            driving: false,
         };
         let live = Live {
             id: inner.record.id,
@@ -287,7 +307,22 @@ impl Live {
         let mut events: Vec<pb::EventRecord> = audit.into_iter().collect();
         for decision in decisions {
             match decision {
-                Decision::RequeueFailed { wave } => self.requeue_failed(store, &mut inner, wave)?,
+                Decision::RequeueFailed { wave } => {
+                    self.requeue_failed(store, &mut inner, wave..=wave, None)?;
+                }
+                Decision::RetryFailed { wave } => {
+                    inner.record.retries += 1;
+                    let round = inner.record.retries;
+                    let n = self.requeue_failed(store, &mut inner, 0..=wave, Some(round))?;
+                    let target = Target::Rollout {
+                        id: self.id,
+                        name: &self.plan.name,
+                    };
+                    let line = format!("retry {round}: re-running {n} failed hosts with new operation ids");
+                    let mut event = Actor::controller().event(now_ms, target, line, "ok");
+                    event.kind = "retry".into();
+                    events.push(event);
+                }
                 Decision::Record(line) => {
                     let target = Target::Rollout {
                         id: self.id,
@@ -307,6 +342,10 @@ impl Live {
             inner.record.updated_at_unix_ms = now_ms;
             if next.is_terminal() && inner.record.finished_at_unix_ms == 0 {
                 inner.record.finished_at_unix_ms = now_ms;
+            }
+            if !next.is_terminal() {
+                // A retried rollout is running again.
+                inner.record.finished_at_unix_ms = 0;
             }
             // The rollback takes over the leases when it is created; until then
             // (even across a crash) they stay with this rollout.
@@ -364,38 +403,104 @@ impl Live {
         self.publish(&inner);
     }
 
-    /// Puts a halted wave's failed hosts back in its queue. A host whose last attempt
-    /// got no answer keeps its operation_id (the agent may have run it); the others
-    /// get a new attempt and a new id.
-    fn requeue_failed(&self, store: &Store, inner: &mut Inner, wave: u32) -> Result<()> {
+    /// Puts the failed hosts of `waves` back in the queue, their attempt so far kept
+    /// in their history. On a resume (`round` None) a host whose last attempt got no
+    /// answer keeps its operation_id (the agent may have run it) and the others get a
+    /// new attempt and id; a retry round gives every host a new attempt and id, and
+    /// probes first those whose outcome was unknown. Returns how many were requeued.
+    fn requeue_failed(
+        &self,
+        store: &Store,
+        inner: &mut Inner,
+        waves: std::ops::RangeInclusive<u32>,
+        round: Option<u32>,
+    ) -> Result<usize> {
+        let stored = waves.start() + 1..=waves.end() + 1;
         let mut again = Vec::new();
         for row in store.rollout_hosts(self.id) {
             let (host, mut rec) = row?;
-            if rec.state() != HostState::Failed || rec.wave != wave + 1 {
+            if rec.state() != HostState::Failed || !stored.contains(&rec.wave) {
                 continue;
             }
-            if !rec.outcome_unknown {
+            inner.failures.remove(GroupKind::Failed, &host, &rec.detail);
+            push_history(&mut rec);
+            if round.is_some() || !rec.outcome_unknown {
                 rec.attempt += 1;
                 rec.operation_id.clear();
             }
+            if let Some(round) = round {
+                rec.retry_round = round;
+            }
             rec.set_state(HostState::Assigned);
             rec.detail.clear();
+            rec.started_at_unix_ms = 0;
+            rec.finished_at_unix_ms = 0;
             inner.tally.moved(rec.wave, HostState::Failed, HostState::Assigned);
             again.push((host, rec));
         }
         store.put_hosts(self.id, again.iter().map(|(h, r)| (h.as_str(), r)))?;
-        if let Some(ex) = inner.examples.get_mut(wave as usize + 1) {
-            ex.clear();
+        for w in stored {
+            if let Some(ex) = inner.examples.get_mut(w as usize) {
+                ex.clear();
+            }
         }
+        let n = again.len();
         for item in again.into_iter().rev() {
             inner.assigned.push_front(item);
         }
+        Ok(n)
+    }
+
+    /// Records the health gate's verdict on hosts that applied fine and are unhealthy
+    /// or unreachable after their wave's bake (`hosts`: host, record, why). The caller
+    /// flushes.
+    pub fn mark_unhealthy(&self, store: &Store, hosts: Vec<(String, pb::RolloutHostRecord, String)>) -> Result<()> {
+        if hosts.is_empty() {
+            return Ok(());
+        }
+        let mut inner = self.lock();
+        let mut rows = Vec::with_capacity(hosts.len());
+        for (host, mut rec, why) in hosts {
+            if rec.unhealthy_after.is_empty() {
+                inner.unhealthy += 1;
+            } else {
+                inner.failures.remove(GroupKind::Unhealthy, &host, &rec.unhealthy_after);
+            }
+            inner.failures.add(GroupKind::Unhealthy, &host, &why);
+            rec.unhealthy_after = why;
+            rows.push((host, rec));
+        }
+        store.put_hosts(self.id, rows.iter().map(|(h, r)| (h.as_str(), r)))?;
+        self.publish(&inner);
         Ok(())
+    }
+
+    /// Called by a driver about to leave: true (and the rollout is marked undriven)
+    /// when it may go, false when the rollout was revived meanwhile (a retry) and the
+    /// driver must carry on.
+    pub fn park(&self, shutting_down: bool) -> bool {
+        let mut inner = self.lock();
+        if shutting_down || inner.state.is_terminal() {
+            inner.driving = false;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// True, once, when the rollout has work and no driver: the caller spawns one.
+    pub fn revive(&self) -> bool {
+        let mut inner = self.lock();
+        if inner.driving || (inner.state.is_terminal() && inner.reconcile.is_empty()) {
+            return false;
+        }
+        inner.driving = true;
+        true
     }
 
     /// Places hosts in `wave` until it covers its share of the selection, and
     /// records the placement. The caller flushes.
-    pub fn fill_wave(&self, store: &Store, wave: u32, now_ms: i64) -> Result<()> {
+    pub fn fill_wave(&self, store: &Store, wave: u32, now_ms: i64, hours_ms: i64) -> Result<()> {
         let mut inner = self.lock();
         let selected = inner.record.hosts_selected;
         let target = self.plan.wave_target(wave as usize, selected);
@@ -410,7 +515,7 @@ impl Live {
                 inner.pending.make_contiguous(),
                 self.plan.order,
                 &self.inventory,
-                now_ms,
+                hours_ms,
             );
         }
         let take = need.min(inner.pending.len());
@@ -490,8 +595,9 @@ impl Live {
             let Some((host, mut rec)) = inner.assigned.pop_front() else {
                 break;
             };
-            if rec.wave != wave + 1 {
-                // Hosts of another wave wait for theirs (cannot happen in order, kept safe).
+            if rec.wave > wave + 1 {
+                // Hosts of a later wave wait for theirs (cannot happen in order, kept
+                // safe); hosts of earlier waves are retried ones and go now.
                 inner.assigned.push_front((host, rec));
                 break;
             }
@@ -499,7 +605,11 @@ impl Live {
                 rec.operation_id = format!("r{}-{}-a{}", self.id, host, rec.attempt);
             }
             rec.set_state(HostState::Dispatched);
+            // A retried host whose last answer never came: ask what it runs first.
+            let probe_first = rec.outcome_unknown;
             rec.outcome_unknown = false;
+            rec.started_at_unix_ms = now_ms;
+            rec.finished_at_unix_ms = 0;
             rec.unhealthy_before = !healthy(&host);
             rec.updated_at_unix_ms = now_ms;
             rec.previous_version = self
@@ -508,7 +618,7 @@ impl Live {
                 .and_then(|h| h.version.clone())
                 .unwrap_or_default();
             inner.tally.moved(rec.wave, HostState::Assigned, HostState::Dispatched);
-            out.push(self.dispatch(host, rec, false));
+            out.push(self.dispatch(host, rec, probe_first));
         }
         if !out.is_empty() {
             self.publish(&inner);
@@ -554,6 +664,7 @@ impl Live {
                         let line = format!("{}: {}", d.host, d.record.detail);
                         inner.examples[i].push(line);
                     }
+                    inner.failures.add(GroupKind::Failed, &d.host, &d.record.detail);
                 }
                 _ => {}
             }
@@ -617,6 +728,7 @@ impl Live {
             allowed: self.allowed_failures(wave, selected),
             whole_rollout: self.judges_whole_rollout().then_some(selected),
             examples,
+            failed_total: inner.tally.total(HostState::Failed),
             stuck: None,
         }
     }
@@ -675,7 +787,7 @@ impl Live {
             let c = t.wave(k32);
             let answered = c[HostState::Succeeded as usize] + c[HostState::Failed as usize];
             let wave_state = match &inner.state {
-                State::Succeeded => pb::WaveState::Done,
+                State::Succeeded | State::CompletedWithFailures { .. } => pb::WaveState::Done,
                 State::Pending => pb::WaveState::Pending,
                 _ if k32 < current => pb::WaveState::Done,
                 _ if k32 > current => pb::WaveState::Pending,
@@ -732,6 +844,10 @@ impl Live {
             finished_at_unix_ms: r.finished_at_unix_ms,
             bake_until_unix_ms: r.bake_until_unix_ms,
             plan: r.plan.clone(),
+            failures: inner.failures.top(),
+            hosts_unhealthy: inner.unhealthy,
+            retries: r.retries,
+            drill_clock: String::new(),
         }
     }
 }

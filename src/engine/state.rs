@@ -22,8 +22,11 @@ pub enum State {
     /// Too many failures in `wave`: nothing is dispatched until an operator resumes
     /// (the wave's failed hosts are tried again) or aborts.
     Halted { wave: u32, reason: String },
-    /// Every wave done and baked.
+    /// Every wave done and baked, and every selected host succeeded.
     Succeeded,
+    /// Every wave done and baked, but some hosts failed (within the plan's
+    /// threshold): never "succeeded". `rollout retry` re-runs the failed hosts.
+    CompletedWithFailures { reason: String },
     /// The controller could not go on (the store failed); needs a person.
     Failed { reason: String },
     /// Stopped for good by an operator.
@@ -41,6 +44,8 @@ pub enum Event {
     BakeElapsed(HealthReport),
     Pause,
     Resume,
+    /// An operator re-runs the failed hosts of every wave so far (`rollout retry`).
+    Retry,
     Abort {
         reason: String,
         /// Also return the hosts the rollout touched to their previous versions.
@@ -68,6 +73,9 @@ pub struct WaveReport {
     pub whole_rollout: Option<u64>,
     /// A few failed hosts with their error, for the halt reason.
     pub examples: Vec<String>,
+    /// Hosts of the whole rollout that failed so far: a rollout that ends with any is
+    /// not a success.
+    pub failed_total: u64,
     /// Set when the wave made no progress for its plan's progress_deadline: how long,
     /// and the hosts it was waiting on.
     pub stuck: Option<(std::time::Duration, Vec<String>)>,
@@ -96,6 +104,8 @@ pub struct HealthReport {
     /// As in [`WaveReport::whole_rollout`]: counts cover every wave so far.
     pub whole_rollout: Option<u64>,
     pub examples: Vec<String>,
+    /// As in [`WaveReport::failed_total`].
+    pub failed_total: u64,
     /// The `min_healthy` floor of the whole selection, when the plan sets one.
     pub fleet: Option<FleetHealth>,
 }
@@ -166,6 +176,9 @@ pub struct Policy {
 pub enum Decision {
     /// Put the failed hosts of `wave` back in its queue to be tried again.
     RequeueFailed { wave: u32 },
+    /// Put the failed hosts of every wave up to `wave` back in the queue, as a new
+    /// round of attempts (`rollout retry`).
+    RetryFailed { wave: u32 },
     /// Write this line to the audit log.
     Record(String),
     /// Start a rollback rollout of every host this rollout touched.
@@ -179,7 +192,10 @@ pub struct Refusal(pub String);
 
 impl State {
     pub fn is_terminal(&self) -> bool {
-        matches!(self, State::Succeeded | State::Failed { .. } | State::Aborted { .. })
+        matches!(
+            self,
+            State::Succeeded | State::CompletedWithFailures { .. } | State::Failed { .. } | State::Aborted { .. }
+        )
     }
 
     /// The wave the rollout is at (0 before it starts and after it ends).
@@ -201,6 +217,7 @@ impl State {
             State::Paused { .. } => "paused",
             State::Halted { .. } => "halted",
             State::Succeeded => "succeeded",
+            State::CompletedWithFailures { .. } => "completed-with-failures",
             State::Failed { .. } => "failed",
             State::Aborted { .. } => "aborted",
         }
@@ -208,7 +225,10 @@ impl State {
 
     pub fn reason(&self) -> &str {
         match self {
-            State::Halted { reason, .. } | State::Failed { reason } | State::Aborted { reason } => reason,
+            State::Halted { reason, .. }
+            | State::CompletedWithFailures { reason }
+            | State::Failed { reason }
+            | State::Aborted { reason } => reason,
             _ => "",
         }
     }
@@ -221,6 +241,7 @@ impl State {
             State::Paused { .. } => pb::RolloutState::Paused,
             State::Halted { .. } => pb::RolloutState::Halted,
             State::Succeeded => pb::RolloutState::Succeeded,
+            State::CompletedWithFailures { .. } => pb::RolloutState::CompletedWithFailures,
             State::Failed { .. } => pb::RolloutState::Failed,
             State::Aborted { .. } => pb::RolloutState::Aborted,
         }
@@ -244,6 +265,7 @@ impl State {
             },
             pb::RolloutState::Halted => State::Halted { wave, reason },
             pb::RolloutState::Succeeded => State::Succeeded,
+            pb::RolloutState::CompletedWithFailures => State::CompletedWithFailures { reason },
             pb::RolloutState::Failed => State::Failed { reason },
             pb::RolloutState::Aborted => State::Aborted { reason },
         }
@@ -272,11 +294,25 @@ type Step = Result<(State, Vec<Decision>), Refusal>;
 pub fn step(state: &State, event: Event, now_ms: i64, policy: &Policy) -> Step {
     use State::*;
     let unchanged = || Ok((state.clone(), Vec::new()));
-    let after_wave = |wave: u32| -> State {
-        if wave + 1 >= policy.waves {
+    // The last wave ends the rollout: a success only if no host failed.
+    let after_wave = |wave: u32, failed_total: u64| -> State {
+        if wave + 1 < policy.waves {
+            Running { wave: wave + 1 }
+        } else if failed_total == 0 {
             Succeeded
         } else {
-            Running { wave: wave + 1 }
+            CompletedWithFailures {
+                reason: format!(
+                    "every wave ran, but {failed_total} hosts failed (within on_failure.max_failed); `rollout hosts --rollout NAME --failed` lists them, `rollout retry NAME` re-runs them"
+                ),
+            }
+        }
+    };
+    let ended = |next: &State| -> Option<Decision> {
+        match next {
+            Succeeded => Some(Decision::Record("succeeded".into())),
+            CompletedWithFailures { reason } => Some(Decision::Record(format!("completed with failures: {reason}"))),
+            _ => None,
         }
     };
     let record = |line: String| vec![Decision::Record(line)];
@@ -332,11 +368,9 @@ pub fn step(state: &State, event: Event, now_ms: i64, policy: &Policy) -> Step {
                         let bake = crate::plan::format_duration(std::time::Duration::from_millis(policy.bake_ms as u64));
                         Ok((Baking { wave: *wave, until_ms }, record(format!("{done}; baking {bake}"))))
                     } else {
-                        let next = after_wave(*wave);
+                        let next = after_wave(*wave, report.failed_total);
                         let mut lines = record(done);
-                        if next == Succeeded {
-                            lines.push(Decision::Record("succeeded".into()));
-                        }
+                        lines.extend(ended(&next));
                         Ok((next, lines))
                     }
                 }
@@ -354,15 +388,13 @@ pub fn step(state: &State, event: Event, now_ms: i64, policy: &Policy) -> Step {
             Baking { wave, .. } if health.wave == *wave => match health.breach() {
                 Some(reason) => fail(*wave, reason),
                 None => {
-                    let next = after_wave(*wave);
+                    let next = after_wave(*wave, health.failed_total);
                     let mut lines = record(format!(
                         "wave {} passed its health gate: {} hosts unhealthy after the bake",
                         wave + 1,
                         health.unhealthy
                     ));
-                    if next == Succeeded {
-                        lines.push(Decision::Record("succeeded".into()));
-                    }
+                    lines.extend(ended(&next));
                     Ok((next, lines))
                 }
             },
@@ -409,6 +441,19 @@ pub fn step(state: &State, event: Event, now_ms: i64, policy: &Policy) -> Step {
             ))),
             done => Err(finished(done)),
         },
+        Event::Retry => match state {
+            Halted { wave, .. } => Ok((Running { wave: *wave }, vec![Decision::RetryFailed { wave: *wave }])),
+            CompletedWithFailures { .. } => {
+                let wave = policy.waves.saturating_sub(1);
+                Ok((Running { wave }, vec![Decision::RetryFailed { wave }]))
+            }
+            Pending | Running { .. } | Baking { .. } | Paused { .. } => Err(Refusal(format!(
+                "the rollout is {}: retry re-runs the failed hosts of a halted rollout or of one that completed with failures; wait for it (or pause it and let it halt), then retry",
+                state.name()
+            ))),
+            Succeeded => Err(Refusal("nothing to retry: every host succeeded".into())),
+            done => Err(finished(done)),
+        },
         Event::Abort { reason, rollback } => match state {
             done if done.is_terminal() => Err(finished(done)),
             _ => {
@@ -436,6 +481,7 @@ fn finished(state: &State) -> Refusal {
         "the rollout has {}; submit a new plan to change the fleet again",
         match state {
             State::Succeeded => "succeeded",
+            State::CompletedWithFailures { .. } => "completed with failures (`rollout retry` re-runs its failed hosts)",
             State::Failed { .. } => "failed",
             _ => "been aborted",
         }
@@ -482,6 +528,7 @@ mod tests {
             allowed: 1,
             whole_rollout: None,
             examples: vec!["h1: boom".into()],
+            failed_total: failed,
             stuck: None,
         })
     }
@@ -507,6 +554,48 @@ mod tests {
             );
         }
         assert_eq!(s, State::Succeeded);
+    }
+
+    /// A rollout whose last wave passes its gate with failed hosts left behind is not
+    /// a success: it completes with failures, says so in its reason and its timeline,
+    /// and a retry runs it again from its last wave; a retry is refused while it runs.
+    #[test]
+    fn failures_left_behind_end_in_their_own_outcome_and_can_be_retried() {
+        let last = State::Baking { wave: 2, until_ms: 10 };
+        let gate = |failed_total| {
+            Event::BakeElapsed(HealthReport {
+                wave: 2,
+                failed_total,
+                ..Default::default()
+            })
+        };
+        let (s, decisions) = step(&last, gate(3), 10, &POLICY).unwrap();
+        let State::CompletedWithFailures { reason } = &s else {
+            panic!("{s:?}");
+        };
+        assert!(reason.contains("3 hosts failed"), "{reason}");
+        assert!(s.is_terminal());
+        assert!(decisions.iter().any(|d| matches!(d, Decision::Record(l) if l.starts_with("completed with failures"))));
+        assert_eq!(go(&last, gate(0), 10), State::Succeeded);
+
+        let (retried, decisions) = step(&s, Event::Retry, 20, &POLICY).unwrap();
+        assert_eq!(retried, State::Running { wave: 2 });
+        assert_eq!(decisions, vec![Decision::RetryFailed { wave: 2 }]);
+        let halted = State::Halted {
+            wave: 1,
+            reason: "x".into(),
+        };
+        assert_eq!(go(&halted, Event::Retry, 0), State::Running { wave: 1 });
+        for busy in [State::Running { wave: 0 }, last.clone(), State::Pending] {
+            let Refusal(why) = step(&busy, Event::Retry, 0, &POLICY).unwrap_err();
+            assert!(why.contains("wait for it"), "{why}");
+        }
+        let Refusal(why) = step(&State::Succeeded, Event::Retry, 0, &POLICY).unwrap_err();
+        assert!(why.contains("nothing to retry"), "{why}");
+        // The outcome survives its record.
+        let mut record = pb::RolloutRecord::default();
+        s.write(&mut record);
+        assert_eq!(State::from_record(&record), s);
     }
 
     #[test]
@@ -543,6 +632,7 @@ mod tests {
                 allowed: 5,
                 whole_rollout: Some(40),
                 examples: vec![],
+                failed_total: failed,
                 stuck: None,
             })
         };
@@ -598,6 +688,7 @@ mod tests {
             allowed: 1,
             whole_rollout: None,
             examples: vec![],
+            failed_total: 0,
             stuck: Some((std::time::Duration::from_secs(600), vec!["h7".into(), "h9".into()])),
         });
         let s = go(&State::Running { wave: 0 }, stuck, 0);

@@ -40,13 +40,6 @@ fn key<'a>(name: &'a str, id: u64) -> Result<Key<'a>> {
     Ok(Key { name, id })
 }
 
-fn is_terminal(state: pb::RolloutState) -> bool {
-    matches!(
-        state,
-        pb::RolloutState::Succeeded | pb::RolloutState::Failed | pb::RolloutState::Aborted
-    )
-}
-
 /// A stream of snapshots: the current one, then one per change, until `done` says
 /// the thing has ended or the controller stops.
 type Snapshots<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
@@ -95,6 +88,12 @@ fn actor<T>(request: &Request<T>, method: &str, request_id: &str) -> Actor {
 }
 
 impl ControllerService {
+    /// A rollout as clients see it: with the drill clock said plainly when one is in force.
+    fn drilled(&self, mut r: pb::Rollout) -> pb::Rollout {
+        r.drill_clock = self.engine.drill_clock().unwrap_or_default();
+        r
+    }
+
     /// A mutating call's answer; a refusal is written to the audit log too (an
     /// accepted change wrote its line with the change itself).
     async fn audited<T>(&self, actor: &Actor, target: Target<'_>, result: Result<T>) -> Result<T> {
@@ -123,7 +122,12 @@ impl ControllerService {
         };
         let submitted = self
             .engine
-            .submit(plan, req.dry_run, actor)
+            .submit(
+                plan,
+                req.dry_run,
+                (req.at_unix_ms != 0).then_some(req.at_unix_ms),
+                actor,
+            )
             .await
             .map_err(|e| match e {
                 engine::Error::Invalid { field, message } => {
@@ -132,7 +136,7 @@ impl ControllerService {
                 other => Error::Engine(other),
             })?;
         Ok(pb::SubmitPlanResponse {
-            rollout: Some(submitted.rollout),
+            rollout: Some(self.drilled(submitted.rollout)),
             replayed: submitted.replayed,
             preview: submitted.preview,
             conflicts: submitted.conflicts,
@@ -145,6 +149,7 @@ impl ControllerService {
         let event = match method {
             "PauseRollout" => Event::Pause,
             "ResumeRollout" => Event::Resume,
+            "RetryRollout" => Event::Retry,
             _ => Event::Abort {
                 reason: req.reason.clone(),
                 rollback: req.rollback,
@@ -187,7 +192,7 @@ impl Controller for ControllerService {
     async fn get_rollout(&self, request: Request<pb::GetRolloutRequest>) -> Result<Response<pb::Rollout>, Status> {
         let req = request.into_inner();
         let snapshot = self.engine.get(key(&req.name, req.id)?).map_err(Error::from)?;
-        Ok(Response::new((*snapshot).clone()))
+        Ok(Response::new(self.drilled((*snapshot).clone())))
     }
 
     async fn list_rollouts(
@@ -195,7 +200,12 @@ impl Controller for ControllerService {
         request: Request<pb::ListRolloutsRequest>,
     ) -> Result<Response<pb::ListRolloutsResponse>, Status> {
         let states: Vec<pb::RolloutState> = request.into_inner().states().collect();
-        let rollouts = self.engine.list(&states).into_iter().map(|r| (*r).clone()).collect();
+        let rollouts = self
+            .engine
+            .list(&states)
+            .into_iter()
+            .map(|r| self.drilled((*r).clone()))
+            .collect();
         Ok(Response::new(pb::ListRolloutsResponse { rollouts }))
     }
 
@@ -207,9 +217,14 @@ impl Controller for ControllerService {
     ) -> Result<Response<Snapshots<pb::Rollout>>, Status> {
         let req = request.into_inner();
         let rx = self.engine.watch(key(&req.name, req.id)?).map_err(Error::from)?;
-        Ok(Response::new(snapshots(rx, self.shutdown.clone(), |r| {
-            is_terminal(r.state())
-        })))
+        let stream = snapshots(rx, self.shutdown.clone(), |r| r.state().is_terminal());
+        let engine = self.engine.clone();
+        Ok(Response::new(Box::pin(futures::StreamExt::map(stream, move |r| {
+            r.map(|mut r| {
+                r.drill_clock = engine.drill_clock().unwrap_or_default();
+                r
+            })
+        }))))
     }
 
     async fn trigger_restart(
@@ -220,11 +235,12 @@ impl Controller for ControllerService {
         let req = request.into_inner();
         let dry_run = req.dry_run;
         let answer = self.engine.trigger_restart(req, &actor).await.map_err(Error::from);
-        let (job, replayed) = if dry_run {
+        let (mut job, replayed) = if dry_run {
             answer?
         } else {
             self.audited(&actor, Target::None, answer).await?
         };
+        job.drill_clock = self.engine.drill_clock().unwrap_or_default();
         Ok(Response::new(pb::TriggerRestartResponse {
             job: Some(job),
             replayed,
@@ -316,6 +332,31 @@ impl Controller for ControllerService {
 
     async fn abort_rollout(&self, request: Request<pb::RolloutActionRequest>) -> Result<Response<pb::Rollout>, Status> {
         Ok(Response::new(self.act(request, "AbortRollout").await?))
+    }
+
+    async fn retry_rollout(&self, request: Request<pb::RolloutActionRequest>) -> Result<Response<pb::Rollout>, Status> {
+        Ok(Response::new(self.act(request, "RetryRollout").await?))
+    }
+
+    async fn list_rollout_hosts(
+        &self,
+        request: Request<pb::ListRolloutHostsRequest>,
+    ) -> Result<Response<pb::ListRolloutHostsResponse>, Status> {
+        let req = request.into_inner();
+        let filter = req.filter();
+        let key = if req.job_id != 0 {
+            Key { name: "", id: 0 }
+        } else {
+            key(&req.name, req.id)?
+        };
+        let page = self
+            .engine
+            .host_page(key, req.job_id, filter, &req.page_token, req.page_size as usize)
+            .map_err(Error::from)?;
+        Ok(Response::new(pb::ListRolloutHostsResponse {
+            hosts: page.hosts,
+            next_page_token: page.next,
+        }))
     }
 
     async fn list_events(

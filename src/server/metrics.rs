@@ -48,6 +48,7 @@ pub struct Metrics {
     hosts: Family<HostLabels, Gauge>,
     percent: Family<RolloutLabels, Gauge<f64, AtomicU64>>,
     wave: Family<RolloutLabels, Gauge>,
+    state: Family<HostLabels, Gauge>,
     jobs: Family<StateLabels, Gauge>,
     breakers_open: Gauge,
     grpc: Family<GrpcLabels, Counter>,
@@ -62,6 +63,7 @@ impl Metrics {
             hosts: Family::default(),
             percent: Family::default(),
             wave: Family::default(),
+            state: Family::default(),
             jobs: Family::default(),
             breakers_open: Gauge::default(),
             grpc: Family::default(),
@@ -80,6 +82,11 @@ impl Metrics {
                 "current_wave",
                 "The wave a rollout is at (1-based; 0 when ended)",
                 m.wave.clone(),
+            );
+            r.register(
+                "state",
+                "1 for the state each rollout is in (succeeded, completed-with-failures, halted...)",
+                m.state.clone(),
             );
             r.register("restart_jobs", "Restart jobs by state", m.jobs.clone());
             let stats = m.fleet.stats();
@@ -124,6 +131,7 @@ impl Metrics {
         self.hosts.clear();
         self.percent.clear();
         self.wave.clear();
+        self.state.clear();
         self.jobs.clear();
         for r in self.engine.list(&[]) {
             let rollout = r.name.clone();
@@ -139,12 +147,15 @@ impl Metrics {
                 .get_or_create(&state("in_flight"))
                 .set(r.hosts_in_flight as i64);
             self.hosts.get_or_create(&state("pending")).set(r.hosts_pending as i64);
+            self.hosts
+                .get_or_create(&state("unhealthy"))
+                .set(r.hosts_unhealthy as i64);
+            self.state
+                .get_or_create(&state(pb::RolloutState::label(r.state())))
+                .set(1);
             let labels = RolloutLabels { rollout };
             self.percent.get_or_create(&labels).set(r.percent_complete);
-            let terminal = matches!(
-                r.state(),
-                pb::RolloutState::Succeeded | pb::RolloutState::Failed | pb::RolloutState::Aborted
-            );
+            let terminal = r.state().is_terminal();
             self.wave
                 .get_or_create(&labels)
                 .set(if terminal { 0 } else { i64::from(r.current_wave) + 1 });

@@ -5,6 +5,7 @@
 mod controller;
 mod limits;
 pub mod metrics;
+pub mod standard;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -44,6 +45,8 @@ pub struct Options {
     pub http: Option<TcpListener>,
     /// On shutdown, how long calls in flight may take to finish and be recorded.
     pub grace: Duration,
+    /// Judge business hours by a drill clock starting at this instant (unix ms).
+    pub drill_from_ms: Option<i64>,
 }
 
 /// Who may talk to the controller, and how much.
@@ -89,7 +92,10 @@ pub async fn run(listener: TcpListener, options: Options, shutdown: Cancellation
         inventory,
         fleet,
         options.clock.clone(),
-        engine::Options::default(),
+        engine::Options {
+            drill_from_ms: options.drill_from_ms,
+            ..engine::Options::default()
+        },
         shutdown.clone(),
     )
     .await?;
@@ -182,28 +188,7 @@ pub async fn serve(
     shutdown: CancellationToken,
     signal: impl Future<Output = ()> + Send,
 ) -> Result<()> {
-    let (health, health_service) = tonic_health::server::health_reporter();
-    health
-        .set_serving::<pb::controller_server::ControllerServer<ControllerService>>()
-        .await;
-    // Load balancers and probes learn of a stop before the port closes.
-    tokio::spawn({
-        let shutdown = shutdown.clone();
-        async move {
-            shutdown.cancelled().await;
-            health
-                .set_not_serving::<pb::controller_server::ControllerServer<ControllerService>>()
-                .await;
-            health
-                .set_service_status("", tonic_health::ServingStatus::NotServing)
-                .await;
-        }
-    });
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .map_err(|e| Error::Usage(format!("reflection: {e}")))?;
+    let standard = standard::services::<pb::controller_server::ControllerServer<ControllerService>>(&shutdown).await?;
     let controller = ControllerService::new(engine, shutdown).into_server();
     let mut builder = tonic::transport::Server::builder()
         .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
@@ -220,8 +205,9 @@ pub async fn serve(
         ))
         .layer(tower::util::option_layer(metrics.map(metrics::CountLayer)))
         .layer(AuthLayer::new(security.credentials.clone(), security.rate))
-        .add_service(health_service)
-        .add_service(reflection)
+        .add_service(standard.health)
+        .add_service(standard.reflection_v1)
+        .add_service(standard.reflection_v1alpha)
         .add_service(controller)
         .serve_with_incoming_shutdown(incoming(listener), signal)
         .await

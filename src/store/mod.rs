@@ -571,7 +571,32 @@ impl Store {
 
     /// All host records of a rollout, in host id order.
     pub fn rollout_hosts(&self, rollout: u64) -> impl Iterator<Item = Result<(String, pb::RolloutHostRecord)>> + use<> {
-        self.rollout_hosts.scan_prefix(rollout.to_be_bytes()).map(|kv| {
+        self.rollout_hosts_after(rollout, "")
+    }
+
+    /// The host records of a rollout whose host id sorts after `after` ("" : all), in
+    /// host id order: a page of a million-host rollout reads from where the last ended.
+    pub fn rollout_hosts_after(
+        &self,
+        rollout: u64,
+        after: &str,
+    ) -> impl Iterator<Item = Result<(String, pb::RolloutHostRecord)>> + use<> {
+        let prefix = rollout.to_be_bytes();
+        let rows = if after.is_empty() {
+            self.rollout_hosts.scan_prefix(prefix)
+        } else {
+            // Keys are prefix ++ host id; the smallest key after `after` is `after` ++ 0.
+            let mut start = host_key(rollout, after);
+            start.push(0);
+            let end = (rollout + 1).to_be_bytes();
+            let range = if rollout == u64::MAX {
+                self.rollout_hosts.range(start..)
+            } else {
+                self.rollout_hosts.range(start..end.to_vec())
+            };
+            range
+        };
+        rows.map(|kv| {
             let (k, v) = kv?;
             let host = String::from_utf8_lossy(&k[8..]).into_owned();
             Ok((host, decode("rollout_hosts", &v)?))

@@ -56,7 +56,7 @@ impl Sim {
         let fleet = fleet(hosts, &addr);
         let sim = Arc::new(Simulator::new(&fleet, &options));
         let stop = CancellationToken::new();
-        let task = tokio::spawn(simulator::serve(listener, sim.clone(), stop.clone().cancelled_owned()));
+        let task = tokio::spawn(simulator::serve(listener, sim.clone(), stop.clone()));
         Sim {
             sim,
             addr,
@@ -137,6 +137,7 @@ impl Controller {
             metrics: None,
             http: None,
             grace: Duration::from_secs(30),
+            drill_from_ms: None,
         };
         let task = tokio::spawn(server::run(listener, options, stop.clone()));
         Controller {
@@ -213,6 +214,7 @@ pub async fn submit(client: &mut Client, spec: pb::PlanSpec) -> pb::Rollout {
             source_name: String::new(),
             dry_run: false,
             request_id: String::new(),
+            at_unix_ms: 0,
         })
         .await
         .expect("submit")
