@@ -4,74 +4,15 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
+use common::agents::{EXE, HostDir};
 use common::*;
 use rollout::cli::process::Spawned;
 use rollout::proto::v1 as pb;
 use rollout::proto::v1::agent_client::AgentClient;
 use tonic::transport::Channel;
-
-const EXE: &str = env!("CARGO_BIN_EXE_rollout");
-
-/// A host's directory: its deploy script, health script, config and state.
-struct HostDir {
-    dir: PathBuf,
-    config: PathBuf,
-}
-
-impl HostDir {
-    /// `deploy` is the body of a shell script run as `sh deploy.sh VERSION`; it can
-    /// use `$DIR`. Every run appends a line to `runs.log`.
-    fn new(root: &Path, host: &str, deploy: &str, timeout: &str) -> HostDir {
-        let dir = root.join(host);
-        std::fs::create_dir_all(&dir).unwrap();
-        let d = dir.display();
-        std::fs::write(
-            dir.join("deploy.sh"),
-            format!(
-                "DIR={d}\necho \"$ROLLOUT_OPERATION_ID $1\" >> $DIR/runs.log\n{deploy}\necho \"$1\" > $DIR/version\n"
-            ),
-        )
-        .unwrap();
-        std::fs::write(dir.join("health.sh"), format!("test ! -f {d}/sick\n")).unwrap();
-        let config = dir.join("agent.yaml");
-        std::fs::write(
-            &config,
-            format!(
-                "host_id: {host}\nlisten: 127.0.0.1:0\nstate_file: {d}/state.json\ncommands:\n  deploy: {{argv: [sh, {d}/deploy.sh, \"{{version}}\"], timeout: {timeout}}}\n  health: {{argv: [sh, {d}/health.sh], timeout: 5s}}\n"
-            ),
-        )
-        .unwrap();
-        HostDir { dir, config }
-    }
-
-    async fn start(&self, listen: &str) -> Spawned {
-        let args = [
-            "agent".as_ref(),
-            "--config".as_ref(),
-            self.config.as_os_str(),
-            "--listen".as_ref(),
-            listen.as_ref(),
-        ];
-        within(
-            60,
-            "an agent to start",
-            Spawned::start(Path::new(EXE), args, Some(&self.dir.join("agent.log"))),
-        )
-        .await
-        .expect("agent starts")
-    }
-
-    fn runs(&self, op: &str) -> usize {
-        std::fs::read_to_string(self.dir.join("runs.log"))
-            .unwrap_or_default()
-            .lines()
-            .filter(|l| l.starts_with(&format!("{op} ")))
-            .count()
-    }
-}
 
 async fn client_for(agent: &Spawned) -> AgentClient<Channel> {
     client(agent).await

@@ -1,51 +1,40 @@
-//! The standard gRPC services a controller serves beside its own API, so that generic
-//! tools (grpcurl, grpc_health_probe, Python grpcio) work without our .proto files.
+//! The standard gRPC services every server of ours runs beside its own (controller,
+//! host agent, simulator), so that generic tools work without our .proto files:
+//! grpc.health.v1 (load balancers, systemd, grpc_health_probe) and server reflection
+//! in both v1 (grpcurl) and v1alpha (Python's grpcio-reflection, grpcui, Postman).
 
 mod common;
 
+use common::agents::HostDir;
 use common::*;
 use rollout::agent::SimulatorOptions;
+use tonic::transport::Channel;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
-use tonic_reflection::pb::v1::ServerReflectionRequest;
-use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
-use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
-use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+use tonic_reflection::pb::{v1, v1alpha};
 
-/// grpc.health.v1 reports the Controller as SERVING, and reflection lists our
-/// services and describes their messages.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn health_and_reflection_are_served() {
-    let sim = Sim::start(10, SimulatorOptions::default()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let controller = Controller::start(&dir.path().join("data"), &sim.fleet).await;
-    let _ = controller.client().await;
-
-    let channel = tonic::transport::Endpoint::from_shared(controller.url.clone())
+async fn channel(url: &str) -> Channel {
+    tonic::transport::Endpoint::from_shared(url.to_string())
         .unwrap()
         .connect()
         .await
-        .unwrap();
-    let mut health = HealthClient::new(channel.clone());
-    let status = health
-        .check(HealthCheckRequest {
-            service: "rollout.v1.Controller".into(),
-        })
-        .await
         .unwrap()
-        .into_inner();
-    assert_eq!(status.status, 1, "SERVING");
+}
 
-    let mut reflection = ServerReflectionClient::new(channel);
+/// Lists the services through v1 reflection, and asks for the file that defines `symbol`.
+async fn reflect_v1(channel: Channel, symbol: &str) -> (Vec<String>, usize) {
+    use v1::server_reflection_request::MessageRequest;
+    use v1::server_reflection_response::MessageResponse;
     let requests = [
         MessageRequest::ListServices(String::new()),
-        MessageRequest::FileContainingSymbol("rollout.v1.Controller".into()),
+        MessageRequest::FileContainingSymbol(symbol.into()),
     ]
-    .map(|m| ServerReflectionRequest {
+    .map(|m| v1::ServerReflectionRequest {
         host: String::new(),
         message_request: Some(m),
     });
-    let mut responses = reflection
+    let mut client = v1::server_reflection_client::ServerReflectionClient::new(channel);
+    let mut responses = client
         .server_reflection_info(tokio_stream::iter(requests))
         .await
         .unwrap()
@@ -55,16 +44,101 @@ async fn health_and_reflection_are_served() {
     else {
         panic!("expected a service list");
     };
-    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
-    for expected in ["rollout.v1.Controller", "grpc.health.v1.Health"] {
-        assert!(names.iter().any(|n| n == expected), "{expected} missing from {names:?}");
-    }
     let Some(MessageResponse::FileDescriptorResponse(files)) =
         responses.message().await.unwrap().unwrap().message_response
     else {
-        panic!("expected file descriptors");
+        panic!("expected the file of {symbol}");
     };
-    assert!(!files.file_descriptor_proto.is_empty());
+    (
+        list.service.into_iter().map(|s| s.name).collect(),
+        files.file_descriptor_proto.len(),
+    )
+}
+
+/// The same through v1alpha, the version older clients speak.
+async fn reflect_v1alpha(channel: Channel, symbol: &str) -> (Vec<String>, usize) {
+    use v1alpha::server_reflection_request::MessageRequest;
+    use v1alpha::server_reflection_response::MessageResponse;
+    let requests = [
+        MessageRequest::ListServices(String::new()),
+        MessageRequest::FileContainingSymbol(symbol.into()),
+    ]
+    .map(|m| v1alpha::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(m),
+    });
+    let mut client = v1alpha::server_reflection_client::ServerReflectionClient::new(channel);
+    let mut responses = client
+        .server_reflection_info(tokio_stream::iter(requests))
+        .await
+        .unwrap()
+        .into_inner();
+    let Some(MessageResponse::ListServicesResponse(list)) =
+        responses.message().await.unwrap().unwrap().message_response
+    else {
+        panic!("expected a service list");
+    };
+    let Some(MessageResponse::FileDescriptorResponse(files)) =
+        responses.message().await.unwrap().unwrap().message_response
+    else {
+        panic!("expected the file of {symbol}");
+    };
+    (
+        list.service.into_iter().map(|s| s.name).collect(),
+        files.file_descriptor_proto.len(),
+    )
+}
+
+/// SERVING for `service`, and for the server as a whole.
+async fn assert_serving(channel: Channel, service: &str) {
+    let mut health = HealthClient::new(channel);
+    for name in [service, ""] {
+        let status = health
+            .check(HealthCheckRequest { service: name.into() })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(status.status, 1, "`{name}` is SERVING");
+    }
+}
+
+/// Reflection in v1 and v1alpha lists exactly the services each server runs (an
+/// agent is not a controller) and describes them; health checks answer SERVING on
+/// the controller, a real agent process and the simulator.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_server_speaks_health_and_both_reflection_versions() {
+    let sim = Sim::start(10, SimulatorOptions::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let controller = Controller::start(&dir.path().join("data"), &sim.fleet).await;
+    let _ = controller.client().await;
+    let host = HostDir::new(dir.path(), "h1", "true", "30s");
+    let mut agent = host.start("127.0.0.1:0").await;
+
+    let standard = [
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1.ServerReflection",
+        "grpc.reflection.v1alpha.ServerReflection",
+    ];
+    let servers = [
+        (controller.url.clone(), "rollout.v1.Controller"),
+        (format!("http://{}", agent.addr), "rollout.v1.Agent"),
+        (format!("http://{}", sim.addr), "rollout.v1.Agent"),
+    ];
+    for (url, own) in &servers {
+        let mut expected: Vec<String> = standard.iter().chain([own]).map(|s| s.to_string()).collect();
+        expected.sort();
+        for (version, (mut names, files)) in [
+            ("v1", reflect_v1(channel(url).await, own).await),
+            ("v1alpha", reflect_v1alpha(channel(url).await, own).await),
+        ] {
+            names.sort();
+            assert_eq!(names, expected, "{url} through {version}");
+            assert!(files > 0, "{url} describes {own} through {version}");
+        }
+        assert_serving(channel(url).await, own).await;
+    }
+
+    let _ = agent.terminate(std::time::Duration::from_secs(30)).await;
     controller.stop().await;
     sim.stop().await;
 }

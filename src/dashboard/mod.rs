@@ -286,7 +286,7 @@ fn render_rollout(d: &Dashboard, name: &str) -> Option<Markup> {
     // Only this rollout's lines, read back to just before it was created.
     let since = r.created_at_unix_ms - 60_000;
     let timeline = d.engine.events(since, &r.name, TIMELINE).unwrap_or_default();
-    Some(views::rollout(&r, &timeline))
+    Some(views::rollout(&r, &timeline, d.engine.drill_clock().as_deref()))
 }
 
 fn render_restarts(d: &Dashboard) -> Markup {
@@ -296,7 +296,7 @@ fn render_restarts(d: &Dashboard) -> Markup {
 fn render_restart(d: &Dashboard, id: u64) -> Option<Markup> {
     let job = d.engine.restart_job(id, false).ok()?;
     let queue = d.engine.restart_queue(id, QUEUE_TOP).ok()?;
-    Some(views::restart(&job, &queue))
+    Some(views::restart(&job, &queue, d.engine.drill_clock().as_deref()))
 }
 
 fn render_sun(d: &Dashboard) -> Markup {
@@ -310,7 +310,10 @@ fn render_sun(d: &Dashboard) -> Markup {
     let markup = crate::store::off_the_runtime(|| {
         let inventory = d.engine.inventory();
         let health = d.engine.customer_health();
-        views::sun(&sun::follow(inventory.calendar(), &health, d.engine.now_ms()))
+        views::sun(
+            &sun::follow(inventory.calendar(), &health, d.engine.now_ms()),
+            d.engine.drill_clock().as_deref(),
+        )
     });
     *cached = Some((std::time::Instant::now(), markup.0.clone()));
     markup

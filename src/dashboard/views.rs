@@ -150,7 +150,7 @@ pub fn rollouts(list: &[std::sync::Arc<pb::Rollout>]) -> Markup {
 
 /// One rollout (a fragment): the headline bar, a bar per wave, hosts by state,
 /// customers, the halt reason, and the timeline.
-pub fn rollout(r: &pb::Rollout, timeline: &[pb::EventRecord]) -> Markup {
+pub fn rollout(r: &pb::Rollout, timeline: &[pb::EventRecord], drill: Option<&str>) -> Markup {
     let state = r.state();
     let customers = pct(r.customers_mitigated, r.customers_affected);
     html! {
@@ -158,8 +158,12 @@ pub fn rollout(r: &pb::Rollout, timeline: &[pb::EventRecord]) -> Markup {
             h1 { (r.name) " " span class=(format!("badge {}", state_class(state))) { (state_name(state)) } }
             p.sub { (r.kind) " to " code { (r.version) } @if !r.description.is_empty() { " - " (r.description) } }
         }
+        (drill_banner(drill))
         @if !r.halt_reason.is_empty() {
-            div.reason { strong { "Why it stopped: " } (r.halt_reason) }
+            div.reason {
+                strong { (if state == pb::RolloutState::CompletedWithFailures { "Not a success: " } else { "Why it stopped: " }) }
+                (r.halt_reason)
+            }
         }
         div.big {
             div.figure {
@@ -177,6 +181,11 @@ pub fn rollout(r: &pb::Rollout, timeline: &[pb::EventRecord]) -> Markup {
             (count("failed", r.hosts_failed, "bad"))
             (count("in flight", r.hosts_in_flight, "run"))
             (count("pending", r.hosts_pending, "idle"))
+            @if r.hosts_unhealthy > 0 { (count("unhealthy at a gate", r.hosts_unhealthy, "warn")) }
+        }
+        @if !r.failures.is_empty() {
+            h2 { "Failures by reason" }
+            (failure_groups(r))
         }
         h2 { "Waves" }
         table.waves {
@@ -201,6 +210,38 @@ pub fn rollout(r: &pb::Rollout, timeline: &[pb::EventRecord]) -> Markup {
         }
         h2 { "Timeline" }
         (events(timeline))
+    }
+}
+
+/// Which hosts failed and why, grouped by reason: the same groups as `rollout status`.
+fn failure_groups(r: &pb::Rollout) -> Markup {
+    html! {
+        table.failures {
+            thead { tr { th { "hosts" } th { "kind" } th.wide { "reason" } th { "first hosts" } } }
+            tbody {
+                @for g in &r.failures {
+                    tr {
+                        td.num { (g.hosts) }
+                        td { span class=(format!("badge {}", if g.kind == "failed" { "bad" } else { "warn" })) { (g.kind) } }
+                        td.wide { (g.reason) }
+                        td {
+                            (g.host_ids.join(", "))
+                            @if g.hosts > g.host_ids.len() as u64 { " (+" (g.hosts - g.host_ids.len() as u64) " more)" }
+                        }
+                    }
+                }
+            }
+        }
+        p.sub { "Every host with its reason: " code { "rollout hosts --rollout " (r.name) " --failed" } "; run them again: " code { "rollout retry " (r.name) } }
+    }
+}
+
+/// Says plainly that business hours follow a drill clock, not the real time.
+fn drill_banner(drill: Option<&str>) -> Markup {
+    html! {
+        @if let Some(text) = drill {
+            div.reason.drill { strong { "Drill: " } (text) }
+        }
     }
 }
 
@@ -273,13 +314,14 @@ pub fn restarts(jobs: &[std::sync::Arc<pb::RestartJob>]) -> Markup {
 
 /// One restart job (a fragment): its counts, who went first and why, and who is
 /// next in the queue.
-pub fn restart(j: &pb::RestartJob, queue: &RestartQueueView) -> Markup {
+pub fn restart(j: &pb::RestartJob, queue: &RestartQueueView, drill: Option<&str>) -> Markup {
     let (name, class) = job_state(j.state());
     html! {
         div.headline {
             h1 { "Restart job #" (j.id) " " span class=(format!("badge {class}")) { (name) } }
             p.sub { "order " (j.order) ", " (j.max_parallel) " at once, at most " (j.max_unavailable) " of a customer's healthy hosts down" }
         }
+        (drill_banner(drill))
         @if !j.reason.is_empty() { div.reason { (j.reason) } }
         div.big {
             div.figure {
@@ -346,14 +388,15 @@ const BASE: f64 = 64.0;
 /// The follow-the-sun view (a fragment): a 24-hour band of local time, each time zone
 /// a column at its local time now, its customers stacked on it, coloured by tier and
 /// ringed red when some of their hosts are down; then whose day starts next.
-pub fn sun(s: &Sun) -> Markup {
+pub fn sun(s: &Sun, drill: Option<&str>) -> Markup {
     let tallest = s.zones.iter().map(|z| z.customers.len()).max().unwrap_or(0) as f64;
     let height = BASE + 30.0 + tallest * DOT;
     let x = |minute: u16| 30.0 + f64::from(minute) / 1440.0 * BAND_W;
     let baseline = height - BASE;
     html! {
+        (drill_banner(drill))
         div.legend {
-            span { "Now: " (s.now_utc) }
+            span { "Now: " (s.now_utc) @if drill.is_some() { " (drill clock)" } }
             @for tier in [Tier::InHours, Tier::StartingSoon, Tier::OffHours] {
                 @let t = s.tiers.get(&tier).cloned().unwrap_or_default();
                 span class=(format!("key {}", tier_class(tier.as_str()))) {

@@ -56,9 +56,20 @@ pub struct FailureGroups {
 /// detail, with the host's own id replaced, addresses and numbers of the transport
 /// layer left as they are only when they do not name the host.
 pub fn reason_key(host: &str, detail: &str) -> String {
-    let line = detail.lines().find(|l| !l.trim().is_empty()).unwrap_or("").trim();
+    let mut line = detail
+        .lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("")
+        .trim()
+        .to_string();
+    // Transport errors name the agent's address: one per host, one cause for all.
+    if let Some(rest) = line.strip_prefix("agent at ")
+        && let Some((_, tail)) = rest.split_once(": ")
+    {
+        line = format!("agent at <address>: {tail}");
+    }
     let mut key = if host.is_empty() {
-        line.to_string()
+        line
     } else {
         line.replace(host, "<host>")
     };
@@ -257,22 +268,38 @@ mod tests {
         g.add(GroupKind::Failed, "h2", "exit code 1: disk full on /var");
         g.add(GroupKind::Failed, "h3", "host h3 is down");
         g.add(GroupKind::Unhealthy, "h4", "unhealthy (503)");
-        let top = g.top();
-        assert_eq!(top[0].reason, "exit code 1: disk full on /var");
-        assert_eq!(
-            (top[0].hosts, top[0].host_ids.clone()),
-            (2, vec!["h1".into(), "h2".into()])
+        g.add(
+            GroupKind::Failed,
+            "h5",
+            "agent at 10.0.0.5:7070: Unavailable: connection refused",
         );
+        g.add(
+            GroupKind::Failed,
+            "h6",
+            "agent at 10.0.0.6:7070: Unavailable: connection refused",
+        );
+        let top = g.top();
+        let disk = top
+            .iter()
+            .find(|t| t.reason == "exit code 1: disk full on /var")
+            .unwrap();
+        assert_eq!((disk.hosts, disk.host_ids.clone()), (2, vec!["h1".into(), "h2".into()]));
+        // Most hosts first.
+        assert!(top.windows(2).all(|w| w[0].hosts >= w[1].hosts));
         assert!(
             top.iter()
                 .any(|t| t.reason == "host <host> is down" && t.kind == "failed")
         );
         assert!(top.iter().any(|t| t.kind == "unhealthy" && t.hosts == 1));
+        assert!(
+            top.iter()
+                .any(|t| t.reason == "agent at <address>: Unavailable: connection refused" && t.hosts == 2)
+        );
         g.remove(GroupKind::Failed, "h1", "exit code 1: disk full on /var");
         g.remove(GroupKind::Failed, "h3", "host h3 is down");
         let top = g.top();
-        assert_eq!(top.len(), 2);
-        assert_eq!(top[0].host_ids, vec!["h2".to_string()]);
+        assert_eq!(top.len(), 3);
+        assert!(top.iter().any(|t| t.host_ids == vec!["h2".to_string()]));
     }
 
     /// Past the bound, new reasons share one group and are still counted.

@@ -302,6 +302,7 @@ impl Live {
         let mut inner = self.lock();
         let (next, decisions) = step(&inner.state, event, now_ms, &self.policy)
             .map_err(|Refusal(why)| Error::Refused(format!("rollout `{}` (id {}): {why}", self.plan.name, self.id)))?;
+        let next = next.named(&self.plan.name);
         // Who asked (an operator), then what the controller did: written with the
         // new state in one transaction.
         let mut events: Vec<pb::EventRecord> = audit.into_iter().collect();
@@ -328,6 +329,7 @@ impl Live {
                         id: self.id,
                         name: &self.plan.name,
                     };
+                    let line = line.replace(super::state::ROLLOUT, &self.plan.name);
                     let mut event = Actor::controller().event(now_ms, target, line, "ok");
                     event.kind = next.name().to_string();
                     events.push(event);

@@ -223,6 +223,16 @@ impl State {
         }
     }
 
+    /// The state with the rollout's name where the step function wrote [`ROLLOUT`].
+    pub fn named(self, name: &str) -> State {
+        match self {
+            State::CompletedWithFailures { reason } => State::CompletedWithFailures {
+                reason: reason.replace(ROLLOUT, name),
+            },
+            other => other,
+        }
+    }
+
     pub fn reason(&self) -> &str {
         match self {
             State::Halted { reason, .. }
@@ -290,6 +300,10 @@ impl State {
 
 type Step = Result<(State, Vec<Decision>), Refusal>;
 
+/// Stands for the rollout's name in reasons the step function writes (it does not
+/// know the name); the caller puts the name in.
+pub const ROLLOUT: &str = "<rollout>";
+
 /// The transition function. `now_ms` is wall-clock unix milliseconds.
 pub fn step(state: &State, event: Event, now_ms: i64, policy: &Policy) -> Step {
     use State::*;
@@ -303,7 +317,7 @@ pub fn step(state: &State, event: Event, now_ms: i64, policy: &Policy) -> Step {
         } else {
             CompletedWithFailures {
                 reason: format!(
-                    "every wave ran, but {failed_total} hosts failed (within on_failure.max_failed); `rollout hosts --rollout NAME --failed` lists them, `rollout retry NAME` re-runs them"
+                    "every wave ran, but {failed_total} hosts failed (within on_failure.max_failed); `rollout hosts --rollout {ROLLOUT} --failed` lists them, `rollout retry {ROLLOUT}` re-runs them"
                 ),
             }
         }
@@ -575,7 +589,11 @@ mod tests {
         };
         assert!(reason.contains("3 hosts failed"), "{reason}");
         assert!(s.is_terminal());
-        assert!(decisions.iter().any(|d| matches!(d, Decision::Record(l) if l.starts_with("completed with failures"))));
+        assert!(
+            decisions
+                .iter()
+                .any(|d| matches!(d, Decision::Record(l) if l.starts_with("completed with failures")))
+        );
         assert_eq!(go(&last, gate(0), 10), State::Succeeded);
 
         let (retried, decisions) = step(&s, Event::Retry, 20, &POLICY).unwrap();

@@ -589,12 +589,11 @@ impl Store {
             let mut start = host_key(rollout, after);
             start.push(0);
             let end = (rollout + 1).to_be_bytes();
-            let range = if rollout == u64::MAX {
+            if rollout == u64::MAX {
                 self.rollout_hosts.range(start..)
             } else {
                 self.rollout_hosts.range(start..end.to_vec())
-            };
-            range
+            }
         };
         rows.map(|kv| {
             let (k, v) = kv?;

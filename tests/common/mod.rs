@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod agents;
 pub mod certs;
 
 use std::future::Future;
@@ -30,6 +31,21 @@ pub async fn within<T>(secs: u64, what: &str, f: impl Future<Output = T>) -> T {
     }
 }
 
+/// Runs the real `rollout` binary to its end (bounded) and returns what it printed.
+pub async fn rollout(args: &[&str]) -> std::process::Output {
+    within(
+        120,
+        "the rollout command to exit",
+        tokio::process::Command::new(agents::EXE).args(args).output(),
+    )
+    .await
+    .expect("run rollout")
+}
+
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
 /// A generated fleet whose agent address is the simulator's.
 pub fn fleet(hosts: usize, agent: &str) -> FleetFile {
     generate(&GenerateOptions {
@@ -51,9 +67,14 @@ pub struct Sim {
 
 impl Sim {
     pub async fn start(hosts: usize, options: SimulatorOptions) -> Sim {
+        Sim::start_fleet(options, |addr| fleet(hosts, addr)).await
+    }
+
+    /// A simulator of the fleet `make` builds for the simulator's address.
+    pub async fn start_fleet(options: SimulatorOptions, make: impl FnOnce(&str) -> FleetFile) -> Sim {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind simulator");
         let addr = listener.local_addr().expect("address").to_string();
-        let fleet = fleet(hosts, &addr);
+        let fleet = make(&addr);
         let sim = Arc::new(Simulator::new(&fleet, &options));
         let stop = CancellationToken::new();
         let task = tokio::spawn(simulator::serve(listener, sim.clone(), stop.clone()));

@@ -1,0 +1,286 @@
+//! What-if previews: `--dry-run --at TIME` orders and explains waves and restarts as
+//! they would be at that instant. The expected order is computed here independently
+//! of `src/hours.rs`, straight from jiff's time zone database.
+
+mod common;
+
+use common::*;
+use jiff::civil::{Date, Time};
+use jiff::tz::TimeZone;
+use jiff::{Timestamp, ToSpan};
+use rollout::agent::SimulatorOptions;
+use rollout::fleet::{Customer, FleetFile, Host};
+use rollout::proto::v1 as pb;
+
+/// (id, zone, hours, workdays, weight)
+const CUSTOMERS: [(&str, &str, &str, &[&str], u32); 5] = [
+    (
+        "seoul",
+        "Asia/Seoul",
+        "09:00-18:00",
+        &["mon", "tue", "wed", "thu", "fri"],
+        5,
+    ),
+    (
+        "auckland",
+        "Pacific/Auckland",
+        "09:00-17:00",
+        &["mon", "tue", "wed", "thu", "fri"],
+        1,
+    ),
+    (
+        "london",
+        "Europe/London",
+        "08:00-17:00",
+        &["mon", "tue", "wed", "thu", "fri"],
+        1,
+    ),
+    (
+        "newyork",
+        "America/New_York",
+        "09:00-17:00",
+        &["sun", "mon", "tue", "wed", "thu", "fri", "sat"],
+        1,
+    ),
+    (
+        "la",
+        "America/Los_Angeles",
+        "09:00-17:00",
+        &["sun", "mon", "tue", "wed", "thu", "fri", "sat"],
+        1,
+    ),
+];
+
+fn the_fleet(addr: &str) -> FleetFile {
+    let customers = CUSTOMERS
+        .iter()
+        .map(|(id, tz, hours, days, weight)| Customer {
+            id: id.to_string(),
+            timezone: tz.to_string(),
+            hours: hours.to_string(),
+            workdays: days.iter().map(|d| d.to_string()).collect(),
+            holidays: Vec::new(),
+            weight: *weight,
+        })
+        .collect();
+    let hosts = CUSTOMERS
+        .iter()
+        .map(|(id, ..)| {
+            let mut labels = rollout::fleet::Labels::default();
+            labels.insert("service".into(), "exchange-routing".into());
+            labels.insert("region".into(), "apac".into());
+            Host {
+                id: format!("host-{id}"),
+                address: addr.to_string(),
+                labels,
+                customers: vec![id.to_string()],
+                version: Some("1.0".into()),
+                healthy: true,
+            }
+        })
+        .collect();
+    FleetFile { customers, hosts }
+}
+
+/// The business-hours order at `at`, by the rules DESIGN.md states: in hours first,
+/// then those starting within 2 h (soonest first), then the rest by time to their
+/// next start; ties by higher weight, then id.
+fn expected_order(at: &str) -> Vec<String> {
+    let now: Timestamp = at.parse().unwrap();
+    let day = |d: jiff::civil::Weekday| match d {
+        jiff::civil::Weekday::Monday => "mon",
+        jiff::civil::Weekday::Tuesday => "tue",
+        jiff::civil::Weekday::Wednesday => "wed",
+        jiff::civil::Weekday::Thursday => "thu",
+        jiff::civil::Weekday::Friday => "fri",
+        jiff::civil::Weekday::Saturday => "sat",
+        jiff::civil::Weekday::Sunday => "sun",
+    };
+    let mut ranked: Vec<(u8, i64, std::cmp::Reverse<u32>, String)> = CUSTOMERS
+        .iter()
+        .map(|(id, tz, hours, days, weight)| {
+            let tz = TimeZone::get(tz).unwrap();
+            let (start, end) = hours.split_once('-').unwrap();
+            let start: Time = start.parse().unwrap();
+            let end: Time = end.parse().unwrap();
+            let local = now.to_zoned(tz.clone());
+            let today: Date = local.date();
+            let works = |d: Date| days.contains(&day(d.weekday()));
+            let in_hours = works(today) && local.time() >= start && local.time() < end;
+            // The next start: the first workday at `start`, local, after now.
+            let next = (0..8)
+                .map(|k| today.checked_add(k.days()).unwrap())
+                .filter(|d| works(*d))
+                .map(|d| d.to_datetime(start).to_zoned(tz.clone()).unwrap().timestamp())
+                .find(|t| *t > now)
+                .unwrap();
+            let until = next.as_millisecond() - now.as_millisecond();
+            let (tier, key) = if in_hours {
+                (0, 0)
+            } else if until <= 2 * 3_600_000 {
+                (1, until)
+            } else {
+                (2, until)
+            };
+            (tier, key, std::cmp::Reverse(*weight), format!("host-{id}"))
+        })
+        .collect();
+    ranked.sort();
+    ranked.into_iter().map(|r| r.3).collect()
+}
+
+fn plan_yaml() -> String {
+    "name: whatif\nkind: fix\nselector: {service: exchange-routing}\nversion: \"2.0\"\nwaves: [100%]\norder: business-hours-first\n".into()
+}
+
+async fn wave_order(client: &mut Client, at: Option<&str>) -> Result<Vec<String>, tonic::Status> {
+    let response = client
+        .submit_plan(pb::SubmitPlanRequest {
+            plan: Some(pb::submit_plan_request::Plan::Yaml(plan_yaml())),
+            dry_run: at.is_some(),
+            at_unix_ms: at.map_or(0, |a| a.parse::<Timestamp>().unwrap().as_millisecond()),
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    Ok(response.preview[0].host_ids.clone())
+}
+
+async fn restart_order(client: &mut Client, at: &str, dry_run: bool) -> Result<Vec<String>, tonic::Status> {
+    let mut selector = std::collections::HashMap::new();
+    selector.insert(
+        "service".to_string(),
+        pb::LabelValues {
+            values: vec!["exchange-routing".into()],
+        },
+    );
+    let job = client
+        .trigger_restart(pb::TriggerRestartRequest {
+            selector,
+            dry_run,
+            at_unix_ms: at.parse::<Timestamp>().unwrap().as_millisecond(),
+            ..Default::default()
+        })
+        .await?
+        .into_inner()
+        .job
+        .unwrap();
+    Ok(job.hosts.into_iter().map(|h| h.host_id).collect())
+}
+
+/// Two instants: a Wednesday in Seoul's working hours, and the Sunday New York leaves
+/// daylight saving time (08:30 EST there; an offset-only clock would say 09:30, in
+/// hours). The dry runs of a plan and of a restart, at each, give the order computed
+/// here; the controller's own clock (a Saturday) does not matter. A real submission
+/// or restart with an instant is refused with InvalidArgument, and the CLI prints
+/// what it previewed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dry_runs_at_an_instant_give_the_order_of_that_instant() {
+    let sim = Sim::start_fleet(SimulatorOptions::default(), the_fleet).await;
+    let dir = tempfile::tempdir().unwrap();
+    let clock = FixedClock::at("2026-11-28T23:00");
+    let controller = Controller::start_with_clock(&dir.path().join("data"), &sim.fleet, clock).await;
+    let mut client = controller.client().await;
+
+    let seoul_morning = "2026-12-02T02:00:00Z";
+    let new_york_dst_end = "2026-11-01T13:30:00Z";
+    assert_eq!(
+        expected_order(seoul_morning),
+        ["host-seoul", "host-auckland", "host-london", "host-newyork", "host-la"]
+    );
+    assert_eq!(
+        expected_order(new_york_dst_end),
+        ["host-newyork", "host-la", "host-auckland", "host-seoul", "host-london"]
+    );
+    for at in [seoul_morning, new_york_dst_end] {
+        let expected = expected_order(at);
+        assert_eq!(
+            wave_order(&mut client, Some(at)).await.unwrap(),
+            expected,
+            "plan at {at}"
+        );
+        assert_eq!(
+            restart_order(&mut client, at, true).await.unwrap(),
+            expected,
+            "restart at {at}"
+        );
+    }
+
+    // An instant on a real change is refused, and nothing is created.
+    let refused = client
+        .submit_plan(pb::SubmitPlanRequest {
+            plan: Some(pb::submit_plan_request::Plan::Yaml(plan_yaml())),
+            at_unix_ms: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
+    assert!(refused.message().contains("dry runs only"), "{}", refused.message());
+    let refused = restart_order(&mut client, seoul_morning, false).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
+    let listed = client
+        .list_rollouts(pb::ListRolloutsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(listed.rollouts.is_empty());
+
+    // The CLI: the same preview, said to be a what-if.
+    let plan = dir.path().join("whatif.yaml");
+    std::fs::write(&plan, plan_yaml()).unwrap();
+    let plan = plan.display().to_string();
+    let out = rollout(&[
+        "submit",
+        &plan,
+        "--dry-run",
+        "--at",
+        new_york_dst_end,
+        "--server",
+        &controller.url,
+    ])
+    .await;
+    let shown = text(&out.stdout);
+    assert!(out.status.success(), "{shown}{}", text(&out.stderr));
+    assert!(
+        shown.contains("what-if: ordered and explained as at 2026-11-01T13:30:00Z"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("wave 1 (100%): +5 hosts, 5 in total: host-newyork, host-la"),
+        "{shown}"
+    );
+    assert!(shown.contains("08:30 Sun America/New_York, starts in 30m"), "{shown}");
+    let out = rollout(&[
+        "restart",
+        "--selector",
+        "service=exchange-routing",
+        "--dry-run",
+        "--at",
+        seoul_morning,
+        "--server",
+        &controller.url,
+    ])
+    .await;
+    let shown = text(&out.stdout);
+    assert!(out.status.success(), "{shown}{}", text(&out.stderr));
+    assert!(shown.contains("11:00 Wed Asia/Seoul, in hours"), "{shown}");
+    // --at without --dry-run is a usage error, before any call.
+    let out = rollout(&["submit", &plan, "--at", seoul_morning, "--server", &controller.url]).await;
+    assert_ne!(out.status.code(), Some(0));
+    let out = rollout(&[
+        "submit",
+        &plan,
+        "--dry-run",
+        "--at",
+        "monday 9am",
+        "--server",
+        &controller.url,
+    ])
+    .await;
+    assert_ne!(out.status.code(), Some(0));
+    assert!(text(&out.stderr).contains("RFC 3339"), "{}", text(&out.stderr));
+
+    controller.stop().await;
+    sim.stop().await;
+}
