@@ -519,3 +519,78 @@ async fn a_selection_below_min_healthy_halts_after_the_bake() {
     assert_eq!(done.state(), pb::RolloutState::Succeeded, "{}", done.halt_reason);
     h.stop().await;
 }
+
+/// `rollout retry` on a halted rollout: every failed host so far runs again with a
+/// new operation id (attempt 2, its first attempt kept in its history), the rollout
+/// goes on from the halted wave, and it ends SUCCEEDED once the cause is gone. A
+/// retry while it runs is refused, saying what would work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_reruns_the_failed_hosts_of_a_halted_rollout() {
+    let h = Harness::start(
+        500,
+        SimulatorOptions {
+            fail_rate: 0.5,
+            ..Default::default()
+        },
+    )
+    .await;
+    let (sim, mut client) = (&h.sim, h.client.clone());
+    submit(&mut client, plan("retried-fix", &["10%", "100%"], "1%")).await;
+    let seen = within(
+        60,
+        "the rollout to halt",
+        watch_until(&mut client, "retried-fix", halted_or_done),
+    )
+    .await;
+    let halted = seen.last().unwrap().clone();
+    assert_eq!(halted.state(), pb::RolloutState::Halted, "{}", halted.halt_reason);
+    assert!(halted.hosts_failed > 0);
+    assert!(!halted.failures.is_empty(), "the failures are grouped by reason");
+
+    sim.sim.set_fail_rate(0.0);
+    let retried = client.retry_rollout(action("retried-fix")).await.unwrap().into_inner();
+    assert_eq!(retried.retries, 1);
+    // Again at once: refused while it runs (or, if it already ended, nothing to retry).
+    let refused = client.retry_rollout(action("retried-fix")).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
+    assert!(
+        refused.message().contains("wait for it") || refused.message().contains("nothing to retry"),
+        "{}",
+        refused.message()
+    );
+    let seen = within(
+        60,
+        "the retried rollout to succeed",
+        watch_until(&mut client, "retried-fix", halted_or_done),
+    )
+    .await;
+    let done = seen.last().unwrap();
+    assert_eq!(done.state(), pb::RolloutState::Succeeded, "{}", done.halt_reason);
+    assert_eq!((done.hosts_succeeded, done.hosts_failed), (500, 0));
+    let hosts = client
+        .list_rollout_hosts(pb::ListRolloutHostsRequest {
+            name: "retried-fix".into(),
+            page_size: 10_000,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .hosts;
+    assert_eq!(hosts.len(), 500);
+    let second: Vec<&pb::HostResult> = hosts.iter().filter(|h| h.attempt == 2).collect();
+    assert_eq!(
+        second.len() as u64,
+        halted.hosts_failed,
+        "each failed host ran once more"
+    );
+    for h in second {
+        assert_eq!(h.history.len(), 1, "{h:?}");
+        assert!(
+            h.operation_id.ends_with("-a2") && h.history[0].operation_id.ends_with("-a1"),
+            "{h:?}"
+        );
+        assert_eq!(h.history[0].state, "failed");
+    }
+    h.stop().await;
+}

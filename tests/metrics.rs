@@ -127,6 +127,19 @@ async fn metrics_are_scraped_during_a_rollout() {
         value(&after, "rollout_current_wave", &[("rollout", "scraped-fix")]),
         Some(0.0)
     );
+    // The outcome, as its own series: 1 for the state the rollout is in.
+    assert_eq!(
+        value(&after, "rollout_state", &[("rollout", "scraped-fix"), ("state", "succeeded")]),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(
+            &after,
+            "rollout_state",
+            &[("rollout", "scraped-fix"), ("state", "completed-with-failures")]
+        ),
+        None
+    );
     assert_eq!(value(&after, "rollout_agent_first_attempts_total", &[]), Some(1_000.0));
     assert_eq!(value(&after, "rollout_agent_retries_total", &[]), Some(0.0));
     assert_eq!(

@@ -98,6 +98,42 @@ async fn unhealthy_hosts_restart_in_business_hours_order_within_budget() {
     assert_eq!(job.state(), pb::RestartJobState::Succeeded, "{}", job.reason);
     let restarted: BTreeSet<String> = job.hosts.iter().map(|h| h.host_id.clone()).collect();
     assert_eq!(restarted, unhealthy, "exactly the unhealthy hosts");
+    // The same hosts, a page at a time, through the per-host results of the job.
+    let mut listed = BTreeSet::new();
+    let mut token = String::new();
+    loop {
+        let page = client
+            .list_rollout_hosts(pb::ListRolloutHostsRequest {
+                job_id: started.id,
+                filter: pb::HostFilter::Succeeded as i32,
+                page_size: 7,
+                page_token: token,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        for h in &page.hosts {
+            assert_eq!(h.state, "restarted", "{h:?}");
+            assert!(h.operation_id.starts_with('j') && h.finished_at_unix_ms > 0, "{h:?}");
+        }
+        listed.extend(page.hosts.into_iter().map(|h| h.host_id));
+        token = page.next_page_token;
+        if token.is_empty() {
+            break;
+        }
+    }
+    assert_eq!(listed, unhealthy, "every restarted host, listed once");
+    let failed = client
+        .list_rollout_hosts(pb::ListRolloutHostsRequest {
+            job_id: started.id,
+            filter: pb::HostFilter::Failed as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(failed.hosts.is_empty());
     assert!(sim.sim.unhealthy().await.is_empty(), "all healthy after the restarts");
 
     // The order, from the job's record: tiers never go back, and the clock says who is where.

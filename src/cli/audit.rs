@@ -79,11 +79,7 @@ pub async fn audit(server: &str, args: AuditArgs) -> Result<ExitCode> {
     if events.is_empty() {
         println!("no events{}", if since > 0 { " in that time" } else { "" });
     }
-    println!(
-        "{:<19} {:<14} {:<9} {:<16} {:<24} {:<8} detail",
-        "TIME (UTC)", "WHO", "ROLE", "WHAT", "TARGET", "RESULT"
-    );
-    for e in &events {
+    let rows = events.iter().map(|e| {
         let target = match (e.rollout_name.as_str(), e.job_id) {
             ("", 0) => "-".to_string(),
             ("", job) => format!("restart job {job}"),
@@ -101,17 +97,24 @@ pub async fn audit(server: &str, args: AuditArgs) -> Result<ExitCode> {
         if !e.request_id.is_empty() {
             detail.push_str(&format!(" [request {}]", e.request_id));
         }
-        println!(
-            "{:<19} {:<14} {:<9} {:<16} {:<24} {:<8} {}",
+        vec![
             when(e.at_unix_ms),
-            e.principal,
-            e.role,
-            e.kind,
+            e.principal.clone(),
+            e.role.clone(),
+            e.kind.clone(),
             target,
-            result,
-            detail
-        );
-    }
+            result.to_string(),
+            detail,
+        ]
+    });
+    print!(
+        "{}",
+        super::render::grid(
+            &["TIME (UTC)", "WHO", "ROLE", "WHAT", "TARGET", "RESULT", "DETAIL"],
+            &[],
+            rows
+        )
+    );
     Ok(ExitCode::SUCCESS)
 }
 

@@ -297,16 +297,23 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
     }
 
     println!("\nsummary");
-    println!("  wave  share   hosts  succeeded  failed");
-    for w in &last.waves {
-        println!(
-            "  {:>4}  {:>5}  {:>6}  {:>9}  {:>6}",
-            w.index + 1,
-            w.percent,
-            w.size,
-            w.succeeded,
-            w.failed
-        );
+    let rows = last.waves.iter().map(|w| {
+        vec![
+            (w.index + 1).to_string(),
+            w.percent.clone(),
+            w.size.to_string(),
+            w.succeeded.to_string(),
+            w.failed.to_string(),
+        ]
+    });
+    for line in render::grid(
+        &["wave", "share", "hosts", "succeeded", "failed"],
+        &[0, 1, 2, 3, 4],
+        rows,
+    )
+    .lines()
+    {
+        println!("  {line}");
     }
     println!(
         "  {}: {:.1}% of {} selected hosts deployed, {} of {} customers fully mitigated, in {:.1} s",

@@ -260,6 +260,13 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             if progress.has_bars() {
                 println!("{}", render::one_line(&last));
             }
+            if !last.failures.is_empty() {
+                println!(
+                    "failures by reason (`rollout hosts --rollout {} --failed` lists every host):",
+                    last.name
+                );
+                print!("{}", render::failure_groups(&last.failures));
+            }
             Ok(watch_exit(last.state()))
         }
         Command::Restart(args) => restart::restart(server, args).await,

@@ -1184,12 +1184,7 @@ impl Engine {
             // A preempted rollout takes its hosts back, all or none.
             let hosts = self.ctx.store.rollout_host_ids(live.id)?;
             if let Err(held) = self.ctx.store.lease_hosts(&live.holder(), &hosts)? {
-                let (holder, n) = held
-                    .0
-                    .iter()
-                    .next()
-                    .map(|(h, n)| (h.to_string(), *n))
-                    .unwrap_or_default();
+                let (holder, n) = held.first();
                 return Err(Error::Refused(format!(
                     "{n} of its hosts are held by {holder} (which preempted it, or started since); wait for it to end or abort it, then resume"
                 )));
@@ -1197,24 +1192,20 @@ impl Engine {
         }
         if event == Event::Retry && live.state().is_terminal() {
             // A finished rollout gave its hosts up: the failed ones are taken again,
-            // all or none, before anything is requeued.
+            // all or none, before anything is requeued (and any a crash left requeued
+            // by an earlier retry whose record did not follow: they go too).
             let failed: Vec<String> = self
                 .ctx
                 .store
                 .rollout_hosts(live.id)
                 .filter_map(|row| match row {
-                    Ok((h, r)) if r.state() == pb::HostState::Failed => Some(Ok(h)),
+                    Ok((h, r)) if matches!(r.state(), pb::HostState::Failed | pb::HostState::Assigned) => Some(Ok(h)),
                     Ok(_) => None,
                     Err(e) => Some(Err(e)),
                 })
                 .collect::<std::result::Result<_, _>>()?;
             if let Err(held) = self.ctx.store.lease_hosts(&live.holder(), &failed)? {
-                let (holder, n) = held
-                    .0
-                    .iter()
-                    .next()
-                    .map(|(h, n)| (h.to_string(), *n))
-                    .unwrap_or_default();
+                let (holder, n) = held.first();
                 return Err(Error::Refused(format!(
                     "{n} of its {} failed hosts are held by {holder} now; wait for it to end or abort it, then retry",
                     failed.len()

@@ -298,7 +298,7 @@ impl Live {
     /// must start a rollback of this rollout (only the engine can create rollouts).
     pub fn transition(&self, store: &Store, event: Event, now_ms: i64, audit: Option<pb::EventRecord>) -> Result<bool> {
         let mut rollback = false;
-        let operator = matches!(event, Event::Pause | Event::Resume | Event::Abort { .. });
+        let operator = matches!(event, Event::Pause | Event::Resume | Event::Retry | Event::Abort { .. });
         let mut inner = self.lock();
         let (next, decisions) = step(&inner.state, event, now_ms, &self.policy)
             .map_err(|Refusal(why)| Error::Refused(format!("rollout `{}` (id {}): {why}", self.plan.name, self.id)))?;

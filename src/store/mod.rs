@@ -102,6 +102,17 @@ pub struct Store {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Held(pub BTreeMap<Holder, u64>);
 
+impl Held {
+    /// The first holder, as people read it, and how many of the hosts it has.
+    pub fn first(&self) -> (String, u64) {
+        self.0
+            .iter()
+            .next()
+            .map(|(h, n)| (h.to_string(), *n))
+            .unwrap_or_default()
+    }
+}
+
 /// Who holds a lease, as ordered for messages (rollouts first, by id).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Holder {
