@@ -129,7 +129,11 @@ async fn metrics_are_scraped_during_a_rollout() {
     );
     // The outcome, as its own series: 1 for the state the rollout is in.
     assert_eq!(
-        value(&after, "rollout_state", &[("rollout", "scraped-fix"), ("state", "succeeded")]),
+        value(
+            &after,
+            "rollout_state",
+            &[("rollout", "scraped-fix"), ("state", "succeeded")]
+        ),
         Some(1.0)
     );
     assert_eq!(
