@@ -409,6 +409,9 @@ async fn submit(
                 crate::engine::format_instant(at)
             );
         }
+        if !r.drill_clock.is_empty() {
+            println!("{}", r.drill_clock);
+        }
         print!("{}", render::preview(&r, &response.preview));
         for c in &response.conflicts {
             println!(
@@ -458,7 +461,12 @@ async fn status(server: &str, name: Option<&str>, output: Output) -> Result<Exit
                 .await?
                 .into_inner();
             match output {
-                Output::Text => print!("{}", render::table(&list.rollouts)),
+                Output::Text => {
+                    if let Some(drill) = list.rollouts.first().map(|r| &r.drill_clock).filter(|d| !d.is_empty()) {
+                        println!("{drill}");
+                    }
+                    print!("{}", render::table(&list.rollouts))
+                }
                 Output::Json => println!(
                     "{}",
                     serde_json::Value::Array(list.rollouts.iter().map(render::json).collect())

@@ -1,6 +1,7 @@
 //! Who asked for a change: carried from the API to the store, where the line saying
 //! so is written in the same transaction as the change itself.
 
+use super::Result;
 use crate::proto::v1 as pb;
 
 /// The caller of a mutating RPC, or the controller itself.
@@ -56,4 +57,28 @@ pub enum Target<'a> {
     Rollout { id: u64, name: &'a str },
     Job(u64),
     None,
+}
+
+impl super::Engine {
+    /// Applies an operator's event (pause, resume, abort) and returns the new snapshot.
+    /// Writes a refused change to the audit log (nothing else changed) and flushes.
+    pub async fn record_refusal(&self, actor: &Actor, target: Target<'_>, message: &str) {
+        let event = actor.event(self.ctx.clock.now_ms(), target, String::new(), message);
+        let written = match self.ctx.store.append_event(&event) {
+            Ok(()) => self.ctx.store.flush().await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = written {
+            tracing::warn!(error = %e, "cannot write the audit log");
+        }
+    }
+
+    /// The audit log: the newest `limit` events at or after `since_ms`, of rollout
+    /// `rollout` (by name; empty: all), oldest first.
+    pub fn events(&self, since_ms: i64, rollout: &str, limit: usize) -> Result<Vec<pb::EventRecord>> {
+        Ok(self
+            .ctx
+            .store
+            .recent_events(since_ms, limit, |e| rollout.is_empty() || e.rollout_name == rollout)?)
+    }
 }

@@ -1,0 +1,172 @@
+//! The inventory as the API sees it: agents' heartbeats register and update hosts,
+//! and hosts are listed with what is known of their health (probed on request).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use tracing::info;
+
+use super::audit::{Actor, Target};
+use super::{Engine, Error, Result, health, job};
+use crate::proto::v1 as pb;
+
+impl Engine {
+    /// An agent's heartbeat: registers its host (new, or changed address, labels or
+    /// customers) in the inventory and the store, and records its health.
+    pub fn heartbeat(
+        &self,
+        mut req: pb::HeartbeatRequest,
+        peer: Option<std::net::IpAddr>,
+        actor: &Actor,
+    ) -> Result<bool> {
+        if req.host_id.trim().is_empty() {
+            return Err(Error::Invalid {
+                field: "host_id".into(),
+                message: "is empty".into(),
+            });
+        }
+        // A wildcard listen address means "wherever I am": use where the call came from.
+        if let (Some(ip), Some((host, port))) = (peer, req.address.rsplit_once(':'))
+            && matches!(host, "0.0.0.0" | "[::]" | "" | "::")
+        {
+            req.address = std::net::SocketAddr::new(ip, port.parse().unwrap_or(0)).to_string();
+        }
+        if req.address.is_empty() {
+            return Err(Error::Invalid {
+                field: "address".into(),
+                message: "is empty: the controller needs the agent's host:port".into(),
+            });
+        }
+        let now = self.ctx.clock.now_ms();
+        let host = crate::fleet::Host {
+            id: req.host_id.clone(),
+            address: req.address.clone(),
+            labels: req.labels.clone().into_iter().collect(),
+            customers: req.customers.clone(),
+            version: (!req.version.is_empty()).then(|| req.version.clone()),
+            healthy: req.healthy,
+        };
+        let registered = {
+            let mut inventory = self.ctx.inventory.write().unwrap_or_else(|p| p.into_inner());
+            let same = inventory
+                .host(&host.id)
+                .is_some_and(|h| h.address == host.address && h.labels == host.labels && h.customers == host.customers);
+            if !same {
+                let (records, _) = crate::fleet::FleetFile {
+                    customers: Vec::new(),
+                    hosts: vec![host.clone()],
+                }
+                .into_records();
+                // Checked against the inventory first; stored only if accepted.
+                let updated = inventory.with_host(host).map_err(|e| Error::Invalid {
+                    field: "customers".into(),
+                    message: e.to_string(),
+                })?;
+                let audit = actor.event(
+                    now,
+                    Target::None,
+                    format!("host `{}` registered at {}", req.host_id, req.address),
+                    "ok",
+                );
+                for r in &records {
+                    self.ctx.store.put_host_with_events(r, std::slice::from_ref(&audit))?;
+                }
+                *inventory = Arc::new(updated);
+                info!(host = %req.host_id, address = %req.address, "host registered by heartbeat");
+            }
+            !same
+        };
+        self.ctx.health.record(
+            &req.host_id,
+            health::Seen {
+                healthy: req.healthy,
+                version: req.version,
+                at_ms: now,
+                detail: req.detail,
+                heartbeat_ms: now,
+                heartbeat_interval_ms: req.interval_ms as i64,
+            },
+        );
+        Ok(registered)
+    }
+
+    /// The inventory with the last known health and version (probed now if asked).
+    pub async fn hosts(&self, unhealthy_only: bool, probe: bool) -> Vec<pb::HostStatus> {
+        let now = self.ctx.clock.now_ms();
+        let inventory = self.ctx.inventory();
+        if probe {
+            let ids: Vec<String> = inventory.hosts().iter().map(|h| h.id.clone()).collect();
+            for (host, err) in self
+                .ctx
+                .health
+                .probe(&self.ctx.fleet, &inventory, &ids, self.ctx.clock.now_ms())
+                .await
+            {
+                if let Some(mut seen) = self.ctx.health.get(&host) {
+                    seen.detail = format!("probe failed: {err}");
+                    self.ctx.health.record(&host, seen);
+                }
+            }
+        }
+        self.inventory()
+            .hosts()
+            .iter()
+            .filter_map(|h| {
+                let seen = self.ctx.health.get(&h.id).unwrap_or_default();
+                let reachable = seen.reachable(now);
+                let known = seen.known(now);
+                (!unhealthy_only || known.is_down()).then(|| pb::HostStatus {
+                    health: known.as_str().to_string(),
+                    id: h.id.clone(),
+                    address: h.address.clone(),
+                    labels: h.labels.clone().into_iter().collect(),
+                    customers: h.customers.clone(),
+                    version: seen.version,
+                    healthy: seen.healthy,
+                    checked_at_unix_ms: seen.at_ms,
+                    reachable,
+                    last_heartbeat_unix_ms: seen.heartbeat_ms,
+                    detail: seen.detail,
+                })
+            })
+            .collect()
+    }
+
+    /// Per customer: its hosts in the inventory, how many of them are known to be down
+    /// (unhealthy or unreachable) and how many nobody measured (unknown). The sizes
+    /// are the restart budget's; only the hosts down or unknown are looked up again.
+    pub fn customer_health(&self) -> HashMap<String, health::Counts> {
+        let inventory = self.ctx.inventory();
+        let mut out: HashMap<String, health::Counts> = job::customer_sizes(&inventory)
+            .into_iter()
+            .map(|(c, hosts)| {
+                (
+                    c,
+                    health::Counts {
+                        hosts,
+                        ..Default::default()
+                    },
+                )
+            })
+            .collect();
+        let (down, unknown) = self.ctx.health.down_and_unknown(self.ctx.clock.now_ms());
+        for (hosts, is_down) in [(down, true), (unknown, false)] {
+            for host in hosts {
+                for c in inventory
+                    .host(&host)
+                    .map(|h| h.customers.as_slice())
+                    .unwrap_or_default()
+                {
+                    if let Some(counts) = out.get_mut(c) {
+                        if is_down {
+                            counts.down += 1;
+                        } else {
+                            counts.unknown += 1;
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+}

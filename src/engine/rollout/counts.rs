@@ -1,0 +1,92 @@
+//! A rollout's counters: hosts per state per wave, and customers mitigated. Kept up
+//! to date as hosts move, and rebuilt from the rows at load, so what a client sees
+//! always equals a re-count of the store.
+
+use std::collections::HashMap;
+
+use crate::proto::v1 as pb;
+
+use pb::HostState;
+
+/// Hosts per state, per wave. Index 0 holds the hosts in no wave yet; index k+1
+/// holds wave k (the same numbering as `RolloutHostRecord.wave`).
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Tally {
+    counts: Vec<[u64; 6]>,
+}
+
+impl Tally {
+    pub(super) fn new(waves: usize) -> Tally {
+        Tally {
+            counts: vec![[0; 6]; waves + 1],
+        }
+    }
+
+    pub(super) fn slot(&mut self, wave_index: u32) -> &mut [u64; 6] {
+        let i = (wave_index as usize).min(self.counts.len() - 1);
+        &mut self.counts[i]
+    }
+
+    pub(super) fn add(&mut self, wave_index: u32, state: HostState) {
+        self.slot(wave_index)[state as usize] += 1;
+    }
+
+    pub(super) fn remove(&mut self, wave_index: u32, state: HostState) {
+        let c = &mut self.slot(wave_index)[state as usize];
+        *c = c.saturating_sub(1);
+    }
+
+    /// A host of wave `wave_index` changed state.
+    pub(super) fn moved(&mut self, wave_index: u32, from: HostState, to: HostState) {
+        self.remove(wave_index, from);
+        self.add(wave_index, to);
+    }
+
+    /// Counts of wave `wave` (0-based).
+    pub fn wave(&self, wave: u32) -> [u64; 6] {
+        self.counts.get(wave as usize + 1).copied().unwrap_or_default()
+    }
+
+    pub fn total(&self, state: HostState) -> u64 {
+        self.counts.iter().map(|c| c[state as usize]).sum()
+    }
+}
+
+/// Per customer: selected hosts and how many of them succeeded.
+#[derive(Debug, Default)]
+pub(super) struct Customers {
+    pub(super) hosts: HashMap<String, (u32, u32)>,
+    pub(super) mitigated: u64,
+}
+
+impl Customers {
+    pub(super) fn select(&mut self, customers: &[String]) {
+        for c in customers {
+            self.hosts.entry(c.clone()).or_default().0 += 1;
+        }
+    }
+
+    /// Counts a success while loading, before every host is selected: no verdicts yet.
+    pub(super) fn count_success(&mut self, customers: &[String]) {
+        for c in customers {
+            self.hosts.entry(c.clone()).or_default().1 += 1;
+        }
+    }
+
+    /// Recounts the mitigated customers once loading is done.
+    pub(super) fn recount(&mut self) {
+        self.mitigated = self.hosts.values().filter(|(sel, ok)| *sel > 0 && ok >= sel).count() as u64;
+    }
+
+    /// A host of these customers succeeded: a customer is mitigated with its last host.
+    pub(super) fn succeeded(&mut self, customers: &[String]) {
+        for c in customers {
+            if let Some((sel, ok)) = self.hosts.get_mut(c) {
+                *ok += 1;
+                if *ok == *sel {
+                    self.mitigated += 1;
+                }
+            }
+        }
+    }
+}

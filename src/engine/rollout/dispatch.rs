@@ -1,0 +1,229 @@
+//! Hosts on their way to agents and back: waves filled when they start, batches of
+//! intents taken for dispatch, calls never sent put back, results recorded, and the
+//! health gate's verdicts.
+
+use super::{Dispatch, EXAMPLES, GroupKind, HostState, Live, Result, order};
+use crate::plan::Kind;
+use crate::proto::v1 as pb;
+use crate::store::Store;
+
+impl Live {
+    /// Places hosts in `wave` until it covers its share of the selection, and
+    /// records the placement. The caller flushes.
+    pub fn fill_wave(&self, store: &Store, wave: u32, now_ms: i64, hours_ms: i64) -> Result<()> {
+        let mut inner = self.lock();
+        let selected = inner.record.hosts_selected;
+        let target = self.plan.wave_target(wave as usize, selected);
+        let placed = selected - inner.pending.len() as u64;
+        let need = target.saturating_sub(placed) as usize;
+        if need == 0 {
+            return Ok(());
+        }
+        if self.plan.order.is_timed() {
+            // The clock moved since the last wave: rank the waiting hosts again.
+            order::arrange(
+                inner.pending.make_contiguous(),
+                self.plan.order,
+                &self.inventory,
+                hours_ms,
+            );
+        }
+        let take = need.min(inner.pending.len());
+        let hosts: Vec<String> = inner.pending.drain(..take).collect();
+        let rec = pb::RolloutHostRecord {
+            state: HostState::Assigned as i32,
+            wave: wave + 1,
+            attempt: 1,
+            updated_at_unix_ms: now_ms,
+            ..Default::default()
+        };
+        let targets: Vec<pb::RolloutHostRecord> = hosts
+            .iter()
+            .map(|h| pb::RolloutHostRecord {
+                version: inner.targets.get(h).cloned().unwrap_or_default(),
+                ..rec.clone()
+            })
+            .collect();
+        store.put_hosts(self.id, hosts.iter().map(String::as_str).zip(targets.iter()))?;
+        for h in hosts {
+            inner.tally.remove(0, HostState::Pending);
+            inner.tally.add(wave + 1, HostState::Assigned);
+            let mut rec = rec.clone();
+            if let Some(target) = inner.targets.get(&h) {
+                rec.version = target.clone();
+            }
+            inner.assigned.push_back((h, rec));
+        }
+        self.publish(&inner);
+        Ok(())
+    }
+
+    /// Hosts of `wave` waiting to be sent.
+    pub fn assigned_hosts(&self, wave: u32) -> Vec<String> {
+        self.lock()
+            .assigned
+            .iter()
+            .filter(|(_, r)| r.wave == wave + 1)
+            .map(|(h, _)| h.clone())
+            .collect()
+    }
+
+    /// Intents found at start-up without a result.
+    pub fn take_reconcile(&self) -> Vec<Dispatch> {
+        let mut inner = self.lock();
+        let list = std::mem::take(&mut inner.reconcile);
+        list.into_iter()
+            .map(|(host, record)| self.dispatch(host, record, true))
+            .collect()
+    }
+
+    pub fn has_reconcile(&self) -> bool {
+        !self.lock().reconcile.is_empty()
+    }
+
+    pub(super) fn dispatch(&self, host: String, record: pb::RolloutHostRecord, probe_first: bool) -> Dispatch {
+        let address = self
+            .inventory
+            .host(&host)
+            .map(|h| h.address.clone())
+            .unwrap_or_default();
+        Dispatch {
+            host,
+            address,
+            record,
+            probe_first,
+        }
+    }
+
+    /// Takes up to `n` assigned hosts of `wave` and marks them dispatched, with their
+    /// operation ids and the versions they run now. The caller writes these intents
+    /// and flushes before sending anything.
+    pub fn take_batch(&self, wave: u32, n: usize, now_ms: i64, healthy: impl Fn(&str) -> bool) -> Vec<Dispatch> {
+        let mut inner = self.lock();
+        let mut out = Vec::with_capacity(n.min(inner.assigned.len()));
+        while out.len() < n {
+            let Some((host, mut rec)) = inner.assigned.pop_front() else {
+                break;
+            };
+            if rec.wave > wave + 1 {
+                // Hosts of a later wave wait for theirs (cannot happen in order, kept
+                // safe); hosts of earlier waves are retried ones and go now.
+                inner.assigned.push_front((host, rec));
+                break;
+            }
+            if rec.operation_id.is_empty() {
+                rec.operation_id = format!("r{}-{}-a{}", self.id, host, rec.attempt);
+            }
+            rec.set_state(HostState::Dispatched);
+            // A retried host whose last answer never came: ask what it runs first.
+            let probe_first = rec.outcome_unknown;
+            rec.outcome_unknown = false;
+            rec.started_at_unix_ms = now_ms;
+            rec.finished_at_unix_ms = 0;
+            rec.unhealthy_before = !healthy(&host);
+            rec.updated_at_unix_ms = now_ms;
+            rec.previous_version = self
+                .inventory
+                .host(&host)
+                .and_then(|h| h.version.clone())
+                .unwrap_or_default();
+            inner.tally.moved(rec.wave, HostState::Assigned, HostState::Dispatched);
+            out.push(self.dispatch(host, rec, probe_first));
+        }
+        if !out.is_empty() {
+            self.publish(&inner);
+        }
+        out
+    }
+
+    /// Returns dispatches that were never sent to the front of the queue.
+    pub fn unsend(&self, store: &Store, items: Vec<Dispatch>) -> Result<()> {
+        let mut inner = self.lock();
+        let mut back = Vec::with_capacity(items.len());
+        for mut d in items {
+            d.record.set_state(HostState::Assigned);
+            inner
+                .tally
+                .moved(d.record.wave, HostState::Dispatched, HostState::Assigned);
+            back.push((d.host, d.record));
+        }
+        store.put_hosts(self.id, back.iter().map(|(h, r)| (h.as_str(), r)))?;
+        for item in back.into_iter().rev() {
+            inner.assigned.push_front(item);
+        }
+        self.publish(&inner);
+        Ok(())
+    }
+
+    /// Records results (durable at the next flush) and updates the counters.
+    pub fn record_results(&self, store: &Store, results: &[Dispatch]) -> Result<()> {
+        store.put_hosts(self.id, results.iter().map(|d| (d.host.as_str(), &d.record)))?;
+        let mut inner = self.lock();
+        for d in results {
+            let state = d.record.state();
+            inner.tally.moved(d.record.wave, HostState::Dispatched, state);
+            match state {
+                HostState::Succeeded => {
+                    if let Some(h) = self.inventory.host(&d.host) {
+                        inner.customers.succeeded(&h.customers);
+                    }
+                }
+                HostState::Failed => {
+                    let i = (d.record.wave as usize).min(inner.examples.len() - 1);
+                    if inner.examples[i].len() < EXAMPLES {
+                        let line = format!("{}: {}", d.host, d.record.detail);
+                        inner.examples[i].push(line);
+                    }
+                    inner.failures.add(GroupKind::Failed, &d.host, &d.record.detail);
+                }
+                _ => {}
+            }
+        }
+        self.publish(&inner);
+        Ok(())
+    }
+
+    /// Records the health gate's verdict on hosts that applied fine and are unhealthy
+    /// or unreachable after their wave's bake (`hosts`: host, record, why). The caller
+    /// flushes.
+    pub fn mark_unhealthy(&self, store: &Store, hosts: Vec<(String, pb::RolloutHostRecord, String)>) -> Result<()> {
+        if hosts.is_empty() {
+            return Ok(());
+        }
+        let mut inner = self.lock();
+        let mut rows = Vec::with_capacity(hosts.len());
+        for (host, mut rec, why) in hosts {
+            if rec.unhealthy_after.is_empty() {
+                inner.unhealthy += 1;
+            } else {
+                inner.failures.remove(GroupKind::Unhealthy, &host, &rec.unhealthy_after);
+            }
+            inner.failures.add(GroupKind::Unhealthy, &host, &why);
+            rec.unhealthy_after = why;
+            rows.push((host, rec));
+        }
+        store.put_hosts(self.id, rows.iter().map(|(h, r)| (h.as_str(), r)))?;
+        self.publish(&inner);
+        Ok(())
+    }
+
+    /// What the action for this rollout is, as the agent protocol says it.
+    pub fn apply_request(&self, d: &Dispatch) -> pb::ApplyRequest {
+        let (action, version) = match self.plan.kind {
+            Kind::Fix => (pb::Action::Deploy, self.plan.version.clone().unwrap_or_default()),
+            // An explicit version for all; else the host's own target (an automatic
+            // rollback), else "" and the agent returns to its previous version.
+            Kind::Rollback => (
+                pb::Action::Rollback,
+                self.plan.version.clone().unwrap_or_else(|| d.record.version.clone()),
+            ),
+            Kind::Restart => (pb::Action::Restart, String::new()),
+        };
+        pb::ApplyRequest {
+            host_id: d.host.clone(),
+            operation_id: d.record.operation_id.clone(),
+            action: action as i32,
+            version,
+        }
+    }
+}

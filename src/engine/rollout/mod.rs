@@ -1,0 +1,402 @@
+//! One rollout in memory: its record and state, the counters, the queues of hosts
+//! waiting for a wave or for dispatch, and the channel that publishes snapshots.
+//!
+//! Built the same way for a new rollout and for one found in the store after a
+//! restart: by scanning its host rows. So the counters a client sees always equal a
+//! re-count of the store, and there is one code path to trust.
+
+mod counts;
+mod dispatch;
+mod snapshot;
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::sync::watch;
+
+use super::audit::{Actor, Target};
+use super::order;
+use super::results::{FailureGroups, GroupKind, push_history};
+use super::state::{Decision, Event, Policy, Refusal, State, WaveReport, step};
+use super::{Error, Result};
+use crate::fleet::Inventory;
+use crate::plan::Plan;
+use crate::proto::v1 as pb;
+use crate::store::{Holder, Store};
+
+use pb::HostState;
+
+use counts::Customers;
+pub(crate) use counts::Tally;
+
+/// How many failed hosts a halt reason quotes.
+const EXAMPLES: usize = 3;
+
+/// A host on its way to an agent, or back from one.
+#[derive(Debug, Clone)]
+pub(crate) struct Dispatch {
+    pub host: String,
+    pub address: String,
+    pub record: pb::RolloutHostRecord,
+    /// Its intent was found without a result after a restart: probe before re-applying.
+    pub probe_first: bool,
+}
+
+pub(crate) struct Inner {
+    pub record: pb::RolloutRecord,
+    pub state: State,
+    tally: Tally,
+    /// Selected hosts in no wave yet, in dispatch order.
+    pending: VecDeque<String>,
+    /// Hosts placed in a wave and waiting to be sent, in order.
+    assigned: VecDeque<(String, pb::RolloutHostRecord)>,
+    /// Intents without a result, found at start-up: asked again first.
+    reconcile: Vec<(String, pb::RolloutHostRecord)>,
+    /// A few failures per wave, quoted in halt reasons.
+    examples: Vec<Vec<String>>,
+    customers: Customers,
+    /// Per-host target versions (an automatic rollback returns each host to its own
+    /// previous version), recorded with the hosts when the rollout was created.
+    targets: HashMap<String, String>,
+    /// The counters as of the last flush: what snapshots show, so that nobody ever
+    /// sees progress a crash could take back (results are flushed in groups).
+    durable: (Tally, u64),
+    /// Why hosts failed, or were unhealthy at a gate, grouped by reason.
+    failures: FailureGroups,
+    /// Succeeded hosts that a health gate found unhealthy or unreachable.
+    unhealthy: u64,
+    /// A driver task runs this rollout: set when one is spawned, cleared when it
+    /// parks on a terminal state, so that a retry spawns exactly one again.
+    driving: bool,
+}
+
+/// A rollout the engine knows about.
+pub(crate) struct Live {
+    pub id: u64,
+    pub plan: Plan,
+    pub policy: Policy,
+    inventory: Arc<Inventory>,
+    inner: Mutex<Inner>,
+    snapshot: watch::Sender<Arc<pb::Rollout>>,
+    /// Bumped when an operator changes the state, so a busy driver looks again.
+    pub control: watch::Sender<u64>,
+}
+
+impl Live {
+    /// Rebuilds a rollout from the store: record, host rows, counters, queues.
+    pub fn load(store: &Store, inventory: Arc<Inventory>, record: pb::RolloutRecord, now_ms: i64) -> Result<Live> {
+        let rows = store.rollout_hosts(record.id).map(|row| row.map_err(Error::from));
+        Live::from_rows(inventory, record, rows, now_ms)
+    }
+
+    /// A rollout that was never stored (a dry run): every host pending.
+    pub fn preview(
+        inventory: Arc<Inventory>,
+        record: pb::RolloutRecord,
+        hosts: &[String],
+        now_ms: i64,
+    ) -> Result<Live> {
+        let pending = pb::RolloutHostRecord {
+            state: HostState::Pending as i32,
+            ..Default::default()
+        };
+        let rows = hosts.iter().map(|h| Ok((h.clone(), pending.clone())));
+        Live::from_rows(inventory, record, rows, now_ms)
+    }
+
+    fn from_rows(
+        inventory: Arc<Inventory>,
+        record: pb::RolloutRecord,
+        rows: impl Iterator<Item = Result<(String, pb::RolloutHostRecord)>>,
+        now_ms: i64,
+    ) -> Result<Live> {
+        let spec = record.plan.clone().unwrap_or_default();
+        let plan =
+            Plan::from_spec(&spec).map_err(|e| Error::Corrupt(format!("rollout {}: stored plan: {e}", record.id)))?;
+        let policy = Policy {
+            waves: plan.waves.len() as u32,
+            bake_ms: plan.bake.as_millis() as i64,
+            rollback_on_failure: plan.on_failure == crate::plan::FailureAction::Rollback,
+        };
+        let mut tally = Tally::new(plan.waves.len());
+        let mut pending = Vec::new();
+        let mut assigned = Vec::new();
+        let mut reconcile = Vec::new();
+        let mut customers = Customers::default();
+        let mut examples = vec![Vec::new(); plan.waves.len() + 1];
+        let mut targets = HashMap::new();
+        let mut failures = FailureGroups::default();
+        let mut unhealthy = 0;
+        for row in rows {
+            let (host, rec) = row?;
+            let state = rec.state();
+            if state == HostState::Pending && !rec.version.is_empty() {
+                targets.insert(host.clone(), rec.version.clone());
+            }
+            tally.add(rec.wave, state);
+            let host_customers = inventory
+                .host(&host)
+                .map(|h| h.customers.as_slice())
+                .unwrap_or_default();
+            customers.select(host_customers);
+            match state {
+                HostState::Pending | HostState::Unspecified => pending.push(host),
+                HostState::Assigned => assigned.push((host, rec)),
+                HostState::Dispatched => reconcile.push((host, rec)),
+                HostState::Succeeded => {
+                    customers.count_success(host_customers);
+                    if !rec.unhealthy_after.is_empty() {
+                        unhealthy += 1;
+                        failures.add(GroupKind::Unhealthy, &host, &rec.unhealthy_after);
+                    }
+                }
+                HostState::Failed => {
+                    let ex = &mut examples[(rec.wave as usize).min(plan.waves.len())];
+                    if ex.len() < EXAMPLES {
+                        ex.push(format!("{host}: {}", rec.detail));
+                    }
+                    failures.add(GroupKind::Failed, &host, &rec.detail);
+                }
+            }
+        }
+        customers.recount();
+        order::arrange(&mut pending, plan.order, &inventory, now_ms);
+        let mut assigned_hosts: Vec<String> = assigned.iter().map(|(h, _)| h.clone()).collect();
+        order::arrange(&mut assigned_hosts, plan.order, &inventory, now_ms);
+        let mut by_host: HashMap<String, pb::RolloutHostRecord> = assigned.into_iter().collect();
+        let assigned = assigned_hosts
+            .into_iter()
+            .filter_map(|h| by_host.remove(&h).map(|r| (h, r)))
+            .collect();
+        let state = State::from_record(&record);
+        let inner = Inner {
+            record,
+            state,
+            tally: tally.clone(),
+            pending: pending.into(),
+            assigned,
+            reconcile,
+            durable: (tally.clone(), customers.mitigated),
+            examples,
+            customers,
+            targets,
+            failures,
+            unhealthy,
+            driving: false,
+        };
+        let live = Live {
+            id: inner.record.id,
+            plan,
+            policy,
+            inventory,
+            snapshot: watch::Sender::new(Arc::new(pb::Rollout::default())),
+            control: watch::Sender::new(0),
+            inner: Mutex::new(inner),
+        };
+        live.publish(&live.lock());
+        Ok(live)
+    }
+
+    pub fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn state(&self) -> State {
+        self.lock().state.clone()
+    }
+
+    pub fn name(&self) -> &str {
+        &self.plan.name
+    }
+
+    pub fn snapshot(&self) -> Arc<pb::Rollout> {
+        self.snapshot.borrow().clone()
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<Arc<pb::Rollout>> {
+        self.snapshot.subscribe()
+    }
+
+    /// Applies an event: the step function decides, this carries the decisions out
+    /// and persists the new state. The caller flushes. Returns true when the caller
+    /// must start a rollback of this rollout (only the engine can create rollouts).
+    pub fn transition(&self, store: &Store, event: Event, now_ms: i64, audit: Option<pb::EventRecord>) -> Result<bool> {
+        let mut rollback = false;
+        let operator = matches!(event, Event::Pause | Event::Resume | Event::Retry | Event::Abort { .. });
+        let mut inner = self.lock();
+        let (next, decisions) = step(&inner.state, event, now_ms, &self.policy)
+            .map_err(|Refusal(why)| Error::Refused(format!("rollout `{}` (id {}): {why}", self.plan.name, self.id)))?;
+        let next = next.named(&self.plan.name);
+        // Who asked (an operator), then what the controller did: written with the
+        // new state in one transaction.
+        let mut events: Vec<pb::EventRecord> = audit.into_iter().collect();
+        for decision in decisions {
+            match decision {
+                Decision::RequeueFailed { wave } => {
+                    self.requeue_failed(store, &mut inner, wave..=wave, None)?;
+                }
+                Decision::RetryFailed { wave } => {
+                    inner.record.retries += 1;
+                    let round = inner.record.retries;
+                    let n = self.requeue_failed(store, &mut inner, 0..=wave, Some(round))?;
+                    let target = Target::Rollout {
+                        id: self.id,
+                        name: &self.plan.name,
+                    };
+                    let line = format!("retry {round}: re-running {n} failed hosts with new operation ids");
+                    let mut event = Actor::controller().event(now_ms, target, line, "ok");
+                    event.kind = "retry".into();
+                    events.push(event);
+                }
+                Decision::Record(line) => {
+                    let target = Target::Rollout {
+                        id: self.id,
+                        name: &self.plan.name,
+                    };
+                    let line = line.replace(super::state::ROLLOUT, &self.plan.name);
+                    let mut event = Actor::controller().event(now_ms, target, line, "ok");
+                    event.kind = next.name().to_string();
+                    events.push(event);
+                }
+                Decision::StartRollback => rollback = true,
+            }
+        }
+        let mut ended = false;
+        let next_changed = next != inner.state;
+        if next_changed {
+            next.write(&mut inner.record);
+            inner.record.updated_at_unix_ms = now_ms;
+            if next.is_terminal() && inner.record.finished_at_unix_ms == 0 {
+                inner.record.finished_at_unix_ms = now_ms;
+            }
+            if !next.is_terminal() {
+                // A retried rollout is running again.
+                inner.record.finished_at_unix_ms = 0;
+            }
+            // The rollback takes over the leases when it is created; until then
+            // (even across a crash) they stay with this rollout.
+            inner.record.rollback_pending |= rollback;
+            ended = next.is_terminal() && !inner.record.rollback_pending;
+            inner.state = next;
+        }
+        if next_changed || !events.is_empty() {
+            store.put_rollout_with_events(&inner.record, &events)?;
+        }
+        if ended {
+            // Before anyone is told it ended, so its hosts are free when they look.
+            drop(inner);
+            self.release_leases(store)?;
+            inner = self.lock();
+        }
+        self.publish(&inner);
+        drop(inner);
+        if operator {
+            self.control.send_modify(|g| *g += 1);
+        }
+        Ok(rollback)
+    }
+
+    /// Who this rollout is, as a lease holder.
+    pub fn holder(&self) -> Holder {
+        Holder::Rollout {
+            id: self.id,
+            name: self.plan.name.clone(),
+        }
+    }
+
+    /// Gives up the leases on this rollout's hosts that it still holds.
+    pub fn release_leases(&self, store: &Store) -> Result<()> {
+        let hosts = store.rollout_host_ids(self.id)?;
+        store.release_leases(&self.holder(), hosts.iter().map(String::as_str))?;
+        Ok(())
+    }
+
+    /// True when this rollout ended asking for a rollback that was not created yet.
+    pub fn rollback_pending(&self) -> bool {
+        self.lock().record.rollback_pending
+    }
+
+    /// The stored record as it is now.
+    pub fn record(&self) -> pb::RolloutRecord {
+        self.lock().record.clone()
+    }
+
+    /// Records that the rollback was created (in the same transaction, by the caller's
+    /// `also` record), or that there was nothing to roll back (`rollback_id` 0).
+    pub fn set_rolled_back(&self, record: pb::RolloutRecord) {
+        let mut inner = self.lock();
+        inner.record = record;
+        self.publish(&inner);
+    }
+
+    /// Puts the failed hosts of `waves` back in the queue, their attempt so far kept
+    /// in their history. On a resume (`round` None) a host whose last attempt got no
+    /// answer keeps its operation_id (the agent may have run it) and the others get a
+    /// new attempt and id; a retry round gives every host a new attempt and id, and
+    /// probes first those whose outcome was unknown. Returns how many were requeued.
+    fn requeue_failed(
+        &self,
+        store: &Store,
+        inner: &mut Inner,
+        waves: std::ops::RangeInclusive<u32>,
+        round: Option<u32>,
+    ) -> Result<usize> {
+        let stored = waves.start() + 1..=waves.end() + 1;
+        let mut again = Vec::new();
+        for row in store.rollout_hosts(self.id) {
+            let (host, mut rec) = row?;
+            if rec.state() != HostState::Failed || !stored.contains(&rec.wave) {
+                continue;
+            }
+            inner.failures.remove(GroupKind::Failed, &host, &rec.detail);
+            push_history(&mut rec);
+            if round.is_some() || !rec.outcome_unknown {
+                rec.attempt += 1;
+                rec.operation_id.clear();
+            }
+            if let Some(round) = round {
+                rec.retry_round = round;
+            }
+            rec.set_state(HostState::Assigned);
+            rec.detail.clear();
+            rec.started_at_unix_ms = 0;
+            rec.finished_at_unix_ms = 0;
+            inner.tally.moved(rec.wave, HostState::Failed, HostState::Assigned);
+            again.push((host, rec));
+        }
+        store.put_hosts(self.id, again.iter().map(|(h, r)| (h.as_str(), r)))?;
+        for w in stored {
+            if let Some(ex) = inner.examples.get_mut(w as usize) {
+                ex.clear();
+            }
+        }
+        let n = again.len();
+        for item in again.into_iter().rev() {
+            inner.assigned.push_front(item);
+        }
+        Ok(n)
+    }
+
+    /// Called by a driver about to leave: true (and the rollout is marked undriven)
+    /// when it may go, false when the rollout was revived meanwhile (a retry) and the
+    /// driver must carry on.
+    pub fn park(&self, shutting_down: bool) -> bool {
+        let mut inner = self.lock();
+        if shutting_down || inner.state.is_terminal() {
+            inner.driving = false;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// True, once, when the rollout has work and no driver: the caller spawns one.
+    pub fn revive(&self) -> bool {
+        let mut inner = self.lock();
+        if inner.driving || (inner.state.is_terminal() && inner.reconcile.is_empty()) {
+            return false;
+        }
+        inner.driving = true;
+        true
+    }
+}

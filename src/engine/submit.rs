@@ -1,0 +1,272 @@
+//! How a rollout is submitted: the plan's hosts are selected, checked against the
+//! active rollouts and the leases, previewed (a dry run, at an instant if asked) or
+//! created with its leases in the store.
+
+use std::collections::{BTreeMap, HashMap};
+
+use tracing::info;
+
+use super::audit::{Actor, Target};
+use super::{Engine, Error, Event, Holder, Key, Live, Result, State, Submitted, held_by, order};
+use crate::plan::Plan;
+use crate::proto::v1 as pb;
+
+impl Engine {
+    /// Starts a rollout of `plan` (or previews it). Idempotent by `request_id`.
+    /// `at` (dry runs only): order and explain the waves as at that instant (unix ms).
+    pub async fn submit(&self, plan: Plan, dry_run: bool, at: Option<i64>, actor: &Actor) -> Result<Submitted> {
+        if self.ctx.shutdown.is_cancelled() {
+            return Err(Error::ShuttingDown);
+        }
+        if at.is_some() && !dry_run {
+            return Err(at_refused());
+        }
+        let _guard = self.submit.lock().await;
+        if !dry_run && let Some(replayed) = self.replayed(&plan, &actor.request_id)? {
+            return Ok(replayed);
+        }
+        let hosts = self.select(&plan)?;
+        self.refuse_a_second_active(&plan)?;
+        // Leases: a host belongs to one active rollout or restart job at a time.
+        let shared = self.conflicts(&hosts, None)?;
+        if dry_run {
+            let at = at.unwrap_or_else(|| self.ctx.hours.now_ms());
+            return self.dry_run(&plan, hosts, &shared, at);
+        }
+        if let Some(id) = preempted(&plan, &shared, hosts.len())? {
+            self.pause_preempted(id, &plan, actor)?;
+        }
+        self.create(plan, hosts, actor).await
+    }
+
+    /// The first answer to a submission's request id, when it was seen already.
+    fn replayed(&self, plan: &Plan, request_id: &str) -> Result<Option<Submitted>> {
+        if request_id.is_empty() {
+            return Ok(None);
+        }
+        let Some(id) = self.ctx.store.rollout_for_request(request_id)? else {
+            return Ok(None);
+        };
+        let live = self.find(Key { name: "", id })?;
+        if live.plan != *plan {
+            return Err(Error::AlreadyExists(format!(
+                "request_id `{request_id}` was already used for rollout `{}` (id {id}) with a different plan; use a new request_id",
+                live.name()
+            )));
+        }
+        Ok(Some(Submitted {
+            rollout: (*live.snapshot()).clone(),
+            replayed: true,
+            preview: Vec::new(),
+            conflicts: Vec::new(),
+        }))
+    }
+
+    /// The inventory's hosts the plan's selector matches; none is an error that says
+    /// what was looked for.
+    fn select(&self, plan: &Plan) -> Result<Vec<String>> {
+        let inventory = self.ctx.inventory();
+        let hosts: Vec<String> = inventory.select(&plan.selector).map(|h| h.id.clone()).collect();
+        if hosts.is_empty() {
+            let wanted: Vec<String> = plan
+                .selector
+                .iter()
+                .map(|(k, v)| format!("{k} in [{}]", v.join(", ")))
+                .collect();
+            return Err(Error::Invalid {
+                field: "selector".into(),
+                message: format!(
+                    "matches no host of the inventory ({} hosts): no host has {}; check the labels with the fleet file",
+                    inventory.len(),
+                    wanted.join(" and ")
+                ),
+            });
+        }
+        Ok(hosts)
+    }
+
+    /// A rollout's name is unique among active rollouts.
+    fn refuse_a_second_active(&self, plan: &Plan) -> Result<()> {
+        match self
+            .lock()
+            .values()
+            .find(|l| l.name() == plan.name && !l.state().is_terminal())
+        {
+            Some(active) => Err(Error::AlreadyExists(format!(
+                "rollout `{}` is already active (id {}, {}); wait for it, abort it, or pick another name",
+                plan.name,
+                active.id,
+                active.state().name()
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    /// The preview of a dry run: the waves as they would be filled at `at`, and who
+    /// holds some of the hosts. Nothing is stored.
+    fn dry_run(
+        &self,
+        plan: &Plan,
+        mut hosts: Vec<String>,
+        shared: &BTreeMap<Holder, u64>,
+        at: i64,
+    ) -> Result<Submitted> {
+        let inventory = self.ctx.inventory();
+        order::arrange(&mut hosts, plan.order, &inventory, at);
+        let preview = self.preview(plan, &hosts, at);
+        let record = new_record(plan, hosts.len(), self.ctx.clock.now_ms(), "");
+        let live = Live::preview(inventory, record, &hosts, at)?;
+        let conflicts = shared
+            .iter()
+            .map(|(holder, n)| pb::Conflict {
+                holder: holder.to_string(),
+                shared_hosts: *n,
+            })
+            .collect();
+        Ok(Submitted {
+            rollout: (*live.snapshot()).clone(),
+            replayed: false,
+            preview,
+            conflicts,
+        })
+    }
+
+    /// Pauses the rollout this plan preempts, if it is dispatching.
+    fn pause_preempted(&self, id: u64, plan: &Plan, actor: &Actor) -> Result<()> {
+        let other = self.find(Key { name: "", id })?;
+        if matches!(
+            other.state(),
+            State::Running { .. } | State::Baking { .. } | State::Pending
+        ) {
+            let now = self.ctx.clock.now_ms();
+            let target = Target::Rollout {
+                id: other.id,
+                name: other.name(),
+            };
+            let why = actor.event(now, target, format!("paused: preempted by `{}`", plan.name), "ok");
+            other.transition(&self.ctx.store, Event::Pause, now, Some(why))?;
+            info!(paused = other.name(), by = plan.name, "preempted");
+        }
+        Ok(())
+    }
+
+    /// Stores the rollout with its hosts and their leases (refused if another holder
+    /// took some meanwhile), then starts it.
+    async fn create(&self, plan: Plan, hosts: Vec<String>, actor: &Actor) -> Result<Submitted> {
+        let now = self.ctx.clock.now_ms();
+        let mut record = new_record(&plan, hosts.len(), now, &actor.request_id);
+        record.id = self.ctx.store.next_id()?;
+        let rows: Vec<(&str, &str)> = hosts.iter().map(|h| (h.as_str(), "")).collect();
+        let preempting = plan.preempt.as_deref();
+        let may_take = |h: &Holder| matches!(h, Holder::Rollout { name, .. } if Some(name.as_str()) == preempting);
+        let target = Target::Rollout {
+            id: record.id,
+            name: &record.name,
+        };
+        let audit = actor.event(now, target, format!("{} hosts selected", hosts.len()), "ok");
+        if let Err(held) = self
+            .ctx
+            .store
+            .create_rollout(&record, &rows, &may_take, None, &[audit])
+            .await?
+        {
+            return Err(Error::Refused(held_by(&held, hosts.len())));
+        }
+        let live = self.adopt(record)?;
+        info!(rollout = live.name(), id = live.id, hosts = hosts.len(), "submitted");
+        Ok(Submitted {
+            rollout: (*live.snapshot()).clone(),
+            replayed: false,
+            preview: Vec::new(),
+            conflicts: Vec::new(),
+        })
+    }
+
+    /// The hosts each wave would take if the rollout started now, and whose hosts
+    /// they are: each customer's local time and tier now.
+    pub(super) fn preview(&self, plan: &Plan, ordered: &[String], now_ms: i64) -> Vec<pb::WavePreview> {
+        let n = ordered.len() as u64;
+        let inventory = self.ctx.inventory();
+        let snapshot = inventory.calendar().snapshot(now_ms);
+        let mut before = 0u64;
+        let mut waves = Vec::with_capacity(plan.waves.len());
+        for (k, pct) in plan.waves.iter().enumerate() {
+            let target = plan.wave_target(k, n);
+            let hosts = &ordered[before as usize..target as usize];
+            let mut customers: Vec<pb::CustomerSlot> = Vec::new();
+            let mut index: HashMap<String, usize> = HashMap::new();
+            for h in hosts {
+                let host_customers = inventory.host(h).map(|x| x.customers.as_slice()).unwrap_or_default();
+                let place = crate::hours::Calendar::place(&snapshot, h, host_customers);
+                match index.get(&place.customer) {
+                    Some(&i) => customers[i].hosts += 1,
+                    None => {
+                        index.insert(place.customer.clone(), customers.len());
+                        customers.push(pb::CustomerSlot {
+                            customer: place.customer,
+                            local_time: place.local_time,
+                            tier: place.key.0.as_str().to_string(),
+                            why: place.why,
+                            hosts: 1,
+                        });
+                    }
+                }
+            }
+            customers.truncate(self.options.preview_limit);
+            waves.push(pb::WavePreview {
+                index: k as u32,
+                percent: pct.to_string(),
+                cumulative_hosts: target,
+                new_hosts: target - before,
+                host_ids: hosts.iter().take(self.options.preview_limit).cloned().collect(),
+                customers,
+            });
+            before = target;
+        }
+        waves
+    }
+}
+
+/// A what-if instant on a real change: it would run now, not then.
+pub(super) fn at_refused() -> Error {
+    Error::Invalid {
+        field: "at".into(),
+        message: "a what-if instant is for dry runs only (--dry-run --at TIME); a real change runs now".into(),
+    }
+}
+
+/// A new rollout's record, pending.
+fn new_record(plan: &Plan, hosts: usize, now: i64, request_id: &str) -> pb::RolloutRecord {
+    let mut record = pb::RolloutRecord {
+        id: 0,
+        name: plan.name.clone(),
+        plan: Some(plan.to_spec()),
+        hosts_selected: hosts as u64,
+        created_at_unix_ms: now,
+        updated_at_unix_ms: now,
+        request_id: request_id.to_string(),
+        ..Default::default()
+    };
+    State::Pending.write(&mut record);
+    record
+}
+
+/// The rollout a submission preempts (its `preempt: NAME` holds some of the hosts),
+/// or a refusal naming every other holder of some of them.
+fn preempted(plan: &Plan, shared: &BTreeMap<Holder, u64>, total: usize) -> Result<Option<u64>> {
+    let blocking: Vec<String> = shared
+        .iter()
+        .filter(|(holder, _)| !matches!(holder, Holder::Rollout { name, .. } if plan.preempt.as_deref() == Some(name.as_str())))
+        .map(|(holder, n)| format!("{n} of its {total} hosts are held by {holder}"))
+        .collect();
+    if !blocking.is_empty() {
+        return Err(Error::Refused(format!(
+            "{}; wait for it, abort it, or set `preempt: NAME` in the plan to pause that rollout",
+            blocking.join("; ")
+        )));
+    }
+    Ok(shared.keys().find_map(|h| match h {
+        Holder::Rollout { id, .. } => Some(*id),
+        Holder::Job { .. } => None,
+    }))
+}
