@@ -10,7 +10,8 @@
 //! - [`plan`]: plan files and the structured plan message, validated strictly.
 //! - [`fleet`]: the fleet file, the inventory, and `fleet generate`.
 //! - [`hours`]: customers' business hours and the priority they give hosts.
-//! - [`store`]: sled trees for rollouts, per-host intents and results, the audit log.
+//! - [`store`]: the domain store (rollouts, per-host intents and results, leases,
+//!   restart jobs, inventory, audit log) over a backend seam; sled is its backend.
 //! - [`engine`]: the rollout state machine (a pure step function), wave selection,
 //!   the `Fleet` trait to reach agents, and the driver that carries decisions out.
 //! - [`agent`]: the host side of the Agent protocol; `--simulate` serves a whole fleet.

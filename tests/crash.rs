@@ -85,15 +85,7 @@ async fn a_killed_controller_resumes_and_applies_each_host_once() {
     .await;
     check_hosts(&agent, &fleet, "15.20.8207.12", 1).await;
     // Each restart is on the rollout's timeline (the dashboard shows it).
-    let events = client
-        .list_events(pb::ListEventsRequest {
-            rollout: "crash-fix".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .events;
+    let events = timeline(&mut client, "crash-fix").await;
     let resumed: Vec<&str> = events
         .iter()
         .filter(|e| e.kind == "resumed" && e.principal == "controller")

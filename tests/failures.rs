@@ -323,15 +323,7 @@ async fn failed_hosts_are_explained_and_retried() {
         assert_no_operation_ran_twice(&hosts[i], &h.host_id);
     }
     // The timeline says what happened.
-    let events = client
-        .list_events(pb::ListEventsRequest {
-            rollout: "disk-fix".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .events;
+    let events = timeline(&mut client, "disk-fix").await;
     let lines: Vec<&str> = events.iter().map(|e| e.detail.as_str()).collect();
     assert!(
         lines.iter().any(|l| l.starts_with("completed with failures")),

@@ -471,15 +471,7 @@ async fn the_audit_log_names_who_changed_what() {
         .into_inner()
         .events;
     check(&events);
-    let only = ada
-        .list_events(pb::ListEventsRequest {
-            rollout: "audited-fix".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .events;
+    let only = timeline(&mut ada, "audited-fix").await;
     assert!(only.iter().all(|e| e.rollout_name == "audited-fix"));
     controller.stop().await;
 

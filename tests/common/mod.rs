@@ -244,6 +244,19 @@ pub async fn submit(client: &mut Client, spec: pb::PlanSpec) -> pb::Rollout {
         .expect("rollout")
 }
 
+/// The audit log of one rollout, oldest first.
+pub async fn timeline(client: &mut Client, rollout: &str) -> Vec<pb::EventRecord> {
+    client
+        .list_events(pb::ListEventsRequest {
+            rollout: rollout.into(),
+            ..Default::default()
+        })
+        .await
+        .expect("list events")
+        .into_inner()
+        .events
+}
+
 /// Watches a rollout until `done` says so, returning every snapshot seen.
 pub async fn watch_until(client: &mut Client, name: &str, done: impl Fn(&pb::Rollout) -> bool) -> Vec<pb::Rollout> {
     let mut stream = client

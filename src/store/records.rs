@@ -1,0 +1,396 @@
+//! The domain records: rollouts and their hosts, restart jobs and theirs, client
+//! request ids, the inventory (hosts in hash buckets, customers). Every write that
+//! belongs with an audit line is one batch with it.
+
+use std::collections::BTreeMap;
+
+use prost::Message;
+
+use super::backend::{self, Batch};
+use super::{
+    CREATE_CHUNK, CUSTOMERS, HOST_BUCKETS, HOSTS, Held, Holder, JOB_HOSTS, JOBS, PUT_BATCH, REQUESTS, ROLLOUT_HOSTS,
+    ROLLOUTS, Result, Store, as_u64, decode, host_key, key, off_the_runtime,
+};
+use crate::proto::v1 as pb;
+
+/// The bucket of a host id: FNV-1a, stable across versions and platforms (it is
+/// stored).
+fn host_bucket(id: &str) -> u32 {
+    let hash = id.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    (hash % u64::from(HOST_BUCKETS)) as u32
+}
+
+/// One bucket's hosts, sorted by id, encoded as a `HostBucket`.
+fn encode_bucket(hosts: &mut [&pb::HostRecord]) -> Vec<u8> {
+    hosts.sort_by(|a, b| a.id.cmp(&b.id));
+    let mut buf = Vec::new();
+    for h in hosts {
+        prost::encoding::message::encode(1, *h, &mut buf);
+    }
+    buf
+}
+
+impl Store {
+    /// Records a new rollout: every selected host as pending with its lease, in
+    /// batches of [`CREATE_CHUNK`] hosts (each host's row and lease together, the
+    /// leases conditioned on being as read), then the record, its request id and
+    /// `events` in a last batch: the commit point. A host leased to another holder
+    /// that `may_take` refuses undoes what was written and returns `Ok(Err(held))`. A
+    /// crash before the commit point leaves only leases of a rollout that does not
+    /// exist, released at the next start-up, and unreachable rows. `hosts`: (host id,
+    /// target version or "" for the plan's own). `also`: another rollout's record to
+    /// write with the commit (the original of a rollback, which hands its leases over).
+    pub async fn create_rollout(
+        &self,
+        record: &pb::RolloutRecord,
+        hosts: &[(&str, &str)],
+        may_take: &(dyn Fn(&Holder) -> bool + Sync),
+        also: Option<&pb::RolloutRecord>,
+        events: &[pb::EventRecord],
+    ) -> Result<std::result::Result<(), Held>> {
+        let me = Holder::Rollout {
+            id: record.id,
+            name: record.name.clone(),
+        };
+        for (done, chunk) in hosts.chunks(CREATE_CHUNK).enumerate() {
+            let taken = off_the_runtime(|| self.create_chunk(record.id, chunk, &me, may_take))?;
+            if let Err(held) = taken {
+                // Undo the chunks already written: their leases, then their rows.
+                let written = &hosts[..done * CREATE_CHUNK];
+                self.release_leases(&me, written.iter().map(|(h, _)| *h))?;
+                for rows in written.chunks(PUT_BATCH) {
+                    let mut undo = Batch::default();
+                    for (host, _) in rows {
+                        undo.delete(host_key(ROLLOUT_HOSTS, record.id, host));
+                    }
+                    self.write(undo, "rollout_hosts")?;
+                }
+                return Ok(Err(held));
+            }
+        }
+        let mut commit = Batch::default();
+        commit.put(key(ROLLOUTS, &record.id.to_be_bytes()), record.encode_to_vec());
+        if let Some(other) = also {
+            commit.put(key(ROLLOUTS, &other.id.to_be_bytes()), other.encode_to_vec());
+        }
+        if !record.request_id.is_empty() {
+            commit.put(
+                key(REQUESTS, record.request_id.as_bytes()),
+                record.id.to_be_bytes().to_vec(),
+            );
+        }
+        self.log(&mut commit, events);
+        self.write(commit, "rollouts")?;
+        self.flush().await?;
+        Ok(Ok(()))
+    }
+
+    /// One chunk of a new rollout: its hosts' pending rows and leases, in one batch,
+    /// read again and retried if a lease changed between the read and the write.
+    fn create_chunk(
+        &self,
+        id: u64,
+        chunk: &[(&str, &str)],
+        me: &Holder,
+        may_take: &(dyn Fn(&Holder) -> bool + Sync),
+    ) -> Result<std::result::Result<(), Held>> {
+        loop {
+            let mut batch = Batch::default();
+            if let Err(held) = self.take_leases(&mut batch, chunk.iter().map(|(h, _)| *h), me, may_take)? {
+                return Ok(Err(held));
+            }
+            for (host, version) in chunk {
+                let pending = pb::RolloutHostRecord {
+                    state: pb::HostState::Pending as i32,
+                    version: version.to_string(),
+                    ..Default::default()
+                };
+                batch.put(host_key(ROLLOUT_HOSTS, id, host), pending.encode_to_vec());
+            }
+            if self.kv.commit(batch)? {
+                return Ok(Ok(()));
+            }
+        }
+    }
+
+    /// The answer recorded for an operator's request id (pause, resume, abort, retry).
+    pub fn action_answer(&self, request_id: &str) -> Result<Option<pb::Rollout>> {
+        self.kv
+            .get(&key(REQUESTS, format!("action:{request_id}").as_bytes()))?
+            .map(|v| decode("requests", &v))
+            .transpose()
+    }
+
+    /// Records the answer to an operator's request id. Durable at the next flush.
+    pub fn put_action_answer(&self, request_id: &str, answer: &pb::Rollout) -> Result<()> {
+        let mut batch = Batch::default();
+        batch.put(
+            key(REQUESTS, format!("action:{request_id}").as_bytes()),
+            answer.encode_to_vec(),
+        );
+        self.write(batch, "requests")
+    }
+
+    /// Overwrites a rollout's record (state changes). Durable at the next flush.
+    pub fn put_rollout(&self, record: &pb::RolloutRecord) -> Result<()> {
+        self.put_rollout_with_events(record, &[])
+    }
+
+    /// Overwrites a rollout's record and appends `events` to the audit log, in one
+    /// batch: a state change and the line saying who made it go together.
+    pub fn put_rollout_with_events(&self, record: &pb::RolloutRecord, events: &[pb::EventRecord]) -> Result<()> {
+        let mut batch = Batch::default();
+        batch.put(key(ROLLOUTS, &record.id.to_be_bytes()), record.encode_to_vec());
+        self.log(&mut batch, events);
+        self.write(batch, "rollouts")
+    }
+
+    /// Overwrites a restart job's record and appends `events`, in one batch.
+    pub fn put_restart_job_with_events(&self, record: &pb::RestartJobRecord, events: &[pb::EventRecord]) -> Result<()> {
+        let mut batch = Batch::default();
+        batch.put(key(JOBS, &record.id.to_be_bytes()), record.encode_to_vec());
+        self.log(&mut batch, events);
+        self.write(batch, "restart_jobs")
+    }
+
+    /// Adds or replaces one host of the inventory and appends `events`, in one batch
+    /// (a heartbeat registered it). Registrations are serialised by the engine.
+    pub fn put_host_with_events(&self, host: &pb::HostRecord, events: &[pb::EventRecord]) -> Result<()> {
+        let k = key(HOSTS, &host_bucket(&host.id).to_be_bytes());
+        let mut bucket: pb::HostBucket = match self.kv.get(&k)? {
+            Some(v) => decode("host_buckets", &v)?,
+            None => pb::HostBucket::default(),
+        };
+        bucket.hosts.retain(|h| h.id != host.id);
+        let mut hosts: Vec<&pb::HostRecord> = bucket.hosts.iter().chain([host]).collect();
+        let mut batch = Batch::default();
+        batch.put(k, encode_bucket(&mut hosts));
+        self.log(&mut batch, events);
+        self.write(batch, "host_buckets")
+    }
+
+    pub fn rollout(&self, id: u64) -> Result<Option<pb::RolloutRecord>> {
+        self.kv
+            .get(&key(ROLLOUTS, &id.to_be_bytes()))?
+            .map(|v| decode("rollouts", &v))
+            .transpose()
+    }
+
+    /// Every rollout, oldest first.
+    pub fn rollouts(&self) -> Result<Vec<pb::RolloutRecord>> {
+        backend::scan_prefix(self.kv.as_ref(), ROLLOUTS)
+            .map(|kv| decode("rollouts", &kv?.1))
+            .collect()
+    }
+
+    /// The rollout a client request created, if any.
+    pub fn rollout_for_request(&self, request_id: &str) -> Result<Option<u64>> {
+        Ok(self
+            .kv
+            .get(&key(REQUESTS, request_id.as_bytes()))?
+            .as_deref()
+            .and_then(as_u64))
+    }
+
+    /// Writes many host records of one rollout (group commit), in atomic batches of
+    /// at most [`PUT_BATCH`]. A crash between batches leaves the first ones written,
+    /// which every caller tolerates (a wave is filled up to its size again at resume;
+    /// intents and results are per host). Durable once `flush` returns.
+    pub fn put_hosts<'a>(
+        &self,
+        rollout: u64,
+        records: impl IntoIterator<Item = (&'a str, &'a pb::RolloutHostRecord)>,
+    ) -> Result<()> {
+        let mut batch = Batch::default();
+        for (host, record) in records {
+            batch.put(host_key(ROLLOUT_HOSTS, rollout, host), record.encode_to_vec());
+            if batch.ops.len() == PUT_BATCH {
+                self.write(std::mem::take(&mut batch), "rollout_hosts")?;
+            }
+        }
+        if !batch.is_empty() {
+            self.write(batch, "rollout_hosts")?;
+        }
+        Ok(())
+    }
+
+    /// All host records of a rollout, in host id order.
+    pub fn rollout_hosts(&self, rollout: u64) -> impl Iterator<Item = Result<(String, pb::RolloutHostRecord)>> + use<> {
+        self.rollout_hosts_after(rollout, "")
+    }
+
+    /// The host records of a rollout whose host id sorts after `after` ("": all), in
+    /// host id order: a page of a million-host rollout reads from where the last ended.
+    pub fn rollout_hosts_after(
+        &self,
+        rollout: u64,
+        after: &str,
+    ) -> impl Iterator<Item = Result<(String, pb::RolloutHostRecord)>> + use<> {
+        let prefix = host_key(ROLLOUT_HOSTS, rollout, "");
+        let start = if after.is_empty() {
+            prefix.clone()
+        } else {
+            // Keys are prefix ++ host id; the smallest key after `after` is `after` ++ 0.
+            let mut start = host_key(ROLLOUT_HOSTS, rollout, after);
+            start.push(0);
+            start
+        };
+        let skip = prefix.len();
+        self.kv
+            .range(&start, backend::prefix_end(&prefix).as_deref(), false)
+            .map(move |kv| {
+                let (k, v) = kv?;
+                let host = String::from_utf8_lossy(&k[skip..]).into_owned();
+                Ok((host, decode("rollout_hosts", &v)?))
+            })
+    }
+
+    /// Host ids of a rollout (its selection), for finding hosts it holds.
+    pub fn rollout_host_ids(&self, rollout: u64) -> Result<Vec<String>> {
+        let prefix = host_key(ROLLOUT_HOSTS, rollout, "");
+        backend::scan_prefix(self.kv.as_ref(), &prefix)
+            .map(|kv| Ok(String::from_utf8_lossy(&kv?.0[prefix.len()..]).into_owned()))
+            .collect()
+    }
+
+    /// Replaces the stored inventory, writing only what changed (a restart with the
+    /// same fleet file writes nothing). Customers are added first and removed last, and
+    /// each kind changes in one atomic batch, so a crash at any point leaves hosts whose
+    /// customers are all stored.
+    pub fn put_inventory(&self, hosts: &[pb::HostRecord], customers: &[pb::CustomerRecord]) -> Result<()> {
+        let customers: Vec<(Vec<u8>, Vec<u8>)> = customers
+            .iter()
+            .map(|c| (key(CUSTOMERS, c.id.as_bytes()), c.encode_to_vec()))
+            .collect();
+        let mut buckets: BTreeMap<[u8; 4], Vec<&pb::HostRecord>> = BTreeMap::new();
+        for h in hosts {
+            buckets.entry(host_bucket(&h.id).to_be_bytes()).or_default().push(h);
+        }
+        let buckets: Vec<(Vec<u8>, Vec<u8>)> = buckets
+            .iter_mut()
+            .map(|(k, hosts)| (key(HOSTS, k), encode_bucket(hosts)))
+            .collect();
+        self.update(CUSTOMERS, &customers, false)?;
+        self.update(HOSTS, &buckets, true)?;
+        self.update(CUSTOMERS, &customers, true)
+    }
+
+    /// Makes the keys under `prefix` hold `entries`: writes what is new or different
+    /// and, with `prune`, deletes keys not among them; one atomic batch.
+    fn update(&self, prefix: &[u8], entries: &[(Vec<u8>, Vec<u8>)], prune: bool) -> Result<()> {
+        let mut batch = Batch::default();
+        for (k, value) in entries {
+            if self.kv.get(k)?.as_deref() != Some(value.as_slice()) {
+                batch.put(k.clone(), value.clone());
+            }
+        }
+        if prune {
+            let keep: std::collections::HashSet<&[u8]> = entries.iter().map(|(k, _)| k.as_slice()).collect();
+            for kv in backend::scan_prefix(self.kv.as_ref(), prefix) {
+                let (k, _) = kv?;
+                if !keep.contains(k.as_slice()) {
+                    batch.delete(k);
+                }
+            }
+        }
+        if batch.is_empty() {
+            return Ok(());
+        }
+        self.write(batch, "inventory")
+    }
+
+    /// The stored inventory: the hosts `keep` selects by id, sorted by id, and every
+    /// customer.
+    pub fn inventory(&self, keep: impl Fn(&str) -> bool) -> Result<(Vec<pb::HostRecord>, Vec<pb::CustomerRecord>)> {
+        let mut hosts = Vec::new();
+        for kv in backend::scan_prefix(self.kv.as_ref(), HOSTS) {
+            let bucket: pb::HostBucket = decode("host_buckets", &kv?.1)?;
+            hosts.extend(bucket.hosts.into_iter().filter(|h| keep(&h.id)));
+        }
+        hosts.sort_unstable_by(|a: &pb::HostRecord, b| a.id.cmp(&b.id));
+        let customers = backend::scan_prefix(self.kv.as_ref(), CUSTOMERS)
+            .map(|kv| decode("customers", &kv?.1))
+            .collect::<Result<_>>()?;
+        Ok((hosts, customers))
+    }
+
+    /// Records a new restart job in one batch: its hosts, their leases, the record
+    /// and its request id; then flushes. `Ok(Err(held))` when a host is leased.
+    pub async fn create_restart_job(
+        &self,
+        record: &pb::RestartJobRecord,
+        hosts: &[pb::RestartHostRecord],
+        request_id: &str,
+        events: &[pb::EventRecord],
+    ) -> Result<std::result::Result<(), Held>> {
+        let me = Holder::Job { id: record.id };
+        let host_id = |r: &pb::RestartHostRecord| r.host.as_ref().map_or("", |h| h.host_id.as_str()).to_string();
+        let ids: Vec<String> = hosts.iter().map(host_id).collect();
+        loop {
+            let mut batch = Batch::default();
+            if let Err(held) = self.take_leases(&mut batch, ids.iter().map(String::as_str), &me, &|_| false)? {
+                return Ok(Err(held));
+            }
+            for (host, r) in ids.iter().zip(hosts) {
+                batch.put(host_key(JOB_HOSTS, record.id, host), r.encode_to_vec());
+            }
+            batch.put(key(JOBS, &record.id.to_be_bytes()), record.encode_to_vec());
+            if !request_id.is_empty() {
+                batch.put(
+                    key(REQUESTS, format!("restart:{request_id}").as_bytes()),
+                    record.id.to_be_bytes().to_vec(),
+                );
+            }
+            self.log(&mut batch, events);
+            if self.kv.commit(batch)? {
+                break;
+            }
+        }
+        self.flush().await?;
+        Ok(Ok(()))
+    }
+
+    /// The restart job a client request created, if any.
+    pub fn restart_job_for_request(&self, request_id: &str) -> Result<Option<u64>> {
+        Ok(self
+            .kv
+            .get(&key(REQUESTS, format!("restart:{request_id}").as_bytes()))?
+            .as_deref()
+            .and_then(as_u64))
+    }
+
+    /// Overwrites a restart job's record. Durable at the next flush.
+    pub fn put_restart_job(&self, record: &pb::RestartJobRecord) -> Result<()> {
+        self.put_restart_job_with_events(record, &[])
+    }
+
+    /// Every restart job, oldest first.
+    pub fn restart_jobs(&self) -> Result<Vec<pb::RestartJobRecord>> {
+        backend::scan_prefix(self.kv.as_ref(), JOBS)
+            .map(|kv| decode("restart_jobs", &kv?.1))
+            .collect()
+    }
+
+    /// Writes host records of one restart job in one batch. Durable at the next flush.
+    pub fn put_restart_hosts<'a>(
+        &self,
+        job: u64,
+        records: impl IntoIterator<Item = &'a pb::RestartHostRecord>,
+    ) -> Result<()> {
+        let mut batch = Batch::default();
+        for record in records {
+            let host = record.host.as_ref().map_or("", |h| h.host_id.as_str());
+            batch.put(host_key(JOB_HOSTS, job, host), record.encode_to_vec());
+        }
+        self.write(batch, "restart_hosts")
+    }
+
+    /// All host records of a restart job, in host id order.
+    pub fn restart_hosts(&self, job: u64) -> Result<Vec<pb::RestartHostRecord>> {
+        backend::scan_prefix(self.kv.as_ref(), &host_key(JOB_HOSTS, job, ""))
+            .map(|kv| decode("restart_hosts", &kv?.1))
+            .collect()
+    }
+}

@@ -1,0 +1,300 @@
+//! The domain store over a real backend: creation with leases (refused whole,
+//! undone chunk by chunk), the inventory written only where it changed, and the
+//! migrations of older data dirs.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::AtomicUsize;
+
+use super::backend::{Pairs, Result as BackendResult};
+use super::*;
+
+/// A backend that counts the batches that write something: "nothing was written"
+/// can then be asserted.
+struct Counting {
+    inner: SledBackend,
+    writes: AtomicUsize,
+}
+
+impl Backend for Counting {
+    fn get(&self, key: &[u8]) -> BackendResult<Option<Vec<u8>>> {
+        self.inner.get(key)
+    }
+
+    fn range(&self, start: &[u8], end: Option<&[u8]>, reverse: bool) -> Pairs {
+        self.inner.range(start, end, reverse)
+    }
+
+    fn commit(&self, batch: Batch) -> BackendResult<bool> {
+        if !batch.ops.is_empty() {
+            self.writes.fetch_add(1, Ordering::SeqCst);
+        }
+        self.inner.commit(batch)
+    }
+
+    fn flush(&self) -> futures::future::BoxFuture<'_, BackendResult<()>> {
+        self.inner.flush()
+    }
+}
+
+#[test]
+fn the_inventory_is_replaced_writing_only_what_changed() {
+    let counting = Arc::new(Counting {
+        inner: SledBackend::temporary().unwrap(),
+        writes: AtomicUsize::new(0),
+    });
+    let store = Store::with_backend(counting.clone()).unwrap();
+    let host = |id: &str, customer: &str| pb::HostRecord {
+        id: id.into(),
+        customers: vec![customer.into()],
+        ..Default::default()
+    };
+    let customer = |id: &str| pb::CustomerRecord {
+        id: id.into(),
+        ..Default::default()
+    };
+    store
+        .put_inventory(&[host("a", "c1"), host("b", "c1")], &[customer("c1")])
+        .unwrap();
+    let ids = |s: &Store| {
+        let (h, c) = s.inventory(|_| true).unwrap();
+        let h: Vec<String> = h.into_iter().map(|h| h.id).collect();
+        let c: Vec<String> = c.into_iter().map(|c| c.id).collect();
+        (h, c)
+    };
+    assert_eq!(ids(&store), (vec!["a".into(), "b".into()], vec!["c1".into()]));
+    // Unchanged: nothing written.
+    let before = counting.writes.load(Ordering::SeqCst);
+    store
+        .put_inventory(&[host("a", "c1"), host("b", "c1")], &[customer("c1")])
+        .unwrap();
+    assert_eq!(counting.writes.load(Ordering::SeqCst), before, "nothing was rewritten");
+    // A host and a customer gone, one changed, one new.
+    store
+        .put_inventory(&[host("b", "c2"), host("c", "c2")], &[customer("c2")])
+        .unwrap();
+    assert_eq!(ids(&store), (vec!["b".into(), "c".into()], vec!["c2".into()]));
+    assert_eq!(store.inventory(|_| true).unwrap().0[0].customers, ["c2"]);
+}
+
+#[test]
+fn a_store_with_a_key_per_host_is_migrated_to_buckets() {
+    let dir = tempfile::tempdir().unwrap();
+    let hosts: Vec<(Vec<u8>, Vec<u8>)> = ["b", "a"]
+        .iter()
+        .map(|id| {
+            let record = pb::HostRecord {
+                id: id.to_string(),
+                version: "1".into(),
+                ..Default::default()
+            };
+            (id.as_bytes().to_vec(), record.encode_to_vec())
+        })
+        .collect();
+    sled_backend::write_legacy_trees(
+        dir.path(),
+        &[
+            ("meta", vec![(b"schema_version".to_vec(), 1u32.to_be_bytes().to_vec())]),
+            ("hosts", hosts),
+        ],
+    );
+    let store = Store::open(dir.path()).unwrap();
+    let ids: Vec<String> = store.inventory(|_| true).unwrap().0.into_iter().map(|h| h.id).collect();
+    assert_eq!(ids, ["a", "b"]);
+    assert!(backend::scan_prefix(store.kv.as_ref(), LEGACY_HOSTS).next().is_none());
+    assert_eq!(store.schema_version().unwrap(), Some(SCHEMA_VERSION));
+    // A registration rewrites its bucket, keeping the bucket's other hosts.
+    let c = pb::HostRecord {
+        id: "c".into(),
+        ..Default::default()
+    };
+    store.put_host_with_events(&c, &[]).unwrap();
+    store.put_host_with_events(&c, &[]).unwrap();
+    let ids: Vec<String> = store.inventory(|_| true).unwrap().0.into_iter().map(|h| h.id).collect();
+    assert_eq!(ids, ["a", "b", "c"]);
+}
+
+/// A schema 2 data dir (a sled tree per record kind) opens as one key space with
+/// everything in it, the audit log continuing after its last line; opened again, it
+/// migrates nothing more.
+#[test]
+fn a_tree_per_kind_is_migrated_to_one_key_space() {
+    let dir = tempfile::tempdir().unwrap();
+    let rollout = pb::RolloutRecord {
+        id: 7,
+        name: "old".into(),
+        ..Default::default()
+    };
+    let row = pb::RolloutHostRecord {
+        state: pb::HostState::Succeeded as i32,
+        ..Default::default()
+    };
+    let event = pb::EventRecord {
+        detail: "first".into(),
+        ..Default::default()
+    };
+    let mut row_key = 7u64.to_be_bytes().to_vec();
+    row_key.extend_from_slice(b"h1");
+    sled_backend::write_legacy_trees(
+        dir.path(),
+        &[
+            ("meta", vec![(b"schema_version".to_vec(), 2u32.to_be_bytes().to_vec())]),
+            ("rollouts", vec![(7u64.to_be_bytes().to_vec(), rollout.encode_to_vec())]),
+            ("rollout_hosts", vec![(row_key, row.encode_to_vec())]),
+            ("events", vec![(41u64.to_be_bytes().to_vec(), event.encode_to_vec())]),
+            (
+                "leases",
+                vec![(
+                    b"h1".to_vec(),
+                    Holder::Rollout {
+                        id: 7,
+                        name: "old".into(),
+                    }
+                    .lease()
+                    .encode_to_vec(),
+                )],
+            ),
+        ],
+    );
+    {
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.rollouts().unwrap(), vec![rollout.clone()]);
+        let rows: Vec<_> = store.rollout_hosts(7).map(|r| r.unwrap()).collect();
+        assert_eq!(rows, vec![("h1".to_string(), row.clone())]);
+        assert_eq!(
+            store.lease("h1").unwrap(),
+            Some(Holder::Rollout {
+                id: 7,
+                name: "old".into()
+            })
+        );
+        store
+            .append_event(&pb::EventRecord {
+                detail: "second".into(),
+                ..Default::default()
+            })
+            .unwrap();
+        let log: Vec<String> = store
+            .recent_events(0, 10, |_| true)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.detail)
+            .collect();
+        assert_eq!(log, ["first", "second"]);
+        assert_eq!(store.schema_version().unwrap(), Some(SCHEMA_VERSION));
+        futures::executor::block_on(store.flush()).unwrap();
+    }
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(store.rollouts().unwrap(), vec![rollout]);
+    assert_eq!(store.recent_events(0, 10, |_| true).unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn rollouts_and_hosts_round_trip() {
+    let store = Store::temporary().unwrap();
+    let id = store.next_id().unwrap();
+    let record = pb::RolloutRecord {
+        id,
+        name: "fix".into(),
+        request_id: "req-1".into(),
+        ..Default::default()
+    };
+    store
+        .create_rollout(&record, &[("b", ""), ("a", "")], &|_| false, None, &[])
+        .await
+        .unwrap()
+        .unwrap();
+    let me = Holder::Rollout { id, name: "fix".into() };
+    assert_eq!(store.lease("a").unwrap(), Some(me.clone()));
+    assert_eq!(store.rollout(id).unwrap(), Some(record));
+    assert_eq!(store.rollout_for_request("req-1").unwrap(), Some(id));
+    let hosts: Vec<_> = store.rollout_hosts(id).map(|r| r.unwrap().0).collect();
+    assert_eq!(hosts, ["a", "b"]);
+    let done = pb::RolloutHostRecord {
+        state: pb::HostState::Succeeded as i32,
+        ..Default::default()
+    };
+    store.put_hosts(id, [("a", &done)]).unwrap();
+    let (_, a) = store.rollout_hosts(id).next().unwrap().unwrap();
+    assert_eq!(a.state(), pb::HostState::Succeeded);
+    assert_eq!(
+        store.rollout_hosts(id + 1).count(),
+        0,
+        "prefix scan stays in its rollout"
+    );
+
+    // A second rollout over "b" and "c" is refused whole: no row, no lease, no record.
+    let other = pb::RolloutRecord {
+        id: id + 1,
+        name: "other".into(),
+        ..Default::default()
+    };
+    let held = store
+        .create_rollout(&other, &[("c", ""), ("b", "")], &|_| false, None, &[])
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(held.0, BTreeMap::from([(me.clone(), 1)]));
+    assert_eq!(store.lease("c").unwrap(), None);
+    assert_eq!(store.rollout(id + 1).unwrap(), None);
+    assert_eq!(store.rollout_hosts(id + 1).count(), 0);
+    // A conflict in a later chunk undoes the chunks already written.
+    let many: Vec<String> = (0..CREATE_CHUNK + 10).map(|i| format!("m{i:06}")).collect();
+    let mut rows: Vec<(&str, &str)> = many.iter().map(|h| (h.as_str(), "")).collect();
+    rows.push(("a", ""));
+    let big = pb::RolloutRecord {
+        id: id + 2,
+        name: "big".into(),
+        ..Default::default()
+    };
+    let held = store
+        .create_rollout(&big, &rows, &|_| false, None, &[])
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(held.0, BTreeMap::from([(me.clone(), 1)]));
+    assert_eq!(
+        store.lease("m000000").unwrap(),
+        None,
+        "the first chunk's leases are undone"
+    );
+    assert_eq!(store.rollout_hosts(id + 2).count(), 0, "and its rows");
+    assert_eq!(store.rollout(id + 2).unwrap(), None);
+    // Preempting takes it; the first holder's release then leaves "b" alone.
+    store
+        .create_rollout(&other, &[("c", ""), ("b", "")], &|h| *h == me, None, &[])
+        .await
+        .unwrap()
+        .unwrap();
+    store.release_leases(&me, ["a", "b"].into_iter()).unwrap();
+    assert_eq!(store.lease("a").unwrap(), None);
+    assert_eq!(
+        store.lease("b").unwrap(),
+        Some(Holder::Rollout {
+            id: id + 1,
+            name: "other".into()
+        })
+    );
+}
+
+/// What was written and flushed is there when the store is opened again: a new store
+/// records its schema first, so a reopen never takes it for an older one.
+#[tokio::test]
+async fn a_reopened_store_has_what_was_flushed() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = Store::open(dir.path()).unwrap();
+        store.put_inventory(&[], &[]).unwrap();
+        let c = pb::HostRecord {
+            id: "c".into(),
+            ..Default::default()
+        };
+        store.put_host_with_events(&c, &[]).unwrap();
+        assert_eq!(store.next_id().unwrap(), 1);
+        store.flush().await.unwrap();
+    }
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(store.schema_version().unwrap(), Some(SCHEMA_VERSION));
+    let ids: Vec<String> = store.inventory(|_| true).unwrap().0.into_iter().map(|h| h.id).collect();
+    assert_eq!(ids, ["c"]);
+    assert_eq!(store.next_id().unwrap(), 2);
+}
