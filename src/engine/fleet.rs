@@ -93,6 +93,9 @@ pub struct GrpcFleet {
     guard: Arc<Guard>,
     /// TLS to the agents (`https://`), with the controller's own identity for mutual TLS.
     tls: Option<tonic::transport::ClientTlsConfig>,
+    /// The runtime that drives the connections to agents (the one the fleet was made
+    /// on: the engine's), even when an API call on another runtime opens one.
+    runtime: Option<tokio::runtime::Handle>,
 }
 
 impl GrpcFleet {
@@ -112,6 +115,7 @@ impl GrpcFleet {
                 policy,
             }),
             tls: None,
+            runtime: tokio::runtime::Handle::try_current().ok(),
         }
     }
 
@@ -155,6 +159,8 @@ impl GrpcFleet {
                 .tls_config(tls.clone())
                 .map_err(|e| bad(format!("TLS to the agent: {e}")))?;
         }
+        // The channel's worker (and so its connection) is spawned where we stand.
+        let _engine_runtime = self.runtime.as_ref().map(|h| h.enter());
         let channel = endpoint
             .connect_timeout(Duration::from_secs(5))
             .timeout(self.call_timeout)

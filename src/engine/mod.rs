@@ -181,6 +181,10 @@ pub struct Engine {
     /// Serialises submissions, so name checks and request ids are race-free.
     submit: tokio::sync::Mutex<()>,
     tracker: TaskTracker,
+    /// The runtime the engine's tasks run on. The API is served on a runtime of its
+    /// own, so that a busy engine never keeps a read waiting; a rollout that an API
+    /// call starts (or revives) must still be driven here.
+    runtime: tokio::runtime::Handle,
 }
 
 impl Engine {
@@ -215,6 +219,7 @@ impl Engine {
             jobs: Mutex::new(BTreeMap::new()),
             submit: tokio::sync::Mutex::new(()),
             tracker: TaskTracker::new(),
+            runtime: tokio::runtime::Handle::current(),
         });
         engine.record_drill_clock()?;
         engine.resume_rollouts()?;
@@ -294,7 +299,7 @@ impl Engine {
     fn serve_rollback_requests(self: &Arc<Self>, mut requests: tokio::sync::mpsc::UnboundedReceiver<u64>) {
         let weak = Arc::downgrade(self);
         let shutdown = self.ctx.shutdown.clone();
-        self.tracker.spawn(async move {
+        self.spawn(async move {
             loop {
                 let id = tokio::select! {
                     id = requests.recv() => match id { Some(id) => id, None => return },
@@ -306,6 +311,12 @@ impl Engine {
                 }
             }
         });
+    }
+
+    /// Starts one of the engine's tasks (a driver) on the engine's runtime, whichever
+    /// runtime the caller is on.
+    pub(super) fn spawn(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
+        self.tracker.spawn_on(task, &self.runtime);
     }
 
     pub(super) fn jobs(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, Arc<Job>>> {

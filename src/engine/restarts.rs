@@ -26,7 +26,7 @@ impl Engine {
         );
         self.jobs().insert(job.id, job.clone());
         if job.is_active() || job.has_reconcile() {
-            self.tracker.spawn(job::drive(job.clone(), self.ctx.clone()));
+            self.spawn(job::drive(job.clone(), self.ctx.clone()));
         }
         Ok(job)
     }

@@ -22,7 +22,7 @@ impl Engine {
         )?);
         self.lock().insert(live.id, live.clone());
         if live.revive() {
-            self.tracker.spawn(driver::drive(live.clone(), self.ctx.clone()));
+            self.spawn(driver::drive(live.clone(), self.ctx.clone()));
         }
         Ok(live)
     }
@@ -137,7 +137,7 @@ impl Engine {
         let rollback = live.transition(&self.ctx.store, event, now, Some(audit))?;
         if live.revive() {
             // A retried rollout that had ended runs again.
-            self.tracker.spawn(driver::drive(live.clone(), self.ctx.clone()));
+            self.spawn(driver::drive(live.clone(), self.ctx.clone()));
         }
         drop(_guard);
         if rollback {

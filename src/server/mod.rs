@@ -103,10 +103,19 @@ pub async fn run(listener: TcpListener, options: Options, shutdown: Cancellation
         since_start_ms = started.elapsed().as_millis(),
         "rollouts and restart jobs loaded"
     );
+    // Reads are answered on a runtime of their own: a million-host rollout keeping the
+    // engine's workers busy does not queue them behind its tasks.
+    let api = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(API_THREADS)
+        .thread_name("api")
+        .enable_all()
+        .build()
+        .map_err(|e| Error::io("cannot start the API's runtime", e))?;
     let metrics = (options.metrics.is_some() || options.http.is_some())
         .then(|| metrics::Metrics::new(engine.clone(), grpc_fleet));
     if let (Some(listener), Some(m)) = (options.metrics, &metrics) {
-        tokio::spawn(serve_http(
+        let listener = moved_to(&api, listener)?;
+        api.spawn(serve_http(
             listener,
             metrics::router(m.clone()),
             shutdown.clone(),
@@ -116,11 +125,13 @@ pub async fn run(listener: TcpListener, options: Options, shutdown: Cancellation
     if let (Some(listener), Some(m)) = (options.http, &metrics) {
         let dashboard = Dashboard::new(engine.clone(), options.security.credentials.clone(), shutdown.clone());
         let app = dashboard.router().merge(metrics::router(m.clone()));
-        tokio::spawn(serve_http(listener, app, shutdown.clone(), "dashboard"));
+        let listener = moved_to(&api, listener)?;
+        api.spawn(serve_http(listener, app, shutdown.clone(), "dashboard"));
     }
     // The API keeps answering reads while the engine drains; it stops after.
     let drained = CancellationToken::new();
-    let mut serving = tokio::spawn({
+    let listener = moved_to(&api, listener)?;
+    let mut serving = api.spawn({
         let (engine, security, shutdown) = (engine.clone(), options.security.clone(), shutdown.clone());
         let signal = drained.clone().cancelled_owned();
         async move { serve(listener, engine, &security, metrics, shutdown, signal).await }
@@ -143,8 +154,23 @@ pub async fn run(listener: TcpListener, options: Options, shutdown: Cancellation
         Some(served) => served,
         None => serving.await,
     };
+    // Its tasks have ended (streams end with `shutdown`); dropping a runtime inside
+    // another would block.
+    api.shutdown_background();
     info!("controller stopped");
     served.map_err(|e| Error::Usage(format!("the gRPC server task failed: {e}")))?
+}
+
+/// Threads of the API's runtime: reads are cheap (snapshots), one thread keeps up.
+const API_THREADS: usize = 1;
+
+/// A listener bound on the engine's runtime, handed over to `runtime`'s reactor.
+fn moved_to(runtime: &tokio::runtime::Runtime, listener: TcpListener) -> Result<TcpListener> {
+    let std = listener
+        .into_std()
+        .map_err(|e| Error::io("cannot hand the listener to the API's runtime", e))?;
+    let _entered = runtime.enter();
+    TcpListener::from_std(std).map_err(|e| Error::io("cannot hand the listener to the API's runtime", e))
 }
 
 /// The connections `listener` accepts, with Nagle's algorithm off. Left on, a small

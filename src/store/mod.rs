@@ -9,18 +9,18 @@
 //!   [`records`]: rollouts, their hosts, restart jobs, request ids, the inventory;
 //!   [`leases`]: who holds a host.
 //!
-//! One key space, a prefix per kind of record (records are prost messages from
-//! `proto/rollout/v1/store.proto`, numbers big-endian so that keys sort):
-//! - `rollouts/` id -> `RolloutRecord`; `rollout_hosts/` id ++ host id ->
+//! One key space, a two-byte prefix per kind of record (records are prost messages
+//! from `proto/rollout/v1/store.proto`, numbers big-endian so that keys sort):
+//! - `ro` rollout id -> `RolloutRecord`; `rh` rollout id ++ host id ->
 //!   `RolloutHostRecord`
-//! - `host_buckets/` hash bucket (u32, [`HOST_BUCKETS`] of them) -> `HostBucket`: a
-//!   million hosts are a few thousand values, compared and written in a moment;
-//!   `customers/` id -> `CustomerRecord`
-//! - `requests/` client request_id -> rollout id (and `action:`/`restart:` ids)
-//! - `events/` sequence -> `EventRecord`, the audit log
-//! - `restart_jobs/`, `restart_hosts/`: like `rollouts/` and `rollout_hosts/`
-//! - `leases/` host id -> `LeaseRecord`: the one active rollout or job holding it
-//! - `meta/`: schema version, the id counter
+//! - `ib` hash bucket (u32, [`HOST_BUCKETS`] of them) -> `HostBucket` (the
+//!   inventory's hosts: a million hosts are a few thousand values, compared and
+//!   written in a moment); `ic` customer id -> `CustomerRecord`
+//! - `rq` client request_id -> rollout id (and `action:`/`restart:` ids)
+//! - `ev` sequence -> `EventRecord`, the audit log
+//! - `jo`, `jh`: restart jobs and their hosts, like `ro` and `rh`
+//! - `le` host id -> `LeaseRecord`: the one active rollout or job holding it
+//! - `me`: schema version, the id counter
 //!
 //! A rollout is created in batches of a few thousand hosts, each with those hosts'
 //! rows and leases, conditioned on the leases being as read (the lease check); then
@@ -60,18 +60,35 @@ const PUT_BATCH: usize = 8_192;
 /// small, large enough that the per-batch cost vanishes.
 const CREATE_CHUNK: usize = 4_096;
 
-const ROLLOUTS: &[u8] = b"rollouts/";
-const ROLLOUT_HOSTS: &[u8] = b"rollout_hosts/";
-const HOSTS: &[u8] = b"host_buckets/";
-const CUSTOMERS: &[u8] = b"customers/";
-const REQUESTS: &[u8] = b"requests/";
-const EVENTS: &[u8] = b"events/";
-const JOBS: &[u8] = b"restart_jobs/";
-const JOB_HOSTS: &[u8] = b"restart_hosts/";
-const LEASES: &[u8] = b"leases/";
-const META: &[u8] = b"meta/";
+// Prefixes of two bytes: a million-host rollout has two million keys, and every
+// byte of a key is stored with each of them.
+const ROLLOUTS: &[u8] = b"ro";
+const ROLLOUT_HOSTS: &[u8] = b"rh";
+const HOSTS: &[u8] = b"ib";
+const CUSTOMERS: &[u8] = b"ic";
+const REQUESTS: &[u8] = b"rq";
+const EVENTS: &[u8] = b"ev";
+const JOBS: &[u8] = b"jo";
+const JOB_HOSTS: &[u8] = b"jh";
+const LEASES: &[u8] = b"le";
+const META: &[u8] = b"me";
 /// Schema 1's inventory: a key per host, folded into buckets at open.
-const LEGACY_HOSTS: &[u8] = b"hosts/";
+const LEGACY_HOSTS: &[u8] = b"ih";
+
+/// Where each sled tree of a schema 2 (or 1) data dir goes in the key space.
+const LEGACY_TREES: [(&str, &[u8]); 11] = [
+    ("rollouts", ROLLOUTS),
+    ("rollout_hosts", ROLLOUT_HOSTS),
+    ("host_buckets", HOSTS),
+    ("customers", CUSTOMERS),
+    ("requests", REQUESTS),
+    ("events", EVENTS),
+    ("restart_jobs", JOBS),
+    ("restart_hosts", JOB_HOSTS),
+    ("leases", LEASES),
+    ("meta", META),
+    ("hosts", LEGACY_HOSTS),
+];
 
 /// Why the store failed.
 #[derive(Debug, thiserror::Error)]
@@ -289,19 +306,24 @@ impl Store {
 }
 
 /// A schema 2 (or 1) data dir kept a sled tree per record kind: each is copied under
-/// its prefix (`rollouts` -> `rollouts/`), flushed, then dropped. A crash at any
+/// its prefix ([`LEGACY_TREES`]), flushed, then dropped. A crash at any
 /// point copies again what is left at the next open (copies overwrite the same keys).
 fn migrate_legacy_trees(sled: &SledBackend) -> Result<()> {
-    let trees = sled.legacy_trees();
+    let mut trees = Vec::new();
+    for name in sled.legacy_trees() {
+        match LEGACY_TREES.iter().find(|(tree, _)| *tree == name) {
+            Some((_, prefix)) => trees.push((name, *prefix)),
+            None => tracing::warn!(tree = %name, "an unknown tree in the data dir is left alone"),
+        }
+    }
     if trees.is_empty() {
         return Ok(());
     }
-    for name in &trees {
-        let prefix = format!("{name}/");
+    for (name, prefix) in &trees {
         let mut batch = Batch::default();
         for kv in sled.legacy_pairs(name)? {
             let (k, v) = kv?;
-            batch.put(key(prefix.as_bytes(), &k), v);
+            batch.put(key(prefix, &k), v);
             if batch.ops.len() == PUT_BATCH {
                 sled.commit(std::mem::take(&mut batch))?;
             }
@@ -309,7 +331,7 @@ fn migrate_legacy_trees(sled: &SledBackend) -> Result<()> {
         sled.commit(batch)?;
     }
     sled.flush_now()?;
-    for name in &trees {
+    for (name, _) in &trees {
         sled.drop_legacy(name)?;
     }
     tracing::info!(trees = trees.len(), "store migrated to one key space (schema 3)");
