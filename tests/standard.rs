@@ -142,3 +142,24 @@ async fn every_server_speaks_health_and_both_reflection_versions() {
     controller.stop().await;
     sim.stop().await;
 }
+
+/// A simulator that starts shutting down tells its health watchers NOT_SERVING before
+/// its port closes, as the controller does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopping_agent_says_not_serving() {
+    let sim = Sim::start(5, SimulatorOptions::default()).await;
+    let mut health = HealthClient::new(channel(&format!("http://{}", sim.addr)).await);
+    let mut watch = health
+        .watch(HealthCheckRequest { service: String::new() })
+        .await
+        .unwrap()
+        .into_inner();
+    let first = within(30, "the first health status", watch.message()).await;
+    assert_eq!(first.unwrap().unwrap().status, 1, "SERVING");
+    sim.begin_stop();
+    let next = within(30, "the status after the stop began", watch.message()).await;
+    assert_eq!(next.unwrap().unwrap().status, 2, "NOT_SERVING");
+    drop(watch);
+    drop(health);
+    sim.stop().await;
+}

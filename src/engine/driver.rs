@@ -164,12 +164,20 @@ async fn health_gate(live: &Live, ctx: &Context, wave: u32) -> Result<HealthRepo
     let mut verdicts = Vec::new();
     let mut broken = Vec::new();
     for h in &gate {
-        if let Some(line) = sick(h) {
-            let why = line.strip_prefix(&format!("{h}: ")).unwrap_or(&line).to_string();
-            if let Some(rec) = records.remove(h) {
-                verdicts.push((h.clone(), rec, format!("wave {}: {why}", wave + 1)));
+        match sick(h) {
+            Some(line) => {
+                let why = line.strip_prefix(&format!("{h}: ")).unwrap_or(&line).to_string();
+                if let Some(rec) = records.remove(h) {
+                    verdicts.push((h.clone(), rec, format!("wave {}: {why}", wave + 1)));
+                }
+                broken.push(line);
             }
-            broken.push(line);
+            // Judged again (under `continue`, or retried) and healthy now.
+            None => {
+                if let Some(rec) = records.remove(h).filter(|r| !r.unhealthy_after.is_empty()) {
+                    verdicts.push((h.clone(), rec, String::new()));
+                }
+            }
         }
     }
     live.mark_unhealthy(&ctx.store, verdicts)?;

@@ -93,6 +93,11 @@ impl Sim {
             .expect("connect to simulator")
     }
 
+    /// Starts the simulator's shutdown without waiting for it.
+    pub fn begin_stop(&self) {
+        self.stop.cancel();
+    }
+
     pub async fn stop(mut self) {
         self.stop.cancel();
         if let Some(task) = self.task.take() {

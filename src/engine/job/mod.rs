@@ -39,7 +39,8 @@ pub(crate) struct Job {
 
 struct JobInner {
     record: pb::RestartJobRecord,
-    hosts: HashMap<String, pb::RestartHostRecord>,
+    /// By host id: a page of the job's hosts is a range of it.
+    hosts: BTreeMap<String, pb::RestartHostRecord>,
     queue: RestartQueue,
     budget: Budget,
     customers: HashMap<String, Vec<String>>,
@@ -88,7 +89,7 @@ impl Job {
         let mut reconcile = Vec::new();
         let mut customers = HashMap::new();
         let mut next_position = 1;
-        let mut by_host = HashMap::with_capacity(hosts.len());
+        let mut by_host = BTreeMap::new();
         for rec in hosts {
             let h = rec.host.clone().unwrap_or_default();
             let host_customers = inventory
@@ -203,18 +204,16 @@ impl Job {
             pb::HostFilter::Pending => matches!(h.state(), HostState::Pending | HostState::Unspecified),
             pb::HostFilter::Unhealthy | pb::HostFilter::Skipped => false,
         };
-        let mut ids: Vec<&String> = inner
+        let start = std::ops::Bound::Excluded(after.to_string());
+        let mut matching = inner
             .hosts
-            .iter()
-            .filter(|(id, r)| id.as_str() > after && r.host.as_ref().is_some_and(keep))
-            .map(|(id, _)| id)
-            .collect();
-        ids.sort();
-        let more = ids.len() > limit;
-        let hosts = ids
+            .range((start, std::ops::Bound::Unbounded))
+            .map(|(_, r)| r)
+            .filter(|r| r.host.as_ref().is_some_and(keep));
+        let page: Vec<&pb::RestartHostRecord> = matching.by_ref().take(limit).collect();
+        let more = matching.next().is_some();
+        let hosts = page
             .into_iter()
-            .take(limit)
-            .filter_map(|id| inner.hosts.get(id))
             .map(|r| {
                 let h = r.host.clone().unwrap_or_default();
                 let done = matches!(h.state(), HostState::Restarted | HostState::Failed);

@@ -184,7 +184,8 @@ impl Live {
     }
 
     /// Records the health gate's verdict on hosts that applied fine and are unhealthy
-    /// or unreachable after their wave's bake (`hosts`: host, record, why). The caller
+    /// or unreachable after their wave's bake (`hosts`: host, record, why; an empty
+    /// why clears an earlier gate's verdict on a host healthy again). The caller
     /// flushes.
     pub fn mark_unhealthy(&self, store: &Store, hosts: Vec<(String, pb::RolloutHostRecord, String)>) -> Result<()> {
         if hosts.is_empty() {
@@ -198,7 +199,12 @@ impl Live {
             } else {
                 inner.failures.remove(GroupKind::Unhealthy, &host, &rec.unhealthy_after);
             }
-            inner.failures.add(GroupKind::Unhealthy, &host, &why);
+            if why.is_empty() {
+                // Healthy again at a later gate: the verdict no longer stands.
+                inner.unhealthy = inner.unhealthy.saturating_sub(1);
+            } else {
+                inner.failures.add(GroupKind::Unhealthy, &host, &why);
+            }
             rec.unhealthy_after = why;
             rows.push((host, rec));
         }
