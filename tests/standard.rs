@@ -21,73 +21,48 @@ async fn channel(url: &str) -> Channel {
         .unwrap()
 }
 
-/// Lists the services through v1 reflection, and asks for the file that defines `symbol`.
-async fn reflect_v1(channel: Channel, symbol: &str) -> (Vec<String>, usize) {
-    use v1::server_reflection_request::MessageRequest;
-    use v1::server_reflection_response::MessageResponse;
-    let requests = [
-        MessageRequest::ListServices(String::new()),
-        MessageRequest::FileContainingSymbol(symbol.into()),
-    ]
-    .map(|m| v1::ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(m),
-    });
-    let mut client = v1::server_reflection_client::ServerReflectionClient::new(channel);
-    let mut responses = client
-        .server_reflection_info(tokio_stream::iter(requests))
-        .await
-        .unwrap()
-        .into_inner();
-    let Some(MessageResponse::ListServicesResponse(list)) =
-        responses.message().await.unwrap().unwrap().message_response
-    else {
-        panic!("expected a service list");
+/// `reflect_v1` and `reflect_v1alpha`: list the services through that version of
+/// reflection, and ask for the file that defines `symbol` (the two versions are the
+/// same protocol in two generated packages).
+macro_rules! reflect {
+    ($name:ident, $version:ident) => {
+        async fn $name(channel: Channel, symbol: &str) -> (Vec<String>, usize) {
+            use $version::server_reflection_request::MessageRequest;
+            use $version::server_reflection_response::MessageResponse;
+            let requests = [
+                MessageRequest::ListServices(String::new()),
+                MessageRequest::FileContainingSymbol(symbol.into()),
+            ]
+            .map(|m| $version::ServerReflectionRequest {
+                host: String::new(),
+                message_request: Some(m),
+            });
+            let mut client = $version::server_reflection_client::ServerReflectionClient::new(channel);
+            let mut responses = client
+                .server_reflection_info(tokio_stream::iter(requests))
+                .await
+                .unwrap()
+                .into_inner();
+            let Some(MessageResponse::ListServicesResponse(list)) =
+                responses.message().await.unwrap().unwrap().message_response
+            else {
+                panic!("expected a service list");
+            };
+            let Some(MessageResponse::FileDescriptorResponse(files)) =
+                responses.message().await.unwrap().unwrap().message_response
+            else {
+                panic!("expected the file of {symbol}");
+            };
+            (
+                list.service.into_iter().map(|s| s.name).collect(),
+                files.file_descriptor_proto.len(),
+            )
+        }
     };
-    let Some(MessageResponse::FileDescriptorResponse(files)) =
-        responses.message().await.unwrap().unwrap().message_response
-    else {
-        panic!("expected the file of {symbol}");
-    };
-    (
-        list.service.into_iter().map(|s| s.name).collect(),
-        files.file_descriptor_proto.len(),
-    )
 }
 
-/// The same through v1alpha, the version older clients speak.
-async fn reflect_v1alpha(channel: Channel, symbol: &str) -> (Vec<String>, usize) {
-    use v1alpha::server_reflection_request::MessageRequest;
-    use v1alpha::server_reflection_response::MessageResponse;
-    let requests = [
-        MessageRequest::ListServices(String::new()),
-        MessageRequest::FileContainingSymbol(symbol.into()),
-    ]
-    .map(|m| v1alpha::ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(m),
-    });
-    let mut client = v1alpha::server_reflection_client::ServerReflectionClient::new(channel);
-    let mut responses = client
-        .server_reflection_info(tokio_stream::iter(requests))
-        .await
-        .unwrap()
-        .into_inner();
-    let Some(MessageResponse::ListServicesResponse(list)) =
-        responses.message().await.unwrap().unwrap().message_response
-    else {
-        panic!("expected a service list");
-    };
-    let Some(MessageResponse::FileDescriptorResponse(files)) =
-        responses.message().await.unwrap().unwrap().message_response
-    else {
-        panic!("expected the file of {symbol}");
-    };
-    (
-        list.service.into_iter().map(|s| s.name).collect(),
-        files.file_descriptor_proto.len(),
-    )
-}
+reflect!(reflect_v1, v1);
+reflect!(reflect_v1alpha, v1alpha);
 
 /// SERVING for `service`, and for the server as a whole.
 async fn assert_serving(channel: Channel, service: &str) {
