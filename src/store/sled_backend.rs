@@ -15,6 +15,10 @@ impl From<sled::Error> for Error {
     }
 }
 
+/// How long a lock held by a database just closed is waited for: 50 x 100 ms.
+const LOCK_TRIES: u32 = 50;
+const LOCK_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// The tree of the key space; older data dirs (schema 2) had a tree per record kind.
 const TREE: &str = "kv";
 
@@ -27,13 +31,26 @@ pub struct SledBackend {
 
 impl SledBackend {
     /// Opens (or creates) the database in `dir`; fails if another process has it.
+    /// A database just closed may still be locked for a moment (sled's flusher lets
+    /// go of it after the close returns; a controller restarting in place, or a
+    /// previous process still exiting): the lock is tried again for a few seconds.
     pub fn open(dir: &Path) -> Result<SledBackend> {
-        let db = sled::Config::new()
-            .path(dir)
-            .mode(sled::Mode::HighThroughput)
-            .cache_capacity(64 * 1024 * 1024)
-            .open()?;
-        SledBackend::from_db(db)
+        let mut tries = 0;
+        loop {
+            let opened = sled::Config::new()
+                .path(dir)
+                .mode(sled::Mode::HighThroughput)
+                .cache_capacity(64 * 1024 * 1024)
+                .open();
+            match opened {
+                Ok(db) => return SledBackend::from_db(db),
+                Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") && tries < LOCK_TRIES => {
+                    tries += 1;
+                    std::thread::sleep(LOCK_PAUSE);
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
     }
 
     /// A database in memory that vanishes on drop, for tests.
