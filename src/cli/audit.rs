@@ -41,11 +41,6 @@ fn since_ms(text: &str) -> Result<i64> {
         })
 }
 
-fn when(ms: i64) -> String {
-    jiff::Timestamp::from_millisecond(ms)
-        .map_or_else(|_| ms.to_string(), |t| t.strftime("%Y-%m-%d %H:%M:%S").to_string())
-}
-
 pub async fn audit(server: &str, args: AuditArgs) -> Result<ExitCode> {
     let since = args.since.as_deref().map(since_ms).transpose()?.unwrap_or(0);
     let mut client = connect(server).await?;
@@ -98,7 +93,7 @@ pub async fn audit(server: &str, args: AuditArgs) -> Result<ExitCode> {
             detail.push_str(&format!(" [request {}]", e.request_id));
         }
         vec![
-            when(e.at_unix_ms),
+            super::render::when(e.at_unix_ms),
             e.principal.clone(),
             e.role.clone(),
             e.kind.clone(),
@@ -110,7 +105,7 @@ pub async fn audit(server: &str, args: AuditArgs) -> Result<ExitCode> {
     print!(
         "{}",
         super::render::grid(
-            &["TIME (UTC)", "WHO", "ROLE", "WHAT", "TARGET", "RESULT", "DETAIL"],
+            &["TIME", "WHO", "ROLE", "WHAT", "TARGET", "RESULT", "DETAIL"],
             &[],
             rows
         )

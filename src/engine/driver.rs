@@ -153,24 +153,25 @@ async fn health_gate(live: &Live, ctx: &Context, wave: u32) -> Result<HealthRepo
         .await
         .into_iter()
         .collect();
-    let sick = |h: &String| match unreachable.get(h) {
-        Some(e) => Some(format!("{h}: {e}")),
+    // Why a host is down now (unreachable, or unhealthy), if it is.
+    let why_down = |h: &String| match unreachable.get(h) {
+        Some(e) => Some(e.clone()),
         None => ctx
             .health
             .get(h)
             .filter(|s| !s.healthy)
-            .map(|s| format!("{h}: unhealthy ({})", s.detail)),
+            .map(|s| format!("unhealthy ({})", s.detail)),
     };
+    let sick = |h: &String| why_down(h).map(|why| format!("{h}: {why}"));
     let mut verdicts = Vec::new();
     let mut broken = Vec::new();
     for h in &gate {
-        match sick(h) {
-            Some(line) => {
-                let why = line.strip_prefix(&format!("{h}: ")).unwrap_or(&line).to_string();
+        match why_down(h) {
+            Some(why) => {
+                broken.push(format!("{h}: {why}"));
                 if let Some(rec) = records.remove(h) {
                     verdicts.push((h.clone(), rec, format!("wave {}: {why}", wave + 1)));
                 }
-                broken.push(line);
             }
             // Judged again (under `continue`, or retried) and healthy now.
             None => {

@@ -56,13 +56,6 @@ pub struct Counts {
     pub unknown: u64,
 }
 
-impl Counts {
-    /// Hosts known to be healthy.
-    pub fn healthy(&self) -> u64 {
-        self.hosts.saturating_sub(self.down + self.unknown)
-    }
-}
-
 /// The last word on a host.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Seen {

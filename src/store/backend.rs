@@ -16,9 +16,6 @@ pub enum Error {
     /// The backend's storage failed (I/O, corruption, a lost connection).
     #[error("{0}")]
     Storage(#[source] Box<dyn std::error::Error + Send + Sync>),
-    /// The backend cannot do what was asked (a batch larger than it takes).
-    #[error("{0}")]
-    Unsupported(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -71,12 +68,6 @@ impl Batch {
 
     pub fn is_empty(&self) -> bool {
         self.ops.is_empty() && self.conditions.is_empty()
-    }
-
-    /// Writes and conditions together: what a remote backend counts against its
-    /// limit per request.
-    pub fn len(&self) -> usize {
-        self.ops.len() + self.conditions.len()
     }
 }
 
