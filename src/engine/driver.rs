@@ -300,21 +300,19 @@ async fn execute(live: &Live, ctx: &Context, wave: Option<u32>, first: Vec<Dispa
                         ctx.health.record_version(&d.host, &d.record.version);
                     }
                 }
-                live.record_results(&ctx.store, &done)?;
-                done.clear();
                 unflushed = true;
-                if inflight.is_empty() || last_flush.elapsed() >= RESULT_FLUSH {
-                    ctx.store.flush().await?;
-                    live.mark_durable();
+                // A failure is counted at once: the wave's failure budget stops it.
+                let failed = done.iter().any(|d| d.record.state() == pb::HostState::Failed);
+                if inflight.is_empty() || failed || last_flush.elapsed() >= RESULT_FLUSH {
+                    record(live, ctx, &mut done).await?;
                     last_flush = tokio::time::Instant::now();
                     unflushed = false;
                 }
             }
-            // Slow answers: results recorded since the last flush are shown within
-            // RESULT_FLUSH even if no other answer comes to trigger it.
+            // Slow answers: results received since the last flush are recorded and
+            // shown within RESULT_FLUSH even if no other answer comes to trigger it.
             _ = tokio::time::sleep_until(last_flush + RESULT_FLUSH), if unflushed => {
-                ctx.store.flush().await?;
-                live.mark_durable();
+                record(live, ctx, &mut done).await?;
                 last_flush = tokio::time::Instant::now();
                 unflushed = false;
             }
@@ -336,7 +334,8 @@ async fn execute(live: &Live, ctx: &Context, wave: Option<u32>, first: Vec<Dispa
                     d.record.updated_at_unix_ms = now;
                     d.record.finished_at_unix_ms = now;
                 }
-                live.record_results(&ctx.store, &stuck)?;
+                done.extend(stuck.iter().cloned());
+                live.record_results(&ctx.store, &done)?;
                 if !ready.is_empty() {
                     live.unsend(&ctx.store, ready.drain(..).collect())?;
                 }
@@ -349,9 +348,20 @@ async fn execute(live: &Live, ctx: &Context, wave: Option<u32>, first: Vec<Dispa
             }
         }
     }
+    record(live, ctx, &mut done).await?;
+    Ok(live.report(wave.unwrap_or(0)))
+}
+
+/// Group commit: the results received since the last flush, as one record, made
+/// durable, then shown.
+async fn record(live: &Live, ctx: &Context, done: &mut Vec<Dispatch>) -> Result<()> {
+    if !done.is_empty() {
+        live.record_results(&ctx.store, done)?;
+        done.clear();
+    }
     ctx.store.flush().await?;
     live.mark_durable();
-    Ok(live.report(wave.unwrap_or(0)))
+    Ok(())
 }
 
 fn collect(joined: std::result::Result<Dispatch, tokio::task::JoinError>, done: &mut Vec<Dispatch>) {

@@ -89,6 +89,10 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Makes every committed batch durable.
     fn flush(&self) -> BoxFuture<'_, Result<()>>;
+
+    /// The same, blocking the caller: for the rare steps that must be durable before
+    /// the next write and run where nothing can wait (a migration, a checkpoint).
+    fn flush_blocking(&self) -> Result<()>;
 }
 
 /// The smallest key greater than every key starting with `prefix` (None: there is

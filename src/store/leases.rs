@@ -142,7 +142,7 @@ impl Store {
     pub fn release_leases<'a>(&self, holder: &Holder, hosts: impl Iterator<Item = &'a str>) -> Result<()> {
         let mine = holder.lease().encode_to_vec();
         let hosts: Vec<&str> = hosts.collect();
-        for chunk in hosts.chunks(super::CREATE_CHUNK) {
+        for chunk in hosts.chunks(super::hosts::CHUNK) {
             // Usually every lease is still ours: one batch for the chunk. If one is
             // not, key by key, deleting only ours.
             let mut batch = Batch::default();

@@ -6,13 +6,14 @@
 //!   backend passes; [`sled_backend`]: sled behind it, the embedded default and the
 //!   only file that uses sled;
 //! - this file: opening, migrating, ids, flushing and the audit log;
-//!   [`records`]: rollouts, their hosts, restart jobs, request ids, the inventory;
-//!   [`leases`]: who holds a host.
+//!   [`records`]: rollouts, restart jobs and their hosts, request ids, the inventory;
+//!   [`hosts`]: a rollout's hosts as grouped records (a snapshot in chunks and a log
+//!   of update batches, checkpointed); [`leases`]: who holds a host.
 //!
 //! One key space, a two-byte prefix per kind of record (records are prost messages
 //! from `proto/rollout/v1/store.proto`, numbers big-endian so that keys sort):
-//! - `ro` rollout id -> `RolloutRecord`; `rh` rollout id ++ host id ->
-//!   `RolloutHostRecord`
+//! - `ro` rollout id -> `RolloutRecord`; `rs`, `ru`, `rm`: its hosts, in chunks
+//!   (see [`hosts`])
 //! - `ib` hash bucket (u32, [`HOST_BUCKETS`] of them) -> `HostBucket` (the
 //!   inventory's hosts: a million hosts are a few thousand values, compared and
 //!   written in a moment); `ic` customer id -> `CustomerRecord`
@@ -22,12 +23,14 @@
 //! - `le` host id -> `LeaseRecord`: the one active rollout or job holding it
 //! - `me`: schema version, the id counter
 //!
-//! A rollout is created in batches of a few thousand hosts, each with those hosts'
-//! rows and leases, conditioned on the leases being as read (the lease check); then
-//! a last batch with its record, request id and audit line: the commit point. Later
-//! writes are grouped: a dispatch batch's intents are one batch and one flush.
+//! A rollout is created in batches of a few thousand hosts, each with one chunk of
+//! its selection and those hosts' leases, conditioned on the leases being as read
+//! (the lease check); then a last batch with its record, request id and audit line:
+//! the commit point. Later writes are grouped: a dispatch batch's intents are one
+//! value and one flush, a flush's results one value.
 
 mod backend;
+mod hosts;
 mod leases;
 mod records;
 mod sled_backend;
@@ -39,14 +42,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use prost::Message;
 
 pub use backend::{Backend, Batch};
+pub use hosts::RolloutHosts;
 pub use leases::{Held, Holder};
 use sled_backend::SledBackend;
 
 use crate::proto::v1 as pb;
 
-/// 3: one key space with a prefix per record kind (2: a sled tree per kind; 1: a key
-/// per inventory host instead of buckets).
-const SCHEMA_VERSION: u32 = 3;
+/// 4: a rollout's hosts in grouped records (3: a row per host; 2: a sled tree per
+/// kind; 1: a key per inventory host instead of buckets).
+const SCHEMA_VERSION: u32 = 4;
 
 /// Buckets of the inventory's hosts: about 250 hosts (30 KB) each at a million hosts;
 /// a registration rewrites one bucket.
@@ -56,14 +60,11 @@ pub const HOST_BUCKETS: u32 = 4_096;
 /// 500,000-host wave held gigabytes in sled.
 const PUT_BATCH: usize = 8_192;
 
-/// Hosts per creation batch: small enough that the backend's transaction state stays
-/// small, large enough that the per-batch cost vanishes.
-const CREATE_CHUNK: usize = 4_096;
-
 // Prefixes of two bytes: a million-host rollout has two million keys, and every
 // byte of a key is stored with each of them.
 const ROLLOUTS: &[u8] = b"ro";
-const ROLLOUT_HOSTS: &[u8] = b"rh";
+/// Schema 3's rows, a key per host of a rollout, folded into chunks at open.
+const LEGACY_ROLLOUT_HOSTS: &[u8] = b"rh";
 const HOSTS: &[u8] = b"ib";
 const CUSTOMERS: &[u8] = b"ic";
 const REQUESTS: &[u8] = b"rq";
@@ -78,7 +79,7 @@ const LEGACY_HOSTS: &[u8] = b"ih";
 /// Where each sled tree of a schema 2 (or 1) data dir goes in the key space.
 const LEGACY_TREES: [(&str, &[u8]); 11] = [
     ("rollouts", ROLLOUTS),
-    ("rollout_hosts", ROLLOUT_HOSTS),
+    ("rollout_hosts", LEGACY_ROLLOUT_HOSTS),
     ("host_buckets", HOSTS),
     ("customers", CUSTOMERS),
     ("requests", REQUESTS),
@@ -124,6 +125,8 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Clone)]
 pub struct Store {
     kv: Arc<dyn Backend>,
+    /// What is known of each rollout's grouped host records.
+    books: Arc<hosts::Books>,
     /// The next audit log sequence number (this controller is the log's only writer).
     events: Arc<AtomicU64>,
 }
@@ -188,6 +191,7 @@ impl Store {
             .and_then(|(k, _)| as_u64(&k[EVENTS.len()..]));
         let store = Store {
             kv,
+            books: Arc::default(),
             events: Arc::new(AtomicU64::new(last_event.map_or(0, |n| n + 1))),
         };
         store.migrate()?;
@@ -223,6 +227,9 @@ impl Store {
                 gone.delete(kv?.0);
             }
             self.kv.commit(gone)?;
+        }
+        if found < 4 {
+            self.migrate_host_rows(LEGACY_ROLLOUT_HOSTS)?;
         }
         if found < SCHEMA_VERSION {
             let mut version = Batch::default();
@@ -330,7 +337,7 @@ fn migrate_legacy_trees(sled: &SledBackend) -> Result<()> {
         }
         sled.commit(batch)?;
     }
-    sled.flush_now()?;
+    sled.flush_blocking()?;
     for (name, _) in &trees {
         sled.drop_legacy(name)?;
     }

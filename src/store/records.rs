@@ -7,9 +7,10 @@ use std::collections::BTreeMap;
 use prost::Message;
 
 use super::backend::{self, Batch};
+use super::hosts::{CHUNK, selection_chunk};
 use super::{
-    CREATE_CHUNK, CUSTOMERS, HOST_BUCKETS, HOSTS, Held, Holder, JOB_HOSTS, JOBS, PUT_BATCH, REQUESTS, ROLLOUT_HOSTS,
-    ROLLOUTS, Result, Store, as_u64, decode, host_key, key, off_the_runtime,
+    CUSTOMERS, HOST_BUCKETS, HOSTS, Held, Holder, JOB_HOSTS, JOBS, REQUESTS, ROLLOUTS, Result, Store, as_u64, decode,
+    host_key, key, off_the_runtime,
 };
 use crate::proto::v1 as pb;
 
@@ -34,13 +35,14 @@ fn encode_bucket(hosts: &mut [&pb::HostRecord]) -> Vec<u8> {
 
 impl Store {
     /// Records a new rollout: every selected host as pending with its lease, in
-    /// batches of [`CREATE_CHUNK`] hosts (each host's row and lease together, the
-    /// leases conditioned on being as read), then the record, its request id and
-    /// `events` in a last batch: the commit point. A host leased to another holder
-    /// that `may_take` refuses undoes what was written and returns `Ok(Err(held))`. A
-    /// crash before the commit point leaves only leases of a rollout that does not
-    /// exist, released at the next start-up, and unreachable rows. `hosts`: (host id,
-    /// target version or "" for the plan's own). `also`: another rollout's record to
+    /// batches of [`CHUNK`] hosts (a chunk of the selection and its hosts' leases
+    /// together, the leases conditioned on being as read), then the record, its
+    /// request id and `events` in a last batch: the commit point. A host leased to
+    /// another holder that `may_take` refuses undoes what was written and returns
+    /// `Ok(Err(held))`. A crash before the commit point leaves only leases of a
+    /// rollout that does not exist, released at the next start-up, and unreachable
+    /// chunks. `hosts`: (host id, target version or "" for the plan's own), in any
+    /// order. `also`: another rollout's record to
     /// write with the commit (the original of a rollback, which hands its leases over).
     pub async fn create_rollout(
         &self,
@@ -54,19 +56,15 @@ impl Store {
             id: record.id,
             name: record.name.clone(),
         };
-        for (done, chunk) in hosts.chunks(CREATE_CHUNK).enumerate() {
+        let mut hosts = hosts.to_vec();
+        hosts.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        for (done, chunk) in hosts.chunks(CHUNK).enumerate() {
             let taken = off_the_runtime(|| self.create_chunk(record.id, chunk, &me, may_take))?;
             if let Err(held) = taken {
-                // Undo the chunks already written: their leases, then their rows.
-                let written = &hosts[..done * CREATE_CHUNK];
+                // Undo the chunks already written: their leases, then the selection.
+                let written = &hosts[..done * CHUNK];
                 self.release_leases(&me, written.iter().map(|(h, _)| *h))?;
-                for rows in written.chunks(PUT_BATCH) {
-                    let mut undo = Batch::default();
-                    for (host, _) in rows {
-                        undo.delete(host_key(ROLLOUT_HOSTS, record.id, host));
-                    }
-                    self.write(undo, "rollout_hosts")?;
-                }
+                self.forget_rollout_hosts(record.id)?;
                 return Ok(Err(held));
             }
         }
@@ -87,7 +85,7 @@ impl Store {
         Ok(Ok(()))
     }
 
-    /// One chunk of a new rollout: its hosts' pending rows and leases, in one batch,
+    /// One chunk of a new rollout: its hosts pending and their leases, in one batch,
     /// read again and retried if a lease changed between the read and the write.
     fn create_chunk(
         &self,
@@ -101,14 +99,8 @@ impl Store {
             if let Err(held) = self.take_leases(&mut batch, chunk.iter().map(|(h, _)| *h), me, may_take)? {
                 return Ok(Err(held));
             }
-            for (host, version) in chunk {
-                let pending = pb::RolloutHostRecord {
-                    state: pb::HostState::Pending as i32,
-                    version: version.to_string(),
-                    ..Default::default()
-                };
-                batch.put(host_key(ROLLOUT_HOSTS, id, host), pending.encode_to_vec());
-            }
+            let (k, v) = selection_chunk(id, chunk);
+            batch.put(k, v);
             if self.kv.commit(batch)? {
                 return Ok(Ok(()));
             }
@@ -192,67 +184,6 @@ impl Store {
             .get(&key(REQUESTS, request_id.as_bytes()))?
             .as_deref()
             .and_then(as_u64))
-    }
-
-    /// Writes many host records of one rollout (group commit), in atomic batches of
-    /// at most [`PUT_BATCH`]. A crash between batches leaves the first ones written,
-    /// which every caller tolerates (a wave is filled up to its size again at resume;
-    /// intents and results are per host). Durable once `flush` returns.
-    pub fn put_hosts<'a>(
-        &self,
-        rollout: u64,
-        records: impl IntoIterator<Item = (&'a str, &'a pb::RolloutHostRecord)>,
-    ) -> Result<()> {
-        let mut batch = Batch::default();
-        for (host, record) in records {
-            batch.put(host_key(ROLLOUT_HOSTS, rollout, host), record.encode_to_vec());
-            if batch.ops.len() == PUT_BATCH {
-                self.write(std::mem::take(&mut batch), "rollout_hosts")?;
-            }
-        }
-        if !batch.is_empty() {
-            self.write(batch, "rollout_hosts")?;
-        }
-        Ok(())
-    }
-
-    /// All host records of a rollout, in host id order.
-    pub fn rollout_hosts(&self, rollout: u64) -> impl Iterator<Item = Result<(String, pb::RolloutHostRecord)>> + use<> {
-        self.rollout_hosts_after(rollout, "")
-    }
-
-    /// The host records of a rollout whose host id sorts after `after` ("": all), in
-    /// host id order: a page of a million-host rollout reads from where the last ended.
-    pub fn rollout_hosts_after(
-        &self,
-        rollout: u64,
-        after: &str,
-    ) -> impl Iterator<Item = Result<(String, pb::RolloutHostRecord)>> + use<> {
-        let prefix = host_key(ROLLOUT_HOSTS, rollout, "");
-        let start = if after.is_empty() {
-            prefix.clone()
-        } else {
-            // Keys are prefix ++ host id; the smallest key after `after` is `after` ++ 0.
-            let mut start = host_key(ROLLOUT_HOSTS, rollout, after);
-            start.push(0);
-            start
-        };
-        let skip = prefix.len();
-        self.kv
-            .range(&start, backend::prefix_end(&prefix).as_deref(), false)
-            .map(move |kv| {
-                let (k, v) = kv?;
-                let host = String::from_utf8_lossy(&k[skip..]).into_owned();
-                Ok((host, decode("rollout_hosts", &v)?))
-            })
-    }
-
-    /// Host ids of a rollout (its selection), for finding hosts it holds.
-    pub fn rollout_host_ids(&self, rollout: u64) -> Result<Vec<String>> {
-        let prefix = host_key(ROLLOUT_HOSTS, rollout, "");
-        backend::scan_prefix(self.kv.as_ref(), &prefix)
-            .map(|kv| Ok(String::from_utf8_lossy(&kv?.0[prefix.len()..]).into_owned()))
-            .collect()
     }
 
     /// Replaces the stored inventory, writing only what changed (a restart with the

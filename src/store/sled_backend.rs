@@ -82,12 +82,6 @@ impl SledBackend {
         })))
     }
 
-    /// Makes everything written durable, blocking (start-up's migration).
-    pub fn flush_now(&self) -> Result<()> {
-        self.db.flush()?;
-        Ok(())
-    }
-
     /// Drops a legacy tree once its pairs are copied and flushed.
     pub fn drop_legacy(&self, name: &str) -> Result<()> {
         self.db.drop_tree(name)?;
@@ -161,6 +155,11 @@ impl Backend for SledBackend {
             self.db.flush_async().await?;
             Ok(())
         })
+    }
+
+    fn flush_blocking(&self) -> Result<()> {
+        self.db.flush()?;
+        Ok(())
     }
 }
 

@@ -34,6 +34,10 @@ impl Backend for Counting {
     fn flush(&self) -> futures::future::BoxFuture<'_, BackendResult<()>> {
         self.inner.flush()
     }
+
+    fn flush_blocking(&self) -> BackendResult<()> {
+        self.inner.flush_blocking()
+    }
 }
 
 #[test]
@@ -238,7 +242,8 @@ async fn rollouts_and_hosts_round_trip() {
     assert_eq!(store.rollout(id + 1).unwrap(), None);
     assert_eq!(store.rollout_hosts(id + 1).count(), 0);
     // A conflict in a later chunk undoes the chunks already written.
-    let many: Vec<String> = (0..CREATE_CHUNK + 10).map(|i| format!("m{i:06}")).collect();
+    // (Hosts are chunked in id order: "a" comes after these.)
+    let many: Vec<String> = (0..hosts::CHUNK + 10).map(|i| format!("0m{i:06}")).collect();
     let mut rows: Vec<(&str, &str)> = many.iter().map(|h| (h.as_str(), "")).collect();
     rows.push(("a", ""));
     let big = pb::RolloutRecord {
@@ -253,7 +258,7 @@ async fn rollouts_and_hosts_round_trip() {
         .unwrap_err();
     assert_eq!(held.0, BTreeMap::from([(me.clone(), 1)]));
     assert_eq!(
-        store.lease("m000000").unwrap(),
+        store.lease("0m000000").unwrap(),
         None,
         "the first chunk's leases are undone"
     );

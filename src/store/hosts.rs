@@ -1,0 +1,475 @@
+//! A rollout's hosts as grouped records: a snapshot in chunks and a log of update
+//! batches over it, folded into a new snapshot (a checkpoint) when the log has grown
+//! to half the snapshot's size. The hot path writes one value per batch of hosts,
+//! never one per host.
+//!
+//! Keys (numbers big-endian, so that scans come out in order):
+//! - `rs` rollout id ++ generation (u32) ++ first host id -> `HostRows`: the
+//!   snapshot, every selected host once, sorted by host id, [`CHUNK`] hosts per
+//!   value. Creating the rollout writes generation 0 (every host pending).
+//! - `ru` rollout id ++ sequence (u64) -> `HostRows`: one batch of updates (a wave's
+//!   assignment, a dispatch batch's intents, the results of one flush).
+//! - `rm` rollout id -> `HostsMark`: the current generation and the last update
+//!   folded into it; absent means generation 0 and none.
+//!
+//! A host's record is its newest update after the mark, else its snapshot row.
+//!
+//! A checkpoint writes generation g+1 (g's rows with the updates applied), commits the
+//! mark, makes it durable, and only then deletes the folded updates and generation g
+//! (g waits while a reader still streams it). A crash before the mark leaves a
+//! partial generation nobody reads, deleted at the next checkpoint or load; a crash
+//! after it leaves folded updates that readers skip and the next load deletes.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use prost::Message;
+
+use super::backend::{self, Batch, Pairs};
+use super::{PUT_BATCH, Result, Store, as_u64, decode, key, off_the_runtime};
+use crate::proto::v1 as pb;
+
+/// Hosts per snapshot chunk (and per creation batch, with their leases): a
+/// million-host rollout is a few hundred values of a few hundred KB, well under a
+/// remote store's request limit.
+pub(super) const CHUNK: usize = 4_096;
+
+/// Below this many bytes of updates a rollout is never checkpointed: small rollouts
+/// would rewrite their snapshot for nothing.
+const MIN_CHECKPOINT: u64 = 256 << 10;
+
+const SNAPSHOT: &[u8] = b"rs";
+const UPDATES: &[u8] = b"ru";
+const MARK: &[u8] = b"rm";
+
+/// `prefix` ++ rollout id.
+fn of_rollout(prefix: &[u8], id: u64) -> Vec<u8> {
+    key(prefix, &id.to_be_bytes())
+}
+
+/// The keys of one snapshot generation of a rollout.
+fn generation_prefix(id: u64, generation: u32) -> Vec<u8> {
+    let mut k = of_rollout(SNAPSHOT, id);
+    k.extend_from_slice(&generation.to_be_bytes());
+    k
+}
+
+fn update_key(id: u64, seq: u64) -> Vec<u8> {
+    key(&of_rollout(UPDATES, id), &seq.to_be_bytes())
+}
+
+/// A chunk of a snapshot, keyed by its first host.
+fn chunk(id: u64, generation: u32, rows: &[pb::HostRow]) -> (Vec<u8>, Vec<u8>) {
+    let first = rows.first().map_or("", |r| r.host.as_str());
+    let k = key(&generation_prefix(id, generation), first.as_bytes());
+    (k, pb::HostRows { rows: rows.to_vec() }.encode_to_vec())
+}
+
+/// Generation 0 of a new rollout, one chunk: `hosts` (sorted by id) pending, each
+/// with its target version ("" for the plan's own).
+pub(super) fn selection_chunk(id: u64, hosts: &[(&str, &str)]) -> (Vec<u8>, Vec<u8>) {
+    let rows: Vec<pb::HostRow> = hosts
+        .iter()
+        .map(|(host, version)| pb::HostRow {
+            host: host.to_string(),
+            record: Some(pb::RolloutHostRecord {
+                state: pb::HostState::Pending as i32,
+                version: version.to_string(),
+                ..Default::default()
+            }),
+        })
+        .collect();
+    chunk(id, 0, &rows)
+}
+
+/// What the store knows of one rollout's grouped records, loaded at first use.
+#[derive(Default)]
+pub(super) struct Book {
+    loaded: bool,
+    mark: pb::HostsMark,
+    /// The sequence of the next batch of updates.
+    next: u64,
+    /// Bytes of updates after the mark, and of the current snapshot.
+    log_bytes: u64,
+    snapshot_bytes: u64,
+    /// Readers streaming a snapshot now: an old generation waits for them.
+    readers: Arc<AtomicUsize>,
+    /// Old generations to delete once no reader streams them.
+    stale: Vec<u32>,
+}
+
+/// Every rollout's [`Book`]; one lock per rollout serialises its writers.
+#[derive(Default)]
+pub(super) struct Books(Mutex<HashMap<u64, Arc<Mutex<Book>>>>);
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Books {
+    fn of(&self, id: u64) -> Arc<Mutex<Book>> {
+        lock(&self.0).entry(id).or_default().clone()
+    }
+}
+
+/// Counts a reader while it lives.
+struct Reading(Arc<AtomicUsize>);
+
+impl Drop for Reading {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// A rollout's hosts in host id order: snapshot rows with the newer updates applied.
+pub struct RolloutHosts {
+    chunks: Pairs,
+    rows: std::vec::IntoIter<pb::HostRow>,
+    updates: HashMap<String, pb::RolloutHostRecord>,
+    after: String,
+    failed: Option<super::Error>,
+    _reading: Option<Reading>,
+}
+
+impl Iterator for RolloutHosts {
+    type Item = Result<(String, pb::RolloutHostRecord)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if let Some(e) = self.failed.take() {
+            return Some(Err(e));
+        }
+        loop {
+            if let Some(row) = self.rows.next() {
+                if row.host.as_str() <= self.after.as_str() {
+                    continue;
+                }
+                let record = match self.updates.remove(&row.host) {
+                    Some(newer) => newer,
+                    None => row.record.unwrap_or_default(),
+                };
+                return Some(Ok((row.host, record)));
+            }
+            let decoded = self
+                .chunks
+                .next()?
+                .map_err(super::Error::from)
+                .and_then(|(_, v)| decode::<pb::HostRows>("rollout_hosts", &v));
+            match decoded {
+                Ok(chunk) => self.rows = chunk.rows.into_iter(),
+                Err(e) => return Some(Err(e)),
+            }
+        }
+    }
+}
+
+impl Store {
+    /// Records updates of hosts of `rollout` (group commit): one value per
+    /// [`PUT_BATCH`] hosts, usually one for the whole call. Checkpoints the rollout
+    /// when its updates have grown to half its snapshot. Durable once `flush` returns.
+    pub fn put_hosts<'a>(
+        &self,
+        rollout: u64,
+        records: impl IntoIterator<Item = (&'a str, &'a pb::RolloutHostRecord)>,
+    ) -> Result<()> {
+        let book = self.books.of(rollout);
+        let mut book = lock(&book);
+        self.load_book(rollout, &mut book)?;
+        let mut rows = Vec::new();
+        for (host, record) in records {
+            rows.push(pb::HostRow {
+                host: host.to_string(),
+                record: Some(record.clone()),
+            });
+            if rows.len() == PUT_BATCH {
+                self.append(rollout, &mut book, std::mem::take(&mut rows))?;
+            }
+        }
+        if !rows.is_empty() {
+            self.append(rollout, &mut book, rows)?;
+        }
+        self.sweep(rollout, &mut book)?;
+        if book.log_bytes > MIN_CHECKPOINT && book.log_bytes * 2 > book.snapshot_bytes {
+            off_the_runtime(|| self.checkpoint(rollout, &mut book))?;
+        }
+        Ok(())
+    }
+
+    fn append(&self, rollout: u64, book: &mut Book, rows: Vec<pb::HostRow>) -> Result<()> {
+        let value = pb::HostRows { rows }.encode_to_vec();
+        book.log_bytes += value.len() as u64;
+        let mut batch = Batch::default();
+        batch.put(update_key(rollout, book.next), value);
+        book.next += 1;
+        self.write(batch, "rollout_hosts")
+    }
+
+    /// All host records of a rollout, in host id order.
+    pub fn rollout_hosts(&self, rollout: u64) -> RolloutHosts {
+        self.rollout_hosts_after(rollout, "")
+    }
+
+    /// The host records of a rollout whose host id sorts after `after` ("": all), in
+    /// host id order. A page of a million-host rollout reads the snapshot from the
+    /// chunk that holds `after`, and the updates since the last checkpoint.
+    pub fn rollout_hosts_after(&self, rollout: u64, after: &str) -> RolloutHosts {
+        let mut hosts = RolloutHosts {
+            chunks: Box::new(std::iter::empty()),
+            rows: Vec::new().into_iter(),
+            updates: HashMap::new(),
+            after: after.to_string(),
+            failed: None,
+            _reading: None,
+        };
+        if let Err(e) = self.open_hosts(rollout, &mut hosts) {
+            hosts.failed = Some(e);
+        }
+        hosts
+    }
+
+    fn open_hosts(&self, rollout: u64, hosts: &mut RolloutHosts) -> Result<()> {
+        let book = self.books.of(rollout);
+        let mut book = lock(&book);
+        self.load_book(rollout, &mut book)?;
+        hosts.updates = self.updates(rollout, book.mark.through)?.0;
+        book.readers.fetch_add(1, Ordering::SeqCst);
+        hosts._reading = Some(Reading(book.readers.clone()));
+        let prefix = generation_prefix(rollout, book.mark.generation);
+        let end = backend::prefix_end(&prefix);
+        // The chunk holding `after`: the last whose first host is not after it.
+        let mut start = prefix.clone();
+        if !hosts.after.is_empty() {
+            let mut past = key(&prefix, hosts.after.as_bytes());
+            past.push(0);
+            if let Some(found) = self.kv.range(&prefix, Some(&past), true).next() {
+                start = found?.0;
+            }
+        }
+        hosts.chunks = self.kv.range(&start, end.as_deref(), false);
+        Ok(())
+    }
+
+    /// Host ids of a rollout (its selection), for finding hosts it holds.
+    pub fn rollout_host_ids(&self, rollout: u64) -> Result<Vec<String>> {
+        self.rollout_hosts(rollout).map(|row| Ok(row?.0)).collect()
+    }
+
+    /// The updates of a rollout after sequence `through`, newest per host, and the
+    /// last sequence read.
+    fn updates(&self, rollout: u64, through: u64) -> Result<(HashMap<String, pb::RolloutHostRecord>, u64)> {
+        let prefix = of_rollout(UPDATES, rollout);
+        let mut newest = HashMap::new();
+        let mut last = through;
+        for kv in self.kv.range(
+            &update_key(rollout, through + 1),
+            backend::prefix_end(&prefix).as_deref(),
+            false,
+        ) {
+            let (k, v) = kv?;
+            last = as_u64(&k[prefix.len()..]).unwrap_or(last);
+            let batch: pb::HostRows = decode("rollout_hosts", &v)?;
+            for row in batch.rows {
+                newest.insert(row.host, row.record.unwrap_or_default());
+            }
+        }
+        Ok((newest, last))
+    }
+
+    /// Reads a rollout's mark and sizes the first time it is used, and deletes what a
+    /// crash left behind: partial or old generations, updates already folded.
+    fn load_book(&self, rollout: u64, book: &mut Book) -> Result<()> {
+        if book.loaded {
+            return Ok(());
+        }
+        book.mark = self
+            .kv
+            .get(&of_rollout(MARK, rollout))?
+            .map(|v| decode("rollout_hosts", &v))
+            .transpose()?
+            .unwrap_or_default();
+        let snapshot = of_rollout(SNAPSHOT, rollout);
+        let mut generations = Vec::new();
+        for kv in backend::scan_prefix(self.kv.as_ref(), &snapshot) {
+            let (k, v) = kv?;
+            let generation = k
+                .get(snapshot.len()..snapshot.len() + 4)
+                .and_then(|g| g.try_into().ok())
+                .map_or(0, u32::from_be_bytes);
+            if generation == book.mark.generation {
+                book.snapshot_bytes += v.len() as u64;
+            } else if generations.last() != Some(&generation) {
+                generations.push(generation);
+            }
+        }
+        book.stale = generations;
+        let updates = of_rollout(UPDATES, rollout);
+        let mut folded = Vec::new();
+        book.next = book.mark.through + 1;
+        for kv in backend::scan_prefix(self.kv.as_ref(), &updates) {
+            let (k, v) = kv?;
+            let seq = as_u64(&k[updates.len()..]).unwrap_or(0);
+            if seq <= book.mark.through {
+                folded.push(k);
+            } else {
+                book.log_bytes += v.len() as u64;
+                book.next = book.next.max(seq + 1);
+            }
+        }
+        self.delete_keys(folded)?;
+        book.loaded = true;
+        self.sweep(rollout, book)
+    }
+
+    /// Deletes old generations nobody reads any more.
+    fn sweep(&self, rollout: u64, book: &mut Book) -> Result<()> {
+        if book.stale.is_empty() || book.readers.load(Ordering::SeqCst) > 0 {
+            return Ok(());
+        }
+        for generation in std::mem::take(&mut book.stale) {
+            self.delete_prefix(&generation_prefix(rollout, generation))?;
+        }
+        Ok(())
+    }
+
+    /// Folds the updates into a new snapshot generation (see the module's doc).
+    fn checkpoint(&self, rollout: u64, book: &mut Book) -> Result<()> {
+        let (mut updates, through) = self.updates(rollout, book.mark.through)?;
+        let old = book.mark.generation;
+        let new = old + 1;
+        // What a checkpoint cut short by a crash wrote of this generation.
+        self.delete_prefix(&generation_prefix(rollout, new))?;
+        let mut bytes = 0;
+        let mut rows = Vec::with_capacity(CHUNK);
+        let mut write = |rows: &mut Vec<pb::HostRow>| -> Result<()> {
+            let (k, v) = chunk(rollout, new, rows);
+            bytes += v.len() as u64;
+            let mut batch = Batch::default();
+            batch.put(k, v);
+            rows.clear();
+            self.write(batch, "rollout_hosts")
+        };
+        for kv in backend::scan_prefix(self.kv.as_ref(), &generation_prefix(rollout, old)) {
+            let chunk: pb::HostRows = decode("rollout_hosts", &kv?.1)?;
+            for mut row in chunk.rows {
+                if let Some(newer) = updates.remove(&row.host) {
+                    row.record = Some(newer);
+                }
+                rows.push(row);
+                if rows.len() == CHUNK {
+                    write(&mut rows)?;
+                }
+            }
+        }
+        if !rows.is_empty() {
+            write(&mut rows)?;
+        }
+        if !updates.is_empty() {
+            tracing::warn!(
+                rollout,
+                hosts = updates.len(),
+                "updates of hosts outside the selection dropped"
+            );
+        }
+        let mark = pb::HostsMark {
+            generation: new,
+            through,
+        };
+        let mut commit = Batch::default();
+        commit.put(of_rollout(MARK, rollout), mark.encode_to_vec());
+        self.write(commit, "rollout_hosts")?;
+        self.kv.flush_blocking()?;
+        let folded: Vec<Vec<u8>> = self
+            .kv
+            .range(&update_key(rollout, 0), Some(&update_key(rollout, through + 1)), false)
+            .map(|kv| kv.map(|(k, _)| k))
+            .collect::<backend::Result<_>>()?;
+        self.delete_keys(folded)?;
+        tracing::debug!(rollout, generation = new, bytes, "hosts checkpointed");
+        book.mark = mark;
+        book.log_bytes = 0;
+        book.snapshot_bytes = bytes;
+        book.stale.push(old);
+        self.sweep(rollout, book)
+    }
+
+    /// Deletes a rollout's host records (a creation that was refused).
+    pub(super) fn forget_rollout_hosts(&self, rollout: u64) -> Result<()> {
+        for prefix in [SNAPSHOT, UPDATES, MARK] {
+            self.delete_prefix(&of_rollout(prefix, rollout))?;
+        }
+        lock(&self.books.0).remove(&rollout);
+        Ok(())
+    }
+
+    /// Deletes every key under `prefix`, in batches.
+    pub(super) fn delete_prefix(&self, prefix: &[u8]) -> Result<()> {
+        let keys = backend::scan_prefix(self.kv.as_ref(), prefix)
+            .map(|kv| kv.map(|(k, _)| k))
+            .collect::<backend::Result<Vec<_>>>()?;
+        self.delete_keys(keys)
+    }
+
+    fn delete_keys(&self, keys: Vec<Vec<u8>>) -> Result<()> {
+        for keys in keys.chunks(PUT_BATCH) {
+            let mut batch = Batch::default();
+            for k in keys {
+                batch.delete(k.clone());
+            }
+            self.write(batch, "rollout_hosts")?;
+        }
+        Ok(())
+    }
+
+    /// Schema 3 kept a row per host (`rh` rollout id ++ host id): each rollout's rows
+    /// become snapshot generation 1, with its mark, then the rows are deleted. A crash
+    /// before the mark redoes the rollout; after it, only the deletion.
+    pub(super) fn migrate_host_rows(&self, legacy: &[u8]) -> Result<()> {
+        let mut rollouts = Vec::new();
+        for kv in backend::scan_prefix(self.kv.as_ref(), legacy) {
+            let (k, _) = kv?;
+            if let Some(id) = k.get(legacy.len()..legacy.len() + 8).and_then(as_u64)
+                && rollouts.last() != Some(&id)
+            {
+                rollouts.push(id);
+            }
+        }
+        for id in rollouts {
+            let rows = of_rollout(legacy, id);
+            if self.kv.get(&of_rollout(MARK, id))?.is_none() {
+                self.delete_prefix(&generation_prefix(id, 1))?;
+                let mut chunk_rows = Vec::with_capacity(CHUNK);
+                for kv in backend::scan_prefix(self.kv.as_ref(), &rows) {
+                    let (k, v) = kv?;
+                    chunk_rows.push(pb::HostRow {
+                        host: String::from_utf8_lossy(&k[rows.len()..]).into_owned(),
+                        record: Some(decode("rollout_hosts", &v)?),
+                    });
+                    if chunk_rows.len() == CHUNK {
+                        let mut batch = Batch::default();
+                        let (k, v) = chunk(id, 1, &chunk_rows);
+                        batch.put(k, v);
+                        self.write(batch, "rollout_hosts")?;
+                        chunk_rows.clear();
+                    }
+                }
+                let mut commit = Batch::default();
+                if !chunk_rows.is_empty() {
+                    let (k, v) = chunk(id, 1, &chunk_rows);
+                    commit.put(k, v);
+                }
+                let mark = pb::HostsMark {
+                    generation: 1,
+                    through: 0,
+                };
+                commit.put(of_rollout(MARK, id), mark.encode_to_vec());
+                self.write(commit, "rollout_hosts")?;
+                self.kv.flush_blocking()?;
+            }
+            self.delete_prefix(&rows)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;
