@@ -94,6 +94,24 @@ fn latency_row(n: usize, figure: &str, latencies: &[Duration]) {
     }
 }
 
+/// The store batches the controller says rollout `name`'s driver wrote (its log's
+/// "driver done" line, written just after the rollout ends).
+async fn store_writes(log: &Path, name: &str) -> Option<u64> {
+    let span = format!("name={name} ");
+    for _ in 0..50 {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        let found = text
+            .lines()
+            .filter(|l| l.contains(&span) && l.contains("driver done"))
+            .find_map(|l| l.split("store_writes=").nth(1)?.split(' ').next()?.parse().ok());
+        if found.is_some() {
+            return found;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    None
+}
+
 fn row(n: usize, figure: &str, value: String) {
     println!("| {n} | {figure} | {value} |");
 }
@@ -158,6 +176,13 @@ async fn run(n: usize) {
     );
     row(n, "raw gRPC ceiling, calls/s", format!("{ceiling:.0}"));
     row(n, "end to end / ceiling", format!("{:.0}%", rate * 100.0 / ceiling));
+    if let Some(writes) = store_writes(&log, "all").await {
+        row(
+            n,
+            "store writes per host (batches written while the rollout ran / hosts)",
+            format!("{:.4} ({writes} batches)", writes as f64 / n as f64),
+        );
+    }
     if let Some(peak) = peak_rss(&controller) {
         row(
             n,

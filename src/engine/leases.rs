@@ -10,7 +10,7 @@ use super::{Engine, Holder, Result};
 
 impl Engine {
     /// Who holds some of `hosts` (other than `except`), and how many of them, as the
-    /// `leases` tree says.
+    /// store's leases say.
     pub(super) fn conflicts(&self, hosts: &[String], except: Option<&Holder>) -> Result<BTreeMap<Holder, u64>> {
         let mut shared: BTreeMap<Holder, u64> = BTreeMap::new();
         for h in hosts {
@@ -26,9 +26,7 @@ impl Engine {
     /// Leases left behind by a crash: their holder ended (and wants no rollback) but
     /// died before giving them up. Released at start-up.
     pub(super) fn release_stale_leases(&self) -> Result<()> {
-        let mut stale: BTreeMap<Holder, Vec<String>> = BTreeMap::new();
-        for lease in self.ctx.store.leases() {
-            let (host, holder) = lease?;
+        for (holder, hosts) in self.ctx.store.lease_holders()? {
             let alive = match &holder {
                 Holder::Rollout { id, .. } => self
                     .lock()
@@ -37,14 +35,9 @@ impl Engine {
                 Holder::Job { id } => self.jobs().get(id).is_some_and(|j| j.is_active()),
             };
             if !alive {
-                stale.entry(holder).or_default().push(host);
+                info!(%holder, hosts, "releasing leases of an ended holder");
+                self.ctx.store.release_leases(&holder)?;
             }
-        }
-        for (holder, hosts) in stale {
-            info!(%holder, hosts = hosts.len(), "releasing leases of an ended holder");
-            self.ctx
-                .store
-                .release_leases(&holder, hosts.iter().map(String::as_str))?;
         }
         Ok(())
     }

@@ -1,6 +1,7 @@
 //! A rollout's hosts as grouped records: a snapshot in chunks and a log of update
 //! batches over it, folded into a new snapshot (a checkpoint) when the log has grown
-//! to half the snapshot's size. The hot path writes one value per batch of hosts,
+//! to twice the snapshot's size (a rollout writes about three updates per host: its
+//! assignment, its intent, its result; so two or three checkpoints per rollout). The hot path writes one value per batch of hosts,
 //! never one per host.
 //!
 //! Keys (numbers big-endian, so that scans come out in order):
@@ -166,7 +167,7 @@ impl Iterator for RolloutHosts {
 impl Store {
     /// Records updates of hosts of `rollout` (group commit): one value per
     /// [`PUT_BATCH`] hosts, usually one for the whole call. Checkpoints the rollout
-    /// when its updates have grown to half its snapshot. Durable once `flush` returns.
+    /// when its updates have grown to twice its snapshot. Durable once `flush` returns.
     pub fn put_hosts<'a>(
         &self,
         rollout: u64,
@@ -189,7 +190,7 @@ impl Store {
             self.append(rollout, &mut book, rows)?;
         }
         self.sweep(rollout, &mut book)?;
-        if book.log_bytes > MIN_CHECKPOINT && book.log_bytes * 2 > book.snapshot_bytes {
+        if book.log_bytes > MIN_CHECKPOINT && book.log_bytes > 2 * book.snapshot_bytes {
             off_the_runtime(|| self.checkpoint(rollout, &mut book))?;
         }
         Ok(())
@@ -409,7 +410,7 @@ impl Store {
         self.delete_keys(keys)
     }
 
-    fn delete_keys(&self, keys: Vec<Vec<u8>>) -> Result<()> {
+    pub(super) fn delete_keys(&self, keys: Vec<Vec<u8>>) -> Result<()> {
         for keys in keys.chunks(PUT_BATCH) {
             let mut batch = Batch::default();
             for k in keys {

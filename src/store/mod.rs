@@ -20,8 +20,9 @@
 //! - `rq` client request_id -> rollout id (and `action:`/`restart:` ids)
 //! - `ev` sequence -> `EventRecord`, the audit log
 //! - `jo`, `jh`: restart jobs and their hosts, like `ro` and `rh`
-//! - `le` host id -> `LeaseRecord`: the one active rollout or job holding it
-//! - `me`: schema version, the id counter
+//! - `lc` holder ++ version ++ part -> `LeaseChunk`: hosts an active rollout or job
+//!   holds (see [`leases`])
+//! - `me`: schema version, the id counter, the lease version
 //!
 //! A rollout is created in batches of a few thousand hosts, each with one chunk of
 //! its selection and those hosts' leases, conditioned on the leases being as read
@@ -48,8 +49,8 @@ use sled_backend::SledBackend;
 
 use crate::proto::v1 as pb;
 
-/// 4: a rollout's hosts in grouped records (3: a row per host; 2: a sled tree per
-/// kind; 1: a key per inventory host instead of buckets).
+/// 4: a rollout's hosts and leases in grouped records (3: a row and a lease key per
+/// host; 2: a sled tree per kind; 1: a key per inventory host instead of buckets).
 const SCHEMA_VERSION: u32 = 4;
 
 /// Buckets of the inventory's hosts: about 250 hosts (30 KB) each at a million hosts;
@@ -71,7 +72,8 @@ const REQUESTS: &[u8] = b"rq";
 const EVENTS: &[u8] = b"ev";
 const JOBS: &[u8] = b"jo";
 const JOB_HOSTS: &[u8] = b"jh";
-const LEASES: &[u8] = b"le";
+/// Schema 3's leases, a key per host, folded into chunks at open.
+const LEGACY_LEASES: &[u8] = b"le";
 const META: &[u8] = b"me";
 /// Schema 1's inventory: a key per host, folded into buckets at open.
 const LEGACY_HOSTS: &[u8] = b"ih";
@@ -86,7 +88,7 @@ const LEGACY_TREES: [(&str, &[u8]); 11] = [
     ("events", EVENTS),
     ("restart_jobs", JOBS),
     ("restart_hosts", JOB_HOSTS),
-    ("leases", LEASES),
+    ("leases", LEGACY_LEASES),
     ("meta", META),
     ("hosts", LEGACY_HOSTS),
 ];
@@ -127,6 +129,10 @@ pub struct Store {
     kv: Arc<dyn Backend>,
     /// What is known of each rollout's grouped host records.
     books: Arc<hosts::Books>,
+    /// Who holds which host, read once from the lease chunks.
+    leases: Arc<std::sync::Mutex<leases::Index>>,
+    /// Batches written since open.
+    writes: Arc<AtomicU64>,
     /// The next audit log sequence number (this controller is the log's only writer).
     events: Arc<AtomicU64>,
 }
@@ -192,6 +198,8 @@ impl Store {
         let store = Store {
             kv,
             books: Arc::default(),
+            leases: Arc::default(),
+            writes: Arc::default(),
             events: Arc::new(AtomicU64::new(last_event.map_or(0, |n| n + 1))),
         };
         store.migrate()?;
@@ -226,15 +234,16 @@ impl Store {
             for kv in backend::scan_prefix(self.kv.as_ref(), LEGACY_HOSTS) {
                 gone.delete(kv?.0);
             }
-            self.kv.commit(gone)?;
+            self.commit(gone)?;
         }
         if found < 4 {
             self.migrate_host_rows(LEGACY_ROLLOUT_HOSTS)?;
+            self.migrate_lease_keys(LEGACY_LEASES)?;
         }
         if found < SCHEMA_VERSION {
             let mut version = Batch::default();
             version.put(key(META, b"schema_version"), SCHEMA_VERSION.to_be_bytes().to_vec());
-            self.kv.commit(version)?;
+            self.commit(version)?;
         }
         Ok(())
     }
@@ -252,7 +261,7 @@ impl Store {
                 None => batch.require_absent(counter.clone()),
             };
             batch.put(counter.clone(), next.to_be_bytes().to_vec());
-            if self.kv.commit(batch)? {
+            if self.commit(batch)? {
                 return Ok(next);
             }
         }
@@ -264,10 +273,25 @@ impl Store {
         Ok(())
     }
 
+    /// Commits a batch (every write of the domain store goes through here, counted).
+    fn commit(&self, batch: Batch) -> Result<bool> {
+        let writes = !batch.ops.is_empty();
+        let done = self.kv.commit(batch)?;
+        if done && writes {
+            self.writes.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(done)
+    }
+
+    /// Batches written since the store was opened: what the benchmark divides by hosts.
+    pub fn writes(&self) -> u64 {
+        self.writes.load(Ordering::Relaxed)
+    }
+
     /// Commits a batch that has no condition (or whose refusal means another writer
     /// raced us where none should be).
     fn write(&self, batch: Batch, what: &str) -> Result<()> {
-        if self.kv.commit(batch)? {
+        if self.commit(batch)? {
             Ok(())
         } else {
             Err(Error::Conflict(what.to_string()))

@@ -58,12 +58,11 @@ impl Store {
         };
         let mut hosts = hosts.to_vec();
         hosts.sort_unstable_by(|a, b| a.0.cmp(b.0));
-        for (done, chunk) in hosts.chunks(CHUNK).enumerate() {
+        for chunk in hosts.chunks(CHUNK) {
             let taken = off_the_runtime(|| self.create_chunk(record.id, chunk, &me, may_take))?;
             if let Err(held) = taken {
                 // Undo the chunks already written: their leases, then the selection.
-                let written = &hosts[..done * CHUNK];
-                self.release_leases(&me, written.iter().map(|(h, _)| *h))?;
+                self.release_leases(&me)?;
                 self.forget_rollout_hosts(record.id)?;
                 return Ok(Err(held));
             }
@@ -85,8 +84,7 @@ impl Store {
         Ok(Ok(()))
     }
 
-    /// One chunk of a new rollout: its hosts pending and their leases, in one batch,
-    /// read again and retried if a lease changed between the read and the write.
+    /// One chunk of a new rollout: its hosts pending and their leases, in one batch.
     fn create_chunk(
         &self,
         id: u64,
@@ -94,17 +92,11 @@ impl Store {
         me: &Holder,
         may_take: &(dyn Fn(&Holder) -> bool + Sync),
     ) -> Result<std::result::Result<(), Held>> {
-        loop {
-            let mut batch = Batch::default();
-            if let Err(held) = self.take_leases(&mut batch, chunk.iter().map(|(h, _)| *h), me, may_take)? {
-                return Ok(Err(held));
-            }
-            let (k, v) = selection_chunk(id, chunk);
-            batch.put(k, v);
-            if self.kv.commit(batch)? {
-                return Ok(Ok(()));
-            }
-        }
+        let hosts: Vec<&str> = chunk.iter().map(|(h, _)| *h).collect();
+        let (k, v) = selection_chunk(id, chunk);
+        self.take_leases(&hosts, me, may_take, &|batch| {
+            batch.put(k.clone(), v.clone());
+        })
     }
 
     /// The answer recorded for an operator's request id (pause, resume, abort, retry).
@@ -259,11 +251,8 @@ impl Store {
         let me = Holder::Job { id: record.id };
         let host_id = |r: &pb::RestartHostRecord| r.host.as_ref().map_or("", |h| h.host_id.as_str()).to_string();
         let ids: Vec<String> = hosts.iter().map(host_id).collect();
-        loop {
-            let mut batch = Batch::default();
-            if let Err(held) = self.take_leases(&mut batch, ids.iter().map(String::as_str), &me, &|_| false)? {
-                return Ok(Err(held));
-            }
+        let leased: Vec<&str> = ids.iter().map(String::as_str).collect();
+        let taken = self.take_leases(&leased, &me, &|_| false, &|batch| {
             for (host, r) in ids.iter().zip(hosts) {
                 batch.put(host_key(JOB_HOSTS, record.id, host), r.encode_to_vec());
             }
@@ -274,10 +263,10 @@ impl Store {
                     record.id.to_be_bytes().to_vec(),
                 );
             }
-            self.log(&mut batch, events);
-            if self.kv.commit(batch)? {
-                break;
-            }
+            self.log(batch, events);
+        })?;
+        if let Err(held) = taken {
+            return Ok(Err(held));
         }
         self.flush().await?;
         Ok(Ok(()))

@@ -270,7 +270,7 @@ async fn rollouts_and_hosts_round_trip() {
         .await
         .unwrap()
         .unwrap();
-    store.release_leases(&me, ["a", "b"].into_iter()).unwrap();
+    store.release_leases(&me).unwrap();
     assert_eq!(store.lease("a").unwrap(), None);
     assert_eq!(
         store.lease("b").unwrap(),
@@ -302,4 +302,69 @@ async fn a_reopened_store_has_what_was_flushed() {
     let ids: Vec<String> = store.inventory(|_| true).unwrap().0.into_iter().map(|h| h.id).collect();
     assert_eq!(ids, ["c"]);
     assert_eq!(store.next_id().unwrap(), 2);
+}
+
+/// Leases are sets: a rollout of 10,000 hosts holds three chunks, not a key per host;
+/// a writer deciding on a stale view of the leases (another controller's) writes
+/// nothing and decides again on what the other wrote.
+#[tokio::test]
+async fn leases_are_chunks_and_a_stale_writer_decides_again() {
+    let kv = Arc::new(SledBackend::temporary().unwrap());
+    let first = Store::with_backend(kv.clone()).unwrap();
+    let second = Store::with_backend(kv.clone()).unwrap();
+    assert_eq!(
+        second.lease("h00001").unwrap(),
+        None,
+        "the second writer's view, read now"
+    );
+    let ids: Vec<String> = (0..10_000).map(|i| format!("h{i:05}")).collect();
+    let hosts: Vec<(&str, &str)> = ids.iter().map(|h| (h.as_str(), "")).collect();
+    let big = pb::RolloutRecord {
+        id: 1,
+        name: "big".into(),
+        ..Default::default()
+    };
+    first
+        .create_rollout(&big, &hosts, &|_| false, None, &[])
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(backend::scan_prefix(kv.as_ref(), b"lc").count(), 3);
+    let me = Holder::Rollout {
+        id: 1,
+        name: "big".into(),
+    };
+    assert_eq!(first.lease_holders().unwrap(), BTreeMap::from([(me.clone(), 10_000)]));
+    let other = pb::RolloutRecord {
+        id: 2,
+        name: "other".into(),
+        ..Default::default()
+    };
+    let held = second
+        .create_rollout(&other, &[("h00001", ""), ("new", "")], &|_| false, None, &[])
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(held.0, BTreeMap::from([(me.clone(), 1)]));
+    assert_eq!(second.lease("new").unwrap(), None);
+    // Taken from its holder (a preemption), a host leaves the holder's chunk: when the
+    // taker gives it up, it is free, not returned to the first.
+    second
+        .create_rollout(&other, &[("h00001", ""), ("new", "")], &|h| *h == me, None, &[])
+        .await
+        .unwrap()
+        .unwrap();
+    let them = Holder::Rollout {
+        id: 2,
+        name: "other".into(),
+    };
+    // The first writer's view is stale now; taking the host back, it learns why not.
+    let held = first.lease_hosts(&me, &["h00001".to_string()]).unwrap().unwrap_err();
+    assert_eq!(held.0, BTreeMap::from([(them.clone(), 1)]));
+    assert_eq!(first.lease("h00001").unwrap(), Some(them.clone()), "reloaded");
+    second.release_leases(&them).unwrap();
+    let fresh = Store::with_backend(kv).unwrap();
+    assert_eq!(fresh.lease("h00001").unwrap(), None);
+    assert_eq!(fresh.lease("h00002").unwrap(), Some(me.clone()));
+    assert_eq!(fresh.lease_holders().unwrap(), BTreeMap::from([(me, 9_999)]));
 }

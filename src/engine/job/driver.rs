@@ -93,8 +93,7 @@ async fn run(job: &Job, ctx: &Context) -> Result<()> {
     if !job.is_active() {
         // Ended (cancelled), and nothing in flight any more: its hosts are free again.
         let holder = crate::store::Holder::Job { id: job.id };
-        ctx.store
-            .release_leases(&holder, job.host_ids().iter().map(String::as_str))?;
+        ctx.store.release_leases(&holder)?;
     }
     ctx.store.flush().await?;
     Ok(())

@@ -148,10 +148,6 @@ impl Job {
         !self.lock().reconcile.is_empty()
     }
 
-    pub fn host_ids(&self) -> Vec<String> {
-        self.lock().hosts.keys().cloned().collect()
-    }
-
     pub fn snapshot(&self) -> Arc<pb::RestartJob> {
         self.snapshot.borrow().clone()
     }
@@ -428,7 +424,7 @@ impl Job {
         store.put_restart_job_with_events(&inner.record, &[event])?;
         // Nothing is in flight: its hosts are free before anyone is told it ended.
         let holder = crate::store::Holder::Job { id: self.id };
-        store.release_leases(&holder, inner.hosts.keys().map(String::as_str))?;
+        store.release_leases(&holder)?;
         self.publish(&inner);
         Ok(())
     }

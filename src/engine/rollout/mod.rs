@@ -306,8 +306,7 @@ impl Live {
 
     /// Gives up the leases on this rollout's hosts that it still holds.
     pub fn release_leases(&self, store: &Store) -> Result<()> {
-        let hosts = store.rollout_host_ids(self.id)?;
-        store.release_leases(&self.holder(), hosts.iter().map(String::as_str))?;
+        store.release_leases(&self.holder())?;
         Ok(())
     }
 
