@@ -193,7 +193,14 @@ fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
 pub fn main(cli: Cli) -> ExitCode {
     let server_side = matches!(cli.command, Command::Serve(_) | Command::Agent(_));
     init_logging(if server_side { "info" } else { "warn" }, cli.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if matches!(cli.command, Command::Serve(_)) {
+        // The engine's threads yield to the API's (its own runtime, normal priority):
+        // a rollout saturating the cores does not delay the reads of the operators
+        // watching it.
+        builder.on_thread_start(crate::server::lower_priority);
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

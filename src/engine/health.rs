@@ -175,22 +175,27 @@ impl HealthBook {
         hosts: &[String],
         now_ms: i64,
     ) -> Vec<(String, String)> {
-        // Owned futures, built up front: the stream then borrows nothing.
-        let calls: Vec<_> = hosts
-            .iter()
-            .map(|id| {
-                let address = inventory.host(id).map(|h| h.address.clone()).unwrap_or_default();
-                let call = fleet.probe(&address, id);
-                let id = id.clone();
-                async move { (id, call.await) }
-            })
-            .collect();
-        let answers: Vec<_> = futures::stream::iter(calls)
-            .buffer_unordered(PROBE_CONCURRENCY)
-            .collect()
-            .await;
+        // Calls made as earlier ones are answered, and answers recorded as they come:
+        // half a million hosts are never half a million futures or answers at once.
+        // (A loop rather than stream combinators, whose closures over borrowed data
+        // make the driver's future not provably Send.)
+        let mut waiting = hosts.iter();
+        let mut answers = futures::stream::FuturesUnordered::new();
+        let mut next_answer = || {
+            let id = waiting.next()?;
+            let address = inventory.host(id).map(|h| h.address.clone()).unwrap_or_default();
+            let call = fleet.probe(&address, id);
+            let id = id.clone();
+            Some(async move { (id, call.await) })
+        };
+        for call in std::iter::from_fn(&mut next_answer).take(PROBE_CONCURRENCY) {
+            answers.push(call);
+        }
         let mut failed = Vec::new();
-        for (id, answer) in answers {
+        while let Some((id, answer)) = answers.next().await {
+            if let Some(call) = next_answer() {
+                answers.push(call);
+            }
             match answer {
                 Ok(p) => self.record(
                     &id,

@@ -20,7 +20,9 @@ pub fn stable_hash(s: &str) -> u64 {
 /// Puts hosts in the order they should be dispatched at `now_ms`.
 pub fn arrange(hosts: &mut [String], order: Order, inventory: &Inventory, now_ms: i64) {
     match order {
-        Order::Stable => hosts.sort_unstable_by_key(|h| (stable_hash(h), h.clone())),
+        // Compared in place: a key with a cloned id allocated on every comparison
+        // (about 20 million allocations to arrange a million hosts).
+        Order::Stable => hosts.sort_unstable_by(|a, b| stable_hash(a).cmp(&stable_hash(b)).then_with(|| a.cmp(b))),
         Order::BusinessHoursFirst | Order::OffHoursFirst => {
             let snapshot = inventory.calendar().snapshot(now_ms);
             let no_customers = Vec::new();

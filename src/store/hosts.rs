@@ -232,7 +232,14 @@ impl Store {
         let book = self.books.of(rollout);
         let mut book = lock(&book);
         self.load_book(rollout, &mut book)?;
+        let started = std::time::Instant::now();
         hosts.updates = self.updates(rollout, book.mark.through)?.0;
+        tracing::debug!(
+            rollout,
+            updates = hosts.updates.len(),
+            ms = started.elapsed().as_millis() as u64,
+            "updates read"
+        );
         book.readers.fetch_add(1, Ordering::SeqCst);
         hosts._reading = Some(Reading(book.readers.clone()));
         let prefix = generation_prefix(rollout, book.mark.generation);
@@ -288,21 +295,22 @@ impl Store {
             .map(|v| decode("rollout_hosts", &v))
             .transpose()?
             .unwrap_or_default();
-        let snapshot = of_rollout(SNAPSHOT, rollout);
-        let mut generations = Vec::new();
-        for kv in backend::scan_prefix(self.kv.as_ref(), &snapshot) {
-            let (k, v) = kv?;
-            let generation = k
-                .get(snapshot.len()..snapshot.len() + 4)
-                .and_then(|g| g.try_into().ok())
-                .map_or(0, u32::from_be_bytes);
-            if generation == book.mark.generation {
-                book.snapshot_bytes += v.len() as u64;
-            } else if generations.last() != Some(&generation) {
-                generations.push(generation);
+        // Generations other than the mark's: older ones a crash kept from being
+        // swept, the next one a crash cut short. One key read each.
+        let current = book.mark.generation;
+        for generation in (0..current).chain([current + 1]) {
+            let prefix = generation_prefix(rollout, generation);
+            if backend::scan_prefix(self.kv.as_ref(), &prefix).next().is_some() {
+                book.stale.push(generation);
             }
         }
-        book.stale = generations;
+        book.snapshot_bytes = book.mark.bytes;
+        if current == 0 {
+            // Never checkpointed: the selection as created.
+            for kv in backend::scan_prefix(self.kv.as_ref(), &generation_prefix(rollout, 0)) {
+                book.snapshot_bytes += kv?.1.len() as u64;
+            }
+        }
         let updates = of_rollout(UPDATES, rollout);
         let mut folded = Vec::new();
         book.next = book.mark.through + 1;
@@ -337,7 +345,9 @@ impl Store {
         let (mut updates, through) = self.updates(rollout, book.mark.through)?;
         let old = book.mark.generation;
         let new = old + 1;
-        // What a checkpoint cut short by a crash wrote of this generation.
+        // What a checkpoint cut short by a crash wrote of this generation (no longer
+        // to be swept: it is about to be written).
+        book.stale.retain(|g| *g != new);
         self.delete_prefix(&generation_prefix(rollout, new))?;
         let mut bytes = 0;
         let mut rows = Vec::with_capacity(CHUNK);
@@ -374,6 +384,7 @@ impl Store {
         let mark = pb::HostsMark {
             generation: new,
             through,
+            bytes,
         };
         let mut commit = Batch::default();
         commit.put(of_rollout(MARK, rollout), mark.encode_to_vec());
@@ -461,6 +472,7 @@ impl Store {
                 let mark = pb::HostsMark {
                     generation: 1,
                     through: 0,
+                    bytes: 0,
                 };
                 commit.put(of_rollout(MARK, id), mark.encode_to_vec());
                 self.write(commit, "rollout_hosts")?;

@@ -85,8 +85,17 @@ pub(crate) struct Live {
 impl Live {
     /// Rebuilds a rollout from the store: record, host rows, counters, queues.
     pub fn load(store: &Store, inventory: Arc<Inventory>, record: pb::RolloutRecord, now_ms: i64) -> Result<Live> {
+        let started = std::time::Instant::now();
+        let (id, hosts) = (record.id, record.hosts_selected);
         let rows = store.rollout_hosts(record.id).map(|row| row.map_err(Error::from));
-        Live::from_rows(inventory, record, rows, now_ms)
+        let live = Live::from_rows(inventory, record, rows, now_ms)?;
+        tracing::info!(
+            id,
+            hosts,
+            load_ms = started.elapsed().as_millis() as u64,
+            "rollout loaded"
+        );
+        Ok(live)
     }
 
     /// A rollout that was never stored (a dry run): every host pending.
