@@ -1,17 +1,21 @@
 #!/usr/bin/env bash
-# Peer comparison on the same per-host work: write the new version to a per-host file,
-# then read it back as the health check, over N hosts in waves 1%/10%/50%/100% with
-# no failure tolerated and PARALLEL at a time.
+# Peer comparison on the same per-host work: a health check before the change (the
+# baseline: a host already unhealthy is not blamed on it), write the new version to a
+# per-host file, then the health check again, which reads it back; over N hosts in
+# waves 1%/10%/50%/100% with no failure tolerated and PARALLEL at a time. Every tool
+# runs the same two scripts (health.sh, deploy.sh) per host, so each starts the same
+# processes per host (sh; sh; sh + cat) and the difference is orchestration (xargs
+# adds one `sh -c` per host to chain them; Ansible its own module processes).
 #
 #   ansible   ansible-core in a local venv (installed here from PyPI), local connection,
-#             `serial: [1%, 10%, 50%, 100%]`, `max_fail_percentage: 0`, forks=PARALLEL
+#             `serial: [1%, 10%, 50%, 100%]`, `max_fail_percentage: 0`, forks=PARALLEL:
+#             three tasks per host (health, deploy, health)
 #   rollout   a controller and N real host agents (`rollout agent --config` per host,
-#             all served by one process), whose
-#             deploy command writes the file and whose health command reads it back
-#             against ROLLOUT_VERSION (the health gate probes every host of a wave
-#             after its bake of 1ms)
-#   xargs     the same two shell commands per host by `xargs -P PARALLEL`: no
-#             orchestration at all, the floor
+#             all served by one process), whose deploy command is deploy.sh and whose
+#             health command is health.sh (the baseline probe before each wave, the
+#             health gate after its bake of 1ms)
+#   xargs     the same three commands per host by `xargs -P PARALLEL`, all hosts at
+#             once: no orchestration at all, the floor
 #
 # Usage: scripts/bench-ansible.sh [N=200] [PARALLEL=50]
 #        ANSIBLE=skip scripts/bench-ansible.sh 2000 50   # only xargs and rollout
@@ -36,20 +40,22 @@ for h in $hosts; do mkdir -p "$work/hosts/$h"; done
 now() { date +%s.%N; }
 report() { python3 -c "import sys; s=float(sys.argv[3])-float(sys.argv[2]); print('%-8s N=%-6s %8.2f s %10.1f hosts/s' % (sys.argv[1], sys.argv[4], s, int(sys.argv[4])/s))" "$@"; }
 
-# --- xargs: the floor ------------------------------------------------------------
-t0=$(now)
-printf '%s\n' $hosts | xargs -P "$P" -I{} sh -c 'echo v1 > "$0/{}/version" && test "$(cat "$0/{}/version")" = v1' "$work/hosts"
-t1=$(now)
-report xargs "$t0" "$t1" "$N"
-
-# --- rollout with real agents ------------------------------------------------------
 cat > "$work/deploy.sh" <<'SH'
 echo "$2" > "$1/version"
 SH
 cat > "$work/health.sh" <<'SH'
-# Reads the file back: it must hold the version the agent says it runs.
+# Reads the file back: it must hold the version the agent says it runs (none known
+# before the first deploy: the baseline is one shell, for every tool alike).
 [ -z "$ROLLOUT_VERSION" ] || test "$(cat "$1/version" 2>/dev/null)" = "$ROLLOUT_VERSION"
 SH
+
+# --- xargs: the floor ------------------------------------------------------------
+t0=$(now)
+printf '%s\n' $hosts | xargs -P "$P" -I{} sh -c 'ROLLOUT_VERSION= sh "$0/health.sh" "$0/hosts/{}" && sh "$0/deploy.sh" "$0/hosts/{}" v1 && ROLLOUT_VERSION=v1 sh "$0/health.sh" "$0/hosts/{}"' "$work"
+t1=$(now)
+report xargs "$t0" "$t1" "$N"
+
+# --- rollout with real agents ------------------------------------------------------
 mkdir -p "$work/agents"
 echo "customers: [{id: bench, timezone: UTC, hours: '09:00-17:00', workdays: [mon, tue, wed, thu, fri]}]" > "$work/fleet.yaml"
 echo "hosts:" >> "$work/fleet.yaml"
@@ -112,13 +118,16 @@ cat > "$work/play.yml" <<YAML
   serial: ["1%", "10%", "50%", "100%"]
   max_fail_percentage: 0
   tasks:
-    - name: deploy
-      shell: echo v3 > $work/hosts/{{ inventory_hostname }}/version
-    - name: health
-      command: cat $work/hosts/{{ inventory_hostname }}/version
-      register: seen
+    - name: baseline
+      command: sh $work/health.sh $work/hosts/{{ inventory_hostname }}
+      environment: {ROLLOUT_VERSION: ""}
       changed_when: false
-      failed_when: seen.stdout != "v3"
+    - name: deploy
+      command: sh $work/deploy.sh $work/hosts/{{ inventory_hostname }} v3
+    - name: health
+      command: sh $work/health.sh $work/hosts/{{ inventory_hostname }}
+      environment: {ROLLOUT_VERSION: v3}
+      changed_when: false
 YAML
 t0=$(now)
 ANSIBLE_HOST_KEY_CHECKING=False ANSIBLE_RETRY_FILES_ENABLED=False \

@@ -94,7 +94,7 @@ impl Seen {
 /// Last known health and version of every host.
 #[derive(Debug, Default)]
 pub struct HealthBook {
-    seen: Mutex<HashMap<String, Seen>>,
+    seen: Mutex<HashMap<String, Seen, foldhash::fast::RandomState>>,
 }
 
 impl HealthBook {
@@ -116,7 +116,7 @@ impl HealthBook {
         HealthBook { seen: Mutex::new(seen) }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Seen>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Seen, foldhash::fast::RandomState>> {
         self.seen.lock().unwrap_or_else(|p| p.into_inner())
     }
 

@@ -22,6 +22,10 @@
 //! after it leaves folded updates that readers skip and the next load deletes.
 
 use std::collections::HashMap;
+
+/// A rollout's newer records by host (foldhash: the overlay of a million-host rollout
+/// is hashed a few million times at a resume).
+type Newest = HashMap<String, pb::RolloutHostRecord, foldhash::fast::RandomState>;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -61,10 +65,10 @@ fn update_key(id: u64, seq: u64) -> Vec<u8> {
 }
 
 /// A chunk of a snapshot, keyed by its first host.
-fn chunk(id: u64, generation: u32, rows: &[pb::HostRow]) -> (Vec<u8>, Vec<u8>) {
+fn chunk(id: u64, generation: u32, rows: Vec<pb::HostRow>) -> (Vec<u8>, Vec<u8>) {
     let first = rows.first().map_or("", |r| r.host.as_str());
     let k = key(&generation_prefix(id, generation), first.as_bytes());
-    (k, pb::HostRows { rows: rows.to_vec() }.encode_to_vec())
+    (k, pb::HostRows { rows, log_bytes: 0 }.encode_to_vec())
 }
 
 /// Generation 0 of a new rollout, one chunk: `hosts` (sorted by id) pending, each
@@ -81,7 +85,7 @@ pub(super) fn selection_chunk(id: u64, hosts: &[(&str, &str)]) -> (Vec<u8>, Vec<
             }),
         })
         .collect();
-    chunk(id, 0, &rows)
+    chunk(id, 0, rows)
 }
 
 /// What the store knows of one rollout's grouped records, loaded at first use.
@@ -127,7 +131,7 @@ impl Drop for Reading {
 pub struct RolloutHosts {
     chunks: Pairs,
     rows: std::vec::IntoIter<pb::HostRow>,
-    updates: HashMap<String, pb::RolloutHostRecord>,
+    updates: Newest,
     after: String,
     failed: Option<super::Error>,
     _reading: Option<Reading>,
@@ -197,8 +201,11 @@ impl Store {
     }
 
     fn append(&self, rollout: u64, book: &mut Book, rows: Vec<pb::HostRow>) -> Result<()> {
-        let value = pb::HostRows { rows }.encode_to_vec();
-        book.log_bytes += value.len() as u64;
+        let mut batch = pb::HostRows { rows, log_bytes: 0 };
+        // The log's size with this batch (its own size less the few bytes of this field).
+        batch.log_bytes = book.log_bytes + batch.encoded_len() as u64;
+        let value = batch.encode_to_vec();
+        book.log_bytes = batch.log_bytes;
         let mut batch = Batch::default();
         batch.put(update_key(rollout, book.next), value);
         book.next += 1;
@@ -217,7 +224,7 @@ impl Store {
         let mut hosts = RolloutHosts {
             chunks: Box::new(std::iter::empty()),
             rows: Vec::new().into_iter(),
-            updates: HashMap::new(),
+            updates: Newest::default(),
             after: after.to_string(),
             failed: None,
             _reading: None,
@@ -264,9 +271,9 @@ impl Store {
 
     /// The updates of a rollout after sequence `through`, newest per host, and the
     /// last sequence read.
-    fn updates(&self, rollout: u64, through: u64) -> Result<(HashMap<String, pb::RolloutHostRecord>, u64)> {
+    fn updates(&self, rollout: u64, through: u64) -> Result<(Newest, u64)> {
         let prefix = of_rollout(UPDATES, rollout);
-        let mut newest = HashMap::new();
+        let mut newest = Newest::default();
         let mut last = through;
         for kv in self.kv.range(
             &update_key(rollout, through + 1),
@@ -311,19 +318,24 @@ impl Store {
                 book.snapshot_bytes += kv?.1.len() as u64;
             }
         }
-        let updates = of_rollout(UPDATES, rollout);
-        let mut folded = Vec::new();
+        // The last batch says how large the log is; batches a checkpoint folded but a
+        // crash kept from being deleted come before the mark's.
         book.next = book.mark.through + 1;
-        for kv in backend::scan_prefix(self.kv.as_ref(), &updates) {
+        let updates = of_rollout(UPDATES, rollout);
+        let end = backend::prefix_end(&updates);
+        if let Some(kv) = self.kv.range(&updates, end.as_deref(), true).next() {
             let (k, v) = kv?;
             let seq = as_u64(&k[updates.len()..]).unwrap_or(0);
-            if seq <= book.mark.through {
-                folded.push(k);
-            } else {
-                book.log_bytes += v.len() as u64;
-                book.next = book.next.max(seq + 1);
+            if seq > book.mark.through {
+                book.next = seq + 1;
+                book.log_bytes = decode::<pb::HostRows>("rollout_hosts", &v)?.log_bytes;
             }
         }
+        let folded = self
+            .kv
+            .range(&updates, Some(&update_key(rollout, book.mark.through + 1)), false)
+            .map(|kv| kv.map(|(k, _)| k))
+            .collect::<backend::Result<Vec<_>>>()?;
         self.delete_keys(folded)?;
         book.loaded = true;
         self.sweep(rollout, book)
@@ -352,11 +364,10 @@ impl Store {
         let mut bytes = 0;
         let mut rows = Vec::with_capacity(CHUNK);
         let mut write = |rows: &mut Vec<pb::HostRow>| -> Result<()> {
-            let (k, v) = chunk(rollout, new, rows);
+            let (k, v) = chunk(rollout, new, std::mem::take(rows));
             bytes += v.len() as u64;
             let mut batch = Batch::default();
             batch.put(k, v);
-            rows.clear();
             self.write(batch, "rollout_hosts")
         };
         for kv in backend::scan_prefix(self.kv.as_ref(), &generation_prefix(rollout, old)) {
@@ -458,7 +469,7 @@ impl Store {
                     });
                     if chunk_rows.len() == CHUNK {
                         let mut batch = Batch::default();
-                        let (k, v) = chunk(id, 1, &chunk_rows);
+                        let (k, v) = chunk(id, 1, std::mem::take(&mut chunk_rows));
                         batch.put(k, v);
                         self.write(batch, "rollout_hosts")?;
                         chunk_rows.clear();
@@ -466,7 +477,7 @@ impl Store {
                 }
                 let mut commit = Batch::default();
                 if !chunk_rows.is_empty() {
-                    let (k, v) = chunk(id, 1, &chunk_rows);
+                    let (k, v) = chunk(id, 1, chunk_rows);
                     commit.put(k, v);
                 }
                 let mark = pb::HostsMark {

@@ -111,7 +111,7 @@ pub(super) struct Index {
     loaded: bool,
     /// The stored lease version (0: none stored yet).
     version: u64,
-    hosts: HashMap<String, Claim>,
+    hosts: HashMap<String, Claim, foldhash::fast::RandomState>,
 }
 
 fn version_key() -> Vec<u8> {
@@ -129,7 +129,7 @@ impl Store {
 
     fn load_leases(&self) -> Result<Index> {
         let version = self.kv.get(&version_key())?.as_deref().and_then(as_u64).unwrap_or(0);
-        let mut hosts = HashMap::new();
+        let mut hosts = HashMap::default();
         let mut holders: HashMap<Holder, Arc<Holder>> = HashMap::new();
         for kv in backend::scan_prefix(self.kv.as_ref(), CHUNKS) {
             let (k, v) = kv?;

@@ -118,7 +118,7 @@ async fn a_generation_without_its_mark_is_ignored_and_redone() {
         host: host(0),
         record: Some(record(pb::HostState::Failed, "half a checkpoint")),
     };
-    let (k, v) = chunk(1, 1, &[bad]);
+    let (k, v) = chunk(1, 1, vec![bad]);
     let mut batch = Batch::default();
     batch.put(k, v);
     assert!(kv.commit(batch).unwrap());
@@ -151,6 +151,7 @@ async fn folded_updates_left_behind_are_skipped() {
             host: host(3),
             record: Some(record(pb::HostState::Dispatched, "")),
         }],
+        log_bytes: 0,
     };
     let mut batch = Batch::default();
     batch.put(update_key(1, 1), stale.encode_to_vec());
