@@ -427,6 +427,71 @@ async fn continue_goes_past_failures_until_the_rollout_wide_threshold() {
         done.hosts_failed
     );
     assert_eq!(done.hosts_succeeded + done.hosts_failed, 1_000, "every wave ran");
+
+    // A restarted controller loads the ended rollout from the counters stored with its
+    // final state (no host read): it shows the same, and a retry from there re-runs
+    // exactly the failed hosts.
+    let h = h
+        .restart_controller(|data| {
+            let store = rollout::store::Store::open(data).expect("the data dir opens");
+            let ended = store.rollouts().expect("rollouts");
+            let summary = ended[0].summary.as_ref().expect("stored with its final state");
+            let failed: u64 = summary.tally.chunks(6).map(|c| c[pb::HostState::Failed as usize]).sum();
+            assert_eq!(failed, done.hosts_failed);
+        })
+        .await;
+    let mut client = h.client.clone();
+    let again = get(&mut client, "tolerant-fix").await;
+    assert_eq!(again.state(), pb::RolloutState::CompletedWithFailures);
+    assert_eq!(
+        (again.hosts_succeeded, again.hosts_failed, again.percent_complete),
+        (done.hosts_succeeded, done.hosts_failed, done.percent_complete)
+    );
+    assert_eq!(again.waves, done.waves, "per-wave counts");
+    assert_eq!(again.failures, done.failures, "failure groups");
+    assert_eq!(again.customers_mitigated, done.customers_mitigated);
+    client.retry_rollout(action("tolerant-fix")).await.expect("retry");
+    let seen = within(
+        60,
+        "the retry to end",
+        watch_until(&mut client, "tolerant-fix", |r| {
+            r.retries == 1
+                && matches!(
+                    r.state(),
+                    pb::RolloutState::Succeeded | pb::RolloutState::CompletedWithFailures
+                )
+        }),
+    )
+    .await;
+    let retried = seen.last().unwrap();
+    assert_eq!(retried.hosts_succeeded + retried.hosts_failed, 1_000);
+    assert!(
+        retried.hosts_failed < done.hosts_failed,
+        "a tenth of the {} failed hosts fail again: {}",
+        done.hosts_failed,
+        retried.hosts_failed
+    );
+    let mut total = 0;
+    let mut page = String::new();
+    loop {
+        let hosts = client
+            .list_rollout_hosts(pb::ListRolloutHostsRequest {
+                name: "tolerant-fix".into(),
+                filter: pb::HostFilter::Failed as i32,
+                page_size: 100,
+                page_token: page.clone(),
+                ..Default::default()
+            })
+            .await
+            .expect("hosts")
+            .into_inner();
+        total += hosts.hosts.len() as u64;
+        if hosts.next_page_token.is_empty() {
+            break;
+        }
+        page = hosts.next_page_token;
+    }
+    assert_eq!(total, retried.hosts_failed, "the counters equal a recount of the hosts");
     h.stop().await;
 
     let h = Harness::start(

@@ -116,19 +116,47 @@ impl FailureGroups {
         }
     }
 
+    /// Every group, as stored in a rollout's summary.
+    pub fn to_records(&self) -> Vec<pb::FailureGroup> {
+        let mut all: Vec<pb::FailureGroup> = self.groups.iter().map(|(k, g)| record(k, g)).collect();
+        all.sort_by(|a, b| (&a.kind, &a.reason).cmp(&(&b.kind, &b.reason)));
+        all
+    }
+
+    /// The groups of a stored summary (kinds it does not know are skipped).
+    pub fn from_records(records: Vec<pb::FailureGroup>) -> FailureGroups {
+        let groups = records
+            .into_iter()
+            .filter_map(|r| {
+                let kind = match r.kind.as_str() {
+                    "failed" => GroupKind::Failed,
+                    "unhealthy" => GroupKind::Unhealthy,
+                    _ => return None,
+                };
+                let group = Group {
+                    hosts: r.hosts,
+                    ids: r.host_ids,
+                };
+                Some(((kind, r.reason), group))
+            })
+            .collect();
+        FailureGroups { groups }
+    }
+
     /// The largest groups, most hosts first (ties by reason), for snapshots.
     pub fn top(&self) -> Vec<pb::FailureGroup> {
         let mut all: Vec<(&(GroupKind, String), &Group)> = self.groups.iter().collect();
         all.sort_by(|a, b| b.1.hosts.cmp(&a.1.hosts).then_with(|| a.0.cmp(b.0)));
-        all.into_iter()
-            .take(SHOWN_GROUPS)
-            .map(|((kind, reason), g)| pb::FailureGroup {
-                reason: reason.clone(),
-                kind: kind.as_str().to_string(),
-                hosts: g.hosts,
-                host_ids: g.ids.clone(),
-            })
-            .collect()
+        all.into_iter().take(SHOWN_GROUPS).map(|(k, g)| record(k, g)).collect()
+    }
+}
+
+fn record((kind, reason): &(GroupKind, String), g: &Group) -> pb::FailureGroup {
+    pb::FailureGroup {
+        reason: reason.clone(),
+        kind: kind.as_str().to_string(),
+        hosts: g.hosts,
+        host_ids: g.ids.clone(),
     }
 }
 

@@ -368,3 +368,39 @@ async fn leases_are_chunks_and_a_stale_writer_decides_again() {
     assert_eq!(fresh.lease("h00002").unwrap(), Some(me.clone()));
     assert_eq!(fresh.lease_holders().unwrap(), BTreeMap::from([(me, 9_999)]));
 }
+
+/// Schema 3's lease keys become chunks at open; a crash after the lease version was
+/// written (keys left over, the schema not yet 4) only deletes the keys, and a crash
+/// before it writes the chunks again whole.
+#[test]
+fn lease_keys_are_migrated_to_chunks() {
+    let kv = Arc::new(SledBackend::temporary().unwrap());
+    let holder = Holder::Rollout {
+        id: 3,
+        name: "fix".into(),
+    };
+    let schema3 = |extra: &[&str]| {
+        let mut batch = Batch::default();
+        batch.put(key(META, b"schema_version"), 3u32.to_be_bytes().to_vec());
+        for host in ["a", "b", "c"].iter().chain(extra) {
+            batch.put(key(LEGACY_LEASES, host.as_bytes()), holder.lease().encode_to_vec());
+        }
+        batch
+    };
+    assert!(kv.commit(schema3(&[])).unwrap());
+    let store = Store::with_backend(kv.clone()).unwrap();
+    assert_eq!(store.lease_holders().unwrap(), BTreeMap::from([(holder.clone(), 3)]));
+    assert_eq!(backend::scan_prefix(kv.as_ref(), LEGACY_LEASES).count(), 0);
+    // After the lease version: a key left over is deleted, not added again.
+    assert!(kv.commit(schema3(&["d"])).unwrap());
+    let store = Store::with_backend(kv.clone()).unwrap();
+    assert_eq!(store.lease_holders().unwrap(), BTreeMap::from([(holder.clone(), 3)]));
+    assert_eq!(store.lease("d").unwrap(), None);
+    // Before it (the version gone with the crash): every key becomes a chunk again.
+    let mut undone = schema3(&["d"]);
+    undone.delete(key(META, b"lease_version"));
+    assert!(kv.commit(undone).unwrap());
+    let store = Store::with_backend(kv.clone()).unwrap();
+    assert_eq!(store.lease_holders().unwrap(), BTreeMap::from([(holder, 4)]));
+    assert_eq!(backend::scan_prefix(kv.as_ref(), b"lc").count(), 1, "no chunk twice");
+}

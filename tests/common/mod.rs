@@ -326,6 +326,25 @@ impl Harness {
         }
     }
 
+    /// Stops the controller (gracefully), runs `between` on its data dir (no controller
+    /// holds it then), and starts a new one on it.
+    pub async fn restart_controller(self, between: impl FnOnce(&Path)) -> Harness {
+        let Harness {
+            sim, controller, _dir, ..
+        } = self;
+        let data = controller.data.clone();
+        controller.stop().await;
+        between(&data);
+        let controller = Controller::start(&data, &sim.fleet).await;
+        let client = controller.client().await;
+        Harness {
+            sim,
+            controller,
+            client,
+            _dir,
+        }
+    }
+
     pub async fn stop(self) {
         self.controller.stop().await;
         self.sim.stop().await;

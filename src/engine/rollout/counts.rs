@@ -50,6 +50,20 @@ impl Tally {
     pub fn total(&self, state: HostState) -> u64 {
         self.counts.iter().map(|c| c[state as usize]).sum()
     }
+
+    /// Flattened, slot after slot, for a rollout's summary.
+    pub(super) fn to_record(&self) -> Vec<u64> {
+        self.counts.iter().flatten().copied().collect()
+    }
+
+    /// A stored summary's counts for `waves` waves, or None if they do not fit.
+    pub(super) fn from_record(waves: usize, flat: &[u64]) -> Option<Tally> {
+        if flat.len() != (waves + 1) * 6 {
+            return None;
+        }
+        let counts = flat.chunks(6).map(|c| c.try_into().unwrap_or([0; 6])).collect();
+        Some(Tally { counts })
+    }
 }
 
 /// Per customer: selected hosts and how many of them succeeded.
@@ -80,6 +94,29 @@ impl Customers {
             self.hosts.insert(customer.to_string(), (0, 0));
         }
         self.hosts.get_mut(customer).expect("inserted above")
+    }
+
+    pub(super) fn to_record(&self) -> Vec<pb::CustomerCount> {
+        let mut all: Vec<pb::CustomerCount> = self
+            .hosts
+            .iter()
+            .map(|(id, (selected, succeeded))| pb::CustomerCount {
+                id: id.clone(),
+                selected: *selected,
+                succeeded: *succeeded,
+            })
+            .collect();
+        all.sort_by(|a, b| a.id.cmp(&b.id));
+        all
+    }
+
+    pub(super) fn from_record(counts: Vec<pb::CustomerCount>) -> Customers {
+        let mut customers = Customers {
+            hosts: counts.into_iter().map(|c| (c.id, (c.selected, c.succeeded))).collect(),
+            mitigated: 0,
+        };
+        customers.recount();
+        customers
     }
 
     /// Recounts the mitigated customers once loading is done.

@@ -87,15 +87,100 @@ impl Live {
     pub fn load(store: &Store, inventory: Arc<Inventory>, record: pb::RolloutRecord, now_ms: i64) -> Result<Live> {
         let started = std::time::Instant::now();
         let (id, hosts) = (record.id, record.hosts_selected);
-        let rows = store.rollout_hosts(record.id).map(|row| row.map_err(Error::from));
-        let live = Live::from_rows(inventory, record, rows, now_ms)?;
+        let (live, from) = match Live::from_summary(&inventory, &record)? {
+            Some(live) => (live, "summary"),
+            None => {
+                let rows = store.rollout_hosts(record.id).map(|row| row.map_err(Error::from));
+                (Live::from_rows(inventory, record, rows, now_ms)?, "hosts")
+            }
+        };
         tracing::info!(
             id,
             hosts,
+            from,
             load_ms = started.elapsed().as_millis() as u64,
             "rollout loaded"
         );
         Ok(live)
+    }
+
+    /// An ended rollout from the summary stored with its final state, without reading
+    /// its hosts; None when it has none (or one that does not fit its plan).
+    fn from_summary(inventory: &Arc<Inventory>, record: &pb::RolloutRecord) -> Result<Option<Live>> {
+        let Some(summary) = record.summary.clone() else {
+            return Ok(None);
+        };
+        let (plan, policy) = Live::plan_of(record)?;
+        let waves = plan.waves.len();
+        let Some(tally) = Tally::from_record(waves, &summary.tally) else {
+            return Ok(None);
+        };
+        let mut examples: Vec<Vec<String>> = summary.examples.into_iter().map(|e| e.lines).collect();
+        examples.resize(waves + 1, Vec::new());
+        let customers = Customers::from_record(summary.customers);
+        let inner = Inner {
+            record: record.clone(),
+            state: State::from_record(record),
+            tally: tally.clone(),
+            pending: VecDeque::new(),
+            assigned: VecDeque::new(),
+            reconcile: Vec::new(),
+            durable: (tally, customers.mitigated),
+            examples,
+            customers,
+            targets: HashMap::new(),
+            failures: FailureGroups::from_records(summary.failures),
+            unhealthy: summary.unhealthy,
+            driving: false,
+        };
+        Ok(Some(Live::assemble(inventory.clone(), plan, policy, inner)))
+    }
+
+    /// The summary to store with an ended rollout's final state: its counters, when
+    /// no host is in doubt or waiting to be sent (those need their rows at a restart).
+    fn summary(inner: &Inner) -> Option<pb::RolloutSummary> {
+        let t = &inner.tally;
+        if t.total(HostState::Dispatched) > 0 || t.total(HostState::Assigned) > 0 || !inner.reconcile.is_empty() {
+            return None;
+        }
+        Some(pb::RolloutSummary {
+            tally: t.to_record(),
+            customers: inner.customers.to_record(),
+            failures: inner.failures.to_records(),
+            examples: inner
+                .examples
+                .iter()
+                .map(|lines| pb::Examples { lines: lines.clone() })
+                .collect(),
+            unhealthy: inner.unhealthy,
+        })
+    }
+
+    /// A stored rollout's plan, and the state machine's policy from it.
+    fn plan_of(record: &pb::RolloutRecord) -> Result<(Plan, Policy)> {
+        let spec = record.plan.clone().unwrap_or_default();
+        let plan =
+            Plan::from_spec(&spec).map_err(|e| Error::Corrupt(format!("rollout {}: stored plan: {e}", record.id)))?;
+        let policy = Policy {
+            waves: plan.waves.len() as u32,
+            bake_ms: plan.bake.as_millis() as i64,
+            rollback_on_failure: plan.on_failure == crate::plan::FailureAction::Rollback,
+        };
+        Ok((plan, policy))
+    }
+
+    fn assemble(inventory: Arc<Inventory>, plan: Plan, policy: Policy, inner: Inner) -> Live {
+        let live = Live {
+            id: inner.record.id,
+            plan,
+            policy,
+            inventory,
+            snapshot: watch::Sender::new(Arc::new(pb::Rollout::default())),
+            control: watch::Sender::new(0),
+            inner: Mutex::new(inner),
+        };
+        live.publish(&live.lock());
+        live
     }
 
     /// A rollout that was never stored (a dry run): every host pending.
@@ -119,14 +204,7 @@ impl Live {
         rows: impl Iterator<Item = Result<(String, pb::RolloutHostRecord)>>,
         now_ms: i64,
     ) -> Result<Live> {
-        let spec = record.plan.clone().unwrap_or_default();
-        let plan =
-            Plan::from_spec(&spec).map_err(|e| Error::Corrupt(format!("rollout {}: stored plan: {e}", record.id)))?;
-        let policy = Policy {
-            waves: plan.waves.len() as u32,
-            bake_ms: plan.bake.as_millis() as i64,
-            rollback_on_failure: plan.on_failure == crate::plan::FailureAction::Rollback,
-        };
+        let (plan, policy) = Live::plan_of(&record)?;
         let mut tally = Tally::new(plan.waves.len());
         let mut pending = Vec::new();
         let mut assigned = Vec::new();
@@ -193,17 +271,7 @@ impl Live {
             unhealthy,
             driving: false,
         };
-        let live = Live {
-            id: inner.record.id,
-            plan,
-            policy,
-            inventory,
-            snapshot: watch::Sender::new(Arc::new(pb::Rollout::default())),
-            control: watch::Sender::new(0),
-            inner: Mutex::new(inner),
-        };
-        live.publish(&live.lock());
-        Ok(live)
+        Ok(Live::assemble(inventory, plan, policy, inner))
     }
 
     pub fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -286,6 +354,8 @@ impl Live {
             // (even across a crash) they stay with this rollout.
             inner.record.rollback_pending |= rollback;
             ended = next.is_terminal() && !inner.record.rollback_pending;
+            // Written with the final state: a restart then reads no host of it.
+            inner.record.summary = if ended { Live::summary(&inner) } else { None };
             inner.state = next;
         }
         if next_changed || !events.is_empty() {
