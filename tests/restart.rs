@@ -325,7 +325,7 @@ async fn hosts_held_by_a_rollout_are_skipped() {
         .fleet
         .hosts
         .iter()
-        .filter(|x| x.labels["region"] == "apac")
+        .filter(|x| &x.labels["region"] == "apac")
         .map(|x| x.id.as_str())
         .collect();
     assert!(

@@ -1,34 +1,51 @@
-//! A host's labels: a few key-value pairs, kept as a sorted vector. A `BTreeMap`
-//! allocates a node for eleven entries (about 550 bytes) for the usual three labels;
-//! at a million hosts that was half a gigabyte. Written and read as a YAML map.
+//! A host's labels: a few key-value pairs, kept as a sorted vector of interned
+//! strings. A `BTreeMap` allocates a node for eleven entries (about 550 bytes) for the
+//! usual three labels, and six separate strings repeat the same few values on every
+//! host; interned, a million hosts' labels are a million small vectors of pointers
+//! into one pool of the distinct keys and values. Written and read as a YAML map.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, LazyLock, Mutex};
 
 use serde::{Deserialize, Serialize};
 
+/// One copy of each distinct label key and value (a fleet has a few hundred).
+static POOL: LazyLock<Mutex<HashSet<Arc<str>>>> = LazyLock::new(Mutex::default);
+
+/// The pool's copy of `s`, added on first sight.
+fn intern(s: &str) -> Arc<str> {
+    let mut pool = POOL.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(found) = pool.get(s) {
+        return found.clone();
+    }
+    let new: Arc<str> = Arc::from(s);
+    pool.insert(new.clone());
+    new
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(from = "BTreeMap<String, String>", into = "BTreeMap<String, String>")]
-pub struct Labels(Vec<(String, String)>);
+pub struct Labels(Vec<(Arc<str>, Arc<str>)>);
 
 impl Labels {
-    pub fn get(&self, key: &str) -> Option<&String> {
+    pub fn get(&self, key: &str) -> Option<&str> {
         self.0
-            .binary_search_by(|(k, _)| k.as_str().cmp(key))
+            .binary_search_by(|(k, _)| (**k).cmp(key))
             .ok()
-            .map(|i| &self.0[i].1)
+            .map(|i| &*self.0[i].1)
     }
 
     /// Sets `key` to `value`, replacing what it held.
     pub fn insert(&mut self, key: String, value: String) {
-        match self.0.binary_search_by(|(k, _)| k.cmp(&key)) {
-            Ok(i) => self.0[i].1 = value,
-            Err(i) => self.0.insert(i, (key, value)),
+        match self.0.binary_search_by(|(k, _)| (**k).cmp(key.as_str())) {
+            Ok(i) => self.0[i].1 = intern(&value),
+            Err(i) => self.0.insert(i, (intern(&key), intern(&value))),
         }
     }
 
     /// The labels in key order.
-    pub fn iter(&self) -> impl Iterator<Item = (&String, &String)> {
-        self.0.iter().map(|(k, v)| (k, v))
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().map(|(k, v)| (&**k, &**v))
     }
 }
 
@@ -42,7 +59,7 @@ impl FromIterator<(String, String)> for Labels {
 
 impl From<BTreeMap<String, String>> for Labels {
     fn from(map: BTreeMap<String, String>) -> Labels {
-        let mut pairs: Vec<(String, String)> = map.into_iter().collect();
+        let mut pairs: Vec<(Arc<str>, Arc<str>)> = map.iter().map(|(k, v)| (intern(k), intern(v))).collect();
         pairs.shrink_to_fit();
         Labels(pairs)
     }
@@ -56,23 +73,24 @@ impl<const N: usize> From<[(String, String); N]> for Labels {
 
 impl From<Labels> for BTreeMap<String, String> {
     fn from(labels: Labels) -> BTreeMap<String, String> {
-        labels.0.into_iter().collect()
+        labels.into_iter().collect()
     }
 }
 
 impl IntoIterator for Labels {
     type Item = (String, String);
-    type IntoIter = std::vec::IntoIter<(String, String)>;
+    type IntoIter =
+        std::iter::Map<std::vec::IntoIter<(Arc<str>, Arc<str>)>, fn((Arc<str>, Arc<str>)) -> (String, String)>;
 
     fn into_iter(self) -> Self::IntoIter {
-        self.0.into_iter()
+        self.0.into_iter().map(|(k, v)| (k.to_string(), v.to_string()))
     }
 }
 
 impl std::ops::Index<&str> for Labels {
-    type Output = String;
+    type Output = str;
 
-    fn index(&self, key: &str) -> &String {
+    fn index(&self, key: &str) -> &str {
         self.get(key).unwrap_or_else(|| panic!("no label `{key}`"))
     }
 }
@@ -87,12 +105,17 @@ mod tests {
             .into_iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        assert_eq!(labels.get("region").map(String::as_str), Some("emea"));
+        assert_eq!(labels.get("region"), Some("emea"));
         labels.insert("ring".into(), "1".into());
         labels.insert("service".into(), "exr".into());
-        let keys: Vec<&str> = labels.iter().map(|(k, _)| k.as_str()).collect();
+        let keys: Vec<&str> = labels.iter().map(|(k, _)| k).collect();
         assert_eq!(keys, ["region", "ring", "service"]);
-        assert_eq!(labels["service"], "exr");
+        assert_eq!(&labels["service"], "exr");
+        let other: Labels = [("region".to_string(), "emea".to_string())].into();
+        assert!(
+            std::ptr::eq(labels.get("region").unwrap(), other.get("region").unwrap()),
+            "one copy of a value for every host"
+        );
         assert_eq!(labels.get("zone"), None);
         let yaml = serde_yaml::to_string(&labels).unwrap();
         assert_eq!(yaml, "region: emea\nring: '1'\nservice: exr\n");
