@@ -52,30 +52,6 @@ fn assert_no_operation_ran_twice(h: &HostDir, host: &str) {
     }
 }
 
-async fn failed_page(client: &mut Client) -> Vec<pb::HostResult> {
-    let mut hosts = Vec::new();
-    let mut token = String::new();
-    loop {
-        // One host per page: the paging itself is exercised.
-        let page = client
-            .list_rollout_hosts(pb::ListRolloutHostsRequest {
-                name: "disk-fix".into(),
-                filter: pb::HostFilter::Failed as i32,
-                page_size: 1,
-                page_token: token,
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        hosts.extend(page.hosts);
-        token = page.next_page_token;
-        if token.is_empty() {
-            return hosts;
-        }
-    }
-}
-
 /// Six real agents: one deploy hangs past its 2 s timeout, one exits 1 with "disk full
 /// on /var", one agent is killed (SIGKILL) mid-deploy and restarted, one is not
 /// running at all. The rollout ends COMPLETED_WITH_FAILURES at 2/6 (never
@@ -157,7 +133,8 @@ async fn failed_hosts_are_explained_and_retried() {
     );
 
     // Through the RPC, a page at a time.
-    let failed = failed_page(&mut client).await;
+    // One host per page: the paging itself is exercised.
+    let failed = all_hosts(&mut client, "disk-fix", pb::HostFilter::Failed, 1).await;
     let ids: Vec<&str> = failed.iter().map(|h| h.host_id.as_str()).collect();
     assert_eq!(ids, ["host-0", "host-1", "host-2", "host-3"]);
     let reason = |i: usize| failed[i].reason.clone();

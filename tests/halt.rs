@@ -471,26 +471,9 @@ async fn continue_goes_past_failures_until_the_rollout_wide_threshold() {
         done.hosts_failed,
         retried.hosts_failed
     );
-    let mut total = 0;
-    let mut page = String::new();
-    loop {
-        let hosts = client
-            .list_rollout_hosts(pb::ListRolloutHostsRequest {
-                name: "tolerant-fix".into(),
-                filter: pb::HostFilter::Failed as i32,
-                page_size: 100,
-                page_token: page.clone(),
-                ..Default::default()
-            })
-            .await
-            .expect("hosts")
-            .into_inner();
-        total += hosts.hosts.len() as u64;
-        if hosts.next_page_token.is_empty() {
-            break;
-        }
-        page = hosts.next_page_token;
-    }
+    let total = all_hosts(&mut client, "tolerant-fix", pb::HostFilter::Failed, 100)
+        .await
+        .len() as u64;
     assert_eq!(total, retried.hosts_failed, "the counters equal a recount of the hosts");
     h.stop().await;
 

@@ -297,6 +297,31 @@ pub async fn get(client: &mut Client, name: &str) -> pb::Rollout {
         .into_inner()
 }
 
+/// Every host of rollout `name` that `filter` selects, read `page_size` at a time
+/// through `ListRolloutHosts`.
+pub async fn all_hosts(client: &mut Client, name: &str, filter: pb::HostFilter, page_size: u32) -> Vec<pb::HostResult> {
+    let mut hosts = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = client
+            .list_rollout_hosts(pb::ListRolloutHostsRequest {
+                name: name.into(),
+                filter: filter as i32,
+                page_size,
+                page_token: token,
+                ..Default::default()
+            })
+            .await
+            .expect("a page of hosts")
+            .into_inner();
+        hosts.extend(page.hosts);
+        token = page.next_page_token;
+        if token.is_empty() {
+            return hosts;
+        }
+    }
+}
+
 pub fn action(name: &str) -> pb::RolloutActionRequest {
     pb::RolloutActionRequest {
         name: name.into(),
