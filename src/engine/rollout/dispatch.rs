@@ -3,6 +3,9 @@
 //! health gate's verdicts.
 
 use super::{Dispatch, EXAMPLES, GroupKind, HostState, Live, Result, order};
+
+/// Hosts placed in a wave per store record.
+const FILL_PIECE: usize = 8_192;
 use crate::plan::Kind;
 use crate::proto::v1 as pb;
 use crate::store::Store;
@@ -28,8 +31,6 @@ impl Live {
                 hours_ms,
             );
         }
-        let take = need.min(inner.pending.len());
-        let hosts: Vec<String> = inner.pending.drain(..take).collect();
         let rec = pb::RolloutHostRecord {
             state: HostState::Assigned as i32,
             wave: wave + 1,
@@ -37,22 +38,26 @@ impl Live {
             updated_at_unix_ms: now_ms,
             ..Default::default()
         };
-        let targets: Vec<pb::RolloutHostRecord> = hosts
-            .iter()
-            .map(|h| pb::RolloutHostRecord {
-                version: inner.targets.get(h).cloned().unwrap_or_default(),
-                ..rec.clone()
-            })
-            .collect();
-        store.put_hosts(self.id, hosts.iter().map(String::as_str).zip(targets.iter()))?;
-        for h in hosts {
-            inner.tally.remove(0, HostState::Pending);
-            inner.tally.add(wave + 1, HostState::Assigned);
-            let mut rec = rec.clone();
-            if let Some(target) = inner.targets.get(&h) {
-                rec.version = target.clone();
+        // A piece at a time: the last wave of a million hosts is half a million
+        // records, which were held three times over (ids, records, the store's copy).
+        let mut left = need.min(inner.pending.len());
+        while left > 0 {
+            let n = left.min(FILL_PIECE);
+            let hosts: Vec<String> = inner.pending.drain(..n).collect();
+            let records: Vec<pb::RolloutHostRecord> = hosts
+                .iter()
+                .map(|h| pb::RolloutHostRecord {
+                    version: inner.targets.get(h).cloned().unwrap_or_default(),
+                    ..rec.clone()
+                })
+                .collect();
+            store.put_hosts(self.id, hosts.iter().map(String::as_str).zip(records.iter()))?;
+            for (h, r) in hosts.into_iter().zip(records) {
+                inner.tally.remove(0, HostState::Pending);
+                inner.tally.add(wave + 1, HostState::Assigned);
+                inner.assigned.push_back((h, r));
             }
-            inner.assigned.push_back((h, rec));
+            left -= n;
         }
         self.publish(&inner);
         Ok(())
