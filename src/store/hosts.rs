@@ -127,10 +127,31 @@ impl Drop for Reading {
     }
 }
 
+/// The rows of snapshot chunks read by `chunks`, in order.
+type Rows = Box<dyn Iterator<Item = Result<pb::HostRow>> + Send>;
+
+fn rows_of(mut chunks: Pairs) -> Rows {
+    let mut rows = Vec::new().into_iter();
+    Box::new(std::iter::from_fn(move || {
+        loop {
+            if let Some(row) = rows.next() {
+                return Some(Ok(row));
+            }
+            let decoded = chunks
+                .next()?
+                .map_err(super::Error::from)
+                .and_then(|(_, v)| decode::<pb::HostRows>("rollout_hosts", &v));
+            match decoded {
+                Ok(chunk) => rows = chunk.rows.into_iter(),
+                Err(e) => return Some(Err(e)),
+            }
+        }
+    }))
+}
+
 /// A rollout's hosts in host id order: snapshot rows with the newer updates applied.
 pub struct RolloutHosts {
-    chunks: Pairs,
-    rows: std::vec::IntoIter<pb::HostRow>,
+    rows: Rows,
     updates: Newest,
     after: String,
     failed: Option<super::Error>,
@@ -145,25 +166,18 @@ impl Iterator for RolloutHosts {
             return Some(Err(e));
         }
         loop {
-            if let Some(row) = self.rows.next() {
-                if row.host.as_str() <= self.after.as_str() {
-                    continue;
-                }
-                let record = match self.updates.remove(&row.host) {
-                    Some(newer) => newer,
-                    None => row.record.unwrap_or_default(),
-                };
-                return Some(Ok((row.host, record)));
-            }
-            let decoded = self
-                .chunks
-                .next()?
-                .map_err(super::Error::from)
-                .and_then(|(_, v)| decode::<pb::HostRows>("rollout_hosts", &v));
-            match decoded {
-                Ok(chunk) => self.rows = chunk.rows.into_iter(),
+            let row = match self.rows.next()? {
+                Ok(row) => row,
                 Err(e) => return Some(Err(e)),
+            };
+            if row.host.as_str() <= self.after.as_str() {
+                continue;
             }
+            let record = match self.updates.remove(&row.host) {
+                Some(newer) => newer,
+                None => row.record.unwrap_or_default(),
+            };
+            return Some(Ok((row.host, record)));
         }
     }
 }
@@ -222,8 +236,7 @@ impl Store {
     /// chunk that holds `after`, and the updates since the last checkpoint.
     pub fn rollout_hosts_after(&self, rollout: u64, after: &str) -> RolloutHosts {
         let mut hosts = RolloutHosts {
-            chunks: Box::new(std::iter::empty()),
-            rows: Vec::new().into_iter(),
+            rows: Box::new(std::iter::empty()),
             updates: Newest::default(),
             after: after.to_string(),
             failed: None,
@@ -260,7 +273,7 @@ impl Store {
                 start = found?.0;
             }
         }
-        hosts.chunks = self.kv.range(&start, end.as_deref(), false);
+        hosts.rows = rows_of(self.kv.range(&start, end.as_deref(), false));
         Ok(())
     }
 
@@ -368,34 +381,17 @@ impl Store {
         let (mut updates, through) = self.updates_as(rollout, book.mark.through, |r| r.encode_to_vec())?;
         let old = book.mark.generation;
         let new = old + 1;
-        // What a checkpoint cut short by a crash wrote of this generation (no longer
-        // to be swept: it is about to be written).
+        // What a checkpoint cut short by a crash wrote of this generation is no longer
+        // to be swept: it is about to be written again.
         book.stale.retain(|g| *g != new);
-        self.delete_prefix(&generation_prefix(rollout, new))?;
-        let mut bytes = 0;
-        let mut rows = Vec::with_capacity(CHUNK);
-        let mut write = |rows: &mut Vec<pb::HostRow>| -> Result<()> {
-            let (k, v) = chunk(rollout, new, std::mem::take(rows));
-            bytes += v.len() as u64;
-            let mut batch = Batch::default();
-            batch.put(k, v);
-            self.write(batch, "rollout_hosts")
-        };
-        for kv in backend::scan_prefix(self.kv.as_ref(), &generation_prefix(rollout, old)) {
-            let chunk: pb::HostRows = decode("rollout_hosts", &kv?.1)?;
-            for mut row in chunk.rows {
-                if let Some(newer) = updates.remove(&row.host) {
-                    row.record = Some(decode("rollout_hosts", &newer)?);
-                }
-                rows.push(row);
-                if rows.len() == CHUNK {
-                    write(&mut rows)?;
-                }
+        let rows = rows_of(backend::scan_prefix(self.kv.as_ref(), &generation_prefix(rollout, old))).map(|row| {
+            let mut row = row?;
+            if let Some(newer) = updates.remove(&row.host) {
+                row.record = Some(decode("rollout_hosts", &newer)?);
             }
-        }
-        if !rows.is_empty() {
-            write(&mut rows)?;
-        }
+            Ok(row)
+        });
+        let bytes = self.write_generation(rollout, new, rows)?;
         if !updates.is_empty() {
             tracing::warn!(
                 rollout,
@@ -408,10 +404,7 @@ impl Store {
             through,
             bytes,
         };
-        let mut commit = Batch::default();
-        commit.put(of_rollout(MARK, rollout), mark.encode_to_vec());
-        self.write(commit, "rollout_hosts")?;
-        self.kv.flush_blocking()?;
+        self.set_mark(rollout, &mark)?;
         let folded: Vec<Vec<u8>> = self
             .kv
             .range(&update_key(rollout, 0), Some(&update_key(rollout, through + 1)), false)
@@ -424,6 +417,42 @@ impl Store {
         book.snapshot_bytes = bytes;
         book.stale.push(old);
         self.sweep(rollout, book)
+    }
+
+    /// Writes snapshot generation `generation` of a rollout from `rows` (in host id
+    /// order), [`CHUNK`] rows per value, after deleting what a write cut short by a
+    /// crash left of it. Returns the bytes written. Nobody reads it before its mark.
+    fn write_generation(
+        &self,
+        rollout: u64,
+        generation: u32,
+        rows: impl Iterator<Item = Result<pb::HostRow>>,
+    ) -> Result<u64> {
+        self.delete_prefix(&generation_prefix(rollout, generation))?;
+        let mut bytes = 0;
+        let mut piece = Vec::with_capacity(CHUNK);
+        let mut rows = rows.peekable();
+        while let Some(row) = rows.next() {
+            piece.push(row?);
+            if piece.len() == CHUNK || rows.peek().is_none() {
+                let (k, v) = chunk(rollout, generation, std::mem::take(&mut piece));
+                bytes += v.len() as u64;
+                let mut batch = Batch::default();
+                batch.put(k, v);
+                self.write(batch, "rollout_hosts")?;
+            }
+        }
+        Ok(bytes)
+    }
+
+    /// Makes `mark` a rollout's current generation, durable before anything folded
+    /// into it is deleted.
+    fn set_mark(&self, rollout: u64, mark: &pb::HostsMark) -> Result<()> {
+        let mut batch = Batch::default();
+        batch.put(of_rollout(MARK, rollout), mark.encode_to_vec());
+        self.write(batch, "rollout_hosts")?;
+        self.kv.flush_blocking()?;
+        Ok(())
     }
 
     /// Deletes a rollout's host records (a creation that was refused).
@@ -470,35 +499,20 @@ impl Store {
         for id in rollouts {
             let rows = of_rollout(legacy, id);
             if self.kv.get(&of_rollout(MARK, id))?.is_none() {
-                self.delete_prefix(&generation_prefix(id, 1))?;
-                let mut chunk_rows = Vec::with_capacity(CHUNK);
-                for kv in backend::scan_prefix(self.kv.as_ref(), &rows) {
+                let legacy_rows = backend::scan_prefix(self.kv.as_ref(), &rows).map(|kv| {
                     let (k, v) = kv?;
-                    chunk_rows.push(pb::HostRow {
+                    Ok(pb::HostRow {
                         host: String::from_utf8_lossy(&k[rows.len()..]).into_owned(),
                         record: Some(decode("rollout_hosts", &v)?),
-                    });
-                    if chunk_rows.len() == CHUNK {
-                        let mut batch = Batch::default();
-                        let (k, v) = chunk(id, 1, std::mem::take(&mut chunk_rows));
-                        batch.put(k, v);
-                        self.write(batch, "rollout_hosts")?;
-                        chunk_rows.clear();
-                    }
-                }
-                let mut commit = Batch::default();
-                if !chunk_rows.is_empty() {
-                    let (k, v) = chunk(id, 1, chunk_rows);
-                    commit.put(k, v);
-                }
+                    })
+                });
+                let bytes = self.write_generation(id, 1, legacy_rows)?;
                 let mark = pb::HostsMark {
                     generation: 1,
                     through: 0,
-                    bytes: 0,
+                    bytes,
                 };
-                commit.put(of_rollout(MARK, id), mark.encode_to_vec());
-                self.write(commit, "rollout_hosts")?;
-                self.kv.flush_blocking()?;
+                self.set_mark(id, &mark)?;
             }
             self.delete_prefix(&rows)?;
         }
