@@ -193,6 +193,16 @@ async fn ten_random_kills_and_more_leave_every_invariant_intact() {
     assert_eq!(done.state(), pb::RolloutState::Succeeded);
     assert_eq!(done.percent_complete, 100.0);
     eprintln!("survived {} kills: {}", kills.len(), kills.join("; "));
+    // Restarts past the first wave start from the counters checkpoint of the settled
+    // waves (and read only the others' hosts).
+    let logged = std::fs::read_to_string(&log).unwrap_or_default();
+    let from = |how: &str| logged.matches(&format!("from=\"{how}\"")).count();
+    eprintln!(
+        "loads: {} from a checkpoint, {} from every host",
+        from("checkpoint"),
+        from("hosts")
+    );
+    assert!(from("checkpoint") > 0, "no restart loaded from a checkpoint");
     assert!(kills.len() >= 12, "only {} kills happened", kills.len());
     assert!(
         kills.iter().any(|k| k.ends_with("(during a bake)")) && kills.iter().any(|k| k.ends_with("(during a pause)"))

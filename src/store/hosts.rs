@@ -1,13 +1,17 @@
 //! A rollout's hosts as grouped records: a snapshot in chunks and a log of update
 //! batches over it, folded into a new snapshot (a checkpoint) when the log has grown
 //! to twice the snapshot's size (a rollout writes about three updates per host: its
-//! assignment, its intent, its result; so two or three checkpoints per rollout). The hot path writes one value per batch of hosts,
-//! never one per host.
+//! assignment, its intent, its result; so two or three checkpoints per rollout). The
+//! hot path writes one value per batch of hosts, never one per host.
 //!
 //! Keys (numbers big-endian, so that scans come out in order):
-//! - `rs` rollout id ++ generation (u32) ++ first host id -> `HostRows`: the
-//!   snapshot, every selected host once, sorted by host id, [`CHUNK`] hosts per
-//!   value. Creating the rollout writes generation 0 (every host pending).
+//! - `rs` rollout id ++ generation (u32) ++ wave (u32) ++ first host id ->
+//!   `HostRows`: the snapshot, every selected host once, partitioned by the wave it
+//!   was in when the snapshot was written (0: none yet) and sorted by host id within
+//!   a partition, [`CHUNK`] hosts per value. A host's wave never changes once it is
+//!   placed in one, so a resume from the rollout's counters checkpoint reads only the
+//!   partitions of the waves after it (`read.rs`). Creating the rollout writes
+//!   generation 0 (every host pending, in partition 0).
 //! - `ru` rollout id ++ sequence (u64) -> `HostRows`: one batch of updates (a wave's
 //!   assignment, a dispatch batch's intents, the results of one flush).
 //! - `rm` rollout id -> `HostsMark`: the current generation and the last update
@@ -21,17 +25,18 @@
 //! partial generation nobody reads, deleted at the next checkpoint or load; a crash
 //! after it leaves folded updates that readers skip and the next load deletes.
 
-use std::collections::HashMap;
+mod read;
 
-/// A rollout's newer records by host (foldhash: the overlay of a million-host rollout
-/// is hashed a few million times at a resume).
-type Newest = HashMap<String, pb::RolloutHostRecord, foldhash::fast::RandomState>;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use prost::Message;
 
-use super::backend::{self, Batch, Pairs};
+pub use read::RolloutHosts;
+use read::{Rows, rows_of};
+
+use super::backend::{self, Batch};
 use super::{PUT_BATCH, Result, Store, as_u64, decode, key, off_the_runtime};
 use crate::proto::v1 as pb;
 
@@ -60,14 +65,19 @@ fn generation_prefix(id: u64, generation: u32) -> Vec<u8> {
     k
 }
 
+/// The keys of one wave's partition of a snapshot generation.
+fn partition_prefix(id: u64, generation: u32, wave: u32) -> Vec<u8> {
+    key(&generation_prefix(id, generation), &wave.to_be_bytes())
+}
+
 fn update_key(id: u64, seq: u64) -> Vec<u8> {
     key(&of_rollout(UPDATES, id), &seq.to_be_bytes())
 }
 
-/// A chunk of a snapshot, keyed by its first host.
-fn chunk(id: u64, generation: u32, rows: Vec<pb::HostRow>) -> (Vec<u8>, Vec<u8>) {
+/// A chunk of a snapshot's partition for `wave`, keyed by its first host.
+fn chunk(id: u64, generation: u32, wave: u32, rows: Vec<pb::HostRow>) -> (Vec<u8>, Vec<u8>) {
     let first = rows.first().map_or("", |r| r.host.as_str());
-    let k = key(&generation_prefix(id, generation), first.as_bytes());
+    let k = key(&partition_prefix(id, generation, wave), first.as_bytes());
     (k, pb::HostRows { rows, log_bytes: 0 }.encode_to_vec())
 }
 
@@ -85,7 +95,7 @@ pub(super) fn selection_chunk(id: u64, hosts: &[(&str, &str)]) -> (Vec<u8>, Vec<
             }),
         })
         .collect();
-    chunk(id, 0, rows)
+    chunk(id, 0, 0, rows)
 }
 
 /// What the store knows of one rollout's grouped records, loaded at first use.
@@ -115,70 +125,6 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Books {
     fn of(&self, id: u64) -> Arc<Mutex<Book>> {
         lock(&self.0).entry(id).or_default().clone()
-    }
-}
-
-/// Counts a reader while it lives.
-struct Reading(Arc<AtomicUsize>);
-
-impl Drop for Reading {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
-/// The rows of snapshot chunks read by `chunks`, in order.
-type Rows = Box<dyn Iterator<Item = Result<pb::HostRow>> + Send>;
-
-fn rows_of(mut chunks: Pairs) -> Rows {
-    let mut rows = Vec::new().into_iter();
-    Box::new(std::iter::from_fn(move || {
-        loop {
-            if let Some(row) = rows.next() {
-                return Some(Ok(row));
-            }
-            let decoded = chunks
-                .next()?
-                .map_err(super::Error::from)
-                .and_then(|(_, v)| decode::<pb::HostRows>("rollout_hosts", &v));
-            match decoded {
-                Ok(chunk) => rows = chunk.rows.into_iter(),
-                Err(e) => return Some(Err(e)),
-            }
-        }
-    }))
-}
-
-/// A rollout's hosts in host id order: snapshot rows with the newer updates applied.
-pub struct RolloutHosts {
-    rows: Rows,
-    updates: Newest,
-    after: String,
-    failed: Option<super::Error>,
-    _reading: Option<Reading>,
-}
-
-impl Iterator for RolloutHosts {
-    type Item = Result<(String, pb::RolloutHostRecord)>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        if let Some(e) = self.failed.take() {
-            return Some(Err(e));
-        }
-        loop {
-            let row = match self.rows.next()? {
-                Ok(row) => row,
-                Err(e) => return Some(Err(e)),
-            };
-            if row.host.as_str() <= self.after.as_str() {
-                continue;
-            }
-            let record = match self.updates.remove(&row.host) {
-                Some(newer) => newer,
-                None => row.record.unwrap_or_default(),
-            };
-            return Some(Ok((row.host, record)));
-        }
     }
 }
 
@@ -224,94 +170,6 @@ impl Store {
         batch.put(update_key(rollout, book.next), value);
         book.next += 1;
         self.write(batch, "rollout_hosts")
-    }
-
-    /// All host records of a rollout, in host id order.
-    pub fn rollout_hosts(&self, rollout: u64) -> RolloutHosts {
-        self.rollout_hosts_after(rollout, "")
-    }
-
-    /// The host records of a rollout whose host id sorts after `after` ("": all), in
-    /// host id order. A page of a million-host rollout reads the snapshot from the
-    /// chunk that holds `after`, and the updates since the last checkpoint.
-    pub fn rollout_hosts_after(&self, rollout: u64, after: &str) -> RolloutHosts {
-        let mut hosts = RolloutHosts {
-            rows: Box::new(std::iter::empty()),
-            updates: Newest::default(),
-            after: after.to_string(),
-            failed: None,
-            _reading: None,
-        };
-        if let Err(e) = self.open_hosts(rollout, &mut hosts) {
-            hosts.failed = Some(e);
-        }
-        hosts
-    }
-
-    fn open_hosts(&self, rollout: u64, hosts: &mut RolloutHosts) -> Result<()> {
-        let book = self.books.of(rollout);
-        let mut book = lock(&book);
-        self.load_book(rollout, &mut book)?;
-        let started = std::time::Instant::now();
-        hosts.updates = self.updates(rollout, book.mark.through)?.0;
-        tracing::debug!(
-            rollout,
-            updates = hosts.updates.len(),
-            ms = started.elapsed().as_millis() as u64,
-            "updates read"
-        );
-        book.readers.fetch_add(1, Ordering::SeqCst);
-        hosts._reading = Some(Reading(book.readers.clone()));
-        let prefix = generation_prefix(rollout, book.mark.generation);
-        let end = backend::prefix_end(&prefix);
-        // The chunk holding `after`: the last whose first host is not after it.
-        let mut start = prefix.clone();
-        if !hosts.after.is_empty() {
-            let mut past = key(&prefix, hosts.after.as_bytes());
-            past.push(0);
-            if let Some(found) = self.kv.range(&prefix, Some(&past), true).next() {
-                start = found?.0;
-            }
-        }
-        hosts.rows = rows_of(self.kv.range(&start, end.as_deref(), false));
-        Ok(())
-    }
-
-    /// Host ids of a rollout (its selection), for finding hosts it holds.
-    pub fn rollout_host_ids(&self, rollout: u64) -> Result<Vec<String>> {
-        self.rollout_hosts(rollout).map(|row| Ok(row?.0)).collect()
-    }
-
-    /// The updates of a rollout after sequence `through`, newest per host, and the
-    /// last sequence read.
-    fn updates(&self, rollout: u64, through: u64) -> Result<(Newest, u64)> {
-        self.updates_as(rollout, through, |record| record)
-    }
-
-    /// The same, each record kept as `keep` makes it (a checkpoint keeps them encoded:
-    /// a third of the memory of a million decoded records).
-    fn updates_as<V>(
-        &self,
-        rollout: u64,
-        through: u64,
-        keep: impl Fn(pb::RolloutHostRecord) -> V,
-    ) -> Result<(HashMap<String, V, foldhash::fast::RandomState>, u64)> {
-        let prefix = of_rollout(UPDATES, rollout);
-        let mut newest = HashMap::default();
-        let mut last = through;
-        for kv in self.kv.range(
-            &update_key(rollout, through + 1),
-            backend::prefix_end(&prefix).as_deref(),
-            false,
-        ) {
-            let (k, v) = kv?;
-            last = as_u64(&k[prefix.len()..]).unwrap_or(last);
-            let batch: pb::HostRows = decode("rollout_hosts", &v)?;
-            for row in batch.rows {
-                newest.insert(row.host, keep(row.record.unwrap_or_default()));
-            }
-        }
-        Ok((newest, last))
     }
 
     /// Reads a rollout's mark and sizes the first time it is used, and deletes what a
@@ -384,9 +242,9 @@ impl Store {
         // What a checkpoint cut short by a crash wrote of this generation is no longer
         // to be swept: it is about to be written again.
         book.stale.retain(|g| *g != new);
-        let rows = rows_of(backend::scan_prefix(self.kv.as_ref(), &generation_prefix(rollout, old))).map(|row| {
+        let rows = self.snapshot_rows(rollout, old)?.map(|row| {
             let mut row = row?;
-            if let Some(newer) = updates.remove(&row.host) {
+            if let Some((_, newer)) = updates.remove(&row.host) {
                 row.record = Some(decode("rollout_hosts", &newer)?);
             }
             Ok(row)
@@ -403,6 +261,7 @@ impl Store {
             generation: new,
             through,
             bytes,
+            waves: true,
         };
         self.set_mark(rollout, &mark)?;
         let folded: Vec<Vec<u8>> = self
@@ -420,8 +279,9 @@ impl Store {
     }
 
     /// Writes snapshot generation `generation` of a rollout from `rows` (in host id
-    /// order), [`CHUNK`] rows per value, after deleting what a write cut short by a
-    /// crash left of it. Returns the bytes written. Nobody reads it before its mark.
+    /// order), partitioned by wave, [`CHUNK`] rows per value, after deleting what a
+    /// write cut short by a crash left of it. Returns the bytes written. Nobody reads
+    /// it before its mark.
     fn write_generation(
         &self,
         rollout: u64,
@@ -430,19 +290,45 @@ impl Store {
     ) -> Result<u64> {
         self.delete_prefix(&generation_prefix(rollout, generation))?;
         let mut bytes = 0;
-        let mut piece = Vec::with_capacity(CHUNK);
-        let mut rows = rows.peekable();
-        while let Some(row) = rows.next() {
-            piece.push(row?);
-            if piece.len() == CHUNK || rows.peek().is_none() {
-                let (k, v) = chunk(rollout, generation, std::mem::take(&mut piece));
-                bytes += v.len() as u64;
-                let mut batch = Batch::default();
-                batch.put(k, v);
-                self.write(batch, "rollout_hosts")?;
+        let mut write = |wave: u32, piece: Vec<pb::HostRow>| -> Result<()> {
+            let (k, v) = chunk(rollout, generation, wave, piece);
+            bytes += v.len() as u64;
+            let mut batch = Batch::default();
+            batch.put(k, v);
+            self.write(batch, "rollout_hosts")
+        };
+        let mut pieces: BTreeMap<u32, Vec<pb::HostRow>> = BTreeMap::new();
+        for row in rows {
+            let row = row?;
+            let wave = row.record.as_ref().map_or(0, |r| r.wave);
+            let piece = pieces.entry(wave).or_insert_with(|| Vec::with_capacity(CHUNK));
+            piece.push(row);
+            if piece.len() == CHUNK {
+                let full = std::mem::replace(piece, Vec::with_capacity(CHUNK));
+                write(wave, full)?;
+            }
+        }
+        for (wave, piece) in pieces {
+            if !piece.is_empty() {
+                write(wave, piece)?;
             }
         }
         Ok(bytes)
+    }
+
+    /// Every row of a snapshot generation, in host id order.
+    fn snapshot_rows(&self, rollout: u64, generation: u32) -> Result<Rows> {
+        let partitions = self
+            .partitions(rollout, generation)?
+            .into_iter()
+            .map(|wave| {
+                rows_of(backend::scan_prefix(
+                    self.kv.as_ref(),
+                    &partition_prefix(rollout, generation, wave),
+                ))
+            })
+            .collect();
+        Ok(read::merged(partitions))
     }
 
     /// Makes `mark` a rollout's current generation, durable before anything folded
@@ -511,10 +397,50 @@ impl Store {
                     generation: 1,
                     through: 0,
                     bytes,
+                    waves: true,
                 };
                 self.set_mark(id, &mark)?;
             }
             self.delete_prefix(&rows)?;
+        }
+        Ok(())
+    }
+
+    /// Schema 4 kept a snapshot generation as one run of chunks in host id order:
+    /// each rollout's current generation becomes the next one, partitioned by wave,
+    /// with its mark. A crash before the mark redoes the rollout; after it, the mark
+    /// says so and the old generation is swept at its first use.
+    pub(super) fn migrate_flat_generations(&self) -> Result<()> {
+        let mut from = SNAPSHOT.to_vec();
+        let end = backend::prefix_end(SNAPSHOT);
+        while let Some(kv) = self.kv.range(&from, end.as_deref(), false).next() {
+            let (k, _) = kv?;
+            let Some(id) = k.get(SNAPSHOT.len()..SNAPSHOT.len() + 8).and_then(as_u64) else {
+                break;
+            };
+            let mark: pb::HostsMark = self
+                .kv
+                .get(&of_rollout(MARK, id))?
+                .map(|v| decode("rollout_hosts", &v))
+                .transpose()?
+                .unwrap_or_default();
+            if !mark.waves {
+                let old = mark.generation;
+                let rows = rows_of(backend::scan_prefix(self.kv.as_ref(), &generation_prefix(id, old)));
+                let bytes = self.write_generation(id, old + 1, rows)?;
+                let new = pb::HostsMark {
+                    generation: old + 1,
+                    bytes,
+                    waves: true,
+                    ..mark
+                };
+                self.set_mark(id, &new)?;
+                self.delete_prefix(&generation_prefix(id, old))?;
+            }
+            match id.checked_add(1) {
+                Some(next) => from = of_rollout(SNAPSHOT, next),
+                None => break,
+            }
         }
         Ok(())
     }

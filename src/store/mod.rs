@@ -49,9 +49,10 @@ use sled_backend::SledBackend;
 
 use crate::proto::v1 as pb;
 
-/// 4: a rollout's hosts and leases in grouped records (3: a row and a lease key per
-/// host; 2: a sled tree per kind; 1: a key per inventory host instead of buckets).
-const SCHEMA_VERSION: u32 = 4;
+/// 5: a rollout's snapshot partitioned by wave (4: its hosts and leases in grouped
+/// records; 3: a row and a lease key per host; 2: a sled tree per kind; 1: a key per
+/// inventory host instead of buckets).
+const SCHEMA_VERSION: u32 = 5;
 
 /// Buckets of the inventory's hosts: about 250 hosts (30 KB) each at a million hosts;
 /// a registration rewrites one bucket.
@@ -239,6 +240,9 @@ impl Store {
         if found < 4 {
             self.migrate_host_rows(LEGACY_ROLLOUT_HOSTS)?;
             self.migrate_lease_keys(LEGACY_LEASES)?;
+        }
+        if found < 5 {
+            self.migrate_flat_generations()?;
         }
         if found < SCHEMA_VERSION {
             let mut version = Batch::default();

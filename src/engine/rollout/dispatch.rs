@@ -197,6 +197,7 @@ impl Live {
             return Ok(());
         }
         let mut inner = self.lock();
+        Live::unsettle(store, &mut inner, hosts.iter().map(|(_, rec, _)| rec.wave))?;
         let mut rows = Vec::with_capacity(hosts.len());
         for (host, mut rec, why) in hosts {
             if rec.unhealthy_after.is_empty() {

@@ -2,8 +2,12 @@
 //! waiting for a wave or for dispatch, and the channel that publishes snapshots.
 //!
 //! Built the same way for a new rollout and for one found in the store after a
-//! restart: by scanning its host rows. So the counters a client sees always equal a
-//! re-count of the store, and there is one code path to trust.
+//! restart: by scanning its host rows, from nothing or from the counters stored with
+//! the record. So the counters a client sees always equal a re-count of the store,
+//! and there is one code path to trust. An ended rollout stores all its counters
+//! (`summary`) and loads without reading a host; a running one stores those of its
+//! settled waves when a wave starts (`checkpoint`), and a restart reads only the
+//! hosts of the later waves and those in no wave yet.
 
 mod counts;
 mod dispatch;
@@ -70,6 +74,75 @@ pub(crate) struct Inner {
     driving: bool,
 }
 
+impl Inner {
+    fn new(record: pb::RolloutRecord, c: Counters, queues: Queues) -> Inner {
+        Inner {
+            state: State::from_record(&record),
+            record,
+            durable: (c.tally.clone(), c.customers.mitigated),
+            tally: c.tally,
+            pending: queues.pending,
+            assigned: queues.assigned,
+            reconcile: queues.reconcile,
+            examples: c.examples,
+            customers: c.customers,
+            targets: queues.targets,
+            failures: c.failures,
+            unhealthy: c.unhealthy,
+            driving: false,
+        }
+    }
+}
+
+/// The counters a rollout is loaded with: from nothing, or from those stored with
+/// its record (an ended rollout's summary, a running one's checkpoint).
+struct Counters {
+    tally: Tally,
+    customers: Customers,
+    examples: Vec<Vec<String>>,
+    failures: FailureGroups,
+    unhealthy: u64,
+    /// The customers' selected counts are the whole selection's already.
+    selected: bool,
+}
+
+impl Counters {
+    fn new(waves: usize) -> Counters {
+        Counters {
+            tally: Tally::new(waves),
+            customers: Customers::default(),
+            examples: vec![Vec::new(); waves + 1],
+            failures: FailureGroups::default(),
+            unhealthy: 0,
+            selected: false,
+        }
+    }
+
+    /// Stored counters for a plan of `waves` waves; None if they do not fit it.
+    fn from_summary(waves: usize, summary: pb::RolloutSummary) -> Option<Counters> {
+        let tally = Tally::from_record(waves, &summary.tally)?;
+        let mut examples: Vec<Vec<String>> = summary.examples.into_iter().map(|e| e.lines).collect();
+        examples.resize(waves + 1, Vec::new());
+        Some(Counters {
+            tally,
+            customers: Customers::from_record(summary.customers),
+            examples,
+            failures: FailureGroups::from_records(summary.failures),
+            unhealthy: summary.unhealthy,
+            selected: true,
+        })
+    }
+}
+
+/// The hosts a loaded rollout has still to place, send or ask about.
+#[derive(Default)]
+struct Queues {
+    pending: VecDeque<String>,
+    assigned: VecDeque<(String, pb::RolloutHostRecord)>,
+    reconcile: Vec<(String, pb::RolloutHostRecord)>,
+    targets: HashMap<String, String>,
+}
+
 /// A rollout the engine knows about.
 pub(crate) struct Live {
     pub id: u64,
@@ -87,12 +160,13 @@ impl Live {
     pub fn load(store: &Store, inventory: Arc<Inventory>, record: pb::RolloutRecord, now_ms: i64) -> Result<Live> {
         let started = std::time::Instant::now();
         let (id, hosts) = (record.id, record.hosts_selected);
-        let (live, from) = match Live::from_summary(&inventory, &record)? {
-            Some(live) => (live, "summary"),
-            None => {
-                let rows = store.rollout_hosts(record.id).map(|row| row.map_err(Error::from));
-                (Live::from_rows(inventory, record, rows, now_ms)?, "hosts")
-            }
+        let (live, from) = if let Some(live) = Live::from_summary(&inventory, &record)? {
+            (live, "summary")
+        } else if let Some(live) = Live::from_checkpoint(store, &inventory, &record, now_ms)? {
+            (live, "checkpoint")
+        } else {
+            let rows = store.rollout_hosts(record.id).map(|row| row.map_err(Error::from));
+            (Live::from_rows(inventory, record, rows, None, now_ms)?, "hosts")
         };
         tracing::info!(
             id,
@@ -111,29 +185,48 @@ impl Live {
             return Ok(None);
         };
         let (plan, policy) = Live::plan_of(record)?;
-        let waves = plan.waves.len();
-        let Some(tally) = Tally::from_record(waves, &summary.tally) else {
+        let Some(counters) = Counters::from_summary(plan.waves.len(), summary) else {
             return Ok(None);
         };
-        let mut examples: Vec<Vec<String>> = summary.examples.into_iter().map(|e| e.lines).collect();
-        examples.resize(waves + 1, Vec::new());
-        let customers = Customers::from_record(summary.customers);
-        let inner = Inner {
-            record: record.clone(),
-            state: State::from_record(record),
-            tally: tally.clone(),
-            pending: VecDeque::new(),
-            assigned: VecDeque::new(),
-            reconcile: Vec::new(),
-            durable: (tally, customers.mitigated),
-            examples,
-            customers,
-            targets: HashMap::new(),
-            failures: FailureGroups::from_records(summary.failures),
-            unhealthy: summary.unhealthy,
-            driving: false,
-        };
+        let inner = Inner::new(record.clone(), counters, Queues::default());
         Ok(Some(Live::assemble(inventory.clone(), plan, policy, inner)))
+    }
+
+    /// A running rollout from the counters of its settled waves and the rows of the
+    /// others; None when it has no checkpoint, or one that no longer holds (a settled
+    /// host was written after it): then every row is read.
+    fn from_checkpoint(
+        store: &Store,
+        inventory: &Arc<Inventory>,
+        record: &pb::RolloutRecord,
+        now_ms: i64,
+    ) -> Result<Option<Live>> {
+        let Some(checkpoint) = record.checkpoint.clone() else {
+            return Ok(None);
+        };
+        let waves = Live::plan_of(record)?.0.waves.len();
+        let Some(counters) = checkpoint
+            .counts
+            .and_then(|counts| Counters::from_summary(waves, counts))
+        else {
+            return Ok(None);
+        };
+        let mut rows = store.rollout_hosts_unsettled(record.id, checkpoint.through_wave, checkpoint.since_update);
+        let live = Live::from_rows(
+            inventory.clone(),
+            record.clone(),
+            rows.by_ref().map(|row| row.map_err(Error::from)),
+            Some(counters),
+            now_ms,
+        )?;
+        if !rows.checkpoint_holds() {
+            tracing::warn!(
+                id = record.id,
+                "the counters checkpoint no longer holds (a settled host changed since): reading every host"
+            );
+            return Ok(None);
+        }
+        Ok(Some(live))
     }
 
     /// The summary to store with an ended rollout's final state: its counters, when
@@ -154,6 +247,41 @@ impl Live {
                 .collect(),
             unhealthy: inner.unhealthy,
         })
+    }
+
+    /// The counters of waves 1..=`through` (stored numbering) as a restart starts
+    /// from them, when those waves are settled (no host waiting or in doubt) and no
+    /// later wave has started; `since`: the sequence of the next batch of host updates.
+    fn checkpoint(inner: &Inner, through: u32, since: u64) -> Option<pb::RolloutCheckpoint> {
+        let mut counts = Live::summary(inner)?;
+        for (slot, c) in counts.tally.chunks_mut(6).enumerate() {
+            if slot == 0 {
+                // The hosts in no wave yet are read again.
+                c.fill(0);
+            } else if slot as u32 > through && c.iter().any(|n| *n > 0) {
+                return None;
+            }
+        }
+        Some(pb::RolloutCheckpoint {
+            counts: Some(counts),
+            through_wave: through,
+            since_update: since,
+        })
+    }
+
+    /// Before hosts of `waves` (stored numbering) are written again (a retry, a later
+    /// gate's verdict): if the checkpoint counts them, it no longer holds, and the
+    /// record without it is written first.
+    fn unsettle(store: &Store, inner: &mut Inner, waves: impl IntoIterator<Item = u32>) -> Result<()> {
+        let Some(checkpoint) = &inner.record.checkpoint else {
+            return Ok(());
+        };
+        let settled = 1..=checkpoint.through_wave;
+        if waves.into_iter().any(|w| settled.contains(&w)) {
+            inner.record.checkpoint = None;
+            store.put_rollout(&inner.record)?;
+        }
+        Ok(())
     }
 
     /// A stored rollout's plan, and the state machine's policy from it.
@@ -195,82 +323,69 @@ impl Live {
             ..Default::default()
         };
         let rows = hosts.iter().map(|h| Ok((h.clone(), pending.clone())));
-        Live::from_rows(inventory, record, rows, now_ms)
+        Live::from_rows(inventory, record, rows, None, now_ms)
     }
 
+    /// Builds a rollout from its host rows, counted over `start` (a stored
+    /// checkpoint's counters, when the rows are only the unsettled hosts).
     fn from_rows(
         inventory: Arc<Inventory>,
         record: pb::RolloutRecord,
         rows: impl Iterator<Item = Result<(String, pb::RolloutHostRecord)>>,
+        start: Option<Counters>,
         now_ms: i64,
     ) -> Result<Live> {
         let (plan, policy) = Live::plan_of(&record)?;
-        let mut tally = Tally::new(plan.waves.len());
+        let waves = plan.waves.len();
+        let mut c = start.unwrap_or_else(|| Counters::new(waves));
+        let mut queues = Queues::default();
         let mut pending = Vec::new();
         let mut assigned = Vec::new();
-        let mut reconcile = Vec::new();
-        let mut customers = Customers::default();
-        let mut examples = vec![Vec::new(); plan.waves.len() + 1];
-        let mut targets = HashMap::new();
-        let mut failures = FailureGroups::default();
-        let mut unhealthy = 0;
         for row in rows {
             let (host, rec) = row?;
             let state = rec.state();
             if state == HostState::Pending && !rec.version.is_empty() {
-                targets.insert(host.clone(), rec.version.clone());
+                queues.targets.insert(host.clone(), rec.version.clone());
             }
-            tally.add(rec.wave, state);
+            c.tally.add(rec.wave, state);
             let host_customers = inventory
                 .host(&host)
                 .map(|h| h.customers.as_slice())
                 .unwrap_or_default();
-            customers.select(host_customers);
+            if !c.selected {
+                c.customers.select(host_customers);
+            }
             match state {
                 HostState::Pending | HostState::Unspecified => pending.push(host),
                 HostState::Assigned => assigned.push((host, rec)),
-                HostState::Dispatched => reconcile.push((host, rec)),
+                HostState::Dispatched => queues.reconcile.push((host, rec)),
                 HostState::Succeeded => {
-                    customers.count_success(host_customers);
+                    c.customers.count_success(host_customers);
                     if !rec.unhealthy_after.is_empty() {
-                        unhealthy += 1;
-                        failures.add(GroupKind::Unhealthy, &host, &rec.unhealthy_after);
+                        c.unhealthy += 1;
+                        c.failures.add(GroupKind::Unhealthy, &host, &rec.unhealthy_after);
                     }
                 }
                 HostState::Failed => {
-                    let ex = &mut examples[(rec.wave as usize).min(plan.waves.len())];
+                    let ex = &mut c.examples[(rec.wave as usize).min(waves)];
                     if ex.len() < EXAMPLES {
                         ex.push(format!("{host}: {}", rec.detail));
                     }
-                    failures.add(GroupKind::Failed, &host, &rec.detail);
+                    c.failures.add(GroupKind::Failed, &host, &rec.detail);
                 }
             }
         }
-        customers.recount();
+        c.customers.recount();
         order::arrange(&mut pending, plan.order, &inventory, now_ms);
+        queues.pending = pending.into();
         let mut assigned_hosts: Vec<String> = assigned.iter().map(|(h, _)| h.clone()).collect();
         order::arrange(&mut assigned_hosts, plan.order, &inventory, now_ms);
         let mut by_host: HashMap<String, pb::RolloutHostRecord> = assigned.into_iter().collect();
-        let assigned = assigned_hosts
+        queues.assigned = assigned_hosts
             .into_iter()
             .filter_map(|h| by_host.remove(&h).map(|r| (h, r)))
             .collect();
-        let state = State::from_record(&record);
-        let inner = Inner {
-            record,
-            state,
-            tally: tally.clone(),
-            pending: pending.into(),
-            assigned,
-            reconcile,
-            durable: (tally.clone(), customers.mitigated),
-            examples,
-            customers,
-            targets,
-            failures,
-            unhealthy,
-            driving: false,
-        };
+        let inner = Inner::new(record, c, queues);
         Ok(Live::assemble(inventory, plan, policy, inner))
     }
 
@@ -313,9 +428,9 @@ impl Live {
                     self.requeue_failed(store, &mut inner, wave..=wave, None)?;
                 }
                 Decision::RetryFailed { wave } => {
-                    inner.record.retries += 1;
-                    let round = inner.record.retries;
+                    let round = inner.record.retries + 1;
                     let n = self.requeue_failed(store, &mut inner, 0..=wave, Some(round))?;
+                    inner.record.retries = round;
                     let target = Target::Rollout {
                         id: self.id,
                         name: &self.plan.name,
@@ -356,6 +471,13 @@ impl Live {
             ended = next.is_terminal() && !inner.record.rollback_pending;
             // Written with the final state: a restart then reads no host of it.
             inner.record.summary = if ended { Live::summary(&inner) } else { None };
+            // Written when a wave starts: a restart then reads only the later waves'.
+            if ended {
+                inner.record.checkpoint = None;
+            } else if let State::Running { wave } = next {
+                let since = store.next_host_update(self.id)?;
+                inner.record.checkpoint = Live::checkpoint(&inner, wave, since);
+            }
             inner.state = next;
         }
         if next_changed || !events.is_empty() {
@@ -442,6 +564,7 @@ impl Live {
             inner.tally.moved(rec.wave, HostState::Failed, HostState::Assigned);
             again.push((host, rec));
         }
+        Live::unsettle(store, inner, again.iter().map(|(_, r)| r.wave))?;
         store.put_hosts(self.id, again.iter().map(|(h, r)| (h.as_str(), r)))?;
         for w in stored {
             if let Some(ex) = inner.examples.get_mut(w as usize) {

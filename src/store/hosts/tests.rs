@@ -1,5 +1,6 @@
 //! Grouped host records: updates over the snapshot, pages, checkpoints, the crashes
-//! a checkpoint can meet, readers during one, and schema 3's rows migrated.
+//! a checkpoint can meet, readers during one, wave partitions, and schema 3's rows
+//! and schema 4's flat generations migrated.
 
 use std::sync::Arc;
 
@@ -118,7 +119,7 @@ async fn a_generation_without_its_mark_is_ignored_and_redone() {
         host: host(0),
         record: Some(record(pb::HostState::Failed, "half a checkpoint")),
     };
-    let (k, v) = chunk(1, 1, vec![bad]);
+    let (k, v) = chunk(1, 1, 0, vec![bad]);
     let mut batch = Batch::default();
     batch.put(k, v);
     assert!(kv.commit(batch).unwrap());
@@ -216,4 +217,114 @@ fn rows_per_host_are_migrated_to_chunks() {
     let store = Store::with_backend(kv.clone()).unwrap();
     assert_eq!(states(&store), all, "the chunks stand, the row is dropped");
     assert_eq!(keys(kv.as_ref(), LEGACY_ROLLOUT_HOSTS), 0);
+}
+
+/// Folds the rollout's updates into a new generation now.
+fn fold(store: &Store) {
+    let book = store.books.of(1);
+    let mut book = lock(&book);
+    store.load_book(1, &mut book).unwrap();
+    store.checkpoint(1, &mut book).unwrap();
+}
+
+fn in_wave(state: pb::HostState, wave: u32) -> pb::RolloutHostRecord {
+    pb::RolloutHostRecord {
+        wave,
+        ..record(state, "")
+    }
+}
+
+/// A snapshot is partitioned by wave; full reads and pages merge the partitions back
+/// into host id order, and a resume reads only the unsettled ones.
+#[tokio::test]
+async fn waves_are_partitions_merged_back_in_order() {
+    let (store, kv) = rollout(10_000).await;
+    let ids: Vec<String> = (0..10_000).map(host).collect();
+    let first = in_wave(pb::HostState::Succeeded, 1);
+    let second = in_wave(pb::HostState::Assigned, 2);
+    store
+        .put_hosts(1, ids.iter().step_by(2).map(|h| (h.as_str(), &first)))
+        .unwrap();
+    store
+        .put_hosts(1, ids.iter().skip(1).step_by(4).map(|h| (h.as_str(), &second)))
+        .unwrap();
+    let before = states(&store);
+    fold(&store);
+    assert_eq!(store.partitions(1, 1).unwrap(), [0, 1, 2]);
+    assert_eq!(states(&store), before, "merged back in host id order");
+    let page: Vec<String> = store
+        .rollout_hosts_after(1, &host(4_999))
+        .take(3)
+        .map(|r| r.unwrap().0)
+        .collect();
+    assert_eq!(page, [host(5_000), host(5_001), host(5_002)], "a page spans partitions");
+
+    // Wave 1 settled (a counters checkpoint through it): the others are read.
+    let since = store.next_host_update(1).unwrap();
+    let unsettled = |store: &Store| {
+        let mut rows = store.rollout_hosts_unsettled(1, 1, since);
+        let hosts: Vec<(String, u32)> = rows
+            .by_ref()
+            .map(|r| r.map(|(h, rec)| (h, rec.wave)).unwrap())
+            .collect();
+        (hosts, rows.checkpoint_holds())
+    };
+    let (hosts, holds) = unsettled(&store);
+    assert_eq!(hosts.len(), 5_000);
+    assert!(hosts.iter().all(|(_, w)| *w != 1) && holds);
+    // A later wave moving on: the checkpoint still holds.
+    let done = in_wave(pb::HostState::Succeeded, 2);
+    store.put_hosts(1, [(host(1).as_str(), &done)]).unwrap();
+    assert!(unsettled(&store).1);
+    // A settled host written after the checkpoint (in any partition): it does not.
+    let again = in_wave(pb::HostState::Failed, 1);
+    store.put_hosts(1, [(host(0).as_str(), &again)]).unwrap();
+    assert!(!unsettled(&store).1, "a settled host changed since");
+    let mark: pb::HostsMark = decode("mark", &kv.get(&of_rollout(MARK, 1)).unwrap().unwrap()).unwrap();
+    assert!(mark.waves);
+}
+
+/// Schema 4's flat generation is rewritten in wave partitions at open; a crash after
+/// the new mark leaves the old generation, swept at first use.
+#[test]
+fn flat_generations_are_partitioned_at_open() {
+    let kv = Arc::new(SledBackend::temporary().unwrap());
+    let write_flat = |generation: u32, n: usize| {
+        let mut batch = Batch::default();
+        batch.put(key(META, b"schema_version"), 4u32.to_be_bytes().to_vec());
+        let rows: Vec<pb::HostRow> = (0..n)
+            .map(|i| pb::HostRow {
+                host: host(i),
+                record: Some(in_wave(pb::HostState::Succeeded, (i % 3) as u32)),
+            })
+            .collect();
+        for piece in rows.chunks(CHUNK) {
+            let k = key(&generation_prefix(1, generation), piece[0].host.as_bytes());
+            let v = pb::HostRows {
+                rows: piece.to_vec(),
+                log_bytes: 0,
+            };
+            batch.put(k, v.encode_to_vec());
+        }
+        assert!(kv.commit(batch).unwrap());
+    };
+    write_flat(0, 5_000);
+    let store = Store::with_backend(kv.clone()).unwrap();
+    let all = states(&store);
+    assert_eq!(all.len(), 5_000);
+    assert!(all.windows(2).all(|w| w[0].0 < w[1].0));
+    assert_eq!(store.partitions(1, 1).unwrap(), [0, 1, 2]);
+    assert_eq!(
+        store.partitions(1, 0).unwrap(),
+        Vec::<u32>::new(),
+        "the flat one deleted"
+    );
+    let waves: Vec<u32> = store.rollout_hosts(1).map(|r| r.unwrap().1.wave).collect();
+    assert_eq!(waves[..4], [0, 1, 2, 0]);
+    // The crash after the mark: the flat generation is still there, the version not
+    // yet written. The mark says the rollout is done; its first use sweeps the rest.
+    write_flat(0, 10);
+    let store = Store::with_backend(kv.clone()).unwrap();
+    assert_eq!(states(&store), all);
+    assert_eq!(keys(kv.as_ref(), SNAPSHOT), 3, "the flat generation swept");
 }
