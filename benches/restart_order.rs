@@ -74,7 +74,7 @@ fn main() {
         .iter()
         .map(|h| Candidate {
             host: h.id.clone(),
-            customers: h.customers.clone(),
+            customers: rollout::fleet::strings(&h.customers),
             healthy: false,
         })
         .collect();

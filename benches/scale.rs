@@ -218,6 +218,14 @@ async fn run(n: usize) {
 
     // Resume: the second rollout killed half-way, then a new controller on the store.
     controller.kill9().await.expect("kill");
+    if let Some(keep) = std::env::var_os("SCALE_KEEP_DATA") {
+        // A copy of the killed controller's store, to profile a resume on.
+        let status = std::process::Command::new("cp")
+            .args(["-r", path(&data)])
+            .arg(&keep)
+            .status();
+        println!("<!-- store of the killed controller copied to {keep:?}: {status:?} -->");
+    }
     let mut probe = AgentClient::connect(format!("http://{}", agent.addr))
         .await
         .expect("agent");

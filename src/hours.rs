@@ -299,21 +299,25 @@ impl Calendar {
     /// hosts. Borrowed from the snapshot; a host with no customer goes last.
     pub fn rank<'a>(
         snapshot: &'a HashMap<&str, (Key, &Schedule, Status)>,
-        customers: &[String],
+        customers: &[impl AsRef<str>],
     ) -> (Tier, i64, Reverse<u32>, &'a str) {
         customers
             .iter()
-            .filter_map(|c| snapshot.get(c.as_str()))
+            .filter_map(|c| snapshot.get(c.as_ref()))
             .map(|(k, _, _)| (k.0, k.1, k.2, k.3.as_str()))
             .min()
             .unwrap_or((Tier::NoCustomer, i64::MAX, Reverse(0), ""))
     }
 
     /// A host's place: its best customer's key (a host with none goes last).
-    pub fn place(snapshot: &HashMap<&str, (Key, &Schedule, Status)>, host_id: &str, customers: &[String]) -> Placement {
+    pub fn place(
+        snapshot: &HashMap<&str, (Key, &Schedule, Status)>,
+        host_id: &str,
+        customers: &[impl AsRef<str>],
+    ) -> Placement {
         let best = customers
             .iter()
-            .filter_map(|c| snapshot.get(c.as_str()))
+            .filter_map(|c| snapshot.get(c.as_ref()))
             .min_by(|a, b| a.0.cmp(&b.0));
         match best {
             Some((key, schedule, status)) => Placement {
@@ -491,7 +495,7 @@ mod tests {
         let snap = cal.snapshot(utc("2026-11-23T15:00"));
         assert_eq!(Calendar::place(&snap, "h1", &both).customer, "newyork");
         // No customer: last.
-        assert_eq!(Calendar::place(&snap, "h2", &[]).key.0, Tier::NoCustomer);
+        assert_eq!(Calendar::place(&snap, "h2", &[] as &[&str]).key.0, Tier::NoCustomer);
     }
 
     #[test]

@@ -29,6 +29,7 @@ pub mod engine;
 pub mod error;
 pub mod fleet;
 pub mod hours;
+pub mod intern;
 pub mod plan;
 pub mod proto;
 pub mod server;

@@ -115,7 +115,7 @@ async fn twenty_real_agents_with_faults() {
     let mut fleet = fleet(20, "unused");
     for (i, host) in fleet.hosts.iter_mut().enumerate() {
         host.id = format!("host-{i:02}");
-        host.address = agents[i].addr.to_string();
+        host.address = agents[i].addr.to_string().into();
         host.labels.insert("region".into(), "apac".into());
     }
     let data = root.path().join("data");

@@ -83,7 +83,7 @@ async fn fleet_generate_writes_a_valid_file() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     let fleet = rollout::fleet::FleetFile::load(&path).unwrap();
     assert_eq!(fleet.hosts.len(), 500);
-    assert!(fleet.hosts.iter().all(|h| h.address == "127.0.0.1:7070"));
+    assert!(fleet.hosts.iter().all(|h| &*h.address == "127.0.0.1:7070"));
 }
 
 /// submit --dry-run, submit, watch, status and status --output json against a real controller.

@@ -87,7 +87,7 @@ async fn failed_hosts_are_explained_and_retried() {
     let mut fleet = fleet(HOSTS, "unused");
     for (i, host) in fleet.hosts.iter_mut().enumerate() {
         host.id = name(i);
-        host.address = addresses[i].clone();
+        host.address = addresses[i].as_str().into();
         host.labels.insert("region".into(), "apac".into());
     }
     let data = root.path().join("data");

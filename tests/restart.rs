@@ -234,7 +234,7 @@ async fn unhealthy_hosts_restart_in_business_hours_order_within_budget() {
     let mut sizes: HashMap<&str, u64> = HashMap::new();
     for h in &sim.fleet.hosts {
         for c in &h.customers {
-            *sizes.entry(c.as_str()).or_default() += 1;
+            *sizes.entry(&**c).or_default() += 1;
         }
     }
     let mut most = 0;

@@ -71,9 +71,9 @@ fn the_fleet(addr: &str) -> FleetFile {
             labels.insert("region".into(), "apac".into());
             Host {
                 id: format!("host-{id}"),
-                address: addr.to_string(),
+                address: addr.to_string().into(),
                 labels,
-                customers: vec![id.to_string()],
+                customers: vec![(*id).into()],
                 version: Some("1.0".into()),
                 healthy: true,
             }

@@ -120,8 +120,8 @@ impl Simulator {
                 let draw = unit(options.seed, "unhealthy", &h.id);
                 let host = SimHost {
                     down: unit(options.seed, "unavailable", &h.id) < options.unavailable_rate,
-                    customers: h.customers.clone(),
-                    version: h.version.clone().unwrap_or_default(),
+                    customers: crate::fleet::strings(&h.customers),
+                    version: h.version.as_deref().unwrap_or_default().to_string(),
                     healthy: h.healthy && draw >= rate,
                     ..Default::default()
                 };

@@ -4,14 +4,18 @@
 //! Health nobody measured is not health: a host whose health was never reported by a
 //! probe or a heartbeat, or was last reported longer ago than [`STALE_AFTER_MS`], is
 //! [`Known::Unknown`], shown as such with when it was last known.
+//!
+//! Kept per inventory index (a million hosts' words in one vector, without a key
+//! each), re-indexed when the inventory changes, with versions and details interned.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use futures::StreamExt;
 
 use super::fleet::SharedFleet;
 use crate::fleet::Inventory;
+use crate::intern::Pool;
 
 /// Probes in flight at once when many hosts are asked.
 const PROBE_CONCURRENCY: usize = 256;
@@ -60,10 +64,10 @@ pub struct Counts {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Seen {
     pub healthy: bool,
-    pub version: String,
+    pub version: Arc<str>,
     /// Unix ms of the probe or answer; 0 when only the fleet file said so.
     pub at_ms: i64,
-    pub detail: String,
+    pub detail: Arc<str>,
     /// Unix ms of the last heartbeat (0: its agent never sent one).
     pub heartbeat_ms: i64,
     /// The agent's heartbeat interval, as it said.
@@ -94,30 +98,89 @@ impl Seen {
 /// Last known health and version of every host.
 #[derive(Debug, Default)]
 pub struct HealthBook {
-    seen: Mutex<HashMap<String, Seen, foldhash::fast::RandomState>>,
+    book: Mutex<Book>,
+}
+
+#[derive(Debug, Default)]
+struct Book {
+    /// The inventory whose indexes `seen` follows.
+    inventory: Arc<Inventory>,
+    seen: Vec<Seen>,
+    /// Hosts outside that inventory (removed since, or not registered yet).
+    others: HashMap<String, Seen>,
+    /// Versions and details: a fleet has a few of each.
+    pool: Pool,
+}
+
+impl Book {
+    fn slot(&mut self, host: &str) -> Option<&mut Seen> {
+        match self.inventory.index_of(host) {
+            Some(i) => self.seen.get_mut(i),
+            None => self.others.get_mut(host),
+        }
+    }
+
+    fn interned(&mut self, mut seen: Seen) -> Seen {
+        seen.version = self.pool.get(&seen.version);
+        seen.detail = self.pool.get(&seen.detail);
+        seen
+    }
 }
 
 impl HealthBook {
-    pub fn new(inventory: &Inventory) -> HealthBook {
+    pub fn new(inventory: &Arc<Inventory>) -> HealthBook {
+        let mut pool = Pool::default();
+        let from_file = pool.get("from the fleet file");
         let seen = inventory
             .hosts()
             .iter()
-            .map(|h| {
-                let seen = Seen {
-                    healthy: h.healthy,
-                    version: h.version.clone().unwrap_or_default(),
-                    at_ms: 0,
-                    detail: "from the fleet file".into(),
-                    ..Default::default()
-                };
-                (h.id.clone(), seen)
+            .map(|h| Seen {
+                healthy: h.healthy,
+                version: pool.get(h.version.as_deref().unwrap_or_default()),
+                at_ms: 0,
+                detail: from_file.clone(),
+                ..Default::default()
             })
             .collect();
-        HealthBook { seen: Mutex::new(seen) }
+        HealthBook {
+            book: Mutex::new(Book {
+                inventory: inventory.clone(),
+                seen,
+                others: HashMap::new(),
+                pool,
+            }),
+        }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Seen, foldhash::fast::RandomState>> {
-        self.seen.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, Book> {
+        self.book.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Follows a new inventory (a host registered): every host keeps its word, a new
+    /// one starts with the inventory's.
+    pub fn reindex(&self, inventory: &Arc<Inventory>) {
+        let mut book = self.lock();
+        let from_file = book.pool.get("from the fleet file");
+        let mut seen = Vec::with_capacity(inventory.len());
+        for h in inventory.hosts() {
+            let known = match book.inventory.index_of(&h.id) {
+                Some(i) => book.seen.get(i).cloned(),
+                None => book.others.remove(&h.id),
+            };
+            seen.push(known.unwrap_or_else(|| Seen {
+                healthy: h.healthy,
+                version: h.version.as_deref().unwrap_or_default().into(),
+                detail: from_file.clone(),
+                ..Default::default()
+            }));
+        }
+        let old = std::mem::replace(&mut book.inventory, inventory.clone());
+        for (h, s) in old.hosts().iter().zip(std::mem::take(&mut book.seen)) {
+            if inventory.index_of(&h.id).is_none() {
+                book.others.insert(h.id.clone(), s);
+            }
+        }
+        book.seen = seen.into_iter().map(|s| book.interned(s)).collect();
     }
 
     /// The hosts known (not merely said by the fleet file) to be unhealthy, or
@@ -128,13 +191,15 @@ impl HealthBook {
     ) -> (std::collections::HashSet<String>, std::collections::HashSet<String>) {
         let mut down = std::collections::HashSet::new();
         let mut unknown = std::collections::HashSet::new();
-        for (h, s) in self.lock().iter() {
+        let book = self.lock();
+        let indexed = book.inventory.hosts().iter().map(|h| h.id.as_str()).zip(&book.seen);
+        for (h, s) in indexed.chain(book.others.iter().map(|(h, s)| (h.as_str(), s))) {
             match s.known(now_ms) {
                 Known::Unknown => {
-                    unknown.insert(h.clone());
+                    unknown.insert(h.to_string());
                 }
                 k if k.is_down() => {
-                    down.insert(h.clone());
+                    down.insert(h.to_string());
                 }
                 _ => {}
             }
@@ -143,26 +208,37 @@ impl HealthBook {
     }
 
     pub fn get(&self, host: &str) -> Option<Seen> {
-        self.lock().get(host).cloned()
+        self.lock().slot(host).map(|s| s.clone())
     }
 
     /// Records what a probe or an answer said; heartbeat times are kept.
-    pub fn record(&self, host: &str, mut seen: Seen) {
+    pub fn record(&self, host: &str, seen: Seen) {
         let mut book = self.lock();
-        if let Some(old) = book.get(host)
-            && seen.heartbeat_ms == 0
-        {
-            seen.heartbeat_ms = old.heartbeat_ms;
-            seen.heartbeat_interval_ms = old.heartbeat_interval_ms;
+        let mut seen = book.interned(seen);
+        match book.slot(host) {
+            Some(old) => {
+                if seen.heartbeat_ms == 0 {
+                    seen.heartbeat_ms = old.heartbeat_ms;
+                    seen.heartbeat_interval_ms = old.heartbeat_interval_ms;
+                }
+                *old = seen;
+            }
+            None => {
+                book.others.insert(host.to_string(), seen);
+            }
         }
-        book.insert(host.to_string(), seen);
     }
 
     /// A host's version changed (a deploy or rollback returned). Its health is not
     /// learned by that, so when it was last known stays as it was.
     pub fn record_version(&self, host: &str, version: &str) {
-        if let Some(s) = self.lock().get_mut(host) {
-            s.version = version.to_string();
+        let mut book = self.lock();
+        if book.slot(host).is_none_or(|s| &*s.version == version) {
+            return;
+        }
+        let version = book.pool.get(version);
+        if let Some(s) = book.slot(host) {
+            s.version = version;
         }
     }
 
@@ -201,9 +277,9 @@ impl HealthBook {
                     &id,
                     Seen {
                         healthy: p.healthy,
-                        version: p.version,
+                        version: p.version.into(),
                         at_ms: now_ms,
-                        detail: p.detail,
+                        detail: p.detail.into(),
                         ..Default::default()
                     },
                 ),
@@ -243,5 +319,51 @@ mod tests {
         };
         assert_eq!(beating.known(11_000), Known::Healthy);
         assert_eq!(beating.known(14_000), Known::Unreachable);
+    }
+
+    fn inventory(ids: &[&str]) -> Arc<Inventory> {
+        let hosts = ids
+            .iter()
+            .map(|id| crate::fleet::Host {
+                id: id.to_string(),
+                address: "127.0.0.1:1".into(),
+                labels: Default::default(),
+                customers: Vec::new(),
+                version: Some("1".into()),
+                healthy: true,
+            })
+            .collect();
+        let fleet = crate::fleet::FleetFile {
+            customers: Vec::new(),
+            hosts,
+        };
+        Arc::new(Inventory::new(fleet).unwrap())
+    }
+
+    /// A registration moves hosts' indexes: each keeps its word, a new host starts
+    /// with the inventory's, a host gone from it is still known.
+    #[test]
+    fn a_new_inventory_keeps_every_hosts_word() {
+        let book = HealthBook::new(&inventory(&["b", "d"]));
+        let probed = Seen {
+            healthy: false,
+            version: "2".into(),
+            at_ms: 5,
+            detail: "disk full".into(),
+            ..Default::default()
+        };
+        book.record("d", probed.clone());
+        book.record_version("b", "3");
+        book.reindex(&inventory(&["a", "b", "c"]));
+        assert_eq!(book.get("d"), Some(probed), "gone from the inventory, still known");
+        assert_eq!(book.get("b").map(|s| s.version), Some("3".into()));
+        let new = book.get("a").unwrap();
+        assert_eq!((new.healthy, &*new.version, new.at_ms), (true, "1", 0));
+        book.record("c", Seen::default());
+        book.reindex(&inventory(&["a", "b", "c", "d"]));
+        assert_eq!(book.get("d").map(|s| s.at_ms), Some(5), "back in the inventory");
+        let (down, unknown) = book.down_and_unknown(10);
+        assert_eq!(down.into_iter().collect::<Vec<_>>(), ["d"]);
+        assert_eq!(unknown.len(), 3);
     }
 }

@@ -40,10 +40,10 @@ impl Engine {
         let now = self.ctx.clock.now_ms();
         let host = crate::fleet::Host {
             id: req.host_id.clone(),
-            address: req.address.clone(),
+            address: crate::intern::intern(&req.address),
             labels: req.labels.clone().into_iter().collect(),
-            customers: req.customers.clone(),
-            version: (!req.version.is_empty()).then(|| req.version.clone()),
+            customers: req.customers.iter().map(|c| crate::intern::intern(c)).collect(),
+            version: (!req.version.is_empty()).then(|| crate::intern::intern(&req.version)),
             healthy: req.healthy,
         };
         let registered = {
@@ -72,6 +72,7 @@ impl Engine {
                     self.ctx.store.put_host_with_events(r, std::slice::from_ref(&audit))?;
                 }
                 *inventory = Arc::new(updated);
+                self.ctx.health.reindex(&inventory);
                 info!(host = %req.host_id, address = %req.address, "host registered by heartbeat");
             }
             !same
@@ -80,9 +81,9 @@ impl Engine {
             &req.host_id,
             health::Seen {
                 healthy: req.healthy,
-                version: req.version,
+                version: req.version.into(),
                 at_ms: now,
-                detail: req.detail,
+                detail: req.detail.into(),
                 heartbeat_ms: now,
                 heartbeat_interval_ms: req.interval_ms as i64,
             },
@@ -103,7 +104,7 @@ impl Engine {
                 .await
             {
                 if let Some(mut seen) = self.ctx.health.get(&host) {
-                    seen.detail = format!("probe failed: {err}");
+                    seen.detail = format!("probe failed: {err}").into();
                     self.ctx.health.record(&host, seen);
                 }
             }
@@ -118,15 +119,15 @@ impl Engine {
                 (!unhealthy_only || known.is_down()).then(|| pb::HostStatus {
                     health: known.as_str().to_string(),
                     id: h.id.clone(),
-                    address: h.address.clone(),
+                    address: h.address.to_string(),
                     labels: h.labels.clone().into_iter().collect(),
-                    customers: h.customers.clone(),
-                    version: seen.version,
+                    customers: crate::fleet::strings(&h.customers),
+                    version: seen.version.to_string(),
                     healthy: seen.healthy,
                     checked_at_unix_ms: seen.at_ms,
                     reachable,
                     last_heartbeat_unix_ms: seen.heartbeat_ms,
-                    detail: seen.detail,
+                    detail: seen.detail.to_string(),
                 })
             })
             .collect()
@@ -157,7 +158,7 @@ impl Engine {
                     .map(|h| h.customers.as_slice())
                     .unwrap_or_default()
                 {
-                    if let Some(counts) = out.get_mut(c) {
+                    if let Some(counts) = out.get_mut(&**c) {
                         if is_down {
                             counts.down += 1;
                         } else {

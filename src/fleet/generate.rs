@@ -183,10 +183,10 @@ pub fn generate(opts: &GenerateOptions) -> FleetFile {
         }
         hosts.push(Host {
             id: format!("{region}-{short}-{n:06}"),
-            address: opts.agent.clone(),
+            address: crate::intern::intern(&opts.agent),
             labels,
-            customers: host_customers,
-            version: Some(BASE_VERSION.to_string()),
+            customers: host_customers.iter().map(|c| crate::intern::intern(c)).collect(),
+            version: Some(crate::intern::intern(BASE_VERSION)),
             healthy: !rng.random_bool(opts.unhealthy_rate.clamp(0.0, 1.0)),
         });
     }
@@ -216,7 +216,7 @@ mod tests {
         assert!(zones.len() >= 15, "only {} zones", zones.len());
         let mut per_customer: BTreeMap<&str, usize> = BTreeMap::new();
         for h in &fleet.hosts {
-            *per_customer.entry(h.customers[0].as_str()).or_default() += 1;
+            *per_customer.entry(&*h.customers[0]).or_default() += 1;
         }
         let biggest = per_customer.values().max().copied().unwrap_or(0);
         let smallest = per_customer.values().min().copied().unwrap_or(0);

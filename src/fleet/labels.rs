@@ -4,24 +4,12 @@
 //! host; interned, a million hosts' labels are a million small vectors of pointers
 //! into one pool of the distinct keys and values. Written and read as a YAML map.
 
-use std::collections::{BTreeMap, HashSet};
-use std::sync::{Arc, LazyLock, Mutex};
+use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-/// One copy of each distinct label key and value (a fleet has a few hundred).
-static POOL: LazyLock<Mutex<HashSet<Arc<str>>>> = LazyLock::new(Mutex::default);
-
-/// The pool's copy of `s`, added on first sight.
-fn intern(s: &str) -> Arc<str> {
-    let mut pool = POOL.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some(found) = pool.get(s) {
-        return found.clone();
-    }
-    let new: Arc<str> = Arc::from(s);
-    pool.insert(new.clone());
-    new
-}
+use crate::intern::intern;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(from = "BTreeMap<String, String>", into = "BTreeMap<String, String>")]

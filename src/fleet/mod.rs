@@ -13,12 +13,14 @@ pub use labels::Labels;
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
 pub use generate::{GenerateOptions, generate};
 
 use crate::hours::Calendar;
+use crate::intern::intern;
 use crate::plan::Selector;
 use crate::proto::v1 as pb;
 
@@ -67,19 +69,52 @@ fn yes() -> bool {
     true
 }
 
+/// Owned copies of interned strings (for a message).
+pub fn strings(shared: &[Arc<str>]) -> Vec<String> {
+    shared.iter().map(|s| s.to_string()).collect()
+}
+
+/// A host's repeated strings (address, customers, version) read as the shared
+/// copies of [`crate::intern`]: a million hosts name a few thousand customers.
+mod interned {
+    use std::sync::Arc;
+
+    use serde::{Deserialize, Deserializer};
+
+    use crate::intern::intern;
+
+    pub fn one<'de, D: Deserializer<'de>>(d: D) -> Result<Arc<str>, D::Error> {
+        Ok(intern(&String::deserialize(d)?))
+    }
+
+    pub fn many<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Arc<str>>, D::Error> {
+        let all = Vec::<String>::deserialize(d)?;
+        Ok(all.iter().map(|s| intern(s)).collect())
+    }
+
+    pub fn maybe<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Arc<str>>, D::Error> {
+        Ok(Option::<String>::deserialize(d)?.map(|s| intern(&s)))
+    }
+}
+
 /// A machine with an agent.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Host {
     pub id: String,
     /// `host:port` of its agent; every host of a simulated fleet shares one.
-    pub address: String,
+    #[serde(deserialize_with = "interned::one")]
+    pub address: Arc<str>,
     #[serde(default)]
     pub labels: Labels,
-    #[serde(default)]
-    pub customers: Vec<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub version: Option<String>,
+    #[serde(default, deserialize_with = "interned::many")]
+    pub customers: Vec<Arc<str>>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "interned::maybe"
+    )]
+    pub version: Option<Arc<str>>,
     #[serde(default = "yes", skip_serializing_if = "is_true")]
     pub healthy: bool,
 }
@@ -198,7 +233,7 @@ impl FleetFile {
                 return Err(invalid(field("address"), "is empty: give the agent's host:port".into()));
             }
             for (c, cust) in h.customers.iter().enumerate() {
-                if !customer_ids.contains(cust.as_str()) {
+                if !customer_ids.contains(&**cust) {
                     return Err(invalid(
                         format!("hosts[{i}].customers[{c}]"),
                         format!("`{cust}` is not a customer of this file: add it under customers"),
@@ -216,10 +251,10 @@ impl FleetFile {
             .into_iter()
             .map(|h| pb::HostRecord {
                 id: h.id,
-                address: h.address,
+                address: h.address.to_string(),
                 labels: h.labels.into_iter().collect(),
-                customers: h.customers,
-                version: h.version.unwrap_or_default(),
+                customers: strings(&h.customers),
+                version: h.version.as_deref().unwrap_or_default().to_string(),
                 healthy: h.healthy,
             })
             .collect();
@@ -245,10 +280,10 @@ impl FleetFile {
                 .into_iter()
                 .map(|h| Host {
                     id: h.id,
-                    address: h.address,
+                    address: intern(&h.address),
                     labels: h.labels.into_iter().collect(),
-                    customers: h.customers,
-                    version: (!h.version.is_empty()).then_some(h.version),
+                    customers: h.customers.iter().map(|c| intern(c)).collect(),
+                    version: (!h.version.is_empty()).then(|| intern(&h.version)),
                     healthy: h.healthy,
                 })
                 .collect(),
@@ -352,6 +387,11 @@ impl Inventory {
 
     pub fn host(&self, id: &str) -> Option<&Host> {
         self.by_id.get(id).map(|&i| &self.hosts[i])
+    }
+
+    /// Where host `id` is in [`Inventory::hosts`].
+    pub fn index_of(&self, id: &str) -> Option<usize> {
+        self.by_id.get(id).copied()
     }
 
     pub fn hosts(&self) -> &[Host] {

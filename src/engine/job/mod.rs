@@ -54,7 +54,7 @@ pub fn customer_sizes(inventory: &Inventory) -> HashMap<String, u64> {
     let mut sizes: HashMap<&str, u64> = HashMap::new();
     for h in inventory.hosts() {
         for c in &h.customers {
-            *sizes.entry(c.as_str()).or_default() += 1;
+            *sizes.entry(&**c).or_default() += 1;
         }
     }
     sizes.into_iter().map(|(c, n)| (c.to_string(), n)).collect()
@@ -94,7 +94,7 @@ impl Job {
             let h = rec.host.clone().unwrap_or_default();
             let host_customers = inventory
                 .host(&h.host_id)
-                .map(|x| x.customers.clone())
+                .map(|x| crate::fleet::strings(&x.customers))
                 .unwrap_or_default();
             next_position = next_position.max(h.position + 1);
             match h.state() {

@@ -74,16 +74,16 @@ pub(super) struct Customers {
 }
 
 impl Customers {
-    pub(super) fn select(&mut self, customers: &[String]) {
+    pub(super) fn select(&mut self, customers: &[impl AsRef<str>]) {
         for c in customers {
-            self.counts(c).0 += 1;
+            self.counts(c.as_ref()).0 += 1;
         }
     }
 
     /// Counts a success while loading, before every host is selected: no verdicts yet.
-    pub(super) fn count_success(&mut self, customers: &[String]) {
+    pub(super) fn count_success(&mut self, customers: &[impl AsRef<str>]) {
         for c in customers {
-            self.counts(c).1 += 1;
+            self.counts(c.as_ref()).1 += 1;
         }
     }
 
@@ -125,9 +125,9 @@ impl Customers {
     }
 
     /// A host of these customers succeeded: a customer is mitigated with its last host.
-    pub(super) fn succeeded(&mut self, customers: &[String]) {
+    pub(super) fn succeeded(&mut self, customers: &[impl AsRef<str>]) {
         for c in customers {
-            if let Some((sel, ok)) = self.hosts.get_mut(c) {
+            if let Some((sel, ok)) = self.hosts.get_mut(c.as_ref()) {
                 *ok += 1;
                 if *ok == *sel {
                     self.mitigated += 1;

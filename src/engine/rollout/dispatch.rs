@@ -130,8 +130,9 @@ impl Live {
             rec.previous_version = self
                 .inventory
                 .host(&host)
-                .and_then(|h| h.version.clone())
-                .unwrap_or_default();
+                .and_then(|h| h.version.as_deref())
+                .unwrap_or_default()
+                .to_string();
             inner.tally.moved(rec.wave, HostState::Assigned, HostState::Dispatched);
             out.push(self.dispatch(host, rec, probe_first));
         }

@@ -41,7 +41,7 @@ const EXAMPLES: usize = 3;
 #[derive(Debug, Clone)]
 pub(crate) struct Dispatch {
     pub host: String,
-    pub address: String,
+    pub address: std::sync::Arc<str>,
     pub record: pb::RolloutHostRecord,
     /// Its intent was found without a result after a restart: probe before re-applying.
     pub probe_first: bool,
