@@ -1,5 +1,6 @@
 //! Compiles `proto/` with the pure-Rust `protox` (no system `protoc`) and writes the
-//! descriptor set next to the generated code for gRPC server reflection.
+//! descriptor set next to the generated code for gRPC server reflection; etcd's API
+//! (`proto/etcd`, the etcd store backend's client) is compiled the same way.
 
 use std::path::PathBuf;
 
@@ -18,5 +19,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .codec_path("crate::proto::codec::Codec")
         .compile_fds(fds)?;
+    // etcd's API, for the etcd store backend: a client only, not served by reflection.
+    let etcd = protox::compile(["proto/etcd/rpc.proto"], ["proto"])?;
+    tonic_prost_build::configure().build_server(false).compile_fds(etcd)?;
     Ok(())
 }

@@ -7,6 +7,13 @@ pub mod v1 {
     tonic::include_proto!("rollout.v1");
 }
 
+/// `etcdserverpb`: the part of etcd's v3 API the etcd store backend calls
+/// (`proto/etcd/rpc.proto`).
+pub mod etcd {
+    #![allow(clippy::all, clippy::pedantic)]
+    tonic::include_proto!("etcdserverpb");
+}
+
 impl v1::RolloutState {
     /// True once the rollout will change nothing more by itself (only `rollout retry`
     /// or a new plan can). One definition for the API, the CLI, metrics and pages.

@@ -37,7 +37,7 @@ pub use read::RolloutHosts;
 use read::{Rows, rows_of};
 
 use super::backend::{self, Batch};
-use super::{PUT_BATCH, Result, Store, as_u64, decode, key, off_the_runtime};
+use super::{MAX_VALUE, PUT_BATCH, Result, Store, as_u64, decode, key, off_the_runtime};
 use crate::proto::v1 as pb;
 
 /// Hosts per snapshot chunk (and per creation batch, with their leases): a
@@ -141,13 +141,17 @@ impl Store {
         let mut book = lock(&book);
         self.load_book(rollout, &mut book)?;
         let mut rows = Vec::new();
+        let mut bytes = 0;
         for (host, record) in records {
-            rows.push(pb::HostRow {
+            let row = pb::HostRow {
                 host: host.to_string(),
                 record: Some(record.clone()),
-            });
-            if rows.len() == PUT_BATCH {
+            };
+            bytes += row.encoded_len();
+            rows.push(row);
+            if rows.len() == PUT_BATCH || bytes >= MAX_VALUE {
                 self.append(rollout, &mut book, std::mem::take(&mut rows))?;
+                bytes = 0;
             }
         }
         if !rows.is_empty() {
@@ -279,7 +283,7 @@ impl Store {
     }
 
     /// Writes snapshot generation `generation` of a rollout from `rows` (in host id
-    /// order), partitioned by wave, [`CHUNK`] rows per value, after deleting what a
+    /// order), partitioned by wave, [`CHUNK`] rows (or [`MAX_VALUE`] bytes) per value, after deleting what a
     /// write cut short by a crash left of it. Returns the bytes written. Nobody reads
     /// it before its mark.
     fn write_generation(
@@ -297,18 +301,21 @@ impl Store {
             batch.put(k, v);
             self.write(batch, "rollout_hosts")
         };
-        let mut pieces: BTreeMap<u32, Vec<pb::HostRow>> = BTreeMap::new();
+        // Per wave: the rows of its next chunk, and their size.
+        let mut pieces: BTreeMap<u32, (Vec<pb::HostRow>, usize)> = BTreeMap::new();
         for row in rows {
             let row = row?;
             let wave = row.record.as_ref().map_or(0, |r| r.wave);
-            let piece = pieces.entry(wave).or_insert_with(|| Vec::with_capacity(CHUNK));
+            let (piece, bytes) = pieces.entry(wave).or_insert_with(|| (Vec::with_capacity(CHUNK), 0));
+            *bytes += row.encoded_len();
             piece.push(row);
-            if piece.len() == CHUNK {
+            if piece.len() == CHUNK || *bytes >= MAX_VALUE {
                 let full = std::mem::replace(piece, Vec::with_capacity(CHUNK));
+                *bytes = 0;
                 write(wave, full)?;
             }
         }
-        for (wave, piece) in pieces {
+        for (wave, (piece, _)) in pieces {
             if !piece.is_empty() {
                 write(wave, piece)?;
             }

@@ -4,7 +4,8 @@
 //! - [`backend`]: the seam, an ordered key space with range scans and atomic
 //!   conditional batches (etcd's `Txn` shape), and the conformance suite every
 //!   backend passes; [`sled_backend`]: sled behind it, the embedded default and the
-//!   only file that uses sled;
+//!   only file that uses sled; [`etcd_backend`]: etcd behind it (`--store
+//!   etcd://...`), the only file that talks to etcd;
 //! - this file: opening, migrating, ids, flushing and the audit log;
 //!   [`records`]: rollouts, restart jobs and their hosts, request ids, the inventory;
 //!   [`hosts`]: a rollout's hosts as grouped records (a snapshot in chunks and a log
@@ -31,6 +32,7 @@
 //! value and one flush, a flush's results one value.
 
 mod backend;
+pub mod etcd_backend;
 mod hosts;
 mod leases;
 mod records;
@@ -61,6 +63,11 @@ pub const HOST_BUCKETS: u32 = 4_096;
 /// Writes per batch when many records are written together: one batch over a
 /// 500,000-host wave held gigabytes in sled.
 const PUT_BATCH: usize = 8_192;
+
+/// The most bytes of records one value holds (a chunk of a rollout's hosts, a batch
+/// of their updates): a remote backend takes a request of 1.5 MiB at most (etcd), and
+/// a host's record can carry a long failure detail.
+const MAX_VALUE: usize = 1 << 20;
 
 // Prefixes of two bytes: a million-host rollout has two million keys, and every
 // byte of a key is stored with each of them.
@@ -182,6 +189,12 @@ impl Store {
         })?;
         migrate_legacy_trees(&sled)?;
         Store::with_backend(Arc::new(sled))
+    }
+
+    /// Opens the store under a prefix of an etcd cluster, migrating it like a data dir.
+    pub fn open_etcd(address: &etcd_backend::EtcdAddress) -> Result<Store> {
+        let etcd = off_the_runtime(|| etcd_backend::EtcdBackend::connect(address))?;
+        Store::with_backend(Arc::new(etcd))
     }
 
     /// A store that lives in memory and vanishes on drop, for tests.

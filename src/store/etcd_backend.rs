@@ -1,0 +1,500 @@
+//! etcd behind the [`Backend`] seam: every key of the controller under one prefix of
+//! an etcd cluster, a batch one etcd transaction (its conditions the transaction's
+//! compares), ranges read in pages at one revision. The only file of the crate that
+//! talks to etcd (its API is `proto/etcd/rpc.proto`, compiled by protox).
+//!
+//! The store calls its backend from anywhere, runtime threads included, and waits
+//! for the answer; so the gRPC client runs on a small runtime of its own and a call
+//! is handed to it and waited for on a channel, never `block_on` inside a runtime.
+//!
+//! etcd's limits are this file's concern: a transaction carries at most
+//! [`MAX_OPS`] operations and [`MAX_BYTES`] bytes (etcd's defaults: 128 and 1.5 MiB).
+//! A batch without conditions above them is written in parts, in order (the store
+//! never relies on such a batch being atomic: its large writes are already cut in
+//! batches, and a crash between them is allowed for); a conditional batch above
+//! them is refused with an error that says so.
+
+pub mod local;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use tonic::transport::{Channel, Endpoint};
+
+use super::backend::{Backend, Batch, Condition, Error, Op, Pairs, Result};
+use crate::proto::etcd as pb;
+use pb::kv_client::KvClient;
+
+/// Operations per transaction: etcd's default `--max-txn-ops`.
+pub const MAX_OPS: usize = 128;
+/// Bytes per request: etcd's default `--max-request-bytes` (1.5 MiB), less room for
+/// the request's own framing.
+pub const MAX_BYTES: usize = 1_536 * 1024 - 16 * 1024;
+/// Keys per page of a range (values are up to a few hundred KB each).
+const PAGE: i64 = 64;
+/// How long one call to etcd may take before it is an error.
+const CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Why an etcd address was refused, or etcd failed.
+#[derive(Debug, thiserror::Error)]
+pub enum EtcdError {
+    #[error("--store {0:?}: expected etcd://HOST:PORT[,HOST:PORT...][/PREFIX]")]
+    Address(String),
+    #[error("etcd: {0}")]
+    Call(#[from] tonic::Status),
+    #[error("etcd at {endpoint}: {source}")]
+    Connect {
+        endpoint: String,
+        #[source]
+        source: tonic::transport::Error,
+    },
+    #[error(
+        "etcd: a conditional batch of {ops} operations and {bytes} bytes is larger than one etcd transaction takes ({MAX_OPS} operations, {MAX_BYTES} bytes)"
+    )]
+    TooLarge { ops: usize, bytes: usize },
+    #[error("etcd: the backend's runtime is gone (the controller is stopping)")]
+    Gone,
+}
+
+impl From<EtcdError> for Error {
+    fn from(e: EtcdError) -> Error {
+        Error::Storage(Box::new(e))
+    }
+}
+
+/// Where the store lives in etcd: `etcd://HOST:PORT[,HOST:PORT...][/PREFIX]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EtcdAddress {
+    pub endpoints: Vec<String>,
+    /// Every key of the store starts with this (default `/rollout/`).
+    pub prefix: Vec<u8>,
+}
+
+impl std::str::FromStr for EtcdAddress {
+    type Err = EtcdError;
+
+    fn from_str(s: &str) -> std::result::Result<EtcdAddress, EtcdError> {
+        let bad = || EtcdError::Address(s.to_string());
+        let rest = s.strip_prefix("etcd://").ok_or_else(bad)?;
+        let (hosts, prefix) = match rest.split_once('/') {
+            Some((hosts, prefix)) => (hosts, prefix.trim_end_matches('/')),
+            None => (rest, ""),
+        };
+        let endpoints: Vec<String> = hosts.split(',').map(str::to_string).collect();
+        let valid = |e: &String| {
+            e.rsplit_once(':')
+                .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0))
+        };
+        if endpoints.is_empty() || !endpoints.iter().all(valid) {
+            return Err(bad());
+        }
+        let prefix = match prefix {
+            "" => "/rollout/".to_string(),
+            p => format!("/{p}/"),
+        };
+        Ok(EtcdAddress {
+            endpoints,
+            prefix: prefix.into_bytes(),
+        })
+    }
+}
+
+/// etcd behind the [`Backend`] seam. Cheap to clone.
+#[derive(Clone)]
+pub struct EtcdBackend {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    prefix: Vec<u8>,
+    kv: KvClient<Channel>,
+    /// The client's own runtime: calls are spawned here and waited for. Taken on drop
+    /// and shut down without waiting (dropping a runtime may not block in another).
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+impl EtcdBackend {
+    /// Connects to the cluster at `address` (any member; calls go to the others if
+    /// one is down) and checks that it answers.
+    pub fn connect(address: &EtcdAddress) -> Result<EtcdBackend> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("etcd-client")
+            .enable_all()
+            .build()
+            .map_err(|e| Error::Storage(Box::new(e)))?;
+        let mut endpoints = Vec::new();
+        for e in &address.endpoints {
+            let endpoint = Endpoint::from_shared(format!("http://{e}"))
+                .map_err(|source| EtcdError::Connect {
+                    endpoint: e.clone(),
+                    source,
+                })?
+                .connect_timeout(CALL_TIMEOUT)
+                .timeout(CALL_TIMEOUT)
+                .tcp_nodelay(true);
+            endpoints.push(endpoint);
+        }
+        let channel = {
+            let _entered = runtime.enter();
+            Channel::balance_list(endpoints.into_iter())
+        };
+        let kv = KvClient::new(channel)
+            .max_decoding_message_size(256 << 20)
+            .max_encoding_message_size(16 << 20);
+        let backend = EtcdBackend {
+            inner: Arc::new(Inner {
+                prefix: address.prefix.clone(),
+                kv,
+                runtime: Some(runtime),
+            }),
+        };
+        // One read: fail now, with the address, rather than at the first write.
+        backend.get(b"").map(|_| backend)
+    }
+
+    /// Runs `call` on the client's runtime and waits for it, from any thread.
+    fn call<T, F>(&self, call: impl FnOnce(KvClient<Channel>) -> F) -> std::result::Result<T, EtcdError>
+    where
+        T: Send + 'static,
+        F: std::future::Future<Output = std::result::Result<T, tonic::Status>> + Send + 'static,
+    {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let future = call(self.inner.kv.clone());
+        let runtime = self.inner.runtime.as_ref().ok_or(EtcdError::Gone)?;
+        runtime.spawn(async move {
+            let _ = tx.send(future.await);
+        });
+        rx.recv().map_err(|_| EtcdError::Gone)?.map_err(EtcdError::from)
+    }
+
+    fn full(&self, key: &[u8]) -> Vec<u8> {
+        let mut k = self.inner.prefix.clone();
+        k.extend_from_slice(key);
+        k
+    }
+
+    /// The end of the store's own keys in etcd.
+    fn prefix_end(&self) -> Vec<u8> {
+        super::backend::prefix_end(&self.inner.prefix).unwrap_or_else(|| vec![0])
+    }
+
+    /// One transaction: `compares`, then `ops`; true when the compares held.
+    fn txn(&self, compare: Vec<pb::Compare>, success: Vec<pb::RequestOp>) -> std::result::Result<bool, EtcdError> {
+        let request = pb::TxnRequest {
+            compare,
+            success,
+            failure: Vec::new(),
+        };
+        self.call(move |mut kv| async move { Ok(kv.txn(request).await?.into_inner().succeeded) })
+    }
+}
+
+fn compare(condition: Condition, full: impl Fn(&[u8]) -> Vec<u8>) -> pb::Compare {
+    use pb::compare::{CompareResult, CompareTarget, TargetUnion};
+    match condition {
+        // A key that was never created (or was deleted) has create revision 0.
+        Condition::Absent(k) => pb::Compare {
+            result: CompareResult::Equal as i32,
+            target: CompareTarget::Create as i32,
+            key: full(&k),
+            target_union: Some(TargetUnion::CreateRevision(0)),
+            range_end: Vec::new(),
+        },
+        Condition::Equals(k, v) => pb::Compare {
+            result: CompareResult::Equal as i32,
+            target: CompareTarget::Value as i32,
+            key: full(&k),
+            target_union: Some(TargetUnion::Value(v)),
+            range_end: Vec::new(),
+        },
+    }
+}
+
+/// The batch's operations as etcd takes them: one per key (etcd refuses a key
+/// written twice in a transaction), the last one of each, in the batch's order.
+fn request_ops(ops: Vec<Op>, full: impl Fn(&[u8]) -> Vec<u8>) -> Vec<(usize, pb::RequestOp)> {
+    let key = |op: &Op| match op {
+        Op::Put(k, _) | Op::Delete(k) => k.clone(),
+    };
+    let mut last: HashMap<Vec<u8>, usize> = HashMap::new();
+    for (i, op) in ops.iter().enumerate() {
+        last.insert(key(op), i);
+    }
+    ops.into_iter()
+        .enumerate()
+        .filter(|(i, op)| last.get(&key(op)) == Some(i))
+        .map(|(_, op)| {
+            let request = match op {
+                Op::Put(k, v) => pb::request_op::Request::RequestPut(pb::PutRequest {
+                    key: full(&k),
+                    value: v,
+                    ..Default::default()
+                }),
+                Op::Delete(k) => pb::request_op::Request::RequestDeleteRange(pb::DeleteRangeRequest {
+                    key: full(&k),
+                    ..Default::default()
+                }),
+            };
+            let op = pb::RequestOp { request: Some(request) };
+            (prost::Message::encoded_len(&op), op)
+        })
+        .collect()
+}
+
+impl Backend for EtcdBackend {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        let request = pb::RangeRequest {
+            key: self.full(key),
+            ..Default::default()
+        };
+        let found = self.call(move |mut kv| async move { Ok(kv.range(request).await?.into_inner().kvs) })?;
+        Ok(found.into_iter().next().map(|kv| kv.value))
+    }
+
+    fn range(&self, start: &[u8], end: Option<&[u8]>, reverse: bool) -> Pairs {
+        Box::new(Pages {
+            backend: self.clone(),
+            from: self.full(start),
+            to: end.map_or_else(|| self.prefix_end(), |e| self.full(e)),
+            reverse,
+            revision: 0,
+            page: Vec::new().into_iter(),
+            done: false,
+        })
+    }
+
+    fn commit(&self, batch: Batch) -> Result<bool> {
+        let full = |k: &[u8]| self.full(k);
+        let conditional = !batch.conditions.is_empty();
+        let compares: Vec<pb::Compare> = batch.conditions.into_iter().map(|c| compare(c, full)).collect();
+        let ops = request_ops(batch.ops, full);
+        let bytes: usize =
+            ops.iter().map(|(n, _)| n).sum::<usize>() + compares.iter().map(prost::Message::encoded_len).sum::<usize>();
+        if ops.len() <= MAX_OPS && bytes <= MAX_BYTES {
+            return Ok(self.txn(compares, ops.into_iter().map(|(_, op)| op).collect())?);
+        }
+        if conditional {
+            return Err(EtcdError::TooLarge { ops: ops.len(), bytes }.into());
+        }
+        // In parts, in order.
+        let mut part = Vec::new();
+        let mut part_bytes = 0;
+        for (n, op) in ops {
+            if !part.is_empty() && (part.len() == MAX_OPS || part_bytes + n > MAX_BYTES) {
+                self.txn(Vec::new(), std::mem::take(&mut part))?;
+                part_bytes = 0;
+            }
+            part.push(op);
+            part_bytes += n;
+        }
+        if !part.is_empty() {
+            self.txn(Vec::new(), part)?;
+        }
+        Ok(true)
+    }
+
+    /// etcd answers a transaction once a quorum has it on disk: nothing to wait for.
+    fn flush(&self) -> BoxFuture<'_, Result<()>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    fn flush_blocking(&self) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// A range read a page at a time, every page at the first page's revision (one
+/// consistent view, as a scan of sled's tree is).
+struct Pages {
+    backend: EtcdBackend,
+    /// What is left to read: [from, to).
+    from: Vec<u8>,
+    to: Vec<u8>,
+    reverse: bool,
+    revision: i64,
+    page: std::vec::IntoIter<pb::KeyValue>,
+    done: bool,
+}
+
+impl Pages {
+    fn next_page(&mut self) -> std::result::Result<(), EtcdError> {
+        use pb::range_request::{SortOrder, SortTarget};
+        let request = pb::RangeRequest {
+            key: self.from.clone(),
+            range_end: self.to.clone(),
+            limit: PAGE,
+            revision: self.revision,
+            sort_order: if self.reverse {
+                SortOrder::Descend
+            } else {
+                SortOrder::Ascend
+            } as i32,
+            sort_target: SortTarget::Key as i32,
+            ..Default::default()
+        };
+        let answer = self
+            .backend
+            .call(move |mut kv| async move { Ok(kv.range(request).await?.into_inner()) })?;
+        if self.revision == 0 {
+            self.revision = answer.header.map_or(0, |h| h.revision);
+        }
+        self.done = !answer.more;
+        if let Some(last) = answer.kvs.last() {
+            if self.reverse {
+                self.to = last.key.clone();
+            } else {
+                self.from = last.key.clone();
+                self.from.push(0);
+            }
+        } else {
+            self.done = true;
+        }
+        self.page = answer.kvs.into_iter();
+        Ok(())
+    }
+}
+
+impl Iterator for Pages {
+    type Item = Result<(Vec<u8>, Vec<u8>)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some(kv) = self.page.next() {
+                let key = kv.key[self.backend.inner.prefix.len()..].to_vec();
+                return Some(Ok((key, kv.value)));
+            }
+            if self.done {
+                return None;
+            }
+            if let Err(e) = self.next_page() {
+                self.done = true;
+                return Some(Err(e.into()));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::backend::conformance;
+    use super::*;
+
+    #[test]
+    fn addresses_parse_or_say_what_is_expected() {
+        let a: EtcdAddress = "etcd://127.0.0.1:2379,127.0.0.1:22379/prod/rollout".parse().unwrap();
+        assert_eq!(a.endpoints, ["127.0.0.1:2379", "127.0.0.1:22379"]);
+        assert_eq!(a.prefix, b"/prod/rollout/");
+        let b: EtcdAddress = "etcd://[::1]:2379".parse().unwrap();
+        assert_eq!((b.endpoints.len(), b.prefix.as_slice()), (1, &b"/rollout/"[..]));
+        for bad in ["127.0.0.1:2379", "etcd://", "etcd://host", "etcd://h:0", "etcd://h:x/p"] {
+            let e = bad.parse::<EtcdAddress>().unwrap_err().to_string();
+            assert!(e.contains("expected etcd://HOST:PORT"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_key_written_twice_in_a_batch_is_written_once_as_the_last_op_says() {
+        let ops = vec![
+            Op::Put(b"a".to_vec(), b"1".to_vec()),
+            Op::Delete(b"b".to_vec()),
+            Op::Delete(b"a".to_vec()),
+            Op::Put(b"b".to_vec(), b"2".to_vec()),
+        ];
+        let ops: Vec<pb::RequestOp> = request_ops(ops, |k| k.to_vec()).into_iter().map(|(_, op)| op).collect();
+        assert_eq!(ops.len(), 2);
+        assert!(matches!(
+            &ops[0].request,
+            Some(pb::request_op::Request::RequestDeleteRange(d)) if d.key == b"a"
+        ));
+        assert!(matches!(
+            &ops[1].request,
+            Some(pb::request_op::Request::RequestPut(p)) if p.key == b"b" && p.value == b"2"
+        ));
+    }
+
+    /// The conformance suite against a real etcd (Debian's `etcd-server`), one
+    /// member on loopback ports; skipped without an `etcd` binary unless
+    /// `ROLLOUT_ETCD_TESTS=required`.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn etcd_passes_the_conformance_suite() {
+        let Some(etcd) = local::LocalEtcd::start_for_test(1).await else {
+            return;
+        };
+        let open = || EtcdBackend::connect(&etcd.address("conformance")).expect("etcd answers");
+        let b = open();
+        conformance::batches_are_atomic(&b);
+        conformance::a_failed_condition_writes_nothing(&b);
+        conformance::ranges_are_ordered(&b);
+        conformance::flushed_batches_survive_a_reopen(open).await;
+        // Another prefix sees none of it.
+        let other = EtcdBackend::connect(&etcd.address("other")).unwrap();
+        assert!(super::super::backend::scan_prefix(&other, b"").next().is_none());
+        // Pages: more keys than a page, values larger than a transaction's share.
+        let mut batch = Batch::default();
+        for i in 0..1_000u32 {
+            batch.put(format!("p/{i:05}"), vec![b'x'; 4_000]);
+        }
+        assert!(b.commit(batch).unwrap(), "written in parts");
+        let keys: Vec<Vec<u8>> = super::super::backend::scan_prefix(&b, b"p/")
+            .map(|kv| kv.unwrap().0)
+            .collect();
+        assert_eq!(keys.len(), 1_000);
+        assert!(keys.windows(2).all(|w| w[0] < w[1]));
+        let last: Vec<Vec<u8>> = b.range(b"p/", None, true).take(3).map(|kv| kv.unwrap().0).collect();
+        assert_eq!(last, [b"p/00999".to_vec(), b"p/00998".to_vec(), b"p/00997".to_vec()]);
+        let mut big = Batch::default();
+        big.require_absent("p/none");
+        for i in 0..200u32 {
+            big.put(format!("q/{i}"), "v");
+        }
+        let refused = b.commit(big).unwrap_err().to_string();
+        assert!(refused.contains("larger than one etcd transaction takes"), "{refused}");
+        assert!(super::super::backend::scan_prefix(&b, b"q/").next().is_none());
+        // The store on etcd: a 10,000-host rollout created in chunks with its leases,
+        // updated in batches, checkpointed, and read back by a second store.
+        let store = super::super::Store::with_backend(Arc::new(open())).expect("a store on etcd");
+        assert_eq!(store.schema_version().unwrap(), Some(super::super::SCHEMA_VERSION));
+        let ids: Vec<String> = (0..10_000).map(|i| format!("h{i:05}")).collect();
+        let hosts: Vec<(&str, &str)> = ids.iter().map(|h| (h.as_str(), "")).collect();
+        let record = crate::proto::v1::RolloutRecord {
+            id: 1,
+            name: "fix".into(),
+            ..Default::default()
+        };
+        store
+            .create_rollout(&record, &hosts, &|_| false, None, &[])
+            .await
+            .unwrap()
+            .unwrap();
+        let done = crate::proto::v1::RolloutHostRecord {
+            state: crate::proto::v1::HostState::Succeeded as i32,
+            wave: 1,
+            // Long details: 4,096 rows of them are more than etcd takes in one request.
+            detail: "x".repeat(600),
+            ..Default::default()
+        };
+        for _ in 0..4 {
+            store.put_hosts(1, ids.iter().map(|h| (h.as_str(), &done))).unwrap();
+        }
+        let again = super::super::Store::with_backend(Arc::new(open())).unwrap();
+        let read: Vec<_> = again.rollout_hosts(1).map(|r| r.unwrap()).collect();
+        assert_eq!(read.len(), 10_000);
+        assert!(
+            read.iter()
+                .all(|(_, r)| r.state() == crate::proto::v1::HostState::Succeeded)
+        );
+        let holder = again.lease("h04321").unwrap().map(|h| h.to_string());
+        assert_eq!(holder.as_deref(), Some("active rollout `fix` (id 1)"));
+        etcd.stop();
+    }
+}

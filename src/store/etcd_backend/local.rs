@@ -1,0 +1,154 @@
+//! Real etcd members as processes on loopback ports, for tests and benchmarks: one
+//! member, or a cluster of several. `etcd` is Debian's `etcd-server` package. Every
+//! member is killed, and its data removed, when the [`LocalEtcd`] is dropped.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::{EtcdAddress, EtcdBackend};
+
+/// The variable that makes a missing `etcd` a test failure instead of a skip.
+pub const REQUIRED: &str = "ROLLOUT_ETCD_TESTS";
+
+/// A running etcd cluster on 127.0.0.1.
+pub struct LocalEtcd {
+    members: Vec<Member>,
+    dir: tempfile::TempDir,
+}
+
+struct Member {
+    name: String,
+    client: String,
+    child: Option<Child>,
+}
+
+/// A free loopback port (bound, then let go: etcd binds it a moment later).
+fn free_port() -> std::io::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+impl LocalEtcd {
+    /// True when an `etcd` binary is on the PATH.
+    pub fn available() -> bool {
+        Command::new("etcd")
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
+    /// For a test: a cluster of `members`, or None (with a line saying the test is
+    /// skipped) when there is no `etcd`; with `ROLLOUT_ETCD_TESTS=required` a missing
+    /// `etcd` fails the test instead.
+    pub async fn start_for_test(members: usize) -> Option<LocalEtcd> {
+        if !LocalEtcd::available() {
+            let required = std::env::var(REQUIRED).is_ok_and(|v| v == "required");
+            assert!(
+                !required,
+                "{REQUIRED}=required but there is no `etcd` binary: install Debian's etcd-server"
+            );
+            eprintln!("skipped: no `etcd` binary (install Debian's etcd-server to run this test)");
+            return None;
+        }
+        Some(LocalEtcd::start(members).await.expect("etcd starts on loopback"))
+    }
+
+    /// Starts a cluster of `members` and waits until it answers.
+    pub async fn start(members: usize) -> std::io::Result<LocalEtcd> {
+        let dir = tempfile::tempdir()?;
+        let mut peers = Vec::new();
+        let mut clients = Vec::new();
+        for i in 0..members {
+            peers.push((format!("m{i}"), format!("http://127.0.0.1:{}", free_port()?)));
+            clients.push(format!("127.0.0.1:{}", free_port()?));
+        }
+        let cluster: Vec<String> = peers.iter().map(|(n, url)| format!("{n}={url}")).collect();
+        let cluster = cluster.join(",");
+        let mut started = Vec::new();
+        for ((name, peer), client) in peers.iter().zip(&clients) {
+            let log = std::fs::File::create(dir.path().join(format!("{name}.log")))?;
+            let child = Command::new("etcd")
+                .args(["--name", name])
+                .arg("--data-dir")
+                .arg(dir.path().join(name))
+                .args(["--listen-client-urls", &format!("http://{client}")])
+                .args(["--advertise-client-urls", &format!("http://{client}")])
+                .args(["--listen-peer-urls", peer])
+                .args(["--initial-advertise-peer-urls", peer])
+                .args(["--initial-cluster", &cluster])
+                .args(["--initial-cluster-state", "new"])
+                .args(["--initial-cluster-token", "rollout-test"])
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()?;
+            started.push(Member {
+                name: name.clone(),
+                client: client.clone(),
+                child: Some(child),
+            });
+        }
+        let etcd = LocalEtcd { members: started, dir };
+        etcd.wait_ready().await?;
+        Ok(etcd)
+    }
+
+    async fn wait_ready(&self) -> std::io::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let address = self.address("ready");
+        loop {
+            let probe = address.clone();
+            let ready = tokio::task::spawn_blocking(move || EtcdBackend::connect(&probe).is_ok())
+                .await
+                .unwrap_or(false);
+            if ready {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(std::io::Error::other(format!(
+                    "etcd did not answer within 60 s (logs in {})",
+                    self.dir.path().display()
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The cluster's address for a store under `/prefix/`.
+    pub fn address(&self, prefix: &str) -> EtcdAddress {
+        EtcdAddress {
+            endpoints: self.members.iter().map(|m| m.client.clone()).collect(),
+            prefix: format!("/{prefix}/").into_bytes(),
+        }
+    }
+
+    /// `etcd://...` for `rollout serve --store`.
+    pub fn url(&self, prefix: &str) -> String {
+        let hosts: Vec<&str> = self.members.iter().map(|m| m.client.as_str()).collect();
+        format!("etcd://{}/{prefix}", hosts.join(","))
+    }
+
+    /// Where the members' data and logs are.
+    pub fn dir(&self) -> PathBuf {
+        self.dir.path().to_path_buf()
+    }
+
+    /// Kills every member and removes their data.
+    pub fn stop(self) {
+        drop(self);
+    }
+}
+
+impl Drop for LocalEtcd {
+    fn drop(&mut self) {
+        for m in &mut self.members {
+            if let Some(mut child) = m.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+            tracing::debug!(member = %m.name, "etcd member stopped");
+        }
+    }
+}
