@@ -11,6 +11,7 @@ pub mod process;
 pub mod render;
 pub mod restart;
 mod serve;
+mod store;
 pub mod watch;
 
 use std::path::PathBuf;
@@ -145,6 +146,11 @@ pub enum Command {
     },
     /// Controller + simulated fleet + the retry-storm fix, with a controller crash, end to end.
     Demo(demo::DemoArgs),
+    /// Work with a controller's store.
+    Store {
+        #[command(subcommand)]
+        command: store::StoreCommand,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -280,6 +286,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Hosts(args) => restart::hosts(server, args).await,
         Command::Audit(args) => audit::audit(server, args).await,
         Command::Token { command } => audit::token(command),
+        Command::Store { command } => store::run(command),
         Command::Pause { name } => act(server, &name, Act::Pause, String::new()).await,
         Command::Resume { name } => act(server, &name, Act::Resume, String::new()).await,
         Command::Retry { name, request_id } => retry(server, &name, request_id.unwrap_or_default()).await,

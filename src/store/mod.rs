@@ -127,6 +127,9 @@ pub enum Error {
     /// A write that cannot be refused was refused: another writer changed the key.
     #[error("store: a concurrent write changed `{0}`; retry")]
     Conflict(String),
+    /// `rollout store copy` into a place that already holds a store.
+    #[error("store: {0} already holds a store; copy into an empty prefix (or delete that one first)")]
+    Occupied(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -195,6 +198,42 @@ impl Store {
     pub fn open_etcd(address: &etcd_backend::EtcdAddress) -> Result<Store> {
         let etcd = off_the_runtime(|| etcd_backend::EtcdBackend::connect(address))?;
         Store::with_backend(Arc::new(etcd))
+    }
+
+    /// Copies every record of this store into `target` (`rollout store copy`): in
+    /// batches, the schema version last, so that a copy cut short is neither taken for
+    /// a store nor refused when run again. `target` must not hold a store (`what`
+    /// names it in the error). Returns how many keys were copied.
+    pub fn copy_to(&self, target: &dyn Backend, what: &str) -> Result<u64> {
+        let version = key(META, b"schema_version");
+        if target.get(&version)?.is_some() {
+            return Err(Error::Occupied(what.to_string()));
+        }
+        let mut batch = Batch::default();
+        let (mut bytes, mut copied) = (0, 0);
+        let mut last = None;
+        for kv in self.kv.range(&[], None, false) {
+            let (k, v) = kv?;
+            copied += 1;
+            if k == version {
+                last = Some(v);
+                continue;
+            }
+            bytes += k.len() + v.len();
+            batch.put(k, v);
+            if batch.ops.len() == PUT_BATCH || bytes >= MAX_VALUE {
+                target.commit(std::mem::take(&mut batch))?;
+                bytes = 0;
+            }
+        }
+        target.commit(batch)?;
+        if let Some(v) = last {
+            let mut batch = Batch::default();
+            batch.put(version, v);
+            target.commit(batch)?;
+        }
+        target.flush_blocking()?;
+        Ok(copied)
     }
 
     /// A store that lives in memory and vanishes on drop, for tests.
