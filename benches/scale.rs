@@ -351,6 +351,7 @@ async fn raw_calls(addr: &str, n: usize) -> f64 {
                     operation_id: format!("op-{i}"),
                     action: pb::Action::Deploy as i32,
                     version: "2".into(),
+                    epoch: 0,
                 };
                 let _ = client.apply(request).await;
             }

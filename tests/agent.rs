@@ -28,6 +28,7 @@ fn deploy(host: &str, op: &str, version: &str) -> pb::ApplyRequest {
         operation_id: op.into(),
         action: pb::Action::Deploy as i32,
         version: version.into(),
+        epoch: 0,
     }
 }
 
@@ -74,6 +75,28 @@ async fn a_killed_agent_never_runs_an_operation_twice() {
     // It refuses calls meant for another host.
     let wrong = c.apply(deploy("h2", "op-3", "2.0")).await.unwrap_err();
     assert_eq!(wrong.code(), tonic::Code::FailedPrecondition);
+    // Fencing: once a leader of epoch 9 reached it, an older leader's call is refused,
+    // also after the agent restarts (the epoch is in its state file).
+    let leader = pb::ApplyRequest {
+        epoch: 9,
+        ..deploy("h1", "op-4", "2.0")
+    };
+    assert!(c.apply(leader).await.unwrap().into_inner().ok);
+    agent.kill9().await.unwrap();
+    let mut agent = host.start("127.0.0.1:0").await;
+    c = client(&agent).await;
+    let deposed = pb::ApplyRequest {
+        epoch: 7,
+        ..deploy("h1", "op-5", "2.1")
+    };
+    let refused = c.apply(deposed).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
+    assert!(
+        refused.message().starts_with("stale controller epoch 7 < 9"),
+        "{}",
+        refused.message()
+    );
+    assert_eq!(host.runs("op-5"), 0);
     // Probe runs the health command and reports the version kept in the state file.
     let p = c
         .probe(pb::ProbeRequest { host_id: "h1".into() })

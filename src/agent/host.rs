@@ -63,6 +63,23 @@ impl HostAgent {
         })
     }
 
+    /// Refuses a deposed controller's call; a newer epoch is written to the state
+    /// file before anything runs, so a restart of the agent keeps the fence.
+    fn check_epoch(&self, epoch: u64) -> Result<(), Status> {
+        let mut state = self.state();
+        let seen = state.epoch;
+        super::check_epoch(&mut state.epoch, epoch)?;
+        if state.epoch != seen {
+            state.save(&self.config.state_file).map_err(|e| {
+                internal(
+                    &format!("cannot write the state file {}", self.config.state_file.display()),
+                    e,
+                )
+            })?;
+        }
+        Ok(())
+    }
+
     fn check_host(&self, host_id: &str) -> Result<(), Status> {
         if host_id != self.config.host_id {
             return Err(Status::failed_precondition(format!(
@@ -106,6 +123,7 @@ impl HostAgent {
         }
         let action = pb::Action::try_from(req.action).unwrap_or(pb::Action::Unspecified);
         let _one_at_a_time = self.applying.lock().await;
+        self.check_epoch(req.epoch)?;
         let (version, previous) = {
             let state = self.state();
             if let Some(op) = state.find(&req.operation_id)

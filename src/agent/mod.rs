@@ -13,3 +13,35 @@ pub mod simulator;
 pub mod state;
 
 pub use simulator::{Simulator, SimulatorOptions};
+
+/// Fencing on the host: an Apply from a controller whose epoch is lower than the
+/// highest this host has seen comes from a deposed leader and is refused; a higher
+/// one is remembered (`highest`). Epoch 0 is a controller without one (sled).
+pub fn check_epoch(highest: &mut u64, epoch: u64) -> Result<(), tonic::Status> {
+    if epoch < *highest {
+        return Err(tonic::Status::failed_precondition(format!(
+            "stale controller epoch {epoch} < {highest}: a newer leader has taken over"
+        )));
+    }
+    *highest = epoch;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_lower_epoch_is_refused_and_a_higher_one_remembered() {
+        let mut seen = 0;
+        assert!(super::check_epoch(&mut seen, 7).is_ok());
+        assert!(super::check_epoch(&mut seen, 9).is_ok());
+        let refused = super::check_epoch(&mut seen, 7).unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
+        assert!(
+            refused.message().starts_with("stale controller epoch 7 < 9"),
+            "{}",
+            refused.message()
+        );
+        assert!(super::check_epoch(&mut seen, 9).is_ok(), "the same leader again");
+        assert_eq!(seen, 9);
+    }
+}

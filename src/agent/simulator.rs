@@ -91,6 +91,8 @@ struct SimHost {
     executed: u64,
     last_operation_id: String,
     results: HashMap<String, pb::ApplyResponse>,
+    /// The highest controller epoch seen.
+    epoch: u64,
 }
 
 /// The simulated fleet; share it with `Arc` to change its behaviour while it serves.
@@ -231,6 +233,7 @@ impl Simulator {
         if h.down {
             return Err(Status::unavailable("simulated: the agent is down"));
         }
+        super::check_epoch(&mut h.epoch, req.epoch)?;
         if let Some(done) = h.results.get(&req.operation_id) {
             let mut replay = done.clone();
             replay.replayed = true;
@@ -390,7 +393,33 @@ mod tests {
             operation_id: op.into(),
             action: pb::Action::Deploy as i32,
             version: "2".into(),
+            epoch: 0,
         }
+    }
+
+    /// A deposed leader's Apply is refused, per host: a newer leader reached it.
+    #[tokio::test]
+    async fn a_host_refuses_a_controller_older_than_one_it_has_seen() {
+        let sim = sim(0.0);
+        let mut hosts = sim.hosts.keys().cloned();
+        let (h1, h2) = (hosts.next().unwrap(), hosts.next().unwrap());
+        let newer = pb::ApplyRequest {
+            epoch: 9,
+            ..deploy(&h1, "r1-h1-a1")
+        };
+        assert!(sim.apply(newer).await.unwrap().ok);
+        let older = pb::ApplyRequest {
+            epoch: 7,
+            ..deploy(&h1, "r1-h1-a2")
+        };
+        let refused = sim.apply(older.clone()).await.unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
+        assert_eq!(
+            refused.message(),
+            "stale controller epoch 7 < 9: a newer leader has taken over"
+        );
+        let elsewhere = pb::ApplyRequest { host_id: h2, ..older };
+        assert!(sim.apply(elsewhere).await.unwrap().ok, "h2 has not seen epoch 9");
     }
 
     #[tokio::test]

@@ -35,6 +35,9 @@ pub struct AgentState {
     pub operations: VecDeque<Operation>,
     /// Operations actually run (replays excluded), for operators and tests.
     pub executed: u64,
+    /// The highest controller epoch seen: a lower one is refused.
+    #[serde(default)]
+    pub epoch: u64,
 }
 
 impl AgentState {

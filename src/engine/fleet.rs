@@ -96,6 +96,8 @@ pub struct GrpcFleet {
     /// The runtime that drives the connections to agents (the one the fleet was made
     /// on: the engine's), even when an API call on another runtime opens one.
     runtime: Option<tokio::runtime::Handle>,
+    /// This controller's epoch, carried by every Apply (0: none).
+    epoch: u64,
 }
 
 impl GrpcFleet {
@@ -116,12 +118,19 @@ impl GrpcFleet {
             }),
             tls: None,
             runtime: tokio::runtime::Handle::try_current().ok(),
+            epoch: 0,
         }
     }
 
     /// Speaks TLS to every agent.
     pub fn with_tls(mut self, tls: Option<tonic::transport::ClientTlsConfig>) -> GrpcFleet {
         self.tls = tls;
+        self
+    }
+
+    /// Every Apply carries `epoch` (the leader's, on etcd): agents refuse lower ones.
+    pub fn with_epoch(mut self, epoch: u64) -> GrpcFleet {
+        self.epoch = epoch;
         self
     }
 
@@ -256,6 +265,10 @@ impl Fleet for GrpcFleet {
         address: &str,
         request: pb::ApplyRequest,
     ) -> BoxFuture<'static, Result<pb::ApplyResponse, CallError>> {
+        let request = pb::ApplyRequest {
+            epoch: self.epoch,
+            ..request
+        };
         let client = self.client(address);
         let (address, timeout, guard) = (address.to_string(), self.call_timeout, self.guard.clone());
         Box::pin(async move {

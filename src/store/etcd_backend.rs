@@ -14,10 +14,13 @@
 //! batches, and a crash between them is allowed for); a conditional batch above
 //! them is refused with an error that says so.
 
+mod election;
 pub mod local;
 
+pub use election::{Leader, Leadership};
+
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use futures::future::BoxFuture;
 use tonic::transport::{Channel, Endpoint};
@@ -55,6 +58,8 @@ pub enum EtcdError {
     TooLarge { ops: usize, bytes: usize },
     #[error("etcd: the backend's runtime is gone (the controller is stopping)")]
     Gone,
+    #[error("etcd: this controller is no longer the leader (its epoch {epoch} is over): its writes are refused")]
+    Fenced { epoch: u64 },
 }
 
 impl From<EtcdError> for Error {
@@ -108,7 +113,10 @@ pub struct EtcdBackend {
 
 struct Inner {
     prefix: Vec<u8>,
+    channel: Channel,
     kv: KvClient<Channel>,
+    /// Once leader: the epoch every write is conditioned on.
+    fence: Mutex<Option<Arc<election::Fence>>>,
     /// The client's own runtime: calls are spawned here and waited for. Taken on drop
     /// and shut down without waiting (dropping a runtime may not block in another).
     runtime: Option<tokio::runtime::Runtime>,
@@ -148,12 +156,14 @@ impl EtcdBackend {
             let _entered = runtime.enter();
             Channel::balance_list(endpoints.into_iter())
         };
-        let kv = KvClient::new(channel)
+        let kv = KvClient::new(channel.clone())
             .max_decoding_message_size(256 << 20)
             .max_encoding_message_size(16 << 20);
         let backend = EtcdBackend {
             inner: Arc::new(Inner {
                 prefix: address.prefix.clone(),
+                channel,
+                fence: Mutex::new(None),
                 kv,
                 runtime: Some(runtime),
             }),
@@ -188,14 +198,47 @@ impl EtcdBackend {
         super::backend::prefix_end(&self.inner.prefix).unwrap_or_else(|| vec![0])
     }
 
-    /// One transaction: `compares`, then `ops`; true when the compares held.
-    fn txn(&self, compare: Vec<pb::Compare>, success: Vec<pb::RequestOp>) -> std::result::Result<bool, EtcdError> {
+    /// One transaction: `compares`, then `ops`; true when the compares held. A
+    /// leader's transaction also requires its leadership key to be the one it
+    /// created: when it is not, the leadership is lost and the write refused.
+    fn txn(&self, mut compare: Vec<pb::Compare>, success: Vec<pb::RequestOp>) -> std::result::Result<bool, EtcdError> {
+        use pb::compare::{CompareResult, CompareTarget, TargetUnion};
+        let fence = self.inner.fence.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let mut failure = Vec::new();
+        if let Some(fence) = &fence {
+            let key = self.full(election::LEADER);
+            compare.push(pb::Compare {
+                result: CompareResult::Equal as i32,
+                target: CompareTarget::Create as i32,
+                key: key.clone(),
+                target_union: Some(TargetUnion::CreateRevision(fence.epoch as i64)),
+                range_end: Vec::new(),
+            });
+            // Said when the compares fail: is it the fence?
+            failure.push(pb::RequestOp {
+                request: Some(pb::request_op::Request::RequestRange(pb::RangeRequest {
+                    key,
+                    ..Default::default()
+                })),
+            });
+        }
         let request = pb::TxnRequest {
             compare,
             success,
-            failure: Vec::new(),
+            failure,
         };
-        self.call(move |mut kv| async move { Ok(kv.txn(request).await?.into_inner().succeeded) })
+        let answer = self.call(move |mut kv| async move { Ok(kv.txn(request).await?.into_inner()) })?;
+        if let (false, Some(fence)) = (answer.succeeded, &fence) {
+            let leader = answer.responses.into_iter().find_map(|r| match r.response {
+                Some(pb::response_op::Response::ResponseRange(range)) => range.kvs.into_iter().next(),
+                _ => None,
+            });
+            if leader.is_none_or(|kv| kv.create_revision as u64 != fence.epoch) {
+                fence.lost.cancel();
+                return Err(EtcdError::Fenced { epoch: fence.epoch });
+            }
+        }
+        Ok(answer.succeeded)
     }
 }
 
@@ -420,6 +463,56 @@ mod tests {
             &ops[1].request,
             Some(pb::request_op::Request::RequestPut(p)) if p.key == b"b" && p.value == b"2"
         ));
+    }
+
+    /// Two controllers on one prefix: one leads, the other stands by and sees who
+    /// leads; when the leader's lease ends the other takes over with a higher epoch,
+    /// and the old leader's writes are refused (its leadership marked lost).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn one_leads_the_other_takes_over_and_the_old_one_is_fenced() {
+        let Some(etcd) = local::LocalEtcd::start_for_test(1).await else {
+            return;
+        };
+        let a = EtcdBackend::connect(&etcd.address("ha")).unwrap();
+        let b = EtcdBackend::connect(&etcd.address("ha")).unwrap();
+        let ttl = std::time::Duration::from_secs(2);
+        let first = a.campaign("http://a", ttl, |_| {}).await.unwrap();
+        assert_eq!(
+            a.leader().unwrap().map(|l| (l.url, l.epoch)),
+            Some(("http://a".into(), first.epoch))
+        );
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let standby = tokio::spawn({
+            let (b, seen) = (b.clone(), seen.clone());
+            async move {
+                b.campaign("http://b", ttl, |l| seen.lock().unwrap().push(l.url.clone()))
+                    .await
+            }
+        });
+        let mut batch = Batch::default();
+        batch.put("k", "by a");
+        assert!(a.commit(batch).unwrap(), "the leader writes");
+        // Still leading after more than a lease: the lease is kept alive.
+        tokio::time::sleep(ttl * 2).await;
+        assert!(!first.lost.is_cancelled() && !standby.is_finished());
+        assert_eq!(seen.lock().unwrap().as_slice(), ["http://a"]);
+        a.resign(&first).await;
+        let second = tokio::time::timeout(std::time::Duration::from_secs(10), standby)
+            .await
+            .expect("the standby takes over")
+            .unwrap()
+            .unwrap();
+        assert!(second.epoch > first.epoch, "{} > {}", second.epoch, first.epoch);
+        let mut late = Batch::default();
+        late.put("k", "by a, too late");
+        let refused = a.commit(late).unwrap_err().to_string();
+        assert!(refused.contains("no longer the leader"), "{refused}");
+        let mut batch = Batch::default();
+        batch.put("k", "by b");
+        assert!(b.commit(batch).unwrap());
+        assert_eq!(b.get(b"k").unwrap(), Some(b"by b".to_vec()));
+        assert!(!second.lost.is_cancelled());
+        etcd.stop();
     }
 
     /// The conformance suite against a real etcd (Debian's `etcd-server`), one

@@ -120,6 +120,8 @@ async fn call(
             operation_id: rec.operation_id.clone(),
             action: pb::Action::Restart as i32,
             version: String::new(),
+            // Set by the fleet that sends it.
+            epoch: 0,
         };
         match fleet.apply(&address, request).await {
             Ok(resp) if resp.ok => Ok(resp.detail),

@@ -237,6 +237,8 @@ impl Live {
             operation_id: d.record.operation_id.clone(),
             action: action as i32,
             version,
+            // Set by the fleet that sends it.
+            epoch: 0,
         }
     }
 }

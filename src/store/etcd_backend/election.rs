@@ -1,0 +1,224 @@
+//! Leadership among the controllers that share one etcd prefix: one key, created
+//! with an etcd lease of `--leader-lease` that the leader keeps alive. The epoch is
+//! that key's create revision: it only grows. Once leader, the backend fences every
+//! write with it (the transaction also compares the key's create revision), so a
+//! deposed leader's writes fail; and when the lease cannot be kept alive for its
+//! whole length (etcd lost, the process paused), leadership is given up as lost.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+
+use super::{EtcdBackend, EtcdError, pb};
+use pb::lease_client::LeaseClient;
+
+/// The leadership key, inside the store's prefix.
+pub(super) const LEADER: &[u8] = b"ld/leader";
+
+/// How often a standby looks whether the leader's key is gone.
+const WATCH_EVERY: Duration = Duration::from_millis(200);
+
+/// This controller leads, with `epoch`, until `lost` fires.
+#[derive(Clone)]
+pub struct Leadership {
+    pub epoch: u64,
+    lease: i64,
+    /// Fired when the lease was not kept alive, or a write found the key changed.
+    pub lost: CancellationToken,
+}
+
+/// Who leads now, as a standby sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Leader {
+    /// The leader's `--advertise` URL.
+    pub url: String,
+    pub epoch: u64,
+}
+
+impl EtcdBackend {
+    fn lease_client(&self) -> LeaseClient<tonic::transport::Channel> {
+        LeaseClient::new(self.inner.channel.clone())
+    }
+
+    /// Who leads now, if anyone.
+    pub fn leader(&self) -> std::result::Result<Option<Leader>, EtcdError> {
+        let request = pb::RangeRequest {
+            key: self.full(LEADER),
+            ..Default::default()
+        };
+        let found = self.call(move |mut kv| async move { Ok(kv.range(request).await?.into_inner().kvs) })?;
+        Ok(found.into_iter().next().map(|kv| Leader {
+            url: String::from_utf8_lossy(&kv.value).into_owned(),
+            epoch: kv.create_revision as u64,
+        }))
+    }
+
+    /// Waits until this controller (reachable at `url`) is the leader, calling
+    /// `standing_by` with the leader each time another one is seen; then keeps its
+    /// lease of `ttl` alive and fences every write of this backend with the epoch.
+    pub async fn campaign(
+        &self,
+        url: &str,
+        ttl: Duration,
+        standing_by: impl Fn(&Leader),
+    ) -> std::result::Result<Leadership, EtcdError> {
+        let ttl_s = ttl.as_secs().max(1) as i64;
+        let mut seen: Option<Leader> = None;
+        loop {
+            let me = self.clone();
+            if let Some(leader) = tokio::task::spawn_blocking(move || me.leader())
+                .await
+                .map_err(|_| EtcdError::Gone)??
+            {
+                if seen.as_ref() != Some(&leader) {
+                    standing_by(&leader);
+                    seen = Some(leader);
+                }
+                tokio::time::sleep(WATCH_EVERY).await;
+                continue;
+            }
+            let mut lease = self.lease_client();
+            let grant = pb::LeaseGrantRequest { ttl: ttl_s, id: 0 };
+            let granted = self
+                .on_runtime(async move { lease.lease_grant(grant).await.map(|r| r.into_inner()) })
+                .await?;
+            let me = self.clone();
+            let (url, id) = (url.to_string(), granted.id);
+            let won = tokio::task::spawn_blocking(move || me.take_lead(&url, id))
+                .await
+                .map_err(|_| EtcdError::Gone)??;
+            match won {
+                Some(epoch) => {
+                    let leadership = Leadership {
+                        epoch,
+                        lease: id,
+                        lost: CancellationToken::new(),
+                    };
+                    self.set_fence(epoch, leadership.lost.clone());
+                    self.keep_alive(id, ttl, leadership.lost.clone());
+                    return Ok(leadership);
+                }
+                None => {
+                    // Another controller was faster: give the lease back and watch.
+                    let mut lease = self.lease_client();
+                    let revoke = pb::LeaseRevokeRequest { id };
+                    let _ = self.on_runtime(async move { lease.lease_revoke(revoke).await }).await;
+                }
+            }
+        }
+    }
+
+    /// Creates the leadership key if nobody holds it: the epoch (its create
+    /// revision), or None.
+    fn take_lead(&self, url: &str, lease: i64) -> std::result::Result<Option<u64>, EtcdError> {
+        use pb::compare::{CompareResult, CompareTarget, TargetUnion};
+        let key = self.full(LEADER);
+        let request = pb::TxnRequest {
+            compare: vec![pb::Compare {
+                result: CompareResult::Equal as i32,
+                target: CompareTarget::Create as i32,
+                key: key.clone(),
+                target_union: Some(TargetUnion::CreateRevision(0)),
+                range_end: Vec::new(),
+            }],
+            success: vec![pb::RequestOp {
+                request: Some(pb::request_op::Request::RequestPut(pb::PutRequest {
+                    key,
+                    value: url.as_bytes().to_vec(),
+                    lease,
+                    ..Default::default()
+                })),
+            }],
+            failure: Vec::new(),
+        };
+        let answer = self.call(move |mut kv| async move { Ok(kv.txn(request).await?.into_inner()) })?;
+        Ok(answer.succeeded.then(|| answer.header.map_or(0, |h| h.revision as u64)))
+    }
+
+    /// Runs `future` on the client's runtime and awaits it from any runtime.
+    async fn on_runtime<T: Send + 'static>(
+        &self,
+        future: impl std::future::Future<Output = std::result::Result<T, tonic::Status>> + Send + 'static,
+    ) -> std::result::Result<T, EtcdError> {
+        let runtime = self.inner.runtime.as_ref().ok_or(EtcdError::Gone)?;
+        runtime
+            .spawn(future)
+            .await
+            .map_err(|_| EtcdError::Gone)?
+            .map_err(EtcdError::from)
+    }
+
+    /// Keeps lease `id` alive (a renewal every third of `ttl`) until it cannot be:
+    /// then `lost` fires, at the latest one `ttl` after the last renewal etcd
+    /// confirmed, so that this controller stops before another can take over.
+    fn keep_alive(&self, id: i64, ttl: Duration, lost: CancellationToken) {
+        let Some(runtime) = self.inner.runtime.as_ref() else {
+            lost.cancel();
+            return;
+        };
+        let client = self.lease_client();
+        runtime.spawn(async move {
+            let mut renewed = Instant::now();
+            let every = ttl / 3;
+            loop {
+                let (tx, rx) = tokio::sync::mpsc::channel(4);
+                let mut client = client.clone();
+                let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
+                // The first renewal goes with the call: etcd answers the stream's
+                // headers with its first answer.
+                let _ = tx.send(pb::LeaseKeepAliveRequest { id }).await;
+                let answers = tokio::time::timeout(every, client.lease_keep_alive(stream)).await;
+                if let Ok(Ok(answers)) = answers {
+                    let mut answers = answers.into_inner();
+                    let mut first = true;
+                    loop {
+                        if !std::mem::take(&mut first) && tx.send(pb::LeaseKeepAliveRequest { id }).await.is_err() {
+                            break;
+                        }
+                        match tokio::time::timeout(every, answers.message()).await {
+                            Ok(Ok(Some(a))) if a.ttl > 0 => renewed = Instant::now(),
+                            // The lease is gone: expired, or revoked.
+                            Ok(Ok(Some(_))) => {
+                                lost.cancel();
+                                return;
+                            }
+                            _ => break,
+                        }
+                        if renewed.elapsed() >= ttl {
+                            break;
+                        }
+                        tokio::select! {
+                            _ = tokio::time::sleep(every) => {}
+                            _ = lost.cancelled() => return,
+                        }
+                    }
+                }
+                if renewed.elapsed() >= ttl || lost.is_cancelled() {
+                    lost.cancel();
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        });
+    }
+
+    /// Gives the leadership up at once (a clean stop): the standbys need not wait for
+    /// the lease to expire.
+    pub async fn resign(&self, leadership: &Leadership) {
+        leadership.lost.cancel();
+        let mut lease = self.lease_client();
+        let revoke = pb::LeaseRevokeRequest { id: leadership.lease };
+        let _ = self.on_runtime(async move { lease.lease_revoke(revoke).await }).await;
+    }
+
+    fn set_fence(&self, epoch: u64, lost: CancellationToken) {
+        *self.inner.fence.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(Fence { epoch, lost }));
+    }
+}
+
+/// The leader's epoch that every write is conditioned on.
+pub(super) struct Fence {
+    pub epoch: u64,
+    pub lost: CancellationToken,
+}
