@@ -52,27 +52,8 @@ fn recount(data: &Path) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_random_kills_and_more_leave_every_invariant_intact() {
     let dir = tempfile::tempdir().unwrap();
-    let (sim_fleet, ctl_fleet) = (dir.path().join("sim.yaml"), dir.path().join("fleet.yaml"));
     let (data, log) = (dir.path().join("data"), dir.path().join("log"));
-    std::fs::write(&sim_fleet, fleet(HOSTS, "127.0.0.1:1").to_yaml()).unwrap();
-    let agent_args = [
-        "agent".as_ref(),
-        "--simulate".as_ref(),
-        sim_fleet.as_os_str(),
-        "--listen".as_ref(),
-        "127.0.0.1:0".as_ref(),
-        "--latency-ms".as_ref(),
-        "1..6".as_ref(),
-    ];
-    let mut agent = within(
-        60,
-        "the agent to start",
-        Spawned::start(Path::new(EXE), agent_args, Some(&log)),
-    )
-    .await
-    .unwrap();
-    let fleet = fleet(HOSTS, &agent.addr.to_string());
-    std::fs::write(&ctl_fleet, fleet.to_yaml()).unwrap();
+    let (mut agent, fleet, ctl_fleet) = spawn_simulator(dir.path(), HOSTS, "1..6", &log).await;
 
     let mut controller = start_controller(&data, &ctl_fleet, &log, "127.0.0.1:0").await;
     let listen = controller.addr.to_string();

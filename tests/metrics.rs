@@ -63,7 +63,7 @@ async fn metrics_are_scraped_during_a_rollout() {
     let controller = tokio::spawn(server::run(
         api,
         server::Options {
-            data: dir.path().join("data"),
+            store: server::StoreAt::Dir(dir.path().join("data")),
             fleet: Some(fleet_path),
             agent_timeout: Duration::from_secs(30),
             clock: Arc::new(rollout::engine::SystemClock),

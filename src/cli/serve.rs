@@ -27,9 +27,30 @@ pub struct ServeArgs {
     /// Address of the gRPC API.
     #[arg(long, default_value = "127.0.0.1:50051")]
     pub listen: String,
-    /// Directory of the store (created if missing; one controller at a time).
+    /// Directory of the store (sled; created if missing; one controller at a time).
+    #[arg(long, required_unless_present = "store", conflicts_with = "store")]
+    pub data: Option<PathBuf>,
+    /// The store in etcd instead, shared by every controller of the site (one leads,
+    /// the others stand by): etcd://HOST:PORT[,HOST:PORT...][/PREFIX].
     #[arg(long)]
-    pub data: PathBuf,
+    pub store: Option<crate::store::etcd_backend::EtcdAddress>,
+    /// etcd's CA certificate: speak TLS to etcd.
+    #[arg(long, requires = "store")]
+    pub etcd_ca: Option<PathBuf>,
+    /// This controller's certificate for etcd (mutual TLS), with --etcd-key.
+    #[arg(long, requires = "store")]
+    pub etcd_cert: Option<PathBuf>,
+    #[arg(long, requires = "store")]
+    pub etcd_key: Option<PathBuf>,
+    /// How clients and the other controllers reach this one (default: http(s)://
+    /// and the --listen address).
+    #[arg(long, requires = "store")]
+    pub advertise: Option<String>,
+    /// The leader's etcd lease, kept alive while it runs: a standby takes over this
+    /// long after the leader is gone at most; a leader that cannot renew it for this
+    /// long stops.
+    #[arg(long, default_value = "3s", value_parser = super::parse_duration)]
+    pub leader_lease: Duration,
     /// Fleet file to load as the inventory; without it the stored inventory is used.
     #[arg(long)]
     pub fleet: Option<PathBuf>,
@@ -256,6 +277,39 @@ async fn bind_http(addr: &str, flag: &str, what: &str, path: &str) -> Result<Tcp
     Ok(listener)
 }
 
+/// Where the store is: a data dir, or etcd with this controller's leadership settings.
+fn store_at(args: &ServeArgs, listener: &TcpListener) -> Result<server::StoreAt> {
+    let Some(address) = &args.store else {
+        let dir = args
+            .data
+            .clone()
+            .ok_or_else(|| Error::Usage("say where the store is: --data DIR or --store etcd://...".into()))?;
+        return Ok(server::StoreAt::Dir(dir));
+    };
+    let tls = crate::tls::ClientFiles {
+        ca: args.etcd_ca.clone(),
+        cert: args.etcd_cert.clone(),
+        key: args.etcd_key.clone(),
+    }
+    .config()?;
+    let advertise = match &args.advertise {
+        Some(url) => url.clone(),
+        None => {
+            let local = listener
+                .local_addr()
+                .map_err(|e| Error::io("cannot read the listening address", e))?;
+            let scheme = if args.tls.tls_cert.is_some() { "https" } else { "http" };
+            format!("{scheme}://{local}")
+        }
+    };
+    Ok(server::StoreAt::Etcd(Box::new(server::Etcd {
+        address: address.clone(),
+        tls,
+        advertise,
+        lease: args.leader_lease,
+    })))
+}
+
 pub async fn serve(args: ServeArgs) -> Result<ExitCode> {
     let security = security(&args)?;
     let listener = bind(&args.listen).await?;
@@ -272,10 +326,11 @@ pub async fn serve(args: ServeArgs) -> Result<ExitCode> {
     };
     let token = CancellationToken::new();
     stop_on_signals(token.clone());
+    let store = store_at(&args, &listener)?;
     server::run(
         listener,
         server::Options {
-            data: args.data,
+            store,
             fleet: args.fleet,
             agent_timeout: args.agent_timeout,
             clock: Arc::new(crate::engine::SystemClock),

@@ -3,9 +3,11 @@
 //! `grpc.health.v1.Health` and server reflection.
 
 mod controller;
+mod leading;
 mod limits;
 pub mod metrics;
 pub mod standard;
+mod standby;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -27,10 +29,12 @@ use crate::proto::v1 as pb;
 use crate::store::Store;
 use crate::{Error, Result};
 
+pub use leading::{Etcd, StoreAt};
+
 /// How `rollout serve` was asked to run.
 pub struct Options {
-    /// Directory of the sled store; created if missing.
-    pub data: PathBuf,
+    /// Where the store is: a data dir, or etcd shared with other controllers.
+    pub store: StoreAt,
     /// Fleet file to load into the inventory; without it, the stored inventory is used.
     pub fleet: Option<PathBuf>,
     /// Deadline of each call to an agent.
@@ -75,17 +79,27 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
 /// is asked about again by the next controller.
 pub async fn run(listener: TcpListener, options: Options, shutdown: CancellationToken) -> Result<()> {
     let started = std::time::Instant::now();
-    let store = Store::open(&options.data)?;
+    // Read before the store is: a standby has it ready when it takes over.
+    let fleet_file = options.fleet.as_deref().map(FleetFile::load).transpose()?;
+    let Some((store, leading)) = leading::open_store(&listener, &options, &shutdown).await? else {
+        info!("controller stopped while standing by");
+        return Ok(());
+    };
     let opened_ms = started.elapsed().as_millis();
-    let inventory = Arc::new(load_inventory(&store, options.fleet.as_deref())?);
+    let inventory = Arc::new(load_inventory(&store, fleet_file)?);
     info!(
         hosts = inventory.len(),
-        data = %options.data.display(),
+        data = %options.store,
         store_open_ms = opened_ms,
         loaded_ms = started.elapsed().as_millis(),
         "inventory loaded"
     );
-    let grpc_fleet = Arc::new(GrpcFleet::new(options.agent_timeout).with_tls(options.security.agents.clone()));
+    let epoch = leading.as_ref().map_or(0, |l| l.leadership.epoch);
+    let grpc_fleet = Arc::new(
+        GrpcFleet::new(options.agent_timeout)
+            .with_tls(options.security.agents.clone())
+            .with_epoch(epoch),
+    );
     let fleet: engine::SharedFleet = grpc_fleet.clone();
     let engine = Engine::start(
         store.clone(),
@@ -136,19 +150,35 @@ pub async fn run(listener: TcpListener, options: Options, shutdown: Cancellation
         let signal = drained.clone().cancelled_owned();
         async move { serve(listener, engine, &security, metrics, shutdown, signal).await }
     });
+    // A leader whose lease could not be renewed, or whose write found another leader,
+    // stops at once: its writes are refused anyway, and agents refuse its epoch.
+    let lost = leading.as_ref().map(|l| l.leadership.lost.clone()).unwrap_or_default();
+    let mut deposed = false;
     let early = tokio::select! {
         _ = shutdown.cancelled() => None,
+        _ = lost.cancelled() => {
+            deposed = true;
+            None
+        }
         served = &mut serving => Some(served),
     };
     shutdown.cancel();
-    match tokio::time::timeout(options.grace, engine.stopped()).await {
-        Ok(()) => info!("every call in flight finished and was recorded"),
-        Err(_) => warn!(
-            grace = %crate::plan::format_duration(options.grace),
-            "calls still in flight after the grace period: their hosts stay in doubt and are asked again at the next start"
-        ),
+    if deposed {
+        warn!(epoch, "leadership lost: stopped dispatching");
+    } else {
+        match tokio::time::timeout(options.grace, engine.stopped()).await {
+            Ok(()) => info!("every call in flight finished and was recorded"),
+            Err(_) => warn!(
+                grace = %crate::plan::format_duration(options.grace),
+                "calls still in flight after the grace period: their hosts stay in doubt and are asked again at the next start"
+            ),
+        }
+        store.flush().await?;
+        if let Some(l) = &leading {
+            // The standbys need not wait for the lease to expire.
+            l.backend.resign(&l.leadership).await;
+        }
     }
-    store.flush().await?;
     drained.cancel();
     let served = match early {
         Some(served) => served,
@@ -157,6 +187,11 @@ pub async fn run(listener: TcpListener, options: Options, shutdown: Cancellation
     // Its tasks have ended (streams end with `shutdown`); dropping a runtime inside
     // another would block.
     api.shutdown_background();
+    if deposed {
+        return Err(Error::Usage(format!(
+            "lost the leadership (epoch {epoch}): another controller leads now; this one stopped (start it again to stand by)"
+        )));
+    }
     info!("controller stopped");
     served.map_err(|e| Error::Usage(format!("the gRPC server task failed: {e}")))?
 }
@@ -271,12 +306,11 @@ pub async fn serve(
 /// The stored inventory (hosts registered by heartbeats included), with the fleet
 /// file's hosts and customers over it when one is given; the result is stored, so a
 /// restart without the file keeps the same inventory.
-fn load_inventory(store: &Store, fleet: Option<&std::path::Path>) -> Result<Inventory> {
-    let Some(path) = fleet else {
+fn load_inventory(store: &Store, fleet: Option<FleetFile>) -> Result<Inventory> {
+    let Some(mut file) = fleet else {
         let (hosts, customers) = store.inventory(|_| true)?;
         return Ok(Inventory::new(FleetFile::from_records(hosts, customers))?);
     };
-    let mut file = FleetFile::load(path)?;
     // Hosts registered by heartbeat that the file does not list stay.
     let known: std::collections::HashSet<&str> = file.hosts.iter().map(|h| h.id.as_str()).collect();
     let (registered, _) = store.inventory(|id| !known.contains(id))?;

@@ -134,6 +134,12 @@ impl EtcdBackend {
     /// Connects to the cluster at `address` (any member; calls go to the others if
     /// one is down) and checks that it answers.
     pub fn connect(address: &EtcdAddress) -> Result<EtcdBackend> {
+        EtcdBackend::connect_with(address, None)
+    }
+
+    /// The same over TLS (`https://`): etcd's CA, and this controller's certificate
+    /// for mutual TLS.
+    pub fn connect_with(address: &EtcdAddress, tls: Option<tonic::transport::ClientTlsConfig>) -> Result<EtcdBackend> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("etcd-client")
@@ -141,15 +147,20 @@ impl EtcdBackend {
             .build()
             .map_err(|e| Error::Storage(Box::new(e)))?;
         let mut endpoints = Vec::new();
+        let scheme = if tls.is_some() { "https" } else { "http" };
         for e in &address.endpoints {
-            let endpoint = Endpoint::from_shared(format!("http://{e}"))
-                .map_err(|source| EtcdError::Connect {
-                    endpoint: e.clone(),
-                    source,
-                })?
+            let failed = |source| EtcdError::Connect {
+                endpoint: e.clone(),
+                source,
+            };
+            let mut endpoint = Endpoint::from_shared(format!("{scheme}://{e}"))
+                .map_err(failed)?
                 .connect_timeout(CALL_TIMEOUT)
                 .timeout(CALL_TIMEOUT)
                 .tcp_nodelay(true);
+            if let Some(tls) = &tls {
+                endpoint = endpoint.tls_config(tls.clone()).map_err(failed)?;
+            }
             endpoints.push(endpoint);
         }
         let channel = {
@@ -428,166 +439,4 @@ impl Iterator for Pages {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::super::backend::conformance;
-    use super::*;
-
-    #[test]
-    fn addresses_parse_or_say_what_is_expected() {
-        let a: EtcdAddress = "etcd://127.0.0.1:2379,127.0.0.1:22379/prod/rollout".parse().unwrap();
-        assert_eq!(a.endpoints, ["127.0.0.1:2379", "127.0.0.1:22379"]);
-        assert_eq!(a.prefix, b"/prod/rollout/");
-        let b: EtcdAddress = "etcd://[::1]:2379".parse().unwrap();
-        assert_eq!((b.endpoints.len(), b.prefix.as_slice()), (1, &b"/rollout/"[..]));
-        for bad in ["127.0.0.1:2379", "etcd://", "etcd://host", "etcd://h:0", "etcd://h:x/p"] {
-            let e = bad.parse::<EtcdAddress>().unwrap_err().to_string();
-            assert!(e.contains("expected etcd://HOST:PORT"), "{bad}: {e}");
-        }
-    }
-
-    #[test]
-    fn a_key_written_twice_in_a_batch_is_written_once_as_the_last_op_says() {
-        let ops = vec![
-            Op::Put(b"a".to_vec(), b"1".to_vec()),
-            Op::Delete(b"b".to_vec()),
-            Op::Delete(b"a".to_vec()),
-            Op::Put(b"b".to_vec(), b"2".to_vec()),
-        ];
-        let ops: Vec<pb::RequestOp> = request_ops(ops, |k| k.to_vec()).into_iter().map(|(_, op)| op).collect();
-        assert_eq!(ops.len(), 2);
-        assert!(matches!(
-            &ops[0].request,
-            Some(pb::request_op::Request::RequestDeleteRange(d)) if d.key == b"a"
-        ));
-        assert!(matches!(
-            &ops[1].request,
-            Some(pb::request_op::Request::RequestPut(p)) if p.key == b"b" && p.value == b"2"
-        ));
-    }
-
-    /// Two controllers on one prefix: one leads, the other stands by and sees who
-    /// leads; when the leader's lease ends the other takes over with a higher epoch,
-    /// and the old leader's writes are refused (its leadership marked lost).
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn one_leads_the_other_takes_over_and_the_old_one_is_fenced() {
-        let Some(etcd) = local::LocalEtcd::start_for_test(1).await else {
-            return;
-        };
-        let a = EtcdBackend::connect(&etcd.address("ha")).unwrap();
-        let b = EtcdBackend::connect(&etcd.address("ha")).unwrap();
-        let ttl = std::time::Duration::from_secs(2);
-        let first = a.campaign("http://a", ttl, |_| {}).await.unwrap();
-        assert_eq!(
-            a.leader().unwrap().map(|l| (l.url, l.epoch)),
-            Some(("http://a".into(), first.epoch))
-        );
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let standby = tokio::spawn({
-            let (b, seen) = (b.clone(), seen.clone());
-            async move {
-                b.campaign("http://b", ttl, |l| seen.lock().unwrap().push(l.url.clone()))
-                    .await
-            }
-        });
-        let mut batch = Batch::default();
-        batch.put("k", "by a");
-        assert!(a.commit(batch).unwrap(), "the leader writes");
-        // Still leading after more than a lease: the lease is kept alive.
-        tokio::time::sleep(ttl * 2).await;
-        assert!(!first.lost.is_cancelled() && !standby.is_finished());
-        assert_eq!(seen.lock().unwrap().as_slice(), ["http://a"]);
-        a.resign(&first).await;
-        let second = tokio::time::timeout(std::time::Duration::from_secs(10), standby)
-            .await
-            .expect("the standby takes over")
-            .unwrap()
-            .unwrap();
-        assert!(second.epoch > first.epoch, "{} > {}", second.epoch, first.epoch);
-        let mut late = Batch::default();
-        late.put("k", "by a, too late");
-        let refused = a.commit(late).unwrap_err().to_string();
-        assert!(refused.contains("no longer the leader"), "{refused}");
-        let mut batch = Batch::default();
-        batch.put("k", "by b");
-        assert!(b.commit(batch).unwrap());
-        assert_eq!(b.get(b"k").unwrap(), Some(b"by b".to_vec()));
-        assert!(!second.lost.is_cancelled());
-        etcd.stop();
-    }
-
-    /// The conformance suite against a real etcd (Debian's `etcd-server`), one
-    /// member on loopback ports; skipped without an `etcd` binary unless
-    /// `ROLLOUT_ETCD_TESTS=required`.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn etcd_passes_the_conformance_suite() {
-        let Some(etcd) = local::LocalEtcd::start_for_test(1).await else {
-            return;
-        };
-        let open = || EtcdBackend::connect(&etcd.address("conformance")).expect("etcd answers");
-        let b = open();
-        conformance::batches_are_atomic(&b);
-        conformance::a_failed_condition_writes_nothing(&b);
-        conformance::ranges_are_ordered(&b);
-        conformance::flushed_batches_survive_a_reopen(open).await;
-        // Another prefix sees none of it.
-        let other = EtcdBackend::connect(&etcd.address("other")).unwrap();
-        assert!(super::super::backend::scan_prefix(&other, b"").next().is_none());
-        // Pages: more keys than a page, values larger than a transaction's share.
-        let mut batch = Batch::default();
-        for i in 0..1_000u32 {
-            batch.put(format!("p/{i:05}"), vec![b'x'; 4_000]);
-        }
-        assert!(b.commit(batch).unwrap(), "written in parts");
-        let keys: Vec<Vec<u8>> = super::super::backend::scan_prefix(&b, b"p/")
-            .map(|kv| kv.unwrap().0)
-            .collect();
-        assert_eq!(keys.len(), 1_000);
-        assert!(keys.windows(2).all(|w| w[0] < w[1]));
-        let last: Vec<Vec<u8>> = b.range(b"p/", None, true).take(3).map(|kv| kv.unwrap().0).collect();
-        assert_eq!(last, [b"p/00999".to_vec(), b"p/00998".to_vec(), b"p/00997".to_vec()]);
-        let mut big = Batch::default();
-        big.require_absent("p/none");
-        for i in 0..200u32 {
-            big.put(format!("q/{i}"), "v");
-        }
-        let refused = b.commit(big).unwrap_err().to_string();
-        assert!(refused.contains("larger than one etcd transaction takes"), "{refused}");
-        assert!(super::super::backend::scan_prefix(&b, b"q/").next().is_none());
-        // The store on etcd: a 10,000-host rollout created in chunks with its leases,
-        // updated in batches, checkpointed, and read back by a second store.
-        let store = super::super::Store::with_backend(Arc::new(open())).expect("a store on etcd");
-        assert_eq!(store.schema_version().unwrap(), Some(super::super::SCHEMA_VERSION));
-        let ids: Vec<String> = (0..10_000).map(|i| format!("h{i:05}")).collect();
-        let hosts: Vec<(&str, &str)> = ids.iter().map(|h| (h.as_str(), "")).collect();
-        let record = crate::proto::v1::RolloutRecord {
-            id: 1,
-            name: "fix".into(),
-            ..Default::default()
-        };
-        store
-            .create_rollout(&record, &hosts, &|_| false, None, &[])
-            .await
-            .unwrap()
-            .unwrap();
-        let done = crate::proto::v1::RolloutHostRecord {
-            state: crate::proto::v1::HostState::Succeeded as i32,
-            wave: 1,
-            // Long details: 4,096 rows of them are more than etcd takes in one request.
-            detail: "x".repeat(600),
-            ..Default::default()
-        };
-        for _ in 0..4 {
-            store.put_hosts(1, ids.iter().map(|h| (h.as_str(), &done))).unwrap();
-        }
-        let again = super::super::Store::with_backend(Arc::new(open())).unwrap();
-        let read: Vec<_> = again.rollout_hosts(1).map(|r| r.unwrap()).collect();
-        assert_eq!(read.len(), 10_000);
-        assert!(
-            read.iter()
-                .all(|(_, r)| r.state() == crate::proto::v1::HostState::Succeeded)
-        );
-        let holder = again.lease("h04321").unwrap().map(|h| h.to_string());
-        assert_eq!(holder.as_deref(), Some("active rollout `fix` (id 1)"));
-        etcd.stop();
-    }
-}
+mod tests;

@@ -201,22 +201,36 @@ impl Store {
     }
 
     /// Makes the keys under `prefix` hold `entries`: writes what is new or different
-    /// and, with `prune`, deletes keys not among them; one atomic batch.
+    /// and, with `prune`, deletes keys not among them; one atomic batch. One ordered
+    /// scan of what is stored, merged with the entries in key order (a remote backend
+    /// answers a scan in a few pages, but a read per key is a round trip each).
     fn update(&self, prefix: &[u8], entries: &[(Vec<u8>, Vec<u8>)], prune: bool) -> Result<()> {
+        let mut sorted: Vec<&(Vec<u8>, Vec<u8>)> = entries.iter().collect();
+        sorted.sort_by(|a, b| a.0.cmp(&b.0));
         let mut batch = Batch::default();
-        for (k, value) in entries {
-            if self.kv.get(k)?.as_deref() != Some(value.as_slice()) {
+        let mut stored = backend::scan_prefix(self.kv.as_ref(), prefix);
+        let mut next = stored.next().transpose()?;
+        for (k, value) in sorted {
+            // Stored keys before this one are not among the entries.
+            while let Some((stored_key, _)) = next.as_ref().filter(|(sk, _)| sk < k) {
+                if prune {
+                    batch.delete(stored_key.clone());
+                }
+                next = stored.next().transpose()?;
+            }
+            let same = next.as_ref().is_some_and(|(sk, sv)| sk == k && sv == value);
+            if next.as_ref().is_some_and(|(sk, _)| sk == k) {
+                next = stored.next().transpose()?;
+            }
+            if !same {
                 batch.put(k.clone(), value.clone());
             }
         }
-        if prune {
-            let keep: std::collections::HashSet<&[u8]> = entries.iter().map(|(k, _)| k.as_slice()).collect();
-            for kv in backend::scan_prefix(self.kv.as_ref(), prefix) {
-                let (k, _) = kv?;
-                if !keep.contains(k.as_slice()) {
-                    batch.delete(k);
-                }
+        while let Some((stored_key, _)) = next {
+            if prune {
+                batch.delete(stored_key);
             }
+            next = stored.next().transpose()?;
         }
         if batch.is_empty() {
             return Ok(());

@@ -155,7 +155,7 @@ impl Controller {
         let url = format!("{scheme}://{}", listener.local_addr().expect("address"));
         let stop = CancellationToken::new();
         let options = server::Options {
-            data: data.to_path_buf(),
+            store: server::StoreAt::Dir(data.to_path_buf()),
             fleet: Some(fleet_path),
             agent_timeout: Duration::from_secs(30),
             clock,
@@ -231,6 +231,40 @@ pub fn plan(name: &str, waves: &[&str], max_failed: &str) -> pb::PlanSpec {
         progress_deadline: String::new(),
         min_healthy: String::new(),
     }
+}
+
+/// A simulated fleet of `hosts` in a process of its own (`rollout agent --simulate`,
+/// Apply latency `latency_ms` as "MIN..MAX", logging to `log`), and the fleet file a
+/// controller is given for it (every host at the simulator's address), written in
+/// `dir`: the process, the fleet and that file's path.
+pub async fn spawn_simulator(
+    dir: &Path,
+    hosts: usize,
+    latency_ms: &str,
+    log: &Path,
+) -> (rollout::cli::process::Spawned, FleetFile, PathBuf) {
+    let (sim_fleet, ctl_fleet) = (dir.join("sim.yaml"), dir.join("fleet.yaml"));
+    std::fs::write(&sim_fleet, fleet(hosts, "127.0.0.1:1").to_yaml()).expect("write the simulator's fleet");
+    let args = [
+        "agent".as_ref(),
+        "--simulate".as_ref(),
+        sim_fleet.as_os_str(),
+        "--listen".as_ref(),
+        "127.0.0.1:0".as_ref(),
+        "--latency-ms".as_ref(),
+        latency_ms.as_ref(),
+    ];
+    let exe = Path::new(env!("CARGO_BIN_EXE_rollout"));
+    let agent = within(
+        60,
+        "the simulator to start",
+        rollout::cli::process::Spawned::start(exe, args, Some(log)),
+    )
+    .await
+    .expect("the simulator starts");
+    let fleet = fleet(hosts, &agent.addr.to_string());
+    std::fs::write(&ctl_fleet, fleet.to_yaml()).expect("write the controller's fleet");
+    (agent, fleet, ctl_fleet)
 }
 
 pub async fn submit(client: &mut Client, spec: pb::PlanSpec) -> pb::Rollout {

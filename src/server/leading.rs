@@ -1,0 +1,138 @@
+//! Where the controller's store is, and for a store in etcd, who leads: the
+//! controller campaigns for the leadership before it opens the store, answering calls
+//! meanwhile as a standby (Unavailable, naming the leader), and runs the engine only
+//! once it leads, every write fenced by its epoch.
+
+use std::os::fd::AsFd;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use super::standby::Standby;
+use super::{Options, Security, incoming};
+use crate::auth::AuthLayer;
+use crate::store::Store;
+use crate::store::etcd_backend::{EtcdAddress, EtcdBackend, Leadership};
+use crate::{Error, Result};
+
+/// Where the controller's store is.
+pub enum StoreAt {
+    /// A sled data dir: one controller.
+    Dir(std::path::PathBuf),
+    /// A prefix of an etcd cluster, shared by the site's controllers: one leads.
+    Etcd(Box<Etcd>),
+}
+
+/// A store in etcd, and how this controller takes part in the election.
+pub struct Etcd {
+    pub address: EtcdAddress,
+    /// TLS to etcd (its CA; this controller's identity for mutual TLS).
+    pub tls: Option<tonic::transport::ClientTlsConfig>,
+    /// How clients and the other controllers reach this one.
+    pub advertise: String,
+    /// The leadership's etcd lease.
+    pub lease: Duration,
+}
+
+impl std::fmt::Display for StoreAt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreAt::Dir(dir) => write!(f, "{}", dir.display()),
+            StoreAt::Etcd(e) => write!(
+                f,
+                "etcd://{}{}",
+                e.address.endpoints.join(","),
+                String::from_utf8_lossy(&e.address.prefix).trim_end_matches('/')
+            ),
+        }
+    }
+}
+
+/// This controller's leadership, and the backend it fences.
+pub struct Leading {
+    pub backend: EtcdBackend,
+    pub leadership: Leadership,
+}
+
+/// Opens the store: at once for a data dir; for etcd, once this controller leads
+/// (None: it was asked to stop while standing by).
+pub async fn open_store(
+    listener: &TcpListener,
+    options: &Options,
+    shutdown: &CancellationToken,
+) -> Result<Option<(Store, Option<Leading>)>> {
+    let etcd = match &options.store {
+        StoreAt::Dir(dir) => return Ok(Some((Store::open(dir)?, None))),
+        StoreAt::Etcd(etcd) => etcd,
+    };
+    let (address, tls) = (etcd.address.clone(), etcd.tls.clone());
+    let backend = tokio::task::spawn_blocking(move || EtcdBackend::connect_with(&address, tls))
+        .await
+        .map_err(|e| Error::Usage(format!("connecting to etcd: {e}")))?
+        .map_err(crate::store::Error::Backend)?;
+    let switch = Standby::standing_by("this controller is starting: it is looking for the leader");
+    let standby_done = CancellationToken::new();
+    let standby = tokio::spawn(serve_standby(
+        clone_listener(listener)?,
+        switch.clone(),
+        options.security.clone(),
+        standby_done.clone(),
+    ));
+    let campaign = backend.campaign(&etcd.advertise, etcd.lease, |leader| {
+        info!(leader = %leader.url, epoch = leader.epoch, "standing by: another controller leads");
+        switch.say(format!(
+            "this controller is a standby; the leader is {} (epoch {})",
+            leader.url, leader.epoch
+        ));
+    });
+    let won = tokio::select! {
+        won = campaign => Some(won),
+        _ = shutdown.cancelled() => None,
+    };
+    standby_done.cancel();
+    let _ = standby.await;
+    let Some(won) = won else {
+        return Ok(None);
+    };
+    let leadership = won.map_err(|e| crate::store::Error::Backend(e.into()))?;
+    info!(epoch = leadership.epoch, advertise = %etcd.advertise, "leading");
+    let store = Store::with_backend(Arc::new(backend.clone()))?;
+    Ok(Some((store, Some(Leading { backend, leadership }))))
+}
+
+/// A second handle on the same listening socket: the standby's server accepts on it
+/// until this controller leads, then the leader's server on the original.
+fn clone_listener(listener: &TcpListener) -> Result<TcpListener> {
+    let cloned = (|| {
+        let fd = listener.as_fd().try_clone_to_owned()?;
+        let std = std::net::TcpListener::from(fd);
+        std.set_nonblocking(true)?;
+        TcpListener::from_std(std)
+    })();
+    cloned.map_err(|e| Error::io("cannot share the listening socket with the standby's server", e))
+}
+
+/// The API of a standby: every Controller call answered Unavailable (naming the
+/// leader), health saying the Controller is not served here, until `done`.
+async fn serve_standby(listener: TcpListener, switch: Standby, security: Security, done: CancellationToken) {
+    let (reporter, health) = tonic_health::server::health_reporter();
+    reporter.set_not_serving::<Standby>().await;
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = &security.tls
+        && let Ok(b) = builder.clone().tls_config(tls.clone())
+    {
+        builder = b;
+    }
+    let served = builder
+        .layer(AuthLayer::new(security.credentials.clone(), security.rate))
+        .add_service(health)
+        .add_service(switch)
+        .serve_with_incoming_shutdown(incoming(listener), done.cancelled_owned())
+        .await;
+    if let Err(e) = served {
+        tracing::warn!(error = %e, "the standby's API stopped");
+    }
+}
