@@ -249,3 +249,44 @@ async fn a_paused_leader_gets_nothing_done_when_it_resumes() {
     );
     site.finishes_on_the_standby().await;
 }
+
+/// A leader that loses etcd altogether cannot renew its lease: it stops dispatching
+/// within the lease (it exits, saying why) and no Apply of its reaches a host after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_that_loses_etcd_stops_within_its_lease() {
+    let Some(site) = site().await else {
+        return;
+    };
+    site.rollout_until(5.0).await;
+    let Site {
+        etcd,
+        mut agent,
+        fleet,
+        mut leader,
+        mut standby,
+        log,
+        _dir,
+    } = site;
+    etcd.stop();
+    let cut = Instant::now();
+    let code = leader.wait(Duration::from_secs(30)).await.unwrap();
+    let took = cut.elapsed();
+    eprintln!(
+        "a leader cut off from etcd stopped {} ms after (lease 3 s)",
+        took.as_millis()
+    );
+    assert!(
+        code.is_some_and(|c| c != 0),
+        "it exits by itself, with an error: {code:?}"
+    );
+    assert!(took < Duration::from_secs(15), "it stopped {took:?} after losing etcd");
+    let logged = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(logged.contains("lost the leadership"), "it says why");
+    let mut calls = AgentClient::connect(format!("http://{}", agent.addr)).await.unwrap();
+    let host = fleet.hosts[0].id.clone();
+    let after = apply_calls(&mut calls, &host).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(apply_calls(&mut calls, &host).await, after, "nothing sent once stopped");
+    standby.kill9().await.unwrap();
+    assert_eq!(agent.terminate(Duration::from_secs(30)).await.unwrap(), Some(0));
+}

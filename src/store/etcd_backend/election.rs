@@ -80,6 +80,7 @@ impl EtcdBackend {
             }
             let mut lease = self.lease_client();
             let grant = pb::LeaseGrantRequest { ttl: ttl_s, id: 0 };
+            let asked = Instant::now();
             let granted = self
                 .on_runtime(async move { lease.lease_grant(grant).await.map(|r| r.into_inner()) })
                 .await?;
@@ -96,7 +97,7 @@ impl EtcdBackend {
                         lost: CancellationToken::new(),
                     };
                     self.set_fence(epoch, leadership.lost.clone());
-                    self.keep_alive(id, ttl, leadership.lost.clone());
+                    self.keep_alive(id, asked, ttl, leadership.lost.clone());
                     return Ok(leadership);
                 }
                 None => {
@@ -152,54 +153,55 @@ impl EtcdBackend {
     /// Keeps lease `id` alive (a renewal every third of `ttl`) until it cannot be:
     /// then `lost` fires, at the latest one `ttl` after the last renewal etcd
     /// confirmed, so that this controller stops before another can take over.
-    fn keep_alive(&self, id: i64, ttl: Duration, lost: CancellationToken) {
+    fn keep_alive(&self, id: i64, granted: Instant, ttl: Duration, lost: CancellationToken) {
         let Some(runtime) = self.inner.runtime.as_ref() else {
             lost.cancel();
             return;
         };
         let client = self.lease_client();
         runtime.spawn(async move {
-            let mut renewed = Instant::now();
+            // When the last renewal etcd confirmed was sent: etcd renewed it later, so
+            // the lease lasts at least `ttl` from then, and this controller gives up no
+            // later than etcd lets it expire.
+            let mut renewed = granted;
             let every = ttl / 3;
-            loop {
+            while renewed.elapsed() < ttl && !lost.is_cancelled() {
                 let (tx, rx) = tokio::sync::mpsc::channel(4);
                 let mut client = client.clone();
                 let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
                 // The first renewal goes with the call: etcd answers the stream's
                 // headers with its first answer.
+                let mut sent = Instant::now();
                 let _ = tx.send(pb::LeaseKeepAliveRequest { id }).await;
-                let answers = tokio::time::timeout(every, client.lease_keep_alive(stream)).await;
-                if let Ok(Ok(answers)) = answers {
-                    let mut answers = answers.into_inner();
-                    let mut first = true;
-                    loop {
-                        if !std::mem::take(&mut first) && tx.send(pb::LeaseKeepAliveRequest { id }).await.is_err() {
-                            break;
+                let Ok(Ok(answers)) = tokio::time::timeout(every, client.lease_keep_alive(stream)).await else {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                };
+                let mut answers = answers.into_inner();
+                loop {
+                    match tokio::time::timeout(every, answers.message()).await {
+                        Ok(Ok(Some(a))) if a.ttl > 0 => renewed = sent,
+                        // The lease is gone: expired, or revoked.
+                        Ok(Ok(Some(_))) => {
+                            lost.cancel();
+                            return;
                         }
-                        match tokio::time::timeout(every, answers.message()).await {
-                            Ok(Ok(Some(a))) if a.ttl > 0 => renewed = Instant::now(),
-                            // The lease is gone: expired, or revoked.
-                            Ok(Ok(Some(_))) => {
-                                lost.cancel();
-                                return;
-                            }
-                            _ => break,
-                        }
-                        if renewed.elapsed() >= ttl {
-                            break;
-                        }
-                        tokio::select! {
-                            _ = tokio::time::sleep(every) => {}
-                            _ = lost.cancelled() => return,
-                        }
+                        _ => break,
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(every) => {}
+                        _ = lost.cancelled() => return,
+                    }
+                    if renewed.elapsed() >= ttl {
+                        break;
+                    }
+                    sent = Instant::now();
+                    if tx.send(pb::LeaseKeepAliveRequest { id }).await.is_err() {
+                        break;
                     }
                 }
-                if renewed.elapsed() >= ttl || lost.is_cancelled() {
-                    lost.cancel();
-                    return;
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
             }
+            lost.cancel();
         });
     }
 
