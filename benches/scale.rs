@@ -33,6 +33,7 @@ const EXE: &str = env!("CARGO_BIN_EXE_rollout");
 const PARALLEL: usize = 1_000;
 
 fn main() {
+    let etcd = std::env::args().any(|a| a == "etcd");
     let sizes: Vec<usize> = std::env::args()
         .skip(1)
         .filter_map(|a| a.replace('_', "").parse().ok())
@@ -45,8 +46,80 @@ fn main() {
     println!("| hosts | figure | value |");
     println!("|------:|--------|------:|");
     for n in sizes {
-        runtime.block_on(run(n));
+        if etcd {
+            runtime.block_on(etcd_against_sled(n));
+        } else {
+            runtime.block_on(run(n));
+        }
     }
+}
+
+/// `cargo bench --bench scale -- etcd N`: the end-to-end rollout with the store in a
+/// sled directory, then in a three-member etcd cluster on loopback (Debian's `etcd`),
+/// in the same run on the same simulator; the ratio of the two.
+async fn etcd_against_sled(n: usize) {
+    use rollout::store::etcd_backend::local::LocalEtcd;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let log = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("scale-etcd-{n}.log"));
+    std::fs::remove_file(&log).ok();
+    let (sim_fleet, fleet_path) = (dir.path().join("sim.yaml"), dir.path().join("fleet.yaml"));
+    std::fs::write(&sim_fleet, fleet(n, "127.0.0.1:1").to_yaml()).unwrap();
+    let mut agent = spawn(
+        &["agent", "--simulate", path(&sim_fleet), "--listen", "127.0.0.1:0"],
+        &log,
+    )
+    .await;
+    std::fs::write(&fleet_path, fleet(n, &agent.addr.to_string()).to_yaml()).unwrap();
+    let etcd = LocalEtcd::start(3)
+        .await
+        .expect("a three-member etcd cluster starts (is etcd installed?)");
+    let (data, url) = (dir.path().join("data"), etcd.url("bench"));
+    let mut rates = Vec::new();
+    for (store, flag, at, version) in [
+        ("sled", "--data", path(&data), "15.20.8207.12"),
+        ("etcd (3 members)", "--store", url.as_str(), "15.20.8207.13"),
+    ] {
+        let args = [
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            flag,
+            at,
+            "--fleet",
+            path(&fleet_path),
+        ];
+        let mut controller = spawn(&args, &log).await;
+        let mut client = rollout::cli::connect(&format!("http://{}", controller.addr))
+            .await
+            .expect("connect");
+        // Until it leads and has loaded the fleet (a standby's answer is Unavailable).
+        while client.list_rollouts(pb::ListRolloutsRequest::default()).await.is_err() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let name = if store == "sled" { "on-sled" } else { "on-etcd" };
+        let started = Instant::now();
+        submit(&mut client, name, version).await;
+        wait_for(&mut client, name, 100.0).await;
+        let elapsed = started.elapsed();
+        let rate = n as f64 / elapsed.as_secs_f64();
+        rates.push(rate);
+        row(
+            n,
+            &format!("end to end with the store in {store}, hosts/s"),
+            format!("{rate:.0} ({:.2} s)", elapsed.as_secs_f64()),
+        );
+        if let Some(writes) = store_writes(&log, name).await {
+            row(
+                n,
+                &format!("store writes per host, {store}"),
+                format!("{:.4} ({writes} batches)", writes as f64 / n as f64),
+            );
+        }
+        controller.terminate(Duration::from_secs(60)).await.ok();
+    }
+    row(n, "etcd / sled", format!("{:.0}%", rates[1] * 100.0 / rates[0]));
+    agent.terminate(Duration::from_secs(30)).await.ok();
+    etcd.stop();
 }
 
 /// GetRollout `name` from 32 clients, each a call every 5 ms, until `until` is done:
