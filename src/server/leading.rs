@@ -1,6 +1,6 @@
 //! Where the controller's store is, and for a store in etcd, who leads: the
 //! controller campaigns for the leadership before it opens the store, answering calls
-//! meanwhile as a standby (Unavailable, naming the leader), and runs the engine only
+//! meanwhile as a standby (forwarding calls to the leader), and runs the engine only
 //! once it leads, every write fenced by its epoch.
 
 use std::os::fd::AsFd;
@@ -87,6 +87,7 @@ pub async fn open_store(
             "this controller is a standby; the leader is {} (epoch {})",
             leader.url, leader.epoch
         ));
+        switch.follow(&leader.url);
     });
     let won = tokio::select! {
         won = campaign => Some(won),

@@ -1,6 +1,8 @@
-//! The Controller service of a standby (or of a controller still looking for the
-//! leader): every call is answered Unavailable, naming the leader when another one
-//! leads, so that a client can go there.
+//! The Controller service of a standby: every call is forwarded to the leader, as
+//! it came (the caller's credentials were checked here first, and go along for the
+//! leader to check again), streams included, so that clients may be pointed at any
+//! controller. Until a leader is known, or when it cannot be reached, calls are
+//! answered Unavailable, saying why.
 
 use std::convert::Infallible;
 use std::sync::{Arc, RwLock};
@@ -10,26 +12,47 @@ use futures::future::BoxFuture;
 use tonic::Status;
 use tonic::body::Body;
 use tonic::server::NamedService;
+use tonic::transport::{Channel, Endpoint};
 
 use super::ControllerService;
 use crate::proto::v1::controller_server::ControllerServer;
 
-/// Answers every Controller call that it is not served here, and why.
+/// Forwards Controller calls to the leader, or answers why it cannot.
 #[derive(Clone, Default)]
 pub struct Standby {
-    why: Arc<RwLock<String>>,
+    state: Arc<RwLock<State>>,
+}
+
+#[derive(Default)]
+struct State {
+    /// The leader's API, once known.
+    leader: Option<(String, Channel)>,
+    /// What a call is told when there is no leader to forward it to.
+    why: String,
 }
 
 impl Standby {
     pub fn standing_by(why: impl Into<String>) -> Standby {
-        let switch = Standby::default();
-        switch.say(why);
-        switch
+        let standby = Standby::default();
+        standby.say(why);
+        standby
     }
 
-    /// Changes what a call is told.
+    /// Changes what a call is told while no leader is known.
     pub fn say(&self, why: impl Into<String>) {
-        *self.why.write().unwrap_or_else(|p| p.into_inner()) = why.into();
+        self.state.write().unwrap_or_else(|p| p.into_inner()).why = why.into();
+    }
+
+    /// Forwards calls to the leader at `url` from now on (connected at the first
+    /// call); a URL that is not one leaves calls answered as before.
+    pub fn follow(&self, url: &str) {
+        let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
+        if state.leader.as_ref().is_some_and(|(u, _)| u == url) {
+            return;
+        }
+        state.leader = Endpoint::from_shared(url.to_string())
+            .ok()
+            .map(|e| (url.to_string(), e.connect_lazy()));
     }
 }
 
@@ -46,8 +69,24 @@ impl tower::Service<http::Request<Body>> for Standby {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, _request: http::Request<Body>) -> Self::Future {
-        let why = self.why.read().unwrap_or_else(|p| p.into_inner()).clone();
-        Box::pin(async move { Ok(Status::unavailable(why).into_http()) })
+    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+        let (leader, why) = {
+            let state = self.state.read().unwrap_or_else(|p| p.into_inner());
+            (state.leader.clone(), state.why.clone())
+        };
+        let Some((url, mut channel)) = leader else {
+            return Box::pin(async move { Ok(Status::unavailable(why).into_http()) });
+        };
+        Box::pin(async move {
+            match tower::ServiceExt::ready(&mut channel).await {
+                Ok(ready) => match tower::Service::call(ready, request).await {
+                    Ok(answer) => Ok(answer),
+                    Err(e) => Ok(Status::unavailable(format!("{why}; forwarding to it failed: {e}")).into_http()),
+                },
+                Err(e) => {
+                    Ok(Status::unavailable(format!("{why}; the leader at {url} cannot be reached: {e}")).into_http())
+                }
+            }
+        })
     }
 }
