@@ -178,6 +178,31 @@ async fn a_killed_leader_is_replaced_and_the_rollout_continues_exactly_once() {
         watch_until(&mut via_standby, "ha-fix", |r| r.percent_complete >= 25.0),
     )
     .await;
+    // `rollout controllers`, asked of the standby: both, the leader first.
+    let standby_url = format!("http://{}", site.standby.addr);
+    let listed = rollout(&["--server", &standby_url, "controllers", "--output", "json"]).await;
+    assert!(listed.status.success(), "{}", text(&listed.stderr));
+    let listed: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    let roles: Vec<(String, String)> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["advertise"].as_str().unwrap().into(),
+                c["role"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    let leader_url = format!("http://{}", site.leader.addr);
+    assert_eq!(
+        roles,
+        [
+            (leader_url, "leader".to_string()),
+            (standby_url.clone(), "standby".to_string())
+        ]
+    );
+    assert!(listed[0]["epoch"].as_u64().unwrap() > 0);
     let mut agent = AgentClient::connect(format!("http://{}", site.agent.addr))
         .await
         .unwrap();

@@ -125,7 +125,7 @@ pub fn need(path: &str) -> Need {
         "grpc.reflection.v1.ServerReflection" | "grpc.reflection.v1alpha.ServerReflection" => Need::View,
         "rollout.v1.Controller" => match method {
             "GetRollout" | "ListRollouts" | "WatchRollout" | "GetRestartJob" | "ListRestartJobs"
-            | "WatchRestartJob" | "ListHosts" | "ListEvents" | "ListRolloutHosts" => Need::View,
+            | "WatchRestartJob" | "ListHosts" | "ListEvents" | "ListRolloutHosts" | "ListControllers" => Need::View,
             "SubmitPlan" | "PauseRollout" | "ResumeRollout" | "AbortRollout" | "RetryRollout" | "TriggerRestart"
             | "CancelRestartJob" => Need::Change,
             "Heartbeat" => Need::Heartbeat,

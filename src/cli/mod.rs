@@ -6,6 +6,7 @@
 
 mod audit;
 mod client;
+mod controllers;
 mod demo;
 pub mod process;
 pub mod render;
@@ -148,6 +149,11 @@ pub enum Command {
     },
     /// Controller + simulated fleet + the retry-storm fix, with a controller crash, end to end.
     Demo(demo::DemoArgs),
+    /// Every controller sharing the store, and which one leads.
+    Controllers {
+        #[arg(long, value_enum, default_value = "text")]
+        output: Output,
+    },
     /// Work with a controller's store.
     Store {
         #[command(subcommand)]
@@ -289,6 +295,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Audit(args) => audit::audit(server, args).await,
         Command::Token { command } => audit::token(command),
         Command::Store { command } => store::run(command),
+        Command::Controllers { output } => controllers::list(server, output).await,
         Command::Pause { name } => act(server, &name, Act::Pause, String::new()).await,
         Command::Resume { name } => act(server, &name, Act::Resume, String::new()).await,
         Command::Retry { name, request_id } => retry(server, &name, request_id.unwrap_or_default()).await,

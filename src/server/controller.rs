@@ -19,11 +19,19 @@ pub struct ControllerService {
     engine: Arc<Engine>,
     /// Ends watch streams when the controller stops.
     shutdown: CancellationToken,
+    controllers: Controllers,
 }
 
+/// Who the controllers sharing the store are (ListControllers); blocking.
+pub type Controllers = Arc<dyn Fn() -> Result<Vec<pb::ControllerInfo>> + Send + Sync>;
+
 impl ControllerService {
-    pub fn new(engine: Arc<Engine>, shutdown: CancellationToken) -> ControllerService {
-        ControllerService { engine, shutdown }
+    pub fn new(engine: Arc<Engine>, shutdown: CancellationToken, controllers: Controllers) -> ControllerService {
+        ControllerService {
+            engine,
+            shutdown,
+            controllers,
+        }
     }
 
     pub fn into_server(self) -> ControllerServer<ControllerService> {
@@ -193,6 +201,17 @@ impl Controller for ControllerService {
         let req = request.into_inner();
         let snapshot = self.engine.get(key(&req.name, req.id)?).map_err(Error::from)?;
         Ok(Response::new(self.drilled((*snapshot).clone())))
+    }
+
+    async fn list_controllers(
+        &self,
+        _request: Request<pb::ListControllersRequest>,
+    ) -> Result<Response<pb::ListControllersResponse>, Status> {
+        let list = self.controllers.clone();
+        let controllers = tokio::task::spawn_blocking(move || list())
+            .await
+            .map_err(|e| Status::internal(format!("listing the controllers: {e}")))??;
+        Ok(Response::new(pb::ListControllersResponse { controllers }))
     }
 
     async fn list_rollouts(

@@ -11,9 +11,11 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
+use super::controller::Controllers;
 use super::standby::Standby;
 use super::{Options, Security, incoming};
 use crate::auth::AuthLayer;
+use crate::proto::v1 as pb;
 use crate::store::Store;
 use crate::store::etcd_backend::{EtcdAddress, EtcdBackend, Leadership};
 use crate::{Error, Result};
@@ -81,6 +83,11 @@ pub async fn open_store(
         options.security.clone(),
         standby_done.clone(),
     ));
+    let joined = options.clock.now_ms();
+    backend
+        .announce(&etcd.advertise, joined, etcd.lease)
+        .await
+        .map_err(|e| crate::store::Error::Backend(e.into()))?;
     let campaign = backend.campaign(&etcd.advertise, etcd.lease, |leader| {
         info!(leader = %leader.url, epoch = leader.epoch, "standing by: another controller leads");
         switch.say(format!(
@@ -100,6 +107,10 @@ pub async fn open_store(
     };
     let leadership = won.map_err(|e| crate::store::Error::Backend(e.into()))?;
     info!(epoch = leadership.epoch, advertise = %etcd.advertise, "leading");
+    backend
+        .announce(&etcd.advertise, options.clock.now_ms(), etcd.lease)
+        .await
+        .map_err(|e| crate::store::Error::Backend(e.into()))?;
     let store = Store::with_backend(Arc::new(backend.clone()))?;
     Ok(Some((store, Some(Leading { backend, leadership }))))
 }
@@ -136,4 +147,41 @@ async fn serve_standby(listener: TcpListener, switch: Standby, security: Securit
     if let Err(e) = served {
         tracing::warn!(error = %e, "the standby's API stopped");
     }
+}
+
+/// Who the controllers are, for ListControllers: from etcd (the leader first), or
+/// this one alone with a data dir.
+pub fn controllers(leading: Option<&Leading>, listener: &TcpListener, options: &Options) -> Controllers {
+    if let Some(l) = leading {
+        let backend = l.backend.clone();
+        return Arc::new(move || {
+            let all = backend
+                .controllers()
+                .map_err(|e| crate::store::Error::Backend(e.into()))?;
+            Ok(all
+                .into_iter()
+                .map(|(entry, epoch)| pb::ControllerInfo {
+                    advertise: entry.advertise,
+                    role: if epoch.is_some() { "leader" } else { "standby" }.into(),
+                    epoch: epoch.unwrap_or(0),
+                    since_unix_ms: entry.since_unix_ms,
+                })
+                .collect())
+        });
+    }
+    let scheme = if options.security.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let me = pb::ControllerInfo {
+        advertise: listener
+            .local_addr()
+            .map(|a| format!("{scheme}://{a}"))
+            .unwrap_or_default(),
+        role: "leader".into(),
+        epoch: 0,
+        since_unix_ms: options.clock.now_ms(),
+    };
+    Arc::new(move || Ok(vec![me.clone()]))
 }

@@ -117,6 +117,7 @@ pub async fn run(listener: TcpListener, options: Options, shutdown: Cancellation
         since_start_ms = started.elapsed().as_millis(),
         "rollouts and restart jobs loaded"
     );
+    let controllers = leading::controllers(leading.as_ref(), &listener, &options);
     // Reads are answered on a runtime of their own: a million-host rollout keeping the
     // engine's workers busy does not queue them behind its tasks.
     let api = tokio::runtime::Builder::new_multi_thread()
@@ -148,7 +149,7 @@ pub async fn run(listener: TcpListener, options: Options, shutdown: Cancellation
     let mut serving = api.spawn({
         let (engine, security, shutdown) = (engine.clone(), options.security.clone(), shutdown.clone());
         let signal = drained.clone().cancelled_owned();
-        async move { serve(listener, engine, &security, metrics, shutdown, signal).await }
+        async move { serve(listener, engine, controllers, &security, metrics, shutdown, signal).await }
     });
     // A leader whose lease could not be renewed, or whose write found another leader,
     // stops at once: its writes are refused anyway, and agents refuse its epoch.
@@ -269,13 +270,14 @@ async fn serve_http(listener: TcpListener, app: axum::Router, shutdown: Cancella
 pub async fn serve(
     listener: TcpListener,
     engine: Arc<Engine>,
+    controllers: controller::Controllers,
     security: &Security,
     metrics: Option<Arc<metrics::Metrics>>,
     shutdown: CancellationToken,
     signal: impl Future<Output = ()> + Send,
 ) -> Result<()> {
     let standard = standard::services::<pb::controller_server::ControllerServer<ControllerService>>(&shutdown).await?;
-    let controller = ControllerService::new(engine, shutdown).into_server();
+    let controller = ControllerService::new(engine, shutdown, controllers).into_server();
     let mut builder = tonic::transport::Server::builder()
         .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
         .timeout(REQUEST_TIMEOUT);

@@ -117,6 +117,8 @@ struct Inner {
     kv: KvClient<Channel>,
     /// Once leader: the epoch every write is conditioned on.
     fence: Mutex<Option<Arc<election::Fence>>>,
+    /// The lease of this controller's entry among the controllers (0: being granted).
+    presence: Mutex<Option<i64>>,
     /// The client's own runtime: calls are spawned here and waited for. Taken on drop
     /// and shut down without waiting (dropping a runtime may not block in another).
     runtime: Option<tokio::runtime::Runtime>,
@@ -175,6 +177,7 @@ impl EtcdBackend {
                 prefix: address.prefix.clone(),
                 channel,
                 fence: Mutex::new(None),
+                presence: Mutex::new(None),
                 kv,
                 runtime: Some(runtime),
             }),

@@ -15,6 +15,8 @@ use pb::lease_client::LeaseClient;
 
 /// The leadership key, inside the store's prefix.
 pub(super) const LEADER: &[u8] = b"ld/leader";
+/// `ct` ++ a controller's advertised URL -> `ControllerEntry`, under its own lease.
+const CONTROLLERS: &[u8] = b"ct/";
 
 /// How often a standby looks whether the leader's key is gone.
 const WATCH_EVERY: Duration = Duration::from_millis(200);
@@ -203,6 +205,69 @@ impl EtcdBackend {
             }
             lost.cancel();
         });
+    }
+
+    /// Says this controller (at `url`) is here, from `since_unix_ms`, for as long as
+    /// it runs: an entry under a lease of its own, kept alive (gone within `ttl` of its
+    /// end). Written again when it takes the lead.
+    pub async fn announce(&self, url: &str, since_unix_ms: i64, ttl: Duration) -> std::result::Result<(), EtcdError> {
+        let known = *self.inner.presence.lock().unwrap_or_else(|p| p.into_inner());
+        let lease = match known {
+            Some(id) => id,
+            None => {
+                let mut lease = self.lease_client();
+                let grant = pb::LeaseGrantRequest {
+                    ttl: ttl.as_secs().max(1) as i64,
+                    id: 0,
+                };
+                let asked = Instant::now();
+                let granted = self
+                    .on_runtime(async move { lease.lease_grant(grant).await.map(|r| r.into_inner()) })
+                    .await?;
+                self.keep_alive(granted.id, asked, ttl, CancellationToken::new());
+                *self.inner.presence.lock().unwrap_or_else(|p| p.into_inner()) = Some(granted.id);
+                granted.id
+            }
+        };
+        let entry = crate::proto::v1::ControllerEntry {
+            advertise: url.to_string(),
+            since_unix_ms,
+        };
+        let mut key = self.full(CONTROLLERS);
+        key.extend_from_slice(url.as_bytes());
+        let put = pb::PutRequest {
+            key,
+            value: prost::Message::encode_to_vec(&entry),
+            lease,
+            ..Default::default()
+        };
+        let me = self.clone();
+        tokio::task::spawn_blocking(move || me.call(move |mut kv| async move { kv.put(put).await.map(|_| ()) }))
+            .await
+            .map_err(|_| EtcdError::Gone)?
+    }
+
+    /// Every controller on this prefix, the leader first: (entry, its epoch when it
+    /// leads).
+    pub fn controllers(&self) -> std::result::Result<Vec<(crate::proto::v1::ControllerEntry, Option<u64>)>, EtcdError> {
+        let leader = self.leader()?;
+        let prefix = self.full(CONTROLLERS);
+        let request = pb::RangeRequest {
+            range_end: super::super::backend::prefix_end(&prefix).unwrap_or_default(),
+            key: prefix,
+            ..Default::default()
+        };
+        let found = self.call(move |mut kv| async move { Ok(kv.range(request).await?.into_inner().kvs) })?;
+        let mut all: Vec<_> = found
+            .into_iter()
+            .filter_map(|kv| prost::Message::decode(kv.value.as_slice()).ok())
+            .map(|entry: crate::proto::v1::ControllerEntry| {
+                let epoch = leader.as_ref().filter(|l| l.url == entry.advertise).map(|l| l.epoch);
+                (entry, epoch)
+            })
+            .collect();
+        all.sort_by_key(|(e, epoch)| (epoch.is_none(), e.advertise.clone()));
+        Ok(all)
     }
 
     /// Gives the leadership up at once (a clean stop): the standbys need not wait for
