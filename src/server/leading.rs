@@ -132,12 +132,17 @@ fn clone_listener(listener: &TcpListener) -> Result<TcpListener> {
 async fn serve_standby(listener: TcpListener, switch: Standby, security: Security, done: CancellationToken) {
     let (reporter, health) = tonic_health::server::health_reporter();
     reporter.set_not_serving::<Standby>().await;
-    let mut builder = tonic::transport::Server::builder();
-    if let Some(tls) = &security.tls
-        && let Ok(b) = builder.clone().tls_config(tls.clone())
-    {
-        builder = b;
-    }
+    let builder = match &security.tls {
+        None => tonic::transport::Server::builder(),
+        Some(tls) => match tonic::transport::Server::builder().tls_config(tls.clone()) {
+            Ok(builder) => builder,
+            Err(e) => {
+                // Never in clear what was meant to be TLS.
+                tracing::warn!(error = %e, "the standby's API cannot use the TLS configuration: not served");
+                return;
+            }
+        },
+    };
     let served = builder
         .layer(AuthLayer::new(security.credentials.clone(), security.rate))
         .add_service(health)
