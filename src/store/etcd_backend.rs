@@ -44,8 +44,10 @@ const CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 pub enum EtcdError {
     #[error("--store {0:?}: expected etcd://HOST:PORT[,HOST:PORT...][/PREFIX]")]
     Address(String),
-    #[error("etcd: {0}")]
+    #[error("etcd: {}", brief(.0))]
     Call(#[from] tonic::Status),
+    #[error("etcd at {endpoints} does not answer ({detail}): check --store, and that etcd runs there")]
+    Unreachable { endpoints: String, detail: String },
     #[error("etcd at {endpoint}: {source}")]
     Connect {
         endpoint: String,
@@ -65,6 +67,21 @@ pub enum EtcdError {
 impl From<EtcdError> for Error {
     fn from(e: EtcdError) -> Error {
         Error::Storage(Box::new(e))
+    }
+}
+
+/// A call's failure in one line: its message and the innermost cause (a refused
+/// connection, a name that does not resolve).
+fn brief(status: &tonic::Status) -> String {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
+    let mut root = None;
+    while let Some(e) = cause {
+        root = Some(e.to_string());
+        cause = e.source();
+    }
+    match root {
+        Some(root) if !status.message().contains(&root) => format!("{}: {root}", status.message()),
+        _ => status.message().to_string(),
     }
 }
 
@@ -183,7 +200,19 @@ impl EtcdBackend {
             }),
         };
         // One read: fail now, with the address, rather than at the first write.
-        backend.get(b"").map(|_| backend)
+        let probe = pb::RangeRequest {
+            key: backend.full(b""),
+            ..Default::default()
+        };
+        match backend.call(move |mut kv| async move { kv.range(probe).await.map(|_| ()) }) {
+            Ok(()) => Ok(backend),
+            Err(EtcdError::Call(status)) => Err(EtcdError::Unreachable {
+                endpoints: address.endpoints.join(","),
+                detail: brief(&status),
+            }
+            .into()),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Runs `call` on the client's runtime and waits for it, from any thread.
