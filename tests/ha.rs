@@ -43,12 +43,25 @@ async fn controller(etcd: &LocalEtcd, fleet: &Path, log: &Path) -> Spawned {
     .expect("the controller starts")
 }
 
-/// True once `server` answers as the leader (a standby answers Unavailable).
+/// True once `server` answers as the leader: it lists itself as such. A standby
+/// forwards the question to the leader, which may be paused: a second at most.
 async fn leads(server: &str) -> bool {
-    match connect(server).await {
-        Ok(mut c) => c.list_rollouts(pb::ListRolloutsRequest::default()).await.is_ok(),
-        Err(_) => false,
-    }
+    let ask = async {
+        let mut c = connect(server).await.ok()?;
+        let listed = c.list_controllers(pb::ListControllersRequest {}).await.ok()?;
+        Some(
+            listed
+                .into_inner()
+                .controllers
+                .iter()
+                .any(|c| c.advertise == server && c.role == "leader"),
+        )
+    };
+    tokio::time::timeout(Duration::from_secs(1), ask)
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or(false)
 }
 
 /// The simulator's count of Apply calls received (any host's probe says it).
