@@ -144,6 +144,7 @@ async fn serve_standby(listener: TcpListener, switch: Standby, security: Securit
         },
     };
     let served = builder
+        .timeout(super::REQUEST_TIMEOUT)
         .layer(AuthLayer::new(security.credentials.clone(), security.rate))
         .add_service(health)
         .add_service(switch)

@@ -7,6 +7,7 @@
 use std::convert::Infallible;
 use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use futures::future::BoxFuture;
 use tonic::Status;
@@ -50,9 +51,16 @@ impl Standby {
         if state.leader.as_ref().is_some_and(|(u, _)| u == url) {
             return;
         }
-        state.leader = Endpoint::from_shared(url.to_string())
-            .ok()
-            .map(|e| (url.to_string(), e.connect_lazy()));
+        // A leader that stops answering (paused, or its machine gone without a reset)
+        // is noticed by HTTP/2 pings within seconds: calls then fail, not hang.
+        state.leader = Endpoint::from_shared(url.to_string()).ok().map(|e| {
+            let e = e
+                .connect_timeout(Duration::from_secs(3))
+                .http2_keep_alive_interval(Duration::from_secs(1))
+                .keep_alive_timeout(Duration::from_secs(3))
+                .keep_alive_while_idle(true);
+            (url.to_string(), e.connect_lazy())
+        });
     }
 }
 
