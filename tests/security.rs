@@ -125,6 +125,7 @@ async fn call(client: &mut Client, method: &str) -> Result<(), tonic::Status> {
             .await
             .map(drop),
         "ListEvents" => client.list_events(pb::ListEventsRequest::default()).await.map(drop),
+        "ListControllers" => client.list_controllers(pb::ListControllersRequest {}).await.map(drop),
         other => panic!("the role table has no call for {other}: add it to tests/security.rs"),
     }
 }
@@ -141,6 +142,7 @@ fn allowed(role: &str, method: &str) -> bool {
         "ListHosts",
         "ListEvents",
         "ListRolloutHosts",
+        "ListControllers",
     ];
     let change = [
         "SubmitPlan",
