@@ -151,6 +151,9 @@ async fn metrics_are_scraped_during_a_rollout() {
         Some(0.0)
     );
     assert_eq!(value(&after, "rollout_agent_breakers_open", &[]), Some(0.0));
+    // With a data dir, this controller alone, leading with no epoch.
+    assert_eq!(value(&after, "rollout_controllers", &[("role", "leader")]), Some(1.0));
+    assert_eq!(value(&after, "rollout_leader_epoch", &[]), Some(0.0));
     assert!(
         text.contains("rollout_agent_call_duration_seconds_bucket"),
         "the latency histogram is exposed"

@@ -37,6 +37,12 @@ struct StateLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ControllerLabels {
+    advertise: String,
+    role: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct GrpcLabels {
     method: String,
     code: String,
@@ -52,12 +58,16 @@ pub struct Metrics {
     jobs: Family<StateLabels, Gauge>,
     breakers_open: Gauge,
     grpc: Family<GrpcLabels, Counter>,
+    controllers: Family<ControllerLabels, Gauge>,
+    leader_epoch: Gauge,
     engine: Arc<Engine>,
     fleet: Arc<GrpcFleet>,
+    /// Who the controllers sharing the store are (read at scrape time).
+    peers: super::controller::Controllers,
 }
 
 impl Metrics {
-    pub fn new(engine: Arc<Engine>, fleet: Arc<GrpcFleet>) -> Arc<Metrics> {
+    pub fn new(engine: Arc<Engine>, fleet: Arc<GrpcFleet>, peers: super::controller::Controllers) -> Arc<Metrics> {
         let m = Metrics {
             registry: Mutex::new(Registry::with_prefix("rollout")),
             hosts: Family::default(),
@@ -67,8 +77,11 @@ impl Metrics {
             jobs: Family::default(),
             breakers_open: Gauge::default(),
             grpc: Family::default(),
+            controllers: Family::default(),
+            leader_epoch: Gauge::default(),
             engine,
             fleet,
+            peers,
         };
         {
             let mut r = m.registry.lock().unwrap_or_else(|p| p.into_inner());
@@ -122,12 +135,34 @@ impl Metrics {
                 stats.latency.clone(),
             );
             r.register("grpc_requests", "gRPC requests by method and code", m.grpc.clone());
+            r.register(
+                "controllers",
+                "1 for each controller sharing the store, by its advertised URL and role (leader or standby)",
+                m.controllers.clone(),
+            );
+            r.register(
+                "leader_epoch",
+                "The leading controller's epoch (0 with a data dir)",
+                m.leader_epoch.clone(),
+            );
         }
         Arc::new(m)
     }
 
-    /// The exposition, with the rollout figures read now.
-    pub fn render(&self) -> String {
+    /// The exposition, with the rollout figures read now, and `controllers` (see
+    /// [`Metrics::controllers`]).
+    pub fn render(&self, controllers: &[pb::ControllerInfo]) -> String {
+        self.controllers.clear();
+        for c in controllers {
+            let labels = ControllerLabels {
+                advertise: c.advertise.clone(),
+                role: c.role.clone(),
+            };
+            self.controllers.get_or_create(&labels).set(1);
+            if c.role == "leader" {
+                self.leader_epoch.set(c.epoch as i64);
+            }
+        }
         self.hosts.clear();
         self.percent.clear();
         self.wave.clear();
@@ -173,6 +208,17 @@ impl Metrics {
         text
     }
 
+    /// The controllers sharing the store, read now (from etcd: off the runtime's
+    /// threads); none when they cannot be read.
+    pub async fn controllers(&self) -> Vec<pb::ControllerInfo> {
+        let peers = self.peers.clone();
+        tokio::task::spawn_blocking(move || peers())
+            .await
+            .ok()
+            .and_then(|listed| listed.ok())
+            .unwrap_or_default()
+    }
+
     fn count(&self, method: &str, code: &str) {
         self.grpc
             .get_or_create(&GrpcLabels {
@@ -190,12 +236,13 @@ pub fn router(metrics: Arc<Metrics>) -> axum::Router {
         axum::routing::get(move || {
             let metrics = metrics.clone();
             async move {
+                let controllers = metrics.controllers().await;
                 (
                     [(
                         http::header::CONTENT_TYPE,
                         "application/openmetrics-text; version=1.0.0; charset=utf-8",
                     )],
-                    metrics.render(),
+                    metrics.render(&controllers),
                 )
             }
         }),

@@ -127,7 +127,7 @@ pub async fn run(listener: TcpListener, options: Options, shutdown: Cancellation
         .build()
         .map_err(|e| Error::io("cannot start the API's runtime", e))?;
     let metrics = (options.metrics.is_some() || options.http.is_some())
-        .then(|| metrics::Metrics::new(engine.clone(), grpc_fleet));
+        .then(|| metrics::Metrics::new(engine.clone(), grpc_fleet, controllers.clone()));
     if let (Some(listener), Some(m)) = (options.metrics, &metrics) {
         let listener = moved_to(&api, listener)?;
         api.spawn(serve_http(
