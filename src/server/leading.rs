@@ -79,6 +79,7 @@ pub async fn open_store(
     let standby_done = CancellationToken::new();
     let standby = tokio::spawn(serve_standby(
         clone_listener(listener)?,
+        super::api_server(&options.security)?,
         switch.clone(),
         options.security.clone(),
         standby_done.clone(),
@@ -129,22 +130,16 @@ fn clone_listener(listener: &TcpListener) -> Result<TcpListener> {
 
 /// The API of a standby: every Controller call answered Unavailable (naming the
 /// leader), health saying the Controller is not served here, until `done`.
-async fn serve_standby(listener: TcpListener, switch: Standby, security: Security, done: CancellationToken) {
+async fn serve_standby(
+    listener: TcpListener,
+    server: tonic::transport::Server,
+    switch: Standby,
+    security: Security,
+    done: CancellationToken,
+) {
     let (reporter, health) = tonic_health::server::health_reporter();
     reporter.set_not_serving::<Standby>().await;
-    let builder = match &security.tls {
-        None => tonic::transport::Server::builder(),
-        Some(tls) => match tonic::transport::Server::builder().tls_config(tls.clone()) {
-            Ok(builder) => builder,
-            Err(e) => {
-                // Never in clear what was meant to be TLS.
-                tracing::warn!(error = %e, "the standby's API cannot use the TLS configuration: not served");
-                return;
-            }
-        },
-    };
-    let served = builder
-        .timeout(super::REQUEST_TIMEOUT)
+    let served = server
         .layer(AuthLayer::new(security.credentials.clone(), security.rate))
         .add_service(health)
         .add_service(switch)

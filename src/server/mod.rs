@@ -278,16 +278,7 @@ pub async fn serve(
 ) -> Result<()> {
     let standard = standard::services::<pb::controller_server::ControllerServer<ControllerService>>(&shutdown).await?;
     let controller = ControllerService::new(engine, shutdown, controllers).into_server();
-    let mut builder = tonic::transport::Server::builder()
-        .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
-        .timeout(REQUEST_TIMEOUT);
-    if let Some(tls) = &security.tls {
-        builder = builder.tls_config(tls.clone()).map_err(|source| Error::Transport {
-            context: "TLS configuration (check --tls-cert, --tls-key and --client-ca)".into(),
-            source,
-        })?;
-    }
-    builder
+    api_server(security)?
         .layer(tower::util::MapResponseLayer::new(
             limits::resource_exhausted_when_too_large,
         ))
@@ -303,6 +294,21 @@ pub async fn serve(
             context: "gRPC server".into(),
             source,
         })
+}
+
+/// The gRPC server of the API, a leader's or a standby's: TLS as configured, the
+/// stream and time limits.
+fn api_server(security: &Security) -> Result<tonic::transport::Server> {
+    let builder = tonic::transport::Server::builder()
+        .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
+        .timeout(REQUEST_TIMEOUT);
+    match &security.tls {
+        None => Ok(builder),
+        Some(tls) => builder.tls_config(tls.clone()).map_err(|source| Error::Transport {
+            context: "TLS configuration (check --tls-cert, --tls-key and --client-ca)".into(),
+            source,
+        }),
+    }
 }
 
 /// The stored inventory (hosts registered by heartbeats included), with the fleet

@@ -48,7 +48,7 @@ pub enum EtcdError {
     Call(#[from] tonic::Status),
     #[error("etcd at {endpoints} does not answer ({detail}): check --store, and that etcd runs there")]
     Unreachable { endpoints: String, detail: String },
-    #[error("etcd at {endpoint}: {source}")]
+    #[error("etcd at {endpoint}: {source}: check --store (and --etcd-ca, --etcd-cert, --etcd-key)")]
     Connect {
         endpoint: String,
         #[source]

@@ -43,17 +43,27 @@ impl EtcdBackend {
         LeaseClient::new(self.inner.channel.clone())
     }
 
-    /// Who leads now, if anyone.
+    /// Who leads now, if anyone (blocking).
     pub fn leader(&self) -> std::result::Result<Option<Leader>, EtcdError> {
-        let request = pb::RangeRequest {
+        let request = self.leader_request();
+        let found = self.call(move |mut kv| async move { Ok(kv.range(request).await?.into_inner().kvs) })?;
+        Ok(leader_of(found))
+    }
+
+    /// The same, awaited.
+    async fn current_leader(&self) -> std::result::Result<Option<Leader>, EtcdError> {
+        let (mut kv, request) = (self.inner.kv.clone(), self.leader_request());
+        let found = self
+            .on_runtime(async move { Ok(kv.range(request).await?.into_inner().kvs) })
+            .await?;
+        Ok(leader_of(found))
+    }
+
+    fn leader_request(&self) -> pb::RangeRequest {
+        pb::RangeRequest {
             key: self.full(LEADER),
             ..Default::default()
-        };
-        let found = self.call(move |mut kv| async move { Ok(kv.range(request).await?.into_inner().kvs) })?;
-        Ok(found.into_iter().next().map(|kv| Leader {
-            url: String::from_utf8_lossy(&kv.value).into_owned(),
-            epoch: kv.create_revision as u64,
-        }))
+        }
     }
 
     /// Waits until this controller (reachable at `url`) is the leader, calling
@@ -68,11 +78,7 @@ impl EtcdBackend {
         let ttl_s = ttl.as_secs().max(1) as i64;
         let mut seen: Option<Leader> = None;
         loop {
-            let me = self.clone();
-            if let Some(leader) = tokio::task::spawn_blocking(move || me.leader())
-                .await
-                .map_err(|_| EtcdError::Gone)??
-            {
+            if let Some(leader) = self.current_leader().await? {
                 if seen.as_ref() != Some(&leader) {
                     standing_by(&leader);
                     seen = Some(leader);
@@ -86,12 +92,8 @@ impl EtcdBackend {
             let granted = self
                 .on_runtime(async move { lease.lease_grant(grant).await.map(|r| r.into_inner()) })
                 .await?;
-            let me = self.clone();
-            let (url, id) = (url.to_string(), granted.id);
-            let won = tokio::task::spawn_blocking(move || me.take_lead(&url, id))
-                .await
-                .map_err(|_| EtcdError::Gone)??;
-            match won {
+            let id = granted.id;
+            match self.take_lead(url, id).await? {
                 Some(epoch) => {
                     let leadership = Leadership {
                         epoch,
@@ -114,7 +116,7 @@ impl EtcdBackend {
 
     /// Creates the leadership key if nobody holds it: the epoch (its create
     /// revision), or None.
-    fn take_lead(&self, url: &str, lease: i64) -> std::result::Result<Option<u64>, EtcdError> {
+    async fn take_lead(&self, url: &str, lease: i64) -> std::result::Result<Option<u64>, EtcdError> {
         use pb::compare::{CompareResult, CompareTarget, TargetUnion};
         let key = self.full(LEADER);
         let request = pb::TxnRequest {
@@ -135,7 +137,10 @@ impl EtcdBackend {
             }],
             failure: Vec::new(),
         };
-        let answer = self.call(move |mut kv| async move { Ok(kv.txn(request).await?.into_inner()) })?;
+        let mut kv = self.inner.kv.clone();
+        let answer = self
+            .on_runtime(async move { Ok(kv.txn(request).await?.into_inner()) })
+            .await?;
         Ok(answer.succeeded.then(|| answer.header.map_or(0, |h| h.revision as u64)))
     }
 
@@ -241,10 +246,8 @@ impl EtcdBackend {
             lease,
             ..Default::default()
         };
-        let me = self.clone();
-        tokio::task::spawn_blocking(move || me.call(move |mut kv| async move { kv.put(put).await.map(|_| ()) }))
-            .await
-            .map_err(|_| EtcdError::Gone)?
+        let mut kv = self.inner.kv.clone();
+        self.on_runtime(async move { kv.put(put).await.map(|_| ()) }).await
     }
 
     /// Every controller on this prefix, the leader first: (entry, its epoch when it
@@ -282,6 +285,14 @@ impl EtcdBackend {
     fn set_fence(&self, epoch: u64, lost: CancellationToken) {
         *self.inner.fence.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(Fence { epoch, lost }));
     }
+}
+
+/// The leader the leadership key names, if it is there.
+fn leader_of(found: Vec<pb::KeyValue>) -> Option<Leader> {
+    found.into_iter().next().map(|kv| Leader {
+        url: String::from_utf8_lossy(&kv.value).into_owned(),
+        epoch: kv.create_revision as u64,
+    })
 }
 
 /// The leader's epoch that every write is conditioned on.

@@ -3,7 +3,6 @@
 //! member is killed, and its data removed, when the [`LocalEtcd`] is dropped.
 
 use std::net::TcpListener;
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -128,11 +127,6 @@ impl LocalEtcd {
     pub fn url(&self, prefix: &str) -> String {
         let hosts: Vec<&str> = self.members.iter().map(|m| m.client.as_str()).collect();
         format!("etcd://{}/{prefix}", hosts.join(","))
-    }
-
-    /// Where the members' data and logs are.
-    pub fn dir(&self) -> PathBuf {
-        self.dir.path().to_path_buf()
     }
 
     /// Kills every member and removes their data.
