@@ -18,6 +18,10 @@
 //!   during a second rollout;
 //! - resume: that second rollout is killed (SIGKILL) half-way; the time from starting a
 //!   new controller on that store to the first Apply the simulator receives.
+//!
+//! With Debian's `etcd` (three members on loopback, started here):
+//! - `-- etcd N`: the end-to-end rollout with the store in sled, then in etcd;
+//! - `-- failover [N]`: failovers between two controllers on etcd (see [`failovers`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -34,11 +38,16 @@ const PARALLEL: usize = 1_000;
 
 fn main() {
     let etcd = std::env::args().any(|a| a == "etcd");
+    let failover = std::env::args().any(|a| a == "failover");
     let sizes: Vec<usize> = std::env::args()
         .skip(1)
         .filter_map(|a| a.replace('_', "").parse().ok())
         .collect();
-    let sizes = if sizes.is_empty() { vec![10_000, 100_000] } else { sizes };
+    let sizes = match (sizes.is_empty(), failover) {
+        (false, _) => sizes,
+        (true, true) => vec![20_000],
+        (true, false) => vec![10_000, 100_000],
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -46,7 +55,9 @@ fn main() {
     println!("| hosts | figure | value |");
     println!("|------:|--------|------:|");
     for n in sizes {
-        if etcd {
+        if failover {
+            runtime.block_on(failovers(n));
+        } else if etcd {
             runtime.block_on(etcd_against_sled(n));
         } else {
             runtime.block_on(run(n));
@@ -120,6 +131,141 @@ async fn etcd_against_sled(n: usize) {
     row(n, "etcd / sled", format!("{:.0}%", rates[1] * 100.0 / rates[0]));
     agent.terminate(Duration::from_secs(30)).await.ok();
     etcd.stop();
+}
+
+/// Failovers measured: `cargo bench --bench scale -- failover [N]`.
+const FAILOVERS: usize = 5;
+
+/// Two controllers on a three-member etcd cluster (lease 3 s), a rollout of `n` hosts
+/// with 20-40 ms agent latency and 10 calls in flight, and [`FAILOVERS`] times: the
+/// leader killed (SIGKILL), the time until the simulator receives the new leader's
+/// first Apply; then the killed one started again (it stands by) for the next round.
+async fn failovers(n: usize) {
+    use rollout::store::etcd_backend::local::LocalEtcd;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let log = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("scale-failover-{n}.log"));
+    std::fs::remove_file(&log).ok();
+    let (sim_fleet, fleet_path) = (dir.path().join("sim.yaml"), dir.path().join("fleet.yaml"));
+    std::fs::write(&sim_fleet, fleet(n, "127.0.0.1:1").to_yaml()).unwrap();
+    let sim = [
+        "agent",
+        "--simulate",
+        path(&sim_fleet),
+        "--listen",
+        "127.0.0.1:0",
+        "--latency-ms",
+        "20..40",
+    ];
+    let mut agent = spawn(&sim, &log).await;
+    std::fs::write(&fleet_path, fleet(n, &agent.addr.to_string()).to_yaml()).unwrap();
+    let etcd = LocalEtcd::start(3)
+        .await
+        .expect("a three-member etcd cluster starts (is etcd installed?)");
+    let store = etcd.url("failover");
+    let args = [
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--store",
+        &store,
+        "--fleet",
+        path(&fleet_path),
+    ];
+    let mut controllers = [spawn(&args, &log).await, spawn(&args, &log).await];
+    let urls = |c: &[Spawned; 2]| c.each_ref().map(|c| format!("http://{}", c.addr));
+    let mut leader = wait_for_leader(&urls(&controllers), None).await;
+    let mut client = rollout::cli::connect(&urls(&controllers)[leader])
+        .await
+        .expect("connect");
+    let plan = "name: failover\nkind: fix\nselector:\n  region: [apac, emea, amer]\nversion: 15.20.8207.14\nwaves: [1%, 10%, 50%, 100%]\nmax_parallel: 10\nbake: 0s\n";
+    client
+        .submit_plan(pb::SubmitPlanRequest {
+            plan: Some(pb::submit_plan_request::Plan::Yaml(plan.into())),
+            ..Default::default()
+        })
+        .await
+        .expect("submit");
+    wait_for(&mut client, "failover", 1.0).await;
+    let mut probe = AgentClient::connect(format!("http://{}", agent.addr))
+        .await
+        .expect("agent");
+    let host = pb::ProbeRequest {
+        host_id: fleet(1, "x").hosts[0].id.clone(),
+    };
+    let mut calls = async || {
+        probe
+            .probe(host.clone())
+            .await
+            .map_or(0, |p| p.into_inner().apply_calls)
+    };
+    let mut times = Vec::new();
+    for _ in 0..FAILOVERS {
+        controllers[leader].kill9().await.expect("kill the leader");
+        let killed = Instant::now();
+        // Calls the dead leader had sent may still land: wait until the count settles.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let before = calls().await;
+        while calls().await == before {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        times.push(killed.elapsed());
+        let dead = leader;
+        controllers[dead] = spawn(&args, &log).await;
+        leader = wait_for_leader(&urls(&controllers), Some(1 - dead)).await;
+        let mut client = rollout::cli::connect(&urls(&controllers)[leader])
+            .await
+            .expect("connect");
+        let r = client
+            .get_rollout(pb::GetRolloutRequest {
+                name: "failover".into(),
+                id: 0,
+            })
+            .await
+            .expect("get")
+            .into_inner();
+        if r.state().is_terminal() {
+            eprintln!("the rollout ended after {} failovers: give more hosts", times.len());
+            break;
+        }
+    }
+    let listed: Vec<String> = times.iter().map(|t| format!("{:.2}", t.as_secs_f64())).collect();
+    row(
+        n,
+        "failover: SIGKILL of the leader to the new leader's first Apply (lease 3 s), s",
+        listed.join(", "),
+    );
+    times.sort();
+    if let Some(median) = times.get(times.len() / 2) {
+        row(n, "failover, median", format!("{:.2} s", median.as_secs_f64()));
+    }
+    for c in &mut controllers {
+        c.terminate(Duration::from_secs(30)).await.ok();
+    }
+    agent.terminate(Duration::from_secs(30)).await.ok();
+    etcd.stop();
+}
+
+/// Which of `urls` leads (`expected`, when given, must), asking until one does.
+async fn wait_for_leader(urls: &[String; 2], expected: Option<usize>) -> usize {
+    loop {
+        for (i, url) in urls.iter().enumerate() {
+            let Ok(mut c) = rollout::cli::connect(url).await else {
+                continue;
+            };
+            let Ok(listed) = c.list_controllers(pb::ListControllersRequest {}).await else {
+                continue;
+            };
+            let leads = listed
+                .into_inner()
+                .controllers
+                .iter()
+                .any(|c| &c.advertise == url && c.role == "leader");
+            if leads && expected.is_none_or(|e| e == i) {
+                return i;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// GetRollout `name` from 32 clients, each a call every 5 ms, until `until` is done:

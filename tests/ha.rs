@@ -1,39 +1,44 @@
-//! Highly available controllers on etcd, with real processes: a three-member etcd
-//! cluster (Debian's `etcd-server`) and two `rollout serve --store etcd://...` on
-//! loopback ports, a simulated fleet with agent latency. One leads, the other stands
-//! by (forwarding calls to the leader); the leader killed (SIGKILL) or
-//! paused (SIGSTOP) mid-wave, the standby takes over and finishes the rollout, and
-//! every host is applied exactly once. Skipped without `etcd`, failing instead with
-//! ROLLOUT_ETCD_TESTS=required.
+//! Highly available controllers on etcd, with real processes: etcd members (Debian's
+//! `etcd-server`), `rollout serve --store etcd://...` controllers and a simulated fleet
+//! with agent latency, all on loopback ports. One controller leads, the other stands
+//! by and forwards calls to it. The leader killed (SIGKILL), then the new leader
+//! paused (SIGSTOP) past its lease, then etcd's own leader killed: the rollout goes on
+//! and every host is applied exactly once. Skipped without `etcd`, failing instead
+//! with ROLLOUT_ETCD_TESTS=required.
 
 mod common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::*;
-use rollout::cli::connect;
+use rollout::auth::hash_token;
 use rollout::cli::process::Spawned;
+use rollout::cli::{Credentials, connect, connect_with};
 use rollout::proto::v1 as pb;
 use rollout::proto::v1::agent_client::AgentClient;
 use rollout::store::etcd_backend::local::LocalEtcd;
+use tonic::Code;
 
 const EXE: &str = env!("CARGO_BIN_EXE_rollout");
 const HOSTS: usize = 20_000;
 
-async fn controller(etcd: &LocalEtcd, fleet: &Path, log: &Path) -> Spawned {
+/// A controller on `etcd`'s prefix `ha`, its standard error appended to `log`.
+async fn controller(etcd: &LocalEtcd, fleet: &Path, log: &Path, extra: &[&str]) -> Spawned {
     let store = etcd.url("ha");
-    let args = [
+    let fleet = fleet.display().to_string();
+    let mut args = vec![
         "serve",
         "--store",
         &store,
         "--listen",
         "127.0.0.1:0",
         "--fleet",
-        &fleet.display().to_string(),
+        &fleet,
         "--leader-lease",
         "3s",
     ];
+    args.extend_from_slice(extra);
     within(
         60,
         "a controller to start",
@@ -43,141 +48,150 @@ async fn controller(etcd: &LocalEtcd, fleet: &Path, log: &Path) -> Spawned {
     .expect("the controller starts")
 }
 
-/// True once `server` answers as the leader: it lists itself as such. A standby
-/// forwards the question to the leader, which may be paused: a second at most.
-async fn leads(server: &str) -> bool {
+fn url(c: &Spawned) -> String {
+    format!("http://{}", c.addr)
+}
+
+/// The controllers, as `asked` lists them (a standby forwards the question to the
+/// leader, which may be paused: a second at most), asked as `who`.
+async fn controllers_as(asked: &str, who: &Credentials) -> Option<Vec<pb::ControllerInfo>> {
     let ask = async {
-        let mut c = connect(server).await.ok()?;
+        let mut c = connect_with(asked, who).await.ok()?;
         let listed = c.list_controllers(pb::ListControllersRequest {}).await.ok()?;
-        Some(
-            listed
-                .into_inner()
-                .controllers
-                .iter()
-                .any(|c| c.advertise == server && c.role == "leader"),
-        )
+        Some(listed.into_inner().controllers)
     };
-    tokio::time::timeout(Duration::from_secs(1), ask)
-        .await
-        .ok()
-        .flatten()
-        .unwrap_or(false)
+    tokio::time::timeout(Duration::from_secs(1), ask).await.ok().flatten()
 }
 
-/// The simulator's count of Apply calls received (any host's probe says it).
-async fn apply_calls(agent: &mut AgentClient<tonic::transport::Channel>, host: &str) -> u64 {
-    agent
-        .probe(pb::ProbeRequest { host_id: host.into() })
-        .await
-        .map(|p| p.into_inner().apply_calls)
-        .unwrap_or(0)
+async fn controllers(asked: &str) -> Option<Vec<pb::ControllerInfo>> {
+    controllers_as(asked, &Credentials::default()).await
 }
 
-/// Starts etcd, a simulator and two controllers; returns them with the leader first.
-struct Site {
-    etcd: LocalEtcd,
-    agent: Spawned,
-    fleet: rollout::fleet::FleetFile,
-    leader: Spawned,
-    standby: Spawned,
-    /// Every process's log.
-    log: std::path::PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-async fn site() -> Option<Site> {
-    let etcd = LocalEtcd::start_for_test(3).await?;
-    let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("log");
-    let (agent, fleet, ctl_fleet) = spawn_simulator(dir.path(), HOSTS, "5..20", &log).await;
-    let first = controller(&etcd, &ctl_fleet, &log).await;
-    let first_url = format!("http://{}", first.addr);
-    within(60, "the first controller to lead", async {
-        while !leads(&first_url).await {
+/// Waits until controller `url` is listed with role `wanted`, asking it as `who`.
+async fn until_role_as(url: &str, wanted: &str, what: &str, who: &Credentials) {
+    within(60, what, async {
+        loop {
+            let listed = controllers_as(url, who).await.unwrap_or_default();
+            if listed.iter().any(|c| c.advertise == url && c.role == wanted) {
+                return;
+            }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     })
     .await;
-    let second = controller(&etcd, &ctl_fleet, &log).await;
+}
+
+async fn until_role(url: &str, wanted: &str, what: &str) {
+    until_role_as(url, wanted, what, &Credentials::default()).await
+}
+
+/// The simulator's counters (any host's probe says them): Apply calls received, and
+/// those refused for a stale controller epoch.
+async fn applies(agent: &mut AgentClient<tonic::transport::Channel>, host: &str) -> (u64, u64) {
+    agent
+        .probe(pb::ProbeRequest { host_id: host.into() })
+        .await
+        .map(|p| p.into_inner())
+        .map(|p| (p.apply_calls, p.stale_applies_refused))
+        .unwrap_or((0, 0))
+}
+
+/// True while process `pid` runs (neither gone nor a zombie).
+fn running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit(')')
+            .next()
+            .and_then(|rest| rest.trim_start().chars().next())
+            != Some('Z')
+    })
+}
+
+fn signal(c: &Spawned, signal: i32) {
+    let pid = c.pid().expect("the controller runs") as i32;
+    // SAFETY: kill sends a signal to a child process this test started.
+    unsafe { libc::kill(pid, signal) };
+}
+
+/// etcd, a simulator and two controllers: `a` leads, `b` stands by.
+struct Site {
+    etcd: LocalEtcd,
+    agent: Spawned,
+    fleet: rollout::fleet::FleetFile,
+    /// The controllers' fleet file.
+    fleet_file: PathBuf,
+    a: Spawned,
+    b: Spawned,
+    /// Each controller's log, and the simulator's.
+    logs: [PathBuf; 3],
+    _dir: tempfile::TempDir,
+}
+
+/// Starts the site in `dir`, the controllers with `extra` flags, the first one asked
+/// whether it leads as `who` (at `scheme://`).
+async fn site_in(
+    dir: tempfile::TempDir,
+    members: usize,
+    hosts: usize,
+    extra: &[&str],
+    who: (&Credentials, &str),
+) -> Option<Site> {
+    let etcd = LocalEtcd::start_for_test(members).await?;
+    let logs = ["a.log", "b.log", "agent.log"].map(|l| dir.path().join(l));
+    let (agent, fleet, fleet_file) = spawn_simulator(dir.path(), hosts, "20..40", &logs[2]).await;
+    let a = controller(&etcd, &fleet_file, &logs[0], extra).await;
+    let (credentials, scheme) = who;
+    let a_url = format!("{scheme}://{}", a.addr);
+    until_role_as(&a_url, "leader", "the first controller to lead", credentials).await;
+    let b = controller(&etcd, &fleet_file, &logs[1], extra).await;
     Some(Site {
         etcd,
         agent,
         fleet,
-        leader: first,
-        standby: second,
-        log,
+        fleet_file,
+        a,
+        b,
+        logs,
         _dir: dir,
     })
 }
 
-impl Site {
-    /// Submits the rollout to the leader and waits until it is `percent` done.
-    async fn rollout_until(&self, percent: f64) -> Client {
-        let mut client = connect(&format!("http://{}", self.leader.addr)).await.unwrap();
-        let mut spec = plan("ha-fix", &["1%", "10%", "50%", "100%"], "0");
-        spec.max_parallel = 200;
-        submit(&mut client, spec).await;
-        within(
-            120,
-            "the rollout to get going",
-            watch_until(&mut client, "ha-fix", |r| r.percent_complete >= percent),
-        )
-        .await;
-        client
-    }
-
-    /// Waits for the standby to lead, and for the rollout to succeed there; then
-    /// checks that every host ran the fix exactly once.
-    async fn finishes_on_the_standby(mut self) -> pb::Rollout {
-        let url = format!("http://{}", self.standby.addr);
-        within(60, "the standby to take over", async {
-            while !leads(&url).await {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        })
-        .await;
-        let mut client = connect(&url).await.unwrap();
-        let done = within(
-            300,
-            "the rollout to finish on the new leader",
-            watch_until(&mut client, "ha-fix", |r| r.state().is_terminal()),
-        )
-        .await
-        .pop()
-        .unwrap();
-        assert_eq!(done.state(), pb::RolloutState::Succeeded, "{}", done.halt_reason);
-        assert_eq!(done.hosts_succeeded, HOSTS as u64);
-        let mut twice = Vec::new();
-        for (host, p) in probe_all(&self.agent.addr.to_string(), &self.fleet).await {
-            if p.operations_executed != 1 || p.version != "15.20.8207.12" {
-                twice.push((host, p.operations_executed, p.version));
-            }
-        }
-        assert!(
-            twice.is_empty(),
-            "{} hosts not applied exactly once: {:?}",
-            twice.len(),
-            &twice[..twice.len().min(5)]
-        );
-        assert_eq!(self.standby.terminate(Duration::from_secs(30)).await.unwrap(), Some(0));
-        assert_eq!(self.agent.terminate(Duration::from_secs(30)).await.unwrap(), Some(0));
-        self.etcd.stop();
-        done
-    }
+async fn site(members: usize, hosts: usize, extra: &[&str]) -> Option<Site> {
+    let dir = tempfile::tempdir().unwrap();
+    site_in(dir, members, hosts, extra, (&Credentials::default(), "http")).await
 }
 
+fn log_of(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+/// The whole story of the issue: a 20,000-host rollout with agent latency; the leader
+/// SIGKILLed mid-wave (the standby takes over, the time to its first Apply reported);
+/// the killed one restarted, as a standby; the new leader SIGSTOPped past its lease
+/// (the other takes over) and SIGCONTed (it finds itself deposed, gets nothing done
+/// and stands by); then etcd's own leader killed. The rollout reaches 100% and every
+/// host ran the fix exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_killed_leader_is_replaced_and_the_rollout_continues_exactly_once() {
-    let Some(mut site) = site().await else {
+async fn the_rollout_survives_its_leaders_and_an_etcd_member_and_runs_each_host_once() {
+    let Some(mut site) = site(3, HOSTS, &[]).await else {
         return;
     };
-    site.rollout_until(20.0).await;
-    // The standby forwards every call to the leader, streams included: a client may
-    // be pointed at any controller.
-    let mut via_standby = connect(&format!("http://{}", site.standby.addr)).await.unwrap();
+    let (a, b) = (url(&site.a), url(&site.b));
+    let mut client = connect(&a).await.unwrap();
+    let mut spec = plan("ha-fix", &["1%", "10%", "50%", "100%"], "0");
+    spec.max_parallel = 20;
+    submit(&mut client, spec).await;
+    within(
+        120,
+        "the rollout to get going",
+        watch_until(&mut client, "ha-fix", |r| r.percent_complete >= 5.0),
+    )
+    .await;
+
+    // The standby forwards every call to the leader, streams included.
+    let mut via_b = connect(&b).await.unwrap();
     let listed = within(30, "the standby to forward to the leader", async {
         loop {
-            match via_standby.list_rollouts(pb::ListRolloutsRequest::default()).await {
+            match via_b.list_rollouts(pb::ListRolloutsRequest::default()).await {
                 Ok(listed) => return listed.into_inner(),
                 Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
             }
@@ -188,46 +202,35 @@ async fn a_killed_leader_is_replaced_and_the_rollout_continues_exactly_once() {
     within(
         60,
         "a watch through the standby to see progress",
-        watch_until(&mut via_standby, "ha-fix", |r| r.percent_complete >= 25.0),
+        watch_until(&mut via_b, "ha-fix", |r| r.percent_complete >= 8.0),
     )
     .await;
     // `rollout controllers`, asked of the standby: both, the leader first.
-    let standby_url = format!("http://{}", site.standby.addr);
-    let listed = rollout(&["--server", &standby_url, "controllers", "--output", "json"]).await;
+    let listed = rollout(&["--server", &b, "controllers", "--output", "json"]).await;
     assert!(listed.status.success(), "{}", text(&listed.stderr));
     let listed: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
-    let roles: Vec<(String, String)> = listed
+    let roles: Vec<(&str, &str)> = listed
         .as_array()
         .unwrap()
         .iter()
-        .map(|c| {
-            (
-                c["advertise"].as_str().unwrap().into(),
-                c["role"].as_str().unwrap().into(),
-            )
-        })
+        .map(|c| (c["advertise"].as_str().unwrap(), c["role"].as_str().unwrap()))
         .collect();
-    let leader_url = format!("http://{}", site.leader.addr);
-    assert_eq!(
-        roles,
-        [
-            (leader_url, "leader".to_string()),
-            (standby_url.clone(), "standby".to_string())
-        ]
-    );
+    assert_eq!(roles, [(a.as_str(), "leader"), (b.as_str(), "standby")]);
     assert!(listed[0]["epoch"].as_u64().unwrap() > 0);
+
+    // 1. SIGKILL the leader: the standby takes over.
     let mut agent = AgentClient::connect(format!("http://{}", site.agent.addr))
         .await
         .unwrap();
     let host = site.fleet.hosts[0].id.clone();
-    site.leader.kill9().await.unwrap();
+    site.a.kill9().await.unwrap();
     let killed = Instant::now();
     // Calls the dead leader had sent may still land: wait until the count settles.
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let before = apply_calls(&mut agent, &host).await;
+    let (before, _) = applies(&mut agent, &host).await;
     let first = within(60, "the new leader's first Apply", async {
         loop {
-            if apply_calls(&mut agent, &host).await > before {
+            if applies(&mut agent, &host).await.0 > before {
                 return killed.elapsed();
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
@@ -238,94 +241,453 @@ async fn a_killed_leader_is_replaced_and_the_rollout_continues_exactly_once() {
         "failover: {} ms from SIGKILL of the leader to the first Apply by the new one (lease 3 s)",
         first.as_millis()
     );
-    let logged = std::fs::read_to_string(&site.log).unwrap_or_default();
-    for line in logged.lines().filter(|l| {
-        [
-            "leading",
-            "standing by",
-            "inventory loaded",
-            "rollout loaded",
-            "since_start_ms",
-            "asking agents",
-        ]
-        .iter()
-        .any(|w| l.contains(w))
+    for line in log_of(&site.logs[1]).lines().filter(|l| {
+        ["leading", "inventory loaded", "rollouts and restart jobs loaded"]
+            .iter()
+            .any(|w| l.contains(w))
     }) {
         eprintln!("  {line}");
     }
     // The target (under 5 s with the default lease) is a benchmark's, reported here;
     // the bound only catches a takeover that does not happen in reasonable time.
     assert!(first < Duration::from_secs(30), "failover took {first:?}");
-    site.finishes_on_the_standby().await;
-}
+    until_role(&b, "leader", "the standby to lead").await;
 
-/// A leader paused past its lease gets nothing done when it resumes: its writes are
-/// refused (it stops, saying it lost the leadership), and agents refuse its epoch.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_paused_leader_gets_nothing_done_when_it_resumes() {
-    let Some(mut site) = site().await else {
-        return;
-    };
-    site.rollout_until(20.0).await;
-    let pid = site.leader.pid().expect("the leader runs") as i32;
-    // SAFETY: kill sends a signal to a child process this test started.
-    unsafe { libc::kill(pid, libc::SIGSTOP) };
-    let url = format!("http://{}", site.standby.addr);
-    within(60, "the standby to take over", async {
-        while !leads(&url).await {
-            tokio::time::sleep(Duration::from_millis(50)).await;
+    // 2. The killed controller comes back (as systemd would start it): a standby.
+    site.a = controller(&site.etcd, &site.fleet_file, &site.logs[0], &[]).await;
+    let a = url(&site.a);
+    until_role(&a, "standby", "the restarted controller to stand by").await;
+
+    // 3. SIGSTOP the leader past its lease: the other takes over. SIGCONT it: it finds
+    // itself deposed, gets nothing done (its writes and Applies are refused) and
+    // stands by, without exiting.
+    let (_, stale_before) = applies(&mut agent, &host).await;
+    signal(&site.b, libc::SIGSTOP);
+    until_role(&a, "leader", "the restarted controller to take over").await;
+    let a_leads_since = controllers(&a)
+        .await
+        .and_then(|all| all.into_iter().find(|c| c.advertise == a))
+        .expect("the new leader lists itself")
+        .since_unix_ms;
+    signal(&site.b, libc::SIGCONT);
+    until_role(&b, "standby", "the deposed leader to stand by").await;
+    assert!(
+        running(site.b.pid().unwrap()),
+        "the deposed leader stays up, as a standby"
+    );
+    assert!(
+        log_of(&site.logs[1]).contains("lost the leadership"),
+        "the deposed leader says why it stopped dispatching"
+    );
+
+    // It wrote nothing once the other led.
+    let mut client = connect(&a).await.unwrap();
+    let late: Vec<_> = timeline(&mut client, "ha-fix")
+        .await
+        .into_iter()
+        .filter(|e| e.controller == b && e.at_unix_ms >= a_leads_since)
+        .collect();
+    assert!(
+        late.is_empty(),
+        "the deposed leader wrote after it was deposed: {late:?}"
+    );
+
+    // 4. etcd's own leader dies: the other two members carry on.
+    let now = get(&mut client, "ha-fix").await;
+    assert!(
+        !now.state().is_terminal(),
+        "the rollout still runs when etcd's leader is killed ({}%)",
+        now.percent_complete
+    );
+    let member = within(30, "etcd to name its leader", async {
+        loop {
+            if let Some(i) = site.etcd.leader().await {
+                return i;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     })
     .await;
-    // SAFETY: as above.
-    unsafe { libc::kill(pid, libc::SIGCONT) };
-    let code = site.leader.wait(Duration::from_secs(30)).await.unwrap();
-    assert_ne!(code, Some(0), "the old leader stops with an error");
-    let logged = std::fs::read_to_string(&site.log).unwrap_or_default();
-    assert!(
-        logged.contains("lost the leadership"),
-        "the old leader says why it stopped"
+    site.etcd.kill(member);
+    eprintln!(
+        "etcd member {member} (its raft leader) killed at {:.1}%",
+        now.percent_complete
     );
-    site.finishes_on_the_standby().await;
+    // Watched through either controller: should etcd's election have cost the leader
+    // its lease, the other takes over and the watch is asked again.
+    let done = within(300, "the rollout to finish", async {
+        loop {
+            for server in [&a, &b] {
+                let Ok(mut c) = connect(server).await else { continue };
+                let Ok(watch) = c
+                    .watch_rollout(pb::GetRolloutRequest {
+                        name: "ha-fix".into(),
+                        id: 0,
+                    })
+                    .await
+                else {
+                    continue;
+                };
+                let mut watch = watch.into_inner();
+                while let Ok(Some(r)) = watch.message().await {
+                    if r.state().is_terminal() {
+                        return r;
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    for (name, log) in [("first", &site.logs[0]), ("second", &site.logs[1])] {
+        let lost = log_of(log).matches("lost the leadership").count();
+        eprintln!("the {name} controller lost the leadership {lost} time(s)");
+    }
+    assert_eq!(done.state(), pb::RolloutState::Succeeded, "{}", done.halt_reason);
+    assert_eq!(done.hosts_succeeded, HOSTS as u64);
+    let mut twice = Vec::new();
+    for (host, p) in probe_all(&site.agent.addr.to_string(), &site.fleet).await {
+        if p.operations_executed != 1 || p.version != "15.20.8207.12" {
+            twice.push((host, p.operations_executed, p.version));
+        }
+    }
+    assert!(
+        twice.is_empty(),
+        "{} hosts not applied exactly once: {:?}",
+        twice.len(),
+        &twice[..twice.len().min(5)]
+    );
+    // The audit log names the controller that wrote each line: each leader wrote some.
+    let mut client = connect(&a).await.unwrap();
+    let events = timeline(&mut client, "ha-fix").await;
+    let by = |c: &str| events.iter().filter(|e| e.controller == c).count();
+    assert!(by(&b) > 0 && by(&a) > 0, "both leaders are named in the audit log");
+    let (_, stale_after) = applies(&mut agent, &host).await;
+    eprintln!(
+        "Applies of the deposed leader refused by the agents (stale epoch): {}",
+        stale_after - stale_before
+    );
+    for c in [&mut site.a, &mut site.b] {
+        assert_eq!(c.terminate(Duration::from_secs(30)).await.unwrap(), Some(0));
+    }
+    assert_eq!(site.agent.terminate(Duration::from_secs(30)).await.unwrap(), Some(0));
 }
 
 /// A leader that loses etcd altogether cannot renew its lease: it stops dispatching
-/// within the lease (it exits, saying why) and no Apply of its reaches a host after.
+/// within the lease, says why, and no Apply of its reaches a host after.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_leader_that_loses_etcd_stops_within_its_lease() {
-    let Some(site) = site().await else {
+async fn a_leader_that_loses_etcd_stops_dispatching_within_its_lease() {
+    let Some(site) = site(3, HOSTS, &[]).await else {
         return;
     };
-    site.rollout_until(5.0).await;
+    let mut client = connect(&url(&site.a)).await.unwrap();
+    let mut spec = plan("ha-fix", &["1%", "10%", "50%", "100%"], "0");
+    spec.max_parallel = 50;
+    submit(&mut client, spec).await;
+    within(
+        120,
+        "the rollout to get going",
+        watch_until(&mut client, "ha-fix", |r| r.percent_complete >= 2.0),
+    )
+    .await;
     let Site {
         etcd,
         mut agent,
         fleet,
-        mut leader,
-        mut standby,
-        log,
-        _dir,
+        mut a,
+        mut b,
+        logs,
+        ..
     } = site;
     etcd.stop();
     let cut = Instant::now();
-    let code = leader.wait(Duration::from_secs(30)).await.unwrap();
-    let took = cut.elapsed();
+    let stopped = within(30, "the leader to say it lost the leadership", async {
+        while !log_of(&logs[0]).contains("lost the leadership") {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        cut.elapsed()
+    })
+    .await;
     eprintln!(
-        "a leader cut off from etcd stopped {} ms after (lease 3 s)",
-        took.as_millis()
+        "a leader cut off from etcd stopped dispatching {} ms after (lease 3 s)",
+        stopped.as_millis()
     );
     assert!(
-        code.is_some_and(|c| c != 0),
-        "it exits by itself, with an error: {code:?}"
+        stopped < Duration::from_secs(15),
+        "it stopped {stopped:?} after losing etcd"
     );
-    assert!(took < Duration::from_secs(15), "it stopped {took:?} after losing etcd");
-    let logged = std::fs::read_to_string(&log).unwrap_or_default();
-    assert!(logged.contains("lost the leadership"), "it says why");
     let mut calls = AgentClient::connect(format!("http://{}", agent.addr)).await.unwrap();
     let host = fleet.hosts[0].id.clone();
-    let after = apply_calls(&mut calls, &host).await;
+    // Calls already sent may still be answered: then nothing more.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (after, _) = applies(&mut calls, &host).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(apply_calls(&mut calls, &host).await, after, "nothing sent once stopped");
-    standby.kill9().await.unwrap();
+    assert_eq!(applies(&mut calls, &host).await.0, after, "nothing sent once stopped");
+    // It stands by, answering that it cannot reach a leader, and stops cleanly.
+    let err = connect(&url(&a))
+        .await
+        .unwrap()
+        .list_rollouts(pb::ListRolloutsRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    for c in [&mut a, &mut b] {
+        assert_eq!(c.terminate(Duration::from_secs(30)).await.unwrap(), Some(0));
+    }
     assert_eq!(agent.terminate(Duration::from_secs(30)).await.unwrap(), Some(0));
+}
+
+fn token(principal: &str) -> String {
+    format!("token-of-{principal}-0123456789")
+}
+
+/// A tokens file in `dir` for `principals` (name, role).
+fn tokens_file(dir: &Path, principals: &[(&str, &str)]) -> String {
+    let tokens = dir.join("tokens.yaml");
+    let mut text = String::from("tokens:\n");
+    for (principal, role) in principals {
+        text.push_str(&format!(
+            "  - principal: {principal}\n    role: {role}\n    sha256: {}\n",
+            hash_token(&token(principal))
+        ));
+    }
+    std::fs::write(&tokens, text).unwrap();
+    tokens.display().to_string()
+}
+
+async fn as_who(server: &str, principal: &str) -> Client {
+    let credentials = Credentials {
+        token: Some(token(principal)),
+        ..Default::default()
+    };
+    connect_with(server, &credentials).await.unwrap()
+}
+
+/// A standby answers submit, status, watch, pause and restart by forwarding, with the
+/// caller's identity and role checked as on the leader; the audit log names the
+/// principal and the controller that acted. Its metrics say it stands by, and its
+/// dashboard shows the leader's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_forwards_calls_with_the_callers_identity_and_shows_the_leaders_dashboard() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = tokens_file(dir.path(), &[("vera", "viewer"), ("otto", "operator")]);
+    let extra = ["--auth", &tokens, "--http-listen", "127.0.0.1:0"];
+    let viewer = Credentials {
+        token: Some(token("vera")),
+        ..Default::default()
+    };
+    let Some(mut site) = site_in(dir, 1, 200, &extra, (&viewer, "http")).await else {
+        return;
+    };
+    let (a, b) = (url(&site.a), url(&site.b));
+    until_role_as(&b, "standby", "the second controller to stand by", &viewer).await;
+
+    // A viewer may read through the standby, not change anything: refused there.
+    let mut vera = as_who(&b, "vera").await;
+    let mut spec = plan("fwd-fix", &["10%", "100%"], "0");
+    spec.bake = "1h".into();
+    spec.selector = [(
+        "region".to_string(),
+        pb::LabelValues {
+            values: vec!["apac".into()],
+        },
+    )]
+    .into();
+    let elsewhere = site
+        .fleet
+        .hosts
+        .iter()
+        .find(|h| h.labels.get("region").is_some_and(|r| r != "apac"))
+        .expect("a host outside the rollout")
+        .id
+        .clone();
+    let refused = vera
+        .submit_plan(pb::SubmitPlanRequest {
+            plan: Some(pb::submit_plan_request::Plan::Spec(spec.clone())),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+    // No token at all: refused too.
+    let mut nobody = connect(&b).await.unwrap();
+    let err = nobody
+        .list_rollouts(pb::ListRolloutsRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
+
+    // An operator submits, watches, pauses and restarts through the standby.
+    let mut otto = as_who(&b, "otto").await;
+    submit(&mut otto, spec).await;
+    within(
+        60,
+        "the first wave to bake",
+        watch_until(&mut vera, "fwd-fix", |r| {
+            r.hosts_succeeded > 0 && r.bake_until_unix_ms > 0
+        }),
+    )
+    .await;
+    let paused = otto.pause_rollout(action("fwd-fix")).await.unwrap().into_inner();
+    assert_eq!(paused.state(), pb::RolloutState::Paused);
+    assert_eq!(get(&mut vera, "fwd-fix").await.state(), pb::RolloutState::Paused);
+    let job = otto
+        .trigger_restart(pb::TriggerRestartRequest {
+            host_ids: vec![elsewhere],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .job
+        .unwrap();
+    let job = restart_job_until(&mut vera, job.id, |j| {
+        j.hosts_restarted + j.hosts_failed == j.hosts_total
+    })
+    .await;
+    assert_eq!(job.hosts_restarted, 1);
+
+    // The audit log, asked of the standby: who did it, and which controller acted.
+    let events = timeline(&mut vera, "fwd-fix").await;
+    for kind in ["SubmitPlan", "PauseRollout"] {
+        let e = events
+            .iter()
+            .find(|e| e.kind == kind)
+            .unwrap_or_else(|| panic!("{kind} in {events:?}"));
+        assert_eq!((e.principal.as_str(), e.role.as_str()), ("otto", "operator"), "{e:?}");
+        assert_eq!(e.controller, a, "the leader acted: {e:?}");
+    }
+
+    // The standby's metrics say who leads; its dashboard is the leader's.
+    let b_dashboard = site.b.line_after("dashboard on ").await.unwrap();
+    let a_dashboard = site.a.line_after("dashboard on ").await.unwrap();
+    let client = reqwest::Client::new();
+    let metrics = client
+        .get(format!("{}metrics", b_dashboard))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("rollout_leading 0"), "{metrics}");
+    assert!(
+        metrics.contains(&format!("rollout_controllers{{advertise=\"{a}\",role=\"leader\"}} 1")),
+        "{metrics}"
+    );
+    let page = |path: &str| {
+        client
+            .get(format!("{b_dashboard}{path}"))
+            .bearer_auth(token("vera"))
+            .send()
+    };
+    let rollouts = page("").await.unwrap();
+    assert_eq!(rollouts.status(), 200);
+    let rollouts = rollouts.text().await.unwrap();
+    assert!(rollouts.contains("Shown by the standby at"), "{rollouts}");
+    assert!(rollouts.contains("fwd-fix"), "the leader's rollouts: {rollouts}");
+    // Its live updates come through too: the leader's event stream.
+    let mut live = page("live/rollouts").await.unwrap();
+    assert_eq!(live.status(), 200);
+    let first = within(30, "the first live update through the standby", async {
+        let mut seen = String::new();
+        while !seen.contains("\n\n") {
+            let chunk = live.chunk().await.unwrap().expect("the stream stays open");
+            seen.push_str(&String::from_utf8_lossy(&chunk));
+        }
+        seen
+    })
+    .await;
+    assert!(first.starts_with("event: html") && first.contains("fwd-fix"), "{first}");
+    drop(live);
+    let listed = page("controllers").await.unwrap().text().await.unwrap();
+    assert!(
+        listed.contains(&a) && listed.contains(&b) && listed.contains("standby"),
+        "{listed}"
+    );
+    assert!(listed.contains(a_dashboard.trim_end_matches('/')), "{listed}");
+    // Without a token the leader's sign-in page comes back, through the standby.
+    let anonymous = client
+        .get(format!("{b_dashboard}rollouts/fwd-fix"))
+        .send()
+        .await
+        .unwrap();
+    assert_ne!(anonymous.status(), 200);
+
+    for c in [&mut site.a, &mut site.b] {
+        assert_eq!(c.terminate(Duration::from_secs(30)).await.unwrap(), Some(0));
+    }
+    assert_eq!(site.agent.terminate(Duration::from_secs(30)).await.unwrap(), Some(0));
+}
+
+/// Controllers whose API speaks mutual TLS with a private CA: a standby forwards to
+/// the leader over TLS (`--peer-ca`, its own certificate as its identity), with the
+/// caller's token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_forwards_to_a_leader_over_mutual_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = common::certs::Ca::new(dir.path(), "site");
+    let server = ca.issue("controller");
+    let cli = ca.issue("otto-laptop");
+    let tokens = tokens_file(dir.path(), &[("otto", "operator")]);
+    let paths = [&server.cert, &server.key, &ca.cert].map(|p| p.display().to_string());
+    let extra = [
+        "--auth",
+        &tokens,
+        "--tls-cert",
+        &paths[0],
+        "--tls-key",
+        &paths[1],
+        "--client-ca",
+        &paths[2],
+        "--peer-ca",
+        &paths[2],
+    ];
+    let otto = Credentials {
+        tls: rollout::tls::ClientFiles {
+            ca: Some(ca.cert.clone()),
+            cert: Some(cli.cert.clone()),
+            key: Some(cli.key.clone()),
+        },
+        token: Some(token("otto")),
+    };
+    let Some(mut site) = site_in(dir, 1, 50, &extra, (&otto, "https")).await else {
+        return;
+    };
+    let (a, b) = (format!("https://{}", site.a.addr), format!("https://{}", site.b.addr));
+    until_role_as(&b, "standby", "the second controller to stand by", &otto).await;
+    let mut via_b = connect_with(&b, &otto).await.unwrap();
+    let done = submit(&mut via_b, plan("tls-fix", &["100%"], "0")).await;
+    assert_eq!(done.name, "tls-fix");
+    let events = timeline(&mut via_b, "tls-fix").await;
+    let submitted = events
+        .iter()
+        .find(|e| e.kind == "SubmitPlan")
+        .expect("the submit is audited");
+    assert_eq!(
+        (submitted.principal.as_str(), submitted.controller.as_str()),
+        ("otto", a.as_str())
+    );
+    // Without --peer-ca a standby cannot check the leader's certificate: it says so.
+    let mut plain = controller(&site.etcd, &site.fleet_file, &site.logs[1], &extra[..extra.len() - 2]).await;
+    let mut via_plain = connect_with(&format!("https://{}", plain.addr), &otto).await.unwrap();
+    let err = within(30, "the standby without --peer-ca to see the leader", async {
+        loop {
+            let err = via_plain
+                .list_rollouts(pb::ListRolloutsRequest::default())
+                .await
+                .unwrap_err();
+            if err.message().contains("leader is") {
+                return err;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    assert!(err.message().contains("give --peer-ca"), "{err:?}");
+    for c in [&mut site.a, &mut site.b, &mut plain] {
+        assert_eq!(c.terminate(Duration::from_secs(30)).await.unwrap(), Some(0));
+    }
+    assert_eq!(site.agent.terminate(Duration::from_secs(30)).await.unwrap(), Some(0));
 }

@@ -441,23 +441,7 @@ async fn a_cancelled_job_sends_nothing_more() {
         .into_inner();
     assert_eq!(cancelled.state(), pb::RestartJobState::Cancelled);
     assert_eq!(cancelled.reason, "wrong hosts");
-    let settled = within(30, "restarts in flight to finish", async {
-        loop {
-            let j = client
-                .get_restart_job(pb::GetRestartJobRequest {
-                    id: job.id,
-                    include_hosts: false,
-                })
-                .await
-                .unwrap()
-                .into_inner();
-            if j.hosts_in_flight == 0 {
-                return j;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
-    })
-    .await;
+    let settled = restart_job_until(&mut client, job.id, |j| j.hosts_in_flight == 0).await;
     assert!(
         settled.hosts_restarted <= 8,
         "at most the batches already sent: {}",

@@ -23,8 +23,8 @@ pub struct HostAgent {
     state: Mutex<AgentState>,
     /// Held for a whole Apply: one action at a time on a machine.
     applying: tokio::sync::Mutex<()>,
-    /// Apply calls received since start.
-    apply_calls: std::sync::atomic::AtomicU64,
+    /// Apply calls received since start, and those refused as stale.
+    applies: super::ApplyCounts,
 }
 
 fn internal(what: &str, e: impl std::fmt::Display) -> Status {
@@ -38,7 +38,7 @@ impl HostAgent {
             config,
             state: Mutex::new(state),
             applying: tokio::sync::Mutex::new(()),
-            apply_calls: std::sync::atomic::AtomicU64::new(0),
+            applies: super::ApplyCounts::default(),
         })
     }
 
@@ -68,7 +68,7 @@ impl HostAgent {
     fn check_epoch(&self, epoch: u64) -> Result<(), Status> {
         let mut state = self.state();
         let seen = state.epoch;
-        super::check_epoch(&mut state.epoch, epoch)?;
+        self.applies.check_epoch(&mut state.epoch, epoch)?;
         if state.epoch != seen {
             state.save(&self.config.state_file).map_err(|e| {
                 internal(
@@ -114,7 +114,7 @@ impl HostAgent {
     }
 
     async fn apply(&self, req: pb::ApplyRequest) -> Result<pb::ApplyResponse, Status> {
-        self.apply_calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.applies.received();
         self.check_host(&req.host_id)?;
         if req.operation_id.is_empty() {
             return Err(Status::invalid_argument(
@@ -242,7 +242,8 @@ impl HostAgent {
             detail,
             operations_executed: state.executed,
             last_operation_id: state.operations.back().map(|o| o.id.clone()).unwrap_or_default(),
-            apply_calls: self.apply_calls.load(std::sync::atomic::Ordering::Relaxed),
+            apply_calls: self.applies.calls(),
+            stale_applies_refused: self.applies.stale(),
         })
     }
 }

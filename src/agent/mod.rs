@@ -12,6 +12,8 @@ pub mod host;
 pub mod simulator;
 pub mod state;
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 pub use simulator::{Simulator, SimulatorOptions};
 
 /// Fencing on the host: an Apply from a controller whose epoch is lower than the
@@ -25,6 +27,37 @@ pub fn check_epoch(highest: &mut u64, epoch: u64) -> Result<(), tonic::Status> {
     }
     *highest = epoch;
     Ok(())
+}
+
+/// The Apply calls an agent received since it started (replays and refusals
+/// included: what a retry storm would inflate), and those it refused as a deposed
+/// controller's (fencing at work); both reported by Probe.
+#[derive(Default)]
+pub struct ApplyCounts {
+    calls: AtomicU64,
+    stale: AtomicU64,
+}
+
+impl ApplyCounts {
+    /// Counts a call received.
+    pub fn received(&self) {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// [`check_epoch`], counting a refusal.
+    pub fn check_epoch(&self, highest: &mut u64, epoch: u64) -> Result<(), tonic::Status> {
+        check_epoch(highest, epoch).inspect_err(|_| {
+            self.stale.fetch_add(1, Ordering::Relaxed);
+        })
+    }
+
+    pub fn calls(&self) -> u64 {
+        self.calls.load(Ordering::Relaxed)
+    }
+
+    pub fn stale(&self) -> u64 {
+        self.stale.load(Ordering::Relaxed)
+    }
 }
 
 #[cfg(test)]

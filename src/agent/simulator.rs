@@ -108,8 +108,8 @@ pub struct Simulator {
     /// Per customer: healthy hosts being restarted now, and the most ever at once
     /// (what a disruption budget must bound).
     restarting: std::sync::Mutex<HashMap<String, (u64, u64)>>,
-    /// Apply calls received, whatever their fate: what a retry storm would inflate.
-    apply_calls: AtomicU64,
+    /// Apply calls received, whatever their fate, and those refused as stale.
+    applies: super::ApplyCounts,
 }
 
 impl Simulator {
@@ -138,13 +138,13 @@ impl Simulator {
             break_rate: options.break_rate.clamp(0.0, 1.0),
             noop: options.noop,
             restarting: std::sync::Mutex::new(HashMap::new()),
-            apply_calls: AtomicU64::new(0),
+            applies: super::ApplyCounts::default(),
         }
     }
 
     /// Apply calls received so far (first attempts, retries and replays alike).
     pub fn apply_calls(&self) -> u64 {
-        self.apply_calls.load(Ordering::Relaxed)
+        self.applies.calls()
     }
 
     /// The most healthy hosts of `customer` ever restarting at the same time.
@@ -201,7 +201,7 @@ impl Simulator {
     }
 
     async fn apply(&self, req: pb::ApplyRequest) -> Result<pb::ApplyResponse, Status> {
-        self.apply_calls.fetch_add(1, Ordering::Relaxed);
+        self.applies.received();
         if self.noop {
             return Ok(pb::ApplyResponse {
                 ok: true,
@@ -233,7 +233,7 @@ impl Simulator {
         if h.down {
             return Err(Status::unavailable("simulated: the agent is down"));
         }
-        super::check_epoch(&mut h.epoch, req.epoch)?;
+        self.applies.check_epoch(&mut h.epoch, req.epoch)?;
         if let Some(done) = h.results.get(&req.operation_id) {
             let mut replay = done.clone();
             replay.replayed = true;
@@ -324,6 +324,7 @@ impl Simulator {
             operations_executed: h.executed,
             last_operation_id: h.last_operation_id.clone(),
             apply_calls: self.apply_calls(),
+            stale_applies_refused: self.applies.stale(),
         })
     }
 }

@@ -66,6 +66,7 @@ pub async fn audit(server: &str, args: AuditArgs) -> Result<ExitCode> {
                 "request_id": e.request_id,
                 "result": e.result,
                 "detail": e.detail,
+                "controller": e.controller,
             });
             println!("{line}");
         }
@@ -91,6 +92,10 @@ pub async fn audit(server: &str, args: AuditArgs) -> Result<ExitCode> {
         }
         if !e.request_id.is_empty() {
             detail.push_str(&format!(" [request {}]", e.request_id));
+        }
+        // With controllers sharing etcd, which one acted.
+        if !e.controller.is_empty() {
+            detail.push_str(&format!(" [by {}]", e.controller));
         }
         vec![
             super::render::when(e.at_unix_ms),

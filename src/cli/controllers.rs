@@ -24,6 +24,7 @@ pub async fn list(server: &str, output: Output) -> Result<ExitCode> {
                     "role": c.role,
                     "epoch": c.epoch,
                     "since_unix_ms": c.since_unix_ms,
+                    "dashboard": c.dashboard,
                 })
             })
             .collect();
@@ -36,11 +37,16 @@ pub async fn list(server: &str, output: Output) -> Result<ExitCode> {
             c.role.clone(),
             if c.epoch == 0 { "-".into() } else { c.epoch.to_string() },
             super::render::when(c.since_unix_ms),
+            if c.dashboard.is_empty() {
+                "-".into()
+            } else {
+                c.dashboard.clone()
+            },
         ]
     });
     print!(
         "{}",
-        super::render::grid(&["CONTROLLER", "ROLE", "EPOCH", "SINCE"], &[2], rows)
+        super::render::grid(&["CONTROLLER", "ROLE", "EPOCH", "SINCE", "DASHBOARD"], &[2], rows)
     );
     Ok(ExitCode::SUCCESS)
 }

@@ -46,6 +46,10 @@ pub struct ServeArgs {
     /// and the --listen address).
     #[arg(long, requires = "store")]
     pub advertise: Option<String>,
+    /// How the other controllers reach this one's dashboard, for a standby to show
+    /// the leader's (default: http://, --http-listen's address).
+    #[arg(long, requires = "http_listen")]
+    pub http_advertise: Option<String>,
     /// The leader's etcd lease, kept alive while it runs: a standby takes over this
     /// long after the leader is gone at most; a leader that cannot renew it for this
     /// long stops.
@@ -86,6 +90,11 @@ pub struct ServeArgs {
     /// --tls-cert and --tls-key as the controller's identity).
     #[arg(long)]
     pub agent_ca: Option<PathBuf>,
+    /// Speak TLS to the other controllers whose certificates chain to this CA, when
+    /// standing by and forwarding calls to an https:// leader (mutual TLS with
+    /// --tls-cert and --tls-key as this controller's identity).
+    #[arg(long, requires = "store")]
+    pub peer_ca: Option<PathBuf>,
     /// Judge business hours by a drill clock that reads TIME (RFC 3339, e.g.
     /// 2024-11-25T17:33:00Z) when the controller starts and advances in real time: for
     /// game days and demos. Status, the dashboard and the audit log say it is in force.
@@ -238,19 +247,24 @@ fn security(args: &ServeArgs) -> Result<server::Security> {
             "SERVING WITHOUT AUTHENTICATION on a non-loopback address (--insecure-no-auth): anyone who can reach it can change the fleet"
         );
     }
-    let agents = match &args.agent_ca {
-        None => None,
+    // TLS to the agents and to the other controllers: their CA, this controller's
+    // certificate as its identity.
+    let as_client = |ca: &Option<PathBuf>| match ca {
+        None => Ok(None),
         Some(ca) => crate::tls::ClientFiles {
             ca: Some(ca.clone()),
             cert: args.tls.tls_cert.clone(),
             key: args.tls.tls_key.clone(),
         }
-        .config()?,
+        .config(),
     };
+    let agents = as_client(&args.agent_ca)?;
+    let peers = as_client(&args.peer_ca)?;
     Ok(server::Security {
         tls,
         credentials,
         agents,
+        peers,
         rate: crate::auth::RateLimit {
             per_second: args.max_changes_per_second,
             burst: args.max_changes_per_second.saturating_mul(5),
@@ -278,7 +292,7 @@ async fn bind_http(addr: &str, flag: &str, what: &str, path: &str) -> Result<Tcp
 }
 
 /// Where the store is: a data dir, or etcd with this controller's leadership settings.
-fn store_at(args: &ServeArgs, listener: &TcpListener) -> Result<server::StoreAt> {
+fn store_at(args: &ServeArgs, listener: &TcpListener, http: Option<&TcpListener>) -> Result<server::StoreAt> {
     let Some(address) = &args.store else {
         let dir = args
             .data
@@ -302,10 +316,19 @@ fn store_at(args: &ServeArgs, listener: &TcpListener) -> Result<server::StoreAt>
             format!("{scheme}://{local}")
         }
     };
+    let dashboard = match (&args.http_advertise, http) {
+        (Some(url), _) => url.clone(),
+        (None, Some(http)) => http
+            .local_addr()
+            .map(|a| format!("http://{a}"))
+            .map_err(|e| Error::io("cannot read the dashboard's listening address", e))?,
+        (None, None) => String::new(),
+    };
     Ok(server::StoreAt::Etcd(Box::new(server::Etcd {
         address: address.clone(),
         tls,
         advertise,
+        dashboard,
         lease: args.leader_lease,
     })))
 }
@@ -326,7 +349,7 @@ pub async fn serve(args: ServeArgs) -> Result<ExitCode> {
     };
     let token = CancellationToken::new();
     stop_on_signals(token.clone());
-    let store = store_at(&args, &listener)?;
+    let store = store_at(&args, &listener, http.as_ref())?;
     server::run(
         listener,
         server::Options {

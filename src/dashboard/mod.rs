@@ -12,6 +12,7 @@
 //! It speaks plain HTTP: keep it on loopback behind the site's TLS proxy; a
 //! non-loopback `--http-listen` needs `--http-insecure`.
 
+pub mod proxy;
 mod session;
 pub mod sun;
 mod views;
@@ -37,6 +38,7 @@ use tracing::{info, warn};
 use crate::auth::{Credentials, Need, Principal};
 use crate::engine::{Engine, Key};
 use crate::proto::v1 as pb;
+use crate::server::Controllers;
 use session::Sessions;
 
 /// Hosts of a restart job's queue shown, best first.
@@ -57,6 +59,8 @@ const SCRIPT: &str = include_str!("assets/live.js");
 #[derive(Clone)]
 pub struct Dashboard {
     engine: Arc<Engine>,
+    /// Who the controllers sharing the store are (blocking: etcd may be asked).
+    controllers: Controllers,
     credentials: Option<Arc<Credentials>>,
     sessions: Arc<Sessions>,
     /// Streams end when the controller stops, so a graceful stop never waits on a
@@ -68,9 +72,15 @@ pub struct Dashboard {
 }
 
 impl Dashboard {
-    pub fn new(engine: Arc<Engine>, credentials: Option<Arc<Credentials>>, shutdown: CancellationToken) -> Dashboard {
+    pub fn new(
+        engine: Arc<Engine>,
+        controllers: Controllers,
+        credentials: Option<Arc<Credentials>>,
+        shutdown: CancellationToken,
+    ) -> Dashboard {
         Dashboard {
             engine,
+            controllers,
             credentials,
             sessions: Arc::new(Sessions::default()),
             shutdown,
@@ -87,11 +97,13 @@ impl Dashboard {
             .route("/restarts", get(restarts_page))
             .route("/restarts/{id}", get(restart_page))
             .route("/sun", get(sun_page))
+            .route("/controllers", get(controllers_page))
             .route("/live/rollouts", get(live_rollouts))
             .route("/live/rollouts/{name}", get(live_rollout))
             .route("/live/restarts", get(live_restarts))
             .route("/live/restarts/{id}", get(live_restart))
             .route("/live/sun", get(live_sun))
+            .route("/live/controllers", get(live_controllers))
             .route_layer(middleware::from_fn_with_state(self.clone(), authenticate));
         Router::new()
             .route("/login", get(login_page).post(login))
@@ -273,7 +285,20 @@ async fn sun_page(State(d): State<Dashboard>, Extension(who): Extension<Principa
     html(views::page("Follow the sun", Some(&who), body)).into_response()
 }
 
+async fn controllers_page(State(d): State<Dashboard>, Extension(who): Extension<Principal>) -> Response {
+    let body = views::live("/live/controllers", render_controllers(&d));
+    html(views::page("Controllers", Some(&who), body)).into_response()
+}
+
 // ---- fragments ----
+
+fn render_controllers(d: &Dashboard) -> Markup {
+    let all = crate::store::off_the_runtime(|| (d.controllers)());
+    match &all {
+        Ok(all) => views::controllers(Ok(all)),
+        Err(e) => views::controllers(Err(&e.to_string())),
+    }
+}
 
 fn render_rollouts(d: &Dashboard) -> Markup {
     let mut list = d.engine.list(&[]);
@@ -407,6 +432,10 @@ async fn live_restart(State(d): State<Dashboard>, Path(id): Path<u64>) -> Respon
         return StatusCode::NOT_FOUND.into_response();
     };
     stream(d, Wake::Job(rx), Box::new(move |d| render_restart(d, id))).into_response()
+}
+
+async fn live_controllers(State(d): State<Dashboard>) -> Response {
+    stream(d, Wake::Every(LIST_TICK), Box::new(|d| Some(render_controllers(d)))).into_response()
 }
 
 async fn live_sun(State(d): State<Dashboard>) -> Response {

@@ -35,6 +35,7 @@ pub fn page(title: &str, who: Option<&Principal>, body: Markup) -> Markup {
                         a href="/" { "Rollouts" }
                         a href="/restarts" { "Restarts" }
                         a href="/sun" { "Follow the sun" }
+                        a href="/controllers" { "Controllers" }
                     }
                     @if let Some(p) = who {
                         @if *p == Principal::anonymous() {
@@ -308,6 +309,31 @@ pub fn restarts(jobs: &[std::sync::Arc<pb::RestartJob>]) -> Markup {
                     }
                 }
             }
+        }
+    }
+}
+
+/// The controllers sharing the store (a fragment): who leads, since when, with which
+/// epoch; the standbys forward calls to it and show its dashboard.
+pub fn controllers(all: Result<&[pb::ControllerInfo], &str>) -> Markup {
+    html! {
+        @match all {
+            Err(e) => p.error { "The controllers cannot be read: " (e) },
+            Ok(all) => table.rollouts {
+                thead { tr { th { "controller" } th { "role" } th { "epoch" } th { "since" } th { "dashboard" } } }
+                tbody {
+                    @for c in all {
+                        @let class = if c.role == "leader" { "ok" } else { "idle" };
+                        tr {
+                            td { code { (c.advertise) } }
+                            td { span class=(format!("badge {class}")) { (c.role) } }
+                            td.num { @if c.role == "leader" { (c.epoch) } }
+                            td { (time(c.since_unix_ms)) }
+                            td { @if !c.dashboard.is_empty() { a href=(c.dashboard) { (c.dashboard) } } }
+                        }
+                    }
+                }
+            },
         }
     }
 }

@@ -47,6 +47,7 @@ impl Actor {
             request_id: self.request_id.clone(),
             result: result.to_string(),
             job_id,
+            controller: String::new(),
         }
     }
 }

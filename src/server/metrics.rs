@@ -60,14 +60,25 @@ pub struct Metrics {
     grpc: Family<GrpcLabels, Counter>,
     controllers: Family<ControllerLabels, Gauge>,
     leader_epoch: Gauge,
-    engine: Arc<Engine>,
-    fleet: Arc<GrpcFleet>,
+    leading: Gauge,
+    /// The leader's engine and agent calls; None on a standby, which has neither.
+    engine: Option<(Arc<Engine>, Arc<GrpcFleet>)>,
     /// Who the controllers sharing the store are (read at scrape time).
     peers: super::controller::Controllers,
 }
 
 impl Metrics {
+    /// A leading controller's metrics.
     pub fn new(engine: Arc<Engine>, fleet: Arc<GrpcFleet>, peers: super::controller::Controllers) -> Arc<Metrics> {
+        Metrics::build(Some((engine, fleet)), peers)
+    }
+
+    /// A standby's: the controllers and who leads, `rollout_leading` 0.
+    pub fn standby(peers: super::controller::Controllers) -> Arc<Metrics> {
+        Metrics::build(None, peers)
+    }
+
+    fn build(engine: Option<(Arc<Engine>, Arc<GrpcFleet>)>, peers: super::controller::Controllers) -> Arc<Metrics> {
         let m = Metrics {
             registry: Mutex::new(Registry::with_prefix("rollout")),
             hosts: Family::default(),
@@ -79,12 +90,32 @@ impl Metrics {
             grpc: Family::default(),
             controllers: Family::default(),
             leader_epoch: Gauge::default(),
+            leading: Gauge::default(),
             engine,
-            fleet,
             peers,
         };
         {
             let mut r = m.registry.lock().unwrap_or_else(|p| p.into_inner());
+            r.register(
+                "controllers",
+                "1 for each controller sharing the store, by its advertised URL and role (leader or standby)",
+                m.controllers.clone(),
+            );
+            r.register(
+                "leader_epoch",
+                "The leading controller's epoch (0 with a data dir)",
+                m.leader_epoch.clone(),
+            );
+            r.register(
+                "leading",
+                "1 when this controller leads (runs the rollouts), 0 when it stands by",
+                m.leading.clone(),
+            );
+            m.leading.set(i64::from(m.engine.is_some()));
+            let Some((_, fleet)) = &m.engine else {
+                drop(r);
+                return Arc::new(m);
+            };
             r.register("hosts", "Hosts of each rollout by state", m.hosts.clone());
             r.register(
                 "percent_complete",
@@ -102,7 +133,7 @@ impl Metrics {
                 m.state.clone(),
             );
             r.register("restart_jobs", "Restart jobs by state", m.jobs.clone());
-            let stats = m.fleet.stats();
+            let stats = fleet.stats();
             r.register(
                 "agent_first_attempts",
                 "Agent calls, first attempts",
@@ -135,16 +166,6 @@ impl Metrics {
                 stats.latency.clone(),
             );
             r.register("grpc_requests", "gRPC requests by method and code", m.grpc.clone());
-            r.register(
-                "controllers",
-                "1 for each controller sharing the store, by its advertised URL and role (leader or standby)",
-                m.controllers.clone(),
-            );
-            r.register(
-                "leader_epoch",
-                "The leading controller's epoch (0 with a data dir)",
-                m.leader_epoch.clone(),
-            );
         }
         Arc::new(m)
     }
@@ -163,12 +184,25 @@ impl Metrics {
                 self.leader_epoch.set(c.epoch as i64);
             }
         }
+        if let Some((engine, fleet)) = &self.engine {
+            self.render_engine(engine, fleet);
+        }
+        let mut text = String::new();
+        let registry = self.registry.lock().unwrap_or_else(|p| p.into_inner());
+        if prometheus_client::encoding::text::encode(&mut text, &registry).is_err() {
+            text.clear();
+        }
+        text
+    }
+
+    /// The rollouts' and restart jobs' figures, read now.
+    fn render_engine(&self, engine: &Engine, fleet: &GrpcFleet) {
         self.hosts.clear();
         self.percent.clear();
         self.wave.clear();
         self.state.clear();
         self.jobs.clear();
-        for r in self.engine.list(&[]) {
+        for r in engine.list(&[]) {
             let rollout = r.name.clone();
             let state = |s: &str| HostLabels {
                 rollout: rollout.clone(),
@@ -195,17 +229,11 @@ impl Metrics {
                 .get_or_create(&labels)
                 .set(if terminal { 0 } else { i64::from(r.current_wave) + 1 });
         }
-        for j in self.engine.restart_jobs() {
+        for j in engine.restart_jobs() {
             let state = crate::engine::restart_state_name(j.state()).to_string();
             self.jobs.get_or_create(&StateLabels { state }).inc();
         }
-        self.breakers_open.set(self.fleet.open_breakers() as i64);
-        let mut text = String::new();
-        let registry = self.registry.lock().unwrap_or_else(|p| p.into_inner());
-        if prometheus_client::encoding::text::encode(&mut text, &registry).is_err() {
-            text.clear();
-        }
-        text
+        self.breakers_open.set(fleet.open_breakers() as i64);
     }
 
     /// The controllers sharing the store, read now (from etcd: off the runtime's

@@ -19,7 +19,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-pub use controller::ControllerService;
+pub use controller::{ControllerService, Controllers};
 
 use crate::auth::{AuthLayer, Credentials, RateLimit};
 use crate::dashboard::Dashboard;
@@ -65,6 +65,9 @@ pub struct Security {
     pub rate: RateLimit,
     /// TLS to the agents (their CA, and this controller's identity); None: plaintext.
     pub agents: Option<tonic::transport::ClientTlsConfig>,
+    /// TLS to the other controllers, for a standby forwarding calls to the leader
+    /// (their CA, and this controller's identity); None: plaintext.
+    pub peers: Option<tonic::transport::ClientTlsConfig>,
 }
 
 /// Concurrent HTTP/2 streams a connection may have open (watches included).
@@ -77,124 +80,200 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
 /// in flight get up to `grace` to finish and be recorded, the store is flushed, and
 /// the API stops. A call still out after the grace stays "in doubt" in the store and
 /// is asked about again by the next controller.
+///
+/// With a store in etcd, the controller stands by until it leads, and a leader that
+/// loses the leadership stops dispatching at once and stands by again.
 pub async fn run(listener: TcpListener, options: Options, shutdown: CancellationToken) -> Result<()> {
-    let started = std::time::Instant::now();
-    // Read before the store is: a standby has it ready when it takes over.
-    let fleet_file = options.fleet.as_deref().map(FleetFile::load).transpose()?;
-    let Some((store, leading)) = leading::open_store(&listener, &options, &shutdown).await? else {
-        info!("controller stopped while standing by");
-        return Ok(());
-    };
-    let opened_ms = started.elapsed().as_millis();
-    let inventory = Arc::new(load_inventory(&store, fleet_file)?);
-    info!(
-        hosts = inventory.len(),
-        data = %options.store,
-        store_open_ms = opened_ms,
-        loaded_ms = started.elapsed().as_millis(),
-        "inventory loaded"
-    );
-    let epoch = leading.as_ref().map_or(0, |l| l.leadership.epoch);
-    let grpc_fleet = Arc::new(
-        GrpcFleet::new(options.agent_timeout)
-            .with_tls(options.security.agents.clone())
-            .with_epoch(epoch),
-    );
-    let fleet: engine::SharedFleet = grpc_fleet.clone();
-    let engine = Engine::start(
-        store.clone(),
-        inventory,
-        fleet,
-        options.clock.clone(),
-        engine::Options {
-            drill_from_ms: options.drill_from_ms,
-            ..engine::Options::default()
-        },
-        shutdown.clone(),
-    )
-    .await?;
-    info!(
-        since_start_ms = started.elapsed().as_millis(),
-        "rollouts and restart jobs loaded"
-    );
-    let controllers = leading::controllers(leading.as_ref(), &listener, &options);
-    // Reads are answered on a runtime of their own: a million-host rollout keeping the
-    // engine's workers busy does not queue them behind its tasks.
-    let api = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(API_THREADS)
-        .thread_name("api")
-        .enable_all()
-        .build()
-        .map_err(|e| Error::io("cannot start the API's runtime", e))?;
-    let metrics = (options.metrics.is_some() || options.http.is_some())
-        .then(|| metrics::Metrics::new(engine.clone(), grpc_fleet, controllers.clone()));
-    if let (Some(listener), Some(m)) = (options.metrics, &metrics) {
-        let listener = moved_to(&api, listener)?;
-        api.spawn(serve_http(
-            listener,
-            metrics::router(m.clone()),
+    let etcd = leading::connect(&options).await?;
+    loop {
+        let started = std::time::Instant::now();
+        // Read before the store is: a standby has it ready when it takes over.
+        let fleet_file = options.fleet.as_deref().map(FleetFile::load).transpose()?;
+        let Some((store, leading)) = leading::open_store(&listener, &options, etcd.as_ref(), &shutdown).await? else {
+            info!("controller stopped while standing by");
+            return Ok(());
+        };
+        let phase = Phase {
+            listener: &listener,
+            options: &options,
+            shutdown: shutdown.child_token(),
+            started,
+        };
+        match phase.lead(store, leading, fleet_file).await? {
+            Ended::Stopped => {
+                info!("controller stopped");
+                return Ok(());
+            }
+            Ended::Deposed(epoch) => info!(epoch, "standing by again"),
+        }
+    }
+}
+
+/// One leadership of this controller (with a data dir, its whole run).
+struct Phase<'a> {
+    listener: &'a TcpListener,
+    options: &'a Options,
+    /// Fired to end the phase: by the controller's shutdown, or a lost leadership.
+    shutdown: CancellationToken,
+    started: std::time::Instant,
+}
+
+/// How a leadership ended.
+enum Ended {
+    /// Asked to stop: the controller exits.
+    Stopped,
+    /// Another controller leads now (this one's epoch was the number): stand by.
+    Deposed(u64),
+}
+
+impl Phase<'_> {
+    /// Loads the store and runs the engine and the API until asked to stop, or until
+    /// the leadership is lost.
+    async fn lead(
+        self,
+        store: Store,
+        leading: Option<leading::Leading>,
+        fleet_file: Option<FleetFile>,
+    ) -> Result<Ended> {
+        let (options, shutdown) = (self.options, &self.shutdown);
+        let opened_ms = self.started.elapsed().as_millis();
+        let inventory = Arc::new(load_inventory(&store, fleet_file)?);
+        info!(
+            hosts = inventory.len(),
+            data = %options.store,
+            store_open_ms = opened_ms,
+            loaded_ms = self.started.elapsed().as_millis(),
+            "inventory loaded"
+        );
+        let epoch = leading.as_ref().map_or(0, |l| l.leadership.epoch);
+        let grpc_fleet = Arc::new(
+            GrpcFleet::new(options.agent_timeout)
+                .with_tls(options.security.agents.clone())
+                .with_epoch(epoch),
+        );
+        let fleet: engine::SharedFleet = grpc_fleet.clone();
+        let engine = Engine::start(
+            store.clone(),
+            inventory,
+            fleet,
+            options.clock.clone(),
+            engine::Options {
+                drill_from_ms: options.drill_from_ms,
+                ..engine::Options::default()
+            },
             shutdown.clone(),
-            "metrics",
-        ));
-    }
-    if let (Some(listener), Some(m)) = (options.http, &metrics) {
-        let dashboard = Dashboard::new(engine.clone(), options.security.credentials.clone(), shutdown.clone());
-        let app = dashboard.router().merge(metrics::router(m.clone()));
-        let listener = moved_to(&api, listener)?;
-        api.spawn(serve_http(listener, app, shutdown.clone(), "dashboard"));
-    }
-    // The API keeps answering reads while the engine drains; it stops after.
-    let drained = CancellationToken::new();
-    let listener = moved_to(&api, listener)?;
-    let mut serving = api.spawn({
-        let (engine, security, shutdown) = (engine.clone(), options.security.clone(), shutdown.clone());
-        let signal = drained.clone().cancelled_owned();
-        async move { serve(listener, engine, controllers, &security, metrics, shutdown, signal).await }
-    });
-    // A leader whose lease could not be renewed, or whose write found another leader,
-    // stops at once: its writes are refused anyway, and agents refuse its epoch.
-    let lost = leading.as_ref().map(|l| l.leadership.lost.clone()).unwrap_or_default();
-    let mut deposed = false;
-    let early = tokio::select! {
-        _ = shutdown.cancelled() => None,
-        _ = lost.cancelled() => {
-            deposed = true;
-            None
+        )
+        .await?;
+        info!(
+            since_start_ms = self.started.elapsed().as_millis(),
+            "rollouts and restart jobs loaded"
+        );
+        let controllers = leading::controllers(leading.as_ref(), self.listener, options);
+        // Reads are answered on a runtime of their own: a million-host rollout keeping
+        // the engine's workers busy does not queue them behind its tasks.
+        let api = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(API_THREADS)
+            .thread_name("api")
+            .enable_all()
+            .build()
+            .map_err(|e| Error::io("cannot start the API's runtime", e))?;
+        let metrics = (options.metrics.is_some() || options.http.is_some())
+            .then(|| metrics::Metrics::new(engine.clone(), grpc_fleet, controllers.clone()));
+        if let (Some(listener), Some(m)) = (&options.metrics, &metrics) {
+            let listener = moved_to(&api, share(listener)?)?;
+            api.spawn(serve_http(
+                listener,
+                metrics::router(m.clone()),
+                shutdown.clone(),
+                "metrics",
+            ));
         }
-        served = &mut serving => Some(served),
-    };
-    shutdown.cancel();
-    if deposed {
-        warn!(epoch, "leadership lost: stopped dispatching");
-    } else {
-        match tokio::time::timeout(options.grace, engine.stopped()).await {
-            Ok(()) => info!("every call in flight finished and was recorded"),
-            Err(_) => warn!(
-                grace = %crate::plan::format_duration(options.grace),
-                "calls still in flight after the grace period: their hosts stay in doubt and are asked again at the next start"
-            ),
+        if let (Some(listener), Some(m)) = (&options.http, &metrics) {
+            let dashboard = Dashboard::new(
+                engine.clone(),
+                controllers.clone(),
+                options.security.credentials.clone(),
+                shutdown.clone(),
+            );
+            let app = dashboard.router().merge(metrics::router(m.clone()));
+            let listener = moved_to(&api, share(listener)?)?;
+            api.spawn(serve_http(listener, app, shutdown.clone(), "dashboard"));
         }
-        store.flush().await?;
-        if let Some(l) = &leading {
-            // The standbys need not wait for the lease to expire.
-            l.backend.resign(&l.leadership).await;
+        // The API keeps answering reads while the engine drains; it stops after.
+        let drained = CancellationToken::new();
+        let listener = moved_to(&api, share(self.listener)?)?;
+        let mut serving = api.spawn({
+            let (engine, security, shutdown) = (engine.clone(), options.security.clone(), shutdown.clone());
+            let signal = drained.clone().cancelled_owned();
+            async move { serve(listener, engine, controllers, &security, metrics, shutdown, signal).await }
+        });
+        // A leader whose lease could not be renewed, or whose write found another
+        // leader, stops at once: its writes are refused anyway, and agents refuse its
+        // epoch.
+        let lost = leading.as_ref().map(|l| l.leadership.lost.clone()).unwrap_or_default();
+        let mut deposed = false;
+        let early = tokio::select! {
+            _ = shutdown.cancelled() => None,
+            _ = lost.cancelled() => {
+                deposed = true;
+                None
+            }
+            served = &mut serving => Some(served),
+        };
+        shutdown.cancel();
+        if deposed {
+            warn!(
+                epoch,
+                "lost the leadership: stopped dispatching (a write or Apply of this epoch would be refused anyway)"
+            );
         }
+        let waited = tokio::time::timeout(options.grace, engine.stopped()).await;
+        if deposed {
+            // Its calls in flight end at once: their records are refused.
+            if waited.is_err() {
+                warn!("tasks of the lost leadership still running after the grace period");
+            }
+        } else {
+            match waited {
+                Ok(()) => info!("every call in flight finished and was recorded"),
+                Err(_) => warn!(
+                    grace = %crate::plan::format_duration(options.grace),
+                    "calls still in flight after the grace period: their hosts stay in doubt and are asked again at the next start"
+                ),
+            }
+            store.flush().await?;
+            if let Some(l) = &leading {
+                // The standbys need not wait for the lease to expire.
+                l.backend.resign(&l.leadership).await;
+            }
+        }
+        drained.cancel();
+        let served = match early {
+            Some(served) => served,
+            None => serving.await,
+        };
+        // Its tasks have ended (streams end with `shutdown`); dropping a runtime inside
+        // another would block.
+        api.shutdown_background();
+        if deposed {
+            return Ok(Ended::Deposed(epoch));
+        }
+        served.map_err(|e| Error::Usage(format!("the gRPC server task failed: {e}")))??;
+        Ok(Ended::Stopped)
     }
-    drained.cancel();
-    let served = match early {
-        Some(served) => served,
-        None => serving.await,
-    };
-    // Its tasks have ended (streams end with `shutdown`); dropping a runtime inside
-    // another would block.
-    api.shutdown_background();
-    if deposed {
-        return Err(Error::Usage(format!(
-            "lost the leadership (epoch {epoch}): another controller leads now; this one stopped (start it again to stand by)"
-        )));
-    }
-    info!("controller stopped");
-    served.map_err(|e| Error::Usage(format!("the gRPC server task failed: {e}")))?
+}
+
+/// A second handle on a listening socket: each phase of the controller (standing by,
+/// leading) serves on its own, the controller keeps the original.
+fn share(listener: &TcpListener) -> Result<TcpListener> {
+    use std::os::fd::AsFd;
+    let cloned = (|| {
+        let fd = listener.as_fd().try_clone_to_owned()?;
+        let std = std::net::TcpListener::from(fd);
+        std.set_nonblocking(true)?;
+        TcpListener::from_std(std)
+    })();
+    cloned.map_err(|e| Error::io("cannot share a listening socket between the controller's phases", e))
 }
 
 /// Threads of the API's runtime. Reads are cheap (snapshots), but on a 2-core machine

@@ -13,7 +13,7 @@ use futures::future::BoxFuture;
 use tonic::Status;
 use tonic::body::Body;
 use tonic::server::NamedService;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 use super::ControllerService;
 use crate::proto::v1::controller_server::ControllerServer;
@@ -26,6 +26,8 @@ pub struct Standby {
 
 #[derive(Default)]
 struct State {
+    /// TLS to an https:// leader (`--peer-ca`).
+    tls: Option<ClientTlsConfig>,
     /// The leader's API, once known.
     leader: Option<(String, Channel)>,
     /// What a call is told when there is no leader to forward it to.
@@ -33,8 +35,11 @@ struct State {
 }
 
 impl Standby {
-    pub fn standing_by(why: impl Into<String>) -> Standby {
+    /// A standby saying `why` until it knows the leader, reaching an https:// one
+    /// with `tls`.
+    pub fn standing_by(why: impl Into<String>, tls: Option<ClientTlsConfig>) -> Standby {
         let standby = Standby::default();
+        standby.state.write().unwrap_or_else(|p| p.into_inner()).tls = tls;
         standby.say(why);
         standby
     }
@@ -45,23 +50,44 @@ impl Standby {
     }
 
     /// Forwards calls to the leader at `url` from now on (connected at the first
-    /// call); a URL that is not one leaves calls answered as before.
+    /// call); one that cannot be reached so leaves calls answered with why.
     pub fn follow(&self, url: &str) {
         let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
         if state.leader.as_ref().is_some_and(|(u, _)| u == url) {
             return;
         }
-        // A leader that stops answering (paused, or its machine gone without a reset)
-        // is noticed by HTTP/2 pings within seconds: calls then fail, not hang.
-        state.leader = Endpoint::from_shared(url.to_string()).ok().map(|e| {
-            let e = e
-                .connect_timeout(Duration::from_secs(3))
-                .http2_keep_alive_interval(Duration::from_secs(1))
-                .keep_alive_timeout(Duration::from_secs(3))
-                .keep_alive_while_idle(true);
-            (url.to_string(), e.connect_lazy())
-        });
+        match leader_channel(url, state.tls.as_ref()) {
+            Ok(channel) => state.leader = Some((url.to_string(), channel)),
+            Err(why) => {
+                state.leader = None;
+                state.why = format!("{}; it cannot be forwarded to: {why}", state.why);
+            }
+        }
     }
+}
+
+/// A lazily connected channel to the leader at `url`. A leader that stops answering
+/// (paused, or its machine gone without a reset) is noticed by HTTP/2 pings within
+/// seconds: calls then fail, not hang.
+fn leader_channel(url: &str, tls: Option<&ClientTlsConfig>) -> Result<Channel, String> {
+    let endpoint = Endpoint::from_shared(url.to_string()).map_err(|e| format!("{url} is not a URL ({e})"))?;
+    let endpoint = match (url.starts_with("https://"), tls) {
+        (false, _) => endpoint,
+        (true, Some(tls)) => endpoint
+            .tls_config(tls.clone())
+            .map_err(|e| format!("TLS to {url}: {e} (check --peer-ca, --tls-cert and --tls-key)"))?,
+        (true, None) => {
+            return Err(format!(
+                "{url} speaks TLS: give --peer-ca (the CA of the controllers' certificates)"
+            ));
+        }
+    };
+    Ok(endpoint
+        .connect_timeout(Duration::from_secs(3))
+        .http2_keep_alive_interval(Duration::from_secs(1))
+        .keep_alive_timeout(Duration::from_secs(3))
+        .keep_alive_while_idle(true)
+        .connect_lazy())
 }
 
 impl NamedService for Standby {

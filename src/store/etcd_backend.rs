@@ -17,7 +17,7 @@
 mod election;
 pub mod local;
 
-pub use election::{Leader, Leadership};
+pub use election::{Leader, Leadership, Presence};
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -134,8 +134,9 @@ struct Inner {
     kv: KvClient<Channel>,
     /// Once leader: the epoch every write is conditioned on.
     fence: Mutex<Option<Arc<election::Fence>>>,
-    /// The lease of this controller's entry among the controllers (0: being granted).
-    presence: Mutex<Option<i64>>,
+    /// The lease of this controller's entry among the controllers, and what fires
+    /// when it could not be kept alive.
+    presence: Mutex<Option<(i64, tokio_util::sync::CancellationToken)>>,
     /// The client's own runtime: calls are spawned here and waited for. Taken on drop
     /// and shut down without waiting (dropping a runtime may not block in another).
     runtime: Option<tokio::runtime::Runtime>,
@@ -204,7 +205,8 @@ impl EtcdBackend {
             key: backend.full(b""),
             ..Default::default()
         };
-        match backend.call(move |mut kv| async move { kv.range(probe).await.map(|_| ()) }) {
+        let mut kv = backend.inner.kv.clone();
+        match backend.call_once(async move { kv.range(probe).await.map(|_| ()) }) {
             Ok(()) => Ok(backend),
             Err(EtcdError::Call(status)) => Err(EtcdError::Unreachable {
                 endpoints: address.endpoints.join(","),
@@ -215,19 +217,50 @@ impl EtcdBackend {
         }
     }
 
-    /// Runs `call` on the client's runtime and waits for it, from any thread.
-    fn call<T, F>(&self, call: impl FnOnce(KvClient<Channel>) -> F) -> std::result::Result<T, EtcdError>
+    /// Runs `call` on the client's runtime and waits for it, from any thread; asks
+    /// again while etcd says it is busy (see [`transient`]), for [`RETRY_FOR`] at most
+    /// and only while this controller's leadership (if any) holds. For reads, and
+    /// for writes that may be repeated: [`EtcdBackend::txn`] has its own loop.
+    fn call<T, F>(&self, call: impl Fn(KvClient<Channel>) -> F) -> std::result::Result<T, EtcdError>
+    where
+        T: Send + 'static,
+        F: std::future::Future<Output = std::result::Result<T, tonic::Status>> + Send + 'static,
+    {
+        let mut retry = Retry::new();
+        loop {
+            match self.call_once(call(self.inner.kv.clone())) {
+                Err(EtcdError::Call(status)) if retry.again(&status, self.deposed()) => {}
+                done => return done,
+            }
+        }
+    }
+
+    /// A range read (asked again while etcd is busy).
+    fn range_of(&self, request: pb::RangeRequest) -> std::result::Result<pb::RangeResponse, EtcdError> {
+        self.call(move |mut kv| {
+            let request = request.clone();
+            async move { Ok(kv.range(request).await?.into_inner()) }
+        })
+    }
+
+    /// Runs `future` on the client's runtime and waits for it, from any thread.
+    fn call_once<T, F>(&self, future: F) -> std::result::Result<T, EtcdError>
     where
         T: Send + 'static,
         F: std::future::Future<Output = std::result::Result<T, tonic::Status>> + Send + 'static,
     {
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        let future = call(self.inner.kv.clone());
         let runtime = self.inner.runtime.as_ref().ok_or(EtcdError::Gone)?;
         runtime.spawn(async move {
             let _ = tx.send(future.await);
         });
         rx.recv().map_err(|_| EtcdError::Gone)?.map_err(EtcdError::from)
+    }
+
+    /// True once this controller led and lost the leadership: nothing is asked again.
+    fn deposed(&self) -> bool {
+        let fence = self.inner.fence.lock().unwrap_or_else(|p| p.into_inner());
+        fence.as_ref().is_some_and(|f| f.lost.is_cancelled())
     }
 
     fn full(&self, key: &[u8]) -> Vec<u8> {
@@ -270,7 +303,18 @@ impl EtcdBackend {
             success,
             failure,
         };
-        let answer = self.call(move |mut kv| async move { Ok(kv.txn(request).await?.into_inner()) })?;
+        // Asked again while etcd is busy; but an attempt that failed so may still have
+        // been applied, and then the next one's compares fail: whether this write is
+        // there is then read back.
+        let mut retry = Retry::new();
+        let mut uncertain = false;
+        let answer = loop {
+            let (mut kv, request) = (self.inner.kv.clone(), request.clone());
+            match self.call_once(async move { Ok(kv.txn(request).await?.into_inner()) }) {
+                Err(EtcdError::Call(status)) if retry.again(&status, self.deposed()) => uncertain = true,
+                done => break done?,
+            }
+        };
         if let (false, Some(fence)) = (answer.succeeded, &fence) {
             let leader = answer.responses.into_iter().find_map(|r| match r.response {
                 Some(pb::response_op::Response::ResponseRange(range)) => range.kvs.into_iter().next(),
@@ -281,7 +325,89 @@ impl EtcdBackend {
                 return Err(EtcdError::Fenced { epoch: fence.epoch });
             }
         }
+        if !answer.succeeded && uncertain {
+            return self.written(&request.success);
+        }
         Ok(answer.succeeded)
+    }
+
+    /// True when every operation of `ops` is what etcd holds now: each put key with
+    /// its value, each deleted key absent (a write whose answer was lost landed).
+    fn written(&self, ops: &[pb::RequestOp]) -> std::result::Result<bool, EtcdError> {
+        use pb::request_op::Request;
+        let reads: Vec<pb::RequestOp> = ops
+            .iter()
+            .filter_map(|op| match &op.request {
+                Some(Request::RequestPut(put)) => Some(put.key.clone()),
+                Some(Request::RequestDeleteRange(delete)) => Some(delete.key.clone()),
+                _ => None,
+            })
+            .map(|key| pb::RequestOp {
+                request: Some(Request::RequestRange(pb::RangeRequest {
+                    key,
+                    ..Default::default()
+                })),
+            })
+            .collect();
+        let request = pb::TxnRequest {
+            success: reads,
+            ..Default::default()
+        };
+        let answer = self.call(move |mut kv| {
+            let request = request.clone();
+            async move { Ok(kv.txn(request).await?.into_inner()) }
+        })?;
+        let found = answer.responses.into_iter().map(|r| match r.response {
+            Some(pb::response_op::Response::ResponseRange(range)) => range.kvs.into_iter().next(),
+            _ => None,
+        });
+        Ok(ops.iter().zip(found).all(|(op, now)| match &op.request {
+            Some(Request::RequestPut(put)) => now.is_some_and(|kv| kv.value == put.value),
+            _ => now.is_none(),
+        }))
+    }
+}
+
+/// How long a call is asked again while etcd is busy: longer than an election of
+/// etcd's own (a second or two), and than a leader's lease.
+const RETRY_FOR: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// Errors that say etcd could not answer now but may in a moment: a member gone or
+/// restarting (tonic says "transport error: connection reset", code Unknown), an
+/// election of etcd's own under way ("leader changed", "request timed out", "no
+/// leader"), a call that took too long (Cancelled: "Timeout expired").
+fn transient(status: &tonic::Status) -> bool {
+    use tonic::Code;
+    match status.code() {
+        Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled => true,
+        Code::Unknown => status.message().contains("transport error"),
+        _ => false,
+    }
+}
+
+/// The pace of asking again: from 50 ms, doubling to a second, for [`RETRY_FOR`].
+struct Retry {
+    started: std::time::Instant,
+    pause: std::time::Duration,
+}
+
+impl Retry {
+    fn new() -> Retry {
+        Retry {
+            started: std::time::Instant::now(),
+            pause: std::time::Duration::from_millis(50),
+        }
+    }
+
+    /// Whether to ask again after `status` (waiting first); never once `deposed`.
+    fn again(&mut self, status: &tonic::Status, deposed: bool) -> bool {
+        if deposed || !transient(status) || self.started.elapsed() >= RETRY_FOR {
+            return false;
+        }
+        tracing::debug!(error = %brief(status), pause_ms = self.pause.as_millis(), "etcd is busy: asking again");
+        std::thread::sleep(self.pause);
+        self.pause = (self.pause * 2).min(std::time::Duration::from_secs(1));
+        true
     }
 }
 
@@ -343,7 +469,7 @@ impl Backend for EtcdBackend {
             key: self.full(key),
             ..Default::default()
         };
-        let found = self.call(move |mut kv| async move { Ok(kv.range(request).await?.into_inner().kvs) })?;
+        let found = self.range_of(request)?.kvs;
         Ok(found.into_iter().next().map(|kv| kv.value))
     }
 
@@ -428,9 +554,7 @@ impl Pages {
             sort_target: SortTarget::Key as i32,
             ..Default::default()
         };
-        let answer = self
-            .backend
-            .call(move |mut kv| async move { Ok(kv.range(request).await?.into_inner()) })?;
+        let answer = self.backend.range_of(request)?;
         if self.revision == 0 {
             self.revision = answer.header.map_or(0, |h| h.revision);
         }

@@ -146,6 +146,9 @@ pub struct Store {
     writes: Arc<AtomicU64>,
     /// The next audit log sequence number (this controller is the log's only writer).
     events: Arc<AtomicU64>,
+    /// The controller writing (its advertised URL), named in each audit log line;
+    /// empty with a data dir, which one controller holds.
+    writer: Arc<str>,
 }
 
 /// Runs a long synchronous store operation (a batch over every host of a big
@@ -254,6 +257,7 @@ impl Store {
             leases: Arc::default(),
             writes: Arc::default(),
             events: Arc::new(AtomicU64::new(last_event.map_or(0, |n| n + 1))),
+            writer: Arc::from(""),
         };
         store.migrate()?;
         Ok(store)
@@ -354,11 +358,26 @@ impl Store {
         }
     }
 
-    /// Adds `events` to `batch`, each under the next sequence number of the log.
+    /// The same store, its audit log lines naming `controller` as their writer
+    /// (controllers sharing etcd take turns writing it).
+    pub fn written_by(mut self, controller: &str) -> Store {
+        self.writer = Arc::from(controller);
+        self
+    }
+
+    /// Adds `events` to `batch`, each under the next sequence number of the log, and
+    /// naming this controller.
     fn log(&self, batch: &mut Batch, events: &[pb::EventRecord]) {
         for event in events {
             let seq = self.events.fetch_add(1, Ordering::SeqCst);
-            batch.put(key(EVENTS, &seq.to_be_bytes()), event.encode_to_vec());
+            let value = if event.controller.is_empty() && !self.writer.is_empty() {
+                let mut signed = event.clone();
+                signed.controller = self.writer.to_string();
+                signed.encode_to_vec()
+            } else {
+                event.encode_to_vec()
+            };
+            batch.put(key(EVENTS, &seq.to_be_bytes()), value);
         }
     }
 

@@ -296,6 +296,27 @@ pub async fn timeline(client: &mut Client, rollout: &str) -> Vec<pb::EventRecord
         .events
 }
 
+/// Polls restart job `id` until `done` says so (at most 60 s), and returns it.
+pub async fn restart_job_until(client: &mut Client, id: u64, done: impl Fn(&pb::RestartJob) -> bool) -> pb::RestartJob {
+    within(60, "the restart job to reach the awaited state", async {
+        loop {
+            let job = client
+                .get_restart_job(pb::GetRestartJobRequest {
+                    id,
+                    include_hosts: false,
+                })
+                .await
+                .expect("get the restart job")
+                .into_inner();
+            if done(&job) {
+                return job;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    })
+    .await
+}
+
 /// Watches a rollout until `done` says so, returning every snapshot seen.
 pub async fn watch_until(client: &mut Client, name: &str, done: impl Fn(&pb::Rollout) -> bool) -> Vec<pb::Rollout> {
     let mut stream = client

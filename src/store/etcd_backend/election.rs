@@ -10,13 +10,18 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
-use super::{EtcdBackend, EtcdError, pb};
+use super::{EtcdBackend, EtcdError, brief, pb};
 use pb::lease_client::LeaseClient;
 
 /// The leadership key, inside the store's prefix.
 pub(super) const LEADER: &[u8] = b"ld/leader";
 /// `ct` ++ a controller's advertised URL -> `ControllerEntry`, under its own lease.
 const CONTROLLERS: &[u8] = b"ct/";
+
+/// Renewals of a lease per its length: an election of etcd's own (a member lost)
+/// leaves the lease unconfirmed for a second or two, which must not cost the
+/// leadership of a 3 s lease.
+const RENEWALS: u32 = 6;
 
 /// How often a standby looks whether the leader's key is gone.
 const WATCH_EVERY: Duration = Duration::from_millis(200);
@@ -28,6 +33,17 @@ pub struct Leadership {
     lease: i64,
     /// Fired when the lease was not kept alive, or a write found the key changed.
     pub lost: CancellationToken,
+}
+
+/// How a controller says it is here (`ct/<url>`).
+#[derive(Debug, Clone, Copy)]
+pub struct Presence<'a> {
+    /// Its `--advertise` URL.
+    pub url: &'a str,
+    /// Its dashboard's URL (empty: none).
+    pub dashboard: &'a str,
+    /// Since when it stands by, or leads.
+    pub since_unix_ms: i64,
 }
 
 /// Who leads now, as a standby sees it.
@@ -46,7 +62,7 @@ impl EtcdBackend {
     /// Who leads now, if anyone (blocking).
     pub fn leader(&self) -> std::result::Result<Option<Leader>, EtcdError> {
         let request = self.leader_request();
-        let found = self.call(move |mut kv| async move { Ok(kv.range(request).await?.into_inner().kvs) })?;
+        let found = self.range_of(request)?.kvs;
         Ok(leader_of(found))
     }
 
@@ -66,50 +82,82 @@ impl EtcdBackend {
         }
     }
 
-    /// Waits until this controller (reachable at `url`) is the leader, calling
-    /// `standing_by` with the leader each time another one is seen; then keeps its
-    /// lease of `ttl` alive and fences every write of this backend with the epoch.
+    /// Says this controller is here ([`EtcdBackend::announce`]) and waits until it is
+    /// the leader, calling `standing_by` with the leader each time another one is
+    /// seen; then keeps its lease of `ttl` alive and fences every write of this
+    /// backend with the epoch. While etcd does not answer, it keeps asking.
     pub async fn campaign(
         &self,
-        url: &str,
+        presence: &Presence<'_>,
         ttl: Duration,
         standing_by: impl Fn(&Leader),
     ) -> std::result::Result<Leadership, EtcdError> {
-        let ttl_s = ttl.as_secs().max(1) as i64;
         let mut seen: Option<Leader> = None;
+        let mut announced = false;
         loop {
-            if let Some(leader) = self.current_leader().await? {
-                if seen.as_ref() != Some(&leader) {
-                    standing_by(&leader);
-                    seen = Some(leader);
+            let round = async {
+                if !announced {
+                    self.announce(presence, ttl).await?;
+                    announced = true;
                 }
-                tokio::time::sleep(WATCH_EVERY).await;
-                continue;
+                self.try_lead(presence.url, ttl, &mut seen, &standing_by).await
+            };
+            match round.await {
+                Ok(Some(leadership)) => return Ok(leadership),
+                Ok(None) => tokio::time::sleep(WATCH_EVERY).await,
+                // etcd briefly unreachable (a member restarting, an election of its
+                // own): a standby keeps standing by and asks again.
+                Err(EtcdError::Call(status)) => {
+                    tracing::warn!(error = %brief(&status), "standing by: etcd did not answer; asking again");
+                    tokio::time::sleep(WATCH_EVERY).await;
+                }
+                Err(e) => return Err(e),
             }
-            let mut lease = self.lease_client();
-            let grant = pb::LeaseGrantRequest { ttl: ttl_s, id: 0 };
-            let asked = Instant::now();
-            let granted = self
-                .on_runtime(async move { lease.lease_grant(grant).await.map(|r| r.into_inner()) })
-                .await?;
-            let id = granted.id;
-            match self.take_lead(url, id).await? {
-                Some(epoch) => {
-                    let leadership = Leadership {
-                        epoch,
-                        lease: id,
-                        lost: CancellationToken::new(),
-                    };
-                    self.set_fence(epoch, leadership.lost.clone());
-                    self.keep_alive(id, asked, ttl, leadership.lost.clone());
-                    return Ok(leadership);
-                }
-                None => {
-                    // Another controller was faster: give the lease back and watch.
-                    let mut lease = self.lease_client();
-                    let revoke = pb::LeaseRevokeRequest { id };
-                    let _ = self.on_runtime(async move { lease.lease_revoke(revoke).await }).await;
-                }
+        }
+    }
+
+    /// One round of the campaign: this controller's leadership, or None while another
+    /// controller leads (`standing_by` is called when that one changes) or won the
+    /// race for the key.
+    async fn try_lead(
+        &self,
+        url: &str,
+        ttl: Duration,
+        seen: &mut Option<Leader>,
+        standing_by: &impl Fn(&Leader),
+    ) -> std::result::Result<Option<Leadership>, EtcdError> {
+        let ttl_s = ttl.as_secs().max(1) as i64;
+        if let Some(leader) = self.current_leader().await? {
+            if seen.as_ref() != Some(&leader) {
+                standing_by(&leader);
+                *seen = Some(leader);
+            }
+            return Ok(None);
+        }
+        let mut lease = self.lease_client();
+        let grant = pb::LeaseGrantRequest { ttl: ttl_s, id: 0 };
+        let asked = Instant::now();
+        let granted = self
+            .on_runtime(async move { lease.lease_grant(grant).await.map(|r| r.into_inner()) })
+            .await?;
+        let id = granted.id;
+        match self.take_lead(url, id).await? {
+            Some(epoch) => {
+                let leadership = Leadership {
+                    epoch,
+                    lease: id,
+                    lost: CancellationToken::new(),
+                };
+                self.set_fence(epoch, leadership.lost.clone());
+                self.keep_alive(id, asked, ttl, leadership.lost.clone());
+                Ok(Some(leadership))
+            }
+            None => {
+                // Another controller was faster: give the lease back and watch.
+                let mut lease = self.lease_client();
+                let revoke = pb::LeaseRevokeRequest { id };
+                let _ = self.on_runtime(async move { lease.lease_revoke(revoke).await }).await;
+                Ok(None)
             }
         }
     }
@@ -157,9 +205,10 @@ impl EtcdBackend {
             .map_err(EtcdError::from)
     }
 
-    /// Keeps lease `id` alive (a renewal every third of `ttl`) until it cannot be:
-    /// then `lost` fires, at the latest one `ttl` after the last renewal etcd
-    /// confirmed, so that this controller stops before another can take over.
+    /// Keeps lease `id` alive (a renewal every sixth of `ttl`) until it cannot be:
+    /// then `lost` fires, exactly one `ttl` after the last renewal etcd confirmed was
+    /// sent (etcd renewed it later, so the lease lasts at least that long), so that
+    /// this controller stops before another can take over.
     fn keep_alive(&self, id: i64, granted: Instant, ttl: Duration, lost: CancellationToken) {
         let Some(runtime) = self.inner.runtime.as_ref() else {
             lost.cancel();
@@ -167,46 +216,23 @@ impl EtcdBackend {
         };
         let client = self.lease_client();
         runtime.spawn(async move {
-            // When the last renewal etcd confirmed was sent: etcd renewed it later, so
-            // the lease lasts at least `ttl` from then, and this controller gives up no
-            // later than etcd lets it expire.
-            let mut renewed = granted;
-            let every = ttl / 3;
-            while renewed.elapsed() < ttl && !lost.is_cancelled() {
-                let (tx, rx) = tokio::sync::mpsc::channel(4);
-                let mut client = client.clone();
-                let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
-                // The first renewal goes with the call: etcd answers the stream's
-                // headers with its first answer.
-                let mut sent = Instant::now();
-                let _ = tx.send(pb::LeaseKeepAliveRequest { id }).await;
-                let Ok(Ok(answers)) = tokio::time::timeout(every, client.lease_keep_alive(stream)).await else {
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                };
-                let mut answers = answers.into_inner();
+            let (renewed, mut last) = tokio::sync::watch::channel(granted);
+            let expiry = async move {
                 loop {
-                    match tokio::time::timeout(every, answers.message()).await {
-                        Ok(Ok(Some(a))) if a.ttl > 0 => renewed = sent,
-                        // The lease is gone: expired, or revoked.
-                        Ok(Ok(Some(_))) => {
-                            lost.cancel();
+                    let deadline = *last.borrow_and_update() + ttl;
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(deadline.into()) => return,
+                        changed = last.changed() => if changed.is_err() {
+                            tokio::time::sleep_until(deadline.into()).await;
                             return;
                         }
-                        _ => break,
-                    }
-                    tokio::select! {
-                        _ = tokio::time::sleep(every) => {}
-                        _ = lost.cancelled() => return,
-                    }
-                    if renewed.elapsed() >= ttl {
-                        break;
-                    }
-                    sent = Instant::now();
-                    if tx.send(pb::LeaseKeepAliveRequest { id }).await.is_err() {
-                        break;
                     }
                 }
+            };
+            tokio::select! {
+                _ = renew(client, id, ttl / RENEWALS, renewed) => {}
+                _ = expiry => {}
+                _ = lost.cancelled() => {}
             }
             lost.cancel();
         });
@@ -214,11 +240,20 @@ impl EtcdBackend {
 
     /// Says this controller (at `url`) is here, from `since_unix_ms`, for as long as
     /// it runs: an entry under a lease of its own, kept alive (gone within `ttl` of its
-    /// end). Written again when it takes the lead.
-    pub async fn announce(&self, url: &str, since_unix_ms: i64, ttl: Duration) -> std::result::Result<(), EtcdError> {
-        let known = *self.inner.presence.lock().unwrap_or_else(|p| p.into_inner());
+    /// end), with its dashboard's URL (may be empty). Written again when it takes the
+    /// lead.
+    pub async fn announce(&self, presence: &Presence<'_>, ttl: Duration) -> std::result::Result<(), EtcdError> {
+        // A lease that could not be kept alive (this process paused, etcd lost) is
+        // gone: a new one is granted.
+        let known = self
+            .inner
+            .presence
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .filter(|(_, lost)| !lost.is_cancelled());
         let lease = match known {
-            Some(id) => id,
+            Some((id, _)) => id,
             None => {
                 let mut lease = self.lease_client();
                 let grant = pb::LeaseGrantRequest {
@@ -229,17 +264,19 @@ impl EtcdBackend {
                 let granted = self
                     .on_runtime(async move { lease.lease_grant(grant).await.map(|r| r.into_inner()) })
                     .await?;
-                self.keep_alive(granted.id, asked, ttl, CancellationToken::new());
-                *self.inner.presence.lock().unwrap_or_else(|p| p.into_inner()) = Some(granted.id);
+                let lost = CancellationToken::new();
+                self.keep_alive(granted.id, asked, ttl, lost.clone());
+                *self.inner.presence.lock().unwrap_or_else(|p| p.into_inner()) = Some((granted.id, lost));
                 granted.id
             }
         };
         let entry = crate::proto::v1::ControllerEntry {
-            advertise: url.to_string(),
-            since_unix_ms,
+            advertise: presence.url.to_string(),
+            since_unix_ms: presence.since_unix_ms,
+            dashboard: presence.dashboard.to_string(),
         };
         let mut key = self.full(CONTROLLERS);
-        key.extend_from_slice(url.as_bytes());
+        key.extend_from_slice(presence.url.as_bytes());
         let put = pb::PutRequest {
             key,
             value: prost::Message::encode_to_vec(&entry),
@@ -260,7 +297,7 @@ impl EtcdBackend {
             key: prefix,
             ..Default::default()
         };
-        let found = self.call(move |mut kv| async move { Ok(kv.range(request).await?.into_inner().kvs) })?;
+        let found = self.range_of(request)?.kvs;
         let mut all: Vec<_> = found
             .into_iter()
             .filter_map(|kv| prost::Message::decode(kv.value.as_slice()).ok())
@@ -284,6 +321,46 @@ impl EtcdBackend {
 
     fn set_fence(&self, epoch: u64, lost: CancellationToken) {
         *self.inner.fence.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(Fence { epoch, lost }));
+    }
+}
+
+/// Renews lease `id` every `every`, telling `renewed` when each renewal etcd
+/// confirmed was sent; returns when etcd says the lease is gone (expired, revoked).
+/// A stream that breaks or stalls is opened again.
+async fn renew(
+    client: LeaseClient<tonic::transport::Channel>,
+    id: i64,
+    every: Duration,
+    renewed: tokio::sync::watch::Sender<Instant>,
+) {
+    loop {
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let mut client = client.clone();
+        let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
+        // The first renewal goes with the call: etcd answers the stream's headers with
+        // its first answer.
+        let mut sent = Instant::now();
+        let _ = tx.send(pb::LeaseKeepAliveRequest { id }).await;
+        let Ok(Ok(answers)) = tokio::time::timeout(every, client.lease_keep_alive(stream)).await else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        let mut answers = answers.into_inner();
+        loop {
+            match tokio::time::timeout(every, answers.message()).await {
+                Ok(Ok(Some(a))) if a.ttl > 0 => {
+                    renewed.send_replace(sent);
+                }
+                // The lease is gone: expired, or revoked.
+                Ok(Ok(Some(_))) => return,
+                _ => break,
+            }
+            tokio::time::sleep(every).await;
+            sent = Instant::now();
+            if tx.send(pb::LeaseKeepAliveRequest { id }).await.is_err() {
+                break;
+            }
+        }
     }
 }
 

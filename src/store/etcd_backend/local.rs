@@ -129,6 +129,43 @@ impl LocalEtcd {
         format!("etcd://{}/{prefix}", hosts.join(","))
     }
 
+    /// Which member is the cluster's raft leader now (an index into the members), as
+    /// the members that answer say.
+    pub async fn leader(&self) -> Option<usize> {
+        use crate::proto::etcd::maintenance_client::MaintenanceClient;
+        let mut ids = Vec::new();
+        let mut leader = None;
+        for m in &self.members {
+            let status = async {
+                let mut client = MaintenanceClient::connect(format!("http://{}", m.client)).await.ok()?;
+                client
+                    .status(crate::proto::etcd::StatusRequest {})
+                    .await
+                    .ok()
+                    .map(|s| s.into_inner())
+            };
+            let status = match m.child {
+                Some(_) => tokio::time::timeout(Duration::from_secs(5), status)
+                    .await
+                    .ok()
+                    .flatten(),
+                None => None,
+            };
+            ids.push(status.as_ref().and_then(|s| s.header.as_ref()).map(|h| h.member_id));
+            leader = leader.or(status.map(|s| s.leader).filter(|l| *l != 0));
+        }
+        let leader = leader?;
+        ids.iter().position(|id| *id == Some(leader))
+    }
+
+    /// Kills member `i` (SIGKILL); the others go on without it.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut child) = self.members.get_mut(i).and_then(|m| m.child.take()) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
     /// Kills every member and removes their data.
     pub fn stop(self) {
         drop(self);

@@ -37,6 +37,15 @@ fn a_key_written_twice_in_a_batch_is_written_once_as_the_last_op_says() {
     ));
 }
 
+/// A controller at `url`, for the election.
+fn at(url: &str) -> Presence<'_> {
+    Presence {
+        url,
+        dashboard: "",
+        since_unix_ms: 0,
+    }
+}
+
 /// Two controllers on one prefix: one leads, the other stands by and sees who
 /// leads; when the leader's lease ends the other takes over with a higher epoch,
 /// and the old leader's writes are refused (its leadership marked lost).
@@ -48,7 +57,7 @@ async fn one_leads_the_other_takes_over_and_the_old_one_is_fenced() {
     let a = EtcdBackend::connect(&etcd.address("ha")).unwrap();
     let b = EtcdBackend::connect(&etcd.address("ha")).unwrap();
     let ttl = std::time::Duration::from_secs(2);
-    let first = a.campaign("http://a", ttl, |_| {}).await.unwrap();
+    let first = a.campaign(&at("http://a"), ttl, |_| {}).await.unwrap();
     assert_eq!(
         a.leader().unwrap().map(|l| (l.url, l.epoch)),
         Some(("http://a".into(), first.epoch))
@@ -57,7 +66,7 @@ async fn one_leads_the_other_takes_over_and_the_old_one_is_fenced() {
     let standby = tokio::spawn({
         let (b, seen) = (b.clone(), seen.clone());
         async move {
-            b.campaign("http://b", ttl, |l| seen.lock().unwrap().push(l.url.clone()))
+            b.campaign(&at("http://b"), ttl, |l| seen.lock().unwrap().push(l.url.clone()))
                 .await
         }
     });
@@ -161,4 +170,26 @@ async fn etcd_passes_the_conformance_suite() {
     let holder = again.lease("h04321").unwrap().map(|h| h.to_string());
     assert_eq!(holder.as_deref(), Some("active rollout `fix` (id 1)"));
     etcd.stop();
+}
+
+#[test]
+fn etcd_busy_or_a_member_gone_is_asked_again_a_refusal_is_not() {
+    use tonic::Status;
+    for busy in [
+        Status::unavailable("etcdserver: leader changed"),
+        Status::unavailable("etcdserver: request timed out"),
+        Status::unknown("transport error: connection reset"),
+        Status::cancelled("Timeout expired"),
+        Status::deadline_exceeded("deadline"),
+    ] {
+        assert!(transient(&busy), "{busy:?}");
+    }
+    for refused in [
+        Status::invalid_argument("etcdserver: too many operations in txn request"),
+        Status::unknown("etcdserver: some logic error"),
+        Status::permission_denied("etcdserver: permission denied"),
+        Status::out_of_range("etcdserver: mvcc: required revision has been compacted"),
+    ] {
+        assert!(!transient(&refused), "{refused:?}");
+    }
 }
