@@ -22,6 +22,7 @@
 //! - [`proto`]: generated protobuf and gRPC code.
 
 pub mod agent;
+pub mod analysis;
 pub mod auth;
 pub mod cli;
 pub mod dashboard;

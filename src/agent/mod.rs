@@ -11,6 +11,7 @@ pub mod heartbeat;
 pub mod host;
 pub mod simulator;
 pub mod state;
+pub mod traffic;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 

@@ -110,6 +110,8 @@ pub struct Simulator {
     restarting: std::sync::Mutex<HashMap<String, (u64, u64)>>,
     /// Apply calls received, whatever their fate, and those refused as stale.
     applies: super::ApplyCounts,
+    /// The service's traffic by version, for `--metrics-listen`.
+    traffic: Option<Arc<super::traffic::Traffic>>,
 }
 
 impl Simulator {
@@ -139,7 +141,15 @@ impl Simulator {
             noop: options.noop,
             restarting: std::sync::Mutex::new(HashMap::new()),
             applies: super::ApplyCounts::default(),
+            traffic: None,
         }
+    }
+
+    /// The same simulator, its hosts' traffic counted in `traffic` as their versions
+    /// change.
+    pub fn with_traffic(mut self, traffic: Arc<super::traffic::Traffic>) -> Simulator {
+        self.traffic = Some(traffic);
+        self
     }
 
     /// Apply calls received so far (first attempts, retries and replays alike).
@@ -289,6 +299,9 @@ impl Simulator {
                 }
                 pb::Action::Restart => h.healthy = true,
                 pb::Action::Unspecified => {}
+            }
+            if let Some(traffic) = &self.traffic {
+                traffic.switch(&req.host_id, &h.version);
             }
             pb::ApplyResponse {
                 ok: true,

@@ -5,6 +5,7 @@
 //! port 0), log to standard error, and stop gracefully on SIGINT or SIGTERM; a second
 //! signal exits at once.
 
+use std::collections::HashMap;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -95,6 +96,13 @@ pub struct ServeArgs {
     /// --tls-cert and --tls-key as this controller's identity).
     #[arg(long, requires = "store")]
     pub peer_ca: Option<PathBuf>,
+    /// The CA of the site's Prometheus (PEM), for plans whose analysis asks an
+    /// https:// Prometheus signed by a private CA.
+    #[arg(long)]
+    pub prometheus_ca: Option<PathBuf>,
+    /// File whose first line is a bearer token sent to Prometheus with every query.
+    #[arg(long)]
+    pub prometheus_token_file: Option<PathBuf>,
     /// Judge business hours by a drill clock that reads TIME (RFC 3339, e.g.
     /// 2024-11-25T17:33:00Z) when the controller starts and advances in real time: for
     /// game days and demos. Status, the dashboard and the audit log say it is in force.
@@ -138,6 +146,18 @@ pub struct AgentArgs {
     /// benchmarks).
     #[arg(long)]
     pub noop: bool,
+    /// Serve the simulated service's traffic as Prometheus metrics on this address
+    /// (`GET /metrics`: rollout_sim_requests_total and
+    /// rollout_sim_retried_requests_total by version; simulator).
+    #[arg(long)]
+    pub metrics_listen: Option<String>,
+    /// Label the traffic metrics by host too (simulator).
+    #[arg(long, requires = "metrics_listen")]
+    pub metrics_per_host: bool,
+    /// Hosts running VERSION retry FACTOR times as many requests (default 20): the
+    /// retry storm (repeatable; simulator).
+    #[arg(long, value_name = "VERSION[:FACTOR]", requires = "metrics_listen")]
+    pub faulty_version: Vec<String>,
     /// TLS for a host agent (the simulator serves plaintext).
     #[command(flatten)]
     pub tls: TlsArgs,
@@ -260,11 +280,16 @@ fn security(args: &ServeArgs) -> Result<server::Security> {
     };
     let agents = as_client(&args.agent_ca)?;
     let peers = as_client(&args.peer_ca)?;
+    use crate::analysis::prometheus::{Access, Prometheus};
+    let access = Access::load(args.prometheus_ca.as_deref(), args.prometheus_token_file.as_deref())
+        .map_err(|e| Error::Usage(e.to_string()))?;
+    let prometheus = Prometheus::new(&access).map_err(|e| Error::Usage(e.to_string()))?;
     Ok(server::Security {
         tls,
         credentials,
         agents,
         peers,
+        prometheus: Some(Arc::new(prometheus)),
         rate: crate::auth::RateLimit {
             per_second: args.max_changes_per_second,
             burst: args.max_changes_per_second.saturating_mul(5),
@@ -392,8 +417,14 @@ pub async fn agent(args: AgentArgs) -> Result<ExitCode> {
             "--unhealthy-rate must be between 0 and 1 (e.g. 0.05)".into(),
         ));
     }
+    let faulty = args
+        .faulty_version
+        .iter()
+        .map(|f| crate::agent::traffic::parse_faulty(f))
+        .collect::<std::result::Result<HashMap<_, _>, _>>()
+        .map_err(Error::Usage)?;
     let fleet = FleetFile::load(&fleet_path)?;
-    let sim = Arc::new(Simulator::new(
+    let mut sim = Simulator::new(
         &fleet,
         &SimulatorOptions {
             fail_rate: args.fail_rate,
@@ -404,14 +435,52 @@ pub async fn agent(args: AgentArgs) -> Result<ExitCode> {
             break_rate: args.break_rate,
             noop: args.noop,
         },
-    ));
+    );
     let listener = bind(args.listen.as_deref().unwrap_or("127.0.0.1:7070")).await?;
+    let token = CancellationToken::new();
+    if let Some(addr) = &args.metrics_listen {
+        let hosts = fleet
+            .hosts
+            .iter()
+            .map(|h| (h.id.as_str(), h.version.as_deref().unwrap_or_default()));
+        let traffic = Arc::new(crate::agent::traffic::Traffic::new(
+            hosts,
+            faulty,
+            args.metrics_per_host,
+        ));
+        sim = sim.with_traffic(traffic.clone());
+        let metrics = bind_http(addr, "--metrics-listen", "traffic metrics", "/metrics").await?;
+        let app = axum::Router::new().route(
+            "/metrics",
+            axum::routing::get(move || {
+                let text = crate::agent::traffic::render(&traffic);
+                async move {
+                    (
+                        [(
+                            http::header::CONTENT_TYPE,
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        )],
+                        text,
+                    )
+                }
+            }),
+        );
+        let stop = token.clone();
+        tokio::spawn(async move {
+            let served = axum::serve(metrics, app)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await;
+            if let Err(e) = served {
+                tracing::warn!(error = %e, "the traffic metrics server failed");
+            }
+        });
+    }
+    let sim = Arc::new(sim);
     info!(
         hosts = fleet.hosts.len(),
         fail_rate = args.fail_rate,
         "simulating a fleet"
     );
-    let token = CancellationToken::new();
     stop_on_signals(token.clone());
     simulator::serve(listener, sim, token).await?;
     Ok(ExitCode::SUCCESS)

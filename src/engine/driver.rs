@@ -13,6 +13,7 @@ use std::time::Duration;
 use tokio::task::JoinSet;
 use tracing::{Instrument, debug, info, info_span, warn};
 
+use super::analysis::Baked;
 use super::fleet::SharedFleet;
 use super::rollout::{Dispatch, Live};
 use super::state::{Event, FleetHealth, HealthReport, State, WaveReport};
@@ -95,6 +96,22 @@ async fn run(live: &Live, ctx: &Context) -> Result<()> {
                 let report = execute(live, ctx, Some(wave), Vec::new()).await?;
                 debug!(wave, ?report, "wave ended");
                 advance(live, ctx, Event::WaveEnded(report)).await?;
+            }
+            State::Baking { wave, until_ms } if live.plan.analysis.is_some() => {
+                let Some(analysis) = live.plan.analysis.as_ref() else {
+                    continue;
+                };
+                match super::analysis::bake(live, ctx, analysis, wave, until_ms, &mut control).await? {
+                    Baked::Passed => {
+                        let health = health_gate(live, ctx, wave).await?;
+                        advance(live, ctx, Event::BakeElapsed(health)).await?
+                    }
+                    Baked::Failed(reason) => advance(live, ctx, Event::AnalysisFailed { wave, reason }).await?,
+                    Baked::Inconclusive(reason) => {
+                        advance(live, ctx, Event::AnalysisInconclusive { wave, reason }).await?
+                    }
+                    Baked::Interrupted => {}
+                }
             }
             State::Baking { until_ms, .. } => {
                 let wait = Duration::from_millis((until_ms - ctx.clock.now_ms()).max(0) as u64);

@@ -22,6 +22,7 @@
 //! The [`Engine`] (this file) owns the parts; on start it resumes every unfinished
 //! rollout and restart job where the store says it was.
 
+mod analysis;
 pub mod audit;
 pub mod clock;
 mod driver;
@@ -46,7 +47,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::info;
+use tracing::{info, warn};
 
 pub use clock::{Clock, DrillClock, SystemClock, format_instant, now_ms};
 pub use fleet::{CallError, Fleet, GrpcFleet, RetryPolicy, SharedFleet};
@@ -58,6 +59,7 @@ use rollout::Live;
 pub use state::{Event, State};
 use submit::at_refused;
 
+use crate::analysis::prometheus::Prometheus;
 use crate::fleet::Inventory;
 use crate::proto::v1 as pb;
 use crate::store::{self, Store};
@@ -97,6 +99,9 @@ pub struct Options {
     pub preview_limit: usize,
     /// Run business hours on a drill clock starting at this instant (unix ms).
     pub drill_from_ms: Option<i64>,
+    /// The client plans' analyses ask Prometheus with (the site's CA and token);
+    /// None: one without either.
+    pub prometheus: Option<Arc<Prometheus>>,
 }
 
 impl Default for Options {
@@ -104,6 +109,7 @@ impl Default for Options {
         Options {
             preview_limit: 20,
             drill_from_ms: None,
+            prometheus: None,
         }
     }
 }
@@ -124,6 +130,9 @@ pub(crate) struct Context {
     pub health: HealthBook,
     /// Rollouts whose failure policy asks for a rollback: the engine creates it.
     pub rollbacks: tokio::sync::mpsc::UnboundedSender<u64>,
+    /// Asks Prometheus for the plans' analyses (None: the client could not be built,
+    /// and every measurement is inconclusive, saying why).
+    pub prometheus: Option<Arc<Prometheus>>,
 }
 
 impl Context {
@@ -213,6 +222,12 @@ impl Engine {
                 health: HealthBook::new(&inventory),
                 inventory: std::sync::RwLock::new(inventory),
                 rollbacks,
+                prometheus: options.prometheus.clone().or_else(|| {
+                    Prometheus::new(&Default::default())
+                        .inspect_err(|e| warn!(error = %e, "analysis cannot ask Prometheus"))
+                        .ok()
+                        .map(Arc::new)
+                }),
             }),
             options,
             rollouts: Mutex::new(BTreeMap::new()),

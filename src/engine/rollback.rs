@@ -72,6 +72,8 @@ impl Engine {
             rollback_max_parallel: p.rollback_max_parallel,
             progress_deadline: p.progress_deadline,
             min_healthy: None,
+            // A rollback is fast and unconditional: no bake, so no analysis.
+            analysis: None,
         };
         if let Some(active) = self
             .lock()

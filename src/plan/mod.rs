@@ -6,6 +6,7 @@
 //! plan means the same thing whichever way it arrives. Errors name the field, and
 //! the file, line and column when the plan came from text.
 
+mod analysis;
 mod locate;
 mod quantity;
 mod validate;
@@ -144,6 +145,8 @@ pub struct Plan {
     pub progress_deadline: Duration,
     /// Share of the whole selection that must be healthy at the end of every bake.
     pub min_healthy: Option<Percent>,
+    /// Telemetry gates measured during every bake.
+    pub analysis: Option<crate::analysis::Analysis>,
 }
 
 /// Why a plan was refused.
@@ -230,6 +233,8 @@ struct PlanFile {
     progress_deadline: Option<Scalar>,
     #[serde(default)]
     min_healthy: Option<Scalar>,
+    #[serde(default)]
+    analysis: Option<analysis::AnalysisFile>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -325,6 +330,7 @@ impl PlanFile {
                 max_failed: f.max_failed.map(Scalar::into_text).unwrap_or_default(),
                 action: f.action.unwrap_or_default(),
             }),
+            analysis: self.analysis.map(analysis::AnalysisFile::into_spec),
         })
     }
 }
@@ -417,6 +423,7 @@ impl Plan {
                 waves: self.rollback_waves.iter().map(|w| w.to_string()).collect(),
                 max_parallel: self.rollback_max_parallel,
             }),
+            analysis: self.analysis.as_ref().map(crate::analysis::Analysis::to_spec),
         }
     }
 

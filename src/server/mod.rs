@@ -68,6 +68,9 @@ pub struct Security {
     /// TLS to the other controllers, for a standby forwarding calls to the leader
     /// (their CA, and this controller's identity); None: plaintext.
     pub peers: Option<tonic::transport::ClientTlsConfig>,
+    /// How plans' analyses reach the site's Prometheus (its CA, a token); None: a
+    /// client without either.
+    pub prometheus: Option<Arc<crate::analysis::prometheus::Prometheus>>,
 }
 
 /// Concurrent HTTP/2 streams a connection may have open (watches included).
@@ -159,6 +162,7 @@ impl Phase<'_> {
             options.clock.clone(),
             engine::Options {
                 drill_from_ms: options.drill_from_ms,
+                prometheus: options.security.prometheus.clone(),
                 ..engine::Options::default()
             },
             shutdown.clone(),

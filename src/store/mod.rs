@@ -23,6 +23,7 @@
 //! - `jo`, `jh`: restart jobs and their hosts, like `ro` and `rh`
 //! - `lc` holder ++ version ++ part -> `LeaseChunk`: hosts an active rollout or job
 //!   holds (see [`leases`])
+//! - `am` rollout id ++ sequence -> `Measurement`: its analysis, measured during bakes
 //! - `me`: schema version, the id counter, the lease version
 //!
 //! A rollout is created in batches of a few thousand hosts, each with one chunk of
@@ -35,6 +36,7 @@ mod backend;
 pub mod etcd_backend;
 mod hosts;
 mod leases;
+mod measurements;
 mod records;
 mod sled_backend;
 

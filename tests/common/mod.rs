@@ -6,6 +6,7 @@
 
 pub mod agents;
 pub mod certs;
+pub mod prometheus;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -230,6 +231,7 @@ pub fn plan(name: &str, waves: &[&str], max_failed: &str) -> pb::PlanSpec {
         rollback: None,
         progress_deadline: String::new(),
         min_healthy: String::new(),
+        analysis: None,
     }
 }
 

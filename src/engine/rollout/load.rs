@@ -33,6 +33,7 @@ impl Inner {
             failures: c.failures,
             unhealthy: c.unhealthy,
             driving: false,
+            measurements: Vec::new(),
         }
     }
 }
@@ -99,6 +100,12 @@ impl Live {
             let rows = store.rollout_hosts(record.id).map(|row| row.map_err(Error::from));
             (Live::from_rows(inventory, record, rows, None, now_ms)?, "hosts")
         };
+        if live.plan.analysis.is_some() {
+            let measured = store.measurements(id)?;
+            let mut inner = live.lock();
+            inner.measurements = measured;
+            live.publish(&inner);
+        }
         tracing::info!(
             id,
             hosts,

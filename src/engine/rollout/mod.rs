@@ -73,6 +73,8 @@ pub(crate) struct Inner {
     /// A driver task runs this rollout: set when one is spawned, cleared when it
     /// parks on a terminal state, so that a retry spawns exactly one again.
     driving: bool,
+    /// The plan's analysis measured so far, oldest first (stored as taken).
+    measurements: Vec<pb::Measurement>,
 }
 
 /// A rollout the engine knows about.
@@ -288,6 +290,34 @@ impl Live {
         } else {
             false
         }
+    }
+
+    /// The analysis measured so far.
+    pub fn measurements(&self) -> Vec<pb::Measurement> {
+        self.lock().measurements.clone()
+    }
+
+    /// Records a round of measurements, each with its line in the audit log (one
+    /// transaction), and publishes them. The caller flushes.
+    pub fn add_measurements(&self, store: &Store, round: Vec<pb::Measurement>) -> Result<()> {
+        let target = Target::Rollout {
+            id: self.id,
+            name: &self.plan.name,
+        };
+        let events: Vec<pb::EventRecord> = round
+            .iter()
+            .map(|m| {
+                let line = format!("wave {}: check `{}` {}: {}", m.wave, m.check, m.verdict, m.detail);
+                let mut event = Actor::controller().event(m.at_unix_ms, target, line, "ok");
+                event.kind = "measurement".into();
+                event
+            })
+            .collect();
+        let mut inner = self.lock();
+        store.put_measurements(self.id, inner.measurements.len() as u64, &round, &events)?;
+        inner.measurements.extend(round);
+        self.publish(&inner);
+        Ok(())
     }
 
     /// True, once, when the rollout has work and no driver: the caller spawns one.

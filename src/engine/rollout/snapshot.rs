@@ -163,6 +163,7 @@ impl Live {
             hosts_unhealthy: inner.unhealthy,
             retries: r.retries,
             drill_clock: String::new(),
+            measurements: inner.measurements.clone(),
         }
     }
 }

@@ -42,6 +42,18 @@ pub enum Event {
     WaveEnded(WaveReport),
     /// The bake ended and the wave's hosts were probed: the health gate.
     BakeElapsed(HealthReport),
+    /// The plan's analysis failed during the bake of `wave`: acts as
+    /// `on_failure.action` says (halt, or rollback).
+    AnalysisFailed {
+        wave: u32,
+        reason: String,
+    },
+    /// A measurement of the bake of `wave` was inconclusive under `inconclusive:
+    /// halt`: the rollout halts (never rolls back on a guess).
+    AnalysisInconclusive {
+        wave: u32,
+        reason: String,
+    },
     Pause,
     Resume,
     /// An operator re-runs the failed hosts of every wave so far (`rollout retry`).
@@ -412,6 +424,17 @@ pub fn step(state: &State, event: Event, now_ms: i64, policy: &Policy) -> Step {
                     Ok((next, lines))
                 }
             },
+            _ => unchanged(),
+        },
+        Event::AnalysisFailed { wave, reason } => match state {
+            Baking { wave: baking, .. } if *baking == wave => fail(wave, reason),
+            _ => unchanged(),
+        },
+        Event::AnalysisInconclusive { wave, reason } => match state {
+            Baking { wave: baking, .. } if *baking == wave => {
+                let line = format!("halted: {reason}");
+                Ok((Halted { wave, reason }, vec![Decision::Record(line)]))
+            }
             _ => unchanged(),
         },
         Event::Pause => match state {

@@ -367,3 +367,43 @@ fn states_survive_their_record() {
         assert_eq!(State::from_record(&r), s);
     }
 }
+
+#[test]
+fn a_failed_analysis_acts_as_on_failure_says_an_inconclusive_one_halts() {
+    let baking = State::Baking { wave: 0, until_ms: 10 };
+    let failed = |wave| Event::AnalysisFailed {
+        wave,
+        reason: "analysis of wave 1: check `retry-ratio` failed: 0.21 > max 0.05".into(),
+    };
+    let s = go(&baking, failed(0), 5);
+    assert_eq!(
+        s,
+        State::Halted {
+            wave: 0,
+            reason: "analysis of wave 1: check `retry-ratio` failed: 0.21 > max 0.05".into()
+        }
+    );
+    // Under on_failure.action: rollback, the touched hosts go back.
+    let policy = Policy {
+        rollback_on_failure: true,
+        ..POLICY
+    };
+    let (s, d) = step(&baking, failed(0), 5, &policy).unwrap();
+    assert!(matches!(s, State::Failed { .. }), "{s:?}");
+    assert_eq!(d.last(), Some(&Decision::StartRollback));
+    // An inconclusive measurement halts, even under rollback: no rollback on a guess.
+    let unsure = Event::AnalysisInconclusive {
+        wave: 0,
+        reason: "Prometheus unreachable".into(),
+    };
+    let (s, d) = step(&baking, unsure, 5, &policy).unwrap();
+    assert!(matches!(s, State::Halted { wave: 0, .. }), "{s:?}");
+    assert!(!d.contains(&Decision::StartRollback));
+    // A verdict about another wave, or once paused, changes nothing.
+    assert_eq!(go(&baking, failed(1), 5), baking);
+    let paused = State::Paused {
+        wave: 0,
+        bake_until_ms: Some(10),
+    };
+    assert_eq!(go(&paused, failed(0), 5), paused);
+}

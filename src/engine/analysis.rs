@@ -1,0 +1,153 @@
+//! The analysis of a bake: each round of the plan's checks is measured when due
+//! (every `interval` from `initial_delay` into the bake, and at its end), recorded
+//! with the rollout before anything is decided from it, and judged: failed
+//! measurements over `failure_limit` fail the gate at once, an inconclusive one
+//! under `inconclusive: halt` halts. A bake resumed (after a pause, or by a new
+//! controller after a crash) counts what was measured before and goes on from the
+//! next round due, so it reaches the verdict an uninterrupted one would. Checks
+//! against a baseline are not measured in the last wave: no host is left on the
+//! version they compare with.
+
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use super::rollout::Live;
+use super::{Context, Result};
+use crate::analysis::{Analysis, Check, Inconclusive, Vars, Verdict, fill, judge};
+use crate::proto::v1 as pb;
+
+/// How a bake's analysis ended.
+pub(super) enum Baked {
+    /// Every round measured, the gate held: on to the health gate.
+    Passed,
+    /// Too many failed measurements: the reason names the check, its value and bound.
+    Failed(String),
+    /// An inconclusive measurement under `inconclusive: halt`.
+    Inconclusive(String),
+    /// A pause, an abort or a shutdown: the driver looks at the state again.
+    Interrupted,
+}
+
+/// Runs the analysis of the bake of `wave` (from 0), which ends at `until_ms`.
+pub(super) async fn bake(
+    live: &Live,
+    ctx: &Context,
+    analysis: &Analysis,
+    wave: u32,
+    until_ms: i64,
+    control: &mut watch::Receiver<u64>,
+) -> Result<Baked> {
+    let start = until_ms - live.policy.bake_ms;
+    let shown = wave + 1;
+    // What this bake measured before it was interrupted: a round is the checks
+    // measured at one instant.
+    let before: Vec<pb::Measurement> = live
+        .measurements()
+        .into_iter()
+        .filter(|m| m.wave == shown && m.at_unix_ms >= start)
+        .collect();
+    let mut rounds: Vec<i64> = before.iter().map(|m| m.at_unix_ms).collect();
+    rounds.dedup();
+    let mut round = rounds.len() as u32;
+    if let Some(verdict) = decide(analysis, &before, shown) {
+        return Ok(verdict);
+    }
+    let vars = Vars {
+        version: live.plan.version.as_deref().unwrap_or_default(),
+        rollout: &live.plan.name,
+        wave: shown,
+    };
+    // In the last wave no host is left on another version: a baseline has nothing to
+    // measure, so checks against one are measured in the earlier waves only.
+    let baselines = (wave as usize) + 1 < live.plan.waves.len();
+    let mut seen = before;
+    while let Some(due) = analysis.due(round, start, until_ms) {
+        let wait = Duration::from_millis((due - ctx.clock.now_ms()).max(0) as u64);
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = control.changed() => return Ok(Baked::Interrupted),
+            _ = ctx.shutdown.cancelled() => return Ok(Baked::Interrupted),
+        }
+        let at = ctx.clock.now_ms();
+        let measured = measure(ctx, analysis, vars, at, baselines).await;
+        for m in &measured {
+            match Verdict::parse(&m.verdict) {
+                Verdict::Pass => info!(check = %m.check, wave = shown, value = m.value, "measured: {}", m.detail),
+                _ => warn!(check = %m.check, wave = shown, verdict = %m.verdict, "measured: {}", m.detail),
+            }
+        }
+        // Recorded before it is acted on: a restart finds it and decides the same.
+        live.add_measurements(&ctx.store, measured.clone())?;
+        ctx.store.flush().await?;
+        seen.extend(measured);
+        if let Some(verdict) = decide(analysis, &seen, shown) {
+            return Ok(verdict);
+        }
+        round += 1;
+    }
+    Ok(Baked::Passed)
+}
+
+/// The gate's verdict from a bake's measurements so far, if they decide it.
+fn decide(analysis: &Analysis, measured: &[pb::Measurement], wave: u32) -> Option<Baked> {
+    let failed: Vec<&pb::Measurement> = measured
+        .iter()
+        .filter(|m| m.verdict == Verdict::Fail.as_str())
+        .collect();
+    if failed.len() > analysis.failure_limit as usize {
+        let last = failed[failed.len() - 1];
+        return Some(Baked::Failed(format!(
+            "analysis of wave {wave}: check `{}` failed: {} ({} failed measurements, failure_limit {})",
+            last.check,
+            last.detail,
+            failed.len(),
+            analysis.failure_limit
+        )));
+    }
+    if analysis.inconclusive == Inconclusive::Halt
+        && let Some(m) = measured.iter().find(|m| m.verdict == Verdict::Inconclusive.as_str())
+    {
+        return Some(Baked::Inconclusive(format!(
+            "analysis of wave {wave}: check `{}` inconclusive: {} (inconclusive: halt)",
+            m.check, m.detail
+        )));
+    }
+    None
+}
+
+/// One round: every check (with a baseline, only when `baselines`) measured at `at`,
+/// at the same time.
+async fn measure(ctx: &Context, analysis: &Analysis, vars: Vars<'_>, at: i64, baselines: bool) -> Vec<pb::Measurement> {
+    let checks = analysis
+        .checks
+        .iter()
+        .filter(|c| baselines || c.baseline.is_none())
+        .map(|check| measure_one(ctx, &analysis.prometheus, check, vars, at));
+    futures::future::join_all(checks).await
+}
+
+async fn measure_one(ctx: &Context, base: &str, check: &Check, vars: Vars<'_>, at: i64) -> pb::Measurement {
+    let ask = |promql: String| async move {
+        match &ctx.prometheus {
+            Some(p) => p.query(base, &promql, at).await,
+            None => Err("the controller has no Prometheus client (see its log)".to_string()),
+        }
+    };
+    let value = ask(fill(&check.query, vars)).await;
+    let baseline = match &check.baseline {
+        Some((query, _)) => Some(ask(fill(query, vars)).await),
+        None => None,
+    };
+    let (verdict, detail) = judge(check, value.clone(), baseline.clone());
+    pb::Measurement {
+        check: check.name.clone(),
+        wave: vars.wave,
+        at_unix_ms: at,
+        value: value.unwrap_or(f64::NAN),
+        baseline: baseline.and_then(|b| b.ok()),
+        verdict: verdict.as_str().into(),
+        detail,
+    }
+}

@@ -1,0 +1,227 @@
+//! Waves gated by telemetry, with a real Prometheus (Debian's `prometheus`) scraping
+//! the simulator's traffic every second: the seed incident's retry storm, measured.
+//! Skipped without a `prometheus` binary, failing instead with
+//! ROLLOUT_PROMETHEUS_TESTS=required.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::prometheus::LocalPrometheus;
+use common::*;
+use rollout::cli::process::Spawned;
+use rollout::fleet::FleetFile;
+use rollout::proto::v1 as pb;
+
+const EXE: &str = env!("CARGO_BIN_EXE_rollout");
+const HOSTS: usize = 200;
+/// What the fleet runs: in these tests, the version with the retry storm.
+const OLD: &str = "15.20.8207.11";
+/// The fix: retries as usual.
+const FIX: &str = "15.20.8207.12";
+/// A "fix" that fixes nothing: it storms too.
+const BAD: &str = "15.20.8207.13";
+
+/// The share of requests retried on the version being deployed, over 5 s.
+const RETRY_RATIO: &str = "sum(rate(rollout_sim_retried_requests_total{version=\"{{version}}\"}[5s])) / sum(rate(rollout_sim_requests_total{version=\"{{version}}\"}[5s]))";
+/// The same on every other version.
+const BASELINE: &str = "sum(rate(rollout_sim_retried_requests_total{version!=\"{{version}}\"}[5s])) / sum(rate(rollout_sim_requests_total{version!=\"{{version}}\"}[5s]))";
+
+/// A simulated fleet whose traffic is served as metrics, `faulty` versions storming;
+/// a Prometheus scraping it; the fleet the controller is given.
+struct Site {
+    agent: Spawned,
+    prometheus: LocalPrometheus,
+    fleet: FleetFile,
+    dir: tempfile::TempDir,
+}
+
+impl Site {
+    async fn stop(mut self) {
+        assert_eq!(self.agent.terminate(Duration::from_secs(30)).await.unwrap(), Some(0));
+        self.prometheus.kill();
+    }
+}
+
+async fn site(faulty: &[&str]) -> Option<Site> {
+    let dir = tempfile::tempdir().unwrap();
+    let sim_fleet = dir.path().join("sim.yaml");
+    std::fs::write(&sim_fleet, fleet(HOSTS, "127.0.0.1:1").to_yaml()).unwrap();
+    let mut args = vec![
+        "agent".to_string(),
+        "--simulate".into(),
+        sim_fleet.display().to_string(),
+        "--listen".into(),
+        "127.0.0.1:0".into(),
+        "--metrics-listen".into(),
+        "127.0.0.1:0".into(),
+    ];
+    for f in faulty {
+        args.extend(["--faulty-version".to_string(), f.to_string()]);
+    }
+    let log = dir.path().join("agent.log");
+    let mut agent = within(
+        60,
+        "the simulator to start",
+        Spawned::start(Path::new(EXE), &args, Some(&log)),
+    )
+    .await
+    .expect("the simulator starts");
+    let metrics = agent.line_after("traffic metrics on ").await.unwrap();
+    let target = metrics
+        .trim_start_matches("http://")
+        .trim_end_matches("/metrics")
+        .to_string();
+    let Some(prometheus) = LocalPrometheus::start_for_test(&[target]).await else {
+        agent.kill9().await.ok();
+        return None;
+    };
+    // Until the old version's traffic is in Prometheus.
+    within(60, "Prometheus to scrape the simulator", async {
+        while prometheus
+            .value(&format!("sum(rollout_sim_requests_total{{version=\"{OLD}\"}})"))
+            .await
+            .is_none()
+        {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await;
+    let fleet = fleet(HOSTS, &agent.addr.to_string());
+    Some(Site {
+        agent,
+        prometheus,
+        fleet,
+        dir,
+    })
+}
+
+/// A fix to `version` in waves [10%, 100%] baking 6 s, measured from 3 s into each
+/// bake every second, with `checks` (YAML list items) and `extra` analysis settings.
+fn plan_yaml(name: &str, version: &str, prometheus: &str, extra: &str, checks: &str, action: &str) -> String {
+    format!(
+        "name: {name}\nkind: fix\nselector:\n  region: [apac, emea, amer]\nversion: {version}\nwaves: [10%, 100%]\nmax_parallel: 50\nbake: 6s\non_failure:\n  max_failed: 0\n  action: {action}\nanalysis:\n  prometheus: {prometheus}\n  initial_delay: 3s\n  interval: 1s\n{extra}  checks:\n{checks}"
+    )
+}
+
+fn retry_ratio_check(max: f64) -> String {
+    format!("    - name: retry-ratio\n      query: '{RETRY_RATIO}'\n      max: {max}\n")
+}
+
+fn better_than_before_check() -> String {
+    format!(
+        "    - name: better-than-before\n      query: '{RETRY_RATIO}'\n      baseline: '{BASELINE}'\n      max_ratio: 0.5\n"
+    )
+}
+
+async fn submit_yaml(client: &mut Client, yaml: String) -> pb::Rollout {
+    client
+        .submit_plan(pb::SubmitPlanRequest {
+            plan: Some(pb::submit_plan_request::Plan::Yaml(yaml)),
+            source_name: "analysis.yaml".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("the plan is accepted")
+        .into_inner()
+        .rollout
+        .expect("a rollout")
+}
+
+async fn until_ended_or_halted(client: &mut Client, name: &str) -> pb::Rollout {
+    within(
+        120,
+        "the rollout to end or halt",
+        watch_until(client, name, |r| {
+            r.state().is_terminal() || r.state() == pb::RolloutState::Halted
+        }),
+    )
+    .await
+    .pop()
+    .unwrap()
+}
+
+/// The incident's fix: the fleet storms (OLD retries 20 times as much), the fix does
+/// not. Every gate passes, the baseline check included (the fix's retry ratio is a
+/// twentieth of the old one's, under max_ratio 0.5), the rollout reaches 100%, and
+/// the measurements are in GetRollout and in the audit log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_good_fix_passes_every_gate_against_a_real_prometheus() {
+    let Some(site) = site(&[OLD]).await else {
+        return;
+    };
+    let controller = Controller::start(&site.dir.path().join("data"), &site.fleet).await;
+    let mut client = controller.client().await;
+    let checks = retry_ratio_check(0.05) + &better_than_before_check();
+    let yaml = plan_yaml("fix", FIX, &site.prometheus.url, "", &checks, "halt");
+    submit_yaml(&mut client, yaml).await;
+    let done = until_ended_or_halted(&mut client, "fix").await;
+    assert_eq!(done.state(), pb::RolloutState::Succeeded, "{}", done.halt_reason);
+    let m = &done.measurements;
+    let of = |check: &str, wave: u32| m.iter().filter(|x| x.check == check && x.wave == wave).count();
+    assert!(of("retry-ratio", 1) >= 3 && of("retry-ratio", 2) >= 3, "{m:?}");
+    assert!(of("better-than-before", 1) >= 3, "{m:?}");
+    assert_eq!(of("better-than-before", 2), 0, "no baseline is left in the last wave");
+    assert!(m.iter().all(|x| x.verdict == "pass"), "{m:?}");
+    let ratio = m.iter().find(|x| x.check == "retry-ratio").unwrap().value;
+    assert!((ratio - 0.01).abs() < 0.002, "the fix retries 1%: {ratio}");
+    let compared = m.iter().find(|x| x.check == "better-than-before").unwrap();
+    assert!(
+        (compared.baseline.unwrap() - 0.2).abs() < 0.02,
+        "the old version retries 20%: {compared:?}"
+    );
+    let events = timeline(&mut client, "fix").await;
+    assert!(
+        events
+            .iter()
+            .any(|e| e.kind == "measurement" && e.detail.contains("check `retry-ratio` pass")),
+        "{events:?}"
+    );
+    controller.stop().await;
+    site.stop().await;
+}
+
+/// A fix to a version that storms too: the first wave's analysis fails and the
+/// rollout halts, the reason naming the check, its value and its bound; the baseline
+/// check fails as well (its ratio is about 1, over max_ratio 0.5).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_faulty_fix_halts_in_its_first_bake_naming_the_check_and_the_value() {
+    let Some(site) = site(&[OLD, BAD]).await else {
+        return;
+    };
+    let controller = Controller::start(&site.dir.path().join("data"), &site.fleet).await;
+    let mut client = controller.client().await;
+    let yaml = plan_yaml("bad", BAD, &site.prometheus.url, "", &retry_ratio_check(0.05), "halt");
+    submit_yaml(&mut client, yaml).await;
+    let halted = until_ended_or_halted(&mut client, "bad").await;
+    assert_eq!(halted.state(), pb::RolloutState::Halted);
+    assert!(
+        halted
+            .halt_reason
+            .starts_with("analysis of wave 1: check `retry-ratio` failed: 0.2 > max 0.05"),
+        "{}",
+        halted.halt_reason
+    );
+    assert_eq!(halted.hosts_succeeded, HOSTS as u64 / 10, "only the first wave ran");
+    // The baseline check alone: the new version is no better than the old one.
+    client.abort_rollout(action("bad")).await.unwrap();
+    let yaml = plan_yaml(
+        "bad-vs-old",
+        BAD,
+        &site.prometheus.url,
+        "",
+        &better_than_before_check(),
+        "halt",
+    );
+    submit_yaml(&mut client, yaml).await;
+    let halted = until_ended_or_halted(&mut client, "bad-vs-old").await;
+    assert_eq!(halted.state(), pb::RolloutState::Halted);
+    assert!(
+        halted.halt_reason.starts_with("analysis of wave 1: check `better-than-before` failed: 0.2 is 1 of the baseline 0.2, more than max_ratio 0.5"),
+        "{}",
+        halted.halt_reason
+    );
+    controller.stop().await;
+    site.stop().await;
+}

@@ -1,0 +1,116 @@
+//! A real Prometheus (Debian's `prometheus` package) as a process on a loopback port,
+//! scraping given targets every second, its data in a temporary directory. Killed
+//! when dropped. Without a `prometheus` binary a test says it skipped; with
+//! ROLLOUT_PROMETHEUS_TESTS=required it fails instead.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The variable that makes a missing `prometheus` a test failure instead of a skip.
+pub const REQUIRED: &str = "ROLLOUT_PROMETHEUS_TESTS";
+
+pub struct LocalPrometheus {
+    child: Option<Child>,
+    /// Its HTTP API's base URL.
+    pub url: String,
+    dir: tempfile::TempDir,
+}
+
+fn available() -> bool {
+    Command::new("prometheus")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+impl LocalPrometheus {
+    /// A Prometheus scraping `targets` (HOST:PORT, `/metrics`) every second, or None
+    /// (saying the test is skipped) without a `prometheus` binary.
+    pub async fn start_for_test(targets: &[String]) -> Option<LocalPrometheus> {
+        if !available() {
+            let required = std::env::var(REQUIRED).is_ok_and(|v| v == "required");
+            assert!(
+                !required,
+                "{REQUIRED}=required but there is no `prometheus` binary: install Debian's prometheus"
+            );
+            eprintln!("skipped: no `prometheus` binary (install Debian's prometheus to run this test)");
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let targets: Vec<String> = targets.iter().map(|t| format!("'{t}'")).collect();
+        let config = format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: sim\n    scrape_interval: 1s\n    static_configs:\n      - targets: [{}]\n",
+            targets.join(", ")
+        );
+        let config_path = dir.path().join("prometheus.yml");
+        std::fs::write(&config_path, config).unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let log = std::fs::File::create(dir.path().join("prometheus.log")).unwrap();
+        let child = Command::new("prometheus")
+            .arg(format!("--config.file={}", config_path.display()))
+            .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("prometheus starts");
+        let mut p = LocalPrometheus {
+            child: Some(child),
+            url: format!("http://127.0.0.1:{port}"),
+            dir,
+        };
+        p.wait_ready().await;
+        Some(p)
+    }
+
+    async fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let client = reqwest::Client::new();
+        loop {
+            let ready = client.get(format!("{}/-/ready", self.url)).send().await;
+            if ready.is_ok_and(|r| r.status().is_success()) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "prometheus did not get ready within 60 s (log in {})",
+                self.dir.path().display()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The value of `promql` now, if it has one.
+    pub async fn value(&self, promql: &str) -> Option<f64> {
+        let answer: serde_json::Value = reqwest::Client::new()
+            .get(format!("{}/api/v1/query", self.url))
+            .query(&[("query", promql)])
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        answer["data"]["result"][0]["value"][1].as_str()?.parse().ok()
+    }
+
+    /// Kills it (SIGKILL): its API stops answering.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for LocalPrometheus {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
