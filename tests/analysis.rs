@@ -178,6 +178,20 @@ async fn a_good_fix_passes_every_gate_against_a_real_prometheus() {
             .any(|e| e.kind == "measurement" && e.detail.contains("check `retry-ratio` pass")),
         "{events:?}"
     );
+    // `rollout status NAME`: the analysis, check by check and wave by wave.
+    let status = rollout(&["--server", &controller.url, "status", "fix"]).await;
+    let shown = text(&status.stdout);
+    assert!(status.status.success(), "{}", text(&status.stderr));
+    assert!(shown.contains("analysis (each check, wave by wave"), "{shown}");
+    assert!(
+        shown
+            .lines()
+            .any(|l| l.trim_start().starts_with('1') && l.contains("better-than-before") && l.contains("pass: ")),
+        "{shown}"
+    );
+    let json = rollout(&["--server", &controller.url, "status", "fix", "--output", "json"]).await;
+    let json: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(json["measurements"].as_array().unwrap().len(), m.len());
     controller.stop().await;
     site.stop().await;
 }
@@ -223,5 +237,162 @@ async fn a_faulty_fix_halts_in_its_first_bake_naming_the_check_and_the_value() {
         halted.halt_reason
     );
     controller.stop().await;
+    site.stop().await;
+}
+
+/// Prometheus killed during a bake. Under `inconclusive: continue` the rollout goes on
+/// and records the inconclusive measurements; under the default (`halt`) the next
+/// rollout halts, saying Prometheus was unreachable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_lost_mid_bake_halts_by_default_and_is_recorded_under_continue() {
+    let Some(mut site) = site(&[OLD]).await else {
+        return;
+    };
+    let controller = Controller::start(&site.dir.path().join("data"), &site.fleet).await;
+    let mut client = controller.client().await;
+    let url = site.prometheus.url.clone();
+    let carry_on = "  inconclusive: continue\n";
+    let yaml = plan_yaml("carry-on", FIX, &url, carry_on, &retry_ratio_check(0.05), "halt");
+    submit_yaml(&mut client, yaml).await;
+    within(
+        60,
+        "the first measurement",
+        watch_until(&mut client, "carry-on", |r| !r.measurements.is_empty()),
+    )
+    .await;
+    site.prometheus.kill();
+    let done = until_ended_or_halted(&mut client, "carry-on").await;
+    assert_eq!(done.state(), pb::RolloutState::Succeeded, "{}", done.halt_reason);
+    let unsure: Vec<&pb::Measurement> = done
+        .measurements
+        .iter()
+        .filter(|m| m.verdict == "inconclusive")
+        .collect();
+    assert!(!unsure.is_empty(), "{:?}", done.measurements);
+    assert!(
+        unsure
+            .iter()
+            .all(|m| m.detail.contains("unreachable") && m.value.is_nan()),
+        "{unsure:?}"
+    );
+
+    let yaml = plan_yaml("fail-closed", BAD, &url, "", &retry_ratio_check(0.05), "halt");
+    submit_yaml(&mut client, yaml).await;
+    let halted = until_ended_or_halted(&mut client, "fail-closed").await;
+    assert_eq!(halted.state(), pb::RolloutState::Halted);
+    assert!(
+        halted.halt_reason.starts_with(&format!(
+            "analysis of wave 1: check `retry-ratio` inconclusive: Prometheus at {url} unreachable"
+        )),
+        "{}",
+        halted.halt_reason
+    );
+    controller.stop().await;
+    site.stop().await;
+}
+
+/// `on_failure.action: rollback`: a failed gate ends the rollout and returns the hosts
+/// it touched to the version they ran before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_gate_with_rollback_returns_the_touched_hosts() {
+    let Some(site) = site(&[OLD, BAD]).await else {
+        return;
+    };
+    let controller = Controller::start(&site.dir.path().join("data"), &site.fleet).await;
+    let mut client = controller.client().await;
+    let yaml = plan_yaml(
+        "bad",
+        BAD,
+        &site.prometheus.url,
+        "",
+        &retry_ratio_check(0.05),
+        "rollback",
+    );
+    submit_yaml(&mut client, yaml).await;
+    let failed = until_ended_or_halted(&mut client, "bad").await;
+    assert_eq!(failed.state(), pb::RolloutState::Failed);
+    assert!(
+        failed
+            .halt_reason
+            .contains("check `retry-ratio` failed: 0.2 > max 0.05")
+            && failed.halt_reason.ends_with("rolling back every host it touched"),
+        "{}",
+        failed.halt_reason
+    );
+    within(60, "every host back on the old version", async {
+        loop {
+            let versions: Vec<String> = probe_all(&site.agent.addr.to_string(), &site.fleet)
+                .await
+                .into_iter()
+                .map(|(_, p)| p.version)
+                .collect();
+            if versions.iter().all(|v| v == OLD) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await;
+    controller.stop().await;
+    site.stop().await;
+}
+
+/// A controller killed (SIGKILL) during a bake with analysis: the next one resumes the
+/// bake, counts the measurements taken before, and halts at the same failed
+/// measurement an uninterrupted analysis would have (the third, failure_limit 2).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_controller_killed_mid_bake_resumes_the_analysis_and_reaches_the_same_verdict() {
+    let Some(site) = site(&[OLD, BAD]).await else {
+        return;
+    };
+    let fleet_file = site.dir.path().join("fleet.yaml");
+    std::fs::write(&fleet_file, site.fleet.to_yaml()).unwrap();
+    let (data, log) = (site.dir.path().join("data"), site.dir.path().join("controller.log"));
+    let args = [
+        "serve".to_string(),
+        "--data".into(),
+        data.display().to_string(),
+        "--listen".into(),
+        "127.0.0.1:0".into(),
+        "--fleet".into(),
+        fleet_file.display().to_string(),
+    ];
+    let start = || Spawned::start(Path::new(EXE), &args, Some(&log));
+    let mut first = within(60, "the controller to start", start()).await.unwrap();
+    let mut client = rollout::cli::connect(&format!("http://{}", first.addr)).await.unwrap();
+    let extra = "  failure_limit: 2\n";
+    let yaml = plan_yaml(
+        "bad",
+        BAD,
+        &site.prometheus.url,
+        extra,
+        &retry_ratio_check(0.05),
+        "halt",
+    )
+    .replace("bake: 6s", "bake: 20s");
+    submit_yaml(&mut client, yaml).await;
+    let fails = |r: &pb::Rollout| r.measurements.iter().filter(|m| m.verdict == "fail").count();
+    within(
+        60,
+        "the first failed measurement",
+        watch_until(&mut client, "bad", |r| fails(r) >= 1),
+    )
+    .await;
+    first.kill9().await.unwrap();
+    let mut second = within(60, "the controller to start again", start()).await.unwrap();
+    let mut client = rollout::cli::connect(&format!("http://{}", second.addr)).await.unwrap();
+    let halted = until_ended_or_halted(&mut client, "bad").await;
+    assert_eq!(halted.state(), pb::RolloutState::Halted);
+    assert!(
+        halted.halt_reason.ends_with("(3 failed measurements, failure_limit 2)"),
+        "{}",
+        halted.halt_reason
+    );
+    assert_eq!(fails(&halted), 3, "{:?}", halted.measurements);
+    let mut at: Vec<i64> = halted.measurements.iter().map(|m| m.at_unix_ms).collect();
+    let taken = at.len();
+    at.dedup();
+    assert_eq!(at.len(), taken, "one measurement per round, none twice");
+    assert_eq!(second.terminate(Duration::from_secs(30)).await.unwrap(), Some(0));
     site.stop().await;
 }

@@ -119,7 +119,49 @@ pub fn detail(r: &pb::Rollout) -> String {
         ));
         out.push_str(&failure_groups(&r.failures));
     }
+    if !r.measurements.is_empty() {
+        out.push_str("\nanalysis (each check, wave by wave; the last measurement says why):\n");
+        out.push_str(&measurements(&r.measurements));
+    }
     out
+}
+
+/// The measurements of a rollout's analysis, one row per wave and check: how many,
+/// how many failed or were inconclusive, and the last one.
+pub fn measurements(all: &[pb::Measurement]) -> String {
+    let mut rows: Vec<(u32, &str, [usize; 3], &pb::Measurement)> = Vec::new();
+    for m in all {
+        let i = match rows.iter().position(|(w, c, ..)| *w == m.wave && *c == m.check) {
+            Some(i) => i,
+            None => {
+                rows.push((m.wave, &m.check, [0; 3], m));
+                rows.len() - 1
+            }
+        };
+        let row = &mut rows[i];
+        row.2[0] += 1;
+        match m.verdict.as_str() {
+            "fail" => row.2[1] += 1,
+            "inconclusive" => row.2[2] += 1,
+            _ => {}
+        }
+        row.3 = m;
+    }
+    let rows = rows.into_iter().map(|(wave, check, [n, failed, unsure], last)| {
+        vec![
+            wave.to_string(),
+            check.to_string(),
+            n.to_string(),
+            failed.to_string(),
+            unsure.to_string(),
+            format!("{}: {}", last.verdict, last.detail),
+        ]
+    });
+    grid(
+        &["WAVE", "CHECK", "MEASURED", "FAILED", "INCONCLUSIVE", "LAST"],
+        &[0, 2, 3, 4],
+        rows,
+    )
 }
 
 /// Failures grouped by reason: how many hosts, which ones first, and why.
@@ -297,6 +339,15 @@ pub fn json(r: &pb::Rollout) -> Value {
             "host_ids": g.host_ids,
         })).collect::<Vec<_>>(),
         "drill_clock": r.drill_clock,
+        "measurements": r.measurements.iter().map(|m| json!({
+            "check": m.check,
+            "wave": m.wave,
+            "at_unix_ms": m.at_unix_ms,
+            "value": if m.value.is_finite() { json!(m.value) } else { Value::Null },
+            "baseline": m.baseline,
+            "verdict": m.verdict,
+            "detail": m.detail,
+        })).collect::<Vec<_>>(),
         "created_at_unix_ms": r.created_at_unix_ms,
         "updated_at_unix_ms": r.updated_at_unix_ms,
         "finished_at_unix_ms": r.finished_at_unix_ms,

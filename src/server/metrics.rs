@@ -32,6 +32,19 @@ struct HostLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CheckLabels {
+    rollout: String,
+    check: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VerdictLabels {
+    rollout: String,
+    check: String,
+    verdict: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StateLabels {
     state: String,
 }
@@ -56,6 +69,8 @@ pub struct Metrics {
     wave: Family<RolloutLabels, Gauge>,
     state: Family<HostLabels, Gauge>,
     jobs: Family<StateLabels, Gauge>,
+    analysis_value: Family<CheckLabels, Gauge<f64, AtomicU64>>,
+    measurements: Family<VerdictLabels, Gauge>,
     breakers_open: Gauge,
     grpc: Family<GrpcLabels, Counter>,
     controllers: Family<ControllerLabels, Gauge>,
@@ -86,6 +101,8 @@ impl Metrics {
             wave: Family::default(),
             state: Family::default(),
             jobs: Family::default(),
+            analysis_value: Family::default(),
+            measurements: Family::default(),
             breakers_open: Gauge::default(),
             grpc: Family::default(),
             controllers: Family::default(),
@@ -133,6 +150,16 @@ impl Metrics {
                 m.state.clone(),
             );
             r.register("restart_jobs", "Restart jobs by state", m.jobs.clone());
+            r.register(
+                "analysis_value",
+                "The last value a rollout's analysis measured, by check",
+                m.analysis_value.clone(),
+            );
+            r.register(
+                "analysis_measurements",
+                "Measurements of a rollout's analysis, by check and verdict (pass, fail, inconclusive)",
+                m.measurements.clone(),
+            );
             let stats = fleet.stats();
             r.register(
                 "agent_first_attempts",
@@ -202,7 +229,24 @@ impl Metrics {
         self.wave.clear();
         self.state.clear();
         self.jobs.clear();
+        self.analysis_value.clear();
+        self.measurements.clear();
         for r in engine.list(&[]) {
+            for m in &r.measurements {
+                let check = CheckLabels {
+                    rollout: r.name.clone(),
+                    check: m.check.clone(),
+                };
+                if m.value.is_finite() {
+                    self.analysis_value.get_or_create(&check).set(m.value);
+                }
+                let verdict = VerdictLabels {
+                    rollout: r.name.clone(),
+                    check: m.check.clone(),
+                    verdict: m.verdict.clone(),
+                };
+                self.measurements.get_or_create(&verdict).inc();
+            }
             let rollout = r.name.clone();
             let state = |s: &str| HostLabels {
                 rollout: rollout.clone(),
