@@ -396,3 +396,84 @@ async fn a_controller_killed_mid_bake_resumes_the_analysis_and_reaches_the_same_
     assert_eq!(second.terminate(Duration::from_secs(30)).await.unwrap(), Some(0));
     site.stop().await;
 }
+
+/// The dashboard's rollout page charts each check, in a real browser: a point per
+/// measurement, the bound, and the baseline of the check that has one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_charts_each_check_in_a_browser() {
+    let Some(site) = site(&[OLD]).await else {
+        return;
+    };
+    let Some(session) = common::browser::start().await else {
+        site.stop().await;
+        return;
+    };
+    let browser = &session.client;
+    let fleet_file = site.dir.path().join("fleet.yaml");
+    std::fs::write(&fleet_file, site.fleet.to_yaml()).unwrap();
+    let data = site.dir.path().join("data");
+    let args = [
+        "serve".to_string(),
+        "--data".into(),
+        data.display().to_string(),
+        "--listen".into(),
+        "127.0.0.1:0".into(),
+        "--fleet".into(),
+        fleet_file.display().to_string(),
+        "--http-listen".into(),
+        "127.0.0.1:0".into(),
+    ];
+    let log = site.dir.path().join("controller.log");
+    let mut controller = within(
+        60,
+        "the controller to start",
+        Spawned::start(Path::new(EXE), &args, Some(&log)),
+    )
+    .await
+    .unwrap();
+    let dashboard = controller.line_after("dashboard on ").await.unwrap();
+    let mut client = rollout::cli::connect(&format!("http://{}", controller.addr))
+        .await
+        .unwrap();
+    let checks = retry_ratio_check(0.05) + &better_than_before_check();
+    submit_yaml(
+        &mut client,
+        plan_yaml("fix", FIX, &site.prometheus.url, "", &checks, "halt"),
+    )
+    .await;
+    let done = until_ended_or_halted(&mut client, "fix").await;
+    assert_eq!(done.state(), pb::RolloutState::Succeeded, "{}", done.halt_reason);
+    browser.goto(&format!("{dashboard}rollouts/fix")).await.unwrap();
+    let points = browser
+        .find_all(fantoccini::Locator::Css(
+            "svg.chart[data-check='retry-ratio'] circle.pass",
+        ))
+        .await
+        .unwrap();
+    let measured = done.measurements.iter().filter(|m| m.check == "retry-ratio").count();
+    assert_eq!(points.len(), measured, "a point per measurement");
+    let bound = browser
+        .find_all(fantoccini::Locator::Css(
+            "svg.chart[data-check='retry-ratio'] line[data-bound='max']",
+        ))
+        .await
+        .unwrap();
+    assert_eq!(bound.len(), 1, "the max bound");
+    let baseline = browser
+        .find_all(fantoccini::Locator::Css(
+            "svg.chart[data-check='better-than-before'] polyline.baseline",
+        ))
+        .await
+        .unwrap();
+    assert_eq!(baseline.len(), 1, "the baseline's line");
+    let caption = common::browser::text_of(browser, "figure.chart figcaption").await;
+    assert!(
+        caption.starts_with("retry-ratio") && caption.contains("0 failed"),
+        "{caption}"
+    );
+    let shot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard-analysis.png");
+    std::fs::write(&shot, browser.screenshot().await.unwrap()).unwrap();
+    println!("screenshot: {}", shot.display());
+    assert_eq!(controller.terminate(Duration::from_secs(30)).await.unwrap(), Some(0));
+    site.stop().await;
+}

@@ -7,10 +7,13 @@
 //! installs them and sets ROLLOUT_BROWSER_TESTS=required, so there a missing browser
 //! fails the test; elsewhere it is skipped with a message).
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use common::browser::text_of;
 use rollout::cli::process::Spawned;
 use rollout::fleet::{GenerateOptions, generate};
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -172,29 +175,6 @@ fn path(p: &Path) -> &str {
     p.to_str().expect("a UTF-8 path")
 }
 
-/// chromedriver and Chromium, when installed.
-fn browser() -> Option<(PathBuf, PathBuf)> {
-    let find = |names: &[&str]| {
-        names.iter().map(PathBuf::from).find(|p| p.exists()).or_else(|| {
-            let path = std::env::var_os("PATH")?;
-            std::env::split_paths(&path)
-                .flat_map(|d| names.iter().map(move |n| d.join(n)))
-                .find(|p| p.exists())
-        })
-    };
-    let driver = find(&["/usr/bin/chromedriver", "chromedriver"])?;
-    let chromium = find(&["/usr/bin/chromium", "chromium", "chromium-browser"])?;
-    Some((driver, chromium))
-}
-
-/// The text of the first element `css` selects ("" when none).
-async fn text_of(browser: &fantoccini::Client, css: &str) -> String {
-    match browser.find(fantoccini::Locator::Css(css)).await {
-        Ok(e) => e.text().await.unwrap_or_default(),
-        Err(_) => String::new(),
-    }
-}
-
 /// A process this test started, killed when dropped (a failing assertion included).
 struct Child(tokio::process::Child);
 
@@ -206,15 +186,10 @@ impl Drop for Child {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_browser_follows_the_demo_rollout_to_100_percent() {
-    let Some((driver, chromium)) = browser() else {
-        let required = std::env::var("ROLLOUT_BROWSER_TESTS").is_ok_and(|v| v == "required");
-        assert!(
-            !required,
-            "chromium and chromedriver are not installed: `apt-get install chromium chromium-driver`"
-        );
-        eprintln!("SKIPPED: no chromium/chromedriver here (ROLLOUT_BROWSER_TESTS=required makes this a failure)");
+    let Some(session) = common::browser::start().await else {
         return;
     };
+    let browser = session.client.clone();
     let shots = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
 
     // The demo, as a user runs it, with the dashboard on a free loopback port.
@@ -254,51 +229,6 @@ async fn a_browser_follows_the_demo_rollout_to_100_percent() {
             done_tx.send_modify(|all| all.push(line));
         }
     });
-
-    // chromedriver on a free port, then a headless Chromium through it.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let _driver = Child(
-        Command::new(&driver)
-            .arg(format!("--port={port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start chromedriver"),
-    );
-    let profile = tempfile::tempdir().unwrap();
-    let caps: serde_json::Map<String, serde_json::Value> = serde_json::from_value(serde_json::json!({
-        "goog:chromeOptions": {
-            "binary": chromium,
-            "args": [
-                "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
-                "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                "--window-size=1400,1200", format!("--user-data-dir={}", profile.path().display()),
-            ]
-        }
-    }))
-    .unwrap();
-    let webdriver = format!("http://127.0.0.1:{port}");
-    let connector = hyper_util::client::legacy::connect::HttpConnector::new();
-    let started = Instant::now();
-    let browser = loop {
-        match fantoccini::ClientBuilder::new(connector.clone())
-            .capabilities(caps.clone())
-            .connect(&webdriver)
-            .await
-        {
-            Ok(c) => break c,
-            Err(e) if started.elapsed() < Duration::from_secs(30) => {
-                let _ = e;
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-            Err(e) => panic!("cannot start Chromium through chromedriver: {e}"),
-        }
-    };
 
     // The rollout's page, opened once and never reloaded: what it shows comes from
     // its live stream, across the controller the demo kills and restarts.

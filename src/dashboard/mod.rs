@@ -12,6 +12,7 @@
 //! It speaks plain HTTP: keep it on loopback behind the site's TLS proxy; a
 //! non-loopback `--http-listen` needs `--http-insecure`.
 
+mod chart;
 pub mod proxy;
 mod session;
 pub mod sun;

@@ -209,6 +209,10 @@ pub fn rollout(r: &pb::Rollout, timeline: &[pb::EventRecord], drill: Option<&str
         @if r.bake_until_unix_ms > 0 {
             p.sub { "Baking: the health gate runs at " (time(r.bake_until_unix_ms)) }
         }
+        @if r.plan.as_ref().is_some_and(|p| p.analysis.is_some()) {
+            h2 { "Analysis" }
+            (super::chart::analysis(r))
+        }
         h2 { "Timeline" }
         (events(timeline))
     }

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod agents;
+pub mod browser;
 pub mod certs;
 pub mod prometheus;
 
