@@ -38,6 +38,32 @@ struct Site {
 }
 
 impl Site {
+    /// A `rollout serve` process on this site's fleet and a data dir of the site's
+    /// (the same one each time), with `extra` flags.
+    async fn controller(&self, extra: &[&str]) -> Spawned {
+        let fleet_file = self.dir.path().join("fleet.yaml");
+        std::fs::write(&fleet_file, self.fleet.to_yaml()).unwrap();
+        let data = self.dir.path().join("data");
+        let mut args = vec![
+            "serve".to_string(),
+            "--data".into(),
+            data.display().to_string(),
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+            "--fleet".into(),
+            fleet_file.display().to_string(),
+        ];
+        args.extend(extra.iter().map(|a| a.to_string()));
+        let log = self.dir.path().join("controller.log");
+        within(
+            60,
+            "the controller to start",
+            Spawned::start(Path::new(EXE), &args, Some(&log)),
+        )
+        .await
+        .expect("the controller starts")
+    }
+
     async fn stop(mut self) {
         assert_eq!(self.agent.terminate(Duration::from_secs(30)).await.unwrap(), Some(0));
         self.prometheus.kill();
@@ -345,20 +371,7 @@ async fn a_controller_killed_mid_bake_resumes_the_analysis_and_reaches_the_same_
     let Some(site) = site(&[OLD, BAD]).await else {
         return;
     };
-    let fleet_file = site.dir.path().join("fleet.yaml");
-    std::fs::write(&fleet_file, site.fleet.to_yaml()).unwrap();
-    let (data, log) = (site.dir.path().join("data"), site.dir.path().join("controller.log"));
-    let args = [
-        "serve".to_string(),
-        "--data".into(),
-        data.display().to_string(),
-        "--listen".into(),
-        "127.0.0.1:0".into(),
-        "--fleet".into(),
-        fleet_file.display().to_string(),
-    ];
-    let start = || Spawned::start(Path::new(EXE), &args, Some(&log));
-    let mut first = within(60, "the controller to start", start()).await.unwrap();
+    let mut first = site.controller(&[]).await;
     let mut client = rollout::cli::connect(&format!("http://{}", first.addr)).await.unwrap();
     let extra = "  failure_limit: 2\n";
     let yaml = plan_yaml(
@@ -379,7 +392,7 @@ async fn a_controller_killed_mid_bake_resumes_the_analysis_and_reaches_the_same_
     )
     .await;
     first.kill9().await.unwrap();
-    let mut second = within(60, "the controller to start again", start()).await.unwrap();
+    let mut second = site.controller(&[]).await;
     let mut client = rollout::cli::connect(&format!("http://{}", second.addr)).await.unwrap();
     let halted = until_ended_or_halted(&mut client, "bad").await;
     assert_eq!(halted.state(), pb::RolloutState::Halted);
@@ -409,28 +422,7 @@ async fn the_dashboard_charts_each_check_in_a_browser() {
         return;
     };
     let browser = &session.client;
-    let fleet_file = site.dir.path().join("fleet.yaml");
-    std::fs::write(&fleet_file, site.fleet.to_yaml()).unwrap();
-    let data = site.dir.path().join("data");
-    let args = [
-        "serve".to_string(),
-        "--data".into(),
-        data.display().to_string(),
-        "--listen".into(),
-        "127.0.0.1:0".into(),
-        "--fleet".into(),
-        fleet_file.display().to_string(),
-        "--http-listen".into(),
-        "127.0.0.1:0".into(),
-    ];
-    let log = site.dir.path().join("controller.log");
-    let mut controller = within(
-        60,
-        "the controller to start",
-        Spawned::start(Path::new(EXE), &args, Some(&log)),
-    )
-    .await
-    .unwrap();
+    let mut controller = site.controller(&["--http-listen", "127.0.0.1:0"]).await;
     let dashboard = controller.line_after("dashboard on ").await.unwrap();
     let mut client = rollout::cli::connect(&format!("http://{}", controller.addr))
         .await
