@@ -463,6 +463,20 @@ async fn the_dashboard_charts_each_check_in_a_browser() {
         caption.starts_with("retry-ratio") && caption.contains("0 failed"),
         "{caption}"
     );
+    // The controller's metrics (served beside the dashboard) count them too.
+    let metrics = reqwest::get(format!("{dashboard}metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let counted =
+        format!("rollout_analysis_measurements{{rollout=\"fix\",check=\"retry-ratio\",verdict=\"pass\"}} {measured}");
+    assert!(metrics.contains(&counted), "{counted} in {metrics}");
+    assert!(
+        metrics.contains("rollout_analysis_value{rollout=\"fix\",check=\"retry-ratio\"} 0.01"),
+        "{metrics}"
+    );
     let shot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard-analysis.png");
     std::fs::write(&shot, browser.screenshot().await.unwrap()).unwrap();
     println!("screenshot: {}", shot.display());
