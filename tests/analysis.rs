@@ -35,6 +35,8 @@ struct Site {
     prometheus: LocalPrometheus,
     fleet: FleetFile,
     dir: tempfile::TempDir,
+    /// The CA of Prometheus's certificate, when it serves TLS.
+    ca: Option<std::path::PathBuf>,
 }
 
 impl Site {
@@ -71,6 +73,11 @@ impl Site {
 }
 
 async fn site(faulty: &[&str]) -> Option<Site> {
+    site_with(faulty, false).await
+}
+
+/// The same, Prometheus's API served over TLS with a private CA when `tls`.
+async fn site_with(faulty: &[&str], tls: bool) -> Option<Site> {
     let dir = tempfile::tempdir().unwrap();
     let sim_fleet = dir.path().join("sim.yaml");
     std::fs::write(&sim_fleet, fleet(HOSTS, "127.0.0.1:1").to_yaml()).unwrap();
@@ -99,7 +106,14 @@ async fn site(faulty: &[&str]) -> Option<Site> {
         .trim_start_matches("http://")
         .trim_end_matches("/metrics")
         .to_string();
-    let Some(prometheus) = LocalPrometheus::start_for_test(&[target]).await else {
+    let certs = tls.then(|| {
+        let ca = common::certs::Ca::new(dir.path(), "metrics");
+        (ca.issue("prometheus"), ca.cert.clone())
+    });
+    let files = certs
+        .as_ref()
+        .map(|(pem, ca)| (pem.cert.as_path(), pem.key.as_path(), ca.as_path()));
+    let Some(prometheus) = LocalPrometheus::start_with(&[target], files).await else {
         agent.kill9().await.ok();
         return None;
     };
@@ -120,6 +134,7 @@ async fn site(faulty: &[&str]) -> Option<Site> {
         prometheus,
         fleet,
         dir,
+        ca: certs.map(|(_, ca)| ca),
     })
 }
 
@@ -480,6 +495,63 @@ async fn the_dashboard_charts_each_check_in_a_browser() {
     let shot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard-analysis.png");
     std::fs::write(&shot, browser.screenshot().await.unwrap()).unwrap();
     println!("screenshot: {}", shot.display());
+    assert_eq!(controller.terminate(Duration::from_secs(30)).await.unwrap(), Some(0));
+    site.stop().await;
+}
+
+/// A Prometheus serving its API over TLS with a private CA: without the CA the
+/// measurements are inconclusive and the rollout halts, saying why; with
+/// `--prometheus-ca` they pass.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_prometheus_is_trusted_with_its_ca() {
+    let Some(site) = site_with(&[OLD], true).await else {
+        return;
+    };
+    assert!(site.prometheus.url.starts_with("https://"));
+    let mut controller = site.controller(&[]).await;
+    let mut client = rollout::cli::connect(&format!("http://{}", controller.addr))
+        .await
+        .unwrap();
+    let yaml = plan_yaml(
+        "untrusted",
+        FIX,
+        &site.prometheus.url,
+        "",
+        &retry_ratio_check(0.05),
+        "halt",
+    );
+    submit_yaml(&mut client, yaml).await;
+    let halted = until_ended_or_halted(&mut client, "untrusted").await;
+    assert_eq!(halted.state(), pb::RolloutState::Halted);
+    assert!(
+        halted.halt_reason.contains("unreachable") && halted.halt_reason.to_lowercase().contains("certificate"),
+        "{}",
+        halted.halt_reason
+    );
+    client.abort_rollout(action("untrusted")).await.unwrap();
+    assert_eq!(controller.terminate(Duration::from_secs(30)).await.unwrap(), Some(0));
+
+    let ca = site.ca.as_ref().unwrap().display().to_string();
+    let mut controller = site.controller(&["--prometheus-ca", &ca]).await;
+    let mut client = rollout::cli::connect(&format!("http://{}", controller.addr))
+        .await
+        .unwrap();
+    let yaml = plan_yaml(
+        "trusted",
+        FIX,
+        &site.prometheus.url,
+        "",
+        &retry_ratio_check(0.05),
+        "halt",
+    );
+    submit_yaml(&mut client, yaml).await;
+    let done = until_ended_or_halted(&mut client, "trusted").await;
+    assert_eq!(done.state(), pb::RolloutState::Succeeded, "{}", done.halt_reason);
+    assert!(
+        done.measurements.iter().all(|m| m.verdict == "pass"),
+        "{:?}",
+        done.measurements
+    );
     assert_eq!(controller.terminate(Duration::from_secs(30)).await.unwrap(), Some(0));
     site.stop().await;
 }

@@ -3,6 +3,7 @@
 //! when dropped. Without a `prometheus` binary a test says it skipped; with
 //! ROLLOUT_PROMETHEUS_TESTS=required it fails instead.
 
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -14,6 +15,8 @@ pub struct LocalPrometheus {
     /// Its HTTP API's base URL.
     pub url: String,
     dir: tempfile::TempDir,
+    /// Trusts its certificate when it serves TLS.
+    client: reqwest::Client,
 }
 
 fn available() -> bool {
@@ -29,6 +32,12 @@ impl LocalPrometheus {
     /// A Prometheus scraping `targets` (HOST:PORT, `/metrics`) every second, or None
     /// (saying the test is skipped) without a `prometheus` binary.
     pub async fn start_for_test(targets: &[String]) -> Option<LocalPrometheus> {
+        LocalPrometheus::start_with(targets, None).await
+    }
+
+    /// The same, its API served over TLS with `tls` (certificate, key, and the CA
+    /// that signed them, PEM files) at `https://`.
+    pub async fn start_with(targets: &[String], tls: Option<(&Path, &Path, &Path)>) -> Option<LocalPrometheus> {
         if !available() {
             let required = std::env::var(REQUIRED).is_ok_and(|v| v == "required");
             assert!(
@@ -52,7 +61,23 @@ impl LocalPrometheus {
             .unwrap()
             .port();
         let log = std::fs::File::create(dir.path().join("prometheus.log")).unwrap();
-        let child = Command::new("prometheus")
+        let mut command = Command::new("prometheus");
+        let mut client = reqwest::Client::builder();
+        let mut scheme = "http";
+        if let Some((cert, key, ca)) = tls {
+            let web = dir.path().join("web.yml");
+            let text = format!(
+                "tls_server_config:\n  cert_file: {}\n  key_file: {}\n",
+                cert.display(),
+                key.display()
+            );
+            std::fs::write(&web, text).unwrap();
+            command.arg(format!("--web.config.file={}", web.display()));
+            let ca = reqwest::Certificate::from_pem(&std::fs::read(ca).unwrap()).unwrap();
+            client = client.add_root_certificate(ca);
+            scheme = "https";
+        }
+        let child = command
             .arg(format!("--config.file={}", config_path.display()))
             .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))
@@ -62,8 +87,9 @@ impl LocalPrometheus {
             .expect("prometheus starts");
         let mut p = LocalPrometheus {
             child: Some(child),
-            url: format!("http://127.0.0.1:{port}"),
+            url: format!("{scheme}://127.0.0.1:{port}"),
             dir,
+            client: client.build().unwrap(),
         };
         p.wait_ready().await;
         Some(p)
@@ -71,9 +97,8 @@ impl LocalPrometheus {
 
     async fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(60);
-        let client = reqwest::Client::new();
         loop {
-            let ready = client.get(format!("{}/-/ready", self.url)).send().await;
+            let ready = self.client.get(format!("{}/-/ready", self.url)).send().await;
             if ready.is_ok_and(|r| r.status().is_success()) {
                 return;
             }
@@ -88,7 +113,8 @@ impl LocalPrometheus {
 
     /// The value of `promql` now, if it has one.
     pub async fn value(&self, promql: &str) -> Option<f64> {
-        let answer: serde_json::Value = reqwest::Client::new()
+        let answer: serde_json::Value = self
+            .client
             .get(format!("{}/api/v1/query", self.url))
             .query(&[("query", promql)])
             .send()
