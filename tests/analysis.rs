@@ -478,6 +478,11 @@ async fn the_dashboard_charts_each_check_in_a_browser() {
         caption.starts_with("retry-ratio") && caption.contains("0 failed"),
         "{caption}"
     );
+    // The timeline keeps what people and the controller did: the measurements are
+    // on the charts.
+    let page = common::browser::text_of(browser, "main").await;
+    assert!(page.contains("Timeline") && page.contains("succeeded"), "{page}");
+    assert!(!page.contains("check `retry-ratio` pass"), "{page}");
     // The controller's metrics (served beside the dashboard) count them too.
     let metrics = reqwest::get(format!("{dashboard}metrics"))
         .await

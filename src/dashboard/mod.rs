@@ -311,7 +311,12 @@ fn render_rollout(d: &Dashboard, name: &str) -> Option<Markup> {
     let r = d.engine.get(Key { name, id: 0 }).ok()?;
     // Only this rollout's lines, read back to just before it was created.
     let since = r.created_at_unix_ms - 60_000;
-    let timeline = d.engine.events(since, &r.name, TIMELINE).unwrap_or_default();
+    // The analysis's measurements are on the charts: the timeline keeps what people
+    // and the controller did.
+    let timeline = d
+        .engine
+        .events_where(since, TIMELINE, |e| e.rollout_name == r.name && e.kind != "measurement")
+        .unwrap_or_default();
     Some(views::rollout(&r, &timeline, d.engine.drill_clock().as_deref()))
 }
 

@@ -77,9 +77,17 @@ impl super::Engine {
     /// The audit log: the newest `limit` events at or after `since_ms`, of rollout
     /// `rollout` (by name; empty: all), oldest first.
     pub fn events(&self, since_ms: i64, rollout: &str, limit: usize) -> Result<Vec<pb::EventRecord>> {
-        Ok(self
-            .ctx
-            .store
-            .recent_events(since_ms, limit, |e| rollout.is_empty() || e.rollout_name == rollout)?)
+        self.events_where(since_ms, limit, |e| rollout.is_empty() || e.rollout_name == rollout)
+    }
+
+    /// The newest `limit` events at or after `since_ms` that `keep` accepts, oldest
+    /// first.
+    pub fn events_where(
+        &self,
+        since_ms: i64,
+        limit: usize,
+        keep: impl Fn(&pb::EventRecord) -> bool,
+    ) -> Result<Vec<pb::EventRecord>> {
+        Ok(self.ctx.store.recent_events(since_ms, limit, keep)?)
     }
 }
