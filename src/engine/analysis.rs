@@ -4,9 +4,9 @@
 //! measurements over `failure_limit` fail the gate at once, an inconclusive one
 //! under `inconclusive: halt` halts. A bake resumed (after a pause, or by a new
 //! controller after a crash) counts what was measured before and goes on from the
-//! next round due, so it reaches the verdict an uninterrupted one would. Checks
-//! against a baseline are not measured in the last wave: no host is left on the
-//! version they compare with.
+//! next round due, each overdue round measured as of its time, so it reaches the
+//! verdict an uninterrupted one would. Checks against a baseline are not measured in
+//! the last wave: no host is left on the version they compare with.
 
 use std::time::Duration;
 
@@ -70,7 +70,10 @@ pub(super) async fn bake(
             _ = control.changed() => return Ok(Baked::Interrupted),
             _ = ctx.shutdown.cancelled() => return Ok(Baked::Interrupted),
         }
-        let at = ctx.clock.now_ms();
+        // Measured as of when it was due: a round a restart found overdue asks
+        // Prometheus about that instant (it keeps the history), so a resumed bake sees
+        // what an uninterrupted one would have seen, round by round.
+        let at = due.min(ctx.clock.now_ms());
         let measured = measure(ctx, analysis, vars, at, baselines).await;
         for m in &measured {
             match Verdict::parse(&m.verdict) {
