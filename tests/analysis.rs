@@ -14,7 +14,6 @@ use rollout::cli::process::Spawned;
 use rollout::fleet::FleetFile;
 use rollout::proto::v1 as pb;
 
-const EXE: &str = env!("CARGO_BIN_EXE_rollout");
 const HOSTS: usize = 200;
 /// What the fleet runs: in these tests, the version with the retry storm.
 const OLD: &str = "15.20.8207.11";
@@ -57,13 +56,7 @@ impl Site {
         ];
         args.extend(extra.iter().map(|a| a.to_string()));
         let log = self.dir.path().join("controller.log");
-        within(
-            60,
-            "the controller to start",
-            Spawned::start(Path::new(EXE), &args, Some(&log)),
-        )
-        .await
-        .expect("the controller starts")
+        spawn_rollout(&args, &log, "the controller").await
     }
 
     async fn stop(mut self) {
@@ -94,13 +87,7 @@ async fn site_with(faulty: &[&str], tls: bool) -> Option<Site> {
         args.extend(["--faulty-version".to_string(), f.to_string()]);
     }
     let log = dir.path().join("agent.log");
-    let mut agent = within(
-        60,
-        "the simulator to start",
-        Spawned::start(Path::new(EXE), &args, Some(&log)),
-    )
-    .await
-    .expect("the simulator starts");
+    let mut agent = spawn_rollout(&args, &log, "the simulator").await;
     let metrics = agent.line_after("traffic metrics on ").await.unwrap();
     let target = metrics
         .trim_start_matches("http://")

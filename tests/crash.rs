@@ -24,13 +24,7 @@ async fn start_controller(data: &Path, fleet: &Path, log: &Path) -> Spawned {
         "--fleet".as_ref(),
         fleet.as_os_str(),
     ];
-    within(
-        60,
-        "the controller to start",
-        Spawned::start(Path::new(EXE), args, Some(log)),
-    )
-    .await
-    .expect("controller starts")
+    spawn_rollout(args, log, "the controller").await
 }
 
 /// Starts `rollout agent --simulate` over a generated fleet of `hosts` (with `extra`

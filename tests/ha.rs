@@ -20,7 +20,6 @@ use rollout::proto::v1::agent_client::AgentClient;
 use rollout::store::etcd_backend::local::LocalEtcd;
 use tonic::Code;
 
-const EXE: &str = env!("CARGO_BIN_EXE_rollout");
 const HOSTS: usize = 20_000;
 
 /// A controller on `etcd`'s prefix `ha`, its standard error appended to `log`.
@@ -39,13 +38,7 @@ async fn controller(etcd: &LocalEtcd, fleet: &Path, log: &Path, extra: &[&str]) 
         "3s",
     ];
     args.extend_from_slice(extra);
-    within(
-        60,
-        "a controller to start",
-        Spawned::start(Path::new(EXE), args, Some(log)),
-    )
-    .await
-    .expect("the controller starts")
+    spawn_rollout(args, log, "a controller").await
 }
 
 fn url(c: &Spawned) -> String {

@@ -16,7 +16,6 @@ use rollout::cli::process::Spawned;
 use rollout::proto::v1 as pb;
 use rollout::store::Store;
 
-const EXE: &str = env!("CARGO_BIN_EXE_rollout");
 const HOSTS: usize = 20_000;
 const SEED: u64 = 2026;
 
@@ -30,13 +29,7 @@ async fn start_controller(data: &Path, fleet: &Path, log: &Path, listen: &str) -
         "--fleet",
         &fleet.display().to_string(),
     ];
-    within(
-        60,
-        "the controller to start",
-        Spawned::start(Path::new(EXE), args, Some(log)),
-    )
-    .await
-    .expect("controller starts")
+    spawn_rollout(args, log, "the controller").await
 }
 
 /// Succeeded hosts of the rollout, counted in the store of a dead controller.

@@ -31,20 +31,23 @@ pub enum Error {
 /// How to reach the site's Prometheus: its CA, and a bearer token.
 #[derive(Debug, Clone, Default)]
 pub struct Access {
-    /// PEM of the CA that signed Prometheus's certificate (besides the system's).
-    pub ca_pem: Option<Vec<u8>>,
+    /// The CA that signed Prometheus's certificate (besides the system's).
+    pub ca: Option<reqwest::Certificate>,
     pub token: Option<String>,
 }
 
 impl Access {
     /// From the files `rollout serve` was given.
     pub fn load(ca: Option<&std::path::Path>, token: Option<&std::path::Path>) -> Result<Access, Error> {
-        let ca_pem = ca
+        let ca = ca
             .map(|p| {
-                std::fs::read(p).map_err(|e| Error::Ca {
+                let failed = |reason: String| Error::Ca {
                     path: p.display().to_string(),
-                    reason: e.to_string(),
-                })
+                    reason,
+                };
+                let pem = std::fs::read(p).map_err(|e| failed(e.to_string()))?;
+                reqwest::Certificate::from_pem(&pem)
+                    .map_err(|e| failed(format!("not a PEM certificate ({e}): give the CA's certificate file")))
             })
             .transpose()?;
         let token = token
@@ -63,7 +66,7 @@ impl Access {
                 Ok(first)
             })
             .transpose()?;
-        Ok(Access { ca_pem, token })
+        Ok(Access { ca, token })
     }
 }
 
@@ -81,12 +84,8 @@ impl Prometheus {
             .timeout(TIMEOUT)
             .connect_timeout(Duration::from_secs(3))
             .redirect(reqwest::redirect::Policy::limited(3));
-        if let Some(pem) = &access.ca_pem {
-            let ca = reqwest::Certificate::from_pem(pem).map_err(|e| Error::Ca {
-                path: "(file)".into(),
-                reason: e.to_string(),
-            })?;
-            builder = builder.add_root_certificate(ca);
+        if let Some(ca) = &access.ca {
+            builder = builder.add_root_certificate(ca.clone());
         }
         Ok(Prometheus {
             client: builder.build()?,

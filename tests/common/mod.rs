@@ -48,6 +48,23 @@ pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
+/// `rollout ARGS...` as a process of its own, its standard error appended to `log`,
+/// once it has said where it listens (at most 60 s; `what` names it otherwise).
+pub async fn spawn_rollout<S: AsRef<std::ffi::OsStr>>(
+    args: impl IntoIterator<Item = S>,
+    log: &Path,
+    what: &str,
+) -> rollout::cli::process::Spawned {
+    let exe = Path::new(env!("CARGO_BIN_EXE_rollout"));
+    within(
+        60,
+        &format!("{what} to start"),
+        rollout::cli::process::Spawned::start(exe, args, Some(log)),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{what} does not start: {e}"))
+}
+
 /// A generated fleet whose agent address is the simulator's.
 pub fn fleet(hosts: usize, agent: &str) -> FleetFile {
     generate(&GenerateOptions {
@@ -257,14 +274,7 @@ pub async fn spawn_simulator(
         "--latency-ms".as_ref(),
         latency_ms.as_ref(),
     ];
-    let exe = Path::new(env!("CARGO_BIN_EXE_rollout"));
-    let agent = within(
-        60,
-        "the simulator to start",
-        rollout::cli::process::Spawned::start(exe, args, Some(log)),
-    )
-    .await
-    .expect("the simulator starts");
+    let agent = spawn_rollout(args, log, "the simulator").await;
     let fleet = fleet(hosts, &agent.addr.to_string());
     std::fs::write(&ctl_fleet, fleet.to_yaml()).expect("write the controller's fleet");
     (agent, fleet, ctl_fleet)
