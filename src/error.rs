@@ -90,29 +90,3 @@ impl From<Error> for Status {
         Status::new(code, e.to_string())
     }
 }
-
-/// `text` with its control characters (newlines, carriage returns, tabs, NUL) written
-/// as escapes, so that an error quoting input always stays on one line.
-pub fn one_line(text: &str) -> std::borrow::Cow<'_, str> {
-    if !text.chars().any(char::is_control) {
-        return std::borrow::Cow::Borrowed(text);
-    }
-    let mut out = String::with_capacity(text.len() + 8);
-    for c in text.chars() {
-        if c.is_control() {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
-        }
-    }
-    std::borrow::Cow::Owned(out)
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn quoted_input_stays_on_one_line() {
-        assert_eq!(super::one_line("plain `text`"), "plain `text`");
-        assert_eq!(super::one_line("a\nb\r\tc\0"), "a\\nb\\r\\tc\\u{0}");
-    }
-}

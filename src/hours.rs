@@ -8,6 +8,10 @@
 //! A shift belongs to the day it starts: with hours `22:00-06:00` and workdays
 //! `[mon..fri]`, Friday 23:00 and Saturday 03:00 are in hours, Saturday 23:00 is not.
 //! A holiday removes the shift that starts on that date.
+//!
+//! A [`Customer`] (as fleet files write it: time zone, hours, workdays, holidays,
+//! weight) is defined here, with the parsers of its hours and days: the fleet file
+//! holds customers, this module says what their hours mean. Below `fleet`.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, HashMap};
@@ -17,7 +21,69 @@ use jiff::civil::{Date, DateTime};
 use jiff::tz::TimeZone;
 use jiff::{Timestamp, Zoned};
 
-use crate::fleet::{Customer, parse_hours, parse_weekday};
+use serde::{Deserialize, Serialize};
+
+/// A customer whose working hours decide restart order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Customer {
+    pub id: String,
+    /// IANA name (Asia/Seoul); never a fixed offset, so DST is right.
+    pub timezone: String,
+    /// Local `HH:MM-HH:MM`; an end before the start crosses midnight.
+    pub hours: String,
+    #[serde(default = "default_workdays")]
+    pub workdays: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub holidays: Vec<String>,
+    #[serde(default = "default_weight", skip_serializing_if = "is_default_weight")]
+    pub weight: u32,
+}
+
+fn default_workdays() -> Vec<String> {
+    ["mon", "tue", "wed", "thu", "fri"].map(String::from).to_vec()
+}
+
+fn default_weight() -> u32 {
+    1
+}
+
+fn is_default_weight(w: &u32) -> bool {
+    *w == 1
+}
+
+/// Parses `HH:MM-HH:MM` into minutes after local midnight.
+pub fn parse_hours(text: &str) -> Result<(u16, u16), String> {
+    let usage = || format!("`{text}` is not working hours: write them like 09:00-18:00");
+    let (a, b) = text.split_once('-').ok_or_else(usage)?;
+    let clock = |s: &str| -> Option<u16> {
+        let (h, m) = s.trim().split_once(':')?;
+        let (h, m): (u16, u16) = (h.parse().ok()?, m.parse().ok()?);
+        (h < 24 && m < 60 && s.trim().len() == 5).then_some(h * 60 + m)
+    };
+    let (start, end) = (clock(a).ok_or_else(usage)?, clock(b).ok_or_else(usage)?);
+    if start == end {
+        return Err(format!(
+            "`{text}` starts and ends at the same time; use 00:00-23:59 for all day"
+        ));
+    }
+    Ok((start, end))
+}
+
+/// `mon` .. `sun` to a weekday.
+pub fn parse_weekday(day: &str) -> Option<jiff::civil::Weekday> {
+    use jiff::civil::Weekday::*;
+    Some(match day {
+        "mon" => Monday,
+        "tue" => Tuesday,
+        "wed" => Wednesday,
+        "thu" => Thursday,
+        "fri" => Friday,
+        "sat" => Saturday,
+        "sun" => Sunday,
+        _ => return None,
+    })
+}
 
 /// How far ahead "starting soon" looks by default.
 pub const DEFAULT_LOOKAHEAD_MS: i64 = 2 * 3600 * 1000;
@@ -339,6 +405,13 @@ impl Calendar {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hours_may_cross_midnight() {
+        assert_eq!(parse_hours("22:00-06:00").unwrap(), (1320, 360));
+        assert!(parse_hours("09:00-09:00").is_err());
+        assert!(parse_hours("24:00-06:00").is_err());
+    }
 
     fn customer(id: &str, tz: &str, hours: &str, days: &[&str], holidays: &[&str]) -> Schedule {
         Schedule::new(&Customer {

@@ -33,8 +33,12 @@ pub mod hours;
 pub mod intern;
 pub mod plan;
 pub mod proto;
+pub mod reach;
+pub mod retry;
 pub mod server;
+pub mod standard;
 pub mod store;
+pub mod text;
 pub mod tls;
 pub mod yamlfile;
 

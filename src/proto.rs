@@ -1,5 +1,6 @@
-//! The generated gRPC and record types (`proto/rollout/v1`), and the descriptor set
-//! served by gRPC reflection.
+//! The generated gRPC and record types (`proto/rollout/v1`), their states' names as
+//! people read them (one definition for the CLI, the dashboard and metrics), and the
+//! descriptor set served by gRPC reflection.
 
 /// `rollout.v1`: the Controller and Agent services and the store's records.
 pub mod v1 {
@@ -41,6 +42,35 @@ impl v1::RolloutState {
             v1::RolloutState::CompletedWithFailures => "completed-with-failures",
             v1::RolloutState::Failed => "failed",
             v1::RolloutState::Aborted => "aborted",
+        }
+    }
+}
+
+impl v1::WaveState {
+    /// The wave's state as people and scripts read it (CLI, JSON, dashboard).
+    pub fn label(self) -> &'static str {
+        match self {
+            v1::WaveState::Unspecified => "unknown",
+            v1::WaveState::Pending => "pending",
+            v1::WaveState::Running => "running",
+            v1::WaveState::Baking => "baking",
+            v1::WaveState::Done => "done",
+            v1::WaveState::Halted => "halted",
+        }
+    }
+}
+
+impl v1::RestartJobState {
+    /// The restart job's state as people and scripts read it (CLI, metrics labels,
+    /// the audit log).
+    pub fn label(self) -> &'static str {
+        match self {
+            v1::RestartJobState::Unspecified => "unknown",
+            v1::RestartJobState::Running => "running",
+            v1::RestartJobState::Succeeded => "succeeded",
+            v1::RestartJobState::Failed => "failed",
+            v1::RestartJobState::Cancelled => "cancelled",
+            v1::RestartJobState::CompletedWithFailures => "completed-with-failures",
         }
     }
 }

@@ -57,7 +57,7 @@ pub fn read(path: &Path, what: &'static str) -> Result<String, Error> {
 /// `text` as a `T`; `path` names the file in the error, with line and column.
 pub fn parse<T: DeserializeOwned>(text: &str, path: &str) -> Result<T, Error> {
     serde_yaml::from_str(text).map_err(|e| {
-        let (line, column, message) = crate::plan::yaml_error(&e);
+        let (line, column, message) = yaml_error(&e);
         Error::Syntax {
             path: path.to_string(),
             line,
@@ -65,4 +65,21 @@ pub fn parse<T: DeserializeOwned>(text: &str, path: &str) -> Result<T, Error> {
             message,
         }
     })
+}
+
+/// A serde_yaml error as (line, column, message without serde_yaml's own location);
+/// every file people write here reports it as `file:line:column: message`.
+pub fn yaml_error(e: &serde_yaml::Error) -> (usize, usize, String) {
+    let (line, column) = e.location().map_or((0, 0), |l| (l.line(), l.column()));
+    (line, column, strip_location(&e.to_string()))
+}
+
+/// serde_yaml appends " at line L column C"; we print the location our own way. The
+/// input it quotes may hold newlines; they are escaped.
+pub fn strip_location(message: &str) -> String {
+    let message = match message.rfind(" at line ") {
+        Some(i) => &message[..i],
+        None => message,
+    };
+    crate::text::one_line(message).into_owned()
 }

@@ -35,7 +35,7 @@ impl Outcome {
         let head = match (self.timed_out, self.exit_code) {
             (true, _) => format!(
                 "timed out after {} (process group killed)",
-                crate::plan::format_duration(timeout)
+                crate::text::format_duration(timeout)
             ),
             (false, Some(0)) => "exit code 0".to_string(),
             (false, Some(code)) => format!("exit code {code}"),

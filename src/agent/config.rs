@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::plan::parse_duration;
+use crate::text::parse_duration;
 
 /// Why an agent config was refused.
 pub use crate::yamlfile::Error;

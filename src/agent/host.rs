@@ -307,7 +307,7 @@ pub async fn serve(
     tls: Option<tonic::transport::ServerTlsConfig>,
     shutdown: tokio_util::sync::CancellationToken,
 ) -> crate::Result<()> {
-    let standard = crate::server::standard::services::<AgentServer<HostAgentService>>(&shutdown).await?;
+    let standard = crate::standard::services::<AgentServer<HostAgentService>>(&shutdown).await?;
     let mut builder = tonic::transport::Server::builder();
     if let Some(tls) = tls {
         builder = builder.tls_config(tls).map_err(|source| crate::Error::Transport {
@@ -320,7 +320,7 @@ pub async fn serve(
         .add_service(standard.reflection_v1)
         .add_service(standard.reflection_v1alpha)
         .add_service(AgentServer::new(HostAgentService::new(agents)))
-        .serve_with_incoming_shutdown(crate::server::incoming(listener), shutdown.cancelled_owned())
+        .serve_with_incoming_shutdown(crate::standard::incoming(listener), shutdown.cancelled_owned())
         .await
         .map_err(|source| crate::Error::Transport {
             context: "host agent server".into(),

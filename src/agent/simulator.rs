@@ -349,7 +349,7 @@ pub async fn serve(
     simulator: Arc<Simulator>,
     shutdown: tokio_util::sync::CancellationToken,
 ) -> crate::Result<()> {
-    let standard = crate::server::standard::services::<AgentServer<SimulatorService>>(&shutdown).await?;
+    let standard = crate::standard::services::<AgentServer<SimulatorService>>(&shutdown).await?;
     tonic::transport::Server::builder()
         // One endpoint stands for thousands of hosts: let the controller's whole
         // parallelism through on one connection.
@@ -358,7 +358,7 @@ pub async fn serve(
         .add_service(standard.reflection_v1)
         .add_service(standard.reflection_v1alpha)
         .add_service(simulator.service())
-        .serve_with_incoming_shutdown(crate::server::incoming(listener), shutdown.cancelled_owned())
+        .serve_with_incoming_shutdown(crate::standard::incoming(listener), shutdown.cancelled_owned())
         .await
         .map_err(|source| crate::Error::Transport {
             context: "simulated agent server".into(),

@@ -65,8 +65,8 @@ impl Analysis {
     pub fn to_spec(&self) -> pb::AnalysisSpec {
         pb::AnalysisSpec {
             prometheus: self.prometheus.clone(),
-            initial_delay: crate::plan::format_duration(self.initial_delay),
-            interval: crate::plan::format_duration(self.interval),
+            initial_delay: crate::text::format_duration(self.initial_delay),
+            interval: crate::text::format_duration(self.interval),
             failure_limit: self.failure_limit,
             inconclusive: self.inconclusive.as_str().into(),
             checks: self

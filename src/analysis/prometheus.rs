@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::engine::retry::{Backoff, RetryBudget};
+use crate::retry::{Backoff, RetryBudget};
 
 /// How long one query may take.
 pub const TIMEOUT: Duration = Duration::from_secs(10);
@@ -115,7 +115,7 @@ impl Prometheus {
                     let status = answer.status();
                     match answer.text().await {
                         Ok(body) if !status.is_server_error() => return read_answer(status.as_u16(), &body),
-                        Ok(body) => format!("HTTP {status}: {}", crate::error::one_line(body.trim())),
+                        Ok(body) => format!("HTTP {status}: {}", crate::text::one_line(body.trim())),
                         Err(e) => format!("reading its answer: {}", cause(&e)),
                     }
                 }
@@ -176,7 +176,7 @@ fn read_answer(status: u16, body: &str) -> Result<f64, String> {
     let answer: Answer = serde_json::from_str(body).map_err(|_| {
         format!(
             "HTTP {status}, not an answer of the Prometheus query API: {}",
-            crate::error::one_line(&body.chars().take(200).collect::<String>())
+            crate::text::one_line(&body.chars().take(200).collect::<String>())
         )
     })?;
     if answer.status != "success" {

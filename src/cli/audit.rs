@@ -28,7 +28,7 @@ pub struct AuditArgs {
 
 /// `--since` as unix milliseconds: a duration back from now, or a timestamp.
 fn since_ms(text: &str) -> Result<i64> {
-    if let Ok(d) = crate::plan::parse_duration(text) {
+    if let Ok(d) = crate::text::parse_duration(text) {
         let now = jiff::Timestamp::now().as_millisecond();
         return Ok(now - d.as_millis() as i64);
     }

@@ -22,8 +22,9 @@ use super::render;
 use super::watch::{Progress, follow};
 use crate::agent::simulator::{self, Simulator, SimulatorOptions, parse_latency};
 use crate::fleet::{GenerateOptions, generate};
-use crate::plan::{Plan, format_duration};
+use crate::plan::Plan;
 use crate::proto::v1 as pb;
+use crate::text::format_duration;
 use crate::{Error, Result};
 
 /// The seed incident's moment (Monday 2024-11-25, 17:33 UTC): the fix had reached

@@ -200,7 +200,7 @@ pub enum Output {
 }
 
 fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
-    crate::plan::parse_duration(s)
+    crate::text::parse_duration(s)
 }
 
 /// Runs the command line and turns every error into one line and an exit code.
@@ -334,7 +334,7 @@ fn plan_check(files: &[PathBuf]) -> Result<ExitCode> {
                 plan.waves.len(),
                 plan.waves.iter().map(|w| w.to_string()).collect::<Vec<_>>().join(" "),
                 plan.max_parallel,
-                crate::plan::format_duration(plan.bake)
+                crate::text::format_duration(plan.bake)
             ),
             Err(e) => {
                 bad += 1;

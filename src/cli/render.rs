@@ -9,14 +9,7 @@ pub fn state_name(state: pb::RolloutState) -> &'static str {
 }
 
 pub fn wave_state_name(state: pb::WaveState) -> &'static str {
-    match state {
-        pb::WaveState::Unspecified => "unknown",
-        pb::WaveState::Pending => "pending",
-        pb::WaveState::Running => "running",
-        pb::WaveState::Baking => "baking",
-        pb::WaveState::Done => "done",
-        pb::WaveState::Halted => "halted",
-    }
+    state.label()
 }
 
 pub fn is_terminal(state: pb::RolloutState) -> bool {

@@ -9,7 +9,6 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::client::connect;
-use crate::engine::restart_state_name as job_state;
 use crate::proto::v1 as pb;
 use crate::{Error, Result};
 
@@ -92,7 +91,7 @@ pub fn job_line(job: &pb::RestartJob) -> String {
     let mut line = format!(
         "restart job {} {}: {}/{} restarted, {} failed, {} in flight, {} waiting, {} skipped; {} (batch {})",
         job.id,
-        job_state(job.state()),
+        job.state().label(),
         job.hosts_restarted,
         job.hosts_total,
         job.hosts_failed,
@@ -280,7 +279,7 @@ pub async fn follow(client: &mut super::Client, id: u64) -> Result<pb::RestartJo
             }
             None => {
                 let tenth = (job.hosts_restarted + job.hosts_failed) * 10 / job.hosts_total.max(1);
-                let line = format!("{} {tenth} {}", job_state(job.state()), job.hosts_failed);
+                let line = format!("{} {tenth} {}", job.state().label(), job.hosts_failed);
                 if line != last_line {
                     println!("{}", job_line(&job));
                     last_line = line;
@@ -380,7 +379,7 @@ pub async fn hosts(server: &str, args: HostsArgs) -> Result<ExitCode> {
         if ms == 0 {
             "never".to_string()
         } else {
-            crate::plan::format_duration(std::time::Duration::from_secs(((now - ms).max(0) / 1000) as u64)) + " ago"
+            crate::text::format_duration(std::time::Duration::from_secs(((now - ms).max(0) / 1000) as u64)) + " ago"
         }
     };
     let rows = hosts.iter().map(|h| {

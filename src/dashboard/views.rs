@@ -8,7 +8,7 @@ use maud::{DOCTYPE, Markup, html};
 
 use super::sun::{Placed, Sun};
 use crate::auth::Principal;
-use crate::cli::render::{state_name, wave_state_name};
+
 use crate::engine::RestartQueueView;
 use crate::hours::Tier;
 use crate::proto::v1 as pb;
@@ -133,7 +133,7 @@ pub fn rollouts(list: &[std::sync::Arc<pb::Rollout>]) -> Markup {
                         tr {
                             td { a href=(format!("/rollouts/{}", encode(&r.name))) { (r.name) } }
                             td { (r.kind) }
-                            td { span class=(format!("badge {}", state_class(r.state()))) { (state_name(r.state())) } }
+                            td { span class=(format!("badge {}", state_class(r.state()))) { (r.state().label()) } }
                             td { (r.current_wave + 1) "/" (r.waves.len()) }
                             td.wide {
                                 (bar(r.hosts_selected, &[("ok", r.hosts_succeeded), ("bad", r.hosts_failed), ("run", r.hosts_in_flight)]))
@@ -156,7 +156,7 @@ pub fn rollout(r: &pb::Rollout, timeline: &[pb::EventRecord], drill: Option<&str
     let customers = pct(r.customers_mitigated, r.customers_affected);
     html! {
         div.headline {
-            h1 { (r.name) " " span class=(format!("badge {}", state_class(state))) { (state_name(state)) } }
+            h1 { (r.name) " " span class=(format!("badge {}", state_class(state))) { (state.label()) } }
             p.sub { (r.kind) " to " code { (r.version) } @if !r.description.is_empty() { " - " (r.description) } }
         }
         (drill_banner(drill))
@@ -193,7 +193,7 @@ pub fn rollout(r: &pb::Rollout, timeline: &[pb::EventRecord], drill: Option<&str
             thead { tr { th { "wave" } th { "share" } th { "hosts" } th.wide { "done" } th { "state" } } }
             tbody {
                 @for w in &r.waves {
-                    tr class=(if w.index == r.current_wave && !crate::cli::render::is_terminal(state) { "current" } else { "" }) {
+                    tr class=(if w.index == r.current_wave && !state.is_terminal() { "current" } else { "" }) {
                         td { (w.index + 1) }
                         td { (w.percent) }
                         td { (w.size) }
@@ -201,7 +201,7 @@ pub fn rollout(r: &pb::Rollout, timeline: &[pb::EventRecord], drill: Option<&str
                             (bar(w.size, &[("ok", w.succeeded), ("bad", w.failed), ("run", w.in_flight)]))
                             span.num { (w.succeeded) " ok" @if w.failed > 0 { ", " (w.failed) " failed (tolerates " (w.max_failed) ")" } }
                         }
-                        td { (wave_state_name(w.state())) }
+                        td { (w.state().label()) }
                     }
                 }
             }

@@ -14,12 +14,12 @@ use tokio::task::JoinSet;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::analysis::Baked;
-use super::fleet::SharedFleet;
 use super::rollout::{Dispatch, Live};
 use super::state::{Event, FleetHealth, HealthReport, State, WaveReport};
 use super::{Context, Result};
 use crate::plan::Kind;
 use crate::proto::v1 as pb;
+use crate::reach::SharedFleet;
 
 /// Intents written per flush at most: bounds the work a crash can leave "in doubt".
 const MAX_BATCH: usize = 1_000;
@@ -347,7 +347,7 @@ async fn execute(live: &Live, ctx: &Context, wave: Option<u32>, first: Vec<Dispa
                 let mut stuck: Vec<Dispatch> = calling.drain().map(|(_, d)| d).collect();
                 stuck.sort_by(|a, b| a.host.cmp(&b.host));
                 let now = ctx.clock.now_ms();
-                let detail = format!("stuck: no answer within the progress deadline ({})", crate::plan::format_duration(deadline));
+                let detail = format!("stuck: no answer within the progress deadline ({})", crate::text::format_duration(deadline));
                 for d in &mut stuck {
                     d.record.set_state(pb::HostState::Failed);
                     d.record.outcome_unknown = true;

@@ -13,9 +13,9 @@ use std::sync::{Arc, Mutex};
 
 use futures::StreamExt;
 
-use super::fleet::SharedFleet;
 use crate::fleet::Inventory;
 use crate::intern::Pool;
+use crate::reach::SharedFleet;
 
 /// Probes in flight at once when many hosts are asked.
 const PROBE_CONCURRENCY: usize = 256;

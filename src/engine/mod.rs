@@ -15,8 +15,7 @@
 //! - `inventory`: heartbeats and the hosts' listing; [`health`]: what is known of each
 //!   host's health and version;
 //! - `leases`: who holds a host; [`audit`]: who asked for what, and the audit log;
-//! - [`fleet`] + [`retry`]: the `Fleet` trait through which agents are reached, with
-//!   deadlines, backoff, a retry budget and breakers;
+//! - hosts are reached through [`crate::reach`]'s `Fleet` trait (re-exported here);
 //! - [`clock`]: the wall clock, the drill clock, instants as people read them.
 //!
 //! The [`Engine`] (this file) owns the parts; on start it resumes every unfinished
@@ -26,7 +25,6 @@ mod analysis;
 pub mod audit;
 pub mod clock;
 mod driver;
-pub mod fleet;
 pub mod health;
 mod inventory;
 mod job;
@@ -35,7 +33,6 @@ pub mod order;
 pub mod queue;
 mod restarts;
 mod results;
-pub mod retry;
 mod rollback;
 mod rollout;
 mod rollouts;
@@ -49,11 +46,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
+pub use crate::reach::{CallError, Fleet, GrpcFleet, RetryPolicy, SharedFleet};
 pub use clock::{Clock, DrillClock, SystemClock, format_instant, now_ms};
-pub use fleet::{CallError, Fleet, GrpcFleet, RetryPolicy, SharedFleet};
 use health::HealthBook;
 use job::Job;
-pub use job::state_name as restart_state_name;
 use leases::held_by;
 use rollout::Live;
 pub use state::{Event, State};

@@ -20,7 +20,8 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::proto::v1 as pb;
-pub use quantity::{Percent, Threshold, format_duration, parse_duration};
+use crate::text::{format_duration, parse_duration};
+pub use quantity::{Percent, Threshold};
 
 /// Plans are written by people; anything this large is a mistake or an attack.
 pub const MAX_PLAN_BYTES: usize = 1024 * 1024;
@@ -163,7 +164,7 @@ pub struct Error {
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        use crate::error::one_line;
+        use crate::text::one_line;
         write!(f, "{}", one_line(&self.source_name))?;
         if let Some((line, column)) = self.location {
             write!(f, ":{line}:{column}")?;
@@ -375,7 +376,7 @@ impl Plan {
         }
         let file: PlanFile = serde_yaml::from_str(text).map_err(|e| {
             let location = e.location().map(|l| (l.line(), l.column()));
-            whole(strip_location(&e.to_string()), location)
+            whole(crate::yamlfile::strip_location(&e.to_string()), location)
         })?;
         file.into_spec().map_err(|e| Error {
             source_name: source_name.to_string(),
@@ -458,23 +459,6 @@ fn too_deep(text: &str) -> Option<(usize, usize)> {
         }
     }
     None
-}
-
-/// A serde_yaml error as (line, column, message without serde_yaml's own location);
-/// every file people write here reports it as `file:line:column: message`.
-pub(crate) fn yaml_error(e: &serde_yaml::Error) -> (usize, usize, String) {
-    let (line, column) = e.location().map_or((0, 0), |l| (l.line(), l.column()));
-    (line, column, strip_location(&e.to_string()))
-}
-
-/// serde_yaml appends " at line L column C"; we print the location our own way. The
-/// input it quotes may hold newlines; they are escaped.
-pub(crate) fn strip_location(message: &str) -> String {
-    let message = match message.rfind(" at line ") {
-        Some(i) => &message[..i],
-        None => message,
-    };
-    crate::error::one_line(message).into_owned()
 }
 
 #[cfg(test)]

@@ -1,10 +1,10 @@
-//! The small value types of a plan: percentages, failure thresholds and durations.
+//! The small value types of a plan: percentages and failure thresholds (durations are
+//! [`crate::text`]'s).
 //!
 //! Percentages are kept in basis points (1% = 100) so that wave arithmetic is exact
 //! integer arithmetic: a wave's size never depends on floating-point rounding.
 
 use std::fmt;
-use std::time::Duration;
 
 /// A share of the selected hosts, in basis points (`10000` is 100%).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -107,24 +107,6 @@ impl fmt::Display for Threshold {
     }
 }
 
-/// Parses `5m`, `30s`, `1h 30m`, `500ms`, `0s`. A bare number is refused: `5`
-/// could mean seconds or minutes, and a wrong guess during an incident is costly.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let t = text.trim();
-    if t == "0" {
-        return Ok(Duration::ZERO);
-    }
-    humantime::parse_duration(t).map_err(|_| format!("`{t}` is not a duration: write it like 30s, 5m or 1h30m"))
-}
-
-/// Formats a duration the way plans write it (`5m`, `1h 30m`, `0s`).
-pub fn format_duration(d: Duration) -> String {
-    if d.is_zero() {
-        return "0s".to_string();
-    }
-    humantime::format_duration(d).to_string()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -160,14 +142,5 @@ mod tests {
         assert_eq!(Threshold::parse("2%").unwrap().allowed(1_000), 20);
         assert_eq!(Threshold::parse("3").unwrap().allowed(1), 3);
         assert!(Threshold::parse("three").is_err());
-    }
-
-    #[test]
-    fn durations_need_units() {
-        assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
-        assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
-        assert_eq!(parse_duration("0s").unwrap(), Duration::ZERO);
-        assert!(parse_duration("5").is_err());
-        assert!(parse_duration("soon").is_err());
     }
 }

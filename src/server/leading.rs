@@ -12,9 +12,10 @@ use tracing::info;
 
 use super::controller::Controllers;
 use super::standby::Standby;
-use super::{Options, Security, incoming, metrics};
+use super::{Options, Security, metrics};
 use crate::auth::AuthLayer;
 use crate::proto::v1 as pb;
+use crate::standard::incoming;
 use crate::store::Store;
 use crate::store::etcd_backend::{EtcdAddress, EtcdBackend, Leadership, Presence};
 use crate::{Error, Result};

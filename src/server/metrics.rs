@@ -274,7 +274,7 @@ impl Metrics {
                 .set(if terminal { 0 } else { i64::from(r.current_wave) + 1 });
         }
         for j in engine.restart_jobs() {
-            let state = crate::engine::restart_state_name(j.state()).to_string();
+            let state = j.state().label().to_string();
             self.jobs.get_or_create(&StateLabels { state }).inc();
         }
         self.breakers_open.set(fleet.open_breakers() as i64);

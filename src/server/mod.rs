@@ -6,7 +6,6 @@ mod controller;
 mod leading;
 mod limits;
 pub mod metrics;
-pub mod standard;
 mod standby;
 
 use std::future::Future;
@@ -15,7 +14,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -26,6 +24,7 @@ use crate::dashboard::Dashboard;
 use crate::engine::{self, Clock, Engine, GrpcFleet};
 use crate::fleet::{FleetFile, Inventory};
 use crate::proto::v1 as pb;
+use crate::standard::incoming;
 use crate::store::Store;
 use crate::{Error, Result};
 
@@ -241,7 +240,7 @@ impl Phase<'_> {
             match waited {
                 Ok(()) => info!("every call in flight finished and was recorded"),
                 Err(_) => warn!(
-                    grace = %crate::plan::format_duration(options.grace),
+                    grace = %crate::text::format_duration(options.grace),
                     "calls still in flight after the grace period: their hosts stay in doubt and are asked again at the next start"
                 ),
             }
@@ -317,20 +316,6 @@ fn moved_to(runtime: &tokio::runtime::Runtime, listener: TcpListener) -> Result<
     TcpListener::from_std(std).map_err(|e| Error::io("cannot hand the listener to the API's runtime", e))
 }
 
-/// The connections `listener` accepts, with Nagle's algorithm off. Left on, a small
-/// answer waits for the peer's delayed ACK: an idle controller answered GetRollout in
-/// 42 ms instead of well under one.
-pub fn incoming(listener: TcpListener) -> impl futures::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
-    use futures::StreamExt;
-    TcpListenerStream::new(listener).map(|accepted| {
-        accepted.inspect(|stream| {
-            if let Err(e) = stream.set_nodelay(true) {
-                warn!(error = %e, "cannot turn Nagle's algorithm off on a connection");
-            }
-        })
-    })
-}
-
 /// Serves an HTTP app (metrics, the dashboard) on `listener` until `shutdown`.
 async fn serve_http(listener: TcpListener, app: axum::Router, shutdown: CancellationToken, what: &'static str) {
     if let Ok(addr) = listener.local_addr() {
@@ -359,7 +344,8 @@ pub async fn serve(
     shutdown: CancellationToken,
     signal: impl Future<Output = ()> + Send,
 ) -> Result<()> {
-    let standard = standard::services::<pb::controller_server::ControllerServer<ControllerService>>(&shutdown).await?;
+    let standard =
+        crate::standard::services::<pb::controller_server::ControllerServer<ControllerService>>(&shutdown).await?;
     let controller = ControllerService::new(engine, shutdown, controllers).into_server();
     api_server(security)?
         .layer(tower::util::MapResponseLayer::new(

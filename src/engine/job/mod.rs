@@ -295,7 +295,7 @@ impl Job {
             return Err(super::Error::Refused(format!(
                 "restart job {} has already ended ({}); nothing to cancel",
                 self.id,
-                state_name(inner.record.state())
+                inner.record.state().label()
             )));
         }
         inner.record.set_state(pb::RestartJobState::Cancelled);
@@ -418,7 +418,7 @@ impl Job {
             );
         }
         let mut event = Actor::controller().event(now_ms, Target::Job(self.id), line, "ok");
-        event.kind = state_name(state).to_string();
+        event.kind = state.label().to_string();
         inner.record.updated_at_unix_ms = now_ms;
         inner.record.finished_at_unix_ms = now_ms;
         store.put_restart_job_with_events(&inner.record, &[event])?;
@@ -436,17 +436,6 @@ fn state_of_host(s: HostState) -> &'static str {
         HostState::Dispatched => "in-flight",
         HostState::Restarted => "restarted",
         HostState::Failed => "failed",
-    }
-}
-
-pub fn state_name(s: pb::RestartJobState) -> &'static str {
-    match s {
-        pb::RestartJobState::Unspecified => "unknown",
-        pb::RestartJobState::Running => "running",
-        pb::RestartJobState::Succeeded => "succeeded",
-        pb::RestartJobState::Failed => "failed",
-        pb::RestartJobState::Cancelled => "cancelled",
-        pb::RestartJobState::CompletedWithFailures => "completed-with-failures",
     }
 }
 

@@ -371,7 +371,7 @@ pub fn step(state: &State, event: Event, now_ms: i64, policy: &Policy) -> Step {
                 let reason = format!(
                     "wave {} stuck: no progress for {}; waiting on {}{}",
                     report.wave + 1,
-                    crate::plan::format_duration(*after),
+                    crate::text::format_duration(*after),
                     shown.join(", "),
                     if more > 0 { format!(" (+{more} more)") } else { String::new() }
                 );
@@ -391,7 +391,7 @@ pub fn step(state: &State, event: Event, now_ms: i64, policy: &Policy) -> Step {
                     );
                     if policy.bake_ms > 0 {
                         let until_ms = now_ms + policy.bake_ms;
-                        let bake = crate::plan::format_duration(std::time::Duration::from_millis(policy.bake_ms as u64));
+                        let bake = crate::text::format_duration(std::time::Duration::from_millis(policy.bake_ms as u64));
                         Ok((Baking { wave: *wave, until_ms }, record(format!("{done}; baking {bake}"))))
                     } else {
                         let next = after_wave(*wave, report.failed_total);

@@ -1,15 +1,32 @@
-//! The standard gRPC services every server of ours runs beside its own (the
-//! controller, the host agent, the simulator): `grpc.health.v1.Health`, and server
+//! What every gRPC server of ours (the controller, the host agent, the simulator)
+//! runs beside its own service: `grpc.health.v1.Health`, and server
 //! reflection in both `v1` and `v1alpha`, because clients in the wild speak either
 //! (Python's grpcio-reflection, grpcui, Postman and older grpcurl only v1alpha).
 //!
 //! Reflection lists exactly the services the server runs, not every service of our
-//! descriptor set: an agent does not pretend to be a controller.
+//! descriptor set: an agent does not pretend to be a controller. And every server
+//! accepts its connections with Nagle's algorithm off ([`incoming`]).
 
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic::server::NamedService;
 
 use crate::{Error, Result};
+
+/// The connections `listener` accepts, with Nagle's algorithm off. Left on, a small
+/// answer waits for the peer's delayed ACK: an idle controller answered GetRollout in
+/// 42 ms instead of well under one.
+pub fn incoming(listener: TcpListener) -> impl futures::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    use futures::StreamExt;
+    TcpListenerStream::new(listener).map(|accepted| {
+        accepted.inspect(|stream| {
+            if let Err(e) = stream.set_nodelay(true) {
+                tracing::warn!(error = %e, "cannot turn Nagle's algorithm off on a connection");
+            }
+        })
+    })
+}
 
 /// What a server adds beside its own service. Add all four to the tonic router.
 pub struct Standard<H, R1, R0> {

@@ -1,0 +1,150 @@
+//! The gRPC driver: hosts that run `rollout agent` (or a simulated fleet), reached
+//! over one lazily connected, reused channel per agent address, every call under
+//! the deadline, the budget and the breakers of [`super::guarded`].
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use tonic::transport::{Channel, Endpoint};
+
+use super::{CallError, Fleet, Guard, RetryPolicy, guarded};
+use crate::proto::v1 as pb;
+use crate::proto::v1::agent_client::AgentClient;
+use crate::retry::CallStats;
+
+/// Agents over gRPC: one lazily connected channel per address, a deadline on every
+/// call, and retries bounded by [`RetryPolicy`].
+pub struct GrpcFleet {
+    channels: Mutex<HashMap<String, Channel>>,
+    call_timeout: Duration,
+    guard: Arc<Guard>,
+    /// TLS to the agents (`https://`), with the controller's own identity for mutual TLS.
+    tls: Option<tonic::transport::ClientTlsConfig>,
+    /// The runtime that drives the connections to agents (the one the fleet was made
+    /// on: the engine's), even when an API call on another runtime opens one.
+    runtime: Option<tokio::runtime::Handle>,
+    /// This controller's epoch, carried by every Apply (0: none).
+    epoch: u64,
+}
+
+impl GrpcFleet {
+    pub fn new(call_timeout: Duration) -> GrpcFleet {
+        GrpcFleet::with_policy(call_timeout, RetryPolicy::default())
+    }
+
+    pub fn with_policy(call_timeout: Duration, policy: RetryPolicy) -> GrpcFleet {
+        GrpcFleet {
+            channels: Mutex::new(HashMap::new()),
+            call_timeout,
+            guard: Arc::new(Guard::new(policy)),
+            tls: None,
+            runtime: tokio::runtime::Handle::try_current().ok(),
+            epoch: 0,
+        }
+    }
+
+    /// Speaks TLS to every agent.
+    pub fn with_tls(mut self, tls: Option<tonic::transport::ClientTlsConfig>) -> GrpcFleet {
+        self.tls = tls;
+        self
+    }
+
+    /// Every Apply carries `epoch` (the leader's, on etcd): agents refuse lower ones.
+    pub fn with_epoch(mut self, epoch: u64) -> GrpcFleet {
+        self.epoch = epoch;
+        self
+    }
+
+    /// Counters for metrics: first attempts, retries, budget exhaustion, breakers.
+    pub fn stats(&self) -> &CallStats {
+        &self.guard.stats
+    }
+
+    /// Agents whose breaker is open (or half-open) now.
+    pub fn open_breakers(&self) -> usize {
+        self.guard.breakers.open()
+    }
+
+    /// The channel for an address, created on first use (connections are lazy and
+    /// shared by every call to that address).
+    fn client(&self, address: &str) -> Result<AgentClient<Channel>, CallError> {
+        let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(ch) = channels.get(address) {
+            return Ok(AgentClient::new(ch.clone()));
+        }
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let url = if address.contains("://") {
+            address.to_string()
+        } else {
+            format!("{scheme}://{address}")
+        };
+        let bad = |message: String| CallError {
+            address: address.to_string(),
+            code: tonic::Code::InvalidArgument,
+            message,
+        };
+        let mut endpoint = Endpoint::from_shared(url).map_err(|e| bad(format!("bad agent address: {e}")))?;
+        if let Some(tls) = &self.tls {
+            endpoint = endpoint
+                .tls_config(tls.clone())
+                .map_err(|e| bad(format!("TLS to the agent: {e}")))?;
+        }
+        // The channel's worker (and so its connection) is spawned where we stand.
+        let _engine_runtime = self.runtime.as_ref().map(|h| h.enter());
+        let channel = endpoint
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(self.call_timeout)
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(30))
+            .keep_alive_timeout(Duration::from_secs(10))
+            .keep_alive_while_idle(true)
+            .connect_lazy();
+        channels.insert(address.to_string(), channel.clone());
+        Ok(AgentClient::new(channel))
+    }
+}
+
+impl Fleet for GrpcFleet {
+    fn apply(
+        &self,
+        address: &str,
+        request: pb::ApplyRequest,
+    ) -> BoxFuture<'static, Result<pb::ApplyResponse, CallError>> {
+        let request = pb::ApplyRequest {
+            epoch: self.epoch,
+            ..request
+        };
+        let client = self.client(address);
+        let (address, timeout, guard) = (address.to_string(), self.call_timeout, self.guard.clone());
+        Box::pin(async move {
+            let client = client?;
+            guarded(guard, address, || {
+                let mut client = client.clone();
+                let mut req = tonic::Request::new(request.clone());
+                req.set_timeout(timeout);
+                async move { client.apply(req).await.map(tonic::Response::into_inner) }
+            })
+            .await
+        })
+    }
+
+    fn probe(&self, address: &str, host_id: &str) -> BoxFuture<'static, Result<pb::ProbeResponse, CallError>> {
+        let client = self.client(address);
+        let (address, timeout, guard) = (address.to_string(), self.call_timeout, self.guard.clone());
+        let host_id = host_id.to_string();
+        Box::pin(async move {
+            let client = client?;
+            guarded(guard, address, || {
+                let mut client = client.clone();
+                let mut req = tonic::Request::new(pb::ProbeRequest {
+                    host_id: host_id.clone(),
+                });
+                req.set_timeout(timeout);
+                async move { client.probe(req).await.map(tonic::Response::into_inner) }
+            })
+            .await
+        })
+    }
+}

@@ -1,0 +1,183 @@
+//! How we reach a host: the [`Fleet`] trait the engine acts through (apply, probe),
+//! and what every driver of it shares: a deadline on every call, and retries
+//! bounded by a budget and a breaker per endpoint ([`crate::retry`]), under one
+//! [`RetryPolicy`]. One file per driver beside this one: [`grpc`] (the
+//! `rollout agent` protocol). A fake stands in for tests.
+//!
+//! Below the engine: this module imports only the generated protocol and the
+//! shared retry pieces.
+
+pub mod grpc;
+
+pub use grpc::GrpcFleet;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+
+use crate::proto::v1 as pb;
+use crate::retry::{Backoff, Breakers, CallStats, RetryBudget};
+
+/// A call to an agent that did not produce an answer.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("agent at {address}: {code:?}: {message}")]
+pub struct CallError {
+    pub address: String,
+    pub code: tonic::Code,
+    pub message: String,
+}
+
+impl CallError {
+    /// True when the agent may have acted even though we got no answer
+    /// (timeouts, broken connections): a retry must reuse the operation_id.
+    pub fn outcome_unknown(&self) -> bool {
+        matches!(
+            self.code,
+            tonic::Code::DeadlineExceeded | tonic::Code::Unavailable | tonic::Code::Cancelled | tonic::Code::Unknown
+        )
+    }
+}
+
+/// The agents, as the engine sees them. A fake stands in for tests.
+pub trait Fleet: Send + Sync + 'static {
+    fn apply(
+        &self,
+        address: &str,
+        request: pb::ApplyRequest,
+    ) -> BoxFuture<'static, Result<pb::ApplyResponse, CallError>>;
+    fn probe(&self, address: &str, host_id: &str) -> BoxFuture<'static, Result<pb::ProbeResponse, CallError>>;
+}
+
+/// How the gRPC fleet retries. The defaults are the contract of DESIGN.md: retries
+/// at most 10% of first attempts, full jitter, a breaker per endpoint.
+#[derive(Debug, Clone)]
+pub struct RetryPolicy {
+    /// Retries per call at most (each also needs the budget).
+    pub max_retries: u32,
+    pub backoff_base: Duration,
+    pub backoff_cap: Duration,
+    pub budget_ratio: f64,
+    pub budget_window: Duration,
+    /// Consecutive failures that open an endpoint's breaker.
+    pub breaker_threshold: u32,
+    pub breaker_cool_down: Duration,
+    /// Agent calls in flight at once across every rollout and job (each rollout is
+    /// also bounded by its own max_parallel).
+    pub max_in_flight: usize,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> RetryPolicy {
+        RetryPolicy {
+            max_retries: 3,
+            backoff_base: Duration::from_millis(100),
+            backoff_cap: Duration::from_secs(5),
+            budget_ratio: 0.1,
+            budget_window: Duration::from_secs(60),
+            breaker_threshold: 5,
+            breaker_cool_down: Duration::from_secs(5),
+            max_in_flight: 4_096,
+        }
+    }
+}
+
+/// What every call shares: the retry budget, the breakers, the counters.
+pub(crate) struct Guard {
+    policy: RetryPolicy,
+    budget: RetryBudget,
+    breakers: Breakers,
+    stats: CallStats,
+    in_flight: tokio::sync::Semaphore,
+}
+
+impl Guard {
+    pub(crate) fn new(policy: RetryPolicy) -> Guard {
+        Guard {
+            budget: RetryBudget::new(policy.budget_ratio, policy.budget_window),
+            breakers: Breakers::new(policy.breaker_threshold, policy.breaker_cool_down),
+            stats: CallStats::default(),
+            in_flight: tokio::sync::Semaphore::new(policy.max_in_flight.max(1)),
+            policy,
+        }
+    }
+}
+
+pub(crate) fn call_error(address: &str, status: tonic::Status) -> CallError {
+    CallError {
+        address: address.to_string(),
+        code: status.code(),
+        message: status.message().to_string(),
+    }
+}
+
+/// Codes worth another try: the agent did not get or did not finish the call. Apply
+/// is idempotent by operation_id, so a repeat after a deadline is safe.
+fn retryable(code: tonic::Code) -> bool {
+    matches!(code, tonic::Code::Unavailable | tonic::Code::DeadlineExceeded)
+}
+
+/// Runs `attempt` under the breaker, the budget and the backoff.
+pub(crate) async fn guarded<T, F, Fut>(guard: Arc<Guard>, address: String, attempt: F) -> Result<T, CallError>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<T, tonic::Status>>,
+{
+    let mut backoff = Backoff::new(guard.policy.backoff_base, guard.policy.backoff_cap);
+    let mut retries = 0;
+    loop {
+        if !guard.breakers.allow(&address) {
+            guard.stats.breaker_rejected.inc();
+            return Err(CallError {
+                address,
+                code: tonic::Code::Unavailable,
+                message: "circuit open: the agent failed repeatedly; not called until its cool-down ends".into(),
+            });
+        }
+        if retries == 0 {
+            guard.budget.first_attempt();
+            guard.stats.first_attempts.inc();
+        } else {
+            guard.stats.retries.inc();
+        }
+        let answer = {
+            // The global bound; only closed if the fleet is dropped.
+            let _permit = guard.in_flight.acquire().await;
+            let started = std::time::Instant::now();
+            let answer = attempt().await;
+            guard.stats.latency.observe(started.elapsed().as_secs_f64());
+            answer
+        };
+        match answer {
+            Ok(v) => {
+                guard.breakers.success(&address);
+                return Ok(v);
+            }
+            Err(status) if retryable(status.code()) => {
+                if guard.breakers.failure(&address) {
+                    guard.stats.breaker_opened.inc();
+                }
+                if retries >= guard.policy.max_retries {
+                    return Err(call_error(&address, status));
+                }
+                if !guard.budget.try_retry() {
+                    guard.stats.budget_exhausted.inc();
+                    let mut e = call_error(&address, status);
+                    e.message
+                        .push_str(" (not retried: the retry budget of 10% of first attempts is spent)");
+                    return Err(e);
+                }
+                retries += 1;
+                tokio::time::sleep(backoff.next().unwrap_or_default()).await;
+            }
+            Err(status) => {
+                // The agent answered, with a refusal: the endpoint is alive.
+                guard.breakers.success(&address);
+                return Err(call_error(&address, status));
+            }
+        }
+    }
+}
+
+/// Shared handle to any fleet.
+pub type SharedFleet = Arc<dyn Fleet>;
