@@ -7,24 +7,47 @@
 //!
 //! # Layout
 //!
-//! - [`plan`]: plan files and the structured plan message, validated strictly.
-//! - [`fleet`]: the fleet file, the inventory, and `fleet generate`.
-//! - [`hours`]: customers' business hours and the priority they give hosts.
-//! - [`store`]: the domain store (rollouts, per-host intents and results, leases,
-//!   restart jobs, inventory, audit log) over a backend seam; sled is its backend.
-//! - [`engine`]: the rollout state machine (a pure step function), wave selection,
-//!   the `Fleet` trait to reach agents, and the driver that carries decisions out.
-//! - [`agent`]: the host side of the Agent protocol; `--simulate` serves a whole fleet.
-//! - [`server`]: the gRPC Controller service, health and reflection, `rollout serve`.
-//! - [`cli`]: the operator's commands, a gRPC client, and `rollout demo`.
+//! Top to bottom: a module imports only modules below it, never one above
+//! (`python3 ../shared/tools/module-cycles.py src` finds a circle, and CI runs it).
+//!
+//! - [`cli`]: the operator's commands (a gRPC client), `rollout serve` and `rollout
+//!   agent` from their flags, and `rollout demo`.
+//! - [`server`]: the gRPC Controller API and the wiring of one controller process
+//!   (engine, API, metrics and dashboard while it leads; what it serves standing by).
 //! - [`dashboard`]: the live read-only web dashboard (`rollout serve --http-listen`).
-//! - [`error`]: the crate's error, and the one mapping from errors to gRPC codes.
-//! - [`proto`]: generated protobuf and gRPC code.
+//! - [`agent`]: the host side of the Agent protocol; `--simulate` serves a whole fleet.
+//! - [`auth`]: tokens, roles and the one table of who may call what.
+//! - [`cluster`]: high availability on etcd: the election and its epoch, the standby
+//!   phase, forwarding from a standby, the controllers' registry, the leader's
+//!   dashboard through a standby's.
+//! - [`tls`]: TLS from PEM files, server and client side.
+//! - [`standard`]: what every gRPC server of ours runs beside its own service
+//!   (health, reflection) and how it accepts connections.
+//! - [`error`]: the crate's error, wrapping each module's own, and the one mapping
+//!   from errors to gRPC codes.
+//! - [`engine`]: the rollout state machine (a pure step function), wave selection,
+//!   restart jobs, and the drivers that carry decisions out.
+//! - [`fleet`]: the fleet file, the inventory, and `fleet generate`.
+//! - [`plan`]: plan files and the structured plan message, validated strictly.
+//! - [`analysis`]: telemetry gates: plans' checks and the Prometheus client.
+//! - [`reach`]: how we reach a host: the `Fleet` trait, one file per driver (gRPC to
+//!   agents), and the deadlines and retry guard every driver shares.
+//! - [`store`]: the domain store (rollouts, per-host intents and results, leases,
+//!   restart jobs, inventory, audit log) over a backend seam: sled, or etcd.
+//! - [`yamlfile`]: the YAML files people write besides plans, read strictly, errors
+//!   with file:line:column.
+//! - [`hours`]: customers and their business hours, and the priority they give hosts.
+//! - [`retry`]: backoff, the retry budget and breakers: one implementation for
+//!   every caller (agents, Prometheus).
+//! - [`intern`]: one shared copy of each string a million hosts repeat.
+//! - [`text`]: input quoted on one line, durations as people write them.
+//! - [`proto`]: generated protobuf and gRPC code, and the states' names.
 
 pub mod agent;
 pub mod analysis;
 pub mod auth;
 pub mod cli;
+pub mod cluster;
 pub mod dashboard;
 pub mod engine;
 pub mod error;

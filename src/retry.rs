@@ -1,6 +1,8 @@
 //! Bounded retries, so the orchestrator can never become a retry storm (the seed
 //! outage was one): full-jitter exponential backoff, a retry budget of 10% of first
-//! attempts over a sliding window, and a circuit breaker per agent endpoint.
+//! attempts over a sliding window, and a circuit breaker per endpoint. One
+//! implementation for every caller: the drivers that reach hosts (`crate::reach`),
+//! Prometheus queries (`crate::analysis`).
 //!
 //! Only the caller sleeps; these types decide.
 

@@ -21,7 +21,7 @@ use crate::agent::config::AgentConfig;
 use crate::agent::host::{self, HostAgent};
 use crate::agent::simulator::{self, Simulator, SimulatorOptions, parse_latency};
 use crate::fleet::FleetFile;
-use crate::{Error, Result, server};
+use crate::{Error, Result, cluster, server};
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -317,13 +317,13 @@ async fn bind_http(addr: &str, flag: &str, what: &str, path: &str) -> Result<Tcp
 }
 
 /// Where the store is: a data dir, or etcd with this controller's leadership settings.
-fn store_at(args: &ServeArgs, listener: &TcpListener, http: Option<&TcpListener>) -> Result<server::StoreAt> {
+fn store_at(args: &ServeArgs, listener: &TcpListener, http: Option<&TcpListener>) -> Result<cluster::StoreAt> {
     let Some(address) = &args.store else {
         let dir = args
             .data
             .clone()
             .ok_or_else(|| Error::Usage("say where the store is: --data DIR or --store etcd://...".into()))?;
-        return Ok(server::StoreAt::Dir(dir));
+        return Ok(cluster::StoreAt::Dir(dir));
     };
     let tls = crate::tls::ClientFiles {
         ca: args.etcd_ca.clone(),
@@ -349,7 +349,7 @@ fn store_at(args: &ServeArgs, listener: &TcpListener, http: Option<&TcpListener>
             .map_err(|e| Error::io("cannot read the dashboard's listening address", e))?,
         (None, None) => String::new(),
     };
-    Ok(server::StoreAt::Etcd(Box::new(server::Etcd {
+    Ok(cluster::StoreAt::Etcd(Box::new(cluster::Etcd {
         address: address.clone(),
         tls,
         advertise,

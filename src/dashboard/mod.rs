@@ -13,7 +13,6 @@
 //! non-loopback `--http-listen` needs `--http-insecure`.
 
 mod chart;
-pub mod proxy;
 mod session;
 pub mod sun;
 mod views;
@@ -37,9 +36,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::auth::{Credentials, Need, Principal};
+use crate::cluster::Controllers;
 use crate::engine::{Engine, Key};
 use crate::proto::v1 as pb;
-use crate::server::Controllers;
 use session::Sessions;
 
 /// Hosts of a restart job's queue shown, best first.

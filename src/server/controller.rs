@@ -8,6 +8,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
 use crate::auth::Principal;
+use crate::cluster::Controllers;
 use crate::engine::audit::{Actor, Target};
 use crate::engine::{self, Engine, Event, Key};
 use crate::plan::{self, Plan};
@@ -21,9 +22,6 @@ pub struct ControllerService {
     shutdown: CancellationToken,
     controllers: Controllers,
 }
-
-/// Who the controllers sharing the store are (ListControllers); blocking.
-pub type Controllers = Arc<dyn Fn() -> Result<Vec<pb::ControllerInfo>> + Send + Sync>;
 
 impl ControllerService {
     pub fn new(engine: Arc<Engine>, shutdown: CancellationToken, controllers: Controllers) -> ControllerService {

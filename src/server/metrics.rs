@@ -17,6 +17,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use tower::{Layer, Service};
 
+use crate::cluster::Controllers;
 use crate::engine::{Engine, GrpcFleet};
 use crate::proto::v1 as pb;
 
@@ -79,21 +80,21 @@ pub struct Metrics {
     /// The leader's engine and agent calls; None on a standby, which has neither.
     engine: Option<(Arc<Engine>, Arc<GrpcFleet>)>,
     /// Who the controllers sharing the store are (read at scrape time).
-    peers: super::controller::Controllers,
+    peers: Controllers,
 }
 
 impl Metrics {
     /// A leading controller's metrics.
-    pub fn new(engine: Arc<Engine>, fleet: Arc<GrpcFleet>, peers: super::controller::Controllers) -> Arc<Metrics> {
+    pub fn new(engine: Arc<Engine>, fleet: Arc<GrpcFleet>, peers: Controllers) -> Arc<Metrics> {
         Metrics::build(Some((engine, fleet)), peers)
     }
 
     /// A standby's: the controllers and who leads, `rollout_leading` 0.
-    pub fn standby(peers: super::controller::Controllers) -> Arc<Metrics> {
+    pub fn standby(peers: Controllers) -> Arc<Metrics> {
         Metrics::build(None, peers)
     }
 
-    fn build(engine: Option<(Arc<Engine>, Arc<GrpcFleet>)>, peers: super::controller::Controllers) -> Arc<Metrics> {
+    fn build(engine: Option<(Arc<Engine>, Arc<GrpcFleet>)>, peers: Controllers) -> Arc<Metrics> {
         let m = Metrics {
             registry: Mutex::new(Registry::with_prefix("rollout")),
             hosts: Family::default(),

@@ -1,9 +1,10 @@
-//! `rollout serve`: the controller process. Opens the store, loads the inventory,
-//! resumes unfinished rollouts, and serves the Controller API together with
-//! `grpc.health.v1.Health` and server reflection.
+//! `rollout serve`: the wiring of one controller process. Opens the store, loads the
+//! inventory, resumes unfinished rollouts, and serves the Controller API together
+//! with `grpc.health.v1.Health` and server reflection, metrics and the dashboard.
+//! With a store in etcd, `crate::cluster` decides when this process stands by (and
+//! `standby` says what it serves then) and when it leads.
 
 mod controller;
-mod leading;
 mod limits;
 pub mod metrics;
 mod standby;
@@ -17,9 +18,10 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-pub use controller::{ControllerService, Controllers};
+pub use controller::ControllerService;
 
 use crate::auth::{AuthLayer, Credentials, RateLimit};
+use crate::cluster::{self, Leading};
 use crate::dashboard::Dashboard;
 use crate::engine::{self, Clock, Engine, GrpcFleet};
 use crate::fleet::{FleetFile, Inventory};
@@ -28,7 +30,7 @@ use crate::standard::incoming;
 use crate::store::Store;
 use crate::{Error, Result};
 
-pub use leading::{Etcd, StoreAt};
+pub use crate::cluster::{Controllers, Etcd, StoreAt};
 
 /// How `rollout serve` was asked to run.
 pub struct Options {
@@ -86,12 +88,21 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
 /// With a store in etcd, the controller stands by until it leads, and a leader that
 /// loses the leadership stops dispatching at once and stands by again.
 pub async fn run(listener: TcpListener, options: Options, shutdown: CancellationToken) -> Result<()> {
-    let etcd = leading::connect(&options).await?;
+    let registry = cluster::connect(&options.store).await?;
     loop {
         let started = std::time::Instant::now();
         // Read before the store is: a standby has it ready when it takes over.
         let fleet_file = options.fleet.as_deref().map(FleetFile::load).transpose()?;
-        let Some((store, leading)) = leading::open_store(&listener, &options, etcd.as_ref(), &shutdown).await? else {
+        let opened = cluster::open_store(
+            &options.store,
+            registry.as_ref(),
+            options.security.peers.clone(),
+            &*options.clock,
+            |forward, peers, done| standby::serve(&listener, &options, forward, peers, done),
+            &shutdown,
+        )
+        .await?;
+        let Some((store, leading)) = opened else {
             info!("controller stopped while standing by");
             return Ok(());
         };
@@ -131,12 +142,7 @@ enum Ended {
 impl Phase<'_> {
     /// Loads the store and runs the engine and the API until asked to stop, or until
     /// the leadership is lost.
-    async fn lead(
-        self,
-        store: Store,
-        leading: Option<leading::Leading>,
-        fleet_file: Option<FleetFile>,
-    ) -> Result<Ended> {
+    async fn lead(self, store: Store, leading: Option<Leading>, fleet_file: Option<FleetFile>) -> Result<Ended> {
         let (options, shutdown) = (self.options, &self.shutdown);
         let opened_ms = self.started.elapsed().as_millis();
         let inventory = Arc::new(load_inventory(&store, fleet_file)?);
@@ -171,7 +177,7 @@ impl Phase<'_> {
             since_start_ms = self.started.elapsed().as_millis(),
             "rollouts and restart jobs loaded"
         );
-        let controllers = leading::controllers(leading.as_ref(), self.listener, options);
+        let controllers = controllers(leading.as_ref(), self.listener, options);
         // Reads are answered on a runtime of their own: a million-host rollout keeping
         // the engine's workers busy does not queue them behind its tasks.
         let api = tokio::runtime::Builder::new_multi_thread()
@@ -247,7 +253,7 @@ impl Phase<'_> {
             store.flush().await?;
             if let Some(l) = &leading {
                 // The standbys need not wait for the lease to expire.
-                l.backend.resign(&l.leadership).await;
+                l.resign().await;
             }
         }
         drained.cancel();
@@ -338,7 +344,7 @@ async fn serve_http(listener: TcpListener, app: axum::Router, shutdown: Cancella
 pub async fn serve(
     listener: TcpListener,
     engine: Arc<Engine>,
-    controllers: controller::Controllers,
+    controllers: Controllers,
     security: &Security,
     metrics: Option<Arc<metrics::Metrics>>,
     shutdown: CancellationToken,
@@ -367,7 +373,7 @@ pub async fn serve(
 
 /// The gRPC server of the API, a leader's or a standby's: TLS as configured, the
 /// stream and time limits.
-fn api_server(security: &Security) -> Result<tonic::transport::Server> {
+pub(crate) fn api_server(security: &Security) -> Result<tonic::transport::Server> {
     let builder = tonic::transport::Server::builder()
         .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
         .timeout(REQUEST_TIMEOUT);
@@ -378,6 +384,24 @@ fn api_server(security: &Security) -> Result<tonic::transport::Server> {
             source,
         }),
     }
+}
+
+/// Who the controllers are, for ListControllers: from etcd (the leader first), or
+/// this one alone with a data dir.
+fn controllers(leading: Option<&Leading>, listener: &TcpListener, options: &Options) -> Controllers {
+    if let Some(l) = leading {
+        return l.registry.controllers();
+    }
+    let scheme = if options.security.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let advertise = listener
+        .local_addr()
+        .map(|a| format!("{scheme}://{a}"))
+        .unwrap_or_default();
+    cluster::alone(advertise, options.clock.now_ms())
 }
 
 /// The stored inventory (hosts registered by heartbeats included), with the fleet

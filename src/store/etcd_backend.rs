@@ -1,7 +1,9 @@
 //! etcd behind the [`Backend`] seam: every key of the controller under one prefix of
 //! an etcd cluster, a batch one etcd transaction (its conditions the transaction's
-//! compares), ranges read in pages at one revision. The only file of the crate that
-//! talks to etcd (its API is `proto/etcd/rpc.proto`, compiled by protox).
+//! compares), ranges read in pages at one revision, and the fence a leader's writes
+//! carry. The store's side only: the election, its leases and the controllers'
+//! registry are `crate::cluster`'s, over this backend's connection (etcd's API is
+//! `proto/etcd/rpc.proto`, compiled by protox).
 //!
 //! The store calls its backend from anywhere, runtime threads included, and waits
 //! for the answer; so the gRPC client runs on a small runtime of its own and a call
@@ -14,10 +16,10 @@
 //! batches, and a crash between them is allowed for); a conditional batch above
 //! them is refused with an error that says so.
 
-mod election;
 pub mod local;
+mod pages;
 
-pub use election::{Leader, Leadership, Presence};
+use pages::Pages;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -72,7 +74,7 @@ impl From<EtcdError> for Error {
 
 /// A call's failure in one line: its message and the innermost cause (a refused
 /// connection, a name that does not resolve).
-fn brief(status: &tonic::Status) -> String {
+pub fn brief(status: &tonic::Status) -> String {
     let mut cause: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
     let mut root = None;
     while let Some(e) = cause {
@@ -132,11 +134,8 @@ struct Inner {
     prefix: Vec<u8>,
     channel: Channel,
     kv: KvClient<Channel>,
-    /// Once leader: the epoch every write is conditioned on.
-    fence: Mutex<Option<Arc<election::Fence>>>,
-    /// The lease of this controller's entry among the controllers, and what fires
-    /// when it could not be kept alive.
-    presence: Mutex<Option<(i64, tokio_util::sync::CancellationToken)>>,
+    /// Once leader: the key and revision every write is conditioned on.
+    fence: Mutex<Option<Arc<Fence>>>,
     /// The client's own runtime: calls are spawned here and waited for. Taken on drop
     /// and shut down without waiting (dropping a runtime may not block in another).
     runtime: Option<tokio::runtime::Runtime>,
@@ -195,7 +194,6 @@ impl EtcdBackend {
                 prefix: address.prefix.clone(),
                 channel,
                 fence: Mutex::new(None),
-                presence: Mutex::new(None),
                 kv,
                 runtime: Some(runtime),
             }),
@@ -235,8 +233,8 @@ impl EtcdBackend {
         }
     }
 
-    /// A range read (asked again while etcd is busy).
-    fn range_of(&self, request: pb::RangeRequest) -> std::result::Result<pb::RangeResponse, EtcdError> {
+    /// A range read (asked again while etcd is busy), blocking.
+    pub fn range_of(&self, request: pb::RangeRequest) -> std::result::Result<pb::RangeResponse, EtcdError> {
         self.call(move |mut kv| {
             let request = request.clone();
             async move { Ok(kv.range(request).await?.into_inner()) }
@@ -263,10 +261,52 @@ impl EtcdBackend {
         fence.as_ref().is_some_and(|f| f.lost.is_cancelled())
     }
 
-    fn full(&self, key: &[u8]) -> Vec<u8> {
+    /// `key` inside the store's prefix, as etcd knows it.
+    pub fn full(&self, key: &[u8]) -> Vec<u8> {
         let mut k = self.inner.prefix.clone();
         k.extend_from_slice(key);
         k
+    }
+
+    /// The connection to etcd, for the other services of its API (leases).
+    pub fn channel(&self) -> Channel {
+        self.inner.channel.clone()
+    }
+
+    /// The KV client, to be used through [`EtcdBackend::on_runtime`].
+    pub fn kv(&self) -> KvClient<Channel> {
+        self.inner.kv.clone()
+    }
+
+    /// The client's own runtime, for tasks that talk to etcd for as long as the
+    /// backend lives (keeping a lease alive); None once it is dropped.
+    pub fn runtime(&self) -> Option<&tokio::runtime::Handle> {
+        self.inner.runtime.as_ref().map(tokio::runtime::Runtime::handle)
+    }
+
+    /// Runs `future` on the client's runtime and awaits it from any runtime.
+    pub async fn on_runtime<T: Send + 'static>(
+        &self,
+        future: impl std::future::Future<Output = std::result::Result<T, tonic::Status>> + Send + 'static,
+    ) -> std::result::Result<T, EtcdError> {
+        let runtime = self.inner.runtime.as_ref().ok_or(EtcdError::Gone)?;
+        runtime
+            .spawn(future)
+            .await
+            .map_err(|_| EtcdError::Gone)?
+            .map_err(EtcdError::from)
+    }
+
+    /// From now on every write of this backend is conditioned on `key` (inside the
+    /// prefix) having create revision `epoch`: a leader's writes are fenced by its
+    /// leadership key. A write that finds it changed fires `lost` and is refused.
+    pub fn fence(&self, key: &[u8], epoch: u64, lost: tokio_util::sync::CancellationToken) {
+        let fence = Fence {
+            key: self.full(key),
+            epoch,
+            lost,
+        };
+        *self.inner.fence.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(fence));
     }
 
     /// The end of the store's own keys in etcd.
@@ -282,7 +322,7 @@ impl EtcdBackend {
         let fence = self.inner.fence.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let mut failure = Vec::new();
         if let Some(fence) = &fence {
-            let key = self.full(election::LEADER);
+            let key = fence.key.clone();
             compare.push(pb::Compare {
                 result: CompareResult::Equal as i32,
                 target: CompareTarget::Create as i32,
@@ -366,6 +406,17 @@ impl EtcdBackend {
             _ => now.is_none(),
         }))
     }
+}
+
+/// The condition every write of a leader carries: its leadership key, still the one
+/// it created.
+struct Fence {
+    /// The leadership key, inside the prefix.
+    key: Vec<u8>,
+    /// Its create revision when this controller took it: the epoch.
+    epoch: u64,
+    /// Fired when a write found the key changed (or the lease was lost).
+    lost: tokio_util::sync::CancellationToken,
 }
 
 /// How long a call is asked again while etcd is busy: longer than an election of
@@ -474,15 +525,8 @@ impl Backend for EtcdBackend {
     }
 
     fn range(&self, start: &[u8], end: Option<&[u8]>, reverse: bool) -> Pairs {
-        Box::new(Pages {
-            backend: self.clone(),
-            from: self.full(start),
-            to: end.map_or_else(|| self.prefix_end(), |e| self.full(e)),
-            reverse,
-            revision: 0,
-            page: Vec::new().into_iter(),
-            done: false,
-        })
+        let to = end.map_or_else(|| self.prefix_end(), |e| self.full(e));
+        Box::new(Pages::new(self.clone(), self.full(start), to, reverse))
     }
 
     fn commit(&self, batch: Batch) -> Result<bool> {
@@ -522,75 +566,6 @@ impl Backend for EtcdBackend {
 
     fn flush_blocking(&self) -> Result<()> {
         Ok(())
-    }
-}
-
-/// A range read a page at a time, every page at the first page's revision (one
-/// consistent view, as a scan of sled's tree is).
-struct Pages {
-    backend: EtcdBackend,
-    /// What is left to read: [from, to).
-    from: Vec<u8>,
-    to: Vec<u8>,
-    reverse: bool,
-    revision: i64,
-    page: std::vec::IntoIter<pb::KeyValue>,
-    done: bool,
-}
-
-impl Pages {
-    fn next_page(&mut self) -> std::result::Result<(), EtcdError> {
-        use pb::range_request::{SortOrder, SortTarget};
-        let request = pb::RangeRequest {
-            key: self.from.clone(),
-            range_end: self.to.clone(),
-            limit: PAGE,
-            revision: self.revision,
-            sort_order: if self.reverse {
-                SortOrder::Descend
-            } else {
-                SortOrder::Ascend
-            } as i32,
-            sort_target: SortTarget::Key as i32,
-            ..Default::default()
-        };
-        let answer = self.backend.range_of(request)?;
-        if self.revision == 0 {
-            self.revision = answer.header.map_or(0, |h| h.revision);
-        }
-        self.done = !answer.more;
-        if let Some(last) = answer.kvs.last() {
-            if self.reverse {
-                self.to = last.key.clone();
-            } else {
-                self.from = last.key.clone();
-                self.from.push(0);
-            }
-        } else {
-            self.done = true;
-        }
-        self.page = answer.kvs.into_iter();
-        Ok(())
-    }
-}
-
-impl Iterator for Pages {
-    type Item = Result<(Vec<u8>, Vec<u8>)>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        loop {
-            if let Some(kv) = self.page.next() {
-                let key = kv.key[self.backend.inner.prefix.len()..].to_vec();
-                return Some(Ok((key, kv.value)));
-            }
-            if self.done {
-                return None;
-            }
-            if let Err(e) = self.next_page() {
-                self.done = true;
-                return Some(Err(e.into()));
-            }
-        }
     }
 }
 

@@ -46,7 +46,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use prost::Message;
 
-pub use backend::{Backend, Batch};
+pub use backend::{Backend, Batch, prefix_end};
 pub use hosts::RolloutHosts;
 pub use leases::{Held, Holder};
 use sled_backend::SledBackend;

@@ -1,5 +1,6 @@
 //! The etcd backend against a real etcd: addresses, batches cut to etcd's limits,
-//! the conformance suite, a rollout's records, and the election with its fencing.
+//! the conformance suite and a rollout's records (the election and its fencing are
+//! tested in `crate::cluster::election`).
 
 use super::super::backend::conformance;
 use super::*;
@@ -35,65 +36,6 @@ fn a_key_written_twice_in_a_batch_is_written_once_as_the_last_op_says() {
         &ops[1].request,
         Some(pb::request_op::Request::RequestPut(p)) if p.key == b"b" && p.value == b"2"
     ));
-}
-
-/// A controller at `url`, for the election.
-fn at(url: &str) -> Presence<'_> {
-    Presence {
-        url,
-        dashboard: "",
-        since_unix_ms: 0,
-    }
-}
-
-/// Two controllers on one prefix: one leads, the other stands by and sees who
-/// leads; when the leader's lease ends the other takes over with a higher epoch,
-/// and the old leader's writes are refused (its leadership marked lost).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_leads_the_other_takes_over_and_the_old_one_is_fenced() {
-    let Some(etcd) = local::LocalEtcd::start_for_test(1).await else {
-        return;
-    };
-    let a = EtcdBackend::connect(&etcd.address("ha")).unwrap();
-    let b = EtcdBackend::connect(&etcd.address("ha")).unwrap();
-    let ttl = std::time::Duration::from_secs(2);
-    let first = a.campaign(&at("http://a"), ttl, |_| {}).await.unwrap();
-    assert_eq!(
-        a.leader().unwrap().map(|l| (l.url, l.epoch)),
-        Some(("http://a".into(), first.epoch))
-    );
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let standby = tokio::spawn({
-        let (b, seen) = (b.clone(), seen.clone());
-        async move {
-            b.campaign(&at("http://b"), ttl, |l| seen.lock().unwrap().push(l.url.clone()))
-                .await
-        }
-    });
-    let mut batch = Batch::default();
-    batch.put("k", "by a");
-    assert!(a.commit(batch).unwrap(), "the leader writes");
-    // Still leading after more than a lease: the lease is kept alive.
-    tokio::time::sleep(ttl * 2).await;
-    assert!(!first.lost.is_cancelled() && !standby.is_finished());
-    assert_eq!(seen.lock().unwrap().as_slice(), ["http://a"]);
-    a.resign(&first).await;
-    let second = tokio::time::timeout(std::time::Duration::from_secs(10), standby)
-        .await
-        .expect("the standby takes over")
-        .unwrap()
-        .unwrap();
-    assert!(second.epoch > first.epoch, "{} > {}", second.epoch, first.epoch);
-    let mut late = Batch::default();
-    late.put("k", "by a, too late");
-    let refused = a.commit(late).unwrap_err().to_string();
-    assert!(refused.contains("no longer the leader"), "{refused}");
-    let mut batch = Batch::default();
-    batch.put("k", "by b");
-    assert!(b.commit(batch).unwrap());
-    assert_eq!(b.get(b"k").unwrap(), Some(b"by b".to_vec()));
-    assert!(!second.lost.is_cancelled());
-    etcd.stop();
 }
 
 /// The conformance suite against a real etcd (Debian's `etcd-server`), one

@@ -1,4 +1,4 @@
-//! A standby's dashboard: the leader's, fetched from it as the browser asks, page by
+//! The leader's dashboard proxy: a standby's dashboard is the leader's, fetched from it as the browser asks, page by
 //! page and stream by stream (so its live updates keep coming), each page with a line
 //! saying which standby shows it. An operator may point a browser at any controller.
 //!
@@ -16,6 +16,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use maud::{DOCTYPE, html};
 
+use super::registry::Controllers;
 use crate::{Error, Result};
 
 /// Where the leader's dashboard is: (its URL, the leader's advertised URL), or why
@@ -148,6 +149,25 @@ fn unavailable(me: &str, why: &str) -> Response {
         }
     };
     (StatusCode::SERVICE_UNAVAILABLE, Html(page.into_string())).into_response()
+}
+
+/// The leader's dashboard, for a standby's to show: (its URL, the leader's
+/// advertised URL), or why there is none.
+pub fn leader_dashboard(peers: Controllers) -> Leader {
+    Arc::new(move || {
+        let all = peers().map_err(|e| format!("the controllers cannot be read: {e}"))?;
+        let leader = all
+            .into_iter()
+            .find(|c| c.role == "leader")
+            .ok_or_else(|| "no controller leads right now".to_string())?;
+        if leader.dashboard.is_empty() {
+            return Err(format!(
+                "the leader at {} serves no dashboard (--http-listen)",
+                leader.advertise
+            ));
+        }
+        Ok((leader.dashboard, leader.advertise))
+    })
 }
 
 #[cfg(test)]
