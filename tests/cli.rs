@@ -32,6 +32,29 @@ async fn an_unreachable_controller_is_one_line() {
     assert_one_line_error(&out, "is not a URL");
 }
 
+/// `--help` of a client command lists the command's own options first, and the
+/// connection flags every command shares apart, under a heading of their own.
+#[tokio::test]
+async fn help_puts_the_connection_flags_under_their_own_heading() {
+    for command in ["restart", "status", "submit"] {
+        let out = rollout(&[command, "--help"]).await;
+        assert_eq!(out.status.code(), Some(0), "{command} --help");
+        let help = text(&out.stdout);
+        let heading = help
+            .find("Connection and logging options (every command):")
+            .unwrap_or_else(|| panic!("{command} --help has no connection heading:\n{help}"));
+        let (own, shared) = help.split_at(heading);
+        for flag in ["--server", "--ca", "--cert", "--key", "--token-file", "--log-format"] {
+            assert!(shared.contains(flag), "{command}: {flag} under the heading:\n{help}");
+            assert!(
+                !own.contains(&format!("{flag} ")),
+                "{command}: {flag} among its own options:\n{help}"
+            );
+        }
+        assert!(own.contains("--help"), "{command}: its own options come first:\n{help}");
+    }
+}
+
 /// Bad plan files are reported with file, line, column and field, offline and before
 /// any connection is tried.
 #[tokio::test]

@@ -28,6 +28,9 @@ use crate::plan::Plan;
 use crate::proto::v1 as pb;
 use crate::{Error, Result};
 
+/// The heading of the flags every client command shares, apart from each command's own.
+const CONNECTION: &str = "Connection and logging options (every command)";
+
 /// Mitigation rollouts: fixes and rollbacks in percentage waves, resumable, explained.
 #[derive(Debug, Parser)]
 #[command(name = "rollout", version, about, max_term_width = 100)]
@@ -36,24 +39,25 @@ pub struct Cli {
     #[arg(
         long,
         global = true,
+        help_heading = CONNECTION,
         env = "ROLLOUT_SERVER",
         default_value = "http://127.0.0.1:50051"
     )]
     pub server: String,
     /// CA certificate (PEM) to trust for a TLS controller; turns TLS on.
-    #[arg(long, global = true, env = "ROLLOUT_CA")]
+    #[arg(long, global = true, help_heading = CONNECTION, env = "ROLLOUT_CA")]
     pub ca: Option<PathBuf>,
     /// Client certificate (PEM) for mutual TLS; needs --key.
-    #[arg(long, global = true, env = "ROLLOUT_CERT")]
+    #[arg(long, global = true, help_heading = CONNECTION, env = "ROLLOUT_CERT")]
     pub cert: Option<PathBuf>,
     /// Private key (PEM) of --cert.
-    #[arg(long, global = true, env = "ROLLOUT_KEY")]
+    #[arg(long, global = true, help_heading = CONNECTION, env = "ROLLOUT_KEY")]
     pub key: Option<PathBuf>,
     /// File whose first line is the bearer token (else the ROLLOUT_TOKEN variable).
-    #[arg(long, global = true, env = "ROLLOUT_TOKEN_FILE")]
+    #[arg(long, global = true, help_heading = CONNECTION, env = "ROLLOUT_TOKEN_FILE")]
     pub token_file: Option<PathBuf>,
     /// Log lines as text or as JSON objects (one per line).
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    #[arg(long, global = true, help_heading = CONNECTION, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,
