@@ -18,14 +18,14 @@ use crate::{Error, Result};
 /// Opens the store: at once for a data dir; for etcd (`registry`), once this
 /// controller leads (None: it was asked to stop while standing by). Meanwhile
 /// `serve` serves the standby's endpoints, given its forwarding Controller service
-/// (reaching an https:// leader with `peers_tls`) and the controllers, until the
-/// token it is given fires.
+/// (reaching an https:// leader with `peers_tls`), the controllers and this one's
+/// advertised URL, until the token it is given fires.
 pub async fn open_store(
     store: &StoreAt,
     registry: Option<&Registry>,
     peers_tls: Option<tonic::transport::ClientTlsConfig>,
     clock: &dyn Clock,
-    serve: impl FnOnce(Standby, Controllers, CancellationToken) -> Result<Vec<JoinHandle<()>>>,
+    serve: impl FnOnce(Standby, Controllers, &str, CancellationToken) -> Result<Vec<JoinHandle<()>>>,
     shutdown: &CancellationToken,
 ) -> Result<Option<(Store, Option<Leading>)>> {
     let (etcd, registry) = match (store, registry) {
@@ -35,7 +35,12 @@ pub async fn open_store(
     };
     let switch = Standby::standing_by("this controller is starting: it is looking for the leader", peers_tls);
     let standby_done = CancellationToken::new();
-    let standing = serve(switch.clone(), registry.controllers(), standby_done.clone())?;
+    let standing = serve(
+        switch.clone(),
+        registry.controllers(),
+        &etcd.advertise,
+        standby_done.clone(),
+    )?;
     let presence = Presence {
         url: &etcd.advertise,
         dashboard: &etcd.dashboard,

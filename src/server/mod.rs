@@ -98,7 +98,7 @@ pub async fn run(listener: TcpListener, options: Options, shutdown: Cancellation
             registry.as_ref(),
             options.security.peers.clone(),
             &*options.clock,
-            |forward, peers, done| standby::serve(&listener, &options, forward, peers, done),
+            |forward, peers, me, done| standby::serve(&listener, &options, forward, peers, me, done),
             &shutdown,
         )
         .await?;

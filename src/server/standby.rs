@@ -10,17 +10,18 @@ use tokio_util::sync::CancellationToken;
 use super::{Options, Security, metrics};
 use crate::Result;
 use crate::auth::AuthLayer;
-use crate::cluster::{self, Controllers, Standby, StoreAt};
+use crate::cluster::{self, Controllers, Standby};
 use crate::standard::incoming;
 
 /// Serves the standby's endpoints until `done`: the API on `listener` answering
-/// through `forward`, and with `--http-listen` and `--metrics-listen` the leader's
+/// through `forward`, `me` being this standby's advertised URL, and with `--http-listen` and `--metrics-listen` the leader's
 /// dashboard and this standby's metrics.
 pub fn serve(
     listener: &TcpListener,
     options: &Options,
     forward: Standby,
     peers: Controllers,
+    me: &str,
     done: CancellationToken,
 ) -> Result<Vec<JoinHandle<()>>> {
     let mut standing = vec![tokio::spawn(serve_api(
@@ -32,11 +33,7 @@ pub fn serve(
     ))];
     let metrics = metrics::Metrics::standby(peers.clone());
     if let Some(http) = &options.http {
-        let advertise = match &options.store {
-            StoreAt::Etcd(etcd) => etcd.advertise.clone(),
-            StoreAt::Dir(_) => String::new(),
-        };
-        let app = cluster::proxy::router(cluster::proxy::leader_dashboard(peers), advertise)?
+        let app = cluster::proxy::router(cluster::proxy::leader_dashboard(peers), me.to_string())?
             .merge(metrics::router(metrics.clone()));
         let served = super::serve_http(super::share(http)?, app, done.clone(), "dashboard (standby)");
         standing.push(tokio::spawn(served));
