@@ -78,6 +78,7 @@ impl From<Error> for Status {
                 engine::Error::NotFound(_) => Code::NotFound,
                 engine::Error::AlreadyExists(_) => Code::AlreadyExists,
                 engine::Error::Refused(_) => Code::FailedPrecondition,
+                engine::Error::Forbidden(_) => Code::PermissionDenied,
                 engine::Error::Invalid { .. } => Code::InvalidArgument,
                 engine::Error::ShuttingDown => Code::Unavailable,
                 engine::Error::Corrupt(_) => Code::DataLoss,

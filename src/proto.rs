@@ -42,6 +42,7 @@ impl v1::RolloutState {
             v1::RolloutState::CompletedWithFailures => "completed-with-failures",
             v1::RolloutState::Failed => "failed",
             v1::RolloutState::Aborted => "aborted",
+            v1::RolloutState::AwaitingApproval => "awaiting-approval",
         }
     }
 }

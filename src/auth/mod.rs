@@ -126,13 +126,28 @@ pub fn need(path: &str) -> Need {
         "rollout.v1.Controller" => match method {
             "GetRollout" | "ListRollouts" | "WatchRollout" | "GetRestartJob" | "ListRestartJobs"
             | "WatchRestartJob" | "ListHosts" | "ListEvents" | "ListRolloutHosts" | "ListControllers" => Need::View,
-            "SubmitPlan" | "PauseRollout" | "ResumeRollout" | "AbortRollout" | "RetryRollout" | "TriggerRestart"
-            | "CancelRestartJob" => Need::Change,
+            "SubmitPlan" | "PauseRollout" | "ResumeRollout" | "AbortRollout" | "RetryRollout" | "ApproveRollout"
+            | "TriggerRestart" | "CancelRestartJob" => Need::Change,
             "Heartbeat" => Need::Heartbeat,
             _ => Need::Inventory,
         },
         _ => Need::Inventory,
     }
+}
+
+/// An approval counts under the caller's name. Through a standby a token goes along
+/// to the leader, which checks it again; a client certificate does not (the leader
+/// sees the standby's own), so a caller known here only by its certificate is told
+/// to approve with a token or at the leader. The standby answers with this.
+pub fn approver_unproven_through_standby<B>(request: &http::Request<B>) -> Option<tonic::Status> {
+    let approving = request.uri().path() == "/rollout.v1.Controller/ApproveRollout";
+    let principal = request.extensions().get::<Principal>()?;
+    (approving && bearer(request.headers()).is_none() && *principal != Principal::anonymous()).then(|| {
+        tonic::Status::failed_precondition(format!(
+            "`{}` is known here only by its client certificate, and a standby forwarding it would approve under its own name: approve with a token (--token-file) or at the leader (`rollout controllers` names it)",
+            principal.name
+        ))
+    })
 }
 
 /// The token of an `Authorization: Bearer TOKEN` header: None without the header,

@@ -19,7 +19,12 @@ use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 #[derive(Clone, Default)]
 pub struct Standby {
     state: Arc<RwLock<State>>,
+    /// Answers a call here instead of forwarding it, when it says so.
+    refuse: Option<Refuse>,
 }
+
+/// A call a standby must not forward, and why (the server says which).
+pub type Refuse = fn(&http::Request<Body>) -> Option<Status>;
 
 #[derive(Default)]
 struct State {
@@ -39,6 +44,13 @@ impl Standby {
         standby.state.write().unwrap_or_else(|p| p.into_inner()).tls = tls;
         standby.say(why);
         standby
+    }
+
+    /// Answers the calls `refuse` picks here, with what it says, instead of
+    /// forwarding them.
+    pub fn refusing(mut self, refuse: Refuse) -> Standby {
+        self.refuse = Some(refuse);
+        self
     }
 
     /// Changes what a call is told while no leader is known.
@@ -105,6 +117,9 @@ impl tower::Service<http::Request<Body>> for Standby {
             let state = self.state.read().unwrap_or_else(|p| p.into_inner());
             (state.leader.clone(), state.why.clone())
         };
+        if let Some(refusal) = self.refuse.and_then(|refuse| refuse(&request)) {
+            return Box::pin(async move { Ok(refusal.into_http()) });
+        }
         let Some((url, mut channel)) = leader else {
             return Box::pin(async move { Ok(Status::unavailable(why).into_http()) });
         };

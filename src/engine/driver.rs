@@ -35,9 +35,8 @@ pub(crate) async fn drive(live: Arc<Live>, ctx: Arc<Context>) {
         loop {
             if let Err(e) = run(&live, &ctx).await {
                 warn!(error = %e, "rollout cannot continue");
-                let now = ctx.clock.now_ms();
                 let fatal = Event::Fatal { reason: e.to_string() };
-                if live.transition(&ctx.store, fatal, now, None).is_ok() {
+                if live.transition(&ctx.store, fatal, ctx.at(), None).is_ok() {
                     let _ = ctx.store.flush().await;
                 }
                 live.park(true);
@@ -124,6 +123,7 @@ async fn run(live: &Live, ctx: &Context) -> Result<()> {
                     _ = ctx.shutdown.cancelled() => return Ok(()),
                 }
             }
+            State::AwaitingApproval { .. } => await_approval(live, ctx, &mut control).await?,
             State::Paused { .. } | State::Halted { .. } => {
                 tokio::select! {
                     _ = control.changed() => {}
@@ -235,8 +235,37 @@ async fn health_gate(live: &Live, ctx: &Context, wave: u32) -> Result<HealthRepo
     })
 }
 
+/// Waits while a gate is open: until an operator acts (an approval's quorum, an
+/// abort) or the gate's deadline passes, then acts as its `on_timeout` says. A
+/// deadline that passed while no controller was up acts at once.
+async fn await_approval(live: &Live, ctx: &Context, control: &mut tokio::sync::watch::Receiver<u64>) -> Result<()> {
+    let Some((gate_id, deadline)) = live.gate_deadline() else {
+        tokio::select! {
+            _ = control.changed() => {}
+            _ = ctx.shutdown.cancelled() => {}
+        }
+        return Ok(());
+    };
+    let wait = Duration::from_millis((deadline - ctx.clock.now_ms()).max(0) as u64);
+    tokio::select! {
+        _ = tokio::time::sleep(wait) => {
+            let now = ctx.clock.now_ms();
+            if now < deadline {
+                return Ok(());
+            }
+            if let Some(event) = live.gate_timeout(&gate_id, now) {
+                info!(gate = gate_id, "the gate timed out");
+                advance(live, ctx, event).await?;
+            }
+        }
+        _ = control.changed() => {}
+        _ = ctx.shutdown.cancelled() => {}
+    }
+    Ok(())
+}
+
 async fn advance(live: &Live, ctx: &Context, event: Event) -> Result<()> {
-    let rollback = live.transition(&ctx.store, event, ctx.clock.now_ms(), None)?;
+    let rollback = live.transition(&ctx.store, event, ctx.at(), None)?;
     ctx.store.flush().await?;
     live.mark_durable();
     if rollback {

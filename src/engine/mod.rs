@@ -25,6 +25,7 @@ mod analysis;
 pub mod audit;
 pub mod clock;
 mod driver;
+mod gates;
 pub mod health;
 mod inventory;
 mod job;
@@ -51,7 +52,8 @@ pub use clock::{Clock, DrillClock, SystemClock, format_instant, now_ms};
 use health::HealthBook;
 use job::Job;
 use leases::held_by;
-use rollout::Live;
+pub use rollout::Approved;
+use rollout::{At, Live};
 pub use state::{Event, State};
 use submit::at_refused;
 
@@ -72,6 +74,9 @@ pub enum Error {
     /// The request makes no sense in the rollout's state.
     #[error("{0}")]
     Refused(String),
+    /// The caller's role may not do this here (a gate that needs admin).
+    #[error("{0}")]
+    Forbidden(String),
     /// The plan is valid but does not fit this fleet (its selector matches nothing).
     #[error("{field}: {message}")]
     Invalid { field: String, message: String },
@@ -135,6 +140,14 @@ impl Context {
     /// The current inventory.
     pub fn inventory(&self) -> Arc<Inventory> {
         self.inventory.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Now, by the wall clock and by the clock business hours are judged by.
+    pub fn at(&self) -> At {
+        At {
+            wall_ms: self.clock.now_ms(),
+            hours_ms: self.hours.now_ms(),
+        }
     }
 
     /// What an agent call task needs, owned.

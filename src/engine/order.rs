@@ -2,9 +2,12 @@
 //! an order that depends on the clock (customers' business hours) can re-rank the
 //! hosts that are still waiting.
 
+use std::collections::HashMap;
+
 use crate::fleet::Inventory;
 use crate::hours::Calendar;
 use crate::plan::Order;
+use crate::proto::v1 as pb;
 
 /// FNV-1a: a stable hash (std's `DefaultHasher` may change between Rust releases,
 /// which would reshuffle waves of a rollout resumed by a newer controller).
@@ -35,6 +38,34 @@ pub fn arrange(hosts: &mut [String], order: Order, inventory: &Inventory, now_ms
             }
         }
     }
+}
+
+/// Whose `hosts` are, at `now_ms`: each customer's local time and business-hours
+/// tier, in the hosts' order, at most `limit` customers. Why a wave takes these hosts,
+/// as the dry run and an approval gate explain it.
+pub fn explain(hosts: &[String], inventory: &Inventory, now_ms: i64, limit: usize) -> Vec<pb::CustomerSlot> {
+    let snapshot = inventory.calendar().snapshot(now_ms);
+    let mut customers: Vec<pb::CustomerSlot> = Vec::new();
+    let mut index: HashMap<String, usize> = HashMap::new();
+    for h in hosts {
+        let host_customers = inventory.host(h).map(|x| x.customers.as_slice()).unwrap_or_default();
+        let place = Calendar::place(&snapshot, h, host_customers);
+        match index.get(&place.customer) {
+            Some(&i) => customers[i].hosts += 1,
+            None => {
+                index.insert(place.customer.clone(), customers.len());
+                customers.push(pb::CustomerSlot {
+                    customer: place.customer,
+                    local_time: place.local_time,
+                    tier: place.key.0.as_str().to_string(),
+                    why: place.why,
+                    hosts: 1,
+                });
+            }
+        }
+    }
+    customers.truncate(limit);
+    customers
 }
 
 #[cfg(test)]

@@ -72,8 +72,10 @@ impl Engine {
             rollback_max_parallel: p.rollback_max_parallel,
             progress_deadline: p.progress_deadline,
             min_healthy: None,
-            // A rollback is fast and unconditional: no bake, so no analysis.
+            // A rollback is fast and unconditional: no bake, so no analysis, and
+            // nobody is asked to approve it.
             analysis: None,
+            gates: Vec::new(),
         };
         if let Some(active) = self
             .lock()

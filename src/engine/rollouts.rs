@@ -7,6 +7,7 @@ use std::sync::Arc;
 use tokio::sync::watch;
 
 use super::audit::{Actor, Target};
+use super::rollout::Approved;
 use super::{Engine, Error, Event, Key, Live, Result, State, driver};
 use crate::proto::v1 as pb;
 
@@ -134,7 +135,7 @@ impl Engine {
             detail,
             "ok",
         );
-        let rollback = live.transition(&self.ctx.store, event, now, Some(audit))?;
+        let rollback = live.transition(&self.ctx.store, event, self.ctx.at(), Some(audit))?;
         if live.revive() {
             // A retried rollout that had ended runs again.
             self.spawn(driver::drive(live.clone(), self.ctx.clone()));
@@ -151,5 +152,27 @@ impl Engine {
             self.ctx.store.flush().await?;
         }
         Ok(answer)
+    }
+
+    /// Approves the open gate of a rollout for `actor`, who looked at `gate_id`.
+    /// Idempotent by request id: an approval already recorded with it is not counted
+    /// again, even across a crash (the id is stored with the approval).
+    pub async fn approve(
+        &self,
+        key: Key<'_>,
+        gate_id: &str,
+        comment: &str,
+        actor: &Actor,
+    ) -> Result<(Approved, Arc<pb::Rollout>)> {
+        if self.ctx.shutdown.is_cancelled() {
+            return Err(Error::ShuttingDown);
+        }
+        let guard = self.submit.lock().await;
+        let live = self.find(key)?;
+        let approved = live.approve(&self.ctx.store, actor, gate_id, comment, self.ctx.at())?;
+        drop(guard);
+        self.ctx.store.flush().await?;
+        live.mark_durable();
+        Ok((approved, live.snapshot()))
     }
 }

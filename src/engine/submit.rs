@@ -2,7 +2,7 @@
 //! active rollouts and the leases, previewed (a dry run, at an instant if asked) or
 //! created with its leases in the store.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use tracing::info;
 
@@ -144,7 +144,7 @@ impl Engine {
                 name: other.name(),
             };
             let why = actor.event(now, target, format!("paused: preempted by `{}`", plan.name), "ok");
-            other.transition(&self.ctx.store, Event::Pause, now, Some(why))?;
+            other.transition(&self.ctx.store, Event::Pause, self.ctx.at(), Some(why))?;
             info!(paused = other.name(), by = plan.name, "preempted");
         }
         Ok(())
@@ -156,6 +156,7 @@ impl Engine {
         let now = self.ctx.clock.now_ms();
         let mut record = new_record(&plan, hosts.len(), now, &actor.request_id);
         record.id = self.ctx.store.next_id()?;
+        record.submitted_by = actor.principal.clone();
         let rows: Vec<(&str, &str)> = hosts.iter().map(|h| (h.as_str(), "")).collect();
         let preempting = plan.preempt.as_deref();
         let may_take = |h: &Holder| matches!(h, Holder::Rollout { name, .. } if Some(name.as_str()) == preempting);
@@ -187,39 +188,19 @@ impl Engine {
     pub(super) fn preview(&self, plan: &Plan, ordered: &[String], now_ms: i64) -> Vec<pb::WavePreview> {
         let n = ordered.len() as u64;
         let inventory = self.ctx.inventory();
-        let snapshot = inventory.calendar().snapshot(now_ms);
+        let limit = self.options.preview_limit;
         let mut before = 0u64;
         let mut waves = Vec::with_capacity(plan.waves.len());
         for (k, pct) in plan.waves.iter().enumerate() {
             let target = plan.wave_target(k, n);
             let hosts = &ordered[before as usize..target as usize];
-            let mut customers: Vec<pb::CustomerSlot> = Vec::new();
-            let mut index: HashMap<String, usize> = HashMap::new();
-            for h in hosts {
-                let host_customers = inventory.host(h).map(|x| x.customers.as_slice()).unwrap_or_default();
-                let place = crate::hours::Calendar::place(&snapshot, h, host_customers);
-                match index.get(&place.customer) {
-                    Some(&i) => customers[i].hosts += 1,
-                    None => {
-                        index.insert(place.customer.clone(), customers.len());
-                        customers.push(pb::CustomerSlot {
-                            customer: place.customer,
-                            local_time: place.local_time,
-                            tier: place.key.0.as_str().to_string(),
-                            why: place.why,
-                            hosts: 1,
-                        });
-                    }
-                }
-            }
-            customers.truncate(self.options.preview_limit);
             waves.push(pb::WavePreview {
                 index: k as u32,
                 percent: pct.to_string(),
                 cumulative_hosts: target,
                 new_hosts: target - before,
-                host_ids: hosts.iter().take(self.options.preview_limit).cloned().collect(),
-                customers,
+                host_ids: hosts.iter().take(limit).cloned().collect(),
+                customers: order::explain(hosts, &inventory, now_ms, limit),
             });
             before = target;
         }

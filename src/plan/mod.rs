@@ -7,6 +7,7 @@
 //! the file, line and column when the plan came from text.
 
 mod analysis;
+mod gates;
 mod locate;
 mod quantity;
 mod validate;
@@ -21,6 +22,7 @@ use serde::Deserialize;
 
 use crate::proto::v1 as pb;
 use crate::text::{format_duration, parse_duration};
+pub use gates::{Gate, GateRole, MAX_APPROVALS, OnTimeout};
 pub use quantity::{Percent, Threshold};
 
 /// Plans are written by people; anything this large is a mistake or an attack.
@@ -148,6 +150,8 @@ pub struct Plan {
     pub min_healthy: Option<Percent>,
     /// Telemetry gates measured during every bake.
     pub analysis: Option<crate::analysis::Analysis>,
+    /// Approval gates, in wave order: the rollout holds after these waves.
+    pub gates: Vec<Gate>,
 }
 
 /// Why a plan was refused.
@@ -236,6 +240,8 @@ struct PlanFile {
     min_healthy: Option<Scalar>,
     #[serde(default)]
     analysis: Option<analysis::AnalysisFile>,
+    #[serde(default)]
+    gates: Vec<gates::GateFile>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -332,6 +338,7 @@ impl PlanFile {
                 action: f.action.unwrap_or_default(),
             }),
             analysis: self.analysis.map(analysis::AnalysisFile::into_spec),
+            gates: self.gates.into_iter().map(gates::GateFile::into_spec).collect(),
         })
     }
 }
@@ -425,7 +432,13 @@ impl Plan {
                 max_parallel: self.rollback_max_parallel,
             }),
             analysis: self.analysis.as_ref().map(crate::analysis::Analysis::to_spec),
+            gates: self.gates.iter().map(Gate::to_spec).collect(),
         }
+    }
+
+    /// The gate after wave `wave` (0-based), if the plan has one.
+    pub fn gate_after(&self, wave: u32) -> Option<(usize, &Gate)> {
+        self.gates.iter().enumerate().find(|(_, g)| g.wave == wave)
     }
 
     /// Hosts covered once wave `k` is done, out of `selected`.
@@ -516,5 +529,47 @@ on_failure:
         let err = Plan::from_yaml(&text, "p.yaml").unwrap_err();
         assert!(err.message.contains("unknown field `baek`"), "{err}");
         assert_eq!(err.location.map(|l| l.0), Some(10));
+    }
+
+    #[test]
+    fn gates_are_read_strictly_and_point_at_the_field() {
+        let gated = format!(
+            "{GOOD}gates:\n  - after: 10%\n    approvals: 2\n    four_eyes: true\n    timeout: 2h\n    on_timeout: rollback\n"
+        );
+        let plan = Plan::from_yaml(&gated, "p.yaml").unwrap();
+        let gate = &plan.gates[0];
+        assert_eq!((gate.wave, gate.approvals, gate.four_eyes), (1, 2, true));
+        assert_eq!(gate.on_timeout, OnTimeout::Rollback);
+        assert_eq!(
+            gate.describe(),
+            "after 10%: 2 approvals (operator or above), four-eyes (not the submitter), times out after 2h (then rollback)"
+        );
+        assert_eq!(Plan::from_spec(&plan.to_spec()).unwrap(), plan);
+        let refused = |from: &str, to: &str| {
+            Plan::from_yaml(&gated.replace(from, to), "p.yaml")
+                .unwrap_err()
+                .to_string()
+        };
+        assert_eq!(
+            refused("after: 10%", "after: 20%"),
+            "p.yaml:14:5: gates[0].after: 20% is not a wave of this plan: use one of 1%, 10%, 30%, 60%, 90%"
+        );
+        assert!(refused("after: 10%", "after: 100%").contains("gates[0].after: 100% is the last wave"));
+        assert!(refused("approvals: 2", "approvals: 11").contains("gates[0].approvals: 11 is over the limit of 10"));
+        assert!(
+            refused("four_eyes: true", "role: viewer")
+                .contains("gates[0].role: `viewer` is not a role that may approve")
+        );
+        assert!(refused("timeout: 2h", "timeout: soon").starts_with("p.yaml:17:"));
+        assert!(refused("on_timeout: rollback", "on_timeout: pray").contains("use halt, abort or rollback"));
+        assert!(refused("four_eyes: true", "four_eye: true").contains("unknown field `four_eye`"));
+        let restart = gated
+            .replace("kind: fix", "kind: restart")
+            .replace("version: 15.20.8207.12\n", "");
+        let e = Plan::from_yaml(&restart, "p.yaml").unwrap_err().to_string();
+        assert!(e.contains("rollback is for fix plans only"), "{e}");
+        let forever = gated.replace("    timeout: 2h\n", "");
+        let e = Plan::from_yaml(&forever, "p.yaml").unwrap_err().to_string();
+        assert!(e.contains("gates[0].on_timeout: acts when the gate times out"), "{e}");
     }
 }

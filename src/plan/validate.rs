@@ -61,7 +61,9 @@ pub(super) fn validate(spec: &pb::PlanSpec) -> Result<Plan, FieldError> {
     let progress_deadline = progress_deadline(&spec.progress_deadline)?;
     let min_healthy = min_healthy(&spec.min_healthy, bake)?;
     let analysis = super::analysis::analysis(spec.analysis.as_ref(), kind, version.as_deref(), bake)?;
+    let gates = super::gates::gates(&spec.gates, kind, &waves)?;
     Ok(Plan {
+        gates,
         analysis,
         min_healthy,
         progress_deadline,

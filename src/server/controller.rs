@@ -21,14 +21,23 @@ pub struct ControllerService {
     /// Ends watch streams when the controller stops.
     shutdown: CancellationToken,
     controllers: Controllers,
+    /// No `--auth`: every caller is the same principal, so a gate that needs two
+    /// approvers (or four eyes) could never open.
+    one_principal: bool,
 }
 
 impl ControllerService {
-    pub fn new(engine: Arc<Engine>, shutdown: CancellationToken, controllers: Controllers) -> ControllerService {
+    pub fn new(
+        engine: Arc<Engine>,
+        shutdown: CancellationToken,
+        controllers: Controllers,
+        one_principal: bool,
+    ) -> ControllerService {
         ControllerService {
             engine,
             shutdown,
             controllers,
+            one_principal,
         }
     }
 
@@ -126,6 +135,19 @@ impl ControllerService {
                 ));
             }
         };
+        if self.one_principal
+            && let Some(gate) = plan.gates.iter().find(|g| g.needs_several())
+        {
+            return Err(Error::Engine(engine::Error::Refused(format!(
+                "the gate after {} needs {}, but this controller runs without --auth and knows a single principal: run the controller with --auth (a tokens file naming the approvers)",
+                gate.after,
+                if gate.four_eyes {
+                    "someone other than the submitter to approve (four_eyes)".to_string()
+                } else {
+                    format!("{} distinct approvers", gate.approvals)
+                }
+            ))));
+        }
         let submitted = self
             .engine
             .submit(
@@ -353,6 +375,38 @@ impl Controller for ControllerService {
 
     async fn retry_rollout(&self, request: Request<pb::RolloutActionRequest>) -> Result<Response<pb::Rollout>, Status> {
         Ok(Response::new(self.act(request, "RetryRollout").await?))
+    }
+
+    async fn approve_rollout(
+        &self,
+        request: Request<pb::ApproveRolloutRequest>,
+    ) -> Result<Response<pb::ApproveRolloutResponse>, Status> {
+        let actor = actor(&request, "ApproveRollout", &request.get_ref().request_id);
+        let req = request.into_inner();
+        let target = Target::Rollout {
+            id: req.id,
+            name: &req.name,
+        };
+        let answer = async {
+            let (approved, snapshot) = self
+                .engine
+                .approve(key(&req.name, req.id)?, &req.gate_id, &req.comment, &actor)
+                .await?;
+            tracing::info!(
+                rollout = %snapshot.name,
+                principal = %actor.principal,
+                counted = approved.counted,
+                "{}", approved.message
+            );
+            Ok(pb::ApproveRolloutResponse {
+                rollout: Some(self.drilled((*snapshot).clone())),
+                counted: approved.counted,
+                message: approved.message,
+                replayed: approved.replayed,
+            })
+        }
+        .await;
+        Ok(Response::new(self.audited(&actor, target, answer).await?))
     }
 
     async fn list_rollout_hosts(

@@ -352,7 +352,8 @@ pub async fn serve(
 ) -> Result<()> {
     let standard =
         crate::standard::services::<pb::controller_server::ControllerServer<ControllerService>>(&shutdown).await?;
-    let controller = ControllerService::new(engine, shutdown, controllers).into_server();
+    let one_principal = security.credentials.is_none();
+    let controller = ControllerService::new(engine, shutdown, controllers, one_principal).into_server();
     api_server(security)?
         .layer(tower::util::MapResponseLayer::new(
             limits::resource_exhausted_when_too_large,

@@ -250,6 +250,7 @@ pub fn plan(name: &str, waves: &[&str], max_failed: &str) -> pb::PlanSpec {
         progress_deadline: String::new(),
         min_healthy: String::new(),
         analysis: None,
+        gates: Vec::new(),
     }
 }
 

@@ -231,6 +231,7 @@ impl Live {
             waves: plan.waves.len() as u32,
             bake_ms: plan.bake.as_millis() as i64,
             rollback_on_failure: plan.on_failure == crate::plan::FailureAction::Rollback,
+            gated: plan.gates.iter().fold(0, |mask, g| mask | (1u32 << g.wave)),
         };
         Ok((plan, policy))
     }

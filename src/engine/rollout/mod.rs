@@ -11,6 +11,7 @@
 
 mod counts;
 mod dispatch;
+mod gate;
 mod load;
 mod snapshot;
 
@@ -33,6 +34,15 @@ use pb::HostState;
 
 use counts::Customers;
 pub(crate) use counts::Tally;
+pub use gate::Approved;
+
+/// The clocks a transition reads: the wall clock, and the one business hours are
+/// judged by (a drill clock, or the wall clock again).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct At {
+    pub wall_ms: i64,
+    pub hours_ms: i64,
+}
 
 /// How many failed hosts a halt reason quotes.
 const EXAMPLES: usize = 3;
@@ -113,16 +123,38 @@ impl Live {
     /// Applies an event: the step function decides, this carries the decisions out
     /// and persists the new state. The caller flushes. Returns true when the caller
     /// must start a rollback of this rollout (only the engine can create rollouts).
-    pub fn transition(&self, store: &Store, event: Event, now_ms: i64, audit: Option<pb::EventRecord>) -> Result<bool> {
+    /// `at` is the wall clock, and the clock business hours are judged by (a gate
+    /// opening explains the next wave with it).
+    pub fn transition(&self, store: &Store, event: Event, at: At, audit: Option<pb::EventRecord>) -> Result<bool> {
+        let inner = self.lock();
+        self.apply(store, inner, event, at, audit.into_iter().collect())
+    }
+
+    /// [`Live::transition`] with the lock held (an approval changed the gate first)
+    /// and the audit lines to write with the change.
+    fn apply<'a>(
+        &'a self,
+        store: &Store,
+        mut inner: MutexGuard<'a, Inner>,
+        event: Event,
+        at: At,
+        mut events: Vec<pb::EventRecord>,
+    ) -> Result<bool> {
+        let now_ms = at.wall_ms;
         let mut rollback = false;
-        let operator = matches!(event, Event::Pause | Event::Resume | Event::Retry | Event::Abort { .. });
-        let mut inner = self.lock();
+        let operator = matches!(
+            event,
+            Event::Pause | Event::Resume | Event::Retry | Event::Abort { .. } | Event::Approved
+        );
+        let unhealthy = match &event {
+            Event::BakeElapsed(health) => health.unhealthy,
+            _ => 0,
+        };
         let (next, decisions) = step(&inner.state, event, now_ms, &self.policy)
             .map_err(|Refusal(why)| Error::Refused(format!("rollout `{}` (id {}): {why}", self.plan.name, self.id)))?;
         let next = next.named(&self.plan.name);
         // Who asked (an operator), then what the controller did: written with the
         // new state in one transaction.
-        let mut events: Vec<pb::EventRecord> = audit.into_iter().collect();
         for decision in decisions {
             match decision {
                 Decision::RequeueFailed { wave } => {
@@ -152,6 +184,17 @@ impl Live {
                     events.push(event);
                 }
                 Decision::StartRollback => rollback = true,
+                Decision::OpenGate { wave } => {
+                    let line = self.open_gate(&mut inner, wave, unhealthy, at);
+                    let target = Target::Rollout {
+                        id: self.id,
+                        name: &self.plan.name,
+                    };
+                    let mut event = Actor::controller().event(now_ms, target, line, "ok");
+                    event.kind = "gate".into();
+                    events.push(event);
+                }
+                Decision::CloseGate { outcome } => super::gates::close(&mut inner.record, outcome, now_ms),
             }
         }
         let mut ended = false;

@@ -109,6 +109,7 @@ impl Live {
                 State::Running { .. } => pb::WaveState::Running,
                 State::Baking { .. } => pb::WaveState::Baking,
                 State::Halted { .. } => pb::WaveState::Halted,
+                State::AwaitingApproval { .. } => pb::WaveState::Done,
                 State::Paused { bake_until_ms, .. } => match bake_until_ms {
                     Some(_) => pb::WaveState::Baking,
                     None => pb::WaveState::Running,
@@ -164,6 +165,9 @@ impl Live {
             retries: r.retries,
             drill_clock: String::new(),
             measurements: inner.measurements.clone(),
+            gate: r.gate.clone(),
+            gates_closed: r.gates_closed.clone(),
+            submitted_by: r.submitted_by.clone(),
         }
     }
 }

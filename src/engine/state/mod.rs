@@ -19,6 +19,9 @@ pub enum State {
     /// An operator paused it; `bake_until_ms` is set when it was paused while baking
     /// (or its wave finished while paused), so resume goes back to baking.
     Paused { wave: u32, bake_until_ms: Option<i64> },
+    /// `wave` passed its bake, health gate and analysis, and the plan's gate after it
+    /// holds the rollout until enough people approve (the gate is in the record).
+    AwaitingApproval { wave: u32 },
     /// Too many failures in `wave`: nothing is dispatched until an operator resumes
     /// (the wave's failed hosts are tried again) or aborts.
     Halted { wave: u32, reason: String },
@@ -56,6 +59,13 @@ pub enum Event {
     },
     Pause,
     Resume,
+    /// The open gate has its quorum: the next wave starts.
+    Approved,
+    /// The open gate's timeout passed: `action` as its `on_timeout` says.
+    GateTimedOut {
+        action: crate::plan::OnTimeout,
+        reason: String,
+    },
     /// An operator re-runs the failed hosts of every wave so far (`rollout retry`).
     Retry,
     Abort {
@@ -181,6 +191,14 @@ pub struct Policy {
     /// `on_failure.action: rollback`: a wave over its threshold ends the rollout and
     /// starts a rollback of the hosts it touched, instead of halting.
     pub rollback_on_failure: bool,
+    /// Bit `w` set: a gate holds the rollout after wave `w` (plans have at most 20).
+    pub gated: u32,
+}
+
+impl Policy {
+    fn gated_after(&self, wave: u32) -> bool {
+        wave < 32 && self.gated & (1 << wave) != 0
+    }
 }
 
 /// Work the driver carries out after a transition.
@@ -195,6 +213,10 @@ pub enum Decision {
     Record(String),
     /// Start a rollback rollout of every host this rollout touched.
     StartRollback,
+    /// Open the plan's gate after `wave`: record it with its evidence.
+    OpenGate { wave: u32 },
+    /// The open gate closes, as `outcome` says (approved, halted, aborted...).
+    CloseGate { outcome: &'static str },
 }
 
 /// An operator asked for something the rollout cannot do in its state.
@@ -216,6 +238,7 @@ impl State {
             State::Running { wave }
             | State::Baking { wave, .. }
             | State::Paused { wave, .. }
+            | State::AwaitingApproval { wave }
             | State::Halted { wave, .. } => *wave,
             _ => 0,
         }
@@ -227,6 +250,7 @@ impl State {
             State::Running { .. } => "running",
             State::Baking { .. } => "baking",
             State::Paused { .. } => "paused",
+            State::AwaitingApproval { .. } => "awaiting-approval",
             State::Halted { .. } => "halted",
             State::Succeeded => "succeeded",
             State::CompletedWithFailures { .. } => "completed-with-failures",
@@ -261,6 +285,7 @@ impl State {
             State::Running { .. } => pb::RolloutState::Running,
             State::Baking { .. } => pb::RolloutState::Baking,
             State::Paused { .. } => pb::RolloutState::Paused,
+            State::AwaitingApproval { .. } => pb::RolloutState::AwaitingApproval,
             State::Halted { .. } => pb::RolloutState::Halted,
             State::Succeeded => pb::RolloutState::Succeeded,
             State::CompletedWithFailures { .. } => pb::RolloutState::CompletedWithFailures,
@@ -286,6 +311,7 @@ impl State {
                 bake_until_ms: bake,
             },
             pb::RolloutState::Halted => State::Halted { wave, reason },
+            pb::RolloutState::AwaitingApproval => State::AwaitingApproval { wave },
             pb::RolloutState::Succeeded => State::Succeeded,
             pb::RolloutState::CompletedWithFailures => State::CompletedWithFailures { reason },
             pb::RolloutState::Failed => State::Failed { reason },
@@ -322,7 +348,9 @@ pub fn step(state: &State, event: Event, now_ms: i64, policy: &Policy) -> Step {
     let unchanged = || Ok((state.clone(), Vec::new()));
     // The last wave ends the rollout: a success only if no host failed.
     let after_wave = |wave: u32, failed_total: u64| -> State {
-        if wave + 1 < policy.waves {
+        if policy.gated_after(wave) && wave + 1 < policy.waves {
+            AwaitingApproval { wave }
+        } else if wave + 1 < policy.waves {
             Running { wave: wave + 1 }
         } else if failed_total == 0 {
             Succeeded
@@ -336,6 +364,7 @@ pub fn step(state: &State, event: Event, now_ms: i64, policy: &Policy) -> Step {
     };
     let ended = |next: &State| -> Option<Decision> {
         match next {
+            AwaitingApproval { wave } => Some(Decision::OpenGate { wave: *wave }),
             Succeeded => Some(Decision::Record("succeeded".into())),
             CompletedWithFailures { reason } => Some(Decision::Record(format!("completed with failures: {reason}"))),
             _ => None,
@@ -451,6 +480,9 @@ pub fn step(state: &State, event: Event, now_ms: i64, policy: &Policy) -> Step {
             Halted { .. } => Err(Refusal(
                 "the rollout is halted and dispatches nothing already: resume it to retry the failed hosts, or abort it".into(),
             )),
+            AwaitingApproval { .. } => Err(Refusal(
+                "the rollout is awaiting approval and dispatches nothing until its gate is approved: abort it to stop it, or let the gate time out".into(),
+            )),
             done => Err(finished(done)),
         },
         Event::Resume => match state {
@@ -476,10 +508,52 @@ pub fn step(state: &State, event: Event, now_ms: i64, policy: &Policy) -> Step {
                 "the rollout is {}: only a paused or halted rollout can be resumed",
                 state.name()
             ))),
+            AwaitingApproval { .. } => Err(Refusal(
+                "the rollout is awaiting approval, not paused: `rollout approve` it (or abort it)".into(),
+            )),
             done => Err(finished(done)),
+        },
+        Event::Approved => match state {
+            AwaitingApproval { wave } => Ok((
+                Running { wave: *wave + 1 },
+                vec![Decision::CloseGate { outcome: "approved" }],
+            )),
+            _ => Err(Refusal(format!(
+                "the rollout is {}, not awaiting approval: there is no gate to approve",
+                state.name()
+            ))),
+        },
+        Event::GateTimedOut { action, reason } => match state {
+            AwaitingApproval { wave } => {
+                use crate::plan::OnTimeout;
+                let (next, outcome, mut decisions) = match action {
+                    OnTimeout::Halt => (Halted { wave: *wave, reason: reason.clone() }, "halted", vec![]),
+                    OnTimeout::Abort => (Aborted { reason: reason.clone() }, "aborted", vec![]),
+                    OnTimeout::Rollback => (
+                        Aborted {
+                            reason: format!("{reason}; rolling back every host it touched"),
+                        },
+                        "rolled-back",
+                        vec![Decision::StartRollback],
+                    ),
+                };
+                decisions.insert(0, Decision::CloseGate { outcome });
+                decisions.insert(0, Decision::Record(format!("{}: {reason}", next.name())));
+                Ok((next, decisions))
+            }
+            _ => unchanged(),
         },
         Event::Retry => match state {
             Halted { wave, .. } => Ok((Running { wave: *wave }, vec![Decision::RetryFailed { wave: *wave }])),
+            // The evidence the gate showed changes: it opens again, new, once the
+            // wave's hosts have run again and baked.
+            AwaitingApproval { wave } => Ok((
+                Running { wave: *wave },
+                vec![
+                    Decision::CloseGate { outcome: "superseded" },
+                    Decision::RetryFailed { wave: *wave },
+                ],
+            )),
             CompletedWithFailures { .. } => {
                 let wave = policy.waves.saturating_sub(1);
                 Ok((Running { wave }, vec![Decision::RetryFailed { wave }]))
@@ -497,6 +571,9 @@ pub fn step(state: &State, event: Event, now_ms: i64, policy: &Policy) -> Step {
                 let reason = if reason.is_empty() { "aborted by an operator".to_string() } else { reason };
                 let line = format!("aborted: {reason}");
                 let mut decisions = vec![Decision::Record(line)];
+                if matches!(state, AwaitingApproval { .. }) {
+                    decisions.push(Decision::CloseGate { outcome: "aborted" });
+                }
                 if rollback {
                     decisions.push(Decision::StartRollback);
                 }
@@ -507,7 +584,11 @@ pub fn step(state: &State, event: Event, now_ms: i64, policy: &Policy) -> Step {
             done if done.is_terminal() => unchanged(),
             _ => {
                 let line = format!("failed: {reason}");
-                Ok((Failed { reason }, vec![Decision::Record(line)]))
+                let mut decisions = vec![Decision::Record(line)];
+                if matches!(state, AwaitingApproval { .. }) {
+                    decisions.push(Decision::CloseGate { outcome: "failed" });
+                }
+                Ok((Failed { reason }, decisions))
             }
         },
     }

@@ -6,6 +6,7 @@ const POLICY: Policy = Policy {
     waves: 3,
     bake_ms: 1_000,
     rollback_on_failure: false,
+    gated: 0,
 };
 
 fn report(wave: u32, answered: u64, failed: u64) -> Event {
@@ -200,6 +201,7 @@ fn zero_bake_advances_at_once() {
         waves: 2,
         bake_ms: 0,
         rollback_on_failure: false,
+        gated: 0,
     };
     let (s, _) = step(&State::Running { wave: 0 }, report(0, 10, 0), 5, &policy).unwrap();
     assert_eq!(s, State::Running { wave: 1 });
@@ -406,4 +408,117 @@ fn a_failed_analysis_acts_as_on_failure_says_an_inconclusive_one_halts() {
         bake_until_ms: Some(10),
     };
     assert_eq!(go(&paused, failed(0), 5), paused);
+}
+
+const GATED: Policy = Policy { gated: 0b01, ..POLICY };
+
+fn passed(wave: u32) -> Event {
+    Event::BakeElapsed(HealthReport {
+        wave,
+        ..Default::default()
+    })
+}
+
+/// A gate after wave 1 holds the rollout once the wave's bake and health gate
+/// passed, before the next wave takes a host; the quorum starts wave 2 at once.
+#[test]
+fn a_gate_holds_after_its_wave_until_approved() {
+    let baking = State::Baking { wave: 0, until_ms: 10 };
+    let (s, d) = step(&baking, passed(0), 10, &GATED).unwrap();
+    assert_eq!(s, State::AwaitingApproval { wave: 0 });
+    assert!(d.contains(&Decision::OpenGate { wave: 0 }), "{d:?}");
+    assert_eq!(s.name(), "awaiting-approval");
+    assert_eq!(s.proto(), pb::RolloutState::AwaitingApproval);
+    // Stored and read back, it waits still.
+    let mut record = pb::RolloutRecord::default();
+    s.write(&mut record);
+    assert_eq!(State::from_record(&record), s);
+    // Events of the wave's driver change nothing; operators are told what would.
+    assert_eq!(go_with(&s, passed(0), &GATED), s);
+    let pause = step(&s, Event::Pause, 0, &GATED).unwrap_err();
+    assert!(pause.0.contains("awaiting approval"), "{pause}");
+    assert!(step(&s, Event::Resume, 0, &GATED).unwrap_err().0.contains("approve"));
+    let (s2, d) = step(&s, Event::Approved, 20, &GATED).unwrap();
+    assert_eq!(s2, State::Running { wave: 1 });
+    assert_eq!(d, vec![Decision::CloseGate { outcome: "approved" }]);
+    // No gate after wave 2: it bakes and goes on by itself.
+    let (s3, _) = step(&State::Baking { wave: 1, until_ms: 0 }, passed(1), 0, &GATED).unwrap();
+    assert_eq!(s3, State::Running { wave: 2 });
+    // Approving a rollout that does not wait is refused.
+    assert!(step(&s3, Event::Approved, 0, &GATED).is_err());
+}
+
+/// Without a bake the gate opens as soon as the wave ends.
+#[test]
+fn a_gate_opens_after_a_wave_without_bake() {
+    let policy = Policy { bake_ms: 0, ..GATED };
+    let (s, d) = step(&State::Running { wave: 0 }, report(0, 10, 0), 5, &policy).unwrap();
+    assert_eq!(s, State::AwaitingApproval { wave: 0 });
+    assert!(d.contains(&Decision::OpenGate { wave: 0 }), "{d:?}");
+}
+
+/// Each on_timeout acts: halt (resume runs the wave's failed hosts and the gate
+/// opens again), abort, rollback.
+#[test]
+fn a_gate_timing_out_halts_aborts_or_rolls_back() {
+    use crate::plan::OnTimeout;
+    let waiting = State::AwaitingApproval { wave: 0 };
+    let timed_out = |action| Event::GateTimedOut {
+        action,
+        reason: "gate after 10% timed out".into(),
+    };
+    let (s, d) = step(&waiting, timed_out(OnTimeout::Halt), 0, &GATED).unwrap();
+    assert_eq!(
+        s,
+        State::Halted {
+            wave: 0,
+            reason: "gate after 10% timed out".into()
+        }
+    );
+    assert!(d.contains(&Decision::CloseGate { outcome: "halted" }));
+    let (resumed, d) = step(&s, Event::Resume, 0, &GATED).unwrap();
+    assert_eq!(resumed, State::Running { wave: 0 });
+    assert!(d.contains(&Decision::RequeueFailed { wave: 0 }));
+    let (s, _) = step(&waiting, timed_out(OnTimeout::Abort), 0, &GATED).unwrap();
+    assert!(matches!(s, State::Aborted { .. }), "{s:?}");
+    let (s, d) = step(&waiting, timed_out(OnTimeout::Rollback), 0, &GATED).unwrap();
+    assert!(
+        matches!(&s, State::Aborted { reason } if reason.contains("rolling back")),
+        "{s:?}"
+    );
+    assert!(d.contains(&Decision::StartRollback));
+    // A timeout that arrives after the gate closed changes nothing.
+    let running = State::Running { wave: 1 };
+    assert_eq!(go_with(&running, timed_out(OnTimeout::Abort), &GATED), running);
+}
+
+/// A retry at the gate re-runs the wave's failed hosts: the gate closes as
+/// superseded and opens again, new, after the bake.
+#[test]
+fn a_retry_at_the_gate_supersedes_it() {
+    let (s, d) = step(&State::AwaitingApproval { wave: 0 }, Event::Retry, 0, &GATED).unwrap();
+    assert_eq!(s, State::Running { wave: 0 });
+    assert_eq!(
+        d,
+        vec![
+            Decision::CloseGate { outcome: "superseded" },
+            Decision::RetryFailed { wave: 0 }
+        ]
+    );
+    let (s, d) = step(
+        &State::AwaitingApproval { wave: 0 },
+        Event::Abort {
+            reason: String::new(),
+            rollback: false,
+        },
+        0,
+        &GATED,
+    )
+    .unwrap();
+    assert!(matches!(s, State::Aborted { .. }));
+    assert!(d.contains(&Decision::CloseGate { outcome: "aborted" }));
+}
+
+fn go_with(state: &State, event: Event, policy: &Policy) -> State {
+    step(state, event, 0, policy).unwrap().0
 }

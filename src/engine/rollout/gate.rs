@@ -1,0 +1,186 @@
+//! A rollout's approval gate: opened with what the approvers will look at (how the
+//! wave went, its analysis, what the next wave will take), and approved, each
+//! approval written with the gate, and the next wave's start, in one transaction.
+
+use super::{At, HostState, Inner, Live, State};
+use crate::engine::audit::{Actor, Target};
+use crate::engine::gates::{self, Counted, Refused};
+use crate::engine::{Error, Event, Result, order};
+use crate::proto::v1 as pb;
+use crate::store::Store;
+
+/// Hosts and customers of the next wave a gate lists (as many as a dry run shows).
+const SHOWN: usize = 20;
+
+/// What an approval did.
+#[derive(Debug, Clone)]
+pub struct Approved {
+    /// False when this principal had approved this gate already.
+    pub counted: bool,
+    /// True when the request id had been answered already: nothing was done again.
+    pub replayed: bool,
+    pub message: String,
+}
+
+impl Live {
+    /// Opens the plan's gate after `wave` (its `unhealthy` hosts found by the health
+    /// gate) into the record, and returns the audit line saying so.
+    pub(super) fn open_gate(&self, inner: &mut Inner, wave: u32, unhealthy: u64, at: At) -> String {
+        let Some((index, gate)) = self.plan.gate_after(wave) else {
+            return format!("wave {} has no gate in its plan; nothing to open", wave + 1);
+        };
+        let evidence = self.evidence(inner, wave, unhealthy, at.hours_ms);
+        let open = gates::open(self.id, index, gate, inner.record.gates_opened, at.wall_ms, evidence);
+        inner.record.gates_opened += 1;
+        let line = format!("awaiting approval: {} (gate {})", gate.describe(), open.gate_id);
+        inner.record.gate = Some(open);
+        line
+    }
+
+    /// How wave `wave` went, and the next wave as it would be filled at `hours_ms`.
+    fn evidence(&self, inner: &Inner, wave: u32, unhealthy: u64, hours_ms: i64) -> pb::GateEvidence {
+        let selected = inner.record.hosts_selected;
+        let counts = inner.tally.wave(wave);
+        let next = wave + 1;
+        let size = self.wave_size(next, selected) as usize;
+        let mut waiting: Vec<String> = inner.pending.iter().cloned().collect();
+        if self.plan.order.is_timed() {
+            order::arrange(&mut waiting, self.plan.order, &self.inventory, hours_ms);
+        }
+        waiting.truncate(size);
+        let succeeded = inner.tally.total(HostState::Succeeded);
+        pb::GateEvidence {
+            wave_size: self.wave_size(wave, selected),
+            hosts_succeeded: counts[HostState::Succeeded as usize],
+            hosts_failed: counts[HostState::Failed as usize],
+            hosts_unhealthy: unhealthy,
+            measurements: inner
+                .measurements
+                .iter()
+                .filter(|m| m.wave == wave + 1)
+                .cloned()
+                .collect(),
+            next_wave: Some(pb::WavePreview {
+                index: next,
+                percent: self
+                    .plan
+                    .waves
+                    .get(next as usize)
+                    .map(|p| p.to_string())
+                    .unwrap_or_default(),
+                cumulative_hosts: self.plan.wave_target(next as usize, selected),
+                new_hosts: waiting.len() as u64,
+                host_ids: waiting.iter().take(SHOWN).cloned().collect(),
+                customers: order::explain(&waiting, &self.inventory, hours_ms, SHOWN),
+            }),
+            percent_complete: if selected == 0 {
+                0.0
+            } else {
+                succeeded as f64 * 100.0 / selected as f64
+            },
+            hosts_selected: selected,
+        }
+    }
+
+    /// Approves the open gate for `actor`, who looked at `gate_id`. The approval is
+    /// written with the gate (and, when it completes the quorum, with the next
+    /// wave's start) in one transaction; the caller flushes.
+    pub fn approve(&self, store: &Store, actor: &Actor, gate_id: &str, comment: &str, at: At) -> Result<Approved> {
+        let mut inner = self.lock();
+        let named = |why: String| format!("rollout `{}` (id {}): {why}", self.plan.name, self.id);
+        if let Some(earlier) = gates::answered(&inner.record, &actor.request_id) {
+            return Ok(Approved {
+                counted: true,
+                replayed: true,
+                message: format!(
+                    "request `{}` was answered already: the approval by {} counted once",
+                    actor.request_id, earlier.principal
+                ),
+            });
+        }
+        let (State::AwaitingApproval { .. }, Some(open)) = (&inner.state, inner.record.gate.as_ref()) else {
+            return Err(Error::Refused(named(format!(
+                "it is {}, not awaiting approval: there is no gate to approve",
+                inner.state.name()
+            ))));
+        };
+        let Some(gate) = self.plan.gates.get(open.index as usize) else {
+            return Err(Error::Corrupt(named(format!(
+                "its open gate {} is not in its plan",
+                open.index
+            ))));
+        };
+        let counted = gates::judge(
+            open,
+            gate,
+            &inner.record.submitted_by,
+            &actor.principal,
+            &actor.role,
+            gate_id,
+        )
+        .map_err(|refused| match refused {
+            Refused::Role(why) => Error::Forbidden(named(why)),
+            Refused::Precondition(why) => Error::Refused(named(why)),
+        })?;
+        let target = Target::Rollout {
+            id: self.id,
+            name: &self.plan.name,
+        };
+        let mut open = open.clone();
+        if counted != Counted::Again {
+            gates::record(
+                &mut open,
+                pb::Approval {
+                    principal: actor.principal.clone(),
+                    role: actor.role.clone(),
+                    at_unix_ms: at.wall_ms,
+                    comment: comment.to_string(),
+                    request_id: actor.request_id.clone(),
+                },
+            );
+        }
+        let message = gates::said(&open, &counted, &actor.principal);
+        let mut detail = format!("approve gate {} after {}: {message}", open.gate_id, open.after);
+        if !comment.is_empty() {
+            detail.push_str(&format!(" (comment: {})", crate::text::one_line(comment)));
+        }
+        let event = actor.event(at.wall_ms, target, detail, "ok");
+        inner.record.gate = Some(open);
+        match counted {
+            Counted::Yes { quorum: true } => {
+                self.apply(store, inner, Event::Approved, at, vec![event])?;
+            }
+            Counted::Yes { quorum: false } => {
+                store.put_rollout_with_events(&inner.record, &[event])?;
+                self.publish(&inner);
+            }
+            Counted::Again => {
+                store.append_event(&event)?;
+            }
+        }
+        Ok(Approved {
+            counted: counted != Counted::Again,
+            replayed: false,
+            message,
+        })
+    }
+
+    /// The open gate's deadline and why it timed out, when it has one.
+    pub fn gate_deadline(&self) -> Option<(String, i64)> {
+        let inner = self.lock();
+        let open = inner.record.gate.as_ref()?;
+        (open.deadline_unix_ms > 0).then(|| (open.gate_id.clone(), open.deadline_unix_ms))
+    }
+
+    /// The event a gate whose deadline passed sends: None when `gate_id` is no longer
+    /// the open gate (it was approved or closed meanwhile).
+    pub fn gate_timeout(&self, gate_id: &str, now_ms: i64) -> Option<Event> {
+        let inner = self.lock();
+        let open = inner.record.gate.as_ref().filter(|g| g.gate_id == gate_id)?;
+        let gate = self.plan.gates.get(open.index as usize)?;
+        Some(Event::GateTimedOut {
+            action: gate.on_timeout,
+            reason: gates::timed_out(open, now_ms),
+        })
+    }
+}
