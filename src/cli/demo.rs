@@ -275,7 +275,7 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
         }
     };
     let (last, crashed_at) = {
-        let watching = follow(&server, &submitted.name, Duration::from_secs(60), &mut progress);
+        let watching = follow(&server, &submitted.name, Duration::from_secs(60), false, &mut progress);
         let (last, crashed) = tokio::join!(watching, crash);
         (last?, crashed?)
     };

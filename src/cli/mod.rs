@@ -4,6 +4,7 @@
 //! Errors are printed as one line, `error: ...`, with a non-zero exit; never a panic
 //! or a backtrace.
 
+mod approve;
 mod audit;
 mod client;
 mod controllers;
@@ -100,13 +101,32 @@ pub enum Command {
         output: Output,
     },
     /// Follow a rollout live until it ends. Exit 0: succeeded; 4: completed with
-    /// failures (every wave ran, some hosts failed); 3: halted; 1: otherwise (failed,
-    /// aborted, or an error).
+    /// failures (every wave ran, some hosts failed); 3: halted; 5: awaiting approval
+    /// (with --exit-on-gate); 1: otherwise (failed, aborted, or an error).
     Watch {
         name: String,
+        /// Exit (with code 5) when the rollout awaits approval at a gate, instead of
+        /// showing the gate and watching on.
+        #[arg(long)]
+        exit_on_gate: bool,
         /// How long to wait for a controller that went away (restarting) before giving up.
         #[arg(long, default_value = "60s", value_parser = parse_duration)]
         reconnect: Duration,
+    },
+    /// Approve the open gate of a rollout awaiting approval: shows the gate (how the
+    /// wave went, what the next wave will take, who approved), asks, and approves
+    /// exactly the gate it showed.
+    Approve {
+        name: String,
+        /// Why you approve, kept with the approval and in the audit log.
+        #[arg(long, default_value = "")]
+        comment: String,
+        /// Approve without asking (scripts); the gate is still shown.
+        #[arg(long)]
+        yes: bool,
+        /// Makes the approval idempotent: the same id counts once, even sent again.
+        #[arg(long)]
+        request_id: Option<String>,
     },
     /// Stop dispatching; calls in flight finish.
     Pause { name: String },
@@ -279,9 +299,13 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             at,
         } => submit(server, &file, dry_run, at, request_id.unwrap_or_default()).await,
         Command::Status { name, output } => status(server, name.as_deref(), output).await,
-        Command::Watch { name, reconnect } => {
+        Command::Watch {
+            name,
+            exit_on_gate,
+            reconnect,
+        } => {
             let mut progress = watch::Progress::new();
-            let last = watch::follow(server, &name, reconnect, &mut progress).await?;
+            let last = watch::follow(server, &name, reconnect, exit_on_gate, &mut progress).await?;
             if progress.has_bars() {
                 println!("{}", render::one_line(&last));
             }
@@ -300,6 +324,12 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Token { command } => audit::token(command),
         Command::Store { command } => store::run(command),
         Command::Controllers { output } => controllers::list(server, output).await,
+        Command::Approve {
+            name,
+            comment,
+            yes,
+            request_id,
+        } => approve::approve(server, &name, comment, yes, request_id.unwrap_or_default()).await,
         Command::Pause { name } => act(server, &name, Act::Pause, String::new()).await,
         Command::Resume { name } => act(server, &name, Act::Resume, String::new()).await,
         Command::Retry { name, request_id } => retry(server, &name, request_id.unwrap_or_default()).await,
@@ -331,15 +361,20 @@ fn plan_check(files: &[PathBuf]) -> Result<ExitCode> {
     for path in files {
         let shown = path.display().to_string();
         match read(path, "plan").and_then(|text| Ok(Plan::from_yaml(&text, &shown)?)) {
-            Ok(plan) => println!(
-                "ok: {shown}: {} `{}`, {} waves ({}), max_parallel {}, bake {}",
-                plan.kind.as_str(),
-                plan.name,
-                plan.waves.len(),
-                plan.waves.iter().map(|w| w.to_string()).collect::<Vec<_>>().join(" "),
-                plan.max_parallel,
-                crate::text::format_duration(plan.bake)
-            ),
+            Ok(plan) => {
+                println!(
+                    "ok: {shown}: {} `{}`, {} waves ({}), max_parallel {}, bake {}",
+                    plan.kind.as_str(),
+                    plan.name,
+                    plan.waves.len(),
+                    plan.waves.iter().map(|w| w.to_string()).collect::<Vec<_>>().join(" "),
+                    plan.max_parallel,
+                    crate::text::format_duration(plan.bake)
+                );
+                for gate in &plan.gates {
+                    println!("    gate {}", gate.describe());
+                }
+            }
             Err(e) => {
                 bad += 1;
                 eprintln!("error: {e}");
@@ -395,6 +430,7 @@ pub fn watch_exit(state: pb::RolloutState) -> ExitCode {
         pb::RolloutState::Succeeded => ExitCode::SUCCESS,
         pb::RolloutState::CompletedWithFailures => ExitCode::from(4),
         pb::RolloutState::Halted => ExitCode::from(3),
+        pb::RolloutState::AwaitingApproval => ExitCode::from(5),
         _ => ExitCode::FAILURE,
     }
 }

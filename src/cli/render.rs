@@ -76,6 +76,28 @@ pub fn detail(r: &pb::Rollout) -> String {
     if !r.drill_clock.is_empty() {
         out.push_str(&format!("clock      {}\n", r.drill_clock));
     }
+    if let Some(g) = r
+        .gate
+        .as_ref()
+        .filter(|_| r.state() == pb::RolloutState::AwaitingApproval)
+    {
+        out.push_str(&super::approve::gate(g));
+        out.push_str(&format!("           approve it with `rollout approve {}`\n", r.name));
+    }
+    for g in &r.gates_closed {
+        let who: Vec<&str> = g.approvals.iter().map(|a| a.principal.as_str()).collect();
+        out.push_str(&format!(
+            "gate       after {}: {} at {}{}\n",
+            g.after,
+            g.outcome,
+            when(g.closed_at_unix_ms),
+            if who.is_empty() {
+                String::new()
+            } else {
+                format!(" (approved by {})", who.join(", "))
+            }
+        ));
+    }
     out.push('\n');
     let rows = r.waves.iter().map(|w| {
         vec![
@@ -341,6 +363,9 @@ pub fn json(r: &pb::Rollout) -> Value {
             "verdict": m.verdict,
             "detail": m.detail,
         })).collect::<Vec<_>>(),
+        "submitted_by": r.submitted_by,
+        "gate": r.gate.as_ref().filter(|_| r.state() == pb::RolloutState::AwaitingApproval).map(super::approve::gate_json),
+        "gates_closed": r.gates_closed.iter().map(super::approve::gate_json).collect::<Vec<_>>(),
         "created_at_unix_ms": r.created_at_unix_ms,
         "updated_at_unix_ms": r.updated_at_unix_ms,
         "finished_at_unix_ms": r.finished_at_unix_ms,
@@ -349,6 +374,7 @@ pub fn json(r: &pb::Rollout) -> Value {
 
 /// The dry run's per-wave listing.
 pub fn preview(r: &pb::Rollout, waves: &[pb::WavePreview]) -> String {
+    let plan = r.plan.as_ref().and_then(|spec| crate::plan::Plan::from_spec(spec).ok());
     let mut out = format!(
         "dry run: `{}` would {} {} hosts in {} waves (nothing was started)\n",
         r.name,
@@ -383,6 +409,9 @@ pub fn preview(r: &pb::Rollout, waves: &[pb::WavePreview]) -> String {
         for line in customers {
             out.push_str(&line);
             out.push('\n');
+        }
+        if let Some((_, gate)) = plan.as_ref().and_then(|p| p.gate_after(w.index)) {
+            out.push_str(&format!("  then hold for approval: gate {}\n", gate.describe()));
         }
     }
     out

@@ -139,10 +139,18 @@ impl Bars {
     }
 }
 
-/// Follows rollout `name` until it ends or halts. A lost controller is waited for up
-/// to `reconnect` (it may be restarting); the last snapshot is returned.
-pub async fn follow(server: &str, name: &str, reconnect: Duration, progress: &mut Progress) -> Result<pb::Rollout> {
+/// Follows rollout `name` until it ends or halts (or, with `exit_on_gate`, awaits
+/// approval). A gate that opens is shown once. A lost controller is waited for up to
+/// `reconnect` (it may be restarting); the last snapshot is returned.
+pub async fn follow(
+    server: &str,
+    name: &str,
+    reconnect: Duration,
+    exit_on_gate: bool,
+    progress: &mut Progress,
+) -> Result<pb::Rollout> {
     let mut last: Option<pb::Rollout> = None;
+    let mut shown_gate = String::new();
     let mut lost_since: Option<Instant> = None;
     loop {
         let attempt = async {
@@ -184,7 +192,17 @@ pub async fn follow(server: &str, name: &str, reconnect: Duration, progress: &mu
             match stream.message().await {
                 Ok(Some(r)) => {
                     progress.update(&r);
-                    let stop = is_terminal(r.state()) || r.state() == pb::RolloutState::Halted;
+                    let waiting = r.state() == pb::RolloutState::AwaitingApproval;
+                    if let Some(g) = r.gate.as_ref().filter(|g| waiting && g.gate_id != shown_gate) {
+                        shown_gate = g.gate_id.clone();
+                        progress.note(&format!(
+                            "awaiting approval (`rollout approve {}`):\n{}",
+                            r.name,
+                            super::approve::gate(g).trim_end()
+                        ));
+                    }
+                    let stop =
+                        is_terminal(r.state()) || r.state() == pb::RolloutState::Halted || (exit_on_gate && waiting);
                     last = Some(r);
                     if stop {
                         progress.finish();

@@ -102,7 +102,7 @@ fn state_class(s: pb::RolloutState) -> &'static str {
         pb::RolloutState::Succeeded => "ok",
         pb::RolloutState::Failed | pb::RolloutState::Aborted => "bad",
         pb::RolloutState::Halted | pb::RolloutState::CompletedWithFailures => "warn",
-        pb::RolloutState::Paused => "warn",
+        pb::RolloutState::Paused | pb::RolloutState::AwaitingApproval => "warn",
         _ => "run",
     }
 }
@@ -160,6 +160,9 @@ pub fn rollout(r: &pb::Rollout, timeline: &[pb::EventRecord], drill: Option<&str
             p.sub { (r.kind) " to " code { (r.version) } @if !r.description.is_empty() { " - " (r.description) } }
         }
         (drill_banner(drill))
+        @if let Some(g) = r.gate.as_ref().filter(|_| state == pb::RolloutState::AwaitingApproval) {
+            (gate_banner(r, g))
+        }
         @if !r.halt_reason.is_empty() {
             div.reason {
                 strong { (if state == pb::RolloutState::CompletedWithFailures { "Not a success: " } else { "Why it stopped: " }) }
@@ -246,6 +249,48 @@ fn drill_banner(drill: Option<&str>) -> Markup {
     html! {
         @if let Some(text) = drill {
             div.reason.drill { strong { "Drill: " } (text) }
+        }
+    }
+}
+
+/// The open gate: what it waits for, who approved, the deadline, what the next wave
+/// will take. Read-only: approvals come through the API (`rollout approve`).
+fn gate_banner(r: &pb::Rollout, g: &pb::Gate) -> Markup {
+    let e = g.evidence.clone().unwrap_or_default();
+    let next = e.next_wave.unwrap_or_default();
+    html! {
+        div.reason.gate #gate data-gate-id=(g.gate_id) {
+            strong { "Awaiting approval: " }
+            "the gate after " (g.after) " (wave " (g.wave) ") needs " (g.approvals_needed) " more of "
+            (g.approvals_required) " approvals (" (g.role) " or above" @if g.four_eyes { ", not the submitter " (r.submitted_by) } "). "
+            @if g.approvals.is_empty() {
+                "Nobody has approved yet. "
+            } @else {
+                "Approved by "
+                @for (i, a) in g.approvals.iter().enumerate() {
+                    @if i > 0 { ", " }
+                    (a.principal) " (" (a.role) ", " (time(a.at_unix_ms)) ")"
+                }
+                ". "
+            }
+            @if g.deadline_unix_ms > 0 {
+                "Deadline " (time(g.deadline_unix_ms)) ", then " (g.on_timeout) ". "
+            } @else {
+                "No deadline. "
+            }
+            br;
+            "Wave " (g.wave) ": " (e.hosts_succeeded) " of " (e.wave_size) " hosts succeeded, " (e.hosts_failed) " failed, "
+            (e.hosts_unhealthy) " unhealthy after the bake. Next, wave " (next.index + 1) " (" (next.percent) ") takes "
+            (next.new_hosts) " hosts"
+            @if !next.customers.is_empty() {
+                ": "
+                @for (i, c) in next.customers.iter().take(5).enumerate() {
+                    @if i > 0 { "; " }
+                    (c.customer) " (" (c.hosts) " hosts, " (c.why) ")"
+                }
+            }
+            ". "
+            "Approve with " code { "rollout approve " (r.name) } " (gate " code { (g.gate_id) } ")."
         }
     }
 }

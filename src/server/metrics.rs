@@ -68,6 +68,7 @@ pub struct Metrics {
     hosts: Family<HostLabels, Gauge>,
     percent: Family<RolloutLabels, Gauge<f64, AtomicU64>>,
     wave: Family<RolloutLabels, Gauge>,
+    gate_waiting: Family<RolloutLabels, Gauge<f64, AtomicU64>>,
     state: Family<HostLabels, Gauge>,
     jobs: Family<StateLabels, Gauge>,
     analysis_value: Family<CheckLabels, Gauge<f64, AtomicU64>>,
@@ -100,6 +101,7 @@ impl Metrics {
             hosts: Family::default(),
             percent: Family::default(),
             wave: Family::default(),
+            gate_waiting: Family::default(),
             state: Family::default(),
             jobs: Family::default(),
             analysis_value: Family::default(),
@@ -144,6 +146,11 @@ impl Metrics {
                 "current_wave",
                 "The wave a rollout is at (1-based; 0 when ended)",
                 m.wave.clone(),
+            );
+            r.register(
+                "gate_waiting_seconds",
+                "Seconds the open approval gate of a rollout awaiting approval has waited",
+                m.gate_waiting.clone(),
             );
             r.register(
                 "state",
@@ -228,6 +235,7 @@ impl Metrics {
         self.hosts.clear();
         self.percent.clear();
         self.wave.clear();
+        self.gate_waiting.clear();
         self.state.clear();
         self.jobs.clear();
         self.analysis_value.clear();
@@ -269,6 +277,14 @@ impl Metrics {
                 .set(1);
             let labels = RolloutLabels { rollout };
             self.percent.get_or_create(&labels).set(r.percent_complete);
+            if let Some(g) = r
+                .gate
+                .as_ref()
+                .filter(|_| r.state() == pb::RolloutState::AwaitingApproval)
+            {
+                let waited = (crate::engine::now_ms() - g.opened_at_unix_ms).max(0) as f64 / 1000.0;
+                self.gate_waiting.get_or_create(&labels).set(waited);
+            }
             let terminal = r.state().is_terminal();
             self.wave
                 .get_or_create(&labels)
