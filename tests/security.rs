@@ -85,6 +85,14 @@ async fn call(client: &mut Client, method: &str) -> Result<(), tonic::Status> {
         "ResumeRollout" => client.resume_rollout(action("no-such-rollout")).await.map(drop),
         "AbortRollout" => client.abort_rollout(action("no-such-rollout")).await.map(drop),
         "RetryRollout" => client.retry_rollout(action("no-such-rollout")).await.map(drop),
+        "ApproveRollout" => client
+            .approve_rollout(pb::ApproveRolloutRequest {
+                name: "no-such-rollout".into(),
+                gate_id: "000000000000".into(),
+                ..Default::default()
+            })
+            .await
+            .map(drop),
         "ListRolloutHosts" => client
             .list_rollout_hosts(pb::ListRolloutHostsRequest {
                 name: "no-such-rollout".into(),
@@ -150,6 +158,7 @@ fn allowed(role: &str, method: &str) -> bool {
         "ResumeRollout",
         "AbortRollout",
         "RetryRollout",
+        "ApproveRollout",
         "TriggerRestart",
         "CancelRestartJob",
     ];

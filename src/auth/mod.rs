@@ -72,6 +72,9 @@ impl Role {
             Need::Heartbeat => matches!(self, Role::Agent | Role::Admin),
             Need::View => self >= Role::Viewer,
             Need::Change => self >= Role::Operator,
+            // The gate decides (operator or admin, as the plan says), so that a
+            // viewer's attempt is refused against the rollout and audited there.
+            Need::Approve => self >= Role::Viewer,
             Need::Inventory => self == Role::Admin,
         }
     }
@@ -94,6 +97,9 @@ pub enum Need {
     View,
     /// Changing the fleet: submit, pause, resume, abort, restart, cancel.
     Change,
+    /// Approving a rollout's gate: passed to the gate, which needs operator or admin
+    /// and refuses anyone below it (PermissionDenied, in the audit log).
+    Approve,
     /// Changing the inventory by hand.
     Inventory,
 }
@@ -105,14 +111,14 @@ impl Need {
             Need::Nothing => "none",
             Need::Heartbeat => "agent (or admin)",
             Need::View => "viewer",
-            Need::Change => "operator",
+            Need::Change | Need::Approve => "operator",
             Need::Inventory => "admin",
         }
     }
 
     /// True for calls that change something: audited and rate-limited.
     pub fn mutates(self) -> bool {
-        matches!(self, Need::Change | Need::Inventory)
+        matches!(self, Need::Change | Need::Approve | Need::Inventory)
     }
 }
 
@@ -126,8 +132,9 @@ pub fn need(path: &str) -> Need {
         "rollout.v1.Controller" => match method {
             "GetRollout" | "ListRollouts" | "WatchRollout" | "GetRestartJob" | "ListRestartJobs"
             | "WatchRestartJob" | "ListHosts" | "ListEvents" | "ListRolloutHosts" | "ListControllers" => Need::View,
-            "SubmitPlan" | "PauseRollout" | "ResumeRollout" | "AbortRollout" | "RetryRollout" | "ApproveRollout"
-            | "TriggerRestart" | "CancelRestartJob" => Need::Change,
+            "SubmitPlan" | "PauseRollout" | "ResumeRollout" | "AbortRollout" | "RetryRollout" | "TriggerRestart"
+            | "CancelRestartJob" => Need::Change,
+            "ApproveRollout" => Need::Approve,
             "Heartbeat" => Need::Heartbeat,
             _ => Need::Inventory,
         },
@@ -322,19 +329,24 @@ mod tests {
     fn the_role_table() {
         use Need::*;
         let table = [
-            (Role::Agent, [true, true, false, false, false]),
-            (Role::Viewer, [true, false, true, false, false]),
-            (Role::Operator, [true, false, true, true, false]),
-            (Role::Admin, [true, true, true, true, true]),
+            (Role::Agent, [true, true, false, false, false, false]),
+            (Role::Viewer, [true, false, true, false, true, false]),
+            (Role::Operator, [true, false, true, true, true, false]),
+            (Role::Admin, [true, true, true, true, true, true]),
         ];
         for (role, allowed) in table {
-            for (need, want) in [Nothing, Heartbeat, View, Change, Inventory].into_iter().zip(allowed) {
+            for (need, want) in [Nothing, Heartbeat, View, Change, Approve, Inventory]
+                .into_iter()
+                .zip(allowed)
+            {
                 assert_eq!(role.allows(need), want, "{role} {need:?}");
             }
         }
         assert_eq!(need("/rollout.v1.Controller/SubmitPlan"), Change);
         assert_eq!(need("/rollout.v1.Controller/WatchRollout"), View);
         assert_eq!(need("/rollout.v1.Controller/Heartbeat"), Heartbeat);
+        // A viewer passes to the gate, which refuses it (and audits the refusal).
+        assert_eq!(need("/rollout.v1.Controller/ApproveRollout"), Approve);
         assert_eq!(
             need("/rollout.v1.Controller/SomethingNew"),
             Inventory,

@@ -167,6 +167,12 @@ impl Engine {
         if self.ctx.shutdown.is_cancelled() {
             return Err(Error::ShuttingDown);
         }
+        if !crate::plan::GateRole::Operator.admits(&actor.role) {
+            return Err(Error::Forbidden(format!(
+                "`{}` has the {} role; approving a gate needs the operator role (or admin, where the gate says so)",
+                actor.principal, actor.role
+            )));
+        }
         let guard = self.submit.lock().await;
         let live = self.find(key)?;
         let approved = live.approve(&self.ctx.store, actor, gate_id, comment, self.ctx.at())?;
