@@ -613,6 +613,105 @@ async fn a_standby_forwards_calls_with_the_callers_identity_and_shows_the_leader
     assert_eq!(site.agent.terminate(Duration::from_secs(30)).await.unwrap(), Some(0));
 }
 
+/// A gate on etcd: an approval sent to the standby is forwarded and counted under
+/// the caller's name (never the standby's); the leader SIGKILLed, the new one waits
+/// at the same gate with that approval, and the second approval starts the next wave.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approval_through_a_standby_counts_for_the_caller_and_survives_the_leader() {
+    let dir = tempfile::tempdir().unwrap();
+    let people = [("alice", "operator"), ("bob", "operator"), ("carol", "operator")];
+    let tokens = tokens_file(dir.path(), &people);
+    let extra = ["--auth", &tokens];
+    let alice_token = Credentials {
+        token: Some(token("alice")),
+        ..Default::default()
+    };
+    let Some(mut site) = site_in(dir, 1, 100, &extra, (&alice_token, "http")).await else {
+        return;
+    };
+    let (a, b) = (url(&site.a), url(&site.b));
+    until_role_as(&b, "standby", "the second controller to stand by", &alice_token).await;
+    let mut spec = plan("ha-gate", &["10%", "100%"], "0");
+    spec.gates = vec![pb::GateSpec {
+        after: "10%".into(),
+        approvals: 2,
+        four_eyes: true,
+        ..Default::default()
+    }];
+    let mut alice = as_who(&b, "alice").await;
+    submit(&mut alice, spec).await;
+    let open = within(
+        60,
+        "the gate to open",
+        watch_until(&mut alice, "ha-gate", |r| {
+            r.state() == pb::RolloutState::AwaitingApproval
+        }),
+    )
+    .await
+    .pop()
+    .unwrap()
+    .gate
+    .unwrap();
+    let approve = |client: &mut Client, gate_id: &str| {
+        let request = pb::ApproveRolloutRequest {
+            name: "ha-gate".into(),
+            gate_id: gate_id.into(),
+            ..Default::default()
+        };
+        let mut client = client.clone();
+        async move { client.approve_rollout(request).await.map(|r| r.into_inner()) }
+    };
+    // Through the standby, as alice herself: four-eyes still knows her.
+    let err = approve(&mut alice, &open.gate_id).await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    assert!(err.message().contains("four-eyes: alice submitted"), "{err:?}");
+    let mut bob = as_who(&b, "bob").await;
+    let first = approve(&mut bob, &open.gate_id).await.unwrap();
+    assert!(first.counted, "{}", first.message);
+    let r = first.rollout.unwrap();
+    assert_eq!(r.gate.as_ref().unwrap().approvals[0].principal, "bob");
+    let events = timeline(&mut bob, "ha-gate").await;
+    let approved = events
+        .iter()
+        .find(|e| e.kind == "ApproveRollout" && e.result == "ok")
+        .expect("the approval is audited");
+    assert_eq!(
+        (approved.principal.as_str(), approved.controller.as_str()),
+        ("bob", a.as_str())
+    );
+
+    // The leader dies; the standby takes over and still waits, with bob's approval.
+    site.a.kill9().await.unwrap();
+    until_role_as(&b, "leader", "the standby to take over", &alice_token).await;
+    let mut carol = as_who(&b, "carol").await;
+    let r = get(&mut carol, "ha-gate").await;
+    assert_eq!(r.state(), pb::RolloutState::AwaitingApproval);
+    let kept = r.gate.unwrap();
+    assert_eq!(kept.gate_id, open.gate_id);
+    assert_eq!(
+        kept.approvals.iter().map(|a| a.principal.as_str()).collect::<Vec<_>>(),
+        ["bob"]
+    );
+    let second = approve(&mut carol, &open.gate_id).await.unwrap();
+    assert!(
+        second.counted && second.message.contains("wave 2 starts now"),
+        "{}",
+        second.message
+    );
+    let done = within(
+        120,
+        "the rollout to finish",
+        watch_until(&mut carol, "ha-gate", |r| r.state().is_terminal()),
+    )
+    .await
+    .pop()
+    .unwrap();
+    assert_eq!(done.state(), pb::RolloutState::Succeeded, "{}", done.halt_reason);
+    assert_eq!(done.hosts_succeeded, 100);
+    assert_eq!(site.b.terminate(Duration::from_secs(30)).await.unwrap(), Some(0));
+    assert_eq!(site.agent.terminate(Duration::from_secs(30)).await.unwrap(), Some(0));
+}
+
 /// Controllers whose API speaks mutual TLS with a private CA: a standby forwards to
 /// the leader over TLS (`--peer-ca`, its own certificate as its identity), with the
 /// caller's token.
@@ -623,6 +722,9 @@ async fn a_standby_forwards_to_a_leader_over_mutual_tls() {
     let server = ca.issue("controller");
     let cli = ca.issue("otto-laptop");
     let tokens = tokens_file(dir.path(), &[("otto", "operator")]);
+    let mut listed = std::fs::read_to_string(&tokens).unwrap();
+    listed.push_str("certificates:\n  - subject: otto-laptop\n    role: operator\n");
+    std::fs::write(&tokens, listed).unwrap();
     let paths = [&server.cert, &server.key, &ca.cert].map(|p| p.display().to_string());
     let extra = [
         "--auth",
@@ -661,6 +763,23 @@ async fn a_standby_forwards_to_a_leader_over_mutual_tls() {
         (submitted.principal.as_str(), submitted.controller.as_str()),
         ("otto", a.as_str())
     );
+    // Known only by its certificate, a caller may not approve through a standby: the
+    // leader would see the standby's certificate, not the caller's.
+    let cert_only = Credentials {
+        token: None,
+        ..otto.clone()
+    };
+    let mut laptop = connect_with(&b, &cert_only).await.unwrap();
+    let err = laptop
+        .approve_rollout(pb::ApproveRolloutRequest {
+            name: "tls-fix".into(),
+            gate_id: "0123456789ab".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    assert!(err.message().contains("approve with a token"), "{err:?}");
     // Without --peer-ca a standby cannot check the leader's certificate: it says so.
     let mut plain = controller(&site.etcd, &site.fleet_file, &site.logs[1], &extra[..extra.len() - 2]).await;
     let mut via_plain = connect_with(&format!("https://{}", plain.addr), &otto).await.unwrap();
