@@ -103,6 +103,8 @@ async fn serve(dir: &Path, fleet: &Path) -> Spawned {
         fleet.as_os_str(),
         "--auth".as_ref(),
         tokens.as_os_str(),
+        "--http-listen".as_ref(),
+        "127.0.0.1:0".as_ref(),
     ];
     spawn_rollout(args, &dir.join("log"), "the controller").await
 }
@@ -223,6 +225,24 @@ async fn a_four_eyes_gate_holds_until_two_other_operators_approve() {
     assert_eq!(json["gate"]["gate_id"], gate.gate_id.as_str());
     assert_eq!(json["gate"]["approvals_needed"], 2);
     assert_eq!(json["gate"]["next_wave"]["hosts"], 180);
+    // The dashboard's page carries a banner with the same facts; metrics say it waits.
+    let dashboard = site.controller.line_after("dashboard on ").await.unwrap();
+    let http = reqwest::Client::new();
+    let fetch = |path: String| http.get(format!("{dashboard}{path}")).bearer_auth(token("vic")).send();
+    let page = fetch("rollouts/gated-fix".into()).await.unwrap().text().await.unwrap();
+    assert!(
+        page.contains("Awaiting approval") && page.contains(&gate.gate_id) && page.contains("needs 2 more of 2"),
+        "{page}"
+    );
+    let metrics = fetch("metrics".into()).await.unwrap().text().await.unwrap();
+    assert!(
+        metrics.contains("rollout_state{rollout=\"gated-fix\",state=\"awaiting-approval\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("rollout_gate_waiting_seconds{rollout=\"gated-fix\"}"),
+        "{metrics}"
+    );
     // `watch --exit-on-gate` exits 5 at the gate.
     let watched = site.cli("vic", &["watch", "gated-fix", "--exit-on-gate"]).await;
     assert_eq!(watched.status.code(), Some(5), "{}", text(&watched.stderr));

@@ -13,6 +13,9 @@ use super::render::when;
 use crate::proto::v1 as pb;
 use crate::{Error, Result};
 
+/// Hosts and customers of the next wave a terminal shows (JSON has every one kept).
+const SHOWN: usize = 8;
+
 /// The open gate in lines, for `status`, `watch` and `approve`.
 pub fn gate(g: &pb::Gate) -> String {
     let mut out = format!(
@@ -63,24 +66,31 @@ fn evidence(wave: u32, e: &pb::GateEvidence) -> String {
         out.push_str(&format!("           check `{}` {}: {}\n", m.check, m.verdict, m.detail));
     }
     if let Some(next) = &e.next_wave {
-        let more = next.new_hosts.saturating_sub(next.host_ids.len() as u64);
+        let shown = &next.host_ids[..next.host_ids.len().min(SHOWN)];
+        let more = next.new_hosts.saturating_sub(shown.len() as u64);
         out.push_str(&format!(
             "next wave  {} ({}): +{} hosts, {} in total: {}{}\n",
             next.index + 1,
             next.percent,
             next.new_hosts,
             next.cumulative_hosts,
-            next.host_ids.join(", "),
+            shown.join(", "),
             if more > 0 {
                 format!(" (+{more} more)")
             } else {
                 String::new()
             }
         ));
-        for c in &next.customers {
+        for c in next.customers.iter().take(SHOWN) {
             out.push_str(&format!(
                 "           {} ({} hosts): {} [{}]\n",
                 c.customer, c.hosts, c.why, c.tier
+            ));
+        }
+        if next.customers.len() > SHOWN {
+            out.push_str(&format!(
+                "           (+{} more customers; `--output json` lists them)\n",
+                next.customers.len() - SHOWN
             ));
         }
     }

@@ -274,9 +274,11 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
             }
         }
     };
+    let approving = approve_gates(&server, &submitted.name, progress.printer());
     let (last, crashed_at) = {
         let watching = follow(&server, &submitted.name, Duration::from_secs(60), false, &mut progress);
-        let (last, crashed) = tokio::join!(watching, crash);
+        let (last, crashed, approved) = tokio::join!(watching, crash, approving);
+        approved?;
         (last?, crashed?)
     };
     let elapsed = started.elapsed();
@@ -442,4 +444,58 @@ async fn restart_unhealthy(server: &str, unhealthy: usize, sim: &Simulator) -> R
     println!("  per tier (restarted/picked): {}", super::restart::tiers_line(&last));
     println!("  unhealthy hosts left on the simulator: {left}");
     Ok(last.state() == pb::RestartJobState::Succeeded && left == 0)
+}
+
+/// Plays the incident's people: each gate that opens is approved (the demo says it
+/// does so, and what a person would run), with the gate id the rollout shows. Rides
+/// over the controller the demo kills; ends when the rollout does.
+async fn approve_gates(server: &str, name: &str, printer: super::watch::Printer) -> Result<()> {
+    let mut approved = String::new();
+    loop {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let Ok(mut client) = connect(server).await else {
+            continue;
+        };
+        let Ok(r) = client
+            .get_rollout(pb::GetRolloutRequest {
+                name: name.to_string(),
+                id: 0,
+            })
+            .await
+            .map(|r| r.into_inner())
+        else {
+            continue;
+        };
+        if render::is_terminal(r.state()) {
+            return Ok(());
+        }
+        let waiting = r.state() == pb::RolloutState::AwaitingApproval;
+        let Some(gate) = r.gate.filter(|g| waiting && g.gate_id != approved) else {
+            continue;
+        };
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        printer.line(&format!(
+            "** the demo approves the gate after {} itself (gate {}); in an incident a person runs `rollout approve {name}`",
+            gate.after, gate.gate_id
+        ));
+        let answer = client
+            .approve_rollout(pb::ApproveRolloutRequest {
+                name: name.to_string(),
+                id: r.id,
+                gate_id: gate.gate_id.clone(),
+                comment: "approved by rollout demo".into(),
+                request_id: format!("demo-approve-{}", gate.gate_id),
+            })
+            .await;
+        match answer {
+            Ok(a) => {
+                printer.line(&format!("** {}", a.into_inner().message));
+                approved = gate.gate_id;
+            }
+            Err(e) => printer.line(&format!(
+                "** the approval did not go through ({}); trying again",
+                e.message()
+            )),
+        }
+    }
 }
