@@ -15,16 +15,7 @@ use rollout::proto::v1 as pb;
 const EXE: &str = env!("CARGO_BIN_EXE_rollout");
 
 async fn start_controller(data: &Path, fleet: &Path, log: &Path) -> Spawned {
-    let args = [
-        "serve".as_ref(),
-        "--listen".as_ref(),
-        "127.0.0.1:0".as_ref(),
-        "--data".as_ref(),
-        data.as_os_str(),
-        "--fleet".as_ref(),
-        fleet.as_os_str(),
-    ];
-    spawn_rollout(args, log, "the controller").await
+    spawn_controller(data, fleet, &[], log).await
 }
 
 /// Starts `rollout agent --simulate` over a generated fleet of `hosts` (with `extra`

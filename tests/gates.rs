@@ -39,6 +39,12 @@ struct Site {
 }
 
 impl Site {
+    /// A simulator of `hosts` (Apply latency `latency_ms`) and a controller over it.
+    async fn with_fleet(dir: &Path, hosts: usize, latency_ms: &str) -> (Spawned, Site) {
+        let (agent, _fleet, ctl_fleet) = spawn_simulator(dir, hosts, latency_ms, &dir.join("log")).await;
+        (agent, Site::start(dir, &ctl_fleet).await)
+    }
+
     async fn start(dir: &Path, fleet: &Path) -> Site {
         let mut tokens = String::from("tokens:\n");
         for (principal, role) in PEOPLE {
@@ -92,21 +98,14 @@ impl Site {
 }
 
 async fn serve(dir: &Path, fleet: &Path) -> Spawned {
-    let (data, tokens) = (dir.join("data"), dir.join("tokens.yaml"));
-    let args = [
-        "serve".as_ref(),
-        "--listen".as_ref(),
-        "127.0.0.1:0".as_ref(),
-        "--data".as_ref(),
-        data.as_os_str(),
-        "--fleet".as_ref(),
-        fleet.as_os_str(),
+    let tokens = dir.join("tokens.yaml");
+    let extra = [
         "--auth".as_ref(),
         tokens.as_os_str(),
         "--http-listen".as_ref(),
         "127.0.0.1:0".as_ref(),
     ];
-    spawn_rollout(args, &dir.join("log"), "the controller").await
+    spawn_controller(&dir.join("data"), fleet, &extra, &dir.join("log")).await
 }
 
 /// A fix over every host in two waves (10%, 100%) with `gate` after the first.
@@ -148,23 +147,29 @@ fn refused(answer: Result<pb::ApproveRolloutResponse, tonic::Status>, code: Code
     assert!(!status.message().contains('\n'), "one line: {}", status.message());
 }
 
+/// The rollout's snapshot once `done` holds (watched, at most `secs`).
+async fn until(
+    client: &mut Client,
+    name: &str,
+    secs: u64,
+    what: &str,
+    done: impl Fn(&pb::Rollout) -> bool,
+) -> pb::Rollout {
+    let mut seen = within(secs, what, watch_until(client, name, done)).await;
+    seen.pop().expect("a snapshot")
+}
+
 async fn waiting(client: &mut Client, name: &str) -> pb::Rollout {
-    within(120, "the gate to open", async {
-        watch_until(client, name, |r| {
-            r.state() == pb::RolloutState::AwaitingApproval || r.state().is_terminal()
-        })
-        .await
+    until(client, name, 120, "the gate to open", |r| {
+        r.state() == pb::RolloutState::AwaitingApproval || r.state().is_terminal()
     })
     .await
-    .pop()
-    .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_four_eyes_gate_holds_until_two_other_operators_approve() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut agent, _fleet, ctl_fleet) = spawn_simulator(dir.path(), 200, "1..5", &dir.path().join("log")).await;
-    let mut site = Site::start(dir.path(), &ctl_fleet).await;
+    let (mut agent, mut site) = Site::with_fleet(dir.path(), 200, "1..5").await;
     let plan = gated_plan(
         dir.path(),
         "gated-fix",
@@ -332,14 +337,10 @@ async fn a_four_eyes_gate_holds_until_two_other_operators_approve() {
         .await
         .unwrap();
     assert!(replay.replayed, "{}", replay.message);
-    let done = within(
-        120,
-        "the rollout to finish",
-        watch_until(&mut alice, "gated-fix", |r| r.state().is_terminal()),
-    )
-    .await
-    .pop()
-    .unwrap();
+    let done = until(&mut alice, "gated-fix", 120, "the rollout to finish", |r| {
+        r.state().is_terminal()
+    })
+    .await;
     assert_eq!(done.state(), pb::RolloutState::Succeeded, "{}", done.halt_reason);
     assert_eq!(done.hosts_succeeded, 200);
     let closed = &done.gates_closed;
@@ -377,8 +378,7 @@ async fn a_four_eyes_gate_holds_until_two_other_operators_approve() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_on_timeout_acts_even_after_a_deadline_passed_while_down() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut agent, _fleet, ctl_fleet) = spawn_simulator(dir.path(), 100, "1..3", &dir.path().join("log")).await;
-    let mut site = Site::start(dir.path(), &ctl_fleet).await;
+    let (mut agent, mut site) = Site::with_fleet(dir.path(), 100, "1..3").await;
 
     // halt, with one approval of two.
     let plan = gated_plan(
@@ -397,14 +397,10 @@ async fn each_on_timeout_acts_even_after_a_deadline_passed_while_down() {
     let gate_id = r.gate.unwrap().gate_id;
     let mut bob = site.as_("bob").await;
     assert!(approve(&mut bob, "gate-halt", &gate_id, "").await.unwrap().counted);
-    let halted = within(
-        60,
-        "the gate to time out",
-        watch_until(&mut alice, "gate-halt", |r| r.state() == pb::RolloutState::Halted),
-    )
-    .await
-    .pop()
-    .unwrap();
+    let halted = until(&mut alice, "gate-halt", 60, "the gate to time out", |r| {
+        r.state() == pb::RolloutState::Halted
+    })
+    .await;
     assert!(
         halted
             .halt_reason
@@ -429,14 +425,10 @@ async fn each_on_timeout_acts_even_after_a_deadline_passed_while_down() {
     waiting(&mut alice, "gate-abort").await;
     site.crash_and_restart(Duration::from_secs(3)).await;
     let mut alice = site.as_("alice").await;
-    let aborted = within(
-        60,
-        "the late gate to act",
-        watch_until(&mut alice, "gate-abort", |r| r.state().is_terminal()),
-    )
-    .await
-    .pop()
-    .unwrap();
+    let aborted = until(&mut alice, "gate-abort", 60, "the late gate to act", |r| {
+        r.state().is_terminal()
+    })
+    .await;
     assert_eq!(aborted.state(), pb::RolloutState::Aborted, "{}", aborted.halt_reason);
     assert!(aborted.halt_reason.contains("timed out"), "{}", aborted.halt_reason);
     assert_eq!(aborted.hosts_succeeded, 10, "the next wave never ran");
@@ -449,14 +441,10 @@ async fn each_on_timeout_acts_even_after_a_deadline_passed_while_down() {
     );
     let out = site.cli("alice", &["submit", plan.to_str().unwrap()]).await;
     assert!(out.status.success(), "{}", text(&out.stderr));
-    let ended = within(
-        60,
-        "the gate to roll back",
-        watch_until(&mut alice, "gate-rollback", |r| r.state().is_terminal()),
-    )
-    .await
-    .pop()
-    .unwrap();
+    let ended = until(&mut alice, "gate-rollback", 60, "the gate to roll back", |r| {
+        r.state().is_terminal()
+    })
+    .await;
     assert!(ended.halt_reason.contains("rolling back"), "{}", ended.halt_reason);
     let back = within(120, "the rollback to finish", async {
         loop {
@@ -511,28 +499,18 @@ async fn a_controller_without_auth_refuses_a_gate_it_could_never_open() {
     // One approval is something a single principal can give: accepted, and approved.
     spec.gates[0].four_eyes = false;
     submit(&mut client, spec).await;
-    let r = within(
-        60,
-        "the gate",
-        watch_until(&mut client, "lonely-gate", |r| {
-            r.state() == pb::RolloutState::AwaitingApproval
-        }),
-    )
-    .await
-    .pop()
-    .unwrap();
+    let r = until(&mut client, "lonely-gate", 60, "the gate", |r| {
+        r.state() == pb::RolloutState::AwaitingApproval
+    })
+    .await;
     let answer = approve(&mut client, "lonely-gate", &r.gate.unwrap().gate_id, "")
         .await
         .unwrap();
     assert!(answer.counted);
-    let done = within(
-        60,
-        "the rollout",
-        watch_until(&mut client, "lonely-gate", |r| r.state().is_terminal()),
-    )
-    .await
-    .pop()
-    .unwrap();
+    let done = until(&mut client, "lonely-gate", 60, "the rollout", |r| {
+        r.state().is_terminal()
+    })
+    .await;
     assert_eq!(done.state(), pb::RolloutState::Succeeded);
     assert_eq!(done.gates_closed[0].approvals[0].principal, "anonymous");
     controller.stop().await;

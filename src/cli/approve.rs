@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use serde_json::{Value, json};
 
-use super::client::connect;
+use super::client::{connect, rollout_named};
 use super::render::when;
 use crate::proto::v1 as pb;
 use crate::{Error, Result};
@@ -66,33 +66,7 @@ fn evidence(wave: u32, e: &pb::GateEvidence) -> String {
         out.push_str(&format!("           check `{}` {}: {}\n", m.check, m.verdict, m.detail));
     }
     if let Some(next) = &e.next_wave {
-        let shown = &next.host_ids[..next.host_ids.len().min(SHOWN)];
-        let more = next.new_hosts.saturating_sub(shown.len() as u64);
-        out.push_str(&format!(
-            "next wave  {} ({}): +{} hosts, {} in total: {}{}\n",
-            next.index + 1,
-            next.percent,
-            next.new_hosts,
-            next.cumulative_hosts,
-            shown.join(", "),
-            if more > 0 {
-                format!(" (+{more} more)")
-            } else {
-                String::new()
-            }
-        ));
-        for c in next.customers.iter().take(SHOWN) {
-            out.push_str(&format!(
-                "           {} ({} hosts): {} [{}]\n",
-                c.customer, c.hosts, c.why, c.tier
-            ));
-        }
-        if next.customers.len() > SHOWN {
-            out.push_str(&format!(
-                "           (+{} more customers; `--output json` lists them)\n",
-                next.customers.len() - SHOWN
-            ));
-        }
+        out.push_str(&super::render::wave_takes(next, SHOWN, "next wave  ", "           "));
     }
     out
 }
@@ -153,13 +127,7 @@ pub fn gate_json(g: &pb::Gate) -> Value {
 /// (unless `yes`), and approves the gate id it showed.
 pub async fn approve(server: &str, name: &str, comment: String, yes: bool, request_id: String) -> Result<ExitCode> {
     let mut client = connect(server).await?;
-    let r = client
-        .get_rollout(pb::GetRolloutRequest {
-            name: name.to_string(),
-            id: 0,
-        })
-        .await?
-        .into_inner();
+    let r = rollout_named(&mut client, name).await?;
     let Some(open) = r
         .gate
         .as_ref()

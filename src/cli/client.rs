@@ -75,3 +75,12 @@ pub async fn connect_with(server: &str, credentials: &Credentials) -> Result<Cli
         .max_decoding_message_size(64 * 1024 * 1024)
         .max_encoding_message_size(4 * 1024 * 1024))
 }
+
+/// The rollout named `name` (the active one, else the most recent), as it is now.
+pub async fn rollout_named(client: &mut Client, name: &str) -> Result<crate::proto::v1::Rollout> {
+    let request = crate::proto::v1::GetRolloutRequest {
+        name: name.to_string(),
+        id: 0,
+    };
+    Ok(client.get_rollout(request).await?.into_inner())
+}

@@ -16,7 +16,7 @@ use clap::Args;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use super::client::connect;
+use super::client::{connect, rollout_named};
 use super::process::Spawned;
 use super::render;
 use super::watch::{Progress, follow};
@@ -240,13 +240,7 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
         let mut poll = connect(&server).await?;
         loop {
             tokio::time::sleep(Duration::from_millis(10)).await;
-            let r = poll
-                .get_rollout(pb::GetRolloutRequest {
-                    name: submitted.name.clone(),
-                    id: 0,
-                })
-                .await?
-                .into_inner();
+            let r = rollout_named(&mut poll, &submitted.name).await?;
             if render::is_terminal(r.state()) {
                 return Ok(None);
             }
@@ -456,14 +450,7 @@ async fn approve_gates(server: &str, name: &str, printer: super::watch::Printer)
         let Ok(mut client) = connect(server).await else {
             continue;
         };
-        let Ok(r) = client
-            .get_rollout(pb::GetRolloutRequest {
-                name: name.to_string(),
-                id: 0,
-            })
-            .await
-            .map(|r| r.into_inner())
-        else {
+        let Ok(r) = rollout_named(&mut client, name).await else {
             continue;
         };
         if render::is_terminal(r.state()) {

@@ -506,13 +506,7 @@ async fn status(server: &str, name: Option<&str>, output: Output) -> Result<Exit
     let mut client = connect(server).await?;
     match name {
         Some(name) => {
-            let r = client
-                .get_rollout(pb::GetRolloutRequest {
-                    name: name.to_string(),
-                    id: 0,
-                })
-                .await?
-                .into_inner();
+            let r = client::rollout_named(&mut client, name).await?;
             match output {
                 Output::Text => print!("{}", render::detail(&r)),
                 Output::Json => println!("{}", render::json(&r)),

@@ -387,32 +387,40 @@ pub fn preview(r: &pb::Rollout, waves: &[pb::WavePreview]) -> String {
         waves.len()
     );
     for w in waves {
-        let more = w.new_hosts.saturating_sub(w.host_ids.len() as u64);
-        let customers: Vec<String> = w
-            .customers
-            .iter()
-            .map(|c| format!("    {} ({} hosts): {} [{}]", c.customer, c.hosts, c.why, c.tier))
-            .collect();
-        out.push_str(&format!(
-            "wave {} ({:>4}): +{} hosts, {} in total: {}{}\n",
-            w.index + 1,
-            w.percent,
-            w.new_hosts,
-            w.cumulative_hosts,
-            w.host_ids.join(", "),
-            if more > 0 {
-                format!(" (+{more} more)")
-            } else {
-                String::new()
-            }
-        ));
-        for line in customers {
-            out.push_str(&line);
-            out.push('\n');
-        }
+        out.push_str(&wave_takes(w, usize::MAX, "", "    "));
         if let Some((_, gate)) = plan.as_ref().and_then(|p| p.gate_after(w.index)) {
             out.push_str(&format!("  then hold for approval: gate {}\n", gate.describe()));
         }
+    }
+    out
+}
+
+/// What a wave takes, as the dry run and a gate explain it: a line with its hosts (at
+/// most `limit` named), then a line per customer, with its local time and tier (at most
+/// `limit`), `indent` before each.
+pub fn wave_takes(w: &pb::WavePreview, limit: usize, label: &str, indent: &str) -> String {
+    let named = &w.host_ids[..w.host_ids.len().min(limit)];
+    let more = |n: u64| if n > 0 { format!(" (+{n} more)") } else { String::new() };
+    let mut out = format!(
+        "{label}wave {} ({:>4}): +{} hosts, {} in total: {}{}\n",
+        w.index + 1,
+        w.percent,
+        w.new_hosts,
+        w.cumulative_hosts,
+        named.join(", "),
+        more(w.new_hosts.saturating_sub(named.len() as u64))
+    );
+    for c in w.customers.iter().take(limit) {
+        out.push_str(&format!(
+            "{indent}{} ({} hosts): {} [{}]\n",
+            c.customer, c.hosts, c.why, c.tier
+        ));
+    }
+    if w.customers.len() > limit {
+        out.push_str(&format!(
+            "{indent}(+{} more customers; `--output json` lists them)\n",
+            w.customers.len() - limit
+        ));
     }
     out
 }

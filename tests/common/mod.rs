@@ -65,6 +65,27 @@ pub async fn spawn_rollout<S: AsRef<std::ffi::OsStr>>(
     .unwrap_or_else(|e| panic!("{what} does not start: {e}"))
 }
 
+/// `rollout serve` on a loopback port of its own over the store in `data` and the
+/// fleet file `fleet`, with `extra` flags, its standard error appended to `log`.
+pub async fn spawn_controller(
+    data: &Path,
+    fleet: &Path,
+    extra: &[&std::ffi::OsStr],
+    log: &Path,
+) -> rollout::cli::process::Spawned {
+    let mut args: Vec<&std::ffi::OsStr> = vec![
+        "serve".as_ref(),
+        "--listen".as_ref(),
+        "127.0.0.1:0".as_ref(),
+        "--data".as_ref(),
+        data.as_os_str(),
+        "--fleet".as_ref(),
+        fleet.as_os_str(),
+    ];
+    args.extend_from_slice(extra);
+    spawn_rollout(args, log, "the controller").await
+}
+
 /// A generated fleet whose agent address is the simulator's.
 pub fn fleet(hosts: usize, agent: &str) -> FleetFile {
     generate(&GenerateOptions {
