@@ -549,3 +549,80 @@ async fn an_https_prometheus_is_trusted_with_its_ca() {
     assert_eq!(controller.terminate(Duration::from_secs(30)).await.unwrap(), Some(0));
     site.stop().await;
 }
+
+/// The analysis goes on measuring while an approval gate waits: each round is new
+/// evidence (the gate id changes, so an approval of the earlier view is refused, the
+/// approver told to look again), and a round that cannot be measured closes the gate
+/// as it would have failed the bake (inconclusive: halt).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_analysis_goes_on_while_a_gate_waits() {
+    let Some(mut site) = site(&[OLD]).await else {
+        return;
+    };
+    let controller = Controller::start(&site.dir.path().join("data"), &site.fleet).await;
+    let mut client = controller.client().await;
+    let yaml = plan_yaml(
+        "watched-gate",
+        FIX,
+        &site.prometheus.url,
+        "",
+        &retry_ratio_check(0.05),
+        "halt",
+    ) + "gates:\n  - after: 10%\n";
+    submit_yaml(&mut client, yaml).await;
+    let first = within(
+        120,
+        "the gate to open",
+        watch_until(&mut client, "watched-gate", |r| {
+            r.state() == pb::RolloutState::AwaitingApproval || r.state().is_terminal()
+        }),
+    )
+    .await
+    .pop()
+    .unwrap();
+    assert_eq!(
+        first.state(),
+        pb::RolloutState::AwaitingApproval,
+        "{}",
+        first.halt_reason
+    );
+    let seen = first.gate.unwrap();
+    let measured = seen.evidence.as_ref().unwrap().measurements.len();
+    assert!(measured >= 3, "the bake's verdicts are the gate's evidence: {measured}");
+    let later = within(
+        60,
+        "a round measured at the gate",
+        watch_until(&mut client, "watched-gate", |r| {
+            r.gate.as_ref().is_some_and(|g| g.gate_id != seen.gate_id)
+        }),
+    )
+    .await
+    .pop()
+    .unwrap();
+    let now = later.gate.unwrap();
+    assert!(now.evidence.unwrap().measurements.len() > measured);
+    let stale = client
+        .approve_rollout(pb::ApproveRolloutRequest {
+            name: "watched-gate".into(),
+            gate_id: seen.gate_id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(stale.code(), tonic::Code::FailedPrecondition);
+    assert!(
+        stale
+            .message()
+            .contains("the gate changed since you looked: look again"),
+        "{stale:?}"
+    );
+    // Prometheus gone: the next round is inconclusive and the gate closes in a halt.
+    site.prometheus.kill();
+    let halted = until_ended_or_halted(&mut client, "watched-gate").await;
+    assert_eq!(halted.state(), pb::RolloutState::Halted, "{}", halted.halt_reason);
+    assert!(halted.halt_reason.contains("inconclusive"), "{}", halted.halt_reason);
+    assert_eq!(halted.gates_closed[0].outcome, "halted");
+    assert_eq!(halted.hosts_succeeded, 20, "the next wave never started");
+    controller.stop().await;
+    site.stop().await;
+}

@@ -93,6 +93,44 @@ pub(super) async fn bake(
     Ok(Baked::Passed)
 }
 
+/// While an approval gate waits after `wave` (from 0): one more round of the plan's
+/// checks, measured now, recorded, and judged with the bake's own. None when it
+/// passed (the gate's evidence then shows it, under a new gate id).
+pub(super) async fn at_gate(live: &Live, ctx: &Context, analysis: &Analysis, wave: u32) -> Result<Option<Baked>> {
+    let shown = wave + 1;
+    let vars = Vars {
+        version: live.plan.version.as_deref().unwrap_or_default(),
+        rollout: &live.plan.name,
+        wave: shown,
+    };
+    let measured = measure(ctx, analysis, vars, ctx.clock.now_ms(), true).await;
+    for m in &measured {
+        info!(check = %m.check, wave = shown, verdict = %m.verdict, "measured at the gate: {}", m.detail);
+    }
+    live.add_measurements(&ctx.store, measured)?;
+    ctx.store.flush().await?;
+    let seen: Vec<pb::Measurement> = live.measurements().into_iter().filter(|m| m.wave == shown).collect();
+    if let Some(verdict) = decide(analysis, &seen, shown) {
+        return Ok(Some(verdict));
+    }
+    live.remeasure_gate(&ctx.store)?;
+    ctx.store.flush().await?;
+    Ok(None)
+}
+
+/// When the next round at an open gate after `wave` (from 0) is due: an interval
+/// after the wave's last measurement.
+pub(super) fn next_at_gate(live: &Live, analysis: &Analysis, wave: u32, now_ms: i64) -> i64 {
+    let last = live
+        .measurements()
+        .iter()
+        .filter(|m| m.wave == wave + 1)
+        .map(|m| m.at_unix_ms)
+        .max()
+        .unwrap_or(now_ms);
+    last + analysis.interval.as_millis() as i64
+}
+
 /// The gate's verdict from a bake's measurements so far, if they decide it.
 fn decide(analysis: &Analysis, measured: &[pb::Measurement], wave: u32) -> Option<Baked> {
     let failed: Vec<&pb::Measurement> = measured

@@ -123,7 +123,7 @@ async fn run(live: &Live, ctx: &Context) -> Result<()> {
                     _ = ctx.shutdown.cancelled() => return Ok(()),
                 }
             }
-            State::AwaitingApproval { .. } => await_approval(live, ctx, &mut control).await?,
+            State::AwaitingApproval { wave } => await_approval(live, ctx, wave, &mut control).await?,
             State::Paused { .. } | State::Halted { .. } => {
                 tokio::select! {
                     _ = control.changed() => {}
@@ -236,30 +236,59 @@ async fn health_gate(live: &Live, ctx: &Context, wave: u32) -> Result<HealthRepo
 }
 
 /// Waits while a gate is open: until an operator acts (an approval's quorum, an
-/// abort) or the gate's deadline passes, then acts as its `on_timeout` says. A
-/// deadline that passed while no controller was up acts at once.
-async fn await_approval(live: &Live, ctx: &Context, control: &mut tokio::sync::watch::Receiver<u64>) -> Result<()> {
-    let Some((gate_id, deadline)) = live.gate_deadline() else {
-        tokio::select! {
-            _ = control.changed() => {}
-            _ = ctx.shutdown.cancelled() => {}
+/// abort), the gate's deadline passes (then it acts as its `on_timeout` says; a
+/// deadline that passed while no controller was up acts at once), or the plan's
+/// analysis is due again: it goes on measuring while people look, and a failure
+/// closes the gate as it would have failed the bake.
+async fn await_approval(
+    live: &Live,
+    ctx: &Context,
+    wave: u32,
+    control: &mut tokio::sync::watch::Receiver<u64>,
+) -> Result<()> {
+    let now = ctx.clock.now_ms();
+    let deadline = live.gate_deadline();
+    let measure = live
+        .plan
+        .analysis
+        .as_ref()
+        .map(|a| (a, super::analysis::next_at_gate(live, a, wave, now)));
+    let wake = [deadline.as_ref().map(|(_, d)| *d), measure.map(|(_, due)| due)]
+        .into_iter()
+        .flatten()
+        .min();
+    let sleep = async {
+        match wake {
+            Some(at) => tokio::time::sleep(Duration::from_millis((at - now).max(0) as u64)).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = sleep => {}
+        _ = control.changed() => return Ok(()),
+        _ = ctx.shutdown.cancelled() => return Ok(()),
+    }
+    let now = ctx.clock.now_ms();
+    if let Some((gate_id, at)) = deadline
+        && now >= at
+    {
+        if let Some(event) = live.gate_timeout(&gate_id, now) {
+            info!(gate = gate_id, "the gate timed out");
+            advance(live, ctx, event).await?;
         }
         return Ok(());
-    };
-    let wait = Duration::from_millis((deadline - ctx.clock.now_ms()).max(0) as u64);
-    tokio::select! {
-        _ = tokio::time::sleep(wait) => {
-            let now = ctx.clock.now_ms();
-            if now < deadline {
-                return Ok(());
+    }
+    if let Some((analysis, due)) = measure
+        && now >= due
+        && live.state() == (State::AwaitingApproval { wave })
+    {
+        match super::analysis::at_gate(live, ctx, analysis, wave).await? {
+            Some(Baked::Failed(reason)) => advance(live, ctx, Event::AnalysisFailed { wave, reason }).await?,
+            Some(Baked::Inconclusive(reason)) => {
+                advance(live, ctx, Event::AnalysisInconclusive { wave, reason }).await?
             }
-            if let Some(event) = live.gate_timeout(&gate_id, now) {
-                info!(gate = gate_id, "the gate timed out");
-                advance(live, ctx, event).await?;
-            }
+            _ => {}
         }
-        _ = control.changed() => {}
-        _ = ctx.shutdown.cancelled() => {}
     }
     Ok(())
 }

@@ -60,15 +60,31 @@ pub(crate) fn open(
     open
 }
 
-/// A short digest of the rollout, the opening and everything the gate shows: it
-/// changes whenever the evidence behind the gate does.
+/// A short digest of the rollout, the opening and everything the gate shows (not
+/// who approved it): it changes whenever the evidence behind the gate does.
 fn gate_id(rollout_id: u64, opened: u32, gate: &pb::Gate) -> String {
+    let shown = pb::Gate {
+        gate_id: String::new(),
+        approvals: Vec::new(),
+        approvals_needed: 0,
+        ..gate.clone()
+    };
     let mut h = Sha256::new();
     h.update(rollout_id.to_be_bytes());
     h.update(opened.to_be_bytes());
-    h.update(gate.encode_to_vec());
+    h.update(shown.encode_to_vec());
     let digest = h.finalize();
     digest[..6].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The open gate with the analysis' verdicts of its wave so far: a new measurement
+/// taken while it waits is new evidence, so the gate id changes (approvals already
+/// given stand; an approver who looked before must look again).
+pub(crate) fn remeasured(open: &mut pb::Gate, rollout_id: u64, opened: u32, measurements: Vec<pb::Measurement>) {
+    if let Some(evidence) = open.evidence.as_mut() {
+        evidence.measurements = measurements;
+    }
+    open.gate_id = gate_id(rollout_id, opened, open);
 }
 
 /// Judges an approval of `open` by `principal` with `role`, who looked at
@@ -236,6 +252,19 @@ mod tests {
         assert_ne!(open(7, 0, &g, 0, 1_000, evidence(1)).gate_id, a.gate_id);
         assert_ne!(open(7, 0, &g, 1, 1_000, evidence(0)).gate_id, a.gate_id);
         assert_ne!(open(8, 0, &g, 0, 1_000, evidence(0)).gate_id, a.gate_id);
+        // Approvals do not change the id; a new measurement does.
+        let mut b = a.clone();
+        record(&mut b, approval("bob"));
+        assert_eq!(gate_id(7, 0, &b), a.gate_id);
+        let before = b.gate_id.clone();
+        let m = pb::Measurement {
+            check: "retry-ratio".into(),
+            verdict: "pass".into(),
+            ..Default::default()
+        };
+        remeasured(&mut b, 7, 0, vec![m]);
+        assert_ne!(b.gate_id, before);
+        assert_eq!(b.approvals.len(), 1, "approvals given stand");
         let forever = Gate { timeout: None, ..g };
         assert_eq!(open(7, 0, &forever, 0, 1_000, evidence(0)).deadline_unix_ms, 0);
     }

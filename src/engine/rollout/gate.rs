@@ -165,6 +165,24 @@ impl Live {
         })
     }
 
+    /// Puts the analysis' verdicts of the open gate's wave so far into its evidence
+    /// (a round measured while it waits): the gate id changes with them. The caller
+    /// flushes.
+    pub fn remeasure_gate(&self, store: &Store) -> Result<()> {
+        let mut inner = self.lock();
+        let Some(wave) = inner.record.gate.as_ref().map(|g| g.wave) else {
+            return Ok(());
+        };
+        let measured: Vec<pb::Measurement> = inner.measurements.iter().filter(|m| m.wave == wave).cloned().collect();
+        let opened = inner.record.gates_opened;
+        if let Some(open) = inner.record.gate.as_mut() {
+            gates::remeasured(open, self.id, opened, measured);
+        }
+        store.put_rollout_with_events(&inner.record, &[])?;
+        self.publish(&inner);
+        Ok(())
+    }
+
     /// The open gate's deadline and why it timed out, when it has one.
     pub fn gate_deadline(&self) -> Option<(String, i64)> {
         let inner = self.lock();

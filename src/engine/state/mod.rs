@@ -455,14 +455,17 @@ pub fn step(state: &State, event: Event, now_ms: i64, policy: &Policy) -> Step {
             },
             _ => unchanged(),
         },
+        // The analysis goes on measuring while a gate waits: a failure then closes
+        // the gate as it would have failed the bake.
         Event::AnalysisFailed { wave, reason } => match state {
             Baking { wave: baking, .. } if *baking == wave => fail(wave, reason),
+            AwaitingApproval { wave: at } if *at == wave => closing(fail(wave, reason)),
             _ => unchanged(),
         },
         Event::AnalysisInconclusive { wave, reason } => match state {
-            Baking { wave: baking, .. } if *baking == wave => {
+            Baking { wave: baking, .. } | AwaitingApproval { wave: baking } if *baking == wave => {
                 let line = format!("halted: {reason}");
-                Ok((Halted { wave, reason }, vec![Decision::Record(line)]))
+                closing(Ok((Halted { wave, reason }, vec![Decision::Record(line)])))
             }
             _ => unchanged(),
         },
@@ -592,6 +595,20 @@ pub fn step(state: &State, event: Event, now_ms: i64, policy: &Policy) -> Step {
             }
         },
     }
+}
+
+/// A step out of an open gate: the gate closes as the new state says (a step that
+/// left no gate open closes nothing).
+fn closing(step: Step) -> Step {
+    step.map(|(next, mut decisions)| {
+        let outcome = match &next {
+            State::Halted { .. } => "halted",
+            State::Failed { .. } => "rolled-back",
+            _ => "closed",
+        };
+        decisions.push(Decision::CloseGate { outcome });
+        (next, decisions)
+    })
 }
 
 fn finished(state: &State) -> Refusal {

@@ -522,3 +522,32 @@ fn a_retry_at_the_gate_supersedes_it() {
 fn go_with(state: &State, event: Event, policy: &Policy) -> State {
     step(state, event, 0, policy).unwrap().0
 }
+
+/// The analysis goes on while a gate waits: a failure closes the gate as it would
+/// have failed the bake (halt, or under on_failure rollback, roll back); an
+/// inconclusive round under `inconclusive: halt` halts.
+#[test]
+fn an_analysis_failing_at_the_gate_closes_it() {
+    let waiting = State::AwaitingApproval { wave: 0 };
+    let failed = Event::AnalysisFailed {
+        wave: 0,
+        reason: "retry-ratio 0.3 > max 0.05".into(),
+    };
+    let (s, d) = step(&waiting, failed.clone(), 0, &GATED).unwrap();
+    assert!(matches!(s, State::Halted { wave: 0, .. }), "{s:?}");
+    assert!(d.contains(&Decision::CloseGate { outcome: "halted" }), "{d:?}");
+    let rolling = Policy {
+        rollback_on_failure: true,
+        ..GATED
+    };
+    let (s, d) = step(&waiting, failed, 0, &rolling).unwrap();
+    assert!(matches!(s, State::Failed { .. }), "{s:?}");
+    assert!(d.contains(&Decision::StartRollback) && d.contains(&Decision::CloseGate { outcome: "rolled-back" }));
+    let unsure = Event::AnalysisInconclusive {
+        wave: 0,
+        reason: "no data".into(),
+    };
+    let (s, d) = step(&waiting, unsure, 0, &GATED).unwrap();
+    assert!(matches!(s, State::Halted { .. }));
+    assert!(d.contains(&Decision::CloseGate { outcome: "halted" }));
+}
