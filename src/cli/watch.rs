@@ -150,7 +150,9 @@ pub async fn follow(
     progress: &mut Progress,
 ) -> Result<pb::Rollout> {
     let mut last: Option<pb::Rollout> = None;
-    let mut shown_gate = String::new();
+    // The gate last shown (when it opened, its id, its approvals): a gate that opens
+    // is shown whole, and then each new approval or new evidence in a line.
+    let mut shown_gate: (i64, String, usize) = (0, String::new(), 0);
     let mut lost_since: Option<Instant> = None;
     loop {
         let attempt = async {
@@ -193,13 +195,8 @@ pub async fn follow(
                 Ok(Some(r)) => {
                     progress.update(&r);
                     let waiting = r.state() == pb::RolloutState::AwaitingApproval;
-                    if let Some(g) = r.gate.as_ref().filter(|g| waiting && g.gate_id != shown_gate) {
-                        shown_gate = g.gate_id.clone();
-                        progress.note(&format!(
-                            "awaiting approval (`rollout approve {}`):\n{}",
-                            r.name,
-                            super::approve::gate(g).trim_end()
-                        ));
+                    if let Some(g) = r.gate.as_ref().filter(|_| waiting) {
+                        note_gate(progress, &r.name, g, &mut shown_gate);
                     }
                     let stop =
                         is_terminal(r.state()) || r.state() == pb::RolloutState::Halted || (exit_on_gate && waiting);
@@ -217,4 +214,34 @@ pub async fn follow(
             }
         }
     }
+}
+
+/// Shows an open gate once when it opens, then a line for each approval and each new
+/// gate id (the analysis measured again while it waits).
+fn note_gate(progress: &Progress, name: &str, g: &pb::Gate, shown: &mut (i64, String, usize)) {
+    if shown.0 != g.opened_at_unix_ms {
+        progress.note(&format!(
+            "awaiting approval (`rollout approve {name}`):\n{}",
+            super::approve::gate(g).trim_end()
+        ));
+    } else {
+        for a in g.approvals.iter().skip(shown.2) {
+            progress.note(&format!(
+                "approved by {} ({}): {} of {}, {} more needed",
+                a.principal,
+                a.role,
+                g.approvals.len(),
+                g.approvals_required,
+                g.approvals_needed
+            ));
+        }
+        if shown.1 != g.gate_id {
+            let verdicts = g.evidence.as_ref().map_or(0, |e| e.measurements.len());
+            progress.note(&format!(
+                "new evidence at the gate: {verdicts} measurements so far; the gate id is now {}",
+                g.gate_id
+            ));
+        }
+    }
+    *shown = (g.opened_at_unix_ms, g.gate_id.clone(), g.approvals.len());
 }

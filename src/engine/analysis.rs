@@ -113,7 +113,7 @@ pub(super) async fn at_gate(live: &Live, ctx: &Context, analysis: &Analysis, wav
     if let Some(verdict) = decide(analysis, &seen, shown) {
         return Ok(Some(verdict));
     }
-    live.remeasure_gate(&ctx.store)?;
+    live.remeasure_gate(&ctx.store, ctx.hours.now_ms())?;
     ctx.store.flush().await?;
     Ok(None)
 }

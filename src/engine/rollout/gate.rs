@@ -41,13 +41,6 @@ impl Live {
     fn evidence(&self, inner: &Inner, wave: u32, unhealthy: u64, hours_ms: i64) -> pb::GateEvidence {
         let selected = inner.record.hosts_selected;
         let counts = inner.tally.wave(wave);
-        let next = wave + 1;
-        let size = self.wave_size(next, selected) as usize;
-        let mut waiting: Vec<String> = inner.pending.iter().cloned().collect();
-        if self.plan.order.is_timed() {
-            order::arrange(&mut waiting, self.plan.order, &self.inventory, hours_ms);
-        }
-        waiting.truncate(size);
         let succeeded = inner.tally.total(HostState::Succeeded);
         pb::GateEvidence {
             wave_size: self.wave_size(wave, selected),
@@ -60,25 +53,39 @@ impl Live {
                 .filter(|m| m.wave == wave + 1)
                 .cloned()
                 .collect(),
-            next_wave: Some(pb::WavePreview {
-                index: next,
-                percent: self
-                    .plan
-                    .waves
-                    .get(next as usize)
-                    .map(|p| p.to_string())
-                    .unwrap_or_default(),
-                cumulative_hosts: self.plan.wave_target(next as usize, selected),
-                new_hosts: waiting.len() as u64,
-                host_ids: waiting.iter().take(SHOWN).cloned().collect(),
-                customers: order::explain(&waiting, &self.inventory, hours_ms, SHOWN),
-            }),
+            next_wave: Some(self.next_wave(inner, wave, hours_ms)),
             percent_complete: if selected == 0 {
                 0.0
             } else {
                 succeeded as f64 * 100.0 / selected as f64
             },
             hosts_selected: selected,
+        }
+    }
+
+    /// The wave after `wave` as it would be filled at `hours_ms`: its hosts, and their
+    /// customers with their local time and tier.
+    fn next_wave(&self, inner: &Inner, wave: u32, hours_ms: i64) -> pb::WavePreview {
+        let selected = inner.record.hosts_selected;
+        let next = wave + 1;
+        let size = self.wave_size(next, selected) as usize;
+        let mut waiting: Vec<String> = inner.pending.iter().cloned().collect();
+        if self.plan.order.is_timed() {
+            order::arrange(&mut waiting, self.plan.order, &self.inventory, hours_ms);
+        }
+        waiting.truncate(size);
+        pb::WavePreview {
+            index: next,
+            percent: self
+                .plan
+                .waves
+                .get(next as usize)
+                .map(|p| p.to_string())
+                .unwrap_or_default(),
+            cumulative_hosts: self.plan.wave_target(next as usize, selected),
+            new_hosts: waiting.len() as u64,
+            host_ids: waiting.iter().take(SHOWN).cloned().collect(),
+            customers: order::explain(&waiting, &self.inventory, hours_ms, SHOWN),
         }
     }
 
@@ -166,16 +173,20 @@ impl Live {
     }
 
     /// Puts the analysis' verdicts of the open gate's wave so far into its evidence
-    /// (a round measured while it waits): the gate id changes with them. The caller
-    /// flushes.
-    pub fn remeasure_gate(&self, store: &Store) -> Result<()> {
+    /// (a round measured while it waits), and the next wave as it would be filled at
+    /// `hours_ms`: the gate id changes with them. The caller flushes.
+    pub fn remeasure_gate(&self, store: &Store, hours_ms: i64) -> Result<()> {
         let mut inner = self.lock();
         let Some(wave) = inner.record.gate.as_ref().map(|g| g.wave) else {
             return Ok(());
         };
         let measured: Vec<pb::Measurement> = inner.measurements.iter().filter(|m| m.wave == wave).cloned().collect();
+        let next = self.next_wave(&inner, wave - 1, hours_ms);
         let opened = inner.record.gates_opened;
         if let Some(open) = inner.record.gate.as_mut() {
+            if let Some(evidence) = open.evidence.as_mut() {
+                evidence.next_wave = Some(next);
+            }
             gates::remeasured(open, self.id, opened, measured);
         }
         store.put_rollout_with_events(&inner.record, &[])?;
