@@ -39,6 +39,8 @@
 //! - [`hours`]: customers and their business hours, and the priority they give hosts.
 //! - [`retry`]: backoff, the retry budget and breakers: one implementation for
 //!   every caller (agents, Prometheus).
+//! - [`summary`]: the status text: one plain-English paragraph per rollout and
+//!   restart job, made from its snapshot alone.
 //! - [`intern`]: one shared copy of each string a million hosts repeat.
 //! - [`text`]: input quoted on one line, durations as people write them.
 //! - [`proto`]: generated protobuf and gRPC code, and the states' names.
@@ -61,6 +63,7 @@ pub mod retry;
 pub mod server;
 pub mod standard;
 pub mod store;
+pub mod summary;
 pub mod text;
 pub mod tls;
 pub mod yamlfile;

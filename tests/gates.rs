@@ -224,6 +224,15 @@ async fn a_four_eyes_gate_holds_until_two_other_operators_approve() {
         "{shown}"
     );
     assert!(shown.contains("0 of 2 approvals, 2 more needed"), "{shown}");
+    // The status text says the same, in a sentence, as GetRollout's summary does.
+    let said = site.cli("vic", &["status", "gated-fix", "--summary"]).await;
+    let said = text(&said.stdout);
+    assert!(
+        said.starts_with("The fix (build 15.20.8207.12) has been deployed to 10% of the affected environment (20 of 200 hosts;")
+            && said.contains("It waits for approval before the next wave (100%, 180 more hosts): 2 more approvals needed, 0 of 2 so far (operator or above, not the submitter alice)."),
+        "{said}"
+    );
+    assert_eq!(said.trim_end(), r.summary);
     let json = site.cli("vic", &["status", "gated-fix", "--output", "json"]).await;
     let json: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
     assert_eq!(json["state"], "awaiting-approval");

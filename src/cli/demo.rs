@@ -440,11 +440,13 @@ async fn restart_unhealthy(server: &str, unhealthy: usize, sim: &Simulator) -> R
     Ok(last.state() == pb::RestartJobState::Succeeded && left == 0)
 }
 
-/// Plays the incident's people: each gate that opens is approved (the demo says it
-/// does so, and what a person would run), with the gate id the rollout shows. Rides
-/// over the controller the demo kills; ends when the rollout does.
+/// Plays the incident's people: after each wave the status text is posted (what the
+/// seed's operators wrote by hand), and each gate that opens is approved (the demo
+/// says it does so, and what a person would run), with the gate id the rollout
+/// shows. Rides over the controller the demo kills; ends when the rollout does.
 async fn approve_gates(server: &str, name: &str, printer: super::watch::Printer) -> Result<()> {
     let mut approved = String::new();
+    let mut posted: Option<(u32, i32)> = None;
     loop {
         tokio::time::sleep(Duration::from_millis(50)).await;
         let Ok(mut client) = connect(server).await else {
@@ -453,6 +455,13 @@ async fn approve_gates(server: &str, name: &str, printer: super::watch::Printer)
         let Ok(r) = rollout_named(&mut client, name).await else {
             continue;
         };
+        // A wave ended (it bakes, waits at a gate, or the rollout ended): the update.
+        let settled = matches!(r.state(), pb::RolloutState::Baking | pb::RolloutState::AwaitingApproval)
+            || render::is_terminal(r.state());
+        if settled && posted != Some((r.current_wave, r.state)) {
+            posted = Some((r.current_wave, r.state));
+            printer.line(&format!("** status: {}", r.summary));
+        }
         if render::is_terminal(r.state()) {
             return Ok(());
         }

@@ -99,6 +99,10 @@ pub enum Command {
         name: Option<String>,
         #[arg(long, value_enum, default_value_t = Output::Text)]
         output: Output,
+        /// Print only the status text: one plain-English paragraph (what, how far,
+        /// what next and when, what failed), as every notification says it.
+        #[arg(long, requires = "name")]
+        summary: bool,
     },
     /// Follow a rollout live until it ends. Exit 0: succeeded; 4: completed with
     /// failures (every wave ran, some hosts failed); 3: halted; 5: awaiting approval
@@ -298,7 +302,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             request_id,
             at,
         } => submit(server, &file, dry_run, at, request_id.unwrap_or_default()).await,
-        Command::Status { name, output } => status(server, name.as_deref(), output).await,
+        Command::Status { name, output, summary } => status(server, name.as_deref(), output, summary).await,
         Command::Watch {
             name,
             exit_on_gate,
@@ -502,12 +506,13 @@ async fn submit(
     Ok(ExitCode::SUCCESS)
 }
 
-async fn status(server: &str, name: Option<&str>, output: Output) -> Result<ExitCode> {
+async fn status(server: &str, name: Option<&str>, output: Output, summary: bool) -> Result<ExitCode> {
     let mut client = connect(server).await?;
     match name {
         Some(name) => {
             let r = client::rollout_named(&mut client, name).await?;
             match output {
+                _ if summary => println!("{}", r.summary),
                 Output::Text => print!("{}", render::detail(&r)),
                 Output::Json => println!("{}", render::json(&r)),
             }

@@ -363,6 +363,7 @@ pub fn json(r: &pb::Rollout) -> Value {
             "verdict": m.verdict,
             "detail": m.detail,
         })).collect::<Vec<_>>(),
+        "summary": r.summary,
         "submitted_by": r.submitted_by,
         "gate": r.gate.as_ref().filter(|_| r.state() == pb::RolloutState::AwaitingApproval).map(super::approve::gate_json),
         "gates_closed": r.gates_closed.iter().map(super::approve::gate_json).collect::<Vec<_>>(),

@@ -159,6 +159,7 @@ pub fn rollout(r: &pb::Rollout, timeline: &[pb::EventRecord], drill: Option<&str
             h1 { (r.name) " " span class=(format!("badge {}", state_class(state))) { (state.label()) } }
             p.sub { (r.kind) " to " code { (r.version) } @if !r.description.is_empty() { " - " (r.description) } }
         }
+        p.summary #summary { (headline(r, drill)) }
         (drill_banner(drill))
         @if let Some(g) = r.gate.as_ref().filter(|_| state == pb::RolloutState::AwaitingApproval) {
             (gate_banner(r, g))
@@ -251,6 +252,13 @@ fn drill_banner(drill: Option<&str>) -> Markup {
             div.reason.drill { strong { "Drill: " } (text) }
         }
     }
+}
+
+/// The status text, as every notification says it (with the drill clock in force).
+fn headline(r: &pb::Rollout, drill: Option<&str>) -> String {
+    let mut shown = r.clone();
+    shown.drill_clock = drill.unwrap_or_default().to_string();
+    crate::summary::rollout(&shown)
 }
 
 /// The open gate: what it waits for, who approved, the deadline, what the next wave

@@ -138,11 +138,18 @@ fn decide(analysis: &Analysis, measured: &[pb::Measurement], wave: u32) -> Optio
         .filter(|m| m.verdict == Verdict::Fail.as_str())
         .collect();
     if failed.len() > analysis.failure_limit as usize {
+        // Every check that failed in the deciding round, not only the last one.
         let last = failed[failed.len() - 1];
+        let round: Vec<&&pb::Measurement> = failed.iter().filter(|m| m.at_unix_ms == last.at_unix_ms).collect();
+        let what = match round.as_slice() {
+            [one] => format!("check `{}` failed: {}", one.check, one.detail),
+            all => {
+                let each: Vec<String> = all.iter().map(|m| format!("`{}` {}", m.check, m.detail)).collect();
+                format!("{} checks failed: {}", all.len(), each.join("; "))
+            }
+        };
         return Some(Baked::Failed(format!(
-            "analysis of wave {wave}: check `{}` failed: {} ({} failed measurements, failure_limit {})",
-            last.check,
-            last.detail,
+            "analysis of wave {wave}: {what} ({} failed measurements, failure_limit {})",
             failed.len(),
             analysis.failure_limit
         )));
@@ -190,5 +197,54 @@ async fn measure_one(ctx: &Context, base: &str, check: &Check, vars: Vars<'_>, a
         baseline: baseline.and_then(|b| b.ok()),
         verdict: verdict.as_str().into(),
         detail,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn measured(check: &str, at: i64, verdict: &str, detail: &str) -> pb::Measurement {
+        pb::Measurement {
+            check: check.into(),
+            wave: 1,
+            at_unix_ms: at,
+            verdict: verdict.into(),
+            detail: detail.into(),
+            ..Default::default()
+        }
+    }
+
+    /// A gate failed by analysis names every check that failed in the deciding round.
+    #[test]
+    fn a_failed_round_names_every_check_that_failed_in_it() {
+        let analysis = Analysis {
+            prometheus: String::new(),
+            initial_delay: Duration::ZERO,
+            interval: Duration::from_secs(1),
+            failure_limit: 0,
+            inconclusive: Inconclusive::Halt,
+            checks: Vec::new(),
+        };
+        let one = [measured("retry-ratio", 1, "fail", "0.2 > max 0.05")];
+        let Some(Baked::Failed(why)) = decide(&analysis, &one, 1) else {
+            panic!("one failure over a limit of 0 fails");
+        };
+        assert_eq!(
+            why,
+            "analysis of wave 1: check `retry-ratio` failed: 0.2 > max 0.05 (1 failed measurements, failure_limit 0)"
+        );
+        let both = [
+            measured("retry-ratio", 2, "fail", "0.2 > max 0.05"),
+            measured("latency", 2, "pass", "0.1 <= max 0.3"),
+            measured("errors", 2, "fail", "0.09 > max 0.01"),
+        ];
+        let Some(Baked::Failed(why)) = decide(&analysis, &both, 1) else {
+            panic!("two failures fail");
+        };
+        assert_eq!(
+            why,
+            "analysis of wave 1: 2 checks failed: `retry-ratio` 0.2 > max 0.05; `errors` 0.09 > max 0.01 (2 failed measurements, failure_limit 0)"
+        );
     }
 }

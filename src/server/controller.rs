@@ -92,6 +92,21 @@ fn snapshots<T: Clone + Send + Sync + 'static>(
     Box::pin(stream)
 }
 
+/// A rollout as clients see it: the drill clock said plainly when one is in force,
+/// and the status text.
+fn shown(engine: &Engine, mut r: pb::Rollout) -> pb::Rollout {
+    r.drill_clock = engine.drill_clock().unwrap_or_default();
+    r.summary = crate::summary::rollout(&r);
+    r
+}
+
+/// A restart job as clients see it, likewise.
+fn shown_job(engine: &Engine, mut j: pb::RestartJob) -> pb::RestartJob {
+    j.drill_clock = engine.drill_clock().unwrap_or_default();
+    j.summary = crate::summary::restart_job(&j);
+    j
+}
+
 /// Who is calling: the principal the auth layer proved (anonymous when auth is off).
 fn actor<T>(request: &Request<T>, method: &str, request_id: &str) -> Actor {
     let principal = request
@@ -104,9 +119,13 @@ fn actor<T>(request: &Request<T>, method: &str, request_id: &str) -> Actor {
 
 impl ControllerService {
     /// A rollout as clients see it: with the drill clock said plainly when one is in force.
-    fn drilled(&self, mut r: pb::Rollout) -> pb::Rollout {
-        r.drill_clock = self.engine.drill_clock().unwrap_or_default();
-        r
+    fn drilled(&self, r: pb::Rollout) -> pb::Rollout {
+        shown(&self.engine, r)
+    }
+
+    /// A restart job as clients see it, likewise.
+    fn drilled_job(&self, j: pb::RestartJob) -> pb::RestartJob {
+        shown_job(&self.engine, j)
     }
 
     /// A mutating call's answer; a refusal is written to the audit log too (an
@@ -259,10 +278,7 @@ impl Controller for ControllerService {
         let stream = snapshots(rx, self.shutdown.clone(), |r| r.state().is_terminal());
         let engine = self.engine.clone();
         Ok(Response::new(Box::pin(futures::StreamExt::map(stream, move |r| {
-            r.map(|mut r| {
-                r.drill_clock = engine.drill_clock().unwrap_or_default();
-                r
-            })
+            r.map(|r| shown(&engine, r))
         }))))
     }
 
@@ -274,14 +290,13 @@ impl Controller for ControllerService {
         let req = request.into_inner();
         let dry_run = req.dry_run;
         let answer = self.engine.trigger_restart(req, &actor).await.map_err(Error::from);
-        let (mut job, replayed) = if dry_run {
+        let (job, replayed) = if dry_run {
             answer?
         } else {
             self.audited(&actor, Target::None, answer).await?
         };
-        job.drill_clock = self.engine.drill_clock().unwrap_or_default();
         Ok(Response::new(pb::TriggerRestartResponse {
-            job: Some(job),
+            job: Some(self.drilled_job(job)),
             replayed,
         }))
     }
@@ -291,18 +306,23 @@ impl Controller for ControllerService {
         request: Request<pb::GetRestartJobRequest>,
     ) -> Result<Response<pb::RestartJob>, Status> {
         let req = request.into_inner();
-        Ok(Response::new(
-            self.engine
-                .restart_job(req.id, req.include_hosts)
-                .map_err(Error::from)?,
-        ))
+        let job = self
+            .engine
+            .restart_job(req.id, req.include_hosts)
+            .map_err(Error::from)?;
+        Ok(Response::new(self.drilled_job(job)))
     }
 
     async fn list_restart_jobs(
         &self,
         _: Request<pb::ListRestartJobsRequest>,
     ) -> Result<Response<pb::ListRestartJobsResponse>, Status> {
-        let jobs = self.engine.restart_jobs().into_iter().map(|j| (*j).clone()).collect();
+        let jobs = self
+            .engine
+            .restart_jobs()
+            .into_iter()
+            .map(|j| self.drilled_job((*j).clone()))
+            .collect();
         Ok(Response::new(pb::ListRestartJobsResponse { jobs }))
     }
 
@@ -316,9 +336,11 @@ impl Controller for ControllerService {
             .engine
             .watch_restart_job(request.into_inner().id)
             .map_err(Error::from)?;
-        Ok(Response::new(snapshots(rx, self.shutdown.clone(), |j| {
-            j.state() != pb::RestartJobState::Running
-        })))
+        let stream = snapshots(rx, self.shutdown.clone(), |j| j.state() != pb::RestartJobState::Running);
+        let engine = self.engine.clone();
+        Ok(Response::new(Box::pin(futures::StreamExt::map(stream, move |j| {
+            j.map(|j| shown_job(&engine, j))
+        }))))
     }
 
     async fn cancel_restart_job(

@@ -279,7 +279,9 @@ impl Job {
     }
 
     fn publish(&self, inner: &JobInner) {
-        self.snapshot.send_replace(Arc::new(build(inner)));
+        let mut job = build(inner);
+        job.summary = crate::summary::restart_job(&job);
+        self.snapshot.send_replace(Arc::new(job));
     }
 
     /// Stops the job: nothing more is dispatched; restarts in flight finish.
@@ -488,5 +490,6 @@ fn build(inner: &JobInner) -> pb::RestartJob {
         finished_at_unix_ms: r.finished_at_unix_ms,
         request_id: req.request_id,
         drill_clock: String::new(),
+        summary: String::new(),
     }
 }

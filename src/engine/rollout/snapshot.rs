@@ -87,7 +87,9 @@ impl Live {
     }
 
     pub(super) fn publish(&self, inner: &Inner) {
-        self.snapshot.send_replace(Arc::new(self.build(inner)));
+        let mut r = self.build(inner);
+        r.summary = crate::summary::rollout(&r);
+        self.snapshot.send_replace(Arc::new(r));
     }
 
     pub(super) fn build(&self, inner: &Inner) -> pb::Rollout {
@@ -164,6 +166,7 @@ impl Live {
             hosts_unhealthy: inner.unhealthy,
             retries: r.retries,
             drill_clock: String::new(),
+            summary: String::new(),
             measurements: inner.measurements.clone(),
             gate: r.gate.clone(),
             gates_closed: r.gates_closed.clone(),
