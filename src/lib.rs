@@ -15,6 +15,7 @@
 //! - [`server`]: the gRPC Controller API and the wiring of one controller process
 //!   (engine, API, metrics and dashboard while it leads; what it serves standing by).
 //! - [`dashboard`]: the live read-only web dashboard (`rollout serve --http-listen`).
+//! - [`notify`]: telling the incident room: the sinks a controller notifies.
 //! - [`agent`]: the host side of the Agent protocol; `--simulate` serves a whole fleet.
 //! - [`auth`]: tokens, roles and the one table of who may call what.
 //! - [`cluster`]: high availability on etcd: the election and its epoch, the standby
@@ -56,6 +57,7 @@ pub mod error;
 pub mod fleet;
 pub mod hours;
 pub mod intern;
+pub mod notify;
 pub mod plan;
 pub mod proto;
 pub mod reach;

@@ -230,3 +230,40 @@ async fn the_demo_runs_end_to_end() {
     }
     assert!(stdout.contains("unhealthy hosts left on the simulator: 0"), "{stdout}");
 }
+
+/// `rollout notify secret` makes a webhook key; `rollout notify check` reads a sinks
+/// file offline, showing each sink without its secrets, and refuses a bad one in a line.
+#[tokio::test]
+async fn notify_check_validates_a_sinks_file_offline() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = rollout(&["notify", "secret"]).await;
+    assert!(secret.status.success());
+    let key = text(&secret.stdout);
+    assert!(key.starts_with("whsec_"), "{key}");
+    let secret_file = dir.path().join("bridge.secret");
+    std::fs::write(&secret_file, &key).unwrap();
+    let sinks = dir.path().join("sinks.yaml");
+    let body = format!(
+        "sinks:\n  - name: incident-bridge\n    kind: webhook\n    url: https://user:pw@hooks.internal/rollout?token=abc\n    secret_file: {}\n",
+        secret_file.display()
+    );
+    std::fs::write(&sinks, &body).unwrap();
+    let shown = sinks.display().to_string();
+    let out = rollout(&["notify", "check", &shown]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let said = text(&out.stdout);
+    assert!(said.starts_with(&format!("ok: {shown}: 1 sinks")), "{said}");
+    assert!(
+        said.contains("incident-bridge: webhook to https://hooks.internal/rollout ("),
+        "{said}"
+    );
+    for secret in ["token=abc", "pw@", key.trim()] {
+        assert!(!said.contains(secret), "{said}");
+    }
+    std::fs::write(&sinks, body.replace("kind: webhook", "kind: pager")).unwrap();
+    let out = rollout(&["notify", "check", &shown]).await;
+    assert_one_line_error(
+        &out,
+        &format!("{shown}:3:5: sinks[0].kind: `pager` is not a kind of sink"),
+    );
+}

@@ -170,6 +170,11 @@ pub enum Command {
         #[command(subcommand)]
         command: PlanCommand,
     },
+    /// Work with notification sinks files.
+    Notify {
+        #[command(subcommand)]
+        command: NotifyCommand,
+    },
     /// Work with fleet files.
     Fleet {
         #[command(subcommand)]
@@ -196,6 +201,19 @@ pub enum PlanCommand {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NotifyCommand {
+    /// Validate sinks files (`rollout serve --notify`) without a controller: their
+    /// fields, secrets and CAs.
+    Check {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Print a new webhook signing secret (`whsec_` and base64, as Standard Webhooks
+    /// makes them) for a sink's secret_file and its receiver.
+    Secret,
 }
 
 #[derive(Debug, Subcommand)]
@@ -296,6 +314,15 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Fleet {
             command: FleetCommand::Generate(args),
         } => fleet_generate(&args),
+        Command::Notify {
+            command: NotifyCommand::Check { files },
+        } => notify_check(&files),
+        Command::Notify {
+            command: NotifyCommand::Secret,
+        } => {
+            println!("{}", crate::notify::sinks::new_secret());
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Submit {
             file,
             dry_run,
@@ -377,6 +404,25 @@ fn plan_check(files: &[PathBuf]) -> Result<ExitCode> {
                 );
                 for gate in &plan.gates {
                     println!("    gate {}", gate.describe());
+                }
+            }
+            Err(e) => {
+                bad += 1;
+                eprintln!("error: {e}");
+            }
+        }
+    }
+    Ok(if bad == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+fn notify_check(files: &[PathBuf]) -> Result<ExitCode> {
+    let mut bad = 0;
+    for path in files {
+        match crate::notify::Sinks::load(path) {
+            Ok(sinks) => {
+                println!("ok: {}: {} sinks", path.display(), sinks.0.len());
+                for sink in &sinks.0 {
+                    println!("    {}", sink.describe());
                 }
             }
             Err(e) => {

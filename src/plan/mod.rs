@@ -8,7 +8,6 @@
 
 mod analysis;
 mod gates;
-mod locate;
 mod quantity;
 mod validate;
 
@@ -191,7 +190,7 @@ impl Error {
             source_name: source_name.to_string(),
             field: field.to_string(),
             message,
-            location: text.and_then(|t| locate::locate(t, field)),
+            location: text.and_then(|t| crate::yamlfile::locate(t, field)),
         }
     }
 }
@@ -349,7 +348,7 @@ impl Plan {
         Self::spec_from_yaml(text, source_name).and_then(|spec| {
             Plan::from_spec(&spec).map_err(|mut e| {
                 e.source_name = source_name.to_string();
-                e.location = locate::locate(text, &e.field);
+                e.location = crate::yamlfile::locate(text, &e.field);
                 e
             })
         })
@@ -387,7 +386,7 @@ impl Plan {
         })?;
         file.into_spec().map_err(|e| Error {
             source_name: source_name.to_string(),
-            location: locate::locate(text, &e.field),
+            location: crate::yamlfile::locate(text, &e.field),
             field: e.field,
             message: e.message,
         })

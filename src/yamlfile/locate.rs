@@ -1,6 +1,6 @@
-//! Finds where a field sits in a plan's YAML text, so that a validation error found
-//! after parsing (waves not increasing, a selector that matches nothing) can still
-//! point at a line and column.
+//! Finds where a field sits in a YAML file's text (a plan, a sinks file), so that a
+//! validation error found after parsing (waves not increasing, a selector that
+//! matches nothing) can still point at a line and column.
 //!
 //! serde_yaml keeps no positions once a document is parsed, so this walks the text
 //! itself. It understands what people write in plans: block mappings, block

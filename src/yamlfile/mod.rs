@@ -2,7 +2,11 @@
 //! files): read, parsed strictly, and refused with one error type that names the file
 //! and the line and column, or the field.
 
+mod locate;
+
 use std::path::Path;
+
+pub use locate::locate;
 
 use serde::de::DeserializeOwned;
 
@@ -36,6 +40,20 @@ pub enum Error {
 }
 
 impl Error {
+    /// A field of the file's `text` that breaks a rule, at its line and column when
+    /// it can be found there.
+    pub fn at(path: &str, text: &str, field: &str, message: impl Into<String>) -> Error {
+        match locate(text, field) {
+            Some((line, column)) => Error::Syntax {
+                path: path.to_string(),
+                line,
+                column,
+                message: format!("{field}: {}", message.into()),
+            },
+            None => Error::invalid(path, field, message),
+        }
+    }
+
     pub fn invalid(path: &str, field: impl Into<String>, message: impl Into<String>) -> Error {
         Error::Invalid {
             path: path.to_string(),
