@@ -30,6 +30,7 @@ pub mod health;
 mod inventory;
 mod job;
 mod leases;
+mod notices;
 pub mod order;
 pub mod queue;
 mod restarts;

@@ -37,6 +37,7 @@ pub mod etcd_backend;
 mod hosts;
 mod leases;
 mod measurements;
+mod notices;
 mod records;
 mod sled_backend;
 
@@ -49,6 +50,7 @@ use prost::Message;
 pub use backend::{Backend, Batch, prefix_end};
 pub use hosts::RolloutHosts;
 pub use leases::{Held, Holder};
+pub use notices::Subject;
 use sled_backend::SledBackend;
 
 use crate::proto::v1 as pb;

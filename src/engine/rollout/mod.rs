@@ -150,9 +150,12 @@ impl Live {
             Event::BakeElapsed(health) => health.unhealthy,
             _ => 0,
         };
+        let before = inner.state.clone();
+        let observed = event.clone();
         let (next, decisions) = step(&inner.state, event, now_ms, &self.policy)
             .map_err(|Refusal(why)| Error::Refused(format!("rollout `{}` (id {}): {why}", self.plan.name, self.id)))?;
         let next = next.named(&self.plan.name);
+        let kinds = super::notices::of(&before, &next, &observed, &decisions);
         // Who asked (an operator), then what the controller did: written with the
         // new state in one transaction.
         for decision in decisions {
@@ -224,8 +227,10 @@ impl Live {
             }
             inner.state = next;
         }
+        // What happened, for the incident room: in the outbox, with the change.
+        let notices = self.notices(&mut inner, &kinds, now_ms);
         if next_changed || !events.is_empty() {
-            store.put_rollout_with_events(&inner.record, &events)?;
+            store.put_rollout_with_notices(&inner.record, &events, &notices)?;
         }
         if ended {
             // Before anyone is told it ended, so its hosts are free when they look.
@@ -239,6 +244,33 @@ impl Live {
             self.control.send_modify(|g| *g += 1);
         }
         Ok(rollback)
+    }
+
+    /// The notifications of `kinds` as of now (current counters), numbered on from
+    /// the record's count, which they advance.
+    fn notices(&self, inner: &mut Inner, kinds: &[&'static str], now_ms: i64) -> Vec<pb::Notification> {
+        if kinds.is_empty() {
+            return Vec::new();
+        }
+        let mut shown = self.build_counted(inner, &inner.tally, inner.customers.mitigated);
+        shown.summary = crate::summary::rollout(&shown);
+        let mut out = Vec::with_capacity(kinds.len());
+        for kind in kinds {
+            inner.record.notices += 1;
+            let seq = inner.record.notices;
+            out.push(pb::Notification {
+                id: format!("rollout-{}-{seq}", self.id),
+                r#type: kind.to_string(),
+                subject: self.plan.name.clone(),
+                rollout_id: self.id,
+                job_id: 0,
+                seq,
+                at_unix_ms: now_ms,
+                data_json: super::notices::data(&shown, seq).to_string(),
+                controller: String::new(),
+            });
+        }
+        out
     }
 
     /// Who this rollout is, as a lease holder.

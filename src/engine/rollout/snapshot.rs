@@ -93,9 +93,14 @@ impl Live {
     }
 
     pub(super) fn build(&self, inner: &Inner) -> pb::Rollout {
+        self.build_counted(inner, &inner.durable.0, inner.durable.1)
+    }
+
+    /// The snapshot with counters `t` and `mitigated` customers: the durable ones for
+    /// clients, the current ones for a notification written with the change.
+    pub(super) fn build_counted(&self, inner: &Inner, t: &super::Tally, mitigated: u64) -> pb::Rollout {
         let r = &inner.record;
         let selected = r.hosts_selected;
-        let t = &inner.durable.0;
         // The record keeps the last wave after the rollout ends.
         let current = r.current_wave;
         let mut waves = Vec::with_capacity(self.plan.waves.len());
@@ -155,7 +160,7 @@ impl Live {
                 succeeded as f64 * 100.0 / selected as f64
             },
             customers_affected: inner.customers.hosts.len() as u64,
-            customers_mitigated: inner.durable.1,
+            customers_mitigated: mitigated,
             halt_reason: inner.state.reason().to_string(),
             created_at_unix_ms: r.created_at_unix_ms,
             updated_at_unix_ms: r.updated_at_unix_ms,

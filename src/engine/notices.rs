@@ -1,0 +1,269 @@
+//! Which notification events a transition of the state machine makes: one per thing
+//! that happened, in the order it happened, and none while a rollout only waits. Pure:
+//! the outbox writes what this returns in the transition's own transaction.
+
+use serde_json::{Value, json};
+
+use super::state::{Decision, Event, State};
+use crate::proto::v1 as pb;
+
+/// Failure groups an event's data carries at most.
+const FAILURES: usize = 5;
+
+/// The event types (see `notify::EVENT_TYPES`) for `event` taking a rollout from
+/// `before` to `after` with `decisions`.
+pub(crate) fn of(before: &State, after: &State, event: &Event, decisions: &[Decision]) -> Vec<&'static str> {
+    use State::*;
+    let mut out = Vec::new();
+    if before == after {
+        return out;
+    }
+    if matches!(event, Event::AnalysisFailed { .. }) {
+        out.push("analysis.failed");
+    }
+    // A wave passed every gate after it: its hosts answered, its bake, health gate
+    // and analysis passed.
+    let passed = matches!(event, Event::BakeElapsed(_) | Event::WaveEnded(_))
+        && match after {
+            Running { wave } => *wave == before.wave() + 1,
+            AwaitingApproval { .. } | Succeeded | CompletedWithFailures { .. } => true,
+            _ => false,
+        };
+    if passed {
+        out.push("rollout.wave.completed");
+    }
+    match (event, after) {
+        (Event::Approved, _) => out.push("rollout.approved"),
+        (Event::Retry, _) => out.push("rollout.retried"),
+        (Event::Resume, _) => out.push("rollout.resumed"),
+        _ => {}
+    }
+    match after {
+        Running { wave } if matches!(before, Pending) || before.wave() != *wave || passed => {
+            out.push("rollout.wave.started")
+        }
+        AwaitingApproval { .. } => out.push("rollout.awaiting_approval"),
+        Paused { .. } if !matches!(before, Paused { .. }) => out.push("rollout.paused"),
+        Halted { .. } => out.push("rollout.halted"),
+        Succeeded => out.push("rollout.succeeded"),
+        CompletedWithFailures { .. } => out.push("rollout.completed_with_failures"),
+        Failed { .. } => out.push("rollout.failed"),
+        Aborted { .. } => out.push("rollout.aborted"),
+        _ => {}
+    }
+    if decisions.contains(&Decision::StartRollback) {
+        out.push("rollout.rolling_back");
+    }
+    out
+}
+
+/// The CloudEvent's `data` for rollout `r` (a snapshot as of the change) as the
+/// `seq`th notification: the contract's fields, the gate when one is open or was
+/// just approved, and the status text as `message`. The controller that acted is
+/// added when it is delivered.
+pub(crate) fn data(r: &pb::Rollout, seq: u64) -> Value {
+    let wave = r.waves.get(r.current_wave as usize);
+    let gate = r
+        .gate
+        .as_ref()
+        .or(r.gates_closed.last().filter(|g| g.outcome == "approved"));
+    json!({
+        "rollout": r.name,
+        "kind": r.kind,
+        "seq": seq,
+        "state": r.state().label(),
+        "wave": r.current_wave + 1,
+        "wave_percent": wave.map(|w| w.percent.as_str()).unwrap_or_default(),
+        "percent_complete": r.percent_complete,
+        "hosts_succeeded": r.hosts_succeeded,
+        "hosts_failed": r.hosts_failed,
+        "hosts_selected": r.hosts_selected,
+        "customers_mitigated": r.customers_mitigated,
+        "customers_affected": r.customers_affected,
+        "failures": r.failures.iter().take(FAILURES).map(|g| json!({
+            "reason": g.reason,
+            "count": g.hosts,
+            "hosts": g.host_ids,
+        })).collect::<Vec<_>>(),
+        "gate": gate.map(|g| json!({
+            "gate_id": g.gate_id,
+            "after": g.after,
+            "approvals_needed": g.approvals_needed,
+            "approvals_required": g.approvals_required,
+            "approved_by": g.approvals.iter().map(|a| a.principal.as_str()).collect::<Vec<_>>(),
+            "deadline_unix_ms": g.deadline_unix_ms,
+            "outcome": g.outcome,
+        })),
+        "message": r.summary,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::state::{HealthReport, Policy, WaveReport, step};
+
+    const POLICY: Policy = Policy {
+        waves: 3,
+        bake_ms: 1_000,
+        rollback_on_failure: false,
+        gated: 0b01,
+    };
+
+    /// Steps and says which events the transition makes.
+    fn says(state: &State, event: Event) -> (State, Vec<&'static str>) {
+        let (next, decisions) = step(state, event.clone(), 0, &POLICY).unwrap();
+        let kinds = of(state, &next, &event, &decisions);
+        (next, kinds)
+    }
+
+    fn ended(wave: u32) -> Event {
+        Event::WaveEnded(WaveReport {
+            wave,
+            size: 10,
+            answered: 10,
+            failed: 0,
+            allowed: 1,
+            whole_rollout: None,
+            examples: vec![],
+            failed_total: 0,
+            stuck: None,
+        })
+    }
+
+    fn baked(wave: u32) -> Event {
+        Event::BakeElapsed(HealthReport {
+            wave,
+            ..Default::default()
+        })
+    }
+
+    /// A whole rollout through a gate: every event once, in order, and nothing
+    /// while it only waits.
+    #[test]
+    fn a_rollout_through_a_gate_says_each_thing_once() {
+        let mut all = Vec::new();
+        let mut s = State::Pending;
+        for event in [
+            Event::Start,
+            ended(0),
+            baked(0),
+            baked(0), // a repeat changes nothing, says nothing
+            Event::Approved,
+            ended(1),
+            Event::Pause,
+            Event::Resume,
+            baked(1),
+            ended(2),
+            baked(2),
+        ] {
+            let (next, kinds) = says(&s, event);
+            all.extend(kinds);
+            s = next;
+        }
+        assert_eq!(s, State::Succeeded);
+        assert_eq!(
+            all,
+            [
+                "rollout.wave.started",
+                "rollout.wave.completed",
+                "rollout.awaiting_approval",
+                "rollout.approved",
+                "rollout.wave.started",
+                "rollout.paused",
+                "rollout.resumed",
+                "rollout.wave.completed",
+                "rollout.wave.started",
+                "rollout.wave.completed",
+                "rollout.succeeded",
+            ]
+        );
+    }
+
+    #[test]
+    fn halts_failures_and_rollbacks_say_so() {
+        let baking = State::Baking { wave: 1, until_ms: 0 };
+        let failed = Event::AnalysisFailed {
+            wave: 1,
+            reason: "retry-ratio".into(),
+        };
+        assert_eq!(says(&baking, failed.clone()).1, ["analysis.failed", "rollout.halted"]);
+        let rolling = Policy {
+            rollback_on_failure: true,
+            ..POLICY
+        };
+        let (next, decisions) = step(&baking, failed.clone(), 0, &rolling).unwrap();
+        assert_eq!(
+            of(&baking, &next, &failed, &decisions),
+            ["analysis.failed", "rollout.failed", "rollout.rolling_back"]
+        );
+        let (halted, _) = says(&baking, failed);
+        assert_eq!(says(&halted, Event::Retry).1, ["rollout.retried"]);
+        let abort = Event::Abort {
+            reason: String::new(),
+            rollback: true,
+        };
+        assert_eq!(says(&halted, abort).1, ["rollout.aborted", "rollout.rolling_back"]);
+    }
+
+    /// The data carries the contract's fields, the gate just approved, and the
+    /// status text as its message.
+    #[test]
+    fn the_data_has_the_contract_fields() {
+        let r = pb::Rollout {
+            name: "exo-retry-fix".into(),
+            kind: "fix".into(),
+            state: pb::RolloutState::Running as i32,
+            current_wave: 1,
+            waves: vec![
+                pb::Wave {
+                    percent: "10%".into(),
+                    ..Default::default()
+                },
+                pb::Wave {
+                    percent: "100%".into(),
+                    ..Default::default()
+                },
+            ],
+            hosts_selected: 200,
+            hosts_succeeded: 20,
+            gates_closed: vec![pb::Gate {
+                gate_id: "0123456789ab".into(),
+                after: "10%".into(),
+                outcome: "approved".into(),
+                approvals: vec![pb::Approval {
+                    principal: "bob".into(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            summary: "The fix ...".into(),
+            ..Default::default()
+        };
+        let d = data(&r, 4);
+        for field in [
+            "rollout",
+            "kind",
+            "seq",
+            "state",
+            "wave",
+            "wave_percent",
+            "percent_complete",
+            "hosts_succeeded",
+            "hosts_failed",
+            "hosts_selected",
+            "customers_mitigated",
+            "customers_affected",
+            "failures",
+            "gate",
+            "message",
+        ] {
+            assert!(d.get(field).is_some(), "{field} in {d}");
+        }
+        assert_eq!((d["seq"].as_u64(), d["wave"].as_u64()), (Some(4), Some(2)));
+        assert_eq!(d["wave_percent"], "100%");
+        assert_eq!(d["state"], "running");
+        assert_eq!(d["gate"]["approved_by"][0], "bob");
+        assert_eq!(d["message"], "The fix ...");
+    }
+}
