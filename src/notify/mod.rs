@@ -4,8 +4,11 @@
 //!
 //! - [`sinks`]: the sinks file, read strictly (file:line:column), each sink's
 //!   secret and CA read at start; `rollout notify check` validates it offline.
+//! - [`webhook`]: the wire format: a structured CloudEvent, signed as Standard
+//!   Webhooks sign.
 
 pub mod sinks;
+pub mod webhook;
 
 pub use sinks::{Sink, SinkKind, Sinks};
 

@@ -73,6 +73,11 @@ impl SinkKind {
 pub struct Secret(Vec<u8>);
 
 impl Secret {
+    /// A key as bytes (read from a secret file, or made by a test).
+    pub fn from_bytes(bytes: Vec<u8>) -> Secret {
+        Secret(bytes)
+    }
+
     pub fn bytes(&self) -> &[u8] {
         &self.0
     }
