@@ -61,6 +61,7 @@ async fn the_outbox_holds_each_transition_once_in_order() {
     assert_eq!(
         kinds,
         [
+            "rollout.submitted",
             "rollout.wave.started",
             "rollout.wave.completed",
             "rollout.awaiting_approval",
@@ -85,4 +86,17 @@ async fn the_outbox_holds_each_transition_once_in_order() {
         "{last}"
     );
     assert_eq!(notices[0].id, format!("rollout-{}-1", r.id));
+    // Written with the rollout's record: the selection as submitted.
+    let first: serde_json::Value = serde_json::from_str(&notices[0].data_json).unwrap();
+    assert_eq!(
+        (first["state"].as_str(), first["hosts_selected"].as_u64()),
+        (Some("pending"), Some(50))
+    );
+    assert!(
+        first["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("The fix (build 15.20.8207.12) has not started yet: 50 hosts of "),
+        "{first}"
+    );
 }

@@ -60,7 +60,7 @@ async fn a_data_dir_is_copied_into_etcd_with_its_unfinished_rollout() {
             ..Default::default()
         };
         store
-            .create_rollout(&record, &hosts, &|_| false, None, &[])
+            .create_rollout(&record, &hosts, &|_| false, None, &[], &[])
             .await
             .unwrap()
             .unwrap();

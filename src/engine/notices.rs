@@ -57,6 +57,59 @@ pub(crate) fn of(before: &State, after: &State, event: &Event, decisions: &[Deci
     out
 }
 
+/// The first notification of a new rollout, written with its record (whose count
+/// it starts): `rollout.submitted`, with the selection as planned.
+pub(crate) fn submitted(
+    record: &mut pb::RolloutRecord,
+    plan: &crate::plan::Plan,
+    hosts: &[&str],
+    inventory: &crate::fleet::Inventory,
+) -> pb::Notification {
+    let customers: std::collections::HashSet<&str> = hosts
+        .iter()
+        .filter_map(|h| inventory.host(h))
+        .flat_map(|h| h.customers.iter().map(|c| c.as_ref()))
+        .collect();
+    let mut shown = pb::Rollout {
+        id: record.id,
+        name: record.name.clone(),
+        kind: plan.kind.as_str().to_string(),
+        description: plan.description.clone(),
+        version: plan.version.clone().unwrap_or_default(),
+        state: pb::RolloutState::Pending as i32,
+        waves: plan
+            .waves
+            .iter()
+            .enumerate()
+            .map(|(k, p)| pb::Wave {
+                index: k as u32,
+                percent: p.to_string(),
+                target_hosts: p.of(hosts.len() as u64),
+                ..Default::default()
+            })
+            .collect(),
+        hosts_selected: hosts.len() as u64,
+        hosts_pending: hosts.len() as u64,
+        customers_affected: customers.len() as u64,
+        created_at_unix_ms: record.created_at_unix_ms,
+        submitted_by: record.submitted_by.clone(),
+        ..Default::default()
+    };
+    shown.summary = crate::summary::rollout(&shown);
+    record.notices = 1;
+    pb::Notification {
+        id: format!("rollout-{}-1", record.id),
+        r#type: "rollout.submitted".into(),
+        subject: record.name.clone(),
+        rollout_id: record.id,
+        job_id: 0,
+        seq: 1,
+        at_unix_ms: record.created_at_unix_ms,
+        data_json: data(&shown, 1).to_string(),
+        controller: String::new(),
+    }
+}
+
 /// The CloudEvent's `data` for rollout `r` (a snapshot as of the change) as the
 /// `seq`th notification: the contract's fields, the gate when one is open or was
 /// just approved, and the status text as `message`. The controller that acted is

@@ -113,13 +113,15 @@ impl Engine {
             "ok",
         );
         let hosts: Vec<(&str, &str)> = targets.iter().map(|(h, v)| (h.as_str(), v.as_str())).collect();
+        let ids: Vec<&str> = hosts.iter().map(|(h, _)| *h).collect();
+        let notice = super::notices::submitted(&mut record, &plan, &ids, &self.ctx.inventory());
         // The rollback takes the leases from the rollout it undoes, and that rollout's
         // record says so, in one transaction.
         let from = original.holder();
         if let Err(held) = self
             .ctx
             .store
-            .create_rollout(&record, &hosts, &|h| *h == from, Some(&settled), &[started])
+            .create_rollout(&record, &hosts, &|h| *h == from, Some(&settled), &[started], &[notice])
             .await?
         {
             return Err(Error::Refused(held_by(&held, hosts.len())));

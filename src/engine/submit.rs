@@ -165,10 +165,12 @@ impl Engine {
             name: &record.name,
         };
         let audit = actor.event(now, target, format!("{} hosts selected", hosts.len()), "ok");
+        let ids: Vec<&str> = hosts.iter().map(String::as_str).collect();
+        let notice = super::notices::submitted(&mut record, &plan, &ids, &self.ctx.inventory());
         if let Err(held) = self
             .ctx
             .store
-            .create_rollout(&record, &rows, &may_take, None, &[audit])
+            .create_rollout(&record, &rows, &may_take, None, &[audit], &[notice])
             .await?
         {
             return Err(Error::Refused(held_by(&held, hosts.len())));

@@ -48,7 +48,7 @@ fn notice_key(subject: Subject, seq: u64) -> Vec<u8> {
 impl Store {
     /// Adds `notices` to `batch`, each naming this store's writer as the controller
     /// that acted.
-    fn outbox(&self, batch: &mut Batch, notices: &[pb::Notification]) {
+    pub(super) fn outbox(&self, batch: &mut Batch, notices: &[pb::Notification]) {
         for n in notices {
             let mut signed = n.clone();
             if signed.controller.is_empty() {

@@ -51,6 +51,7 @@ impl Store {
         may_take: &(dyn Fn(&Holder) -> bool + Sync),
         also: Option<&pb::RolloutRecord>,
         events: &[pb::EventRecord],
+        notices: &[pb::Notification],
     ) -> Result<std::result::Result<(), Held>> {
         let me = Holder::Rollout {
             id: record.id,
@@ -79,6 +80,7 @@ impl Store {
             );
         }
         self.log(&mut commit, events);
+        self.outbox(&mut commit, notices);
         self.write(commit, "rollouts")?;
         self.flush().await?;
         Ok(Ok(()))

@@ -203,7 +203,7 @@ async fn rollouts_and_hosts_round_trip() {
         ..Default::default()
     };
     store
-        .create_rollout(&record, &[("b", ""), ("a", "")], &|_| false, None, &[])
+        .create_rollout(&record, &[("b", ""), ("a", "")], &|_| false, None, &[], &[])
         .await
         .unwrap()
         .unwrap();
@@ -233,7 +233,7 @@ async fn rollouts_and_hosts_round_trip() {
         ..Default::default()
     };
     let held = store
-        .create_rollout(&other, &[("c", ""), ("b", "")], &|_| false, None, &[])
+        .create_rollout(&other, &[("c", ""), ("b", "")], &|_| false, None, &[], &[])
         .await
         .unwrap()
         .unwrap_err();
@@ -252,7 +252,7 @@ async fn rollouts_and_hosts_round_trip() {
         ..Default::default()
     };
     let held = store
-        .create_rollout(&big, &rows, &|_| false, None, &[])
+        .create_rollout(&big, &rows, &|_| false, None, &[], &[])
         .await
         .unwrap()
         .unwrap_err();
@@ -266,7 +266,7 @@ async fn rollouts_and_hosts_round_trip() {
     assert_eq!(store.rollout(id + 2).unwrap(), None);
     // Preempting takes it; the first holder's release then leaves "b" alone.
     store
-        .create_rollout(&other, &[("c", ""), ("b", "")], &|h| *h == me, None, &[])
+        .create_rollout(&other, &[("c", ""), ("b", "")], &|h| *h == me, None, &[], &[])
         .await
         .unwrap()
         .unwrap();
@@ -325,7 +325,7 @@ async fn leases_are_chunks_and_a_stale_writer_decides_again() {
         ..Default::default()
     };
     first
-        .create_rollout(&big, &hosts, &|_| false, None, &[])
+        .create_rollout(&big, &hosts, &|_| false, None, &[], &[])
         .await
         .unwrap()
         .unwrap();
@@ -341,7 +341,7 @@ async fn leases_are_chunks_and_a_stale_writer_decides_again() {
         ..Default::default()
     };
     let held = second
-        .create_rollout(&other, &[("h00001", ""), ("new", "")], &|_| false, None, &[])
+        .create_rollout(&other, &[("h00001", ""), ("new", "")], &|_| false, None, &[], &[])
         .await
         .unwrap()
         .unwrap_err();
@@ -350,7 +350,7 @@ async fn leases_are_chunks_and_a_stale_writer_decides_again() {
     // Taken from its holder (a preemption), a host leaves the holder's chunk: when the
     // taker gives it up, it is free, not returned to the first.
     second
-        .create_rollout(&other, &[("h00001", ""), ("new", "")], &|h| *h == me, None, &[])
+        .create_rollout(&other, &[("h00001", ""), ("new", "")], &|h| *h == me, None, &[], &[])
         .await
         .unwrap()
         .unwrap();

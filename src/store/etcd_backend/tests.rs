@@ -88,7 +88,7 @@ async fn etcd_passes_the_conformance_suite() {
         ..Default::default()
     };
     store
-        .create_rollout(&record, &hosts, &|_| false, None, &[])
+        .create_rollout(&record, &hosts, &|_| false, None, &[], &[])
         .await
         .unwrap()
         .unwrap();

@@ -33,7 +33,7 @@ async fn rollout(n: usize) -> (Store, Arc<SledBackend>) {
         ..Default::default()
     };
     store
-        .create_rollout(&r, &hosts, &|_| false, None, &[])
+        .create_rollout(&r, &hosts, &|_| false, None, &[], &[])
         .await
         .unwrap()
         .unwrap();
