@@ -9,6 +9,7 @@ mod audit;
 mod client;
 mod controllers;
 mod demo;
+mod files;
 pub mod process;
 pub mod render;
 pub mod restart;
@@ -24,7 +25,6 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 pub use client::{Client, Credentials, connect, connect_with};
 
-use crate::fleet::{GenerateOptions, generate};
 use crate::plan::Plan;
 use crate::proto::v1 as pb;
 use crate::{Error, Result};
@@ -310,13 +310,13 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Demo(args) => demo::run(args).await,
         Command::Plan {
             command: PlanCommand::Check { files },
-        } => plan_check(&files),
+        } => files::plan_check(&files),
         Command::Fleet {
             command: FleetCommand::Generate(args),
-        } => fleet_generate(&args),
+        } => files::fleet_generate(&args),
         Command::Notify {
             command: NotifyCommand::Check { files },
-        } => notify_check(&files),
+        } => files::notify_check(&files),
         Command::Notify {
             command: NotifyCommand::Secret,
         } => {
@@ -385,79 +385,6 @@ fn read(path: &std::path::Path, what: &str) -> Result<String> {
             e.utf8_error().valid_up_to()
         ))
     })
-}
-
-fn plan_check(files: &[PathBuf]) -> Result<ExitCode> {
-    let mut bad = 0;
-    for path in files {
-        let shown = path.display().to_string();
-        match read(path, "plan").and_then(|text| Ok(Plan::from_yaml(&text, &shown)?)) {
-            Ok(plan) => {
-                println!(
-                    "ok: {shown}: {} `{}`, {} waves ({}), max_parallel {}, bake {}",
-                    plan.kind.as_str(),
-                    plan.name,
-                    plan.waves.len(),
-                    plan.waves.iter().map(|w| w.to_string()).collect::<Vec<_>>().join(" "),
-                    plan.max_parallel,
-                    crate::text::format_duration(plan.bake)
-                );
-                for gate in &plan.gates {
-                    println!("    gate {}", gate.describe());
-                }
-            }
-            Err(e) => {
-                bad += 1;
-                eprintln!("error: {e}");
-            }
-        }
-    }
-    Ok(if bad == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
-}
-
-fn notify_check(files: &[PathBuf]) -> Result<ExitCode> {
-    let mut bad = 0;
-    for path in files {
-        match crate::notify::Sinks::load(path) {
-            Ok(sinks) => {
-                println!("ok: {}: {} sinks", path.display(), sinks.0.len());
-                for sink in &sinks.0 {
-                    println!("    {}", sink.describe());
-                }
-            }
-            Err(e) => {
-                bad += 1;
-                eprintln!("error: {e}");
-            }
-        }
-    }
-    Ok(if bad == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
-}
-
-fn fleet_generate(args: &GenerateArgs) -> Result<ExitCode> {
-    if !(0.0..=1.0).contains(&args.unhealthy_rate) {
-        return Err(Error::Usage("--unhealthy-rate must be between 0 and 1".into()));
-    }
-    let fleet = generate(&GenerateOptions {
-        hosts: args.hosts,
-        agent: args.agent.clone(),
-        seed: args.seed,
-        unhealthy_rate: args.unhealthy_rate,
-    });
-    let yaml = fleet.to_yaml();
-    match &args.output {
-        Some(path) => {
-            write_atomically(path, yaml.as_bytes())?;
-            eprintln!(
-                "wrote {} hosts and {} customers to {}",
-                fleet.hosts.len(),
-                fleet.customers.len(),
-                path.display()
-            );
-        }
-        None => print!("{yaml}"),
-    }
-    Ok(ExitCode::SUCCESS)
 }
 
 /// Writes a file whole or not at all (temp file in the same directory, then rename).

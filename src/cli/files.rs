@@ -1,0 +1,83 @@
+//! The offline commands over the files people write: `plan check`, `notify check`
+//! and `fleet generate`. None needs a controller.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use super::{GenerateArgs, read, write_atomically};
+use crate::fleet::{GenerateOptions, generate};
+use crate::plan::Plan;
+use crate::{Error, Result};
+
+pub(super) fn plan_check(files: &[PathBuf]) -> Result<ExitCode> {
+    let mut bad = 0;
+    for path in files {
+        let shown = path.display().to_string();
+        match read(path, "plan").and_then(|text| Ok(Plan::from_yaml(&text, &shown)?)) {
+            Ok(plan) => {
+                println!(
+                    "ok: {shown}: {} `{}`, {} waves ({}), max_parallel {}, bake {}",
+                    plan.kind.as_str(),
+                    plan.name,
+                    plan.waves.len(),
+                    plan.waves.iter().map(|w| w.to_string()).collect::<Vec<_>>().join(" "),
+                    plan.max_parallel,
+                    crate::text::format_duration(plan.bake)
+                );
+                for gate in &plan.gates {
+                    println!("    gate {}", gate.describe());
+                }
+            }
+            Err(e) => {
+                bad += 1;
+                eprintln!("error: {e}");
+            }
+        }
+    }
+    Ok(if bad == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+pub(super) fn notify_check(files: &[PathBuf]) -> Result<ExitCode> {
+    let mut bad = 0;
+    for path in files {
+        match crate::notify::Sinks::load(path) {
+            Ok(sinks) => {
+                println!("ok: {}: {} sinks", path.display(), sinks.0.len());
+                for sink in &sinks.0 {
+                    println!("    {}", sink.describe());
+                }
+            }
+            Err(e) => {
+                bad += 1;
+                eprintln!("error: {e}");
+            }
+        }
+    }
+    Ok(if bad == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+pub(super) fn fleet_generate(args: &GenerateArgs) -> Result<ExitCode> {
+    if !(0.0..=1.0).contains(&args.unhealthy_rate) {
+        return Err(Error::Usage("--unhealthy-rate must be between 0 and 1".into()));
+    }
+    let fleet = generate(&GenerateOptions {
+        hosts: args.hosts,
+        agent: args.agent.clone(),
+        seed: args.seed,
+        unhealthy_rate: args.unhealthy_rate,
+    });
+    let yaml = fleet.to_yaml();
+    match &args.output {
+        Some(path) => {
+            write_atomically(path, yaml.as_bytes())?;
+            eprintln!(
+                "wrote {} hosts and {} customers to {}",
+                fleet.hosts.len(),
+                fleet.customers.len(),
+                path.display()
+            );
+        }
+        None => print!("{yaml}"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
