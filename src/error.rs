@@ -36,6 +36,13 @@ pub enum Error {
     /// A request or a command line is missing something; the text says what.
     #[error("{0}")]
     Usage(String),
+    /// A request names something this controller does not have; the text says what
+    /// it has.
+    #[error("{0}")]
+    NotFound(String),
+    /// A request this controller is not set up for; the text says what would do.
+    #[error("{0}")]
+    Unconfigured(String),
     /// The controller answered a client's call with an error.
     #[error("{message}")]
     Remote { code: Code, message: String },
@@ -84,6 +91,8 @@ impl From<Error> for Status {
                 engine::Error::Corrupt(_) => Code::DataLoss,
                 engine::Error::Store(_) => Code::Internal,
             },
+            Error::NotFound(_) => Code::NotFound,
+            Error::Unconfigured(_) => Code::FailedPrecondition,
             Error::Store(_) | Error::Io { .. } => Code::Internal,
             Error::Transport { .. } => Code::Unavailable,
             Error::Remote { code, .. } => *code,

@@ -56,6 +56,10 @@ pub struct RetryBudget {
     /// (bucket start, first attempts, retries), oldest first.
     buckets: Mutex<std::collections::VecDeque<(Instant, u64, u64)>>,
     slots: usize,
+    /// Retries allowed over the window whatever the first attempts (Finagle's
+    /// minimum): a caller whose first attempts stopped (a sink down for an hour) can
+    /// still retry, slowly.
+    minimum: u64,
 }
 
 impl RetryBudget {
@@ -66,7 +70,14 @@ impl RetryBudget {
             bucket: window / slots as u32,
             buckets: Mutex::new(Default::default()),
             slots,
+            minimum: 0,
         }
+    }
+
+    /// The same budget, allowing `retries` over the window beyond the ratio.
+    pub fn with_minimum(mut self, retries: u64) -> RetryBudget {
+        self.minimum = retries;
+        self
     }
 
     fn with_current<T>(&self, f: impl FnOnce(&mut std::collections::VecDeque<(Instant, u64, u64)>) -> T) -> T {
@@ -93,7 +104,7 @@ impl RetryBudget {
     pub fn try_retry(&self) -> bool {
         self.with_current(|b| {
             let (firsts, retries) = b.iter().fold((0, 0), |acc, x| (acc.0 + x.1, acc.1 + x.2));
-            let allowed = (retries + 1) as f64 <= self.ratio * firsts as f64;
+            let allowed = (retries + 1) as f64 <= self.ratio * firsts as f64 + self.minimum as f64;
             if allowed && let Some(last) = b.back_mut() {
                 last.2 += 1;
             }
@@ -259,6 +270,9 @@ mod tests {
         }
         let granted = (0..50).filter(|_| budget.try_retry()).count();
         assert_eq!(granted, 10);
+        let floor = RetryBudget::new(0.1, Duration::from_secs(10)).with_minimum(3);
+        let granted = (0..50).filter(|_| floor.try_retry()).count();
+        assert_eq!(granted, 3, "the minimum without any first attempt");
     }
 
     #[test]

@@ -72,6 +72,8 @@ async fn metrics_are_scraped_during_a_rollout() {
             http: None,
             grace: Duration::from_secs(30),
             drill_from_ms: None,
+            sinks: Default::default(),
+            site: "default".into(),
         },
         stop.clone(),
     ));

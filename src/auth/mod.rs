@@ -131,9 +131,10 @@ pub fn need(path: &str) -> Need {
         "grpc.reflection.v1.ServerReflection" | "grpc.reflection.v1alpha.ServerReflection" => Need::View,
         "rollout.v1.Controller" => match method {
             "GetRollout" | "ListRollouts" | "WatchRollout" | "GetRestartJob" | "ListRestartJobs"
-            | "WatchRestartJob" | "ListHosts" | "ListEvents" | "ListRolloutHosts" | "ListControllers" => Need::View,
+            | "WatchRestartJob" | "ListHosts" | "ListEvents" | "ListRolloutHosts" | "ListControllers"
+            | "NotifyStatus" => Need::View,
             "SubmitPlan" | "PauseRollout" | "ResumeRollout" | "AbortRollout" | "RetryRollout" | "TriggerRestart"
-            | "CancelRestartJob" => Need::Change,
+            | "CancelRestartJob" | "NotifyTest" => Need::Change,
             "ApproveRollout" => Need::Approve,
             "Heartbeat" => Need::Heartbeat,
             _ => Need::Inventory,

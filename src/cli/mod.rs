@@ -10,6 +10,7 @@ mod client;
 mod controllers;
 mod demo;
 mod files;
+mod notify;
 pub mod process;
 pub mod render;
 pub mod restart;
@@ -214,6 +215,14 @@ pub enum NotifyCommand {
     /// Print a new webhook signing secret (`whsec_` and base64, as Standard Webhooks
     /// makes them) for a sink's secret_file and its receiver.
     Secret,
+    /// Each sink of the controller: delivered, pending and the oldest pending, the
+    /// last error, undeliverable.
+    Status {
+        #[arg(long, value_enum, default_value = "text")]
+        output: Output,
+    },
+    /// Send one test event to a sink of the controller now and say how it answered.
+    Test { sink: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -317,6 +326,12 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Notify {
             command: NotifyCommand::Check { files },
         } => files::notify_check(&files),
+        Command::Notify {
+            command: NotifyCommand::Status { output },
+        } => notify::status(server, output).await,
+        Command::Notify {
+            command: NotifyCommand::Test { sink },
+        } => notify::test(server, &sink).await,
         Command::Notify {
             command: NotifyCommand::Secret,
         } => {

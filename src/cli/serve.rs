@@ -108,6 +108,32 @@ pub struct ServeArgs {
     /// game days and demos. Status, the dashboard and the audit log say it is in force.
     #[arg(long, value_name = "TIME", value_parser = super::parse_instant)]
     pub drill_clock: Option<i64>,
+    /// Notify the sinks of this file (webhooks signed as Standard Webhooks, Slack,
+    /// Alertmanager) of every rollout's and restart job's events; `rollout notify
+    /// check FILE` validates it.
+    #[arg(long, value_name = "FILE")]
+    pub notify: Option<PathBuf>,
+    /// This controller's site, in the notifications' source (`/rollout/SITE`) and the
+    /// alerts' `site` label.
+    #[arg(long, default_value = "default", value_parser = parse_site)]
+    pub site: String,
+}
+
+/// A site name: letters, digits, dots, dashes and underscores (it goes in a URI).
+fn parse_site(text: &str) -> std::result::Result<String, String> {
+    let ok = !text.is_empty()
+        && text.len() <= 63
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok {
+        Ok(text.to_string())
+    } else {
+        Err(format!(
+            "`{}` is not a site name: use letters, digits, dots, dashes and underscores (like apac-1), at most 63",
+            crate::text::one_line(text)
+        ))
+    }
 }
 
 #[derive(Debug, Args)]
@@ -360,6 +386,10 @@ fn store_at(args: &ServeArgs, listener: &TcpListener, http: Option<&TcpListener>
 
 pub async fn serve(args: ServeArgs) -> Result<ExitCode> {
     let security = security(&args)?;
+    let sinks = match &args.notify {
+        Some(path) => crate::notify::Sinks::load(path)?,
+        None => crate::notify::Sinks::default(),
+    };
     let listener = bind(&args.listen).await?;
     let http = match &args.http_listen {
         Some(addr) => Some(bind_http(addr, "--http-listen", "dashboard", "/").await?),
@@ -387,6 +417,8 @@ pub async fn serve(args: ServeArgs) -> Result<ExitCode> {
             http,
             grace: args.grace_period,
             drill_from_ms: args.drill_clock,
+            sinks,
+            site: args.site,
         },
         token,
     )

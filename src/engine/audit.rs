@@ -64,7 +64,13 @@ impl super::Engine {
     /// Applies an operator's event (pause, resume, abort) and returns the new snapshot.
     /// Writes a refused change to the audit log (nothing else changed) and flushes.
     pub async fn record_refusal(&self, actor: &Actor, target: Target<'_>, message: &str) {
-        let event = actor.event(self.ctx.clock.now_ms(), target, String::new(), message);
+        self.record_call(actor, target, String::new(), message).await
+    }
+
+    /// Writes a call that changed nothing the store holds (a test notification) to
+    /// the audit log, and flushes.
+    pub async fn record_call(&self, actor: &Actor, target: Target<'_>, detail: String, result: &str) {
+        let event = actor.event(self.ctx.clock.now_ms(), target, detail, result);
         let written = match self.ctx.store.append_event(&event) {
             Ok(()) => self.ctx.store.flush().await,
             Err(e) => Err(e),

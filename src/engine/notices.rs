@@ -151,6 +151,45 @@ pub(crate) fn data(r: &pb::Rollout, seq: u64) -> Value {
     })
 }
 
+/// A restart job's notification: `restart.started` (seq 1, written with the job)
+/// or `restart.completed` (seq 2, written with its outcome), its data the job as of
+/// then with the status text as `message`.
+pub(crate) fn job(j: &pb::RestartJob, kind: &'static str, at_ms: i64) -> pb::Notification {
+    let seq = if kind == "restart.started" { 1 } else { 2 };
+    let data = json!({
+        "job": j.id,
+        "kind": "restart",
+        "seq": seq,
+        "state": j.state().label(),
+        "outcome": (seq == 2).then(|| j.state().label()),
+        "order": j.order,
+        "hosts_total": j.hosts_total,
+        "hosts_restarted": j.hosts_restarted,
+        "hosts_failed": j.hosts_failed,
+        "hosts_in_flight": j.hosts_in_flight,
+        "hosts_pending": j.hosts_pending,
+        "hosts_skipped": j.skipped.len(),
+        "tiers": j.tiers.iter().map(|t| json!({
+            "tier": t.tier,
+            "total": t.total,
+            "restarted": t.restarted,
+        })).collect::<Vec<_>>(),
+        "reason": j.reason,
+        "message": j.summary,
+    });
+    pb::Notification {
+        id: format!("restart-{}-{seq}", j.id),
+        r#type: kind.to_string(),
+        subject: j.id.to_string(),
+        rollout_id: 0,
+        job_id: j.id,
+        seq,
+        at_unix_ms: at_ms,
+        data_json: data.to_string(),
+        controller: String::new(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -77,10 +77,13 @@ impl Engine {
         }
         let line = format!("restart job {id}: {total} hosts, order {}", req.order);
         let audit = actor.event(now, Target::Job(id), line, "ok");
+        let started = Job::load(record.clone(), hosts.clone(), &inventory)
+            .map_err(Error::Corrupt)?
+            .started(now);
         if let Err(held) = self
             .ctx
             .store
-            .create_restart_job(&record, &hosts, &req.request_id, &[audit])
+            .create_restart_job(&record, &hosts, &req.request_id, &[audit], &[started])
             .await?
         {
             return Err(Error::Refused(held_by(&held, total)));

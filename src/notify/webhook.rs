@@ -37,6 +37,24 @@ pub fn cloudevent(n: &pb::Notification, site: &str) -> Value {
     })
 }
 
+/// The body and headers of the request delivering `n`, signed at `timestamp` (unix
+/// seconds, the real clock: receivers refuse a timestamp far from theirs).
+pub fn request(
+    n: &pb::Notification,
+    site: &str,
+    secret: Option<&Secret>,
+    timestamp: i64,
+) -> (Vec<u8>, Vec<(&'static str, String)>) {
+    let body = cloudevent(n, site).to_string().into_bytes();
+    let mut headers = vec![("content-type", CONTENT_TYPE.to_string())];
+    if let Some(secret) = secret {
+        headers.push(("webhook-id", n.id.clone()));
+        headers.push(("webhook-timestamp", timestamp.to_string()));
+        headers.push(("webhook-signature", signature(secret, &n.id, timestamp, &body)));
+    }
+    (body, headers)
+}
+
 /// The `webhook-signature` header for a request `id` sent at `timestamp` (unix
 /// seconds) with `body`.
 pub fn signature(secret: &Secret, id: &str, timestamp: i64, body: &[u8]) -> String {

@@ -24,6 +24,8 @@ pub struct ControllerService {
     /// No `--auth`: every caller is the same principal, so a gate that needs two
     /// approvers (or four eyes) could never open.
     one_principal: bool,
+    /// The sinks of `--notify`; None without.
+    notifier: Option<Arc<crate::notify::Notifier>>,
 }
 
 impl ControllerService {
@@ -38,7 +40,17 @@ impl ControllerService {
             shutdown,
             controllers,
             one_principal,
+            notifier: None,
         }
+    }
+
+    pub fn with_notifier(mut self, notifier: Option<Arc<crate::notify::Notifier>>) -> ControllerService {
+        self.notifier = notifier;
+        self
+    }
+
+    fn notifier(&self) -> Result<&crate::notify::Notifier> {
+        Ok(self.notifier.as_deref().ok_or(crate::notify::Error::NoSinks)?)
     }
 
     pub fn into_server(self) -> ControllerServer<ControllerService> {
@@ -240,6 +252,36 @@ impl Controller for ControllerService {
         let req = request.into_inner();
         let snapshot = self.engine.get(key(&req.name, req.id)?).map_err(Error::from)?;
         Ok(Response::new(self.drilled((*snapshot).clone())))
+    }
+
+    async fn notify_status(
+        &self,
+        _request: Request<pb::NotifyStatusRequest>,
+    ) -> Result<Response<pb::NotifyStatusResponse>, Status> {
+        let notifier = self.notifier.clone();
+        let status = tokio::task::spawn_blocking(move || match notifier {
+            Some(n) => n.status().map_err(Error::from),
+            None => Err(Error::from(crate::notify::Error::NoSinks)),
+        })
+        .await
+        .map_err(|e| Status::internal(format!("reading the notification outbox: {e}")))??;
+        Ok(Response::new(status))
+    }
+
+    async fn notify_test(
+        &self,
+        request: Request<pb::NotifyTestRequest>,
+    ) -> Result<Response<pb::NotifyTestResponse>, Status> {
+        let actor = actor(&request, "NotifyTest", "");
+        let req = request.into_inner();
+        if req.sink.is_empty() {
+            return Err(Error::Usage("name the sink to test: set `sink`".into()).into());
+        }
+        let answer = self.notifier()?.test(&req.sink).await.map_err(Error::from)?;
+        let line = format!("test notification to sink {}: {}", req.sink, answer.answer);
+        let result = if answer.delivered { "ok" } else { "not delivered" };
+        self.engine.record_call(&actor, Target::None, line, result).await;
+        Ok(Response::new(answer))
     }
 
     async fn list_controllers(

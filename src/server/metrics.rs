@@ -1,7 +1,7 @@
 //! Prometheus metrics (prometheus-client, OpenMetrics text) on `--metrics-listen`:
 //! hosts by rollout and state, percent complete, current wave, restart jobs by state,
 //! agent calls (first attempts, retries, latency, budget exhaustion, breakers), and
-//! gRPC requests by method and code. Rollout figures are read from the engine's
+//! gRPC requests by method and code, notifications by sink and outcome. Rollout figures are read from the engine's
 //! snapshots at scrape time, so they are exactly what `rollout status` shows.
 
 use std::future::Future;
@@ -19,6 +19,7 @@ use tower::{Layer, Service};
 
 use crate::cluster::Controllers;
 use crate::engine::{Engine, GrpcFleet};
+use crate::notify::Notifier;
 use crate::proto::v1 as pb;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -78,6 +79,8 @@ pub struct Metrics {
     controllers: Family<ControllerLabels, Gauge>,
     leader_epoch: Gauge,
     leading: Gauge,
+    /// The sinks' counters and pending gauges (`--notify`).
+    notifier: std::sync::OnceLock<Option<Arc<Notifier>>>,
     /// The leader's engine and agent calls; None on a standby, which has neither.
     engine: Option<(Arc<Engine>, Arc<GrpcFleet>)>,
     /// Who the controllers sharing the store are (read at scrape time).
@@ -86,8 +89,19 @@ pub struct Metrics {
 
 impl Metrics {
     /// A leading controller's metrics.
-    pub fn new(engine: Arc<Engine>, fleet: Arc<GrpcFleet>, peers: Controllers) -> Arc<Metrics> {
-        Metrics::build(Some((engine, fleet)), peers)
+    pub fn new(
+        engine: Arc<Engine>,
+        fleet: Arc<GrpcFleet>,
+        peers: Controllers,
+        notifier: Option<Arc<Notifier>>,
+    ) -> Arc<Metrics> {
+        let m = Metrics::build(Some((engine, fleet)), peers);
+        if let Some(n) = &notifier {
+            n.register(&mut m.registry.lock().unwrap_or_else(|p| p.into_inner()));
+        }
+        // Set once: the metrics are made once per leadership.
+        let _ = m.notifier.set(notifier);
+        m
     }
 
     /// A standby's: the controllers and who leads, `rollout_leading` 0.
@@ -111,6 +125,7 @@ impl Metrics {
             controllers: Family::default(),
             leader_epoch: Gauge::default(),
             leading: Gauge::default(),
+            notifier: std::sync::OnceLock::new(),
             engine,
             peers,
         };
@@ -221,6 +236,9 @@ impl Metrics {
         }
         if let Some((engine, fleet)) = &self.engine {
             self.render_engine(engine, fleet);
+        }
+        if let Some(Some(n)) = self.notifier.get() {
+            n.refresh_metrics();
         }
         let mut text = String::new();
         let registry = self.registry.lock().unwrap_or_else(|p| p.into_inner());

@@ -52,6 +52,11 @@ pub struct Options {
     pub grace: Duration,
     /// Judge business hours by a drill clock starting at this instant (unix ms).
     pub drill_from_ms: Option<i64>,
+    /// Where notifications go (`--notify FILE`); empty: nowhere (they stay in the
+    /// outbox for a controller that has sinks).
+    pub sinks: crate::notify::Sinks,
+    /// The CloudEvents' source is `/rollout/{site}` (`--site`).
+    pub site: String,
 }
 
 /// Who may talk to the controller, and how much.
@@ -177,6 +182,24 @@ impl Phase<'_> {
             since_start_ms = self.started.elapsed().as_millis(),
             "rollouts and restart jobs loaded"
         );
+        if leading.is_some() {
+            // Written by the new leader itself, fenced by its epoch.
+            let told = crate::notify::leader_changed(store.writer(), epoch, options.clock.now_ms());
+            store.put_notices(&[told])?;
+        }
+        let notifier = (!options.sinks.0.is_empty())
+            .then(|| {
+                crate::notify::Notifier::start(
+                    store.clone(),
+                    &options.sinks,
+                    &options.site,
+                    options.clock.clone(),
+                    engine.clone(),
+                    shutdown.clone(),
+                )
+            })
+            .transpose()
+            .map_err(Error::from)?;
         let controllers = controllers(leading.as_ref(), self.listener, options);
         // Reads are answered on a runtime of their own: a million-host rollout keeping
         // the engine's workers busy does not queue them behind its tasks.
@@ -187,7 +210,7 @@ impl Phase<'_> {
             .build()
             .map_err(|e| Error::io("cannot start the API's runtime", e))?;
         let metrics = (options.metrics.is_some() || options.http.is_some())
-            .then(|| metrics::Metrics::new(engine.clone(), grpc_fleet, controllers.clone()));
+            .then(|| metrics::Metrics::new(engine.clone(), grpc_fleet, controllers.clone(), notifier.clone()));
         if let (Some(listener), Some(m)) = (&options.metrics, &metrics) {
             let listener = moved_to(&api, share(listener)?)?;
             api.spawn(serve_http(
@@ -214,7 +237,15 @@ impl Phase<'_> {
         let mut serving = api.spawn({
             let (engine, security, shutdown) = (engine.clone(), options.security.clone(), shutdown.clone());
             let signal = drained.clone().cancelled_owned();
-            async move { serve(listener, engine, controllers, &security, metrics, shutdown, signal).await }
+            let notifier = notifier.clone();
+            async move {
+                let api = Api {
+                    engine,
+                    controllers,
+                    notifier,
+                };
+                serve(listener, api, &security, metrics, shutdown, signal).await
+            }
         });
         // A leader whose lease could not be renewed, or whose write found another
         // leader, stops at once: its writes are refused anyway, and agents refuse its
@@ -236,7 +267,13 @@ impl Phase<'_> {
                 "lost the leadership: stopped dispatching (a write or Apply of this epoch would be refused anyway)"
             );
         }
-        let waited = tokio::time::timeout(options.grace, engine.stopped()).await;
+        let waited = tokio::time::timeout(options.grace, async {
+            engine.stopped().await;
+            if let Some(n) = &notifier {
+                n.stopped().await;
+            }
+        })
+        .await;
         if deposed {
             // Its calls in flight end at once: their records are refused.
             if waited.is_err() {
@@ -339,12 +376,19 @@ async fn serve_http(listener: TcpListener, app: axum::Router, shutdown: Cancella
     }
 }
 
+/// What the gRPC API of a leader answers from.
+pub struct Api {
+    pub engine: Arc<Engine>,
+    pub controllers: Controllers,
+    /// None without `--notify`.
+    pub notifier: Option<Arc<crate::notify::Notifier>>,
+}
+
 /// Serves the gRPC API for an engine until `signal` completes. Streams end when
 /// `shutdown` fires, so a graceful stop never waits on a watcher.
 pub async fn serve(
     listener: TcpListener,
-    engine: Arc<Engine>,
-    controllers: Controllers,
+    api: Api,
     security: &Security,
     metrics: Option<Arc<metrics::Metrics>>,
     shutdown: CancellationToken,
@@ -353,7 +397,9 @@ pub async fn serve(
     let standard =
         crate::standard::services::<pb::controller_server::ControllerServer<ControllerService>>(&shutdown).await?;
     let one_principal = security.credentials.is_none();
-    let controller = ControllerService::new(engine, shutdown, controllers, one_principal).into_server();
+    let controller = ControllerService::new(api.engine, shutdown, api.controllers, one_principal)
+        .with_notifier(api.notifier)
+        .into_server();
     api_server(security)?
         .layer(tower::util::MapResponseLayer::new(
             limits::resource_exhausted_when_too_large,

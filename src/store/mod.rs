@@ -73,6 +73,10 @@ const PUT_BATCH: usize = 8_192;
 /// a host's record can carry a long failure detail.
 const MAX_VALUE: usize = 1 << 20;
 
+/// Subjects the outbox's signal holds for a receiver that lags (it then looks at
+/// every subject).
+const OUTBOX_SIGNAL: usize = 1_024;
+
 // Prefixes of two bytes: a million-host rollout has two million keys, and every
 // byte of a key is stored with each of them.
 const ROLLOUTS: &[u8] = b"ro";
@@ -153,6 +157,8 @@ pub struct Store {
     /// The controller writing (its advertised URL), named in each audit log line;
     /// empty with a data dir, which one controller holds.
     writer: Arc<str>,
+    /// Subjects whose notifications a committed batch wrote (see `notices`).
+    outbox_signal: tokio::sync::broadcast::Sender<notices::Subject>,
 }
 
 /// Runs a long synchronous store operation (a batch over every host of a big
@@ -262,6 +268,7 @@ impl Store {
             writes: Arc::default(),
             events: Arc::new(AtomicU64::new(last_event.map_or(0, |n| n + 1))),
             writer: Arc::from(""),
+            outbox_signal: tokio::sync::broadcast::channel(OUTBOX_SIGNAL).0,
         };
         store.migrate()?;
         Ok(store)
@@ -340,9 +347,18 @@ impl Store {
     /// Commits a batch (every write of the domain store goes through here, counted).
     fn commit(&self, batch: Batch) -> Result<bool> {
         let writes = !batch.ops.is_empty();
+        let told = if self.outbox_signal.receiver_count() > 0 {
+            notices::written(&batch)
+        } else {
+            Vec::new()
+        };
         let done = self.kv.commit(batch)?;
         if done && writes {
             self.writes.fetch_add(1, Ordering::Relaxed);
+            for subject in told {
+                // No receiver left is no one to tell.
+                let _ = self.outbox_signal.send(subject);
+            }
         }
         Ok(done)
     }
@@ -360,6 +376,11 @@ impl Store {
         } else {
             Err(Error::Conflict(what.to_string()))
         }
+    }
+
+    /// The controller writing (its advertised URL); empty with a data dir.
+    pub fn writer(&self) -> &str {
+        &self.writer
     }
 
     /// The same store, its audit log lines naming `controller` as their writer

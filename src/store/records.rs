@@ -135,9 +135,21 @@ impl Store {
 
     /// Overwrites a restart job's record and appends `events`, in one batch.
     pub fn put_restart_job_with_events(&self, record: &pb::RestartJobRecord, events: &[pb::EventRecord]) -> Result<()> {
+        self.put_restart_job_with_notices(record, events, &[])
+    }
+
+    /// [`Store::put_restart_job_with_events`], and `notices` into the outbox, in the
+    /// same batch.
+    pub fn put_restart_job_with_notices(
+        &self,
+        record: &pb::RestartJobRecord,
+        events: &[pb::EventRecord],
+        notices: &[pb::Notification],
+    ) -> Result<()> {
         let mut batch = Batch::default();
         batch.put(key(JOBS, &record.id.to_be_bytes()), record.encode_to_vec());
         self.log(&mut batch, events);
+        self.outbox(&mut batch, notices);
         self.write(batch, "restart_jobs")
     }
 
@@ -263,6 +275,7 @@ impl Store {
         hosts: &[pb::RestartHostRecord],
         request_id: &str,
         events: &[pb::EventRecord],
+        notices: &[pb::Notification],
     ) -> Result<std::result::Result<(), Held>> {
         let me = Holder::Job { id: record.id };
         let host_id = |r: &pb::RestartHostRecord| r.host.as_ref().map_or("", |h| h.host_id.as_str()).to_string();
@@ -280,6 +293,7 @@ impl Store {
                 );
             }
             self.log(batch, events);
+            self.outbox(batch, notices);
         })?;
         if let Err(held) = taken {
             return Ok(Err(held));

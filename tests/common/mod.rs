@@ -204,6 +204,8 @@ impl Controller {
             http: None,
             grace: Duration::from_secs(30),
             drill_from_ms: None,
+            sinks: Default::default(),
+            site: "default".into(),
         };
         let task = tokio::spawn(server::run(listener, options, stop.clone()));
         Controller {

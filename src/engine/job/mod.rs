@@ -279,9 +279,17 @@ impl Job {
     }
 
     fn publish(&self, inner: &JobInner) {
-        let mut job = build(inner);
-        job.summary = crate::summary::restart_job(&job);
-        self.snapshot.send_replace(Arc::new(job));
+        self.snapshot.send_replace(Arc::new(shown(inner)));
+    }
+
+    /// `restart.started`, for the outbox with the job's creation.
+    pub fn started(&self, now_ms: i64) -> pb::Notification {
+        crate::engine::notices::job(&shown(&self.lock()), "restart.started", now_ms)
+    }
+
+    /// `restart.completed` with the outcome the record now holds.
+    fn completed(&self, inner: &JobInner, now_ms: i64) -> pb::Notification {
+        crate::engine::notices::job(&shown(inner), "restart.completed", now_ms)
     }
 
     /// Stops the job: nothing more is dispatched; restarts in flight finish.
@@ -308,7 +316,8 @@ impl Job {
         };
         inner.record.updated_at_unix_ms = now_ms;
         inner.record.finished_at_unix_ms = now_ms;
-        store.put_restart_job_with_events(&inner.record, &[audit])?;
+        let notice = self.completed(&inner, now_ms);
+        store.put_restart_job_with_notices(&inner.record, &[audit], &[notice])?;
         self.publish(&inner);
         drop(inner);
         self.control.send_modify(|g| *g += 1);
@@ -423,7 +432,8 @@ impl Job {
         event.kind = state.label().to_string();
         inner.record.updated_at_unix_ms = now_ms;
         inner.record.finished_at_unix_ms = now_ms;
-        store.put_restart_job_with_events(&inner.record, &[event])?;
+        let notice = self.completed(&inner, now_ms);
+        store.put_restart_job_with_notices(&inner.record, &[event], &[notice])?;
         // Nothing is in flight: its hosts are free before anyone is told it ended.
         let holder = crate::store::Holder::Job { id: self.id };
         store.release_leases(&holder)?;
@@ -439,6 +449,13 @@ fn state_of_host(s: HostState) -> &'static str {
         HostState::Restarted => "restarted",
         HostState::Failed => "failed",
     }
+}
+
+/// The job as shown: its counts and its status text.
+fn shown(inner: &JobInner) -> pb::RestartJob {
+    let mut job = build(inner);
+    job.summary = crate::summary::restart_job(&job);
+    job
 }
 
 fn build(inner: &JobInner) -> pb::RestartJob {
