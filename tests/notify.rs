@@ -1,11 +1,21 @@
-//! The notification outbox: every transition of a rollout is written to the store
+//! Notifications: every transition of a rollout is written to the store's outbox
 //! with the change itself, one event per thing that happened, numbered 1, 2, 3...
-//! with no gap, and nothing repeats while the rollout waits.
+//! with no gap, and nothing repeats while the rollout waits. Delivered to a webhook
+//! receiver written here (it verifies every signature), through controllers killed
+//! with SIGKILL, a receiver that fails for a while and one that never answers; the
+//! requests judged by the `cloudevents` and `standardwebhooks` libraries of PyPI
+//! (skipped without Python and a package index, failing instead with
+//! ROLLOUT_PYTHON_TESTS=required).
 
 mod common;
 
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::receiver::{Mode, Receiver, check_sequence};
 use common::*;
 use rollout::agent::SimulatorOptions;
+use rollout::cli::connect;
 use rollout::proto::v1 as pb;
 use rollout::store::{Store, Subject};
 
@@ -99,4 +109,361 @@ async fn the_outbox_holds_each_transition_once_in_order() {
             .starts_with("The fix (build 15.20.8207.12) has not started yet: 50 hosts of "),
         "{first}"
     );
+}
+
+fn terminal(event: &serde_json::Value) -> bool {
+    event["data"]["state"]
+        .as_str()
+        .is_some_and(|s| matches!(s, "succeeded" | "completed-with-failures" | "failed" | "aborted"))
+        && event["type"] != "rollout.wave.completed"
+}
+
+/// The seq of the terminal event of rollout `name` the receiver got.
+fn last_seq(receiver: &Receiver, name: &str) -> u64 {
+    receiver
+        .delivered()
+        .iter()
+        .filter(|e| e["subject"] == name && terminal(e))
+        .filter_map(|e| e["data"]["seq"].as_u64())
+        .max()
+        .expect("the terminal event was delivered")
+}
+
+/// The whole rollout's events reach a signed webhook at least once, in seq order
+/// with no gap and the same id on every redelivery, through two SIGKILLs of the
+/// controller mid-rollout; nothing after the terminal event. Then libraries others
+/// wrote judge every request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_event_reaches_a_signed_webhook_through_two_sigkills() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, log) = (dir.path().join("data"), dir.path().join("log"));
+    let receiver = Receiver::start(Mode::Ok).await;
+    let sinks = receiver.sinks_file(dir.path(), "incident-bridge", "    events: [\"rollout.*\"]\n");
+    let (mut agent, _fleet, fleet_file) = spawn_simulator(dir.path(), 600, "5..25", &log).await;
+    let flags: Vec<&std::ffi::OsStr> = vec![
+        "--notify".as_ref(),
+        sinks.as_os_str(),
+        "--site".as_ref(),
+        "apac-1".as_ref(),
+    ];
+    let mut controller = spawn_controller(&data, &fleet_file, &flags, &log).await;
+    let mut client = connect(&format!("http://{}", controller.addr)).await.unwrap();
+    let mut spec = plan("told-fix", &["10%", "40%", "70%", "100%"], "0");
+    spec.max_parallel = 20;
+    spec.bake = "1s".into();
+    submit(&mut client, spec).await;
+    for kill_at in [20.0, 55.0] {
+        within(120, "the rollout to be mid-wave", async {
+            loop {
+                let r = get(&mut client, "told-fix").await;
+                if r.percent_complete >= kill_at && r.state() == pb::RolloutState::Running {
+                    return;
+                }
+                assert!(!r.state().is_terminal(), "finished before the kill at {kill_at}%");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await;
+        controller.kill9().await.unwrap();
+        controller = spawn_controller(&data, &fleet_file, &flags, &log).await;
+        client = connect(&format!("http://{}", controller.addr)).await.unwrap();
+    }
+    let done = within(
+        120,
+        "the rollout to succeed",
+        watch_until(&mut client, "told-fix", |r| r.state().is_terminal()),
+    )
+    .await
+    .pop()
+    .unwrap();
+    assert_eq!(done.state(), pb::RolloutState::Succeeded, "{}", done.halt_reason);
+    receiver
+        .until(60, "the terminal event to be delivered", |e| {
+            e["subject"] == "told-fix" && e["type"] == "rollout.succeeded"
+        })
+        .await;
+    // Nothing after the terminal event, even a while later.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let last = last_seq(&receiver, "told-fix");
+    let requests = receiver.requests();
+    check_sequence(&requests, "told-fix", last);
+    let first = &requests[0];
+    assert_eq!(first.header("content-type"), "application/cloudevents+json");
+    assert_eq!(first.event["specversion"], "1.0");
+    assert_eq!(first.event["source"], "/rollout/apac-1");
+    assert_eq!(first.event["datacontenttype"], "application/json");
+    assert_eq!(first.event["type"], "rollout.submitted");
+    let controllers: std::collections::BTreeSet<&str> = requests
+        .iter()
+        .filter_map(|r| r.event["data"]["controller"].as_str())
+        .collect();
+    assert!(controllers.len() >= 2, "the controllers that acted: {controllers:?}");
+    assert_eq!(controller.terminate(Duration::from_secs(30)).await.unwrap(), Some(0));
+    assert_eq!(agent.terminate(Duration::from_secs(30)).await.unwrap(), Some(0));
+    // The outbox holds exactly what was delivered.
+    let store = Store::open(&data).unwrap();
+    let r = store
+        .rollouts()
+        .unwrap()
+        .into_iter()
+        .find(|r| r.name == "told-fix")
+        .unwrap();
+    assert_eq!(store.notices(Subject::Rollout(r.id), 0).unwrap().len() as u64, last);
+    drop(store);
+    judged_by_other_libraries(dir.path(), &requests, &receiver.secret);
+}
+
+/// The PyPI `cloudevents` SDK parses every request, and the `standardwebhooks`
+/// library verifies its signature, in a venv made here.
+fn judged_by_other_libraries(dir: &Path, requests: &[receiver::Request], secret: &str) {
+    let required = std::env::var("ROLLOUT_PYTHON_TESTS").as_deref() == Ok("required");
+    let skip = |why: String| {
+        assert!(!required, "ROLLOUT_PYTHON_TESTS=required: {why}");
+        eprintln!("skipped: the PyPI libraries' judgement: {why}");
+    };
+    let venv = dir.join("venv");
+    let made = std::process::Command::new("python3")
+        .args(["-m", "venv"])
+        .arg(&venv)
+        .status();
+    if !made.is_ok_and(|s| s.success()) {
+        return skip("python3 -m venv failed (no Python 3 with venv)".into());
+    }
+    let pip = std::process::Command::new(venv.join("bin/pip"))
+        .args([
+            "install",
+            "-q",
+            "--disable-pip-version-check",
+            "cloudevents==1.12.1",
+            "standardwebhooks==1.0.1",
+        ])
+        .output()
+        .unwrap();
+    if !pip.status.success() {
+        return skip(format!("pip install failed: {}", text(&pip.stderr)));
+    }
+    let lines: Vec<String> = requests
+        .iter()
+        .map(|r| {
+            serde_json::json!({
+                "headers": r.headers.iter().cloned().collect::<std::collections::HashMap<_, _>>(),
+                "body": text(&r.body),
+            })
+            .to_string()
+        })
+        .collect();
+    let file = dir.join("requests.jsonl");
+    std::fs::write(&file, lines.join("\n")).unwrap();
+    let script = r#"
+import json, sys
+from cloudevents.http import from_http
+from standardwebhooks.webhooks import Webhook
+secret = sys.argv[2]
+wh = Webhook(secret)
+n = 0
+for line in open(sys.argv[1]):
+    r = json.loads(line)
+    event = from_http(r["headers"], r["body"])
+    assert event["specversion"] == "1.0", event
+    assert event["source"].startswith("/rollout/"), event
+    assert event["type"].startswith("rollout."), event
+    assert event.data["seq"] >= 1, event
+    verified = wh.verify(r["body"], r["headers"])
+    assert verified["data"]["seq"] == event.data["seq"]
+    n += 1
+print(f"judged {n} requests")
+"#;
+    let judged = std::process::Command::new(venv.join("bin/python"))
+        .arg("-c")
+        .arg(script)
+        .arg(&file)
+        .arg(secret)
+        .output()
+        .unwrap();
+    assert!(
+        judged.status.success(),
+        "the PyPI libraries refused a request: {}{}",
+        text(&judged.stdout),
+        text(&judged.stderr)
+    );
+    eprintln!("{}", text(&judged.stdout).trim());
+}
+
+/// A receiver answering 500 for a while gets every event once it answers 200; while
+/// it fails, `rollout notify status` says so (pending, the last error).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_receiver_gets_every_event_once_it_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start(Mode::Status(500)).await;
+    let sinks = receiver.sinks_file(dir.path(), "bridge", "");
+    let sim = Sim::start(40, SimulatorOptions::default()).await;
+    let controller = Controller::start_notifying(&dir.path().join("data"), &sim.fleet, &sinks).await;
+    let mut client = controller.client().await;
+    submit(&mut client, plan("flaky-sink", &["10%", "100%"], "0")).await;
+    within(
+        60,
+        "the rollout to succeed",
+        watch_until(&mut client, "flaky-sink", |r| r.state().is_terminal()),
+    )
+    .await;
+    let status = within(60, "the status to show the failures", async {
+        loop {
+            let s = client
+                .notify_status(pb::NotifyStatusRequest {})
+                .await
+                .unwrap()
+                .into_inner();
+            if s.sinks[0].last_error.contains("HTTP 500") && s.sinks[0].pending > 0 {
+                return s;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    assert_eq!(status.site, "test-site");
+    assert_eq!(status.sinks[0].delivered, 0);
+    assert!(status.sinks[0].oldest_pending_unix_ms > 0);
+    receiver.set(Mode::Ok);
+    receiver
+        .until(60, "the terminal event once the receiver answers", |e| {
+            e["subject"] == "flaky-sink" && e["type"] == "rollout.succeeded"
+        })
+        .await;
+    let last = last_seq(&receiver, "flaky-sink");
+    check_sequence(&receiver.requests(), "flaky-sink", last);
+    let s = within(30, "nothing pending", async {
+        loop {
+            let s = client
+                .notify_status(pb::NotifyStatusRequest {})
+                .await
+                .unwrap()
+                .into_inner();
+            if s.sinks[0].pending == 0 {
+                return s;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    assert_eq!(s.sinks[0].delivered, last, "{s:?}");
+    assert_eq!(s.sinks[0].undeliverable, 0);
+    // The test event: sent now, answered.
+    let t = client
+        .notify_test(pb::NotifyTestRequest { sink: "bridge".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(t.delivered && t.answer == "HTTP 200 OK", "{t:?}");
+    let unknown = client
+        .notify_test(pb::NotifyTestRequest { sink: "nobody".into() })
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), tonic::Code::NotFound);
+    assert!(
+        unknown.message().contains("this controller's are: bridge"),
+        "{unknown:?}"
+    );
+    controller.stop().await;
+    sim.stop().await;
+}
+
+/// A receiver that never answers holds back only its own events: the rollout ends
+/// within the same bound as without sinks, and another sink gets every event; the
+/// silent one's wait shows in `rollout notify status`. A 4xx is undeliverable at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_receiver_delays_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = Sim::start(100, SimulatorOptions::default()).await;
+    let spec = || {
+        let mut p = plan("quiet", &["10%", "50%", "100%"], "0");
+        p.bake = "1s".into();
+        p
+    };
+    // Without sinks.
+    let bare = Controller::start(&dir.path().join("bare"), &sim.fleet).await;
+    let mut client = bare.client().await;
+    let started = Instant::now();
+    submit(&mut client, spec()).await;
+    within(
+        60,
+        "the rollout without sinks",
+        watch_until(&mut client, "quiet", |r| r.state().is_terminal()),
+    )
+    .await;
+    let without = started.elapsed();
+    bare.stop().await;
+
+    let silent = Receiver::start(Mode::Silent).await;
+    let good = Receiver::start(Mode::Ok).await;
+    let gone = Receiver::start(Mode::Status(410)).await;
+    let file = dir.path().join("three.yaml");
+    let one = |r: &Receiver, name: &str| {
+        let path = r.sinks_file(dir.path(), name, "    timeout: 1s\n");
+        std::fs::read_to_string(path)
+            .unwrap()
+            .trim_start_matches("sinks:\n")
+            .to_string()
+    };
+    std::fs::write(
+        &file,
+        format!(
+            "sinks:\n{}{}{}",
+            one(&silent, "silent"),
+            one(&good, "good"),
+            one(&gone, "gone")
+        ),
+    )
+    .unwrap();
+    let controller = Controller::start_notifying(&dir.path().join("told"), &sim.fleet, &file).await;
+    let mut client = controller.client().await;
+    let started = Instant::now();
+    submit(&mut client, spec()).await;
+    within(
+        60,
+        "the rollout with a silent sink",
+        watch_until(&mut client, "quiet", |r| r.state().is_terminal()),
+    )
+    .await;
+    let with = started.elapsed();
+    eprintln!("the rollout took {without:?} without sinks, {with:?} with a silent one");
+    good.until(30, "every event at the good sink", |e| e["type"] == "rollout.succeeded")
+        .await;
+    check_sequence(&good.requests(), "quiet", last_seq(&good, "quiet"));
+    let status = within(30, "the gone sink's events undeliverable", async {
+        loop {
+            let s = client
+                .notify_status(pb::NotifyStatusRequest {})
+                .await
+                .unwrap()
+                .into_inner();
+            let by = |n: &str| s.sinks.iter().find(|x| x.name == n).cloned().unwrap();
+            if by("gone").pending == 0 {
+                return (by("silent"), by("good"), by("gone"));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    let (silent_s, good_s, gone_s) = status;
+    assert!(silent_s.pending > 0 && silent_s.delivered == 0, "{silent_s:?}");
+    assert!(silent_s.last_error.contains("no answer"), "{silent_s:?}");
+    assert_eq!(good_s.pending, 0, "{good_s:?}");
+    assert_eq!(gone_s.undeliverable, last_seq(&good, "quiet"), "{gone_s:?}");
+    assert!(gone_s.last_error.contains("HTTP 410"), "{gone_s:?}");
+    // The audit log says which event was given up, and why.
+    let events = timeline(&mut client, "quiet").await;
+    assert!(
+        events
+            .iter()
+            .any(|e| e.kind == "notify" && e.detail.contains("undeliverable to sink gone: HTTP 410")),
+        "{events:?}"
+    );
+    // The CLI says the same.
+    let out = rollout(&["--server", &controller.url, "notify", "status"]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let table = text(&out.stdout);
+    assert!(table.contains("silent") && table.contains("no answer"), "{table}");
+    // The metrics count it.
+    controller.stop().await;
+    sim.stop().await;
 }

@@ -149,6 +149,10 @@ impl Phase<'_> {
     /// the leadership is lost.
     async fn lead(self, store: Store, leading: Option<Leading>, fleet_file: Option<FleetFile>) -> Result<Ended> {
         let (options, shutdown) = (self.options, &self.shutdown);
+        let store = match &leading {
+            Some(_) => store,
+            None => store.acting_as(&own_url(self.listener, options)),
+        };
         let opened_ms = self.started.elapsed().as_millis();
         let inventory = Arc::new(load_inventory(&store, fleet_file)?);
         info!(
@@ -439,16 +443,20 @@ fn controllers(leading: Option<&Leading>, listener: &TcpListener, options: &Opti
     if let Some(l) = leading {
         return l.registry.controllers();
     }
+    cluster::alone(own_url(listener, options), options.clock.now_ms())
+}
+
+/// This controller's URL with a data dir (it advertises none): its API's address.
+fn own_url(listener: &TcpListener, options: &Options) -> String {
     let scheme = if options.security.tls.is_some() {
         "https"
     } else {
         "http"
     };
-    let advertise = listener
+    listener
         .local_addr()
         .map(|a| format!("{scheme}://{a}"))
-        .unwrap_or_default();
-    cluster::alone(advertise, options.clock.now_ms())
+        .unwrap_or_default()
 }
 
 /// The stored inventory (hosts registered by heartbeats included), with the fleet

@@ -157,6 +157,9 @@ pub struct Store {
     /// The controller writing (its advertised URL), named in each audit log line;
     /// empty with a data dir, which one controller holds.
     writer: Arc<str>,
+    /// The controller named in notifications as the one that acted: the writer, or
+    /// with a data dir the controller's own URL.
+    acting: Arc<str>,
     /// Subjects whose notifications a committed batch wrote (see `notices`).
     outbox_signal: tokio::sync::broadcast::Sender<notices::Subject>,
 }
@@ -268,6 +271,7 @@ impl Store {
             writes: Arc::default(),
             events: Arc::new(AtomicU64::new(last_event.map_or(0, |n| n + 1))),
             writer: Arc::from(""),
+            acting: Arc::from(""),
             outbox_signal: tokio::sync::broadcast::channel(OUTBOX_SIGNAL).0,
         };
         store.migrate()?;
@@ -387,6 +391,14 @@ impl Store {
     /// (controllers sharing etcd take turns writing it).
     pub fn written_by(mut self, controller: &str) -> Store {
         self.writer = Arc::from(controller);
+        self.acting = self.writer.clone();
+        self
+    }
+
+    /// The same store, its notifications naming `controller` as the one that acted
+    /// (with a data dir, whose audit log names no controller).
+    pub fn acting_as(mut self, controller: &str) -> Store {
+        self.acting = Arc::from(controller);
         self
     }
 

@@ -103,7 +103,7 @@ impl Store {
         for n in notices {
             let mut signed = n.clone();
             if signed.controller.is_empty() {
-                signed.controller = self.writer.to_string();
+                signed.controller = self.acting.to_string();
             }
             batch.put(notice_key(Subject::of(n), n.seq), signed.encode_to_vec());
         }

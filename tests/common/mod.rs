@@ -8,6 +8,7 @@ pub mod agents;
 pub mod browser;
 pub mod certs;
 pub mod prometheus;
+pub mod receiver;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -182,11 +183,34 @@ impl Controller {
         Controller::start_with(data, fleet, Arc::new(rollout::engine::SystemClock), security).await
     }
 
+    /// A controller notifying the sinks of `sinks_file`.
+    pub async fn start_notifying(data: &Path, fleet: &FleetFile, sinks_file: &Path) -> Controller {
+        let sinks = rollout::notify::Sinks::load(sinks_file).expect("a good sinks file");
+        Controller::start_full(
+            data,
+            fleet,
+            Arc::new(rollout::engine::SystemClock),
+            Default::default(),
+            sinks,
+        )
+        .await
+    }
+
     async fn start_with(
         data: &Path,
         fleet: &FleetFile,
         clock: Arc<dyn rollout::engine::Clock>,
         security: server::Security,
+    ) -> Controller {
+        Controller::start_full(data, fleet, clock, security, Default::default()).await
+    }
+
+    async fn start_full(
+        data: &Path,
+        fleet: &FleetFile,
+        clock: Arc<dyn rollout::engine::Clock>,
+        security: server::Security,
+        sinks: rollout::notify::Sinks,
     ) -> Controller {
         let fleet_path = data.with_extension("fleet.yaml");
         std::fs::write(&fleet_path, fleet.to_yaml()).expect("write fleet");
@@ -204,8 +228,8 @@ impl Controller {
             http: None,
             grace: Duration::from_secs(30),
             drill_from_ms: None,
-            sinks: Default::default(),
-            site: "default".into(),
+            sinks,
+            site: "test-site".into(),
         };
         let task = tokio::spawn(server::run(listener, options, stop.clone()));
         Controller {
