@@ -11,6 +11,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use common::receiver::{Mode, Receiver, check_sequence};
 use common::*;
 use rollout::auth::hash_token;
 use rollout::cli::process::Spawned;
@@ -801,5 +802,73 @@ async fn a_standby_forwards_to_a_leader_over_mutual_tls() {
     for c in [&mut site.a, &mut site.b, &mut plain] {
         assert_eq!(c.terminate(Duration::from_secs(30)).await.unwrap(), Some(0));
     }
+    assert_eq!(site.agent.terminate(Duration::from_secs(30)).await.unwrap(), Some(0));
+}
+
+/// On etcd, the leader SIGKILLed with the rollout's events undelivered (its sink
+/// failing): the new leader delivers every one of them, in order, with the ids the
+/// old leader wrote, and says it leads (`controller.leader_changed`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_leader_delivers_what_the_killed_one_had_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start(Mode::Status(503)).await;
+    let sinks = receiver.sinks_file(dir.path(), "bridge", "");
+    let sinks = sinks.display().to_string();
+    let Some(mut site) = site_in(dir, 1, 100, &["--notify", &sinks], (&Credentials::default(), "http")).await else {
+        return;
+    };
+    let (a, b) = (url(&site.a), url(&site.b));
+    until_role(&b, "standby", "the second controller to stand by").await;
+    let mut client = connect(&a).await.unwrap();
+    submit(&mut client, plan("ha-told", &["10%", "100%"], "0")).await;
+    let done = within(
+        120,
+        "the rollout to finish",
+        watch_until(&mut client, "ha-told", |r| r.state().is_terminal()),
+    )
+    .await
+    .pop()
+    .unwrap();
+    assert_eq!(done.state(), pb::RolloutState::Succeeded, "{}", done.halt_reason);
+    let pending = client
+        .notify_status(pb::NotifyStatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        pending.sinks[0].pending >= 5,
+        "undelivered at the old leader: {pending:?}"
+    );
+    assert!(receiver.delivered().is_empty());
+
+    site.a.kill9().await.unwrap();
+    receiver.set(Mode::Ok);
+    until_role(&b, "leader", "the standby to take over").await;
+    receiver
+        .until(60, "the new leader to deliver the terminal event", |e| {
+            e["subject"] == "ha-told" && e["type"] == "rollout.succeeded"
+        })
+        .await;
+    let requests = receiver.requests();
+    let last = requests
+        .iter()
+        .filter(|r| r.event["type"] == "rollout.succeeded")
+        .filter_map(|r| r.event["data"]["seq"].as_u64())
+        .max()
+        .unwrap();
+    check_sequence(&requests, "ha-told", last);
+    // Acted on by the old leader, delivered by the new.
+    let succeeded = receiver
+        .delivered()
+        .into_iter()
+        .find(|e| e["type"] == "rollout.succeeded")
+        .unwrap();
+    assert_eq!(succeeded["data"]["controller"], a.as_str());
+    receiver
+        .until(30, "the new leader to say it leads", |e| {
+            e["type"] == "controller.leader_changed" && e["data"]["leader"] == b.as_str()
+        })
+        .await;
+    assert_eq!(site.b.terminate(Duration::from_secs(30)).await.unwrap(), Some(0));
     assert_eq!(site.agent.terminate(Duration::from_secs(30)).await.unwrap(), Some(0));
 }
