@@ -145,6 +145,8 @@ async fn every_event_reaches_a_signed_webhook_through_two_sigkills() {
         sinks.as_os_str(),
         "--site".as_ref(),
         "apac-1".as_ref(),
+        "--metrics-listen".as_ref(),
+        "127.0.0.1:0".as_ref(),
     ];
     let mut controller = spawn_controller(&data, &fleet_file, &flags, &log).await;
     let mut client = connect(&format!("http://{}", controller.addr)).await.unwrap();
@@ -177,6 +179,7 @@ async fn every_event_reaches_a_signed_webhook_through_two_sigkills() {
     .pop()
     .unwrap();
     assert_eq!(done.state(), pb::RolloutState::Succeeded, "{}", done.halt_reason);
+    let metrics_url = controller.line_after("metrics on ").await.unwrap();
     receiver
         .until(60, "the terminal event to be delivered", |e| {
             e["subject"] == "told-fix" && e["type"] == "rollout.succeeded"
@@ -198,6 +201,18 @@ async fn every_event_reaches_a_signed_webhook_through_two_sigkills() {
         .filter_map(|r| r.event["data"]["controller"].as_str())
         .collect();
     assert!(controllers.len() >= 2, "the controllers that acted: {controllers:?}");
+    // The last controller's metrics count what it delivered, and nothing pending.
+    let metrics = text(&reqwest::get(&metrics_url).await.unwrap().bytes().await.unwrap());
+    assert!(
+        metrics.contains("rollout_notifications_pending{sink=\"incident-bridge\"} 0"),
+        "{metrics}"
+    );
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("rollout_notifications_total{sink=\"incident-bridge\",outcome=\"delivered\"}")),
+        "{metrics}"
+    );
     assert_eq!(controller.terminate(Duration::from_secs(30)).await.unwrap(), Some(0));
     assert_eq!(agent.terminate(Duration::from_secs(30)).await.unwrap(), Some(0));
     // The outbox holds exactly what was delivered.
@@ -347,6 +362,43 @@ async fn a_failing_receiver_gets_every_event_once_it_answers() {
     .await;
     assert_eq!(s.sinks[0].delivered, last, "{s:?}");
     assert_eq!(s.sinks[0].undeliverable, 0);
+    // A restart job: started, then completed with its outcome.
+    let hosts: Vec<String> = sim.fleet.hosts.iter().take(4).map(|h| h.id.clone()).collect();
+    let job = client
+        .trigger_restart(pb::TriggerRestartRequest {
+            host_ids: hosts,
+            max_parallel: 2,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .job
+        .unwrap();
+    let subject = job.id.to_string();
+    receiver
+        .until(60, "the restart job's completion", |e| {
+            e["subject"] == subject.as_str() && e["type"] == "restart.completed"
+        })
+        .await;
+    let told: Vec<serde_json::Value> = receiver
+        .delivered()
+        .into_iter()
+        .filter(|e| e["subject"] == subject.as_str())
+        .collect();
+    assert_eq!(told.len(), 2, "{told:?}");
+    assert_eq!(
+        (told[0]["type"].as_str(), told[0]["data"]["seq"].as_u64()),
+        (Some("restart.started"), Some(1))
+    );
+    assert_eq!(told[1]["data"]["seq"], 2);
+    assert_eq!(told[1]["data"]["outcome"], "succeeded");
+    assert_eq!(told[1]["data"]["hosts_restarted"], 4);
+    assert!(
+        told[1]["data"]["message"].as_str().unwrap().contains("4"),
+        "{}",
+        told[1]
+    );
     // The test event: sent now, answered.
     let t = client
         .notify_test(pb::NotifyTestRequest { sink: "bridge".into() })

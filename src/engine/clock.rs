@@ -25,6 +25,14 @@ pub fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
+/// What a drill clock reading `hours_ms` is said as (status, the status text).
+pub fn drill_text(hours_ms: i64) -> String {
+    format!(
+        "drill clock in force: business hours as of {} (not the real time)",
+        format_instant(hours_ms)
+    )
+}
+
 /// Business hours during a drill or a demo (`rollout serve --drill-clock TIME`): the
 /// clock reads `from_ms` when the controller starts and advances in real time, so a
 /// game day on a Saturday night can replay a Monday morning in Seoul. Records and the

@@ -148,6 +148,7 @@ impl Context {
         At {
             wall_ms: self.clock.now_ms(),
             hours_ms: self.hours.now_ms(),
+            drill: self.drill,
         }
     }
 
@@ -356,12 +357,7 @@ impl Engine {
 
     /// What the drill clock reads now, said plainly; None without one.
     pub fn drill_clock(&self) -> Option<String> {
-        self.ctx.drill.then(|| {
-            format!(
-                "drill clock in force: business hours as of {} (not the real time)",
-                format_instant(self.ctx.hours.now_ms())
-            )
-        })
+        self.ctx.drill.then(|| clock::drill_text(self.ctx.hours.now_ms()))
     }
 
     pub(super) fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, Arc<Live>>> {

@@ -54,7 +54,7 @@ pub async fn post(client: &reqwest::Client, url: &str, body: Vec<u8>, headers: &
         Ok(a) => a,
         Err(e) => {
             return Answer::Retry {
-                why: failure(&e, url),
+                why: failure(e, url),
                 after: None,
             };
         }
@@ -87,12 +87,13 @@ pub async fn post(client: &reqwest::Client, url: &str, body: Vec<u8>, headers: &
 
 /// Why a request got no answer, without the URL reqwest would put in (it may carry
 /// a token in its query).
-fn failure(e: &reqwest::Error, url: &str) -> String {
+fn failure(e: reqwest::Error, url: &str) -> String {
     if e.is_timeout() {
         return format!("no answer from {} in time", redact(url));
     }
+    let e = e.without_url();
     let mut text = e.to_string();
-    let mut source = std::error::Error::source(e);
+    let mut source = std::error::Error::source(&e);
     while let Some(s) = source {
         text = s.to_string();
         source = s.source();

@@ -42,6 +42,8 @@ pub use gate::Approved;
 pub(crate) struct At {
     pub wall_ms: i64,
     pub hours_ms: i64,
+    /// `hours_ms` is a drill clock's.
+    pub drill: bool,
 }
 
 /// How many failed hosts a halt reason quotes.
@@ -228,7 +230,7 @@ impl Live {
             inner.state = next;
         }
         // What happened, for the incident room: in the outbox, with the change.
-        let notices = self.notices(&mut inner, &kinds, now_ms);
+        let notices = self.notices(&mut inner, &kinds, at);
         if next_changed || !events.is_empty() {
             store.put_rollout_with_notices(&inner.record, &events, &notices)?;
         }
@@ -248,11 +250,15 @@ impl Live {
 
     /// The notifications of `kinds` as of now (current counters), numbered on from
     /// the record's count, which they advance.
-    fn notices(&self, inner: &mut Inner, kinds: &[&'static str], now_ms: i64) -> Vec<pb::Notification> {
+    fn notices(&self, inner: &mut Inner, kinds: &[&'static str], at: At) -> Vec<pb::Notification> {
         if kinds.is_empty() {
             return Vec::new();
         }
+        let now_ms = at.wall_ms;
         let mut shown = self.build_counted(inner, &inner.tally, inner.customers.mitigated);
+        if at.drill {
+            shown.drill_clock = super::clock::drill_text(at.hours_ms);
+        }
         shown.summary = crate::summary::rollout(&shown);
         let mut out = Vec::with_capacity(kinds.len());
         for kind in kinds {
