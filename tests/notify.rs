@@ -129,6 +129,42 @@ fn last_seq(receiver: &Receiver, name: &str) -> u64 {
         .expect("the terminal event was delivered")
 }
 
+/// Waits until `rollout notify status`'s answer satisfies `done`, and returns it.
+async fn status_until(
+    client: &mut Client,
+    secs: u64,
+    what: &str,
+    done: impl Fn(&pb::NotifyStatusResponse) -> bool,
+) -> pb::NotifyStatusResponse {
+    within(secs, what, async {
+        loop {
+            let s = client
+                .notify_status(pb::NotifyStatusRequest {})
+                .await
+                .unwrap()
+                .into_inner();
+            if done(&s) {
+                return s;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+}
+
+fn sink(s: &pb::NotifyStatusResponse, name: &str) -> pb::SinkStatus {
+    s.sinks.iter().find(|x| x.name == name).cloned().unwrap()
+}
+
+/// Submits `spec` and waits (a minute at most) until it ends; how long it took.
+async fn run_to_end(client: &mut Client, spec: pb::PlanSpec, what: &str) -> Duration {
+    let name = spec.name.clone();
+    let started = Instant::now();
+    submit(client, spec).await;
+    within(60, what, watch_until(client, &name, |r| r.state().is_terminal())).await;
+    started.elapsed()
+}
+
 /// The whole rollout's events reach a signed webhook at least once, in seq order
 /// with no gap and the same id on every redelivery, through two SIGKILLs of the
 /// controller mid-rollout; nothing after the terminal event. Then libraries others
@@ -321,18 +357,8 @@ async fn a_failing_receiver_gets_every_event_once_it_answers() {
         watch_until(&mut client, "flaky-sink", |r| r.state().is_terminal()),
     )
     .await;
-    let status = within(60, "the status to show the failures", async {
-        loop {
-            let s = client
-                .notify_status(pb::NotifyStatusRequest {})
-                .await
-                .unwrap()
-                .into_inner();
-            if s.sinks[0].last_error.contains("HTTP 500") && s.sinks[0].pending > 0 {
-                return s;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+    let status = status_until(&mut client, 60, "the status to show the failures", |s| {
+        s.sinks[0].last_error.contains("HTTP 500") && s.sinks[0].pending > 0
     })
     .await;
     assert_eq!(status.site, "test-site");
@@ -346,20 +372,7 @@ async fn a_failing_receiver_gets_every_event_once_it_answers() {
         .await;
     let last = last_seq(&receiver, "flaky-sink");
     check_sequence(&receiver.requests(), "flaky-sink", last);
-    let s = within(30, "nothing pending", async {
-        loop {
-            let s = client
-                .notify_status(pb::NotifyStatusRequest {})
-                .await
-                .unwrap()
-                .into_inner();
-            if s.sinks[0].pending == 0 {
-                return s;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    })
-    .await;
+    let s = status_until(&mut client, 30, "nothing pending", |s| s.sinks[0].pending == 0).await;
     assert_eq!(s.sinks[0].delivered, last, "{s:?}");
     assert_eq!(s.sinks[0].undeliverable, 0);
     // A restart job: started, then completed with its outcome.
@@ -433,16 +446,7 @@ async fn a_silent_receiver_delays_nothing() {
     };
     // Without sinks.
     let bare = Controller::start(&dir.path().join("bare"), &sim.fleet).await;
-    let mut client = bare.client().await;
-    let started = Instant::now();
-    submit(&mut client, spec()).await;
-    within(
-        60,
-        "the rollout without sinks",
-        watch_until(&mut client, "quiet", |r| r.state().is_terminal()),
-    )
-    .await;
-    let without = started.elapsed();
+    let without = run_to_end(&mut bare.client().await, spec(), "the rollout without sinks").await;
     bare.stop().await;
 
     let silent = Receiver::start(Mode::Silent).await;
@@ -468,35 +472,16 @@ async fn a_silent_receiver_delays_nothing() {
     .unwrap();
     let controller = Controller::start_notifying(&dir.path().join("told"), &sim.fleet, &file).await;
     let mut client = controller.client().await;
-    let started = Instant::now();
-    submit(&mut client, spec()).await;
-    within(
-        60,
-        "the rollout with a silent sink",
-        watch_until(&mut client, "quiet", |r| r.state().is_terminal()),
-    )
-    .await;
-    let with = started.elapsed();
+    let with = run_to_end(&mut client, spec(), "the rollout with a silent sink").await;
     eprintln!("the rollout took {without:?} without sinks, {with:?} with a silent one");
     good.until(30, "every event at the good sink", |e| e["type"] == "rollout.succeeded")
         .await;
     check_sequence(&good.requests(), "quiet", last_seq(&good, "quiet"));
-    let status = within(30, "the gone sink's events undeliverable", async {
-        loop {
-            let s = client
-                .notify_status(pb::NotifyStatusRequest {})
-                .await
-                .unwrap()
-                .into_inner();
-            let by = |n: &str| s.sinks.iter().find(|x| x.name == n).cloned().unwrap();
-            if by("gone").pending == 0 {
-                return (by("silent"), by("good"), by("gone"));
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+    let status = status_until(&mut client, 30, "the gone sink's events undeliverable", |s| {
+        sink(s, "gone").pending == 0
     })
     .await;
-    let (silent_s, good_s, gone_s) = status;
+    let (silent_s, good_s, gone_s) = (sink(&status, "silent"), sink(&status, "good"), sink(&status, "gone"));
     assert!(silent_s.pending > 0 && silent_s.delivered == 0, "{silent_s:?}");
     assert!(silent_s.last_error.contains("no answer"), "{silent_s:?}");
     assert_eq!(good_s.pending, 0, "{good_s:?}");

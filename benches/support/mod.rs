@@ -1,0 +1,75 @@
+//! What the benchmarks share: the fleet they generate, the processes they start, the
+//! plan they submit and how they wait for it.
+
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::time::Duration;
+
+use rollout::cli::process::Spawned;
+use rollout::fleet::{GenerateOptions, generate};
+use rollout::proto::v1 as pb;
+
+pub const EXE: &str = env!("CARGO_BIN_EXE_rollout");
+/// Calls in flight of the benchmarks' plans.
+pub const PARALLEL: usize = 1_000;
+
+pub fn path(p: &Path) -> &str {
+    p.to_str().expect("UTF-8 temp path")
+}
+
+pub fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+pub fn fleet(n: usize, agent: &str) -> rollout::fleet::FleetFile {
+    generate(&GenerateOptions {
+        hosts: n,
+        seed: 1,
+        agent: agent.to_string(),
+        unhealthy_rate: 0.0,
+    })
+}
+
+pub async fn spawn(args: &[&str], log: &Path) -> Spawned {
+    Spawned::start(Path::new(EXE), args, Some(log))
+        .await
+        .expect("start a process")
+}
+
+pub async fn submit(client: &mut rollout::cli::Client, name: &str, version: &str) {
+    let plan = format!(
+        "name: {name}\nkind: fix\nselector:\n  region: [apac, emea, amer]\nversion: {version}\nwaves: [1%, 10%, 50%, 100%]\nmax_parallel: {PARALLEL}\nbake: 0s\n"
+    );
+    client
+        .submit_plan(pb::SubmitPlanRequest {
+            plan: Some(pb::submit_plan_request::Plan::Yaml(plan)),
+            ..Default::default()
+        })
+        .await
+        .expect("submit");
+}
+
+/// Polls until the rollout reaches `percent` (and, at 100, succeeds).
+pub async fn wait_for(client: &mut rollout::cli::Client, name: &str, percent: f64) {
+    loop {
+        let r = client
+            .get_rollout(pb::GetRolloutRequest {
+                name: name.into(),
+                id: 0,
+            })
+            .await
+            .expect("get")
+            .into_inner();
+        let done = r.state() == pb::RolloutState::Succeeded;
+        assert!(
+            !matches!(r.state(), pb::RolloutState::Halted | pb::RolloutState::Failed),
+            "{}",
+            r.halt_reason
+        );
+        if r.percent_complete >= percent && (percent < 100.0 || done) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
