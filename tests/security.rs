@@ -134,6 +134,13 @@ async fn call(client: &mut Client, method: &str) -> Result<(), tonic::Status> {
             .map(drop),
         "ListEvents" => client.list_events(pb::ListEventsRequest::default()).await.map(drop),
         "ListControllers" => client.list_controllers(pb::ListControllersRequest {}).await.map(drop),
+        "NotifyStatus" => client.notify_status(pb::NotifyStatusRequest {}).await.map(drop),
+        "NotifyTest" => client
+            .notify_test(pb::NotifyTestRequest {
+                sink: "no-such-sink".into(),
+            })
+            .await
+            .map(drop),
         other => panic!("the role table has no call for {other}: add it to tests/security.rs"),
     }
 }
@@ -151,6 +158,7 @@ fn allowed(role: &str, method: &str) -> bool {
         "ListEvents",
         "ListRolloutHosts",
         "ListControllers",
+        "NotifyStatus",
     ];
     let change = [
         "SubmitPlan",
@@ -161,6 +169,7 @@ fn allowed(role: &str, method: &str) -> bool {
         "ApproveRollout",
         "TriggerRestart",
         "CancelRestartJob",
+        "NotifyTest",
     ];
     match role {
         "viewer" => view.contains(&method),
