@@ -504,3 +504,40 @@ async fn a_silent_receiver_delays_nothing() {
     controller.stop().await;
     sim.stop().await;
 }
+
+/// A sink added later is not sent the history: events older than its give_up_after
+/// when it first sees them are skipped (not undeliverable); what happens next is sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_sink_gets_the_news_not_the_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let sim = Sim::start(20, SimulatorOptions::default()).await;
+    let before = Controller::start(&data, &sim.fleet).await;
+    run_to_end(
+        &mut before.client().await,
+        plan("old-news", &["100%"], "0"),
+        "the first rollout",
+    )
+    .await;
+    before.stop().await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let receiver = Receiver::start(Mode::Ok).await;
+    let sinks = receiver.sinks_file(dir.path(), "late", "    timeout: 1s\n    give_up_after: 1s\n");
+    let controller = Controller::start_notifying(&data, &sim.fleet, &sinks).await;
+    let mut client = controller.client().await;
+    run_to_end(&mut client, plan("news", &["100%"], "0"), "the second rollout").await;
+    receiver
+        .until(30, "the new rollout's end", |e| {
+            e["subject"] == "news" && e["type"] == "rollout.succeeded"
+        })
+        .await;
+    let s = status_until(&mut client, 30, "nothing pending", |s| s.sinks[0].pending == 0).await;
+    assert_eq!(s.sinks[0].undeliverable, 0, "history is not undeliverable: {s:?}");
+    assert!(
+        receiver.delivered().iter().all(|e| e["subject"] != "old-news"),
+        "{:?}",
+        receiver.delivered()
+    );
+    controller.stop().await;
+    sim.stop().await;
+}

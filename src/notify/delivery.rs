@@ -37,6 +37,9 @@ const BACKOFF_BASE: Duration = Duration::from_secs(1);
 const BACKOFF_CAP: Duration = Duration::from_secs(300);
 /// How often every subject is looked at, besides each write's signal.
 const SWEEP: Duration = Duration::from_secs(60);
+/// Requests one sink has in flight at most (each subject waits its turn to send,
+/// never behind another's backoff).
+const IN_FLIGHT: usize = 16;
 
 /// One sink as the notifier runs it.
 pub struct Outlet {
@@ -47,6 +50,8 @@ pub struct Outlet {
     budget: RetryBudget,
     /// Subjects with a task, and whether more was written since it last looked.
     busy: Mutex<HashMap<Subject, bool>>,
+    /// Held while a request is out.
+    in_flight: tokio::sync::Semaphore,
     pub stats: Stats,
 }
 
@@ -57,6 +62,7 @@ impl Outlet {
             sink,
             budget: RetryBudget::new(0.1, Duration::from_secs(60)).with_minimum(60),
             busy: Mutex::new(HashMap::new()),
+            in_flight: tokio::sync::Semaphore::new(IN_FLIGHT),
             stats,
         })
     }
@@ -192,12 +198,18 @@ impl Delivery {
         self.store.flush().await?;
         let name = &outlet.sink.name;
         let mut cursor = self.store.sink_cursor(name, subject)?;
+        // Never touched by this sink: what is older than its give_up_after is history
+        // from before it was configured (or a controller down that long), not news.
+        let fresh = cursor == pb::SinkCursor::default();
         let mut unsaved = false;
+        let mut history = 0;
         for n in self.store.notices(subject, cursor.seq)? {
             if self.shutdown.is_cancelled() {
                 return Err(Stop::Shutdown);
             }
-            if !outlet.wants(&n) {
+            let old = fresh && self.age(&n) > outlet.sink.give_up_after;
+            history += usize::from(old && outlet.wants(&n));
+            if old || !outlet.wants(&n) {
                 cursor.seq = n.seq;
                 unsaved = true;
                 continue;
@@ -210,7 +222,15 @@ impl Delivery {
         if unsaved {
             self.store.put_sink_cursor(name, subject, &cursor, &[])?;
         }
+        if history > 0 {
+            info!(sink = %name, ?subject, events = history, "not sending events older than the sink's give_up_after, written before it was configured");
+        }
         Ok(())
+    }
+
+    /// How long ago `n` was written.
+    fn age(&self, n: &pb::Notification) -> Duration {
+        Duration::from_millis((self.clock.now_ms() - n.at_unix_ms).max(0) as u64)
     }
 
     /// Sends `n` until it is delivered or given up; the audit line of giving up.
@@ -227,11 +247,15 @@ impl Delivery {
         let mut first = true;
         loop {
             if first || outlet.budget.try_retry() {
-                let (body, headers) = outlet.request(n, &self.site);
+                let send = async {
+                    let _turn = outlet.in_flight.acquire().await;
+                    let (body, headers) = outlet.request(n, &self.site);
+                    send::post(&outlet.client, &sink.url, body, &headers).await
+                };
                 let answer = tokio::select! {
                     // Cut off mid-request: it is sent again (same id) by whoever goes on.
                     _ = self.shutdown.cancelled() => return Err(Stop::Shutdown),
-                    a = send::post(&outlet.client, &sink.url, body, &headers) => a,
+                    a = send => a,
                 };
                 outlet.stats.attempt(&answer, first);
                 first = false;
@@ -246,8 +270,7 @@ impl Delivery {
                 };
                 cursor.last_error = why.clone();
                 cursor.last_error_at_unix_ms = self.clock.now_ms();
-                let waited = Duration::from_millis((self.clock.now_ms() - n.at_unix_ms).max(0) as u64);
-                if waited >= sink.give_up_after {
+                if self.age(n) >= sink.give_up_after {
                     let why = format!(
                         "given up after {} (give_up_after): {why}",
                         crate::text::format_duration(sink.give_up_after)
