@@ -8,6 +8,7 @@
 //! shared retry pieces.
 
 pub mod grpc;
+pub mod ssh;
 
 pub use grpc::GrpcFleet;
 

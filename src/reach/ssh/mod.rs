@@ -1,0 +1,6 @@
+//! The SSH driver: hosts whose fleet address is `ssh://USER@HOST[:PORT]`, reached
+//! with nothing installed on them. The controller runs a small POSIX sh program
+//! over the session ([`host`]) that keeps an operation exactly once on the host and
+//! fences deposed controllers by their epoch.
+
+pub mod host;
