@@ -8,28 +8,11 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::text::parse_duration;
+pub use crate::yamlfile::commands::CommandSpec;
+use crate::yamlfile::commands::{Commands, CommandsFile};
 
 /// Why an agent config was refused.
 pub use crate::yamlfile::Error;
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CommandFile {
-    argv: Vec<String>,
-    timeout: String,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CommandsFile {
-    deploy: CommandFile,
-    #[serde(default)]
-    rollback: Option<CommandFile>,
-    #[serde(default)]
-    restart: Option<CommandFile>,
-    #[serde(default)]
-    health: Option<CommandFile>,
-}
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -48,14 +31,6 @@ struct ConfigFile {
     #[serde(default)]
     heartbeat: Option<String>,
     commands: CommandsFile,
-}
-
-/// A command to run: argv (never a shell string; `{version}` is substituted) and
-/// how long it may take before its whole process group is killed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CommandSpec {
-    pub argv: Vec<String>,
-    pub timeout: Duration,
 }
 
 /// A validated agent config.
@@ -94,22 +69,6 @@ impl AgentConfig {
                 "is empty: give the host's id as in the fleet".into(),
             ));
         }
-        let command = |name: &str, c: CommandFile| -> Result<CommandSpec, Error> {
-            if c.argv.is_empty() || c.argv[0].trim().is_empty() {
-                return Err(invalid(
-                    &format!("commands.{name}.argv"),
-                    "is empty: give the program and its arguments as a list".into(),
-                ));
-            }
-            let timeout = parse_duration(&c.timeout).map_err(|m| invalid(&format!("commands.{name}.timeout"), m))?;
-            if timeout.is_zero() {
-                return Err(invalid(
-                    &format!("commands.{name}.timeout"),
-                    "must be more than 0s".into(),
-                ));
-            }
-            Ok(CommandSpec { argv: c.argv, timeout })
-        };
         let heartbeat = match file.heartbeat.as_deref() {
             None => Duration::from_secs(10),
             Some(h) => parse_duration(h).map_err(|m| invalid("heartbeat", m))?,
@@ -117,7 +76,7 @@ impl AgentConfig {
         if heartbeat < Duration::from_millis(100) {
             return Err(invalid("heartbeat", "is shorter than 100ms; 10s is usual".into()));
         }
-        let c = file.commands;
+        let c = Commands::check(file.commands, path)?;
         Ok(AgentConfig {
             host_id: file.host_id,
             listen: file.listen,
@@ -127,10 +86,10 @@ impl AgentConfig {
             customers: file.customers,
             state_file: file.state_file,
             heartbeat,
-            deploy: command("deploy", c.deploy)?,
-            rollback: c.rollback.map(|x| command("rollback", x)).transpose()?,
-            restart: c.restart.map(|x| command("restart", x)).transpose()?,
-            health: c.health.map(|x| command("health", x)).transpose()?,
+            deploy: c.deploy,
+            rollback: c.rollback,
+            restart: c.restart,
+            health: c.health,
         })
     }
 }

@@ -2,6 +2,7 @@
 //! files): read, parsed strictly, and refused with one error type that names the file
 //! and the line and column, or the field.
 
+pub mod commands;
 mod locate;
 
 use std::path::Path;

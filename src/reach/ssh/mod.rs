@@ -4,3 +4,4 @@
 //! fences deposed controllers by their epoch.
 
 pub mod host;
+pub mod known_hosts;
