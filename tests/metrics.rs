@@ -74,6 +74,7 @@ async fn metrics_are_scraped_during_a_rollout() {
             drill_from_ms: None,
             sinks: Default::default(),
             site: "default".into(),
+            ssh: None,
         },
         stop.clone(),
     ));

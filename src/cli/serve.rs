@@ -117,6 +117,10 @@ pub struct ServeArgs {
     /// alerts' `site` label.
     #[arg(long, default_value = "default", value_parser = parse_site)]
     pub site: String,
+    /// Reach hosts whose fleet address is ssh://USER@HOST[:PORT] over SSH, with
+    /// nothing installed on them, as this file says (key, known_hosts, commands).
+    #[arg(long, value_name = "FILE")]
+    pub ssh: Option<PathBuf>,
 }
 
 /// A site name: letters, digits, dots, dashes and underscores (it goes in a URI).
@@ -390,6 +394,11 @@ pub async fn serve(args: ServeArgs) -> Result<ExitCode> {
         Some(path) => crate::notify::Sinks::load(path)?,
         None => crate::notify::Sinks::default(),
     };
+    let ssh = args
+        .ssh
+        .as_deref()
+        .map(crate::reach::ssh::config::SshConfig::load)
+        .transpose()?;
     let listener = bind(&args.listen).await?;
     let http = match &args.http_listen {
         Some(addr) => Some(bind_http(addr, "--http-listen", "dashboard", "/").await?),
@@ -419,6 +428,7 @@ pub async fn serve(args: ServeArgs) -> Result<ExitCode> {
             drill_from_ms: args.drill_clock,
             sinks,
             site: args.site,
+            ssh,
         },
         token,
     )

@@ -51,6 +51,11 @@ impl GrpcFleet {
         self
     }
 
+    /// The guard its calls go through, for another driver to share.
+    pub(crate) fn guard(&self) -> Arc<Guard> {
+        self.guard.clone()
+    }
+
     /// Every Apply carries `epoch` (the leader's, on etcd): agents refuse lower ones.
     pub fn with_epoch(mut self, epoch: u64) -> GrpcFleet {
         self.epoch = epoch;

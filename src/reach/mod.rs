@@ -11,6 +11,7 @@ pub mod grpc;
 pub mod ssh;
 
 pub use grpc::GrpcFleet;
+pub use ssh::SshFleet;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -182,3 +183,52 @@ where
 
 /// Shared handle to any fleet.
 pub type SharedFleet = Arc<dyn Fleet>;
+
+/// One fleet of agents and SSH hosts, by the address's scheme (`ssh://` is an SSH
+/// host), under one guard: the same budget, breakers and calls in flight.
+pub struct Fleets {
+    grpc: Arc<GrpcFleet>,
+    ssh: Option<Arc<SshFleet>>,
+}
+
+impl Fleets {
+    /// Agents through `grpc`; SSH hosts as `ssh` says (None: an `ssh://` host is
+    /// refused, saying to give --ssh).
+    pub fn new(grpc: Arc<GrpcFleet>, ssh: Option<ssh::config::SshConfig>, epoch: u64) -> Fleets {
+        let ssh = ssh.map(|c| Arc::new(SshFleet::new(c, grpc.guard(), epoch)));
+        Fleets { grpc, ssh }
+    }
+
+    /// The SSH driver, when there is one (its idle connections need reaping).
+    pub fn ssh(&self) -> Option<Arc<SshFleet>> {
+        self.ssh.clone()
+    }
+
+    fn ssh_for(&self, address: &str) -> Option<Result<&Arc<SshFleet>, CallError>> {
+        address.starts_with("ssh://").then(|| {
+            self.ssh.as_ref().ok_or_else(|| CallError {
+                address: address.to_string(),
+                code: tonic::Code::FailedPrecondition,
+                message: "this host is reached over SSH, and the controller runs without --ssh FILE (the SSH driver's key, known_hosts and commands)".into(),
+            })
+        })
+    }
+}
+
+impl Fleet for Fleets {
+    fn apply(&self, address: &str, request: pb::ApplyRequest) -> BoxFuture<'static, Result<pb::ApplyResponse, CallError>> {
+        match self.ssh_for(address) {
+            Some(Ok(ssh)) => ssh.apply_call(address, request),
+            Some(Err(e)) => Box::pin(async move { Err(e) }),
+            None => self.grpc.apply(address, request),
+        }
+    }
+
+    fn probe(&self, address: &str, host_id: &str) -> BoxFuture<'static, Result<pb::ProbeResponse, CallError>> {
+        match self.ssh_for(address) {
+            Some(Ok(ssh)) => ssh.probe_call(address, host_id),
+            Some(Err(e)) => Box::pin(async move { Err(e) }),
+            None => self.grpc.probe(address, host_id),
+        }
+    }
+}

@@ -57,6 +57,9 @@ pub struct Options {
     pub sinks: crate::notify::Sinks,
     /// The CloudEvents' source is `/rollout/{site}` (`--site`).
     pub site: String,
+    /// How hosts at `ssh://` addresses are reached (`--ssh FILE`); None: they are
+    /// refused, saying so.
+    pub ssh: Option<crate::reach::ssh::config::SshConfig>,
 }
 
 /// Who may talk to the controller, and how much.
@@ -168,7 +171,11 @@ impl Phase<'_> {
                 .with_tls(options.security.agents.clone())
                 .with_epoch(epoch),
         );
-        let fleet: engine::SharedFleet = grpc_fleet.clone();
+        let fleets = crate::reach::Fleets::new(grpc_fleet.clone(), options.ssh.clone(), epoch);
+        if let Some(ssh) = fleets.ssh() {
+            tokio::spawn(ssh.reap(shutdown.clone()));
+        }
+        let fleet: engine::SharedFleet = Arc::new(fleets);
         let engine = Engine::start(
             store.clone(),
             inventory,

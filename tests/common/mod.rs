@@ -230,6 +230,7 @@ impl Controller {
             drill_from_ms: None,
             sinks,
             site: "test-site".into(),
+            ssh: None,
         };
         let task = tokio::spawn(server::run(listener, options, stop.clone()));
         Controller {

@@ -5,3 +5,6 @@
 
 pub mod host;
 pub mod known_hosts;
+pub mod config;
+pub mod fleet;
+pub use fleet::SshFleet;
