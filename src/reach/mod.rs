@@ -216,7 +216,11 @@ impl Fleets {
 }
 
 impl Fleet for Fleets {
-    fn apply(&self, address: &str, request: pb::ApplyRequest) -> BoxFuture<'static, Result<pb::ApplyResponse, CallError>> {
+    fn apply(
+        &self,
+        address: &str,
+        request: pb::ApplyRequest,
+    ) -> BoxFuture<'static, Result<pb::ApplyResponse, CallError>> {
         match self.ssh_for(address) {
             Some(Ok(ssh)) => ssh.apply_call(address, request),
             Some(Err(e)) => Box::pin(async move { Err(e) }),

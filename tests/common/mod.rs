@@ -9,6 +9,7 @@ pub mod browser;
 pub mod certs;
 pub mod prometheus;
 pub mod receiver;
+pub mod sshd;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};

@@ -55,7 +55,7 @@ pub enum Identity {
     /// A private key (and an OpenSSH user certificate for it).
     Key {
         key: Arc<PrivateKey>,
-        certificate: Option<Certificate>,
+        certificate: Option<Box<Certificate>>,
     },
     /// The keys of the agent at SSH_AUTH_SOCK.
     Agent,
@@ -178,13 +178,17 @@ impl SshConfig {
                     .certificate_file
                     .as_ref()
                     .map(|c| {
-                        russh::keys::load_openssh_certificate(c)
-                            .map_err(|e| at("certificate_file", format!("{} is not an OpenSSH certificate ({e})", c.display())))
+                        russh::keys::load_openssh_certificate(c).map_err(|e| {
+                            at(
+                                "certificate_file",
+                                format!("{} is not an OpenSSH certificate ({e})", c.display()),
+                            )
+                        })
                     })
                     .transpose()?;
                 Identity::Key {
                     key: Arc::new(key),
-                    certificate,
+                    certificate: certificate.map(Box::new),
                 }
             }
         };
@@ -211,13 +215,19 @@ impl SshConfig {
         if !file.state_dir.starts_with('/') || file.state_dir.contains(['\n', '\0']) {
             return Err(at(
                 "state_dir",
-                format!("`{}` is not an absolute path on the hosts", crate::text::one_line(&file.state_dir)),
+                format!(
+                    "`{}` is not an absolute path on the hosts",
+                    crate::text::one_line(&file.state_dir)
+                ),
             ));
         }
         let retain = duration("retain", &file.retain, Duration::from_secs(7 * 86_400))?;
         let retain_days = (retain.as_secs() / 86_400) as u32;
         if retain_days == 0 {
-            return Err(at("retain", "must be at least 1d: a resent operation must find its result".into()));
+            return Err(at(
+                "retain",
+                "must be at least 1d: a resent operation must find its result".into(),
+            ));
         }
         Ok(SshConfig {
             identity,
@@ -283,7 +293,9 @@ mod tests {
         let bad = text.replace("state_dir: /var/lib/rollout", "state_dir: var/lib");
         let e = SshConfig::parse(&bad, "ssh.yaml").unwrap_err().to_string();
         assert!(e.starts_with("ssh.yaml:3:") && e.contains("state_dir"), "{e}");
-        let e = SshConfig::parse(&format!("{text}colour: red\n"), "ssh.yaml").unwrap_err().to_string();
+        let e = SshConfig::parse(&format!("{text}colour: red\n"), "ssh.yaml")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("colour"), "{e}");
         let e = SshConfig::parse(&text.replace(&key.display().to_string(), "/nonexistent/id"), "ssh.yaml")
             .unwrap_err()

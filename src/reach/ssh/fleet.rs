@@ -225,7 +225,7 @@ impl SshFleet {
             Identity::Key { key, certificate } => {
                 let result = match certificate {
                     Some(cert) => handle
-                        .authenticate_openssh_cert(target.user.clone(), key.clone(), cert.clone())
+                        .authenticate_openssh_cert(target.user.clone(), key.clone(), (**cert).clone())
                         .await
                         .map_err(unavailable)?,
                     None => {
@@ -265,7 +265,13 @@ impl SshFleet {
 
     /// Runs the host program's `subcommand` on `target` and reads its answer, within
     /// `deadline`.
-    async fn run(&self, target: &Target, subcommand: &str, args: &[String], deadline: Duration) -> Result<Answer, Status> {
+    async fn run(
+        &self,
+        target: &Target,
+        subcommand: &str,
+        args: &[String],
+        deadline: Duration,
+    ) -> Result<Answer, Status> {
         let exchange = async {
             let session = self.session(target).await?;
             session.in_use.fetch_add(1, Ordering::SeqCst);
@@ -274,9 +280,12 @@ impl SshFleet {
             *session.last_used.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
             answer
         };
-        tokio::time::timeout(deadline, exchange)
-            .await
-            .map_err(|_| Status::deadline_exceeded(format!("{target}: no answer within {}", crate::text::format_duration(deadline))))?
+        tokio::time::timeout(deadline, exchange).await.map_err(|_| {
+            Status::deadline_exceeded(format!(
+                "{target}: no answer within {}",
+                crate::text::format_duration(deadline)
+            ))
+        })?
     }
 
     /// The deadline of a call running a command that may take `timeout`.
@@ -288,12 +297,20 @@ impl SshFleet {
         let commands = &self.config.commands;
         let action = pb::Action::try_from(req.action).unwrap_or(pb::Action::Unspecified);
         let (name, spec, mut version) = match action {
-            pb::Action::Deploy if req.version.is_empty() => return Err(Status::invalid_argument("DEPLOY needs a version")),
+            pb::Action::Deploy if req.version.is_empty() => {
+                return Err(Status::invalid_argument("DEPLOY needs a version"));
+            }
             pb::Action::Deploy => ("deploy", Some(&commands.deploy), req.version.clone()),
-            pb::Action::Rollback => ("rollback", Some(commands.rollback.as_ref().unwrap_or(&commands.deploy)), req.version.clone()),
+            pb::Action::Rollback => (
+                "rollback",
+                Some(commands.rollback.as_ref().unwrap_or(&commands.deploy)),
+                req.version.clone(),
+            ),
             pb::Action::Restart => ("restart", commands.restart.as_ref(), String::new()),
             pb::Action::Unspecified => {
-                return Err(Status::invalid_argument("action is required: DEPLOY, ROLLBACK or RESTART"));
+                return Err(Status::invalid_argument(
+                    "action is required: DEPLOY, ROLLBACK or RESTART",
+                ));
             }
         };
         let Some(spec) = spec else {
@@ -329,7 +346,9 @@ impl SshFleet {
             retain_days: self.config.retain_days,
             argv: &argv,
         };
-        let answer = self.run(target, "apply", &host::apply_args(&op), self.deadline(spec.timeout)).await?;
+        let answer = self
+            .run(target, "apply", &host::apply_args(&op), self.deadline(spec.timeout))
+            .await?;
         match host::outcome(&answer) {
             Outcome::Ended {
                 ok,
@@ -384,7 +403,11 @@ impl SshFleet {
             detail: if healthy {
                 String::new()
             } else {
-                format!("health check exit {}: {}", answer.get("health"), crate::text::one_line(&answer.tail))
+                format!(
+                    "health check exit {}: {}",
+                    answer.get("health"),
+                    crate::text::one_line(&answer.tail)
+                )
             },
             operations_executed: answer.number("executed"),
             last_operation_id: answer.get("last_operation").to_string(),
@@ -412,7 +435,9 @@ async fn exec(session: &Session, target: &Target, command: &str) -> Result<Answe
     }
     let text = String::from_utf8_lossy(&out);
     if exit.is_none() && text.trim().is_empty() {
-        return Err(Status::unavailable(format!("{target}: the session ended before the host answered")));
+        return Err(Status::unavailable(format!(
+            "{target}: the session ended before the host answered"
+        )));
     }
     Ok(Answer::parse(&text))
 }

@@ -3,8 +3,8 @@
 //! over the session ([`host`]) that keeps an operation exactly once on the host and
 //! fences deposed controllers by their epoch.
 
-pub mod host;
-pub mod known_hosts;
 pub mod config;
 pub mod fleet;
+pub mod host;
+pub mod known_hosts;
 pub use fleet::SshFleet;

@@ -1,0 +1,227 @@
+//! Hosts reached over SSH with nothing installed on them, through real OpenSSH
+//! servers (Debian's `openssh-server`) on loopback ports, host and client keys made
+//! here: exactly once through controller SIGKILLs, host keys checked strictly, a
+//! mixed fleet of agents and SSH hosts. Skipped without sshd, failing instead with
+//! ROLLOUT_SSH_TESTS=required.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::sshd::{Client as SshClient, Sshd};
+use common::*;
+use rollout::cli::connect;
+use rollout::proto::v1 as pb;
+
+/// `n` SSH hosts over `servers` sshds (round robin), the rest of the fleet file as
+/// generated; written to `dir/fleet.yaml`.
+fn ssh_fleet(dir: &Path, n: usize, servers: &[Sshd]) -> (rollout::fleet::FleetFile, PathBuf) {
+    let mut f = fleet(n, "127.0.0.1:1");
+    for (i, h) in f.hosts.iter_mut().enumerate() {
+        h.address = Arc::from(servers[i % servers.len()].address());
+    }
+    let path = dir.join("fleet.yaml");
+    std::fs::write(&path, f.to_yaml()).unwrap();
+    (f, path)
+}
+
+/// The deploy command every test host runs: appends the version to
+/// `runs/HOST` (what the tests count), then takes a moment.
+fn commands(runs: &Path) -> String {
+    std::fs::create_dir_all(runs).unwrap();
+    format!(
+        "  deploy: {{argv: [sh, -c, 'echo \"$1\" >> {}/$2; sleep 0.5', x, \"{{version}}\", \"{{host}}\"], timeout: 30s}}\n  health: {{argv: [\"true\"], timeout: 10s}}\n",
+        runs.display()
+    )
+}
+
+fn runs_of(runs: &Path, host: &str) -> Vec<String> {
+    std::fs::read_to_string(runs.join(host))
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// A fix in three waves over 20 SSH hosts on four sshds, the controller SIGKILLed
+/// twice mid-wave: every host's command ran exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fix_over_ssh_runs_each_host_once_through_two_sigkills() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(client) = SshClient::new(dir.path()) else {
+        return;
+    };
+    let servers: Vec<Sshd> = (0..4)
+        .map(|i| Sshd::start(&dir.path().join(format!("sshd-{i}")), &client, true))
+        .collect();
+    let (fleet, fleet_file) = ssh_fleet(dir.path(), 20, &servers);
+    let runs = dir.path().join("runs");
+    let state = format!("{}/hosts/{{host}}", dir.path().display());
+    let ssh = client.ssh_file(&state, &commands(&runs));
+    let (data, log) = (dir.path().join("data"), dir.path().join("log"));
+    let flags: Vec<&std::ffi::OsStr> = vec!["--ssh".as_ref(), ssh.as_os_str()];
+    let mut controller = spawn_controller(&data, &fleet_file, &flags, &log).await;
+    let mut grpc = connect(&format!("http://{}", controller.addr)).await.unwrap();
+    let mut spec = plan("ssh-fix", &["10%", "50%", "100%"], "0");
+    spec.max_parallel = 4;
+    submit(&mut grpc, spec).await;
+    for kill_at in [20.0, 55.0] {
+        within(120, "the rollout to be mid-wave", async {
+            loop {
+                let r = get(&mut grpc, "ssh-fix").await;
+                if r.percent_complete >= kill_at && r.hosts_in_flight > 0 {
+                    return;
+                }
+                assert!(
+                    !r.state().is_terminal(),
+                    "ended before the kill at {kill_at}%: {}",
+                    r.halt_reason
+                );
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await;
+        controller.kill9().await.unwrap();
+        controller = spawn_controller(&data, &fleet_file, &flags, &log).await;
+        grpc = connect(&format!("http://{}", controller.addr)).await.unwrap();
+    }
+    let done = within(
+        180,
+        "the rollout to end",
+        watch_until(&mut grpc, "ssh-fix", |r| r.state().is_terminal()),
+    )
+    .await
+    .pop()
+    .unwrap();
+    assert_eq!(
+        done.state(),
+        pb::RolloutState::Succeeded,
+        "{} ({})",
+        done.halt_reason,
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    assert_eq!(done.hosts_succeeded, 20);
+    for h in &fleet.hosts {
+        assert_eq!(runs_of(&runs, &h.id), ["15.20.8207.12"], "{} ran exactly once", h.id);
+    }
+    assert_eq!(controller.terminate(Duration::from_secs(30)).await.unwrap(), Some(0));
+}
+
+/// A host whose key changed, and a host known_hosts does not list, are refused
+/// with the key's fingerprint before anything is sent: nothing runs on them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changed_and_unknown_host_keys_are_refused_and_nothing_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(client) = SshClient::new(dir.path()) else {
+        return;
+    };
+    let good = Sshd::start(&dir.path().join("good"), &client, true);
+    let unknown = Sshd::start(&dir.path().join("unknown"), &client, false);
+    let changed = Sshd::start(&dir.path().join("changed"), &client, true);
+    // The changed server's key is not the one listed any more.
+    let listed = std::fs::read_to_string(&client.known_hosts).unwrap();
+    let old_key = std::fs::read_to_string(changed.dir.join("host_ed25519.pub")).unwrap();
+    std::fs::remove_file(changed.dir.join("host_ed25519")).unwrap();
+    std::fs::remove_file(changed.dir.join("host_ed25519.pub")).unwrap();
+    common::sshd::keygen(&changed.dir.join("host_ed25519"));
+    let mut changed = changed;
+    changed.restart();
+    assert!(listed.contains(old_key.split_whitespace().nth(1).unwrap()));
+    let servers = [good, unknown, changed];
+    let (fleet, fleet_file) = ssh_fleet(dir.path(), 3, &servers);
+    let runs = dir.path().join("runs");
+    let state = format!("{}/hosts/{{host}}", dir.path().display());
+    let ssh = client.ssh_file(&state, &commands(&runs));
+    let log = dir.path().join("log");
+    let flags: Vec<&std::ffi::OsStr> = vec!["--ssh".as_ref(), ssh.as_os_str()];
+    let mut controller = spawn_controller(&dir.path().join("data"), &fleet_file, &flags, &log).await;
+    let mut grpc = connect(&format!("http://{}", controller.addr)).await.unwrap();
+    submit(&mut grpc, plan("ssh-keys", &["100%"], "2")).await;
+    let done = within(
+        120,
+        "the rollout to end",
+        watch_until(&mut grpc, "ssh-keys", |r| r.state().is_terminal()),
+    )
+    .await
+    .pop()
+    .unwrap();
+    assert_eq!(
+        done.state(),
+        pb::RolloutState::CompletedWithFailures,
+        "{}",
+        done.halt_reason
+    );
+    let hosts = all_hosts(&mut grpc, "ssh-keys", pb::HostFilter::Failed, 100).await;
+    let reason = |i: usize| {
+        hosts
+            .iter()
+            .find(|h| h.host_id == fleet.hosts[i].id)
+            .map(|h| h.reason.clone())
+            .unwrap_or_else(|| panic!("host {i} failed: {hosts:?}"))
+    };
+    let (unknown_why, changed_why) = (reason(1), reason(2));
+    assert!(
+        unknown_why.contains("is not in") && unknown_why.contains("SHA256:"),
+        "{unknown_why}"
+    );
+    assert!(unknown_why.contains("nothing trusts on first use"), "{unknown_why}");
+    assert!(
+        changed_why.contains("does not match") && changed_why.contains("SHA256:"),
+        "{changed_why}"
+    );
+    assert!(
+        changed_why.contains(&client.known_hosts.display().to_string()),
+        "{changed_why}"
+    );
+    assert_eq!(runs_of(&runs, &fleet.hosts[0].id).len(), 1, "the good host ran");
+    for i in [1, 2] {
+        assert!(runs_of(&runs, &fleet.hosts[i].id).is_empty(), "nothing ran on host {i}");
+        let state_dir = dir.path().join("hosts").join(&fleet.hosts[i].id);
+        assert!(!state_dir.exists(), "nothing was sent to host {i}");
+    }
+    assert_eq!(controller.terminate(Duration::from_secs(30)).await.unwrap(), Some(0));
+}
+
+/// One rollout over agents (a simulated fleet) and SSH hosts together.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_rollout_over_agents_and_ssh_hosts() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(client) = SshClient::new(dir.path()) else {
+        return;
+    };
+    let servers = [Sshd::start(&dir.path().join("sshd"), &client, true)];
+    let log = dir.path().join("log");
+    let (mut agent, mut f, _) = spawn_simulator(dir.path(), 10, "1..5", &log).await;
+    for h in f.hosts.iter_mut().take(4) {
+        h.address = Arc::from(servers[0].address());
+    }
+    let fleet_file = dir.path().join("mixed.yaml");
+    std::fs::write(&fleet_file, f.to_yaml()).unwrap();
+    let runs = dir.path().join("runs");
+    let state = format!("{}/hosts/{{host}}", dir.path().display());
+    let ssh = client.ssh_file(&state, &commands(&runs));
+    let flags: Vec<&std::ffi::OsStr> = vec!["--ssh".as_ref(), ssh.as_os_str()];
+    let mut controller = spawn_controller(&dir.path().join("data"), &fleet_file, &flags, &log).await;
+    let mut grpc = connect(&format!("http://{}", controller.addr)).await.unwrap();
+    submit(&mut grpc, plan("mixed-fix", &["50%", "100%"], "0")).await;
+    let done = within(
+        120,
+        "the rollout to end",
+        watch_until(&mut grpc, "mixed-fix", |r| r.state().is_terminal()),
+    )
+    .await
+    .pop()
+    .unwrap();
+    assert_eq!(done.state(), pb::RolloutState::Succeeded, "{}", done.halt_reason);
+    assert_eq!(done.hosts_succeeded, 10);
+    for h in f.hosts.iter().take(4) {
+        assert_eq!(runs_of(&runs, &h.id).len(), 1, "{} ran over SSH once", h.id);
+    }
+    for (host, p) in probe_all(&agent.addr.to_string(), &f).await.into_iter().skip(4) {
+        assert_eq!(p.version, "15.20.8207.12", "{host} deployed by its agent");
+    }
+    assert_eq!(controller.terminate(Duration::from_secs(30)).await.unwrap(), Some(0));
+    assert_eq!(agent.terminate(Duration::from_secs(30)).await.unwrap(), Some(0));
+}
