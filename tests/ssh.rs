@@ -225,3 +225,124 @@ async fn one_rollout_over_agents_and_ssh_hosts() {
     assert_eq!(controller.terminate(Duration::from_secs(30)).await.unwrap(), Some(0));
     assert_eq!(agent.terminate(Duration::from_secs(30)).await.unwrap(), Some(0));
 }
+
+/// A single host over SSH with `deploy` as its deploy command (YAML flow), and a
+/// running controller on it.
+struct OneHost {
+    dir: tempfile::TempDir,
+    sshd: Sshd,
+    controller: rollout::cli::process::Spawned,
+    grpc: Client,
+}
+
+impl OneHost {
+    async fn start(deploy: &str) -> Option<OneHost> {
+        let dir = tempfile::tempdir().unwrap();
+        let client = SshClient::new(dir.path())?;
+        let sshd = Sshd::start(&dir.path().join("sshd"), &client, true);
+        let (_, fleet_file) = ssh_fleet(dir.path(), 1, std::slice::from_ref(&sshd));
+        let state = format!("{}/hosts/{{host}}", dir.path().display());
+        let ssh = client.ssh_file(&state, &format!("  deploy: {deploy}\n"));
+        let log = dir.path().join("log");
+        let flags: Vec<&std::ffi::OsStr> = vec!["--ssh".as_ref(), ssh.as_os_str()];
+        let controller = spawn_controller(&dir.path().join("data"), &fleet_file, &flags, &log).await;
+        let grpc = connect(&format!("http://{}", controller.addr)).await.unwrap();
+        Some(OneHost {
+            dir,
+            sshd,
+            controller,
+            grpc,
+        })
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    async fn finish(mut self, name: &str) -> (pb::Rollout, Vec<pb::HostResult>, OneHost) {
+        let ended = tokio::time::timeout(
+            Duration::from_secs(120),
+            watch_until(&mut self.grpc, name, |r| r.state().is_terminal()),
+        )
+        .await;
+        let Ok(mut seen) = ended else {
+            panic!(
+                "the rollout did not end within 120 s; the controller said:\n{}",
+                std::fs::read_to_string(self.path("log")).unwrap_or_default()
+            );
+        };
+        let done = seen.pop().unwrap();
+        let hosts = all_hosts(&mut self.grpc, name, pb::HostFilter::All, 10).await;
+        (done, hosts, self)
+    }
+}
+
+/// True while process `pid` runs (neither gone nor a zombie).
+fn alive(pid: &str) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit(')')
+            .next()
+            .and_then(|rest| rest.trim_start().chars().next())
+            != Some('Z')
+    })
+}
+
+/// A command past its timeout is killed with its whole process group, and the host
+/// is reported as timed out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_past_its_timeout_is_killed_with_its_group() {
+    let probe_dir = tempfile::tempdir().unwrap();
+    let child = probe_dir.path().join("child");
+    let deploy = format!(
+        "{{argv: [sh, -c, 'sleep 60 & echo $! > {}; wait'], timeout: 2s}}",
+        child.display()
+    );
+    let Some(mut h) = OneHost::start(&deploy).await else {
+        return;
+    };
+    submit(&mut h.grpc, plan("ssh-slow", &["100%"], "1")).await;
+    let (done, hosts, mut h) = h.finish("ssh-slow").await;
+    assert_eq!(
+        done.state(),
+        pb::RolloutState::CompletedWithFailures,
+        "{}",
+        done.halt_reason
+    );
+    assert!(hosts[0].reason.contains("timed out after 2s"), "{:?}", hosts[0]);
+    let pid = std::fs::read_to_string(&child).unwrap().trim().to_string();
+    assert!(
+        !alive(&pid),
+        "the command's child {pid} was killed with its process group"
+    );
+    assert_eq!(h.controller.terminate(Duration::from_secs(30)).await.unwrap(), Some(0));
+}
+
+/// The host's sshd killed mid-command (its sessions too: the connection drops) and
+/// started again: the command ran once, and its result is found.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_connection_mid_command_runs_it_once_and_finds_its_result() {
+    let probe_dir = tempfile::tempdir().unwrap();
+    let runs = probe_dir.path().join("runs");
+    let deploy = format!(
+        "{{argv: [sh, -c, 'echo started >> {}; sleep 3; echo done'], timeout: 30s}}",
+        runs.display()
+    );
+    let Some(mut h) = OneHost::start(&deploy).await else {
+        return;
+    };
+    submit(&mut h.grpc, plan("ssh-drop", &["100%"], "0")).await;
+    within(60, "the command to start", async {
+        while !runs.exists() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    h.sshd.kill_with_sessions();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    h.sshd.restart();
+    let (done, hosts, mut h) = h.finish("ssh-drop").await;
+    assert_eq!(done.state(), pb::RolloutState::Succeeded, "{}", done.halt_reason);
+    assert_eq!(std::fs::read_to_string(&runs).unwrap().lines().count(), 1, "ran once");
+    assert_eq!(hosts[0].version, "15.20.8207.12", "{:?}", hosts[0]);
+    assert_eq!(h.controller.terminate(Duration::from_secs(30)).await.unwrap(), Some(0));
+}

@@ -163,6 +163,42 @@ impl Sshd {
         self.run();
     }
 
+    /// Kills the server and every session process it forked (the connections
+    /// drop), leaving alone what the sessions started in sessions of their own.
+    pub fn kill_with_sessions(&mut self) {
+        let Some(listener) = self.child.as_ref().map(|c| c.id()) else {
+            return;
+        };
+        let stat = |pid: u32| std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let mut parents = Vec::new();
+        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            let s = stat(pid);
+            let Some((comm, rest)) = s.split_once(") ") else {
+                continue;
+            };
+            let comm = comm.rsplit('(').next().unwrap_or_default().to_string();
+            let ppid: u32 = rest.split_whitespace().nth(1).and_then(|p| p.parse().ok()).unwrap_or(0);
+            parents.push((pid, ppid, comm));
+        }
+        let mut family = vec![listener];
+        let mut i = 0;
+        while i < family.len() {
+            let p = family[i];
+            family.extend(parents.iter().filter(|(_, ppid, _)| *ppid == p).map(|(pid, _, _)| *pid));
+            i += 1;
+        }
+        for (pid, _, comm) in &parents {
+            if family.contains(pid) && *pid != listener && comm == "sshd" {
+                // SAFETY: kill sends a signal to a process of this test's sshd.
+                unsafe { libc::kill(*pid as i32, libc::SIGKILL) };
+            }
+        }
+        self.kill();
+    }
+
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();

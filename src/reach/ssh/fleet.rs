@@ -27,6 +27,10 @@ use crate::reach::{CallError, Guard, guarded};
 const HANDSHAKES: usize = 8;
 /// A connection unused this long is closed.
 const IDLE: Duration = Duration::from_secs(60);
+/// Times an Apply whose connection dropped is sent again to find its result.
+const REATTACH: u32 = 8;
+/// How a dropped session is said (and recognised).
+const LOST: &str = "the session ended before the host answered";
 
 /// Hosts reached over SSH.
 pub struct SshFleet {
@@ -278,6 +282,14 @@ impl SshFleet {
             let answer = exec(&session, target, &host::command_line(subcommand, args)).await;
             session.in_use.fetch_sub(1, Ordering::SeqCst);
             *session.last_used.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+            if answer.is_err() {
+                // A session that failed is not reused: the next call connects anew.
+                let slot = self.slot(target);
+                let mut held = slot.session.lock().await;
+                if held.as_ref().is_some_and(|s| Arc::ptr_eq(s, &session)) {
+                    *held = None;
+                }
+            }
             answer
         };
         tokio::time::timeout(deadline, exchange).await.map_err(|_| {
@@ -286,6 +298,39 @@ impl SshFleet {
                 crate::text::format_duration(deadline)
             ))
         })?
+    }
+
+    /// `apply` with `args`; when the connection drops after the session was up (the
+    /// operation may be running on the host), the same operation is sent again on a
+    /// new connection (and again while the host cannot be reached), which waits for
+    /// its result: [`REATTACH`] times at most within
+    /// `deadline`. Idempotent by the operation id, so outside the retry budget: it
+    /// is one call finding its answer, not another attempt.
+    async fn reattached(&self, target: &Target, args: &[String], deadline: Duration) -> Result<Answer, Status> {
+        let until = Instant::now() + deadline;
+        let mut backoff = crate::retry::Backoff::new(Duration::from_millis(500), Duration::from_secs(5));
+        let mut left = REATTACH;
+        // Once sent, the operation may be running: any failure to reach the host
+        // after that is worth another send, until the deadline.
+        let mut sent = false;
+        loop {
+            let remaining = until.saturating_duration_since(Instant::now());
+            match self.run(target, "apply", args, remaining).await {
+                Err(lost)
+                    if left > 0
+                        && lost.code() == tonic::Code::Unavailable
+                        && (sent || lost.message().contains(LOST)) =>
+                {
+                    if !sent {
+                        tracing::info!(%target, "the connection dropped while the operation was sent: sending it again to find its result");
+                    }
+                    sent = true;
+                    left -= 1;
+                    tokio::time::sleep(backoff.next().unwrap_or_default().max(Duration::from_millis(200))).await;
+                }
+                other => return other,
+            }
+        }
     }
 
     /// The deadline of a call running a command that may take `timeout`.
@@ -347,7 +392,7 @@ impl SshFleet {
             argv: &argv,
         };
         let answer = self
-            .run(target, "apply", &host::apply_args(&op), self.deadline(spec.timeout))
+            .reattached(target, &host::apply_args(&op), self.deadline(spec.timeout))
             .await?;
         match host::outcome(&answer) {
             Outcome::Ended {
@@ -420,7 +465,7 @@ impl SshFleet {
 /// Runs `command` on a new channel of `session`; its standard output, read as the
 /// host program's answer.
 async fn exec(session: &Session, target: &Target, command: &str) -> Result<Answer, Status> {
-    let lost = |e: russh::Error| Status::unavailable(format!("{target}: the SSH session failed: {e}"));
+    let lost = |e: russh::Error| Status::unavailable(format!("{target}: {LOST} ({e})"));
     let mut channel = session.handle.channel_open_session().await.map_err(lost)?;
     channel.exec(true, command.as_bytes()).await.map_err(lost)?;
     let mut out = Vec::new();
@@ -435,9 +480,7 @@ async fn exec(session: &Session, target: &Target, command: &str) -> Result<Answe
     }
     let text = String::from_utf8_lossy(&out);
     if exit.is_none() && text.trim().is_empty() {
-        return Err(Status::unavailable(format!(
-            "{target}: the session ended before the host answered"
-        )));
+        return Err(Status::unavailable(format!("{target}: {LOST}")));
     }
     Ok(Answer::parse(&text))
 }
