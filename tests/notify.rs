@@ -267,32 +267,13 @@ async fn every_event_reaches_a_signed_webhook_through_two_sigkills() {
 /// The PyPI `cloudevents` SDK parses every request, and the `standardwebhooks`
 /// library verifies its signature, in a venv made here.
 fn judged_by_other_libraries(dir: &Path, requests: &[receiver::Request], secret: &str) {
-    let required = std::env::var("ROLLOUT_PYTHON_TESTS").as_deref() == Ok("required");
-    let skip = |why: String| {
-        assert!(!required, "ROLLOUT_PYTHON_TESTS=required: {why}");
-        eprintln!("skipped: the PyPI libraries' judgement: {why}");
+    let Some(bin) = common::python::venv(
+        dir,
+        &["cloudevents==1.12.1", "standardwebhooks==1.0.1"],
+        "the PyPI libraries' judgement",
+    ) else {
+        return;
     };
-    let venv = dir.join("venv");
-    let made = std::process::Command::new("python3")
-        .args(["-m", "venv"])
-        .arg(&venv)
-        .status();
-    if !made.is_ok_and(|s| s.success()) {
-        return skip("python3 -m venv failed (no Python 3 with venv)".into());
-    }
-    let pip = std::process::Command::new(venv.join("bin/pip"))
-        .args([
-            "install",
-            "-q",
-            "--disable-pip-version-check",
-            "cloudevents==1.12.1",
-            "standardwebhooks==1.0.1",
-        ])
-        .output()
-        .unwrap();
-    if !pip.status.success() {
-        return skip(format!("pip install failed: {}", text(&pip.stderr)));
-    }
     let lines: Vec<String> = requests
         .iter()
         .map(|r| {
@@ -324,7 +305,7 @@ for line in open(sys.argv[1]):
     n += 1
 print(f"judged {n} requests")
 "#;
-    let judged = std::process::Command::new(venv.join("bin/python"))
+    let judged = std::process::Command::new(bin.join("python"))
         .arg("-c")
         .arg(script)
         .arg(&file)

@@ -4,8 +4,8 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use super::{GenerateArgs, read, write_atomically};
-use crate::fleet::{GenerateOptions, generate};
+use super::{GenerateArgs, ImportArgs, read, write_atomically};
+use crate::fleet::{FleetFile, GenerateOptions, generate};
 use crate::plan::Plan;
 use crate::{Error, Result};
 
@@ -56,18 +56,24 @@ pub(super) fn notify_check(files: &[PathBuf]) -> Result<ExitCode> {
     Ok(if bad == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
-pub(super) fn fleet_generate(args: &GenerateArgs) -> Result<ExitCode> {
-    if !(0.0..=1.0).contains(&args.unhealthy_rate) {
-        return Err(Error::Usage("--unhealthy-rate must be between 0 and 1".into()));
-    }
-    let fleet = generate(&GenerateOptions {
-        hosts: args.hosts,
-        agent: args.agent.clone(),
-        seed: args.seed,
-        unhealthy_rate: args.unhealthy_rate,
-    });
+pub(super) fn fleet_import(args: &ImportArgs) -> Result<ExitCode> {
+    let inventory = read(&args.ansible, "Ansible inventory")?;
+    let customers = FleetFile::load(&args.customers)?.customers;
+    let how = crate::fleet::ansible::Import {
+        user: args.user.clone(),
+        label_vars: args.label_vars.clone(),
+    };
+    let fleet = crate::fleet::ansible::import(&inventory, customers, &how)
+        .map_err(|e| Error::Usage(format!("{}: {e}", args.ansible.display())))?;
     let yaml = fleet.to_yaml();
-    match &args.output {
+    // Checked as any fleet file is before it is written.
+    FleetFile::parse(&yaml, "the imported fleet")?;
+    write_fleet(&yaml, &fleet, args.output.as_deref())
+}
+
+/// Writes a fleet file to `output` (atomically) or standard output.
+fn write_fleet(yaml: &str, fleet: &FleetFile, output: Option<&std::path::Path>) -> Result<ExitCode> {
+    match output {
         Some(path) => {
             write_atomically(path, yaml.as_bytes())?;
             eprintln!(
@@ -80,4 +86,18 @@ pub(super) fn fleet_generate(args: &GenerateArgs) -> Result<ExitCode> {
         None => print!("{yaml}"),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+pub(super) fn fleet_generate(args: &GenerateArgs) -> Result<ExitCode> {
+    if !(0.0..=1.0).contains(&args.unhealthy_rate) {
+        return Err(Error::Usage("--unhealthy-rate must be between 0 and 1".into()));
+    }
+    let fleet = generate(&GenerateOptions {
+        hosts: args.hosts,
+        agent: args.agent.clone(),
+        seed: args.seed,
+        unhealthy_rate: args.unhealthy_rate,
+    });
+    let yaml = fleet.to_yaml();
+    write_fleet(&yaml, &fleet, args.output.as_deref())
 }

@@ -229,6 +229,27 @@ pub enum NotifyCommand {
 pub enum FleetCommand {
     /// Write a realistic fleet file (regions, services, customers in 15+ time zones).
     Generate(GenerateArgs),
+    /// Turn an Ansible inventory into a fleet file of SSH hosts (`rollout serve --ssh`).
+    Import(ImportArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// The JSON `ansible-inventory -i INVENTORY --list` prints.
+    #[arg(long, value_name = "FILE")]
+    pub ansible: PathBuf,
+    /// A fleet file whose `customers:` the hosts' `rollout_customers` name.
+    #[arg(long, value_name = "FILE")]
+    pub customers: PathBuf,
+    /// The SSH user of hosts without ansible_user.
+    #[arg(long)]
+    pub user: Option<String>,
+    /// A host variable to copy as a label (repeat it).
+    #[arg(long = "label-var", value_name = "VAR")]
+    pub label_vars: Vec<String>,
+    /// Where to write it; standard output when absent.
+    #[arg(long, short)]
+    pub output: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -323,6 +344,9 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Fleet {
             command: FleetCommand::Generate(args),
         } => files::fleet_generate(&args),
+        Command::Fleet {
+            command: FleetCommand::Import(args),
+        } => files::fleet_import(&args),
         Command::Notify {
             command: NotifyCommand::Check { files },
         } => files::notify_check(&files),

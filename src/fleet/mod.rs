@@ -5,6 +5,7 @@
 //! written by `rollout fleet generate`. The file format is a contract that scripts
 //! rely on (see DESIGN.md); it is validated as strictly as a plan.
 
+pub mod ansible;
 mod generate;
 mod labels;
 mod pieces;

@@ -8,6 +8,7 @@ pub mod agents;
 pub mod browser;
 pub mod certs;
 pub mod prometheus;
+pub mod python;
 pub mod receiver;
 pub mod sshd;
 
