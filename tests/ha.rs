@@ -90,16 +90,6 @@ async fn applies(agent: &mut AgentClient<tonic::transport::Channel>, host: &str)
         .unwrap_or((0, 0))
 }
 
-/// True while process `pid` runs (neither gone nor a zombie).
-fn running(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-        stat.rsplit(')')
-            .next()
-            .and_then(|rest| rest.trim_start().chars().next())
-            != Some('Z')
-    })
-}
-
 fn signal(c: &Spawned, signal: i32) {
     let pid = c.pid().expect("the controller runs") as i32;
     // SAFETY: kill sends a signal to a child process this test started.

@@ -277,16 +277,6 @@ impl OneHost {
     }
 }
 
-/// True while process `pid` runs (neither gone nor a zombie).
-fn alive(pid: &str) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-        stat.rsplit(')')
-            .next()
-            .and_then(|rest| rest.trim_start().chars().next())
-            != Some('Z')
-    })
-}
-
 /// A command past its timeout is killed with its whole process group, and the host
 /// is reported as timed out.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -309,9 +299,9 @@ async fn a_command_past_its_timeout_is_killed_with_its_group() {
         done.halt_reason
     );
     assert!(hosts[0].reason.contains("timed out after 2s"), "{:?}", hosts[0]);
-    let pid = std::fs::read_to_string(&child).unwrap().trim().to_string();
+    let pid: u32 = std::fs::read_to_string(&child).unwrap().trim().parse().unwrap();
     assert!(
-        !alive(&pid),
+        !running(pid),
         "the command's child {pid} was killed with its process group"
     );
     assert_eq!(h.controller.terminate(Duration::from_secs(30)).await.unwrap(), Some(0));
@@ -345,4 +335,50 @@ async fn a_dropped_connection_mid_command_runs_it_once_and_finds_its_result() {
     assert_eq!(std::fs::read_to_string(&runs).unwrap().lines().count(), 1, "ran once");
     assert_eq!(hosts[0].version, "15.20.8207.12", "{:?}", hosts[0]);
     assert_eq!(h.controller.terminate(Duration::from_secs(30)).await.unwrap(), Some(0));
+}
+
+/// Fencing on the host: once a newer leader (epoch 9) has acted on a host, an Apply
+/// of the deposed one (epoch 7) over SSH is refused by the host's epoch file, as an
+/// agent refuses it, and counted; nothing runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deposed_leaders_apply_over_ssh_is_refused_by_the_host() {
+    use rollout::engine::Fleet;
+    let dir = tempfile::tempdir().unwrap();
+    let Some(client) = SshClient::new(dir.path()) else {
+        return;
+    };
+    let sshd = Sshd::start(&dir.path().join("sshd"), &client, true);
+    let runs = dir.path().join("runs");
+    let state = format!("{}/hosts/{{host}}", dir.path().display());
+    let ssh = client.ssh_file(&state, &commands(&runs));
+    let leader = |epoch: u64| {
+        let config = rollout::reach::ssh::config::SshConfig::load(&ssh).unwrap();
+        let grpc = Arc::new(rollout::engine::GrpcFleet::new(Duration::from_secs(30)));
+        rollout::reach::Fleets::new(grpc, Some(config), epoch)
+    };
+    let (new, old) = (leader(9), leader(7));
+    let apply = |op: &str| pb::ApplyRequest {
+        host_id: "exo-1".into(),
+        operation_id: op.into(),
+        action: pb::Action::Deploy as i32,
+        version: "2.0".into(),
+        epoch: 0,
+    };
+    let done = new.apply(&sshd.address(), apply("op-new")).await.unwrap();
+    assert!(done.ok, "{done:?}");
+    let refused = old.apply(&sshd.address(), apply("op-old")).await.unwrap_err();
+    assert_eq!(refused.code, tonic::Code::FailedPrecondition, "{refused:?}");
+    assert!(
+        refused
+            .message
+            .starts_with("stale controller epoch 7 < 9: a newer leader has taken over"),
+        "{refused:?}"
+    );
+    assert_eq!(runs_of(&runs, "exo-1"), ["2.0"], "only the new leader's ran");
+    let probe = new.probe(&sshd.address(), "exo-1").await.unwrap();
+    assert_eq!(
+        (probe.stale_applies_refused, probe.operations_executed),
+        (1, 1),
+        "{probe:?}"
+    );
 }

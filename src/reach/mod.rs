@@ -1,8 +1,9 @@
 //! How we reach a host: the [`Fleet`] trait the engine acts through (apply, probe),
 //! and what every driver of it shares: a deadline on every call, and retries
 //! bounded by a budget and a breaker per endpoint ([`crate::retry`]), under one
-//! [`RetryPolicy`]. One file per driver beside this one: [`grpc`] (the
-//! `rollout agent` protocol). A fake stands in for tests.
+//! [`RetryPolicy`]. One driver per module beside this one: [`grpc`] (the
+//! `rollout agent` protocol) and [`ssh`] (hosts with nothing installed, over SSH);
+//! [`Fleets`] routes each address to its driver. A fake stands in for tests.
 //!
 //! Below the engine: this module imports only the generated protocol and the
 //! shared retry pieces.
