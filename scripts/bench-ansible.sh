@@ -56,26 +56,13 @@ t1=$(now)
 report xargs "$t0" "$t1" "$N"
 
 # --- rollout with real agents ------------------------------------------------------
-mkdir -p "$work/agents"
 echo "customers: [{id: bench, timezone: UTC, hours: '09:00-17:00', workdays: [mon, tue, wed, thu, fri]}]" > "$work/fleet.yaml"
 echo "hosts:" >> "$work/fleet.yaml"
-configs=()
-for h in $hosts; do
-  d=$work/hosts/$h
-  cat > "$work/agents/$h.yaml" <<YAML
-host_id: $h
-listen: 127.0.0.1:0
-state_file: $d/state.json
-commands:
-  deploy: {argv: [sh, $work/deploy.sh, $d, "{version}"], timeout: 30s}
-  health: {argv: [sh, $work/health.sh, $d], timeout: 30s}
-YAML
-  configs+=(--config "$work/agents/$h.yaml")
-done
-# One agent process serves every host, each with its own config, state and commands.
-"$bin" agent "${configs[@]}" --listen 127.0.0.1:0 > "$work/agents/all.out" 2> "$work/agents/all.log" &
-until grep -q listening "$work/agents/all.out" 2>/dev/null; do sleep 0.05; done
-addr=$(sed 's/listening on //' "$work/agents/all.out")
+# shellcheck source=scripts/agents.sh
+. "$root/scripts/agents.sh"
+# shellcheck disable=SC2086
+start_agents "$work" "$bin" $hosts
+addr=$agents_addr
 for h in $hosts; do
   echo "  - {id: $h, address: '$addr', labels: {service: bench}, customers: [bench], version: v1}" >> "$work/fleet.yaml"
 done

@@ -11,6 +11,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use common::controllers::*;
 use common::receiver::{Mode, Receiver, check_sequence};
 use common::*;
 use rollout::auth::hash_token;
@@ -23,62 +24,6 @@ use tonic::Code;
 
 const HOSTS: usize = 20_000;
 
-/// A controller on `etcd`'s prefix `ha`, its standard error appended to `log`.
-async fn controller(etcd: &LocalEtcd, fleet: &Path, log: &Path, extra: &[&str]) -> Spawned {
-    let store = etcd.url("ha");
-    let fleet = fleet.display().to_string();
-    let mut args = vec![
-        "serve",
-        "--store",
-        &store,
-        "--listen",
-        "127.0.0.1:0",
-        "--fleet",
-        &fleet,
-        "--leader-lease",
-        "3s",
-    ];
-    args.extend_from_slice(extra);
-    spawn_rollout(args, log, "a controller").await
-}
-
-fn url(c: &Spawned) -> String {
-    format!("http://{}", c.addr)
-}
-
-/// The controllers, as `asked` lists them (a standby forwards the question to the
-/// leader, which may be paused: a second at most), asked as `who`.
-async fn controllers_as(asked: &str, who: &Credentials) -> Option<Vec<pb::ControllerInfo>> {
-    let ask = async {
-        let mut c = connect_with(asked, who).await.ok()?;
-        let listed = c.list_controllers(pb::ListControllersRequest {}).await.ok()?;
-        Some(listed.into_inner().controllers)
-    };
-    tokio::time::timeout(Duration::from_secs(1), ask).await.ok().flatten()
-}
-
-async fn controllers(asked: &str) -> Option<Vec<pb::ControllerInfo>> {
-    controllers_as(asked, &Credentials::default()).await
-}
-
-/// Waits until controller `url` is listed with role `wanted`, asking it as `who`.
-async fn until_role_as(url: &str, wanted: &str, what: &str, who: &Credentials) {
-    within(60, what, async {
-        loop {
-            let listed = controllers_as(url, who).await.unwrap_or_default();
-            if listed.iter().any(|c| c.advertise == url && c.role == wanted) {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await;
-}
-
-async fn until_role(url: &str, wanted: &str, what: &str) {
-    until_role_as(url, wanted, what, &Credentials::default()).await
-}
-
 /// The simulator's counters (any host's probe says them): Apply calls received, and
 /// those refused for a stale controller epoch.
 async fn applies(agent: &mut AgentClient<tonic::transport::Channel>, host: &str) -> (u64, u64) {
@@ -88,12 +33,6 @@ async fn applies(agent: &mut AgentClient<tonic::transport::Channel>, host: &str)
         .map(|p| p.into_inner())
         .map(|p| (p.apply_calls, p.stale_applies_refused))
         .unwrap_or((0, 0))
-}
-
-fn signal(c: &Spawned, signal: i32) {
-    let pid = c.pid().expect("the controller runs") as i32;
-    // SAFETY: kill sends a signal to a child process this test started.
-    unsafe { libc::kill(pid, signal) };
 }
 
 /// etcd, a simulator and two controllers: `a` leads, `b` stands by.

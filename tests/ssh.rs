@@ -382,3 +382,133 @@ async fn a_deposed_leaders_apply_over_ssh_is_refused_by_the_host() {
         "{probe:?}"
     );
 }
+
+/// A ForceCommand for the test's sshds: an Apply of the host program that starts
+/// while `hold` exists writes a marker in `held` and waits for `release` before it
+/// runs; everything else runs at once.
+fn holding_wrapper(dir: &Path) -> (PathBuf, PathBuf, PathBuf, String) {
+    let (hold, release, held) = (dir.join("hold"), dir.join("release"), dir.join("held"));
+    std::fs::create_dir_all(&held).unwrap();
+    let script = dir.join("hold.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\ncase \"$SSH_ORIGINAL_COMMAND\" in\n*'\"$ROLLOUT_HOST_SH\" rollout-host apply '*)\n  if [ -e {hold} ]; then\n    : > {held}/$$\n    while [ ! -e {release} ]; do sleep 0.1; done\n  fi ;;\nesac\nexec /bin/sh -c \"$SSH_ORIGINAL_COMMAND\"\n",
+            hold = hold.display(),
+            held = held.display(),
+            release = release.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    (hold, release, held, format!("ForceCommand {}\n", script.display()))
+}
+
+/// The host program's counters summed over `hosts`: Applies refused for a stale
+/// epoch, and operations run.
+async fn host_counters(fleets: &rollout::reach::Fleets, fleet: &rollout::fleet::FleetFile) -> (u64, u64) {
+    use rollout::engine::Fleet;
+    let mut sum = (0, 0);
+    for h in &fleet.hosts {
+        if let Ok(p) = fleets.probe(&h.address, &h.id).await {
+            sum.0 += p.stale_applies_refused;
+            sum.1 += p.operations_executed;
+        }
+    }
+    sum
+}
+
+/// On etcd, end to end: the leader's Applies are held on their way to the hosts
+/// (sent, not yet run) and the leader is paused (SIGSTOP) past its lease; the other
+/// controller takes over, sends those operations again with its higher epoch and
+/// finishes the rollout; then the held Applies of the deposed leader reach the
+/// hosts and are refused by the hosts' epoch files. Every host's command ran
+/// exactly once; the deposed leader, woken, stands by.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_etcd_a_paused_leaders_held_applies_are_refused_by_the_hosts() {
+    use common::controllers::{controller, signal, until_role, url};
+    let dir = tempfile::tempdir().unwrap();
+    let Some(client) = SshClient::new(dir.path()) else {
+        return;
+    };
+    let Some(etcd) = rollout::store::etcd_backend::local::LocalEtcd::start_for_test(1).await else {
+        return;
+    };
+    let (hold, release, held, force) = holding_wrapper(dir.path());
+    let servers: Vec<Sshd> = (0..2)
+        .map(|i| Sshd::start_with(&dir.path().join(format!("sshd-{i}")), &client, true, &force))
+        .collect();
+    let (fleet, fleet_file) = ssh_fleet(dir.path(), 8, &servers);
+    let runs = dir.path().join("runs");
+    let state = format!("{}/hosts/{{host}}", dir.path().display());
+    let ssh = client.ssh_file(&state, &commands(&runs));
+    let ssh = ssh.display().to_string();
+    let logs = ["a.log", "b.log"].map(|l| dir.path().join(l));
+    let mut a = controller(&etcd, &fleet_file, &logs[0], &["--ssh", &ssh]).await;
+    until_role(&url(&a), "leader", "the first controller to lead").await;
+    let mut b = controller(&etcd, &fleet_file, &logs[1], &["--ssh", &ssh]).await;
+
+    // The leader's first Applies are held on the hosts, unrun.
+    std::fs::write(&hold, "").unwrap();
+    let mut grpc = connect(&url(&a)).await.unwrap();
+    let mut spec = plan("fenced-fix", &["25%", "100%"], "0");
+    spec.max_parallel = 4;
+    submit(&mut grpc, spec).await;
+    let count = || std::fs::read_dir(&held).unwrap().count();
+    within(60, "the leader's Applies to reach the hosts", async {
+        while count() == 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    // Paused past its lease: the other leads, sends the operations again, finishes.
+    signal(&a, libc::SIGSTOP);
+    let held_applies = count() as u64;
+    std::fs::remove_file(&hold).unwrap();
+    until_role(&url(&b), "leader", "the standby to take over").await;
+    let mut grpc = connect(&url(&b)).await.unwrap();
+    let done = within(
+        120,
+        "the new leader to finish the rollout",
+        watch_until(&mut grpc, "fenced-fix", |r| r.state().is_terminal()),
+    )
+    .await
+    .pop()
+    .unwrap();
+    assert_eq!(done.state(), pb::RolloutState::Succeeded, "{}", done.halt_reason);
+
+    // The deposed leader's held Applies now run the host program: refused, counted.
+    std::fs::write(&release, "").unwrap();
+    let config = rollout::reach::ssh::config::SshConfig::load(Path::new(&ssh)).unwrap();
+    let grpc_fleet = Arc::new(rollout::engine::GrpcFleet::new(Duration::from_secs(30)));
+    let prober = rollout::reach::Fleets::new(grpc_fleet, Some(config), 0);
+    let (refused, executed) = within(60, "the held Applies to be refused", async {
+        loop {
+            let counters = host_counters(&prober, &fleet).await;
+            if counters.0 >= held_applies {
+                return counters;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await;
+    assert_eq!(
+        refused, held_applies,
+        "each held Apply of the deposed leader was refused"
+    );
+    assert_eq!(executed, 8, "each host ran one operation");
+    for h in &fleet.hosts {
+        assert_eq!(runs_of(&runs, &h.id), ["15.20.8207.12"], "{} ran exactly once", h.id);
+    }
+
+    // Woken, the deposed leader stands by.
+    signal(&a, libc::SIGCONT);
+    until_role(&url(&a), "standby", "the deposed leader to stand by").await;
+    let a_said = std::fs::read_to_string(&logs[0]).unwrap_or_default();
+    assert!(a_said.contains("lost the leadership"), "{a_said}");
+    for c in [&mut a, &mut b] {
+        assert_eq!(c.terminate(Duration::from_secs(30)).await.unwrap(), Some(0));
+    }
+}

@@ -7,6 +7,7 @@
 pub mod agents;
 pub mod browser;
 pub mod certs;
+pub mod controllers;
 pub mod prometheus;
 pub mod python;
 pub mod receiver;

@@ -87,6 +87,11 @@ impl Sshd {
     /// A server in `dir` accepting `client`'s key; its host key is added to the
     /// client's known_hosts (as `[127.0.0.1]:PORT`) when `known` is true.
     pub fn start(dir: &Path, client: &Client, known: bool) -> Sshd {
+        Sshd::start_with(dir, client, known, "")
+    }
+
+    /// As [`Sshd::start`], with `extra` lines appended to its sshd_config.
+    pub fn start_with(dir: &Path, client: &Client, known: bool, extra: &str) -> Sshd {
         std::fs::create_dir_all(dir).unwrap();
         let host_key = dir.join("host_ed25519");
         keygen(&host_key);
@@ -101,7 +106,7 @@ impl Sshd {
         std::fs::write(
             &config,
             format!(
-                "Port {port}\nListenAddress 127.0.0.1\nHostKey {}\nPidFile {}\nAuthorizedKeysFile {}\nStrictModes no\nUsePAM no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\nPubkeyAuthentication yes\nPermitRootLogin prohibit-password\nAllowTcpForwarding yes\nLogLevel ERROR\n",
+                "Port {port}\nListenAddress 127.0.0.1\nHostKey {}\nPidFile {}\nAuthorizedKeysFile {}\nStrictModes no\nUsePAM no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\nPubkeyAuthentication yes\nPermitRootLogin prohibit-password\nAllowTcpForwarding yes\nLogLevel ERROR\n{extra}",
                 host_key.display(),
                 dir.join("sshd.pid").display(),
                 authorized.display()

@@ -375,11 +375,7 @@ impl SshFleet {
                 });
             }
         }
-        let argv: Vec<String> = spec
-            .with_version(&version)
-            .into_iter()
-            .map(|a| a.replace("{host}", &req.host_id))
-            .collect();
+        let argv = argv_of(spec, &version, &req.host_id);
         let state_dir = self.state_dir(&req.host_id);
         let op = Operation {
             state_dir: &state_dir,
@@ -428,7 +424,7 @@ impl SshFleet {
     async fn probe_once(&self, target: &Target, host_id: &str, health: bool) -> Result<pb::ProbeResponse, Status> {
         let check = self.config.commands.health.as_ref().filter(|_| health);
         let timeout = check.map_or(Duration::from_secs(10), |h| h.timeout);
-        let argv = check.map(|h| h.with_version(""));
+        let argv = check.map(|h| argv_of(h, "", host_id));
         let args = host::probe_args(&self.state_dir(host_id), timeout, argv.as_deref());
         let answer = self.run(target, "probe", &args, self.deadline(timeout)).await?;
         if answer.get("status") != "ok" {
@@ -460,6 +456,14 @@ impl SshFleet {
             stale_applies_refused: answer.number("stale_refused"),
         })
     }
+}
+
+/// A command's argv for `host_id`: `{version}` and `{host}` filled in.
+fn argv_of(spec: &crate::yamlfile::commands::CommandSpec, version: &str, host_id: &str) -> Vec<String> {
+    spec.with_version(version)
+        .into_iter()
+        .map(|a| a.replace("{host}", host_id))
+        .collect()
 }
 
 /// Runs `command` on a new channel of `session`; its standard output, read as the
