@@ -40,6 +40,20 @@ pub struct Customer {
     pub weight: u32,
 }
 
+impl Customer {
+    /// A customer working `hours` Monday to Friday in `timezone`, weight 1, no holidays.
+    pub fn weekdays(id: &str, timezone: &str, hours: &str) -> Customer {
+        Customer {
+            id: id.into(),
+            timezone: timezone.into(),
+            hours: hours.into(),
+            workdays: default_workdays(),
+            holidays: Vec::new(),
+            weight: default_weight(),
+        }
+    }
+}
+
 fn default_workdays() -> Vec<String> {
     ["mon", "tue", "wed", "thu", "fri"].map(String::from).to_vec()
 }
@@ -262,6 +276,34 @@ impl Schedule {
         }
     }
 
+    /// The working shifts that overlap `[from_ms, to_ms)`, as unix ms, in order (a
+    /// shift is counted on the day it starts, as [`Schedule::status`] counts it).
+    pub fn shifts(&self, from_ms: i64, to_ms: i64) -> Vec<(i64, i64)> {
+        let at = |ms: i64| {
+            Timestamp::from_millisecond(ms)
+                .unwrap_or(Timestamp::UNIX_EPOCH)
+                .to_zoned(self.tz.clone())
+        };
+        let (first, last) = (at(from_ms).date(), at(to_ms).date());
+        let mut d = first.yesterday().unwrap_or(first);
+        let mut out = Vec::new();
+        while d <= last {
+            if self.works(d)
+                && let Some((start, end)) = self.shift(d)
+            {
+                let (start, end) = (start.timestamp().as_millisecond(), end.timestamp().as_millisecond());
+                if start < to_ms && end > from_ms {
+                    out.push((start, end));
+                }
+            }
+            match d.tomorrow() {
+                Ok(t) => d = t,
+                Err(_) => break,
+            }
+        }
+        out
+    }
+
     pub fn key(&self, status: &Status) -> Key {
         (
             status.tier,
@@ -344,6 +386,11 @@ impl Calendar {
             schedules,
             lookahead_ms: DEFAULT_LOOKAHEAD_MS,
         })
+    }
+
+    /// Every customer's schedule, in no particular order.
+    pub fn schedules(&self) -> impl Iterator<Item = &Schedule> {
+        self.schedules.values()
     }
 
     pub fn schedule(&self, id: &str) -> Option<&Schedule> {

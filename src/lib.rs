@@ -37,6 +37,8 @@
 //!   restart jobs, inventory, audit log) over a backend seam: sled, or etcd.
 //! - [`yamlfile`]: the YAML files people write besides plans, read strictly, errors
 //!   with file:line:column.
+//! - [`downtime`]: the working time customers lose while hosts wait for a restart,
+//!   and its exact optimum.
 //! - [`hours`]: customers and their business hours, and the priority they give hosts.
 //! - [`retry`]: backoff, the retry budget and breakers: one implementation for
 //!   every caller (agents, Prometheus).
@@ -52,6 +54,7 @@ pub mod auth;
 pub mod cli;
 pub mod cluster;
 pub mod dashboard;
+pub mod downtime;
 pub mod engine;
 pub mod error;
 pub mod fleet;

@@ -136,3 +136,40 @@ async fn submissions_are_idempotent_and_names_unique() {
     client.abort_rollout(action("same")).await.unwrap();
     h.stop().await;
 }
+
+/// A controller on a store made afresh (a wiped data dir, a second site's
+/// controller) over hosts an earlier store already deployed to: its rollout 1 is not
+/// the earlier rollout 1. Its operations carry the store's own instance name, so the
+/// agents run them instead of replaying the earlier results, and every host really
+/// runs the new version.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_made_afresh_never_reuses_an_operation_id_the_hosts_ran() {
+    let h = Harness::start(20, SimulatorOptions::default()).await;
+    let mut client = h.client.clone();
+    let mut first = plan("fix", &["100%"], "0");
+    first.version = "2.0".into();
+    submit(&mut client, first).await;
+    let done = watch_until(&mut client, "fix", |r| r.state().is_terminal())
+        .await
+        .pop()
+        .unwrap();
+    assert_eq!(done.state(), pb::RolloutState::Succeeded, "{}", done.halt_reason);
+
+    let fresh = tempfile::tempdir().unwrap();
+    let other = Controller::start(&fresh.path().join("data"), &h.sim.fleet).await;
+    let mut client = other.client().await;
+    let mut second = plan("fix", &["100%"], "0");
+    second.version = "3.0".into();
+    let created = submit(&mut client, second).await;
+    assert_eq!(created.id, 1, "the fresh store numbers its rollouts from 1 again");
+    let done = watch_until(&mut client, "fix", |r| r.state().is_terminal())
+        .await
+        .pop()
+        .unwrap();
+    assert_eq!(done.state(), pb::RolloutState::Succeeded, "{}", done.halt_reason);
+    for (host, p) in probe_all(&h.sim.addr, &h.sim.fleet).await {
+        assert_eq!(p.version, "3.0", "{host} runs the fresh store's version");
+    }
+    other.stop().await;
+    h.stop().await;
+}

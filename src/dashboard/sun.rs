@@ -162,14 +162,7 @@ mod tests {
     use crate::fleet::Customer;
 
     fn customer(id: &str, tz: &str, hours: &str) -> Customer {
-        Customer {
-            id: id.into(),
-            timezone: tz.into(),
-            hours: hours.into(),
-            workdays: ["mon", "tue", "wed", "thu", "fri"].map(String::from).to_vec(),
-            holidays: Vec::new(),
-            weight: 1,
-        }
+        Customer::weekdays(id, tz, hours)
     }
 
     #[test]

@@ -374,3 +374,15 @@ impl Engine {
         self.ctx.inventory()
     }
 }
+
+/// An operation id: its owner (`r7` for rollout 7, `j3` for restart job 3), the
+/// store's instance name, and the rest (host, attempt). A store made afresh has
+/// another instance name, so its ids never meet one a host already ran; ids made
+/// before instance names existed, or in a dry run, have none.
+pub(crate) fn operation_id(owner: &str, instance: &str, rest: &str) -> String {
+    if instance.is_empty() {
+        format!("{owner}-{rest}")
+    } else {
+        format!("{owner}.{instance}-{rest}")
+    }
+}

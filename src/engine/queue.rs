@@ -161,14 +161,7 @@ mod tests {
     use crate::hours::Tier;
 
     fn customer(id: &str, tz: &str) -> Customer {
-        Customer {
-            id: id.into(),
-            timezone: tz.into(),
-            hours: "09:00-18:00".into(),
-            workdays: ["mon", "tue", "wed", "thu", "fri"].map(String::from).to_vec(),
-            holidays: vec![],
-            weight: 1,
-        }
+        Customer::weekdays(id, tz, "09:00-18:00")
     }
 
     fn host(id: &str, customer: &str, healthy: bool) -> Candidate {

@@ -20,10 +20,10 @@ impl Engine {
         hosts: Vec<pb::RestartHostRecord>,
     ) -> Result<Arc<Job>> {
         let id = record.id;
-        let job = Arc::new(
-            Job::load(record, hosts, &self.ctx.inventory())
-                .map_err(|e| Error::Corrupt(format!("restart job {id}: {e}")))?,
-        );
+        let mut job = Job::load(record, hosts, &self.ctx.inventory())
+            .map_err(|e| Error::Corrupt(format!("restart job {id}: {e}")))?;
+        job.instance = Arc::from(self.ctx.store.instance());
+        let job = Arc::new(job);
         self.jobs().insert(job.id, job.clone());
         if job.is_active() || job.has_reconcile() {
             self.spawn(job::drive(job.clone(), self.ctx.clone()));

@@ -24,7 +24,7 @@
 //! - `lc` holder ++ version ++ part -> `LeaseChunk`: hosts an active rollout or job
 //!   holds (see [`leases`])
 //! - `am` rollout id ++ sequence -> `Measurement`: its analysis, measured during bakes
-//! - `me`: schema version, the id counter, the lease version
+//! - `me`: schema version, the id counter, the lease version, the store's instance name
 //!
 //! A rollout is created in batches of a few thousand hosts, each with one chunk of
 //! its selection and those hosts' leases, conditioned on the leases being as read
@@ -152,6 +152,8 @@ pub struct Store {
     leases: Arc<std::sync::Mutex<leases::Index>>,
     /// Batches written since open.
     writes: Arc<AtomicU64>,
+    /// This store's own name, made when it was created (see [`Store::instance`]).
+    instance: Arc<str>,
     /// The next audit log sequence number (this controller is the log's only writer).
     events: Arc<AtomicU64>,
     /// The controller writing (its advertised URL), named in each audit log line;
@@ -269,13 +271,49 @@ impl Store {
             books: Arc::default(),
             leases: Arc::default(),
             writes: Arc::default(),
+            instance: Arc::from(""),
             events: Arc::new(AtomicU64::new(last_event.map_or(0, |n| n + 1))),
             writer: Arc::from(""),
             acting: Arc::from(""),
             outbox_signal: tokio::sync::broadcast::channel(OUTBOX_SIGNAL).0,
         };
         store.migrate()?;
-        Ok(store)
+        let instance = store.load_instance()?;
+        Ok(Store {
+            instance: Arc::from(instance),
+            ..store
+        })
+    }
+
+    /// This store's own name: eight random base-36 characters made once, when the
+    /// store is first opened, kept by `store copy` and shared by every controller of
+    /// one etcd store. New operation ids carry it, so that a store made afresh never
+    /// reuses an id a host already ran (and would only replay).
+    pub fn instance(&self) -> &str {
+        &self.instance
+    }
+
+    fn load_instance(&self) -> Result<String> {
+        let name = key(META, b"instance");
+        loop {
+            if let Some(v) = self.kv.get(&name)? {
+                return Ok(String::from_utf8_lossy(&v).into_owned());
+            }
+            let mut n: u64 = rand::random();
+            let made: String = (0..8)
+                .map(|_| {
+                    let d = (n % 36) as u32;
+                    n /= 36;
+                    char::from_digit(d, 36).unwrap_or('0')
+                })
+                .collect();
+            let mut batch = Batch::default();
+            batch.require_absent(name.clone());
+            batch.put(name.clone(), made.clone().into_bytes());
+            if self.commit(batch)? {
+                return Ok(made);
+            }
+        }
     }
 
     fn schema_version(&self) -> Result<Option<u32>> {

@@ -29,6 +29,8 @@ const IDLE_TICK: Duration = Duration::from_millis(500);
 
 pub(crate) struct Job {
     pub id: u64,
+    /// The store's instance name, which the operation ids it makes carry.
+    pub instance: Arc<str>,
     pub order: Order,
     pub max_parallel: usize,
     inner: Mutex<JobInner>,
@@ -114,6 +116,7 @@ impl Job {
         }
         let job = Job {
             id: record.id,
+            instance: Arc::from(""),
             order,
             max_parallel,
             snapshot: watch::Sender::new(Arc::new(pb::RestartJob::default())),
@@ -353,7 +356,7 @@ impl Job {
             host.local_time = placement.local_time;
             host.tier = placement.key.0.as_str().to_string();
             host.why = placement.why;
-            rec.operation_id = format!("j{}-{}", self.id, candidate.host);
+            rec.operation_id = super::operation_id(&format!("j{}", self.id), &self.instance, &candidate.host);
             rec.updated_at_unix_ms = now_ms;
             out.push(rec.clone());
         }

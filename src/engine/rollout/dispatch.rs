@@ -117,7 +117,11 @@ impl Live {
                 break;
             }
             if rec.operation_id.is_empty() {
-                rec.operation_id = format!("r{}-{}-a{}", self.id, host, rec.attempt);
+                rec.operation_id = crate::engine::operation_id(
+                    &format!("r{}", self.id),
+                    &self.instance,
+                    &format!("{host}-a{}", rec.attempt),
+                );
             }
             rec.set_state(HostState::Dispatched);
             // A retried host whose last answer never came: ask what it runs first.

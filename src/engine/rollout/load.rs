@@ -92,7 +92,7 @@ impl Live {
     pub fn load(store: &Store, inventory: Arc<Inventory>, record: pb::RolloutRecord, now_ms: i64) -> Result<Live> {
         let started = std::time::Instant::now();
         let (id, hosts) = (record.id, record.hosts_selected);
-        let (live, from) = if let Some(live) = Live::from_summary(&inventory, &record)? {
+        let (mut live, from) = if let Some(live) = Live::from_summary(&inventory, &record)? {
             (live, "summary")
         } else if let Some(live) = Live::from_checkpoint(store, &inventory, &record, now_ms)? {
             (live, "checkpoint")
@@ -100,6 +100,7 @@ impl Live {
             let rows = store.rollout_hosts(record.id).map(|row| row.map_err(Error::from));
             (Live::from_rows(inventory, record, rows, None, now_ms)?, "hosts")
         };
+        live.instance = Arc::from(store.instance());
         if live.plan.analysis.is_some() {
             let measured = store.measurements(id)?;
             let mut inner = live.lock();
@@ -239,6 +240,7 @@ impl Live {
     fn assemble(inventory: Arc<Inventory>, plan: Plan, policy: Policy, inner: Inner) -> Live {
         let live = Live {
             id: inner.record.id,
+            instance: Arc::from(""),
             plan,
             policy,
             inventory,

@@ -92,6 +92,9 @@ pub(crate) struct Inner {
 /// A rollout the engine knows about.
 pub(crate) struct Live {
     pub id: u64,
+    /// The store's instance name, which the operation ids it makes carry (empty in
+    /// a dry run, which sends nothing).
+    pub instance: Arc<str>,
     pub plan: Plan,
     pub policy: Policy,
     inventory: Arc<Inventory>,

@@ -1,0 +1,9 @@
+//! Working time customers lose while their hosts wait for a restart: the cost model
+//! the restart orders are measured by, and its exact optimum.
+//!
+//! - [`model`]: the cost model: weighted working minutes lost, and its optimum.
+//! - [`transport`]: the exact optimum of assigning classes of interchangeable hosts
+//!   to minutes of fixed restart capacity (min-cost flow), checked against brute force.
+
+pub mod model;
+pub mod transport;
