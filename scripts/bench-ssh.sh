@@ -37,15 +37,32 @@ cargo build --release --quiet --manifest-path "$root/Cargo.toml"
 bin=$root/target/release/rollout
 [ -x /usr/sbin/sshd ] || { echo "bench-ssh: no /usr/sbin/sshd: install Debian's openssh-server" >&2; exit 1; }
 work=$(mktemp -d)
+made_user=
 cleanup() {
   kill $(jobs -p) 2>/dev/null || true
   for p in "$work"/sshd-*/sshd.pid; do [ -e "$p" ] && kill "$(cat "$p")" 2>/dev/null; done
   pkill -f "$work/" 2>/dev/null || true
   wait 2>/dev/null || true
   if [ -n "${KEEP:-}" ]; then echo "kept $work" >&2; else rm -rf "$work"; fi
+  if [ -n "$made_user" ]; then userdel --remove "$made_user" 2>/dev/null || true; fi
 }
 trap cleanup EXIT
+# The hosts' user: a login shell of /bin/sh and nothing in its rc files, as on a
+# server. (Debian's bash reads ~/.bashrc for every SSH session, and a developer's
+# ~/.bashrc can cost more than the session: here root's runs `pyenv init`, about
+# 150 ms of processes per session, which would be measured for every tool.) As root,
+# a user made for the run (and removed after it); otherwise the caller, said so.
 user=$(id -un)
+if [ "$(id -u)" = 0 ]; then
+  if ! id rollout-bench > /dev/null 2>&1; then
+    # "*": no password, and not locked (sshd without PAM refuses a locked account).
+    useradd --create-home --shell /bin/sh --password "*" rollout-bench
+    made_user=rollout-bench
+  fi
+  user=rollout-bench
+else
+  echo "bench-ssh: not root: the sessions run as $user with its own login shell and rc files" >&2
+fi
 mkdir -p /run/sshd
 now() { date +%s.%N; }
 accepted() { cat "$work"/sshd-*/sshd.log 2>/dev/null | grep -c "Accepted publickey" || true; }
@@ -95,6 +112,10 @@ SH
 cat > "$work/health.sh" <<'SH'
 test -d "$1" && { [ ! -e "$1/version" ] || cat "$1/version" > /dev/null; }
 SH
+# The hosts' user owns their directories and reads the scripts and keys' public halves.
+chmod 755 "$work"
+mkdir -p "$work/state"
+chown -R "$user" "$work/hosts" "$work/state"
 # (temporary paths hold no spaces: the options go into the shell words as they are)
 ssh_opts="-i $work/id_ed25519 -o UserKnownHostsFile=$work/known_hosts -o StrictHostKeyChecking=yes -o BatchMode=yes -o ControlMaster=no"
 check() {

@@ -277,9 +277,18 @@ impl SshFleet {
         deadline: Duration,
     ) -> Result<Answer, Status> {
         let exchange = async {
+            let began = Instant::now();
             let session = self.session(target).await?;
+            let connected = began.elapsed();
             session.in_use.fetch_add(1, Ordering::SeqCst);
             let answer = exec(&session, target, &host::command_line(subcommand, args)).await;
+            tracing::debug!(
+                %target,
+                subcommand,
+                session_ms = connected.as_millis() as u64,
+                exec_ms = (began.elapsed() - connected).as_millis() as u64,
+                "ran the host program"
+            );
             session.in_use.fetch_sub(1, Ordering::SeqCst);
             *session.last_used.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
             if answer.is_err() {
