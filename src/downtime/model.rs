@@ -12,55 +12,78 @@ use crate::hours::Calendar;
 
 pub const MINUTE_MS: i64 = 60_000;
 
-/// Every customer's weighted working minutes over a horizon of whole minutes.
+/// Every customer's working minutes over a horizon of whole minutes.
 #[derive(Debug, Clone)]
 pub struct Horizon {
     pub start_ms: i64,
     pub minutes: usize,
-    /// Per customer: `prefix[m]` = weighted working minutes among minutes `0..m`.
-    prefix: HashMap<String, Vec<u64>>,
+    customers: HashMap<String, Working>,
+}
+
+/// One customer's working minutes: runs of minute indices `[first, past)`.
+#[derive(Debug, Clone, Default)]
+struct Working {
+    weight: u64,
+    runs: Vec<(usize, usize)>,
+    /// `before[i]`: working minutes in runs `0..i`.
+    before: Vec<usize>,
+}
+
+impl Working {
+    /// Working minutes among minutes `0..end`.
+    fn inside(&self, end: usize) -> usize {
+        let i = self.runs.partition_point(|r| r.0 < end);
+        match i {
+            0 => 0,
+            _ => self.before[i] - self.runs[i - 1].1.saturating_sub(end),
+        }
+    }
 }
 
 impl Horizon {
     /// `minutes` minutes from `start_ms`.
     pub fn new(calendar: &Calendar, start_ms: i64, minutes: usize) -> Horizon {
         let end_ms = start_ms + minutes as i64 * MINUTE_MS;
-        let prefix = calendar
+        // Minutes whose middle is at or after `at`.
+        let index = |at: i64| ((at - start_ms - MINUTE_MS / 2).max(0) as u64).div_ceil(MINUTE_MS as u64) as usize;
+        let customers = calendar
             .schedules()
             .map(|s| {
-                let weight = u64::from(s.weight);
-                let mut inside = vec![0u64; minutes];
+                let mut w = Working {
+                    weight: u64::from(s.weight),
+                    before: vec![0],
+                    ..Working::default()
+                };
                 for (from, to) in s.shifts(start_ms, end_ms) {
-                    // Minutes whose middle is in [from, to).
-                    let index =
-                        |at: i64| ((at - start_ms - MINUTE_MS / 2).max(0) as u64).div_ceil(MINUTE_MS as u64) as usize;
                     let (first, past) = (index(from).min(minutes), index(to).min(minutes));
-                    inside[first..past.max(first)].fill(weight);
+                    if past > first {
+                        w.runs.push((first, past));
+                        w.before.push(w.before[w.before.len() - 1] + past - first);
+                    }
                 }
-                let mut p = Vec::with_capacity(minutes + 1);
-                p.push(0);
-                for (m, w) in inside.iter().enumerate() {
-                    p.push(p[m] + w);
-                }
-                (s.id.clone(), p)
+                (s.id.clone(), w)
             })
             .collect();
         Horizon {
             start_ms,
             minutes,
-            prefix,
+            customers,
         }
+    }
+
+    fn sum(&self, customers: &[impl AsRef<str>], f: impl Fn(&Working) -> usize) -> u64 {
+        customers
+            .iter()
+            .filter_map(|c| self.customers.get(c.as_ref()))
+            .map(|w| w.weight * f(w) as u64)
+            .sum()
     }
 
     /// What a host of `customers` costs when restarted in minute `minute` (0-based;
     /// past the horizon it counts the whole horizon).
     pub fn cost(&self, customers: &[impl AsRef<str>], minute: usize) -> u64 {
         let down = (minute + 1).min(self.minutes);
-        customers
-            .iter()
-            .filter_map(|c| self.prefix.get(c.as_ref()))
-            .map(|p| p[down])
-            .sum()
+        self.sum(customers, |w| w.inside(down))
     }
 
     /// Weighted working minutes `customers` lose per minute of waiting, minute by
@@ -69,11 +92,19 @@ impl Horizon {
         if minute >= self.minutes {
             return 0;
         }
-        customers
-            .iter()
-            .filter_map(|c| self.prefix.get(c.as_ref()))
-            .map(|p| p[minute + 1] - p[minute])
-            .sum()
+        self.sum(customers, |w| w.inside(minute + 1) - w.inside(minute))
+    }
+
+    /// A customer's working minutes left in the shift it is in at minute 0 (0 when
+    /// off), and the minutes until its next shift starts (None when none does
+    /// within the horizon).
+    pub fn day_of(&self, customer: &str) -> (usize, Option<usize>) {
+        let Some(w) = self.customers.get(customer) else {
+            return (0, None);
+        };
+        let left = w.runs.first().filter(|r| r.0 == 0).map_or(0, |r| r.1);
+        let next = w.runs.iter().find(|r| r.0 > 0).map(|r| r.0);
+        (left, next)
     }
 }
 
