@@ -466,3 +466,72 @@ async fn a_cancelled_job_sends_nothing_more() {
     assert_eq!(missing.code(), tonic::Code::NotFound);
     h.stop().await;
 }
+
+/// A restart job in `least-business-downtime` order through the real API, the clock
+/// fixed at Tue 09:30 in Seoul: the dry run and the job explain each pick in the
+/// order's terms (working day left, or the start to come), the job restarts exactly
+/// the unhealthy hosts, and it says which order it ran.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_least_business_downtime_job_explains_its_picks_and_restarts_the_unhealthy() {
+    let sim = Sim::start(
+        400,
+        SimulatorOptions {
+            unhealthy_rate: 0.3,
+            seed: 3,
+            ..Default::default()
+        },
+    )
+    .await;
+    let unhealthy: BTreeSet<String> = sim.sim.unhealthy().await.into_iter().collect();
+    let dir = tempfile::tempdir().unwrap();
+    let clock = FixedClock::at("2026-11-24T00:30");
+    let controller = Controller::start_with_clock(&dir.path().join("data"), &sim.fleet, clock).await;
+    let mut client = controller.client().await;
+    let request = |dry_run: bool| pb::TriggerRestartRequest {
+        unhealthy_only: true,
+        order: "least-business-downtime".into(),
+        max_parallel: 20,
+        dry_run,
+        request_id: if dry_run { String::new() } else { "lbd-1".into() },
+        ..Default::default()
+    };
+    let preview = client
+        .trigger_restart(request(true))
+        .await
+        .unwrap()
+        .into_inner()
+        .job
+        .unwrap();
+    assert_eq!(preview.order, "least-business-downtime");
+    assert_eq!(preview.hosts.len(), unhealthy.len());
+    let first = &preview.hosts[0];
+    assert!(
+        first.why.starts_with(&format!("{}: ", first.customer))
+            && (first.why.contains("of its working day left now")
+                || first.why.contains("restarted now, it loses none")),
+        "{first:?}"
+    );
+    let bad = client
+        .trigger_restart(pb::TriggerRestartRequest {
+            order: "least-downtime".into(),
+            ..request(true)
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), tonic::Code::InvalidArgument);
+    assert!(bad.message().contains("least-business-downtime"), "{}", bad.message());
+
+    let started = client
+        .trigger_restart(request(false))
+        .await
+        .unwrap()
+        .into_inner()
+        .job
+        .unwrap();
+    let job = wait_job(&mut client, started.id).await;
+    assert_eq!(job.state(), pb::RestartJobState::Succeeded, "{}", job.reason);
+    let restarted: BTreeSet<String> = job.hosts.iter().map(|h| h.host_id.clone()).collect();
+    assert_eq!(restarted, unhealthy, "exactly the unhealthy hosts");
+    controller.stop().await;
+    sim.stop().await;
+}

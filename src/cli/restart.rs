@@ -29,7 +29,7 @@ pub struct RestartArgs {
     /// Per customer, healthy hosts down at once: a count (2) or a share (25%, the default).
     #[arg(long)]
     pub max_unavailable: Option<String>,
-    /// business-hours-first (default), off-hours-first or stable.
+    /// business-hours-first (default), least-business-downtime, off-hours-first or stable.
     #[arg(long)]
     pub order: Option<String>,
     /// Show the order, with each host's customer, local time, tier and why; restart nothing.

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 
 use super::model::{Horizon, MINUTE_MS, classes};
 use super::transport;
-use crate::hours::Calendar;
+use crate::hours::{Calendar, Schedule};
 
 /// Minutes planned ahead at most (two weeks): a queue longer than that is planned as
 /// if its tail all went at the end.
@@ -98,31 +98,43 @@ pub fn rank<S: AsRef<str>>(calendar: &Calendar, now_ms: i64, per_minute: usize, 
     Ranked { order, horizon }
 }
 
-/// Why a customer's host goes where it does, in the order's own terms: "2h58m of its
-/// working day left now; restarting it later costs 5 working minutes per minute",
-/// "starts in 20m; restarted now, it loses none of its day", "off hours, next start
-/// in 14h05m".
-pub fn explain(horizon: &Horizon, customer: &str, weight: u32) -> String {
-    let (left, next) = horizon.day_of(customer);
-    if left > 0 {
-        format!(
+/// Why a customer's host goes where it does at `now_ms`, in the order's own terms:
+/// "2h58m of its working day left now; restarting it later costs 5 working minutes
+/// per minute", "starts in 20m; restarted now, it loses none of its day", "off hours,
+/// next start in 14h05m: restarting it now costs no working time".
+pub fn explain(schedule: &Schedule, now_ms: i64) -> String {
+    let minutes = |ms: i64| (ms.max(0) / MINUTE_MS) as usize;
+    let shifts = schedule.shifts(now_ms, now_ms + 1);
+    if let Some(&(_, end)) = shifts.iter().find(|&&(from, to)| from <= now_ms && now_ms < to) {
+        let weight = schedule.weight;
+        return format!(
             "{} of its working day left now; restarting it later costs {weight} working minute{} per minute",
-            span(left),
+            span(minutes(end - now_ms)),
             if weight == 1 { "" } else { "s" }
-        )
-    } else {
-        match next {
-            Some(m) => format!("starts in {}; restarted now, it loses none of its day", span(m)),
-            None => "off hours for the whole queue: restarting it costs no working time".to_string(),
+        );
+    }
+    let status = schedule.status(now_ms, i64::MAX);
+    match status.until_start_ms {
+        i64::MAX => "no working day ahead: restarting it costs no working time".to_string(),
+        until if until <= crate::hours::DEFAULT_LOOKAHEAD_MS => {
+            format!(
+                "starts in {}; restarted now, it loses none of its day",
+                span(minutes(until))
+            )
         }
+        until => format!(
+            "off hours, next start in {}: restarting it now costs no working time",
+            span(minutes(until))
+        ),
     }
 }
 
-/// `2h58m`, `20m`.
+/// `2h58m`, `20m`, `2d3h`.
 fn span(minutes: usize) -> String {
-    match (minutes / 60, minutes % 60) {
-        (0, m) => format!("{m}m"),
-        (h, m) => format!("{h}h{m:02}m"),
+    match (minutes / 1440, (minutes % 1440) / 60, minutes % 60) {
+        (0, 0, m) => format!("{m}m"),
+        (0, h, m) => format!("{h}h{m:02}m"),
+        (d, h, _) => format!("{d}d{h}h"),
     }
 }
 

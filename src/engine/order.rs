@@ -20,9 +20,21 @@ pub fn stable_hash(s: &str) -> u64 {
     h
 }
 
-/// Puts hosts in the order they should be dispatched at `now_ms`.
-pub fn arrange(hosts: &mut [String], order: Order, inventory: &Inventory, now_ms: i64) {
+/// Puts hosts in the order they should be dispatched at `now_ms`; `per_minute`, the
+/// hosts expected to go a minute, is what `least-business-downtime` plans with.
+pub fn arrange(hosts: &mut [String], order: Order, inventory: &Inventory, now_ms: i64, per_minute: usize) {
     match order {
+        Order::LeastBusinessDowntime => {
+            hosts.sort_unstable();
+            let none = Vec::new();
+            let lists: Vec<&[std::sync::Arc<str>]> = hosts
+                .iter()
+                .map(|h| inventory.host(h).map_or(none.as_slice(), |x| x.customers.as_slice()))
+                .collect();
+            let ranked = crate::downtime::order::rank(inventory.calendar(), now_ms, per_minute, &lists);
+            let sorted: Vec<String> = ranked.order.iter().map(|&i| hosts[i].clone()).collect();
+            hosts.clone_from_slice(&sorted);
+        }
         // Compared in place: a key with a cloned id allocated on every comparison
         // (about 20 million allocations to arrange a million hosts).
         Order::Stable => hosts.sort_unstable_by(|a, b| stable_hash(a).cmp(&stable_hash(b)).then_with(|| a.cmp(b))),
@@ -78,8 +90,8 @@ mod tests {
         let mut b = a.clone();
         b.reverse();
         let inventory = Inventory::default();
-        arrange(&mut a, Order::Stable, &inventory, 0);
-        arrange(&mut b, Order::Stable, &inventory, 0);
+        arrange(&mut a, Order::Stable, &inventory, 0, 1);
+        arrange(&mut b, Order::Stable, &inventory, 0, 1);
         assert_eq!(a, b);
         assert_ne!(a[0], "apac-exr-000000", "not simply by name");
         assert_eq!(stable_hash("a"), 0xaf63_dc4c_8601_ec8c, "FNV-1a reference value");

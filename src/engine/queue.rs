@@ -75,11 +75,18 @@ impl Budget {
 #[derive(Debug, Clone, Default)]
 pub struct RestartQueue {
     waiting: Vec<Candidate>,
+    /// Restarts expected a minute: what `least-business-downtime` plans with.
+    per_minute: usize,
 }
 
 impl RestartQueue {
     pub fn new(waiting: Vec<Candidate>) -> RestartQueue {
-        RestartQueue { waiting }
+        RestartQueue { waiting, per_minute: 1 }
+    }
+
+    /// Sets the restarts expected a minute (the job's measured pace).
+    pub fn set_pace(&mut self, per_minute: usize) {
+        self.per_minute = per_minute.max(1);
     }
 
     pub fn len(&self) -> usize {
@@ -90,8 +97,9 @@ impl RestartQueue {
         self.waiting.is_empty()
     }
 
-    /// Indices of the waiting hosts in the order they would go at `now_ms`.
-    fn order_at(&self, order: Order, snapshot: &Snapshot<'_>) -> Vec<usize> {
+    /// Indices of the waiting hosts in the order they would go at `now_ms`, and the
+    /// plan `least-business-downtime` made (what its explanations read).
+    fn order_at(&self, order: Order, calendar: &Calendar, now_ms: i64, snapshot: &Snapshot<'_>) -> (Vec<usize>, bool) {
         let mut idx: Vec<usize> = (0..self.waiting.len()).collect();
         let w = &self.waiting;
         match order {
@@ -102,18 +110,39 @@ impl RestartQueue {
             Order::OffHoursFirst => {
                 idx.sort_by_cached_key(|&i| std::cmp::Reverse((Calendar::rank(snapshot, &w[i].customers), &w[i].host)))
             }
+            Order::LeastBusinessDowntime => {
+                idx.sort_by(|&a, &b| w[a].host.cmp(&w[b].host));
+                let lists: Vec<&[String]> = idx.iter().map(|&i| w[i].customers.as_slice()).collect();
+                let ranked = crate::downtime::order::rank(calendar, now_ms, self.per_minute, &lists);
+                let order = ranked.order.iter().map(|&i| idx[i]).collect();
+                return (order, true);
+            }
         }
-        idx
+        (idx, false)
+    }
+
+    /// Where a picked host stands, in the terms of the order that picked it.
+    fn placement(snapshot: &Snapshot<'_>, downtime: bool, now_ms: i64, c: &Candidate) -> Placement {
+        let mut place = Calendar::place(snapshot, &c.host, &c.customers);
+        if downtime && let Some((_, schedule, _)) = snapshot.get(place.customer.as_str()) {
+            place.why = format!(
+                "{}: {}",
+                place.customer,
+                crate::downtime::order::explain(schedule, now_ms)
+            );
+        }
+        place
     }
 
     /// Every waiting host in the order it would go at `now_ms`, with its placement.
     pub fn ranked(&self, order: Order, calendar: &Calendar, now_ms: i64) -> Vec<(Candidate, Placement)> {
         let snapshot = calendar.snapshot(now_ms);
-        self.order_at(order, &snapshot)
+        let (order, plan) = self.order_at(order, calendar, now_ms, &snapshot);
+        order
             .into_iter()
             .map(|i| {
                 let c = &self.waiting[i];
-                (c.clone(), Calendar::place(&snapshot, &c.host, &c.customers))
+                (c.clone(), Self::placement(&snapshot, plan, now_ms, c))
             })
             .collect()
     }
@@ -131,7 +160,8 @@ impl RestartQueue {
         let snapshot = calendar.snapshot(now_ms);
         let mut chosen = vec![false; self.waiting.len()];
         let mut taken = Vec::new();
-        for i in self.order_at(order, &snapshot) {
+        let (ranked, plan) = self.order_at(order, calendar, now_ms, &snapshot);
+        for i in ranked {
             if taken.len() >= n {
                 break;
             }
@@ -139,7 +169,7 @@ impl RestartQueue {
             if budget.admits(c) {
                 budget.hold(&c.customers, c.healthy);
                 chosen[i] = true;
-                taken.push((c.clone(), Calendar::place(&snapshot, &c.host, &c.customers)));
+                taken.push((c.clone(), Self::placement(&snapshot, plan, now_ms, c)));
             }
         }
         let mut i = 0;
@@ -221,5 +251,163 @@ mod tests {
         budget.release(&["c".into()], true);
         assert_eq!(q.take(10, Order::Stable, &cal, now, &mut budget).len(), 1);
         assert_eq!(q.len(), 3);
+    }
+
+    fn hosts(prefix: &str, customer: &str, n: usize) -> Vec<Candidate> {
+        (0..n)
+            .map(|i| host(&format!("{prefix}{i:03}"), customer, false))
+            .collect()
+    }
+
+    /// Restarts the whole queue `per_minute` a minute from `t0` in `order`, planned
+    /// again every minute as a job does; its cost under the model, and the batches.
+    fn run(
+        cal: &Calendar,
+        waiting: Vec<Candidate>,
+        order: Order,
+        t0: i64,
+        per_minute: usize,
+    ) -> (u64, Vec<Vec<(Candidate, Placement)>>) {
+        let all = waiting.clone();
+        let minutes = waiting.len().div_ceil(per_minute);
+        let horizon = crate::downtime::model::Horizon::new(cal, t0, minutes);
+        let mut q = RestartQueue::new(waiting);
+        q.set_pace(per_minute);
+        let mut budget = Budget::default();
+        let mut batches = Vec::new();
+        let mut cost = 0;
+        for m in 0..minutes {
+            let batch = q.take(per_minute, order, cal, t0 + m as i64 * 60_000, &mut budget);
+            cost += batch.iter().map(|(c, _)| horizon.cost(&c.customers, m)).sum::<u64>();
+            batches.push(batch);
+        }
+        let best =
+            crate::downtime::model::optimum(&horizon, all.iter().map(|c| c.customers.as_slice()), per_minute as u64)
+                .unwrap()
+                .cost;
+        assert_eq!(cost, best, "{order:?} reaches the optimum the model computes");
+        (cost, batches)
+    }
+
+    fn customers_of(batch: &[(Candidate, Placement)]) -> Vec<&str> {
+        let mut c: Vec<&str> = batch.iter().map(|(c, _)| c.customers[0].as_str()).collect();
+        c.dedup();
+        c
+    }
+
+    /// The instant: 05:32 UTC on a Wednesday, Sydney at 16:32 (28 minutes of
+    /// its day left), Seoul at 14:32 (3h28m left), one restart a minute for an hour.
+    /// The tiers put Sydney first (by name); the least-downtime order puts Seoul
+    /// first, and reaches the optimum.
+    #[test]
+    fn least_downtime_serves_the_customer_with_more_of_its_day_left() {
+        let cal = Calendar::new(&[
+            Customer::weekdays("contoso-seoul", "Asia/Seoul", "09:00-18:00"),
+            Customer::weekdays("alpine-sydney", "Australia/Sydney", "09:00-17:00"),
+        ])
+        .unwrap();
+        let waiting = [hosts("a", "alpine-sydney", 30), hosts("c", "contoso-seoul", 30)].concat();
+        let t0 = utc("2026-11-25T05:32");
+        let (_, batches) = run(&cal, waiting.clone(), Order::LeastBusinessDowntime, t0, 1);
+        assert_eq!(customers_of(&batches[0]), ["contoso-seoul"]);
+        assert_eq!(
+            batches[0][0].1.why,
+            "contoso-seoul: 3h28m of its working day left now; restarting it later costs 1 working minute per minute"
+        );
+        let mut q = RestartQueue::new(waiting);
+        let tiered = q.take(1, Order::BusinessHoursFirst, &cal, t0, &mut Budget::default());
+        assert_eq!(customers_of(&tiered), ["alpine-sydney"], "the tiers go by name here");
+    }
+
+    /// A customer who starts in 20 minutes behind a long queue of customers in hours:
+    /// restarted now it loses none of its day, so its hosts go before the day it would
+    /// otherwise lose.
+    #[test]
+    fn least_downtime_restarts_a_customer_about_to_start_before_it_starts() {
+        let cal = Calendar::new(&[
+            Customer::weekdays("wingtip-auckland", "Pacific/Auckland", "09:00-17:00"),
+            Customer::weekdays("fabrikam-tokyo", "Asia/Tokyo", "09:00-18:00"),
+        ])
+        .unwrap();
+        // Tue 19:40 UTC: Auckland 08:40 Wed (starts in 20m), Tokyo 04:40 Wed (starts
+        // in 4h20m): Auckland goes while its restart costs it nothing.
+        let waiting = [hosts("f", "fabrikam-tokyo", 40), hosts("w", "wingtip-auckland", 10)].concat();
+        let t0 = utc("2026-11-24T19:40");
+        let (_, batches) = run(&cal, waiting, Order::LeastBusinessDowntime, t0, 2);
+        assert_eq!(customers_of(&batches[0]), ["wingtip-auckland"]);
+        assert_eq!(
+            batches[0][0].1.why,
+            "wingtip-auckland: starts in 20m; restarted now, it loses none of its day"
+        );
+    }
+
+    /// A Sunday-to-Thursday week and a DST day: on Sunday 2026-03-08 New York moves its
+    /// clocks forward, so its 09:00 start is 13:00 UTC (14:00 the day before); Dubai
+    /// (no DST) works Sunday, in hours at 16:50. At 12:50 UTC New York starts in 10
+    /// minutes, and the order reaches the optimum through the change.
+    #[test]
+    fn least_downtime_reads_the_clocks_through_a_dst_day_and_a_sunday_week() {
+        let sunday_week = |id: &str, tz: &str| Customer {
+            workdays: ["sun", "mon", "tue", "wed", "thu"].map(String::from).to_vec(),
+            ..Customer::weekdays(id, tz, "09:00-17:00")
+        };
+        let cal = Calendar::new(&[
+            sunday_week("emirates-dubai", "Asia/Dubai"),
+            sunday_week("hudson-newyork", "America/New_York"),
+        ])
+        .unwrap();
+        let waiting = [hosts("e", "emirates-dubai", 20), hosts("h", "hudson-newyork", 20)].concat();
+        let t0 = utc("2026-03-08T12:50");
+        run(&cal, waiting.clone(), Order::LeastBusinessDowntime, t0, 2);
+        let mut q = RestartQueue::new(waiting);
+        q.set_pace(2);
+        let why = |customer: &str| {
+            q.ranked(Order::LeastBusinessDowntime, &cal, t0)
+                .into_iter()
+                .find(|(c, _)| c.customers[0] == customer)
+                .map(|(_, p)| p.why)
+                .unwrap()
+        };
+        assert_eq!(
+            why("emirates-dubai"),
+            "emirates-dubai: 10m of its working day left now; restarting it later costs 1 working minute per minute"
+        );
+        assert_eq!(
+            why("hudson-newyork"),
+            "hudson-newyork: starts in 10m; restarted now, it loses none of its day",
+            "09:00 EDT, the day the clocks moved"
+        );
+    }
+
+    /// An overnight shift (22:00-06:00) at 05:00 local has an hour left; a day
+    /// customer at 09:30 has its whole day: the day customer goes first, and the
+    /// order reaches the optimum.
+    #[test]
+    fn least_downtime_counts_an_overnight_shift_to_its_end() {
+        let cal = Calendar::new(&[
+            Customer::weekdays("night-london", "Europe/London", "22:00-06:00"),
+            Customer::weekdays("day-seoul", "Asia/Seoul", "09:00-18:00"),
+        ])
+        .unwrap();
+        // Wed 00:30 UTC: London 00:30 in its Tuesday night shift (5h30m left), Seoul
+        // 09:30 (8h30m left).
+        let waiting = [hosts("n", "night-london", 30), hosts("d", "day-seoul", 30)].concat();
+        let t0 = utc("2026-11-25T00:30");
+        let (_, batches) = run(&cal, waiting, Order::LeastBusinessDowntime, t0, 1);
+        assert_eq!(customers_of(&batches[0]), ["day-seoul"]);
+        assert_eq!(
+            batches[0][0].1.why,
+            "day-seoul: 8h30m of its working day left now; restarting it later costs 1 working minute per minute"
+        );
+        let night = batches
+            .iter()
+            .flatten()
+            .find(|(c, _)| c.customers[0] == "night-london")
+            .unwrap();
+        assert!(
+            night.1.why.starts_with("night-london: 5h00m of its working day left"),
+            "restarted at 01:00, its night shift counted to 06:00: {}",
+            night.1.why
+        );
     }
 }

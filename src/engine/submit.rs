@@ -112,7 +112,7 @@ impl Engine {
         at: i64,
     ) -> Result<Submitted> {
         let inventory = self.ctx.inventory();
-        order::arrange(&mut hosts, plan.order, &inventory, at);
+        order::arrange(&mut hosts, plan.order, &inventory, at, plan.max_parallel as usize);
         let preview = self.preview(plan, &hosts, at);
         let record = new_record(plan, hosts.len(), self.ctx.clock.now_ms(), "");
         let live = Live::preview(inventory, record, &hosts, at)?;

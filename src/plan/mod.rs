@@ -66,6 +66,10 @@ pub enum Order {
     OffHoursFirst,
     /// By a hash of the host id: spread over regions and customers, the same every time.
     Stable,
+    /// The order that costs customers the least working time: at each batch the
+    /// optimum of the cost model for the hosts still waiting, at the restart capacity
+    /// estimated so far (`crate::downtime::order`).
+    LeastBusinessDowntime,
 }
 
 impl Order {
@@ -74,6 +78,7 @@ impl Order {
             Order::BusinessHoursFirst => "business-hours-first",
             Order::OffHoursFirst => "off-hours-first",
             Order::Stable => "stable",
+            Order::LeastBusinessDowntime => "least-business-downtime",
         }
     }
 
@@ -84,8 +89,9 @@ impl Order {
             "business-hours-first" => Ok(Order::BusinessHoursFirst),
             "off-hours-first" => Ok(Order::OffHoursFirst),
             "stable" => Ok(Order::Stable),
+            "least-business-downtime" => Ok(Order::LeastBusinessDowntime),
             other => Err(format!(
-                "`{other}` is not an order: use business-hours-first, off-hours-first or stable"
+                "`{other}` is not an order: use business-hours-first, least-business-downtime, off-hours-first or stable"
             )),
         }
     }

@@ -77,6 +77,16 @@ pub fn settings(req: &pb::TriggerRestartRequest) -> std::result::Result<(Order, 
     Ok((order, max_parallel, threshold))
 }
 
+/// Restarts a minute the job has managed so far (`done` hosts over the minutes since
+/// it was created, once a minute has passed and a host is done); `max_parallel` before.
+pub fn pace(created_at_ms: i64, done: usize, max_parallel: usize, now_ms: i64) -> usize {
+    let minutes = (now_ms - created_at_ms) as f64 / 60_000.0;
+    if done == 0 || minutes < 1.0 {
+        return max_parallel.max(1);
+    }
+    ((done as f64 / minutes).round() as usize).max(1)
+}
+
 impl Job {
     /// Builds a job from its records (new or found in the store after a restart).
     pub fn load(
@@ -333,6 +343,18 @@ impl Job {
     fn pick(&self, n: usize, inventory: &Inventory, now_ms: i64, hours_ms: i64) -> Vec<pb::RestartHostRecord> {
         let mut guard = self.lock();
         let inner = &mut *guard;
+        if self.order == Order::LeastBusinessDowntime {
+            let done = inner
+                .hosts
+                .values()
+                .filter(|r| {
+                    let state = r.host.as_ref().map(|h| h.state());
+                    matches!(state, Some(HostState::Restarted | HostState::Failed))
+                })
+                .count();
+            let pace = pace(inner.record.created_at_unix_ms, done, self.max_parallel, now_ms);
+            inner.queue.set_pace(pace);
+        }
         let taken = inner
             .queue
             .take(n, self.order, inventory.calendar(), hours_ms, &mut inner.budget);

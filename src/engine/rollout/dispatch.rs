@@ -29,6 +29,7 @@ impl Live {
                 self.plan.order,
                 &self.inventory,
                 hours_ms,
+                self.plan.max_parallel as usize,
             );
         }
         let rec = pb::RolloutHostRecord {

@@ -71,7 +71,13 @@ impl Live {
         let size = self.wave_size(next, selected) as usize;
         let mut waiting: Vec<String> = inner.pending.iter().cloned().collect();
         if self.plan.order.is_timed() {
-            order::arrange(&mut waiting, self.plan.order, &self.inventory, hours_ms);
+            order::arrange(
+                &mut waiting,
+                self.plan.order,
+                &self.inventory,
+                hours_ms,
+                self.plan.max_parallel as usize,
+            );
         }
         waiting.truncate(size);
         pb::WavePreview {

@@ -317,10 +317,16 @@ impl Live {
             }
         }
         c.customers.recount();
-        order::arrange(&mut pending, plan.order, &inventory, now_ms);
+        order::arrange(&mut pending, plan.order, &inventory, now_ms, plan.max_parallel as usize);
         queues.pending = pending.into();
         let mut assigned_hosts: Vec<String> = assigned.iter().map(|(h, _)| h.clone()).collect();
-        order::arrange(&mut assigned_hosts, plan.order, &inventory, now_ms);
+        order::arrange(
+            &mut assigned_hosts,
+            plan.order,
+            &inventory,
+            now_ms,
+            plan.max_parallel as usize,
+        );
         let mut by_host: HashMap<String, pb::RolloutHostRecord> = assigned.into_iter().collect();
         queues.assigned = assigned_hosts
             .into_iter()
