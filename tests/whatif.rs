@@ -284,3 +284,101 @@ async fn dry_runs_at_an_instant_give_the_order_of_that_instant() {
     controller.stop().await;
     sim.stop().await;
 }
+
+/// The dry runs price each order at an instant (Wednesday in Seoul's working hours):
+/// the expected weighted customer-minutes inside working hours of the chosen order and
+/// of the others, at `max_parallel` a minute. The tiered order's price is its own
+/// previewed order's cost under the model, computed here; least-business-downtime
+/// costs no more than either other order; the CLI says it in one line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dry_runs_price_each_order_at_the_instant() {
+    let sim = Sim::start_fleet(SimulatorOptions::default(), the_fleet).await;
+    let dir = tempfile::tempdir().unwrap();
+    let clock = FixedClock::at("2026-11-28T23:00");
+    let controller = Controller::start_with_clock(&dir.path().join("data"), &sim.fleet, clock).await;
+    let mut client = controller.client().await;
+    let seoul_morning = "2026-12-02T02:00:00Z";
+    let at = seoul_morning.parse::<Timestamp>().unwrap().as_millisecond();
+    let job = client
+        .trigger_restart(pb::TriggerRestartRequest {
+            host_ids: sim.fleet.hosts.iter().map(|h| h.id.clone()).collect(),
+            max_parallel: 1,
+            dry_run: true,
+            at_unix_ms: at,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .job
+        .unwrap();
+    let priced: Vec<(&str, u64, bool)> = job
+        .prices
+        .iter()
+        .map(|p| (p.order.as_str(), p.working_minutes, p.chosen))
+        .collect();
+    assert_eq!(
+        priced.iter().map(|p| (p.0, p.2)).collect::<Vec<_>>(),
+        [
+            ("business-hours-first", true),
+            ("least-business-downtime", false),
+            ("stable", false)
+        ]
+    );
+    let calendar = rollout::hours::Calendar::new(&sim.fleet.customers).unwrap();
+    let horizon = rollout::downtime::model::Horizon::new(&calendar, at, 5);
+    let customer_of = |host: &str| {
+        let h = sim.fleet.hosts.iter().find(|h| h.id == host).unwrap();
+        rollout::fleet::strings(&h.customers)
+    };
+    let tiered: u64 = job
+        .hosts
+        .iter()
+        .enumerate()
+        .map(|(minute, h)| horizon.cost(&customer_of(&h.host_id), minute))
+        .sum();
+    assert!(tiered > 0, "Seoul and Auckland work then");
+    assert_eq!(priced[0].1, tiered, "the tiered order's price is its order's cost");
+    assert!(priced[1].1 <= priced[0].1 && priced[1].1 <= priced[2].1, "{priced:?}");
+
+    let out = rollout(&[
+        "restart",
+        "--selector",
+        "service=exchange-routing",
+        "--max-parallel",
+        "1",
+        "--order",
+        "least-business-downtime",
+        "--dry-run",
+        "--at",
+        seoul_morning,
+        "--server",
+        &controller.url,
+    ])
+    .await;
+    let shown = text(&out.stdout);
+    assert!(out.status.success(), "{shown}{}", text(&out.stderr));
+    assert!(
+        shown.contains(&format!(
+            "expected, at 1 restart a minute: this order (least-business-downtime): {} customer-minutes in working hours; business-hours-first: {}; stable: ",
+            priced[1].1, priced[0].1
+        )),
+        "{shown}"
+    );
+    let plan = dir.path().join("whatif.yaml");
+    std::fs::write(&plan, plan_yaml()).unwrap();
+    let out = rollout(&[
+        "submit",
+        &plan.display().to_string(),
+        "--dry-run",
+        "--at",
+        seoul_morning,
+        "--server",
+        &controller.url,
+    ])
+    .await;
+    let shown = text(&out.stdout);
+    assert!(shown.contains("this order (business-hours-first): "), "{shown}");
+    controller.stop().await;
+    sim.stop().await;
+}

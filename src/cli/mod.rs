@@ -492,6 +492,9 @@ async fn submit(
             println!("{}", r.drill_clock);
         }
         print!("{}", render::preview(&r, &response.preview));
+        if let Some(line) = restart::price_line(&response.prices) {
+            println!("{line}");
+        }
         for c in &response.conflicts {
             println!(
                 "held elsewhere: {} of these hosts belong to {}; a real submission is refused unless it preempts that rollout",

@@ -191,6 +191,9 @@ pub async fn restart(server: &str, args: RestartArgs) -> Result<ExitCode> {
                     }
                 );
                 print_skipped(&job);
+                if let Some(line) = price_line(&job.prices) {
+                    println!("{line}");
+                }
                 print!("{}", host_table(&job.hosts, args.limit));
                 return Ok(ExitCode::SUCCESS);
             }
@@ -495,4 +498,27 @@ async fn host_results(server: &str, args: &HostsArgs) -> Result<ExitCode> {
         }
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// The price of each order, as the dry run says it: "expected, at 50 restarts a
+/// minute: this order (least-business-downtime): 1.9M customer-minutes in working
+/// hours; business-hours-first: 2.4M; stable: 6.3M".
+pub fn price_line(prices: &[pb::OrderPrice]) -> Option<String> {
+    let chosen = prices.iter().find(|p| p.chosen)?;
+    let amount = |n: u64| match n {
+        n if n >= 1_000_000 => format!("{:.1}M", n as f64 / 1e6),
+        n if n >= 10_000 => format!("{:.0}k", n as f64 / 1e3),
+        n => n.to_string(),
+    };
+    let mut line = format!(
+        "expected, at {} restart{} a minute: this order ({}): {} customer-minutes in working hours",
+        chosen.per_minute,
+        if chosen.per_minute == 1 { "" } else { "s" },
+        chosen.order,
+        amount(chosen.working_minutes)
+    );
+    for p in prices.iter().filter(|p| !p.chosen) {
+        line.push_str(&format!("; {}: {}", p.order, amount(p.working_minutes)));
+    }
+    Some(line)
 }

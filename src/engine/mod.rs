@@ -176,6 +176,8 @@ pub struct Submitted {
     pub preview: Vec<pb::WavePreview>,
     /// For a dry run: who holds some of the selected hosts.
     pub conflicts: Vec<pb::Conflict>,
+    /// For a dry run: the price of each order at `max_parallel` a minute.
+    pub prices: Vec<pb::OrderPrice>,
 }
 
 pub use crate::store::Holder;

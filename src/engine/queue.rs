@@ -84,6 +84,11 @@ impl RestartQueue {
         RestartQueue { waiting, per_minute: 1 }
     }
 
+    /// The hosts waiting, in no particular order.
+    pub fn candidates(&self) -> &[Candidate] {
+        &self.waiting
+    }
+
     /// Sets the restarts expected a minute (the job's measured pace).
     pub fn set_pace(&mut self, per_minute: usize) {
         self.per_minute = per_minute.max(1);
@@ -179,6 +184,72 @@ impl RestartQueue {
         });
         taken
     }
+}
+
+/// The orders a dry run prices, the chosen one first.
+const PRICED: [Order; 3] = [Order::LeastBusinessDowntime, Order::BusinessHoursFirst, Order::Stable];
+
+/// Re-rankings at most in a priced run (a long queue is re-ranked every few minutes).
+const PRICE_RERANKS: usize = 24;
+
+/// What restarting `waiting` from `now_ms` at `per_minute` a minute costs in each
+/// order (the chosen one first, then the others): weighted customer-minutes of
+/// downtime inside working hours under [`crate::downtime::model`], each order
+/// re-ranked as it goes (every minute, or every few minutes of a long queue), the
+/// disruption budget left aside.
+pub fn prices(
+    waiting: &[Candidate],
+    calendar: &Calendar,
+    now_ms: i64,
+    per_minute: usize,
+    chosen: Order,
+) -> Vec<(Order, u64)> {
+    let per_minute = per_minute.max(1);
+    let minutes = waiting
+        .len()
+        .div_ceil(per_minute)
+        .clamp(1, crate::downtime::order::MAX_MINUTES);
+    let horizon = crate::downtime::model::Horizon::new(calendar, now_ms, minutes);
+    let every = minutes.div_ceil(PRICE_RERANKS).max(1);
+    let mut orders = vec![chosen];
+    orders.extend(PRICED.iter().copied().filter(|o| *o != chosen));
+    orders
+        .into_iter()
+        .map(|order| {
+            let mut q = RestartQueue::new(waiting.to_vec());
+            q.set_pace(per_minute);
+            let (mut cost, mut minute) = (0, 0);
+            while !q.is_empty() {
+                let at = now_ms + minute as i64 * crate::downtime::model::MINUTE_MS;
+                let batch = q.take(per_minute * every, order, calendar, at, &mut Budget::default());
+                for (i, (c, _)) in batch.iter().enumerate() {
+                    cost += horizon.cost(&c.customers, minute + i / per_minute);
+                }
+                minute += every;
+            }
+            (order, cost)
+        })
+        .collect()
+}
+
+/// [`prices`] as the API says them, the chosen order first.
+pub fn price_list(
+    waiting: &[Candidate],
+    calendar: &Calendar,
+    now_ms: i64,
+    per_minute: usize,
+    chosen: Order,
+) -> Vec<crate::proto::v1::OrderPrice> {
+    prices(waiting, calendar, now_ms, per_minute, chosen)
+        .into_iter()
+        .enumerate()
+        .map(|(i, (order, cost))| crate::proto::v1::OrderPrice {
+            order: order.as_str().to_string(),
+            working_minutes: cost,
+            chosen: i == 0,
+            per_minute: per_minute as u32,
+        })
+        .collect()
 }
 
 /// Every customer's status at one instant (see [`Calendar::snapshot`]).

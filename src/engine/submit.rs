@@ -59,6 +59,7 @@ impl Engine {
             replayed: true,
             preview: Vec::new(),
             conflicts: Vec::new(),
+            prices: Vec::new(),
         }))
     }
 
@@ -115,6 +116,19 @@ impl Engine {
         order::arrange(&mut hosts, plan.order, &inventory, at, plan.max_parallel as usize);
         let preview = self.preview(plan, &hosts, at);
         let record = new_record(plan, hosts.len(), self.ctx.clock.now_ms(), "");
+        let waiting: Vec<super::queue::Candidate> = hosts
+            .iter()
+            .map(|h| super::queue::Candidate {
+                host: h.clone(),
+                customers: inventory
+                    .host(h)
+                    .map(|x| crate::fleet::strings(&x.customers))
+                    .unwrap_or_default(),
+                healthy: false,
+            })
+            .collect();
+        let chosen = plan.order;
+        let prices = super::queue::price_list(&waiting, inventory.calendar(), at, plan.max_parallel as usize, chosen);
         let live = Live::preview(inventory, record, &hosts, at)?;
         let conflicts = shared
             .iter()
@@ -128,6 +142,7 @@ impl Engine {
             replayed: false,
             preview,
             conflicts,
+            prices,
         })
     }
 
@@ -182,6 +197,7 @@ impl Engine {
             replayed: false,
             preview: Vec::new(),
             conflicts: Vec::new(),
+            prices: Vec::new(),
         })
     }
 

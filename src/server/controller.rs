@@ -199,6 +199,7 @@ impl ControllerService {
             replayed: submitted.replayed,
             preview: submitted.preview,
             conflicts: submitted.conflicts,
+            prices: submitted.prices,
         })
     }
 

@@ -262,6 +262,8 @@ impl Job {
     pub fn preview(&self, inventory: &Inventory, now_ms: i64) -> pb::RestartJob {
         let mut job = (*self.snapshot()).clone();
         job.hosts = self.queue(inventory, now_ms, usize::MAX).0;
+        let waiting = self.lock().queue.candidates().to_vec();
+        job.prices = super::queue::price_list(&waiting, inventory.calendar(), now_ms, self.max_parallel, self.order);
         job
     }
 
@@ -511,6 +513,7 @@ fn build(inner: &JobInner) -> pb::RestartJob {
     tiers.sort_by_key(|t| tier_rank(&t.tier));
     pb::RestartJob {
         id: r.id,
+        prices: Vec::new(),
         state: r.state,
         order: Order::parse(&req.order, Order::BusinessHoursFirst)
             .map(|o| o.as_str().to_string())
