@@ -116,7 +116,14 @@ interrupted() {
 # True while the operation $1 is being run (its runner, or the apply that claimed it
 # and is starting the runner, is alive since this boot).
 running() {
-    [ "$(get "$1/boot")" = "$(boot_id)" ] || return 1
+    booted=$(get "$1/boot")
+    if [ -z "$booted" ]; then
+        # Claimed a moment ago: its claimer is still writing the claim (a claim
+        # left unwritten for a minute is a claimer that died).
+        [ -n "$(find "$1" -prune -mmin -1 2>/dev/null)" ]
+        return $?
+    fi
+    [ "$booted" = "$(boot_id)" ] || return 1
     pid=$(get "$1/pid")
     [ -n "$pid" ] || pid=$(get "$1/claimer")
     [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null

@@ -194,6 +194,30 @@ fn concurrent_sends_of_one_operation_run_it_once() {
     }
 }
 
+/// A claim whose claimer is still writing it (the directory made, nothing in it yet)
+/// is an operation starting, not a runner that vanished: a second send waits for it;
+/// a claim left unwritten for over a minute is a claimer that died: interrupted.
+#[test]
+fn a_claim_being_written_is_waited_for_and_an_abandoned_one_is_interrupted() {
+    for shell in shells() {
+        let host = Host::new();
+        let argv = host.counting("true");
+        let claim = host.dir.path().join("state/ops/op-y");
+        std::fs::create_dir_all(&claim).unwrap();
+        let a = host.apply(&shell, 0, "op-y", &argv, 1);
+        assert_eq!(a.get("status"), "running", "{}: {a:?}", shell.name);
+        let touched = Command::new("touch")
+            .args(["-d", "2 minutes ago"])
+            .arg(&claim)
+            .status()
+            .unwrap();
+        assert!(touched.success());
+        let a = host.apply(&shell, 0, "op-y", &argv, 1);
+        assert_eq!(a.get("status"), "interrupted", "{}: {a:?}", shell.name);
+        assert_eq!(host.runs(), 0, "{}: never run by a second send", shell.name);
+    }
+}
+
 #[test]
 fn a_timeout_kills_the_whole_process_group() {
     for shell in shells() {
