@@ -290,8 +290,16 @@ async fn the_rollout_survives_its_leaders_and_an_etcd_member_and_runs_each_host_
         "Applies of the deposed leader refused by the agents (stale epoch): {}",
         stale_after - stale_before
     );
-    for c in [&mut site.a, &mut site.b] {
-        assert_eq!(c.terminate(Duration::from_secs(30)).await.unwrap(), Some(0));
+    for (c, log) in [(&mut site.a, &site.logs[0]), (&mut site.b, &site.logs[1])] {
+        let code = c.terminate(Duration::from_secs(30)).await.unwrap();
+        let said = log_of(log);
+        let tail: Vec<&str> = said.lines().rev().take(15).collect();
+        assert_eq!(
+            code,
+            Some(0),
+            "the controller's last lines, newest first:\n{}",
+            tail.join("\n")
+        );
     }
     assert_eq!(site.agent.terminate(Duration::from_secs(30)).await.unwrap(), Some(0));
 }
