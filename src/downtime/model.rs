@@ -113,17 +113,21 @@ impl Horizon {
 pub fn classes<'a, S: AsRef<str> + 'a>(
     hosts: impl IntoIterator<Item = &'a [S]>,
 ) -> (Vec<Vec<String>>, Vec<u64>, Vec<usize>) {
-    let mut index: HashMap<Vec<String>, usize> = HashMap::new();
-    let (mut keys, mut counts, mut of) = (Vec::new(), Vec::new(), Vec::new());
+    // Keyed by borrowed names: one allocation per class, not per host.
+    let mut index: HashMap<Vec<&'a str>, usize> = HashMap::new();
+    let (mut keys, mut counts, mut of): (Vec<Vec<String>>, Vec<u64>, Vec<usize>) = (Vec::new(), Vec::new(), Vec::new());
     for customers in hosts {
-        let mut key: Vec<String> = customers.iter().map(|c| c.as_ref().to_string()).collect();
+        let mut key: Vec<&'a str> = customers.iter().map(|c| c.as_ref()).collect();
         key.sort_unstable();
-        let next = keys.len();
-        let k = *index.entry(key.clone()).or_insert(next);
-        if k == next {
-            keys.push(key);
-            counts.push(0);
-        }
+        let k = match index.get(&key) {
+            Some(&k) => k,
+            None => {
+                keys.push(key.iter().map(|c| c.to_string()).collect());
+                counts.push(0);
+                index.insert(key, keys.len() - 1);
+                keys.len() - 1
+            }
+        };
         counts[k] += 1;
         of.push(k);
     }

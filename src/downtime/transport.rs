@@ -54,18 +54,37 @@ impl Flow<'_> {
         }
     }
 
+    /// Puts `units` of `class` in `slot`; a class new there adds its moves out of it.
     fn add(&mut self, slot: usize, class: usize, units: u64) {
         match self.at[slot].iter_mut().find(|(j, _)| *j == class) {
             Some(e) => e.1 += units,
-            None => self.at[slot].push((class, units)),
+            None => {
+                self.at[slot].push((class, units));
+                let m = self.slots;
+                for b in 0..m {
+                    let w = (self.cost[class][b] - self.cost[class][slot], class);
+                    let best = &mut self.best[slot * m + b];
+                    if best.is_none_or(|x| w < x) {
+                        *best = Some(w);
+                    }
+                }
+            }
         }
     }
 
+    /// Takes `units` of `class` out of `slot`; a class gone from it takes its moves.
     fn remove(&mut self, slot: usize, class: usize, units: u64) {
         if let Some(i) = self.at[slot].iter().position(|(j, _)| *j == class) {
             self.at[slot][i].1 -= units;
             if self.at[slot][i].1 == 0 {
                 self.at[slot].swap_remove(i);
+                let m = self.slots;
+                if self.best[slot * m..(slot + 1) * m]
+                    .iter()
+                    .any(|x| x.is_some_and(|x| x.1 == class))
+                {
+                    self.refresh(slot);
+                }
             }
         }
     }
@@ -172,9 +191,6 @@ pub fn solve(supply: &[u64], capacity: &[u64], cost: &[Vec<i64>]) -> Result<Assi
             }
             let end = path[path.len() - 1].0;
             flow.used[end] += units;
-            for &(slot, _) in &path {
-                flow.refresh(slot);
-            }
             left -= units;
         }
     }
