@@ -160,7 +160,7 @@ fn main() {
                     replan_ms.push(planning.elapsed().as_secs_f64() * 1000.0);
                 }
                 let mut chosen = vec![false; waiting.len()];
-                for &i in ranked.order.iter().take(per_minute) {
+                for &i in ranked.iter().take(per_minute) {
                     chosen[i] = true;
                     lbd.insert(hosts[waiting[i]].host.clone(), minute);
                 }

@@ -28,18 +28,11 @@ pub fn buckets(minutes: usize) -> Vec<(usize, usize)> {
     out
 }
 
-/// The plan of one batch: the hosts in the order they should go, and the horizon it
-/// was made over (what the explanations read).
-pub struct Ranked {
-    pub order: Vec<usize>,
-    pub horizon: Horizon,
-}
-
 /// Ranks `hosts` (each one's customers) at `now_ms` with `per_minute` restarts a
 /// minute: indices into `hosts`, the first to restart first. Hosts the optimum puts
 /// in the same bucket go by how much working time they lose per minute now (most
 /// first), then in the order given.
-pub fn rank<S: AsRef<str>>(calendar: &Calendar, now_ms: i64, per_minute: usize, hosts: &[&[S]]) -> Ranked {
+pub fn rank<S: AsRef<str>>(calendar: &Calendar, now_ms: i64, per_minute: usize, hosts: &[&[S]]) -> Vec<usize> {
     let per_minute = per_minute.max(1);
     let minutes = hosts.len().div_ceil(per_minute).clamp(1, MAX_MINUTES);
     let horizon = Horizon::new(calendar, now_ms - now_ms.rem_euclid(MINUTE_MS), minutes);
@@ -71,12 +64,7 @@ pub fn rank<S: AsRef<str>>(calendar: &Calendar, now_ms: i64, per_minute: usize, 
     let plan = match transport::solve(&supply, &capacity, &cost) {
         Ok(plan) => plan,
         // Cannot happen (capacity covers every host); keep the given order if it does.
-        Err(_) => {
-            return Ranked {
-                order: (0..hosts.len()).collect(),
-                horizon,
-            };
-        }
+        Err(_) => return (0..hosts.len()).collect(),
     };
     // Each merged row's hosts take its buckets, earliest first, in the order given.
     let mut left: Vec<std::collections::VecDeque<(usize, u64)>> =
@@ -95,7 +83,7 @@ pub fn rank<S: AsRef<str>>(calendar: &Calendar, now_ms: i64, per_minute: usize, 
     let rate: Vec<u64> = keys.iter().map(|key| horizon.rate(key, 0)).collect();
     let mut order: Vec<usize> = (0..hosts.len()).collect();
     order.sort_by_key(|&i| (bucket_of[i], std::cmp::Reverse(rate[of[i]]), i));
-    Ranked { order, horizon }
+    order
 }
 
 /// Why a customer's host goes where it does at `now_ms`, in the order's own terms:

@@ -32,7 +32,7 @@ pub fn arrange(hosts: &mut [String], order: Order, inventory: &Inventory, now_ms
                 .map(|h| inventory.host(h).map_or(none.as_slice(), |x| x.customers.as_slice()))
                 .collect();
             let ranked = crate::downtime::order::rank(inventory.calendar(), now_ms, per_minute, &lists);
-            let sorted: Vec<String> = ranked.order.iter().map(|&i| hosts[i].clone()).collect();
+            let sorted: Vec<String> = ranked.iter().map(|&i| hosts[i].clone()).collect();
             hosts.clone_from_slice(&sorted);
         }
         // Compared in place: a key with a cloned id allocated on every comparison

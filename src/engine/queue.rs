@@ -119,7 +119,7 @@ impl RestartQueue {
                 idx.sort_by(|&a, &b| w[a].host.cmp(&w[b].host));
                 let lists: Vec<&[String]> = idx.iter().map(|&i| w[i].customers.as_slice()).collect();
                 let ranked = crate::downtime::order::rank(calendar, now_ms, self.per_minute, &lists);
-                let order = ranked.order.iter().map(|&i| idx[i]).collect();
+                let order = ranked.iter().map(|&i| idx[i]).collect();
                 return (order, true);
             }
         }
