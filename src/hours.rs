@@ -359,6 +359,10 @@ fn span(ms: i64) -> String {
     }
 }
 
+/// Every customer's key, schedule and status at one instant, by id (see
+/// [`Calendar::snapshot`]).
+pub type Snapshot<'a> = HashMap<&'a str, (Key, &'a Schedule, Status)>;
+
 /// Every customer's schedule, and the questions the engine asks of them.
 #[derive(Debug, Default, Clone)]
 pub struct Calendar {
@@ -398,7 +402,7 @@ impl Calendar {
     }
 
     /// Status of every customer at `now`: computed once per batch, shared by hosts.
-    pub fn snapshot(&self, now_ms: i64) -> HashMap<&str, (Key, &Schedule, Status)> {
+    pub fn snapshot(&self, now_ms: i64) -> Snapshot<'_> {
         self.schedules
             .values()
             .map(|s| {
@@ -410,10 +414,7 @@ impl Calendar {
 
     /// A host's rank among others, without the explanation: cheap, for sorting many
     /// hosts. Borrowed from the snapshot; a host with no customer goes last.
-    pub fn rank<'a>(
-        snapshot: &'a HashMap<&str, (Key, &Schedule, Status)>,
-        customers: &[impl AsRef<str>],
-    ) -> (Tier, i64, Reverse<u32>, &'a str) {
+    pub fn rank<'a>(snapshot: &'a Snapshot<'_>, customers: &[impl AsRef<str>]) -> (Tier, i64, Reverse<u32>, &'a str) {
         customers
             .iter()
             .filter_map(|c| snapshot.get(c.as_ref()))
@@ -423,11 +424,7 @@ impl Calendar {
     }
 
     /// A host's place: its best customer's key (a host with none goes last).
-    pub fn place(
-        snapshot: &HashMap<&str, (Key, &Schedule, Status)>,
-        host_id: &str,
-        customers: &[impl AsRef<str>],
-    ) -> Placement {
+    pub fn place(snapshot: &Snapshot<'_>, host_id: &str, customers: &[impl AsRef<str>]) -> Placement {
         let best = customers
             .iter()
             .filter_map(|c| snapshot.get(c.as_ref()))

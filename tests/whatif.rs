@@ -365,20 +365,35 @@ async fn dry_runs_price_each_order_at_the_instant() {
         )),
         "{shown}"
     );
+    // A plan's dry run, in each order: what the CLI prints.
     let plan = dir.path().join("whatif.yaml");
-    std::fs::write(&plan, plan_yaml()).unwrap();
-    let out = rollout(&[
-        "submit",
-        &plan.display().to_string(),
-        "--dry-run",
-        "--at",
-        seoul_morning,
-        "--server",
-        &controller.url,
-    ])
-    .await;
-    let shown = text(&out.stdout);
+    let dry_submit = async |order: &str| {
+        std::fs::write(&plan, plan_yaml().replace("business-hours-first", order)).unwrap();
+        let path = plan.display().to_string();
+        let out = rollout(&[
+            "submit",
+            &path,
+            "--dry-run",
+            "--at",
+            seoul_morning,
+            "--server",
+            &controller.url,
+        ])
+        .await;
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        text(&out.stdout)
+    };
+    let shown = dry_submit("business-hours-first").await;
     assert!(shown.contains("this order (business-hours-first): "), "{shown}");
+    // A plan in least-business-downtime order previews its waves in that order's terms.
+    let shown = dry_submit("least-business-downtime").await;
+    for why in [
+        "seoul (1 hosts): 7h00m of its working day left now; restarting it later costs 5 working minutes per minute",
+        "auckland (1 hosts): 2h00m of its working day left now; restarting it later costs 1 working minute per minute",
+        "this order (least-business-downtime): ",
+    ] {
+        assert!(shown.contains(why), "{why:?} not in {shown}");
+    }
     controller.stop().await;
     sim.stop().await;
 }

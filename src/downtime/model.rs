@@ -12,12 +12,17 @@ use crate::hours::Calendar;
 
 pub const MINUTE_MS: i64 = 60_000;
 
+/// foldhash: the planner hashes every waiting host's customers at each batch.
+type Fast<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 /// Every customer's working minutes over a horizon of whole minutes.
 #[derive(Debug, Clone)]
 pub struct Horizon {
     pub start_ms: i64,
     pub minutes: usize,
-    customers: HashMap<String, Working>,
+    /// Customer id -> index in `working`.
+    index: Fast<String, usize>,
+    working: Vec<Working>,
 }
 
 /// One customer's working minutes: runs of minute indices `[first, past)`.
@@ -40,50 +45,72 @@ impl Working {
     }
 }
 
+/// Hosts grouped by what they cost: hosts in one group cost the same at every
+/// minute asked for, so any order among them is as good as any other.
+#[derive(Debug, Clone, Default)]
+pub struct Groups {
+    /// Per group: how many hosts.
+    pub supply: Vec<u64>,
+    /// Per group: the cost of one of its hosts restarted at each minute asked for.
+    pub cost: Vec<Vec<i64>>,
+    /// Per host (in the order given): its group.
+    pub of: Vec<usize>,
+}
+
 impl Horizon {
     /// `minutes` minutes from `start_ms`.
     pub fn new(calendar: &Calendar, start_ms: i64, minutes: usize) -> Horizon {
         let end_ms = start_ms + minutes as i64 * MINUTE_MS;
         // Minutes whose middle is at or after `at`.
         let index = |at: i64| ((at - start_ms - MINUTE_MS / 2).max(0) as u64).div_ceil(MINUTE_MS as u64) as usize;
-        let customers = calendar
-            .schedules()
-            .map(|s| {
-                let mut w = Working {
-                    weight: u64::from(s.weight),
-                    before: vec![0],
-                    ..Working::default()
-                };
-                for (from, to) in s.shifts(start_ms, end_ms) {
-                    let (first, past) = (index(from).min(minutes), index(to).min(minutes));
-                    if past > first {
-                        w.runs.push((first, past));
-                        w.before.push(w.before[w.before.len() - 1] + past - first);
-                    }
+        let mut names = Fast::default();
+        let mut working = Vec::new();
+        for s in calendar.schedules() {
+            let mut w = Working {
+                weight: u64::from(s.weight),
+                before: vec![0],
+                ..Working::default()
+            };
+            for (from, to) in s.shifts(start_ms, end_ms) {
+                let (first, past) = (index(from).min(minutes), index(to).min(minutes));
+                if past > first {
+                    w.runs.push((first, past));
+                    w.before.push(w.before[w.before.len() - 1] + past - first);
                 }
-                (s.id.clone(), w)
-            })
-            .collect();
+            }
+            names.insert(s.id.clone(), working.len());
+            working.push(w);
+        }
         Horizon {
             start_ms,
             minutes,
-            customers,
+            index: names,
+            working,
         }
+    }
+
+    fn get(&self, customer: &str) -> Option<&Working> {
+        self.index.get(customer).map(|&i| &self.working[i])
     }
 
     fn sum(&self, customers: &[impl AsRef<str>], f: impl Fn(&Working) -> usize) -> u64 {
         customers
             .iter()
-            .filter_map(|c| self.customers.get(c.as_ref()))
+            .filter_map(|c| self.get(c.as_ref()))
             .map(|w| w.weight * f(w) as u64)
             .sum()
+    }
+
+    /// Minutes a host restarted in minute `minute` (0-based) is down within the
+    /// horizon.
+    fn down(&self, minute: usize) -> usize {
+        (minute + 1).min(self.minutes)
     }
 
     /// What a host of `customers` costs when restarted in minute `minute` (0-based;
     /// past the horizon it counts the whole horizon).
     pub fn cost(&self, customers: &[impl AsRef<str>], minute: usize) -> u64 {
-        let down = (minute + 1).min(self.minutes);
-        self.sum(customers, |w| w.inside(down))
+        self.sum(customers, |w| w.inside(self.down(minute)))
     }
 
     /// Weighted working minutes `customers` lose per minute of waiting, minute by
@@ -99,100 +126,77 @@ impl Horizon {
     /// off), and the minutes until its next shift starts (None when none does
     /// within the horizon).
     pub fn day_of(&self, customer: &str) -> (usize, Option<usize>) {
-        let Some(w) = self.customers.get(customer) else {
+        let Some(w) = self.get(customer) else {
             return (0, None);
         };
         let left = w.runs.first().filter(|r| r.0 == 0).map_or(0, |r| r.1);
         let next = w.runs.iter().find(|r| r.0 > 0).map(|r| r.0);
         (left, next)
     }
-}
 
-/// Hosts grouped by their customers (sorted): interchangeable under the model.
-/// The groups' customers, how many hosts each has, and each host's group.
-pub fn classes<'a, S: AsRef<str> + 'a>(
-    hosts: impl IntoIterator<Item = &'a [S]>,
-) -> (Vec<Vec<String>>, Vec<u64>, Vec<usize>) {
-    // Keyed by borrowed names: one allocation per class, not per host.
-    let mut index: HashMap<Vec<&'a str>, usize> = HashMap::new();
-    let (mut keys, mut counts, mut of): (Vec<Vec<String>>, Vec<u64>, Vec<usize>) = (Vec::new(), Vec::new(), Vec::new());
-    for customers in hosts {
-        let mut key: Vec<&'a str> = customers.iter().map(|c| c.as_ref()).collect();
-        key.sort_unstable();
-        let k = match index.get(&key) {
-            Some(&k) => k,
-            None => {
-                keys.push(key.iter().map(|c| c.to_string()).collect());
-                counts.push(0);
-                index.insert(key, keys.len() - 1);
-                keys.len() - 1
-            }
-        };
-        counts[k] += 1;
-        of.push(k);
+    /// `hosts` (each one's customers) grouped by their costs at `minutes`. Each
+    /// customer's costs are computed once, each host's customers looked up once.
+    pub fn groups<'a, S: AsRef<str> + 'a>(
+        &self,
+        hosts: impl IntoIterator<Item = &'a [S]>,
+        minutes: &[usize],
+    ) -> Groups {
+        let per_customer: Vec<Vec<i64>> = self
+            .working
+            .iter()
+            .map(|w| {
+                minutes
+                    .iter()
+                    .map(|&m| (w.weight * w.inside(self.down(m)) as u64) as i64)
+                    .collect()
+            })
+            .collect();
+        // Hosts by their customers (sorted indices; unknown ones cost nothing) first,
+        // then those sets by their cost rows.
+        let mut sets: Fast<Vec<usize>, usize> = Fast::default();
+        let mut rows: Fast<Vec<i64>, usize> = Fast::default();
+        let mut groups = Groups::default();
+        let mut key = Vec::new();
+        for customers in hosts {
+            key.clear();
+            key.extend(customers.iter().filter_map(|c| self.index.get(c.as_ref()).copied()));
+            key.sort_unstable();
+            let group = match sets.get(key.as_slice()) {
+                Some(&g) => g,
+                None => {
+                    let mut row = vec![0i64; minutes.len()];
+                    for &c in &key {
+                        row.iter_mut().zip(&per_customer[c]).for_each(|(r, x)| *r += x);
+                    }
+                    let next = groups.supply.len();
+                    let g = *rows.entry(row.clone()).or_insert(next);
+                    if g == next {
+                        groups.supply.push(0);
+                        groups.cost.push(row);
+                    }
+                    sets.insert(key.clone(), g);
+                    g
+                }
+            };
+            groups.supply[group] += 1;
+            groups.of.push(group);
+        }
+        groups
     }
-    (keys, counts, of)
-}
-
-/// The best order's cost, and where it puts each class of hosts.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Optimum {
-    pub cost: u64,
-    /// Each class's customers (see [`classes`]).
-    pub classes: Vec<Vec<String>>,
-    /// Per class: (minute, hosts restarted in it).
-    pub minutes: Vec<Vec<(usize, u64)>>,
 }
 
 /// The least cost any order can reach restarting `hosts` (their customers) at
 /// `per_minute` a minute from the horizon's start. Exact: a transportation problem
-/// over classes with equal costs (see [`transport`]).
+/// over groups of hosts with equal costs (see [`transport`]).
 pub fn optimum<'a, S: AsRef<str> + 'a>(
     horizon: &Horizon,
     hosts: impl IntoIterator<Item = &'a [S]>,
     per_minute: u64,
-) -> Result<Optimum, transport::Infeasible> {
-    let (keys, counts, _) = classes(hosts);
-    // Classes whose costs are equal minute by minute are interchangeable too.
-    let mut rows: HashMap<Vec<i64>, usize> = HashMap::new();
-    let (mut supply, mut cost, mut merged) = (Vec::new(), Vec::new(), vec![0; keys.len()]);
-    for (k, key) in keys.iter().enumerate() {
-        let row: Vec<i64> = (0..horizon.minutes).map(|m| horizon.cost(key, m) as i64).collect();
-        let next = supply.len();
-        let i = *rows.entry(row.clone()).or_insert(next);
-        if i == next {
-            supply.push(0);
-            cost.push(row);
-        }
-        supply[i] += counts[k];
-        merged[k] = i;
-    }
+) -> Result<u64, transport::Infeasible> {
+    let minutes: Vec<usize> = (0..horizon.minutes).collect();
+    let groups = horizon.groups(hosts, &minutes);
     let capacity = vec![per_minute; horizon.minutes];
-    let best = transport::solve(&supply, &capacity, &cost)?;
-    // Back to the classes by customers: each takes its share of its merged row's minutes.
-    let mut left: Vec<Vec<(usize, u64)>> = best.units.clone();
-    let per_class = keys
-        .iter()
-        .enumerate()
-        .map(|(k, _)| {
-            let mut want = counts[k];
-            let mut mine = Vec::new();
-            for (minute, n) in left[merged[k]].iter_mut() {
-                let take = want.min(*n);
-                if take > 0 {
-                    mine.push((*minute, take));
-                    *n -= take;
-                    want -= take;
-                }
-            }
-            mine
-        })
-        .collect();
-    Ok(Optimum {
-        cost: best.cost as u64,
-        classes: keys,
-        minutes: per_class,
-    })
+    Ok(transport::solve(&groups.supply, &capacity, &groups.cost)?.cost as u64)
 }
 
 #[cfg(test)]
@@ -236,7 +240,7 @@ mod tests {
         // 05:32 UTC on a Wednesday: Seoul 14:32, Sydney 16:32, London 05:32.
         let h = Horizon::new(&cal, utc("2026-11-25T05:32"), 60);
         let hosts: Vec<Vec<&str>> = vec![vec!["seoul"], vec!["sydney"], vec!["london"], vec!["seoul", "sydney"]];
-        let best = optimum(&h, hosts.iter().map(|h| h.as_slice()), 2).unwrap().cost;
+        let best = optimum(&h, hosts.iter().map(|h| h.as_slice()), 2).unwrap();
         let mut least = u64::MAX;
         for order in [
             [0, 1, 2, 3],

@@ -5,9 +5,7 @@
 //! time before it), and the hosts the optimum restarts first go first. Re-planned at
 //! every batch, so the coarse far end only has to be right on average. Pure.
 
-use std::collections::HashMap;
-
-use super::model::{Horizon, MINUTE_MS, classes};
+use super::model::{Horizon, MINUTE_MS};
 use super::transport;
 use crate::hours::{Calendar, Schedule};
 
@@ -37,54 +35,45 @@ pub fn rank<S: AsRef<str>>(calendar: &Calendar, now_ms: i64, per_minute: usize, 
     let minutes = hosts.len().div_ceil(per_minute).clamp(1, MAX_MINUTES);
     let horizon = Horizon::new(calendar, now_ms - now_ms.rem_euclid(MINUTE_MS), minutes);
     let spans = buckets(minutes);
-    let (keys, counts, of) = classes(hosts.iter().copied());
-    // Classes whose bucket costs are equal are planned as one.
-    let mut merged: HashMap<Vec<i64>, usize> = HashMap::new();
-    let (mut supply, mut cost, mut row_of) = (Vec::new(), Vec::new(), Vec::with_capacity(keys.len()));
-    for (k, key) in keys.iter().enumerate() {
-        let row: Vec<i64> = spans
-            .iter()
-            .map(|&(a, b)| horizon.cost(key, (a + b - 1) / 2) as i64)
-            .collect();
-        let next = supply.len();
-        let i = *merged.entry(row.clone()).or_insert(next);
-        if i == next {
-            supply.push(0);
-            cost.push(row);
-        }
-        supply[i] += counts[k];
-        row_of.push(i);
-    }
+    // Each bucket is priced at its middle minute; the first bucket is minute 0 alone,
+    // so a group's first cost is also what it loses per minute now.
+    let middles: Vec<usize> = spans.iter().map(|&(a, b)| (a + b - 1) / 2).collect();
+    let groups = horizon.groups(hosts.iter().copied(), &middles);
     let mut capacity: Vec<u64> = spans.iter().map(|&(a, b)| ((b - a) * per_minute) as u64).collect();
     // A queue longer than the horizon: its tail goes in the last bucket.
     let planned: u64 = capacity.iter().sum();
     if let Some(last) = capacity.last_mut() {
         *last += (hosts.len() as u64).saturating_sub(planned);
     }
-    let plan = match transport::solve(&supply, &capacity, &cost) {
+    let plan = match transport::solve(&groups.supply, &capacity, &groups.cost) {
         Ok(plan) => plan,
         // Cannot happen (capacity covers every host); keep the given order if it does.
         Err(_) => return (0..hosts.len()).collect(),
     };
-    // Each merged row's hosts take its buckets, earliest first, in the order given.
+    // Each group's hosts take its buckets, earliest first, in the order given; then
+    // one sort of packed keys: bucket, most lost per minute now, position.
     let mut left: Vec<std::collections::VecDeque<(usize, u64)>> =
         plan.units.into_iter().map(|u| u.into_iter().collect()).collect();
-    let mut bucket_of = vec![0usize; hosts.len()];
-    for (i, &k) in of.iter().enumerate() {
-        let q = &mut left[row_of[k]];
+    let mut keys: Vec<u64> = Vec::with_capacity(hosts.len());
+    for (i, &g) in groups.of.iter().enumerate() {
+        let q = &mut left[g];
+        let bucket = q.front().map_or(spans.len(), |f| f.0);
         if let Some(front) = q.front_mut() {
-            bucket_of[i] = front.0;
             front.1 -= 1;
             if front.1 == 0 {
                 q.pop_front();
             }
         }
+        let rate = groups.cost[g].first().copied().unwrap_or(0).clamp(0, RATE_MAX);
+        keys.push(((bucket as u64) << 56) | (((RATE_MAX - rate) as u64) << 32) | i as u64);
     }
-    let rate: Vec<u64> = keys.iter().map(|key| horizon.rate(key, 0)).collect();
-    let mut order: Vec<usize> = (0..hosts.len()).collect();
-    order.sort_by_key(|&i| (bucket_of[i], std::cmp::Reverse(rate[of[i]]), i));
-    order
+    keys.sort_unstable();
+    keys.into_iter().map(|k| (k & 0xffff_ffff) as usize).collect()
 }
+
+/// The largest rate the packed sort keys of [`rank`] tell apart (24 bits; more
+/// sorts as equal).
+const RATE_MAX: i64 = (1 << 24) - 1;
 
 /// Why a customer's host goes where it does at `now_ms`, in the order's own terms:
 /// "2h58m of its working day left now; restarting it later costs 5 working minutes

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use crate::fleet::Inventory;
-use crate::hours::Calendar;
+use crate::hours::{Calendar, Snapshot};
 use crate::plan::Order;
 use crate::proto::v1 as pb;
 
@@ -53,9 +53,16 @@ pub fn arrange(hosts: &mut [String], order: Order, inventory: &Inventory, now_ms
 }
 
 /// Whose `hosts` are, at `now_ms`: each customer's local time and business-hours
-/// tier, in the hosts' order, at most `limit` customers. Why a wave takes these hosts,
-/// as the dry run and an approval gate explain it.
-pub fn explain(hosts: &[String], inventory: &Inventory, now_ms: i64, limit: usize) -> Vec<pb::CustomerSlot> {
+/// tier, in the hosts' order, at most `limit` customers, and why `order` takes them
+/// (in its own terms). Why a wave takes these hosts, as the dry run and an approval
+/// gate explain it.
+pub fn explain(
+    hosts: &[String],
+    order: Order,
+    inventory: &Inventory,
+    now_ms: i64,
+    limit: usize,
+) -> Vec<pb::CustomerSlot> {
     let snapshot = inventory.calendar().snapshot(now_ms);
     let mut customers: Vec<pb::CustomerSlot> = Vec::new();
     let mut index: HashMap<String, usize> = HashMap::new();
@@ -66,11 +73,15 @@ pub fn explain(hosts: &[String], inventory: &Inventory, now_ms: i64, limit: usiz
             Some(&i) => customers[i].hosts += 1,
             None => {
                 index.insert(place.customer.clone(), customers.len());
+                let why = match order {
+                    Order::LeastBusinessDowntime => downtime_why(&snapshot, &place.customer, now_ms),
+                    _ => None,
+                };
                 customers.push(pb::CustomerSlot {
                     customer: place.customer,
                     local_time: place.local_time,
                     tier: place.key.0.as_str().to_string(),
-                    why: place.why,
+                    why: why.unwrap_or(place.why),
                     hosts: 1,
                 });
             }
@@ -78,6 +89,14 @@ pub fn explain(hosts: &[String], inventory: &Inventory, now_ms: i64, limit: usiz
     }
     customers.truncate(limit);
     customers
+}
+
+/// Why `least-business-downtime` takes `customer`'s hosts at `now_ms`, in its terms
+/// (None for a customer the calendar does not know).
+pub fn downtime_why(snapshot: &Snapshot<'_>, customer: &str, now_ms: i64) -> Option<String> {
+    snapshot
+        .get(customer)
+        .map(|(_, schedule, _)| crate::downtime::order::explain(schedule, now_ms))
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use super::order::stable_hash;
-use crate::hours::{Calendar, Placement};
+use crate::hours::{Calendar, Placement, Snapshot};
 use crate::plan::{Order, Threshold};
 
 /// A host waiting to be restarted.
@@ -129,12 +129,8 @@ impl RestartQueue {
     /// Where a picked host stands, in the terms of the order that picked it.
     fn placement(snapshot: &Snapshot<'_>, downtime: bool, now_ms: i64, c: &Candidate) -> Placement {
         let mut place = Calendar::place(snapshot, &c.host, &c.customers);
-        if downtime && let Some((_, schedule, _)) = snapshot.get(place.customer.as_str()) {
-            place.why = format!(
-                "{}: {}",
-                place.customer,
-                crate::downtime::order::explain(schedule, now_ms)
-            );
+        if downtime && let Some(why) = super::order::downtime_why(snapshot, &place.customer, now_ms) {
+            place.why = format!("{}: {why}", place.customer);
         }
         place
     }
@@ -252,9 +248,6 @@ pub fn price_list(
         .collect()
 }
 
-/// Every customer's status at one instant (see [`Calendar::snapshot`]).
-type Snapshot<'a> = HashMap<&'a str, (crate::hours::Key, &'a crate::hours::Schedule, crate::hours::Status)>;
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -354,8 +347,7 @@ mod tests {
         }
         let best =
             crate::downtime::model::optimum(&horizon, all.iter().map(|c| c.customers.as_slice()), per_minute as u64)
-                .unwrap()
-                .cost;
+                .unwrap();
         assert_eq!(cost, best, "{order:?} reaches the optimum the model computes");
         (cost, batches)
     }

@@ -218,7 +218,7 @@ impl Engine {
                 cumulative_hosts: target,
                 new_hosts: target - before,
                 host_ids: hosts.iter().take(limit).cloned().collect(),
-                customers: order::explain(hosts, &inventory, now_ms, limit),
+                customers: order::explain(hosts, plan.order, &inventory, now_ms, limit),
             });
             before = target;
         }

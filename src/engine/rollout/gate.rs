@@ -91,7 +91,7 @@ impl Live {
             cumulative_hosts: self.plan.wave_target(next as usize, selected),
             new_hosts: waiting.len() as u64,
             host_ids: waiting.iter().take(SHOWN).cloned().collect(),
-            customers: order::explain(&waiting, &self.inventory, hours_ms, SHOWN),
+            customers: order::explain(&waiting, self.plan.order, &self.inventory, hours_ms, SHOWN),
         }
     }
 
