@@ -133,6 +133,13 @@ fn plan_yaml() -> String {
     "name: whatif\nkind: fix\nselector: {service: exchange-routing}\nversion: \"2.0\"\nwaves: [100%]\norder: business-hours-first\n".into()
 }
 
+/// Runs the CLI's what-if preview: `ARGS --dry-run --at AT --server SERVER`.
+async fn preview(args: &[&str], at: &str, server: &str) -> std::process::Output {
+    let mut all = args.to_vec();
+    all.extend(["--dry-run", "--at", at, "--server", server]);
+    rollout(&all).await
+}
+
 async fn wave_order(client: &mut Client, at: Option<&str>) -> Result<Vec<String>, tonic::Status> {
     let response = client
         .submit_plan(pb::SubmitPlanRequest {
@@ -230,16 +237,7 @@ async fn dry_runs_at_an_instant_give_the_order_of_that_instant() {
     let plan = dir.path().join("whatif.yaml");
     std::fs::write(&plan, plan_yaml()).unwrap();
     let plan = plan.display().to_string();
-    let out = rollout(&[
-        "submit",
-        &plan,
-        "--dry-run",
-        "--at",
-        new_york_dst_end,
-        "--server",
-        &controller.url,
-    ])
-    .await;
+    let out = preview(&["submit", &plan], new_york_dst_end, &controller.url).await;
     let shown = text(&out.stdout);
     assert!(out.status.success(), "{shown}{}", text(&out.stderr));
     assert!(
@@ -251,16 +249,11 @@ async fn dry_runs_at_an_instant_give_the_order_of_that_instant() {
         "{shown}"
     );
     assert!(shown.contains("08:30 Sun America/New_York, starts in 30m"), "{shown}");
-    let out = rollout(&[
-        "restart",
-        "--selector",
-        "service=exchange-routing",
-        "--dry-run",
-        "--at",
+    let out = preview(
+        &["restart", "--selector", "service=exchange-routing"],
         seoul_morning,
-        "--server",
         &controller.url,
-    ])
+    )
     .await;
     let shown = text(&out.stdout);
     assert!(out.status.success(), "{shown}{}", text(&out.stderr));
@@ -268,16 +261,7 @@ async fn dry_runs_at_an_instant_give_the_order_of_that_instant() {
     // --at without --dry-run is a usage error, before any call.
     let out = rollout(&["submit", &plan, "--at", seoul_morning, "--server", &controller.url]).await;
     assert_ne!(out.status.code(), Some(0));
-    let out = rollout(&[
-        "submit",
-        &plan,
-        "--dry-run",
-        "--at",
-        "monday 9am",
-        "--server",
-        &controller.url,
-    ])
-    .await;
+    let out = preview(&["submit", &plan], "monday 9am", &controller.url).await;
     assert_ne!(out.status.code(), Some(0));
     assert!(text(&out.stderr).contains("RFC 3339"), "{}", text(&out.stderr));
 
@@ -341,20 +325,19 @@ async fn dry_runs_price_each_order_at_the_instant() {
     assert_eq!(priced[0].1, tiered, "the tiered order's price is its order's cost");
     assert!(priced[1].1 <= priced[0].1 && priced[1].1 <= priced[2].1, "{priced:?}");
 
-    let out = rollout(&[
-        "restart",
-        "--selector",
-        "service=exchange-routing",
-        "--max-parallel",
-        "1",
-        "--order",
-        "least-business-downtime",
-        "--dry-run",
-        "--at",
+    let out = preview(
+        &[
+            "restart",
+            "--selector",
+            "service=exchange-routing",
+            "--max-parallel",
+            "1",
+            "--order",
+            "least-business-downtime",
+        ],
         seoul_morning,
-        "--server",
         &controller.url,
-    ])
+    )
     .await;
     let shown = text(&out.stdout);
     assert!(out.status.success(), "{shown}{}", text(&out.stderr));
@@ -370,16 +353,7 @@ async fn dry_runs_price_each_order_at_the_instant() {
     let dry_submit = async |order: &str| {
         std::fs::write(&plan, plan_yaml().replace("business-hours-first", order)).unwrap();
         let path = plan.display().to_string();
-        let out = rollout(&[
-            "submit",
-            &path,
-            "--dry-run",
-            "--at",
-            seoul_morning,
-            "--server",
-            &controller.url,
-        ])
-        .await;
+        let out = preview(&["submit", &path], seoul_morning, &controller.url).await;
         assert!(out.status.success(), "{}", text(&out.stderr));
         text(&out.stdout)
     };
