@@ -113,15 +113,6 @@ impl Horizon {
         self.sum(customers, |w| w.inside(self.down(minute)))
     }
 
-    /// Weighted working minutes `customers` lose per minute of waiting, minute by
-    /// minute: the rate the cost grows at.
-    pub fn rate(&self, customers: &[impl AsRef<str>], minute: usize) -> u64 {
-        if minute >= self.minutes {
-            return 0;
-        }
-        self.sum(customers, |w| w.inside(minute + 1) - w.inside(minute))
-    }
-
     /// A customer's working minutes left in the shift it is in at minute 0 (0 when
     /// off), and the minutes until its next shift starts (None when none does
     /// within the horizon).
@@ -222,9 +213,9 @@ mod tests {
         let cal = Calendar::new(&[customer("seoul", "Asia/Seoul", "09:00-18:00")]).unwrap();
         let h = Horizon::new(&cal, utc("2026-11-25T08:58"), 4);
         // 08:58 and 08:59 UTC are in hours (17:58, 17:59 KST); 09:00 and 09:01 are not.
-        assert_eq!((0..4).map(|m| h.rate(&["seoul"], m)).collect::<Vec<_>>(), [2, 2, 0, 0]);
+        // Each minute of waiting in hours costs its weight (2); out of hours, nothing.
+        assert_eq!((0..4).map(|m| h.cost(&["seoul"], m)).collect::<Vec<_>>(), [2, 4, 4, 4]);
         assert_eq!(h.cost(&["seoul"], 0), 2, "down for the minute of its restart");
-        assert_eq!(h.cost(&["seoul"], 3), 4);
         assert_eq!(h.cost(&["nobody"], 3), 0);
     }
 
