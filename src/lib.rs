@@ -45,6 +45,8 @@
 //! - [`summary`]: the status text: one plain-English paragraph per rollout and
 //!   restart job, made from its snapshot alone.
 //! - [`intern`]: one shared copy of each string a million hosts repeat.
+//! - [`ident`]: the one grammar of identifiers from outside (host and customer ids,
+//!   label keys, versions), checked where they enter.
 //! - [`text`]: input quoted on one line, durations as people write them.
 //! - [`proto`]: generated protobuf and gRPC code, and the states' names.
 
@@ -59,6 +61,7 @@ pub mod engine;
 pub mod error;
 pub mod fleet;
 pub mod hours;
+pub mod ident;
 pub mod intern;
 pub mod notify;
 pub mod plan;

@@ -35,6 +35,11 @@ fn tokens_file() -> Arc<TokensFile> {
             "  - principal: {principal}\n    role: {role}\n    sha256: {}\n",
             hash_token(&token(principal))
         ));
+        // An agent speaks only for the hosts it is bound to: the role table's probe
+        // host and the TLS test's agent.
+        if role == "agent" {
+            text.push_str("    hosts: [probe-host, \"tls-host-*\"]\n");
+        }
     }
     text.push_str("certificates:\n  - subject: ops-cli\n    role: admin\n");
     Arc::new(TokensFile::parse(&text, "tokens.yaml").unwrap())

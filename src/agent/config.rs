@@ -62,12 +62,13 @@ impl AgentConfig {
 
     pub fn parse(text: &str, path: &str) -> Result<AgentConfig, Error> {
         let file: ConfigFile = crate::yamlfile::parse(text, path)?;
-        let invalid = |field: &str, message: String| Error::invalid(path, field, message);
-        if file.host_id.trim().is_empty() {
-            return Err(invalid(
-                "host_id",
-                "is empty: give the host's id as in the fleet".into(),
-            ));
+        let invalid = |field: &str, message: String| Error::at(path, text, field, message);
+        crate::ident::host_id(&file.host_id).map_err(|e| invalid("host_id", e.to_string()))?;
+        for key in file.labels.keys() {
+            crate::ident::label_key(key).map_err(|e| invalid("labels", e.to_string()))?;
+        }
+        for (i, c) in file.customers.iter().enumerate() {
+            crate::ident::customer_id(c).map_err(|e| invalid(&format!("customers[{i}]"), e.to_string()))?;
         }
         let heartbeat = match file.heartbeat.as_deref() {
             None => Duration::from_secs(10),
@@ -134,9 +135,16 @@ commands:
             (CONFIG.replace("host_id: apac-exo-0001", "host_id: \"\""), "host_id"),
             (CONFIG.replace("heartbeat: 10s", "heartbeat: 1ms"), "heartbeat"),
         ] {
+            // Named at its line and column where it can be found, the field first.
             match AgentConfig::parse(&text, "a.yaml") {
+                Err(Error::Syntax { line, message, .. }) => {
+                    assert!(
+                        line > 0 && message.starts_with(&format!("{field}: ")),
+                        "{field}: {message}"
+                    )
+                }
                 Err(Error::Invalid { field: f, .. }) => assert_eq!(f, field),
-                other => panic!("{field}: {other:?}"),
+                other => panic!("{field}: expected an error naming the field, got {other:?}"),
             }
         }
         assert!(matches!(

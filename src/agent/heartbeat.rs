@@ -68,7 +68,13 @@ pub async fn run(
         };
         match tokio::time::timeout(interval.max(Duration::from_secs(1)), client.heartbeat(request)).await {
             Ok(Ok(r)) => debug!(registered = r.into_inner().registered, "heartbeat"),
-            Ok(Err(status)) => warn!(%controller, error = %status.message(), "heartbeat refused"),
+            Ok(Err(status)) => warn!(
+                %controller,
+                host = %config.host_id,
+                code = ?status.code(),
+                error = %status.message(),
+                "heartbeat refused for this host"
+            ),
             Err(_) => warn!(%controller, "heartbeat timed out"),
         }
         // Jitter (±20%) keeps a fleet restarted together from heartbeating in lockstep.

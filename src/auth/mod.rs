@@ -21,6 +21,7 @@ mod layer;
 use std::collections::HashMap;
 use std::fmt;
 use std::path::Path;
+use std::sync::Arc;
 
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -170,14 +171,47 @@ pub fn bearer(headers: &http::HeaderMap) -> Option<Option<&str>> {
 pub struct Principal {
     pub name: String,
     pub role: Role,
+    /// The host ids an agent principal may speak for (its heartbeats): the tokens
+    /// file's `hosts:` (ids or `*` globs); empty: only the host id equal to its name.
+    pub hosts: Arc<[String]>,
 }
 
 impl Principal {
+    /// A principal bound to nothing but its own name (as a host id, for an agent).
+    pub fn new(name: impl Into<String>, role: Role) -> Principal {
+        Principal {
+            name: name.into(),
+            role,
+            hosts: Arc::from([]),
+        }
+    }
+
     /// The caller when authentication is off (loopback without `--auth`).
     pub fn anonymous() -> Principal {
-        Principal {
-            name: "anonymous".into(),
-            role: Role::Admin,
+        Principal::new("anonymous", Role::Admin)
+    }
+
+    /// May this principal speak for `host_id` (send its heartbeats, register it)? An
+    /// admin may speak for any host; an agent for the hosts it is bound to; nobody
+    /// else for any.
+    pub fn speaks_for(&self, host_id: &str) -> bool {
+        match self.role {
+            Role::Admin => true,
+            Role::Agent if self.hosts.is_empty() => self.name == host_id,
+            Role::Agent => self
+                .hosts
+                .iter()
+                .any(|pattern| wildmatch::WildMatch::new(pattern).matches(host_id)),
+            Role::Viewer | Role::Operator => false,
+        }
+    }
+
+    /// What it speaks for, in one line (for a refusal).
+    pub fn binding(&self) -> String {
+        if self.hosts.is_empty() {
+            format!("host `{}` only (its own name)", self.name)
+        } else {
+            format!("hosts {}", self.hosts.join(", "))
         }
     }
 }
@@ -198,6 +232,9 @@ struct TokenEntry {
     principal: String,
     role: String,
     sha256: String,
+    /// For an agent: the host ids (or `*` globs) it may speak for.
+    #[serde(default)]
+    hosts: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -205,13 +242,43 @@ struct TokenEntry {
 struct CertificateEntry {
     subject: String,
     role: String,
+    #[serde(default)]
+    hosts: Vec<String>,
 }
 
 /// The credentials the controller accepts.
 #[derive(Debug, Default)]
 pub struct Credentials {
     tokens: Vec<([u8; 32], Principal)>,
-    subjects: HashMap<String, Role>,
+    subjects: HashMap<String, Principal>,
+}
+
+/// An entry's `hosts:`: only for agents; each a host id, or a glob of host-id
+/// characters and `*` (`apac-exo-*`; `*` alone is the whole fleet, and says so).
+fn host_patterns(role: Role, hosts: &[String], at: &str) -> Result<Arc<[String]>, (String, String)> {
+    if !hosts.is_empty() && role != Role::Agent {
+        return Err((
+            format!("{at}.hosts"),
+            format!("binds hosts, which only an agent speaks for; the {role} role speaks for none: remove it"),
+        ));
+    }
+    for (i, pattern) in hosts.iter().enumerate() {
+        let ok = !pattern.is_empty()
+            && pattern.len() <= crate::ident::MAX_HOST_ID
+            && pattern
+                .bytes()
+                .all(|c| c == b'*' || c.is_ascii_alphanumeric() || b"._-:".contains(&c));
+        if !ok {
+            return Err((
+                format!("{at}.hosts[{i}]"),
+                format!(
+                    "`{}` is not a host id or a glob of one (letters, digits, . _ - : and *)",
+                    crate::ident::escaped(pattern)
+                ),
+            ));
+        }
+    }
+    Ok(hosts.iter().map(|h| h.trim().to_string()).collect())
 }
 
 /// The hash a tokens file keeps of `token`, as hex.
@@ -267,18 +334,25 @@ impl Credentials {
             if credentials.tokens.iter().any(|(h, _)| *h == hash) {
                 return Err(invalid(at, "the same token is listed twice"));
             }
+            let role = role(&t.role, at.clone())?;
             let principal = Principal {
                 name: t.principal.trim().to_string(),
-                role: role(&t.role, at)?,
+                role,
+                hosts: host_patterns(role, &t.hosts, &at).map_err(|(f, m)| invalid(f, &m))?,
             };
             credentials.tokens.push((hash, principal));
         }
         for (i, c) in file.certificates.iter().enumerate() {
             let at = format!("certificates[{i}]");
             let role = role(&c.role, at.clone())?;
+            let principal = Principal {
+                name: c.subject.trim().to_string(),
+                role,
+                hosts: host_patterns(role, &c.hosts, &at).map_err(|(f, m)| invalid(f, &m))?,
+            };
             if credentials
                 .subjects
-                .insert(c.subject.trim().to_string(), role)
+                .insert(c.subject.trim().to_string(), principal)
                 .is_some()
             {
                 return Err(invalid(at, &format!("subject `{}` is listed twice", c.subject)));
@@ -308,11 +382,23 @@ impl Credentials {
 
     /// The principal a verified client certificate's subject proves, if listed.
     pub fn by_subject(&self, subject: &str) -> Option<Principal> {
-        self.subjects.get(subject).map(|&role| Principal {
-            name: subject.to_string(),
-            role,
-        })
+        self.subjects.get(subject).cloned()
     }
+}
+
+/// A tokens file's entry, as `rollout token new` prints it (indented under
+/// `tokens:`), checked by reading it back as the controller will.
+pub fn token_entry(principal: &str, role: Role, hosts: &[String], sha256: &str) -> Result<String, String> {
+    let mut entry = format!("  - principal: \"{principal}\"\n    role: {role}\n    sha256: {sha256}\n");
+    if !hosts.is_empty() {
+        let quoted: Vec<String> = hosts
+            .iter()
+            .map(|h| format!("\"{}\"", h.replace(['"', '\\'], "")))
+            .collect();
+        entry.push_str(&format!("    hosts: [{}]\n", quoted.join(", ")));
+    }
+    Credentials::parse(&format!("tokens:\n{entry}"), "the new entry").map_err(|e| e.to_string())?;
+    Ok(entry)
 }
 
 /// The subject common name of a DER certificate (the first CN), if it parses.
@@ -364,13 +450,7 @@ mod tests {
             hash_token("s3cret")
         );
         let c = Credentials::parse(&text, "tokens.yaml").unwrap();
-        assert_eq!(
-            c.by_token("s3cret"),
-            Some(Principal {
-                name: "alice".into(),
-                role: Role::Operator
-            })
-        );
+        assert_eq!(c.by_token("s3cret"), Some(Principal::new("alice", Role::Operator)));
         assert_eq!(c.by_token("s3cret!"), None);
         assert_eq!(c.by_subject("ops-cli").map(|p| p.role), Some(Role::Admin));
         assert_eq!(c.by_subject("other"), None);

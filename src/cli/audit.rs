@@ -128,6 +128,10 @@ pub enum TokenCommand {
         /// viewer | operator | admin | agent
         #[arg(long)]
         role: String,
+        /// For an agent: the host ids (or `*` globs, quoted) it may speak for;
+        /// without it, only the host id equal to --principal.
+        #[arg(long = "hosts", value_name = "HOST_OR_GLOB")]
+        hosts: Vec<String>,
     },
     /// Read a token on standard input and print the hash a tokens file lists.
     Hash,
@@ -135,21 +139,36 @@ pub enum TokenCommand {
 
 pub fn token(command: TokenCommand) -> Result<ExitCode> {
     match command {
-        TokenCommand::New { principal, role } => {
-            if crate::auth::Role::parse(&role).is_none() {
+        TokenCommand::New { principal, role, hosts } => {
+            let Some(parsed) = crate::auth::Role::parse(&role) else {
                 return Err(Error::Usage(format!(
-                    "--role `{role}` is not a role: use viewer, operator, admin or agent"
+                    "--role `{}` is not a role: use viewer, operator, admin or agent",
+                    crate::ident::escaped(&role)
+                )));
+            };
+            if principal.trim().is_empty() || principal.chars().any(|c| c.is_control() || c == '"' || c == '\\') {
+                return Err(Error::Usage(format!(
+                    "--principal `{}` is not a name: use letters, digits, . _ - : @",
+                    crate::ident::escaped(&principal)
                 )));
             }
+            if parsed == crate::auth::Role::Agent && hosts.is_empty() {
+                crate::ident::host_id(&principal).map_err(|e| {
+                    Error::Usage(format!(
+                        "--principal: an agent without --hosts speaks for the host id equal to its name, and {e}; give --hosts"
+                    ))
+                })?;
+            }
+
             let mut bytes = [0u8; 32];
             rand::rng().fill_bytes(&mut bytes);
             let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+            // Checked as the controller will read it, before anything is printed.
+            let entry = crate::auth::token_entry(&principal, parsed, &hosts, &crate::auth::hash_token(&token))
+                .map_err(Error::Usage)?;
             println!("{token}");
             eprintln!("# add to the tokens file (the token itself is shown once, above):");
-            eprintln!(
-                "  - principal: {principal}\n    role: {role}\n    sha256: {}",
-                crate::auth::hash_token(&token)
-            );
+            eprint!("{entry}");
         }
         TokenCommand::Hash => {
             let mut token = String::new();

@@ -85,10 +85,7 @@ mod tests {
     #[test]
     fn a_session_is_found_by_its_cookie_until_closed() {
         let sessions = Sessions::default();
-        let alice = Principal {
-            name: "alice".into(),
-            role: Role::Viewer,
-        };
+        let alice = Principal::new("alice", Role::Viewer);
         let id = sessions.open(alice.clone());
         assert_eq!(id.len(), 64);
         let mut headers = HeaderMap::new();

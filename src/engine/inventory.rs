@@ -19,11 +19,15 @@ impl Engine {
         peer: Option<std::net::IpAddr>,
         actor: &Actor,
     ) -> Result<bool> {
-        if req.host_id.trim().is_empty() {
-            return Err(Error::Invalid {
-                field: "host_id".into(),
-                message: "is empty".into(),
-            });
+        crate::ident::host_id(&req.host_id).map_err(|e| Error::Invalid {
+            field: "Heartbeat host_id".into(),
+            message: e.to_string(),
+        })?;
+        if !req.version.is_empty() {
+            crate::ident::version(&req.version).map_err(|e| Error::Invalid {
+                field: "Heartbeat version".into(),
+                message: e.to_string(),
+            })?;
         }
         // A wildcard listen address means "wherever I am": use where the call came from.
         if let (Some(ip), Some((host, port))) = (peer, req.address.rsplit_once(':'))
@@ -46,6 +50,10 @@ impl Engine {
             version: (!req.version.is_empty()).then(|| crate::intern::intern(&req.version)),
             healthy: req.healthy,
         };
+        crate::fleet::check_host(&host).map_err(|(field, message)| Error::Invalid {
+            field: format!("Heartbeat {field}"),
+            message,
+        })?;
         let registered = {
             let mut inventory = self.ctx.inventory.write().unwrap_or_else(|p| p.into_inner());
             let same = inventory

@@ -187,6 +187,10 @@ impl Engine {
 fn candidates(req: &pb::TriggerRestartRequest, inventory: &Inventory) -> Result<Vec<String>> {
     let mut candidates: Vec<String> = Vec::new();
     for (i, id) in req.host_ids.iter().enumerate() {
+        crate::ident::host_id(id).map_err(|e| Error::Invalid {
+            field: format!("host_ids[{i}]"),
+            message: e.to_string(),
+        })?;
         if inventory.host(id).is_none() {
             return Err(Error::Invalid {
                 field: format!("host_ids[{i}]"),
@@ -194,6 +198,12 @@ fn candidates(req: &pb::TriggerRestartRequest, inventory: &Inventory) -> Result<
             });
         }
         candidates.push(id.clone());
+    }
+    for key in req.selector.keys() {
+        crate::ident::label_key(key).map_err(|e| Error::Invalid {
+            field: format!("selector.{}", e.shown),
+            message: e.to_string(),
+        })?;
     }
     if !req.selector.is_empty() {
         let selector: crate::plan::Selector = req

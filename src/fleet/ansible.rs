@@ -112,14 +112,24 @@ pub fn import(inventory: &str, customers: Vec<Customer>, how: &Import) -> Result
             }
             its_customers.push(Arc::from(id));
         }
-        hosts.push(Host {
+        if !crate::reach::ssh::config::is_user(&user) {
+            return Err(format!(
+                "host {}: ansible_user `{}` is not a user name (letters, digits, _ . -, starting with a letter, digit or _)",
+                crate::ident::escaped(&name),
+                crate::ident::escaped(&user)
+            ));
+        }
+        let host = Host {
             id: name,
             address: Arc::from(format!("ssh://{user}@{host_part}:{port}")),
             labels,
             customers: its_customers,
             version: None,
             healthy: true,
-        });
+        };
+        super::check_host(&host)
+            .map_err(|(field, message)| format!("host {}: {field}: {message}", crate::ident::escaped(&host.id)))?;
+        hosts.push(host);
     }
     Ok(FleetFile { customers, hosts })
 }

@@ -137,7 +137,11 @@ impl FleetFile {
             Some(fleet) => fleet,
             None => crate::yamlfile::parse(text, path)?,
         };
-        fleet.validate(path)?;
+        // A rule broken after parsing is still shown at its line and column.
+        fleet.validate(path).map_err(|e| match e {
+            Error::Invalid { path, field, message } => Error::at(&path, text, &field, message),
+            other => other,
+        })?;
         Ok(fleet)
     }
 
@@ -148,9 +152,7 @@ impl FleetFile {
         let mut customer_ids = HashSet::with_capacity(self.customers.len());
         for (i, c) in self.customers.iter().enumerate() {
             let field = |name: &str| format!("customers[{i}].{name}");
-            if c.id.is_empty() {
-                return Err(invalid(field("id"), "is empty".into()));
-            }
+            crate::ident::customer_id(&c.id).map_err(|e| invalid(field("id"), e.to_string()))?;
             if !customer_ids.insert(c.id.as_str()) {
                 return Err(invalid(
                     field("id"),
@@ -193,17 +195,12 @@ impl FleetFile {
         let mut host_ids = HashSet::with_capacity(self.hosts.len());
         for (i, h) in self.hosts.iter().enumerate() {
             let field = |name: &str| format!("hosts[{i}].{name}");
-            if h.id.is_empty() {
-                return Err(invalid(field("id"), "is empty".into()));
-            }
+            check_host(h).map_err(|(name, message)| invalid(field(&name), message))?;
             if !host_ids.insert(h.id.as_str()) {
                 return Err(invalid(
                     field("id"),
                     format!("`{}` appears twice; host ids are unique", h.id),
                 ));
-            }
-            if h.address.is_empty() {
-                return Err(invalid(field("address"), "is empty: give the agent's host:port".into()));
             }
             for (c, cust) in h.customers.iter().enumerate() {
                 if !customer_ids.contains(&**cust) {
@@ -279,6 +276,49 @@ impl FleetFile {
         // Serialising plain structs of strings cannot fail.
         serde_yaml::to_string(self).unwrap_or_default()
     }
+}
+
+/// A host's own fields against the one grammar ([`crate::ident`]): its id, address,
+/// label keys, customer ids and version. The error names the field (`id`,
+/// `labels.KEY`, ...) and says what is wrong, quoting the value escaped (an address
+/// with a password is never quoted). Every way a host enters uses it: fleet files,
+/// Ansible import and heartbeats.
+pub fn check_host(h: &Host) -> std::result::Result<(), (String, String)> {
+    use crate::ident;
+    ident::host_id(&h.id).map_err(|e| ("id".to_string(), e.to_string()))?;
+    check_address(&h.address).map_err(|e| ("address".to_string(), e))?;
+    for (key, _) in h.labels.iter() {
+        ident::label_key(key).map_err(|e| (format!("labels.{}", ident::escaped(key)), e.to_string()))?;
+    }
+    for (i, c) in h.customers.iter().enumerate() {
+        ident::customer_id(c).map_err(|e| (format!("customers[{i}]"), e.to_string()))?;
+    }
+    if let Some(v) = &h.version {
+        ident::version(v).map_err(|e| ("version".to_string(), e.to_string()))?;
+    }
+    Ok(())
+}
+
+/// An agent's `host:port` (or `http(s)://host:port`), or an SSH host's
+/// `ssh://USER@HOST[:PORT]`. Credentials never go in an address: an `ssh://` address
+/// with a password is refused without being echoed.
+pub fn check_address(address: &str) -> std::result::Result<(), String> {
+    if address.is_empty() {
+        return Err("is empty: give the agent's host:port, or ssh://USER@HOST[:PORT]".into());
+    }
+    if address.starts_with("ssh://") {
+        return crate::reach::ssh::config::Target::parse(address).map(drop);
+    }
+    if address.contains('@') {
+        return Err(
+            "an agent's address is host:port (or https://host:port); credentials never go in an address, and this one is not shown"
+                .into(),
+        );
+    }
+    if address.len() > 300 || address.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err(format!("`{}` is not host:port", crate::ident::escaped(address)));
+    }
+    Ok(())
 }
 
 /// The controller's view of the fleet: hosts in a stable order with an index by id,
@@ -425,9 +465,15 @@ hosts:
             (FLEET.replace("2026-12-25", "25/12/2026"), "customers[0].holidays[0]"),
         ];
         for (text, field) in cases {
+            // Named at its line and column, the field first.
             match FleetFile::parse(&text, "f.yaml") {
-                Err(Error::Invalid { field: f, .. }) => assert_eq!(f, field),
-                other => panic!("{field}: expected Invalid, got {other:?}"),
+                Err(Error::Syntax { line, message, .. }) => {
+                    assert!(
+                        line > 0 && message.starts_with(&format!("{field}: ")),
+                        "{field}: {message}"
+                    )
+                }
+                other => panic!("{field}: expected a located error, got {other:?}"),
             }
         }
         assert!(matches!(

@@ -33,7 +33,6 @@ const MAX_WAVES: usize = 20;
 const MAX_PARALLEL: u32 = 10_000;
 const MAX_BAKE: Duration = Duration::from_secs(24 * 3600);
 const MAX_DESCRIPTION: usize = 2_000;
-const MAX_VERSION: usize = 128;
 
 /// What a plan does to each selected host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use super::{
-    FailureAction, FieldError, Kind, MAX_BAKE, MAX_DESCRIPTION, MAX_PARALLEL, MAX_VERSION, MAX_WAVES, Order, Percent,
-    Plan, Selector, Threshold, bad, format_duration, parse_duration,
+    FailureAction, FieldError, Kind, MAX_BAKE, MAX_DESCRIPTION, MAX_PARALLEL, MAX_WAVES, Order, Percent, Plan,
+    Selector, Threshold, bad, format_duration, parse_duration,
 };
 use crate::proto::v1 as pb;
 
@@ -18,14 +18,6 @@ pub(super) fn is_name(s: &str) -> bool {
             .all(|&c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
         && b[0] != b'-'
         && b[b.len() - 1] != b'-'
-}
-
-fn is_label_key(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 63 && s.bytes().all(|c| c.is_ascii_alphanumeric() || b"._/-".contains(&c))
-}
-
-fn is_version(s: &str) -> bool {
-    !s.is_empty() && s.len() <= MAX_VERSION && s.bytes().all(|c| c.is_ascii_alphanumeric() || b"._+-".contains(&c))
 }
 
 /// A plan from its structured form, or the first rule it breaks.
@@ -125,11 +117,8 @@ fn selector(spec: &pb::PlanSpec) -> Result<Selector, FieldError> {
     }
     let mut selector = Selector::new();
     for (key, values) in &spec.selector {
-        if !is_label_key(key) {
-            return Err(bad(
-                format!("selector.{key}"),
-                "label names use letters, digits and . _ / - (at most 63)",
-            ));
+        if let Err(e) = crate::ident::label_key(key) {
+            return Err(bad(format!("selector.{}", e.shown), e.to_string()));
         }
         if values.values.is_empty() {
             return Err(bad(format!("selector.{key}"), "lists no values: give at least one"));
@@ -156,11 +145,10 @@ fn version(kind: Kind, version: &str) -> Result<Option<String>, FieldError> {
             "version",
             format!("`{v}`: a restart keeps each host's version; remove the field"),
         )),
-        (_, v) if !is_version(v) => Err(bad(
-            "version",
-            format!("`{v}` may use only letters, digits and . _ + - (at most {MAX_VERSION})"),
-        )),
-        (_, v) => Ok(Some(v.to_string())),
+        (_, v) => match crate::ident::version(v) {
+            Ok(()) => Ok(Some(v.to_string())),
+            Err(e) => Err(bad("version", e.to_string())),
+        },
     }
 }
 

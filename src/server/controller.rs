@@ -406,10 +406,28 @@ impl Controller for ControllerService {
     ) -> Result<Response<pb::HeartbeatResponse>, Status> {
         let peer = request.remote_addr().map(|a| a.ip());
         let actor = actor(&request, "Heartbeat", "");
-        let registered = self
-            .engine
-            .heartbeat(request.into_inner(), peer, &actor)
-            .map_err(Error::from)?;
+        let principal = request
+            .extensions()
+            .get::<Principal>()
+            .cloned()
+            .unwrap_or_else(Principal::anonymous);
+        let req = request.into_inner();
+        // Nothing speaks for a host but that host: a heartbeat naming another is
+        // refused before anything is read from it, and the refusal audited.
+        if !principal.speaks_for(&req.host_id) {
+            let host = crate::ident::escaped(&req.host_id);
+            let message = format!(
+                "`{}` may not speak for host `{host}`: its token is bound to {} (the tokens file's `hosts:`)",
+                principal.name,
+                principal.binding()
+            );
+            tracing::warn!(principal = %principal.name, host = %host, "heartbeat refused: the host is outside the agent's binding");
+            self.engine
+                .record_call(&actor, Target::None, format!("heartbeat for host `{host}`"), &message)
+                .await;
+            return Err(Status::permission_denied(message));
+        }
+        let registered = self.engine.heartbeat(req, peer, &actor).map_err(Error::from)?;
         Ok(Response::new(pb::HeartbeatResponse { registered }))
     }
 

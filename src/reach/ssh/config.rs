@@ -79,25 +79,45 @@ pub struct Target {
 }
 
 impl Target {
-    /// Reads an `ssh://USER@HOST[:PORT]` address.
+    /// Reads an `ssh://USER@HOST[:PORT]` address. An error never echoes the address
+    /// (it may hold a password); it names the host when it can.
     pub fn parse(address: &str) -> Result<Target, String> {
-        let url = url::Url::parse(address).map_err(|e| format!("`{address}` is not an ssh:// URL ({e})"))?;
+        let url =
+            url::Url::parse(address).map_err(|e| format!("an address is not an ssh://USER@HOST[:PORT] URL ({e})"))?;
         if url.scheme() != "ssh" {
-            return Err(format!("`{address}` is not an ssh:// URL"));
+            return Err("an address is not an ssh://USER@HOST[:PORT] URL".into());
         }
         let host = url
             .host_str()
-            .ok_or_else(|| format!("`{address}` names no host"))?
+            .ok_or("an ssh:// address names no host: ssh://USER@HOST[:PORT]")?
             .trim_start_matches('[')
             .trim_end_matches(']')
             .to_string();
-        if url.username().is_empty() {
-            return Err(format!("`{address}` names no user: ssh://USER@HOST[:PORT]"));
-        }
-        if url.password().is_some() || url.path().len() > 1 || url.query().is_some() {
-            // Never echoed: it may hold a password.
+        let shown = crate::ident::escaped(&host);
+        if url.password().is_some() {
             return Err(format!(
-                "the address of {host} has more than ssh://USER@HOST[:PORT] (no password, path or query)"
+                "the ssh:// address of {shown} holds a password, which is refused and not shown: SSH here authenticates with keys (identity_file or agent in the --ssh file); remove the password and rotate it"
+            ));
+        }
+        if url.path().len() > 1 || url.query().is_some() || url.fragment().is_some() {
+            return Err(format!(
+                "the address of {shown} has more than ssh://USER@HOST[:PORT] (no path, query or fragment)"
+            ));
+        }
+        if url.username().is_empty() {
+            return Err(format!("the address of {shown} names no user: ssh://USER@HOST[:PORT]"));
+        }
+        if !is_user(url.username()) {
+            return Err(format!(
+                "the address of {shown} names user `{}`, which is not a user name (letters, digits, _ . -, starting with a letter, digit or _; 32 at most)",
+                crate::ident::escaped(url.username())
+            ));
+        }
+        if let Some(url::Host::Domain(name)) = url.host()
+            && crate::ident::host_id(name).is_err()
+        {
+            return Err(format!(
+                "the address of {shown}: `{shown}` is not a host name or IP address"
             ));
         }
         Ok(Target {
@@ -106,6 +126,15 @@ impl Target {
             port: url.port().unwrap_or(22),
         })
     }
+}
+
+/// A login name as POSIX and OpenSSH take it.
+pub fn is_user(name: &str) -> bool {
+    let b = name.as_bytes();
+    !b.is_empty()
+        && b.len() <= 32
+        && (b[0].is_ascii_alphanumeric() || b[0] == b'_')
+        && b.iter().all(|&c| c.is_ascii_alphanumeric() || b"_.-".contains(&c))
 }
 
 impl std::fmt::Display for Target {
