@@ -134,7 +134,7 @@ impl Sink {
         typed && named
     }
 
-    /// One line for people: "incident-bridge: webhook to https://hooks.internal/rollout
+    /// One line for people: "incident-bridge: webhook to https://hooks.internal:443
     /// (rollout.*, restart.*; signed; timeout 5s, gives up after 1d)".
     pub fn describe(&self) -> String {
         format!(

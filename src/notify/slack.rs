@@ -1,5 +1,9 @@
 //! A Slack incoming webhook: `{"text": message}`, the status text of the event, for
 //! the events people read (see `sinks::SLACK_DEFAULT`).
+//!
+//! The status text quotes what hosts printed (a failed deploy's last lines), so it is
+//! escaped as Slack's formatting rules say (`&`, `<`, `>`): a host cannot page the
+//! channel (`<!channel>`) or post a link that reads as another (`<https://a|b>`).
 
 use serde_json::json;
 
@@ -8,7 +12,7 @@ use crate::proto::v1 as pb;
 /// The body delivering `n` to a Slack incoming webhook.
 pub fn request(n: &pb::Notification) -> (Vec<u8>, Vec<(&'static str, String)>) {
     (
-        json!({ "text": text(n) }).to_string().into_bytes(),
+        json!({ "text": escape(&text(n)) }).to_string().into_bytes(),
         vec![("content-type", "application/json".to_string())],
     )
 }
@@ -20,6 +24,21 @@ pub fn text(n: &pb::Notification) -> String {
         .and_then(|d| d["message"].as_str().map(str::to_string))
         .filter(|m| !m.is_empty())
         .unwrap_or_else(|| format!("{} ({})", n.r#type, n.subject))
+}
+
+/// `text` with Slack's three control characters escaped (api.slack.com, "Formatting
+/// text for app surfaces": `&` as `&amp;`, `<` as `&lt;`, `>` as `&gt;`).
+pub fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -42,5 +61,13 @@ mod tests {
             ..n
         };
         assert_eq!(text(&bare), "rollout.halted (exo)");
+    }
+
+    #[test]
+    fn what_hosts_print_cannot_page_or_link() {
+        assert_eq!(
+            escape("<!channel> approve at <https://evil.example|https://rollout.corp/approve> & go"),
+            "&lt;!channel&gt; approve at &lt;https://evil.example|https://rollout.corp/approve&gt; &amp; go"
+        );
     }
 }

@@ -54,7 +54,7 @@ fn a_good_file_reads_with_its_defaults() {
     assert!(!shown.contains("token=abc"), "{shown}");
     let key = std::fs::read_to_string(files.path("bridge.secret")).unwrap();
     assert!(!shown.contains(key.trim().trim_start_matches("whsec_")), "{shown}");
-    assert!(bridge.describe().starts_with("incident-bridge: webhook to https://hooks.internal/rollout (rollout.*, restart.*; rollouts exo-*; signed; timeout 3s"));
+    assert!(bridge.describe().starts_with("incident-bridge: webhook to https://hooks.internal:443 (rollout.*, restart.*; rollouts exo-*; signed; timeout 3s"));
 }
 
 #[test]
@@ -78,7 +78,7 @@ fn each_rule_names_the_line_the_field_and_the_fix() {
     );
     assert!(
         refused("url: http://127.0.0.1:9093", "url: ftp://127.0.0.1")
-            .contains("sinks[2].url: ftp://127.0.0.1/ is not an http:// or https:// URL")
+            .contains("sinks[2].url: ftp://127.0.0.1:21 is not an http:// or https:// URL")
     );
     assert!(refused("timeout: 3s", "timeout: 2m").contains("sinks[0].timeout: 2m is not between 1s and 1m"));
     assert!(refused("timeout: 3s", "tiemout: 3s").contains("unknown field `tiemout`"));
