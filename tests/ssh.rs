@@ -184,6 +184,100 @@ async fn changed_and_unknown_host_keys_are_refused_and_nothing_runs() {
     assert_eq!(controller.terminate(Duration::from_secs(30)).await.unwrap(), Some(0));
 }
 
+/// Makes a CA key pair at `dir/NAME` and signs `sshd`'s host key with it (a host
+/// certificate naming 127.0.0.1), then restarts the server to present it. Returns
+/// the CA's public key line.
+fn host_certificate(dir: &Path, name: &str, sshd: &mut Sshd) -> String {
+    let ca = dir.join(name);
+    common::sshd::keygen(&ca);
+    let host_pub = sshd.dir.join("host_ed25519.pub");
+    let ok = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-s"])
+        .arg(&ca)
+        .args(["-I", name, "-h", "-n", "127.0.0.1", "-V", "-5m:+1h"])
+        .arg(&host_pub)
+        .status()
+        .expect("ssh-keygen signs")
+        .success();
+    assert!(ok, "ssh-keygen signed the host key");
+    let mut config = std::fs::read_to_string(sshd.dir.join("sshd_config")).unwrap();
+    config.push_str(&format!(
+        "HostCertificate {}\n",
+        sshd.dir.join("host_ed25519-cert.pub").display()
+    ));
+    std::fs::write(sshd.dir.join("sshd_config"), config).unwrap();
+    sshd.restart();
+    let public = std::fs::read_to_string(ca.with_extension("pub")).unwrap();
+    public.split_whitespace().take(2).collect::<Vec<_>>().join(" ")
+}
+
+/// known_hosts as OpenSSH reads it: a host certificate signed by a trusted CA is
+/// accepted (the client asks for certificates where a @cert-authority line names
+/// the host), and one signed by a CA key that is also listed `@revoked` is refused
+/// before anything is sent, naming the revoked CA's line; nothing runs there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_signed_by_a_revoked_ca_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(client) = SshClient::new(dir.path()) else {
+        return;
+    };
+    let mut trusted = Sshd::start(&dir.path().join("trusted"), &client, false);
+    let mut revoked = Sshd::start(&dir.path().join("revoked"), &client, false);
+    let good_ca = host_certificate(dir.path(), "good-ca", &mut trusted);
+    let bad_ca = host_certificate(dir.path(), "bad-ca", &mut revoked);
+    std::fs::write(
+        &client.known_hosts,
+        format!(
+            "@cert-authority [127.0.0.1]:* {good_ca}\n@cert-authority [127.0.0.1]:* {bad_ca}\n@revoked * {bad_ca}\n"
+        ),
+    )
+    .unwrap();
+    let servers = [trusted, revoked];
+    let (fleet, fleet_file) = ssh_fleet(dir.path(), 2, &servers);
+    let runs = dir.path().join("runs");
+    let state = format!("{}/hosts/{{host}}", dir.path().display());
+    let ssh = client.ssh_file(&state, &commands(&runs));
+    let log = dir.path().join("log");
+    let flags: Vec<&std::ffi::OsStr> = vec!["--ssh".as_ref(), ssh.as_os_str()];
+    let mut controller = spawn_controller(&dir.path().join("data"), &fleet_file, &flags, &log).await;
+    let mut grpc = connect(&format!("http://{}", controller.addr)).await.unwrap();
+    submit(&mut grpc, plan("ssh-ca", &["100%"], "50")).await;
+    let done = within(
+        120,
+        "the rollout to end",
+        watch_until(&mut grpc, "ssh-ca", |r| r.state().is_terminal()),
+    )
+    .await
+    .pop()
+    .unwrap();
+    assert_eq!(
+        done.state(),
+        pb::RolloutState::CompletedWithFailures,
+        "{}",
+        done.halt_reason
+    );
+    let failed = all_hosts(&mut grpc, "ssh-ca", pb::HostFilter::Failed, 100).await;
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_eq!(failed[0].host_id, fleet.hosts[1].id);
+    assert!(
+        failed[0].reason.contains("signed by CA key")
+            && failed[0].reason.contains("revoked")
+            && failed[0].reason.contains("line 3"),
+        "{}",
+        failed[0].reason
+    );
+    assert_eq!(runs_of(&runs, &fleet.hosts[0].id).len(), 1, "the trusted CA's host ran");
+    assert!(
+        runs_of(&runs, &fleet.hosts[1].id).is_empty(),
+        "nothing ran under the revoked CA"
+    );
+    assert!(
+        !dir.path().join("hosts").join(&fleet.hosts[1].id).exists(),
+        "nothing was sent"
+    );
+    assert_eq!(controller.terminate(Duration::from_secs(30)).await.unwrap(), Some(0));
+}
+
 /// One rollout over agents (a simulated fleet) and SSH hosts together.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_rollout_over_agents_and_ssh_hosts() {

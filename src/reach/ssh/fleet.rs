@@ -55,6 +55,26 @@ struct Session {
     in_use: AtomicUsize,
 }
 
+/// The host certificate algorithms a client asks for where a CA is trusted.
+const CERTIFICATE_ALGORITHMS: &[russh::keys::Algorithm] = &[
+    russh::keys::Algorithm::Ed25519,
+    russh::keys::Algorithm::Ecdsa {
+        curve: russh::keys::EcdsaCurve::NistP256,
+    },
+    russh::keys::Algorithm::Ecdsa {
+        curve: russh::keys::EcdsaCurve::NistP384,
+    },
+    russh::keys::Algorithm::Ecdsa {
+        curve: russh::keys::EcdsaCurve::NistP521,
+    },
+    russh::keys::Algorithm::Rsa {
+        hash: Some(russh::keys::HashAlg::Sha512),
+    },
+    russh::keys::Algorithm::Rsa {
+        hash: Some(russh::keys::HashAlg::Sha256),
+    },
+];
+
 /// Checks the host's key against known_hosts; remembers why it refused.
 struct Checker {
     known: KnownHosts,
@@ -175,12 +195,24 @@ impl SshFleet {
     /// Connects (through the jump host when there is one), checks the host key and
     /// authenticates.
     async fn connect(&self, target: &Target) -> Result<client::Handle<Checker>, Status> {
-        let config = Arc::new(client::Config {
-            inactivity_timeout: None,
-            keepalive_interval: Some(Duration::from_secs(15)),
-            nodelay: true,
-            ..Default::default()
-        });
+        // Host certificates are asked for only where a @cert-authority line names the
+        // host (as OpenSSH orders its host key algorithms): elsewhere a server with a
+        // certificate shows its plain key, which known_hosts lists.
+        let known = &self.config.known_hosts;
+        let config_for = |t: &Target| {
+            let mut preferred = russh::Preferred::default();
+            if known.has_authority_for(&t.host, t.port) {
+                preferred.host_key_certificates = std::borrow::Cow::Borrowed(CERTIFICATE_ALGORITHMS);
+            }
+            Arc::new(client::Config {
+                inactivity_timeout: None,
+                keepalive_interval: Some(Duration::from_secs(15)),
+                nodelay: true,
+                preferred,
+                ..Default::default()
+            })
+        };
+        let config = config_for(target);
         let refused = Arc::new(Mutex::new(None));
         let checker = |t: &Target| Checker {
             known: self.config.known_hosts.clone(),
@@ -200,7 +232,7 @@ impl SshFleet {
                 .await
                 .map_err(|e| handshake(e, target))?,
             Some(jump) => {
-                let mut bastion = client::connect(config.clone(), (jump.host.as_str(), jump.port), checker(jump))
+                let mut bastion = client::connect(config_for(jump), (jump.host.as_str(), jump.port), checker(jump))
                     .await
                     .map_err(|e| handshake(e, jump))?;
                 self.authenticate(&mut bastion, jump).await?;

@@ -1,6 +1,12 @@
 # rollout's host program: what the controller runs on a host it reaches over SSH,
-# with nothing installed there. POSIX sh (dash, busybox ash), and only mkdir, mv,
-# cat, kill, setsid, sleep, tail, find, rm, date: no bash, no Python.
+# with nothing installed there. POSIX sh (dash, bash, busybox ash), and only mkdir,
+# mv, cat, kill, setsid, sleep, tail, find, rm, date, ls, id: no Python.
+#
+# It trusts nothing it reads: the state directory must be the SSH user's own and not
+# group or world writable (or every operation refuses, naming it); nothing written
+# or locked there may be a symbolic link; every file read back is parsed strictly
+# (a counter is digits, a version a version), and anything else is reported as
+# corrupt state and the operation refused, never evaluated.
 #
 # The controller sends this text as the exec command's program and its arguments:
 #   ROLLOUT_HOST_SH='<this text>'; export ROLLOUT_HOST_SH
@@ -24,6 +30,7 @@
 # Files are written to a temporary name and renamed, so a reader sees all or none.
 
 set -u
+umask 077
 
 die() {
     echo "status=error"
@@ -31,13 +38,94 @@ die() {
     exit 0
 }
 
-# Writes $2 to file $1 atomically.
+# Refuses a path that is a symbolic link (a write or lock would follow it).
+no_link() {
+    if [ -L "$1" ]; then
+        die "corrupt state: $1 is a symbolic link, which is never followed; remove it"
+    fi
+}
+
+# Writes $2 to file $1 atomically, never through a symbolic link.
 put() {
+    no_link "$1"
+    no_link "$1.tmp.$$"
+    rm -f "$1.tmp.$$"
     printf '%s\n' "$2" > "$1.tmp.$$" && mv -f "$1.tmp.$$" "$1"
 }
 
 get() {
+    if [ -L "$1" ]; then
+        return 0
+    fi
     cat "$1" 2>/dev/null || true
+}
+
+# Exits with "corrupt state" unless file $1 (missing is fine) matches its kind $2:
+# digits | int (digits, maybe negative) | version | opid | word.
+check_file() {
+    no_link "$1"
+    v=$(get "$1")
+    case "$2" in
+        digits) case "$v" in *[!0-9]*) bad=1 ;; *) bad=0 ;; esac ;;
+        int) case "${v#-}" in *[!0-9]*) bad=1 ;; *) bad=0 ;; esac ;;
+        version) case "$v" in -*|*[!A-Za-z0-9._+-]*) bad=1 ;; *) bad=0 ;; esac ;;
+        opid) case "$v" in .*|*[!A-Za-z0-9._:-]*) bad=1 ;; *) bad=0 ;; esac ;;
+        *) case "$v" in *[!a-z0-9-]*) bad=1 ;; *) bad=0 ;; esac ;;
+    esac
+    if [ "$bad" = 1 ]; then
+        die "corrupt state: $1 does not hold a $2; the operation is refused (check who wrote it, then remove it)"
+    fi
+}
+
+# The state directory $1: made if missing (the user's own, 0700), else it must be
+# a directory, not a link, owned by this user and not group or world writable.
+own_state() {
+    if [ ! -e "$1" ] && [ ! -L "$1" ]; then
+        mkdir -p "$1/ops" || die "cannot create the state directory $1"
+    fi
+    dir=$1
+    if [ -L "$dir" ] || [ ! -d "$dir" ]; then
+        die "the state directory $dir is not a directory (or is a symbolic link): every operation is refused until it is"
+    fi
+    info=$(ls -ldn "$dir" 2>/dev/null) || die "cannot read the state directory $dir"
+    # shellcheck disable=SC2086 # the fields of ls -n, split on purpose
+    set -- $info
+    perms=$1 uid=$3
+    if [ "$uid" != "$(id -u)" ]; then
+        die "the state directory $dir belongs to uid $uid, not to this user (uid $(id -u)): every operation is refused until it is the SSH user's own (chown it)"
+    fi
+    case "$perms" in
+        ?????w*|????????w*)
+            die "the state directory $dir is group or world writable ($perms): every operation is refused until it is not (chmod go-w)"
+            ;;
+    esac
+    no_link "$dir/ops"
+    mkdir -p "$dir/ops" || die "cannot create $dir/ops"
+    for f in epoch apply_calls stale_refused executed; do
+        check_file "$dir/$f" digits
+    done
+    check_file "$dir/version" version
+    check_file "$dir/previous" version
+    check_file "$dir/last_operation" opid
+    no_link "$dir/lock"
+    no_link "$dir/lock.d"
+    no_link "$dir/fence.out"
+    no_link "$dir/pruned"
+}
+
+# Exits with "corrupt state" unless operation directory $1's files parse.
+check_op() {
+    no_link "$1"
+    for f in claimer boot_pid pid started; do
+        check_file "$1/$f" digits
+    done
+    check_file "$1/code" int
+    check_file "$1/status" word
+    check_file "$1/action" word
+    check_file "$1/target" version
+    for f in tail out timed-out boot; do
+        no_link "$1/$f"
+    done
 }
 
 boot_id() {
@@ -74,9 +162,14 @@ locked() {
     return $rc
 }
 
+# Adds one to counter $1: digits only, checked again here (never evaluated else).
 count() {
     n=$(get "$STATE/$1")
-    put "$STATE/$1" $(( ${n:-0} + 1 ))
+    case "$n" in
+        '') n=0 ;;
+        *[!0-9]*) return 1 ;;
+    esac
+    put "$STATE/$1" $(( n + 1 ))
 }
 
 # Fencing: refuses an epoch lower than the highest seen; remembers a higher one.
@@ -84,6 +177,7 @@ fence() {
     count apply_calls
     highest=$(get "$STATE/epoch")
     highest=${highest:-0}
+    case "$highest" in *[!0-9]*) return 1 ;; esac
     if [ "$EPOCH" -lt "$highest" ]; then
         count stale_refused
         echo "refused stale controller epoch $EPOCH < $highest: a newer leader has taken over" > "$STATE/fence.out"
@@ -126,7 +220,8 @@ running() {
     [ "$booted" = "$(boot_id)" ] || return 1
     pid=$(get "$1/pid")
     [ -n "$pid" ] || pid=$(get "$1/claimer")
-    [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null
+    case "$pid" in ''|*[!0-9]*) return 1 ;; esac
+    kill -0 "$pid" 2>/dev/null
 }
 
 # Waits for operation $1 to end, up to $2 seconds: 0 when it has a status.
@@ -166,9 +261,15 @@ apply() {
     [ "$1" = "--" ] || die "apply: expected -- before the command"
     shift
     case "$OPID" in
-        ''|*/*|.*) die "operation id '$OPID' is not a file name" ;;
+        ''|.*|*[!A-Za-z0-9._:-]*) die "operation id '$OPID' is not a file name" ;;
     esac
-    mkdir -p "$STATE/ops" || die "cannot create the state directory $STATE"
+    for n in "$EPOCH" "$TIMEOUT" "$RETAIN"; do
+        case "$n" in ''|*[!0-9]*) die "apply: '$n' is not a number" ;; esac
+    done
+    case "$ACTION" in ''|*[!a-z]*) die "apply: action '$ACTION' is not a word" ;; esac
+    case "$TARGET" in -*|*[!A-Za-z0-9._+-]*) die "apply: '$TARGET' is not a version" ;; esac
+    own_state "$STATE"
+    [ -e "$STATE/ops/$OPID" ] && check_op "$STATE/ops/$OPID"
     locked fence
     if [ -e "$STATE/fence.out" ]; then
         echo "status=refused"
@@ -207,6 +308,7 @@ run() {
     dir=$1 timeout=$2
     shift 3
     STATE=${dir%/ops/*}
+    check_op "$dir"
     put "$dir/pid" $$
     setsid "$@" < /dev/null > "$dir/out" 2>&1 &
     cmd=$!
@@ -264,7 +366,8 @@ probe() {
     [ "$#" -ge 2 ] || die "probe needs STATE TIMEOUT [-- ARGV]"
     STATE=$1 timeout=$2
     shift 2
-    mkdir -p "$STATE/ops" || die "cannot create the state directory $STATE"
+    case "$timeout" in ''|*[!0-9]*) die "probe: '$timeout' is not a number" ;; esac
+    own_state "$STATE"
     echo "status=ok"
     echo "version=$(get "$STATE/version")"
     echo "previous=$(get "$STATE/previous")"
@@ -275,6 +378,7 @@ probe() {
     if [ "$#" -gt 1 ] && [ "$1" = "--" ]; then
         shift
         out="$STATE/health.out.$$"
+        no_link "$out"
         setsid "$@" < /dev/null > "$out" 2>&1 &
         cmd=$!
         ( sleep "$timeout"; kill -KILL -"$cmd" 2>/dev/null ) < /dev/null > /dev/null 2>&1 &

@@ -1,7 +1,8 @@
 //! An OpenSSH `known_hosts` file, checked strictly: a host's key must be listed for
 //! it (by name, `[name]:port`, a hashed `|1|` entry, or a `*`/`?` pattern; `!`
 //! negates), or its host certificate signed by a `@cert-authority` listed for it; a
-//! `@revoked` key is refused. Nothing is ever learned: an unknown host or a changed
+//! `@revoked` key is refused, and so is a certificate signed by a `@revoked` CA key
+//! (as OpenSSH does). Nothing is ever learned: an unknown host or a changed
 //! key is refused, naming the key's SHA256 fingerprint and the file to fix.
 
 use std::path::{Path, PathBuf};
@@ -56,6 +57,15 @@ pub enum Refused {
     },
     #[error("host {host} presented key {fingerprint}, revoked in {file} at line {line}")]
     Revoked {
+        host: String,
+        fingerprint: String,
+        file: String,
+        line: usize,
+    },
+    #[error(
+        "host {host} presented a host certificate signed by CA key {fingerprint}, revoked in {file} at line {line}: nothing was sent"
+    )]
+    RevokedAuthority {
         host: String,
         fingerprint: String,
         file: String,
@@ -122,6 +132,19 @@ impl KnownHosts {
         })
     }
 
+    /// True when a `@cert-authority` line names `host`:`port` (then a host
+    /// certificate is asked for).
+    pub fn has_authority_for(&self, host: &str, port: u16) -> bool {
+        let name = if port == 22 {
+            host.to_string()
+        } else {
+            format!("[{host}]:{port}")
+        };
+        self.entries
+            .iter()
+            .any(|e| e.marker == Marker::CertAuthority && matches(&e.patterns, &name))
+    }
+
     /// Accepts what `host`:`port` presented, or says why not.
     pub fn check(&self, host: &str, port: u16, presented: Presented<'_>) -> Result<(), Refused> {
         let name = if port == 22 {
@@ -148,6 +171,20 @@ impl KnownHosts {
             });
         }
         if let Some(cert) = cert {
+            // As OpenSSH: a certificate whose signing CA key is revoked is refused,
+            // whatever @cert-authority line names that key.
+            let signer = cert.signature_key();
+            if let Some(r) = names
+                .iter()
+                .find(|e| e.marker == Marker::Revoked && e.key.key_data() == signer)
+            {
+                return Err(Refused::RevokedAuthority {
+                    host: name,
+                    fingerprint: PublicKey::from(signer.clone()).fingerprint(HashAlg::Sha256).to_string(),
+                    file,
+                    line: r.line,
+                });
+            }
             let authorities: Vec<ssh_key::Fingerprint> = names
                 .iter()
                 .filter(|e| e.marker == Marker::CertAuthority)

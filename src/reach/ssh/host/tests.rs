@@ -1,6 +1,7 @@
-//! The host program run for real: under `/bin/sh` (dash on Debian), and under
-//! busybox's `sh` with nothing but busybox's applets on the PATH when busybox is
-//! installed (`.ci/run` installs it).
+//! The host program run for real: under `/bin/sh` (dash on Debian), under bash (the
+//! `sh` of RHEL-like hosts), and under busybox's `sh` with nothing but busybox's
+//! applets on the PATH when busybox is installed (`.ci/run` installs it, and
+//! shellcheck, which checks the program as POSIX sh).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -23,6 +24,16 @@ fn shells() -> Vec<Shell> {
         path: "/usr/bin:/bin".into(),
         _bin: None,
     }];
+    if Path::new("/bin/bash").exists() {
+        // bash evaluates `$(( ))` operands as expressions (commands included):
+        // what the host program must never hand it from a file.
+        out.push(Shell {
+            name: "bash",
+            sh: PathBuf::from("/bin/bash"),
+            path: "/usr/bin:/bin".into(),
+            _bin: None,
+        });
+    }
     if let Some(busybox) = ["/bin/busybox", "/usr/bin/busybox"]
         .into_iter()
         .map(Path::new)
@@ -369,4 +380,150 @@ fn answers_read_as_outcomes() {
         }
     );
     assert!(matches!(outcome(&Answer::parse("fish: unknown\n")), Outcome::Error(e) if e.contains("POSIX")));
+}
+
+/// A counter planted in the state directory is parsed, never evaluated: under bash,
+/// `$(( ${n} + 1 ))` with `n='a[$(touch FILE)]'` would run `touch`. Every shell
+/// refuses the operation as corrupt state, runs nothing, and the command in the
+/// file never runs. The same for the epoch file and a version.
+#[test]
+fn a_planted_counter_is_refused_never_evaluated() {
+    for shell in shells() {
+        for (file, planted) in [
+            ("apply_calls", "a[$(touch PWNED)]"),
+            ("epoch", "x[$(touch PWNED)]"),
+            ("stale_refused", "1+1"),
+            ("version", "1.0\nstatus=ok"),
+        ] {
+            let host = Host::new();
+            let argv = host.counting("true");
+            assert_eq!(host.apply(&shell, 1, "op-first", &argv, 10).get("status"), "ok");
+            let pwned = host.file("PWNED");
+            let state = PathBuf::from(host.state());
+            std::fs::write(state.join(file), planted.replace("PWNED", &pwned.display().to_string())).unwrap();
+            let answer = host.apply(&shell, 1, "op-second", &argv, 10);
+            assert_eq!(answer.get("status"), "error", "{} {file}: {answer:?}", shell.name);
+            assert!(
+                answer.get("message").contains("corrupt state") && answer.get("message").contains(file),
+                "{} {file}: {answer:?}",
+                shell.name
+            );
+            assert!(!pwned.exists(), "{} {file}: the planted command ran", shell.name);
+            assert_eq!(host.runs(), 1, "{} {file}: the operation ran", shell.name);
+            let probe = run(
+                &shell,
+                "probe",
+                &probe_args(&host.state(), Duration::from_secs(5), None),
+            );
+            assert_eq!(probe.get("status"), "error", "{} {file}: probe {probe:?}", shell.name);
+            assert!(!pwned.exists());
+        }
+    }
+}
+
+/// No write or lock follows a symbolic link: a `lock` or `version` link planted in
+/// the state directory to a file elsewhere leaves that file untouched, and the
+/// operation is refused naming the link.
+#[test]
+fn symbolic_links_in_the_state_directory_are_never_followed() {
+    for shell in shells() {
+        for name in ["lock", "version", "apply_calls", "ops"] {
+            let host = Host::new();
+            let argv = host.counting("true");
+            assert_eq!(host.apply(&shell, 1, "op-first", &argv, 10).get("status"), "ok");
+            let victim = host.file("victim");
+            std::fs::write(&victim, "precious\n").unwrap();
+            let link = PathBuf::from(host.state()).join(name);
+            if link.is_dir() {
+                std::fs::remove_dir_all(&link).unwrap();
+            } else {
+                let _ = std::fs::remove_file(&link);
+            }
+            std::os::unix::fs::symlink(&victim, &link).unwrap();
+            let answer = host.apply(&shell, 1, "op-second", &argv, 10);
+            assert_eq!(answer.get("status"), "error", "{} {name}: {answer:?}", shell.name);
+            assert!(
+                answer.get("message").contains("symbolic link"),
+                "{} {name}: {answer:?}",
+                shell.name
+            );
+            assert_eq!(
+                std::fs::read_to_string(&victim).unwrap(),
+                "precious\n",
+                "{} {name}",
+                shell.name
+            );
+            assert_eq!(host.runs(), 1, "{} {name}", shell.name);
+        }
+    }
+}
+
+/// A state directory others may write to (group or world writable), or a link to
+/// one, refuses every operation naming the directory; one the user made is 0700.
+#[test]
+fn a_state_directory_others_may_write_refuses_every_operation() {
+    use std::os::unix::fs::PermissionsExt;
+    for shell in shells() {
+        let host = Host::new();
+        let argv = host.counting("true");
+        assert_eq!(host.apply(&shell, 1, "op-first", &argv, 10).get("status"), "ok");
+        let state = PathBuf::from(host.state());
+        let mode = std::fs::metadata(&state).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700, "{}: made by the program", shell.name);
+        for loose in [0o770, 0o707, 0o777] {
+            std::fs::set_permissions(&state, std::fs::Permissions::from_mode(loose)).unwrap();
+            for answer in [
+                host.apply(&shell, 1, "op-second", &argv, 10),
+                run(
+                    &shell,
+                    "probe",
+                    &probe_args(&host.state(), Duration::from_secs(5), None),
+                ),
+            ] {
+                assert_eq!(answer.get("status"), "error", "{} {loose:o}", shell.name);
+                let message = answer.get("message");
+                assert!(
+                    message.contains("group or world writable") && message.contains(&host.state()),
+                    "{}: {message}",
+                    shell.name
+                );
+            }
+        }
+        std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let elsewhere = host.file("elsewhere");
+        std::fs::rename(&state, &elsewhere).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, &state).unwrap();
+        let answer = host.apply(&shell, 1, "op-third", &argv, 10);
+        assert!(
+            answer.get("message").contains("symbolic link"),
+            "{}: {answer:?}",
+            shell.name
+        );
+        assert_eq!(host.runs(), 1);
+    }
+}
+
+/// The program is POSIX sh as shellcheck reads it (`shellcheck -s sh`), when
+/// shellcheck is installed (`.ci/run` installs it and requires this).
+#[test]
+fn the_host_program_is_clean_under_shellcheck() {
+    let Ok(out) = Command::new("shellcheck")
+        .args(["-s", "sh", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+    else {
+        if std::env::var("ROLLOUT_SSH_TESTS").as_deref() == Ok("required") {
+            panic!("ROLLOUT_SSH_TESTS=required but shellcheck is not installed: install Debian's shellcheck");
+        }
+        eprintln!("skipped: shellcheck (install Debian's shellcheck)");
+        return;
+    };
+    let mut child = out;
+    {
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(PROGRAM.as_bytes()).unwrap();
+    }
+    let done = child.wait_with_output().unwrap();
+    assert!(done.status.success(), "{}", String::from_utf8_lossy(&done.stdout));
 }
