@@ -365,3 +365,79 @@ async fn an_ssh_password_is_refused_without_being_echoed() {
     let all = format!("{}{}", text(&sim.stdout), text(&sim.stderr));
     assert!(!sim.status.success() && !all.contains("Hunter2Secret"), "{all}");
 }
+
+/// Probing runs the health command on every host: a viewer's probe is refused
+/// (PermissionDenied) and audited; an operator's is audited and paced by the
+/// per-principal change limit (ResourceExhausted past it), while listing without a
+/// probe stays a viewer's right.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probing_the_fleet_is_an_operators_audited_paced_act() {
+    let dir = tempfile::tempdir().unwrap();
+    let fleet = dir.path().join("fleet.yaml");
+    std::fs::write(&fleet, fleet_of(&[("apac-exo-0001", "127.0.0.1:1".to_string())])).unwrap();
+    let tokens = tokens_file(dir.path(), &[("vera", "viewer", &[]), ("otto", "operator", &[])]);
+    let log = dir.path().join("controller.log");
+    let controller = spawn_controller(
+        &dir.path().join("data"),
+        &fleet,
+        &[
+            "--auth".as_ref(),
+            tokens.as_os_str(),
+            "--max-changes-per-second".as_ref(),
+            "1".as_ref(),
+        ],
+        &log,
+    )
+    .await;
+    let url = format!("http://{}", controller.addr);
+    let probe = pb::ListHostsRequest {
+        probe: true,
+        ..Default::default()
+    };
+    let mut viewer = connect_with(&url, &as_token("vera")).await.unwrap();
+    let listed = viewer.list_hosts(pb::ListHostsRequest::default()).await.unwrap();
+    assert_eq!(listed.into_inner().hosts.len(), 1, "a viewer lists hosts");
+    let refused = viewer.list_hosts(probe.clone()).await.unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+    assert!(
+        refused.message().contains("needs the operator role"),
+        "{}",
+        refused.message()
+    );
+
+    let mut operator = connect_with(&url, &as_token("otto")).await.unwrap();
+    let mut paced = None;
+    for _ in 0..20 {
+        if let Err(e) = operator.list_hosts(probe.clone()).await {
+            paced = Some(e);
+            break;
+        }
+    }
+    let paced = paced.expect("twenty probes in a row are paced at 1 a second (bursts of 5)");
+    assert_eq!(paced.code(), Code::ResourceExhausted, "{paced:?}");
+
+    let events = operator
+        .list_events(pb::ListEventsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .events;
+    let probes: Vec<_> = events.iter().filter(|e| e.detail == "probe every host").collect();
+    assert!(
+        probes
+            .iter()
+            .any(|e| e.principal == "vera" && e.result.contains("operator role")),
+        "{probes:#?}"
+    );
+    assert!(
+        probes.iter().any(|e| e.principal == "otto" && e.result == "ok"),
+        "{probes:#?}"
+    );
+    assert!(
+        probes
+            .iter()
+            .any(|e| e.principal == "otto" && e.result.contains("rate limit")),
+        "{probes:#?}"
+    );
+    drop(controller);
+}

@@ -75,7 +75,30 @@ pub struct Auth<S> {
     shared: Arc<Shared>,
 }
 
+/// The per-principal change limit, handed to handlers in the request's extensions
+/// for calls whose cost depends on their arguments (`ListHosts` with `probe` runs the
+/// health command on every host: an operator's act, paced as a change).
+#[derive(Clone)]
+pub struct ChangeLimit(Arc<Shared>);
+
+impl ChangeLimit {
+    /// Counts one change of `principal`; ResourceExhausted past the limit.
+    pub fn charge(&self, principal: &Principal) -> Result<(), Status> {
+        self.0.charge(principal)
+    }
+}
+
 impl Shared {
+    fn charge(&self, principal: &Principal) -> Result<(), Status> {
+        if self.limiter.check_key(&principal.name).is_err() {
+            return Err(Status::resource_exhausted(format!(
+                "`{}` is over its rate limit of {} changes per second (bursts of {}); retry in a second",
+                principal.name, self.limit.per_second, self.limit.burst
+            )));
+        }
+        Ok(())
+    }
+
     fn check<B>(&self, req: &http::Request<B>) -> Result<Principal, Status> {
         let path = req.uri().path();
         let need = need(path);
@@ -93,11 +116,8 @@ impl Shared {
                 need.least_role()
             )));
         }
-        if need.mutates() && self.limiter.check_key(&principal.name).is_err() {
-            return Err(Status::resource_exhausted(format!(
-                "`{}` is over its rate limit of {} changes per second (bursts of {}); retry in a second",
-                principal.name, self.limit.per_second, self.limit.burst
-            )));
+        if need.mutates() {
+            self.charge(&principal)?;
         }
         Ok(principal)
     }
@@ -150,6 +170,7 @@ where
             Err(status) => Box::pin(async move { Ok(status.into_http()) }),
             Ok(principal) => {
                 req.extensions_mut().insert(principal);
+                req.extensions_mut().insert(ChangeLimit(self.shared.clone()));
                 // The clone that was made ready goes to this call; a fresh one stays.
                 let clone = self.inner.clone();
                 let mut ready = std::mem::replace(&mut self.inner, clone);

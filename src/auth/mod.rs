@@ -27,7 +27,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-pub use layer::{AuthLayer, RateLimit};
+pub use layer::{AuthLayer, ChangeLimit, RateLimit};
 
 /// Why the tokens file was refused.
 pub use crate::yamlfile::Error;

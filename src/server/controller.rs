@@ -140,6 +140,42 @@ impl ControllerService {
         shown_job(&self.engine, j)
     }
 
+    /// Probing runs the health command on every host: an operator's act (a viewer is
+    /// refused), paced by the per-principal change limit, and audited either way.
+    async fn probe_allowed<T>(&self, request: &Request<T>) -> Result<(), Status> {
+        let actor = actor(request, "ListHosts", "");
+        let principal = request
+            .extensions()
+            .get::<Principal>()
+            .cloned()
+            .unwrap_or_else(Principal::anonymous);
+        let refused = if !principal.role.allows(crate::auth::Need::Change) {
+            Some(Status::permission_denied(format!(
+                "`{}` has the {} role; probing the fleet (ListHosts with probe, `rollout hosts --probe`) runs the health command on every host and needs the operator role",
+                principal.name, principal.role
+            )))
+        } else {
+            match request.extensions().get::<crate::auth::ChangeLimit>() {
+                Some(limit) => limit.charge(&principal).err(),
+                None => None,
+            }
+        };
+        match refused {
+            Some(status) => {
+                self.engine
+                    .record_call(&actor, Target::None, "probe every host".into(), status.message())
+                    .await;
+                Err(status)
+            }
+            None => {
+                self.engine
+                    .record_call(&actor, Target::None, "probe every host".into(), "ok")
+                    .await;
+                Ok(())
+            }
+        }
+    }
+
     /// A mutating call's answer; a refusal is written to the audit log too (an
     /// accepted change wrote its line with the change itself).
     async fn audited<T>(&self, actor: &Actor, target: Target<'_>, result: Result<T>) -> Result<T> {
@@ -435,6 +471,9 @@ impl Controller for ControllerService {
         &self,
         request: Request<pb::ListHostsRequest>,
     ) -> Result<Response<pb::ListHostsResponse>, Status> {
+        if request.get_ref().probe {
+            self.probe_allowed(&request).await?;
+        }
         let req = request.into_inner();
         Ok(Response::new(pb::ListHostsResponse {
             hosts: self.engine.hosts(req.unhealthy_only, req.probe).await,
