@@ -397,7 +397,7 @@ async fn probing_the_fleet_is_an_operators_audited_paced_act() {
     let mut viewer = connect_with(&url, &as_token("vera")).await.unwrap();
     let listed = viewer.list_hosts(pb::ListHostsRequest::default()).await.unwrap();
     assert_eq!(listed.into_inner().hosts.len(), 1, "a viewer lists hosts");
-    let refused = viewer.list_hosts(probe.clone()).await.unwrap_err();
+    let refused = viewer.list_hosts(probe).await.unwrap_err();
     assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
     assert!(
         refused.message().contains("needs the operator role"),
@@ -408,7 +408,7 @@ async fn probing_the_fleet_is_an_operators_audited_paced_act() {
     let mut operator = connect_with(&url, &as_token("otto")).await.unwrap();
     let mut paced = None;
     for _ in 0..20 {
-        if let Err(e) = operator.list_hosts(probe.clone()).await {
+        if let Err(e) = operator.list_hosts(probe).await {
             paced = Some(e);
             break;
         }
@@ -438,6 +438,92 @@ async fn probing_the_fleet_is_an_operators_audited_paced_act() {
             .iter()
             .any(|e| e.principal == "otto" && e.result.contains("rate limit")),
         "{probes:#?}"
+    );
+    drop(controller);
+}
+
+/// Rotation without a restart: after a token's entry is removed from the tokens
+/// file and the controller gets SIGHUP, that token is refused (Unauthenticated)
+/// while the others still work, and the re-read is in the audit log naming who was
+/// removed; a file that no longer parses keeps the one in force and says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_revokes_a_removed_token_without_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let fleet = dir.path().join("fleet.yaml");
+    std::fs::write(&fleet, "hosts: []\n").unwrap();
+    let tokens = tokens_file(dir.path(), &[("otto", "operator", &[]), ("mallory", "operator", &[])]);
+    let log = dir.path().join("controller.log");
+    let controller = spawn_controller(
+        &dir.path().join("data"),
+        &fleet,
+        &["--auth".as_ref(), tokens.as_os_str()],
+        &log,
+    )
+    .await;
+    let url = format!("http://{}", controller.addr);
+    let mut mallory = connect_with(&url, &as_token("mallory")).await.unwrap();
+    let mut otto = connect_with(&url, &as_token("otto")).await.unwrap();
+    mallory
+        .list_rollouts(pb::ListRolloutsRequest::default())
+        .await
+        .expect("before the rotation");
+    let pid = controller.pid().unwrap() as i32;
+
+    tokens_file(dir.path(), &[("otto", "operator", &[])]);
+    // SAFETY: kill sends a signal to a child process this test started.
+    unsafe { libc::kill(pid, libc::SIGHUP) };
+    let refused = within(30, "the removed token to be refused", async {
+        loop {
+            match mallory.list_rollouts(pb::ListRolloutsRequest::default()).await {
+                Err(e) => return e,
+                Ok(_) => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
+            }
+        }
+    })
+    .await;
+    assert_eq!(refused.code(), Code::Unauthenticated, "{refused:?}");
+    otto.list_rollouts(pb::ListRolloutsRequest::default())
+        .await
+        .expect("the kept token still works");
+    let events = otto
+        .list_events(pb::ListEventsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .events;
+    assert!(
+        events
+            .iter()
+            .any(|e| e.principal == "controller" && e.detail.contains("removed mallory (operator)")),
+        "{events:#?}"
+    );
+
+    // A broken file: the one in force stays, and the log and audit say why.
+    std::fs::write(&tokens, "tokens: [oops\n").unwrap();
+    // SAFETY: as above.
+    unsafe { libc::kill(pid, libc::SIGHUP) };
+    within(30, "the refusal to re-read to be audited", async {
+        loop {
+            let events = otto
+                .list_events(pb::ListEventsRequest::default())
+                .await
+                .unwrap()
+                .into_inner()
+                .events;
+            if events.iter().any(|e| e.detail.contains("tokens file not re-read")) {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    otto.list_rollouts(pb::ListRolloutsRequest::default())
+        .await
+        .expect("the file in force stays");
+    assert!(
+        std::fs::read_to_string(&log)
+            .unwrap()
+            .contains("the one read before stays in force")
     );
     drop(controller);
 }

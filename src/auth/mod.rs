@@ -246,11 +246,55 @@ struct CertificateEntry {
     hosts: Vec<String>,
 }
 
-/// The credentials the controller accepts.
+/// The credentials the controller accepts: the tokens file as last read. SIGHUP
+/// reads it again ([`Credentials::reload`]); every check reads the table in force,
+/// so a removed token is refused from the next call on.
 #[derive(Debug, Default)]
 pub struct Credentials {
+    table: std::sync::RwLock<Arc<Table>>,
+}
+
+/// One reading of the tokens file.
+#[derive(Debug, Default)]
+struct Table {
     tokens: Vec<([u8; 32], Principal)>,
     subjects: HashMap<String, Principal>,
+}
+
+impl Table {
+    fn principals(&self) -> std::collections::BTreeSet<(String, Role)> {
+        self.tokens
+            .iter()
+            .map(|(_, p)| p)
+            .chain(self.subjects.values())
+            .map(|p| (p.name.clone(), p.role))
+            .collect()
+    }
+}
+
+/// What a re-read of the tokens file changed, for the log and the audit trail
+/// (principals only: never a token or its hash).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Rotation {
+    /// Principals (with their role) no longer in the file: refused from now on.
+    pub removed: Vec<String>,
+    /// Principals new in the file.
+    pub added: Vec<String>,
+    /// Entries in the file now.
+    pub entries: usize,
+}
+
+impl fmt::Display for Rotation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let list = |v: &[String]| if v.is_empty() { "none".to_string() } else { v.join(", ") };
+        write!(
+            f,
+            "tokens file re-read: {} entries; removed {}; added {}",
+            self.entries,
+            list(&self.removed),
+            list(&self.added)
+        )
+    }
 }
 
 /// An entry's `hosts:`: only for agents; each a host id, or a glob of host-id
@@ -319,7 +363,7 @@ impl Credentials {
                 )
             })
         };
-        let mut credentials = Credentials::default();
+        let mut credentials = Table::default();
         for (i, t) in file.tokens.iter().enumerate() {
             let at = format!("tokens[{i}]");
             if t.principal.trim().is_empty() {
@@ -364,7 +408,42 @@ impl Credentials {
                 "lists no tokens and no certificates: nobody could call the controller",
             ));
         }
-        Ok(credentials)
+        Ok(Credentials {
+            table: std::sync::RwLock::new(Arc::new(credentials)),
+        })
+    }
+
+    fn table(&self) -> Arc<Table> {
+        self.table.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Reads `path` again and puts it in force; a file that does not parse keeps the
+    /// table in force and says why (nothing changes).
+    pub fn reload(&self, path: &Path) -> Result<Rotation, Error> {
+        let fresh = Credentials::load(path)?.table();
+        let mut slot = self.table.write().unwrap_or_else(|p| p.into_inner());
+        let (before, after) = (slot.principals(), fresh.principals());
+        let shown = |set: &std::collections::BTreeSet<(String, Role)>,
+                     other: &std::collections::BTreeSet<(String, Role)>| {
+            set.difference(other)
+                .map(|(name, role)| format!("{name} ({role})"))
+                .collect::<Vec<_>>()
+        };
+        let rotation = Rotation {
+            removed: shown(&before, &after),
+            added: shown(&after, &before),
+            entries: fresh.tokens.len() + fresh.subjects.len(),
+        };
+        *slot = fresh;
+        Ok(rotation)
+    }
+
+    /// True while the file in force still names `principal` with its role (a
+    /// dashboard session opened before a rotation ends when its principal goes).
+    pub fn still_holds(&self, principal: &Principal) -> bool {
+        self.table()
+            .principals()
+            .contains(&(principal.name.clone(), principal.role))
     }
 
     /// The principal a bearer token proves, if any. Every entry is compared, in
@@ -372,7 +451,7 @@ impl Credentials {
     pub fn by_token(&self, token: &str) -> Option<Principal> {
         let presented: [u8; 32] = Sha256::digest(token.trim().as_bytes()).into();
         let mut found = None;
-        for (hash, principal) in &self.tokens {
+        for (hash, principal) in &self.table().tokens {
             if bool::from(hash.ct_eq(&presented)) {
                 found = Some(principal.clone());
             }
@@ -382,7 +461,7 @@ impl Credentials {
 
     /// The principal a verified client certificate's subject proves, if listed.
     pub fn by_subject(&self, subject: &str) -> Option<Principal> {
-        self.subjects.get(subject).cloned()
+        self.table().subjects.get(subject).cloned()
     }
 }
 

@@ -317,6 +317,7 @@ fn security(args: &ServeArgs) -> Result<server::Security> {
     Ok(server::Security {
         tls,
         credentials,
+        tokens_file: args.auth.clone(),
         agents,
         peers,
         prometheus: Some(Arc::new(prometheus)),

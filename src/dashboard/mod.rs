@@ -132,7 +132,15 @@ impl Dashboard {
                 .ok_or(Some("That token is not accepted."));
         }
         match session::cookie(headers) {
-            Some(id) => self.sessions.get(id).ok_or(Some("Your session ended; sign in again.")),
+            // A session ends when its principal leaves the tokens file (SIGHUP).
+            Some(id) => match self.sessions.get(id) {
+                Some(p) if credentials.still_holds(&p) => Ok(p),
+                Some(_) => {
+                    self.sessions.close(id);
+                    Err(Some("Your token was withdrawn; sign in again."))
+                }
+                None => Err(Some("Your session ended; sign in again.")),
+            },
             None => Err(None),
         }
     }

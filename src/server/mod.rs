@@ -7,6 +7,7 @@
 mod controller;
 mod limits;
 pub mod metrics;
+mod rotation;
 mod standby;
 
 use std::future::Future;
@@ -70,6 +71,8 @@ pub struct Security {
     /// The tokens file's credentials; None: authentication off (loopback only, or
     /// `--insecure-no-auth`).
     pub credentials: Option<Arc<Credentials>>,
+    /// Where the credentials were read from (`--auth`): read again at SIGHUP.
+    pub tokens_file: Option<PathBuf>,
     /// Changes each principal may make.
     pub rate: RateLimit,
     /// TLS to the agents (their CA, and this controller's identity); None: plaintext.
@@ -193,6 +196,14 @@ impl Phase<'_> {
             since_start_ms = self.started.elapsed().as_millis(),
             "rollouts and restart jobs loaded"
         );
+        if let (Some(credentials), Some(path)) = (&options.security.credentials, &options.security.tokens_file) {
+            rotation::on_hangup(
+                credentials.clone(),
+                path.clone(),
+                Some(engine.clone()),
+                shutdown.clone(),
+            );
+        }
         if leading.is_some() {
             // Written by the new leader itself, fenced by its epoch.
             let told = crate::notify::leader_changed(store.writer(), epoch, options.clock.now_ms());

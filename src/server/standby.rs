@@ -31,6 +31,9 @@ pub fn serve(
         options.security.clone(),
         done.clone(),
     ))];
+    if let (Some(credentials), Some(path)) = (&options.security.credentials, &options.security.tokens_file) {
+        super::rotation::on_hangup(credentials.clone(), path.clone(), None, done.clone());
+    }
     let metrics = metrics::Metrics::standby(peers.clone());
     if let Some(http) = &options.http {
         let app = cluster::proxy::router(cluster::proxy::leader_dashboard(peers), me.to_string())?
