@@ -652,16 +652,25 @@ async fn an_approval_through_a_standby_counts_for_the_caller_and_survives_the_le
 
 /// Controllers whose API speaks mutual TLS with a private CA: a standby forwards to
 /// the leader over TLS (`--peer-ca`, its own certificate as its identity), with the
-/// caller's token.
+/// caller's token. A caller known only by its client certificate is attributed at
+/// the leader to that certificate, never to the standby: what it submits through a
+/// standby is recorded under its name, and four-eyes refuses its own approval at the
+/// leader and through the standby; the leader takes a forwarded identity only from a
+/// controller (a client sending the header is refused).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_standby_forwards_to_a_leader_over_mutual_tls() {
     let dir = tempfile::tempdir().unwrap();
     let ca = common::certs::Ca::new(dir.path(), "site");
     let server = ca.issue("controller");
     let cli = ca.issue("otto-laptop");
-    let tokens = tokens_file(dir.path(), &[("otto", "operator")]);
+    let tokens = tokens_file(dir.path(), &[("otto", "operator"), ("vera", "operator")]);
     let mut listed = std::fs::read_to_string(&tokens).unwrap();
-    listed.push_str("certificates:\n  - subject: otto-laptop\n    role: operator\n");
+    // The standby's certificate is that of a controller (it may only forward); the
+    // laptop's is an operator's. Were the standby's an admin's, as it could be
+    // before, the leader would have taken its calls as the standby's own.
+    listed.push_str(
+        "certificates:\n  - subject: otto-laptop\n    role: operator\n  - subject: controller\n    role: controller\n",
+    );
     std::fs::write(&tokens, listed).unwrap();
     let paths = [&server.cert, &server.key, &ca.cert].map(|p| p.display().to_string());
     let extra = [
@@ -701,23 +710,80 @@ async fn a_standby_forwards_to_a_leader_over_mutual_tls() {
         (submitted.principal.as_str(), submitted.controller.as_str()),
         ("otto", a.as_str())
     );
-    // Known only by its certificate, a caller may not approve through a standby: the
-    // leader would see the standby's certificate, not the caller's.
+
+    within(
+        120,
+        "the first rollout to end",
+        watch_until(&mut via_b, "tls-fix", |r| r.state().is_terminal()),
+    )
+    .await;
+    // Known only by its certificate, through the standby: recorded under its name.
     let cert_only = Credentials {
         token: None,
         ..otto.clone()
     };
     let mut laptop = connect_with(&b, &cert_only).await.unwrap();
-    let err = laptop
-        .approve_rollout(pb::ApproveRolloutRequest {
-            name: "tls-fix".into(),
-            gate_id: "0123456789ab".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
-    assert!(err.message().contains("approve with a token"), "{err:?}");
+    let mut spec = plan("tls-gate", &["10%", "100%"], "0");
+    spec.gates = vec![pb::GateSpec {
+        after: "10%".into(),
+        approvals: 1,
+        four_eyes: true,
+        ..Default::default()
+    }];
+    submit(&mut laptop, spec).await;
+    let events = timeline(&mut via_b, "tls-gate").await;
+    let submitted = events.iter().find(|e| e.kind == "SubmitPlan").unwrap();
+    assert_eq!(submitted.principal, "otto-laptop", "{submitted:?}");
+    let open = within(
+        60,
+        "the gate to open",
+        watch_until(&mut laptop, "tls-gate", |r| {
+            r.state() == pb::RolloutState::AwaitingApproval
+        }),
+    )
+    .await
+    .pop()
+    .unwrap()
+    .gate
+    .unwrap();
+    let approval = || pb::ApproveRolloutRequest {
+        name: "tls-gate".into(),
+        gate_id: open.gate_id.clone(),
+        ..Default::default()
+    };
+    // Four-eyes knows the laptop at the leader and through the standby.
+    let mut at_leader = connect_with(&a, &cert_only).await.unwrap();
+    for (client, at) in [(&mut at_leader, "leader"), (&mut laptop, "standby")] {
+        let err = client.approve_rollout(approval()).await.unwrap_err();
+        assert_eq!(err.code(), Code::FailedPrecondition, "{at}: {err:?}");
+        assert!(
+            err.message().contains("four-eyes: otto-laptop submitted"),
+            "{at}: {err:?}"
+        );
+    }
+    // A client cannot claim to be forwarded: the leader refuses the header.
+    let mut forged = tonic::Request::new(approval());
+    forged
+        .metadata_mut()
+        .insert(rollout::auth::FORWARDED_SUBJECT, "vera".parse().unwrap());
+    let mut otto_at_leader = connect_with(&a, &cert_only).await.unwrap();
+    let err = otto_at_leader.approve_rollout(forged).await.unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    // Another operator approves, through the standby; it counts under her name.
+    let vera = Credentials {
+        token: Some(token("vera")),
+        ..cert_only.clone()
+    };
+    let mut vera = connect_with(&b, &vera).await.unwrap();
+    let counted = vera.approve_rollout(approval()).await.unwrap().into_inner();
+    assert!(counted.counted, "{}", counted.message);
+    let events = timeline(&mut vera, "tls-gate").await;
+    let approved: Vec<&str> = events
+        .iter()
+        .filter(|e| e.kind == "ApproveRollout" && e.result == "ok")
+        .map(|e| e.principal.as_str())
+        .collect();
+    assert_eq!(approved, ["vera"], "{events:#?}");
     // Without --peer-ca a standby cannot check the leader's certificate: it says so.
     let mut plain = controller(&site.etcd, &site.fleet_file, &site.logs[1], &extra[..extra.len() - 2]).await;
     let mut via_plain = connect_with(&format!("https://{}", plain.addr), &otto).await.unwrap();

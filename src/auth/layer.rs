@@ -13,7 +13,7 @@ use tonic::Status;
 use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 use tower::{Layer, Service};
 
-use super::{Credentials, Need, Principal, bearer, need, subject_name};
+use super::{Credentials, Need, Principal, Role, bearer, need, subject_name};
 
 /// Changes a principal may make: `per_second` on average, `burst` at once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -123,8 +123,33 @@ impl Shared {
     }
 }
 
-/// A bearer token first; else a verified client certificate's subject.
+/// A bearer token first; else a verified client certificate's subject; a call a
+/// standby forwarded for a caller known by its certificate, as that caller.
 fn authenticate<B>(credentials: &Credentials, req: &http::Request<B>) -> Result<Principal, Status> {
+    let direct = authenticate_direct(credentials, req)?;
+    let Some(forwarded) = req.headers().get(super::FORWARDED_SUBJECT) else {
+        return Ok(direct);
+    };
+    if direct.role != Role::Controller || bearer(req.headers()).is_some() {
+        return Err(Status::permission_denied(format!(
+            "`{}` sent {}: only a controller of this site (a certificates entry with role controller) forwards a caller's identity",
+            direct.name,
+            super::FORWARDED_SUBJECT
+        )));
+    }
+    let subject = forwarded
+        .to_str()
+        .map_err(|_| Status::unauthenticated("the forwarded subject is not text"))?;
+    credentials.by_subject(subject).ok_or_else(|| {
+        Status::unauthenticated(format!(
+            "client certificate `{}` (forwarded by `{}`) has no role in the leader's tokens file",
+            crate::ident::escaped(subject),
+            direct.name
+        ))
+    })
+}
+
+fn authenticate_direct<B>(credentials: &Credentials, req: &http::Request<B>) -> Result<Principal, Status> {
     if let Some(token) = bearer(req.headers()) {
         let token = token.ok_or_else(|| Status::unauthenticated("the authorization header is not `Bearer TOKEN`"))?;
         return credentials.by_token(token).ok_or_else(|| {

@@ -36,6 +36,10 @@ pub use crate::yamlfile::Error;
 /// except `Agent`, which may only send heartbeats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Role {
+    /// Another controller of this site (a `certificates:` entry): may do nothing of
+    /// its own, only forward a caller whose certificate it checked, under that
+    /// caller's identity (see [`FORWARDED_SUBJECT`]).
+    Controller,
     /// An agent: Heartbeat only.
     Agent,
     /// Get, List, Watch.
@@ -53,6 +57,7 @@ impl Role {
             "viewer" => Some(Role::Viewer),
             "operator" => Some(Role::Operator),
             "admin" => Some(Role::Admin),
+            "controller" => Some(Role::Controller),
             _ => None,
         }
     }
@@ -63,6 +68,7 @@ impl Role {
             Role::Viewer => "viewer",
             Role::Operator => "operator",
             Role::Admin => "admin",
+            Role::Controller => "controller",
         }
     }
 
@@ -144,19 +150,32 @@ pub fn need(path: &str) -> Need {
     }
 }
 
-/// An approval counts under the caller's name. Through a standby a token goes along
-/// to the leader, which checks it again; a client certificate does not (the leader
-/// sees the standby's own), so a caller known here only by its certificate is told
-/// to approve with a token or at the leader. The standby answers with this.
-pub fn approver_unproven_through_standby<B>(request: &http::Request<B>) -> Option<tonic::Status> {
-    let approving = request.uri().path() == "/rollout.v1.Controller/ApproveRollout";
-    let principal = request.extensions().get::<Principal>()?;
-    (approving && bearer(request.headers()).is_none() && *principal != Principal::anonymous()).then(|| {
-        tonic::Status::failed_precondition(format!(
-            "`{}` is known here only by its client certificate, and a standby forwarding it would approve under its own name: approve with a token (--token-file) or at the leader (`rollout controllers` names it)",
-            principal.name
-        ))
-    })
+/// The header a standby adds when it forwards a call whose caller it knows only by
+/// its client certificate: the certificate's subject, which the standby checked.
+/// The leader takes it only from a caller authenticated as a controller of its own
+/// site (a `certificates:` entry of role `controller`), and refuses it from anyone
+/// else; a standby removes it from what clients send.
+pub const FORWARDED_SUBJECT: &str = "x-rollout-forwarded-subject";
+
+/// Readies a call a standby forwards: whatever a client sent as
+/// [`FORWARDED_SUBJECT`] is removed, and a caller this standby knows only by its
+/// client certificate goes along as that certificate's subject (a token goes along
+/// by itself, and the leader checks it again).
+pub fn forwarding<B>(request: &mut http::Request<B>) -> Option<tonic::Status> {
+    request.headers_mut().remove(FORWARDED_SUBJECT);
+    let principal = request.extensions().get::<Principal>()?.clone();
+    if bearer(request.headers()).is_some() || principal == Principal::anonymous() {
+        return None;
+    }
+    match http::HeaderValue::from_str(&principal.name) {
+        Ok(value) => {
+            request.headers_mut().insert(FORWARDED_SUBJECT, value);
+            None
+        }
+        Err(_) => Some(tonic::Status::unauthenticated(
+            "the client certificate's subject cannot be forwarded to the leader: use a token",
+        )),
+    }
 }
 
 /// The token of an `Authorization: Bearer TOKEN` header: None without the header,
@@ -202,7 +221,7 @@ impl Principal {
                 .hosts
                 .iter()
                 .any(|pattern| wildmatch::WildMatch::new(pattern).matches(host_id)),
-            Role::Viewer | Role::Operator => false,
+            Role::Viewer | Role::Operator | Role::Controller => false,
         }
     }
 
@@ -359,7 +378,10 @@ impl Credentials {
             Role::parse(text).ok_or_else(|| {
                 invalid(
                     format!("{at}.role"),
-                    &format!("`{text}` is not a role: use viewer, operator, admin or agent"),
+                    &format!(
+                        "`{}` is not a role: use viewer, operator, admin or agent (or controller, for a certificate)",
+                        crate::ident::escaped(text)
+                    ),
                 )
             })
         };
@@ -499,6 +521,8 @@ mod tests {
             (Role::Viewer, [true, false, true, false, true, false]),
             (Role::Operator, [true, false, true, true, true, false]),
             (Role::Admin, [true, true, true, true, true, true]),
+            // Another controller does nothing of its own: it only forwards callers.
+            (Role::Controller, [true, false, false, false, false, false]),
         ];
         for (role, allowed) in table {
             for (need, want) in [Nothing, Heartbeat, View, Change, Approve, Inventory]

@@ -1,6 +1,7 @@
 //! How a standby forwards: its Controller service sends every call to the leader, as
 //! it came (the caller's credentials were checked here first, and go along for the
-//! leader to check again), streams included, so that clients may be pointed at any
+//! leader to check again; a caller known by its certificate goes as the subject this
+//! standby checked, which the leader takes only from a controller), streams included, so that clients may be pointed at any
 //! controller. Until a leader is known, or when it cannot be reached, calls are
 //! answered Unavailable, saying why.
 
@@ -19,12 +20,14 @@ use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 #[derive(Clone, Default)]
 pub struct Standby {
     state: Arc<RwLock<State>>,
-    /// Answers a call here instead of forwarding it, when it says so.
-    refuse: Option<Refuse>,
+    /// Readies each call for the leader (what identity goes along), or answers it
+    /// here instead of forwarding it, when it says so.
+    prepare: Option<Prepare>,
 }
 
-/// A call a standby must not forward, and why (the server says which).
-pub type Refuse = fn(&http::Request<Body>) -> Option<Status>;
+/// Readies a call for forwarding, or says why it must not be (the server says how:
+/// the caller's identity is the auth module's business).
+pub type Prepare = fn(&mut http::Request<Body>) -> Option<Status>;
 
 #[derive(Default)]
 struct State {
@@ -46,10 +49,10 @@ impl Standby {
         standby
     }
 
-    /// Answers the calls `refuse` picks here, with what it says, instead of
-    /// forwarding them.
-    pub fn refusing(mut self, refuse: Refuse) -> Standby {
-        self.refuse = Some(refuse);
+    /// Passes every call through `prepare` before forwarding it; a call it answers
+    /// is answered here with what it says.
+    pub fn preparing(mut self, prepare: Prepare) -> Standby {
+        self.prepare = Some(prepare);
         self
     }
 
@@ -112,12 +115,12 @@ impl tower::Service<http::Request<Body>> for Standby {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+    fn call(&mut self, mut request: http::Request<Body>) -> Self::Future {
         let (leader, why) = {
             let state = self.state.read().unwrap_or_else(|p| p.into_inner());
             (state.leader.clone(), state.why.clone())
         };
-        if let Some(refusal) = self.refuse.and_then(|refuse| refuse(&request)) {
+        if let Some(refusal) = self.prepare.and_then(|prepare| prepare(&mut request)) {
             return Box::pin(async move { Ok(refusal.into_http()) });
         }
         let Some((url, mut channel)) = leader else {

@@ -67,7 +67,7 @@ async fn serve_api(
     let served = server
         .layer(AuthLayer::new(security.credentials.clone(), security.rate))
         .add_service(health)
-        .add_service(forward.refusing(crate::auth::approver_unproven_through_standby))
+        .add_service(forward.preparing(crate::auth::forwarding))
         .serve_with_incoming_shutdown(incoming(listener), done.cancelled_owned())
         .await;
     if let Err(e) = served {
