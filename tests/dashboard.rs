@@ -165,8 +165,9 @@ async fn pages_and_streams_need_a_viewer_token_never_in_the_url() {
         .unwrap();
     assert_eq!(out.status(), 303);
     assert_eq!(get("/").header("cookie", &session).send().await.unwrap().status(), 401);
-    // Metrics are served beside the dashboard.
-    assert_eq!(get("/metrics").send().await.unwrap().status(), 200);
+    // Metrics are served beside the dashboard, to the dashboard's viewers only.
+    assert_eq!(get("/metrics").send().await.unwrap().status(), 401);
+    assert_eq!(get("/metrics").bearer_auth(VIEWER).send().await.unwrap().status(), 200);
 
     assert_eq!(controller.terminate(Duration::from_secs(30)).await.unwrap(), Some(0));
 }

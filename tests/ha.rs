@@ -493,8 +493,12 @@ async fn a_standby_forwards_calls_with_the_callers_identity_and_shows_the_leader
     let b_dashboard = site.b.line_after("dashboard on ").await.unwrap();
     let a_dashboard = site.a.line_after("dashboard on ").await.unwrap();
     let client = reqwest::Client::new();
+    // Beside the dashboard, /metrics needs a viewer's token.
+    let refused = client.get(format!("{}metrics", b_dashboard)).send().await.unwrap();
+    assert_eq!(refused.status(), 401, "the standby's /metrics without a token");
     let metrics = client
         .get(format!("{}metrics", b_dashboard))
+        .bearer_auth(token("vera"))
         .send()
         .await
         .unwrap()

@@ -83,10 +83,17 @@ pub struct ServeArgs {
     /// it); same authentication as the API: a viewer token.
     #[arg(long)]
     pub http_listen: Option<String>,
-    /// Allow a non-loopback --http-listen: the dashboard speaks plain HTTP, so tokens
-    /// and session cookies cross the network in clear (prefer a TLS proxy in front).
+    /// Allow a non-loopback --http-listen without TLS: tokens and session cookies
+    /// would cross the network in clear (prefer --http-tls-cert, or a TLS proxy).
     #[arg(long)]
     pub http_insecure: bool,
+    /// Serve the dashboard over TLS with this certificate chain (PEM), with
+    /// --http-tls-key; its session cookie is then `Secure`.
+    #[arg(long, requires_all = ["http_listen", "http_tls_key"])]
+    pub http_tls_cert: Option<PathBuf>,
+    /// The private key of --http-tls-cert (PEM).
+    #[arg(long, requires_all = ["http_listen", "http_tls_cert"])]
+    pub http_tls_key: Option<PathBuf>,
     /// Speak TLS to agents whose certificates chain to this CA (mutual TLS with
     /// --tls-cert and --tls-key as the controller's identity).
     #[arg(long)]
@@ -270,12 +277,29 @@ fn security(args: &ServeArgs) -> Result<server::Security> {
         None => None,
     };
     let loopback = is_loopback(&args.listen);
+    let http_tls = match (&args.http_tls_cert, &args.http_tls_key) {
+        (Some(cert), Some(key)) => Some(server::web::tls_config(cert, key)?),
+        _ => None,
+    };
+    // The dashboard answers to its address, and to the name it is advertised by.
+    let http_names = args
+        .http_advertise
+        .iter()
+        .filter_map(|url| url::Url::parse(url).ok())
+        .filter_map(|u| {
+            let host = u.host_str()?.to_ascii_lowercase();
+            Some(match u.port() {
+                Some(port) => format!("{host}:{port}"),
+                None => host,
+            })
+        })
+        .collect();
     if let Some(http) = &args.http_listen
         && !is_loopback(http)
     {
-        if !args.http_insecure {
+        if !args.http_insecure && http_tls.is_none() {
             return Err(Error::Usage(format!(
-                "--http-listen {http} is not a loopback address and the dashboard speaks plain HTTP: serve it on 127.0.0.1 behind a TLS proxy, or add --http-insecure"
+                "--http-listen {http} is not a loopback address and the dashboard would speak plain HTTP: give --http-tls-cert and --http-tls-key, serve it on 127.0.0.1 behind a TLS proxy, or add --http-insecure"
             )));
         }
         if credentials.is_none() && !args.insecure_no_auth {
@@ -283,7 +307,9 @@ fn security(args: &ServeArgs) -> Result<server::Security> {
                 "--http-listen {http} is not a loopback address: give --auth tokens.yaml, or --insecure-no-auth to serve it open"
             )));
         }
-        warn!(http = %http, "the dashboard is served in plain HTTP on a non-loopback address (--http-insecure)");
+        if http_tls.is_none() {
+            warn!(http = %http, "the dashboard is served in plain HTTP on a non-loopback address (--http-insecure)");
+        }
     }
     if credentials.is_none() && !loopback {
         if !args.insecure_no_auth {
@@ -318,6 +344,8 @@ fn security(args: &ServeArgs) -> Result<server::Security> {
         tls,
         credentials,
         tokens_file: args.auth.clone(),
+        http_tls,
+        http_names,
         agents,
         peers,
         prometheus: Some(Arc::new(prometheus)),
@@ -336,15 +364,20 @@ fn is_loopback(addr: &str) -> bool {
 }
 
 /// Binds an HTTP listener and prints where it serves `path` (scripts read the line).
-async fn bind_http(addr: &str, flag: &str, what: &str, path: &str) -> Result<TcpListener> {
+async fn bind_http(addr: &str, flag: &str, what: &str, path: &str, scheme: &str) -> Result<TcpListener> {
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|e| Error::io(format!("cannot listen on {addr} for {what} (pick another {flag})"), e))?;
     if let Ok(local) = listener.local_addr() {
-        println!("{what} on http://{local}{path}");
+        println!("{what} on {scheme}://{local}{path}");
         let _ = std::io::stdout().flush();
     }
     Ok(listener)
+}
+
+/// The dashboard's scheme: https with --http-tls-cert.
+fn http_scheme(args: &ServeArgs) -> &'static str {
+    if args.http_tls_cert.is_some() { "https" } else { "http" }
 }
 
 /// Where the store is: a data dir, or etcd with this controller's leadership settings.
@@ -376,7 +409,7 @@ fn store_at(args: &ServeArgs, listener: &TcpListener, http: Option<&TcpListener>
         (Some(url), _) => url.clone(),
         (None, Some(http)) => http
             .local_addr()
-            .map(|a| format!("http://{a}"))
+            .map(|a| format!("{}://{a}", http_scheme(args)))
             .map_err(|e| Error::io("cannot read the dashboard's listening address", e))?,
         (None, None) => String::new(),
     };
@@ -402,13 +435,13 @@ pub async fn serve(args: ServeArgs) -> Result<ExitCode> {
         .transpose()?;
     let listener = bind(&args.listen).await?;
     let http = match &args.http_listen {
-        Some(addr) => Some(bind_http(addr, "--http-listen", "dashboard", "/").await?),
+        Some(addr) => Some(bind_http(addr, "--http-listen", "dashboard", "/", http_scheme(&args)).await?),
         None => None,
     };
     // The same address for both: one server, which serves /metrics beside the pages.
     let metrics = match &args.metrics_listen {
         Some(addr) if args.http_listen.as_deref() != Some(addr.as_str()) => {
-            Some(bind_http(addr, "--metrics-listen", "metrics", "/metrics").await?)
+            Some(bind_http(addr, "--metrics-listen", "metrics", "/metrics", "http").await?)
         }
         _ => None,
     };
@@ -492,7 +525,7 @@ pub async fn agent(args: AgentArgs) -> Result<ExitCode> {
             args.metrics_per_host,
         ));
         sim = sim.with_traffic(traffic.clone());
-        let metrics = bind_http(addr, "--metrics-listen", "traffic metrics", "/metrics").await?;
+        let metrics = bind_http(addr, "--metrics-listen", "traffic metrics", "/metrics", "http").await?;
         let app = axum::Router::new().route(
             "/metrics",
             axum::routing::get(move || {

@@ -9,8 +9,11 @@
 //! server-side session held in an HttpOnly, SameSite=Strict cookie. Tokens never
 //! appear in URLs. Without `--auth` (loopback only) the dashboard is open.
 //!
-//! It speaks plain HTTP: keep it on loopback behind the site's TLS proxy; a
-//! non-loopback `--http-listen` needs `--http-insecure`.
+//! It speaks TLS with `--http-tls-cert` and `--http-tls-key` (the cookie is then
+//! `Secure`); in plain HTTP keep it on loopback behind the site's TLS proxy (a
+//! non-loopback `--http-listen` without TLS needs `--http-insecure`). It answers only
+//! requests whose Host is its own address or an advertised name (DNS rebinding), and
+//! `/metrics` beside its pages needs the same credentials as its pages.
 
 mod chart;
 mod session;
@@ -63,6 +66,8 @@ pub struct Dashboard {
     controllers: Controllers,
     credentials: Option<Arc<Credentials>>,
     sessions: Arc<Sessions>,
+    /// Served over TLS: the session cookie is `Secure`.
+    secure: bool,
     /// Streams end when the controller stops, so a graceful stop never waits on a
     /// browser.
     shutdown: CancellationToken,
@@ -76,6 +81,7 @@ impl Dashboard {
         engine: Arc<Engine>,
         controllers: Controllers,
         credentials: Option<Arc<Credentials>>,
+        secure: bool,
         shutdown: CancellationToken,
     ) -> Dashboard {
         Dashboard {
@@ -83,6 +89,7 @@ impl Dashboard {
             controllers,
             credentials,
             sessions: Arc::new(Sessions::default()),
+            secure,
             shutdown,
             sun: Arc::default(),
         }
@@ -91,6 +98,11 @@ impl Dashboard {
     /// The dashboard's routes; everything but the sign-in page and the static assets
     /// needs a viewer.
     pub fn router(self) -> Router {
+        self.router_with(Router::new())
+    }
+
+    /// The dashboard's routes and `extra` (`/metrics`), which needs a viewer too.
+    pub fn router_with(self, extra: Router) -> Router {
         let private = Router::new()
             .route("/", get(rollouts_page))
             .route("/rollouts/{name}", get(rollout_page))
@@ -118,7 +130,8 @@ impl Dashboard {
             )
             .merge(private)
             .layer(middleware::map_response(security_headers))
-            .with_state(self)
+            .with_state(self.clone())
+            .merge(extra.route_layer(middleware::from_fn_with_state(self, authenticate)))
     }
 
     /// Who the request proves to be; Err(why) when nobody (None: no credentials at all).
@@ -213,8 +226,12 @@ async fn login(State(d): State<Dashboard>, Form(form): Form<LoginForm>) -> Respo
     match credentials.by_token(&form.token) {
         Some(p) if p.role.allows(Need::View) => {
             info!(principal = %p.name, role = %p.role, "dashboard sign-in");
-            let id = d.sessions.open(p);
-            let cookie = session::set_cookie(&id);
+            let Some(id) = d.sessions.open(p) else {
+                warn!("dashboard sign-in refused: every session slot is held");
+                let why = "Too many people are signed in to this dashboard; try again later.";
+                return (StatusCode::SERVICE_UNAVAILABLE, html(views::login(Some(why)))).into_response();
+            };
+            let cookie = session::set_cookie(&id, d.secure);
             ([(header::SET_COOKIE, cookie)], Redirect::to("/")).into_response()
         }
         Some(p) => {
@@ -237,7 +254,11 @@ async fn logout(State(d): State<Dashboard>, headers: HeaderMap) -> Response {
     if let Some(id) = session::cookie(&headers) {
         d.sessions.close(id);
     }
-    ([(header::SET_COOKIE, session::clear_cookie())], Redirect::to("/login")).into_response()
+    (
+        [(header::SET_COOKIE, session::clear_cookie(d.secure))],
+        Redirect::to("/login"),
+    )
+        .into_response()
 }
 
 fn not_found(who: &Principal, text: String) -> Response {

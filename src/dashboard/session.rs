@@ -13,8 +13,12 @@ use crate::auth::Principal;
 const COOKIE: &str = "rollout_session";
 /// A session lasts a long shift.
 const TTL: Duration = Duration::from_secs(12 * 3600);
-/// Sessions kept at most; the oldest goes first.
+/// Sessions kept at most, across principals: a sign-in past it is refused (it never
+/// closes someone else's session).
 const MAX: usize = 10_000;
+/// Sessions one principal may hold; past it, that principal's oldest goes (never
+/// another's): one viewer cannot sign everyone else out.
+pub const PER_PRINCIPAL: usize = 16;
 
 #[derive(Default)]
 pub struct Sessions {
@@ -26,19 +30,28 @@ impl Sessions {
         self.open.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Opens a session for `who`; returns its id (256 random bits, hex).
-    pub fn open(&self, who: Principal) -> String {
+    /// Opens a session for `who`; returns its id (256 random bits, hex), or None when
+    /// every slot is held by others' live sessions.
+    pub fn open(&self, who: Principal) -> Option<String> {
         let id: String = rand::random::<[u8; 32]>().iter().map(|b| format!("{b:02x}")).collect();
         let now = Instant::now();
         let mut open = self.lock();
         open.retain(|_, (_, at)| now.duration_since(*at) < TTL);
-        if open.len() >= MAX
-            && let Some(oldest) = open.iter().min_by_key(|(_, (_, at))| *at).map(|(k, _)| k.clone())
-        {
-            open.remove(&oldest);
+        let mut own: Vec<(Instant, String)> = open
+            .iter()
+            .filter(|(_, (p, _))| p.name == who.name)
+            .map(|(k, (_, at))| (*at, k.clone()))
+            .collect();
+        own.sort();
+        let over = (own.len() + 1).saturating_sub(PER_PRINCIPAL);
+        for (_, oldest) in own.iter().take(over) {
+            open.remove(oldest);
+        }
+        if open.len() >= MAX {
+            return None;
         }
         open.insert(id.clone(), (who, now));
-        id
+        Some(id)
     }
 
     /// Who an open, unexpired session belongs to.
@@ -69,12 +82,21 @@ pub fn cookie(headers: &HeaderMap) -> Option<&str> {
 /// other sites' requests do not carry it.
 const ATTRIBUTES: &str = "Path=/; HttpOnly; SameSite=Strict";
 
-pub fn set_cookie(id: &str) -> String {
-    format!("{COOKIE}={id}; Max-Age={}; {ATTRIBUTES}", TTL.as_secs())
+/// The cookie holding session `id`; `Secure` (sent over TLS only) when served so.
+pub fn set_cookie(id: &str, secure: bool) -> String {
+    format!(
+        "{COOKIE}={id}; Max-Age={}; {ATTRIBUTES}{}",
+        TTL.as_secs(),
+        secure_flag(secure)
+    )
 }
 
-pub fn clear_cookie() -> String {
-    format!("{COOKIE}=; Max-Age=0; {ATTRIBUTES}")
+pub fn clear_cookie(secure: bool) -> String {
+    format!("{COOKIE}=; Max-Age=0; {ATTRIBUTES}{}", secure_flag(secure))
+}
+
+fn secure_flag(secure: bool) -> &'static str {
+    if secure { "; Secure" } else { "" }
 }
 
 #[cfg(test)]
@@ -86,7 +108,7 @@ mod tests {
     fn a_session_is_found_by_its_cookie_until_closed() {
         let sessions = Sessions::default();
         let alice = Principal::new("alice", Role::Viewer);
-        let id = sessions.open(alice.clone());
+        let id = sessions.open(alice.clone()).unwrap();
         assert_eq!(id.len(), 64);
         let mut headers = HeaderMap::new();
         let value = format!("theme=dark; {COOKIE}={id}");
@@ -96,6 +118,23 @@ mod tests {
         assert_eq!(sessions.get("forged"), None);
         sessions.close(&id);
         assert_eq!(sessions.get(&id), None);
-        assert!(set_cookie(&id).contains("HttpOnly; SameSite=Strict"));
+        assert!(set_cookie(&id, false).contains("HttpOnly; SameSite=Strict"));
+        assert!(!set_cookie(&id, false).contains("Secure"));
+        assert!(set_cookie(&id, true).ends_with("; Secure"));
+    }
+
+    #[test]
+    fn one_principal_cannot_sign_others_out() {
+        let sessions = Sessions::default();
+        let bob = sessions.open(Principal::new("bob", Role::Operator)).unwrap();
+        let mallory = Principal::new("mallory", Role::Viewer);
+        let first = sessions.open(mallory.clone()).unwrap();
+        for _ in 0..5 * PER_PRINCIPAL {
+            sessions.open(mallory.clone()).unwrap();
+        }
+        assert!(sessions.get(&bob).is_some(), "another principal's session stays");
+        assert_eq!(sessions.get(&first), None, "mallory's oldest went");
+        let held = sessions.lock().values().filter(|(p, _)| p.name == "mallory").count();
+        assert_eq!(held, PER_PRINCIPAL);
     }
 }

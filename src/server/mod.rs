@@ -9,6 +9,7 @@ mod limits;
 pub mod metrics;
 mod rotation;
 mod standby;
+pub mod web;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -83,6 +84,20 @@ pub struct Security {
     /// How plans' analyses reach the site's Prometheus (its CA, a token); None: a
     /// client without either.
     pub prometheus: Option<Arc<crate::analysis::prometheus::Prometheus>>,
+    /// The dashboard's TLS (`--http-tls-cert`, `--http-tls-key`); None: plain HTTP.
+    pub http_tls: Option<web::HttpTls>,
+    /// Names the dashboard answers to besides its address (`--http-advertise`'s).
+    pub http_names: Vec<String>,
+}
+
+impl Security {
+    /// Who a dashboard on `listener` answers to.
+    fn http_hosts(&self, listener: &TcpListener) -> Arc<web::Hosts> {
+        Arc::new(web::Hosts {
+            port: listener.local_addr().map_or(0, |a| a.port()),
+            advertised: self.http_names.clone(),
+        })
+    }
 }
 
 /// Concurrent HTTP/2 streams a connection may have open (watches included).
@@ -235,23 +250,38 @@ impl Phase<'_> {
             .then(|| metrics::Metrics::new(engine.clone(), grpc_fleet, controllers.clone(), notifier.clone()));
         if let (Some(listener), Some(m)) = (&options.metrics, &metrics) {
             let listener = moved_to(&api, share(listener)?)?;
-            api.spawn(serve_http(
+            api.spawn(web::serve_http(
                 listener,
                 metrics::router(m.clone()),
                 shutdown.clone(),
                 "metrics",
+                None,
             ));
         }
         if let (Some(listener), Some(m)) = (&options.http, &metrics) {
+            let security = &options.security;
             let dashboard = Dashboard::new(
                 engine.clone(),
                 controllers.clone(),
-                options.security.credentials.clone(),
+                security.credentials.clone(),
+                security.http_tls.is_some(),
                 shutdown.clone(),
             );
-            let app = dashboard.router().merge(metrics::router(m.clone()));
+            // /metrics beside the pages needs the dashboard's credentials.
+            let app = dashboard
+                .router_with(metrics::router(m.clone()))
+                .layer(axum::middleware::from_fn_with_state(
+                    security.http_hosts(listener),
+                    web::host_check,
+                ));
             let listener = moved_to(&api, share(listener)?)?;
-            api.spawn(serve_http(listener, app, shutdown.clone(), "dashboard"));
+            api.spawn(web::serve_http(
+                listener,
+                app,
+                shutdown.clone(),
+                "dashboard",
+                security.http_tls.clone(),
+            ));
         }
         // The API keeps answering reads while the engine drains; it stops after.
         let drained = CancellationToken::new();
@@ -379,23 +409,6 @@ fn moved_to(runtime: &tokio::runtime::Runtime, listener: TcpListener) -> Result<
         .map_err(|e| Error::io("cannot hand the listener to the API's runtime", e))?;
     let _entered = runtime.enter();
     TcpListener::from_std(std).map_err(|e| Error::io("cannot hand the listener to the API's runtime", e))
-}
-
-/// Serves an HTTP app (metrics, the dashboard) on `listener` until `shutdown`.
-async fn serve_http(listener: TcpListener, app: axum::Router, shutdown: CancellationToken, what: &'static str) {
-    if let Ok(addr) = listener.local_addr() {
-        info!(%addr, "{what} on http://{addr}/");
-    }
-    use axum::serve::ListenerExt;
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await;
-    if let Err(e) = served {
-        warn!(error = %e, "the {what} HTTP server failed");
-    }
 }
 
 /// What the gRPC API of a leader answers from.

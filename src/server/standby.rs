@@ -36,17 +36,35 @@ pub fn serve(
     }
     let metrics = metrics::Metrics::standby(peers.clone());
     if let Some(http) = &options.http {
+        let security = &options.security;
+        // /metrics beside the leader's pages needs a viewer's token (the sessions
+        // are the leader's, and only it can check them).
+        let guarded = metrics::router(metrics.clone()).route_layer(axum::middleware::from_fn_with_state(
+            security.credentials.clone(),
+            super::web::viewer_only,
+        ));
         let app = cluster::proxy::router(cluster::proxy::leader_dashboard(peers), me.to_string())?
-            .merge(metrics::router(metrics.clone()));
-        let served = super::serve_http(super::share(http)?, app, done.clone(), "dashboard (standby)");
+            .merge(guarded)
+            .layer(axum::middleware::from_fn_with_state(
+                security.http_hosts(http),
+                super::web::host_check,
+            ));
+        let served = super::web::serve_http(
+            super::share(http)?,
+            app,
+            done.clone(),
+            "dashboard (standby)",
+            security.http_tls.clone(),
+        );
         standing.push(tokio::spawn(served));
     }
     if let Some(listener) = &options.metrics {
-        let served = super::serve_http(
+        let served = super::web::serve_http(
             super::share(listener)?,
             metrics::router(metrics.clone()),
             done.clone(),
             "metrics (standby)",
+            None,
         );
         standing.push(tokio::spawn(served));
     }
