@@ -8,6 +8,7 @@ mod common;
 use std::path::Path;
 
 use common::agents::HostDir;
+use common::receiver;
 use common::*;
 use rollout::auth::hash_token;
 use rollout::cli::{Credentials, connect_with};
@@ -452,11 +453,25 @@ async fn sighup_revokes_a_removed_token_without_a_restart() {
     let fleet = dir.path().join("fleet.yaml");
     std::fs::write(&fleet, "hosts: []\n").unwrap();
     let tokens = tokens_file(dir.path(), &[("otto", "operator", &[]), ("mallory", "operator", &[])]);
+    // A webhook sink whose URL and secret rotate with the sinks file.
+    let (old_receiver, new_receiver) = (
+        receiver::Receiver::start(receiver::Mode::Ok).await,
+        receiver::Receiver::start(receiver::Mode::Ok).await,
+    );
+    let sinks = old_receiver.sinks_file(dir.path(), "bridge", "");
+    let rotated_dir = dir.path().join("rotated");
+    std::fs::create_dir_all(&rotated_dir).unwrap();
+    let rotated = new_receiver.sinks_file(&rotated_dir, "bridge", "");
     let log = dir.path().join("controller.log");
     let controller = spawn_controller(
         &dir.path().join("data"),
         &fleet,
-        &["--auth".as_ref(), tokens.as_os_str()],
+        &[
+            "--auth".as_ref(),
+            tokens.as_os_str(),
+            "--notify".as_ref(),
+            sinks.as_os_str(),
+        ],
         &log,
     )
     .await;
@@ -470,6 +485,7 @@ async fn sighup_revokes_a_removed_token_without_a_restart() {
     let pid = controller.pid().unwrap() as i32;
 
     tokens_file(dir.path(), &[("otto", "operator", &[])]);
+    std::fs::copy(&rotated, &sinks).unwrap();
     // SAFETY: kill sends a signal to a child process this test started.
     unsafe { libc::kill(pid, libc::SIGHUP) };
     let refused = within(30, "the removed token to be refused", async {
@@ -485,6 +501,33 @@ async fn sighup_revokes_a_removed_token_without_a_restart() {
     otto.list_rollouts(pb::ListRolloutsRequest::default())
         .await
         .expect("the kept token still works");
+    // The rotated sink: a test event goes to its new URL, signed with its new secret.
+    let test = within(30, "the rotated sink to answer", async {
+        loop {
+            let answer = otto
+                .notify_test(pb::NotifyTestRequest { sink: "bridge".into() })
+                .await
+                .unwrap()
+                .into_inner();
+            if !new_receiver.requests().is_empty() {
+                return answer;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    assert!(test.delivered, "{test:?}");
+    assert!(
+        new_receiver.requests().iter().all(|r| r.verified),
+        "signed with the new secret"
+    );
+    assert!(
+        old_receiver
+            .requests()
+            .iter()
+            .all(|r| r.event["type"] != "notification.test"),
+        "the old URL got nothing after the rotation"
+    );
     let events = otto
         .list_events(pb::ListEventsRequest::default())
         .await
@@ -495,6 +538,12 @@ async fn sighup_revokes_a_removed_token_without_a_restart() {
         events
             .iter()
             .any(|e| e.principal == "controller" && e.detail.contains("removed mallory (operator)")),
+        "{events:#?}"
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| e.principal == "controller" && e.detail.contains("sinks file re-read: 1 sinks (bridge)")),
         "{events:#?}"
     );
 

@@ -73,6 +73,7 @@ async fn metrics_are_scraped_during_a_rollout() {
             grace: Duration::from_secs(30),
             drill_from_ms: None,
             sinks: Default::default(),
+            sinks_file: None,
             site: "default".into(),
             ssh: None,
         },

@@ -461,6 +461,7 @@ pub async fn serve(args: ServeArgs) -> Result<ExitCode> {
             grace: args.grace_period,
             drill_from_ms: args.drill_clock,
             sinks,
+            sinks_file: args.notify.clone(),
             site: args.site,
             ssh,
         },

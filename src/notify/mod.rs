@@ -128,12 +128,68 @@ impl Stats {
 }
 
 /// The leader's notifier: every sink of `--notify`, delivering from the outbox (and
-/// Alertmanager's alerts from the rollouts' states).
+/// Alertmanager's alerts from the rollouts' states). SIGHUP re-reads the sinks file
+/// ([`Notifier::reload`]): the sinks in force stop and the new ones start where each
+/// sink's cursor is (a sink that stays keeps its place; delivery is at least once).
 pub struct Notifier {
+    current: std::sync::RwLock<Arc<Generation>>,
+    parts: Parts,
+    pending: Family<SinkLabels, Gauge>,
+}
+
+/// What every generation of sinks is made with.
+struct Parts {
+    store: Store,
+    site: String,
+    clock: Arc<dyn Clock>,
+    engine: Arc<Engine>,
+    shutdown: CancellationToken,
+    /// Every generation's tasks, waited for at shutdown.
+    tracker: TaskTracker,
+    outcomes: Family<OutcomeLabels, Counter>,
+}
+
+/// The sinks of one reading of the sinks file, and their tasks.
+struct Generation {
     delivery: Arc<Delivery>,
     alerts: Vec<Arc<alertmanager::Alerts>>,
-    outcomes: Family<OutcomeLabels, Counter>,
-    pending: Family<SinkLabels, Gauge>,
+    /// Ends this generation's tasks (a child of the controller's shutdown).
+    stop: CancellationToken,
+}
+
+impl Parts {
+    /// Starts the tasks of `sinks`.
+    fn generation(&self, sinks: &Sinks) -> Result<Arc<Generation>, Error> {
+        let mut outlets = Vec::new();
+        let mut alert_outlets = Vec::new();
+        for sink in &sinks.0 {
+            let outlet = Arc::new(Outlet::new(sink.clone(), Stats::of(&self.outcomes, &sink.name))?);
+            match sink.kind {
+                SinkKind::Alertmanager => alert_outlets.push(outlet),
+                _ => outlets.push(outlet),
+            }
+        }
+        let stop = self.shutdown.child_token();
+        let delivery = Arc::new(Delivery {
+            store: self.store.clone(),
+            site: self.site.clone(),
+            clock: self.clock.clone(),
+            outlets,
+            shutdown: stop.clone(),
+            tracker: self.tracker.clone(),
+        });
+        delivery.announce();
+        self.tracker.spawn(delivery.clone().run());
+        let alerts: Vec<Arc<alertmanager::Alerts>> = alert_outlets
+            .into_iter()
+            .map(|o| Arc::new(alertmanager::Alerts::new(o)))
+            .collect();
+        for a in &alerts {
+            tracing::info!(sink = %a.outlet.sink.name, "alerting {}", a.outlet.sink.describe());
+            self.tracker.spawn(a.clone().run(delivery.clone(), self.engine.clone()));
+        }
+        Ok(Arc::new(Generation { delivery, alerts, stop }))
+    }
 }
 
 impl Notifier {
@@ -147,66 +203,62 @@ impl Notifier {
         engine: Arc<Engine>,
         shutdown: CancellationToken,
     ) -> Result<Arc<Notifier>, Error> {
-        let outcomes = Family::<OutcomeLabels, Counter>::default();
-        let mut outlets = Vec::new();
-        let mut alert_outlets = Vec::new();
-        for sink in &sinks.0 {
-            let outlet = Arc::new(Outlet::new(sink.clone(), Stats::of(&outcomes, &sink.name))?);
-            match sink.kind {
-                SinkKind::Alertmanager => alert_outlets.push(outlet),
-                _ => outlets.push(outlet),
-            }
-        }
-        let tracker = TaskTracker::new();
-        let delivery = Arc::new(Delivery {
+        let parts = Parts {
             store,
             site: site.to_string(),
             clock,
-            outlets,
+            engine,
             shutdown,
-            tracker: tracker.clone(),
-        });
-        delivery.announce();
-        tracker.spawn(delivery.clone().run());
-        let alerts: Vec<Arc<alertmanager::Alerts>> = alert_outlets
-            .into_iter()
-            .map(|o| Arc::new(alertmanager::Alerts::new(o)))
-            .collect();
-        for a in &alerts {
-            tracing::info!(sink = %a.outlet.sink.name, "alerting {}", a.outlet.sink.describe());
-            tracker.spawn(a.clone().run(delivery.clone(), engine.clone()));
-        }
-        tracker.close();
+            tracker: TaskTracker::new(),
+            outcomes: Family::default(),
+        };
+        let first = parts.generation(sinks)?;
         Ok(Arc::new(Notifier {
-            delivery,
-            alerts,
-            outcomes,
+            current: std::sync::RwLock::new(first),
+            parts,
             pending: Family::default(),
         }))
     }
 
+    fn now(&self) -> Arc<Generation> {
+        self.current.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Puts `sinks` in force: the sinks in force stop, and these start from each
+    /// sink's cursor in the store.
+    pub fn reload(&self, sinks: &Sinks) -> Result<(), Error> {
+        let mut slot = self.current.write().unwrap_or_else(|p| p.into_inner());
+        let next = self.parts.generation(sinks)?;
+        slot.stop.cancel();
+        *slot = next;
+        Ok(())
+    }
+
     /// Waits until every task of the notifier has stopped (after shutdown).
     pub async fn stopped(&self) {
-        self.delivery.tracker.wait().await;
+        self.parts.tracker.close();
+        self.parts.tracker.wait().await;
     }
 
     /// Every sink's delivered, pending, last error and undeliverable.
     pub fn status(&self) -> Result<pb::NotifyStatusResponse, Error> {
-        let mut sinks = self.delivery.status()?;
-        sinks.extend(self.alerts.iter().map(|a| a.status()));
+        let now = self.now();
+        let mut sinks = now.delivery.status()?;
+        sinks.extend(now.alerts.iter().map(|a| a.status()));
         Ok(pb::NotifyStatusResponse {
             sinks,
-            site: self.delivery.site.clone(),
+            site: self.parts.site.clone(),
         })
     }
 
     /// Sends one test event to sink `name` now, once, and says how it answered.
     pub async fn test(&self, name: &str) -> Result<pb::NotifyTestResponse, Error> {
-        let d = &self.delivery;
+        let now = self.now();
+        let d = &now.delivery;
         let outlet = d
             .outlets
             .iter()
-            .chain(self.alerts.iter().map(|a| &a.outlet))
+            .chain(now.alerts.iter().map(|a| &a.outlet))
             .find(|o| o.sink.name == name)
             .ok_or_else(|| Error::UnknownSink {
                 name: name.to_string(),
@@ -237,10 +289,11 @@ impl Notifier {
     }
 
     fn names(&self) -> Vec<String> {
-        self.delivery
+        let now = self.now();
+        now.delivery
             .outlets
             .iter()
-            .chain(self.alerts.iter().map(|a| &a.outlet))
+            .chain(now.alerts.iter().map(|a| &a.outlet))
             .map(|o| o.sink.name.clone())
             .collect()
     }
@@ -251,7 +304,7 @@ impl Notifier {
         registry.register(
             "notifications",
             "Notification attempts by sink and outcome (delivered, retried, undeliverable, budget_exhausted)",
-            self.outcomes.clone(),
+            self.parts.outcomes.clone(),
         );
         registry.register(
             "notifications_pending",

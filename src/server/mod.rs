@@ -57,6 +57,8 @@ pub struct Options {
     /// Where notifications go (`--notify FILE`); empty: nowhere (they stay in the
     /// outbox for a controller that has sinks).
     pub sinks: crate::notify::Sinks,
+    /// Where `sinks` came from (`--notify FILE`): read again at SIGHUP.
+    pub sinks_file: Option<PathBuf>,
     /// The CloudEvents' source is `/rollout/{site}` (`--site`).
     pub site: String,
     /// How hosts at `ssh://` addresses are reached (`--ssh FILE`); None: they are
@@ -211,14 +213,6 @@ impl Phase<'_> {
             since_start_ms = self.started.elapsed().as_millis(),
             "rollouts and restart jobs loaded"
         );
-        if let (Some(credentials), Some(path)) = (&options.security.credentials, &options.security.tokens_file) {
-            rotation::on_hangup(
-                credentials.clone(),
-                path.clone(),
-                Some(engine.clone()),
-                shutdown.clone(),
-            );
-        }
         if leading.is_some() {
             // Written by the new leader itself, fenced by its epoch.
             let told = crate::notify::leader_changed(store.writer(), epoch, options.clock.now_ms());
@@ -237,6 +231,11 @@ impl Phase<'_> {
             })
             .transpose()
             .map_err(Error::from)?;
+        let reload = rotation::Reload {
+            sinks: notifier.clone().zip(options.sinks_file.clone()),
+            ..rotation::Reload::tokens(&options.security)
+        };
+        rotation::on_hangup(reload, Some(engine.clone()), shutdown.clone());
         let controllers = controllers(leading.as_ref(), self.listener, options);
         // Reads are answered on a runtime of their own: a million-host rollout keeping
         // the engine's workers busy does not queue them behind its tasks.

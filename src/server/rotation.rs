@@ -1,9 +1,11 @@
-//! Rotation without a restart: SIGHUP reads the tokens file again (`--auth`), so a
-//! token removed from it is refused from the next call on, and a new one accepted,
+//! Rotation without a restart: SIGHUP reads the tokens file (`--auth`) and the sinks
+//! file (`--notify`) again, so a token removed from it is refused from the next call
+//! on, a new one accepted, and a sink whose URL or secret rotated is reached anew,
 //! without the failover a restart would cost in the middle of an incident. A file
 //! that does not parse keeps the one in force and says why. A leader writes each
-//! re-read to the audit log (who was removed and added, never a token or a hash); a
-//! standby re-reads too (it checks callers itself first).
+//! re-read to the audit log (who was removed and added, which sinks; never a token,
+//! a hash or a URL's secret); a standby re-reads the tokens too (it checks callers
+//! itself first).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -14,24 +16,31 @@ use tracing::{info, warn};
 use crate::auth::Credentials;
 use crate::engine::Engine;
 use crate::engine::audit::{Actor, Target};
+use crate::notify::{Notifier, Sinks};
 
-/// Re-reads `path` into `credentials` at every SIGHUP until `done`; with `engine`,
-/// each re-read (or refusal) is audited.
-pub fn on_hangup(credentials: Arc<Credentials>, path: PathBuf, engine: Option<Arc<Engine>>, done: CancellationToken) {
-    let mut hangups = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
-        Ok(h) => h,
-        Err(e) => {
-            warn!(error = %e, "cannot listen for SIGHUP: the tokens file is read only at start");
-            return;
+/// What SIGHUP reads again.
+#[derive(Default)]
+pub struct Reload {
+    /// The credentials in force and the tokens file they came from.
+    pub tokens: Option<(Arc<Credentials>, PathBuf)>,
+    /// The notifier and the sinks file (the leader only).
+    pub sinks: Option<(Arc<Notifier>, PathBuf)>,
+}
+
+impl Reload {
+    /// The tokens half, from the controller's security settings.
+    pub fn tokens(security: &super::Security) -> Reload {
+        Reload {
+            tokens: security.credentials.clone().zip(security.tokens_file.clone()),
+            sinks: None,
         }
-    };
-    tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                _ = done.cancelled() => return,
-                got = hangups.recv() => if got.is_none() { return },
-            }
-            let (line, result) = match credentials.reload(&path) {
+    }
+
+    /// Each re-read's line for the log and audit trail, and its result.
+    fn run(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        if let Some((credentials, path)) = &self.tokens {
+            out.push(match credentials.reload(path) {
                 Ok(rotation) => {
                     info!(file = %path.display(), "{rotation}");
                     (rotation.to_string(), "ok".to_string())
@@ -46,11 +55,58 @@ pub fn on_hangup(credentials: Arc<Credentials>, path: PathBuf, engine: Option<Ar
                         e.to_string(),
                     )
                 }
-            };
-            if let Some(engine) = &engine {
-                engine
-                    .record_call(&Actor::controller(), Target::None, line, &result)
-                    .await;
+            });
+        }
+        if let Some((notifier, path)) = &self.sinks {
+            let reloaded = Sinks::load(path).map_err(|e| e.to_string()).and_then(|sinks| {
+                notifier.reload(&sinks).map_err(|e| e.to_string())?;
+                Ok(sinks)
+            });
+            out.push(match reloaded {
+                Ok(sinks) => {
+                    let names: Vec<&str> = sinks.0.iter().map(|s| s.name.as_str()).collect();
+                    let line = format!("sinks file re-read: {} sinks ({})", names.len(), names.join(", "));
+                    info!(file = %path.display(), "{line}");
+                    (line, "ok".to_string())
+                }
+                Err(e) => {
+                    warn!(error = %e, "SIGHUP: the sinks file was not taken; the sinks in force stay");
+                    (
+                        format!("sinks file not re-read ({}): the sinks in force stay", path.display()),
+                        e,
+                    )
+                }
+            });
+        }
+        out
+    }
+}
+
+/// Reads again what `reload` names at every SIGHUP until `done`; with `engine`,
+/// each re-read (or refusal) is audited.
+pub fn on_hangup(reload: Reload, engine: Option<Arc<Engine>>, done: CancellationToken) {
+    if reload.tokens.is_none() && reload.sinks.is_none() {
+        return;
+    }
+    let mut hangups = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(h) => h,
+        Err(e) => {
+            warn!(error = %e, "cannot listen for SIGHUP: the tokens and sinks files are read only at start");
+            return;
+        }
+    };
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = done.cancelled() => return,
+                got = hangups.recv() => if got.is_none() { return },
+            }
+            for (line, result) in reload.run() {
+                if let Some(engine) = &engine {
+                    engine
+                        .record_call(&Actor::controller(), Target::None, line, &result)
+                        .await;
+                }
             }
         }
     });

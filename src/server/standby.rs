@@ -31,9 +31,7 @@ pub fn serve(
         options.security.clone(),
         done.clone(),
     ))];
-    if let (Some(credentials), Some(path)) = (&options.security.credentials, &options.security.tokens_file) {
-        super::rotation::on_hangup(credentials.clone(), path.clone(), None, done.clone());
-    }
+    super::rotation::on_hangup(super::rotation::Reload::tokens(&options.security), None, done.clone());
     let metrics = metrics::Metrics::standby(peers.clone());
     if let Some(http) = &options.http {
         let security = &options.security;

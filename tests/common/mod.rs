@@ -243,6 +243,7 @@ impl Controller {
             grace: Duration::from_secs(30),
             drill_from_ms: None,
             sinks,
+            sinks_file: None,
             site: "test-site".into(),
             ssh: None,
         };
