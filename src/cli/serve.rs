@@ -47,8 +47,9 @@ pub struct ServeArgs {
     /// and the --listen address).
     #[arg(long, requires = "store")]
     pub advertise: Option<String>,
-    /// How the other controllers reach this one's dashboard, for a standby to show
-    /// the leader's (default: http://, --http-listen's address).
+    /// How people and the other controllers reach this one's dashboard (a standby
+    /// shows the leader's); its name is the one Host the dashboard answers to besides
+    /// its address (default: http(s)://, --http-listen's address).
     #[arg(long, requires = "http_listen")]
     pub http_advertise: Option<String>,
     /// The leader's etcd lease, kept alive while it runs: a standby takes over this
