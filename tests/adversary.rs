@@ -57,6 +57,12 @@ fn heartbeat(host: &str, address: &str, version: &str) -> pb::HeartbeatRequest {
     }
 }
 
+/// `rollout serve` on `fleet`, which it must refuse: its exit and what it printed.
+async fn serve_refusing(data: &Path, fleet: &Path) -> std::process::Output {
+    let (data, fleet) = (data.to_str().unwrap(), fleet.to_str().unwrap());
+    rollout(&["serve", "--listen", "127.0.0.1:0", "--data", data, "--fleet", fleet]).await
+}
+
 fn fleet_of(hosts: &[(&str, String)]) -> String {
     let mut text = String::from("hosts:\n");
     for (id, address) in hosts {
@@ -159,14 +165,7 @@ async fn one_agents_token_cannot_speak_for_another_host() {
     assert!(refusals.iter().any(|e| e.principal == "apac-exo-0666"));
 
     // A rollout deploys to the real host: its own deploy script ran.
-    let mut spec = plan("after-hijack", &["100%"], "0");
-    spec.selector = [(
-        "service".to_string(),
-        pb::LabelValues {
-            values: vec!["hijack-demo".into()],
-        },
-    )]
-    .into();
+    let spec = plan_for_service("after-hijack", &["100%"], "0", "hijack-demo");
     submit(&mut admin, spec).await;
     let seen = within(
         60,
@@ -239,16 +238,7 @@ async fn hostile_identifiers_are_refused_where_they_enter() {
     )
     .unwrap();
     let data = dir.path().join("data");
-    let out = rollout(&[
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--data",
-        data.to_str().unwrap(),
-        "--fleet",
-        fleet.to_str().unwrap(),
-    ])
-    .await;
+    let out = serve_refusing(&data, &fleet).await;
     let err = text(&out.stderr);
     assert!(!out.status.success(), "{err}");
     assert!(
@@ -340,16 +330,7 @@ async fn an_ssh_password_is_refused_without_being_echoed() {
     )
     .unwrap();
     let data = dir.path().join("data");
-    let out = rollout(&[
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--data",
-        data.to_str().unwrap(),
-        "--fleet",
-        fleet.to_str().unwrap(),
-    ])
-    .await;
+    let out = serve_refusing(&data, &fleet).await;
     let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
     assert!(!out.status.success(), "{all}");
     assert!(all.contains("holds a password"), "{all}");

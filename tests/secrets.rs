@@ -118,14 +118,7 @@ async fn slack_secrets_stay_secret_and_host_text_is_escaped() {
         token: Some("token-of-otto-0123456789".into()),
     };
     let mut client = connect_with(&server, &operator).await.unwrap();
-    let mut spec = plan("markup", &["100%"], "0");
-    spec.selector = [(
-        "service".to_string(),
-        pb::LabelValues {
-            values: vec!["exo".into()],
-        },
-    )]
-    .into();
+    let spec = plan_for_service("markup", &["100%"], "0", "exo");
     submit(&mut client, spec).await;
 
     // The halt reaches Slack with the host's output, escaped.

@@ -718,14 +718,7 @@ async fn agents_and_controller_speak_mutual_tls() {
         "{}",
         registered.detail
     );
-    let mut spec = plan("tls-fix", &["100%"], "0");
-    spec.selector = [(
-        "service".to_string(),
-        pb::LabelValues {
-            values: vec!["tls-demo".into()],
-        },
-    )]
-    .into();
+    let spec = plan_for_service("tls-fix", &["100%"], "0", "tls-demo");
     submit(&mut client, spec).await;
     let seen = within(
         60,

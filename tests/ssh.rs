@@ -109,6 +109,46 @@ async fn a_fix_over_ssh_runs_each_host_once_through_two_sigkills() {
     assert_eq!(controller.terminate(Duration::from_secs(30)).await.unwrap(), Some(0));
 }
 
+/// One rollout `name` in one wave over SSH hosts on `servers` (one each), through a
+/// controller of its own, which must end with failures: the fleet, the runs
+/// directory, the controller and a client of it.
+async fn ended_with_failures(
+    dir: &Path,
+    client: &SshClient,
+    servers: &[Sshd],
+    name: &str,
+    max_failed: &str,
+) -> (
+    rollout::fleet::FleetFile,
+    PathBuf,
+    rollout::cli::process::Spawned,
+    rollout::cli::Client,
+) {
+    let (fleet, fleet_file) = ssh_fleet(dir, servers.len(), servers);
+    let runs = dir.join("runs");
+    let state = format!("{}/hosts/{{host}}", dir.display());
+    let ssh = client.ssh_file(&state, &commands(&runs));
+    let flags: Vec<&std::ffi::OsStr> = vec!["--ssh".as_ref(), ssh.as_os_str()];
+    let controller = spawn_controller(&dir.join("data"), &fleet_file, &flags, &dir.join("log")).await;
+    let mut grpc = connect(&format!("http://{}", controller.addr)).await.unwrap();
+    submit(&mut grpc, plan(name, &["100%"], max_failed)).await;
+    let done = within(
+        120,
+        "the rollout to end",
+        watch_until(&mut grpc, name, |r| r.state().is_terminal()),
+    )
+    .await
+    .pop()
+    .unwrap();
+    assert_eq!(
+        done.state(),
+        pb::RolloutState::CompletedWithFailures,
+        "{}",
+        done.halt_reason
+    );
+    (fleet, runs, controller, grpc)
+}
+
 /// A host whose key changed, and a host known_hosts does not list, are refused
 /// with the key's fingerprint before anything is sent: nothing runs on them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -130,29 +170,8 @@ async fn changed_and_unknown_host_keys_are_refused_and_nothing_runs() {
     changed.restart();
     assert!(listed.contains(old_key.split_whitespace().nth(1).unwrap()));
     let servers = [good, unknown, changed];
-    let (fleet, fleet_file) = ssh_fleet(dir.path(), 3, &servers);
-    let runs = dir.path().join("runs");
-    let state = format!("{}/hosts/{{host}}", dir.path().display());
-    let ssh = client.ssh_file(&state, &commands(&runs));
-    let log = dir.path().join("log");
-    let flags: Vec<&std::ffi::OsStr> = vec!["--ssh".as_ref(), ssh.as_os_str()];
-    let mut controller = spawn_controller(&dir.path().join("data"), &fleet_file, &flags, &log).await;
-    let mut grpc = connect(&format!("http://{}", controller.addr)).await.unwrap();
-    submit(&mut grpc, plan("ssh-keys", &["100%"], "2")).await;
-    let done = within(
-        120,
-        "the rollout to end",
-        watch_until(&mut grpc, "ssh-keys", |r| r.state().is_terminal()),
-    )
-    .await
-    .pop()
-    .unwrap();
-    assert_eq!(
-        done.state(),
-        pb::RolloutState::CompletedWithFailures,
-        "{}",
-        done.halt_reason
-    );
+    let (fleet, runs, mut controller, mut grpc) =
+        ended_with_failures(dir.path(), &client, &servers, "ssh-keys", "2").await;
     let hosts = all_hosts(&mut grpc, "ssh-keys", pb::HostFilter::Failed, 100).await;
     let reason = |i: usize| {
         hosts
@@ -233,29 +252,8 @@ async fn a_certificate_signed_by_a_revoked_ca_is_refused() {
     )
     .unwrap();
     let servers = [trusted, revoked];
-    let (fleet, fleet_file) = ssh_fleet(dir.path(), 2, &servers);
-    let runs = dir.path().join("runs");
-    let state = format!("{}/hosts/{{host}}", dir.path().display());
-    let ssh = client.ssh_file(&state, &commands(&runs));
-    let log = dir.path().join("log");
-    let flags: Vec<&std::ffi::OsStr> = vec!["--ssh".as_ref(), ssh.as_os_str()];
-    let mut controller = spawn_controller(&dir.path().join("data"), &fleet_file, &flags, &log).await;
-    let mut grpc = connect(&format!("http://{}", controller.addr)).await.unwrap();
-    submit(&mut grpc, plan("ssh-ca", &["100%"], "50")).await;
-    let done = within(
-        120,
-        "the rollout to end",
-        watch_until(&mut grpc, "ssh-ca", |r| r.state().is_terminal()),
-    )
-    .await
-    .pop()
-    .unwrap();
-    assert_eq!(
-        done.state(),
-        pb::RolloutState::CompletedWithFailures,
-        "{}",
-        done.halt_reason
-    );
+    let (fleet, runs, mut controller, mut grpc) =
+        ended_with_failures(dir.path(), &client, &servers, "ssh-ca", "50").await;
     let failed = all_hosts(&mut grpc, "ssh-ca", pb::HostFilter::Failed, 100).await;
     assert_eq!(failed.len(), 1, "{failed:?}");
     assert_eq!(failed[0].host_id, fleet.hosts[1].id);

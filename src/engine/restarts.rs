@@ -188,7 +188,7 @@ fn candidates(req: &pb::TriggerRestartRequest, inventory: &Inventory) -> Result<
     let mut candidates: Vec<String> = Vec::new();
     for (i, id) in req.host_ids.iter().enumerate() {
         crate::ident::host_id(id).map_err(|e| Error::Invalid {
-            field: format!("host_ids[{i}]"),
+            field: format!("TriggerRestart host_ids[{i}]"),
             message: e.to_string(),
         })?;
         if inventory.host(id).is_none() {
@@ -201,7 +201,7 @@ fn candidates(req: &pb::TriggerRestartRequest, inventory: &Inventory) -> Result<
     }
     for key in req.selector.keys() {
         crate::ident::label_key(key).map_err(|e| Error::Invalid {
-            field: format!("selector.{}", e.shown),
+            field: format!("TriggerRestart selector.{}", e.shown),
             message: e.to_string(),
         })?;
     }

@@ -317,6 +317,20 @@ pub fn plan(name: &str, waves: &[&str], max_failed: &str) -> pb::PlanSpec {
     }
 }
 
+/// [`plan`] selecting the hosts whose `service` label is `service`.
+pub fn plan_for_service(name: &str, waves: &[&str], max_failed: &str, service: &str) -> pb::PlanSpec {
+    pb::PlanSpec {
+        selector: [(
+            "service".to_string(),
+            pb::LabelValues {
+                values: vec![service.into()],
+            },
+        )]
+        .into(),
+        ..plan(name, waves, max_failed)
+    }
+}
+
 /// A simulated fleet of `hosts` in a process of its own (`rollout agent --simulate`,
 /// Apply latency `latency_ms` as "MIN..MAX", logging to `log`), and the fleet file a
 /// controller is given for it (every host at the simulator's address), written in
