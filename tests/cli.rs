@@ -254,10 +254,10 @@ async fn notify_check_validates_a_sinks_file_offline() {
     let said = text(&out.stdout);
     assert!(said.starts_with(&format!("ok: {shown}: 1 sinks")), "{said}");
     assert!(
-        said.contains("incident-bridge: webhook to https://hooks.internal/rollout ("),
+        said.contains("incident-bridge: webhook to https://hooks.internal:443 ("),
         "{said}"
     );
-    for secret in ["token=abc", "pw@", key.trim()] {
+    for secret in ["token=abc", "pw@", "/rollout", key.trim()] {
         assert!(!said.contains(secret), "{said}");
     }
     std::fs::write(&sinks, body.replace("kind: webhook", "kind: pager")).unwrap();

@@ -10,10 +10,18 @@
 //!   - principal: alice
 //!     role: operator            # viewer | operator | admin | agent
 //!     sha256: 9f86d081...       # `rollout token hash` prints it; the token is never stored
+//!   - principal: apac-exo
+//!     role: agent
+//!     sha256: 2c26b46b...
+//!     hosts: ["apac-exo-*"]     # the hosts it speaks for; without it, the host named like it
 //! certificates:
 //!   - subject: ops-cli          # a client certificate's subject common name (mTLS)
 //!     role: admin
+//!   - subject: controller       # the other controllers: they forward callers, nothing else
+//!     role: controller
 //! ```
+//!
+//! SIGHUP reads the file again ([`Credentials::reload`]).
 
 pub mod client;
 mod layer;
@@ -32,8 +40,9 @@ pub use layer::{AuthLayer, ChangeLimit, RateLimit};
 /// Why the tokens file was refused.
 pub use crate::yamlfile::Error;
 
-/// What a principal may do. Each role may do everything the one before it may,
-/// except `Agent`, which may only send heartbeats.
+/// What a principal may do. Each of viewer, operator and admin may do everything
+/// the one before it may; `Agent` may only send heartbeats (for its own hosts), and
+/// `Controller` nothing of its own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Role {
     /// Another controller of this site (a `certificates:` entry): may do nothing of
