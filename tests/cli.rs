@@ -115,7 +115,7 @@ async fn submit_watch_and_status_through_the_cli() {
     let sim = Sim::start(
         400,
         SimulatorOptions {
-            latency_ms: (1, 5),
+            latency_ms: (1, 5).into(),
             ..Default::default()
         },
     )

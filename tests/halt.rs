@@ -133,7 +133,7 @@ async fn pause_holds_and_resume_continues() {
     let h = Harness::start(
         1_000,
         SimulatorOptions {
-            latency_ms: (20, 40),
+            latency_ms: (20, 40).into(),
             ..Default::default()
         },
     )

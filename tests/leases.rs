@@ -31,7 +31,7 @@ async fn overlapping_plans_are_refused_and_preempt_pauses_the_other() {
     let h = Harness::start(
         300,
         SimulatorOptions {
-            latency_ms: (20, 20),
+            latency_ms: (20, 20).into(),
             ..Default::default()
         },
     )
@@ -112,7 +112,7 @@ async fn a_restart_job_holds_its_hosts() {
     let h = Harness::start(
         200,
         SimulatorOptions {
-            latency_ms: (300, 300),
+            latency_ms: (300, 300).into(),
             ..Default::default()
         },
     )

@@ -47,7 +47,7 @@ async fn metrics_are_scraped_during_a_rollout() {
     let sim = Sim::start(
         1_000,
         SimulatorOptions {
-            latency_ms: (5, 15),
+            latency_ms: (5, 15).into(),
             ..Default::default()
         },
     )

@@ -49,7 +49,7 @@ async fn unhealthy_hosts_restart_in_business_hours_order_within_budget() {
         1_000,
         SimulatorOptions {
             unhealthy_rate: 0.3,
-            latency_ms: (5, 15),
+            latency_ms: (5, 15).into(),
             seed: 3,
             ..Default::default()
         },
@@ -285,7 +285,7 @@ async fn hosts_held_by_a_rollout_are_skipped() {
         200,
         SimulatorOptions {
             unhealthy_rate: 0.5,
-            latency_ms: (200, 200),
+            latency_ms: (200, 200).into(),
             ..Default::default()
         },
     )
@@ -414,7 +414,7 @@ async fn a_cancelled_job_sends_nothing_more() {
         300,
         SimulatorOptions {
             unhealthy_rate: 0.5,
-            latency_ms: (100, 100),
+            latency_ms: (100, 100).into(),
             ..Default::default()
         },
     )

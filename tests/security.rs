@@ -402,7 +402,7 @@ async fn the_audit_log_names_who_changed_what() {
     let sim = Sim::start(
         100,
         SimulatorOptions {
-            latency_ms: (20, 40),
+            latency_ms: (20, 40).into(),
             unhealthy_rate: 0.2,
             ..Default::default()
         },

@@ -107,7 +107,7 @@ async fn submissions_are_idempotent_and_names_unique() {
     let h = Harness::start(
         200,
         SimulatorOptions {
-            latency_ms: (50, 50),
+            latency_ms: (50, 50).into(),
             ..Default::default()
         },
     )

@@ -9,6 +9,7 @@ pub mod command;
 pub mod config;
 pub mod heartbeat;
 pub mod host;
+pub mod latency;
 pub mod simulator;
 pub mod state;
 pub mod traffic;

@@ -9,11 +9,11 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
 use tokio::sync::Mutex;
 use tonic::{Request, Response, Status};
 
+pub use super::latency::Latency;
 use crate::engine::order::stable_hash;
 use crate::fleet::FleetFile;
 use crate::proto::v1 as pb;
@@ -24,8 +24,8 @@ use crate::proto::v1::agent_server::{Agent, AgentServer};
 pub struct SimulatorOptions {
     /// Share of Apply calls that fail (0.0 ..= 1.0).
     pub fail_rate: f64,
-    /// Each Apply takes a time drawn uniformly from this range, in milliseconds.
-    pub latency_ms: (u64, u64),
+    /// How long each Apply takes: uniform in a range, or log-normal with a tail.
+    pub latency_ms: Latency,
     pub seed: u64,
     /// Share of hosts that start unhealthy (besides those the fleet file marks).
     pub unhealthy_rate: f64,
@@ -42,7 +42,7 @@ impl Default for SimulatorOptions {
     fn default() -> SimulatorOptions {
         SimulatorOptions {
             fail_rate: 0.0,
-            latency_ms: (0, 0),
+            latency_ms: Latency::default(),
             seed: 0,
             unhealthy_rate: 0.0,
             unavailable_rate: 0.0,
@@ -63,21 +63,9 @@ fn unit(seed: u64, purpose: &str, name: &str) -> f64 {
     (z >> 11) as f64 / (1u64 << 53) as f64
 }
 
-/// Parses `MIN..MAX` (or a single number) milliseconds.
-pub fn parse_latency(text: &str) -> Result<(u64, u64), String> {
-    let usage = || format!("`{text}` is not a latency range: write it like 5..50 (milliseconds)");
-    let (a, b) = match text.split_once("..") {
-        Some((a, b)) => (a, b),
-        None => (text, text),
-    };
-    let (a, b): (u64, u64) = (
-        a.trim().parse().map_err(|_| usage())?,
-        b.trim().parse().map_err(|_| usage())?,
-    );
-    if a > b {
-        return Err(format!("`{text}`: the minimum is above the maximum"));
-    }
-    Ok((a, b))
+/// Parses `MIN..MAX` (or a single number) milliseconds, or `lognormal:60s,p99=5m`.
+pub fn parse_latency(text: &str) -> Result<Latency, String> {
+    Latency::parse(text)
 }
 
 #[derive(Debug, Default)]
@@ -101,7 +89,7 @@ pub struct Simulator {
     /// `f64` bits of the fail rate, changeable at run time (tests lower it to let a
     /// halted rollout resume).
     fail_rate: AtomicU64,
-    latency_ms: (u64, u64),
+    latency_ms: Latency,
     seed: u64,
     break_rate: f64,
     noop: bool,
@@ -254,10 +242,10 @@ impl Simulator {
         if disrupts {
             self.count_restart(&h.customers, 1);
         }
-        let (lo, hi) = self.latency_ms;
-        if hi > 0 {
-            let ms = lo + ((hi - lo + 1) as f64 * self.draw(&req.operation_id, "latency")) as u64;
-            tokio::time::sleep(Duration::from_millis(ms.min(hi))).await;
+        if !self.latency_ms.is_zero() {
+            let unit = self.draw(&req.operation_id, "latency");
+            let seed = stable_hash(&format!("{}:latency:{}", self.seed, req.operation_id));
+            tokio::time::sleep(self.latency_ms.sample(unit, seed)).await;
         }
         if disrupts {
             self.count_restart(&h.customers, -1);
@@ -464,8 +452,8 @@ mod tests {
 
     #[test]
     fn latency_ranges_parse() {
-        assert_eq!(parse_latency("5..50").unwrap(), (5, 50));
-        assert_eq!(parse_latency("7").unwrap(), (7, 7));
+        assert_eq!(parse_latency("5..50").unwrap(), (5, 50).into());
+        assert_eq!(parse_latency("7").unwrap(), (7, 7).into());
         assert!(parse_latency("50..5").is_err());
         assert!(parse_latency("fast").is_err());
     }

@@ -48,7 +48,7 @@ pub struct DemoArgs {
     pub bake: Duration,
     /// Simulated deploy time per host, MIN..MAX milliseconds.
     #[arg(long, default_value = "20..80", value_parser = parse_latency)]
-    pub latency_ms: (u64, u64),
+    pub latency_ms: simulator::Latency,
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
     /// Share of hosts that stay unhealthy after the fix and need a restart.
@@ -159,12 +159,11 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
     let sim_stop = CancellationToken::new();
     let sim_task = tokio::spawn(simulator::serve(sim_listener, sim.clone(), sim_stop.clone()));
     println!(
-        "fleet: {} hosts, {} customers in {} time zones, simulated agents on {agent_addr} ({}..{} ms per deploy)",
+        "fleet: {} hosts, {} customers in {} time zones, simulated agents on {agent_addr} ({} per deploy)",
         fleet.hosts.len(),
         fleet.customers.len(),
         zones.len(),
-        args.latency_ms.0,
-        args.latency_ms.1
+        args.latency_ms
     );
 
     // The controller, as a real process.

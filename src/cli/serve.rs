@@ -165,9 +165,11 @@ pub struct AgentArgs {
     /// Share of Apply calls that fail (simulator).
     #[arg(long, default_value_t = 0.0)]
     pub fail_rate: f64,
-    /// Latency of each Apply, `MIN..MAX` milliseconds (simulator).
+    /// Latency of each Apply (simulator): `MIN..MAX` milliseconds, uniform; or
+    /// `lognormal:MEDIAN,p99=P99` (like `lognormal:60s,p99=5m`), most deploys near the
+    /// median and one in a hundred past the p99.
     #[arg(long, default_value = "0..0", value_parser = parse_latency)]
-    pub latency_ms: (u64, u64),
+    pub latency_ms: simulator::Latency,
     /// Seed of the simulator's randomness: the same seed fails the same operations.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
