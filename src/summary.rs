@@ -243,7 +243,7 @@ fn whole_percent(part: u64, whole: u64) -> u64 {
 }
 
 /// 6012 -> "6,012".
-fn count(n: u64) -> String {
+pub fn count(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::with_capacity(digits.len() + digits.len() / 3);
     for (i, c) in digits.chars().enumerate() {

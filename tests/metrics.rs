@@ -66,6 +66,7 @@ async fn metrics_are_scraped_during_a_rollout() {
             store: server::StoreAt::Dir(dir.path().join("data")),
             fleet: Some(fleet_path),
             agent_timeout: Duration::from_secs(30),
+            max_in_flight: 4_096,
             clock: Arc::new(rollout::engine::SystemClock),
             security: Default::default(),
             metrics: Some(metrics),

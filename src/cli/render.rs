@@ -76,6 +76,9 @@ pub fn detail(r: &pb::Rollout) -> String {
     if !r.drill_clock.is_empty() {
         out.push_str(&format!("clock      {}\n", r.drill_clock));
     }
+    if !r.limits.is_empty() {
+        out.push_str(&format!("limited    {}\n", r.limits));
+    }
     if let Some(g) = r
         .gate
         .as_ref()
@@ -354,6 +357,7 @@ pub fn json(r: &pb::Rollout) -> Value {
             "host_ids": g.host_ids,
         })).collect::<Vec<_>>(),
         "drill_clock": r.drill_clock,
+        "limits": r.limits,
         "measurements": r.measurements.iter().map(|m| json!({
             "check": m.check,
             "wave": m.wave,

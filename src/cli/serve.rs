@@ -63,6 +63,12 @@ pub struct ServeArgs {
     /// Deadline of each call to an agent.
     #[arg(long, default_value = "10m", value_parser = super::parse_duration)]
     pub agent_timeout: Duration,
+    /// Host actions in flight at once across this controller (every rollout and
+    /// restart job together). A plan whose max_parallel is above it is limited to it,
+    /// and its status says so. Each action in flight holds a call (or an SSH channel)
+    /// until it ends.
+    #[arg(long, default_value_t = 4_096, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_in_flight: u32,
     #[command(flatten)]
     pub tls: TlsArgs,
     /// Tokens file: hashed bearer tokens and certificate subjects, each with a role.
@@ -457,6 +463,7 @@ pub async fn serve(args: ServeArgs) -> Result<ExitCode> {
             store,
             fleet: args.fleet,
             agent_timeout: args.agent_timeout,
+            max_in_flight: args.max_in_flight as usize,
             clock: Arc::new(crate::engine::SystemClock),
             security,
             metrics,

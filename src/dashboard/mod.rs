@@ -345,6 +345,11 @@ fn render_rollout(d: &Dashboard, name: &str) -> Option<Markup> {
         .engine
         .events_where(since, TIMELINE, |e| e.rollout_name == r.name && e.kind != "measurement")
         .unwrap_or_default();
+    // Copied only when this controller limits the plan (rare): pages render often.
+    let r = match d.engine.limits(r.plan.as_ref()) {
+        Some(limits) => std::sync::Arc::new(pb::Rollout { limits, ..(*r).clone() }),
+        None => r,
+    };
     Some(views::rollout(&r, &timeline, d.engine.drill_clock().as_deref()))
 }
 

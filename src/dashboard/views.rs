@@ -161,6 +161,9 @@ pub fn rollout(r: &pb::Rollout, timeline: &[pb::EventRecord], drill: Option<&str
         }
         p.summary #summary { (headline(r, drill)) }
         (drill_banner(drill))
+        @if !r.limits.is_empty() {
+            div.reason.limits #limits { strong { "Limited: " } (r.limits) }
+        }
         @if let Some(g) = r.gate.as_ref().filter(|_| state == pb::RolloutState::AwaitingApproval) {
             (gate_banner(r, g))
         }

@@ -305,9 +305,11 @@ async fn advance(live: &Live, ctx: &Context, event: Event) -> Result<()> {
 }
 
 /// Sends the hosts of `wave` (or only `first`, when `wave` is None) with at most
-/// `max_parallel` in flight, and returns how the wave stands when it stops.
+/// `max_parallel` in flight (no more than `--max-in-flight`), and returns how the
+/// wave stands when it stops.
 async fn execute(live: &Live, ctx: &Context, wave: Option<u32>, first: Vec<Dispatch>) -> Result<WaveReport> {
-    let max_parallel = live.plan.max_parallel.max(1) as usize;
+    // Within the controller's --max-in-flight (status says when it limits the plan).
+    let max_parallel = (live.plan.max_parallel.max(1) as usize).min(ctx.max_in_flight);
     let batch = max_parallel.min(MAX_BATCH);
     let mut control = live.control.subscribe();
     let mut ready: VecDeque<Dispatch> = first.into();

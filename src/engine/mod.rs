@@ -104,6 +104,9 @@ pub struct Options {
     /// The client plans' analyses ask Prometheus with (the site's CA and token);
     /// None: one without either.
     pub prometheus: Option<Arc<Prometheus>>,
+    /// Host actions in flight at once across the controller (`--max-in-flight`):
+    /// a rollout's max_parallel above it is limited to it, and says so.
+    pub max_in_flight: usize,
 }
 
 impl Default for Options {
@@ -112,6 +115,7 @@ impl Default for Options {
             preview_limit: 20,
             drill_from_ms: None,
             prometheus: None,
+            max_in_flight: crate::reach::RetryPolicy::default().max_in_flight,
         }
     }
 }
@@ -135,6 +139,8 @@ pub(crate) struct Context {
     /// Asks Prometheus for the plans' analyses (None: the client could not be built,
     /// and every measurement is inconclusive, saying why).
     pub prometheus: Option<Arc<Prometheus>>,
+    /// Host actions in flight at once across the controller (`--max-in-flight`).
+    pub max_in_flight: usize,
 }
 
 impl Context {
@@ -235,6 +241,7 @@ impl Engine {
                 health: HealthBook::new(&inventory),
                 inventory: std::sync::RwLock::new(inventory),
                 rollbacks,
+                max_in_flight: options.max_in_flight.max(1),
                 prometheus: options.prometheus.clone().or_else(|| {
                     Prometheus::new(&Default::default())
                         .inspect_err(|e| warn!(error = %e, "analysis cannot ask Prometheus"))
@@ -355,6 +362,19 @@ impl Engine {
     /// clock, or its drill clock.
     pub fn now_ms(&self) -> i64 {
         self.ctx.hours.now_ms()
+    }
+
+    /// What limits a plan's max_parallel on this controller, in one line; None when
+    /// nothing does.
+    pub fn limits(&self, plan: Option<&pb::PlanSpec>) -> Option<String> {
+        let asked = plan?.max_parallel as usize;
+        (asked > self.options.max_in_flight).then(|| {
+            format!(
+                "max_parallel {} is limited to {} by this controller's --max-in-flight",
+                crate::summary::count(asked as u64),
+                crate::summary::count(self.options.max_in_flight as u64)
+            )
+        })
     }
 
     /// What the drill clock reads now, said plainly; None without one.

@@ -108,6 +108,7 @@ fn snapshots<T: Clone + Send + Sync + 'static>(
 /// and the status text.
 fn shown(engine: &Engine, mut r: pb::Rollout) -> pb::Rollout {
     r.drill_clock = engine.drill_clock().unwrap_or_default();
+    r.limits = engine.limits(r.plan.as_ref()).unwrap_or_default();
     r.summary = crate::summary::rollout(&r);
     r
 }

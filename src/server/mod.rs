@@ -42,6 +42,8 @@ pub struct Options {
     pub fleet: Option<PathBuf>,
     /// Deadline of each call to an agent.
     pub agent_timeout: Duration,
+    /// Host actions in flight at once across the controller (`--max-in-flight`).
+    pub max_in_flight: usize,
     /// Wall-clock time for business hours and records (tests fix it).
     pub clock: Arc<dyn Clock>,
     /// TLS, credentials and limits of the API.
@@ -187,9 +189,15 @@ impl Phase<'_> {
         );
         let epoch = leading.as_ref().map_or(0, |l| l.leadership.epoch);
         let grpc_fleet = Arc::new(
-            GrpcFleet::new(options.agent_timeout)
-                .with_tls(options.security.agents.clone())
-                .with_epoch(epoch),
+            GrpcFleet::with_policy(
+                options.agent_timeout,
+                crate::reach::RetryPolicy {
+                    max_in_flight: options.max_in_flight,
+                    ..Default::default()
+                },
+            )
+            .with_tls(options.security.agents.clone())
+            .with_epoch(epoch),
         );
         let fleets = crate::reach::Fleets::new(grpc_fleet.clone(), options.ssh.clone(), epoch);
         if let Some(ssh) = fleets.ssh() {
@@ -204,6 +212,7 @@ impl Phase<'_> {
             engine::Options {
                 drill_from_ms: options.drill_from_ms,
                 prometheus: options.security.prometheus.clone(),
+                max_in_flight: options.max_in_flight,
                 ..engine::Options::default()
             },
             shutdown.clone(),

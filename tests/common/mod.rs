@@ -236,6 +236,7 @@ impl Controller {
             store: server::StoreAt::Dir(data.to_path_buf()),
             fleet: Some(fleet_path),
             agent_timeout: Duration::from_secs(30),
+            max_in_flight: 4_096,
             clock,
             security,
             metrics: None,

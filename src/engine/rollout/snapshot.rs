@@ -172,6 +172,7 @@ impl Live {
             retries: r.retries,
             drill_clock: String::new(),
             summary: String::new(),
+            limits: String::new(),
             measurements: inner.measurements.clone(),
             gate: r.gate.clone(),
             gates_closed: r.gates_closed.clone(),
