@@ -54,3 +54,34 @@ async fn a_plan_limited_by_max_in_flight_says_so() {
     );
     drop(controller);
 }
+
+/// `max_parallel: 100%` with second-long deploys: the whole wave is in flight at
+/// once (the status shows every host of it out), and the plan says what it was
+/// given and what that came to.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_parallel_100_percent_puts_the_whole_wave_in_flight() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("log");
+    let (_agent, _fleet, fleet_file) =
+        spawn_simulator(dir.path(), 300, "1000..1000", &dir.path().join("agent.log")).await;
+    let controller = spawn_controller(&dir.path().join("data"), &fleet_file, &[], &log).await;
+    let server = format!("http://{}", controller.addr);
+    let mut client = connect(&server).await.unwrap();
+    let mut spec = plan("whole-wave", &["10%", "100%"], "0");
+    spec.max_parallel = 0;
+    spec.max_parallel_share = "100%".into();
+    let submitted = submit(&mut client, spec).await;
+    let stored = submitted.plan.unwrap();
+    assert_eq!((stored.max_parallel, stored.max_parallel_share.as_str()), (300, "100%"));
+    let seen = within(
+        120,
+        "the rollout to succeed",
+        watch_until(&mut client, "whole-wave", |r| r.state() == pb::RolloutState::Succeeded),
+    )
+    .await;
+    // The second wave's 270 hosts were all out at once.
+    let peak = seen.iter().map(|r| r.hosts_in_flight).max().unwrap_or(0);
+    assert_eq!(peak, 270, "the whole second wave in flight at once");
+    assert!(seen.iter().all(|r| r.limits.is_empty()), "nothing limits it");
+    drop(controller);
+}

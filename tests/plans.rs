@@ -141,7 +141,7 @@ fn invalid_plans() -> Vec<(&'static str, String, &'static str)> {
         ),
         (
             "max_parallel too large",
-            with("max_parallel: 200", "max_parallel: 100000"),
+            with("max_parallel: 200", "max_parallel: 1000001"),
             "max_parallel",
         ),
         (

@@ -391,6 +391,15 @@ pub fn preview(r: &pb::Rollout, waves: &[pb::WavePreview]) -> String {
         r.hosts_selected,
         waves.len()
     );
+    if let Some(spec) = r.plan.as_ref().filter(|s| !s.max_parallel_share.is_empty()) {
+        out.push_str(&format!(
+            "max_parallel {} of the selection: {} hosts at once\n",
+            spec.max_parallel_share, spec.max_parallel
+        ));
+    }
+    if !r.limits.is_empty() {
+        out.push_str(&format!("limited: {}\n", r.limits));
+    }
     for w in waves {
         out.push_str(&wave_takes(w, usize::MAX, "", "    "));
         if let Some((_, gate)) = plan.as_ref().and_then(|p| p.gate_after(w.index)) {

@@ -64,6 +64,7 @@ impl Engine {
             waves: p.rollback_waves.clone(),
             order: crate::plan::Order::Stable,
             max_parallel: p.rollback_max_parallel,
+            max_parallel_share: None,
             bake: std::time::Duration::ZERO,
             max_failed: p.max_failed,
             on_failure: crate::plan::FailureAction::Halt,

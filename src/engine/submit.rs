@@ -26,6 +26,8 @@ impl Engine {
             return Ok(replayed);
         }
         let hosts = self.select(&plan)?;
+        // max_parallel given as a share of the selection becomes a number of hosts.
+        let plan = plan.resolved(hosts.len());
         self.refuse_a_second_active(&plan)?;
         // Leases: a host belongs to one active rollout or restart job at a time.
         let shared = self.conflicts(&hosts, None)?;
@@ -48,7 +50,9 @@ impl Engine {
             return Ok(None);
         };
         let live = self.find(Key { name: "", id })?;
-        if live.plan != *plan {
+        // The first one's share was resolved for its selection: so is this one.
+        let selected = live.snapshot().hosts_selected as usize;
+        if live.plan != plan.clone().resolved(selected) {
             return Err(Error::AlreadyExists(format!(
                 "request_id `{request_id}` was already used for rollout `{}` (id {id}) with a different plan; use a new request_id",
                 live.name()

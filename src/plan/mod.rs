@@ -30,7 +30,7 @@ pub const MAX_PLAN_BYTES: usize = 1024 * 1024;
 /// libyaml takes quadratic time on deep flow nesting.
 const MAX_NESTING: usize = 32;
 const MAX_WAVES: usize = 20;
-const MAX_PARALLEL: u32 = 10_000;
+const MAX_PARALLEL: u32 = 1_000_000;
 const MAX_BAKE: Duration = Duration::from_secs(24 * 3600);
 const MAX_DESCRIPTION: usize = 2_000;
 
@@ -139,7 +139,10 @@ pub struct Plan {
     /// Cumulative shares, strictly increasing, the last one 100%.
     pub waves: Vec<Percent>,
     pub order: Order,
+    /// Host actions in flight at once; 0 until a share is resolved at submission.
     pub max_parallel: u32,
+    /// `max_parallel: 25%`: the share of the selection it was given as.
+    pub max_parallel_share: Option<Percent>,
     pub bake: Duration,
     pub max_failed: Threshold,
     pub on_failure: FailureAction,
@@ -295,18 +298,24 @@ enum OneOrMany {
 
 impl PlanFile {
     fn into_spec(self) -> Result<pb::PlanSpec, FieldError> {
-        let max_parallel = match self.max_parallel {
-            None => 0,
+        let (max_parallel, max_parallel_share) = match self.max_parallel {
+            None => (0, String::new()),
             Some(s) => {
                 let text = s.into_text();
-                match text.parse::<u32>() {
-                    Ok(0) | Err(_) => {
-                        return Err(bad(
-                            "max_parallel",
-                            format!("`{text}` is not a whole number of hosts between 1 and {MAX_PARALLEL}"),
-                        ));
+                if text.trim().ends_with('%') {
+                    (0, text)
+                } else {
+                    match text.parse::<u32>() {
+                        Ok(n) if (1..=MAX_PARALLEL).contains(&n) => (n, String::new()),
+                        _ => {
+                            return Err(bad(
+                                "max_parallel",
+                                format!(
+                                    "`{text}` is not a whole number of hosts between 1 and {MAX_PARALLEL}, nor a share of the selection like 25%"
+                                ),
+                            ));
+                        }
                     }
-                    Ok(n) => n,
                 }
             }
         };
@@ -343,6 +352,7 @@ impl PlanFile {
             }),
             analysis: self.analysis.map(analysis::AnalysisFile::into_spec),
             gates: self.gates.into_iter().map(gates::GateFile::into_spec).collect(),
+            max_parallel_share,
         })
     }
 }
@@ -437,7 +447,23 @@ impl Plan {
             }),
             analysis: self.analysis.as_ref().map(crate::analysis::Analysis::to_spec),
             gates: self.gates.iter().map(Gate::to_spec).collect(),
+            max_parallel_share: self.max_parallel_share.map(|p| p.to_string()).unwrap_or_default(),
         }
+    }
+
+    /// The plan for `selected` hosts: a share of the selection given as max_parallel
+    /// (and a rollback's default, four times it) becomes a number of hosts, at least
+    /// one. A plan given in hosts is as it was.
+    pub fn resolved(mut self, selected: usize) -> Plan {
+        if let Some(share) = self.max_parallel_share
+            && self.max_parallel == 0
+        {
+            self.max_parallel = (share.of(selected as u64).max(1)).min(u64::from(MAX_PARALLEL)) as u32;
+        }
+        if self.rollback_max_parallel == 0 {
+            self.rollback_max_parallel = self.max_parallel.max(1).saturating_mul(4).min(MAX_PARALLEL);
+        }
+        self
     }
 
     /// The gate after wave `wave` (0-based), if the plan has one.
@@ -513,6 +539,44 @@ on_failure:
         assert_eq!(plan.waves.len(), 6);
         assert_eq!(plan.max_failed, Threshold::Share(Percent::from_basis_points(200)));
         assert_eq!(Plan::from_spec(&plan.to_spec()).unwrap(), plan);
+    }
+
+    /// `max_parallel` as a share of the selection: resolved into hosts for the
+    /// selection (at least one; a rollback four times it), kept beside the number in
+    /// the stored form, which reads back as the same plan.
+    #[test]
+    fn max_parallel_as_a_share_resolves_for_the_selection() {
+        let plan = Plan::from_yaml(&GOOD.replace("max_parallel: 200", "max_parallel: 25%"), "p.yaml").unwrap();
+        assert_eq!(plan.max_parallel_share, Some(Percent::from_basis_points(2_500)));
+        assert_eq!(plan.max_parallel, 0, "unresolved until the selection is known");
+        let resolved = plan.clone().resolved(10);
+        assert_eq!((resolved.max_parallel, resolved.rollback_max_parallel), (3, 12));
+        assert_eq!(plan.clone().resolved(1).max_parallel, 1);
+        let all = Plan::from_yaml(&GOOD.replace("max_parallel: 200", "max_parallel: 100%"), "p.yaml").unwrap();
+        assert_eq!(all.resolved(1_000_000).max_parallel, 1_000_000);
+        let stored = resolved.to_spec();
+        assert_eq!((stored.max_parallel, stored.max_parallel_share.as_str()), (3, "25%"));
+        assert_eq!(Plan::from_spec(&stored).unwrap(), resolved);
+        let numbered = Plan::from_yaml(&GOOD.replace("max_parallel: 200", "max_parallel: 1000000"), "p.yaml").unwrap();
+        assert_eq!(
+            numbered.clone().resolved(5),
+            numbered,
+            "a number of hosts stays as given"
+        );
+        for (bad, says) in [
+            ("1000001", "between 1 and 1000000"),
+            ("0%", "0% would send nothing"),
+            ("150%", "over 100%"),
+            ("lots", "nor a share of the selection"),
+        ] {
+            let e = Plan::from_yaml(
+                &GOOD.replace("max_parallel: 200", &format!("max_parallel: {bad}")),
+                "p.yaml",
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(e.contains("max_parallel") && e.contains(says), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -34,12 +34,22 @@ pub(super) fn validate(spec: &pb::PlanSpec) -> Result<Plan, FieldError> {
     let version = version(kind, &spec.version)?;
     let waves = waves(&spec.waves)?;
     let order = Order::parse(&spec.order, Order::Stable).map_err(|m| bad("order", m))?;
-    let max_parallel = match spec.max_parallel {
-        0 => 100,
-        n if n > MAX_PARALLEL => {
+    let max_parallel_share = match spec.max_parallel_share.trim() {
+        "" => None,
+        text => match Percent::parse(text) {
+            Ok(p) if p.basis_points() > 0 => Some(p),
+            Ok(_) => return Err(bad("max_parallel", "0% would send nothing: give a share above 0%")),
+            Err(m) => return Err(bad("max_parallel", m)),
+        },
+    };
+    // A share is resolved at submission (then the stored plan has both).
+    let max_parallel = match (spec.max_parallel, max_parallel_share) {
+        (0, Some(_)) => 0,
+        (0, None) => 100,
+        (n, _) if n > MAX_PARALLEL => {
             return Err(bad("max_parallel", format!("{n} is over the limit of {MAX_PARALLEL}")));
         }
-        n => n,
+        (n, _) => n,
     };
     let bake = bake(&spec.bake)?;
     let (max_failed, on_failure) = on_failure(kind, spec.on_failure.as_ref())?;
@@ -70,6 +80,7 @@ pub(super) fn validate(spec: &pb::PlanSpec) -> Result<Plan, FieldError> {
         waves,
         order,
         max_parallel,
+        max_parallel_share,
         bake,
         max_failed,
         on_failure,
@@ -264,6 +275,7 @@ fn rollback(spec: Option<&pb::RollbackSpec>, max_parallel: u32) -> Result<(Vec<P
         waves
     };
     let max_parallel = match rollback.max_parallel {
+        // Four times the plan's, once a share is resolved (Plan::resolved).
         0 => (max_parallel.saturating_mul(4)).min(MAX_PARALLEL),
         n if n > MAX_PARALLEL => {
             return Err(bad(

@@ -315,6 +315,7 @@ pub fn plan(name: &str, waves: &[&str], max_failed: &str) -> pb::PlanSpec {
         min_healthy: String::new(),
         analysis: None,
         gates: Vec::new(),
+        max_parallel_share: String::new(),
     }
 }
 
