@@ -34,10 +34,11 @@ async fn a_plan_limited_by_max_in_flight_says_so() {
         watch_until(&mut client, "limited", |r| r.state() == pb::RolloutState::Succeeded),
     )
     .await;
-    // hosts_in_flight counts intents recorded without a result: the batch out and
-    // the next one written ahead, so at most twice the limit.
+    // hosts_in_flight counts intents without a recorded result: the calls out, the
+    // next batch written ahead, and answers come but not yet recorded (they are
+    // within RESULT_FLUSH): three times the limit at most.
     let peak = seen.iter().map(|r| r.hosts_in_flight).max().unwrap_or(0);
-    assert!(peak <= 20, "{peak} intents out with --max-in-flight 10");
+    assert!(peak <= 30, "{peak} intents out with --max-in-flight 10");
     // Sixty 100 ms deploys ten at a time take six rounds at least: had the plan's
     // 100 gone out at once, one round would have done.
     let last = seen.last().unwrap();

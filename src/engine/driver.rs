@@ -333,29 +333,36 @@ async fn execute(live: &Live, ctx: &Context, wave: Option<u32>, first: Vec<Dispa
             // start asks their agents again.
             ready.clear();
         } else {
-            if let Some(w) = wave
-                && ready.is_empty()
-            {
+            // Fill every free place now, a batch at a time (the wave's hosts do not
+            // wait for an answer to come before they are sent), then write the next
+            // batch's intents ahead: at most max_parallel in flight and one batch
+            // waiting.
+            loop {
+                while inflight.len() < max_parallel {
+                    let Some(d) = ready.pop_front() else { break };
+                    let request = live.apply_request(&d);
+                    calling.insert(d.host.clone(), d.clone());
+                    inflight.spawn(call(ctx.fleet.clone(), live.plan.kind, d, request));
+                }
+                let Some(w) = wave else { break };
+                if !ready.is_empty() {
+                    break;
+                }
                 let intents = live.take_batch(w, batch, ctx.clock.now_ms(), |h| {
                     ctx.health.get(h).is_none_or(|s| s.healthy)
                 });
-                if !intents.is_empty() {
-                    // Group commit: the intents of the whole batch, one flush, then
-                    // the calls. A crash after the flush re-asks these hosts.
-                    ctx.store
-                        .put_hosts(live.id, intents.iter().map(|d| (d.host.as_str(), &d.record)))?;
-                    ctx.store.flush().await?;
-                    live.mark_durable();
-                    ready.extend(intents);
-                    // Time spent on our own store is not the agents' silence.
-                    last_progress = tokio::time::Instant::now();
+                if intents.is_empty() {
+                    break;
                 }
-            }
-            while inflight.len() < max_parallel {
-                let Some(d) = ready.pop_front() else { break };
-                let request = live.apply_request(&d);
-                calling.insert(d.host.clone(), d.clone());
-                inflight.spawn(call(ctx.fleet.clone(), live.plan.kind, d, request));
+                // Group commit: the intents of the whole batch, one flush, then the
+                // calls. A crash after the flush re-asks these hosts.
+                ctx.store
+                    .put_hosts(live.id, intents.iter().map(|d| (d.host.as_str(), &d.record)))?;
+                ctx.store.flush().await?;
+                live.mark_durable();
+                ready.extend(intents);
+                // Time spent on our own store is not the agents' silence.
+                last_progress = tokio::time::Instant::now();
             }
         }
         if inflight.is_empty() && ready.is_empty() {
