@@ -5,6 +5,9 @@
 #   scripts/mitigate.sh HOSTS DEPLOY_MS WAVES MAX_PARALLEL [MAX_IN_FLIGHT]
 #   scripts/mitigate.sh 20000 5000 1,10,50,100 10000 4096
 #
+# ROLLOUT_BIN=path runs that binary instead of building this checkout (to compare a
+# build of an earlier commit with this one).
+#
 # Prints the plan's floor (the sum over its waves of ceil(new hosts / max_parallel)
 # x the deploy time; bakes are 0s), the controller's time from submission to
 # success, their ratio, the peak of hosts in flight that `rollout status` showed
@@ -14,8 +17,12 @@ set -euo pipefail
 hosts=${1:?hosts}; deploy_ms=${2:?deploy ms}; waves=${3:?waves like 1,10,50,100}
 max_parallel=${4:?max_parallel}; max_in_flight=${5:-4096}
 cd "$(dirname "$0")/.."
-cargo build --release --quiet
-bin=$PWD/target/release/rollout
+if [ -n "${ROLLOUT_BIN:-}" ]; then
+    bin=$(realpath "$ROLLOUT_BIN")
+else
+    cargo build --release --quiet
+    bin=$PWD/target/release/rollout
+fi
 work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null; wait 2>/dev/null; rm -rf "$work"' EXIT
 cd "$work"
@@ -68,7 +75,13 @@ for w in waves.split(","):
     before = target
 took = r["finished_at_unix_ms"] - r["created_at_unix_ms"]
 print("%d hosts, %d ms deploys, waves [%s], max_parallel %d, --max-in-flight %d: %s" % (hosts, deploy_ms, waves, mp, mif, r["state"]))
-print("  floor %.1f s, took %.1f s: %.2fx the floor" % (floor_ms / 1000, took / 1000, took / floor_ms))
+if r["finished_at_unix_ms"] == 0:
+    print("  it stopped: %s (failures: %s)" % (r.get("halt_reason"), [(g["reason"], g["hosts"]) for g in r.get("failures", [])][:3]))
+    sys.exit(1)
+if floor_ms > 0:
+    print("  floor %.1f s, took %.1f s: %.2fx the floor" % (floor_ms / 1000, took / 1000, took / floor_ms))
+else:
+    print("  took %d ms (deploys answer at once): %.0f hosts/s" % (took, hosts / max(took, 1) * 1000))
 print("  peak in flight (status) %d; controller peak RSS %.0f MiB (%.2f KiB per host); CPU %s s" % (peak, rss / 1024, rss / hosts, cpu))
 if r.get("limits"): print("  " + r["limits"])
 ' "$hosts" "$deploy_ms" "$waves" "$max_parallel" "$max_in_flight" "$peak" "$rss_kib" "$cpu"
