@@ -53,7 +53,11 @@ pub async fn rollout(args: &[&str]) -> std::process::Output {
     within(
         120,
         "the rollout command to exit",
-        tokio::process::Command::new(agents::EXE).args(args).output(),
+        // A command still running at the bound is killed with the test, not left behind.
+        tokio::process::Command::new(agents::EXE)
+            .args(args)
+            .kill_on_drop(true)
+            .output(),
     )
     .await
     .expect("run rollout")

@@ -52,7 +52,19 @@ impl LocalEtcd {
             eprintln!("skipped: no `etcd` binary (install Debian's etcd-server to run this test)");
             return None;
         }
-        Some(LocalEtcd::start(members).await.expect("etcd starts on loopback"))
+        // Ports are picked free and then handed to etcd, so another process may take
+        // one in between: a cluster that does not come up is tried again on new ports.
+        let mut last = None;
+        for _ in 0..3 {
+            match LocalEtcd::start(members).await {
+                Ok(etcd) => return Some(etcd),
+                Err(e) => {
+                    eprintln!("etcd did not start on loopback ({e}); trying again on other ports");
+                    last = Some(e);
+                }
+            }
+        }
+        panic!("etcd starts on loopback: {last:?}")
     }
 
     /// Starts a cluster of `members` and waits until it answers.
@@ -106,9 +118,21 @@ impl LocalEtcd {
                 return Ok(());
             }
             if Instant::now() > deadline {
+                // The directory goes with this cluster: its members' last words go in
+                // the error.
+                let tails: Vec<String> = self
+                    .members
+                    .iter()
+                    .map(|m| {
+                        let log = std::fs::read_to_string(self.dir.path().join(format!("{}.log", m.name)))
+                            .unwrap_or_default();
+                        let last: Vec<&str> = log.lines().rev().take(3).collect();
+                        format!("{}: {}", m.name, last.into_iter().rev().collect::<Vec<_>>().join(" | "))
+                    })
+                    .collect();
                 return Err(std::io::Error::other(format!(
-                    "etcd did not answer within 60 s (logs in {})",
-                    self.dir.path().display()
+                    "etcd did not answer within 60 s; {}",
+                    tails.join("; ")
                 )));
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
