@@ -440,3 +440,48 @@ async fn sigterm_drains_then_exits_zero_and_nothing_is_lost() {
     assert_eq!(controller.terminate(Duration::from_secs(30)).await.unwrap(), Some(0));
     assert_eq!(agent.terminate(Duration::from_secs(30)).await.unwrap(), Some(0));
 }
+
+/// kill -9 with thousands of operations in flight (`max_parallel: 100%`, deploys of
+/// a second): the new controller resumes tracking them from the store, and every
+/// host ran its deploy exactly once (the simulator's own count, a separate process).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_controller_killed_with_thousands_in_flight_runs_each_host_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, log, ctl_fleet) = (
+        dir.path().join("data"),
+        dir.path().join("log"),
+        dir.path().join("fleet.yaml"),
+    );
+    let (mut agent, fleet) = start_fleet(dir.path(), 3_000, &["--latency-ms", "1000..1000"]).await;
+    let mut controller = start_controller(&data, &ctl_fleet, &log).await;
+    let mut client = connect(&format!("http://{}", controller.addr)).await.unwrap();
+    let mut spec = plan("crash-wide", &["10%", "100%"], "0");
+    spec.max_parallel = 0;
+    spec.max_parallel_share = "100%".into();
+    submit(&mut client, spec).await;
+    let at = within(120, "thousands of hosts in flight", async {
+        loop {
+            let r = get(&mut client, "crash-wide").await;
+            if r.hosts_in_flight >= 2_000 {
+                return r;
+            }
+            assert_ne!(r.state(), pb::RolloutState::Succeeded, "finished before the kill");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    controller.kill9().await.unwrap();
+    eprintln!("killed the controller with {} hosts in flight", at.hosts_in_flight);
+    controller = start_controller(&data, &ctl_fleet, &log).await;
+    client = connect(&format!("http://{}", controller.addr)).await.unwrap();
+    let seen = within(
+        120,
+        "the resumed rollout to succeed",
+        watch_until(&mut client, "crash-wide", |r| r.state() == pb::RolloutState::Succeeded),
+    )
+    .await;
+    assert_eq!(seen.last().unwrap().hosts_succeeded, 3_000);
+    check_hosts(&agent, &fleet, "15.20.8207.12", 1).await;
+    assert_eq!(controller.terminate(Duration::from_secs(30)).await.unwrap(), Some(0));
+    assert_eq!(agent.terminate(Duration::from_secs(30)).await.unwrap(), Some(0));
+}
