@@ -4,6 +4,7 @@
 //! Errors are printed as one line, `error: ...`, with a non-zero exit; never a panic
 //! or a backtrace.
 
+mod agent;
 mod approve;
 mod audit;
 mod client;
@@ -79,7 +80,7 @@ pub enum Command {
     /// Run the controller (gRPC API, engine, store).
     Serve(serve::ServeArgs),
     /// Run an agent; `--simulate FLEET.yaml` serves every host of a fleet file.
-    Agent(serve::AgentArgs),
+    Agent(agent::AgentArgs),
     /// Submit a plan (or preview it with --dry-run).
     Submit {
         /// The plan file.
@@ -336,7 +337,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     let server = cli.server.as_str();
     match cli.command {
         Command::Serve(args) => serve::serve(args).await,
-        Command::Agent(args) => serve::agent(args).await,
+        Command::Agent(args) => agent::agent(args).await,
         Command::Demo(args) => demo::run(args).await,
         Command::Plan {
             command: PlanCommand::Check { files },
