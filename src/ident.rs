@@ -129,22 +129,19 @@ pub fn version(value: &str) -> Result<(), Invalid> {
     check(Kind::Version, value)
 }
 
-/// `value` as it may be quoted in one line of an error: control characters and
-/// backticks escaped, at most 80 characters (then `…`).
+/// `value` as it may be quoted in one line of an error: control characters escaped
+/// ([`crate::text::one_line`]), backticks escaped, at most 80 characters (then `…`).
 pub fn escaped(value: &str) -> String {
     let mut out = String::new();
-    for (i, c) in value.chars().enumerate() {
+    for (i, c) in crate::text::one_line(value).chars().enumerate() {
         if i == 80 {
             out.push('…');
             break;
         }
         if c == '`' {
-            out.push_str("\\`");
-        } else if c.is_control() {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
+            out.push('\\');
         }
+        out.push(c);
     }
     out
 }

@@ -37,17 +37,8 @@ async fn slack_receiver() -> (String, Arc<Mutex<Vec<String>>>, tokio_util::sync:
             }
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}{SECRET_PATH}", listener.local_addr().unwrap());
-    let stop = tokio_util::sync::CancellationToken::new();
-    let done = stop.clone();
-    tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(done.cancelled_owned())
-            .await
-            .unwrap()
-    });
-    (url, texts, stop)
+    let (addr, stop) = common::receiver::serve_app(app).await;
+    (format!("http://{addr}{SECRET_PATH}"), texts, stop)
 }
 
 fn viewer() -> Credentials {

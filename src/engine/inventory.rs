@@ -19,27 +19,11 @@ impl Engine {
         peer: Option<std::net::IpAddr>,
         actor: &Actor,
     ) -> Result<bool> {
-        crate::ident::host_id(&req.host_id).map_err(|e| Error::Invalid {
-            field: "Heartbeat host_id".into(),
-            message: e.to_string(),
-        })?;
-        if !req.version.is_empty() {
-            crate::ident::version(&req.version).map_err(|e| Error::Invalid {
-                field: "Heartbeat version".into(),
-                message: e.to_string(),
-            })?;
-        }
         // A wildcard listen address means "wherever I am": use where the call came from.
         if let (Some(ip), Some((host, port))) = (peer, req.address.rsplit_once(':'))
             && matches!(host, "0.0.0.0" | "[::]" | "" | "::")
         {
             req.address = std::net::SocketAddr::new(ip, port.parse().unwrap_or(0)).to_string();
-        }
-        if req.address.is_empty() {
-            return Err(Error::Invalid {
-                field: "address".into(),
-                message: "is empty: the controller needs the agent's host:port".into(),
-            });
         }
         let now = self.ctx.clock.now_ms();
         let host = crate::fleet::Host {
@@ -50,8 +34,9 @@ impl Engine {
             version: (!req.version.is_empty()).then(|| crate::intern::intern(&req.version)),
             healthy: req.healthy,
         };
+        // The one grammar, as for a fleet file's hosts; the fields by their RPC names.
         crate::fleet::check_host(&host).map_err(|(field, message)| Error::Invalid {
-            field: format!("Heartbeat {field}"),
+            field: format!("Heartbeat {}", if field == "id" { "host_id" } else { field.as_str() }),
             message,
         })?;
         let registered = {

@@ -120,13 +120,18 @@ fn shown_job(engine: &Engine, mut j: pb::RestartJob) -> pb::RestartJob {
     j
 }
 
-/// Who is calling: the principal the auth layer proved (anonymous when auth is off).
-fn actor<T>(request: &Request<T>, method: &str, request_id: &str) -> Actor {
-    let principal = request
+/// The principal the auth layer proved (anonymous when auth is off).
+fn principal_of<T>(request: &Request<T>) -> Principal {
+    request
         .extensions()
         .get::<Principal>()
         .cloned()
-        .unwrap_or_else(Principal::anonymous);
+        .unwrap_or_else(Principal::anonymous)
+}
+
+/// Who is calling: the principal the auth layer proved (anonymous when auth is off).
+fn actor<T>(request: &Request<T>, method: &str, request_id: &str) -> Actor {
+    let principal = principal_of(request);
     Actor::new(&principal.name, principal.role.as_str(), method, request_id)
 }
 
@@ -145,11 +150,7 @@ impl ControllerService {
     /// refused), paced by the per-principal change limit, and audited either way.
     async fn probe_allowed<T>(&self, request: &Request<T>) -> Result<(), Status> {
         let actor = actor(request, "ListHosts", "");
-        let principal = request
-            .extensions()
-            .get::<Principal>()
-            .cloned()
-            .unwrap_or_else(Principal::anonymous);
+        let principal = principal_of(request);
         let refused = if !principal.role.allows(crate::auth::Need::Change) {
             Some(Status::permission_denied(format!(
                 "`{}` has the {} role; probing the fleet (ListHosts with probe, `rollout hosts --probe`) runs the health command on every host and needs the operator role",
@@ -443,18 +444,14 @@ impl Controller for ControllerService {
     ) -> Result<Response<pb::HeartbeatResponse>, Status> {
         let peer = request.remote_addr().map(|a| a.ip());
         let actor = actor(&request, "Heartbeat", "");
-        let principal = request
-            .extensions()
-            .get::<Principal>()
-            .cloned()
-            .unwrap_or_else(Principal::anonymous);
+        let principal = principal_of(&request);
         let req = request.into_inner();
         // Nothing speaks for a host but that host: a heartbeat naming another is
         // refused before anything is read from it, and the refusal audited.
         if !principal.speaks_for(&req.host_id) {
             let host = crate::ident::escaped(&req.host_id);
             let message = format!(
-                "`{}` may not speak for host `{host}`: its token is bound to {} (the tokens file's `hosts:`)",
+                "`{}` may not speak for host `{host}`: its token is bound to {}; give that host a token of its own (`rollout token new --principal HOST --role agent`) or add it to this entry's `hosts:` in the tokens file",
                 principal.name,
                 principal.binding()
             );

@@ -58,6 +58,21 @@ pub struct Receiver {
     stop: CancellationToken,
 }
 
+/// Serves `app` on 127.0.0.1:0 until the token is cancelled: its address and the token.
+pub async fn serve_app(app: axum::Router) -> (std::net::SocketAddr, CancellationToken) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let stop = CancellationToken::new();
+    let done = stop.clone();
+    tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(done.cancelled_owned())
+            .await
+            .unwrap()
+    });
+    (addr, stop)
+}
+
 impl Receiver {
     pub async fn start(mode: Mode) -> Receiver {
         let secret = rollout::notify::sinks::new_secret();
@@ -69,19 +84,11 @@ impl Receiver {
             requests: Mutex::new(Vec::new()),
             key,
         });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}/hooks/rollout", listener.local_addr().unwrap());
-        let stop = CancellationToken::new();
         let app = axum::Router::new()
             .route("/hooks/rollout", axum::routing::post(receive))
             .with_state(state.clone());
-        let done = stop.clone();
-        tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(done.cancelled_owned())
-                .await
-                .unwrap()
-        });
+        let (addr, stop) = serve_app(app).await;
+        let url = format!("http://{addr}/hooks/rollout");
         Receiver {
             url,
             secret,
