@@ -511,6 +511,7 @@ async fn raw_calls(addr: &str, n: usize) -> f64 {
                     action: pb::Action::Deploy as i32,
                     version: "2".into(),
                     epoch: 0,
+                    detach: false,
                 };
                 let _ = client.apply(request).await;
             }

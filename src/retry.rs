@@ -229,6 +229,13 @@ pub struct CallStats {
     pub breaker_rejected: Counter,
     /// Seconds each attempt took, answered or not.
     pub latency: Histogram,
+    /// Operations started on agents (detached) whose results are awaited now.
+    pub awaited: prometheus_client::metrics::gauge::Gauge,
+    /// Results calls (long polls) sent to agents.
+    pub result_polls: Counter,
+    /// Awaited operations asked again because their agent restarted or its results
+    /// were lost (Apply is idempotent: they do not run again).
+    pub reasked: Counter,
 }
 
 impl Default for CallStats {
@@ -241,6 +248,9 @@ impl Default for CallStats {
             breaker_rejected: Counter::default(),
             // 1 ms .. about 65 s.
             latency: Histogram::new(exponential_buckets(0.001, 2.0, 17)),
+            awaited: Default::default(),
+            result_polls: Counter::default(),
+            reasked: Counter::default(),
         }
     }
 }

@@ -29,6 +29,7 @@ fn deploy(host: &str, op: &str, version: &str) -> pb::ApplyRequest {
         action: pb::Action::Deploy as i32,
         version: version.into(),
         epoch: 0,
+        detach: false,
     }
 }
 

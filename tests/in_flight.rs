@@ -86,3 +86,104 @@ async fn max_parallel_100_percent_puts_the_whole_wave_in_flight() {
     assert!(seen.iter().all(|r| r.limits.is_empty()), "nothing limits it");
     drop(controller);
 }
+
+/// An agent of the protocol before detached operations, as a test double: Apply
+/// holds the call until the operation ends (it knows nothing of `detach`), and
+/// Results is a method it does not have (Unimplemented, as tonic answers for one).
+#[derive(Default)]
+struct Earlier {
+    /// Apply calls per host, and how many ran at once at most.
+    applied: std::sync::Mutex<std::collections::HashMap<String, u32>>,
+    running: std::sync::atomic::AtomicU32,
+    peak: std::sync::atomic::AtomicU32,
+}
+
+#[derive(Clone, Default)]
+struct EarlierAgent(std::sync::Arc<Earlier>);
+
+#[tonic::async_trait]
+impl pb::agent_server::Agent for EarlierAgent {
+    async fn apply(
+        &self,
+        request: tonic::Request<pb::ApplyRequest>,
+    ) -> Result<tonic::Response<pb::ApplyResponse>, tonic::Status> {
+        use std::sync::atomic::Ordering::SeqCst;
+        let req = request.into_inner();
+        let this = &self.0;
+        *this.applied.lock().unwrap().entry(req.host_id.clone()).or_default() += 1;
+        let now = this.running.fetch_add(1, SeqCst) + 1;
+        this.peak.fetch_max(now, SeqCst);
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        this.running.fetch_sub(1, SeqCst);
+        // The earlier answer: the result itself, never `running`.
+        Ok(tonic::Response::new(pb::ApplyResponse {
+            ok: true,
+            version: req.version,
+            healthy: true,
+            ..Default::default()
+        }))
+    }
+
+    async fn probe(
+        &self,
+        _: tonic::Request<pb::ProbeRequest>,
+    ) -> Result<tonic::Response<pb::ProbeResponse>, tonic::Status> {
+        Ok(tonic::Response::new(pb::ProbeResponse {
+            healthy: true,
+            ..Default::default()
+        }))
+    }
+
+    async fn results(
+        &self,
+        _: tonic::Request<pb::ResultsRequest>,
+    ) -> Result<tonic::Response<pb::ResultsResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented("unknown method Results"))
+    }
+}
+
+/// A controller of this protocol with agents of the earlier one: the rollout
+/// completes, each host's deploy is sent once, and the calls are held in parallel
+/// as that protocol needs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_of_the_earlier_protocol_still_completes_a_rollout() {
+    let agent = EarlierAgent::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(pb::agent_server::AgentServer::new(agent.clone()))
+            .serve_with_incoming_shutdown(
+                tokio_stream::wrappers::TcpListenerStream::new(listener),
+                stop.clone().cancelled_owned(),
+            ),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let hosts = fleet(60, &addr);
+    let controller = Controller::start(&dir.path().join("data"), &hosts).await;
+    let mut client = controller.client().await;
+    let mut spec = plan("earlier-agents", &["10%", "100%"], "0");
+    spec.max_parallel = 30;
+    submit(&mut client, spec).await;
+    let seen = within(
+        120,
+        "the rollout over agents of the earlier protocol to succeed",
+        watch_until(&mut client, "earlier-agents", |r| {
+            r.state() == pb::RolloutState::Succeeded
+        }),
+    )
+    .await;
+    assert_eq!(seen.last().unwrap().hosts_succeeded, 60);
+    let applied = agent.0.applied.lock().unwrap().clone();
+    assert_eq!(applied.len(), 60, "every host got its deploy");
+    assert!(applied.values().all(|&n| n == 1), "once each: {applied:?}");
+    let peak = agent.0.peak.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        peak > 1 && peak <= 30,
+        "held calls in parallel, within max_parallel: {peak}"
+    );
+    controller.stop().await;
+    stop.cancel();
+    let _ = server.await;
+}

@@ -156,6 +156,15 @@ async fn metrics_are_scraped_during_a_rollout() {
         Some(0.0)
     );
     assert_eq!(value(&after, "rollout_agent_breakers_open", &[]), Some(0.0));
+    // Operations in flight as data: each Apply answered "running", the results came
+    // in batches through the simulator's one long poll, none is awaited now.
+    assert_eq!(value(&after, "rollout_agent_operations_awaited", &[]), Some(0.0));
+    assert_eq!(value(&after, "rollout_agent_operations_reasked_total", &[]), Some(0.0));
+    let polls = value(&after, "rollout_agent_result_polls_total", &[]).unwrap_or(0.0);
+    assert!(
+        (1.0..500.0).contains(&polls),
+        "{polls} Results calls for 1,000 operations: they come in batches"
+    );
     // With a data dir, this controller alone, leading with no epoch.
     assert_eq!(value(&after, "rollout_controllers", &[("role", "leader")]), Some(1.0));
     assert_eq!(value(&after, "rollout_leader_epoch", &[]), Some(0.0));

@@ -84,6 +84,7 @@ async fn an_old_data_dir_migrates_and_finishes_its_rollout_exactly_once() {
                     action: pb::Action::Deploy as i32,
                     version: version.clone(),
                     epoch: 0,
+                    detach: false,
                 })
                 .await
                 .unwrap()

@@ -455,6 +455,7 @@ async fn a_deposed_leaders_apply_over_ssh_is_refused_by_the_host() {
         action: pb::Action::Deploy as i32,
         version: "2.0".into(),
         epoch: 0,
+        detach: false,
     };
     let done = new.apply(&sshd.address(), apply("op-new")).await.unwrap();
     assert!(done.ok, "{done:?}");

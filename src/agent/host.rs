@@ -113,7 +113,9 @@ impl HostAgent {
         self.state().version.clone()
     }
 
-    async fn apply(&self, req: pb::ApplyRequest) -> Result<pb::ApplyResponse, Status> {
+    /// What is checked before an operation starts (a detached one too): the host,
+    /// the operation id, the controller's epoch (fencing).
+    fn admit(&self, req: &pb::ApplyRequest) -> Result<(), Status> {
         self.applies.received();
         self.check_host(&req.host_id)?;
         if req.operation_id.is_empty() {
@@ -121,6 +123,11 @@ impl HostAgent {
                 "operation_id is required: it makes Apply idempotent",
             ));
         }
+        self.check_epoch(req.epoch)
+    }
+
+    /// Runs an admitted operation (one at a time), or answers its recorded result.
+    async fn run(&self, req: pb::ApplyRequest) -> Result<pb::ApplyResponse, Status> {
         let action = pb::Action::try_from(req.action).unwrap_or(pb::Action::Unspecified);
         let _one_at_a_time = self.applying.lock().await;
         self.check_epoch(req.epoch)?;
@@ -256,6 +263,7 @@ fn response(op: &Operation, replayed: bool) -> pb::ApplyResponse {
         detail: op.detail.clone(),
         replayed,
         healthy: op.healthy,
+        running: false,
     }
 }
 
@@ -264,12 +272,15 @@ fn response(op: &Operation, replayed: bool) -> pb::ApplyResponse {
 /// with its own config, commands and state file), dispatched by `host_id`.
 pub struct HostAgentService {
     agents: std::collections::HashMap<String, Arc<HostAgent>>,
+    /// Operations started by a detached Apply, and their results for Results.
+    detached: Arc<super::detached::Detached>,
 }
 
 impl HostAgentService {
     pub fn new(agents: Vec<Arc<HostAgent>>) -> HostAgentService {
         HostAgentService {
             agents: agents.into_iter().map(|a| (a.config.host_id.clone(), a)).collect(),
+            detached: Arc::new(super::detached::Detached::default()),
         }
     }
 
@@ -290,7 +301,19 @@ impl HostAgentService {
 impl Agent for HostAgentService {
     async fn apply(&self, request: Request<pb::ApplyRequest>) -> Result<Response<pb::ApplyResponse>, Status> {
         let req = request.into_inner();
-        self.agent(&req.host_id)?.apply(req).await.map(Response::new)
+        let agent = self.agent(&req.host_id)?;
+        agent.admit(&req)?;
+        if !req.detach {
+            return agent.run(req).await.map(Response::new);
+        }
+        let (host, op, agent) = (req.host_id.clone(), req.operation_id.clone(), agent.clone());
+        Ok(Response::new(
+            self.detached.start(host, op, async move { agent.run(req).await }),
+        ))
+    }
+
+    async fn results(&self, request: Request<pb::ResultsRequest>) -> Result<Response<pb::ResultsResponse>, Status> {
+        Ok(Response::new(self.detached.results(request.into_inner()).await))
     }
 
     async fn probe(&self, request: Request<pb::ProbeRequest>) -> Result<Response<pb::ProbeResponse>, Status> {

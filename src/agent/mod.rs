@@ -7,6 +7,7 @@
 
 pub mod command;
 pub mod config;
+pub mod detached;
 pub mod heartbeat;
 pub mod host;
 pub mod latency;
@@ -23,12 +24,16 @@ pub use simulator::{Simulator, SimulatorOptions};
 /// one is remembered (`highest`). Epoch 0 is a controller without one (sled).
 pub fn check_epoch(highest: &mut u64, epoch: u64) -> Result<(), tonic::Status> {
     if epoch < *highest {
-        return Err(tonic::Status::failed_precondition(format!(
-            "stale controller epoch {epoch} < {highest}: a newer leader has taken over"
-        )));
+        return Err(stale(epoch, *highest));
     }
     *highest = epoch;
     Ok(())
+}
+
+fn stale(epoch: u64, highest: u64) -> tonic::Status {
+    tonic::Status::failed_precondition(format!(
+        "stale controller epoch {epoch} < {highest}: a newer leader has taken over"
+    ))
 }
 
 /// The Apply calls an agent received since it started (replays and refusals
@@ -51,6 +56,16 @@ impl ApplyCounts {
         check_epoch(highest, epoch).inspect_err(|_| {
             self.stale.fetch_add(1, Ordering::Relaxed);
         })
+    }
+
+    /// [`check_epoch`] on a shared number (raised at once, no lock), counting a refusal.
+    pub fn check_epoch_atomic(&self, highest: &AtomicU64, epoch: u64) -> Result<(), tonic::Status> {
+        let seen = highest.fetch_max(epoch, Ordering::SeqCst);
+        if epoch < seen {
+            self.stale.fetch_add(1, Ordering::Relaxed);
+            return Err(stale(epoch, seen));
+        }
+        Ok(())
     }
 
     pub fn calls(&self) -> u64 {

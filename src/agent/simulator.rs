@@ -68,24 +68,31 @@ pub fn parse_latency(text: &str) -> Result<Latency, String> {
     Latency::parse(text)
 }
 
+/// One simulated host: what is fixed and checked before an Apply is admitted (its
+/// agent down or not, the highest epoch it has seen), and its state, locked through
+/// an operation.
+struct SimEntry {
+    /// Its agent is down: every call gets Unavailable.
+    down: bool,
+    /// The highest controller epoch seen.
+    epoch: AtomicU64,
+    host: Mutex<SimHost>,
+}
+
 #[derive(Debug, Default)]
 struct SimHost {
     customers: Vec<String>,
-    /// Its agent is down: every call gets Unavailable.
-    down: bool,
     version: String,
     previous_version: String,
     healthy: bool,
     executed: u64,
     last_operation_id: String,
     results: HashMap<String, pb::ApplyResponse>,
-    /// The highest controller epoch seen.
-    epoch: u64,
 }
 
 /// The simulated fleet; share it with `Arc` to change its behaviour while it serves.
 pub struct Simulator {
-    hosts: HashMap<String, Mutex<SimHost>>,
+    hosts: HashMap<String, SimEntry>,
     /// `f64` bits of the fail rate, changeable at run time (tests lower it to let a
     /// halted rollout resume).
     fail_rate: AtomicU64,
@@ -100,6 +107,8 @@ pub struct Simulator {
     applies: super::ApplyCounts,
     /// The service's traffic by version, for `--metrics-listen`.
     traffic: Option<Arc<super::traffic::Traffic>>,
+    /// Operations started by a detached Apply, and their results for Results.
+    detached: Arc<super::detached::Detached>,
 }
 
 impl Simulator {
@@ -111,13 +120,17 @@ impl Simulator {
             .map(|h| {
                 let draw = unit(options.seed, "unhealthy", &h.id);
                 let host = SimHost {
-                    down: unit(options.seed, "unavailable", &h.id) < options.unavailable_rate,
                     customers: crate::fleet::strings(&h.customers),
                     version: h.version.as_deref().unwrap_or_default().to_string(),
                     healthy: h.healthy && draw >= rate,
                     ..Default::default()
                 };
-                (h.id.clone(), Mutex::new(host))
+                let entry = SimEntry {
+                    down: unit(options.seed, "unavailable", &h.id) < options.unavailable_rate,
+                    epoch: AtomicU64::new(0),
+                    host: Mutex::new(host),
+                };
+                (h.id.clone(), entry)
             })
             .collect();
         Simulator {
@@ -130,6 +143,7 @@ impl Simulator {
             restarting: std::sync::Mutex::new(HashMap::new()),
             applies: super::ApplyCounts::default(),
             traffic: None,
+            detached: Arc::new(super::detached::Detached::default()),
         }
     }
 
@@ -158,7 +172,7 @@ impl Simulator {
     pub async fn unhealthy(&self) -> Vec<String> {
         let mut out = Vec::new();
         for (id, h) in &self.hosts {
-            if !h.lock().await.healthy {
+            if !h.host.lock().await.healthy {
                 out.push(id.clone());
             }
         }
@@ -190,7 +204,7 @@ impl Simulator {
 
     /// How many operations each host actually ran (replays excluded).
     pub async fn executed(&self, host_id: &str) -> Option<u64> {
-        Some(self.hosts.get(host_id)?.lock().await.executed)
+        Some(self.hosts.get(host_id)?.host.lock().await.executed)
     }
 
     /// The gRPC service, ready to be added to a tonic server.
@@ -198,7 +212,10 @@ impl Simulator {
         AgentServer::new(SimulatorService(self)).max_decoding_message_size(1024 * 1024)
     }
 
-    async fn apply(&self, req: pb::ApplyRequest) -> Result<pb::ApplyResponse, Status> {
+    /// Apply, as the protocol has it: detached (answered at once, the result through
+    /// Results) or held until the operation ends, as for an agent of the earlier
+    /// protocol.
+    async fn apply(self: &Arc<Self>, req: pb::ApplyRequest) -> Result<pb::ApplyResponse, Status> {
         self.applies.received();
         if self.noop {
             return Ok(pb::ApplyResponse {
@@ -207,7 +224,21 @@ impl Simulator {
                 ..Default::default()
             });
         }
-        let host = self
+        let action = self.admit(&req)?;
+        if !req.detach {
+            return self.run(req, action).await;
+        }
+        let this = self.clone();
+        let (host, op) = (req.host_id.clone(), req.operation_id.clone());
+        Ok(self
+            .detached
+            .start(host, op, async move { this.run(req, action).await }))
+    }
+
+    /// What is checked before an operation starts: the host, the request, the agent
+    /// up, the controller's epoch (fencing).
+    fn admit(&self, req: &pb::ApplyRequest) -> Result<pb::Action, Status> {
+        let entry = self
             .hosts
             .get(&req.host_id)
             .ok_or_else(|| Status::not_found(format!("this simulator has no host `{}`", req.host_id)))?;
@@ -225,18 +256,29 @@ impl Simulator {
         if action == pb::Action::Deploy && req.version.is_empty() {
             return Err(Status::invalid_argument("DEPLOY needs a version"));
         }
-        // One action at a time per host, as on a real machine; the lock is held
-        // through the latency so a duplicate call waits and then replays.
-        let mut h = host.lock().await;
-        if h.down {
+        if entry.down {
             return Err(Status::unavailable("simulated: the agent is down"));
         }
-        self.applies.check_epoch(&mut h.epoch, req.epoch)?;
+        self.applies.check_epoch_atomic(&entry.epoch, req.epoch)?;
+        Ok(action)
+    }
+
+    /// Runs an admitted operation, or replays its recorded result.
+    async fn run(&self, req: pb::ApplyRequest, action: pb::Action) -> Result<pb::ApplyResponse, Status> {
+        let entry = self
+            .hosts
+            .get(&req.host_id)
+            .ok_or_else(|| Status::not_found(format!("this simulator has no host `{}`", req.host_id)))?;
+        // One action at a time per host, as on a real machine; the lock is held
+        // through the latency so a duplicate call waits and then replays.
+        let mut h = entry.host.lock().await;
         if let Some(done) = h.results.get(&req.operation_id) {
             let mut replay = done.clone();
             replay.replayed = true;
             return Ok(replay);
         }
+        // A newer controller may have come while this one waited for the host.
+        self.applies.check_epoch_atomic(&entry.epoch, req.epoch)?;
         // A healthy host being restarted is down for its customers meanwhile.
         let disrupts = action == pb::Action::Restart && h.healthy;
         if disrupts {
@@ -264,6 +306,7 @@ impl Simulator {
                 ),
                 replayed: false,
                 healthy: h.healthy,
+                running: false,
             }
         } else {
             match action {
@@ -298,6 +341,7 @@ impl Simulator {
                 detail: String::new(),
                 replayed: false,
                 healthy: h.healthy,
+                running: false,
             }
         };
         h.results.insert(req.operation_id, response.clone());
@@ -305,14 +349,14 @@ impl Simulator {
     }
 
     async fn probe(&self, req: pb::ProbeRequest) -> Result<pb::ProbeResponse, Status> {
-        let host = self
+        let entry = self
             .hosts
             .get(&req.host_id)
             .ok_or_else(|| Status::not_found(format!("this simulator has no host `{}`", req.host_id)))?;
-        let h = host.lock().await;
-        if h.down {
+        if entry.down {
             return Err(Status::unavailable("simulated: the agent is down"));
         }
+        let h = entry.host.lock().await;
         Ok(pb::ProbeResponse {
             version: h.version.clone(),
             previous_version: h.previous_version.clone(),
@@ -366,6 +410,10 @@ impl Agent for SimulatorService {
     async fn probe(&self, request: Request<pb::ProbeRequest>) -> Result<Response<pb::ProbeResponse>, Status> {
         self.0.probe(request.into_inner()).await.map(Response::new)
     }
+
+    async fn results(&self, request: Request<pb::ResultsRequest>) -> Result<Response<pb::ResultsResponse>, Status> {
+        Ok(Response::new(self.0.detached.results(request.into_inner()).await))
+    }
 }
 
 #[cfg(test)]
@@ -373,20 +421,20 @@ mod tests {
     use super::*;
     use crate::fleet::{GenerateOptions, generate};
 
-    fn sim(fail_rate: f64) -> Simulator {
+    fn sim(fail_rate: f64) -> Arc<Simulator> {
         let fleet = generate(&GenerateOptions {
             hosts: 10,
             agent: "x".into(),
             seed: 1,
             unhealthy_rate: 0.0,
         });
-        Simulator::new(
+        Arc::new(Simulator::new(
             &fleet,
             &SimulatorOptions {
                 fail_rate,
                 ..Default::default()
             },
-        )
+        ))
     }
 
     fn deploy(host: &str, op: &str) -> pb::ApplyRequest {
@@ -396,6 +444,7 @@ mod tests {
             action: pb::Action::Deploy as i32,
             version: "2".into(),
             epoch: 0,
+            detach: false,
         }
     }
 

@@ -27,6 +27,8 @@ pub struct GrpcFleet {
     runtime: Option<tokio::runtime::Handle>,
     /// This controller's epoch, carried by every Apply (0: none).
     epoch: u64,
+    /// Operations started detached whose results are awaited, by endpoint.
+    awaited: Arc<super::results::Awaited>,
 }
 
 impl GrpcFleet {
@@ -42,6 +44,7 @@ impl GrpcFleet {
             tls: None,
             runtime: tokio::runtime::Handle::try_current().ok(),
             epoch: 0,
+            awaited: Arc::default(),
         }
     }
 
@@ -123,15 +126,15 @@ impl Fleet for GrpcFleet {
         };
         let client = self.client(address);
         let (address, timeout, guard) = (address.to_string(), self.call_timeout, self.guard.clone());
+        let awaited = self.awaited.clone();
         Box::pin(async move {
-            let client = client?;
-            guarded(guard, address, || {
-                let mut client = client.clone();
-                let mut req = tonic::Request::new(request.clone());
-                req.set_timeout(timeout);
-                async move { client.apply(req).await.map(tonic::Response::into_inner) }
-            })
-            .await
+            let link = Arc::new(super::results::Link {
+                client: client?,
+                address,
+                guard,
+                timeout,
+            });
+            awaited.apply(link, request).await
         })
     }
 

@@ -9,6 +9,7 @@
 //! shared retry pieces.
 
 pub mod grpc;
+mod results;
 pub mod ssh;
 
 pub use grpc::GrpcFleet;

@@ -215,6 +215,21 @@ impl Metrics {
                 "Seconds each agent call attempt took",
                 stats.latency.clone(),
             );
+            r.register(
+                "agent_operations_awaited",
+                "Operations started on agents whose results are awaited (in flight as data)",
+                stats.awaited.clone(),
+            );
+            r.register(
+                "agent_result_polls",
+                "Results calls (long polls) sent to agents",
+                stats.result_polls.clone(),
+            );
+            r.register(
+                "agent_operations_reasked",
+                "Awaited operations asked again after their agent restarted (never run twice)",
+                stats.reasked.clone(),
+            );
             r.register("grpc_requests", "gRPC requests by method and code", m.grpc.clone());
         }
         Arc::new(m)

@@ -120,8 +120,9 @@ async fn call(
             operation_id: rec.operation_id.clone(),
             action: pb::Action::Restart as i32,
             version: String::new(),
-            // Set by the fleet that sends it.
+            // Both set by the fleet that sends it.
             epoch: 0,
+            detach: false,
         };
         match fleet.apply(&address, request).await {
             Ok(resp) if resp.ok => Ok(resp.detail),

@@ -242,8 +242,9 @@ impl Live {
             operation_id: d.record.operation_id.clone(),
             action: action as i32,
             version,
-            // Set by the fleet that sends it.
+            // Both set by the fleet that sends it.
             epoch: 0,
+            detach: false,
         }
     }
 }

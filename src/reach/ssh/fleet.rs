@@ -445,6 +445,7 @@ impl SshFleet {
                 detail,
                 replayed,
                 healthy: ok,
+                running: false,
             }),
             // Still running under another send: its outcome is unknown yet; the
             // same operation id asks again.
