@@ -17,15 +17,8 @@ set -euo pipefail
 hosts=${1:?hosts}; deploy_ms=${2:?deploy ms}; waves=${3:?waves like 1,10,50,100}
 max_parallel=${4:?max_parallel}; max_in_flight=${5:-4096}
 cd "$(dirname "$0")/.."
-if [ -n "${ROLLOUT_BIN:-}" ]; then
-    bin=$(realpath "$ROLLOUT_BIN")
-else
-    cargo build --release --quiet
-    bin=$PWD/target/release/rollout
-fi
-work=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null; wait 2>/dev/null; rm -rf "$work"' EXIT
-cd "$work"
+# shellcheck source=scripts/release-bin.sh
+. scripts/release-bin.sh
 
 "$bin" fleet generate --hosts "$hosts" --agent 127.0.0.1:0 --seed 1 -o sim.yaml 2>/dev/null
 "$bin" agent --simulate sim.yaml --listen 127.0.0.1:0 --latency-ms "$deploy_ms" > agent.out 2> agent.log &

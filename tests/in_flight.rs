@@ -187,3 +187,100 @@ async fn an_agent_of_the_earlier_protocol_still_completes_a_rollout() {
     stop.cancel();
     let _ = server.await;
 }
+
+/// 20,000 operations in flight on one agent endpoint (a simulator process), which
+/// is killed and started again on its address (100,000 in release mode: BENCHMARKS.md,
+/// `scripts/endpoint-restart.sh`): the controller learns that the new
+/// agent knows nothing (a reset), asks each awaited operation again, paced, and the
+/// rollout finishes. Retries stay within the budget (10% of first attempts), the
+/// re-asks are one per operation, and the new agent saw no storm: about one Apply
+/// per host.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_stay_within_the_budget_when_the_agent_endpoint_restarts() {
+    use common::scrape::{http_get, scrape, value};
+    const HOSTS: usize = 20_000;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("agent.log");
+    // Deploys long enough that every host is still deploying when the agent dies.
+    let (mut agent, hosts, _) = spawn_simulator(dir.path(), HOSTS, "300000..300000", &log).await;
+    let addr = agent.addr.to_string();
+    let (controller, metrics) = Controller::start_measured(&dir.path().join("data"), &hosts, HOSTS).await;
+    let mut client = controller.client().await;
+    let mut spec = plan("endpoint-restart", &["100%"], "0");
+    spec.max_parallel = 0;
+    spec.max_parallel_share = "100%".into();
+    submit(&mut client, spec).await;
+    let gauge = |s: &prometheus_parse::Scrape, m: &str| value(s, m, &[]).unwrap_or(0.0);
+    within(300, "every operation to be started and awaited", async {
+        loop {
+            let s = scrape(&http_get(&metrics, "/metrics").await);
+            if gauge(&s, "rollout_agent_operations_awaited") >= HOSTS as f64 {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    })
+    .await;
+    agent.kill9().await.unwrap();
+    let sim_fleet = dir.path().join("sim.yaml");
+    let args = [
+        "agent",
+        "--simulate",
+        sim_fleet.to_str().unwrap(),
+        "--listen",
+        &addr,
+        "--latency-ms",
+        "1000..1000",
+    ];
+    let again = spawn_rollout(args, &log, "the simulator, again").await;
+    let seen = within(
+        600,
+        "the rollout to succeed after the agent's restart",
+        watch_until(&mut client, "endpoint-restart", |r| {
+            r.hosts_in_flight == 0 && r.state() != pb::RolloutState::Running
+        }),
+    )
+    .await;
+    let last = seen.last().unwrap();
+    assert_eq!(
+        last.state(),
+        pb::RolloutState::Succeeded,
+        "{}: {:?}",
+        last.halt_reason,
+        last.failures
+    );
+    let s = scrape(&http_get(&metrics, "/metrics").await);
+    let first = gauge(&s, "rollout_agent_first_attempts_total");
+    let retries = gauge(&s, "rollout_agent_retries_total");
+    let reasked = gauge(&s, "rollout_agent_operations_reasked_total");
+    assert_eq!(first, HOSTS as f64, "one first attempt per host");
+    assert!(retries <= 0.1 * first, "{retries} retries for {first} first attempts");
+    assert_eq!(reasked, HOSTS as f64, "each awaited operation asked again once");
+    assert_eq!(gauge(&s, "rollout_agent_operations_awaited"), 0.0);
+    // The new agent: about one Apply per host, and each ran its deploy once.
+    let mut probe = rollout::proto::v1::agent_client::AgentClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap();
+    let mut executed = 0;
+    for host in hosts.hosts.iter().step_by(100) {
+        let p = probe
+            .probe(pb::ProbeRequest {
+                host_id: host.id.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(p.version, "15.20.8207.12", "{}", host.id);
+        executed += p.operations_executed;
+        if host.id == hosts.hosts[0].id {
+            let calls = p.apply_calls as f64;
+            assert!(
+                calls >= HOSTS as f64 && calls <= 1.1 * HOSTS as f64,
+                "{calls} Apply calls on the restarted agent for {HOSTS} operations"
+            );
+        }
+    }
+    assert_eq!(executed, (HOSTS / 100) as u64, "each sampled host ran once");
+    controller.stop().await;
+    drop(again);
+}

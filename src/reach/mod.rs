@@ -115,14 +115,47 @@ pub(crate) fn call_error(address: &str, status: tonic::Status) -> CallError {
     }
 }
 
-/// Codes worth another try: the agent did not get or did not finish the call. Apply
-/// is idempotent by operation_id, so a repeat after a deadline is safe.
-fn retryable(code: tonic::Code) -> bool {
-    matches!(code, tonic::Code::Unavailable | tonic::Code::DeadlineExceeded)
+/// Answers worth another try: the agent did not get or did not finish the call,
+/// or the connection broke under it (tonic says Unknown, "transport error" or "h2
+/// protocol error", not the agent). Apply is idempotent by operation_id, so a repeat
+/// is safe.
+fn retryable(status: &tonic::Status) -> bool {
+    match status.code() {
+        tonic::Code::Unavailable | tonic::Code::DeadlineExceeded => true,
+        tonic::Code::Unknown => {
+            let m = status.message();
+            m.starts_with("transport error") || m.starts_with("h2 protocol error")
+        }
+        _ => false,
+    }
 }
 
 /// Runs `attempt` under the breaker, the budget and the backoff.
 pub(crate) async fn guarded<T, F, Fut>(guard: Arc<Guard>, address: String, attempt: F) -> Result<T, CallError>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<T, tonic::Status>>,
+{
+    guarded_as(guard, address, Call::First, attempt).await
+}
+
+/// What a call is, for the retry budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Call {
+    /// A first attempt: it earns the budget its share of retries.
+    First,
+    /// An operation asked again after its agent restarted (counted apart): it earns
+    /// no retries, and its own retries spend the budget as any.
+    Reask,
+}
+
+/// [`guarded`], for a call of kind `call`.
+pub(crate) async fn guarded_as<T, F, Fut>(
+    guard: Arc<Guard>,
+    address: String,
+    call: Call,
+    attempt: F,
+) -> Result<T, CallError>
 where
     F: Fn() -> Fut,
     Fut: std::future::Future<Output = Result<T, tonic::Status>>,
@@ -138,10 +171,10 @@ where
                 message: "circuit open: the agent failed repeatedly; not called until its cool-down ends".into(),
             });
         }
-        if retries == 0 {
+        if retries == 0 && call == Call::First {
             guard.budget.first_attempt();
             guard.stats.first_attempts.inc();
-        } else {
+        } else if retries > 0 {
             guard.stats.retries.inc();
         }
         let answer = {
@@ -157,7 +190,7 @@ where
                 guard.breakers.success(&address);
                 return Ok(v);
             }
-            Err(status) if retryable(status.code()) => {
+            Err(status) if retryable(&status) => {
                 if guard.breakers.failure(&address) {
                     guard.stats.breaker_opened.inc();
                 }

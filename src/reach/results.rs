@@ -23,7 +23,7 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tonic::transport::Channel;
 
-use super::{CallError, Guard, call_error, guarded};
+use super::{Call, CallError, Guard, call_error, guarded_as};
 use crate::proto::v1 as pb;
 use crate::proto::v1::agent_client::AgentClient;
 use crate::retry::Backoff;
@@ -54,14 +54,14 @@ pub(crate) struct Link {
 
 impl Link {
     /// One Apply under the guard (breakers, budget, backoff), detached or held.
-    async fn apply(&self, request: pb::ApplyRequest, detach: bool) -> Answer {
+    async fn apply(&self, request: pb::ApplyRequest, detach: bool, call: Call) -> Answer {
         let request = pb::ApplyRequest { detach, ..request };
         let timeout = if detach {
             self.timeout.min(ACK_TIMEOUT)
         } else {
             self.timeout
         };
-        guarded(self.guard.clone(), self.address.clone(), || {
+        guarded_as(self.guard.clone(), self.address.clone(), call, || {
             let mut client = self.client.clone();
             let mut req = tonic::Request::new(request.clone());
             req.set_timeout(timeout);
@@ -85,6 +85,8 @@ struct Waiter {
     tx: oneshot::Sender<Answer>,
     deadline: Instant,
     request: pb::ApplyRequest,
+    /// The agent answered `running`: counted in the awaited gauge.
+    acked: bool,
 }
 
 #[derive(Default)]
@@ -121,9 +123,9 @@ impl Drop for Registration<'_> {
         let mut endpoints = self.awaited.lock();
         if let Some(e) = endpoints.get_mut(self.address)
             && e.waiting.get(&self.operation_id).is_some_and(|w| w.id == self.id)
+            && let Some(w) = e.waiting.remove(&self.operation_id)
         {
-            e.waiting.remove(&self.operation_id);
-            self.guard.stats.awaited.dec();
+            left(self.guard, &w);
         }
     }
 }
@@ -137,7 +139,7 @@ impl Awaited {
     /// record's answer, not a call), held where it speaks the earlier protocol.
     pub(crate) async fn apply(self: &Arc<Self>, link: Arc<Link>, request: pb::ApplyRequest) -> Answer {
         if !self.ready(&link).await {
-            return Box::pin(link.apply(request, false)).await;
+            return Box::pin(link.apply(request, false, Call::First)).await;
         }
         let operation_id = request.operation_id.clone();
         let (tx, rx) = oneshot::channel();
@@ -150,9 +152,10 @@ impl Awaited {
                 tx,
                 deadline: Instant::now() + link.timeout,
                 request: request.clone(),
+                acked: false,
             };
-            if e.waiting.insert(operation_id.clone(), waiter).is_none() {
-                link.guard.stats.awaited.inc();
+            if let Some(earlier) = e.waiting.insert(operation_id.clone(), waiter) {
+                left(&link.guard, &earlier);
             }
         }
         let _registered = Registration {
@@ -163,8 +166,11 @@ impl Awaited {
             id,
         };
         // Boxed: what stays while the result is awaited is a pointer, not the call.
-        match Box::pin(link.apply(request, true)).await {
-            Ok(started) if started.running => self.poll_from(&link),
+        match Box::pin(link.apply(request, true, Call::First)).await {
+            Ok(started) if started.running => {
+                self.acked(&link, &_registered);
+                self.poll_from(&link)
+            }
             other => return other,
         }
         rx.await.unwrap_or_else(|_| {
@@ -174,6 +180,20 @@ impl Awaited {
                 message: "the controller stopped awaiting this operation's result".into(),
             })
         })
+    }
+
+    /// The agent answered `running`: the operation is awaited (unless its result
+    /// came first).
+    fn acked(&self, link: &Link, registered: &Registration<'_>) {
+        let mut endpoints = self.lock();
+        if let Some(w) = endpoints
+            .get_mut(&link.address)
+            .and_then(|e| e.waiting.get_mut(&registered.operation_id))
+            .filter(|w| w.id == registered.id)
+        {
+            w.acked = true;
+            link.guard.stats.awaited.inc();
+        }
     }
 
     /// Whether `link`'s agent takes detached operations: its cursor is known (read
@@ -283,7 +303,7 @@ impl Awaited {
         e.cursor = Some((answer.instance, answer.next));
         for result in answer.results {
             if let Some(w) = e.waiting.remove(&result.operation_id) {
-                link.guard.stats.awaited.dec();
+                left(&link.guard, &w);
                 let _ = w.tx.send(answer_of(&link.address, result));
             }
         }
@@ -295,20 +315,45 @@ impl Awaited {
     }
 
     /// Asks operations again, a few at a time; an answer other than `running` is
-    /// their result.
+    /// their result. Those whose answer is unknown too (the agent not back yet, its
+    /// breaker open) stay awaited and are asked again after a backoff, until they
+    /// have an answer or their deadline passes.
     async fn reask(self: Arc<Self>, link: Arc<Link>, requests: Vec<pb::ApplyRequest>) {
-        futures::stream::iter(requests)
-            .for_each_concurrent(REASK_AT_ONCE, |request| {
-                let (this, link) = (self.clone(), link.clone());
-                async move {
-                    let op = request.operation_id.clone();
-                    let answer = link.apply(request, true).await;
-                    if !matches!(&answer, Ok(a) if a.running) {
-                        this.resolve(&link, &op, answer);
+        let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(10));
+        let mut asking = requests;
+        while !asking.is_empty() {
+            let unknown = Mutex::new(Vec::new());
+            futures::stream::iter(asking)
+                .for_each_concurrent(REASK_AT_ONCE, |request| {
+                    let (this, link, unknown) = (self.clone(), link.clone(), &unknown);
+                    async move {
+                        if !this.awaits(&link.address, &request.operation_id) {
+                            return;
+                        }
+                        let answer = link.apply(request.clone(), true, Call::Reask).await;
+                        match answer {
+                            Ok(a) if a.running => {}
+                            Err(e) if e.outcome_unknown() => {
+                                unknown.lock().unwrap_or_else(|p| p.into_inner()).push(request)
+                            }
+                            answer => this.resolve(&link, &request.operation_id, answer),
+                        }
                     }
-                }
-            })
-            .await;
+                })
+                .await;
+            asking = unknown.into_inner().unwrap_or_else(|p| p.into_inner());
+            if !asking.is_empty() {
+                tokio::time::sleep(backoff.next().unwrap_or_default()).await;
+            }
+        }
+    }
+
+    /// Whether an operation is still awaited (a result, its deadline or its caller
+    /// may have ended that).
+    fn awaits(&self, address: &str, operation_id: &str) -> bool {
+        self.lock()
+            .get(address)
+            .is_some_and(|e| e.waiting.contains_key(operation_id))
     }
 
     fn resolve(&self, link: &Link, operation_id: &str, answer: Answer) {
@@ -317,7 +362,7 @@ impl Awaited {
             .get_mut(&link.address)
             .and_then(|e| e.waiting.remove(operation_id));
         if let Some(w) = waiter {
-            link.guard.stats.awaited.dec();
+            left(&link.guard, &w);
             let _ = w.tx.send(answer);
         }
     }
@@ -330,7 +375,7 @@ impl Awaited {
             e.legacy = true;
             e.cursor = None;
             for (_, w) in e.waiting.drain() {
-                link.guard.stats.awaited.dec();
+                left(&link.guard, &w);
                 let _ = w.tx.send(Err(error.clone()));
             }
         }
@@ -351,7 +396,7 @@ impl Awaited {
             .collect();
         for op in late {
             if let Some(w) = e.waiting.remove(&op) {
-                link.guard.stats.awaited.dec();
+                left(&link.guard, &w);
                 let _ = w.tx.send(Err(CallError {
                     address: link.address.clone(),
                     code: tonic::Code::DeadlineExceeded,
@@ -362,6 +407,13 @@ impl Awaited {
                 }));
             }
         }
+    }
+}
+
+/// A waiter no longer awaited: out of the gauge, if it was in.
+fn left(guard: &Guard, w: &Waiter) {
+    if w.acked {
+        guard.stats.awaited.dec();
     }
 }
 

@@ -11,6 +11,7 @@ pub mod controllers;
 pub mod prometheus;
 pub mod python;
 pub mod receiver;
+pub mod scrape;
 pub mod sshd;
 
 use std::future::Future;
@@ -223,6 +224,21 @@ impl Controller {
         Controller::start_full(data, fleet, clock, security, Default::default()).await
     }
 
+    /// A controller with `--max-in-flight max_in_flight` serving `/metrics`, and
+    /// `--agent-timeout` at its default (10 minutes): the controller and the
+    /// metrics' address.
+    pub async fn start_measured(data: &Path, fleet: &FleetFile, max_in_flight: usize) -> (Controller, String) {
+        let metrics = TcpListener::bind("127.0.0.1:0").await.expect("bind metrics");
+        let addr = metrics.local_addr().expect("address").to_string();
+        let controller = Controller::start_with_options(data, fleet, |o| {
+            o.metrics = Some(metrics);
+            o.max_in_flight = max_in_flight;
+            o.agent_timeout = Duration::from_secs(600);
+        })
+        .await;
+        (controller, addr)
+    }
+
     async fn start_full(
         data: &Path,
         fleet: &FleetFile,
@@ -230,28 +246,42 @@ impl Controller {
         security: server::Security,
         sinks: rollout::notify::Sinks,
     ) -> Controller {
+        Controller::start_with_options(data, fleet, |o| {
+            o.clock = clock;
+            o.security = security;
+            o.sinks = sinks;
+        })
+        .await
+    }
+
+    async fn start_with_options(data: &Path, fleet: &FleetFile, set: impl FnOnce(&mut server::Options)) -> Controller {
         let fleet_path = data.with_extension("fleet.yaml");
         std::fs::write(&fleet_path, fleet.to_yaml()).expect("write fleet");
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind controller");
-        let scheme = if security.tls.is_some() { "https" } else { "http" };
-        let url = format!("{scheme}://{}", listener.local_addr().expect("address"));
         let stop = CancellationToken::new();
-        let options = server::Options {
+        let mut options = server::Options {
             store: server::StoreAt::Dir(data.to_path_buf()),
             fleet: Some(fleet_path),
             agent_timeout: Duration::from_secs(30),
             max_in_flight: 4_096,
-            clock,
-            security,
+            clock: Arc::new(rollout::engine::SystemClock),
+            security: server::Security::default(),
             metrics: None,
             http: None,
             grace: Duration::from_secs(30),
             drill_from_ms: None,
-            sinks,
+            sinks: Default::default(),
             sinks_file: None,
             site: "test-site".into(),
             ssh: None,
         };
+        set(&mut options);
+        let scheme = if options.security.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        let url = format!("{scheme}://{}", listener.local_addr().expect("address"));
         let task = tokio::spawn(server::run(listener, options, stop.clone()));
         Controller {
             url,
