@@ -879,3 +879,53 @@ async fn a_new_leader_delivers_what_the_killed_one_had_not() {
     assert_eq!(site.b.terminate(Duration::from_secs(30)).await.unwrap(), Some(0));
     assert_eq!(site.agent.terminate(Duration::from_secs(30)).await.unwrap(), Some(0));
 }
+
+/// A takeover with thousands of operations in flight: 3,000 hosts whose deploys take
+/// 3 s, `max_parallel: 100%`, the leader SIGKILLed while they run. The standby takes
+/// over, finds the operations in the store, asks their agent (the operations still
+/// running there answer "running", those done their recorded result) and the rollout
+/// finishes with every host's deploy run exactly once, by the simulator's own count.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_takeover_with_thousands_in_flight_runs_each_host_once() {
+    const MANY: usize = 3_000;
+    let Some(etcd) = LocalEtcd::start_for_test(1).await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let logs = ["a.log", "b.log", "agent.log"].map(|l| dir.path().join(l));
+    let (agent, fleet, fleet_file) = spawn_simulator(dir.path(), MANY, "3000..3000", &logs[2]).await;
+    let mut a = controller(&etcd, &fleet_file, &logs[0], &[]).await;
+    until_role(&url(&a), "leader", "the first controller to lead").await;
+    let b = controller(&etcd, &fleet_file, &logs[1], &[]).await;
+    let mut client = connect(&url(&a)).await.unwrap();
+    let mut spec = plan("takeover-in-flight", &["100%"], "0");
+    spec.max_parallel = 0;
+    spec.max_parallel_share = "100%".into();
+    submit(&mut client, spec).await;
+    within(
+        120,
+        "thousands of operations in flight",
+        watch_until(&mut client, "takeover-in-flight", |r| r.hosts_in_flight >= 2_000),
+    )
+    .await;
+    a.kill9().await.unwrap();
+    until_role(&url(&b), "leader", "the standby to take over").await;
+    let mut client = connect(&url(&b)).await.unwrap();
+    let seen = within(
+        180,
+        "the rollout to finish under the new leader",
+        watch_until(&mut client, "takeover-in-flight", |r| {
+            r.state() == pb::RolloutState::Succeeded || r.state() == pb::RolloutState::Halted
+        }),
+    )
+    .await;
+    let last = seen.last().unwrap();
+    assert_eq!(last.state(), pb::RolloutState::Succeeded, "{}", last.halt_reason);
+    assert_eq!(last.hosts_succeeded, MANY as u64);
+    for (host, p) in probe_all(&agent.addr.to_string(), &fleet).await {
+        assert_eq!(p.operations_executed, 1, "{host} ran its deploy once");
+        assert_eq!(p.version, "15.20.8207.12", "{host}");
+    }
+    drop(b);
+    drop(etcd);
+}
