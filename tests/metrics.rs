@@ -127,13 +127,14 @@ async fn metrics_are_scraped_during_a_rollout() {
         Some(0.0)
     );
     assert_eq!(value(&after, "rollout_agent_breakers_open", &[]), Some(0.0));
-    // Operations in flight as data: each Apply answered "running", the results came
-    // in batches through the simulator's one long poll, none is awaited now.
+    // Operations in flight as data: deploys of 5 to 15 ms end within the agent's quick
+    // window and are answered with their result; any longer came in batches through
+    // the simulator's one long poll; none is awaited now.
     assert_eq!(value(&after, "rollout_agent_operations_awaited", &[]), Some(0.0));
     assert_eq!(value(&after, "rollout_agent_operations_reasked_total", &[]), Some(0.0));
     let polls = value(&after, "rollout_agent_result_polls_total", &[]).unwrap_or(0.0);
     assert!(
-        (1.0..500.0).contains(&polls),
+        polls < 500.0,
         "{polls} Results calls for 1,000 operations: they come in batches"
     );
     // With a data dir, this controller alone, leading with no epoch.

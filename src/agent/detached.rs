@@ -28,6 +28,10 @@ const MAX_BYTES: usize = 2 << 20;
 const MAX_WAIT: Duration = Duration::from_secs(30);
 /// Once a result is there, how long an answer waits for more to come with it.
 const LINGER: Duration = Duration::from_millis(20);
+/// An operation that ends within this is answered with its result, as an Apply of
+/// the earlier protocol would be (one round trip for quick ones); a longer one is
+/// answered `running`.
+const QUICK: Duration = Duration::from_millis(10);
 /// Results kept for controllers that have not read them yet.
 pub const KEEP: usize = 1 << 20;
 
@@ -75,14 +79,15 @@ impl Detached {
     }
 
     /// Starts `operation` (the admitted Apply, run as an undetached one would be) in
-    /// a task of its own and answers `running`; an operation with this id already
-    /// running is not started again.
-    pub fn start<F>(
+    /// a task of its own: its result when it ends within [`QUICK`], else `running`
+    /// (the result goes to the log); an operation with this id already running is
+    /// not started again.
+    pub async fn start<F>(
         self: &std::sync::Arc<Self>,
         host_id: String,
         operation_id: String,
         operation: F,
-    ) -> pb::ApplyResponse
+    ) -> Result<pb::ApplyResponse, Status>
     where
         F: Future<Output = Result<pb::ApplyResponse, Status>> + Send + 'static,
     {
@@ -96,22 +101,48 @@ impl Detached {
             .unwrap_or_else(|p| p.into_inner())
             .insert(operation_id.clone());
         if !fresh {
-            return running;
+            return Ok(running);
         }
+        // One that ends at its first step (a replay, a simulator without latency)
+        // costs no task and no timer.
+        let mut operation = Box::pin(operation);
+        if let Some(answer) = futures::FutureExt::now_or_never(&mut operation) {
+            self.forget(&operation_id);
+            return answer;
+        }
+        let (tx, mut rx) = tokio::sync::oneshot::channel();
         let this = self.clone();
+        let id = operation_id.clone();
         tokio::spawn(async move {
             let answer = operation.await;
-            this.finished(host_id, operation_id, answer);
+            match tx.send(answer) {
+                // The Apply still waits: it answers with the result itself.
+                Ok(()) => this.forget(&id),
+                Err(answer) => this.finished(host_id, id, answer),
+            }
         });
-        running
+        if let Ok(Ok(answer)) = tokio::time::timeout(QUICK, &mut rx).await {
+            return answer;
+        }
+        // No more waiting: a result sent before this is taken here, a later one is
+        // logged by the task.
+        rx.close();
+        match rx.try_recv() {
+            Ok(answer) => answer,
+            Err(_) => Ok(running),
+        }
+    }
+
+    fn forget(&self, operation_id: &str) {
+        self.running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(operation_id);
     }
 
     /// Appends an operation's result to the log and wakes the controllers waiting.
     fn finished(&self, host_id: String, operation_id: String, answer: Result<pb::ApplyResponse, Status>) {
-        self.running
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&operation_id);
+        self.forget(&operation_id);
         let entry = match answer {
             Ok(result) => pb::OperationResult {
                 host_id,
@@ -225,12 +256,16 @@ mod tests {
         let start = head(&d).await;
         assert!(!start.reset && start.results.is_empty());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let answer = d.start("h1".into(), "op1".into(), async move {
-            let _ = rx.await;
-            ok("v2")
-        });
-        assert!(answer.running);
-        assert!(d.start("h1".into(), "op1".into(), async { ok("again") }).running);
+        let answer = d
+            .start("h1".into(), "op1".into(), async move {
+                let _ = rx.await;
+                ok("v2")
+            })
+            .await
+            .unwrap();
+        assert!(answer.running, "not ended within QUICK: running");
+        let again = d.start("h1".into(), "op1".into(), async { ok("again") }).await;
+        assert!(again.unwrap().running, "running already: not started twice");
         assert_eq!(d.running(), 1);
         let cursor = pb::ResultsRequest {
             after: start.next,
@@ -263,17 +298,46 @@ mod tests {
         assert!(after.results.is_empty());
     }
 
+    /// An operation that takes a second (past QUICK: its result goes to the log).
+    async fn slow(answer: Result<pb::ApplyResponse, Status>) -> Result<pb::ApplyResponse, Status> {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        answer
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_quick_operation_is_answered_with_its_result_and_not_logged() {
+        let d = Arc::new(Detached::new(10));
+        let start = head(&d).await;
+        let answer = d.start("h".into(), "quick".into(), async { ok("v3") }).await.unwrap();
+        assert!(!answer.running && answer.ok && answer.version == "v3");
+        let refused = d
+            .start("h".into(), "refused".into(), async {
+                Err(Status::failed_precondition("stale controller epoch 1 < 2"))
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
+        let logged = d
+            .results(pb::ResultsRequest {
+                after: start.next,
+                instance: start.instance,
+                wait_ms: 0,
+            })
+            .await;
+        assert!(logged.results.is_empty(), "{logged:?}");
+        assert_eq!(d.running(), 0);
+    }
+
     #[tokio::test(start_paused = true)]
     async fn refusals_keep_their_code_and_lost_results_say_reset() {
         let d = Arc::new(Detached::new(2));
         let start = head(&d).await;
-        d.start("h".into(), "stale".into(), async {
-            Err(Status::failed_precondition("stale controller epoch 1 < 2"))
-        });
+        let refusal = || slow(Err(Status::failed_precondition("stale controller epoch 1 < 2")));
+        assert!(d.start("h".into(), "stale".into(), refusal()).await.unwrap().running);
         for i in 0..3 {
-            d.start("h".into(), format!("op{i}"), async { ok("v") });
+            d.start("h".into(), format!("op{i}"), slow(ok("v"))).await.unwrap();
         }
-        tokio::time::sleep(Duration::from_millis(1)).await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
         // Four results, two kept: a cursor from before them has missed some.
         let late = d
             .results(pb::ResultsRequest {
@@ -293,10 +357,8 @@ mod tests {
         assert!(other.reset, "another instance's cursor is a reset");
         let d = Arc::new(Detached::new(10));
         let start = head(&d).await;
-        d.start("h".into(), "stale".into(), async {
-            Err(Status::failed_precondition("stale controller epoch 1 < 2"))
-        });
-        tokio::time::sleep(Duration::from_millis(1)).await;
+        d.start("h".into(), "stale".into(), refusal()).await.unwrap();
+        tokio::time::sleep(Duration::from_secs(2)).await;
         let got = d
             .results(pb::ResultsRequest {
                 after: start.next,

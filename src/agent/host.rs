@@ -307,9 +307,10 @@ impl Agent for HostAgentService {
             return agent.run(req).await.map(Response::new);
         }
         let (host, op, agent) = (req.host_id.clone(), req.operation_id.clone(), agent.clone());
-        Ok(Response::new(
-            self.detached.start(host, op, async move { agent.run(req).await }),
-        ))
+        self.detached
+            .start(host, op, async move { agent.run(req).await })
+            .await
+            .map(Response::new)
     }
 
     async fn results(&self, request: Request<pb::ResultsRequest>) -> Result<Response<pb::ResultsResponse>, Status> {

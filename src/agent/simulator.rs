@@ -230,9 +230,9 @@ impl Simulator {
         }
         let this = self.clone();
         let (host, op) = (req.host_id.clone(), req.operation_id.clone());
-        Ok(self
-            .detached
-            .start(host, op, async move { this.run(req, action).await }))
+        self.detached
+            .start(host, op, async move { this.run(req, action).await })
+            .await
     }
 
     /// What is checked before an operation starts: the host, the request, the agent

@@ -34,7 +34,7 @@ pub(crate) type Answer = Result<pb::ApplyResponse, CallError>;
 /// How long a Results call asks the agent to wait for a first result.
 const POLL_WAIT: Duration = Duration::from_secs(10);
 /// Awaited operations asked again at once, per endpoint, after a reset.
-const REASK_AT_ONCE: usize = 256;
+const REASK_AT_ONCE: usize = 512;
 /// How often the deadlines of awaited operations are checked.
 const EXPIRY_EVERY: Duration = Duration::from_secs(1);
 /// The longest an Apply's answer ("running") may take.
@@ -146,7 +146,10 @@ impl Awaited {
         let id = self.ids.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         {
             let mut endpoints = self.lock();
-            let e = endpoints.entry(link.address.clone()).or_default();
+            let e = match endpoints.get_mut(&link.address) {
+                Some(e) => e,
+                None => endpoints.entry(link.address.clone()).or_default(),
+            };
             let waiter = Waiter {
                 id,
                 tx,
@@ -202,10 +205,12 @@ impl Awaited {
     async fn ready(&self, link: &Link) -> bool {
         let reading = {
             let mut endpoints = self.lock();
-            let e = endpoints.entry(link.address.clone()).or_default();
-            if e.cursor.is_some() || e.legacy {
+            if let Some(e) = endpoints.get(&link.address)
+                && (e.cursor.is_some() || e.legacy)
+            {
                 return !e.legacy;
             }
+            let e = endpoints.entry(link.address.clone()).or_default();
             e.reading.clone()
         };
         let mut failed = reading.lock().await;
