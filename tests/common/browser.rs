@@ -90,6 +90,26 @@ pub async fn start() -> Option<Browser> {
     })
 }
 
+/// Chromium outlives a killed chromedriver (it is reparented, not stopped): every
+/// process started with this session's profile directory is killed with it.
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let flag = format!("--user-data-dir={}", self._profile.path().display());
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let Some(pid) = entry.file_name().to_str().and_then(|p| p.parse::<i32>().ok()) else {
+                continue;
+            };
+            let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+            if cmdline.split(|b| *b == 0).any(|arg| arg == flag.as_bytes()) {
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+            }
+        }
+    }
+}
+
 /// The text of the first element `css` selects ("" when none).
 pub async fn text_of(browser: &fantoccini::Client, css: &str) -> String {
     match browser.find(fantoccini::Locator::Css(css)).await {
