@@ -1,0 +1,148 @@
+//! The rollout verbs of the command line: `submit` (and its dry run), `status`,
+//! `retry`, and `pause`/`resume`/`abort` as one act: each a gRPC call to the
+//! controller, its answer rendered.
+
+use std::process::ExitCode;
+
+use super::*;
+
+pub(super) async fn submit(
+    server: &str,
+    file: &std::path::Path,
+    dry_run: bool,
+    at: Option<i64>,
+    request_id: String,
+) -> Result<ExitCode> {
+    let text = read(file, "plan")?;
+    let shown = file.display().to_string();
+    // Validate locally first: a bad plan is reported the same way with or without a controller.
+    Plan::from_yaml(&text, &shown)?;
+    let mut client = connect(server).await?;
+    let response = client
+        .submit_plan(pb::SubmitPlanRequest {
+            plan: Some(pb::submit_plan_request::Plan::Yaml(text)),
+            source_name: shown,
+            dry_run,
+            request_id,
+            at_unix_ms: at.unwrap_or(0),
+        })
+        .await?
+        .into_inner();
+    let r = response.rollout.unwrap_or_default();
+    if dry_run {
+        if let Some(at) = at {
+            println!(
+                "what-if: ordered and explained as at {} (not now)",
+                crate::engine::format_instant(at)
+            );
+        }
+        if !r.drill_clock.is_empty() {
+            println!("{}", r.drill_clock);
+        }
+        print!("{}", render::preview(&r, &response.preview));
+        if let Some(line) = restart::price_line(&response.prices) {
+            println!("{line}");
+        }
+        for c in &response.conflicts {
+            println!(
+                "held elsewhere: {} of these hosts belong to {}; a real submission is refused unless it preempts that rollout",
+                c.shared_hosts, c.holder
+            );
+        }
+    } else if response.replayed {
+        println!(
+            "already submitted with this request id: rollout `{}` (id {}) is {}",
+            r.name,
+            r.id,
+            render::state_name(r.state())
+        );
+    } else {
+        println!(
+            "submitted rollout `{}` (id {}): {} hosts in {} waves; follow it with `rollout watch {}`",
+            r.name,
+            r.id,
+            r.hosts_selected,
+            r.waves.len(),
+            r.name
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(super) async fn status(server: &str, name: Option<&str>, output: Output, summary: bool) -> Result<ExitCode> {
+    let mut client = connect(server).await?;
+    match name {
+        Some(name) => {
+            let r = client::rollout_named(&mut client, name).await?;
+            match output {
+                _ if summary => println!("{}", r.summary),
+                Output::Text => print!("{}", render::detail(&r)),
+                Output::Json => println!("{}", render::json(&r)),
+            }
+        }
+        None => {
+            let list = client
+                .list_rollouts(pb::ListRolloutsRequest::default())
+                .await?
+                .into_inner();
+            match output {
+                Output::Text => {
+                    if let Some(drill) = list.rollouts.first().map(|r| &r.drill_clock).filter(|d| !d.is_empty()) {
+                        println!("{drill}");
+                    }
+                    print!("{}", render::table(&list.rollouts))
+                }
+                Output::Json => println!(
+                    "{}",
+                    serde_json::Value::Array(list.rollouts.iter().map(render::json).collect())
+                ),
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `rollout retry NAME`: the failed hosts run again as a new attempt.
+pub(super) async fn retry(server: &str, name: &str, request_id: String) -> Result<ExitCode> {
+    let mut client = connect(server).await?;
+    let r = client
+        .retry_rollout(pb::RolloutActionRequest {
+            name: name.to_string(),
+            request_id,
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    println!(
+        "retrying the failed hosts of `{}` (retry {}); follow it with `rollout watch {}`",
+        r.name, r.retries, r.name
+    );
+    println!("{}", render::one_line(&r));
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(super) enum Act {
+    Pause,
+    Resume,
+    Abort,
+    AbortAndRollBack,
+}
+
+pub(super) async fn act(server: &str, name: &str, act: Act, reason: String) -> Result<ExitCode> {
+    let mut client = connect(server).await?;
+    let request = pb::RolloutActionRequest {
+        name: name.to_string(),
+        id: 0,
+        reason,
+        request_id: String::new(),
+        rollback: matches!(act, Act::AbortAndRollBack),
+    };
+    let r = match act {
+        Act::Pause => client.pause_rollout(request).await?,
+        Act::Resume => client.resume_rollout(request).await?,
+        Act::Abort | Act::AbortAndRollBack => client.abort_rollout(request).await?,
+    }
+    .into_inner();
+    println!("{}", render::one_line(&r));
+    Ok(ExitCode::SUCCESS)
+}
