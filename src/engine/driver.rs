@@ -1,31 +1,24 @@
-//! Carries a rollout out: fills waves, records intents before dispatch (one flush per
-//! batch), keeps at most `max_parallel` agent calls in flight, records every result,
-//! sleeps bakes, and feeds what happened back to the state machine.
+//! Carries a rollout out: fills waves, hands each wave (and the calls in doubt after
+//! a restart) to its [`Dispatcher`], sleeps bakes, runs the health gate, and feeds
+//! what happened back to the state machine. [`LiveBook`] is the rollout and its store
+//! as the dispatcher sees them.
 //!
-//! Only this file sleeps or calls agents. A pause or abort stops dispatching at once;
-//! calls already sent finish and are recorded. On shutdown the same happens and the
-//! rollout stays where it is, to be resumed by the next controller.
+//! Only this file and the dispatcher sleep or call agents. A pause or abort stops
+//! dispatching at once; operations already sent finish and are recorded. On shutdown
+//! the same happens and the rollout stays where it is, to be resumed by the next
+//! controller.
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::task::JoinSet;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::analysis::Baked;
+use super::dispatcher::{Book, Dispatcher, Mode};
 use super::rollout::{Dispatch, Live};
 use super::state::{Event, FleetHealth, HealthReport, State, WaveReport};
 use super::{Context, Result};
-use crate::plan::Kind;
 use crate::proto::v1 as pb;
-use crate::reach::SharedFleet;
-
-/// Intents written per flush at most: bounds the work a crash can leave "in doubt".
-const MAX_BATCH: usize = 1_000;
-/// Results are flushed at least this often while calls are answered (group commit);
-/// watchers see progress once it is durable, so it never goes back after a crash.
-const RESULT_FLUSH: Duration = Duration::from_millis(50);
 
 /// Runs a rollout until it ends, or until the controller shuts down.
 pub(crate) async fn drive(live: Arc<Live>, ctx: Arc<Context>) {
@@ -65,7 +58,7 @@ async fn run(live: &Live, ctx: &Context) -> Result<()> {
             hosts = reconcile.len(),
             "asking agents about calls in doubt after a restart"
         );
-        execute(live, ctx, None, reconcile).await?;
+        execute(live, ctx, Mode::Reconcile, reconcile).await?;
     }
     loop {
         if ctx.shutdown.is_cancelled() {
@@ -92,7 +85,7 @@ async fn run(live: &Live, ctx: &Context) -> Result<()> {
                         }
                     }
                 }
-                let report = execute(live, ctx, Some(wave), Vec::new()).await?;
+                let report = execute(live, ctx, Mode::Wave(wave), Vec::new()).await?;
                 debug!(wave, ?report, "wave ended");
                 advance(live, ctx, Event::WaveEnded(report)).await?;
             }
@@ -304,208 +297,77 @@ async fn advance(live: &Live, ctx: &Context, event: Event) -> Result<()> {
     Ok(())
 }
 
-/// Sends the hosts of `wave` (or only `first`, when `wave` is None) with at most
-/// `max_parallel` in flight (no more than `--max-in-flight`), and returns how the
-/// wave stands when it stops.
-async fn execute(live: &Live, ctx: &Context, wave: Option<u32>, first: Vec<Dispatch>) -> Result<WaveReport> {
+/// Sends the hosts of `mode` with at most `max_parallel` in flight (no more than
+/// `--max-in-flight`), and returns how the wave stands when it stops.
+async fn execute(live: &Live, ctx: &Context, mode: Mode, first: Vec<Dispatch>) -> Result<WaveReport> {
     // Within the controller's --max-in-flight (status says when it limits the plan).
     let max_parallel = (live.plan.max_parallel.max(1) as usize).min(ctx.max_in_flight);
-    let batch = max_parallel.min(MAX_BATCH);
-    let mut control = live.control.subscribe();
-    let mut ready: VecDeque<Dispatch> = first.into();
-    let mut inflight: JoinSet<Dispatch> = JoinSet::new();
-    let mut done = Vec::with_capacity(batch);
-    // Calls in flight, by host: what a stuck wave was waiting on.
-    let mut calling: std::collections::HashMap<String, Dispatch> = std::collections::HashMap::new();
-    let deadline = live.plan.progress_deadline;
-    let mut last_progress = tokio::time::Instant::now();
-    // Results are flushed in groups; snapshots show them once durable.
-    let mut last_flush = tokio::time::Instant::now();
-    let mut unflushed = false;
-    loop {
-        let stop = ctx.shutdown.is_cancelled() || wave.is_some_and(|w| live.must_stop(w));
-        if stop {
-            if wave.is_some() && !ready.is_empty() {
-                // Intents written but never sent go back to the queue.
-                live.unsend(&ctx.store, ready.drain(..).collect())?;
-            }
-            // Intents in doubt (reconcile) stay recorded as dispatched: the next
-            // start asks their agents again.
-            ready.clear();
-        } else {
-            // Fill every free place now, a batch at a time (the wave's hosts do not
-            // wait for an answer to come before they are sent), then write the next
-            // batch's intents ahead: at most max_parallel in flight and one batch
-            // waiting.
-            loop {
-                while inflight.len() < max_parallel {
-                    let Some(d) = ready.pop_front() else { break };
-                    let request = live.apply_request(&d);
-                    calling.insert(d.host.clone(), d.clone());
-                    inflight.spawn(call(ctx.fleet.clone(), live.plan.kind, d, request));
-                }
-                let Some(w) = wave else { break };
-                if !ready.is_empty() {
-                    break;
-                }
-                let intents = live.take_batch(w, batch, ctx.clock.now_ms(), |h| {
-                    ctx.health.get(h).is_none_or(|s| s.healthy)
-                });
-                if intents.is_empty() {
-                    break;
-                }
-                // Group commit: the intents of the whole batch, one flush, then the
-                // calls. A crash after the flush re-asks these hosts.
-                ctx.store
-                    .put_hosts(live.id, intents.iter().map(|d| (d.host.as_str(), &d.record)))?;
-                ctx.store.flush().await?;
-                live.mark_durable();
-                ready.extend(intents);
-                // Time spent on our own store is not the agents' silence.
-                last_progress = tokio::time::Instant::now();
-            }
-        }
-        if inflight.is_empty() && ready.is_empty() {
-            break;
-        }
-        tokio::select! {
-            // Answers first: a deadline that expires together with an answer is not stuck.
-            biased;
-            joined = inflight.join_next(), if !inflight.is_empty() => {
-                if let Some(joined) = joined {
-                    collect(joined, &mut done);
-                }
-                while let Some(joined) = inflight.try_join_next() {
-                    collect(joined, &mut done);
-                }
-                let now = ctx.clock.now_ms();
-                last_progress = tokio::time::Instant::now();
-                for d in &mut done {
-                    calling.remove(&d.host);
-                    d.record.updated_at_unix_ms = now;
-                    d.record.finished_at_unix_ms = now;
-                    if d.record.state() == pb::HostState::Succeeded && !d.record.version.is_empty() {
-                        ctx.health.record_version(&d.host, &d.record.version);
-                    }
-                }
-                unflushed = true;
-                // A failure is counted at once: the wave's failure budget stops it.
-                let failed = done.iter().any(|d| d.record.state() == pb::HostState::Failed);
-                if inflight.is_empty() || failed || last_flush.elapsed() >= RESULT_FLUSH {
-                    record(live, ctx, &mut done).await?;
-                    last_flush = tokio::time::Instant::now();
-                    unflushed = false;
-                }
-            }
-            // Slow answers: results received since the last flush are recorded and
-            // shown within RESULT_FLUSH even if no other answer comes to trigger it.
-            _ = tokio::time::sleep_until(last_flush + RESULT_FLUSH), if unflushed => {
-                record(live, ctx, &mut done).await?;
-                last_flush = tokio::time::Instant::now();
-                unflushed = false;
-            }
-            _ = control.changed() => {}
-            _ = ctx.shutdown.cancelled(), if !ctx.shutdown.is_cancelled() => {}
-            _ = tokio::time::sleep_until(last_progress + deadline), if wave.is_some() && !inflight.is_empty() => {
-                // No host answered for the whole progress deadline: stop waiting. The
-                // calls' outcome is unknown, so a retry reuses their operation ids.
-                inflight.abort_all();
-                while inflight.join_next().await.is_some() {}
-                let mut stuck: Vec<Dispatch> = calling.drain().map(|(_, d)| d).collect();
-                stuck.sort_by(|a, b| a.host.cmp(&b.host));
-                let now = ctx.clock.now_ms();
-                let detail = format!("stuck: no answer within the progress deadline ({})", crate::text::format_duration(deadline));
-                for d in &mut stuck {
-                    d.record.set_state(pb::HostState::Failed);
-                    d.record.outcome_unknown = true;
-                    d.record.detail = detail.clone();
-                    d.record.updated_at_unix_ms = now;
-                    d.record.finished_at_unix_ms = now;
-                }
-                done.extend(stuck.iter().cloned());
-                live.record_results(&ctx.store, &done)?;
-                if !ready.is_empty() {
-                    live.unsend(&ctx.store, ready.drain(..).collect())?;
-                }
-                ctx.store.flush().await?;
-                live.mark_durable();
-                let mut report = live.report(wave.unwrap_or(0));
-                report.stuck = Some((deadline, stuck.into_iter().map(|d| d.host).collect()));
-                warn!(wave = report.wave, "wave stuck");
-                return Ok(report);
-            }
-        }
-    }
-    record(live, ctx, &mut done).await?;
-    Ok(live.report(wave.unwrap_or(0)))
+    Dispatcher::new(mode, max_parallel, live.plan.progress_deadline, first)
+        .run(
+            &LiveBook { live, ctx },
+            &ctx.fleet,
+            live.plan.kind,
+            live.control.subscribe(),
+            &ctx.shutdown,
+        )
+        .await
 }
 
-/// Group commit: the results received since the last flush, as one record, made
-/// durable, then shown.
-async fn record(live: &Live, ctx: &Context, done: &mut Vec<Dispatch>) -> Result<()> {
-    if !done.is_empty() {
-        live.record_results(&ctx.store, done)?;
-        done.clear();
-    }
-    ctx.store.flush().await?;
-    live.mark_durable();
-    Ok(())
+/// The rollout and its store, as its dispatcher sees them.
+struct LiveBook<'a> {
+    live: &'a Live,
+    ctx: &'a Context,
 }
 
-fn collect(joined: std::result::Result<Dispatch, tokio::task::JoinError>, done: &mut Vec<Dispatch>) {
-    match joined {
-        Ok(d) => done.push(d),
-        // A call task only panics on a bug; its host stays "in doubt" in the store and
-        // is re-asked at the next start.
-        Err(e) => warn!(error = %e, "agent call task failed"),
+impl Book for LiveBook<'_> {
+    fn now_ms(&self) -> i64 {
+        self.ctx.clock.now_ms()
     }
-}
 
-/// One host: (probe, when its outcome is in doubt), apply, and the result as a record.
-async fn call(fleet: SharedFleet, kind: Kind, mut d: Dispatch, request: pb::ApplyRequest) -> Dispatch {
-    let span = info_span!("host", host = %d.host, wave = d.record.wave, op = %d.record.operation_id);
-    async {
-        if d.address.is_empty() {
-            return finish(&mut d, Err("the host is no longer in the inventory".to_string()), false);
+    fn must_stop(&self, wave: u32) -> bool {
+        self.live.must_stop(wave)
+    }
+
+    fn request(&self, d: &Dispatch) -> pb::ApplyRequest {
+        self.live.apply_request(d)
+    }
+
+    async fn intents(&self, wave: u32, n: usize) -> Result<Vec<Dispatch>> {
+        let (live, ctx) = (self.live, self.ctx);
+        let intents = live.take_batch(wave, n, ctx.clock.now_ms(), |h| {
+            ctx.health.get(h).is_none_or(|s| s.healthy)
+        });
+        if !intents.is_empty() {
+            // Group commit: the intents of the whole batch, one flush, then the
+            // calls. A crash after the flush re-asks these hosts.
+            ctx.store
+                .put_hosts(live.id, intents.iter().map(|d| (d.host.as_str(), &d.record)))?;
+            ctx.store.flush().await?;
+            live.mark_durable();
         }
-        if d.probe_first
-            && kind == Kind::Fix
-            && let Ok(p) = fleet.probe(&d.address, &d.host).await
-            && p.version == request.version
-        {
-            d.record.version = p.version;
-            return finish(
-                &mut d,
-                Ok("already on the version (confirmed by probe after a restart)".into()),
-                false,
-            );
-        }
-        match fleet.apply(&d.address, request).await {
-            Ok(resp) if resp.ok => {
-                d.record.version = resp.version;
-                if !resp.previous_version.is_empty() {
-                    d.record.previous_version = resp.previous_version;
+        Ok(intents)
+    }
+
+    async fn record(&self, results: &[Dispatch]) -> Result<()> {
+        let (live, ctx) = (self.live, self.ctx);
+        if !results.is_empty() {
+            for d in results {
+                if d.record.state() == pb::HostState::Succeeded && !d.record.version.is_empty() {
+                    ctx.health.record_version(&d.host, &d.record.version);
                 }
-                finish(&mut d, Ok(resp.detail), false)
             }
-            Ok(resp) => finish(&mut d, Err(format!("agent reported failure: {}", resp.detail)), false),
-            Err(e) => {
-                let unknown = e.outcome_unknown();
-                finish(&mut d, Err(e.to_string()), unknown)
-            }
+            live.record_results(&ctx.store, results)?;
         }
+        ctx.store.flush().await?;
+        live.mark_durable();
+        Ok(())
     }
-    .instrument(span)
-    .await
-}
 
-fn finish(d: &mut Dispatch, outcome: std::result::Result<String, String>, unknown: bool) -> Dispatch {
-    let (state, detail) = match outcome {
-        Ok(detail) => (pb::HostState::Succeeded, detail),
-        Err(detail) => (pb::HostState::Failed, detail),
-    };
-    d.record.set_state(state);
-    d.record.detail = detail;
-    d.record.outcome_unknown = unknown;
-    d.clone()
+    fn unsend(&self, items: Vec<Dispatch>) -> Result<()> {
+        self.live.unsend(&self.ctx.store, items)
+    }
+
+    fn report(&self, wave: u32) -> WaveReport {
+        self.live.report(wave)
+    }
 }

@@ -3,8 +3,9 @@
 //!
 //! - [`state`]: the rollout state machine, a pure step function tested with a fake clock;
 //! - [`rollout`]: one rollout in memory (counters, queues, snapshots), rebuilt from
-//!   the store at start-up; [`driver`]: the task that runs it (intents, agent calls,
-//!   results, bakes, health gates);
+//!   the store at start-up; [`driver`]: the task that runs it (waves, bakes, health
+//!   gates); [`dispatcher`]: one wave's sending (intents, operations in flight,
+//!   results, a stuck wave), a state machine tested on paused time;
 //! - `submit`: how a rollout is submitted or previewed; `rollouts`: finding rollouts and
 //!   the operator's actions on them (pause, resume, abort, retry); `rollback`: the
 //!   rollback of what a rollout touched;
@@ -24,6 +25,7 @@
 mod analysis;
 pub mod audit;
 pub mod clock;
+mod dispatcher;
 mod driver;
 mod gates;
 pub mod health;

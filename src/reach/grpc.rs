@@ -9,7 +9,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use tonic::transport::{Channel, Endpoint};
 
-use super::{CallError, Fleet, Guard, RetryPolicy, guarded};
+use super::{Answer, CallError, Fleet, Guard, Reply, RetryPolicy, guarded};
 use crate::proto::v1 as pb;
 use crate::proto::v1::agent_client::AgentClient;
 use crate::retry::CallStats;
@@ -115,27 +115,36 @@ impl GrpcFleet {
 }
 
 impl Fleet for GrpcFleet {
-    fn apply(
-        &self,
-        address: &str,
-        request: pb::ApplyRequest,
-    ) -> BoxFuture<'static, Result<pb::ApplyResponse, CallError>> {
+    fn apply(&self, address: &str, request: pb::ApplyRequest) -> BoxFuture<'static, Answer> {
+        let (reply, mut answers) = Reply::once();
+        let address_ = address.to_string();
+        self.start(address, request, reply);
+        Box::pin(async move {
+            Reply::answer(&mut answers).await.unwrap_or_else(|| {
+                Err(CallError {
+                    address: address_,
+                    code: tonic::Code::Cancelled,
+                    message: "the controller stopped awaiting this operation's result".into(),
+                })
+            })
+        })
+    }
+
+    fn start(&self, address: &str, request: pb::ApplyRequest, reply: Reply) {
         let request = pb::ApplyRequest {
             epoch: self.epoch,
             ..request
         };
-        let client = self.client(address);
-        let (address, timeout, guard) = (address.to_string(), self.call_timeout, self.guard.clone());
-        let awaited = self.awaited.clone();
-        Box::pin(async move {
-            let link = Arc::new(super::results::Link {
-                client: client?,
-                address,
-                guard,
-                timeout,
-            });
-            awaited.apply(link, request).await
-        })
+        let link = match self.client(address) {
+            Ok(client) => Arc::new(super::results::Link {
+                client,
+                address: address.to_string(),
+                guard: self.guard.clone(),
+                timeout: self.call_timeout,
+            }),
+            Err(e) => return reply.send(Err(e)),
+        };
+        tokio::spawn(self.awaited.clone().start(link, request, reply));
     }
 
     fn probe(&self, address: &str, host_id: &str) -> BoxFuture<'static, Result<pb::ProbeResponse, CallError>> {

@@ -9,10 +9,12 @@
 //! shared retry pieces.
 
 pub mod grpc;
+mod reply;
 mod results;
 pub mod ssh;
 
 pub use grpc::GrpcFleet;
+pub use reply::{Answer, Answers, Reply};
 pub use ssh::SshFleet;
 
 use std::sync::Arc;
@@ -45,11 +47,15 @@ impl CallError {
 
 /// The agents, as the engine sees them. A fake stands in for tests.
 pub trait Fleet: Send + Sync + 'static {
-    fn apply(
-        &self,
-        address: &str,
-        request: pb::ApplyRequest,
-    ) -> BoxFuture<'static, Result<pb::ApplyResponse, CallError>>;
+    /// Applies, and awaits the answer.
+    fn apply(&self, address: &str, request: pb::ApplyRequest) -> BoxFuture<'static, Answer>;
+
+    /// Starts an Apply whose answer goes to `reply`: nothing awaits it here. By
+    /// default a call held until it answers (dropped if the reply closes first);
+    /// a driver that can keeps the operation as a record instead.
+    fn start(&self, address: &str, request: pb::ApplyRequest, reply: Reply) {
+        tokio::spawn(reply.answer_with(self.apply(address, request)));
+    }
     fn probe(&self, address: &str, host_id: &str) -> BoxFuture<'static, Result<pb::ProbeResponse, CallError>>;
 }
 
@@ -251,15 +257,23 @@ impl Fleets {
 }
 
 impl Fleet for Fleets {
-    fn apply(
-        &self,
-        address: &str,
-        request: pb::ApplyRequest,
-    ) -> BoxFuture<'static, Result<pb::ApplyResponse, CallError>> {
+    fn apply(&self, address: &str, request: pb::ApplyRequest) -> BoxFuture<'static, Answer> {
         match self.ssh_for(address) {
             Some(Ok(ssh)) => ssh.apply_call(address, request),
             Some(Err(e)) => Box::pin(async move { Err(e) }),
             None => self.grpc.apply(address, request),
+        }
+    }
+
+    fn start(&self, address: &str, request: pb::ApplyRequest, reply: Reply) {
+        match self.ssh_for(address) {
+            // An SSH host runs one operation at a time and its session answers when
+            // it ends: the held channel is how its result is learned (BENCHMARKS.md).
+            Some(Ok(ssh)) => {
+                tokio::spawn(reply.answer_with(ssh.apply_call(address, request)));
+            }
+            Some(Err(e)) => reply.send(Err(e)),
+            None => self.grpc.start(address, request, reply),
         }
     }
 

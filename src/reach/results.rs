@@ -19,17 +19,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
-use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tonic::transport::Channel;
 
-use super::{Call, CallError, Guard, call_error, guarded_as};
+use super::{Answer, Call, CallError, Guard, Reply, call_error, guarded_as};
 use crate::proto::v1 as pb;
 use crate::proto::v1::agent_client::AgentClient;
 use crate::retry::Backoff;
-
-/// What an Apply comes to: the agent's answer, or why there is none.
-pub(crate) type Answer = Result<pb::ApplyResponse, CallError>;
 
 /// How long a Results call asks the agent to wait for a first result.
 const POLL_WAIT: Duration = Duration::from_secs(10);
@@ -82,7 +78,7 @@ impl Link {
 struct Waiter {
     /// Told apart from a later waiter for the same operation.
     id: u64,
-    tx: oneshot::Sender<Answer>,
+    reply: Reply,
     deadline: Instant,
     request: pb::ApplyRequest,
     /// The agent answered `running`: counted in the awaited gauge.
@@ -108,42 +104,21 @@ pub(crate) struct Awaited {
     ids: std::sync::atomic::AtomicU64,
 }
 
-/// Removes its waiter when the caller stops awaiting (a result, an error, or the
-/// caller dropped: a stuck wave abandoned).
-struct Registration<'a> {
-    awaited: &'a Arc<Awaited>,
-    guard: &'a Guard,
-    address: &'a str,
-    operation_id: String,
-    id: u64,
-}
-
-impl Drop for Registration<'_> {
-    fn drop(&mut self) {
-        let mut endpoints = self.awaited.lock();
-        if let Some(e) = endpoints.get_mut(self.address)
-            && e.waiting.get(&self.operation_id).is_some_and(|w| w.id == self.id)
-            && let Some(w) = e.waiting.remove(&self.operation_id)
-        {
-            left(self.guard, &w);
-        }
-    }
-}
-
 impl Awaited {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Endpoint>> {
         self.endpoints.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Apply on `link`: detached where the agent can (the caller then awaits a small
-    /// record's answer, not a call), held where it speaks the earlier protocol.
-    pub(crate) async fn apply(self: &Arc<Self>, link: Arc<Link>, request: pb::ApplyRequest) -> Answer {
+    /// Starts Apply on `link`, its answer going to `reply`: detached where the agent
+    /// can (the operation is then a record here until its result comes; this task
+    /// ends with the agent's "running"), held where it speaks the earlier protocol.
+    pub(crate) async fn start(self: Arc<Self>, link: Arc<Link>, request: pb::ApplyRequest, reply: Reply) {
         if !self.ready(&link).await {
-            return Box::pin(link.apply(request, false, Call::First)).await;
+            return reply.answer_with(link.apply(request, false, Call::First)).await;
         }
         let operation_id = request.operation_id.clone();
-        let (tx, rx) = oneshot::channel();
         let id = self.ids.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let closed = reply.closed();
         {
             let mut endpoints = self.lock();
             let e = match endpoints.get_mut(&link.address) {
@@ -152,7 +127,7 @@ impl Awaited {
             };
             let waiter = Waiter {
                 id,
-                tx,
+                reply,
                 deadline: Instant::now() + link.timeout,
                 request: request.clone(),
                 acked: false,
@@ -161,38 +136,40 @@ impl Awaited {
                 left(&link.guard, &earlier);
             }
         }
-        let _registered = Registration {
-            awaited: self,
-            guard: &link.guard,
-            address: &link.address,
-            operation_id,
-            id,
+        let answer = tokio::select! {
+            answer = link.apply(request, true, Call::First) => answer,
+            // Nobody awaits it any more (the driver stopped, deposed): no retry of
+            // this Apply goes out after that.
+            _ = closed => return self.forget(&link, &operation_id, id),
         };
-        // Boxed: what stays while the result is awaited is a pointer, not the call.
-        match Box::pin(link.apply(request, true, Call::First)).await {
+        match answer {
             Ok(started) if started.running => {
-                self.acked(&link, &_registered);
+                self.acked(&link, &operation_id, id);
                 self.poll_from(&link)
             }
-            other => return other,
+            answer => self.resolve_waiter(&link, &operation_id, Some(id), answer),
         }
-        rx.await.unwrap_or_else(|_| {
-            Err(CallError {
-                address: link.address.clone(),
-                code: tonic::Code::Cancelled,
-                message: "the controller stopped awaiting this operation's result".into(),
-            })
-        })
+    }
+
+    /// Waiter `id` of an operation is no longer awaited.
+    fn forget(&self, link: &Link, operation_id: &str, id: u64) {
+        let mut endpoints = self.lock();
+        if let Some(e) = endpoints.get_mut(&link.address)
+            && e.waiting.get(operation_id).is_some_and(|w| w.id == id)
+            && let Some(w) = e.waiting.remove(operation_id)
+        {
+            left(&link.guard, &w);
+        }
     }
 
     /// The agent answered `running`: the operation is awaited (unless its result
     /// came first).
-    fn acked(&self, link: &Link, registered: &Registration<'_>) {
+    fn acked(&self, link: &Link, operation_id: &str, id: u64) {
         let mut endpoints = self.lock();
         if let Some(w) = endpoints
             .get_mut(&link.address)
-            .and_then(|e| e.waiting.get_mut(&registered.operation_id))
-            .filter(|w| w.id == registered.id)
+            .and_then(|e| e.waiting.get_mut(operation_id))
+            .filter(|w| w.id == id)
         {
             w.acked = true;
             link.guard.stats.awaited.inc();
@@ -309,7 +286,7 @@ impl Awaited {
         for result in answer.results {
             if let Some(w) = e.waiting.remove(&result.operation_id) {
                 left(&link.guard, &w);
-                let _ = w.tx.send(answer_of(&link.address, result));
+                w.reply.send(answer_of(&link.address, result));
             }
         }
         if answer.reset {
@@ -358,17 +335,30 @@ impl Awaited {
     fn awaits(&self, address: &str, operation_id: &str) -> bool {
         self.lock()
             .get(address)
-            .is_some_and(|e| e.waiting.contains_key(operation_id))
+            .and_then(|e| e.waiting.get(operation_id))
+            .is_some_and(|w| !w.reply.is_closed())
     }
 
     fn resolve(&self, link: &Link, operation_id: &str, answer: Answer) {
-        let waiter = self
-            .lock()
-            .get_mut(&link.address)
-            .and_then(|e| e.waiting.remove(operation_id));
+        self.resolve_waiter(link, operation_id, None, answer)
+    }
+
+    /// Hands `answer` to the operation's waiter (only to waiter `id`, if given: not
+    /// to a later one for the same operation).
+    fn resolve_waiter(&self, link: &Link, operation_id: &str, id: Option<u64>, answer: Answer) {
+        let waiter = {
+            let mut endpoints = self.lock();
+            let Some(e) = endpoints.get_mut(&link.address) else {
+                return;
+            };
+            if id.is_some_and(|id| e.waiting.get(operation_id).is_none_or(|w| w.id != id)) {
+                return;
+            }
+            e.waiting.remove(operation_id)
+        };
         if let Some(w) = waiter {
             left(&link.guard, &w);
-            let _ = w.tx.send(answer);
+            w.reply.send(answer);
         }
     }
 
@@ -381,12 +371,13 @@ impl Awaited {
             e.cursor = None;
             for (_, w) in e.waiting.drain() {
                 left(&link.guard, &w);
-                let _ = w.tx.send(Err(error.clone()));
+                w.reply.send(Err(error.clone()));
             }
         }
     }
 
-    /// Operations past their deadline fail: no result came in time.
+    /// Operations past their deadline fail: no result came in time. Those nobody
+    /// awaits any more (a stuck wave given up, a caller gone) are forgotten.
     fn expire(&self, link: &Link) {
         let now = Instant::now();
         let mut endpoints = self.lock();
@@ -396,13 +387,13 @@ impl Awaited {
         let late: Vec<String> = e
             .waiting
             .iter()
-            .filter(|(_, w)| w.deadline <= now)
+            .filter(|(_, w)| w.deadline <= now || w.reply.is_closed())
             .map(|(op, _)| op.clone())
             .collect();
         for op in late {
             if let Some(w) = e.waiting.remove(&op) {
                 left(&link.guard, &w);
-                let _ = w.tx.send(Err(CallError {
+                w.reply.send(Err(CallError {
                     address: link.address.clone(),
                     code: tonic::Code::DeadlineExceeded,
                     message: format!(
