@@ -386,6 +386,10 @@ pub async fn serve(
         // One endpoint stands for thousands of hosts: let the controller's whole
         // parallelism through on one connection.
         .max_concurrent_streams(10_000)
+        // And a connection window to match: h2 closes a connection whose peer has
+        // more small DATA frames buffered than half its window allows (a flood
+        // guard, ENHANCE_YOUR_CALM), which thousands of Applies at once would be.
+        .initial_connection_window_size(crate::reach::grpc::CONNECTION_WINDOW)
         .add_service(standard.health)
         .add_service(standard.reflection_v1)
         .add_service(standard.reflection_v1alpha)

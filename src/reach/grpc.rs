@@ -14,6 +14,11 @@ use crate::proto::v1 as pb;
 use crate::proto::v1::agent_client::AgentClient;
 use crate::retry::CallStats;
 
+/// The HTTP/2 connection window of the controller's channels to agents, and of a
+/// simulator: room for the small messages of 10,000 streams at once (h2 closes a
+/// connection with more small DATA frames buffered than half its window holds).
+pub const CONNECTION_WINDOW: u32 = 16 << 20;
+
 /// Agents over gRPC: one lazily connected channel per address, a deadline on every
 /// call, and retries bounded by [`RetryPolicy`].
 pub struct GrpcFleet {
@@ -105,6 +110,9 @@ impl GrpcFleet {
             .connect_timeout(Duration::from_secs(5))
             .timeout(self.call_timeout)
             .tcp_nodelay(true)
+            // Thousands of answers at once from one endpoint (a simulator) are small
+            // DATA frames: h2 refuses more buffered than half the window holds.
+            .initial_connection_window_size(CONNECTION_WINDOW)
             .http2_keep_alive_interval(Duration::from_secs(30))
             .keep_alive_timeout(Duration::from_secs(10))
             .keep_alive_while_idle(true)
