@@ -27,6 +27,11 @@
 # Usage: scripts/bench-ssh.sh [N=200] [PARALLEL=50]
 #        ANSIBLE=skip scripts/bench-ssh.sh 200 50   # without Ansible
 #        KEEP=1 scripts/bench-ssh.sh 32 8             # keeps the work directory (logs)
+#        HELD=20 ANSIBLE=skip scripts/bench-ssh.sh 200 200
+#            every deploy takes 20 s; halfway through the rollouts' deploys, what the
+#            operations in flight cost: the controller's RSS over its RSS before the
+#            submission, and the processes of the hosts' user (sshd sessions,
+#            the host program's runner, the command), per operation in flight
 # Each line printed: tool, N, seconds, hosts/s, SSH connections opened per host
 # (sshd's "Accepted publickey" lines during that tool's run, over N).
 set -euo pipefail
@@ -106,8 +111,9 @@ done
 for p in "${ports[@]}"; do
   until python3 -c "import socket,sys; socket.create_connection(('127.0.0.1', int(sys.argv[1])), 1)" "$p" 2>/dev/null; do sleep 0.05; done
 done
-cat > "$work/deploy.sh" <<'SH'
-echo "$2" > "$1/version"
+cat > "$work/deploy.sh" <<SH
+${HELD:+sleep $HELD}
+echo "\$2" > "\$1/version"
 SH
 cat > "$work/health.sh" <<'SH'
 test -d "$1" && { [ ! -e "$1/version" ] || cat "$1/version" > /dev/null; }
@@ -158,6 +164,15 @@ commands:
   deploy: {argv: [sh, $work/deploy.sh, "$work/hosts/{host}", "{version}"], timeout: 30s}
   health: {argv: [sh, $work/health.sh, "$work/hosts/{host}"], timeout: 30s}
 YAML
+# held LABEL SERVER ROLLOUT PID IDLE_KIB: what the operations in flight cost now.
+held() {
+  local in_flight rss procs
+  in_flight=$("$bin" status "$3" --server "$2" --output json | python3 -c 'import json,sys; print(json.load(sys.stdin)["hosts_in_flight"])')
+  rss=$(awk '/VmRSS/ {print $2}' "/proc/$4/status")
+  procs=$(ps -u "$user" --no-headers | wc -l)
+  python3 -c "import sys; f, rss, idle, p = map(int, sys.argv[2:6]); print('%-14s %d in flight: controller RSS +%.1f MiB (%.1f KiB per operation), %d processes of the hosts (%.1f per operation)' % (sys.argv[1], f, (rss - idle) / 1024, (rss - idle) / max(f, 1), p, p / max(f, 1)))" \
+    "$1" "$in_flight" "$rss" "$5" "$procs"
+}
 # rollout_run LABEL REACH VERSION WAVES: one plan through a controller of its own
 # (started before the clock, so each run opens its own connections).
 run=0
@@ -174,8 +189,14 @@ rollout_run() {
     "max_parallel: $P" "bake: 1ms" "on_failure: {max_failed: 0, action: halt}" > "$c/plan.yaml"
   local before t0 t1 state
   before=$(accepted)
+  local idle_kib
+  idle_kib=$(awk '/VmRSS/ {print $2}' "/proc/$pid/status")
   t0=$(now)
   "$bin" submit "$c/plan.yaml" --server "$server" > /dev/null
+  if [ -n "${HELD:-}" ]; then
+    sleep "$(python3 -c "print(${HELD} / 2)")"
+    held "$1" "$server" "bench-$run" "$pid" "$idle_kib"
+  fi
   "$bin" watch "bench-$run" --server "$server" > /dev/null
   t1=$(now)
   state=$("$bin" status "bench-$run" --server "$server" --output json | python3 -c 'import json,sys; r=json.load(sys.stdin); print(r["state"], r["hosts_succeeded"])')
