@@ -6,6 +6,7 @@
 #   scripts/mitigate.sh 20000 5000 1,10,50,100 10000 4096
 #   scripts/mitigate.sh 1000000 60000 1,10,30,60,90,100 100% 1000000
 #   scripts/mitigate.sh 100000 lognormal:6s,p99=30s 1,10,50,100 100% 100000
+#   AGENT_TIMEOUT=30m scripts/mitigate.sh ...   # deploys that may take longer than 10m
 #
 # DEPLOY is the simulator's --latency-ms: milliseconds, or a log-normal distribution.
 # MAX_PARALLEL is a number or a share of the selection (100%: each wave at once).
@@ -31,7 +32,8 @@ cd "$(dirname "$0")/.."
 until grep -q listening agent.out; do sleep 0.05; done
 agent=$(sed 's/listening on //' agent.out)
 "$bin" fleet generate --hosts "$hosts" --agent "$agent" --seed 1 -o fleet.yaml 2>/dev/null
-"$bin" serve --listen 127.0.0.1:0 --data data --fleet fleet.yaml --max-in-flight "$max_in_flight" > serve.out 2> serve.log &
+"$bin" serve --listen 127.0.0.1:0 --data data --fleet fleet.yaml --max-in-flight "$max_in_flight" \
+    ${AGENT_TIMEOUT:+--agent-timeout "$AGENT_TIMEOUT"} > serve.out 2> serve.log &
 controller=$!
 until grep -q listening serve.out; do sleep 0.2; done
 server=http://$(sed 's/listening on //' serve.out)

@@ -642,3 +642,50 @@ async fn retry_reruns_the_failed_hosts_of_a_halted_rollout() {
     }
     h.stop().await;
 }
+
+/// A retry the state machine refuses takes nothing: the failed hosts of an aborted
+/// rollout are free at once for the next rollout (a refused retry once left them
+/// leased to the finished rollout until the controller restarted).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_retry_leaves_the_failed_hosts_free() {
+    let h = Harness::start(
+        200,
+        SimulatorOptions {
+            fail_rate: 0.5,
+            ..Default::default()
+        },
+    )
+    .await;
+    let mut client = h.client.clone();
+    submit(&mut client, plan("aborted-fix", &["10%", "100%"], "1%")).await;
+    let seen = within(
+        60,
+        "the rollout to halt",
+        watch_until(&mut client, "aborted-fix", halted_or_done),
+    )
+    .await;
+    let halted = seen.last().unwrap();
+    assert_eq!(halted.state(), pb::RolloutState::Halted, "{}", halted.halt_reason);
+    assert!(halted.hosts_failed > 0);
+    client.abort_rollout(action("aborted-fix")).await.unwrap();
+    let refused = client.retry_rollout(action("aborted-fix")).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::FailedPrecondition, "{}", refused.message());
+    assert!(refused.message().contains("aborted"), "{}", refused.message());
+
+    h.sim.sim.set_fail_rate(0.0);
+    let next = client
+        .submit_plan(pb::SubmitPlanRequest {
+            plan: Some(pb::submit_plan_request::Plan::Spec(plan("next-fix", &["100%"], "1%"))),
+            ..Default::default()
+        })
+        .await
+        .unwrap_or_else(|e| panic!("the next rollout was refused: {}", e.message()));
+    assert_eq!(next.into_inner().rollout.unwrap().hosts_selected, 200);
+    let seen = within(
+        60,
+        "the next rollout to succeed",
+        watch_until(&mut client, "next-fix", halted_or_done),
+    )
+    .await;
+    assert_eq!(seen.last().unwrap().state(), pb::RolloutState::Succeeded);
+}

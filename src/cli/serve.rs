@@ -55,7 +55,8 @@ pub struct ServeArgs {
     /// Fleet file to load as the inventory; without it the stored inventory is used.
     #[arg(long)]
     pub fleet: Option<PathBuf>,
-    /// Deadline of each call to an agent.
+    /// Deadline of each operation on an agent, from its start (a detached one: no
+    /// result by then; a held call: no answer by then).
     #[arg(long, default_value = "10m", value_parser = super::parse_duration)]
     pub agent_timeout: Duration,
     /// Host actions in flight at once across this controller (every rollout and

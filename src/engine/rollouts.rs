@@ -81,6 +81,8 @@ impl Engine {
             return Ok(Arc::new(answer));
         }
         let live = self.find(key)?;
+        // The state machine first: the leases below follow only an accepted action.
+        live.accepts(&event, self.ctx.at())?;
         if event == Event::Resume && matches!(live.state(), State::Paused { .. } | State::Halted { .. }) {
             // A preempted rollout takes its hosts back, all or none.
             let hosts = self.ctx.store.rollout_host_ids(live.id)?;

@@ -40,7 +40,7 @@ pub struct Options {
     pub store: StoreAt,
     /// Fleet file to load into the inventory; without it, the stored inventory is used.
     pub fleet: Option<PathBuf>,
-    /// Deadline of each call to an agent.
+    /// Deadline of each operation on an agent, from its start.
     pub agent_timeout: Duration,
     /// Host actions in flight at once across the controller (`--max-in-flight`).
     pub max_in_flight: usize,

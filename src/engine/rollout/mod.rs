@@ -130,6 +130,20 @@ impl Live {
     /// must start a rollback of this rollout (only the engine can create rollouts).
     /// `at` is the wall clock, and the clock business hours are judged by (a gate
     /// opening explains the next wave with it).
+    /// Whether the state machine would accept `event` now, without acting on it:
+    /// side effects an action needs first (taking its hosts' leases) follow only an
+    /// accepted decision.
+    pub fn accepts(&self, event: &Event, at: At) -> Result<()> {
+        let inner = self.lock();
+        step(&inner.state, event.clone(), at.wall_ms, &self.policy)
+            .map(|_| ())
+            .map_err(|Refusal(why)| self.refused(why))
+    }
+
+    fn refused(&self, why: String) -> Error {
+        Error::Refused(format!("rollout `{}` (id {}): {why}", self.plan.name, self.id))
+    }
+
     pub fn transition(&self, store: &Store, event: Event, at: At, audit: Option<pb::EventRecord>) -> Result<bool> {
         let inner = self.lock();
         self.apply(store, inner, event, at, audit.into_iter().collect())
@@ -157,8 +171,8 @@ impl Live {
         };
         let before = inner.state.clone();
         let observed = event.clone();
-        let (next, decisions) = step(&inner.state, event, now_ms, &self.policy)
-            .map_err(|Refusal(why)| Error::Refused(format!("rollout `{}` (id {}): {why}", self.plan.name, self.id)))?;
+        let (next, decisions) =
+            step(&inner.state, event, now_ms, &self.policy).map_err(|Refusal(why)| self.refused(why))?;
         let next = next.named(&self.plan.name);
         let kinds = super::notices::of(&before, &next, &observed, &decisions);
         // Who asked (an operator), then what the controller did: written with the
