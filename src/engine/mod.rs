@@ -57,6 +57,7 @@ use job::Job;
 use leases::held_by;
 pub use rollout::Approved;
 use rollout::{At, Live};
+pub use rollouts::Action;
 pub use state::{Event, State};
 use submit::at_refused;
 

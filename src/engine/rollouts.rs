@@ -11,6 +11,62 @@ use super::rollout::Approved;
 use super::{Engine, Error, Event, Key, Live, Result, State, driver};
 use crate::proto::v1 as pb;
 
+/// What an operator may do to a rollout: one value from the API's handler to the
+/// state machine (a method's name never decides what happens).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    Pause,
+    Resume,
+    Retry,
+    Abort { reason: String, rollback: bool },
+}
+
+impl Action {
+    /// The API method that asks for it (audit lines name it).
+    pub fn method(&self) -> &'static str {
+        match self {
+            Action::Pause => "PauseRollout",
+            Action::Resume => "ResumeRollout",
+            Action::Retry => "RetryRollout",
+            Action::Abort { .. } => "AbortRollout",
+        }
+    }
+
+    /// The state machine's event for it.
+    fn event(&self) -> Event {
+        match self {
+            Action::Pause => Event::Pause,
+            Action::Resume => Event::Resume,
+            Action::Retry => Event::Retry,
+            Action::Abort { reason, rollback } => Event::Abort {
+                reason: reason.clone(),
+                rollback: *rollback,
+            },
+        }
+    }
+}
+
+/// As the audit log says it: `pause`, `resume`, `retry`, `abort and roll back: why`.
+impl std::fmt::Display for Action {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Action::Pause => f.write_str("pause"),
+            Action::Resume => f.write_str("resume"),
+            Action::Retry => f.write_str("retry"),
+            Action::Abort { reason, rollback } => {
+                f.write_str("abort")?;
+                if *rollback {
+                    f.write_str(" and roll back")?;
+                }
+                if !reason.is_empty() {
+                    write!(f, ": {reason}")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
 impl Engine {
     /// Loads a stored rollout, registers it, and starts its driver when it has work
     /// left (an unfinished state, or calls in doubt to ask about).
@@ -68,8 +124,11 @@ impl Engine {
         Ok(self.find(key)?.subscribe())
     }
 
-    /// A repeated `request_id` returns the first answer and does nothing again.
-    pub async fn control(&self, key: Key<'_>, event: Event, actor: &Actor) -> Result<Arc<pb::Rollout>> {
+    /// An operator's action on a rollout: the state machine decides first, and the
+    /// leases it needs follow only an accepted action. A repeated `request_id`
+    /// returns the first answer and does nothing again.
+    pub async fn control(&self, key: Key<'_>, action: Action, actor: &Actor) -> Result<Arc<pb::Rollout>> {
+        let event = action.event();
         let request_id = actor.request_id.as_str();
         if self.ctx.shutdown.is_cancelled() {
             return Err(Error::ShuttingDown);
@@ -116,18 +175,7 @@ impl Engine {
             }
         }
         let now = self.ctx.clock.now_ms();
-        let detail = match &event {
-            Event::Abort { reason, rollback } => format!(
-                "abort{}{}",
-                if *rollback { " and roll back" } else { "" },
-                if reason.is_empty() {
-                    String::new()
-                } else {
-                    format!(": {reason}")
-                }
-            ),
-            other => format!("{other:?}").to_lowercase(),
-        };
+        let detail = action.to_string();
         let audit = actor.event(
             now,
             Target::Rollout {
@@ -182,5 +230,23 @@ impl Engine {
         self.ctx.store.flush().await?;
         live.mark_durable();
         Ok((approved, live.snapshot()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Action;
+
+    #[test]
+    fn an_action_says_what_it_is_in_the_audit_log() {
+        assert_eq!(Action::Pause.to_string(), "pause");
+        assert_eq!(Action::Retry.to_string(), "retry");
+        let abort = |reason: &str, rollback| Action::Abort {
+            reason: reason.into(),
+            rollback,
+        };
+        assert_eq!(abort("", false).to_string(), "abort");
+        assert_eq!(abort("bad fix", true).to_string(), "abort and roll back: bad fix");
+        assert_eq!(abort("bad fix", true).method(), "AbortRollout");
     }
 }

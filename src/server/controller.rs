@@ -10,7 +10,7 @@ use tonic::{Request, Response, Status};
 use crate::auth::Principal;
 use crate::cluster::Controllers;
 use crate::engine::audit::{Actor, Target};
-use crate::engine::{self, Engine, Event, Key};
+use crate::engine::{self, Action, Engine, Key};
 use crate::plan::{self, Plan};
 use crate::proto::v1 as pb;
 use crate::proto::v1::controller_server::{Controller, ControllerServer};
@@ -241,24 +241,20 @@ impl ControllerService {
         })
     }
 
-    async fn act(&self, request: Request<pb::RolloutActionRequest>, method: &str) -> Result<pb::Rollout, Status> {
-        let actor = actor(&request, method, &request.get_ref().request_id);
+    async fn act(
+        &self,
+        request: Request<pb::RolloutActionRequest>,
+        action: impl FnOnce(&pb::RolloutActionRequest) -> Action,
+    ) -> Result<pb::Rollout, Status> {
+        let action = action(request.get_ref());
+        let actor = actor(&request, action.method(), &request.get_ref().request_id);
         let req = request.into_inner();
-        let event = match method {
-            "PauseRollout" => Event::Pause,
-            "ResumeRollout" => Event::Resume,
-            "RetryRollout" => Event::Retry,
-            _ => Event::Abort {
-                reason: req.reason.clone(),
-                rollback: req.rollback,
-            },
-        };
         let target = Target::Rollout {
             id: req.id,
             name: &req.name,
         };
         let answer = async {
-            let snapshot = self.engine.control(key(&req.name, req.id)?, event, &actor).await?;
+            let snapshot = self.engine.control(key(&req.name, req.id)?, action, &actor).await?;
             Ok((*snapshot).clone())
         }
         .await;
@@ -479,22 +475,28 @@ impl Controller for ControllerService {
     }
 
     async fn pause_rollout(&self, request: Request<pb::RolloutActionRequest>) -> Result<Response<pb::Rollout>, Status> {
-        Ok(Response::new(self.act(request, "PauseRollout").await?))
+        Ok(Response::new(self.act(request, |_| Action::Pause).await?))
     }
 
     async fn resume_rollout(
         &self,
         request: Request<pb::RolloutActionRequest>,
     ) -> Result<Response<pb::Rollout>, Status> {
-        Ok(Response::new(self.act(request, "ResumeRollout").await?))
+        Ok(Response::new(self.act(request, |_| Action::Resume).await?))
     }
 
     async fn abort_rollout(&self, request: Request<pb::RolloutActionRequest>) -> Result<Response<pb::Rollout>, Status> {
-        Ok(Response::new(self.act(request, "AbortRollout").await?))
+        Ok(Response::new(
+            self.act(request, |r| Action::Abort {
+                reason: r.reason.clone(),
+                rollback: r.rollback,
+            })
+            .await?,
+        ))
     }
 
     async fn retry_rollout(&self, request: Request<pb::RolloutActionRequest>) -> Result<Response<pb::Rollout>, Status> {
-        Ok(Response::new(self.act(request, "RetryRollout").await?))
+        Ok(Response::new(self.act(request, |_| Action::Retry).await?))
     }
 
     async fn approve_rollout(
