@@ -89,14 +89,47 @@ impl From<Error> for Status {
                 engine::Error::Invalid { .. } => Code::InvalidArgument,
                 engine::Error::ShuttingDown => Code::Unavailable,
                 engine::Error::Corrupt(_) => Code::DataLoss,
-                engine::Error::Store(_) => Code::Internal,
+                engine::Error::Store(store) => store_code(store),
             },
             Error::NotFound(_) => Code::NotFound,
             Error::Unconfigured(_) => Code::FailedPrecondition,
-            Error::Store(_) | Error::Io { .. } => Code::Internal,
+            Error::Store(store) => store_code(store),
+            Error::Io { .. } => Code::Internal,
             Error::Transport { .. } => Code::Unavailable,
             Error::Remote { code, .. } => *code,
         };
         Status::new(code, e.to_string())
+    }
+}
+
+/// A store's failure is the controller's own (Internal), except a fenced write: a
+/// deposed leader's, which the client asks again (Unavailable) and the new leader
+/// answers.
+fn store_code(e: &store::Error) -> Code {
+    if e.is_fenced() {
+        Code::Unavailable
+    } else {
+        Code::Internal
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fenced_write_tells_the_client_to_ask_again() {
+        let fenced = || store::Error::fenced(7);
+        for e in [Error::Store(fenced()), Error::Engine(engine::Error::Store(fenced()))] {
+            let status = Status::from(e);
+            assert_eq!(status.code(), Code::Unavailable);
+            assert!(
+                status.message().contains("no longer the leader (its epoch 7 is over)"),
+                "{}",
+                status.message()
+            );
+        }
+        let broken = store::Error::Conflict("rollouts/7".into());
+        assert_eq!(Status::from(Error::Store(broken)).code(), Code::Internal);
     }
 }

@@ -16,6 +16,12 @@ pub enum Error {
     /// The backend's storage failed (I/O, corruption, a lost connection).
     #[error("{0}")]
     Storage(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// This controller's writes are fenced: another leads now. Not a failure of the
+    /// store: the client should ask again, and reaches the new leader.
+    #[error(
+        "this controller is no longer the leader (its epoch {epoch} is over): its writes are refused; ask again, and the new leader answers"
+    )]
+    Fenced { epoch: u64 },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

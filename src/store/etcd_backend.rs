@@ -68,7 +68,10 @@ pub enum EtcdError {
 
 impl From<EtcdError> for Error {
     fn from(e: EtcdError) -> Error {
-        Error::Storage(Box::new(e))
+        match e {
+            EtcdError::Fenced { epoch } => Error::Fenced { epoch },
+            e => Error::Storage(Box::new(e)),
+        }
     }
 }
 

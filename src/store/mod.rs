@@ -142,6 +142,19 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+impl Error {
+    /// A write refused because another controller leads now (a deposed leader's).
+    pub fn is_fenced(&self) -> bool {
+        matches!(self, Error::Backend(backend::Error::Fenced { .. }))
+    }
+
+    /// A deposed leader's refused write, as the etcd backend reports it.
+    #[cfg(test)]
+    pub(crate) fn fenced(epoch: u64) -> Error {
+        Error::Backend(backend::Error::Fenced { epoch })
+    }
+}
+
 /// Handle to the store; cheap to clone.
 #[derive(Clone)]
 pub struct Store {
