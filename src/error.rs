@@ -43,6 +43,10 @@ pub enum Error {
     /// A request this controller is not set up for; the text says what would do.
     #[error("{0}")]
     Unconfigured(String),
+    /// A failure of the controller itself (a task that died, a piece that could not
+    /// be built): not the caller's doing; the text says what.
+    #[error("{0}")]
+    Internal(String),
     /// The controller answered a client's call with an error.
     #[error("{message}")]
     Remote { code: Code, message: String },
@@ -94,7 +98,7 @@ impl From<Error> for Status {
             Error::NotFound(_) => Code::NotFound,
             Error::Unconfigured(_) => Code::FailedPrecondition,
             Error::Store(store) => store_code(store),
-            Error::Io { .. } => Code::Internal,
+            Error::Io { .. } | Error::Internal(_) => Code::Internal,
             Error::Transport { .. } => Code::Unavailable,
             Error::Remote { code, .. } => *code,
         };
@@ -131,5 +135,7 @@ mod tests {
         }
         let broken = store::Error::Conflict("rollouts/7".into());
         assert_eq!(Status::from(Error::Store(broken)).code(), Code::Internal);
+        let died = Error::Internal("the gRPC server task failed: panicked".into());
+        assert_eq!(Status::from(died).code(), Code::Internal);
     }
 }

@@ -81,10 +81,10 @@ pub async fn services<S: NamedService>(
     };
     let reflection_v1 = builder()
         .build_v1()
-        .map_err(|e| Error::Usage(format!("reflection: {e}")))?;
+        .map_err(|e| Error::Internal(format!("reflection: {e}")))?;
     let reflection_v1alpha = builder()
         .build_v1alpha()
-        .map_err(|e| Error::Usage(format!("reflection: {e}")))?;
+        .map_err(|e| Error::Internal(format!("reflection: {e}")))?;
     Ok(Standard {
         health,
         reflection_v1,

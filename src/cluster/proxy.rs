@@ -37,7 +37,7 @@ pub fn router(leader: Leader, me: String) -> Result<Router> {
         .connect_timeout(Duration::from_secs(3))
         .redirect(reqwest::redirect::Policy::none())
         .build()
-        .map_err(|e| Error::Usage(format!("cannot build the standby dashboard's HTTP client: {e}")))?;
+        .map_err(|e| Error::Internal(format!("cannot build the standby dashboard's HTTP client: {e}")))?;
     Ok(Router::new().fallback(forward).with_state(Proxy { leader, me, client }))
 }
 

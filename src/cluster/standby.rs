@@ -31,7 +31,7 @@ pub async fn open_store(
     let (etcd, registry) = match (store, registry) {
         (StoreAt::Etcd(etcd), Some(registry)) => (etcd, registry.clone()),
         (StoreAt::Dir(dir), _) => return Ok(Some((Store::open(dir)?, None))),
-        (StoreAt::Etcd(_), None) => return Err(Error::Usage("etcd is not connected".into())),
+        (StoreAt::Etcd(_), None) => return Err(Error::Internal("etcd is not connected".into())),
     };
     let switch = Standby::standing_by("this controller is starting: it is looking for the leader", peers_tls);
     let standby_done = CancellationToken::new();

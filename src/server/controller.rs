@@ -299,7 +299,7 @@ impl Controller for ControllerService {
             None => Err(Error::from(crate::notify::Error::NoSinks)),
         })
         .await
-        .map_err(|e| Status::internal(format!("reading the notification outbox: {e}")))??;
+        .map_err(|e| Error::Internal(format!("reading the notification outbox: {e}")))??;
         Ok(Response::new(status))
     }
 
@@ -326,7 +326,7 @@ impl Controller for ControllerService {
         let list = self.controllers.clone();
         let controllers = tokio::task::spawn_blocking(move || list())
             .await
-            .map_err(|e| Status::internal(format!("listing the controllers: {e}")))??;
+            .map_err(|e| Error::Internal(format!("listing the controllers: {e}")))??;
         Ok(Response::new(pb::ListControllersResponse { controllers }))
     }
 

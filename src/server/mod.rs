@@ -364,7 +364,7 @@ impl Phase<'_> {
         if deposed {
             return Ok(Ended::Deposed(epoch));
         }
-        served.map_err(|e| Error::Usage(format!("the gRPC server task failed: {e}")))??;
+        served.map_err(|e| Error::Internal(format!("the gRPC server task failed: {e}")))??;
         Ok(Ended::Stopped)
     }
 }
