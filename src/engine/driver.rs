@@ -69,8 +69,7 @@ async fn run(live: &Live, ctx: &Context) -> Result<()> {
             State::Pending => advance(live, ctx, Event::Start).await?,
             State::Running { wave } => {
                 live.fill_wave(&ctx.store, wave, ctx.clock.now_ms(), ctx.hours.now_ms())?;
-                ctx.store.flush().await?;
-                live.mark_durable();
+                live.commit(&ctx.store).await?;
                 if live.policy.bake_ms > 0 {
                     // The health gate's baseline: who is unhealthy before the change.
                     let hosts = live.assigned_hosts(wave);
@@ -288,8 +287,7 @@ async fn await_approval(
 
 async fn advance(live: &Live, ctx: &Context, event: Event) -> Result<()> {
     let rollback = live.transition(&ctx.store, event, ctx.at(), None)?;
-    ctx.store.flush().await?;
-    live.mark_durable();
+    live.commit(&ctx.store).await?;
     if rollback {
         // Only the engine creates rollouts; it starts this one's rollback.
         let _ = ctx.rollbacks.send(live.id);
@@ -342,8 +340,7 @@ impl Book for LiveBook<'_> {
             // calls. A crash after the flush re-asks these hosts.
             ctx.store
                 .put_hosts(live.id, intents.iter().map(|d| (d.host.as_str(), &d.record)))?;
-            ctx.store.flush().await?;
-            live.mark_durable();
+            live.commit(&ctx.store).await?;
         }
         Ok(intents)
     }
@@ -358,8 +355,7 @@ impl Book for LiveBook<'_> {
             }
             live.record_results(&ctx.store, results)?;
         }
-        ctx.store.flush().await?;
-        live.mark_durable();
+        live.commit(&ctx.store).await?;
         Ok(())
     }
 

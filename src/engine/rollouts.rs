@@ -194,8 +194,7 @@ impl Engine {
         if rollback {
             self.start_rollback(live.id).await?;
         }
-        self.ctx.store.flush().await?;
-        live.mark_durable();
+        live.commit(&self.ctx.store).await?;
         let answer = live.snapshot();
         if !request_id.is_empty() {
             self.ctx.store.put_action_answer(request_id, &answer)?;
@@ -227,8 +226,7 @@ impl Engine {
         let live = self.find(key)?;
         let approved = live.approve(&self.ctx.store, actor, gate_id, comment, self.ctx.at())?;
         drop(guard);
-        self.ctx.store.flush().await?;
-        live.mark_durable();
+        live.commit(&self.ctx.store).await?;
         Ok((approved, live.snapshot()))
     }
 }

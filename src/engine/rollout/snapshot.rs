@@ -78,9 +78,16 @@ impl Live {
         self.failures_judged(&inner, wave) > self.allowed_failures(wave, inner.record.hosts_selected)
     }
 
-    /// Everything recorded so far is durable (the caller just flushed): snapshots may
-    /// show it.
-    pub fn mark_durable(&self) {
+    /// Makes everything written so far durable, then lets snapshots show it: the one
+    /// way a change becomes visible (progress never goes back after a crash).
+    pub async fn commit(&self, store: &crate::store::Store) -> crate::engine::Result<()> {
+        store.flush().await?;
+        self.mark_durable();
+        Ok(())
+    }
+
+    /// Everything recorded so far is durable (just flushed): snapshots may show it.
+    fn mark_durable(&self) {
         let mut inner = self.lock();
         inner.durable = (inner.tally.clone(), inner.customers.mitigated);
         self.publish(&inner);
