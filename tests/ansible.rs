@@ -29,6 +29,9 @@ const CUSTOMERS: &str = "customers:
   - {id: fabrikam, timezone: Europe/Berlin, hours: \"09:00-18:00\"}
 ";
 
+/// `rollout fleet import --ansible` reads what a real `ansible-inventory --list`
+/// (ansible-core from PyPI) prints: its hosts become SSH hosts with their labels and
+/// customers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_ansible_inventory_becomes_a_fleet_of_ssh_hosts() {
     let dir = tempfile::tempdir().unwrap();

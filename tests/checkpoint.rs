@@ -62,6 +62,9 @@ fn shown(r: &pb::Rollout) -> BTreeMap<u32, (u64, u64)> {
         .collect()
 }
 
+/// A controller restarted while a rollout is paused in its second wave's bake reads
+/// the settled first wave from its checkpoint, not host by host, and shows the same
+/// per-wave counts and failure groups as before the restart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_mid_rollout_starts_from_the_counters_of_the_settled_waves() {
     let h = Harness::start(

@@ -30,6 +30,8 @@ fn http() -> reqwest::Client {
         .expect("an HTTP client")
 }
 
+/// The dashboard's pages and streams refuse a caller without a viewer token (the
+/// sign-in form and nothing else), and a token is never taken from the URL.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pages_and_streams_need_a_viewer_token_never_in_the_url() {
     let dir = tempfile::tempdir().unwrap();
@@ -185,6 +187,8 @@ impl Drop for Child {
     }
 }
 
+/// A real Chromium follows `rollout demo`'s rollout on the dashboard, as a user runs
+/// it, until the page says 100%.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_browser_follows_the_demo_rollout_to_100_percent() {
     let Some(session) = common::browser::start().await else {

@@ -166,6 +166,9 @@ async fn waiting(client: &mut Client, name: &str) -> pb::Rollout {
     .await
 }
 
+/// A gate asking for two approvals holds the rollout after its wave, before the next
+/// takes any host, until two operators other than its submitter approve; `plan
+/// check` and the dry run say what it will ask.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_four_eyes_gate_holds_until_two_other_operators_approve() {
     let dir = tempfile::tempdir().unwrap();

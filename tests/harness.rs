@@ -42,6 +42,10 @@ fn recount(data: &Path) -> u64 {
         .count() as u64
 }
 
+/// A controller SIGKILLed at ten seeded random moments of a rollout (and in a bake
+/// and a pause) resumes each time: its counters never fall below the store's, no
+/// finished host is forgotten, a paused rollout stays paused, progress never goes
+/// down for a watcher, and the rollout succeeds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_random_kills_and_more_leave_every_invariant_intact() {
     let dir = tempfile::tempdir().unwrap();

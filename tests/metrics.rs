@@ -13,6 +13,9 @@ use rollout::server;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+/// `/metrics` is scraped by a Prometheus parser during a rollout (part-way, with
+/// calls in flight) and after it: the rollout's progress, wave and hosts by state,
+/// and the agent calls' counters.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_are_scraped_during_a_rollout() {
     let sim = Sim::start(

@@ -19,6 +19,8 @@ use rollout::cli::connect;
 use rollout::proto::v1 as pb;
 use rollout::store::{Store, Subject};
 
+/// Every transition of a rollout is in the notification outbox once, in order, with
+/// sequence numbers without a gap, the last one saying how the rollout ended.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_outbox_holds_each_transition_once_in_order() {
     let dir = tempfile::tempdir().unwrap();
