@@ -7,8 +7,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Endpoint;
 
+use super::results::Link;
 use super::{Answer, CallError, Fleet, Guard, Reply, RetryPolicy, guarded};
 use crate::proto::v1 as pb;
 use crate::proto::v1::agent_client::AgentClient;
@@ -22,7 +23,8 @@ pub const CONNECTION_WINDOW: u32 = 16 << 20;
 /// Agents over gRPC: one lazily connected channel per address, a deadline on every
 /// call, and retries bounded by [`RetryPolicy`].
 pub struct GrpcFleet {
-    channels: Mutex<HashMap<String, Channel>>,
+    /// One link (its channel, its address, the guard) per agent address, made once.
+    links: Mutex<HashMap<String, Arc<Link>>>,
     call_timeout: Duration,
     guard: Arc<Guard>,
     /// TLS to the agents (`https://`), with the controller's own identity for mutual TLS.
@@ -43,7 +45,7 @@ impl GrpcFleet {
 
     pub fn with_policy(call_timeout: Duration, policy: RetryPolicy) -> GrpcFleet {
         GrpcFleet {
-            channels: Mutex::new(HashMap::new()),
+            links: Mutex::new(HashMap::new()),
             call_timeout,
             guard: Arc::new(Guard::new(policy)),
             tls: None,
@@ -80,12 +82,12 @@ impl GrpcFleet {
         self.guard.breakers.open()
     }
 
-    /// The channel for an address, created on first use (connections are lazy and
-    /// shared by every call to that address).
-    fn client(&self, address: &str) -> Result<AgentClient<Channel>, CallError> {
-        let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(ch) = channels.get(address) {
-            return Ok(AgentClient::new(ch.clone()));
+    /// The link to an address, created on first use (connections are lazy and
+    /// shared by every call to that address): nothing is built per operation.
+    fn link(&self, address: &str) -> Result<Arc<Link>, CallError> {
+        let mut links = self.links.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(link) = links.get(address) {
+            return Ok(link.clone());
         }
         let scheme = if self.tls.is_some() { "https" } else { "http" };
         let url = if address.contains("://") {
@@ -117,8 +119,14 @@ impl GrpcFleet {
             .keep_alive_timeout(Duration::from_secs(10))
             .keep_alive_while_idle(true)
             .connect_lazy();
-        channels.insert(address.to_string(), channel.clone());
-        Ok(AgentClient::new(channel))
+        let link = Arc::new(Link {
+            client: AgentClient::new(channel),
+            address: address.to_string(),
+            guard: self.guard.clone(),
+            timeout: self.call_timeout,
+        });
+        links.insert(address.to_string(), link.clone());
+        Ok(link)
     }
 }
 
@@ -143,26 +151,21 @@ impl Fleet for GrpcFleet {
             epoch: self.epoch,
             ..request
         };
-        let link = match self.client(address) {
-            Ok(client) => Arc::new(super::results::Link {
-                client,
-                address: address.to_string(),
-                guard: self.guard.clone(),
-                timeout: self.call_timeout,
-            }),
+        let link = match self.link(address) {
+            Ok(link) => link,
             Err(e) => return reply.send(Err(e)),
         };
         tokio::spawn(self.awaited.clone().start(link, request, reply));
     }
 
     fn probe(&self, address: &str, host_id: &str) -> BoxFuture<'static, Result<pb::ProbeResponse, CallError>> {
-        let client = self.client(address);
-        let (address, timeout, guard) = (address.to_string(), self.call_timeout, self.guard.clone());
+        let link = self.link(address);
         let host_id = host_id.to_string();
         Box::pin(async move {
-            let client = client?;
-            guarded(guard, address, || {
-                let mut client = client.clone();
+            let link = link?;
+            let timeout = link.timeout;
+            guarded(link.guard.clone(), link.address.clone(), || {
+                let mut client = link.client.clone();
                 let mut req = tonic::Request::new(pb::ProbeRequest {
                     host_id: host_id.clone(),
                 });
