@@ -59,6 +59,7 @@ pub mod dashboard;
 pub mod downtime;
 pub mod engine;
 pub mod error;
+pub mod event_type;
 pub mod fleet;
 pub mod hours;
 pub mod ident;

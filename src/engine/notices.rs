@@ -1,61 +1,15 @@
-//! Which notification events a transition of the state machine makes: one per thing
-//! that happened, in the order it happened, and none while a rollout only waits. Pure:
-//! the outbox writes what this returns in the transition's own transaction.
+//! What a notification says: the CloudEvent `data` of a rollout or restart job as of
+//! the change it reports. Which notifications a transition makes is the step
+//! function's decision (`engine::state`); the outbox writes them in the
+//! transition's own transaction.
 
 use serde_json::{Value, json};
 
-use super::state::{Decision, Event, State};
+use crate::event_type::EventType;
 use crate::proto::v1 as pb;
 
 /// Failure groups an event's data carries at most.
 const FAILURES: usize = 5;
-
-/// The event types (see `notify::EVENT_TYPES`) for `event` taking a rollout from
-/// `before` to `after` with `decisions`.
-pub(crate) fn of(before: &State, after: &State, event: &Event, decisions: &[Decision]) -> Vec<&'static str> {
-    use State::*;
-    let mut out = Vec::new();
-    if before == after {
-        return out;
-    }
-    if matches!(event, Event::AnalysisFailed { .. }) {
-        out.push("analysis.failed");
-    }
-    // A wave passed every gate after it: its hosts answered, its bake, health gate
-    // and analysis passed.
-    let passed = matches!(event, Event::BakeElapsed(_) | Event::WaveEnded(_))
-        && match after {
-            Running { wave } => *wave == before.wave() + 1,
-            AwaitingApproval { .. } | Succeeded | CompletedWithFailures { .. } => true,
-            _ => false,
-        };
-    if passed {
-        out.push("rollout.wave.completed");
-    }
-    match (event, after) {
-        (Event::Approved, _) => out.push("rollout.approved"),
-        (Event::Retry, _) => out.push("rollout.retried"),
-        (Event::Resume, _) => out.push("rollout.resumed"),
-        _ => {}
-    }
-    match after {
-        Running { wave } if matches!(before, Pending) || before.wave() != *wave || passed => {
-            out.push("rollout.wave.started")
-        }
-        AwaitingApproval { .. } => out.push("rollout.awaiting_approval"),
-        Paused { .. } if !matches!(before, Paused { .. }) => out.push("rollout.paused"),
-        Halted { .. } => out.push("rollout.halted"),
-        Succeeded => out.push("rollout.succeeded"),
-        CompletedWithFailures { .. } => out.push("rollout.completed_with_failures"),
-        Failed { .. } => out.push("rollout.failed"),
-        Aborted { .. } => out.push("rollout.aborted"),
-        _ => {}
-    }
-    if decisions.contains(&Decision::StartRollback) {
-        out.push("rollout.rolling_back");
-    }
-    out
-}
 
 /// The first notification of a new rollout, written with its record (whose count
 /// it starts): `rollout.submitted`, with the selection as planned.
@@ -99,7 +53,7 @@ pub(crate) fn submitted(
     record.notices = 1;
     pb::Notification {
         id: format!("rollout-{}-1", record.id),
-        r#type: "rollout.submitted".into(),
+        r#type: EventType::Submitted.to_string(),
         subject: record.name.clone(),
         rollout_id: record.id,
         job_id: 0,
@@ -154,8 +108,8 @@ pub(crate) fn data(r: &pb::Rollout, seq: u64) -> Value {
 /// A restart job's notification: `restart.started` (seq 1, written with the job)
 /// or `restart.completed` (seq 2, written with its outcome), its data the job as of
 /// then with the status text as `message`.
-pub(crate) fn job(j: &pb::RestartJob, kind: &'static str, at_ms: i64) -> pb::Notification {
-    let seq = if kind == "restart.started" { 1 } else { 2 };
+pub(crate) fn job(j: &pb::RestartJob, kind: EventType, at_ms: i64) -> pb::Notification {
+    let seq = if kind == EventType::RestartStarted { 1 } else { 2 };
     let data = json!({
         "job": j.id,
         "kind": "restart",
@@ -193,110 +147,6 @@ pub(crate) fn job(j: &pb::RestartJob, kind: &'static str, at_ms: i64) -> pb::Not
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::state::{HealthReport, Policy, WaveReport, step};
-
-    const POLICY: Policy = Policy {
-        waves: 3,
-        bake_ms: 1_000,
-        rollback_on_failure: false,
-        gated: 0b01,
-    };
-
-    /// Steps and says which events the transition makes.
-    fn says(state: &State, event: Event) -> (State, Vec<&'static str>) {
-        let (next, decisions) = step(state, event.clone(), 0, &POLICY).unwrap();
-        let kinds = of(state, &next, &event, &decisions);
-        (next, kinds)
-    }
-
-    fn ended(wave: u32) -> Event {
-        Event::WaveEnded(WaveReport {
-            wave,
-            size: 10,
-            answered: 10,
-            failed: 0,
-            allowed: 1,
-            whole_rollout: None,
-            examples: vec![],
-            failed_total: 0,
-            stuck: None,
-        })
-    }
-
-    fn baked(wave: u32) -> Event {
-        Event::BakeElapsed(HealthReport {
-            wave,
-            ..Default::default()
-        })
-    }
-
-    /// A whole rollout through a gate: every event once, in order, and nothing
-    /// while it only waits.
-    #[test]
-    fn a_rollout_through_a_gate_says_each_thing_once() {
-        let mut all = Vec::new();
-        let mut s = State::Pending;
-        for event in [
-            Event::Start,
-            ended(0),
-            baked(0),
-            baked(0), // a repeat changes nothing, says nothing
-            Event::Approved,
-            ended(1),
-            Event::Pause,
-            Event::Resume,
-            baked(1),
-            ended(2),
-            baked(2),
-        ] {
-            let (next, kinds) = says(&s, event);
-            all.extend(kinds);
-            s = next;
-        }
-        assert_eq!(s, State::Succeeded);
-        assert_eq!(
-            all,
-            [
-                "rollout.wave.started",
-                "rollout.wave.completed",
-                "rollout.awaiting_approval",
-                "rollout.approved",
-                "rollout.wave.started",
-                "rollout.paused",
-                "rollout.resumed",
-                "rollout.wave.completed",
-                "rollout.wave.started",
-                "rollout.wave.completed",
-                "rollout.succeeded",
-            ]
-        );
-    }
-
-    #[test]
-    fn halts_failures_and_rollbacks_say_so() {
-        let baking = State::Baking { wave: 1, until_ms: 0 };
-        let failed = Event::AnalysisFailed {
-            wave: 1,
-            reason: "retry-ratio".into(),
-        };
-        assert_eq!(says(&baking, failed.clone()).1, ["analysis.failed", "rollout.halted"]);
-        let rolling = Policy {
-            rollback_on_failure: true,
-            ..POLICY
-        };
-        let (next, decisions) = step(&baking, failed.clone(), 0, &rolling).unwrap();
-        assert_eq!(
-            of(&baking, &next, &failed, &decisions),
-            ["analysis.failed", "rollout.failed", "rollout.rolling_back"]
-        );
-        let (halted, _) = says(&baking, failed);
-        assert_eq!(says(&halted, Event::Retry).1, ["rollout.retried"]);
-        let abort = Event::Abort {
-            reason: String::new(),
-            rollback: true,
-        };
-        assert_eq!(says(&halted, abort).1, ["rollout.aborted", "rollout.rolling_back"]);
-    }
 
     /// The data carries the contract's fields, the gate just approved, and the
     /// status text as its message.

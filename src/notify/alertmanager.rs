@@ -25,6 +25,7 @@ use tracing::{debug, warn};
 use super::delivery::{Delivery, Outlet};
 use super::send::{self, Answer};
 use crate::engine::Engine;
+use crate::event_type::EventType;
 use crate::proto::v1 as pb;
 use crate::retry::Backoff;
 
@@ -185,11 +186,12 @@ impl Alerts {
 /// The event a condition begins with, for the sink's `events`.
 fn event_of(alertname: &str) -> &'static str {
     match alertname {
-        "RolloutHalted" => "rollout.halted",
-        "RolloutAwaitingApproval" => "rollout.awaiting_approval",
-        "RolloutFailed" => "rollout.failed",
-        _ => "restart.completed",
+        "RolloutHalted" => EventType::Halted,
+        "RolloutAwaitingApproval" => EventType::AwaitingApproval,
+        "RolloutFailed" => EventType::Failed,
+        _ => EventType::RestartCompleted,
     }
+    .as_str()
 }
 
 fn rollout_of(w: &Wanted) -> &str {

@@ -38,6 +38,7 @@ use tokio_util::task::TaskTracker;
 pub use sinks::{Sink, SinkKind, Sinks};
 
 use crate::engine::{Clock, Engine};
+use crate::event_type::EventType;
 use crate::proto::v1 as pb;
 use crate::store::Store;
 use delivery::{Delivery, Outlet};
@@ -349,7 +350,7 @@ pub fn leader_changed(controller: &str, epoch: u64, now_ms: i64) -> pb::Notifica
     );
     pb::Notification {
         id: format!("controllers-{epoch}"),
-        r#type: "controller.leader_changed".into(),
+        r#type: EventType::LeaderChanged.to_string(),
         subject: "controllers".into(),
         rollout_id: 0,
         job_id: 0,
@@ -368,26 +369,7 @@ pub fn leader_changed(controller: &str, epoch: u64, now_ms: i64) -> pb::Notifica
 }
 
 /// Every event type a notification may have (a contract: sinks filter on these).
-pub const EVENT_TYPES: [&str; 18] = [
-    "rollout.submitted",
-    "rollout.wave.started",
-    "rollout.wave.completed",
-    "rollout.awaiting_approval",
-    "rollout.approved",
-    "rollout.paused",
-    "rollout.resumed",
-    "rollout.halted",
-    "rollout.retried",
-    "rollout.rolling_back",
-    "rollout.succeeded",
-    "rollout.completed_with_failures",
-    "rollout.failed",
-    "rollout.aborted",
-    "analysis.failed",
-    "restart.started",
-    "restart.completed",
-    "controller.leader_changed",
-];
+pub const EVENT_TYPES: [&str; 18] = crate::event_type::EventType::NAMES;
 
 /// A URL as anything may show it (status, logs, audit lines, errors, metric labels):
 /// its scheme, host and port only. A Slack incoming webhook carries its secret in

@@ -26,6 +26,7 @@ use serde::Deserialize;
 use wildmatch::WildMatch;
 
 use super::{EVENT_TYPES, redact};
+use crate::event_type::EventType;
 use crate::text::{format_duration, parse_duration};
 use crate::yamlfile::{self, Error};
 
@@ -36,15 +37,15 @@ const MAX_TIMEOUT: Duration = Duration::from_secs(60);
 const DEFAULT_GIVE_UP: Duration = Duration::from_secs(24 * 3600);
 const MAX_GIVE_UP: Duration = Duration::from_secs(30 * 24 * 3600);
 /// The events a Slack channel gets unless `events` says otherwise: those people read.
-const SLACK_DEFAULT: [&str; 8] = [
-    "rollout.submitted",
-    "rollout.wave.completed",
-    "rollout.awaiting_approval",
-    "rollout.halted",
-    "rollout.rolling_back",
-    "rollout.succeeded",
-    "rollout.completed_with_failures",
-    "rollout.failed",
+const SLACK_DEFAULT: [EventType; 8] = [
+    EventType::Submitted,
+    EventType::WaveCompleted,
+    EventType::AwaitingApproval,
+    EventType::Halted,
+    EventType::RollingBack,
+    EventType::Succeeded,
+    EventType::CompletedWithFailures,
+    EventType::Failed,
 ];
 
 /// Where a sink's notifications go.

@@ -299,12 +299,16 @@ impl Job {
 
     /// `restart.started`, for the outbox with the job's creation.
     pub fn started(&self, now_ms: i64) -> pb::Notification {
-        crate::engine::notices::job(&shown(&self.lock()), "restart.started", now_ms)
+        crate::engine::notices::job(
+            &shown(&self.lock()),
+            crate::event_type::EventType::RestartStarted,
+            now_ms,
+        )
     }
 
     /// `restart.completed` with the outcome the record now holds.
     fn completed(&self, inner: &JobInner, now_ms: i64) -> pb::Notification {
-        crate::engine::notices::job(&shown(inner), "restart.completed", now_ms)
+        crate::engine::notices::job(&shown(inner), crate::event_type::EventType::RestartCompleted, now_ms)
     }
 
     /// Stops the job: nothing more is dispatched; restarts in flight finish.

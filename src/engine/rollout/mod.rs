@@ -25,6 +25,7 @@ use super::order;
 use super::results::{FailureGroups, GroupKind, push_history};
 use super::state::{Decision, Event, Policy, Refusal, State, WaveReport, step};
 use super::{Error, Result};
+use crate::event_type::EventType;
 use crate::fleet::Inventory;
 use crate::plan::Plan;
 use crate::proto::v1 as pb;
@@ -44,6 +45,16 @@ pub(crate) struct At {
     pub hours_ms: i64,
     /// `hours_ms` is a drill clock's.
     pub drill: bool,
+}
+
+/// What carrying out a transition's decisions gathered, to be written with it.
+struct Carried {
+    /// Audit lines: who asked (an operator), then what the controller did.
+    audit: Vec<pb::EventRecord>,
+    /// Notifications, in the order the step function made them.
+    told: Vec<EventType>,
+    /// A rollback of this rollout is to be started (only the engine creates rollouts).
+    rollback: bool,
 }
 
 /// How many failed hosts a halt reason quotes.
@@ -150,78 +161,93 @@ impl Live {
     }
 
     /// [`Live::transition`] with the lock held (an approval changed the gate first)
-    /// and the audit lines to write with the change.
+    /// and the audit lines to write with the change. The step function decides
+    /// everything; this carries its decisions out in three phases: the work on
+    /// hosts and gates, one write of the new state with its audit lines and
+    /// notifications, and what follows that write.
     fn apply<'a>(
         &'a self,
         store: &Store,
         mut inner: MutexGuard<'a, Inner>,
         event: Event,
         at: At,
-        mut events: Vec<pb::EventRecord>,
+        audit: Vec<pb::EventRecord>,
     ) -> Result<bool> {
-        let now_ms = at.wall_ms;
-        let mut rollback = false;
-        let operator = matches!(
-            event,
-            Event::Pause | Event::Resume | Event::Retry | Event::Abort { .. } | Event::Approved
-        );
+        let operator = event.by_operator();
         let unhealthy = match &event {
             Event::BakeElapsed(health) => health.unhealthy,
             _ => 0,
         };
-        let before = inner.state.clone();
-        let observed = event.clone();
         let (next, decisions) =
-            step(&inner.state, event, now_ms, &self.policy).map_err(|Refusal(why)| self.refused(why))?;
+            step(&inner.state, event, at.wall_ms, &self.policy).map_err(|Refusal(why)| self.refused(why))?;
         let next = next.named(&self.plan.name);
-        let kinds = super::notices::of(&before, &next, &observed, &decisions);
-        // Who asked (an operator), then what the controller did: written with the
-        // new state in one transaction.
+        let mut done = Carried {
+            audit,
+            told: Vec::new(),
+            rollback: false,
+        };
+        self.carry_out(store, &mut inner, &next, decisions, unhealthy, at, &mut done)?;
+        let ended = self.persist(store, &mut inner, next, &done, at)?;
+        self.settle(store, inner, ended, operator)?;
+        Ok(done.rollback)
+    }
+
+    /// Phase one: the host and gate work of each decision, in order; audit lines and
+    /// notifications are gathered into `done` to be written with the change.
+    #[allow(clippy::too_many_arguments)]
+    fn carry_out(
+        &self,
+        store: &Store,
+        inner: &mut Inner,
+        next: &State,
+        decisions: Vec<Decision>,
+        unhealthy: u64,
+        at: At,
+        done: &mut Carried,
+    ) -> Result<()> {
+        let now_ms = at.wall_ms;
+        let target = Target::Rollout {
+            id: self.id,
+            name: &self.plan.name,
+        };
+        let mut audit = |line: String, kind: &str| {
+            let mut event = Actor::controller().event(now_ms, target, line, "ok");
+            event.kind = kind.to_string();
+            done.audit.push(event);
+        };
         for decision in decisions {
             match decision {
                 Decision::RequeueFailed { wave } => {
-                    self.requeue_failed(store, &mut inner, wave..=wave, None)?;
+                    self.requeue_failed(store, inner, wave..=wave, None)?;
                 }
                 Decision::RetryFailed { wave } => {
                     let round = inner.record.retries + 1;
-                    let n = self.requeue_failed(store, &mut inner, 0..=wave, Some(round))?;
+                    let n = self.requeue_failed(store, inner, 0..=wave, Some(round))?;
                     inner.record.retries = round;
-                    let target = Target::Rollout {
-                        id: self.id,
-                        name: &self.plan.name,
-                    };
-                    let line = format!("retry {round}: re-running {n} failed hosts with new operation ids");
-                    let mut event = Actor::controller().event(now_ms, target, line, "ok");
-                    event.kind = "retry".into();
-                    events.push(event);
+                    audit(
+                        format!("retry {round}: re-running {n} failed hosts with new operation ids"),
+                        "retry",
+                    );
                 }
-                Decision::Record(line) => {
-                    let target = Target::Rollout {
-                        id: self.id,
-                        name: &self.plan.name,
-                    };
-                    let line = line.replace(super::state::ROLLOUT, &self.plan.name);
-                    let mut event = Actor::controller().event(now_ms, target, line, "ok");
-                    event.kind = next.name().to_string();
-                    events.push(event);
-                }
-                Decision::StartRollback => rollback = true,
-                Decision::OpenGate { wave } => {
-                    let line = self.open_gate(&mut inner, wave, unhealthy, at);
-                    let target = Target::Rollout {
-                        id: self.id,
-                        name: &self.plan.name,
-                    };
-                    let mut event = Actor::controller().event(now_ms, target, line, "ok");
-                    event.kind = "gate".into();
-                    events.push(event);
-                }
+                Decision::Audit(line) => audit(line.replace(super::state::ROLLOUT, &self.plan.name), next.name()),
+                Decision::Notify(kind) => done.told.push(kind),
+                Decision::StartRollback => done.rollback = true,
+                Decision::OpenGate { wave } => audit(self.open_gate(inner, wave, unhealthy, at), "gate"),
                 Decision::CloseGate { outcome } => super::gates::close(&mut inner.record, outcome, now_ms),
             }
         }
+        Ok(())
+    }
+
+    /// Phase two: the new state into the record (with the summary an ended rollout
+    /// keeps, or the checkpoint a new wave starts from), written in one transaction
+    /// with the audit lines and the notifications. Returns true when the rollout
+    /// ended and keeps no lease for a rollback to take over.
+    fn persist(&self, store: &Store, inner: &mut Inner, next: State, done: &Carried, at: At) -> Result<bool> {
+        let now_ms = at.wall_ms;
+        let changed = next != inner.state;
         let mut ended = false;
-        let next_changed = next != inner.state;
-        if next_changed {
+        if changed {
             next.write(&mut inner.record);
             inner.record.updated_at_unix_ms = now_ms;
             if next.is_terminal() && inner.record.finished_at_unix_ms == 0 {
@@ -233,41 +259,49 @@ impl Live {
             }
             // The rollback takes over the leases when it is created; until then
             // (even across a crash) they stay with this rollout.
-            inner.record.rollback_pending |= rollback;
+            inner.record.rollback_pending |= done.rollback;
             ended = next.is_terminal() && !inner.record.rollback_pending;
             // Written with the final state: a restart then reads no host of it.
-            inner.record.summary = if ended { Live::summary(&inner) } else { None };
+            inner.record.summary = if ended { Live::summary(inner) } else { None };
             // Written when a wave starts: a restart then reads only the later waves'.
             if ended {
                 inner.record.checkpoint = None;
             } else if let State::Running { wave } = next {
                 let since = store.next_host_update(self.id)?;
-                inner.record.checkpoint = Live::checkpoint(&inner, wave, since);
+                inner.record.checkpoint = Live::checkpoint(inner, wave, since);
             }
             inner.state = next;
         }
         // What happened, for the incident room: in the outbox, with the change.
-        let notices = self.notices(&mut inner, &kinds, at);
-        if next_changed || !events.is_empty() {
-            store.put_rollout_with_notices(&inner.record, &events, &notices)?;
+        let notices = self.notices(inner, &done.told, at);
+        if changed || !done.audit.is_empty() {
+            store.put_rollout_with_notices(&inner.record, &done.audit, &notices)?;
         }
-        if ended {
-            // Before anyone is told it ended, so its hosts are free when they look.
+        Ok(ended)
+    }
+
+    /// Phase three, after the write: an ended rollout frees its hosts (before anyone
+    /// is told it ended, so they are free when people look), the new state is
+    /// published, and a driver waiting on an operator looks again.
+    fn settle(&self, store: &Store, inner: MutexGuard<'_, Inner>, ended: bool, operator: bool) -> Result<()> {
+        let inner = if ended {
             drop(inner);
             self.release_leases(store)?;
-            inner = self.lock();
-        }
+            self.lock()
+        } else {
+            inner
+        };
         self.publish(&inner);
         drop(inner);
         if operator {
             self.control.send_modify(|g| *g += 1);
         }
-        Ok(rollback)
+        Ok(())
     }
 
     /// The notifications of `kinds` as of now (current counters), numbered on from
     /// the record's count, which they advance.
-    fn notices(&self, inner: &mut Inner, kinds: &[&'static str], at: At) -> Vec<pb::Notification> {
+    fn notices(&self, inner: &mut Inner, kinds: &[EventType], at: At) -> Vec<pb::Notification> {
         if kinds.is_empty() {
             return Vec::new();
         }

@@ -5,12 +5,14 @@
 //! tested here with plain values. Operator events that make no sense in the current
 //! state are refused with a sentence saying what would.
 
+use crate::event_type::EventType;
 use crate::proto::v1 as pb;
 
 mod reports;
+mod step;
 
-use reports::halt_reason;
 pub use reports::{FleetHealth, HealthReport, WaveReport};
+pub use step::step;
 
 /// Where a rollout is. Waves are numbered from 0.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,6 +86,16 @@ pub enum Event {
     },
 }
 
+impl Event {
+    /// An operator asked for it (the driver wakes to look at the new state).
+    pub fn by_operator(&self) -> bool {
+        matches!(
+            self,
+            Event::Pause | Event::Resume | Event::Retry | Event::Abort { .. } | Event::Approved
+        )
+    }
+}
+
 /// The parts of the plan the state machine needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Policy {
@@ -102,16 +114,20 @@ impl Policy {
     }
 }
 
-/// Work the driver carries out after a transition.
+/// One consequence of a transition. The runtime carries them out in three phases
+/// (`engine::rollout::apply`): the host and gate work, then one write of the new
+/// state with its audit lines and notifications, then what follows the commit.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
     /// Put the failed hosts of `wave` back in its queue to be tried again.
     RequeueFailed { wave: u32 },
     /// Put the failed hosts of every wave up to `wave` back in the queue, as a new
-    /// round of attempts (`rollout retry`).
+    /// round of attempts (`rollout retry`); the audit line says how many.
     RetryFailed { wave: u32 },
-    /// Write this line to the audit log.
-    Record(String),
+    /// Write this line to the audit log, as the new state's kind.
+    Audit(String),
+    /// Tell the incident room: one notification, written with the change.
+    Notify(EventType),
     /// Start a rollback rollout of every host this rollout touched.
     StartRollback,
     /// Open the plan's gate after `wave`: record it with its evidence.
@@ -237,292 +253,14 @@ impl State {
     }
 }
 
-type Step = Result<(State, Vec<Decision>), Refusal>;
+/// What a transition returns: the next state and every consequence, or a refusal.
+pub type Step = Result<(State, Vec<Decision>), Refusal>;
 
 /// Stands for the rollout's name in reasons the step function writes (it does not
 /// know the name); the caller puts the name in.
 pub const ROLLOUT: &str = "<rollout>";
 
-/// The transition function. `now_ms` is wall-clock unix milliseconds.
-pub fn step(state: &State, event: Event, now_ms: i64, policy: &Policy) -> Step {
-    use State::*;
-    let unchanged = || Ok((state.clone(), Vec::new()));
-    // The last wave ends the rollout: a success only if no host failed.
-    let after_wave = |wave: u32, failed_total: u64| -> State {
-        if policy.gated_after(wave) && wave + 1 < policy.waves {
-            AwaitingApproval { wave }
-        } else if wave + 1 < policy.waves {
-            Running { wave: wave + 1 }
-        } else if failed_total == 0 {
-            Succeeded
-        } else {
-            CompletedWithFailures {
-                reason: format!(
-                    "every wave ran, but {failed_total} hosts failed (within on_failure.max_failed); `rollout hosts --rollout {ROLLOUT} --failed` lists them, `rollout retry {ROLLOUT}` re-runs them"
-                ),
-            }
-        }
-    };
-    let ended = |next: &State| -> Option<Decision> {
-        match next {
-            AwaitingApproval { wave } => Some(Decision::OpenGate { wave: *wave }),
-            Succeeded => Some(Decision::Record("succeeded".into())),
-            CompletedWithFailures { reason } => Some(Decision::Record(format!("completed with failures: {reason}"))),
-            _ => None,
-        }
-    };
-    let record = |line: String| vec![Decision::Record(line)];
-    // Too many failures: halt for a person, or (on_failure.action: rollback) end the
-    // rollout and roll back what it touched.
-    let fail = |wave: u32, reason: String| -> Step {
-        if policy.rollback_on_failure {
-            let line = format!("failed, rolling back: {reason}");
-            let reason = format!("{reason}; rolling back every host it touched");
-            Ok((Failed { reason }, vec![Decision::Record(line), Decision::StartRollback]))
-        } else {
-            let line = format!("halted: {reason}");
-            Ok((Halted { wave, reason }, vec![Decision::Record(line)]))
-        }
-    };
-    match event {
-        Event::Start => match state {
-            Pending => Ok((Running { wave: 0 }, record("started".into()))),
-            _ => unchanged(),
-        },
-        Event::WaveEnded(report) => {
-            let halt = |wave: u32| fail(wave, halt_reason(&report));
-            if let Some((after, hosts)) = &report.stuck
-                && matches!(state, Running { wave } | Paused { wave, .. } if *wave == report.wave)
-            {
-                // Stuck is never rolled back automatically: nobody knows what the hung
-                // calls did. A person decides.
-                let shown: Vec<&str> = hosts.iter().take(5).map(String::as_str).collect();
-                let more = hosts.len().saturating_sub(shown.len());
-                let reason = format!(
-                    "wave {} stuck: no progress for {}; waiting on {}{}",
-                    report.wave + 1,
-                    crate::text::format_duration(*after),
-                    shown.join(", "),
-                    if more > 0 { format!(" (+{more} more)") } else { String::new() }
-                );
-                let line = format!("halted: {reason}");
-                return Ok((Halted { wave: report.wave, reason }, vec![Decision::Record(line)]));
-            }
-            match state {
-                Running { wave } | Paused { wave, .. } if *wave == report.wave && report.over_threshold() => {
-                    halt(*wave)
-                }
-                Running { wave } if *wave == report.wave && report.complete() => {
-                    let done = format!(
-                        "wave {} done: {} hosts, {} failed",
-                        wave + 1,
-                        report.size,
-                        report.failed
-                    );
-                    if policy.bake_ms > 0 {
-                        let until_ms = now_ms + policy.bake_ms;
-                        let bake = crate::text::format_duration(std::time::Duration::from_millis(policy.bake_ms as u64));
-                        Ok((Baking { wave: *wave, until_ms }, record(format!("{done}; baking {bake}"))))
-                    } else {
-                        let next = after_wave(*wave, report.failed_total);
-                        let mut lines = record(done);
-                        lines.extend(ended(&next));
-                        Ok((next, lines))
-                    }
-                }
-                Paused { wave, bake_until_ms: None } if *wave == report.wave && report.complete() => Ok((
-                    Paused {
-                        wave: *wave,
-                        bake_until_ms: Some(now_ms + policy.bake_ms),
-                    },
-                    Vec::new(),
-                )),
-                _ => unchanged(),
-            }
-        }
-        Event::BakeElapsed(health) => match state {
-            Baking { wave, .. } if health.wave == *wave => match health.breach() {
-                Some(reason) => fail(*wave, reason),
-                None => {
-                    let next = after_wave(*wave, health.failed_total);
-                    let mut lines = record(format!(
-                        "wave {} passed its health gate: {} hosts unhealthy after the bake",
-                        wave + 1,
-                        health.unhealthy
-                    ));
-                    lines.extend(ended(&next));
-                    Ok((next, lines))
-                }
-            },
-            _ => unchanged(),
-        },
-        // The analysis goes on measuring while a gate waits: a failure then closes
-        // the gate as it would have failed the bake.
-        Event::AnalysisFailed { wave, reason } => match state {
-            Baking { wave: baking, .. } if *baking == wave => fail(wave, reason),
-            AwaitingApproval { wave: at } if *at == wave => closing(fail(wave, reason)),
-            _ => unchanged(),
-        },
-        Event::AnalysisInconclusive { wave, reason } => match state {
-            Baking { wave: baking, .. } | AwaitingApproval { wave: baking } if *baking == wave => {
-                let line = format!("halted: {reason}");
-                closing(Ok((Halted { wave, reason }, vec![Decision::Record(line)])))
-            }
-            _ => unchanged(),
-        },
-        Event::Pause => match state {
-            Pending => Ok((Paused { wave: 0, bake_until_ms: None }, record("paused".into()))),
-            Running { wave } => Ok((Paused { wave: *wave, bake_until_ms: None }, record("paused".into()))),
-            Baking { wave, until_ms } => Ok((
-                Paused {
-                    wave: *wave,
-                    bake_until_ms: Some(*until_ms),
-                },
-                record("paused during bake".into()),
-            )),
-            Paused { .. } => unchanged(),
-            Halted { .. } => Err(Refusal(
-                "the rollout is halted and dispatches nothing already: resume it to retry the failed hosts, or abort it".into(),
-            )),
-            AwaitingApproval { .. } => Err(Refusal(
-                "the rollout is awaiting approval and dispatches nothing until its gate is approved: abort it to stop it, or let the gate time out".into(),
-            )),
-            done => Err(finished(done)),
-        },
-        Event::Resume => match state {
-            Paused { wave, bake_until_ms: None } => Ok((Running { wave: *wave }, record("resumed".into()))),
-            Paused {
-                wave,
-                bake_until_ms: Some(until_ms),
-            } => Ok((
-                Baking {
-                    wave: *wave,
-                    until_ms: *until_ms,
-                },
-                record("resumed (baking)".into()),
-            )),
-            Halted { wave, .. } => Ok((
-                Running { wave: *wave },
-                vec![
-                    Decision::RequeueFailed { wave: *wave },
-                    Decision::Record(format!("resumed after halt: retrying the failed hosts of wave {}", wave + 1)),
-                ],
-            )),
-            Pending | Running { .. } | Baking { .. } => Err(Refusal(format!(
-                "the rollout is {}: only a paused or halted rollout can be resumed",
-                state.name()
-            ))),
-            AwaitingApproval { .. } => Err(Refusal(
-                "the rollout is awaiting approval, not paused: `rollout approve` it (or abort it)".into(),
-            )),
-            done => Err(finished(done)),
-        },
-        Event::Approved => match state {
-            AwaitingApproval { wave } => Ok((
-                Running { wave: *wave + 1 },
-                vec![Decision::CloseGate { outcome: "approved" }],
-            )),
-            _ => Err(Refusal(format!(
-                "the rollout is {}, not awaiting approval: there is no gate to approve",
-                state.name()
-            ))),
-        },
-        Event::GateTimedOut { action, reason } => match state {
-            AwaitingApproval { wave } => {
-                use crate::plan::OnTimeout;
-                let (next, outcome, mut decisions) = match action {
-                    OnTimeout::Halt => (Halted { wave: *wave, reason: reason.clone() }, "halted", vec![]),
-                    OnTimeout::Abort => (Aborted { reason: reason.clone() }, "aborted", vec![]),
-                    OnTimeout::Rollback => (
-                        Aborted {
-                            reason: format!("{reason}; rolling back every host it touched"),
-                        },
-                        "rolled-back",
-                        vec![Decision::StartRollback],
-                    ),
-                };
-                decisions.insert(0, Decision::CloseGate { outcome });
-                decisions.insert(0, Decision::Record(format!("{}: {reason}", next.name())));
-                Ok((next, decisions))
-            }
-            _ => unchanged(),
-        },
-        Event::Retry => match state {
-            Halted { wave, .. } => Ok((Running { wave: *wave }, vec![Decision::RetryFailed { wave: *wave }])),
-            // The evidence the gate showed changes: it opens again, new, once the
-            // wave's hosts have run again and baked.
-            AwaitingApproval { wave } => Ok((
-                Running { wave: *wave },
-                vec![
-                    Decision::CloseGate { outcome: "superseded" },
-                    Decision::RetryFailed { wave: *wave },
-                ],
-            )),
-            CompletedWithFailures { .. } => {
-                let wave = policy.waves.saturating_sub(1);
-                Ok((Running { wave }, vec![Decision::RetryFailed { wave }]))
-            }
-            Pending | Running { .. } | Baking { .. } | Paused { .. } => Err(Refusal(format!(
-                "the rollout is {}: retry re-runs the failed hosts of a halted rollout or of one that completed with failures; wait for it (or pause it and let it halt), then retry",
-                state.name()
-            ))),
-            Succeeded => Err(Refusal("nothing to retry: every host succeeded".into())),
-            done => Err(finished(done)),
-        },
-        Event::Abort { reason, rollback } => match state {
-            done if done.is_terminal() => Err(finished(done)),
-            _ => {
-                let reason = if reason.is_empty() { "aborted by an operator".to_string() } else { reason };
-                let line = format!("aborted: {reason}");
-                let mut decisions = vec![Decision::Record(line)];
-                if matches!(state, AwaitingApproval { .. }) {
-                    decisions.push(Decision::CloseGate { outcome: "aborted" });
-                }
-                if rollback {
-                    decisions.push(Decision::StartRollback);
-                }
-                Ok((Aborted { reason }, decisions))
-            }
-        },
-        Event::Fatal { reason } => match state {
-            done if done.is_terminal() => unchanged(),
-            _ => {
-                let line = format!("failed: {reason}");
-                let mut decisions = vec![Decision::Record(line)];
-                if matches!(state, AwaitingApproval { .. }) {
-                    decisions.push(Decision::CloseGate { outcome: "failed" });
-                }
-                Ok((Failed { reason }, decisions))
-            }
-        },
-    }
-}
-
-/// A step out of an open gate: the gate closes as the new state says (a step that
-/// left no gate open closes nothing).
-fn closing(step: Step) -> Step {
-    step.map(|(next, mut decisions)| {
-        let outcome = match &next {
-            State::Halted { .. } => "halted",
-            State::Failed { .. } => "rolled-back",
-            _ => "closed",
-        };
-        decisions.push(Decision::CloseGate { outcome });
-        (next, decisions)
-    })
-}
-
-fn finished(state: &State) -> Refusal {
-    Refusal(format!(
-        "the rollout has {}; submit a new plan to change the fleet again",
-        match state {
-            State::Succeeded => "succeeded",
-            State::CompletedWithFailures { .. } => "completed with failures (`rollout retry` re-runs its failed hosts)",
-            State::Failed { .. } => "failed",
-            _ => "been aborted",
-        }
-    ))
-}
-
+#[cfg(test)]
+mod notify_tests;
 #[cfg(test)]
 mod tests;

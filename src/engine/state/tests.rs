@@ -9,7 +9,8 @@ const POLICY: Policy = Policy {
     gated: 0,
 };
 
-fn report(wave: u32, answered: u64, failed: u64) -> Event {
+/// `wave` of 10 hosts ended with `answered` of them answered, `failed` failed.
+pub(super) fn report(wave: u32, answered: u64, failed: u64) -> Event {
     Event::WaveEnded(WaveReport {
         wave,
         size: 10,
@@ -20,6 +21,15 @@ fn report(wave: u32, answered: u64, failed: u64) -> Event {
         examples: vec!["h1: boom".into()],
         failed_total: failed,
         stuck: None,
+    })
+}
+
+/// The step function, its decisions without the notifications (`notify_tests`
+/// follows those through whole rollouts).
+fn step(state: &State, event: Event, now: i64, policy: &Policy) -> Step {
+    super::step(state, event, now, policy).map(|(next, decisions)| {
+        let work = decisions.into_iter().filter(|d| !matches!(d, Decision::Notify(_)));
+        (next, work.collect())
     })
 }
 
@@ -68,7 +78,7 @@ fn failures_left_behind_end_in_their_own_outcome_and_can_be_retried() {
     assert!(
         decisions
             .iter()
-            .any(|d| matches!(d, Decision::Record(l) if l.starts_with("completed with failures")))
+            .any(|d| matches!(d, Decision::Audit(l) if l.starts_with("completed with failures")))
     );
     assert_eq!(go(&last, gate(0), 10), State::Succeeded);
 
@@ -210,8 +220,8 @@ fn zero_bake_advances_at_once() {
     assert_eq!(
         d,
         vec![
-            Decision::Record("wave 2 done: 10 hosts, 0 failed".into()),
-            Decision::Record("succeeded".into())
+            Decision::Audit("wave 2 done: 10 hosts, 0 failed".into()),
+            Decision::Audit("succeeded".into())
         ]
     );
 }
@@ -410,9 +420,10 @@ fn a_failed_analysis_acts_as_on_failure_says_an_inconclusive_one_halts() {
     assert_eq!(go(&paused, failed(0), 5), paused);
 }
 
-const GATED: Policy = Policy { gated: 0b01, ..POLICY };
+pub(super) const GATED: Policy = Policy { gated: 0b01, ..POLICY };
 
-fn passed(wave: u32) -> Event {
+/// The bake of `wave` ended with every host healthy.
+pub(super) fn passed(wave: u32) -> Event {
     Event::BakeElapsed(HealthReport {
         wave,
         ..Default::default()
