@@ -21,10 +21,10 @@ use std::time::Instant;
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rollout::downtime::model::{Horizon, optimum};
-use rollout::downtime::order::rank;
+use rollout::downtime::optimum::rank;
 use rollout::engine::queue::{Budget, Candidate, RestartQueue};
-use rollout::fleet::{GenerateOptions, generate};
 use rollout::hours::Calendar;
+use rollout::inventory::{GenerateOptions, generate};
 use rollout::plan::Order;
 
 use rollout::downtime::model::MINUTE_MS;
@@ -79,7 +79,7 @@ fn main() {
         .iter()
         .map(|h| Candidate {
             host: h.id.clone(),
-            customers: rollout::fleet::strings(&h.customers),
+            customers: rollout::inventory::strings(&h.customers),
             healthy: false,
         })
         .collect();

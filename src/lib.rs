@@ -18,19 +18,21 @@
 //! - [`notify`]: telling the incident room: the sinks a controller notifies.
 //! - [`agent`]: the host side of the Agent protocol; `--simulate` serves a whole fleet.
 //! - [`auth`]: tokens, roles and the one table of who may call what.
-//! - [`cluster`]: high availability on etcd: the election and its epoch, the standby
-//!   phase, forwarding from a standby, the controllers' registry, the leader's
-//!   dashboard through a standby's.
+//! - [`cluster`]: high availability on etcd: the election and its epoch, the
+//!   campaign (standing by until leading), the forwarding service a standby's API is,
+//!   the controllers' registry, the leader's dashboard through a standby's.
 //! - [`tls`]: TLS from PEM files, server and client side.
 //! - [`standard`]: what every gRPC server of ours runs beside its own service
 //!   (health, reflection) and how it accepts connections.
 //! - [`error`]: the crate's error, wrapping each module's own, and the one mapping
 //!   from errors to gRPC codes.
 //! - [`engine`]: the rollout state machine (a pure step function), wave selection,
-//!   restart jobs, and the drivers that carry decisions out.
-//! - [`fleet`]: the fleet file, the inventory, and `fleet generate`.
+//!   restart jobs, the dispatcher that sends hosts their work, and the tasks that
+//!   carry decisions out.
+//! - [`inventory`]: the fleet file, the inventory it holds, and `fleet generate`.
 //! - [`plan`]: plan files and the structured plan message, validated strictly.
-//! - [`analysis`]: telemetry gates: plans' checks and the Prometheus client.
+//! - [`telemetry`]: telemetry gates: a plan's checks as validated, judged, and the
+//!   Prometheus client.
 //! - [`reach`]: how we reach a host: the `Fleet` trait, one file per driver (gRPC to
 //!   agents), and the deadlines and retry guard every driver shares.
 //! - [`store`]: the domain store (rollouts, per-host intents and results, leases,
@@ -47,23 +49,26 @@
 //! - [`intern`]: one shared copy of each string a million hosts repeat.
 //! - [`ident`]: the one grammar of identifiers from outside (host and customer ids,
 //!   label keys, versions), checked where they enter.
+//! - [`event_type`]: the notification event types, one enum with the contract's names.
+//! - [`clock`]: the wall clock every user gets injected, the drill clock, instants as
+//!   people read them.
 //! - [`text`]: input quoted on one line, durations as people write them.
 //! - [`proto`]: generated protobuf and gRPC code, and the states' names.
 
 pub mod agent;
-pub mod analysis;
 pub mod auth;
 pub mod cli;
+pub mod clock;
 pub mod cluster;
 pub mod dashboard;
 pub mod downtime;
 pub mod engine;
 pub mod error;
 pub mod event_type;
-pub mod fleet;
 pub mod hours;
 pub mod ident;
 pub mod intern;
+pub mod inventory;
 pub mod notify;
 pub mod plan;
 pub mod proto;
@@ -73,8 +78,17 @@ pub mod server;
 pub mod standard;
 pub mod store;
 pub mod summary;
+pub mod telemetry;
 pub mod text;
 pub mod tls;
 pub mod yamlfile;
 
 pub use error::{Error, Result};
+
+/// The names these modules had before (`fleet` holds the inventory files,
+/// `analysis` the telemetry checks), for code outside the crate written against
+/// them.
+#[doc(hidden)]
+pub use inventory as fleet;
+#[doc(hidden)]
+pub use telemetry as analysis;

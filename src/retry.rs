@@ -2,7 +2,7 @@
 //! outage was one): full-jitter exponential backoff, a retry budget of 10% of first
 //! attempts over a sliding window, and a circuit breaker per endpoint. One
 //! implementation for every caller: the drivers that reach hosts (`crate::reach`),
-//! Prometheus queries (`crate::analysis`).
+//! Prometheus queries (`crate::telemetry`).
 //!
 //! Only the caller sleeps; these types decide.
 

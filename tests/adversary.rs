@@ -10,40 +10,9 @@ use std::path::Path;
 use common::agents::HostDir;
 use common::receiver;
 use common::*;
-use rollout::auth::hash_token;
 use rollout::cli::{Credentials, connect_with};
 use rollout::proto::v1 as pb;
-use rollout::tls::ClientFiles;
 use tonic::Code;
-
-fn token(principal: &str) -> String {
-    format!("token-of-{principal}-0123456789abcdef")
-}
-
-fn as_token(principal: &str) -> Credentials {
-    Credentials {
-        tls: ClientFiles::default(),
-        token: Some(token(principal)),
-    }
-}
-
-/// A tokens file: `(principal, role, hosts)`; `hosts` empty leaves the entry unbound.
-fn tokens_file(dir: &Path, entries: &[(&str, &str, &[&str])]) -> std::path::PathBuf {
-    let mut text = String::from("tokens:\n");
-    for (principal, role, hosts) in entries {
-        text.push_str(&format!(
-            "  - principal: {principal}\n    role: {role}\n    sha256: {}\n",
-            hash_token(&token(principal))
-        ));
-        if !hosts.is_empty() {
-            let quoted: Vec<String> = hosts.iter().map(|h| format!("\"{h}\"")).collect();
-            text.push_str(&format!("    hosts: [{}]\n", quoted.join(", ")));
-        }
-    }
-    let path = dir.join("tokens.yaml");
-    std::fs::write(&path, text).unwrap();
-    path
-}
 
 fn heartbeat(host: &str, address: &str, version: &str) -> pb::HeartbeatRequest {
     pb::HeartbeatRequest {
@@ -89,7 +58,7 @@ async fn one_agents_token_cannot_speak_for_another_host() {
     let decoy_addr = decoy.local_addr().unwrap().to_string();
     let fleet = dir.path().join("fleet.yaml");
     std::fs::write(&fleet, fleet_of(&[("apac-exo-0001", agent.addr.to_string())])).unwrap();
-    let tokens = tokens_file(
+    let tokens = bound_tokens_file(
         dir.path(),
         &[
             ("ada", "admin", &[]),
@@ -357,7 +326,7 @@ async fn probing_the_fleet_is_an_operators_audited_paced_act() {
     let dir = tempfile::tempdir().unwrap();
     let fleet = dir.path().join("fleet.yaml");
     std::fs::write(&fleet, fleet_of(&[("apac-exo-0001", "127.0.0.1:1".to_string())])).unwrap();
-    let tokens = tokens_file(dir.path(), &[("vera", "viewer", &[]), ("otto", "operator", &[])]);
+    let tokens = bound_tokens_file(dir.path(), &[("vera", "viewer", &[]), ("otto", "operator", &[])]);
     let log = dir.path().join("controller.log");
     let controller = spawn_controller(
         &dir.path().join("data"),
@@ -433,7 +402,7 @@ async fn sighup_revokes_a_removed_token_without_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let fleet = dir.path().join("fleet.yaml");
     std::fs::write(&fleet, "hosts: []\n").unwrap();
-    let tokens = tokens_file(dir.path(), &[("otto", "operator", &[]), ("mallory", "operator", &[])]);
+    let tokens = bound_tokens_file(dir.path(), &[("otto", "operator", &[]), ("mallory", "operator", &[])]);
     // A webhook sink whose URL and secret rotate with the sinks file.
     let (old_receiver, new_receiver) = (
         receiver::Receiver::start(receiver::Mode::Ok).await,
@@ -465,7 +434,7 @@ async fn sighup_revokes_a_removed_token_without_a_restart() {
         .expect("before the rotation");
     let pid = controller.pid().unwrap() as i32;
 
-    tokens_file(dir.path(), &[("otto", "operator", &[])]);
+    bound_tokens_file(dir.path(), &[("otto", "operator", &[])]);
     std::fs::copy(&rotated, &sinks).unwrap();
     // SAFETY: kill sends a signal to a child process this test started.
     unsafe { libc::kill(pid, libc::SIGHUP) };

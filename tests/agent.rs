@@ -252,7 +252,7 @@ async fn twenty_real_agents_with_faults() {
 async fn heartbeats_register_hosts_and_silent_ones_turn_unreachable() {
     let root = tempfile::tempdir().unwrap();
     let data = root.path().join("data");
-    let controller = Controller::start(&data, &rollout::fleet::FleetFile::default()).await;
+    let controller = Controller::start(&data, &rollout::inventory::FleetFile::default()).await;
     let mut client = controller.client().await;
     let mut hosts = Vec::new();
     let mut agents = Vec::new();
@@ -335,7 +335,7 @@ async fn heartbeats_register_hosts_and_silent_ones_turn_unreachable() {
 
     // A restarted controller (same store, no fleet file) still knows both hosts.
     controller.stop().await;
-    let controller = Controller::start(&data, &rollout::fleet::FleetFile::default()).await;
+    let controller = Controller::start(&data, &rollout::inventory::FleetFile::default()).await;
     let mut client = controller.client().await;
     let known = client.list_hosts(list(false)).await.unwrap().into_inner().hosts;
     assert_eq!(

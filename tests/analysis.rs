@@ -11,7 +11,7 @@ use std::time::Duration;
 use common::prometheus::LocalPrometheus;
 use common::*;
 use rollout::cli::process::Spawned;
-use rollout::fleet::FleetFile;
+use rollout::inventory::FleetFile;
 use rollout::proto::v1 as pb;
 
 const HOSTS: usize = 200;
@@ -29,7 +29,7 @@ const BASELINE: &str = "sum(rate(rollout_sim_retried_requests_total{version!=\"{
 
 /// A simulated fleet whose traffic is served as metrics, `faulty` versions storming;
 /// a Prometheus scraping it; the fleet the controller is given.
-struct Site {
+struct Telemetry {
     agent: Spawned,
     prometheus: LocalPrometheus,
     fleet: FleetFile,
@@ -38,25 +38,16 @@ struct Site {
     ca: Option<std::path::PathBuf>,
 }
 
-impl Site {
+impl Telemetry {
     /// A `rollout serve` process on this site's fleet and a data dir of the site's
     /// (the same one each time), with `extra` flags.
     async fn controller(&self, extra: &[&str]) -> Spawned {
         let fleet_file = self.dir.path().join("fleet.yaml");
         std::fs::write(&fleet_file, self.fleet.to_yaml()).unwrap();
         let data = self.dir.path().join("data");
-        let mut args = vec![
-            "serve".to_string(),
-            "--data".into(),
-            data.display().to_string(),
-            "--listen".into(),
-            "127.0.0.1:0".into(),
-            "--fleet".into(),
-            fleet_file.display().to_string(),
-        ];
-        args.extend(extra.iter().map(|a| a.to_string()));
+        let extra: Vec<&std::ffi::OsStr> = extra.iter().map(|a| a.as_ref()).collect();
         let log = self.dir.path().join("controller.log");
-        spawn_rollout(&args, &log, "the controller").await
+        spawn_controller(&data, &fleet_file, &extra, &log).await
     }
 
     async fn stop(mut self) {
@@ -65,12 +56,12 @@ impl Site {
     }
 }
 
-async fn site(faulty: &[&str]) -> Option<Site> {
+async fn site(faulty: &[&str]) -> Option<Telemetry> {
     site_with(faulty, false).await
 }
 
 /// The same, Prometheus's API served over TLS with a private CA when `tls`.
-async fn site_with(faulty: &[&str], tls: bool) -> Option<Site> {
+async fn site_with(faulty: &[&str], tls: bool) -> Option<Telemetry> {
     let dir = tempfile::tempdir().unwrap();
     let sim_fleet = dir.path().join("sim.yaml");
     std::fs::write(&sim_fleet, fleet(HOSTS, "127.0.0.1:1").to_yaml()).unwrap();
@@ -116,7 +107,7 @@ async fn site_with(faulty: &[&str], tls: bool) -> Option<Site> {
     })
     .await;
     let fleet = fleet(HOSTS, &agent.addr.to_string());
-    Some(Site {
+    Some(Telemetry {
         agent,
         prometheus,
         fleet,

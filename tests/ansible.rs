@@ -6,7 +6,7 @@
 mod common;
 
 use common::*;
-use rollout::fleet::FleetFile;
+use rollout::inventory::FleetFile;
 
 const INVENTORY: &str = "\
 [apac]
@@ -99,7 +99,7 @@ async fn an_ansible_inventory_becomes_a_fleet_of_ssh_hosts() {
     assert_eq!(one.labels.get("region"), Some("apac"));
     assert_eq!(one.labels.get("service"), Some("exchange-routing"), "a group variable");
     assert_eq!(
-        rollout::fleet::strings(&host("exo-2").customers),
+        rollout::inventory::strings(&host("exo-2").customers),
         ["contoso", "fabrikam"]
     );
     assert_eq!(fleet.customers.len(), 2);

@@ -15,10 +15,6 @@ use rollout::store::Store;
 
 const HOSTS: u64 = 2_000;
 
-fn halted_or_done(r: &pb::Rollout) -> bool {
-    r.state() == pb::RolloutState::Halted || r.state().is_terminal()
-}
-
 /// The stored record of the only rollout, and whether its checkpoint (if any) still
 /// holds, read as a restart reads it, with how many hosts that read returns.
 fn stored(data: &Path) -> (pb::RolloutRecord, Option<(bool, usize)>) {

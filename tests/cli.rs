@@ -104,7 +104,7 @@ async fn fleet_generate_writes_a_valid_file() {
     ])
     .await;
     assert!(out.status.success(), "{}", text(&out.stderr));
-    let fleet = rollout::fleet::FleetFile::load(&path).unwrap();
+    let fleet = rollout::inventory::FleetFile::load(&path).unwrap();
     assert_eq!(fleet.hosts.len(), 500);
     assert!(fleet.hosts.iter().all(|h| &*h.address == "127.0.0.1:7070"));
 }

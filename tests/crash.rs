@@ -12,16 +12,10 @@ use rollout::cli::connect;
 use rollout::cli::process::Spawned;
 use rollout::proto::v1 as pb;
 
-const EXE: &str = env!("CARGO_BIN_EXE_rollout");
-
-async fn start_controller(data: &Path, fleet: &Path, log: &Path) -> Spawned {
-    spawn_controller(data, fleet, &[], log).await
-}
-
 /// Starts `rollout agent --simulate` over a generated fleet of `hosts` (with `extra`
 /// flags) and writes the controller's fleet file, pointing at it. Returns the agent
 /// process and the fleet.
-async fn start_fleet(dir: &Path, hosts: usize, extra: &[&str]) -> (Spawned, rollout::fleet::FleetFile) {
+async fn start_fleet(dir: &Path, hosts: usize, extra: &[&str]) -> (Spawned, rollout::inventory::FleetFile) {
     let (sim_fleet, ctl_fleet) = (dir.join("sim.yaml"), dir.join("fleet.yaml"));
     std::fs::write(&sim_fleet, fleet(hosts, "127.0.0.1:1").to_yaml()).unwrap();
     let mut args: Vec<std::ffi::OsString> = vec!["agent".into(), "--simulate".into(), sim_fleet.into_os_string()];
@@ -51,7 +45,7 @@ async fn a_killed_controller_resumes_and_applies_each_host_once() {
     );
     let (mut agent, fleet) = start_fleet(dir.path(), 2_000, &["--latency-ms", "5..25"]).await;
 
-    let mut controller = start_controller(&data, &ctl_fleet, &log).await;
+    let mut controller = spawn_controller(&data, &ctl_fleet, &[], &log).await;
     let mut client = connect(&format!("http://{}", controller.addr)).await.unwrap();
 
     // The fix: a probe after the restart may confirm a host already has the version.
@@ -128,7 +122,7 @@ async fn a_killed_controller_finishes_an_automatic_rollback() {
         dir.path().join("fleet.yaml"),
     );
     let (mut agent, fleet) = start_fleet(dir.path(), 2_000, &["--latency-ms", "10..30", "--break-rate", "0.2"]).await;
-    let mut controller = start_controller(&data, &ctl_fleet, &log).await;
+    let mut controller = spawn_controller(&data, &ctl_fleet, &[], &log).await;
     let mut client = connect(&format!("http://{}", controller.addr)).await.unwrap();
 
     let mut spec = plan("auto-fix", &["25%", "100%"], "2%");
@@ -166,7 +160,7 @@ async fn a_killed_controller_finishes_an_automatic_rollback() {
         failed.halt_reason
     );
 
-    controller = start_controller(&data, &ctl_fleet, &log).await;
+    controller = spawn_controller(&data, &ctl_fleet, &[], &log).await;
     client = connect(&format!("http://{}", controller.addr)).await.unwrap();
     let rollback = "auto-fix-rollback";
     within(60, "the rollback to exist after the restart", async {
@@ -230,7 +224,7 @@ async fn kill_twice_then_finish(
             "{name}: killed the controller at {:.1}% with {} in flight",
             at.percent_complete, at.hosts_in_flight
         );
-        *controller = start_controller(data, fleet, log).await;
+        *controller = spawn_controller(data, fleet, &[], log).await;
         *client = connect(&format!("http://{}", controller.addr)).await.unwrap();
         let resumed = get(client, name).await;
         assert!(
@@ -249,7 +243,7 @@ async fn kill_twice_then_finish(
     assert_eq!(done.hosts_succeeded, hosts);
 }
 
-async fn check_hosts(agent: &Spawned, fleet: &rollout::fleet::FleetFile, version: &str, runs: u64) {
+async fn check_hosts(agent: &Spawned, fleet: &rollout::inventory::FleetFile, version: &str, runs: u64) {
     let mut wrong = Vec::new();
     for (host, p) in probe_all(&agent.addr.to_string(), fleet).await {
         assert_eq!(p.version, version, "{}", host);
@@ -279,7 +273,7 @@ async fn a_killed_controller_resumes_a_restart_job_without_restarting_twice() {
         &["--latency-ms", "10..30", "--unhealthy-rate", "0.4"],
     )
     .await;
-    let mut controller = start_controller(&data, &ctl_fleet, &log).await;
+    let mut controller = spawn_controller(&data, &ctl_fleet, &[], &log).await;
     let mut client = connect(&format!("http://{}", controller.addr)).await.unwrap();
 
     let job = client
@@ -315,7 +309,7 @@ async fn a_killed_controller_resumes_a_restart_job_without_restarting_twice() {
             "killed the controller with {}/{} restarted, {} in flight",
             at.hosts_restarted, at.hosts_total, at.hosts_in_flight
         );
-        controller = start_controller(&data, &ctl_fleet, &log).await;
+        controller = spawn_controller(&data, &ctl_fleet, &[], &log).await;
         client = connect(&format!("http://{}", controller.addr)).await.unwrap();
     }
     let done = within(120, "the resumed job to end", async {
@@ -365,7 +359,7 @@ async fn sigterm_drains_then_exits_zero_and_nothing_is_lost() {
         dir.path().join("fleet.yaml"),
     );
     let (mut agent, fleet) = start_fleet(dir.path(), 2_000, &["--latency-ms", "300..700"]).await;
-    let mut controller = start_controller(&data, &ctl_fleet, &log).await;
+    let mut controller = spawn_controller(&data, &ctl_fleet, &[], &log).await;
     let mut client = connect(&format!("http://{}", controller.addr)).await.unwrap();
     let mut spec = plan("drained-fix", &["10%", "100%"], "0");
     spec.max_parallel = 200;
@@ -427,7 +421,7 @@ async fn sigterm_drains_then_exits_zero_and_nothing_is_lost() {
         at.percent_complete, at.hosts_in_flight
     );
 
-    controller = start_controller(&data, &ctl_fleet, &log).await;
+    controller = spawn_controller(&data, &ctl_fleet, &[], &log).await;
     client = connect(&format!("http://{}", controller.addr)).await.unwrap();
     let seen = within(
         120,
@@ -453,7 +447,7 @@ async fn a_controller_killed_with_thousands_in_flight_runs_each_host_once() {
         dir.path().join("fleet.yaml"),
     );
     let (mut agent, fleet) = start_fleet(dir.path(), 3_000, &["--latency-ms", "1000..1000"]).await;
-    let mut controller = start_controller(&data, &ctl_fleet, &log).await;
+    let mut controller = spawn_controller(&data, &ctl_fleet, &[], &log).await;
     let mut client = connect(&format!("http://{}", controller.addr)).await.unwrap();
     let mut spec = plan("crash-wide", &["10%", "100%"], "0");
     spec.max_parallel = 0;
@@ -472,7 +466,7 @@ async fn a_controller_killed_with_thousands_in_flight_runs_each_host_once() {
     .await;
     controller.kill9().await.unwrap();
     eprintln!("killed the controller with {} hosts in flight", at.hosts_in_flight);
-    controller = start_controller(&data, &ctl_fleet, &log).await;
+    controller = spawn_controller(&data, &ctl_fleet, &[], &log).await;
     client = connect(&format!("http://{}", controller.addr)).await.unwrap();
     let seen = within(
         120,

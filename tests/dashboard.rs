@@ -15,11 +15,11 @@ use std::time::{Duration, Instant};
 
 use common::browser::text_of;
 use rollout::cli::process::Spawned;
-use rollout::fleet::{GenerateOptions, generate};
+use rollout::inventory::{GenerateOptions, generate};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 
-const EXE: &str = env!("CARGO_BIN_EXE_rollout");
+use common::EXE;
 const VIEWER: &str = "viewer-token-0123456789abcdef0123456789abcdef";
 const AGENT: &str = "agent-token-0123456789abcdef0123456789abcdef";
 

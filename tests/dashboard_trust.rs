@@ -10,7 +10,7 @@ use std::path::Path;
 
 use rollout::cli::process::Spawned;
 
-const EXE: &str = env!("CARGO_BIN_EXE_rollout");
+use common::EXE;
 const VIEWER: &str = "viewer-token-0123456789abcdef0123456789abcdef";
 const OPERATOR: &str = "operator-token-0123456789abcdef0123456789abc";
 

@@ -11,7 +11,6 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::*;
-use rollout::auth::hash_token;
 use rollout::cli::process::Spawned;
 use rollout::cli::{Client, Credentials, connect_with};
 use rollout::proto::v1 as pb;
@@ -26,37 +25,28 @@ const PEOPLE: [(&str, &str); 5] = [
     ("ada", "admin"),
 ];
 
-fn token(principal: &str) -> String {
-    format!("token-of-{principal}-for-the-gate-tests")
-}
-
 /// A controller with `--auth` over the fleet file `fleet`, its store in `dir/data`.
-struct Site {
+struct Gated {
     dir: PathBuf,
     fleet: PathBuf,
     url: String,
     controller: Spawned,
 }
 
-impl Site {
+impl Gated {
     /// A simulator of `hosts` (Apply latency `latency_ms`) and a controller over it.
-    async fn with_fleet(dir: &Path, hosts: usize, latency_ms: &str) -> (Spawned, Site) {
+    async fn with_fleet(dir: &Path, hosts: usize, latency_ms: &str) -> (Spawned, Gated) {
         let (agent, _fleet, ctl_fleet) = spawn_simulator(dir, hosts, latency_ms, &dir.join("log")).await;
-        (agent, Site::start(dir, &ctl_fleet).await)
+        (agent, Gated::start(dir, &ctl_fleet).await)
     }
 
-    async fn start(dir: &Path, fleet: &Path) -> Site {
-        let mut tokens = String::from("tokens:\n");
-        for (principal, role) in PEOPLE {
-            tokens.push_str(&format!(
-                "  - principal: {principal}\n    role: {role}\n    sha256: {}\n",
-                hash_token(&token(principal))
-            ));
+    async fn start(dir: &Path, fleet: &Path) -> Gated {
+        for (principal, _) in PEOPLE {
             std::fs::write(dir.join(format!("{principal}.token")), token(principal)).unwrap();
         }
-        std::fs::write(dir.join("tokens.yaml"), tokens).unwrap();
+        tokens_file(dir, &PEOPLE);
         let controller = serve(dir, fleet).await;
-        Site {
+        Gated {
             dir: dir.to_path_buf(),
             fleet: fleet.to_path_buf(),
             url: format!("http://{}", controller.addr),
@@ -172,7 +162,7 @@ async fn waiting(client: &mut Client, name: &str) -> pb::Rollout {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_four_eyes_gate_holds_until_two_other_operators_approve() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut agent, mut site) = Site::with_fleet(dir.path(), 200, "1..5").await;
+    let (mut agent, mut site) = Gated::with_fleet(dir.path(), 200, "1..5").await;
     let plan = gated_plan(
         dir.path(),
         "gated-fix",
@@ -390,7 +380,7 @@ async fn a_four_eyes_gate_holds_until_two_other_operators_approve() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_on_timeout_acts_even_after_a_deadline_passed_while_down() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut agent, mut site) = Site::with_fleet(dir.path(), 100, "1..3").await;
+    let (mut agent, mut site) = Gated::with_fleet(dir.path(), 100, "1..3").await;
 
     // halt, with one approval of two.
     let plan = gated_plan(

@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 use common::controllers::*;
 use common::receiver::{Mode, Receiver, check_sequence};
 use common::*;
-use rollout::auth::hash_token;
 use rollout::cli::process::Spawned;
 use rollout::cli::{Credentials, connect, connect_with};
 use rollout::proto::v1 as pb;
@@ -36,10 +35,10 @@ async fn applies(agent: &mut AgentClient<tonic::transport::Channel>, host: &str)
 }
 
 /// etcd, a simulator and two controllers: `a` leads, `b` stands by.
-struct Site {
+struct Cluster {
     etcd: LocalEtcd,
     agent: Spawned,
-    fleet: rollout::fleet::FleetFile,
+    fleet: rollout::inventory::FleetFile,
     /// The controllers' fleet file.
     fleet_file: PathBuf,
     a: Spawned,
@@ -57,7 +56,7 @@ async fn site_in(
     hosts: usize,
     extra: &[&str],
     who: (&Credentials, &str),
-) -> Option<Site> {
+) -> Option<Cluster> {
     let etcd = LocalEtcd::start_for_test(members).await?;
     let logs = ["a.log", "b.log", "agent.log"].map(|l| dir.path().join(l));
     let (agent, fleet, fleet_file) = spawn_simulator(dir.path(), hosts, "20..40", &logs[2]).await;
@@ -66,7 +65,7 @@ async fn site_in(
     let a_url = format!("{scheme}://{}", a.addr);
     until_role_as(&a_url, "leader", "the first controller to lead", credentials).await;
     let b = controller(&etcd, &fleet_file, &logs[1], extra).await;
-    Some(Site {
+    Some(Cluster {
         etcd,
         agent,
         fleet,
@@ -78,7 +77,7 @@ async fn site_in(
     })
 }
 
-async fn site(members: usize, hosts: usize, extra: &[&str]) -> Option<Site> {
+async fn site(members: usize, hosts: usize, extra: &[&str]) -> Option<Cluster> {
     let dir = tempfile::tempdir().unwrap();
     site_in(dir, members, hosts, extra, (&Credentials::default(), "http")).await
 }
@@ -321,7 +320,7 @@ async fn a_leader_that_loses_etcd_stops_dispatching_within_its_lease() {
         watch_until(&mut client, "ha-fix", |r| r.percent_complete >= 2.0),
     )
     .await;
-    let Site {
+    let Cluster {
         etcd,
         mut agent,
         fleet,
@@ -368,32 +367,6 @@ async fn a_leader_that_loses_etcd_stops_dispatching_within_its_lease() {
     assert_eq!(agent.terminate(Duration::from_secs(30)).await.unwrap(), Some(0));
 }
 
-fn token(principal: &str) -> String {
-    format!("token-of-{principal}-0123456789")
-}
-
-/// A tokens file in `dir` for `principals` (name, role).
-fn tokens_file(dir: &Path, principals: &[(&str, &str)]) -> String {
-    let tokens = dir.join("tokens.yaml");
-    let mut text = String::from("tokens:\n");
-    for (principal, role) in principals {
-        text.push_str(&format!(
-            "  - principal: {principal}\n    role: {role}\n    sha256: {}\n",
-            hash_token(&token(principal))
-        ));
-    }
-    std::fs::write(&tokens, text).unwrap();
-    tokens.display().to_string()
-}
-
-async fn as_who(server: &str, principal: &str) -> Client {
-    let credentials = Credentials {
-        token: Some(token(principal)),
-        ..Default::default()
-    };
-    connect_with(server, &credentials).await.unwrap()
-}
-
 /// A standby answers submit, status, watch, pause and restart by forwarding, with the
 /// caller's identity and role checked as on the leader; the audit log names the
 /// principal and the controller that acted. Its metrics say it stands by, and its
@@ -401,7 +374,9 @@ async fn as_who(server: &str, principal: &str) -> Client {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_standby_forwards_calls_with_the_callers_identity_and_shows_the_leaders_dashboard() {
     let dir = tempfile::tempdir().unwrap();
-    let tokens = tokens_file(dir.path(), &[("vera", "viewer"), ("otto", "operator")]);
+    let tokens = tokens_file(dir.path(), &[("vera", "viewer"), ("otto", "operator")])
+        .display()
+        .to_string();
     let extra = ["--auth", &tokens, "--http-listen", "127.0.0.1:0"];
     let viewer = Credentials {
         token: Some(token("vera")),
@@ -562,7 +537,7 @@ async fn a_standby_forwards_calls_with_the_callers_identity_and_shows_the_leader
 async fn an_approval_through_a_standby_counts_for_the_caller_and_survives_the_leader() {
     let dir = tempfile::tempdir().unwrap();
     let people = [("alice", "operator"), ("bob", "operator"), ("carol", "operator")];
-    let tokens = tokens_file(dir.path(), &people);
+    let tokens = tokens_file(dir.path(), &people).display().to_string();
     let extra = ["--auth", &tokens];
     let alice_token = Credentials {
         token: Some(token("alice")),
@@ -667,7 +642,9 @@ async fn a_standby_forwards_to_a_leader_over_mutual_tls() {
     let ca = common::certs::Ca::new(dir.path(), "site");
     let server = ca.issue("controller");
     let cli = ca.issue("otto-laptop");
-    let tokens = tokens_file(dir.path(), &[("otto", "operator"), ("vera", "operator")]);
+    let tokens = tokens_file(dir.path(), &[("otto", "operator"), ("vera", "operator")])
+        .display()
+        .to_string();
     let mut listed = std::fs::read_to_string(&tokens).unwrap();
     // The standby's certificate is that of a controller (it may only forward); the
     // laptop's is an operator's. Were the standby's an admin's, as it could be

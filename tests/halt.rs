@@ -6,10 +6,6 @@ use common::*;
 use rollout::agent::SimulatorOptions;
 use rollout::proto::v1 as pb;
 
-fn halted_or_done(r: &pb::Rollout) -> bool {
-    r.state() == pb::RolloutState::Halted || r.state().is_terminal()
-}
-
 /// With half the deploys failing, the rollout halts in its first wave with a reason
 /// naming the wave and the counts; nothing past the first wave is touched. After the
 /// cause is fixed (fail rate lowered), resume retries the failed hosts and finishes.

@@ -12,25 +12,11 @@ use std::time::Duration;
 use common::*;
 use rand::{Rng, SeedableRng};
 use rollout::cli::connect;
-use rollout::cli::process::Spawned;
 use rollout::proto::v1 as pb;
 use rollout::store::Store;
 
 const HOSTS: usize = 20_000;
 const SEED: u64 = 2026;
-
-async fn start_controller(data: &Path, fleet: &Path, log: &Path, listen: &str) -> Spawned {
-    let args = [
-        "serve",
-        "--listen",
-        listen,
-        "--data",
-        &data.display().to_string(),
-        "--fleet",
-        &fleet.display().to_string(),
-    ];
-    spawn_rollout(args, log, "the controller").await
-}
 
 /// Succeeded hosts of the rollout, counted in the store of a dead controller.
 fn recount(data: &Path) -> u64 {
@@ -52,7 +38,7 @@ async fn ten_random_kills_and_more_leave_every_invariant_intact() {
     let (data, log) = (dir.path().join("data"), dir.path().join("log"));
     let (mut agent, fleet, ctl_fleet) = spawn_simulator(dir.path(), HOSTS, "1..6", &log).await;
 
-    let mut controller = start_controller(&data, &ctl_fleet, &log, "127.0.0.1:0").await;
+    let mut controller = spawn_controller_on("127.0.0.1:0", &data, &ctl_fleet, &[], &log).await;
     let listen = controller.addr.to_string();
     let server = format!("http://{listen}");
     let mut client = connect(&server).await.unwrap();
@@ -136,7 +122,7 @@ async fn ten_random_kills_and_more_leave_every_invariant_intact() {
         }
         controller.kill9().await.unwrap();
         let counted = recount(&data);
-        controller = start_controller(&data, &ctl_fleet, &log, &listen).await;
+        controller = spawn_controller_on(&listen, &data, &ctl_fleet, &[], &log).await;
         client = connect(&server).await.unwrap();
         let after = get(&mut client, "harness").await;
         assert!(

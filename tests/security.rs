@@ -24,10 +24,6 @@ const TOKENS: [(&str, &str); 4] = [
     ("agent-7", "agent"),
 ];
 
-fn token(principal: &str) -> String {
-    format!("token-of-{principal}-0123456789")
-}
-
 fn tokens_file() -> Arc<TokensFile> {
     let mut text = String::from("tokens:\n");
     for (principal, role) in TOKENS {
@@ -517,7 +513,7 @@ async fn the_audit_log_names_who_changed_what() {
     );
     let token_file = dir.path().join("vera.token");
     std::fs::write(&token_file, token("vera")).unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rollout"))
+    let out = std::process::Command::new(EXE)
         .args(["--server", &controller.url, "--token-file"])
         .arg(&token_file)
         .args(["audit", "--rollout", "audited-fix", "--since", "1h"])
@@ -549,7 +545,7 @@ async fn the_audit_log_names_who_changed_what() {
 fn a_non_loopback_controller_without_auth_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rollout"))
+    let out = std::process::Command::new(EXE)
         .args(["serve", "--listen", "0.0.0.0:0", "--data"])
         .arg(&data)
         .output()
@@ -632,7 +628,7 @@ async fn agents_and_controller_speak_mutual_tls() {
     };
     let controller = Controller::start_secured(
         &dir.path().join("data"),
-        &rollout::fleet::FleetFile::default(),
+        &rollout::inventory::FleetFile::default(),
         security,
     )
     .await;
@@ -662,7 +658,7 @@ async fn agents_and_controller_speak_mutual_tls() {
         "--token-file".into(),
         token_file.into(),
     ];
-    let exe = std::path::Path::new(env!("CARGO_BIN_EXE_rollout"));
+    let exe = std::path::Path::new(EXE);
     let mut agent = within(
         60,
         "the agent to start",

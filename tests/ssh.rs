@@ -17,7 +17,7 @@ use rollout::proto::v1 as pb;
 
 /// `n` SSH hosts over `servers` sshds (round robin), the rest of the fleet file as
 /// generated; written to `dir/fleet.yaml`.
-fn ssh_fleet(dir: &Path, n: usize, servers: &[Sshd]) -> (rollout::fleet::FleetFile, PathBuf) {
+fn ssh_fleet(dir: &Path, n: usize, servers: &[Sshd]) -> (rollout::inventory::FleetFile, PathBuf) {
     let mut f = fleet(n, "127.0.0.1:1");
     for (i, h) in f.hosts.iter_mut().enumerate() {
         h.address = Arc::from(servers[i % servers.len()].address());
@@ -119,7 +119,7 @@ async fn ended_with_failures(
     name: &str,
     max_failed: &str,
 ) -> (
-    rollout::fleet::FleetFile,
+    rollout::inventory::FleetFile,
     PathBuf,
     rollout::cli::process::Spawned,
     rollout::cli::Client,
@@ -499,7 +499,7 @@ fn holding_wrapper(dir: &Path) -> (PathBuf, PathBuf, PathBuf, String) {
 
 /// The host program's counters summed over `hosts`: Applies refused for a stale
 /// epoch, and operations run.
-async fn host_counters(fleets: &rollout::reach::Fleets, fleet: &rollout::fleet::FleetFile) -> (u64, u64) {
+async fn host_counters(fleets: &rollout::reach::Fleets, fleet: &rollout::inventory::FleetFile) -> (u64, u64) {
     use rollout::engine::Fleet;
     let mut sum = (0, 0);
     for h in &fleet.hosts {

@@ -11,10 +11,8 @@ use rollout::proto::v1 as pb;
 use rollout::store::Store;
 use rollout::store::etcd_backend::local::LocalEtcd;
 
-const EXE: &str = env!("CARGO_BIN_EXE_rollout");
-
 fn copy(from: &Path, to: &str) -> (bool, String) {
-    let out = Command::new(EXE)
+    let out = Command::new(env!("CARGO_BIN_EXE_rollout"))
         .args(["store", "copy", "--from"])
         .arg(from)
         .args(["--to", to])

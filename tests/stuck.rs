@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use rollout::engine::{self, CallError, Engine, Fleet, Key, SystemClock};
-use rollout::fleet::{FleetFile, Inventory};
+use rollout::inventory::{FleetFile, Inventory};
 use rollout::plan::Plan;
 use rollout::proto::v1 as pb;
 use rollout::store::Store;
@@ -52,7 +52,7 @@ async fn a_wave_with_silent_agents_halts_at_its_progress_deadline() {
         } else {
             format!("host-{i:02}")
         };
-        fleet.hosts.push(rollout::fleet::Host {
+        fleet.hosts.push(rollout::inventory::Host {
             id,
             address: "127.0.0.1:1".into(),
             labels: [("region".to_string(), "apac".to_string())].into(),

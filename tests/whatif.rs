@@ -9,7 +9,7 @@ use jiff::civil::{Date, Time};
 use jiff::tz::TimeZone;
 use jiff::{Timestamp, ToSpan};
 use rollout::agent::SimulatorOptions;
-use rollout::fleet::{Customer, FleetFile, Host};
+use rollout::inventory::{Customer, FleetFile, Host};
 use rollout::proto::v1 as pb;
 
 /// (id, zone, hours, workdays, weight)
@@ -66,7 +66,7 @@ fn the_fleet(addr: &str) -> FleetFile {
     let hosts = CUSTOMERS
         .iter()
         .map(|(id, ..)| {
-            let mut labels = rollout::fleet::Labels::default();
+            let mut labels = rollout::inventory::Labels::default();
             labels.insert("service".into(), "exchange-routing".into());
             labels.insert("region".into(), "apac".into());
             Host {
@@ -313,7 +313,7 @@ async fn dry_runs_price_each_order_at_the_instant() {
     let horizon = rollout::downtime::model::Horizon::new(&calendar, at, 5);
     let customer_of = |host: &str| {
         let h = sim.fleet.hosts.iter().find(|h| h.id == host).unwrap();
-        rollout::fleet::strings(&h.customers)
+        rollout::inventory::strings(&h.customers)
     };
     let tiered: u64 = job
         .hosts

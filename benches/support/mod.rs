@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use rollout::cli::process::Spawned;
-use rollout::fleet::{GenerateOptions, generate};
+use rollout::inventory::{GenerateOptions, generate};
 use rollout::proto::v1 as pb;
 
 pub const EXE: &str = env!("CARGO_BIN_EXE_rollout");
@@ -22,7 +22,7 @@ pub fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-pub fn fleet(n: usize, agent: &str) -> rollout::fleet::FleetFile {
+pub fn fleet(n: usize, agent: &str) -> rollout::inventory::FleetFile {
     generate(&GenerateOptions {
         hosts: n,
         seed: 1,

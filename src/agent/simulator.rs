@@ -15,7 +15,7 @@ use tonic::{Request, Response, Status};
 
 pub use super::latency::Latency;
 use crate::engine::order::stable_hash;
-use crate::fleet::FleetFile;
+use crate::inventory::FleetFile;
 use crate::proto::v1 as pb;
 use crate::proto::v1::agent_server::{Agent, AgentServer};
 
@@ -120,7 +120,7 @@ impl Simulator {
             .map(|h| {
                 let draw = unit(options.seed, "unhealthy", &h.id);
                 let host = SimHost {
-                    customers: crate::fleet::strings(&h.customers),
+                    customers: crate::inventory::strings(&h.customers),
                     version: h.version.as_deref().unwrap_or_default().to_string(),
                     healthy: h.healthy && draw >= rate,
                     ..Default::default()
@@ -423,7 +423,7 @@ impl Agent for SimulatorService {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fleet::{GenerateOptions, generate};
+    use crate::inventory::{GenerateOptions, generate};
 
     fn sim(fail_rate: f64) -> Arc<Simulator> {
         let fleet = generate(&GenerateOptions {

@@ -15,7 +15,7 @@ use super::serve::{TlsArgs, bind, bind_http, stop_on_signals};
 use crate::agent::config::AgentConfig;
 use crate::agent::host::{self, HostAgent};
 use crate::agent::simulator::{self, Simulator, SimulatorOptions, parse_latency};
-use crate::fleet::FleetFile;
+use crate::inventory::FleetFile;
 use crate::{Error, Result};
 
 #[derive(Debug, Args)]

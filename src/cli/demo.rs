@@ -21,7 +21,8 @@ use super::process::Spawned;
 use super::render;
 use super::watch::{Progress, follow};
 use crate::agent::simulator::{self, Simulator, SimulatorOptions, parse_latency};
-use crate::fleet::{GenerateOptions, generate};
+use crate::clock::{Clock, SystemClock};
+use crate::inventory::{GenerateOptions, generate};
 use crate::plan::Plan;
 use crate::proto::v1 as pb;
 use crate::text::format_duration;
@@ -138,7 +139,7 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
     // (at the moment the demo's clock starts) among those the fix leaves unhealthy,
     // so that the restart phase shows how every tier is ordered.
     let hours_at = if args.now {
-        crate::engine::now_ms()
+        SystemClock.now_ms()
     } else {
         super::parse_instant(INCIDENT_MOMENT).map_err(Error::Usage)?
     };
@@ -363,7 +364,7 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
 }
 
 /// Marks the first `n` hosts (by id) of each business-hours tier at `at_ms` unhealthy.
-fn unhealthy_in_every_tier(fleet: &mut crate::fleet::FleetFile, at_ms: i64, n: usize) -> Result<()> {
+fn unhealthy_in_every_tier(fleet: &mut crate::inventory::FleetFile, at_ms: i64, n: usize) -> Result<()> {
     let calendar = crate::hours::Calendar::new(&fleet.customers).map_err(Error::Usage)?;
     let snapshot = calendar.snapshot(at_ms);
     let mut marked: std::collections::HashMap<crate::hours::Tier, usize> = std::collections::HashMap::new();

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use super::{GenerateArgs, ImportArgs, read, write_atomically};
-use crate::fleet::{FleetFile, GenerateOptions, generate};
+use crate::inventory::{FleetFile, GenerateOptions, generate};
 use crate::plan::Plan;
 use crate::{Error, Result};
 
@@ -59,11 +59,11 @@ pub(super) fn notify_check(files: &[PathBuf]) -> Result<ExitCode> {
 pub(super) fn fleet_import(args: &ImportArgs) -> Result<ExitCode> {
     let inventory = read(&args.ansible, "Ansible inventory")?;
     let customers = FleetFile::load(&args.customers)?.customers;
-    let how = crate::fleet::ansible::Import {
+    let how = crate::inventory::ansible::Import {
         user: args.user.clone(),
         label_vars: args.label_vars.clone(),
     };
-    let fleet = crate::fleet::ansible::import(&inventory, customers, &how)
+    let fleet = crate::inventory::ansible::import(&inventory, customers, &how)
         .map_err(|e| Error::Usage(format!("{}: {e}", args.ansible.display())))?;
     let yaml = fleet.to_yaml();
     // Checked as any fleet file is before it is written.

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use super::Output;
 use super::client::connect;
 use crate::Result;
+use crate::clock::{Clock, SystemClock};
 use crate::proto::v1 as pb;
 
 pub async fn status(server: &str, output: Output) -> Result<ExitCode> {
@@ -32,7 +33,7 @@ pub async fn status(server: &str, output: Output) -> Result<ExitCode> {
         println!("{}", serde_json::json!({ "site": status.site, "sinks": sinks }));
         return Ok(ExitCode::SUCCESS);
     }
-    let now = crate::engine::now_ms();
+    let now = SystemClock.now_ms();
     let rows = status.sinks.iter().map(|s| {
         vec![
             s.name.clone(),

@@ -291,7 +291,7 @@ pub fn when(ms: i64) -> String {
     if ms == 0 {
         "-".into()
     } else {
-        crate::engine::format_instant(ms)
+        crate::clock::format_instant(ms)
     }
 }
 

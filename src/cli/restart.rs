@@ -9,6 +9,7 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::client::connect;
+use crate::clock::{Clock, SystemClock};
 use crate::proto::v1 as pb;
 use crate::{Error, Result};
 
@@ -173,7 +174,7 @@ pub async fn restart(server: &str, args: RestartArgs) -> Result<ExitCode> {
                 if let Some(at) = args.at {
                     println!(
                         "what-if: ordered and explained as at {} (not now)",
-                        crate::engine::format_instant(at)
+                        crate::clock::format_instant(at)
                     );
                 }
                 if !job.drill_clock.is_empty() {
@@ -377,7 +378,7 @@ pub async fn hosts(server: &str, args: HostsArgs) -> Result<ExitCode> {
         println!("{}", serde_json::Value::Array(list));
         return Ok(ExitCode::SUCCESS);
     }
-    let now = crate::engine::now_ms();
+    let now = SystemClock.now_ms();
     let ago = |ms: i64| {
         if ms == 0 {
             "never".to_string()

@@ -33,7 +33,7 @@ pub(super) async fn submit(
         if let Some(at) = at {
             println!(
                 "what-if: ordered and explained as at {} (not now)",
-                crate::engine::format_instant(at)
+                crate::clock::format_instant(at)
             );
         }
         if !r.drill_clock.is_empty() {

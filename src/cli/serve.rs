@@ -286,7 +286,7 @@ fn security(args: &ServeArgs) -> Result<server::Security> {
     };
     let agents = as_client(&args.agent_ca)?;
     let peers = as_client(&args.peer_ca)?;
-    use crate::analysis::prometheus::{Access, Prometheus};
+    use crate::telemetry::prometheus::{Access, Prometheus};
     let access = Access::load(args.prometheus_ca.as_deref(), args.prometheus_token_file.as_deref())
         .map_err(|e| Error::Usage(e.to_string()))?;
     let prometheus = Prometheus::new(&access).map_err(|e| Error::Usage(e.to_string()))?;
@@ -405,7 +405,7 @@ pub async fn serve(args: ServeArgs) -> Result<ExitCode> {
             fleet: args.fleet,
             agent_timeout: args.agent_timeout,
             max_in_flight: args.max_in_flight as usize,
-            clock: Arc::new(crate::engine::SystemClock),
+            clock: Arc::new(crate::clock::SystemClock),
             security,
             metrics,
             http,

@@ -18,7 +18,7 @@ use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 /// Forwards Controller calls to the leader, or answers why it cannot.
 #[derive(Clone, Default)]
-pub struct Standby {
+pub struct Forwarder {
     state: Arc<RwLock<State>>,
     /// Readies each call for the leader (what identity goes along), or answers it
     /// here instead of forwarding it, when it says so.
@@ -39,11 +39,11 @@ struct State {
     why: String,
 }
 
-impl Standby {
+impl Forwarder {
     /// A standby saying `why` until it knows the leader, reaching an https:// one
     /// with `tls`.
-    pub fn standing_by(why: impl Into<String>, tls: Option<ClientTlsConfig>) -> Standby {
-        let standby = Standby::default();
+    pub fn standing_by(why: impl Into<String>, tls: Option<ClientTlsConfig>) -> Forwarder {
+        let standby = Forwarder::default();
         standby.state.write().unwrap_or_else(|p| p.into_inner()).tls = tls;
         standby.say(why);
         standby
@@ -51,7 +51,7 @@ impl Standby {
 
     /// Passes every call through `prepare` before forwarding it; a call it answers
     /// is answered here with what it says.
-    pub fn preparing(mut self, prepare: Prepare) -> Standby {
+    pub fn preparing(mut self, prepare: Prepare) -> Forwarder {
         self.prepare = Some(prepare);
         self
     }
@@ -102,11 +102,11 @@ fn leader_channel(url: &str, tls: Option<&ClientTlsConfig>) -> Result<Channel, S
         .connect_lazy())
 }
 
-impl NamedService for Standby {
+impl NamedService for Forwarder {
     const NAME: &'static str = crate::proto::v1::controller_server::SERVICE_NAME;
 }
 
-impl tower::Service<http::Request<Body>> for Standby {
+impl tower::Service<http::Request<Body>> for Forwarder {
     type Response = http::Response<Body>;
     type Error = Infallible;
     type Future = BoxFuture<'static, Result<Self::Response, Infallible>>;

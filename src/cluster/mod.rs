@@ -18,19 +18,19 @@
 //! phases of one process; this module knows nothing of the API it serves.
 //! With a data dir there is one controller, the leader of epoch 0 for its whole run.
 
+mod campaign;
 mod election;
 mod forward;
 mod lease;
 pub mod proxy;
 mod registry;
-mod standby;
 
 use std::time::Duration;
 
+pub use campaign::open_store;
 pub use election::{Leader, Leadership};
-pub use forward::Standby;
+pub use forward::Forwarder;
 pub use registry::{Controllers, Presence, Registry, alone};
-pub use standby::open_store;
 
 use crate::store::etcd_backend::{EtcdAddress, EtcdBackend};
 use crate::{Error, Result};

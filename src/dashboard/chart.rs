@@ -5,8 +5,8 @@
 
 use maud::{Markup, html};
 
-use crate::analysis::show;
 use crate::proto::v1 as pb;
+use crate::telemetry::show;
 
 const WIDTH: f64 = 640.0;
 const HEIGHT: f64 = 140.0;

@@ -159,7 +159,7 @@ fn offset(minutes: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fleet::Customer;
+    use crate::inventory::Customer;
 
     fn customer(id: &str, tz: &str, hours: &str) -> Customer {
         Customer::weekdays(id, tz, hours)

@@ -7,5 +7,5 @@
 //!   to minutes of fixed restart capacity (min-cost flow), checked against brute force.
 
 pub mod model;
-pub mod order;
+pub mod optimum;
 pub mod transport;

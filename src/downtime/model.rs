@@ -193,7 +193,7 @@ pub fn optimum<'a, S: AsRef<str> + 'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fleet::Customer;
+    use crate::inventory::Customer;
 
     fn customer(id: &str, tz: &str, hours: &str) -> Customer {
         Customer {

@@ -13,8 +13,8 @@ use std::sync::{Arc, Mutex};
 
 use futures::StreamExt;
 
-use crate::fleet::Inventory;
 use crate::intern::Pool;
+use crate::inventory::Inventory;
 use crate::reach::SharedFleet;
 
 /// Probes in flight at once when many hosts are asked.
@@ -324,7 +324,7 @@ mod tests {
     fn inventory(ids: &[&str]) -> Arc<Inventory> {
         let hosts = ids
             .iter()
-            .map(|id| crate::fleet::Host {
+            .map(|id| crate::inventory::Host {
                 id: id.to_string(),
                 address: "127.0.0.1:1".into(),
                 labels: Default::default(),
@@ -333,7 +333,7 @@ mod tests {
                 healthy: true,
             })
             .collect();
-        let fleet = crate::fleet::FleetFile {
+        let fleet = crate::inventory::FleetFile {
             customers: Vec::new(),
             hosts,
         };

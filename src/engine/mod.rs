@@ -22,23 +22,22 @@
 //! The [`Engine`] (this file) owns the parts; on start it resumes every unfinished
 //! rollout and restart job where the store says it was.
 
-mod analysis;
+mod approval;
 pub mod audit;
-pub mod clock;
+mod bake;
 mod dispatcher;
-mod driver;
-mod gates;
 pub mod health;
-mod inventory;
+mod hosts;
 mod job;
 mod leases;
-mod notices;
+mod notification;
 pub mod order;
 pub mod queue;
 mod restarts;
 mod results;
 mod rollback;
 mod rollout;
+mod rollout_task;
 mod rollouts;
 pub mod state;
 mod submit;
@@ -50,8 +49,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
+pub use crate::clock::{Clock, DrillClock, SystemClock, format_instant};
 pub use crate::reach::{CallError, Fleet, GrpcFleet, RetryPolicy, SharedFleet};
-pub use clock::{Clock, DrillClock, SystemClock, format_instant, now_ms};
 use health::HealthBook;
 use job::Job;
 use leases::held_by;
@@ -61,10 +60,10 @@ pub use rollouts::Action;
 pub use state::{Event, State};
 use submit::at_refused;
 
-use crate::analysis::prometheus::Prometheus;
-use crate::fleet::Inventory;
+use crate::inventory::Inventory;
 use crate::proto::v1 as pb;
 use crate::store::{self, Store};
+use crate::telemetry::prometheus::Prometheus;
 
 /// Why the engine refused or failed a request.
 #[derive(Debug, thiserror::Error)]
@@ -361,6 +360,12 @@ impl Engine {
         self.jobs.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Now by the controller's wall clock (unix ms): the injected clock every
+    /// record is stamped with.
+    pub fn wall_ms(&self) -> i64 {
+        self.ctx.clock.now_ms()
+    }
+
     /// The clock business hours are judged by, now (unix ms): the controller's
     /// clock, or its drill clock.
     pub fn now_ms(&self) -> i64 {
@@ -382,7 +387,9 @@ impl Engine {
 
     /// What the drill clock reads now, said plainly; None without one.
     pub fn drill_clock(&self) -> Option<String> {
-        self.ctx.drill.then(|| clock::drill_text(self.ctx.hours.now_ms()))
+        self.ctx
+            .drill
+            .then(|| crate::clock::drill_text(self.ctx.hours.now_ms()))
     }
 
     pub(super) fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, Arc<Live>>> {

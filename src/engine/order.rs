@@ -4,8 +4,8 @@
 
 use std::collections::HashMap;
 
-use crate::fleet::Inventory;
 use crate::hours::{Calendar, Snapshot};
+use crate::inventory::Inventory;
 use crate::plan::Order;
 use crate::proto::v1 as pb;
 
@@ -31,7 +31,7 @@ pub fn arrange(hosts: &mut [String], order: Order, inventory: &Inventory, now_ms
                 .iter()
                 .map(|h| inventory.host(h).map_or(none.as_slice(), |x| x.customers.as_slice()))
                 .collect();
-            let ranked = crate::downtime::order::rank(inventory.calendar(), now_ms, per_minute, &lists);
+            let ranked = crate::downtime::optimum::rank(inventory.calendar(), now_ms, per_minute, &lists);
             let sorted: Vec<String> = ranked.iter().map(|&i| hosts[i].clone()).collect();
             hosts.clone_from_slice(&sorted);
         }
@@ -96,7 +96,7 @@ pub fn explain(
 pub fn downtime_why(snapshot: &Snapshot<'_>, customer: &str, now_ms: i64) -> Option<String> {
     snapshot
         .get(customer)
-        .map(|(_, schedule, _)| crate::downtime::order::explain(schedule, now_ms))
+        .map(|(_, schedule, _)| crate::downtime::optimum::explain(schedule, now_ms))
 }
 
 #[cfg(test)]

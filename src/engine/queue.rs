@@ -118,7 +118,7 @@ impl RestartQueue {
             Order::LeastBusinessDowntime => {
                 idx.sort_by(|&a, &b| w[a].host.cmp(&w[b].host));
                 let lists: Vec<&[String]> = idx.iter().map(|&i| w[i].customers.as_slice()).collect();
-                let ranked = crate::downtime::order::rank(calendar, now_ms, self.per_minute, &lists);
+                let ranked = crate::downtime::optimum::rank(calendar, now_ms, self.per_minute, &lists);
                 let order = ranked.iter().map(|&i| idx[i]).collect();
                 return (order, true);
             }
@@ -204,7 +204,7 @@ pub fn prices(
     let minutes = waiting
         .len()
         .div_ceil(per_minute)
-        .clamp(1, crate::downtime::order::MAX_MINUTES);
+        .clamp(1, crate::downtime::optimum::MAX_MINUTES);
     let horizon = crate::downtime::model::Horizon::new(calendar, now_ms, minutes);
     let every = minutes.div_ceil(PRICE_RERANKS).max(1);
     let mut orders = vec![chosen];
@@ -251,8 +251,8 @@ pub fn price_list(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fleet::Customer;
     use crate::hours::Tier;
+    use crate::inventory::Customer;
 
     fn customer(id: &str, tz: &str) -> Customer {
         Customer::weekdays(id, tz, "09:00-18:00")

@@ -9,7 +9,7 @@ use tracing::info;
 
 use super::audit::{Actor, Target};
 use super::{Engine, Error, Job, RestartQueueView, Result, at_refused, held_by, job};
-use crate::fleet::Inventory;
+use crate::inventory::Inventory;
 use crate::proto::v1 as pb;
 
 impl Engine {

@@ -115,7 +115,7 @@ impl Engine {
         );
         let hosts: Vec<(&str, &str)> = targets.iter().map(|(h, v)| (h.as_str(), v.as_str())).collect();
         let ids: Vec<&str> = hosts.iter().map(|(h, _)| *h).collect();
-        let notice = super::notices::submitted(&mut record, &plan, &ids, &self.ctx.inventory());
+        let notice = super::notification::submitted(&mut record, &plan, &ids, &self.ctx.inventory());
         // The rollback takes the leases from the rollout it undoes, and that rollout's
         // record says so, in one transaction.
         let from = original.holder();

@@ -8,7 +8,7 @@ use tokio::sync::watch;
 
 use super::audit::{Actor, Target};
 use super::rollout::Approved;
-use super::{Engine, Error, Event, Key, Live, Result, State, driver};
+use super::{Engine, Error, Event, Key, Live, Result, State, rollout_task};
 use crate::proto::v1 as pb;
 
 /// What an operator may do to a rollout: one value from the API's handler to the
@@ -79,7 +79,7 @@ impl Engine {
         )?);
         self.lock().insert(live.id, live.clone());
         if live.revive() {
-            self.spawn(driver::drive(live.clone(), self.ctx.clone()));
+            self.spawn(rollout_task::drive(live.clone(), self.ctx.clone()));
         }
         Ok(live)
     }
@@ -188,7 +188,7 @@ impl Engine {
         let rollback = live.transition(&self.ctx.store, event, self.ctx.at(), Some(audit))?;
         if live.revive() {
             // A retried rollout that had ended runs again.
-            self.spawn(driver::drive(live.clone(), self.ctx.clone()));
+            self.spawn(rollout_task::drive(live.clone(), self.ctx.clone()));
         }
         drop(_guard);
         if rollback {

@@ -126,7 +126,7 @@ impl Engine {
                 host: h.clone(),
                 customers: inventory
                     .host(h)
-                    .map(|x| crate::fleet::strings(&x.customers))
+                    .map(|x| crate::inventory::strings(&x.customers))
                     .unwrap_or_default(),
                 healthy: false,
             })
@@ -185,7 +185,7 @@ impl Engine {
         };
         let audit = actor.event(now, target, format!("{} hosts selected", hosts.len()), "ok");
         let ids: Vec<&str> = hosts.iter().map(String::as_str).collect();
-        let notice = super::notices::submitted(&mut record, &plan, &ids, &self.ctx.inventory());
+        let notice = super::notification::submitted(&mut record, &plan, &ids, &self.ctx.inventory());
         if let Err(held) = self
             .ctx
             .store

@@ -24,6 +24,7 @@ use tracing::{debug, warn};
 
 use super::delivery::{Delivery, Outlet};
 use super::send::{self, Answer};
+use crate::clock::{Clock, SystemClock};
 use crate::engine::Engine;
 use crate::event_type::EventType;
 use crate::proto::v1 as pb;
@@ -109,7 +110,7 @@ impl Alerts {
     /// Alertmanager took it.
     async fn round(&self, delivery: &Delivery, engine: &Engine) -> bool {
         let sink = &self.outlet.sink;
-        let now = crate::engine::now_ms();
+        let now = engine.wall_ms();
         let rollouts = engine.list(&[]);
         let jobs = engine.restart_jobs();
         let wanted: Vec<Wanted> = conditions(&rollouts, &jobs, now)
@@ -341,7 +342,8 @@ pub fn alerts(
 /// `rollout notify test` of an Alertmanager sink: one informational alert that ends
 /// within a minute.
 pub async fn test(outlet: &Outlet, site: &str) -> Answer {
-    let now = crate::engine::now_ms();
+    // Alertmanager judges startsAt and endsAt by the real time.
+    let now = SystemClock.now_ms();
     let body = json!([{
         "labels": { "alertname": "RolloutNotifyTest", "site": site, "severity": "info" },
         "annotations": {

@@ -37,7 +37,8 @@ use tokio_util::task::TaskTracker;
 
 pub use sinks::{Sink, SinkKind, Sinks};
 
-use crate::engine::{Clock, Engine};
+use crate::clock::Clock;
+use crate::engine::Engine;
 use crate::event_type::EventType;
 use crate::proto::v1 as pb;
 use crate::store::Store;

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use super::sinks::Sink;
 use super::{Error, redact};
+use crate::clock::{Clock, SystemClock};
 
 /// What a sink made of one request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -108,7 +109,8 @@ fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
         Ok(seconds) => Duration::from_secs(seconds),
         Err(_) => {
             let at = jiff::fmt::rfc2822::parse(text).ok()?.timestamp();
-            let ms = at.as_millisecond() - crate::engine::now_ms();
+            // An HTTP date is the real time, whatever clock the controller runs on.
+            let ms = at.as_millisecond() - SystemClock.now_ms();
             Duration::from_millis(ms.max(0) as u64)
         }
     };

@@ -9,8 +9,8 @@ use serde::Deserialize;
 
 use super::validate::is_name;
 use super::{FieldError, Kind, Scalar, bad, format_duration, parse_duration};
-use crate::analysis::{Analysis, Check, Inconclusive, unknown_template};
 use crate::proto::v1 as pb;
+use crate::telemetry::{Analysis, Check, Inconclusive, unknown_template};
 
 /// Checks in one plan at most.
 const MAX_CHECKS: usize = 20;

@@ -67,7 +67,7 @@ pub enum Order {
     Stable,
     /// The order that costs customers the least working time: at each batch the
     /// optimum of the cost model for the hosts still waiting, at the restart capacity
-    /// estimated so far (`crate::downtime::order`).
+    /// estimated so far (`crate::downtime::optimum`).
     LeastBusinessDowntime,
 }
 
@@ -156,7 +156,7 @@ pub struct Plan {
     /// Share of the whole selection that must be healthy at the end of every bake.
     pub min_healthy: Option<Percent>,
     /// Telemetry gates measured during every bake.
-    pub analysis: Option<crate::analysis::Analysis>,
+    pub analysis: Option<crate::telemetry::Analysis>,
     /// Approval gates, in wave order: the rollout holds after these waves.
     pub gates: Vec<Gate>,
 }
@@ -445,7 +445,7 @@ impl Plan {
                 waves: self.rollback_waves.iter().map(|w| w.to_string()).collect(),
                 max_parallel: self.rollback_max_parallel,
             }),
-            analysis: self.analysis.as_ref().map(crate::analysis::Analysis::to_spec),
+            analysis: self.analysis.as_ref().map(crate::telemetry::Analysis::to_spec),
             gates: self.gates.iter().map(Gate::to_spec).collect(),
             max_parallel_share: self.max_parallel_share.map(|p| p.to_string()).unwrap_or_default(),
         }

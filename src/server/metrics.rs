@@ -315,7 +315,7 @@ impl Metrics {
                 .as_ref()
                 .filter(|_| r.state() == pb::RolloutState::AwaitingApproval)
             {
-                let waited = (crate::engine::now_ms() - g.opened_at_unix_ms).max(0) as f64 / 1000.0;
+                let waited = (engine.wall_ms() - g.opened_at_unix_ms).max(0) as f64 / 1000.0;
                 self.gate_waiting.get_or_create(&labels).set(waited);
             }
             let terminal = r.state().is_terminal();

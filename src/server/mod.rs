@@ -23,10 +23,11 @@ use tracing::{info, warn};
 pub use controller::ControllerService;
 
 use crate::auth::{AuthLayer, Credentials, RateLimit};
+use crate::clock::Clock;
 use crate::cluster::{self, Leading};
 use crate::dashboard::Dashboard;
-use crate::engine::{self, Clock, Engine, GrpcFleet};
-use crate::fleet::{FleetFile, Inventory};
+use crate::engine::{self, Engine, GrpcFleet};
+use crate::inventory::{FleetFile, Inventory};
 use crate::proto::v1 as pb;
 use crate::standard::incoming;
 use crate::store::Store;
@@ -87,7 +88,7 @@ pub struct Security {
     pub peers: Option<tonic::transport::ClientTlsConfig>,
     /// How plans' analyses reach the site's Prometheus (its CA, a token); None: a
     /// client without either.
-    pub prometheus: Option<Arc<crate::analysis::prometheus::Prometheus>>,
+    pub prometheus: Option<Arc<crate::telemetry::prometheus::Prometheus>>,
     /// The dashboard's TLS (`--http-tls-cert`, `--http-tls-key`); None: plain HTTP.
     pub http_tls: Option<web::HttpTls>,
     /// Names the dashboard answers to besides its address (`--http-advertise`'s).

@@ -1,4 +1,4 @@
-//! What this process serves while it stands by (`crate::cluster::standby` decides
+//! What this process serves while it stands by (`crate::cluster::campaign` decides
 //! when): the API, whose Controller calls go to the leader through the forwarding
 //! service and whose health says the Controller is not served here; its metrics; and
 //! the leader's dashboard, shown through this one's.
@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 use super::{Options, Security, metrics};
 use crate::Result;
 use crate::auth::AuthLayer;
-use crate::cluster::{self, Controllers, Standby};
+use crate::cluster::{self, Controllers, Forwarder};
 use crate::standard::incoming;
 
 /// Serves the standby's endpoints until `done`: the API on `listener` answering
@@ -19,7 +19,7 @@ use crate::standard::incoming;
 pub fn serve(
     listener: &TcpListener,
     options: &Options,
-    forward: Standby,
+    forward: Forwarder,
     peers: Controllers,
     me: &str,
     done: CancellationToken,
@@ -74,12 +74,12 @@ pub fn serve(
 async fn serve_api(
     listener: TcpListener,
     server: tonic::transport::Server,
-    forward: Standby,
+    forward: Forwarder,
     security: Security,
     done: CancellationToken,
 ) {
     let (reporter, health) = tonic_health::server::health_reporter();
-    reporter.set_not_serving::<Standby>().await;
+    reporter.set_not_serving::<Forwarder>().await;
     let served = server
         .layer(AuthLayer::new(security.credentials.clone(), security.rate))
         .add_service(health)

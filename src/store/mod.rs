@@ -37,7 +37,7 @@ pub mod etcd_backend;
 mod hosts;
 mod leases;
 mod measurements;
-mod notices;
+mod outbox;
 mod records;
 mod sled_backend;
 
@@ -50,7 +50,7 @@ use prost::Message;
 pub use backend::{Backend, Batch, prefix_end};
 pub use hosts::RolloutHosts;
 pub use leases::{Held, Holder};
-pub use notices::Subject;
+pub use outbox::Subject;
 use sled_backend::SledBackend;
 
 use crate::proto::v1 as pb;
@@ -176,7 +176,7 @@ pub struct Store {
     /// with a data dir the controller's own URL.
     acting: Arc<str>,
     /// Subjects whose notifications a committed batch wrote (see `notices`).
-    outbox_signal: tokio::sync::broadcast::Sender<notices::Subject>,
+    outbox_signal: tokio::sync::broadcast::Sender<outbox::Subject>,
 }
 
 /// Runs a long synchronous store operation (a batch over every host of a big
@@ -403,7 +403,7 @@ impl Store {
     fn commit(&self, batch: Batch) -> Result<bool> {
         let writes = !batch.ops.is_empty();
         let told = if self.outbox_signal.receiver_count() > 0 {
-            notices::written(&batch)
+            outbox::written(&batch)
         } else {
             Vec::new()
         };

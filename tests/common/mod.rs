@@ -8,6 +8,7 @@ pub mod agents;
 pub mod browser;
 pub mod certs;
 pub mod controllers;
+pub mod identity;
 pub mod prometheus;
 pub mod python;
 pub mod receiver;
@@ -19,9 +20,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use agents::EXE;
+#[allow(unused_imports)]
+pub use identity::{as_token, as_who, bound_tokens_file, token, tokens_file, tokens_yaml};
 use rollout::agent::simulator::{self, Simulator, SimulatorOptions};
 pub use rollout::cli::Client;
-use rollout::fleet::{FleetFile, GenerateOptions, generate};
+use rollout::inventory::{FleetFile, GenerateOptions, generate};
 use rollout::proto::v1 as pb;
 use rollout::proto::v1::agent_client::AgentClient;
 use rollout::server;
@@ -75,7 +79,7 @@ pub async fn spawn_rollout<S: AsRef<std::ffi::OsStr>>(
     log: &Path,
     what: &str,
 ) -> rollout::cli::process::Spawned {
-    let exe = Path::new(env!("CARGO_BIN_EXE_rollout"));
+    let exe = Path::new(EXE);
     within(
         60,
         &format!("{what} to start"),
@@ -93,10 +97,21 @@ pub async fn spawn_controller(
     extra: &[&std::ffi::OsStr],
     log: &Path,
 ) -> rollout::cli::process::Spawned {
+    spawn_controller_on("127.0.0.1:0", data, fleet, extra, log).await
+}
+
+/// [`spawn_controller`] listening on `listen` (a restart keeping its address).
+pub async fn spawn_controller_on(
+    listen: &str,
+    data: &Path,
+    fleet: &Path,
+    extra: &[&std::ffi::OsStr],
+    log: &Path,
+) -> rollout::cli::process::Spawned {
     let mut args: Vec<&std::ffi::OsStr> = vec![
         "serve".as_ref(),
         "--listen".as_ref(),
-        "127.0.0.1:0".as_ref(),
+        listen.as_ref(),
         "--data".as_ref(),
         data.as_os_str(),
         "--fleet".as_ref(),
@@ -104,6 +119,11 @@ pub async fn spawn_controller(
     ];
     args.extend_from_slice(extra);
     spawn_rollout(args, log, "the controller").await
+}
+
+/// The rollout stopped for a person (halted) or ended.
+pub fn halted_or_done(r: &pb::Rollout) -> bool {
+    r.state() == pb::RolloutState::Halted || r.state().is_terminal()
 }
 
 /// A generated fleet whose agent address is the simulator's.

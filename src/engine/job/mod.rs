@@ -4,9 +4,9 @@
 //! restart, hosts in doubt are probed (healthy: done) or asked again with the same
 //! operation_id, so no host is restarted twice.
 
-mod driver;
+mod task;
 
-pub(crate) use driver::drive;
+pub(crate) use task::drive;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -17,7 +17,7 @@ use tokio::sync::watch;
 use super::Result;
 use super::audit::{Actor, Target};
 use super::queue::{Budget, Candidate, RestartQueue};
-use crate::fleet::Inventory;
+use crate::inventory::Inventory;
 use crate::plan::{Order, Threshold};
 use crate::proto::v1 as pb;
 
@@ -106,7 +106,7 @@ impl Job {
             let h = rec.host.clone().unwrap_or_default();
             let host_customers = inventory
                 .host(&h.host_id)
-                .map(|x| crate::fleet::strings(&x.customers))
+                .map(|x| crate::inventory::strings(&x.customers))
                 .unwrap_or_default();
             next_position = next_position.max(h.position + 1);
             match h.state() {
@@ -299,7 +299,7 @@ impl Job {
 
     /// `restart.started`, for the outbox with the job's creation.
     pub fn started(&self, now_ms: i64) -> pb::Notification {
-        crate::engine::notices::job(
+        crate::engine::notification::job(
             &shown(&self.lock()),
             crate::event_type::EventType::RestartStarted,
             now_ms,
@@ -308,7 +308,7 @@ impl Job {
 
     /// `restart.completed` with the outcome the record now holds.
     fn completed(&self, inner: &JobInner, now_ms: i64) -> pb::Notification {
-        crate::engine::notices::job(&shown(inner), crate::event_type::EventType::RestartCompleted, now_ms)
+        crate::engine::notification::job(&shown(inner), crate::event_type::EventType::RestartCompleted, now_ms)
     }
 
     /// Stops the job: nothing more is dispatched; restarts in flight finish.

@@ -3,8 +3,8 @@
 //! approval written with the gate, and the next wave's start, in one transaction.
 
 use super::{At, HostState, Inner, Live, State};
+use crate::engine::approval::{self, Counted, Refused};
 use crate::engine::audit::{Actor, Target};
-use crate::engine::gates::{self, Counted, Refused};
 use crate::engine::{Error, Event, Result, order};
 use crate::proto::v1 as pb;
 use crate::store::Store;
@@ -30,7 +30,7 @@ impl Live {
             return format!("wave {} has no gate in its plan; nothing to open", wave + 1);
         };
         let evidence = self.evidence(inner, wave, unhealthy, at.hours_ms);
-        let open = gates::open(self.id, index, gate, inner.record.gates_opened, at.wall_ms, evidence);
+        let open = approval::open(self.id, index, gate, inner.record.gates_opened, at.wall_ms, evidence);
         inner.record.gates_opened += 1;
         let line = format!("awaiting approval: {} (gate {})", gate.describe(), open.gate_id);
         inner.record.gate = Some(open);
@@ -101,7 +101,7 @@ impl Live {
     pub fn approve(&self, store: &Store, actor: &Actor, gate_id: &str, comment: &str, at: At) -> Result<Approved> {
         let mut inner = self.lock();
         let named = |why: String| format!("rollout `{}` (id {}): {why}", self.plan.name, self.id);
-        if let Some(earlier) = gates::answered(&inner.record, &actor.request_id) {
+        if let Some(earlier) = approval::answered(&inner.record, &actor.request_id) {
             return Ok(Approved {
                 counted: true,
                 replayed: true,
@@ -123,7 +123,7 @@ impl Live {
                 open.index
             ))));
         };
-        let counted = gates::judge(
+        let counted = approval::judge(
             open,
             gate,
             &inner.record.submitted_by,
@@ -141,7 +141,7 @@ impl Live {
         };
         let mut open = open.clone();
         if counted != Counted::Again {
-            gates::record(
+            approval::record(
                 &mut open,
                 pb::Approval {
                     principal: actor.principal.clone(),
@@ -152,7 +152,7 @@ impl Live {
                 },
             );
         }
-        let message = gates::said(&open, &counted, &actor.principal);
+        let message = approval::said(&open, &counted, &actor.principal);
         let mut detail = format!("approve gate {} after {}: {message}", open.gate_id, open.after);
         if !comment.is_empty() {
             detail.push_str(&format!(" (comment: {})", crate::text::one_line(comment)));
@@ -193,7 +193,7 @@ impl Live {
             if let Some(evidence) = open.evidence.as_mut() {
                 evidence.next_wave = Some(next);
             }
-            gates::remeasured(open, self.id, opened, measured);
+            approval::remeasured(open, self.id, opened, measured);
         }
         store.put_rollout_with_events(&inner.record, &[])?;
         self.publish(&inner);
@@ -215,7 +215,7 @@ impl Live {
         let gate = self.plan.gates.get(open.index as usize)?;
         Some(Event::GateTimedOut {
             action: gate.on_timeout,
-            reason: gates::timed_out(open, now_ms),
+            reason: approval::timed_out(open, now_ms),
         })
     }
 }

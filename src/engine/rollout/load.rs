@@ -12,7 +12,7 @@ use tokio::sync::watch;
 use super::counts::{Customers, Tally};
 use super::{EXAMPLES, Error, FailureGroups, GroupKind, HostState, Inner, Live, Result, order};
 use crate::engine::state::{Policy, State};
-use crate::fleet::Inventory;
+use crate::inventory::Inventory;
 use crate::plan::Plan;
 use crate::proto::v1 as pb;
 use crate::store::Store;

@@ -26,7 +26,7 @@ use super::results::{FailureGroups, GroupKind, push_history};
 use super::state::{Decision, Event, Policy, Refusal, State, WaveReport, step};
 use super::{Error, Result};
 use crate::event_type::EventType;
-use crate::fleet::Inventory;
+use crate::inventory::Inventory;
 use crate::plan::Plan;
 use crate::proto::v1 as pb;
 use crate::store::{Holder, Store};
@@ -233,7 +233,7 @@ impl Live {
                 Decision::Notify(kind) => done.told.push(kind),
                 Decision::StartRollback => done.rollback = true,
                 Decision::OpenGate { wave } => audit(self.open_gate(inner, wave, unhealthy, at), "gate"),
-                Decision::CloseGate { outcome } => super::gates::close(&mut inner.record, outcome, now_ms),
+                Decision::CloseGate { outcome } => super::approval::close(&mut inner.record, outcome, now_ms),
             }
         }
         Ok(())
@@ -308,7 +308,7 @@ impl Live {
         let now_ms = at.wall_ms;
         let mut shown = self.build_counted(inner, &inner.tally, inner.customers.mitigated);
         if at.drill {
-            shown.drill_clock = super::clock::drill_text(at.hours_ms);
+            shown.drill_clock = crate::clock::drill_text(at.hours_ms);
         }
         shown.summary = crate::summary::rollout(&shown);
         let mut out = Vec::with_capacity(kinds.len());
@@ -323,7 +323,7 @@ impl Live {
                 job_id: 0,
                 seq,
                 at_unix_ms: now_ms,
-                data_json: super::notices::data(&shown, seq).to_string(),
+                data_json: super::notification::data(&shown, seq).to_string(),
                 controller: String::new(),
             });
         }

@@ -10,7 +10,7 @@ use tracing::{Instrument, info, info_span, warn};
 use super::{HostState, IDLE_TICK, Job};
 use crate::engine::health::Seen;
 use crate::engine::{Context, Result};
-use crate::fleet::Inventory;
+use crate::inventory::Inventory;
 use crate::proto::v1 as pb;
 
 /// Runs a restart job until it ends or the controller shuts down.

@@ -17,7 +17,7 @@ pub(crate) fn submitted(
     record: &mut pb::RolloutRecord,
     plan: &crate::plan::Plan,
     hosts: &[&str],
-    inventory: &crate::fleet::Inventory,
+    inventory: &crate::inventory::Inventory,
 ) -> pb::Notification {
     let customers: std::collections::HashSet<&str> = hosts
         .iter()

@@ -1,4 +1,4 @@
-//! The standby phase: before a controller on etcd opens the store it serves as a
+//! The campaign: before a controller on etcd opens the store it serves as a
 //! standby (its API forwarding to the leader, its metrics, the leader's dashboard)
 //! and campaigns; once it leads, it says so in the registry and opens the store,
 //! every write fenced by its epoch. A leader that loses the leadership comes back
@@ -10,8 +10,8 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
-use super::{Controllers, Leading, Presence, Registry, Standby, StoreAt, election};
-use crate::engine::Clock;
+use super::{Controllers, Forwarder, Leading, Presence, Registry, StoreAt, election};
+use crate::clock::Clock;
 use crate::store::Store;
 use crate::{Error, Result};
 
@@ -25,7 +25,7 @@ pub async fn open_store(
     registry: Option<&Registry>,
     peers_tls: Option<tonic::transport::ClientTlsConfig>,
     clock: &dyn Clock,
-    serve: impl FnOnce(Standby, Controllers, &str, CancellationToken) -> Result<Vec<JoinHandle<()>>>,
+    serve: impl FnOnce(Forwarder, Controllers, &str, CancellationToken) -> Result<Vec<JoinHandle<()>>>,
     shutdown: &CancellationToken,
 ) -> Result<Option<(Store, Option<Leading>)>> {
     let (etcd, registry) = match (store, registry) {
@@ -33,7 +33,7 @@ pub async fn open_store(
         (StoreAt::Dir(dir), _) => return Ok(Some((Store::open(dir)?, None))),
         (StoreAt::Etcd(_), None) => return Err(Error::Internal("etcd is not connected".into())),
     };
-    let switch = Standby::standing_by("this controller is starting: it is looking for the leader", peers_tls);
+    let switch = Forwarder::standing_by("this controller is starting: it is looking for the leader", peers_tls);
     let standby_done = CancellationToken::new();
     let standing = serve(
         switch.clone(),

@@ -26,7 +26,7 @@ impl Engine {
             req.address = std::net::SocketAddr::new(ip, port.parse().unwrap_or(0)).to_string();
         }
         let now = self.ctx.clock.now_ms();
-        let host = crate::fleet::Host {
+        let host = crate::inventory::Host {
             id: req.host_id.clone(),
             address: crate::intern::intern(&req.address),
             labels: req.labels.clone().into_iter().collect(),
@@ -35,7 +35,7 @@ impl Engine {
             healthy: req.healthy,
         };
         // The one grammar, as for a fleet file's hosts; the fields by their RPC names.
-        crate::fleet::check_host(&host).map_err(|(field, message)| Error::Invalid {
+        crate::inventory::check_host(&host).map_err(|(field, message)| Error::Invalid {
             field: format!("Heartbeat {}", if field == "id" { "host_id" } else { field.as_str() }),
             message,
         })?;
@@ -45,7 +45,7 @@ impl Engine {
                 .host(&host.id)
                 .is_some_and(|h| h.address == host.address && h.labels == host.labels && h.customers == host.customers);
             if !same {
-                let (records, _) = crate::fleet::FleetFile {
+                let (records, _) = crate::inventory::FleetFile {
                     customers: Vec::new(),
                     hosts: vec![host.clone()],
                 }
@@ -114,7 +114,7 @@ impl Engine {
                     id: h.id.clone(),
                     address: h.address.to_string(),
                     labels: h.labels.clone().into_iter().collect(),
-                    customers: crate::fleet::strings(&h.customers),
+                    customers: crate::inventory::strings(&h.customers),
                     version: seen.version.to_string(),
                     healthy: seen.healthy,
                     checked_at_unix_ms: seen.at_ms,

@@ -18,8 +18,8 @@ impl Clock for SystemClock {
     }
 }
 
-/// Unix time in milliseconds from the system clock.
-pub fn now_ms() -> i64 {
+/// Unix time in milliseconds from the system clock (only [`SystemClock`] reads it).
+fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)

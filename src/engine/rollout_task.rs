@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use super::analysis::Baked;
+use super::bake::Baked;
 use super::dispatcher::{Book, Dispatcher, Mode};
 use super::rollout::{Dispatch, Live};
 use super::state::{Event, FleetHealth, HealthReport, State, WaveReport};
@@ -92,7 +92,7 @@ async fn run(live: &Live, ctx: &Context) -> Result<()> {
                 let Some(analysis) = live.plan.analysis.as_ref() else {
                     continue;
                 };
-                match super::analysis::bake(live, ctx, analysis, wave, until_ms, &mut control).await? {
+                match super::bake::bake(live, ctx, analysis, wave, until_ms, &mut control).await? {
                     Baked::Passed => {
                         let health = health_gate(live, ctx, wave).await?;
                         advance(live, ctx, Event::BakeElapsed(health)).await?
@@ -244,7 +244,7 @@ async fn await_approval(
         .plan
         .analysis
         .as_ref()
-        .map(|a| (a, super::analysis::next_at_gate(live, a, wave, now)));
+        .map(|a| (a, super::bake::next_at_gate(live, a, wave, now)));
     let wake = [deadline.as_ref().map(|(_, d)| *d), measure.map(|(_, due)| due)]
         .into_iter()
         .flatten()
@@ -274,7 +274,7 @@ async fn await_approval(
         && now >= due
         && live.state() == (State::AwaitingApproval { wave })
     {
-        match super::analysis::at_gate(live, ctx, analysis, wave).await? {
+        match super::bake::at_gate(live, ctx, analysis, wave).await? {
             Some(Baked::Failed(reason)) => advance(live, ctx, Event::AnalysisFailed { wave, reason }).await?,
             Some(Baked::Inconclusive(reason)) => {
                 advance(live, ctx, Event::AnalysisInconclusive { wave, reason }).await?

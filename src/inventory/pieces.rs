@@ -111,7 +111,7 @@ pub fn parse(text: &str) -> Option<FleetFile> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fleet::{GenerateOptions, generate};
+    use crate::inventory::{GenerateOptions, generate};
 
     fn whole(text: &str) -> FleetFile {
         serde_yaml::from_str(text).unwrap()

@@ -15,8 +15,8 @@ use tracing::{info, warn};
 
 use super::rollout::Live;
 use super::{Context, Result};
-use crate::analysis::{Analysis, Check, Inconclusive, Vars, Verdict, fill, judge};
 use crate::proto::v1 as pb;
+use crate::telemetry::{Analysis, Check, Inconclusive, Vars, Verdict, fill, judge};
 
 /// How a bake's analysis ended.
 pub(super) enum Baked {
