@@ -52,6 +52,7 @@
 //! - [`event_type`]: the notification event types, one enum with the contract's names.
 //! - [`clock`]: the wall clock every user gets injected, the drill clock, instants as
 //!   people read them.
+//! - [`testing`]: how a test that needs an outside program says it could not run.
 //! - [`text`]: input quoted on one line, durations as people write them.
 //! - [`proto`]: generated protobuf and gRPC code, and the states' names.
 
@@ -79,6 +80,7 @@ pub mod standard;
 pub mod store;
 pub mod summary;
 pub mod telemetry;
+pub mod testing;
 pub mod text;
 pub mod tls;
 pub mod yamlfile;

@@ -18,7 +18,9 @@ fn heartbeat(host: &str, address: &str, version: &str) -> pb::HeartbeatRequest {
     pb::HeartbeatRequest {
         host_id: host.into(),
         address: address.into(),
-        labels: [("service".to_string(), "hijack-demo".to_string())].into(),
+        // Not the service the rollout below selects: it goes to the real host alone,
+        // and the attacker's own hosts (at the decoy) are never called.
+        labels: [("service".to_string(), "attacker-own".to_string())].into(),
         version: version.into(),
         healthy: true,
         interval_ms: 60_000,
@@ -156,6 +158,9 @@ async fn one_agents_token_cannot_speak_for_another_host() {
         1,
         "the real host's deploy ran once"
     );
+    // Nothing ever called the attacker's address.
+    let called = tokio::time::timeout(std::time::Duration::from_millis(100), decoy.accept()).await;
+    assert!(called.is_err(), "the decoy was called: {called:?}");
     drop(decoy);
     drop(controller);
     drop(agent);

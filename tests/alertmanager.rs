@@ -38,12 +38,10 @@ impl LocalAlertmanager {
             .status()
             .is_ok_and(|s| s.success());
         if !found {
-            let required = std::env::var(REQUIRED).is_ok_and(|v| v == "required");
-            assert!(
-                !required,
-                "{REQUIRED}=required but there is no `{BINARY}`: install Debian's prometheus-alertmanager"
+            rollout::testing::skip(
+                REQUIRED,
+                &format!("no `{BINARY}`: install Debian's prometheus-alertmanager"),
             );
-            eprintln!("skipped: no `{BINARY}` (install Debian's prometheus-alertmanager to run this test)");
             return None;
         }
         let dir = tempfile::tempdir().unwrap();
@@ -99,6 +97,7 @@ impl LocalAlertmanager {
 /// Firing while the condition holds: a `RolloutHalted` alert with labels alertname,
 /// rollout, site, severity and the status text as its summary; resolved (gone from
 /// the active alerts) once the rollout is resumed and ends.
+#[ignore = "needs prometheus-alertmanager (Debian's); cargo test -- --include-ignored runs it"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_halted_rollout_fires_until_it_is_resumed_and_ends() {
     let Some(am) = LocalAlertmanager::start_for_test().await else {

@@ -165,6 +165,7 @@ async fn until_ended_or_halted(client: &mut Client, name: &str) -> pb::Rollout {
 /// not. Every gate passes, the baseline check included (the fix's retry ratio is a
 /// twentieth of the old one's, under max_ratio 0.5), the rollout reaches 100%, and
 /// the measurements are in GetRollout and in the audit log.
+#[ignore = "needs prometheus (Debian's prometheus); cargo test -- --include-ignored runs it"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_good_fix_passes_every_gate_against_a_real_prometheus() {
     let Some(site) = site(&[OLD]).await else {
@@ -218,6 +219,7 @@ async fn a_good_fix_passes_every_gate_against_a_real_prometheus() {
 /// A fix to a version that storms too: the first wave's analysis fails and the
 /// rollout halts, the reason naming the check, its value and its bound; the baseline
 /// check fails as well (its ratio is about 1, over max_ratio 0.5).
+#[ignore = "needs prometheus (Debian's prometheus); cargo test -- --include-ignored runs it"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_faulty_fix_halts_in_its_first_bake_naming_the_check_and_the_value() {
     let Some(site) = site(&[OLD, BAD]).await else {
@@ -262,6 +264,7 @@ async fn a_faulty_fix_halts_in_its_first_bake_naming_the_check_and_the_value() {
 /// Prometheus killed during a bake. Under `inconclusive: continue` the rollout goes on
 /// and records the inconclusive measurements; under the default (`halt`) the next
 /// rollout halts, saying Prometheus was unreachable.
+#[ignore = "needs prometheus (Debian's prometheus); cargo test -- --include-ignored runs it"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prometheus_lost_mid_bake_halts_by_default_and_is_recorded_under_continue() {
     let Some(mut site) = site(&[OLD]).await else {
@@ -312,6 +315,7 @@ async fn prometheus_lost_mid_bake_halts_by_default_and_is_recorded_under_continu
 
 /// `on_failure.action: rollback`: a failed gate ends the rollout and returns the hosts
 /// it touched to the version they ran before.
+#[ignore = "needs prometheus (Debian's prometheus); cargo test -- --include-ignored runs it"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_gate_with_rollback_returns_the_touched_hosts() {
     let Some(site) = site(&[OLD, BAD]).await else {
@@ -359,6 +363,7 @@ async fn a_failed_gate_with_rollback_returns_the_touched_hosts() {
 /// A controller killed (SIGKILL) during a bake with analysis: the next one resumes the
 /// bake, counts the measurements taken before, and halts at the same failed
 /// measurement an uninterrupted analysis would have (the third, failure_limit 2).
+#[ignore = "needs prometheus (Debian's prometheus); cargo test -- --include-ignored runs it"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_controller_killed_mid_bake_resumes_the_analysis_and_reaches_the_same_verdict() {
     let Some(site) = site(&[OLD, BAD]).await else {
@@ -405,6 +410,7 @@ async fn a_controller_killed_mid_bake_resumes_the_analysis_and_reaches_the_same_
 
 /// The dashboard's rollout page charts each check, in a real browser: a point per
 /// measurement, the bound, and the baseline of the check that has one.
+#[ignore = "needs chromium and chromedriver (Debian's); cargo test -- --include-ignored runs it"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_charts_each_check_in_a_browser() {
     let Some(site) = site(&[OLD]).await else {
@@ -487,6 +493,7 @@ async fn the_dashboard_charts_each_check_in_a_browser() {
 /// A Prometheus serving its API over TLS with a private CA: without the CA the
 /// measurements are inconclusive and the rollout halts, saying why; with
 /// `--prometheus-ca` they pass.
+#[ignore = "needs prometheus (Debian's prometheus); cargo test -- --include-ignored runs it"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_https_prometheus_is_trusted_with_its_ca() {
     let Some(site) = site_with(&[OLD], true).await else {
@@ -545,6 +552,7 @@ async fn an_https_prometheus_is_trusted_with_its_ca() {
 /// evidence (the gate id changes, so an approval of the earlier view is refused, the
 /// approver told to look again), and a round that cannot be measured closes the gate
 /// as it would have failed the bake (inconclusive: halt).
+#[ignore = "needs prometheus (Debian's prometheus); cargo test -- --include-ignored runs it"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_analysis_goes_on_while_a_gate_waits() {
     let Some(mut site) = site(&[OLD]).await else {

@@ -92,6 +92,7 @@ fn log_of(path: &Path) -> String {
 /// (the other takes over) and SIGCONTed (it finds itself deposed, gets nothing done
 /// and stands by); then etcd's own leader killed. The rollout reaches 100% and every
 /// host ran the fix exactly once.
+#[ignore = "needs etcd (Debian's etcd-server); cargo test -- --include-ignored runs it"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_rollout_survives_its_leaders_and_an_etcd_member_and_runs_each_host_once() {
     let Some(mut site) = site(3, HOSTS, &[]).await else {
@@ -305,6 +306,7 @@ async fn the_rollout_survives_its_leaders_and_an_etcd_member_and_runs_each_host_
 
 /// A leader that loses etcd altogether cannot renew its lease: it stops dispatching
 /// within the lease, says why, and no Apply of its reaches a host after.
+#[ignore = "needs etcd (Debian's etcd-server); cargo test -- --include-ignored runs it"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leader_that_loses_etcd_stops_dispatching_within_its_lease() {
     let Some(site) = site(3, HOSTS, &[]).await else {
@@ -371,6 +373,7 @@ async fn a_leader_that_loses_etcd_stops_dispatching_within_its_lease() {
 /// caller's identity and role checked as on the leader; the audit log names the
 /// principal and the controller that acted. Its metrics say it stands by, and its
 /// dashboard shows the leader's.
+#[ignore = "needs etcd (Debian's etcd-server); cargo test -- --include-ignored runs it"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_standby_forwards_calls_with_the_callers_identity_and_shows_the_leaders_dashboard() {
     let dir = tempfile::tempdir().unwrap();
@@ -533,6 +536,7 @@ async fn a_standby_forwards_calls_with_the_callers_identity_and_shows_the_leader
 /// A gate on etcd: an approval sent to the standby is forwarded and counted under
 /// the caller's name (never the standby's); the leader SIGKILLed, the new one waits
 /// at the same gate with that approval, and the second approval starts the next wave.
+#[ignore = "needs etcd (Debian's etcd-server); cargo test -- --include-ignored runs it"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_approval_through_a_standby_counts_for_the_caller_and_survives_the_leader() {
     let dir = tempfile::tempdir().unwrap();
@@ -636,6 +640,7 @@ async fn an_approval_through_a_standby_counts_for_the_caller_and_survives_the_le
 /// standby is recorded under its name, and four-eyes refuses its own approval at the
 /// leader and through the standby; the leader takes a forwarded identity only from a
 /// controller (a client sending the header is refused).
+#[ignore = "needs etcd (Debian's etcd-server); cargo test -- --include-ignored runs it"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_standby_forwards_to_a_leader_over_mutual_tls() {
     let dir = tempfile::tempdir().unwrap();
@@ -792,6 +797,7 @@ async fn a_standby_forwards_to_a_leader_over_mutual_tls() {
 /// On etcd, the leader SIGKILLed with the rollout's events undelivered (its sink
 /// failing): the new leader delivers every one of them, in order, with the ids the
 /// old leader wrote, and says it leads (`controller.leader_changed`).
+#[ignore = "needs etcd (Debian's etcd-server); cargo test -- --include-ignored runs it"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_leader_delivers_what_the_killed_one_had_not() {
     let dir = tempfile::tempdir().unwrap();
@@ -862,6 +868,7 @@ async fn a_new_leader_delivers_what_the_killed_one_had_not() {
 /// over, finds the operations in the store, asks their agent (the operations still
 /// running there answer "running", those done their recorded result) and the rollout
 /// finishes with every host's deploy run exactly once, by the simulator's own count.
+#[ignore = "needs etcd (Debian's etcd-server); cargo test -- --include-ignored runs it"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_takeover_with_thousands_in_flight_runs_each_host_once() {
     const MANY: usize = 3_000;

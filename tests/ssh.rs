@@ -47,6 +47,7 @@ fn runs_of(runs: &Path, host: &str) -> Vec<String> {
 
 /// A fix in three waves over 20 SSH hosts on four sshds, the controller SIGKILLed
 /// twice mid-wave: every host's command ran exactly once.
+#[ignore = "needs sshd (Debian's openssh-server); cargo test -- --include-ignored runs it"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fix_over_ssh_runs_each_host_once_through_two_sigkills() {
     let dir = tempfile::tempdir().unwrap();
@@ -151,6 +152,7 @@ async fn ended_with_failures(
 
 /// A host whose key changed, and a host known_hosts does not list, are refused
 /// with the key's fingerprint before anything is sent: nothing runs on them.
+#[ignore = "needs sshd (Debian's openssh-server); cargo test -- --include-ignored runs it"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn changed_and_unknown_host_keys_are_refused_and_nothing_runs() {
     let dir = tempfile::tempdir().unwrap();
@@ -234,6 +236,7 @@ fn host_certificate(dir: &Path, name: &str, sshd: &mut Sshd) -> String {
 /// accepted (the client asks for certificates where a @cert-authority line names
 /// the host), and one signed by a CA key that is also listed `@revoked` is refused
 /// before anything is sent, naming the revoked CA's line; nothing runs there.
+#[ignore = "needs sshd (Debian's openssh-server); cargo test -- --include-ignored runs it"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_certificate_signed_by_a_revoked_ca_is_refused() {
     let dir = tempfile::tempdir().unwrap();
@@ -277,6 +280,7 @@ async fn a_certificate_signed_by_a_revoked_ca_is_refused() {
 }
 
 /// One rollout over agents (a simulated fleet) and SSH hosts together.
+#[ignore = "needs sshd (Debian's openssh-server); cargo test -- --include-ignored runs it"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_rollout_over_agents_and_ssh_hosts() {
     let dir = tempfile::tempdir().unwrap();
@@ -371,6 +375,7 @@ impl OneHost {
 
 /// A command past its timeout is killed with its whole process group, and the host
 /// is reported as timed out.
+#[ignore = "needs sshd (Debian's openssh-server); cargo test -- --include-ignored runs it"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_command_past_its_timeout_is_killed_with_its_group() {
     let probe_dir = tempfile::tempdir().unwrap();
@@ -401,6 +406,7 @@ async fn a_command_past_its_timeout_is_killed_with_its_group() {
 
 /// The host's sshd killed mid-command (its sessions too: the connection drops) and
 /// started again: the command ran once, and its result is found.
+#[ignore = "needs sshd (Debian's openssh-server); cargo test -- --include-ignored runs it"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dropped_connection_mid_command_runs_it_once_and_finds_its_result() {
     let probe_dir = tempfile::tempdir().unwrap();
@@ -432,6 +438,7 @@ async fn a_dropped_connection_mid_command_runs_it_once_and_finds_its_result() {
 /// Fencing on the host: once a newer leader (epoch 9) has acted on a host, an Apply
 /// of the deposed one (epoch 7) over SSH is refused by the host's epoch file, as an
 /// agent refuses it, and counted; nothing runs.
+#[ignore = "needs sshd (Debian's openssh-server); cargo test -- --include-ignored runs it"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deposed_leaders_apply_over_ssh_is_refused_by_the_host() {
     use rollout::engine::Fleet;
@@ -517,6 +524,7 @@ async fn host_counters(fleets: &rollout::reach::Fleets, fleet: &rollout::invento
 /// finishes the rollout; then the held Applies of the deposed leader reach the
 /// hosts and are refused by the hosts' epoch files. Every host's command ran
 /// exactly once; the deposed leader, woken, stands by.
+#[ignore = "needs sshd and etcd (Debian's openssh-server, etcd-server); cargo test -- --include-ignored runs it"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_etcd_a_paused_leaders_held_applies_are_refused_by_the_hosts() {
     use common::controllers::{controller, signal, until_role, url};

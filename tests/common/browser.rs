@@ -35,12 +35,10 @@ pub struct Browser {
 /// is skipped) when they are not installed.
 pub async fn start() -> Option<Browser> {
     let Some((driver, chromium)) = programs() else {
-        let required = std::env::var("ROLLOUT_BROWSER_TESTS").is_ok_and(|v| v == "required");
-        assert!(
-            !required,
-            "chromium and chromedriver are not installed: `apt-get install chromium chromium-driver`"
+        rollout::testing::skip(
+            "ROLLOUT_BROWSER_TESTS",
+            "no chromium and chromedriver: install Debian's chromium and chromium-driver",
         );
-        eprintln!("SKIPPED: no chromium/chromedriver here (ROLLOUT_BROWSER_TESTS=required makes this a failure)");
         return None;
     };
     let port = std::net::TcpListener::bind("127.0.0.1:0")

@@ -39,12 +39,7 @@ impl LocalPrometheus {
     /// that signed them, PEM files) at `https://`.
     pub async fn start_with(targets: &[String], tls: Option<(&Path, &Path, &Path)>) -> Option<LocalPrometheus> {
         if !available() {
-            let required = std::env::var(REQUIRED).is_ok_and(|v| v == "required");
-            assert!(
-                !required,
-                "{REQUIRED}=required but there is no `prometheus` binary: install Debian's prometheus"
-            );
-            eprintln!("skipped: no `prometheus` binary (install Debian's prometheus to run this test)");
+            rollout::testing::skip(REQUIRED, "no `prometheus` binary: install Debian's prometheus");
             return None;
         }
         let dir = tempfile::tempdir().unwrap();

@@ -308,7 +308,7 @@ mod tests {
             .arg(&key)
             .status();
         if !made.is_ok_and(|s| s.success()) {
-            eprintln!("skipped: no ssh-keygen");
+            crate::testing::skip("ROLLOUT_SSH_TESTS", "no ssh-keygen: install Debian's openssh-client");
             return;
         }
         let text = format!(

@@ -44,12 +44,7 @@ impl LocalEtcd {
     /// `etcd` fails the test instead.
     pub async fn start_for_test(members: usize) -> Option<LocalEtcd> {
         if !LocalEtcd::available() {
-            let required = std::env::var(REQUIRED).is_ok_and(|v| v == "required");
-            assert!(
-                !required,
-                "{REQUIRED}=required but there is no `etcd` binary: install Debian's etcd-server"
-            );
-            eprintln!("skipped: no `etcd` binary (install Debian's etcd-server to run this test)");
+            crate::testing::skip(REQUIRED, "no `etcd` binary: install Debian's etcd-server");
             return None;
         }
         // Ports are picked free and then handed to etcd, so another process may take

@@ -41,6 +41,7 @@ fn a_key_written_twice_in_a_batch_is_written_once_as_the_last_op_says() {
 /// The conformance suite against a real etcd (Debian's `etcd-server`), one
 /// member on loopback ports; skipped without an `etcd` binary unless
 /// `ROLLOUT_ETCD_TESTS=required`.
+#[ignore = "needs etcd (Debian's etcd-server); cargo test -- --include-ignored runs it"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn etcd_passes_the_conformance_suite() {
     let Some(etcd) = local::LocalEtcd::start_for_test(1).await else {
