@@ -27,6 +27,11 @@ const TREE: &str = "kv";
 pub struct SledBackend {
     db: sled::Db,
     kv: sled::Tree,
+    /// In memory, gone on drop: nothing to make durable, so a flush is done in
+    /// place. Tests on tokio's paused clock rely on it: awaiting sled's flusher
+    /// thread leaves the runtime idle, and the paused clock would jump ahead (a bake
+    /// or a gate's timeout passing) while the store flushed.
+    temporary: bool,
 }
 
 impl SledBackend {
@@ -55,12 +60,18 @@ impl SledBackend {
 
     /// A database in memory that vanishes on drop, for tests.
     pub fn temporary() -> Result<SledBackend> {
-        SledBackend::from_db(sled::Config::new().temporary(true).open()?)
+        let mut backend = SledBackend::from_db(sled::Config::new().temporary(true).open()?)?;
+        backend.temporary = true;
+        Ok(backend)
     }
 
     fn from_db(db: sled::Db) -> Result<SledBackend> {
         let kv = db.open_tree(TREE)?;
-        Ok(SledBackend { db, kv })
+        Ok(SledBackend {
+            db,
+            kv,
+            temporary: false,
+        })
     }
 
     /// The trees of a schema 2 data dir, by name, for the migration to one key space:
@@ -152,7 +163,11 @@ impl Backend for SledBackend {
 
     fn flush(&self) -> BoxFuture<'_, Result<()>> {
         Box::pin(async move {
-            self.db.flush_async().await?;
+            if self.temporary {
+                self.db.flush()?;
+            } else {
+                self.db.flush_async().await?;
+            }
             Ok(())
         })
     }
