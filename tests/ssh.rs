@@ -467,7 +467,7 @@ async fn a_deposed_leaders_apply_over_ssh_is_refused_by_the_host() {
     let done = new.apply(&sshd.address(), apply("op-new")).await.unwrap();
     assert!(done.ok, "{done:?}");
     let refused = old.apply(&sshd.address(), apply("op-old")).await.unwrap_err();
-    assert_eq!(refused.code, tonic::Code::FailedPrecondition, "{refused:?}");
+    assert_eq!(refused.failure, rollout::reach::Failure::Refused, "{refused:?}");
     assert!(
         refused
             .message

@@ -10,7 +10,7 @@ use futures::future::BoxFuture;
 use tonic::transport::Endpoint;
 
 use super::results::Link;
-use super::{Answer, CallError, Fleet, Guard, Reply, RetryPolicy, guarded};
+use super::{Answer, CallError, Failure, Fault, Fleet, Guard, Reply, RetryPolicy, guarded};
 use crate::proto::v1 as pb;
 use crate::proto::v1::agent_client::AgentClient;
 use crate::retry::CallStats;
@@ -95,11 +95,7 @@ impl GrpcFleet {
         } else {
             format!("{scheme}://{address}")
         };
-        let bad = |message: String| CallError {
-            address: address.to_string(),
-            code: tonic::Code::InvalidArgument,
-            message,
-        };
+        let bad = |message: String| Fault::new(Failure::Invalid, message).at(address);
         let mut endpoint = Endpoint::from_shared(url).map_err(|e| bad(format!("bad agent address: {e}")))?;
         if let Some(tls) = &self.tls {
             endpoint = endpoint
@@ -137,11 +133,8 @@ impl Fleet for GrpcFleet {
         self.start(address, request, reply);
         Box::pin(async move {
             Reply::answer(&mut answers).await.unwrap_or_else(|| {
-                Err(CallError {
-                    address: address_,
-                    code: tonic::Code::Cancelled,
-                    message: "the controller stopped awaiting this operation's result".into(),
-                })
+                let gone = "the controller stopped awaiting this operation's result";
+                Err(Fault::new(Failure::Abandoned, gone).at(&address_))
             })
         })
     }
@@ -170,9 +163,71 @@ impl Fleet for GrpcFleet {
                     host_id: host_id.clone(),
                 });
                 req.set_timeout(timeout);
-                async move { client.probe(req).await.map(tonic::Response::into_inner) }
+                async move { client.probe(req).await.map(tonic::Response::into_inner).map_err(fault) }
             })
             .await
         })
+    }
+}
+
+/// A gRPC status in the reach layer's words: the one place tonic's codes are read.
+/// A status tonic made itself for a connection that broke ("transport error", "h2
+/// protocol error", code Unknown) is a broken call, worth another try.
+pub(crate) fn fault(status: tonic::Status) -> Fault {
+    let message = status.message().to_string();
+    let failure = match status.code() {
+        tonic::Code::Unknown if message.starts_with("transport error") || message.starts_with("h2 protocol error") => {
+            Failure::Broken
+        }
+        code => failure_of(code),
+    };
+    Fault { failure, message }
+}
+
+/// The failure a gRPC code (an agent's answer, or a result in its log) stands for.
+pub(crate) fn failure_of(code: tonic::Code) -> Failure {
+    use tonic::Code;
+    match code {
+        Code::Unavailable => Failure::Unreachable,
+        Code::DeadlineExceeded => Failure::TimedOut,
+        Code::Unknown => Failure::Unexplained,
+        Code::Cancelled => Failure::Abandoned,
+        Code::FailedPrecondition => Failure::Refused,
+        Code::PermissionDenied | Code::Unauthenticated => Failure::Forbidden,
+        Code::InvalidArgument => Failure::Invalid,
+        Code::Unimplemented => Failure::Unsupported,
+        Code::Ok => Failure::Other("Ok"),
+        Code::NotFound => Failure::Other("NotFound"),
+        Code::AlreadyExists => Failure::Other("AlreadyExists"),
+        Code::ResourceExhausted => Failure::Other("ResourceExhausted"),
+        Code::Aborted => Failure::Other("Aborted"),
+        Code::OutOfRange => Failure::Other("OutOfRange"),
+        Code::Internal => Failure::Other("Internal"),
+        Code::DataLoss => Failure::Other("DataLoss"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Only a connection that broke under the call is tried again among the Unknown
+    /// statuses; every failure reads as the code it came from, as reasons always did.
+    #[test]
+    fn statuses_become_failures_that_say_what_to_do() {
+        let broken = fault(tonic::Status::unknown("transport error: connection reset"));
+        assert_eq!(broken.failure, Failure::Broken);
+        assert!(broken.failure.retryable() && broken.failure.outcome_unknown());
+        let odd = fault(tonic::Status::unknown("the agent panicked"));
+        assert_eq!(odd.failure, Failure::Unexplained);
+        assert!(!odd.failure.retryable() && odd.failure.outcome_unknown());
+        let fenced = fault(tonic::Status::failed_precondition("stale epoch"));
+        assert!(!fenced.failure.retryable() && !fenced.failure.outcome_unknown());
+        let down = fault(tonic::Status::unavailable("connection refused")).at("10.0.0.1:7443");
+        assert_eq!(
+            down.to_string(),
+            "agent at 10.0.0.1:7443: Unavailable: connection refused"
+        );
+        assert_eq!(failure_of(tonic::Code::Internal).to_string(), "Internal");
     }
 }

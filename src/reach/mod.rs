@@ -25,12 +25,98 @@ use futures::future::BoxFuture;
 use crate::proto::v1 as pb;
 use crate::retry::{Backoff, Breakers, CallStats, RetryBudget};
 
-/// A call to an agent that did not produce an answer.
+/// Why a call to a host came back without an answer, in this layer's words: each
+/// driver says which (only the gRPC driver reads gRPC codes). Shown as the name of
+/// the gRPC code it has always been shown as ("Unavailable"...): failure reasons,
+/// which people group and search by, carry it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// The host could not be reached, or stopped being reachable: worth another
+    /// try; it may have acted.
+    Unreachable,
+    /// No answer within the deadline: worth another try; it may have acted.
+    TimedOut,
+    /// The connection broke under the call: worth another try; it may have acted.
+    Broken,
+    /// An error nobody explained: not tried again; it may have acted.
+    Unexplained,
+    /// Nobody awaits the answer any more: it may have acted.
+    Abandoned,
+    /// The host refused the operation (a fenced epoch, a precondition): it did not act.
+    Refused,
+    /// The host refused the caller.
+    Forbidden,
+    /// The request itself is wrong (an address, a missing version).
+    Invalid,
+    /// The host does not know the call.
+    Unsupported,
+    /// Another error the host answered with, by its code's name.
+    Other(&'static str),
+}
+
+impl Failure {
+    /// Worth another try (the operation id makes a repeat safe).
+    pub fn retryable(self) -> bool {
+        matches!(self, Failure::Unreachable | Failure::TimedOut | Failure::Broken)
+    }
+
+    /// The host may have acted although no answer came: a retry reuses the
+    /// operation id.
+    pub fn outcome_unknown(self) -> bool {
+        matches!(
+            self,
+            Failure::Unreachable | Failure::TimedOut | Failure::Broken | Failure::Unexplained | Failure::Abandoned
+        )
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Failure::Unreachable => "Unavailable",
+            Failure::TimedOut => "DeadlineExceeded",
+            Failure::Broken | Failure::Unexplained => "Unknown",
+            Failure::Abandoned => "Cancelled",
+            Failure::Refused => "FailedPrecondition",
+            Failure::Forbidden => "PermissionDenied",
+            Failure::Invalid => "InvalidArgument",
+            Failure::Unsupported => "Unimplemented",
+            Failure::Other(name) => name,
+        })
+    }
+}
+
+/// One attempt that failed, before the guard says whose it was.
+#[derive(Debug, Clone)]
+pub struct Fault {
+    pub failure: Failure,
+    pub message: String,
+}
+
+impl Fault {
+    pub fn new(failure: Failure, message: impl Into<String>) -> Fault {
+        Fault {
+            failure,
+            message: message.into(),
+        }
+    }
+
+    /// The fault as the call to `address` failed.
+    pub fn at(self, address: &str) -> CallError {
+        CallError {
+            address: address.to_string(),
+            failure: self.failure,
+            message: self.message,
+        }
+    }
+}
+
+/// A call to a host that did not produce an answer.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("agent at {address}: {code:?}: {message}")]
+#[error("agent at {address}: {failure}: {message}")]
 pub struct CallError {
     pub address: String,
-    pub code: tonic::Code,
+    pub failure: Failure,
     pub message: String,
 }
 
@@ -38,10 +124,7 @@ impl CallError {
     /// True when the agent may have acted even though we got no answer
     /// (timeouts, broken connections): a retry must reuse the operation_id.
     pub fn outcome_unknown(&self) -> bool {
-        matches!(
-            self.code,
-            tonic::Code::DeadlineExceeded | tonic::Code::Unavailable | tonic::Code::Cancelled | tonic::Code::Unknown
-        )
+        self.failure.outcome_unknown()
     }
 }
 
@@ -113,34 +196,11 @@ impl Guard {
     }
 }
 
-pub(crate) fn call_error(address: &str, status: tonic::Status) -> CallError {
-    CallError {
-        address: address.to_string(),
-        code: status.code(),
-        message: status.message().to_string(),
-    }
-}
-
-/// Answers worth another try: the agent did not get or did not finish the call,
-/// or the connection broke under it (tonic says Unknown, "transport error" or "h2
-/// protocol error", not the agent). Apply is idempotent by operation_id, so a repeat
-/// is safe.
-fn retryable(status: &tonic::Status) -> bool {
-    match status.code() {
-        tonic::Code::Unavailable | tonic::Code::DeadlineExceeded => true,
-        tonic::Code::Unknown => {
-            let m = status.message();
-            m.starts_with("transport error") || m.starts_with("h2 protocol error")
-        }
-        _ => false,
-    }
-}
-
 /// Runs `attempt` under the breaker, the budget and the backoff.
 pub(crate) async fn guarded<T, F, Fut>(guard: Arc<Guard>, address: String, attempt: F) -> Result<T, CallError>
 where
     F: Fn() -> Fut,
-    Fut: std::future::Future<Output = Result<T, tonic::Status>>,
+    Fut: std::future::Future<Output = Result<T, Fault>>,
 {
     guarded_as(guard, address, Call::First, attempt).await
 }
@@ -164,18 +224,15 @@ pub(crate) async fn guarded_as<T, F, Fut>(
 ) -> Result<T, CallError>
 where
     F: Fn() -> Fut,
-    Fut: std::future::Future<Output = Result<T, tonic::Status>>,
+    Fut: std::future::Future<Output = Result<T, Fault>>,
 {
     let mut backoff = Backoff::new(guard.policy.backoff_base, guard.policy.backoff_cap);
     let mut retries = 0;
     loop {
         if !guard.breakers.allow(&address) {
             guard.stats.breaker_rejected.inc();
-            return Err(CallError {
-                address,
-                code: tonic::Code::Unavailable,
-                message: "circuit open: the agent failed repeatedly; not called until its cool-down ends".into(),
-            });
+            let open = "circuit open: the agent failed repeatedly; not called until its cool-down ends";
+            return Err(Fault::new(Failure::Unreachable, open).at(&address));
         }
         if retries == 0 && call == Call::First {
             guard.budget.first_attempt();
@@ -196,16 +253,16 @@ where
                 guard.breakers.success(&address);
                 return Ok(v);
             }
-            Err(status) if retryable(&status) => {
+            Err(fault) if fault.failure.retryable() => {
                 if guard.breakers.failure(&address) {
                     guard.stats.breaker_opened.inc();
                 }
                 if retries >= guard.policy.max_retries {
-                    return Err(call_error(&address, status));
+                    return Err(fault.at(&address));
                 }
                 if !guard.budget.try_retry() {
                     guard.stats.budget_exhausted.inc();
-                    let mut e = call_error(&address, status);
+                    let mut e = fault.at(&address);
                     e.message
                         .push_str(" (not retried: the retry budget of 10% of first attempts is spent)");
                     return Err(e);
@@ -213,10 +270,10 @@ where
                 retries += 1;
                 tokio::time::sleep(backoff.next().unwrap_or_default()).await;
             }
-            Err(status) => {
+            Err(fault) => {
                 // The agent answered, with a refusal: the endpoint is alive.
                 guard.breakers.success(&address);
-                return Err(call_error(&address, status));
+                return Err(fault.at(&address));
             }
         }
     }
@@ -249,7 +306,7 @@ impl Fleets {
         address.starts_with("ssh://").then(|| {
             self.ssh.as_ref().ok_or_else(|| CallError {
                 address: address.to_string(),
-                code: tonic::Code::FailedPrecondition,
+                failure: Failure::Refused,
                 message: "this host is reached over SSH, and the controller runs without --ssh FILE (the SSH driver's key, known_hosts and commands)".into(),
             })
         })

@@ -22,7 +22,8 @@ use futures::StreamExt;
 use tokio::time::Instant;
 use tonic::transport::Channel;
 
-use super::{Answer, Call, CallError, Guard, Reply, call_error, guarded_as};
+use super::grpc::{failure_of, fault};
+use super::{Answer, Call, CallError, Failure, Guard, Reply, guarded_as};
 use crate::proto::v1 as pb;
 use crate::proto::v1::agent_client::AgentClient;
 use crate::retry::Backoff;
@@ -61,7 +62,7 @@ impl Link {
             let mut client = self.client.clone();
             let mut req = tonic::Request::new(request.clone());
             req.set_timeout(timeout);
-            async move { client.apply(req).await.map(tonic::Response::into_inner) }
+            async move { client.apply(req).await.map(tonic::Response::into_inner).map_err(fault) }
         })
         .await
     }
@@ -262,7 +263,7 @@ impl Awaited {
                 }
                 Err(status) if status.code() == tonic::Code::Unimplemented => {
                     // An agent replaced by one of the earlier protocol: nothing will come.
-                    self.fail_all(&link, call_error(&link.address, status));
+                    self.fail_all(&link, fault(status).at(&link.address));
                 }
                 Err(_) => tokio::time::sleep(backoff.next().unwrap_or_default()).await,
             }
@@ -395,7 +396,7 @@ impl Awaited {
                 left(&link.guard, &w);
                 w.reply.send(Err(CallError {
                     address: link.address.clone(),
-                    code: tonic::Code::DeadlineExceeded,
+                    failure: Failure::TimedOut,
                     message: format!(
                         "no result within --agent-timeout ({}) of the operation's start: its outcome is unknown",
                         crate::text::format_duration(link.timeout)
@@ -419,7 +420,7 @@ fn answer_of(address: &str, result: pb::OperationResult) -> Answer {
         Some(response) if result.code == 0 => Ok(response),
         _ => Err(CallError {
             address: address.to_string(),
-            code: tonic::Code::from_i32(result.code),
+            failure: failure_of(tonic::Code::from_i32(result.code)),
             message: result.message,
         }),
     }

@@ -106,7 +106,7 @@ impl Fleet for FakeFleet {
             }),
             None => Err(CallError {
                 address: address.to_string(),
-                code: tonic::Code::Unavailable,
+                failure: crate::reach::Failure::Unreachable,
                 message: "down".into(),
             }),
         };

@@ -15,13 +15,12 @@ use futures::future::BoxFuture;
 use russh::client;
 use russh::keys::{PrivateKeyWithHashAlg, PublicKeyOrCertificate};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tonic::Status;
 
 use super::config::{Identity, SshConfig, Target};
 use super::host::{self, Answer, Operation, Outcome};
 use super::known_hosts::{KnownHosts, Presented, Refused};
 use crate::proto::v1 as pb;
-use crate::reach::{CallError, Guard, guarded};
+use crate::reach::{CallError, Failure, Fault, Guard, guarded};
 
 /// Handshakes at once per sshd (OpenSSH's MaxStartups starts dropping at 10).
 const HANDSHAKES: usize = 8;
@@ -150,7 +149,7 @@ impl SshFleet {
     }
 
     /// The reused connection to `target`, made (paced, checked) when there is none.
-    async fn session(&self, target: &Target) -> Result<Arc<Session>, Status> {
+    async fn session(&self, target: &Target) -> Result<Arc<Session>, Fault> {
         let slot = self.slot(target);
         let mut held = slot.session.lock().await;
         if let Some(s) = held.as_ref().filter(|s| !s.handle.is_closed()) {
@@ -161,7 +160,7 @@ impl SshFleet {
             .clone()
             .acquire_owned()
             .await
-            .map_err(|_| Status::unavailable("the SSH driver is stopping"))?;
+            .map_err(|_| Fault::new(Failure::Unreachable, "the SSH driver is stopping"))?;
         let endpoint = (target.host.clone(), target.port);
         let gate = self
             .handshakes
@@ -173,14 +172,17 @@ impl SshFleet {
         let _handshake = gate
             .acquire()
             .await
-            .map_err(|_| Status::unavailable("the SSH driver is stopping"))?;
+            .map_err(|_| Fault::new(Failure::Unreachable, "the SSH driver is stopping"))?;
         let handle = tokio::time::timeout(self.config.connect_timeout, self.connect(target))
             .await
             .map_err(|_| {
-                Status::unavailable(format!(
-                    "{target}: no SSH session within {} (connect_timeout)",
-                    crate::text::format_duration(self.config.connect_timeout)
-                ))
+                Fault::new(
+                    Failure::Unreachable,
+                    format!(
+                        "{target}: no SSH session within {} (connect_timeout)",
+                        crate::text::format_duration(self.config.connect_timeout)
+                    ),
+                )
             })??;
         let session = Arc::new(Session {
             handle,
@@ -194,7 +196,7 @@ impl SshFleet {
 
     /// Connects (through the jump host when there is one), checks the host key and
     /// authenticates.
-    async fn connect(&self, target: &Target) -> Result<client::Handle<Checker>, Status> {
+    async fn connect(&self, target: &Target) -> Result<client::Handle<Checker>, Fault> {
         // Host certificates are asked for only where a @cert-authority line names the
         // host (as OpenSSH orders its host key algorithms): elsewhere a server with a
         // certificate shows its plain key, which known_hosts lists.
@@ -220,11 +222,11 @@ impl SshFleet {
             port: t.port,
             refused: refused.clone(),
         };
-        let handshake = |e: russh::Error, t: &Target| -> Status {
+        let handshake = |e: russh::Error, t: &Target| -> Fault {
             match refused.lock().unwrap_or_else(|p| p.into_inner()).take() {
                 // Refused before anything was sent: not worth a retry.
-                Some(why) => Status::failed_precondition(why.to_string()),
-                None => Status::unavailable(format!("{t}: {e}")),
+                Some(why) => Fault::new(Failure::Refused, why.to_string()),
+                None => Fault::new(Failure::Unreachable, format!("{t}: {e}")),
             }
         };
         let mut handle = match &self.config.jump {
@@ -239,7 +241,7 @@ impl SshFleet {
                 let channel = bastion
                     .channel_open_direct_tcpip(target.host.clone(), u32::from(target.port), "127.0.0.1", 0)
                     .await
-                    .map_err(|e| Status::unavailable(format!("{target} through {jump}: {e}")))?;
+                    .map_err(|e| Fault::new(Failure::Unreachable, format!("{target} through {jump}: {e}")))?;
                 client::connect_stream(config.clone(), channel.into_stream(), checker(target))
                     .await
                     .map_err(|e| handshake(e, target))?
@@ -249,14 +251,17 @@ impl SshFleet {
         Ok(handle)
     }
 
-    async fn authenticate(&self, handle: &mut client::Handle<Checker>, target: &Target) -> Result<(), Status> {
+    async fn authenticate(&self, handle: &mut client::Handle<Checker>, target: &Target) -> Result<(), Fault> {
         let denied = || {
-            Status::permission_denied(format!(
-                "{target}: the host refused the controller's key for user {}; add it to that user's authorized_keys",
-                target.user
-            ))
+            Fault::new(
+                Failure::Forbidden,
+                format!(
+                    "{target}: the host refused the controller's key for user {}; add it to that user's authorized_keys",
+                    target.user
+                ),
+            )
         };
-        let unavailable = |e: russh::Error| Status::unavailable(format!("{target}: authenticating: {e}"));
+        let unavailable = |e: russh::Error| Fault::new(Failure::Unreachable, format!("{target}: authenticating: {e}"));
         match &self.config.identity {
             Identity::Key { key, certificate } => {
                 let result = match certificate {
@@ -277,18 +282,18 @@ impl SshFleet {
             Identity::Agent => {
                 let mut agent = russh::keys::agent::client::AgentClient::connect_env()
                     .await
-                    .map_err(|e| Status::unavailable(format!("the ssh-agent at SSH_AUTH_SOCK: {e}")))?;
+                    .map_err(|e| Fault::new(Failure::Unreachable, format!("the ssh-agent at SSH_AUTH_SOCK: {e}")))?;
                 let identities = agent
                     .request_identities()
                     .await
-                    .map_err(|e| Status::unavailable(format!("the ssh-agent at SSH_AUTH_SOCK: {e}")))?;
+                    .map_err(|e| Fault::new(Failure::Unreachable, format!("the ssh-agent at SSH_AUTH_SOCK: {e}")))?;
                 for identity in identities {
                     if let russh::keys::agent::AgentIdentity::PublicKey { key, .. } = identity {
                         let hash = handle.best_supported_rsa_hash().await.map_err(unavailable)?.flatten();
                         let result = handle
                             .authenticate_publickey_with(target.user.clone(), key, hash, &mut agent)
                             .await
-                            .map_err(|e| Status::unavailable(format!("{target}: the ssh-agent: {e}")))?;
+                            .map_err(|e| Fault::new(Failure::Unreachable, format!("{target}: the ssh-agent: {e}")))?;
                         if result.success() {
                             return Ok(());
                         }
@@ -307,7 +312,7 @@ impl SshFleet {
         subcommand: &str,
         args: &[String],
         deadline: Duration,
-    ) -> Result<Answer, Status> {
+    ) -> Result<Answer, Fault> {
         let exchange = async {
             let began = Instant::now();
             let session = self.session(target).await?;
@@ -334,10 +339,10 @@ impl SshFleet {
             answer
         };
         tokio::time::timeout(deadline, exchange).await.map_err(|_| {
-            Status::deadline_exceeded(format!(
-                "{target}: no answer within {}",
-                crate::text::format_duration(deadline)
-            ))
+            Fault::new(
+                Failure::TimedOut,
+                format!("{target}: no answer within {}", crate::text::format_duration(deadline)),
+            )
         })?
     }
 
@@ -347,7 +352,7 @@ impl SshFleet {
     /// its result: [`REATTACH`] times at most within
     /// `deadline`. Idempotent by the operation id, so outside the retry budget: it
     /// is one call finding its answer, not another attempt.
-    async fn reattached(&self, target: &Target, args: &[String], deadline: Duration) -> Result<Answer, Status> {
+    async fn reattached(&self, target: &Target, args: &[String], deadline: Duration) -> Result<Answer, Fault> {
         let until = Instant::now() + deadline;
         let mut backoff = crate::retry::Backoff::new(Duration::from_millis(500), Duration::from_secs(5));
         let mut left = REATTACH;
@@ -358,9 +363,7 @@ impl SshFleet {
             let remaining = until.saturating_duration_since(Instant::now());
             match self.run(target, "apply", args, remaining).await {
                 Err(lost)
-                    if left > 0
-                        && lost.code() == tonic::Code::Unavailable
-                        && (sent || lost.message().contains(LOST)) =>
+                    if left > 0 && lost.failure == Failure::Unreachable && (sent || lost.message.contains(LOST)) =>
                 {
                     if !sent {
                         tracing::info!(%target, "the connection dropped while the operation was sent: sending it again to find its result");
@@ -379,12 +382,12 @@ impl SshFleet {
         timeout + self.config.connect_timeout + Duration::from_secs(15)
     }
 
-    async fn apply_once(&self, target: &Target, req: &pb::ApplyRequest) -> Result<pb::ApplyResponse, Status> {
+    async fn apply_once(&self, target: &Target, req: &pb::ApplyRequest) -> Result<pb::ApplyResponse, Fault> {
         let commands = &self.config.commands;
         let action = pb::Action::try_from(req.action).unwrap_or(pb::Action::Unspecified);
         let (name, spec, mut version) = match action {
             pb::Action::Deploy if req.version.is_empty() => {
-                return Err(Status::invalid_argument("DEPLOY needs a version"));
+                return Err(Fault::new(Failure::Invalid, "DEPLOY needs a version"));
             }
             pb::Action::Deploy => ("deploy", Some(&commands.deploy), req.version.clone()),
             pb::Action::Rollback => (
@@ -394,7 +397,8 @@ impl SshFleet {
             ),
             pb::Action::Restart => ("restart", commands.restart.as_ref(), String::new()),
             pb::Action::Unspecified => {
-                return Err(Status::invalid_argument(
+                return Err(Fault::new(
+                    Failure::Invalid,
                     "action is required: DEPLOY, ROLLBACK or RESTART",
                 ));
             }
@@ -449,12 +453,12 @@ impl SshFleet {
             }),
             // Still running under another send: its outcome is unknown yet; the
             // same operation id asks again.
-            Outcome::Running => Err(Status::deadline_exceeded(format!(
-                "{target}: operation {} is still running on the host",
-                req.operation_id
-            ))),
-            Outcome::Refused(why) => Err(Status::failed_precondition(why)),
-            Outcome::Error(why) => Err(Status::failed_precondition(format!("{target}: {why}"))),
+            Outcome::Running => Err(Fault::new(
+                Failure::TimedOut,
+                format!("{target}: operation {} is still running on the host", req.operation_id),
+            )),
+            Outcome::Refused(why) => Err(Fault::new(Failure::Refused, why)),
+            Outcome::Error(why) => Err(Fault::new(Failure::Refused, format!("{target}: {why}"))),
         }
     }
 
@@ -463,20 +467,23 @@ impl SshFleet {
         self.config.state_dir.replace("{host}", host_id)
     }
 
-    async fn probe_once(&self, target: &Target, host_id: &str, health: bool) -> Result<pb::ProbeResponse, Status> {
+    async fn probe_once(&self, target: &Target, host_id: &str, health: bool) -> Result<pb::ProbeResponse, Fault> {
         let check = self.config.commands.health.as_ref().filter(|_| health);
         let timeout = check.map_or(Duration::from_secs(10), |h| h.timeout);
         let argv = check.map(|h| argv_of(h, "", host_id));
         let args = host::probe_args(&self.state_dir(host_id), timeout, argv.as_deref());
         let answer = self.run(target, "probe", &args, self.deadline(timeout)).await?;
         if answer.get("status") != "ok" {
-            return Err(Status::failed_precondition(format!(
-                "{target}: {}",
-                match host::outcome(&answer) {
-                    Outcome::Error(why) => why,
-                    other => format!("{other:?}"),
-                }
-            )));
+            return Err(Fault::new(
+                Failure::Refused,
+                format!(
+                    "{target}: {}",
+                    match host::outcome(&answer) {
+                        Outcome::Error(why) => why,
+                        other => format!("{other:?}"),
+                    }
+                ),
+            ));
         }
         let healthy = check.is_none() || answer.get("health") == "0";
         Ok(pb::ProbeResponse {
@@ -510,8 +517,8 @@ fn argv_of(spec: &crate::yamlfile::commands::CommandSpec, version: &str, host_id
 
 /// Runs `command` on a new channel of `session`; its standard output, read as the
 /// host program's answer.
-async fn exec(session: &Session, target: &Target, command: &str) -> Result<Answer, Status> {
-    let lost = |e: russh::Error| Status::unavailable(format!("{target}: {LOST} ({e})"));
+async fn exec(session: &Session, target: &Target, command: &str) -> Result<Answer, Fault> {
+    let lost = |e: russh::Error| Fault::new(Failure::Unreachable, format!("{target}: {LOST} ({e})"));
     let mut channel = session.handle.channel_open_session().await.map_err(lost)?;
     channel.exec(true, command.as_bytes()).await.map_err(lost)?;
     let mut out = Vec::new();
@@ -526,7 +533,7 @@ async fn exec(session: &Session, target: &Target, command: &str) -> Result<Answe
     }
     let text = String::from_utf8_lossy(&out);
     if exit.is_none() && text.trim().is_empty() {
-        return Err(Status::unavailable(format!("{target}: {LOST}")));
+        return Err(Fault::new(Failure::Unreachable, format!("{target}: {LOST}")));
     }
     Ok(Answer::parse(&text))
 }
@@ -534,7 +541,7 @@ async fn exec(session: &Session, target: &Target, command: &str) -> Result<Answe
 fn target_of(address: &str) -> Result<Target, CallError> {
     Target::parse(address).map_err(|message| CallError {
         address: address.to_string(),
-        code: tonic::Code::InvalidArgument,
+        failure: Failure::Invalid,
         message,
     })
 }
