@@ -47,6 +47,20 @@ pub enum Error {
     /// be built): not the caller's doing; the text says what.
     #[error("{0}")]
     Internal(String),
+    /// The caller did not say who it is, or not in a way this controller knows; the
+    /// text says what credentials would do.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// The caller may not do this; the text says what role or binding would.
+    #[error("{0}")]
+    Forbidden(String),
+    /// The caller is over its rate limit; the text says when to try again.
+    #[error("{0}")]
+    OverLimit(String),
+    /// This controller cannot answer now (a standby that knows no leader, or cannot
+    /// reach it); the text says why. Asking again (or another controller) may work.
+    #[error("{0}")]
+    Unavailable(String),
     /// The controller answered a client's call with an error.
     #[error("{message}")]
     Remote { code: Code, message: String },
@@ -99,7 +113,10 @@ impl From<Error> for Status {
             Error::Unconfigured(_) => Code::FailedPrecondition,
             Error::Store(store) => store_code(store),
             Error::Io { .. } | Error::Internal(_) => Code::Internal,
-            Error::Transport { .. } => Code::Unavailable,
+            Error::Transport { .. } | Error::Unavailable(_) => Code::Unavailable,
+            Error::Unauthenticated(_) => Code::Unauthenticated,
+            Error::Forbidden(_) => Code::PermissionDenied,
+            Error::OverLimit(_) => Code::ResourceExhausted,
             Error::Remote { code, .. } => *code,
         };
         Status::new(code, e.to_string())

@@ -14,6 +14,7 @@ use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 use tower::{Layer, Service};
 
 use super::{Credentials, Need, Principal, Role, bearer, need, subject_name};
+use crate::Error;
 
 /// Changes a principal may make: `per_second` on average, `burst` at once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,10 +92,13 @@ impl ChangeLimit {
 impl Shared {
     fn charge(&self, principal: &Principal) -> Result<(), Status> {
         if self.limiter.check_key(&principal.name).is_err() {
-            return Err(Status::resource_exhausted(format!(
-                "`{}` is over its rate limit of {} changes per second (bursts of {}); retry in a second",
-                principal.name, self.limit.per_second, self.limit.burst
-            )));
+            return Err(refuse(
+                Error::OverLimit,
+                format!(
+                    "`{}` is over its rate limit of {} changes per second (bursts of {}); retry in a second",
+                    principal.name, self.limit.per_second, self.limit.burst
+                ),
+            ));
         }
         Ok(())
     }
@@ -109,12 +113,15 @@ impl Shared {
         };
         if !principal.role.allows(need) {
             let method = path.rsplit('/').next().unwrap_or(path);
-            return Err(Status::permission_denied(format!(
-                "`{}` has the {} role; {method} needs the {} role",
-                principal.name,
-                principal.role,
-                need.least_role()
-            )));
+            return Err(refuse(
+                Error::Forbidden,
+                format!(
+                    "`{}` has the {} role; {method} needs the {} role",
+                    principal.name,
+                    principal.role,
+                    need.least_role()
+                ),
+            ));
         }
         if need.mutates() {
             self.charge(&principal)?;
@@ -131,29 +138,39 @@ fn authenticate<B>(credentials: &Credentials, req: &http::Request<B>) -> Result<
         return Ok(direct);
     };
     if direct.role != Role::Controller || bearer(req.headers()).is_some() {
-        return Err(Status::permission_denied(format!(
-            "`{}` sent {}: only a controller of this site (a certificates entry with role controller) forwards a caller's identity",
-            direct.name,
-            super::FORWARDED_SUBJECT
-        )));
+        return Err(refuse(
+            Error::Forbidden,
+            format!(
+                "`{}` sent {}: only a controller of this site (a certificates entry with role controller) forwards a caller's identity",
+                direct.name,
+                super::FORWARDED_SUBJECT
+            ),
+        ));
     }
     let subject = forwarded
         .to_str()
-        .map_err(|_| Status::unauthenticated("the forwarded subject is not text"))?;
+        .map_err(|_| refuse(Error::Unauthenticated, "the forwarded subject is not text"))?;
     credentials.by_subject(subject).ok_or_else(|| {
-        Status::unauthenticated(format!(
-            "client certificate `{}` (forwarded by `{}`) has no role in the leader's tokens file",
-            crate::ident::escaped(subject),
-            direct.name
-        ))
+        refuse(
+            Error::Unauthenticated,
+            format!(
+                "client certificate `{}` (forwarded by `{}`) has no role in the leader's tokens file",
+                crate::ident::escaped(subject),
+                direct.name
+            ),
+        )
     })
 }
 
 fn authenticate_direct<B>(credentials: &Credentials, req: &http::Request<B>) -> Result<Principal, Status> {
     if let Some(token) = bearer(req.headers()) {
-        let token = token.ok_or_else(|| Status::unauthenticated("the authorization header is not `Bearer TOKEN`"))?;
+        let token =
+            token.ok_or_else(|| refuse(Error::Unauthenticated, "the authorization header is not `Bearer TOKEN`"))?;
         return credentials.by_token(token).ok_or_else(|| {
-            Status::unauthenticated("the token is not known to this controller: check --token-file (or ROLLOUT_TOKEN)")
+            refuse(
+                Error::Unauthenticated,
+                "the token is not known to this controller: check --token-file (or ROLLOUT_TOKEN)",
+            )
         });
     }
     let certs = req
@@ -161,15 +178,21 @@ fn authenticate_direct<B>(credentials: &Credentials, req: &http::Request<B>) -> 
         .get::<TlsConnectInfo<TcpConnectInfo>>()
         .and_then(|info| info.peer_certs());
     if let Some(first) = certs.as_ref().and_then(|c| c.first()) {
-        let subject = subject_name(first)
-            .ok_or_else(|| Status::unauthenticated("the client certificate has no subject common name"))?;
+        let subject = subject_name(first).ok_or_else(|| {
+            refuse(
+                Error::Unauthenticated,
+                "the client certificate has no subject common name",
+            )
+        })?;
         return credentials.by_subject(&subject).ok_or_else(|| {
-            Status::unauthenticated(format!(
-                "client certificate `{subject}` has no role in the controller's tokens file"
-            ))
+            refuse(
+                Error::Unauthenticated,
+                format!("client certificate `{subject}` has no role in the controller's tokens file"),
+            )
         });
     }
-    Err(Status::unauthenticated(
+    Err(refuse(
+        Error::Unauthenticated,
         "no credentials: send a token (--token-file or ROLLOUT_TOKEN) or a client certificate (--cert, --key)",
     ))
 }
@@ -203,4 +226,9 @@ where
             }
         }
     }
+}
+
+/// A refusal as the caller gets it: its code from the one mapping (`crate::error`).
+fn refuse(kind: fn(String) -> Error, message: impl Into<String>) -> Status {
+    Status::from(kind(message.into()))
 }

@@ -181,9 +181,9 @@ pub fn forwarding<B>(request: &mut http::Request<B>) -> Option<tonic::Status> {
             request.headers_mut().insert(FORWARDED_SUBJECT, value);
             None
         }
-        Err(_) => Some(tonic::Status::unauthenticated(
-            "the client certificate's subject cannot be forwarded to the leader: use a token",
-        )),
+        Err(_) => Some(tonic::Status::from(crate::Error::Unauthenticated(
+            "the client certificate's subject cannot be forwarded to the leader: use a token".into(),
+        ))),
     }
 }
 

@@ -124,18 +124,21 @@ impl tower::Service<http::Request<Body>> for Forwarder {
             return Box::pin(async move { Ok(refusal.into_http()) });
         }
         let Some((url, mut channel)) = leader else {
-            return Box::pin(async move { Ok(Status::unavailable(why).into_http()) });
+            return Box::pin(async move { Ok(unavailable(why).into_http()) });
         };
         Box::pin(async move {
             match tower::ServiceExt::ready(&mut channel).await {
                 Ok(ready) => match tower::Service::call(ready, request).await {
                     Ok(answer) => Ok(answer),
-                    Err(e) => Ok(Status::unavailable(format!("{why}; forwarding to it failed: {e}")).into_http()),
+                    Err(e) => Ok(unavailable(format!("{why}; forwarding to it failed: {e}")).into_http()),
                 },
-                Err(e) => {
-                    Ok(Status::unavailable(format!("{why}; the leader at {url} cannot be reached: {e}")).into_http())
-                }
+                Err(e) => Ok(unavailable(format!("{why}; the leader at {url} cannot be reached: {e}")).into_http()),
             }
         })
     }
+}
+
+/// Why a call cannot be forwarded now, as the caller gets it (`crate::error` maps it).
+fn unavailable(why: impl Into<String>) -> Status {
+    Status::from(crate::Error::Unavailable(why.into()))
 }

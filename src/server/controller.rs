@@ -152,10 +152,10 @@ impl ControllerService {
         let actor = actor(request, "ListHosts", "");
         let principal = principal_of(request);
         let refused = if !principal.role.allows(crate::auth::Need::Change) {
-            Some(Status::permission_denied(format!(
+            Some(Status::from(Error::Forbidden(format!(
                 "`{}` has the {} role; probing the fleet (ListHosts with probe, `rollout hosts --probe`) runs the health command on every host and needs the operator role",
                 principal.name, principal.role
-            )))
+            ))))
         } else {
             match request.extensions().get::<crate::auth::ChangeLimit>() {
                 Some(limit) => limit.charge(&principal).err(),
@@ -455,7 +455,7 @@ impl Controller for ControllerService {
             self.engine
                 .record_call(&actor, Target::None, format!("heartbeat for host `{host}`"), &message)
                 .await;
-            return Err(Status::permission_denied(message));
+            return Err(Error::Forbidden(message).into());
         }
         let registered = self.engine.heartbeat(req, peer, &actor).map_err(Error::from)?;
         Ok(Response::new(pb::HeartbeatResponse { registered }))
