@@ -1,5 +1,5 @@
-//! The dispatcher of one wave, or of the calls in doubt after a restart: a state
-//! machine of its own. It owns the hosts ready to send, the operations in flight
+//! The one way hosts are sent work: the dispatcher of a wave, of a restart job's
+//! batches, or of the calls in doubt after a restart, a state machine of its own. It owns the hosts ready to send, the operations in flight
 //! (each a record keyed by a token; their answers come back on one channel, not
 //! through a task per host), the results not yet durable, and two clocks: when the
 //! results are flushed next, and when the wave counts as stuck.
@@ -14,10 +14,14 @@
 //!   intents never sent go back to the queue.
 //! - **reconcile** is a mode: it sends only the intents it was given (found without
 //!   results at start-up), takes no batches and is never stuck.
+//! - **job** is a mode: a restart job's batches are picked when half the places are
+//!   free, as many as are free, ranked at that instant (business hours move); never
+//!   written ahead, never stuck.
 //!
 //! A pause or abort stops the sending; operations already sent finish and are
-//! recorded. The store and the rollout are reached through [`Book`], the agents
-//! through [`crate::reach::Fleet`]: fakes stand in for both in the tests below, on paused time.
+//! recorded. The work is anything [`Work`] (a rollout's host, a restart job's); the
+//! store and its owner are reached through [`Book`], the agents through
+//! [`crate::reach::Fleet`]: fakes stand in for both in the tests below, on paused time.
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
@@ -29,7 +33,6 @@ use tokio_util::sync::CancellationToken;
 
 use super::Result;
 use super::rollout::Dispatch;
-use super::state::WaveReport;
 use crate::plan::Kind;
 use crate::proto::v1 as pb;
 use crate::reach::{Answer, Reply, SharedFleet};
@@ -49,48 +52,94 @@ pub(crate) enum Mode {
     Wave(u32),
     /// Only the intents given: calls in doubt after a restart.
     Reconcile,
+    /// A restart job's batches, picked as places free.
+    Job,
 }
 
 impl Mode {
     fn wave(self) -> Option<u32> {
         match self {
             Mode::Wave(w) => Some(w),
-            Mode::Reconcile => None,
+            Mode::Reconcile | Mode::Job => None,
         }
     }
 }
 
-/// The rollout and its store, as the dispatcher reads and writes them.
+/// One host's work, as the dispatcher moves it: sent, answered, settled.
+pub(crate) trait Work: Send {
+    fn host(&self) -> &str;
+    /// Where its agent is (empty: the host left the inventory).
+    fn address(&self) -> &str;
+    /// The host carried it out; `resp` is its answer.
+    fn succeed(&mut self, resp: pb::ApplyResponse, now_ms: i64);
+    /// It failed; `unknown`: the host may have acted all the same.
+    fn fail(&mut self, detail: String, unknown: bool, now_ms: i64);
+    fn failed(&self) -> bool;
+}
+
+impl Work for Dispatch {
+    fn host(&self) -> &str {
+        &self.host
+    }
+
+    fn address(&self) -> &str {
+        &self.address
+    }
+
+    fn succeed(&mut self, resp: pb::ApplyResponse, now_ms: i64) {
+        self.record.version = resp.version;
+        if !resp.previous_version.is_empty() {
+            self.record.previous_version = resp.previous_version;
+        }
+        settle(self, Ok(resp.detail), false, now_ms);
+    }
+
+    fn fail(&mut self, detail: String, unknown: bool, now_ms: i64) {
+        settle(self, Err(detail), unknown, now_ms);
+    }
+
+    fn failed(&self) -> bool {
+        self.record.state() == pb::HostState::Failed
+    }
+}
+
+/// The owner of the work (a rollout, a restart job) and its store, as the
+/// dispatcher reads and writes them.
 pub(crate) trait Book: Sync {
+    type Item: Work;
+    /// What a dispatch ends with (how a wave stands).
+    type Report;
     /// Now, by the controller's clock: results are stamped with it.
     fn now_ms(&self) -> i64;
-    /// Nothing more may be sent for `wave`: the state moved on (a pause, an abort),
-    /// or the failures already pass what the wave tolerates.
+    /// Nothing more may be sent (for `wave`): the state moved on (a pause, an abort,
+    /// a cancelled job), or the failures already pass what the wave tolerates.
     fn must_stop(&self, wave: u32) -> bool;
-    /// The Apply that carries out `d`.
-    fn request(&self, d: &Dispatch) -> pb::ApplyRequest;
-    /// Up to `n` more hosts of `wave` as intents, durable when this returns.
-    fn intents(&self, wave: u32, n: usize) -> impl Future<Output = Result<Vec<Dispatch>>> + Send;
+    /// Starts `item`'s operation, its answer going to `reply`.
+    fn start(&self, fleet: &SharedFleet, item: &Self::Item, reply: Reply);
+    /// Up to `n` more hosts (of `wave`) as intents, durable when this returns.
+    fn intents(&self, wave: u32, n: usize) -> impl Future<Output = Result<Vec<Self::Item>>> + Send;
     /// Results (maybe none), recorded; everything written so far made durable.
-    fn record(&self, results: &[Dispatch]) -> impl Future<Output = Result<()>> + Send;
+    fn record(&self, results: &[Self::Item]) -> impl Future<Output = Result<()>> + Send;
     /// Intents never sent, back to the queue (durable at the next `record`).
-    fn unsend(&self, items: Vec<Dispatch>) -> Result<()>;
+    fn unsend(&self, items: Vec<Self::Item>) -> Result<()>;
     /// How `wave` stands.
-    fn report(&self, wave: u32) -> WaveReport;
+    fn report(&self, wave: u32) -> Self::Report;
+    /// How `wave` stands, stuck for `after` waiting on `hosts`.
+    fn stuck(&self, wave: u32, after: Duration, hosts: Vec<String>) -> Self::Report;
 }
 
 /// One dispatch's state: what is ready, in flight, answered but not durable.
-pub(crate) struct Dispatcher {
+pub(crate) struct Dispatcher<W> {
     mode: Mode,
     max_parallel: usize,
     batch: usize,
     progress_deadline: Duration,
-    ready: VecDeque<Dispatch>,
+    ready: VecDeque<W>,
     /// In flight, by token.
-    calling: HashMap<u64, Dispatch>,
+    calling: HashMap<u64, W>,
     next_token: u64,
     /// Answered, not yet recorded.
-    done: Vec<Dispatch>,
+    done: Vec<W>,
     /// A failure is among `done`: record at once.
     failed: bool,
     last_progress: Instant,
@@ -98,14 +147,14 @@ pub(crate) struct Dispatcher {
 }
 
 /// A stuck wave: the hosts it gave up waiting on, and the intents it never sent.
-pub(crate) struct Stuck {
-    pub awaited: Vec<Dispatch>,
-    pub unsent: Vec<Dispatch>,
+pub(crate) struct Stuck<W> {
+    pub awaited: Vec<W>,
+    pub unsent: Vec<W>,
 }
 
-impl Dispatcher {
+impl<W: Work> Dispatcher<W> {
     /// A dispatcher for `mode`, at most `max_parallel` in flight, `first` ready.
-    pub(crate) fn new(mode: Mode, max_parallel: usize, progress_deadline: Duration, first: Vec<Dispatch>) -> Self {
+    pub(crate) fn new(mode: Mode, max_parallel: usize, progress_deadline: Duration, first: Vec<W>) -> Self {
         let max_parallel = max_parallel.max(1);
         let now = Instant::now();
         Dispatcher {
@@ -125,16 +174,11 @@ impl Dispatcher {
 
     /// The next host to send, if a place is free: moved in flight under its token.
     /// A host no longer in the inventory fails here, without a call.
-    fn next(&mut self, now_ms: i64) -> Option<(u64, &Dispatch)> {
+    fn next(&mut self, now_ms: i64) -> Option<(u64, &W)> {
         while self.calling.len() < self.max_parallel {
             let mut d = self.ready.pop_front()?;
-            if d.address.is_empty() {
-                settle(
-                    &mut d,
-                    Err("the host is no longer in the inventory".into()),
-                    false,
-                    now_ms,
-                );
+            if d.address().is_empty() {
+                d.fail("the host is no longer in the inventory".into(), false, now_ms);
                 self.answered(d);
                 continue;
             }
@@ -145,15 +189,25 @@ impl Dispatcher {
         None
     }
 
-    /// How many intents to write ahead now, if any: nothing is ready and the mode
-    /// takes batches.
+    /// How many intents to write now, if any: nothing is ready and the mode takes
+    /// batches (a wave's written ahead; a job's picked once half the places are free,
+    /// as many as are free).
     fn wants_batch(&self) -> Option<(u32, usize)> {
-        let wave = self.mode.wave()?;
-        self.ready.is_empty().then_some((wave, self.batch))
+        if !self.ready.is_empty() {
+            return None;
+        }
+        match self.mode {
+            Mode::Wave(wave) => Some((wave, self.batch)),
+            Mode::Job => {
+                let free = self.max_parallel - self.calling.len().min(self.max_parallel);
+                (free > 0 && self.calling.len() <= self.max_parallel / 2).then_some((0, free))
+            }
+            Mode::Reconcile => None,
+        }
     }
 
     /// A batch of intents, durable: ready to send.
-    fn on_batch(&mut self, intents: Vec<Dispatch>, now: Instant) {
+    fn on_batch(&mut self, intents: Vec<W>, now: Instant) {
         self.ready.extend(intents);
         // Time spent on our own store is not the agents' silence.
         self.last_progress = now;
@@ -165,30 +219,19 @@ impl Dispatcher {
             return;
         };
         match answer {
-            Ok(resp) if resp.ok => {
-                d.record.version = resp.version;
-                if !resp.previous_version.is_empty() {
-                    d.record.previous_version = resp.previous_version;
-                }
-                settle(&mut d, Ok(resp.detail), false, now_ms);
-            }
-            Ok(resp) => settle(
-                &mut d,
-                Err(format!("agent reported failure: {}", resp.detail)),
-                false,
-                now_ms,
-            ),
+            Ok(resp) if resp.ok => d.succeed(resp, now_ms),
+            Ok(resp) => d.fail(format!("agent reported failure: {}", resp.detail), false, now_ms),
             Err(e) => {
                 let unknown = e.outcome_unknown();
-                settle(&mut d, Err(e.to_string()), unknown, now_ms);
+                d.fail(e.to_string(), unknown, now_ms);
             }
         }
         self.last_progress = now;
         self.answered(d);
     }
 
-    fn answered(&mut self, d: Dispatch) {
-        self.failed |= d.record.state() == pb::HostState::Failed;
+    fn answered(&mut self, d: W) {
+        self.failed |= d.failed();
         self.done.push(d);
     }
 
@@ -203,7 +246,7 @@ impl Dispatcher {
     }
 
     /// The results to record now.
-    fn take_done(&mut self, now: Instant) -> Vec<Dispatch> {
+    fn take_done(&mut self, now: Instant) -> Vec<W> {
         self.last_flush = now;
         self.failed = false;
         std::mem::take(&mut self.done)
@@ -211,19 +254,19 @@ impl Dispatcher {
 
     /// When the wave counts as stuck if no answer comes (never in reconcile).
     fn stuck_at(&self) -> Option<Instant> {
-        (self.mode.wave().is_some() && !self.calling.is_empty()).then_some(self.last_progress + self.progress_deadline)
+        (self.mode.wave().is_some() && !self.calling.is_empty()).then(|| self.last_progress + self.progress_deadline)
     }
 
     /// No answer for the progress deadline: the hosts awaited fail, outcome unknown.
-    fn on_stuck(&mut self, now_ms: i64) -> Stuck {
-        let mut awaited: Vec<Dispatch> = self.calling.drain().map(|(_, d)| d).collect();
-        awaited.sort_by(|a, b| a.host.cmp(&b.host));
+    fn on_stuck(&mut self, now_ms: i64) -> Stuck<W> {
+        let mut awaited: Vec<W> = self.calling.drain().map(|(_, d)| d).collect();
+        awaited.sort_by(|a, b| a.host().cmp(b.host()));
         let detail = format!(
             "stuck: no answer within the progress deadline ({})",
             crate::text::format_duration(self.progress_deadline)
         );
         for d in &mut awaited {
-            settle(d, Err(detail.clone()), true, now_ms);
+            d.fail(detail.clone(), true, now_ms);
         }
         Stuck {
             awaited,
@@ -233,12 +276,12 @@ impl Dispatcher {
 
     /// Stop sending: in a wave, the intents never sent (back to the queue); in
     /// reconcile, nothing (intents in doubt stay recorded as dispatched: the next
-    /// start asks their agents again).
-    fn on_stop(&mut self) -> Vec<Dispatch> {
-        let unsent: Vec<Dispatch> = self.ready.drain(..).collect();
+    /// start asks their agents again); a job picks no more than it sends at once.
+    fn on_stop(&mut self) -> Vec<W> {
+        let unsent: Vec<W> = self.ready.drain(..).collect();
         match self.mode {
             Mode::Wave(_) => unsent,
-            Mode::Reconcile => Vec::new(),
+            Mode::Reconcile | Mode::Job => Vec::new(),
         }
     }
 
@@ -248,25 +291,24 @@ impl Dispatcher {
 
     /// Runs until nothing is ready or in flight (or the wave is stuck), and returns
     /// how the wave stands.
-    pub(crate) async fn run<B: Book>(
+    pub(crate) async fn run<B: Book<Item = W>>(
         mut self,
         book: &B,
         fleet: &SharedFleet,
-        kind: Kind,
         mut control: watch::Receiver<u64>,
         shutdown: &CancellationToken,
-    ) -> Result<WaveReport> {
+    ) -> Result<B::Report> {
         let (tx, mut answers) = Reply::channel();
         let wave = self.mode.wave().unwrap_or(0);
         loop {
-            let stop = shutdown.is_cancelled() || self.mode.wave().is_some_and(|w| book.must_stop(w));
+            let stop = shutdown.is_cancelled() || (self.mode != Mode::Reconcile && book.must_stop(wave));
             if stop {
                 let unsent = self.on_stop();
                 if !unsent.is_empty() {
                     book.unsend(unsent)?;
                 }
             } else {
-                self.refill(book, fleet, kind, &tx).await?;
+                self.refill(book, fleet, &tx).await?;
             }
             if self.finished() {
                 break;
@@ -299,13 +341,12 @@ impl Dispatcher {
                     if !stuck.unsent.is_empty() {
                         book.unsend(stuck.unsent)?;
                     }
+                    let hosts: Vec<String> = stuck.awaited.iter().map(|d| d.host().to_string()).collect();
                     let mut results = self.take_done(Instant::now());
-                    results.extend(stuck.awaited.iter().cloned());
+                    results.extend(stuck.awaited);
                     book.record(&results).await?;
-                    let mut report = book.report(wave);
-                    report.stuck = Some((self.progress_deadline, stuck.awaited.into_iter().map(|d| d.host).collect()));
                     tracing::warn!(wave, "wave stuck");
-                    return Ok(report);
+                    return Ok(book.stuck(wave, self.progress_deadline, hosts));
                 }
             }
         }
@@ -316,17 +357,16 @@ impl Dispatcher {
     /// Fills every free place now, a batch at a time (the wave's hosts do not wait
     /// for an answer to come before they are sent), then writes the next batch's
     /// intents ahead: at most max_parallel in flight and one batch waiting.
-    async fn refill<B: Book>(
+    async fn refill<B: Book<Item = W>>(
         &mut self,
         book: &B,
         fleet: &SharedFleet,
-        kind: Kind,
         tx: &tokio::sync::mpsc::UnboundedSender<(u64, Answer)>,
     ) -> Result<()> {
         loop {
             let now_ms = book.now_ms();
             while let Some((token, d)) = self.next(now_ms) {
-                send(fleet, kind, d, book.request(d), Reply::to(tx, token));
+                book.start(fleet, d, Reply::to(tx, token));
             }
             let Some((wave, n)) = self.wants_batch() else {
                 return Ok(());
@@ -347,10 +387,10 @@ async fn sleep_until(at: Option<Instant>) {
     }
 }
 
-/// Starts one host's operation, its answer going to `reply`. A host whose intent was
-/// found without a result after a restart is probed first (for a fix): already on
-/// the version, it is not applied again.
-fn send(fleet: &SharedFleet, kind: Kind, d: &Dispatch, request: pb::ApplyRequest, reply: Reply) {
+/// Starts a rollout host's operation, its answer going to `reply`. A host whose
+/// intent was found without a result after a restart is probed first (for a fix):
+/// already on the version, it is not applied again.
+pub(crate) fn send(fleet: &SharedFleet, kind: Kind, d: &Dispatch, request: pb::ApplyRequest, reply: Reply) {
     if !(d.probe_first && kind == Kind::Fix) {
         return fleet.start(&d.address, request, reply);
     }

@@ -159,11 +159,6 @@ impl Context {
             drill: self.drill,
         }
     }
-
-    /// What an agent call task needs, owned.
-    pub fn clone_parts(&self) -> (SharedFleet, Arc<Inventory>) {
-        (self.fleet.clone(), self.inventory())
-    }
 }
 
 /// Names a rollout in a request: by id when non-zero, else by name (the active

@@ -304,7 +304,6 @@ async fn execute(live: &Live, ctx: &Context, mode: Mode, first: Vec<Dispatch>) -
         .run(
             &LiveBook { live, ctx },
             &ctx.fleet,
-            live.plan.kind,
             live.control.subscribe(),
             &ctx.shutdown,
         )
@@ -318,6 +317,9 @@ struct LiveBook<'a> {
 }
 
 impl Book for LiveBook<'_> {
+    type Item = Dispatch;
+    type Report = WaveReport;
+
     fn now_ms(&self) -> i64 {
         self.ctx.clock.now_ms()
     }
@@ -326,8 +328,8 @@ impl Book for LiveBook<'_> {
         self.live.must_stop(wave)
     }
 
-    fn request(&self, d: &Dispatch) -> pb::ApplyRequest {
-        self.live.apply_request(d)
+    fn start(&self, fleet: &crate::reach::SharedFleet, d: &Dispatch, reply: crate::reach::Reply) {
+        super::dispatcher::send(fleet, self.live.plan.kind, d, self.live.apply_request(d), reply);
     }
 
     async fn intents(&self, wave: u32, n: usize) -> Result<Vec<Dispatch>> {
@@ -365,5 +367,12 @@ impl Book for LiveBook<'_> {
 
     fn report(&self, wave: u32) -> WaveReport {
         self.live.report(wave)
+    }
+
+    fn stuck(&self, wave: u32, after: Duration, hosts: Vec<String>) -> WaveReport {
+        WaveReport {
+            stuck: Some((after, hosts)),
+            ..self.live.report(wave)
+        }
     }
 }

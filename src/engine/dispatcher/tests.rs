@@ -17,7 +17,7 @@ use crate::engine::rollout::Dispatch;
 use crate::engine::state::WaveReport;
 use crate::plan::Kind;
 use crate::proto::v1 as pb;
-use crate::reach::{Answer, CallError, Fleet, SharedFleet};
+use crate::reach::{Answer, CallError, Fleet, Reply, SharedFleet};
 
 /// What a fake host does with an Apply.
 #[derive(Clone, Copy)]
@@ -154,6 +154,9 @@ impl FakeBook {
 }
 
 impl Book for FakeBook {
+    type Item = Dispatch;
+    type Report = WaveReport;
+
     fn now_ms(&self) -> i64 {
         self.start.elapsed().as_millis() as i64
     }
@@ -162,13 +165,14 @@ impl Book for FakeBook {
         self.stop.load(Ordering::SeqCst)
     }
 
-    fn request(&self, d: &Dispatch) -> pb::ApplyRequest {
-        pb::ApplyRequest {
+    fn start(&self, fleet: &SharedFleet, d: &Dispatch, reply: Reply) {
+        let request = pb::ApplyRequest {
             host_id: d.host.clone(),
             operation_id: d.record.operation_id.clone(),
             version: "v2".into(),
             ..Default::default()
-        }
+        };
+        super::send(fleet, Kind::Fix, d, request, reply)
     }
 
     async fn intents(&self, _wave: u32, n: usize) -> Result<Vec<Dispatch>> {
@@ -205,6 +209,13 @@ impl Book for FakeBook {
             examples: Vec::new(),
             failed_total: failed,
             stuck: None,
+        }
+    }
+
+    fn stuck(&self, wave: u32, after: Duration, hosts: Vec<String>) -> WaveReport {
+        WaveReport {
+            stuck: Some((after, hosts)),
+            ..self.report(wave)
         }
     }
 }
@@ -254,7 +265,7 @@ async fn run_with(
 ) -> WaveReport {
     let fleet: SharedFleet = fleet.clone();
     Dispatcher::new(mode, max_parallel, deadline, first)
-        .run(book, &fleet, Kind::Fix, control, &CancellationToken::new())
+        .run(book, &fleet, control, &CancellationToken::new())
         .await
         .expect("the fake book does not fail")
 }
@@ -448,4 +459,34 @@ async fn a_host_in_doubt_already_on_the_version_is_not_applied_again() {
     let gone = recorded.iter().find(|d| d.host == "h00002").unwrap();
     assert_eq!(gone.record.state(), pb::HostState::Failed);
     assert_eq!(gone.record.detail, "the host is no longer in the inventory");
+}
+
+/// A restart job's batches: picked once half the places are free, as many as are
+/// free, never written ahead (what is picked is sent at once), so a job never has
+/// more picked than it has places, and nothing is left unsent when it stops.
+#[tokio::test(start_paused = true)]
+async fn a_job_picks_as_places_free_and_never_ahead() {
+    let book = FakeBook::new(10);
+    // Each host answers after its own time: places free one by one.
+    let fleet = FakeFleet::new(|h| {
+        let i: u64 = h[1..].parse().unwrap();
+        Behave::Succeed(Duration::from_secs(1 + i))
+    });
+    run(&book, &fleet, Mode::Job, 4, DEADLINE).await;
+    assert_eq!(fleet.peak.load(Ordering::SeqCst), 4);
+    assert_eq!(book.recorded().len(), 10, "every host restarted");
+    let batches: Vec<usize> = book
+        .batches
+        .lock()
+        .unwrap()
+        .iter()
+        .copied()
+        .filter(|&b| b > 0)
+        .collect();
+    assert_eq!(batches[0], 4, "the first batch fills every place");
+    assert!(
+        batches[1..].iter().all(|&b| b >= 2),
+        "later batches wait until half the places are free: {batches:?}"
+    );
+    assert!(book.unsent.lock().unwrap().is_empty());
 }
