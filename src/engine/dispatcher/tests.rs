@@ -142,6 +142,17 @@ impl FakeBook {
         records.iter().flat_map(|(_, r)| r.iter().cloned()).collect()
     }
 
+    /// The sizes of the batches of intents taken (empty ones left out).
+    fn taken(&self) -> Vec<usize> {
+        self.batches
+            .lock()
+            .unwrap()
+            .iter()
+            .copied()
+            .filter(|&b| b > 0)
+            .collect()
+    }
+
     /// The records that recorded something: when, and which hosts.
     fn record_times(&self) -> Vec<(Duration, Vec<String>)> {
         let records = self.records.lock().unwrap();
@@ -289,15 +300,7 @@ async fn refill_sends_the_whole_wave_at_once() {
     assert_eq!(report.answered, 2_500);
     // Intents are written a batch (1,000) at a time (and asked again as answers come:
     // a retry may add hosts to the wave).
-    let batches: Vec<usize> = book
-        .batches
-        .lock()
-        .unwrap()
-        .iter()
-        .copied()
-        .filter(|&b| b > 0)
-        .collect();
-    assert_eq!(batches, vec![1_000, 1_000, 500]);
+    assert_eq!(book.taken(), vec![1_000, 1_000, 500]);
     assert!(
         book.recorded()
             .iter()
@@ -475,14 +478,7 @@ async fn a_job_picks_as_places_free_and_never_ahead() {
     run(&book, &fleet, Mode::Job, 4, DEADLINE).await;
     assert_eq!(fleet.peak.load(Ordering::SeqCst), 4);
     assert_eq!(book.recorded().len(), 10, "every host restarted");
-    let batches: Vec<usize> = book
-        .batches
-        .lock()
-        .unwrap()
-        .iter()
-        .copied()
-        .filter(|&b| b > 0)
-        .collect();
+    let batches = book.taken();
     assert_eq!(batches[0], 4, "the first batch fills every place");
     assert!(
         batches[1..].iter().all(|&b| b >= 2),
