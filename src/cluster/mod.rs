@@ -5,10 +5,11 @@
 //!   revision is the epoch that fences every write, and every Apply on the hosts);
 //! - [`lease`]: how the leases are kept alive, and lost within one lease when they
 //!   cannot be;
-//! - [`standby`]: the standby phase: a controller serves as a standby and campaigns
+//! - [`campaign`]: the standby phase: a controller serves as a standby and campaigns
 //!   until it leads, then opens the store, fenced by its epoch; a leader that loses
 //!   the leadership stops dispatching at once and comes back here;
-//! - [`forward`]: how a standby forwards every Controller call to the leader;
+//! - [`forward`]: the forwarding service a standby's API is ([`Forwarder`]): every
+//!   Controller call goes to the leader;
 //! - [`registry`]: who the controllers are ([`Controllers`]), each announced under
 //!   a lease of its own;
 //! - [`proxy`]: the leader's dashboard, shown through a standby's.

@@ -1,23 +1,29 @@
 //! The engine: turns validated plans into rollouts and carries them out. Each concern
 //! has its room:
 //!
-//! - [`state`]: the rollout state machine, a pure step function tested with a fake clock;
+//! - [`state`]: the rollout state machine, a pure step function tested with a fake
+//!   clock: every consequence of a transition (host work, gates, audit lines,
+//!   notifications) is one of its typed decisions;
 //! - [`rollout`]: one rollout in memory (counters, queues, snapshots), rebuilt from
-//!   the store at start-up; [`driver`]: the task that runs it (waves, bakes, health
-//!   gates); [`dispatcher`]: one wave's sending (intents, operations in flight,
-//!   results, a stuck wave), a state machine tested on paused time;
+//!   the store at start-up, and the three phases that carry a transition out;
+//!   `rollout_task`: the task that runs it (waves, bakes, health gates);
+//!   `dispatcher`: the one way hosts are sent work, a wave's or a restart job's
+//!   (intents, operations in flight, results, a stuck wave), a state machine tested
+//!   on paused time;
 //! - `submit`: how a rollout is submitted or previewed; `rollouts`: finding rollouts and
 //!   the operator's actions on them (pause, resume, abort, retry); `rollback`: the
 //!   rollback of what a rollout touched;
 //! - `results`: per-host results, paged, and failures grouped by reason;
 //! - [`order`]: which hosts go first when a wave is filled;
+//! - `bake`: the analysis of a bake; `approval`: the rules of approval gates;
+//!   `notification`: what each notification says;
 //! - `restarts`: the restart jobs' API; `job`: one restart job and the task that runs
 //!   it; [`queue`]: its queue, ranked by business hours within a budget;
-//! - `inventory`: heartbeats and the hosts' listing; [`health`]: what is known of each
+//! - `hosts`: heartbeats and the hosts' listing; [`health`]: what is known of each
 //!   host's health and version;
 //! - `leases`: who holds a host; [`audit`]: who asked for what, and the audit log;
 //! - hosts are reached through [`crate::reach`]'s `Fleet` trait (re-exported here);
-//! - [`clock`]: the wall clock, the drill clock, instants as people read them.
+//!   time through [`crate::clock`] (re-exported here).
 //!
 //! The [`Engine`] (this file) owns the parts; on start it resumes every unfinished
 //! rollout and restart job where the store says it was.
