@@ -162,26 +162,30 @@ impl Book for JobBook<'_> {
 
     async fn record(&self, results: &[Restart]) -> Result<()> {
         let ctx = self.ctx;
-        if !results.is_empty() {
-            let now = ctx.clock.now_ms();
-            let results: Vec<pb::RestartHostRecord> = results.iter().map(|r| r.rec.clone()).collect();
-            for r in &results {
-                if let Some(h) = &r.host
-                    && h.state() == HostState::Restarted
-                {
-                    let version = ctx.health.get(&h.host_id).map(|s| s.version).unwrap_or_default();
-                    let seen = Seen {
-                        healthy: true,
-                        version,
-                        at_ms: now,
-                        detail: "restarted".into(),
-                        ..Default::default()
-                    };
-                    ctx.health.record(&h.host_id, seen);
-                }
-            }
-            self.job.record_results(&ctx.store, &results)?;
+        // Picks flush their own intents: with no result there is nothing new to make
+        // durable (the dispatcher ends each round with an empty record, and a job
+        // waiting on its pace runs a round every IDLE_TICK).
+        if results.is_empty() {
+            return Ok(());
         }
+        let now = ctx.clock.now_ms();
+        let results: Vec<pb::RestartHostRecord> = results.iter().map(|r| r.rec.clone()).collect();
+        for r in &results {
+            if let Some(h) = &r.host
+                && h.state() == HostState::Restarted
+            {
+                let version = ctx.health.get(&h.host_id).map(|s| s.version).unwrap_or_default();
+                let seen = Seen {
+                    healthy: true,
+                    version,
+                    at_ms: now,
+                    detail: "restarted".into(),
+                    ..Default::default()
+                };
+                ctx.health.record(&h.host_id, seen);
+            }
+        }
+        self.job.record_results(&ctx.store, &results)?;
         ctx.store.flush().await?;
         Ok(())
     }
