@@ -47,6 +47,10 @@ pub enum Error {
     /// be built): not the caller's doing; the text says what.
     #[error("{0}")]
     Internal(String),
+    /// The request conflicts with the state of what it names (a stale controller
+    /// epoch, a host another agent serves); the text says why. Not asked again as is.
+    #[error("{0}")]
+    Refused(String),
     /// The caller did not say who it is, or not in a way this controller knows; the
     /// text says what credentials would do.
     #[error("{0}")]
@@ -110,7 +114,7 @@ impl From<Error> for Status {
                 engine::Error::Store(store) => store_code(store),
             },
             Error::NotFound(_) => Code::NotFound,
-            Error::Unconfigured(_) => Code::FailedPrecondition,
+            Error::Unconfigured(_) | Error::Refused(_) => Code::FailedPrecondition,
             Error::Store(store) => store_code(store),
             Error::Io { .. } | Error::Internal(_) => Code::Internal,
             Error::Transport { .. } | Error::Unavailable(_) => Code::Unavailable,
@@ -140,16 +144,24 @@ mod tests {
 
     #[test]
     fn a_fenced_write_tells_the_client_to_ask_again() {
-        let fenced = || store::Error::fenced(7);
+        let fenced = || store::Error::fenced(7, Some("https://rollout-b.corp:7443"));
         for e in [Error::Store(fenced()), Error::Engine(engine::Error::Store(fenced()))] {
             let status = Status::from(e);
             assert_eq!(status.code(), Code::Unavailable);
             assert!(
-                status.message().contains("no longer the leader (its epoch 7 is over)"),
+                status
+                    .message()
+                    .contains("no longer the leader (its epoch 7 is over; https://rollout-b.corp:7443 leads now)"),
                 "{}",
                 status.message()
             );
         }
+        let between = Status::from(Error::Store(store::Error::fenced(7, None)));
+        assert!(
+            between.message().contains("no controller leads at this moment"),
+            "{}",
+            between.message()
+        );
         let broken = store::Error::Conflict("rollouts/7".into());
         assert_eq!(Status::from(Error::Store(broken)).code(), Code::Internal);
         let died = Error::Internal("the gRPC server task failed: panicked".into());

@@ -30,6 +30,9 @@ pub enum Kind {
     LabelKey,
     /// `15.20.8207.12`, `1.2.3+build.7`: letters, digits, `. _ + -`.
     Version,
+    /// A controller's `--advertise` URL, `https://rollout-a.corp:7443`: `http://` or
+    /// `https://`, then a host and port (letters, digits, `. - : [ ]`).
+    ControllerUrl,
 }
 
 impl Kind {
@@ -39,6 +42,7 @@ impl Kind {
             Kind::CustomerId => "customer id",
             Kind::LabelKey => "label key",
             Kind::Version => "version",
+            Kind::ControllerUrl => "controller URL",
         }
     }
 
@@ -48,6 +52,7 @@ impl Kind {
             Kind::CustomerId => MAX_CUSTOMER_ID,
             Kind::LabelKey => MAX_LABEL_KEY,
             Kind::Version => MAX_VERSION,
+            Kind::ControllerUrl => "https://".len() + MAX_HOST_ID + ":65535".len(),
         }
     }
 
@@ -57,6 +62,7 @@ impl Kind {
                 Kind::HostId | Kind::CustomerId => b"._-:".contains(&c),
                 Kind::LabelKey => b"._-:/".contains(&c),
                 Kind::Version => b"._+-".contains(&c),
+                Kind::ControllerUrl => b".-:[]".contains(&c),
             }
     }
 
@@ -65,6 +71,12 @@ impl Kind {
             Kind::HostId | Kind::CustomerId => "letters, digits, . _ - and :",
             Kind::LabelKey => "letters, digits, . _ - : and /",
             Kind::Version => "letters, digits, . _ + and -",
+            Kind::ControllerUrl => {
+                return format!(
+                    "a controller URL is http:// or https:// and a host and port of letters, digits, . - : [ and ] ({} at most), as `https://rollout-a.corp:7443`",
+                    self.max()
+                );
+            }
         };
         format!(
             "a {} starts with a letter or digit and holds only {chars} ({} at most)",
@@ -96,9 +108,13 @@ impl fmt::Display for Invalid {
 
 /// Checks `value` against the grammar of `kind`.
 pub fn check(kind: Kind, value: &str) -> Result<(), Invalid> {
-    let b = value.as_bytes();
-    let ok =
-        !b.is_empty() && b.len() <= kind.max() && b[0].is_ascii_alphanumeric() && b.iter().all(|&c| kind.allowed(c));
+    let rest = match kind {
+        Kind::ControllerUrl => value.strip_prefix("http://").or_else(|| value.strip_prefix("https://")),
+        _ => Some(value),
+    };
+    let b = rest.unwrap_or_default().as_bytes();
+    let first = |c: u8| c.is_ascii_alphanumeric() || (kind == Kind::ControllerUrl && c == b'[');
+    let ok = !b.is_empty() && value.len() <= kind.max() && first(b[0]) && b.iter().all(|&c| kind.allowed(c));
     if ok {
         Ok(())
     } else {
@@ -127,6 +143,11 @@ pub fn label_key(value: &str) -> Result<(), Invalid> {
 /// A version, or why not.
 pub fn version(value: &str) -> Result<(), Invalid> {
     check(Kind::Version, value)
+}
+
+/// A controller's advertised URL, or why not.
+pub fn controller_url(value: &str) -> Result<(), Invalid> {
+    check(Kind::ControllerUrl, value)
 }
 
 /// `value` as it may be quoted in one line of an error: control characters escaped
@@ -201,6 +222,33 @@ mod tests {
         assert!(label_key(&"k".repeat(64)).is_err());
         assert_eq!(customer_id("contoso-seoul"), Ok(()));
         assert!(customer_id("contoso seoul").is_err());
+    }
+
+    #[test]
+    fn controller_urls_are_a_scheme_and_an_authority() {
+        for ok in [
+            "https://rollout-a.corp:7443",
+            "http://127.0.0.1:7070",
+            "http://[::1]:7070",
+            "http://a",
+        ] {
+            assert_eq!(controller_url(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "",
+            "http://",
+            "ftp://a:1",
+            "127.0.0.1:7070",
+            "http://a:1/path",
+            "http://a:1\n",
+            "https://user@a:1",
+            "http://-a",
+            &format!("http://{}", "a".repeat(300)),
+        ] {
+            assert!(controller_url(bad).is_err(), "{bad:?}");
+        }
+        let e = controller_url("http://a b").unwrap_err().to_string();
+        assert!(e.contains("http:// or https://"), "{e}");
     }
 
     #[test]

@@ -32,6 +32,35 @@ async fn an_unreachable_controller_is_one_line() {
     assert_one_line_error(&out, "is not a URL");
 }
 
+/// A controller's `--advertise` URL is named in other controllers' answers: one that
+/// is not `http(s)://host:port` is refused at start in one line, before etcd is asked.
+#[tokio::test]
+async fn a_hostile_advertise_url_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let fleet = dir.path().join("fleet.yaml");
+    std::fs::write(&fleet, "hosts: []\n").unwrap();
+    for bad in ["http://a b:1", "http://a:1/x\nforged", "ftp://a:1"] {
+        let out = rollout(&[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--store",
+            "etcd://127.0.0.1:1/x",
+            "--advertise",
+            bad,
+            "--fleet",
+            fleet.to_str().unwrap(),
+        ])
+        .await;
+        assert_one_line_error(&out, "--advertise: ");
+        assert!(
+            text(&out.stderr).contains("is not a valid controller URL"),
+            "{}",
+            text(&out.stderr)
+        );
+    }
+}
+
 /// `--help` of a client command lists the command's own options first, and the
 /// connection flags every command shares apart, under a heading of their own.
 #[tokio::test]

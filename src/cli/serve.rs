@@ -346,7 +346,11 @@ fn store_at(args: &ServeArgs, listener: &TcpListener, http: Option<&TcpListener>
     }
     .config()?;
     let advertise = match &args.advertise {
-        Some(url) => url.clone(),
+        Some(url) => {
+            // Named to clients in messages and forwarded to: one grammar first.
+            crate::ident::controller_url(url).map_err(|e| Error::Usage(format!("--advertise: {e}")))?;
+            url.clone()
+        }
         None => {
             let local = listener
                 .local_addr()

@@ -47,9 +47,9 @@ pub fn leader(backend: &EtcdBackend) -> Result<Option<Leader>, EtcdError> {
 
 /// The same, awaited.
 async fn current_leader(backend: &EtcdBackend) -> Result<Option<Leader>, EtcdError> {
-    let (mut kv, request) = (backend.kv(), leader_request(backend));
+    let request = leader_request(backend);
     let found = backend
-        .on_runtime(async move { Ok(kv.range(request).await?.into_inner().kvs) })
+        .on_kv(move |mut kv| async move { Ok(kv.range(request).await?.into_inner().kvs) })
         .await?;
     Ok(leader_of(found))
 }
@@ -155,9 +155,8 @@ async fn take_lead(backend: &EtcdBackend, url: &str, lease: i64) -> Result<Optio
         }],
         failure: Vec::new(),
     };
-    let mut kv = backend.kv();
     let answer = backend
-        .on_runtime(async move { Ok(kv.txn(request).await?.into_inner()) })
+        .on_kv(move |mut kv| async move { Ok(kv.txn(request).await?.into_inner()) })
         .await?;
     Ok(answer.succeeded.then(|| answer.header.map_or(0, |h| h.revision as u64)))
 }
@@ -196,7 +195,8 @@ mod tests {
 
     /// Two controllers on one prefix: one leads, the other stands by and sees who
     /// leads; when the leader's lease ends the other takes over with a higher epoch,
-    /// and the old leader's writes are refused (its leadership marked lost).
+    /// and the old leader's writes are refused (its leadership marked lost), naming
+    /// the one that leads now.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn one_leads_the_other_takes_over_and_the_old_one_is_fenced() {
         let Some(etcd) = local::LocalEtcd::start_for_test(1).await else {
@@ -234,6 +234,10 @@ mod tests {
         late.put("k", "by a, too late");
         let refused = a.commit(late).unwrap_err().to_string();
         assert!(refused.contains("no longer the leader"), "{refused}");
+        assert!(
+            refused.contains("http://b leads now"),
+            "the refusal names who leads: {refused}"
+        );
         let mut batch = Batch::default();
         batch.put("k", "by b");
         assert!(b.commit(batch).unwrap());

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use crate::proto::etcd as pb;
+use crate::store::etcd_backend::members::Members;
 use crate::store::etcd_backend::{EtcdBackend, EtcdError};
 use pb::lease_client::LeaseClient;
 
@@ -17,21 +18,19 @@ use pb::lease_client::LeaseClient;
 /// leadership of a 3 s lease.
 const RENEWALS: u32 = 6;
 
-fn client(backend: &EtcdBackend) -> LeaseClient<tonic::transport::Channel> {
-    LeaseClient::new(backend.channel())
-}
-
 /// A new lease of `ttl` (whole seconds, at least one): its id, and when it was asked
 /// for (the start of its first TTL).
 pub async fn grant(backend: &EtcdBackend, ttl: Duration) -> Result<(i64, Instant), EtcdError> {
-    let mut lease = client(backend);
     let grant = pb::LeaseGrantRequest {
         ttl: ttl.as_secs().max(1) as i64,
         id: 0,
     };
     let asked = Instant::now();
     let granted = backend
-        .on_runtime(async move { lease.lease_grant(grant).await.map(|r| r.into_inner()) })
+        .on_channel(move |channel| async move {
+            let mut lease = LeaseClient::new(channel);
+            lease.lease_grant(grant).await.map(|r| r.into_inner())
+        })
         .await?;
     Ok((granted.id, asked))
 }
@@ -39,10 +38,9 @@ pub async fn grant(backend: &EtcdBackend, ttl: Duration) -> Result<(i64, Instant
 /// Gives lease `id` back (its keys go at once); an error is ignored: the lease then
 /// expires by itself.
 pub async fn revoke(backend: &EtcdBackend, id: i64) {
-    let mut lease = client(backend);
     let revoke = pb::LeaseRevokeRequest { id };
     let _ = backend
-        .on_runtime(async move { lease.lease_revoke(revoke).await })
+        .on_channel(move |channel| async move { LeaseClient::new(channel).lease_revoke(revoke).await })
         .await;
 }
 
@@ -54,7 +52,7 @@ pub fn keep_alive(backend: &EtcdBackend, id: i64, granted: Instant, ttl: Duratio
         lost.cancel();
         return;
     };
-    let client = client(backend);
+    let members = backend.members();
     runtime.spawn(async move {
         let (renewed, mut last) = tokio::sync::watch::channel(granted);
         let expiry = async move {
@@ -70,7 +68,7 @@ pub fn keep_alive(backend: &EtcdBackend, id: i64, granted: Instant, ttl: Duratio
             }
         };
         tokio::select! {
-            _ = renew(client, id, ttl / RENEWALS, renewed) => {}
+            _ = renew(&members, id, ttl / RENEWALS, renewed) => {}
             _ = expiry => {}
             _ = lost.cancelled() => {}
         }
@@ -80,22 +78,19 @@ pub fn keep_alive(backend: &EtcdBackend, id: i64, granted: Instant, ttl: Duratio
 
 /// Renews lease `id` every `every`, telling `renewed` when each renewal etcd
 /// confirmed was sent; returns when etcd says the lease is gone (expired, revoked).
-/// A stream that breaks or stalls is opened again.
-async fn renew(
-    client: LeaseClient<tonic::transport::Channel>,
-    id: i64,
-    every: Duration,
-    renewed: tokio::sync::watch::Sender<Instant>,
-) {
+/// A stream that breaks or stalls is opened again, on the next member.
+async fn renew(members: &Members, id: i64, every: Duration, renewed: tokio::sync::watch::Sender<Instant>) {
     loop {
         let (tx, rx) = tokio::sync::mpsc::channel(4);
-        let mut client = client.clone();
+        let (pinned, channel) = members.pinned();
+        let mut client = LeaseClient::new(channel);
         let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
         // The first renewal goes with the call: etcd answers the stream's headers with
         // its first answer.
         let mut sent = Instant::now();
         let _ = tx.send(pb::LeaseKeepAliveRequest { id }).await;
         let Ok(Ok(answers)) = tokio::time::timeout(every, client.lease_keep_alive(stream)).await else {
+            members.move_on(pinned);
             tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         };
@@ -107,7 +102,10 @@ async fn renew(
                 }
                 // The lease is gone: expired, or revoked.
                 Ok(Ok(Some(_))) => return,
-                _ => break,
+                _ => {
+                    members.move_on(pinned);
+                    break;
+                }
             }
             tokio::time::sleep(every).await;
             sent = Instant::now();

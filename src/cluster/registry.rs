@@ -92,9 +92,8 @@ impl Registry {
             lease,
             ..Default::default()
         };
-        let mut kv = self.backend.kv();
         self.backend
-            .on_runtime(async move { kv.put(put).await.map(|_| ()) })
+            .on_kv(move |mut kv| async move { kv.put(put).await.map(|_| ()) })
             .await
     }
 

@@ -16,15 +16,25 @@ pub enum Error {
     /// The backend's storage failed (I/O, corruption, a lost connection).
     #[error("{0}")]
     Storage(#[source] Box<dyn std::error::Error + Send + Sync>),
-    /// This controller's writes are fenced: another leads now. Not a failure of the
-    /// store: the client should ask again, and reaches the new leader.
+    /// This controller's writes are fenced: another leads now (`leader`, its
+    /// advertised URL, when the store names one). Not a failure of the store: the
+    /// client should ask again, and reaches the new leader.
     #[error(
-        "this controller is no longer the leader (its epoch {epoch} is over): its writes are refused; ask again, and the new leader answers"
+        "this controller is no longer the leader (its epoch {epoch} is over; {}): its writes are refused; ask again, and the new leader answers",
+        leads_now(leader.as_deref())
     )]
-    Fenced { epoch: u64 },
+    Fenced { epoch: u64, leader: Option<String> },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Who leads now, as a fenced write says it.
+fn leads_now(leader: Option<&str>) -> String {
+    match leader {
+        Some(url) => format!("{url} leads now"),
+        None => "no controller leads at this moment".into(),
+    }
+}
 
 /// A condition of a batch, checked atomically with its writes.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -17,8 +17,10 @@
 //! them is refused with an error that says so.
 
 pub mod local;
+pub mod members;
 mod pages;
 
+use members::Members;
 use pages::Pages;
 
 use std::collections::HashMap;
@@ -63,13 +65,13 @@ pub enum EtcdError {
     #[error("etcd: the backend's runtime is gone (the controller is stopping)")]
     Gone,
     #[error("etcd: this controller is no longer the leader (its epoch {epoch} is over): its writes are refused")]
-    Fenced { epoch: u64 },
+    Fenced { epoch: u64, leader: Option<String> },
 }
 
 impl From<EtcdError> for Error {
     fn from(e: EtcdError) -> Error {
         match e {
-            EtcdError::Fenced { epoch } => Error::Fenced { epoch },
+            EtcdError::Fenced { epoch, leader } => Error::Fenced { epoch, leader },
             e => Error::Storage(Box::new(e)),
         }
     }
@@ -135,8 +137,8 @@ pub struct EtcdBackend {
 
 struct Inner {
     prefix: Vec<u8>,
-    channel: Channel,
-    kv: KvClient<Channel>,
+    /// One connection per member; calls go to the current one.
+    members: Arc<Members>,
     /// Once leader: the key and revision every write is conditioned on.
     fence: Mutex<Option<Arc<Fence>>>,
     /// The client's own runtime: calls are spawned here and waited for. Taken on drop
@@ -185,37 +187,41 @@ impl EtcdBackend {
             }
             endpoints.push(endpoint);
         }
-        let channel = {
+        let members = {
             let _entered = runtime.enter();
-            Channel::balance_list(endpoints.into_iter())
+            Members::connect_lazy(endpoints)
         };
-        let kv = KvClient::new(channel.clone())
-            .max_decoding_message_size(256 << 20)
-            .max_encoding_message_size(16 << 20);
         let backend = EtcdBackend {
             inner: Arc::new(Inner {
                 prefix: address.prefix.clone(),
-                channel,
+                members: Arc::new(members),
                 fence: Mutex::new(None),
-                kv,
                 runtime: Some(runtime),
             }),
         };
-        // One read: fail now, with the address, rather than at the first write.
-        let probe = pb::RangeRequest {
-            key: backend.full(b""),
-            ..Default::default()
-        };
-        let mut kv = backend.inner.kv.clone();
-        match backend.call_once(async move { kv.range(probe).await.map(|_| ()) }) {
-            Ok(()) => Ok(backend),
-            Err(EtcdError::Call(status)) => Err(EtcdError::Unreachable {
-                endpoints: address.endpoints.join(","),
-                detail: brief(&status),
+        // One read of each member in turn until one answers: fail now, with the
+        // address, rather than at the first write.
+        let mut last = None;
+        for _ in 0..backend.inner.members.len() {
+            let probe = pb::RangeRequest {
+                key: backend.full(b""),
+                ..Default::default()
+            };
+            let (pinned, mut kv) = backend.inner.members.kv();
+            match backend.call_once(async move { kv.range(probe).await.map(|_| ()) }) {
+                Ok(()) => return Ok(backend),
+                Err(EtcdError::Call(status)) => {
+                    backend.inner.members.move_on(pinned);
+                    last = Some(status);
+                }
+                Err(e) => return Err(e.into()),
             }
-            .into()),
-            Err(e) => Err(e.into()),
         }
+        Err(EtcdError::Unreachable {
+            endpoints: address.endpoints.join(","),
+            detail: last.map_or_else(|| "no member".into(), |status| brief(&status)),
+        }
+        .into())
     }
 
     /// Runs `call` on the client's runtime and waits for it, from any thread; asks
@@ -229,8 +235,14 @@ impl EtcdBackend {
     {
         let mut retry = Retry::new();
         loop {
-            match self.call_once(call(self.inner.kv.clone())) {
-                Err(EtcdError::Call(status)) if retry.again(&status, self.deposed()) => {}
+            let (pinned, kv) = self.inner.members.kv();
+            match self.call_once(call(kv)) {
+                Err(EtcdError::Call(status)) => {
+                    self.inner.members.failed(pinned, &status);
+                    if !retry.again(&status, self.deposed()) {
+                        return Err(EtcdError::Call(status));
+                    }
+                }
                 done => return done,
             }
         }
@@ -271,14 +283,10 @@ impl EtcdBackend {
         k
     }
 
-    /// The connection to etcd, for the other services of its API (leases).
-    pub fn channel(&self) -> Channel {
-        self.inner.channel.clone()
-    }
-
-    /// The KV client, to be used through [`EtcdBackend::on_runtime`].
-    pub fn kv(&self) -> KvClient<Channel> {
-        self.inner.kv.clone()
+    /// The members' connections, for the other services of etcd's API (a lease's
+    /// renewals): a task that holds them does not keep the backend alive.
+    pub fn members(&self) -> Arc<Members> {
+        self.inner.members.clone()
     }
 
     /// The client's own runtime, for tasks that talk to etcd for as long as the
@@ -287,17 +295,30 @@ impl EtcdBackend {
         self.inner.runtime.as_ref().map(tokio::runtime::Runtime::handle)
     }
 
-    /// Runs `future` on the client's runtime and awaits it from any runtime.
-    pub async fn on_runtime<T: Send + 'static>(
-        &self,
-        future: impl std::future::Future<Output = std::result::Result<T, tonic::Status>> + Send + 'static,
-    ) -> std::result::Result<T, EtcdError> {
+    /// Runs `call` with the current member's connection on the client's runtime and
+    /// awaits it from any runtime; a member that could not answer hands over to the
+    /// next (the caller asks again as it sees fit).
+    pub async fn on_channel<T, F>(&self, call: impl FnOnce(Channel) -> F) -> std::result::Result<T, EtcdError>
+    where
+        T: Send + 'static,
+        F: std::future::Future<Output = std::result::Result<T, tonic::Status>> + Send + 'static,
+    {
         let runtime = self.inner.runtime.as_ref().ok_or(EtcdError::Gone)?;
-        runtime
-            .spawn(future)
-            .await
-            .map_err(|_| EtcdError::Gone)?
-            .map_err(EtcdError::from)
+        let (pinned, channel) = self.inner.members.pinned();
+        let answer = runtime.spawn(call(channel)).await.map_err(|_| EtcdError::Gone)?;
+        answer.map_err(|status| {
+            self.inner.members.failed(pinned, &status);
+            EtcdError::from(status)
+        })
+    }
+
+    /// [`EtcdBackend::on_channel`] with the KV service.
+    pub async fn on_kv<T, F>(&self, call: impl FnOnce(KvClient<Channel>) -> F) -> std::result::Result<T, EtcdError>
+    where
+        T: Send + 'static,
+        F: std::future::Future<Output = std::result::Result<T, tonic::Status>> + Send + 'static,
+    {
+        self.on_channel(|channel| call(members::kv_client(channel))).await
     }
 
     /// From now on every write of this backend is conditioned on `key` (inside the
@@ -352,9 +373,15 @@ impl EtcdBackend {
         let mut retry = Retry::new();
         let mut uncertain = false;
         let answer = loop {
-            let (mut kv, request) = (self.inner.kv.clone(), request.clone());
+            let ((pinned, mut kv), request) = (self.inner.members.kv(), request.clone());
             match self.call_once(async move { Ok(kv.txn(request).await?.into_inner()) }) {
-                Err(EtcdError::Call(status)) if retry.again(&status, self.deposed()) => uncertain = true,
+                Err(EtcdError::Call(status)) => {
+                    self.inner.members.failed(pinned, &status);
+                    if !retry.again(&status, self.deposed()) {
+                        return Err(EtcdError::Call(status));
+                    }
+                    uncertain = true;
+                }
                 done => break done?,
             }
         };
@@ -363,9 +390,20 @@ impl EtcdBackend {
                 Some(pb::response_op::Response::ResponseRange(range)) => range.kvs.into_iter().next(),
                 _ => None,
             });
-            if leader.is_none_or(|kv| kv.create_revision as u64 != fence.epoch) {
+            if leader
+                .as_ref()
+                .is_none_or(|kv| kv.create_revision as u64 != fence.epoch)
+            {
                 fence.lost.cancel();
-                return Err(EtcdError::Fenced { epoch: fence.epoch });
+                // The key's value is the new leader's advertised URL; named only when
+                // it passes the grammar (it goes into a message to the client).
+                let leader = leader
+                    .map(|kv| String::from_utf8_lossy(&kv.value).into_owned())
+                    .filter(|url| crate::ident::controller_url(url).is_ok());
+                return Err(EtcdError::Fenced {
+                    epoch: fence.epoch,
+                    leader,
+                });
             }
         }
         if !answer.succeeded && uncertain {

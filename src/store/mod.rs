@@ -150,8 +150,9 @@ impl Error {
 
     /// A deposed leader's refused write, as the etcd backend reports it.
     #[cfg(test)]
-    pub(crate) fn fenced(epoch: u64) -> Error {
-        Error::Backend(backend::Error::Fenced { epoch })
+    pub(crate) fn fenced(epoch: u64, leader: Option<&str>) -> Error {
+        let leader = leader.map(str::to_string);
+        Error::Backend(backend::Error::Fenced { epoch, leader })
     }
 }
 

@@ -136,3 +136,40 @@ fn etcd_busy_or_a_member_gone_is_asked_again_a_refusal_is_not() {
         assert!(!transient(&refused), "{refused:?}");
     }
 }
+
+/// Three members, the one calls go to killed: reads, writes and a lease's grant go
+/// on through the other two at once, and a backend connects while one is down (a
+/// balanced channel kept picking the dead member, which refuses fastest).
+#[ignore = "needs etcd (Debian's etcd-server); cargo test -- --include-ignored runs it"]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_member_hands_its_calls_to_the_others() {
+    let Some(mut etcd) = local::LocalEtcd::start_for_test(3).await else {
+        return;
+    };
+    let b = EtcdBackend::connect(&etcd.address("members")).expect("etcd answers");
+    let mut batch = Batch::default();
+    batch.put("k", "before");
+    assert!(b.commit(batch).unwrap());
+    etcd.kill(0);
+    // Each call would otherwise be asked again of the dead member until it gives up.
+    for i in 0..20 {
+        let mut batch = Batch::default();
+        batch.put("k", format!("after {i}"));
+        assert!(b.commit(batch).expect("written through the others"));
+        assert_eq!(b.get(b"k").unwrap(), Some(format!("after {i}").into_bytes()));
+    }
+    let members = b.members();
+    let grant = pb::LeaseGrantRequest { ttl: 5, id: 0 };
+    let granted = b
+        .on_channel(move |channel| async move {
+            let mut lease = pb::lease_client::LeaseClient::new(channel);
+            lease.lease_grant(grant).await.map(|r| r.into_inner())
+        })
+        .await
+        .expect("a lease through the others");
+    assert!(granted.id != 0);
+    assert_ne!(members.pinned().0.index(), 0, "calls moved off the dead member");
+    let again = EtcdBackend::connect(&etcd.address("members")).expect("connects while a member is down");
+    assert_eq!(again.get(b"k").unwrap(), Some(b"after 19".to_vec()));
+    etcd.stop();
+}
