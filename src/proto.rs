@@ -122,6 +122,8 @@ pub mod codec {
         type Error = Status;
 
         fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<U>, Status> {
+            // The one Status built outside `crate::error`: tonic's codec wants one, and
+            // this module is below the crate's error (which imports the engine).
             self.0.decode(buf).map_err(|status| {
                 Status::invalid_argument(format!(
                     "the message does not decode ({}); every string must be UTF-8",

@@ -14,6 +14,7 @@ use tracing::{info, warn};
 use super::command;
 use super::config::{AgentConfig, CommandSpec};
 use super::state::{AgentState, Operation};
+use crate::error::Error;
 use crate::proto::v1 as pb;
 use crate::proto::v1::agent_server::{Agent, AgentServer};
 
@@ -27,8 +28,8 @@ pub struct HostAgent {
     applies: super::ApplyCounts,
 }
 
-fn internal(what: &str, e: impl std::fmt::Display) -> Status {
-    Status::internal(format!("{what}: {e}"))
+fn internal(what: &str, e: impl std::fmt::Display) -> Error {
+    Error::Internal(format!("{what}: {e}"))
 }
 
 impl HostAgent {
@@ -51,7 +52,7 @@ impl HostAgent {
     }
 
     /// Records an operation and writes the state file before returning.
-    fn remember(&self, op: Operation, update: impl FnOnce(&mut AgentState)) -> Result<(), Status> {
+    fn remember(&self, op: Operation, update: impl FnOnce(&mut AgentState)) -> Result<(), Error> {
         let mut state = self.state();
         update(&mut state);
         state.remember(op);
@@ -65,7 +66,7 @@ impl HostAgent {
 
     /// Refuses a deposed controller's call; a newer epoch is written to the state
     /// file before anything runs, so a restart of the agent keeps the fence.
-    fn check_epoch(&self, epoch: u64) -> Result<(), Status> {
+    fn check_epoch(&self, epoch: u64) -> Result<(), Error> {
         let mut state = self.state();
         let seen = state.epoch;
         self.applies.check_epoch(&mut state.epoch, epoch)?;
@@ -80,9 +81,9 @@ impl HostAgent {
         Ok(())
     }
 
-    fn check_host(&self, host_id: &str) -> Result<(), Status> {
+    fn check_host(&self, host_id: &str) -> Result<(), Error> {
         if host_id != self.config.host_id {
-            return Err(Status::failed_precondition(format!(
+            return Err(Error::Refused(format!(
                 "this agent runs on `{}`; the call was for `{host_id}`: check the fleet's addresses",
                 self.config.host_id
             )));
@@ -115,12 +116,12 @@ impl HostAgent {
 
     /// What is checked before an operation starts (a detached one too): the host,
     /// the operation id, the controller's epoch (fencing).
-    fn admit(&self, req: &pb::ApplyRequest) -> Result<(), Status> {
+    fn admit(&self, req: &pb::ApplyRequest) -> Result<(), Error> {
         self.applies.received();
         self.check_host(&req.host_id)?;
         if req.operation_id.is_empty() {
-            return Err(Status::invalid_argument(
-                "operation_id is required: it makes Apply idempotent",
+            return Err(Error::Usage(
+                "operation_id is required: it makes Apply idempotent".into(),
             ));
         }
         self.check_epoch(req.epoch)
@@ -157,7 +158,7 @@ impl HostAgent {
         let (spec, target): (Option<&CommandSpec>, String) = match action {
             pb::Action::Deploy => {
                 if req.version.is_empty() {
-                    return Err(Status::invalid_argument("DEPLOY needs a version"));
+                    return Err(Error::Usage("DEPLOY needs a version".into()).into());
                 }
                 (Some(&self.config.deploy), req.version.clone())
             }
@@ -174,9 +175,7 @@ impl HostAgent {
             }
             pb::Action::Restart => (self.config.restart.as_ref(), version.clone()),
             pb::Action::Unspecified => {
-                return Err(Status::invalid_argument(
-                    "action is required: DEPLOY, ROLLBACK or RESTART",
-                ));
+                return Err(Error::Usage("action is required: DEPLOY, ROLLBACK or RESTART".into()).into());
             }
         };
         let name = action.as_str_name().trim_start_matches("ACTION_").to_lowercase();
@@ -284,12 +283,16 @@ impl HostAgentService {
         }
     }
 
-    fn agent(&self, host_id: &str) -> Result<&Arc<HostAgent>, Status> {
+    fn agent(&self, host_id: &str) -> Result<&Arc<HostAgent>, Error> {
         match self.agents.get(host_id) {
             Some(agent) => Ok(agent),
             // One host: its own check says which host it is.
-            None if self.agents.len() == 1 => self.agents.values().next().ok_or_else(|| Status::internal("no agent")),
-            None => Err(Status::failed_precondition(format!(
+            None if self.agents.len() == 1 => self
+                .agents
+                .values()
+                .next()
+                .ok_or_else(|| Error::Internal("no agent".into())),
+            None => Err(Error::Refused(format!(
                 "this agent process serves {} hosts, not `{host_id}`: check the fleet's addresses",
                 self.agents.len()
             ))),

@@ -22,7 +22,7 @@ pub use simulator::{Simulator, SimulatorOptions};
 /// Fencing on the host: an Apply from a controller whose epoch is lower than the
 /// highest this host has seen comes from a deposed leader and is refused; a higher
 /// one is remembered (`highest`). Epoch 0 is a controller without one (sled).
-pub fn check_epoch(highest: &mut u64, epoch: u64) -> Result<(), tonic::Status> {
+pub fn check_epoch(highest: &mut u64, epoch: u64) -> Result<(), crate::error::Error> {
     if epoch < *highest {
         return Err(stale(epoch, *highest));
     }
@@ -30,8 +30,8 @@ pub fn check_epoch(highest: &mut u64, epoch: u64) -> Result<(), tonic::Status> {
     Ok(())
 }
 
-fn stale(epoch: u64, highest: u64) -> tonic::Status {
-    tonic::Status::failed_precondition(format!(
+fn stale(epoch: u64, highest: u64) -> crate::error::Error {
+    crate::error::Error::Refused(format!(
         "stale controller epoch {epoch} < {highest}: a newer leader has taken over"
     ))
 }
@@ -52,14 +52,14 @@ impl ApplyCounts {
     }
 
     /// [`check_epoch`], counting a refusal.
-    pub fn check_epoch(&self, highest: &mut u64, epoch: u64) -> Result<(), tonic::Status> {
+    pub fn check_epoch(&self, highest: &mut u64, epoch: u64) -> Result<(), crate::error::Error> {
         check_epoch(highest, epoch).inspect_err(|_| {
             self.stale.fetch_add(1, Ordering::Relaxed);
         })
     }
 
     /// [`check_epoch`] on a shared number (raised at once, no lock), counting a refusal.
-    pub fn check_epoch_atomic(&self, highest: &AtomicU64, epoch: u64) -> Result<(), tonic::Status> {
+    pub fn check_epoch_atomic(&self, highest: &AtomicU64, epoch: u64) -> Result<(), crate::error::Error> {
         let seen = highest.fetch_max(epoch, Ordering::SeqCst);
         if epoch < seen {
             self.stale.fetch_add(1, Ordering::Relaxed);
@@ -84,7 +84,7 @@ mod tests {
         let mut seen = 0;
         assert!(super::check_epoch(&mut seen, 7).is_ok());
         assert!(super::check_epoch(&mut seen, 9).is_ok());
-        let refused = super::check_epoch(&mut seen, 7).unwrap_err();
+        let refused = tonic::Status::from(super::check_epoch(&mut seen, 7).unwrap_err());
         assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
         assert!(
             refused.message().starts_with("stale controller epoch 7 < 9"),

@@ -15,6 +15,7 @@ use tonic::{Request, Response, Status};
 
 pub use super::latency::Latency;
 use crate::engine::order::stable_hash;
+use crate::error::Error;
 use crate::inventory::FleetFile;
 use crate::proto::v1 as pb;
 use crate::proto::v1::agent_server::{Agent, AgentServer};
@@ -237,27 +238,25 @@ impl Simulator {
 
     /// What is checked before an operation starts: the host, the request, the agent
     /// up, the controller's epoch (fencing).
-    fn admit(&self, req: &pb::ApplyRequest) -> Result<pb::Action, Status> {
+    fn admit(&self, req: &pb::ApplyRequest) -> Result<pb::Action, Error> {
         let entry = self
             .hosts
             .get(&req.host_id)
-            .ok_or_else(|| Status::not_found(format!("this simulator has no host `{}`", req.host_id)))?;
+            .ok_or_else(|| Error::NotFound(format!("this simulator has no host `{}`", req.host_id)))?;
         if req.operation_id.is_empty() {
-            return Err(Status::invalid_argument(
-                "operation_id is required: it makes Apply idempotent",
+            return Err(Error::Usage(
+                "operation_id is required: it makes Apply idempotent".into(),
             ));
         }
         let action = pb::Action::try_from(req.action).unwrap_or(pb::Action::Unspecified);
         if action == pb::Action::Unspecified {
-            return Err(Status::invalid_argument(
-                "action is required: DEPLOY, ROLLBACK or RESTART",
-            ));
+            return Err(Error::Usage("action is required: DEPLOY, ROLLBACK or RESTART".into()));
         }
         if action == pb::Action::Deploy && req.version.is_empty() {
-            return Err(Status::invalid_argument("DEPLOY needs a version"));
+            return Err(Error::Usage("DEPLOY needs a version".into()));
         }
         if entry.down {
-            return Err(Status::unavailable("simulated: the agent is down"));
+            return Err(Error::Unavailable("simulated: the agent is down".into()));
         }
         self.applies.check_epoch_atomic(&entry.epoch, req.epoch)?;
         Ok(action)
@@ -268,7 +267,7 @@ impl Simulator {
         let entry = self
             .hosts
             .get(&req.host_id)
-            .ok_or_else(|| Status::not_found(format!("this simulator has no host `{}`", req.host_id)))?;
+            .ok_or_else(|| Error::NotFound(format!("this simulator has no host `{}`", req.host_id)))?;
         // One action at a time per host, as on a real machine; the lock is held
         // through the latency so a duplicate call waits and then replays.
         let mut h = entry.host.lock().await;
@@ -352,9 +351,9 @@ impl Simulator {
         let entry = self
             .hosts
             .get(&req.host_id)
-            .ok_or_else(|| Status::not_found(format!("this simulator has no host `{}`", req.host_id)))?;
+            .ok_or_else(|| Error::NotFound(format!("this simulator has no host `{}`", req.host_id)))?;
         if entry.down {
-            return Err(Status::unavailable("simulated: the agent is down"));
+            return Err(Error::Unavailable("simulated: the agent is down".into()).into());
         }
         let h = entry.host.lock().await;
         Ok(pb::ProbeResponse {

@@ -29,9 +29,9 @@ pub fn resource_exhausted_when_too_large<B>(mut response: Response<B>) -> Respon
         .trim_start_matches(TOO_LARGE)
         .trim_start_matches(':')
         .trim();
-    let status = Status::resource_exhausted(format!(
+    let status = Status::from(crate::error::Error::OverLimit(format!(
         "request too large ({detail}); send a smaller message: a plan is at most 1 MiB"
-    ));
+    )));
     let headers = response.headers_mut();
     headers.remove("grpc-message");
     if status.add_header(headers).is_ok() {

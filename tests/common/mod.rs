@@ -443,6 +443,25 @@ pub async fn timeline(client: &mut Client, rollout: &str) -> Vec<pb::EventRecord
         .events
 }
 
+/// The whole audit log, oldest first, once `done` holds for it (polled, at most 30 s):
+/// for lines written just after what the test saw happen.
+pub async fn audit_until(
+    client: &mut Client,
+    what: &str,
+    done: impl Fn(&[pb::EventRecord]) -> bool,
+) -> Vec<pb::EventRecord> {
+    within(30, what, async {
+        loop {
+            let events = timeline(client, "").await;
+            if done(&events) {
+                return events;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+}
+
 /// Polls restart job `id` until `done` says so (at most 60 s), and returns it.
 pub async fn restart_job_until(client: &mut Client, id: u64, done: impl Fn(&pb::RestartJob) -> bool) -> pb::RestartJob {
     within(60, "the restart job to reach the awaited state", async {
