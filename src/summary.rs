@@ -242,6 +242,15 @@ fn whole_percent(part: u64, whole: u64) -> u64 {
     (part * 100).checked_div(whole).unwrap_or(0)
 }
 
+/// A gate's evidence in one line, as the CLI, the dashboard and Slack show it: the
+/// wave it follows and how that wave went, and the whole rollout then.
+pub fn evidence(wave: u32, e: &pb::GateEvidence) -> String {
+    format!(
+        "wave {wave}: {} of {} hosts succeeded, {} failed, {} unhealthy after the bake; {:.1}% of {} selected hosts done",
+        e.hosts_succeeded, e.wave_size, e.hosts_failed, e.hosts_unhealthy, e.percent_complete, e.hosts_selected
+    )
+}
+
 /// 6012 -> "6,012".
 pub fn count(n: u64) -> String {
     let digits = n.to_string();

@@ -14,6 +14,10 @@
 //!     role: agent
 //!     sha256: 2c26b46b...
 //!     hosts: ["apac-exo-*"]     # the hosts it speaks for; without it, the host named like it
+//!   - principal: bob
+//!     role: operator
+//!     sha256: 60303ae2...
+//!     slack_user: U0123ABC      # bob's Slack user id: his Approve in Slack counts as his
 //! certificates:
 //!   - subject: ops-cli          # a client certificate's subject common name (mTLS)
 //!     role: admin
@@ -263,6 +267,10 @@ struct TokenEntry {
     /// For an agent: the host ids (or `*` globs) it may speak for.
     #[serde(default)]
     hosts: Vec<String>,
+    /// The principal's Slack user id (`U0123ABC`): a button pressed in Slack by that
+    /// user acts as this principal.
+    #[serde(default)]
+    slack_user: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -287,6 +295,8 @@ pub struct Credentials {
 struct Table {
     tokens: Vec<([u8; 32], Principal)>,
     subjects: HashMap<String, Principal>,
+    /// By Slack user id.
+    slack: HashMap<String, Principal>,
 }
 
 impl Table {
@@ -415,6 +425,24 @@ impl Credentials {
                 role,
                 hosts: host_patterns(role, &t.hosts, &at).map_err(|(f, m)| invalid(f, &m))?,
             };
+            if let Some(user) = &t.slack_user {
+                let field = format!("{at}.slack_user");
+                if !slack_user_id(user) {
+                    return Err(invalid(
+                        field,
+                        &format!(
+                            "`{}` is not a Slack user id: U or W and 2 to 20 capital letters and digits, as `U0123ABC` (the person's profile, \"Copy member ID\")",
+                            crate::ident::escaped(user)
+                        ),
+                    ));
+                }
+                if !matches!(role, Role::Viewer | Role::Operator | Role::Admin) {
+                    return Err(invalid(field, "is for people (viewer, operator or admin), not agents"));
+                }
+                if credentials.slack.insert(user.clone(), principal.clone()).is_some() {
+                    return Err(invalid(field, &format!("`{user}` is listed twice")));
+                }
+            }
             credentials.tokens.push((hash, principal));
         }
         for (i, c) in file.certificates.iter().enumerate() {
@@ -494,6 +522,20 @@ impl Credentials {
     pub fn by_subject(&self, subject: &str) -> Option<Principal> {
         self.table().subjects.get(subject).cloned()
     }
+
+    /// The principal whose entry names Slack user `user` (whose request Slack signed).
+    pub fn by_slack_user(&self, user: &str) -> Option<Principal> {
+        self.table().slack.get(user).cloned()
+    }
+}
+
+/// A Slack user id: `U` or `W` (an Enterprise Grid user) and 2 to 20 capital letters
+/// and digits.
+fn slack_user_id(id: &str) -> bool {
+    let b = id.as_bytes();
+    (3..=21).contains(&b.len())
+        && matches!(b[0], b'U' | b'W')
+        && b[1..].iter().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
 }
 
 /// A tokens file's entry, as `rollout token new` prints it (indented under
@@ -566,6 +608,41 @@ mod tests {
         assert_eq!(c.by_token("s3cret!"), None);
         assert_eq!(c.by_subject("ops-cli").map(|p| p.role), Some(Role::Admin));
         assert_eq!(c.by_subject("other"), None);
+    }
+
+    #[test]
+    fn a_slack_user_id_names_one_person() {
+        let entry = |name: &str, role: &str, token: &str, user: &str| {
+            format!(
+                "  - principal: {name}\n    role: {role}\n    sha256: {}\n    slack_user: {user}\n",
+                hash_token(token)
+            )
+        };
+        let text = format!("tokens:\n{}", entry("bob", "operator", "b", "U0123ABC"));
+        let c = Credentials::parse(&text, "tokens.yaml").unwrap();
+        assert_eq!(c.by_slack_user("U0123ABC"), Some(Principal::new("bob", Role::Operator)));
+        assert_eq!(c.by_slack_user("U0123ABD"), None);
+        for (text, want) in [
+            (
+                format!("tokens:\n{}", entry("bob", "operator", "b", "bob")),
+                "tokens[0].slack_user: `bob` is not a Slack user id",
+            ),
+            (
+                format!("tokens:\n{}", entry("exo", "agent", "a", "U0123ABC")),
+                "tokens[0].slack_user: is for people",
+            ),
+            (
+                format!(
+                    "tokens:\n{}{}",
+                    entry("bob", "operator", "b", "U0123ABC"),
+                    entry("eve", "admin", "e", "U0123ABC")
+                ),
+                "tokens[1].slack_user: `U0123ABC` is listed twice",
+            ),
+        ] {
+            let e = Credentials::parse(&text, "tokens.yaml").unwrap_err().to_string();
+            assert!(e.contains(want), "{e}");
+        }
     }
 
     #[test]

@@ -58,10 +58,7 @@ pub fn gate(g: &pb::Gate) -> String {
 }
 
 fn evidence(wave: u32, e: &pb::GateEvidence) -> String {
-    let mut out = format!(
-        "evidence   wave {wave}: {} of {} hosts succeeded, {} failed, {} unhealthy after the bake; {:.1}% of {} selected hosts done\n",
-        e.hosts_succeeded, e.wave_size, e.hosts_failed, e.hosts_unhealthy, e.percent_complete, e.hosts_selected
-    );
+    let mut out = format!("evidence   {}\n", crate::summary::evidence(wave, e));
     for m in &e.measurements {
         out.push_str(&format!("           check `{}` {}: {}\n", m.check, m.verdict, m.detail));
     }

@@ -90,6 +90,11 @@ pub struct ServeArgs {
     /// would cross the network in clear (prefer --http-tls-cert, or a TLS proxy).
     #[arg(long)]
     pub http_insecure: bool,
+    /// Take approvals from Slack's `Approve` buttons at `POST /slack/interactions` on
+    /// the dashboard's listener: the Slack app's signing secret (its first line). Needs
+    /// --http-listen and --auth (whose entries map Slack users: `slack_user:`).
+    #[arg(long, requires = "http_listen")]
+    pub slack_signing_secret_file: Option<PathBuf>,
     /// Serve the dashboard over TLS with this certificate chain (PEM), with
     /// --http-tls-key; its session cookie is then `Secure`.
     #[arg(long, requires_all = ["http_listen", "http_tls_key"])]
@@ -273,6 +278,15 @@ fn security(args: &ServeArgs) -> Result<server::Security> {
             "SERVING WITHOUT AUTHENTICATION on a non-loopback address (--insecure-no-auth): anyone who can reach it can change the fleet"
         );
     }
+    let slack = match &args.slack_signing_secret_file {
+        None => None,
+        Some(_) if credentials.is_none() => {
+            return Err(Error::Usage(
+                "--slack-signing-secret-file needs --auth: the tokens file says which Slack user is which principal (`slack_user:` on an entry)".into(),
+            ));
+        }
+        Some(path) => Some(crate::dashboard::slack::SigningSecret::load(path).map_err(Error::Usage)?),
+    };
     // TLS to the agents and to the other controllers: their CA, this controller's
     // certificate as its identity.
     let as_client = |ca: &Option<PathBuf>| match ca {
@@ -296,6 +310,7 @@ fn security(args: &ServeArgs) -> Result<server::Security> {
         tokens_file: args.auth.clone(),
         http_tls,
         http_names,
+        slack,
         agents,
         peers,
         prometheus: Some(Arc::new(prometheus)),
@@ -330,6 +345,20 @@ fn http_scheme(args: &ServeArgs) -> &'static str {
     if args.http_tls_cert.is_some() { "https" } else { "http" }
 }
 
+/// Where people find this controller's dashboard: `--http-advertise`, else the
+/// dashboard's own address; None without a dashboard.
+fn dashboard_url(args: &ServeArgs, http: Option<&TcpListener>) -> Result<Option<String>> {
+    Ok(match (&args.http_advertise, http) {
+        (Some(url), _) => Some(url.clone()),
+        (None, Some(http)) => Some(
+            http.local_addr()
+                .map(|a| format!("{}://{a}", http_scheme(args)))
+                .map_err(|e| Error::io("cannot read the dashboard's listening address", e))?,
+        ),
+        (None, None) => None,
+    })
+}
+
 /// Where the store is: a data dir, or etcd with this controller's leadership settings.
 fn store_at(args: &ServeArgs, listener: &TcpListener, http: Option<&TcpListener>) -> Result<cluster::StoreAt> {
     let Some(address) = &args.store else {
@@ -359,14 +388,7 @@ fn store_at(args: &ServeArgs, listener: &TcpListener, http: Option<&TcpListener>
             format!("{scheme}://{local}")
         }
     };
-    let dashboard = match (&args.http_advertise, http) {
-        (Some(url), _) => url.clone(),
-        (None, Some(http)) => http
-            .local_addr()
-            .map(|a| format!("{}://{a}", http_scheme(args)))
-            .map_err(|e| Error::io("cannot read the dashboard's listening address", e))?,
-        (None, None) => String::new(),
-    };
+    let dashboard = dashboard_url(args, http)?.unwrap_or_default();
     Ok(cluster::StoreAt::Etcd(Box::new(cluster::Etcd {
         address: address.clone(),
         tls,
@@ -402,6 +424,7 @@ pub async fn serve(args: ServeArgs) -> Result<ExitCode> {
     let token = CancellationToken::new();
     stop_on_signals(token.clone());
     let store = store_at(&args, &listener, http.as_ref())?;
+    let dashboard_url = dashboard_url(&args, http.as_ref())?;
     server::run(
         listener,
         server::Options {
@@ -419,6 +442,7 @@ pub async fn serve(args: ServeArgs) -> Result<ExitCode> {
             sinks_file: args.notify.clone(),
             site: args.site,
             ssh,
+            dashboard_url,
         },
         token,
     )

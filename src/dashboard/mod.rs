@@ -14,9 +14,13 @@
 //! non-loopback `--http-listen` without TLS needs `--http-insecure`). It answers only
 //! requests whose Host is its own address or an advertised name (DNS rebinding), and
 //! `/metrics` beside its pages needs the same credentials as its pages.
+//!
+//! With `--slack-signing-secret-file` it also answers Slack's `Approve` buttons at
+//! `POST /slack/interactions` ([`slack`]): signed by Slack instead of a session.
 
 mod chart;
 mod session;
+pub mod slack;
 pub mod sun;
 mod views;
 
@@ -74,6 +78,8 @@ pub struct Dashboard {
     /// The follow-the-sun fragment, shared by every screen for [`SUN_TICK`]: it reads
     /// the whole inventory (0.3 s at a million hosts; it was 1.2 s per screen).
     sun: Arc<std::sync::Mutex<Option<(std::time::Instant, String)>>>,
+    /// With `--slack-signing-secret-file`: approvals from Slack's buttons.
+    slack: Option<slack::SigningSecret>,
 }
 
 impl Dashboard {
@@ -92,7 +98,13 @@ impl Dashboard {
             secure,
             shutdown,
             sun: Arc::default(),
+            slack: None,
         }
+    }
+
+    /// Takes Slack's interactions (`POST /slack/interactions`), signed with `secret`.
+    pub fn with_slack(self, secret: Option<slack::SigningSecret>) -> Dashboard {
+        Dashboard { slack: secret, ..self }
     }
 
     /// The dashboard's routes; everything but the sign-in page and the static assets
@@ -120,6 +132,11 @@ impl Dashboard {
         Router::new()
             .route("/login", get(login_page).post(login))
             .route("/logout", post(logout))
+            // Slack signs its requests: no session, the signature instead.
+            .route(
+                "/slack/interactions",
+                post(slack::interactions).layer(axum::extract::DefaultBodyLimit::max(64 * 1024)),
+            )
             .route(
                 "/static/style.css",
                 get(|| async { ([(header::CONTENT_TYPE, "text/css")], STYLE) }),

@@ -12,6 +12,18 @@ pub struct Actor {
     /// The RPC (`SubmitPlan`, `PauseRollout`...).
     pub method: String,
     pub request_id: String,
+    /// Where the person acted, when not through the API.
+    pub via: Via,
+}
+
+/// Where a person acted: the API (the CLI, a script), the dashboard or Slack. The
+/// audit line says the last two.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Via {
+    #[default]
+    Api,
+    Dashboard,
+    Slack,
 }
 
 impl Actor {
@@ -21,7 +33,13 @@ impl Actor {
             role: role.to_string(),
             method: method.to_string(),
             request_id: request_id.to_string(),
+            via: Via::Api,
         }
+    }
+
+    /// The same actor, acting through `via`.
+    pub fn through(self, via: Via) -> Actor {
+        Actor { via, ..self }
     }
 
     /// The controller's own steps (a wave halting, a rollout succeeding).
@@ -41,7 +59,11 @@ impl Actor {
             rollout_id,
             rollout_name,
             kind: self.method.clone(),
-            detail,
+            detail: match self.via {
+                Via::Api => detail,
+                Via::Dashboard => format!("{detail} (through the dashboard)"),
+                Via::Slack => format!("{detail} (through Slack)"),
+            },
             principal: self.principal.clone(),
             role: self.role.clone(),
             request_id: self.request_id.clone(),

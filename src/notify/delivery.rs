@@ -74,9 +74,14 @@ impl Outlet {
     }
 
     /// The request delivering `n`.
-    pub fn request(&self, n: &pb::Notification, site: &str) -> (Vec<u8>, Vec<(&'static str, String)>) {
+    pub fn request(
+        &self,
+        n: &pb::Notification,
+        site: &str,
+        dashboard: Option<&str>,
+    ) -> (Vec<u8>, Vec<(&'static str, String)>) {
         match self.sink.kind {
-            SinkKind::Slack => slack::request(n),
+            SinkKind::Slack => slack::request(n, dashboard),
             // The receiver checks the signature's timestamp against the real time.
             _ => webhook::request(n, site, self.sink.secret.as_ref(), SystemClock.now_ms() / 1000),
         }
@@ -105,6 +110,8 @@ impl From<crate::store::Error> for Stop {
 pub struct Delivery {
     pub store: Store,
     pub site: String,
+    /// Where people find the dashboard: Slack's `Open dashboard` link.
+    pub dashboard: Option<String>,
     pub clock: Arc<dyn Clock>,
     pub outlets: Vec<Arc<Outlet>>,
     pub shutdown: CancellationToken,
@@ -250,7 +257,7 @@ impl Delivery {
             if first || outlet.budget.try_retry() {
                 let send = async {
                     let _turn = outlet.in_flight.acquire().await;
-                    let (body, headers) = outlet.request(n, &self.site);
+                    let (body, headers) = outlet.request(n, &self.site, self.dashboard.as_deref());
                     send::post(&outlet.client, &sink.url, body, &headers).await
                 };
                 let answer = tokio::select! {

@@ -143,6 +143,7 @@ pub struct Notifier {
 struct Parts {
     store: Store,
     site: String,
+    dashboard: Option<String>,
     clock: Arc<dyn Clock>,
     engine: Arc<Engine>,
     shutdown: CancellationToken,
@@ -175,6 +176,7 @@ impl Parts {
         let delivery = Arc::new(Delivery {
             store: self.store.clone(),
             site: self.site.clone(),
+            dashboard: self.dashboard.clone(),
             clock: self.clock.clone(),
             outlets,
             shutdown: stop.clone(),
@@ -196,11 +198,13 @@ impl Parts {
 
 impl Notifier {
     /// Starts delivering to `sinks` what `store`'s outbox holds, until `shutdown`.
-    /// The CloudEvents' source is `/rollout/{site}`.
+    /// The CloudEvents' source is `/rollout/{site}`; Slack's messages link to
+    /// `dashboard`.
     pub fn start(
         store: Store,
         sinks: &Sinks,
         site: &str,
+        dashboard: Option<&str>,
         clock: Arc<dyn Clock>,
         engine: Arc<Engine>,
         shutdown: CancellationToken,
@@ -208,6 +212,7 @@ impl Notifier {
         let parts = Parts {
             store,
             site: site.to_string(),
+            dashboard: dashboard.map(str::to_string),
             clock,
             engine,
             shutdown,
@@ -273,7 +278,7 @@ impl Notifier {
             SinkKind::Alertmanager => alertmanager::test(outlet, &d.site).await,
             _ => {
                 let n = test_event(&id, now);
-                let (body, headers) = outlet.request(&n, &d.site);
+                let (body, headers) = outlet.request(&n, &d.site, d.dashboard.as_deref());
                 send::post(&outlet.client, &outlet.sink.url, body, &headers).await
             }
         };

@@ -67,6 +67,9 @@ pub struct Options {
     /// How hosts at `ssh://` addresses are reached (`--ssh FILE`); None: they are
     /// refused, saying so.
     pub ssh: Option<crate::reach::ssh::config::SshConfig>,
+    /// Where people find the dashboard (`--http-advertise`, else its address): the
+    /// Slack sink's `Open dashboard` link.
+    pub dashboard_url: Option<String>,
 }
 
 /// Who may talk to the controller, and how much.
@@ -93,6 +96,8 @@ pub struct Security {
     pub http_tls: Option<web::HttpTls>,
     /// Names the dashboard answers to besides its address (`--http-advertise`'s).
     pub http_names: Vec<String>,
+    /// Slack's signing secret: the dashboard takes approvals from Slack's buttons.
+    pub slack: Option<crate::dashboard::slack::SigningSecret>,
 }
 
 impl Security {
@@ -234,6 +239,7 @@ impl Phase<'_> {
                     store.clone(),
                     &options.sinks,
                     &options.site,
+                    options.dashboard_url.as_deref(),
                     options.clock.clone(),
                     engine.clone(),
                     shutdown.clone(),
@@ -275,7 +281,8 @@ impl Phase<'_> {
                 security.credentials.clone(),
                 security.http_tls.is_some(),
                 shutdown.clone(),
-            );
+            )
+            .with_slack(security.slack.clone());
             // /metrics beside the pages needs the dashboard's credentials.
             let app = dashboard
                 .router_with(metrics::router(m.clone()))

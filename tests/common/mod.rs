@@ -292,6 +292,7 @@ impl Controller {
             drill_from_ms: None,
             sinks: Default::default(),
             sinks_file: None,
+            dashboard_url: None,
             site: "test-site".into(),
             ssh: None,
         };
