@@ -14,7 +14,8 @@
 //!   agent` from their flags, and `rollout demo`.
 //! - [`server`]: the gRPC Controller API and the wiring of one controller process
 //!   (engine, API, metrics and dashboard while it leads; what it serves standing by).
-//! - [`dashboard`]: the live read-only web dashboard (`rollout serve --http-listen`).
+//! - [`dashboard`]: the live web dashboard (`rollout serve --http-listen`), where operators
+//!   act, and the answers to Slack's `Approve` buttons.
 //! - [`notify`]: telling the incident room: the sinks a controller notifies.
 //! - [`agent`]: the host side of the Agent protocol; `--simulate` serves a whole fleet.
 //! - [`auth`]: tokens, roles and the one table of who may call what.

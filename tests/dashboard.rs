@@ -145,7 +145,15 @@ async fn pages_and_streams_need_a_viewer_token_never_in_the_url() {
     let session = cookie.split(';').next().unwrap().to_string();
     let with_session = get("/").header("cookie", &session).send().await.unwrap();
     assert_eq!(with_session.status(), 200);
-    assert!(with_session.text().await.unwrap().contains("vera (viewer)"));
+    let signed_in = with_session.text().await.unwrap();
+    assert!(signed_in.contains("vera (viewer)"));
+    // The sign-out form carries the session's CSRF token.
+    let csrf = signed_in
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("the sign-out form's CSRF token")
+        .to_string();
     // A live stream opens with the session, and starts with the fragment.
     let mut live = get("/live/rollouts").header("cookie", &session).send().await.unwrap();
     assert_eq!(live.status(), 200);
@@ -158,10 +166,20 @@ async fn pages_and_streams_need_a_viewer_token_never_in_the_url() {
     let first = String::from_utf8_lossy(&first).to_string();
     assert!(first.starts_with("event: html"), "{first}");
     drop(live);
+    // Another site's sign-out (no CSRF token) is refused; the session stays.
+    let forged = client
+        .post(format!("{base}/logout"))
+        .header("cookie", &session)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 403);
+    assert_eq!(get("/").header("cookie", &session).send().await.unwrap().status(), 200);
     // Signed out: the session is gone on the server, not only in the browser.
     let out = client
         .post(format!("{base}/logout"))
         .header("cookie", &session)
+        .form(&[("csrf", csrf.as_str())])
         .send()
         .await
         .unwrap();

@@ -142,26 +142,7 @@ async fn approvals_from_slack_count_for_the_person_and_nothing_else_does() {
     let dashboard = controller.line_after("dashboard on ").await.unwrap();
     let server = format!("http://{}", controller.addr);
     let mut alice = as_who(&server, "alice").await;
-    let mut spec = plan("slack-fix", &["10%", "100%"], "0");
-    spec.max_parallel = 50;
-    spec.bake = "1s".into();
-    spec.gates = vec![pb::GateSpec {
-        after: "10%".into(),
-        approvals: 2,
-        four_eyes: true,
-        timeout: "1h".into(),
-        ..Default::default()
-    }];
-    submit(&mut alice, spec).await;
-    within(
-        120,
-        "the gate to open",
-        watch_until(&mut alice, "slack-fix", |r| {
-            r.state() == pb::RolloutState::AwaitingApproval || r.state().is_terminal()
-        }),
-    )
-    .await;
-    let gate = gate_of(&mut alice, "slack-fix").await;
+    let gate = gated_at_ten_percent(&mut alice, "slack-fix").await;
     let slack = Slack {
         python: bin.join("python"),
         url: format!("{}slack/interactions", dashboard),

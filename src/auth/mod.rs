@@ -371,7 +371,8 @@ pub fn hash_token(token: &str) -> String {
         .collect()
 }
 
-fn unhex(text: &str) -> Option<[u8; 32]> {
+/// 64 hex digits as 32 bytes (a SHA-256 hash, an HMAC), or None.
+pub fn unhex(text: &str) -> Option<[u8; 32]> {
     let text = text.trim();
     if text.len() != 64 || !text.is_ascii() {
         return None;

@@ -1,4 +1,4 @@
-//! The read-only dashboard (`rollout serve --http-listen`): rollouts, one rollout's
+//! The dashboard (`rollout serve --http-listen`): rollouts, one rollout's
 //! waves and timeline, restart jobs and their queue, and the fleet by customers'
 //! local time. Server-rendered HTML ([`views`]) kept live by server-sent events that
 //! follow the engine's own watch channels (the ones `WatchRollout` streams), sent at
@@ -15,9 +15,13 @@
 //! requests whose Host is its own address or an advertised name (DNS rebinding), and
 //! `/metrics` beside its pages needs the same credentials as its pages.
 //!
+//! Operators act from a rollout's and a restart job's pages ([`actions`]): forms with
+//! a CSRF token bound to the session, checked with the role on every post.
+//!
 //! With `--slack-signing-secret-file` it also answers Slack's `Approve` buttons at
 //! `POST /slack/interactions` ([`slack`]): signed by Slack instead of a session.
 
+mod actions;
 mod chart;
 mod session;
 pub mod slack;
@@ -80,6 +84,8 @@ pub struct Dashboard {
     sun: Arc<std::sync::Mutex<Option<(std::time::Instant, String)>>>,
     /// With `--slack-signing-secret-file`: approvals from Slack's buttons.
     slack: Option<slack::SigningSecret>,
+    /// The key of the forms' CSRF tokens.
+    csrf: actions::Csrf,
 }
 
 impl Dashboard {
@@ -99,6 +105,7 @@ impl Dashboard {
             shutdown,
             sun: Arc::default(),
             slack: None,
+            csrf: actions::Csrf::default(),
         }
     }
 
@@ -128,6 +135,8 @@ impl Dashboard {
             .route("/live/restarts/{id}", get(live_restart))
             .route("/live/sun", get(live_sun))
             .route("/live/controllers", get(live_controllers))
+            .route("/rollouts/{name}/{action}", post(actions::act_on_rollout))
+            .route("/restarts/{id}/cancel", post(actions::cancel_job))
             .route_layer(middleware::from_fn_with_state(self.clone(), authenticate));
         Router::new()
             .route("/login", get(login_page).post(login))
@@ -197,7 +206,10 @@ async fn security_headers(mut response: Response) -> Response {
 async fn authenticate(State(d): State<Dashboard>, mut req: Request, next: Next) -> Response {
     match d.principal(req.headers()) {
         Ok(p) if p.role.allows(Need::View) => {
+            let id = session::cookie(req.headers()).unwrap_or_default().to_string();
+            let csrf = d.csrf.token(&id);
             req.extensions_mut().insert(p);
+            req.extensions_mut().insert(actions::Session { id, csrf });
             next.run(req).await
         }
         Ok(p) => {
@@ -207,7 +219,7 @@ async fn authenticate(State(d): State<Dashboard>, mut req: Request, next: Next) 
             );
             (
                 StatusCode::FORBIDDEN,
-                html(views::message("Not allowed", Some(&p), &text)),
+                html(views::message("Not allowed", Some((&p, "")), &text)),
             )
                 .into_response()
         }
@@ -267,8 +279,21 @@ async fn login(State(d): State<Dashboard>, Form(form): Form<LoginForm>) -> Respo
     }
 }
 
-async fn logout(State(d): State<Dashboard>, headers: HeaderMap) -> Response {
+/// Signs out: the form carries the session's CSRF token (another site cannot sign
+/// anyone out).
+async fn logout(State(d): State<Dashboard>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
+    let csrf = url::form_urlencoded::parse(&body)
+        .find(|(k, _)| k == "csrf")
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default();
     if let Some(id) = session::cookie(&headers) {
+        if !d.csrf.holds(id, &csrf) {
+            return (
+                StatusCode::FORBIDDEN,
+                "This form is not from your session: reload the page.\n",
+            )
+                .into_response();
+        }
         d.sessions.close(id);
     }
     (
@@ -278,62 +303,117 @@ async fn logout(State(d): State<Dashboard>, headers: HeaderMap) -> Response {
         .into_response()
 }
 
-fn not_found(who: &Principal, text: String) -> Response {
+fn not_found(who: &Principal, session: &actions::Session, text: String) -> Response {
     (
         StatusCode::NOT_FOUND,
-        html(views::message("Not found", Some(who), &text)),
+        html(views::message("Not found", Some((who, &session.csrf)), &text)),
     )
         .into_response()
 }
 
 // ---- pages: a layout around the fragment its live stream keeps fresh ----
 
-async fn rollouts_page(State(d): State<Dashboard>, Extension(who): Extension<Principal>) -> Response {
+async fn rollouts_page(
+    State(d): State<Dashboard>,
+    Extension(who): Extension<Principal>,
+    Extension(session): Extension<actions::Session>,
+) -> Response {
     let body = views::live("/live/rollouts", render_rollouts(&d));
-    html(views::page("Rollouts", Some(&who), body)).into_response()
+    html(views::page("Rollouts", Some((&who, &session.csrf)), body)).into_response()
 }
 
 async fn rollout_page(
     State(d): State<Dashboard>,
     Extension(who): Extension<Principal>,
+    Extension(session): Extension<actions::Session>,
     Path(name): Path<String>,
 ) -> Response {
-    match render_rollout(&d, &name) {
-        Some(fragment) => {
-            let body = views::live(&format!("/live/rollouts/{}", views::encode(&name)), fragment);
-            html(views::page(&name, Some(&who), body)).into_response()
-        }
-        None => not_found(&who, format!("No rollout is named `{name}`.")),
+    match d.engine.get(Key { name: &name, id: 0 }) {
+        Ok(_) => rollout_screen(&d, &who, &session, &name, None).into_response(),
+        Err(_) => not_found(&who, &session, format!("No rollout is named `{name}`.")),
     }
 }
 
-async fn restarts_page(State(d): State<Dashboard>, Extension(who): Extension<Principal>) -> Response {
+/// A rollout's page: what an action did (`notice`), the buttons `who` may press,
+/// and the live view.
+fn rollout_screen(
+    d: &Dashboard,
+    who: &Principal,
+    session: &actions::Session,
+    name: &str,
+    notice: Option<(bool, String)>,
+) -> Html<String> {
+    let fragment =
+        render_rollout(d, name).unwrap_or_else(|| views::message_fragment(&format!("No rollout is named `{name}`.")));
+    let panel = match d.engine.get(Key { name, id: 0 }) {
+        Ok(r) => actions::rollout_panel(&r, who, &session.csrf),
+        Err(_) => maud::html! {},
+    };
+    let live = views::live(&format!("/live/rollouts/{}", views::encode(name)), fragment);
+    let body = maud::html! { (actions::notice(&notice)) (panel) (live) };
+    html(views::page(name, Some((who, &session.csrf)), body))
+}
+
+/// A restart job's page, likewise.
+fn restart_screen(
+    d: &Dashboard,
+    who: &Principal,
+    session: &actions::Session,
+    id: u64,
+    notice: Option<(bool, String)>,
+) -> Html<String> {
+    let fragment =
+        render_restart(d, id).unwrap_or_else(|| views::message_fragment(&format!("No restart job has id {id}.")));
+    let panel = match d.engine.restart_job(id, false) {
+        Ok(j) => actions::job_panel(&j, who, &session.csrf),
+        Err(_) => maud::html! {},
+    };
+    let live = views::live(&format!("/live/restarts/{id}"), fragment);
+    let body = maud::html! { (actions::notice(&notice)) (panel) (live) };
+    html(views::page(
+        &format!("Restart job {id}"),
+        Some((who, &session.csrf)),
+        body,
+    ))
+}
+
+async fn restarts_page(
+    State(d): State<Dashboard>,
+    Extension(who): Extension<Principal>,
+    Extension(session): Extension<actions::Session>,
+) -> Response {
     let body = views::live("/live/restarts", render_restarts(&d));
-    html(views::page("Restarts", Some(&who), body)).into_response()
+    html(views::page("Restarts", Some((&who, &session.csrf)), body)).into_response()
 }
 
 async fn restart_page(
     State(d): State<Dashboard>,
     Extension(who): Extension<Principal>,
+    Extension(session): Extension<actions::Session>,
     Path(id): Path<u64>,
 ) -> Response {
-    match render_restart(&d, id) {
-        Some(fragment) => {
-            let body = views::live(&format!("/live/restarts/{id}"), fragment);
-            html(views::page(&format!("Restart job {id}"), Some(&who), body)).into_response()
-        }
-        None => not_found(&who, format!("No restart job has id {id}.")),
+    match d.engine.restart_job(id, false) {
+        Ok(_) => restart_screen(&d, &who, &session, id, None).into_response(),
+        Err(_) => not_found(&who, &session, format!("No restart job has id {id}.")),
     }
 }
 
-async fn sun_page(State(d): State<Dashboard>, Extension(who): Extension<Principal>) -> Response {
+async fn sun_page(
+    State(d): State<Dashboard>,
+    Extension(who): Extension<Principal>,
+    Extension(session): Extension<actions::Session>,
+) -> Response {
     let body = views::live("/live/sun", render_sun(&d));
-    html(views::page("Follow the sun", Some(&who), body)).into_response()
+    html(views::page("Follow the sun", Some((&who, &session.csrf)), body)).into_response()
 }
 
-async fn controllers_page(State(d): State<Dashboard>, Extension(who): Extension<Principal>) -> Response {
+async fn controllers_page(
+    State(d): State<Dashboard>,
+    Extension(who): Extension<Principal>,
+    Extension(session): Extension<actions::Session>,
+) -> Response {
     let body = views::live("/live/controllers", render_controllers(&d));
-    html(views::page("Controllers", Some(&who), body)).into_response()
+    html(views::page("Controllers", Some((&who, &session.csrf)), body)).into_response()
 }
 
 // ---- fragments ----

@@ -91,7 +91,7 @@ pub fn verify(
     let Some(hex) = signature.strip_prefix("v0=") else {
         return Err(Unsigned::Forged);
     };
-    let Some(claimed) = unhex(hex) else {
+    let Some(claimed) = crate::auth::unhex(hex) else {
         return Err(Unsigned::Forged);
     };
     let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(&secret.0) else {
@@ -103,15 +103,6 @@ pub fn verify(
     mac.update(body);
     // verify_slice compares in constant time.
     mac.verify_slice(&claimed).map_err(|_| Unsigned::Forged)
-}
-
-fn unhex(text: &str) -> Option<Vec<u8>> {
-    if text.len() != 64 || !text.is_ascii() {
-        return None;
-    }
-    (0..32)
-        .map(|i| u8::from_str_radix(&text[2 * i..2 * i + 2], 16).ok())
-        .collect()
 }
 
 /// One press of a button, as Slack's payload says it.

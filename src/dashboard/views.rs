@@ -16,8 +16,9 @@ use crate::proto::v1 as pb;
 /// Rollouts on the list page, newest first.
 pub const LIST: usize = 100;
 
-/// A full page: navigation, who is looking, and `body`.
-pub fn page(title: &str, who: Option<&Principal>, body: Markup) -> Markup {
+/// A full page: navigation, who is looking (and their session's CSRF token, which
+/// the sign-out form carries), and `body`.
+pub fn page(title: &str, who: Option<(&Principal, &str)>, body: Markup) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {
@@ -37,11 +38,12 @@ pub fn page(title: &str, who: Option<&Principal>, body: Markup) -> Markup {
                         a href="/sun" { "Follow the sun" }
                         a href="/controllers" { "Controllers" }
                     }
-                    @if let Some(p) = who {
+                    @if let Some((p, csrf)) = who {
                         @if *p == Principal::anonymous() {
                             span.who { "open: no authentication (loopback)" }
                         } @else {
                             form.who method="post" action="/logout" {
+                                input type="hidden" name="csrf" value=(csrf);
                                 span { (p.name) " (" (p.role) ")" }
                                 button type="submit" { "Sign out" }
                             }
@@ -265,7 +267,8 @@ fn headline(r: &pb::Rollout, drill: Option<&str>) -> String {
 }
 
 /// The open gate: what it waits for, who approved, the deadline, what the next wave
-/// will take. Read-only: approvals come through the API (`rollout approve`).
+/// will take. The `Approve` button is above it, outside the live view (a form the
+/// stream would redraw while someone types).
 fn gate_banner(r: &pb::Rollout, g: &pb::Gate) -> Markup {
     let e = g.evidence.clone().unwrap_or_default();
     let next = e.next_wave.unwrap_or_default();
@@ -551,8 +554,13 @@ fn dot_class(c: &Placed) -> String {
     format!("dot {}{down}", tier_class(c.tier.as_str()))
 }
 
+/// A one-line fragment in place of what is gone.
+pub fn message_fragment(text: &str) -> Markup {
+    html! { p { (text) } }
+}
+
 /// A one-line page for a refusal or a missing rollout.
-pub fn message(title: &str, who: Option<&Principal>, text: &str) -> Markup {
+pub fn message(title: &str, who: Option<(&Principal, &str)>, text: &str) -> Markup {
     page(
         title,
         who,

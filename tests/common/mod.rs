@@ -444,6 +444,32 @@ pub async fn timeline(client: &mut Client, rollout: &str) -> Vec<pb::EventRecord
         .events
 }
 
+/// Submits through `client` rollout `name` over every host in two waves (10%, 100%)
+/// with a gate after the first that needs two approvals, four-eyes; returns the open
+/// gate once the rollout waits at it.
+pub async fn gated_at_ten_percent(client: &mut Client, name: &str) -> pb::Gate {
+    let mut spec = plan(name, &["10%", "100%"], "0");
+    spec.max_parallel = 50;
+    spec.bake = "1s".into();
+    spec.gates = vec![pb::GateSpec {
+        after: "10%".into(),
+        approvals: 2,
+        four_eyes: true,
+        timeout: "1h".into(),
+        ..Default::default()
+    }];
+    submit(client, spec).await;
+    within(
+        120,
+        "the gate to open",
+        watch_until(client, name, |r| {
+            r.state() == pb::RolloutState::AwaitingApproval || r.state().is_terminal()
+        }),
+    )
+    .await;
+    get(client, name).await.gate.expect("the open gate")
+}
+
 /// The whole audit log, oldest first, once `done` holds for it (polled, at most 30 s):
 /// for lines written just after what the test saw happen.
 pub async fn audit_until(

@@ -1,0 +1,346 @@
+//! Acting from the dashboard, over HTTP against the real binary with `--auth`: the
+//! buttons an operator sees and a viewer does not, the CSRF token bound to the
+//! session, the typed name before `Abort`, a stale gate asking again, a double submit
+//! acting once, and the audit log saying it came through the dashboard.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::*;
+use reqwest::StatusCode;
+use rollout::proto::v1 as pb;
+
+/// alice submits; bob and carol approve; vic only looks.
+const PEOPLE: [(&str, &str); 4] = [
+    ("alice", "operator"),
+    ("bob", "operator"),
+    ("carol", "operator"),
+    ("vic", "viewer"),
+];
+
+/// A signed-in browser: its session cookie.
+struct Browser {
+    base: String,
+    cookie: String,
+    http: reqwest::Client,
+}
+
+impl Browser {
+    async fn sign_in(base: &str, principal: &str) -> Browser {
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        let answer = http
+            .post(format!("{base}login"))
+            .form(&[("token", token(principal))])
+            .send()
+            .await
+            .unwrap();
+        let cookie = answer
+            .headers()
+            .get("set-cookie")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .expect("a session cookie")
+            .to_string();
+        Browser {
+            base: base.to_string(),
+            cookie,
+            http,
+        }
+    }
+
+    async fn page(&self, path: &str) -> String {
+        let answer = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .header("cookie", &self.cookie)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), StatusCode::OK);
+        answer.text().await.unwrap()
+    }
+
+    async fn post(&self, path: &str, form: &[(&str, &str)]) -> (StatusCode, String) {
+        let answer = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .header("cookie", &self.cookie)
+            .form(form)
+            .send()
+            .await
+            .unwrap();
+        (answer.status(), answer.text().await.unwrap())
+    }
+}
+
+/// The value of the first `<input name=NAME value=...>` of `html`.
+fn field(html: &str, name: &str) -> Option<String> {
+    let at = html.find(&format!("name=\"{name}\" value=\""))?;
+    let rest = &html[at + name.len() + 15..];
+    Some(rest[..rest.find('"')?].to_string())
+}
+
+fn buttons(html: &str) -> Vec<String> {
+    html.match_indices("<button")
+        .filter_map(|(at, _)| {
+            let rest = &html[at..];
+            let start = rest.find('>')? + 1;
+            let end = rest.find("</button>")?;
+            Some(rest[start..end].to_string())
+        })
+        .collect()
+}
+
+fn tokens(dir: &Path) -> std::path::PathBuf {
+    tokens_file(dir, &PEOPLE)
+}
+
+async fn approvals(client: &mut Client, name: &str) -> Vec<String> {
+    let r = get(client, name).await;
+    r.gate
+        .map(|g| g.approvals.into_iter().map(|a| a.principal).collect())
+        .unwrap_or_default()
+}
+
+/// A simulator, a controller with `--auth` and the dashboard, and alice's rollout
+/// `web-fix` waiting at a two-approval four-eyes gate after 10%.
+struct Site {
+    agent: rollout::cli::process::Spawned,
+    controller: rollout::cli::process::Spawned,
+    /// The dashboard's URL, ending in `/`.
+    base: String,
+    alice: Client,
+    gate: pb::Gate,
+}
+
+async fn site(dir: &Path) -> Site {
+    let log = dir.join("log");
+    let (agent, _fleet, ctl_fleet) = spawn_simulator(dir, 100, "1..5", &log).await;
+    let tokens = tokens(dir);
+    let extra = [
+        "--auth".as_ref(),
+        tokens.as_os_str(),
+        "--http-listen".as_ref(),
+        "127.0.0.1:0".as_ref(),
+    ];
+    let mut controller = spawn_controller(&dir.join("data"), &ctl_fleet, &extra, &log).await;
+    let base = controller.line_after("dashboard on ").await.unwrap();
+    let server = format!("http://{}", controller.addr);
+    let mut alice = as_who(&server, "alice").await;
+    let gate = gated_at_ten_percent(&mut alice, "web-fix").await;
+
+    Site {
+        agent,
+        controller,
+        base,
+        alice,
+        gate,
+    }
+}
+
+/// A two-approval four-eyes gate approved from the dashboard by two operators: each
+/// form needs its own session's CSRF token, a viewer sees no button and is refused
+/// when posting anyway, `Abort` needs the typed name, a stale gate id shows the new
+/// one, a double submit acts once, and each approval is audited through the dashboard.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operators_act_from_the_dashboard_and_nobody_else_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let Site {
+        mut agent,
+        mut controller,
+        base,
+        mut alice,
+        gate,
+    } = site(dir.path()).await;
+
+    // An operator sees the buttons, the gate's evidence and id beside Approve.
+    let bob = Browser::sign_in(&base, "bob").await;
+    let page = bob.page("rollouts/web-fix").await;
+    assert_eq!(
+        buttons(&page),
+        ["Sign out", "Approve", "Pause", "Resume", "Retry", "Abort"]
+    );
+    assert_eq!(field(&page, "gate_id").as_deref(), Some(gate.gate_id.as_str()));
+    assert!(page.contains("10 of 10 hosts succeeded"), "the evidence beside Approve");
+    let csrf = field(&page, "csrf").expect("a CSRF token");
+    let request_id = field(&page, "request_id").expect("a request id");
+
+    // A viewer sees none, and posting anyway with its own session is refused.
+    let vic = Browser::sign_in(&base, "vic").await;
+    let seen = vic.page("rollouts/web-fix").await;
+    assert_eq!(buttons(&seen), ["Sign out"], "a viewer sees no action");
+    // Its forged post, with its own session's token (the sign-out form's), is
+    // refused for its role; with another's token, for the token.
+    let vic_csrf = field(&seen, "csrf").expect("the sign-out form's token");
+    for token in [&vic_csrf, &csrf] {
+        let (status, said) = vic
+            .post(
+                "rollouts/web-fix/approve",
+                &[("csrf", token), ("gate_id", &gate.gate_id), ("request_id", "v-1")],
+            )
+            .await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "a viewer's forged post: {said}");
+    }
+    let (_, said) = vic
+        .post(
+            "rollouts/web-fix/approve",
+            &[("csrf", &vic_csrf), ("gate_id", &gate.gate_id), ("request_id", "v-2")],
+        )
+        .await;
+    assert!(said.contains("has the viewer role"), "{said}");
+    // Without the CSRF token, or with another session's: 403, nothing counted.
+    let (status, said) = bob
+        .post(
+            "rollouts/web-fix/approve",
+            &[("gate_id", &gate.gate_id), ("request_id", "b-0")],
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(said.contains("CSRF"), "{said}");
+    let carol = Browser::sign_in(&base, "carol").await;
+    let carol_page = carol.page("rollouts/web-fix").await;
+    let carol_csrf = field(&carol_page, "csrf").unwrap();
+    assert_ne!(carol_csrf, csrf, "each session has its own token");
+    let (status, _) = bob
+        .post(
+            "rollouts/web-fix/approve",
+            &[("csrf", &carol_csrf), ("gate_id", &gate.gate_id), ("request_id", "b-1")],
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "another session's token");
+    assert!(approvals(&mut alice, "web-fix").await.is_empty(), "nothing counted");
+
+    // Abort needs the rollout's name typed first.
+    let (status, said) = bob
+        .post(
+            "rollouts/web-fix/abort",
+            &[("csrf", &csrf), ("confirm", "web"), ("request_id", "b-2")],
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{said}");
+    assert!(
+        said.contains("type the rollout&#39;s name") || said.contains("type the rollout's name"),
+        "{said}"
+    );
+    assert_eq!(
+        get(&mut alice, "web-fix").await.state(),
+        pb::RolloutState::AwaitingApproval
+    );
+    // A stale gate id shows the open gate again.
+    let (status, said) = bob
+        .post(
+            "rollouts/web-fix/approve",
+            &[("csrf", &csrf), ("gate_id", "000000000000"), ("request_id", "b-3")],
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert!(said.contains("The gate changed since you looked"), "{said}");
+    assert_eq!(
+        field(&said, "gate_id").as_deref(),
+        Some(gate.gate_id.as_str()),
+        "asked again"
+    );
+
+    // bob approves; a double click (the same form twice) acts once.
+    let form = [
+        ("csrf", csrf.as_str()),
+        ("gate_id", &gate.gate_id),
+        ("request_id", &request_id),
+    ];
+    let (status, said) = bob.post("rollouts/web-fix/approve", &form).await;
+    assert_eq!(status, StatusCode::OK, "{said}");
+    assert!(said.contains("approval 1 of 2 recorded"), "{said}");
+    let (status, said) = bob.post("rollouts/web-fix/approve", &form).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(said.contains("answered already"), "{said}");
+    assert_eq!(approvals(&mut alice, "web-fix").await, ["bob"]);
+
+    // carol's approval completes the quorum: the rollout goes on.
+    let carol_id = field(&carol_page, "request_id").unwrap();
+    let (status, said) = carol
+        .post(
+            "rollouts/web-fix/approve",
+            &[
+                ("csrf", &carol_csrf),
+                ("gate_id", &gate.gate_id),
+                ("request_id", &carol_id),
+            ],
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{said}");
+    let done = within(
+        120,
+        "the rollout to finish",
+        watch_until(&mut alice, "web-fix", |r| r.state().is_terminal()),
+    )
+    .await;
+    assert_eq!(done.last().unwrap().state(), pb::RolloutState::Succeeded);
+    let events = timeline(&mut alice, "web-fix").await;
+    for who in ["bob", "carol"] {
+        assert!(
+            events
+                .iter()
+                .any(|e| e.principal == who && e.result == "ok" && e.detail.ends_with("(through the dashboard)")),
+            "{who}'s approval is audited through the dashboard: {events:#?}"
+        );
+    }
+    assert_eq!(controller.terminate(Duration::from_secs(30)).await.unwrap(), Some(0));
+    assert_eq!(agent.terminate(Duration::from_secs(30)).await.unwrap(), Some(0));
+}
+
+/// In a real browser (Chromium through WebDriver): bob signs in with his token,
+/// presses `Approve` on the rollout's page and sees his approval counted; the
+/// rollout's gate says so.
+#[ignore = "needs chromium and chromium-driver (Debian); cargo test -- --include-ignored runs it"]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_approves_in_a_browser() {
+    use fantoccini::Locator;
+    let Some(session) = common::browser::start().await else {
+        return;
+    };
+    let browser = session.client.clone();
+    let dir = tempfile::tempdir().unwrap();
+    let Site {
+        mut agent,
+        mut controller,
+        base,
+        mut alice,
+        gate,
+    } = site(dir.path()).await;
+    browser.goto(&format!("{base}login")).await.unwrap();
+    browser
+        .find(Locator::Css("input[name=token]"))
+        .await
+        .unwrap()
+        .send_keys(&token("bob"))
+        .await
+        .unwrap();
+    browser
+        .find(Locator::Css("form[action='/login'] button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    browser.goto(&format!("{base}rollouts/web-fix")).await.unwrap();
+    browser
+        .find(Locator::XPath("//button[normalize-space(text())='Approve']"))
+        .await
+        .expect("bob sees Approve")
+        .click()
+        .await
+        .unwrap();
+    let said = common::browser::text_of(&browser, "#notice").await;
+    assert!(said.contains("approval 1 of 2 recorded"), "{said}");
+    assert_eq!(approvals(&mut alice, "web-fix").await, ["bob"]);
+    let counted = get(&mut alice, "web-fix").await.gate.unwrap();
+    assert_eq!((counted.gate_id, counted.approvals_needed), (gate.gate_id, 1));
+    let _ = browser.close().await;
+    assert_eq!(controller.terminate(Duration::from_secs(30)).await.unwrap(), Some(0));
+    assert_eq!(agent.terminate(Duration::from_secs(30)).await.unwrap(), Some(0));
+}
