@@ -12,12 +12,12 @@ use common::*;
 use reqwest::StatusCode;
 use rollout::proto::v1 as pb;
 
-/// alice submits; bob and carol approve; vic only looks.
-const PEOPLE: [(&str, &str); 4] = [
-    ("alice", "operator"),
-    ("bob", "operator"),
-    ("carol", "operator"),
-    ("vic", "viewer"),
+/// alice submits; bob and carol approve (carol from Slack too); vic only looks.
+const PEOPLE: [(&str, &str, &str); 4] = [
+    ("alice", "operator", "U0ALICE1"),
+    ("bob", "operator", "U0BOB001"),
+    ("carol", "operator", "U0CAROL1"),
+    ("vic", "viewer", "U0VIC001"),
 ];
 
 /// A signed-in browser: its session cookie.
@@ -96,10 +96,6 @@ fn buttons(html: &str) -> Vec<String> {
         .collect()
 }
 
-fn tokens(dir: &Path) -> std::path::PathBuf {
-    tokens_file(dir, &PEOPLE)
-}
-
 async fn approvals(client: &mut Client, name: &str) -> Vec<String> {
     let r = get(client, name).await;
     r.gate
@@ -121,12 +117,15 @@ struct Site {
 async fn site(dir: &Path) -> Site {
     let log = dir.join("log");
     let (agent, _fleet, ctl_fleet) = spawn_simulator(dir, 100, "1..5", &log).await;
-    let tokens = tokens(dir);
+    let tokens = common::slack::tokens_file(dir, &PEOPLE);
+    let secret = common::slack::secret_file(dir);
     let extra = [
         "--auth".as_ref(),
         tokens.as_os_str(),
         "--http-listen".as_ref(),
         "127.0.0.1:0".as_ref(),
+        "--slack-signing-secret-file".as_ref(),
+        secret.as_os_str(),
     ];
     let mut controller = spawn_controller(&dir.join("data"), &ctl_fleet, &extra, &log).await;
     let base = controller.line_after("dashboard on ").await.unwrap();
@@ -273,13 +272,7 @@ async fn operators_act_from_the_dashboard_and_nobody_else_does() {
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{said}");
-    let done = within(
-        120,
-        "the rollout to finish",
-        watch_until(&mut alice, "web-fix", |r| r.state().is_terminal()),
-    )
-    .await;
-    assert_eq!(done.last().unwrap().state(), pb::RolloutState::Succeeded);
+    assert_eq!(ended(&mut alice, "web-fix").await.state(), pb::RolloutState::Succeeded);
     let events = timeline(&mut alice, "web-fix").await;
     for who in ["bob", "carol"] {
         assert!(
@@ -294,9 +287,10 @@ async fn operators_act_from_the_dashboard_and_nobody_else_does() {
 }
 
 /// In a real browser (Chromium through WebDriver): bob signs in with his token,
-/// presses `Approve` on the rollout's page and sees his approval counted; the
-/// rollout's gate says so.
-#[ignore = "needs chromium and chromium-driver (Debian); cargo test -- --include-ignored runs it"]
+/// presses `Approve` on the rollout's page and sees his approval counted; carol's
+/// press of Slack's `Approve` (signed by slack_sdk) completes the quorum, and the
+/// rollout moves on.
+#[ignore = "needs chromium and chromium-driver (Debian), Python's venv and PyPI; cargo test -- --include-ignored runs it"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operator_approves_in_a_browser() {
     use fantoccini::Locator;
@@ -305,6 +299,9 @@ async fn an_operator_approves_in_a_browser() {
     };
     let browser = session.client.clone();
     let dir = tempfile::tempdir().unwrap();
+    let Some(bin) = python::venv(dir.path(), &["slack_sdk==3.33.5"], "Slack's signature") else {
+        return;
+    };
     let Site {
         mut agent,
         mut controller,
@@ -335,11 +332,40 @@ async fn an_operator_approves_in_a_browser() {
         .click()
         .await
         .unwrap();
-    let said = common::browser::text_of(&browser, "#notice").await;
+    // The form's answer is a new page: its notice, once it has loaded.
+    let said = browser
+        .wait()
+        .at_most(Duration::from_secs(30))
+        .for_element(Locator::Css("#notice"))
+        .await
+        .expect("the page answering the press")
+        .text()
+        .await
+        .unwrap();
     assert!(said.contains("approval 1 of 2 recorded"), "{said}");
     assert_eq!(approvals(&mut alice, "web-fix").await, ["bob"]);
     let counted = get(&mut alice, "web-fix").await.gate.unwrap();
-    assert_eq!((counted.gate_id, counted.approvals_needed), (gate.gate_id, 1));
+    assert_eq!(
+        (counted.gate_id.as_str(), counted.approvals_needed),
+        (gate.gate_id.as_str(), 1)
+    );
+    // The second approval, from Slack, completes the quorum: the rollout moves on.
+    let slack = common::slack::Slack::at(&base, &bin);
+    let carol = common::slack::press("U0CAROL1", "web-fix", &gate.gate_id, "9.9.carol");
+    let (status, answer) = slack.post(&carol, common::slack::SECRET, common::slack::now_s()).await;
+    assert_eq!(status, 200, "{answer}");
+    assert!(
+        answer["text"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("carol's approval counted: 2 of 2"),
+        "{answer}"
+    );
+    assert_eq!(ended(&mut alice, "web-fix").await.state(), pb::RolloutState::Succeeded);
+    // The page, reloaded, shows the gate passed and no action left.
+    browser.goto(&format!("{base}rollouts/web-fix")).await.unwrap();
+    let shown = browser.source().await.unwrap();
+    assert!(!shown.contains(">Approve</button>"), "no Approve once it ended");
     let _ = browser.close().await;
     assert_eq!(controller.terminate(Duration::from_secs(30)).await.unwrap(), Some(0));
     assert_eq!(agent.terminate(Duration::from_secs(30)).await.unwrap(), Some(0));

@@ -6,17 +6,13 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
+use common::slack::{SECRET, Slack, now_s, press};
 use common::*;
-use rollout::auth::hash_token;
 use rollout::cli::process::Spawned;
 use rollout::proto::v1 as pb;
-use serde_json::{Value, json};
-
-const SECRET: &str = "8f742231b10e8888abcd99yyyzzz85a5";
+use serde_json::Value;
 
 /// Who is who: alice submits, bob and carol approve from Slack, vic only looks.
 const PEOPLE: [(&str, &str, &str); 4] = [
@@ -25,90 +21,6 @@ const PEOPLE: [(&str, &str, &str); 4] = [
     ("carol", "operator", "U0CAROL1"),
     ("vic", "viewer", "U0VIC001"),
 ];
-
-fn tokens(dir: &Path) -> PathBuf {
-    let mut text = String::from("tokens:\n");
-    for (principal, role, slack) in PEOPLE {
-        text.push_str(&format!(
-            "  - principal: {principal}\n    role: {role}\n    sha256: {}\n    slack_user: {slack}\n",
-            hash_token(&token(principal))
-        ));
-    }
-    let path = dir.join("tokens.yaml");
-    std::fs::write(&path, text).unwrap();
-    path
-}
-
-/// Slack's signature of `body` at `timestamp` under `secret`, as slack_sdk makes it.
-fn signed_by_slack_sdk(python: &Path, secret: &str, timestamp: i64, body: &str) -> String {
-    let mut child = Command::new(python)
-        .args([
-            "-c",
-            "import sys\nfrom slack_sdk.signature import SignatureVerifier\n\
-             body = sys.stdin.read()\n\
-             print(SignatureVerifier(sys.argv[1]).generate_signature(timestamp=sys.argv[2], body=body))",
-            secret,
-            &timestamp.to_string(),
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("python runs");
-    use std::io::Write;
-    child.stdin.take().unwrap().write_all(body.as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "slack_sdk signs");
-    text(&out.stdout).trim().to_string()
-}
-
-/// A press of the Approve button by Slack user `user` on `rollout`'s gate `gate_id`,
-/// as Slack posts it (form-encoded `payload`).
-fn press(user: &str, rollout: &str, gate_id: &str, trigger: &str) -> String {
-    let payload = json!({
-        "type": "block_actions",
-        "user": {"id": user, "username": user.to_lowercase()},
-        "trigger_id": trigger,
-        "response_url": "https://hooks.slack.com/actions/T0/1/x",
-        "actions": [{
-            "action_id": "rollout.approve",
-            "type": "button",
-            "value": json!({"rollout": rollout, "gate_id": gate_id}).to_string(),
-        }],
-    });
-    url::form_urlencoded::Serializer::new(String::new())
-        .append_pair("payload", &payload.to_string())
-        .finish()
-}
-
-fn now_s() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64
-}
-
-struct Slack {
-    python: PathBuf,
-    url: String,
-    http: reqwest::Client,
-}
-
-impl Slack {
-    /// Posts `body` signed at `timestamp` with `secret`: the status, and the answer.
-    async fn post(&self, body: &str, secret: &str, timestamp: i64) -> (u16, Value) {
-        let signature = signed_by_slack_sdk(&self.python, secret, timestamp, body);
-        let answer = self
-            .http
-            .post(&self.url)
-            .header("content-type", "application/x-www-form-urlencoded")
-            .header("x-slack-request-timestamp", timestamp.to_string())
-            .header("x-slack-signature", signature)
-            .body(body.to_string())
-            .send()
-            .await
-            .unwrap();
-        let status = answer.status().as_u16();
-        let text = answer.text().await.unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
-    }
-}
 
 async fn gate_of(client: &mut Client, name: &str) -> pb::Gate {
     get(client, name).await.gate.expect("the open gate")
@@ -127,9 +39,8 @@ async fn approvals_from_slack_count_for_the_person_and_nothing_else_does() {
     };
     let log = dir.path().join("log");
     let (mut agent, _fleet, ctl_fleet) = spawn_simulator(dir.path(), 100, "1..5", &log).await;
-    let tokens = tokens(dir.path());
-    let secret_file = dir.path().join("slack.secret");
-    std::fs::write(&secret_file, format!("{SECRET}\n")).unwrap();
+    let tokens = slack::tokens_file(dir.path(), &PEOPLE);
+    let secret_file = slack::secret_file(dir.path());
     let extra = [
         "--auth".as_ref(),
         tokens.as_os_str(),
@@ -143,11 +54,7 @@ async fn approvals_from_slack_count_for_the_person_and_nothing_else_does() {
     let server = format!("http://{}", controller.addr);
     let mut alice = as_who(&server, "alice").await;
     let gate = gated_at_ten_percent(&mut alice, "slack-fix").await;
-    let slack = Slack {
-        python: bin.join("python"),
-        url: format!("{}slack/interactions", dashboard),
-        http: reqwest::Client::new(),
-    };
+    let slack = Slack::at(&dashboard, &bin);
     let counted = |g: &pb::Gate| g.approvals.iter().map(|a| a.principal.clone()).collect::<Vec<_>>();
 
     // bob's press counts as bob's.
@@ -234,13 +141,10 @@ async fn approvals_from_slack_count_for_the_person_and_nothing_else_does() {
         answer["text"], "carol's approval counted: 2 of 2: the gate after 10% is approved and wave 2 starts now.",
         "{answer}"
     );
-    let done = within(
-        120,
-        "the rollout to finish",
-        watch_until(&mut alice, "slack-fix", |r| r.state().is_terminal()),
-    )
-    .await;
-    assert_eq!(done.last().unwrap().state(), pb::RolloutState::Succeeded);
+    assert_eq!(
+        ended(&mut alice, "slack-fix").await.state(),
+        pb::RolloutState::Succeeded
+    );
     // Slack retrying carol's request (same trigger) acts once.
     let (_, answer) = slack.post(&carol, SECRET, now_s()).await;
     assert!(

@@ -13,6 +13,7 @@ pub mod prometheus;
 pub mod python;
 pub mod receiver;
 pub mod scrape;
+pub mod slack;
 pub mod sshd;
 
 use std::future::Future;
@@ -468,6 +469,17 @@ pub async fn gated_at_ten_percent(client: &mut Client, name: &str) -> pb::Gate {
     )
     .await;
     get(client, name).await.gate.expect("the open gate")
+}
+
+/// Rollout `name` once it ended (watched, at most 120 s).
+pub async fn ended(client: &mut Client, name: &str) -> pb::Rollout {
+    let seen = within(
+        120,
+        "the rollout to finish",
+        watch_until(client, name, |r| r.state().is_terminal()),
+    )
+    .await;
+    seen.into_iter().last().expect("a snapshot")
 }
 
 /// The whole audit log, oldest first, once `done` holds for it (polled, at most 30 s):
