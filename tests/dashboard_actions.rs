@@ -286,6 +286,28 @@ async fn operators_act_from_the_dashboard_and_nobody_else_does() {
     assert_eq!(agent.terminate(Duration::from_secs(30)).await.unwrap(), Some(0));
 }
 
+/// Presses `Approve` on the page `browser` shows; the notice of the page that
+/// answers, once it has loaded.
+async fn press_approve(browser: &fantoccini::Client) -> String {
+    use fantoccini::Locator;
+    browser
+        .find(Locator::XPath("//button[normalize-space(text())='Approve']"))
+        .await
+        .expect("the page offers Approve")
+        .click()
+        .await
+        .unwrap();
+    browser
+        .wait()
+        .at_most(Duration::from_secs(30))
+        .for_element(Locator::Css("#notice"))
+        .await
+        .expect("the page answering the press")
+        .text()
+        .await
+        .unwrap()
+}
+
 /// In a real browser (Chromium through WebDriver): bob signs in with his token,
 /// presses `Approve` on the rollout's page and sees his approval counted; carol's
 /// press of Slack's `Approve` (signed by slack_sdk) completes the quorum, and the
@@ -325,23 +347,7 @@ async fn an_operator_approves_in_a_browser() {
         .await
         .unwrap();
     browser.goto(&format!("{base}rollouts/web-fix")).await.unwrap();
-    browser
-        .find(Locator::XPath("//button[normalize-space(text())='Approve']"))
-        .await
-        .expect("bob sees Approve")
-        .click()
-        .await
-        .unwrap();
-    // The form's answer is a new page: its notice, once it has loaded.
-    let said = browser
-        .wait()
-        .at_most(Duration::from_secs(30))
-        .for_element(Locator::Css("#notice"))
-        .await
-        .expect("the page answering the press")
-        .text()
-        .await
-        .unwrap();
+    let said = press_approve(&browser).await;
     assert!(said.contains("approval 1 of 2 recorded"), "{said}");
     assert_eq!(approvals(&mut alice, "web-fix").await, ["bob"]);
     let counted = get(&mut alice, "web-fix").await.gate.unwrap();
@@ -369,4 +375,71 @@ async fn an_operator_approves_in_a_browser() {
     let _ = browser.close().await;
     assert_eq!(controller.terminate(Duration::from_secs(30)).await.unwrap(), Some(0));
     assert_eq!(agent.terminate(Duration::from_secs(30)).await.unwrap(), Some(0));
+}
+
+/// The seed story in `rollout demo --http-listen --approve-in-browser`: the demo says
+/// where the gate after 60% waits, a person presses `Approve` there (Chromium), and
+/// the fix goes on to 100% and the restarts; Ctrl-C ends the demo, which says it went
+/// as it should.
+#[ignore = "needs chromium and chromium-driver (Debian); cargo test -- --include-ignored runs it"]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demos_gate_is_approved_in_the_browser() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let Some(session) = common::browser::start().await else {
+        return;
+    };
+    let browser = session.client.clone();
+    let mut demo = tokio::process::Command::new(EXE)
+        .args([
+            "demo",
+            "--hosts",
+            "500",
+            "--bake",
+            "1s",
+            "--no-crash",
+            "--http-listen",
+            "127.0.0.1:0",
+            "--approve-in-browser",
+        ])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start the demo");
+    let mut lines = BufReader::new(demo.stdout.take().unwrap()).lines();
+    let mut said = Vec::new();
+    // Lines until one holds `mark`: what follows it on that line.
+    let mut until = async |mark: &str, said: &mut Vec<String>| {
+        within(180, "the demo to say it", async {
+            while let Some(line) = lines.next_line().await.unwrap() {
+                said.push(line.clone());
+                if let Some(at) = line.find(mark) {
+                    return line[at + mark.len()..].to_string();
+                }
+            }
+            panic!("the demo ended before saying `{mark}`:\n{}", said.join("\n"));
+        })
+        .await
+    };
+    let page = until("waits for you: press Approve at ", &mut said).await;
+    assert!(page.ends_with("/rollouts/exo-retry-fix"), "{page}");
+    browser.goto(&page).await.unwrap();
+    let notice = press_approve(&browser).await;
+    assert!(notice.contains("is approved and wave"), "{notice}");
+    until("the dashboard stays open on ", &mut said).await;
+    let _ = browser.close().await;
+    // Ctrl-C ends the demo; it says it went as it should.
+    let pid = nix::unistd::Pid::from_raw(demo.id().unwrap() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+    while let Ok(Some(line)) = lines.next_line().await {
+        said.push(line);
+    }
+    let status = within(60, "the demo to stop", demo.wait()).await.unwrap();
+    let said = said.join("\n");
+    assert!(status.success(), "the demo failed:\n{said}");
+    assert!(
+        said.contains("rollout succeeded") || said.contains("succeeded"),
+        "{said}"
+    );
 }

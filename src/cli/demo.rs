@@ -62,6 +62,10 @@ pub struct DemoArgs {
     /// until Ctrl-C.
     #[arg(long)]
     pub http_listen: Option<String>,
+    /// Leave each approval gate to you: press `Approve` on the rollout's page of the
+    /// dashboard (the demo says where) instead of the demo approving it itself.
+    #[arg(long, requires = "http_listen")]
+    pub approve_in_browser: bool,
     /// Judge business hours by the real clock, instead of replaying the incident's
     /// moment (Monday 2024-11-25 17:33 UTC) on a drill clock.
     #[arg(long)]
@@ -268,7 +272,16 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
             }
         }
     };
-    let approving = approve_gates(&server, &submitted.name, progress.printer());
+    let page = dashboard
+        .as_deref()
+        .map(|url| format!("{url}rollouts/{}", submitted.name));
+    let approving = approve_gates(
+        &server,
+        &submitted.name,
+        progress.printer(),
+        page.as_deref(),
+        args.approve_in_browser,
+    );
     let (last, crashed_at) = {
         let watching = follow(&server, &submitted.name, Duration::from_secs(60), false, &mut progress);
         let (last, crashed, approved) = tokio::join!(watching, crash, approving);
@@ -443,8 +456,16 @@ async fn restart_unhealthy(server: &str, unhealthy: usize, sim: &Simulator) -> R
 /// Plays the incident's people: after each wave the status text is posted (what the
 /// seed's operators wrote by hand), and each gate that opens is approved (the demo
 /// says it does so, and what a person would run), with the gate id the rollout
-/// shows. Rides over the controller the demo kills; ends when the rollout does.
-async fn approve_gates(server: &str, name: &str, printer: super::watch::Printer) -> Result<()> {
+/// shows; with `by_hand`, it says where to press `Approve` on the dashboard (`page`)
+/// and leaves it to the person. Rides over the controller the demo kills; ends when
+/// the rollout does.
+async fn approve_gates(
+    server: &str,
+    name: &str,
+    printer: super::watch::Printer,
+    page: Option<&str>,
+    by_hand: bool,
+) -> Result<()> {
     let mut approved = String::new();
     let mut posted: Option<(u32, i32)> = None;
     loop {
@@ -469,9 +490,23 @@ async fn approve_gates(server: &str, name: &str, printer: super::watch::Printer)
         let Some(gate) = r.gate.filter(|g| waiting && g.gate_id != approved) else {
             continue;
         };
+        if let (true, Some(page)) = (by_hand, page) {
+            printer.line(&format!(
+                "** the gate after {} (gate {}) waits for you: press Approve at {page}",
+                gate.after, gate.gate_id
+            ));
+            approved = gate.gate_id;
+            continue;
+        }
         tokio::time::sleep(Duration::from_millis(500)).await;
+        let or_there = match page {
+            Some(page) => {
+                format!(" or presses Approve at {page} (run the demo with --approve-in-browser to do it yourself)")
+            }
+            None => String::new(),
+        };
         printer.line(&format!(
-            "** the demo approves the gate after {} itself (gate {}); in an incident a person runs `rollout approve {name}`",
+            "** the demo approves the gate after {} itself (gate {}); in an incident a person runs `rollout approve {name}`{or_there}",
             gate.after, gate.gate_id
         ));
         let answer = client
