@@ -114,12 +114,12 @@ struct Site {
     gate: pb::Gate,
 }
 
-async fn site(dir: &Path) -> Site {
+async fn site(dir: &Path, more: &[&str]) -> Site {
     let log = dir.join("log");
     let (agent, _fleet, ctl_fleet) = spawn_simulator(dir, 100, "1..5", &log).await;
     let tokens = common::slack::tokens_file(dir, &PEOPLE);
     let secret = common::slack::secret_file(dir);
-    let extra = [
+    let mut extra = vec![
         "--auth".as_ref(),
         tokens.as_os_str(),
         "--http-listen".as_ref(),
@@ -127,6 +127,7 @@ async fn site(dir: &Path) -> Site {
         "--slack-signing-secret-file".as_ref(),
         secret.as_os_str(),
     ];
+    extra.extend(more.iter().map(std::ffi::OsStr::new));
     let mut controller = spawn_controller(&dir.join("data"), &ctl_fleet, &extra, &log).await;
     let base = controller.line_after("dashboard on ").await.unwrap();
     let server = format!("http://{}", controller.addr);
@@ -155,7 +156,7 @@ async fn operators_act_from_the_dashboard_and_nobody_else_does() {
         base,
         mut alice,
         gate,
-    } = site(dir.path()).await;
+    } = site(dir.path(), &[]).await;
 
     // An operator sees the buttons, the gate's evidence and id beside Approve.
     let bob = Browser::sign_in(&base, "bob").await;
@@ -330,7 +331,7 @@ async fn an_operator_approves_in_a_browser() {
         base,
         mut alice,
         gate,
-    } = site(dir.path()).await;
+    } = site(dir.path(), &[]).await;
     browser.goto(&format!("{base}login")).await.unwrap();
     browser
         .find(Locator::Css("input[name=token]"))
@@ -442,4 +443,43 @@ async fn the_demos_gate_is_approved_in_the_browser() {
         said.contains("rollout succeeded") || said.contains("succeeded"),
         "{said}"
     );
+}
+
+/// The dashboard's actions count against the principal's change budget, the one the
+/// API's calls count against (`--max-changes-per-second`): past it, 429 saying so,
+/// and nothing changes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_actions_are_paced_as_the_apis_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let Site {
+        mut agent,
+        mut controller,
+        base,
+        mut alice,
+        ..
+    } = site(dir.path(), &["--max-changes-per-second", "1"]).await;
+    let bob = Browser::sign_in(&base, "bob").await;
+    let page = bob.page("rollouts/web-fix").await;
+    let csrf = field(&page, "csrf").unwrap();
+    // Twenty pauses in a row (each refused at the gate, each a change asked for): at 1
+    // a second in bursts of 5, most are over the limit.
+    let mut paced = None;
+    for i in 0..20 {
+        let id = format!("b-{i}");
+        let (status, said) = bob
+            .post("rollouts/web-fix/pause", &[("csrf", &csrf), ("request_id", &id)])
+            .await;
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            paced = Some(said);
+            break;
+        }
+    }
+    let said = paced.expect("twenty actions in a row are paced");
+    assert!(said.contains("`bob` is over its rate limit"), "{said}");
+    assert_eq!(
+        get(&mut alice, "web-fix").await.state(),
+        pb::RolloutState::AwaitingApproval
+    );
+    assert_eq!(controller.terminate(Duration::from_secs(30)).await.unwrap(), Some(0));
+    assert_eq!(agent.terminate(Duration::from_secs(30)).await.unwrap(), Some(0));
 }

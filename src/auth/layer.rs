@@ -59,6 +59,15 @@ impl AuthLayer {
     }
 }
 
+impl AuthLayer {
+    /// The per-principal change limit this layer counts against, for changes made
+    /// elsewhere than the gRPC API (the dashboard's actions, Slack's buttons): one
+    /// budget per principal, wherever they act.
+    pub fn change_limit(&self) -> ChangeLimit {
+        ChangeLimit(self.shared.clone())
+    }
+}
+
 impl<S> Layer<S> for AuthLayer {
     type Service = Auth<S>;
 

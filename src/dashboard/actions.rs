@@ -182,7 +182,8 @@ fn admitted(d: &Dashboard, who: &Principal, session: &Session, form: &ActionForm
             ),
         ));
     }
-    Ok(())
+    d.charge(who)
+        .map_err(|why| (StatusCode::TOO_MANY_REQUESTS, format!("{why}. Nothing changed.")))
 }
 
 /// The HTTP status of an engine's refusal.

@@ -86,6 +86,8 @@ pub struct Dashboard {
     slack: Option<slack::SigningSecret>,
     /// The key of the forms' CSRF tokens.
     csrf: actions::Csrf,
+    /// Each principal's change budget, shared with the gRPC API.
+    changes: Option<crate::auth::ChangeLimit>,
 }
 
 impl Dashboard {
@@ -106,6 +108,23 @@ impl Dashboard {
             sun: Arc::default(),
             slack: None,
             csrf: actions::Csrf::default(),
+            changes: None,
+        }
+    }
+
+    /// Counts each action against `limit` (the API's per-principal change budget).
+    pub fn with_change_limit(self, limit: crate::auth::ChangeLimit) -> Dashboard {
+        Dashboard {
+            changes: Some(limit),
+            ..self
+        }
+    }
+
+    /// One change of `who`, or why not (over its rate limit: say so, change nothing).
+    fn charge(&self, who: &Principal) -> Result<(), String> {
+        match &self.changes {
+            Some(limit) => limit.charge(who).map_err(|status| status.message().to_string()),
+            None => Ok(()),
         }
     }
 

@@ -208,6 +208,9 @@ pub async fn interactions(State(d): State<Dashboard>, headers: HeaderMap, body: 
         format!("slack-{}", press.trigger)
     };
     let actor = Actor::new(&principal.name, principal.role.as_str(), "ApproveRollout", &request_id).through(Via::Slack);
+    if let Err(why) = d.charge(&principal) {
+        return answer(format!("Not counted: {why}."), None);
+    }
     approve(&d, &actor, &button).await
 }
 

@@ -273,6 +273,8 @@ impl Phase<'_> {
                 None,
             ));
         }
+        // One change budget per principal, for the API and the dashboard alike.
+        let auth = AuthLayer::new(options.security.credentials.clone(), options.security.rate);
         if let (Some(listener), Some(m)) = (&options.http, &metrics) {
             let security = &options.security;
             let dashboard = Dashboard::new(
@@ -282,7 +284,8 @@ impl Phase<'_> {
                 security.http_tls.is_some(),
                 shutdown.clone(),
             )
-            .with_slack(security.slack.clone());
+            .with_slack(security.slack.clone())
+            .with_change_limit(auth.change_limit());
             // /metrics beside the pages needs the dashboard's credentials.
             let app = dashboard
                 .router_with(metrics::router(m.clone()))
@@ -312,7 +315,7 @@ impl Phase<'_> {
                     controllers,
                     notifier,
                 };
-                serve(listener, api, &security, metrics, shutdown, signal).await
+                serve(listener, api, &security, auth, metrics, shutdown, signal).await
             }
         });
         // A leader whose lease could not be renewed, or whose write found another
@@ -441,6 +444,7 @@ pub async fn serve(
     listener: TcpListener,
     api: Api,
     security: &Security,
+    auth: AuthLayer,
     metrics: Option<Arc<metrics::Metrics>>,
     shutdown: CancellationToken,
     signal: impl Future<Output = ()> + Send,
@@ -456,7 +460,7 @@ pub async fn serve(
             limits::resource_exhausted_when_too_large,
         ))
         .layer(tower::util::option_layer(metrics.map(metrics::CountLayer)))
-        .layer(AuthLayer::new(security.credentials.clone(), security.rate))
+        .layer(auth)
         .add_service(standard.health)
         .add_service(standard.reflection_v1)
         .add_service(standard.reflection_v1alpha)
