@@ -111,6 +111,9 @@ struct Press {
     user: String,
     trigger: String,
     button: Option<Button>,
+    /// Where Slack takes the answer for the person (a `block_actions` request's own
+    /// answer is not shown); only `https://hooks.slack.com/` is ever called.
+    response_url: Option<String>,
 }
 
 /// Reads `payload=` of a form-encoded interaction; None when it is not one.
@@ -130,11 +133,49 @@ fn press(body: &[u8]) -> Option<Press> {
         .iter()
         .find(|a| a["action_id"] == APPROVE)
         .and_then(|a| serde_json::from_str(a["value"].as_str()?).ok());
-    Some(Press { user, trigger, button })
+    let response_url = v["response_url"].as_str().map(str::to_string);
+    Some(Press {
+        user,
+        trigger,
+        button,
+        response_url,
+    })
+}
+
+/// True for a URL Slack gives to answer at: https on hooks.slack.com, nothing else
+/// (a forged payload cannot make the controller call an address of its choosing;
+/// the payload is signed anyway).
+fn slack_hook(url: &str) -> bool {
+    url::Url::parse(url).is_ok_and(|u| {
+        u.scheme() == "https"
+            && u.host_str() == Some("hooks.slack.com")
+            && u.port().is_none()
+            && u.username().is_empty()
+    })
+}
+
+/// Sends `message` to Slack's `response_url` (in the background: Slack wants the
+/// request's own answer within 3 s).
+fn respond_at(url: String, message: Value) {
+    tokio::spawn(async move {
+        let client = match reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(10))
+            .build()
+        {
+            Ok(client) => client,
+            Err(e) => return warn!(error = %e, "cannot answer Slack: no HTTP client"),
+        };
+        match client.post(&url).json(&message).send().await {
+            Ok(r) if r.status().is_success() => {}
+            // The URL's path is a secret: never logged.
+            Ok(r) => warn!(status = %r.status(), "Slack refused the answer to a button press"),
+            Err(e) => warn!(error = %crate::text::one_line(&e.without_url().to_string()), "cannot answer Slack"),
+        }
+    });
 }
 
 /// A message for the person who pressed, and (to ask again) an `Approve` for `again`.
-fn answer(text: String, again: Option<(&str, &str)>) -> Response {
+fn answer(text: String, again: Option<(&str, &str)>) -> Value {
     let mut message = json!({
         "response_type": "ephemeral",
         "replace_original": false,
@@ -146,6 +187,11 @@ fn answer(text: String, again: Option<(&str, &str)>) -> Response {
             actions(rollout, gate, None),
         ]);
     }
+    message
+}
+
+/// The answer to Slack's request: the message (also sent to `response_url`).
+fn reply(message: &Value) -> Response {
     (
         StatusCode::OK,
         [(axum::http::header::CONTENT_TYPE, "application/json")],
@@ -178,8 +224,18 @@ pub async fn interactions(State(d): State<Dashboard>, headers: HeaderMap, body: 
         return (StatusCode::UNAUTHORIZED, format!("not Slack's: {why}\n")).into_response();
     }
     let Some(press) = press(&body) else {
-        return answer("This button is not one of rollout's.".into(), None);
+        return reply(&answer("This button is not one of rollout's.".into(), None));
     };
+    let response_url = press.response_url.clone().filter(|u| slack_hook(u));
+    let message = pressed(&d, press).await;
+    if let Some(url) = response_url {
+        respond_at(url, message.clone());
+    }
+    reply(&message)
+}
+
+/// What a signed press did, as the message for the person who pressed.
+async fn pressed(d: &Dashboard, press: Press) -> Value {
     let Some(button) = press.button else {
         return answer("This button is not one of rollout's.".into(), None);
     };
@@ -211,7 +267,7 @@ pub async fn interactions(State(d): State<Dashboard>, headers: HeaderMap, body: 
     if let Err(why) = d.charge(&principal) {
         return answer(format!("Not counted: {why}."), None);
     }
-    approve(&d, &actor, &button).await
+    approve(d, &actor, &button).await
 }
 
 /// What an approval did, in the incident channel's words: "bob's approval counted:
@@ -244,7 +300,7 @@ fn counted(principal: &str, approved: &crate::engine::Approved, r: &pb::Rollout)
 }
 
 /// Approves as `actor` what `button` names, and says what happened.
-async fn approve(d: &Dashboard, actor: &Actor, button: &Button) -> Response {
+async fn approve(d: &Dashboard, actor: &Actor, button: &Button) -> Value {
     let key = Key {
         name: &button.rollout,
         id: 0,
@@ -347,5 +403,22 @@ mod tests {
             })
         );
         assert_eq!(press(b"text=hello"), None);
+        assert_eq!(p.response_url.as_deref(), None);
+    }
+
+    #[test]
+    fn only_slacks_own_hooks_are_answered_at() {
+        assert!(slack_hook("https://hooks.slack.com/actions/T0/1/x"));
+        for other in [
+            "http://hooks.slack.com/actions/T0/1/x",
+            "https://hooks.slack.com.evil.example/x",
+            "https://evil.example/hooks.slack.com",
+            "https://hooks.slack.com:8443/x",
+            "https://user@hooks.slack.com/x",
+            "https://127.0.0.1/x",
+            "not a url",
+        ] {
+            assert!(!slack_hook(other), "{other}");
+        }
     }
 }

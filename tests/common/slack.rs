@@ -61,13 +61,25 @@ pub fn signed_by_slack_sdk(python: &Path, secret: &str, timestamp: i64, body: &s
 }
 
 /// A press of the Approve button by Slack user `user` on `rollout`'s gate `gate_id`,
-/// as Slack posts it (form-encoded `payload`).
+/// as Slack posts it (form-encoded `payload`), without a `response_url` (the tests
+/// talk to loopback only).
 pub fn press(user: &str, rollout: &str, gate_id: &str, trigger: &str) -> String {
+    press_answering_at(user, rollout, gate_id, trigger, None)
+}
+
+/// The same, with `response_url` in the payload.
+pub fn press_answering_at(
+    user: &str,
+    rollout: &str,
+    gate_id: &str,
+    trigger: &str,
+    response_url: Option<&str>,
+) -> String {
     let payload = json!({
         "type": "block_actions",
         "user": {"id": user, "username": user.to_lowercase()},
         "trigger_id": trigger,
-        "response_url": "https://hooks.slack.com/actions/T0/1/x",
+        "response_url": response_url,
         "actions": [{
             "action_id": "rollout.approve",
             "type": "button",
