@@ -483,3 +483,48 @@ async fn dashboard_actions_are_paced_as_the_apis_changes() {
     assert_eq!(controller.terminate(Duration::from_secs(30)).await.unwrap(), Some(0));
     assert_eq!(agent.terminate(Duration::from_secs(30)).await.unwrap(), Some(0));
 }
+
+/// `Abort` with "and roll back" ticked, the name typed: the fix is aborted and
+/// `NAME-rollback` takes back the hosts it touched, as `rollout abort --rollback`
+/// does; audited through the dashboard.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abort_and_roll_back_from_the_dashboard() {
+    let dir = tempfile::tempdir().unwrap();
+    let Site {
+        mut agent,
+        mut controller,
+        base,
+        mut alice,
+        ..
+    } = site(dir.path(), &[]).await;
+    let bob = Browser::sign_in(&base, "bob").await;
+    let page = bob.page("rollouts/web-fix").await;
+    assert!(page.contains("name=\"rollback\""), "a fix offers to roll back");
+    let csrf = field(&page, "csrf").unwrap();
+    let (status, said) = bob
+        .post(
+            "rollouts/web-fix/abort",
+            &[
+                ("csrf", csrf.as_str()),
+                ("confirm", "web-fix"),
+                ("reason", "retries went up"),
+                ("rollback", "yes"),
+                ("request_id", "b-abort"),
+            ],
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{said}");
+    assert_eq!(get(&mut alice, "web-fix").await.state(), pb::RolloutState::Aborted);
+    let back = ended(&mut alice, "web-fix-rollback").await;
+    assert_eq!(back.state(), pb::RolloutState::Succeeded, "{}", back.halt_reason);
+    assert_eq!(back.hosts_selected, 10, "the hosts the fix touched");
+    let events = timeline(&mut alice, "web-fix").await;
+    assert!(
+        events
+            .iter()
+            .any(|e| e.principal == "bob" && e.kind == "AbortRollout" && e.detail.ends_with("(through the dashboard)")),
+        "{events:#?}"
+    );
+    assert_eq!(controller.terminate(Duration::from_secs(30)).await.unwrap(), Some(0));
+    assert_eq!(agent.terminate(Duration::from_secs(30)).await.unwrap(), Some(0));
+}

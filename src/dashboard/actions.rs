@@ -116,6 +116,9 @@ pub fn rollout_panel(r: &pb::Rollout, who: &Principal, csrf: &str) -> Markup {
                 (hidden(csrf))
                 input type="text" name="confirm" placeholder=(format!("type {} to abort", r.name)) required;
                 input type="text" name="reason" placeholder="reason (optional)";
+                @if r.kind == "fix" {
+                    label { input type="checkbox" name="rollback" value="yes"; " and roll back the hosts it touched" }
+                }
                 button type="submit" { "Abort" }
             }
         }
@@ -154,6 +157,9 @@ pub struct ActionForm {
     confirm: String,
     #[serde(default)]
     reason: String,
+    /// `yes`: abort and roll back (a fix's hosts), as `rollout abort --rollback`.
+    #[serde(default)]
+    rollback: String,
 }
 
 /// A refusal before the engine is asked: the page with why, and nothing changed.
@@ -235,7 +241,7 @@ pub async fn act_on_rollout(
                 "retry" => Action::Retry,
                 _ => Action::Abort {
                     reason: form.reason.trim().to_string(),
-                    rollback: false,
+                    rollback: form.rollback == "yes",
                 },
             };
             let said = action.to_string();
