@@ -375,7 +375,7 @@ async fn a_leader_that_loses_etcd_stops_dispatching_within_its_lease() {
 /// A standby answers submit, status, watch, pause and restart by forwarding, with the
 /// caller's identity and role checked as on the leader; the audit log names the
 /// principal and the controller that acted. Its metrics say it stands by, and its
-/// dashboard shows the leader's.
+/// dashboard shows the leader's, where an operator signed in through it acts (Resume).
 #[ignore = "needs etcd (Debian's etcd-server); cargo test -- --include-ignored runs it"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_standby_forwards_calls_with_the_callers_identity_and_shows_the_leaders_dashboard() {
@@ -529,6 +529,53 @@ async fn a_standby_forwards_calls_with_the_callers_identity_and_shows_the_leader
         .await
         .unwrap();
     assert_ne!(anonymous.status(), 200);
+    // An operator signed in on the standby's dashboard acts there: the sign-in, the
+    // page and the form's post go to the leader as they came (cookie, CSRF token).
+    let browser = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let signed = browser
+        .post(format!("{b_dashboard}login"))
+        .form(&[("token", token("otto"))])
+        .send()
+        .await
+        .unwrap();
+    let cookie = signed.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let page = browser
+        .get(format!("{b_dashboard}rollouts/fwd-fix"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains(">Resume</button>"),
+        "the operator's buttons, through the standby"
+    );
+    let csrf = page
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("the form's CSRF token")
+        .to_string();
+    let resumed = browser
+        .post(format!("{b_dashboard}rollouts/fwd-fix/resume"))
+        .header("cookie", &cookie)
+        .form(&[("csrf", csrf.as_str()), ("request_id", "web-resume")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resumed.status(), 200, "{}", resumed.text().await.unwrap());
+    assert_ne!(get(&mut vera, "fwd-fix").await.state(), pb::RolloutState::Paused);
 
     for c in [&mut site.a, &mut site.b] {
         assert_eq!(c.terminate(Duration::from_secs(30)).await.unwrap(), Some(0));
