@@ -148,12 +148,7 @@ async fn pages_and_streams_need_a_viewer_token_never_in_the_url() {
     let signed_in = with_session.text().await.unwrap();
     assert!(signed_in.contains("vera (viewer)"));
     // The sign-out form carries the session's CSRF token.
-    let csrf = signed_in
-        .split("name=\"csrf\" value=\"")
-        .nth(1)
-        .and_then(|rest| rest.split('"').next())
-        .expect("the sign-out form's CSRF token")
-        .to_string();
+    let csrf = common::web::field(&signed_in, "csrf").expect("the sign-out form's CSRF token");
     // A live stream opens with the session, and starts with the fragment.
     let mut live = get("/live/rollouts").header("cookie", &session).send().await.unwrap();
     assert_eq!(live.status(), 200);

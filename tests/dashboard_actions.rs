@@ -8,6 +8,7 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
+use common::web::{Browser, field};
 use common::*;
 use reqwest::StatusCode;
 use rollout::proto::v1 as pb;
@@ -20,71 +21,7 @@ const PEOPLE: [(&str, &str, &str); 4] = [
     ("vic", "viewer", "U0VIC001"),
 ];
 
-/// A signed-in browser: its session cookie.
-struct Browser {
-    base: String,
-    cookie: String,
-    http: reqwest::Client,
-}
-
-impl Browser {
-    async fn sign_in(base: &str, principal: &str) -> Browser {
-        let http = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap();
-        let answer = http
-            .post(format!("{base}login"))
-            .form(&[("token", token(principal))])
-            .send()
-            .await
-            .unwrap();
-        let cookie = answer
-            .headers()
-            .get("set-cookie")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(';').next())
-            .expect("a session cookie")
-            .to_string();
-        Browser {
-            base: base.to_string(),
-            cookie,
-            http,
-        }
-    }
-
-    async fn page(&self, path: &str) -> String {
-        let answer = self
-            .http
-            .get(format!("{}{path}", self.base))
-            .header("cookie", &self.cookie)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(answer.status(), StatusCode::OK);
-        answer.text().await.unwrap()
-    }
-
-    async fn post(&self, path: &str, form: &[(&str, &str)]) -> (StatusCode, String) {
-        let answer = self
-            .http
-            .post(format!("{}{path}", self.base))
-            .header("cookie", &self.cookie)
-            .form(form)
-            .send()
-            .await
-            .unwrap();
-        (answer.status(), answer.text().await.unwrap())
-    }
-}
-
-/// The value of the first `<input name=NAME value=...>` of `html`.
-fn field(html: &str, name: &str) -> Option<String> {
-    let at = html.find(&format!("name=\"{name}\" value=\""))?;
-    let rest = &html[at + name.len() + 15..];
-    Some(rest[..rest.find('"')?].to_string())
-}
-
+/// The visible labels of `html`'s buttons, in order.
 fn buttons(html: &str) -> Vec<String> {
     html.match_indices("<button")
         .filter_map(|(at, _)| {

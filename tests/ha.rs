@@ -531,50 +531,20 @@ async fn a_standby_forwards_calls_with_the_callers_identity_and_shows_the_leader
     assert_ne!(anonymous.status(), 200);
     // An operator signed in on the standby's dashboard acts there: the sign-in, the
     // page and the form's post go to the leader as they came (cookie, CSRF token).
-    let browser = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
-    let signed = browser
-        .post(format!("{b_dashboard}login"))
-        .form(&[("token", token("otto"))])
-        .send()
-        .await
-        .unwrap();
-    let cookie = signed.headers()["set-cookie"]
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_string();
-    let page = browser
-        .get(format!("{b_dashboard}rollouts/fwd-fix"))
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let otto_web = common::web::Browser::sign_in(&b_dashboard, "otto").await;
+    let page = otto_web.page("rollouts/fwd-fix").await;
     assert!(
         page.contains(">Resume</button>"),
         "the operator's buttons, through the standby"
     );
-    let csrf = page
-        .split("name=\"csrf\" value=\"")
-        .nth(1)
-        .and_then(|rest| rest.split('"').next())
-        .expect("the form's CSRF token")
-        .to_string();
-    let resumed = browser
-        .post(format!("{b_dashboard}rollouts/fwd-fix/resume"))
-        .header("cookie", &cookie)
-        .form(&[("csrf", csrf.as_str()), ("request_id", "web-resume")])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resumed.status(), 200, "{}", resumed.text().await.unwrap());
+    let csrf = common::web::field(&page, "csrf").expect("the form's CSRF token");
+    let (status, said) = otto_web
+        .post(
+            "rollouts/fwd-fix/resume",
+            &[("csrf", &csrf), ("request_id", "web-resume")],
+        )
+        .await;
+    assert_eq!(status, 200, "{said}");
     assert_ne!(get(&mut vera, "fwd-fix").await.state(), pb::RolloutState::Paused);
 
     for c in [&mut site.a, &mut site.b] {

@@ -19,9 +19,11 @@
 pub mod local;
 pub mod members;
 mod pages;
+mod retry;
 
 use members::Members;
 use pages::Pages;
+use retry::{Retry, transient};
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -458,49 +460,6 @@ struct Fence {
     epoch: u64,
     /// Fired when a write found the key changed (or the lease was lost).
     lost: tokio_util::sync::CancellationToken,
-}
-
-/// How long a call is asked again while etcd is busy: longer than an election of
-/// etcd's own (a second or two), and than a leader's lease.
-const RETRY_FOR: std::time::Duration = std::time::Duration::from_secs(15);
-
-/// Errors that say etcd could not answer now but may in a moment: a member gone or
-/// restarting (tonic says "transport error: connection reset", code Unknown), an
-/// election of etcd's own under way ("leader changed", "request timed out", "no
-/// leader"), a call that took too long (Cancelled: "Timeout expired").
-fn transient(status: &tonic::Status) -> bool {
-    use tonic::Code;
-    match status.code() {
-        Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled => true,
-        Code::Unknown => status.message().contains("transport error"),
-        _ => false,
-    }
-}
-
-/// The pace of asking again: from 50 ms, doubling to a second, for [`RETRY_FOR`].
-struct Retry {
-    started: std::time::Instant,
-    pause: std::time::Duration,
-}
-
-impl Retry {
-    fn new() -> Retry {
-        Retry {
-            started: std::time::Instant::now(),
-            pause: std::time::Duration::from_millis(50),
-        }
-    }
-
-    /// Whether to ask again after `status` (waiting first); never once `deposed`.
-    fn again(&mut self, status: &tonic::Status, deposed: bool) -> bool {
-        if deposed || !transient(status) || self.started.elapsed() >= RETRY_FOR {
-            return false;
-        }
-        tracing::debug!(error = %brief(status), pause_ms = self.pause.as_millis(), "etcd is busy: asking again");
-        std::thread::sleep(self.pause);
-        self.pause = (self.pause * 2).min(std::time::Duration::from_secs(1));
-        true
-    }
 }
 
 fn compare(condition: Condition, full: impl Fn(&[u8]) -> Vec<u8>) -> pb::Compare {

@@ -15,6 +15,7 @@ pub mod receiver;
 pub mod scrape;
 pub mod slack;
 pub mod sshd;
+pub mod web;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
