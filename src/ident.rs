@@ -18,6 +18,8 @@ pub const MAX_CUSTOMER_ID: usize = 253;
 pub const MAX_LABEL_KEY: usize = 63;
 /// The longest version (as plans have always said).
 pub const MAX_VERSION: usize = 128;
+/// The longest name of a person (an e-mail address's limit).
+pub const MAX_PERSON: usize = 254;
 
 /// Which kind of identifier, for the rule and the message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,6 +35,10 @@ pub enum Kind {
     /// A controller's `--advertise` URL, `https://rollout-a.corp:7443`: `http://` or
     /// `https://`, then a host and port (letters, digits, `. - : [ ]`).
     ControllerUrl,
+    /// A person signed in by single sign-on, as the identity provider names them
+    /// (`alice@example.com`, `00u1a2b3c`): letters, digits, `. _ - + @`. It becomes
+    /// audit text, a Slack line and the four-eyes rule's name.
+    Person,
 }
 
 impl Kind {
@@ -43,6 +49,7 @@ impl Kind {
             Kind::LabelKey => "label key",
             Kind::Version => "version",
             Kind::ControllerUrl => "controller URL",
+            Kind::Person => "person's name",
         }
     }
 
@@ -53,6 +60,7 @@ impl Kind {
             Kind::LabelKey => MAX_LABEL_KEY,
             Kind::Version => MAX_VERSION,
             Kind::ControllerUrl => "https://".len() + MAX_HOST_ID + ":65535".len(),
+            Kind::Person => MAX_PERSON,
         }
     }
 
@@ -63,6 +71,7 @@ impl Kind {
                 Kind::LabelKey => b"._-:/".contains(&c),
                 Kind::Version => b"._+-".contains(&c),
                 Kind::ControllerUrl => b".-:[]".contains(&c),
+                Kind::Person => b"._-+@".contains(&c),
             }
     }
 
@@ -71,6 +80,7 @@ impl Kind {
             Kind::HostId | Kind::CustomerId => "letters, digits, . _ - and :",
             Kind::LabelKey => "letters, digits, . _ - : and /",
             Kind::Version => "letters, digits, . _ + and -",
+            Kind::Person => "letters, digits, . _ - + and @",
             Kind::ControllerUrl => {
                 return format!(
                     "a controller URL is http:// or https:// and a host and port of letters, digits, . - : [ and ] ({} at most), as `https://rollout-a.corp:7443`",
@@ -148,6 +158,11 @@ pub fn version(value: &str) -> Result<(), Invalid> {
 /// A controller's advertised URL, or why not.
 pub fn controller_url(value: &str) -> Result<(), Invalid> {
     check(Kind::ControllerUrl, value)
+}
+
+/// A person's name from an identity provider, or why not.
+pub fn person(value: &str) -> Result<(), Invalid> {
+    check(Kind::Person, value)
 }
 
 /// `value` as it may be quoted in one line of an error: control characters escaped
@@ -249,6 +264,32 @@ mod tests {
         }
         let e = controller_url("http://a b").unwrap_err().to_string();
         assert!(e.contains("http:// or https://"), "{e}");
+    }
+
+    #[test]
+    fn people_are_named_as_providers_name_them() {
+        for ok in [
+            "alice@example.com",
+            "00u1a2b3cD4",
+            "bob.smith+sre@corp.example",
+            "carol_x-1",
+        ] {
+            assert_eq!(person(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "",
+            "@corp",
+            "a b",
+            "alice\n",
+            "<script>",
+            "a`b",
+            "ä@x",
+            &"a".repeat(255),
+        ] {
+            assert!(person(bad).is_err(), "{bad:?}");
+        }
+        let e = person("Alice Smith").unwrap_err().to_string();
+        assert!(e.contains("person's name") && e.contains("@"), "{e}");
     }
 
     #[test]

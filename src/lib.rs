@@ -16,6 +16,8 @@
 //!   (engine, API, metrics and dashboard while it leads; what it serves standing by).
 //! - [`dashboard`]: the live web dashboard (`rollout serve --http-listen`), where operators
 //!   act, and the answers to Slack's `Approve` buttons.
+//! - [`sso`]: single sign-on for the dashboard: the OpenID Connect code flow, the
+//!   `--oidc` file, claims to principals and roles.
 //! - [`notify`]: telling the incident room: the sinks a controller notifies.
 //! - [`agent`]: the host side of the Agent protocol; `--simulate` serves a whole fleet.
 //! - [`auth`]: tokens, roles and the one table of who may call what.
@@ -77,6 +79,7 @@ pub mod proto;
 pub mod reach;
 pub mod retry;
 pub mod server;
+pub mod sso;
 pub mod standard;
 pub mod store;
 pub mod summary;

@@ -61,6 +61,57 @@ async fn a_hostile_advertise_url_is_refused_at_start() {
     }
 }
 
+/// A bad `--oidc` file is refused at start in one line naming the file, the line
+/// and the fix, and never shows the client secret; `--oidc` needs `--auth`.
+#[tokio::test]
+async fn a_bad_oidc_file_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let fleet = dir.path().join("fleet.yaml");
+    std::fs::write(&fleet, "hosts: []\n").unwrap();
+    std::fs::write(dir.path().join("oidc.secret"), "very-secret-value\n").unwrap();
+    let tokens = tokens_file(dir.path(), &[("alice", "operator")]);
+    let oidc = dir.path().join("oidc.yaml");
+    let good = "issuer: https://login.example.com/\nclient_id: rollout\nclient_secret_file: oidc.secret\nredirect_url: https://rollout.example.com/oidc/callback\nroles:\n  claim: groups\n  map: {sre: operator}\n";
+    let path = |p: &std::path::Path| p.to_str().unwrap().to_string();
+    let serve = |auth: bool| -> Vec<String> {
+        let mut args: Vec<String> = ["serve", "--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"]
+            .map(String::from)
+            .to_vec();
+        args.extend(["--data".into(), path(&dir.path().join("data"))]);
+        args.extend(["--fleet".into(), path(&fleet), "--oidc".into(), path(&oidc)]);
+        if auth {
+            args.extend(["--auth".into(), path(&tokens)]);
+        }
+        args
+    };
+    let run = |args: Vec<String>| async move { rollout(&args.iter().map(String::as_str).collect::<Vec<_>>()).await };
+    for (change, says) in [
+        (
+            ("https://login.example.com/", "http://login.example.com/"),
+            ":1:1: issuer: `http://login.example.com/` is plain http: use https",
+        ),
+        (
+            ("{sre: operator}", "{sre: controller}"),
+            "roles.map.sre: `controller` is not a role for a person",
+        ),
+        (
+            ("client_id: rollout\n", "client_id: rollout\ntenant: x\n"),
+            ":3:1: unknown field `tenant`",
+        ),
+        (("oidc.secret", "missing.secret"), "client_secret_file: cannot be read"),
+    ] {
+        std::fs::write(&oidc, good.replace(change.0, change.1)).unwrap();
+        let out = run(serve(true)).await;
+        assert_one_line_error(&out, "oidc.yaml");
+        let said = text(&out.stderr);
+        assert!(said.contains(says), "{change:?}: {said}");
+        assert!(!said.contains("very-secret-value"), "{said}");
+    }
+    std::fs::write(&oidc, good).unwrap();
+    let out = run(serve(false)).await;
+    assert_one_line_error(&out, "--oidc needs --auth");
+}
+
 /// `--help` of a client command lists the command's own options first, and the
 /// connection flags every command shares apart, under a heading of their own.
 #[tokio::test]

@@ -95,6 +95,12 @@ pub struct ServeArgs {
     /// --http-listen and --auth (whose entries map Slack users: `slack_user:`).
     #[arg(long, requires = "http_listen")]
     pub slack_signing_secret_file: Option<PathBuf>,
+    /// Sign people in to the dashboard through this OpenID provider (single sign-on):
+    /// the file says the issuer, the client, and which claims name the person and
+    /// map to roles (README, Single sign-on). Needs --http-listen and --auth (token
+    /// sign-in stays, for scripts and break-glass).
+    #[arg(long, value_name = "FILE", requires = "http_listen")]
+    pub oidc: Option<PathBuf>,
     /// Serve the dashboard over TLS with this certificate chain (PEM), with
     /// --http-tls-key; its session cookie is then `Secure`.
     #[arg(long, requires_all = ["http_listen", "http_tls_key"])]
@@ -287,6 +293,18 @@ fn security(args: &ServeArgs) -> Result<server::Security> {
         }
         Some(path) => Some(crate::dashboard::slack::SigningSecret::load(path).map_err(Error::Usage)?),
     };
+    let sso = match &args.oidc {
+        None => None,
+        Some(_) if credentials.is_none() => {
+            return Err(Error::Usage(
+                "--oidc needs --auth: with authentication off the dashboard is open and nobody signs in".into(),
+            ));
+        }
+        Some(path) => {
+            let config = crate::sso::Config::load(path)?;
+            Some(Arc::new(crate::sso::Sso::new(config).map_err(Error::Internal)?))
+        }
+    };
     // TLS to the agents and to the other controllers: their CA, this controller's
     // certificate as its identity.
     let as_client = |ca: &Option<PathBuf>| match ca {
@@ -311,6 +329,7 @@ fn security(args: &ServeArgs) -> Result<server::Security> {
         http_tls,
         http_names,
         slack,
+        sso,
         agents,
         peers,
         prometheus: Some(Arc::new(prometheus)),

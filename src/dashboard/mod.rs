@@ -18,11 +18,15 @@
 //! Operators act from a rollout's and a restart job's pages ([`actions`]): forms with
 //! a CSRF token bound to the session, checked with the role on every post.
 //!
+//! With `--oidc` people sign in through the site's OpenID provider ([`oidc`]): the
+//! same sessions, with the role their groups map to.
+//!
 //! With `--slack-signing-secret-file` it also answers Slack's `Approve` buttons at
 //! `POST /slack/interactions` ([`slack`]): signed by Slack instead of a session.
 
 mod actions;
 mod chart;
+mod oidc;
 mod session;
 pub mod slack;
 pub mod sun;
@@ -50,7 +54,7 @@ use crate::auth::{Credentials, Need, Principal};
 use crate::cluster::Controllers;
 use crate::engine::{Engine, Key};
 use crate::proto::v1 as pb;
-use session::Sessions;
+use session::{Origin, Sessions};
 
 /// Hosts of a restart job's queue shown, best first.
 const QUEUE_TOP: usize = 25;
@@ -88,6 +92,8 @@ pub struct Dashboard {
     csrf: actions::Csrf,
     /// Each principal's change budget, shared with the gRPC API.
     changes: Option<crate::auth::ChangeLimit>,
+    /// With `--oidc`: single sign-on.
+    sso: Option<Arc<crate::sso::Sso>>,
 }
 
 impl Dashboard {
@@ -109,6 +115,7 @@ impl Dashboard {
             slack: None,
             csrf: actions::Csrf::default(),
             changes: None,
+            sso: None,
         }
     }
 
@@ -126,6 +133,16 @@ impl Dashboard {
             Some(limit) => limit.charge(who).map_err(|status| status.message().to_string()),
             None => Ok(()),
         }
+    }
+
+    /// Signs people in through `sso` too (`Sign in with SSO`).
+    pub fn with_sso(self, sso: Option<Arc<crate::sso::Sso>>) -> Dashboard {
+        Dashboard { sso, ..self }
+    }
+
+    /// The sign-in page, saying `why` when there is something to say.
+    fn login_view(&self, why: Option<&str>) -> Markup {
+        views::login(why, self.sso.is_some())
     }
 
     /// Takes Slack's interactions (`POST /slack/interactions`), signed with `secret`.
@@ -160,6 +177,8 @@ impl Dashboard {
         Router::new()
             .route("/login", get(login_page).post(login))
             .route("/logout", post(logout))
+            .route("/oidc/login", get(oidc::begin))
+            .route("/oidc/callback", get(oidc::callback))
             // Slack signs its requests: no session, the signature instead.
             .route(
                 "/slack/interactions",
@@ -192,7 +211,8 @@ impl Dashboard {
         match session::cookie(headers) {
             // A session ends when its principal leaves the tokens file (SIGHUP).
             Some(id) => match self.sessions.get(id) {
-                Some(p) if credentials.still_holds(&p) => Ok(p),
+                Some((p, Origin::Sso)) => Ok(p),
+                Some((p, Origin::Token)) if credentials.still_holds(&p) => Ok(p),
                 Some(_) => {
                     self.sessions.close(id);
                     Err(Some("Your token was withdrawn; sign in again."))
@@ -245,7 +265,7 @@ async fn authenticate(State(d): State<Dashboard>, mut req: Request, next: Next) 
         Err(why) => (
             StatusCode::UNAUTHORIZED,
             [(header::WWW_AUTHENTICATE, "Bearer")],
-            html(views::login(why)),
+            html(d.login_view(why)),
         )
             .into_response(),
     }
@@ -259,7 +279,7 @@ async fn login_page(State(d): State<Dashboard>) -> Response {
     if d.credentials.is_none() {
         return Redirect::to("/").into_response();
     }
-    html(views::login(None)).into_response()
+    html(d.login_view(None)).into_response()
 }
 
 #[derive(Deserialize)]
@@ -274,10 +294,10 @@ async fn login(State(d): State<Dashboard>, Form(form): Form<LoginForm>) -> Respo
     match credentials.by_token(&form.token) {
         Some(p) if p.role.allows(Need::View) => {
             info!(principal = %p.name, role = %p.role, "dashboard sign-in");
-            let Some(id) = d.sessions.open(p) else {
+            let Some(id) = d.sessions.open(p, Origin::Token) else {
                 warn!("dashboard sign-in refused: every session slot is held");
                 let why = "Too many people are signed in to this dashboard; try again later.";
-                return (StatusCode::SERVICE_UNAVAILABLE, html(views::login(Some(why)))).into_response();
+                return (StatusCode::SERVICE_UNAVAILABLE, html(d.login_view(Some(why)))).into_response();
             };
             let cookie = session::set_cookie(&id, d.secure);
             ([(header::SET_COOKIE, cookie)], Redirect::to("/")).into_response()
@@ -285,13 +305,13 @@ async fn login(State(d): State<Dashboard>, Form(form): Form<LoginForm>) -> Respo
         Some(p) => {
             warn!(principal = %p.name, role = %p.role, "dashboard sign-in refused: role");
             let why = "That token's role cannot view the dashboard (viewer, operator or admin can).";
-            (StatusCode::FORBIDDEN, html(views::login(Some(why)))).into_response()
+            (StatusCode::FORBIDDEN, html(d.login_view(Some(why)))).into_response()
         }
         None => {
             warn!("dashboard sign-in refused: unknown token");
             (
                 StatusCode::UNAUTHORIZED,
-                html(views::login(Some("That token is not accepted."))),
+                html(d.login_view(Some("That token is not accepted."))),
             )
                 .into_response()
         }

@@ -1,5 +1,6 @@
-//! Dashboard sessions: a sign-in with a token opens one, kept on the server; the
-//! browser holds only its random id, in an HttpOnly, SameSite=Strict cookie.
+//! Dashboard sessions: a sign-in (with a token, or through single sign-on) opens one,
+//! kept on the server; the browser holds only its random id, in an HttpOnly,
+//! SameSite=Strict cookie.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -20,27 +21,38 @@ const MAX: usize = 10_000;
 /// another's): one viewer cannot sign everyone else out.
 pub const PER_PRINCIPAL: usize = 16;
 
+/// How a session's principal proved who it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// A token of the tokens file: the session ends when the token leaves it.
+    Token,
+    /// The identity provider (`--oidc`): the role is the one mapped at sign-in.
+    Sso,
+}
+
+type Open = HashMap<String, (Principal, Instant, Origin)>;
+
 #[derive(Default)]
 pub struct Sessions {
-    open: Mutex<HashMap<String, (Principal, Instant)>>,
+    open: Mutex<Open>,
 }
 
 impl Sessions {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Principal, Instant)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Open> {
         self.open.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Opens a session for `who`; returns its id (256 random bits, hex), or None when
     /// every slot is held by others' live sessions.
-    pub fn open(&self, who: Principal) -> Option<String> {
+    pub fn open(&self, who: Principal, origin: Origin) -> Option<String> {
         let id: String = rand::random::<[u8; 32]>().iter().map(|b| format!("{b:02x}")).collect();
         let now = Instant::now();
         let mut open = self.lock();
-        open.retain(|_, (_, at)| now.duration_since(*at) < TTL);
+        open.retain(|_, (_, at, _)| now.duration_since(*at) < TTL);
         let mut own: Vec<(Instant, String)> = open
             .iter()
-            .filter(|(_, (p, _))| p.name == who.name)
-            .map(|(k, (_, at))| (*at, k.clone()))
+            .filter(|(_, (p, _, _))| p.name == who.name)
+            .map(|(k, (_, at, _))| (*at, k.clone()))
             .collect();
         own.sort();
         let over = (own.len() + 1).saturating_sub(PER_PRINCIPAL);
@@ -50,15 +62,15 @@ impl Sessions {
         if open.len() >= MAX {
             return None;
         }
-        open.insert(id.clone(), (who, now));
+        open.insert(id.clone(), (who, now, origin));
         Some(id)
     }
 
-    /// Who an open, unexpired session belongs to.
-    pub fn get(&self, id: &str) -> Option<Principal> {
+    /// Who an open, unexpired session belongs to, and how they signed in.
+    pub fn get(&self, id: &str) -> Option<(Principal, Origin)> {
         let open = self.lock();
-        let (who, at) = open.get(id)?;
-        (at.elapsed() < TTL).then(|| who.clone())
+        let (who, at, origin) = open.get(id)?;
+        (at.elapsed() < TTL).then(|| (who.clone(), *origin))
     }
 
     pub fn close(&self, id: &str) {
@@ -68,13 +80,18 @@ impl Sessions {
 
 /// The session id a request's cookies carry, if any.
 pub fn cookie(headers: &HeaderMap) -> Option<&str> {
+    named(headers, COOKIE)
+}
+
+/// The value of the cookie `name` a request carries, if any.
+pub fn named<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == COOKIE)
+        .find(|(n, _)| *n == name)
         .map(|(_, value)| value)
 }
 
@@ -108,13 +125,13 @@ mod tests {
     fn a_session_is_found_by_its_cookie_until_closed() {
         let sessions = Sessions::default();
         let alice = Principal::new("alice", Role::Viewer);
-        let id = sessions.open(alice.clone()).unwrap();
+        let id = sessions.open(alice.clone(), Origin::Sso).unwrap();
         assert_eq!(id.len(), 64);
         let mut headers = HeaderMap::new();
         let value = format!("theme=dark; {COOKIE}={id}");
         headers.insert(header::COOKIE, value.parse().unwrap());
         assert_eq!(cookie(&headers), Some(id.as_str()));
-        assert_eq!(sessions.get(&id), Some(alice));
+        assert_eq!(sessions.get(&id), Some((alice, Origin::Sso)));
         assert_eq!(sessions.get("forged"), None);
         sessions.close(&id);
         assert_eq!(sessions.get(&id), None);
@@ -126,15 +143,17 @@ mod tests {
     #[test]
     fn one_principal_cannot_sign_others_out() {
         let sessions = Sessions::default();
-        let bob = sessions.open(Principal::new("bob", Role::Operator)).unwrap();
+        let bob = sessions
+            .open(Principal::new("bob", Role::Operator), Origin::Token)
+            .unwrap();
         let mallory = Principal::new("mallory", Role::Viewer);
-        let first = sessions.open(mallory.clone()).unwrap();
+        let first = sessions.open(mallory.clone(), Origin::Token).unwrap();
         for _ in 0..5 * PER_PRINCIPAL {
-            sessions.open(mallory.clone()).unwrap();
+            sessions.open(mallory.clone(), Origin::Token).unwrap();
         }
         assert!(sessions.get(&bob).is_some(), "another principal's session stays");
         assert_eq!(sessions.get(&first), None, "mallory's oldest went");
-        let held = sessions.lock().values().filter(|(p, _)| p.name == "mallory").count();
+        let held = sessions.lock().values().filter(|(p, _, _)| p.name == "mallory").count();
         assert_eq!(held, PER_PRINCIPAL);
     }
 }

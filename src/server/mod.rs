@@ -98,6 +98,8 @@ pub struct Security {
     pub http_names: Vec<String>,
     /// Slack's signing secret: the dashboard takes approvals from Slack's buttons.
     pub slack: Option<crate::dashboard::slack::SigningSecret>,
+    /// Single sign-on through an OpenID provider (`--oidc`).
+    pub sso: Option<Arc<crate::sso::Sso>>,
 }
 
 impl Security {
@@ -277,6 +279,10 @@ impl Phase<'_> {
         let auth = AuthLayer::new(options.security.credentials.clone(), options.security.rate);
         if let (Some(listener), Some(m)) = (&options.http, &metrics) {
             let security = &options.security;
+            if let Some(sso) = security.sso.clone() {
+                // The provider's discovery document, before the first sign-in needs it.
+                tokio::spawn(async move { sso.warm().await });
+            }
             let dashboard = Dashboard::new(
                 engine.clone(),
                 controllers.clone(),
@@ -285,6 +291,7 @@ impl Phase<'_> {
                 shutdown.clone(),
             )
             .with_slack(security.slack.clone())
+            .with_sso(security.sso.clone())
             .with_change_limit(auth.change_limit());
             // /metrics beside the pages needs the dashboard's credentials.
             let app = dashboard

@@ -9,6 +9,7 @@ pub mod browser;
 pub mod certs;
 pub mod controllers;
 pub mod identity;
+pub mod oidc;
 pub mod prometheus;
 pub mod python;
 pub mod receiver;
