@@ -196,6 +196,13 @@ impl Config {
     /// The principal's name: the principal claim, a string that passes the grammar
     /// of people's names.
     pub fn principal(&self, claims: &serde_json::Map<String, Value>) -> Result<String, String> {
+        // An address the provider itself says is unverified names nobody yet.
+        if self.principal_claim == "email" && claims.get("email_verified") == Some(&Value::Bool(false)) {
+            return Err(
+                "the provider says this e-mail address is not verified: verify it there, or set principal_claim to sub"
+                    .into(),
+            );
+        }
         match claim(claims, &self.principal_claim) {
             Some(Value::String(name)) => {
                 crate::ident::person(name).map_err(|e| format!("the `{}` claim: {e}", self.principal_claim))?;
@@ -345,6 +352,8 @@ mod tests {
                 .unwrap_err()
                 .contains("not a string")
         );
+        let unverified = claims(json!({"email": "mallory@example.com", "email_verified": false}));
+        assert!(c.principal(&unverified).unwrap_err().contains("not verified"));
     }
 
     #[test]

@@ -38,7 +38,7 @@ use serde_json::{Map, Value};
 use subtle::ConstantTimeEq;
 use tracing::{info, warn};
 
-use crate::auth::{Principal, Role};
+use crate::auth::Principal;
 pub use config::Config;
 
 /// The discovery document and keys are fetched again after this.
@@ -235,13 +235,12 @@ impl Sso {
             .scopes_supported()
             .map(|s| s.iter().map(|s| s.as_str()).collect())
             .unwrap_or_default();
-        let mut wanted = vec![
+        let wanted = [
             "email",
             "profile",
             self.config.principal_claim.as_str(),
             self.config.roles_claim.as_str(),
         ];
-        wanted.dedup();
         let mut scopes: Vec<String> = Vec::new();
         for w in wanted {
             if w != "openid" && supported.contains(&w) && !scopes.iter().any(|s| s == w) {
@@ -406,10 +405,7 @@ impl Sso {
     fn principal(&self, claims: &Map<String, Value>) -> Result<Principal, Error> {
         let name = self.config.principal(claims).map_err(Error::NoName)?;
         match self.config.role(claims) {
-            (Some(role), _) => {
-                debug_assert!(matches!(role, Role::Viewer | Role::Operator | Role::Admin));
-                Ok(Principal::new(name, role))
-            }
+            (Some(role), _) => Ok(Principal::new(name, role)),
             (None, values) => Err(Error::NoRole {
                 who: name,
                 claim: self.config.roles_claim.clone(),
