@@ -12,6 +12,7 @@ use common::web::{Browser, field};
 use common::*;
 use reqwest::StatusCode;
 use rollout::proto::v1 as pb;
+use serde_json::json;
 
 /// alice submits; bob and carol approve (carol from Slack too); vic only looks.
 const PEOPLE: [(&str, &str, &str); 4] = [
@@ -224,6 +225,45 @@ async fn operators_act_from_the_dashboard_and_nobody_else_does() {
     assert_eq!(agent.terminate(Duration::from_secs(30)).await.unwrap(), Some(0));
 }
 
+/// Signs `who` in with their token through the sign-in form, in `browser`.
+async fn sign_in_in(browser: &fantoccini::Client, base: &str, who: &str) {
+    use fantoccini::Locator;
+    browser.goto(&format!("{base}login")).await.unwrap();
+    browser
+        .find(Locator::Css("input[name=token]"))
+        .await
+        .unwrap()
+        .send_keys(&token(who))
+        .await
+        .unwrap();
+    browser
+        .find(Locator::Css("form[action='/login'] button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    browser
+        .wait()
+        .at_most(Duration::from_secs(30))
+        .for_element(Locator::XPath(&format!("//header//span[contains(text(), '{who} (')]")))
+        .await
+        .expect("signed in");
+}
+
+/// A form post made by the page's own script (the browser sends the session's
+/// cookie, as a forged form of this origin would): the status it got.
+async fn post_from_page(browser: &fantoccini::Client, path: &str, body: &str) -> u16 {
+    let script = "return fetch(arguments[0], {method: 'POST', credentials: 'same-origin', \
+                  headers: {'content-type': 'application/x-www-form-urlencoded'}, body: arguments[1]}) \
+                  .then(r => r.status);";
+    let status = browser
+        .execute(script, vec![json!(path), json!(body)])
+        .await
+        .expect("the page's fetch");
+    status.as_u64().expect("a status") as u16
+}
+
 /// Presses `Approve` on the page `browser` shows; the notice of the page that
 /// answers, once it has loaded.
 async fn press_approve(browser: &fantoccini::Client) -> String {
@@ -269,21 +309,7 @@ async fn an_operator_approves_in_a_browser() {
         mut alice,
         gate,
     } = site(dir.path(), &[]).await;
-    browser.goto(&format!("{base}login")).await.unwrap();
-    browser
-        .find(Locator::Css("input[name=token]"))
-        .await
-        .unwrap()
-        .send_keys(&token("bob"))
-        .await
-        .unwrap();
-    browser
-        .find(Locator::Css("form[action='/login'] button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    sign_in_in(&browser, &base, "bob").await;
     browser.goto(&format!("{base}rollouts/web-fix")).await.unwrap();
     let said = press_approve(&browser).await;
     assert!(said.contains("approval 1 of 2 recorded"), "{said}");
@@ -310,6 +336,91 @@ async fn an_operator_approves_in_a_browser() {
     browser.goto(&format!("{base}rollouts/web-fix")).await.unwrap();
     let shown = browser.source().await.unwrap();
     assert!(!shown.contains(">Approve</button>"), "no Approve once it ended");
+    let _ = browser.close().await;
+    assert_eq!(controller.terminate(Duration::from_secs(30)).await.unwrap(), Some(0));
+    assert_eq!(agent.terminate(Duration::from_secs(30)).await.unwrap(), Some(0));
+}
+
+/// In Chromium: a viewer sees no action button, and a post made from its own
+/// session (with its page's CSRF token) is refused; an operator's post without the
+/// token is refused; `Abort` does nothing until the rollout's name is typed, refuses
+/// a wrong one, and aborts with the right one.
+#[ignore = "needs chromium and chromium-driver (Debian); cargo test -- --include-ignored runs it"]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_viewer_and_forged_posts_change_nothing_and_abort_needs_the_name_in_a_browser() {
+    use fantoccini::Locator;
+    let Some(session) = common::browser::start().await else {
+        return;
+    };
+    let browser = session.client.clone();
+    let dir = tempfile::tempdir().unwrap();
+    let Site {
+        mut agent,
+        mut controller,
+        base,
+        mut alice,
+        gate,
+    } = site(dir.path(), &[]).await;
+
+    sign_in_in(&browser, &base, "vic").await;
+    browser.goto(&format!("{base}rollouts/web-fix")).await.unwrap();
+    let page = browser.source().await.unwrap();
+    assert_eq!(buttons(&page), ["Sign out"], "a viewer sees no action");
+    let csrf = field(&page, "csrf").expect("the sign-out form's token");
+    let forged = format!("csrf={csrf}&gate_id={}&request_id=v-1", gate.gate_id);
+    assert_eq!(
+        post_from_page(&browser, "/rollouts/web-fix/approve", &forged).await,
+        403
+    );
+    browser
+        .find(Locator::XPath("//button[normalize-space(text())='Sign out']"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+
+    sign_in_in(&browser, &base, "bob").await;
+    browser.goto(&format!("{base}rollouts/web-fix")).await.unwrap();
+    let no_token = format!("gate_id={}&request_id=b-1", gate.gate_id);
+    assert_eq!(
+        post_from_page(&browser, "/rollouts/web-fix/approve", &no_token).await,
+        403
+    );
+    assert!(approvals(&mut alice, "web-fix").await.is_empty(), "nothing counted");
+
+    let abort = Locator::XPath("//button[normalize-space(text())='Abort']");
+    let confirm = Locator::Css("input[name=confirm]");
+    // Nothing typed: the browser does not send the form.
+    browser.find(abort).await.unwrap().click().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(browser.find(Locator::Css("#notice")).await.is_err(), "no answer: not sent");
+    assert_eq!(
+        get(&mut alice, "web-fix").await.state(),
+        pb::RolloutState::AwaitingApproval
+    );
+    // Another name: refused, nothing changed.
+    browser.find(confirm).await.unwrap().send_keys("web").await.unwrap();
+    browser.find(abort).await.unwrap().click().await.unwrap();
+    let notice = browser
+        .wait()
+        .at_most(Duration::from_secs(30))
+        .for_element(Locator::Css("#notice"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(notice.contains("type the rollout's name (web-fix) first"), "{notice}");
+    assert_eq!(
+        get(&mut alice, "web-fix").await.state(),
+        pb::RolloutState::AwaitingApproval
+    );
+    // Its name: aborted.
+    browser.goto(&format!("{base}rollouts/web-fix")).await.unwrap();
+    browser.find(confirm).await.unwrap().send_keys("web-fix").await.unwrap();
+    browser.find(abort).await.unwrap().click().await.unwrap();
+    assert_eq!(ended(&mut alice, "web-fix").await.state(), pb::RolloutState::Aborted);
     let _ = browser.close().await;
     assert_eq!(controller.terminate(Duration::from_secs(30)).await.unwrap(), Some(0));
     assert_eq!(agent.terminate(Duration::from_secs(30)).await.unwrap(), Some(0));
