@@ -264,28 +264,6 @@ async fn post_from_page(browser: &fantoccini::Client, path: &str, body: &str) ->
     status.as_u64().expect("a status") as u16
 }
 
-/// Presses `Approve` on the page `browser` shows; the notice of the page that
-/// answers, once it has loaded.
-async fn press_approve(browser: &fantoccini::Client) -> String {
-    use fantoccini::Locator;
-    browser
-        .find(Locator::XPath("//button[normalize-space(text())='Approve']"))
-        .await
-        .expect("the page offers Approve")
-        .click()
-        .await
-        .unwrap();
-    browser
-        .wait()
-        .at_most(Duration::from_secs(30))
-        .for_element(Locator::Css("#notice"))
-        .await
-        .expect("the page answering the press")
-        .text()
-        .await
-        .unwrap()
-}
-
 /// In a real browser (Chromium through WebDriver): bob signs in with his token,
 /// presses `Approve` on the rollout's page and sees his approval counted; carol's
 /// press of Slack's `Approve` (signed by slack_sdk) completes the quorum, and the
@@ -293,7 +271,6 @@ async fn press_approve(browser: &fantoccini::Client) -> String {
 #[ignore = "needs chromium and chromium-driver (Debian), Python's venv and PyPI; cargo test -- --include-ignored runs it"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operator_approves_in_a_browser() {
-    use fantoccini::Locator;
     let Some(session) = common::browser::start().await else {
         return;
     };
@@ -311,7 +288,7 @@ async fn an_operator_approves_in_a_browser() {
     } = site(dir.path(), &[]).await;
     sign_in_in(&browser, &base, "bob").await;
     browser.goto(&format!("{base}rollouts/web-fix")).await.unwrap();
-    let said = press_approve(&browser).await;
+    let said = common::browser::press(&browser, "Approve").await;
     assert!(said.contains("approval 1 of 2 recorded"), "{said}");
     assert_eq!(approvals(&mut alice, "web-fix").await, ["bob"]);
     let counted = get(&mut alice, "web-fix").await.gate.unwrap();
@@ -394,23 +371,17 @@ async fn a_viewer_and_forged_posts_change_nothing_and_abort_needs_the_name_in_a_
     // Nothing typed: the browser does not send the form.
     browser.find(abort).await.unwrap().click().await.unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(browser.find(Locator::Css("#notice")).await.is_err(), "no answer: not sent");
+    assert!(
+        browser.find(Locator::Css("#notice")).await.is_err(),
+        "no answer: not sent"
+    );
     assert_eq!(
         get(&mut alice, "web-fix").await.state(),
         pb::RolloutState::AwaitingApproval
     );
     // Another name: refused, nothing changed.
     browser.find(confirm).await.unwrap().send_keys("web").await.unwrap();
-    browser.find(abort).await.unwrap().click().await.unwrap();
-    let notice = browser
-        .wait()
-        .at_most(Duration::from_secs(30))
-        .for_element(Locator::Css("#notice"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let notice = common::browser::press(&browser, "Abort").await;
     assert!(notice.contains("type the rollout's name (web-fix) first"), "{notice}");
     assert_eq!(
         get(&mut alice, "web-fix").await.state(),
@@ -474,7 +445,7 @@ async fn the_demos_gate_is_approved_in_the_browser() {
     let page = until("waits for you: press Approve at ", &mut said).await;
     assert!(page.ends_with("/rollouts/exo-retry-fix"), "{page}");
     browser.goto(&page).await.unwrap();
-    let notice = press_approve(&browser).await;
+    let notice = common::browser::press(&browser, "Approve").await;
     assert!(notice.contains("is approved and wave"), "{notice}");
     until("the dashboard stays open on ", &mut said).await;
     let _ = browser.close().await;

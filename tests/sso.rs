@@ -174,22 +174,7 @@ async fn people_sign_in_through_the_provider_with_the_role_their_groups_map_to()
     let (olga, landed) = sign_in_with_sso(&base, "olga").await;
     assert!(landed.contains("olga@example.com (operator)"), "{landed}");
     olga.client.goto(&format!("{base}rollouts/web-fix")).await.unwrap();
-    let said = olga
-        .client
-        .find(Locator::XPath("//button[normalize-space(text())='Approve']"))
-        .await
-        .expect("an operator from SSO is offered Approve");
-    said.click().await.unwrap();
-    let notice = olga
-        .client
-        .wait()
-        .at_most(Duration::from_secs(30))
-        .for_element(Locator::Css("#notice"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let notice = common::browser::press(&olga.client, "Approve").await;
     assert!(notice.contains("approval 1 of 2 recorded"), "{notice}");
     let gate = get(&mut alice, "web-fix").await.gate.unwrap();
     let approvers: Vec<&str> = gate.approvals.iter().map(|a| a.principal.as_str()).collect();

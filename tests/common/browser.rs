@@ -115,3 +115,31 @@ pub async fn text_of(browser: &fantoccini::Client, css: &str) -> String {
         Err(_) => String::new(),
     }
 }
+
+/// Presses the button labelled `label` on the page `browser` shows; the notice of
+/// the page that answers, once it has loaded.
+pub async fn press(browser: &fantoccini::Client, label: &str) -> String {
+    browser
+        .find(fantoccini::Locator::XPath(&format!(
+            "//button[normalize-space(text())='{label}']"
+        )))
+        .await
+        .unwrap_or_else(|_| panic!("the page offers {label}"))
+        .click()
+        .await
+        .unwrap();
+    notice(browser).await
+}
+
+/// The notice heading the page an action answered with, once it has loaded.
+pub async fn notice(browser: &fantoccini::Client) -> String {
+    browser
+        .wait()
+        .at_most(Duration::from_secs(30))
+        .for_element(fantoccini::Locator::Css("#notice"))
+        .await
+        .expect("the page answering the action")
+        .text()
+        .await
+        .unwrap()
+}
