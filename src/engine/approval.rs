@@ -209,12 +209,12 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::plan::{GateRole, OnTimeout, Percent};
+    use crate::plan::{GateRole, OnTimeout};
 
     fn gate(approvals: u32, four_eyes: bool) -> Gate {
         Gate {
             wave: 1,
-            after: Percent::parse("10%").unwrap(),
+            after: "10%".into(),
             approvals,
             role: GateRole::Operator,
             four_eyes,

@@ -39,7 +39,7 @@ pub(super) async fn bake(
     until_ms: i64,
     control: &mut watch::Receiver<u64>,
 ) -> Result<Baked> {
-    let start = until_ms - live.policy.bake_ms;
+    let start = until_ms - live.policy.bake_ms(wave);
     let shown = wave + 1;
     // What this bake measured before it was interrupted: a round is the checks
     // measured at one instant.

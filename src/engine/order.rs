@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use crate::hours::{Calendar, Snapshot};
 use crate::inventory::Inventory;
-use crate::plan::Order;
+use crate::plan::{Order, Plan};
 use crate::proto::v1 as pb;
 
 /// FNV-1a: a stable hash (std's `DefaultHasher` may change between Rust releases,
@@ -50,6 +50,56 @@ pub fn arrange(hosts: &mut [String], order: Order, inventory: &Inventory, now_ms
             }
         }
     }
+}
+
+/// [`arrange`] within stages: the hosts of the plan's first stage first, each
+/// stage's hosts in the plan's order (a plan without stages: [`arrange`] itself).
+/// A host that no stage takes now (relabelled since it was selected) goes last.
+pub fn arrange_in_stages(hosts: &mut [String], plan: &Plan, inventory: &Inventory, now_ms: i64, per_minute: usize) {
+    if plan.stages.is_empty() {
+        arrange(hosts, plan.order, inventory, now_ms, per_minute);
+        return;
+    }
+    let last = plan.stages.len();
+    let stages: Vec<usize> = hosts
+        .iter()
+        .map(|h| inventory.host(h).and_then(|x| plan.stage_of(|s| x.matches(s))).unwrap_or(last))
+        .collect();
+    let mut by_stage: Vec<usize> = (0..hosts.len()).collect();
+    by_stage.sort_by_key(|&i| stages[i]);
+    let sorted: Vec<String> = by_stage.iter().map(|&i| std::mem::take(&mut hosts[i])).collect();
+    for (slot, h) in hosts.iter_mut().zip(sorted) {
+        *slot = h;
+    }
+    let mut start = 0;
+    for stage in 0..=last {
+        let len = stages.iter().filter(|&&s| s == stage).count();
+        arrange(
+            &mut hosts[start..start + len],
+            plan.order,
+            inventory,
+            now_ms,
+            per_minute,
+        );
+        start += len;
+    }
+}
+
+/// Each stage's hosts among `hosts` (one count for a plan without stages); hosts
+/// no stage takes are not counted.
+pub fn stage_sizes(hosts: &[String], plan: &Plan, inventory: &Inventory) -> Vec<u64> {
+    let mut sizes = vec![0u64; plan.stage_count()];
+    for h in hosts {
+        let stage = match inventory.host(h) {
+            Some(x) => plan.stage_of(|s| x.matches(s)),
+            None if plan.stages.is_empty() => Some(0),
+            None => None,
+        };
+        if let Some(s) = stage {
+            sizes[s] += 1;
+        }
+    }
+    sizes
 }
 
 /// Whose `hosts` are, at `now_ms`: each customer's local time and business-hours

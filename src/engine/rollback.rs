@@ -62,6 +62,8 @@ impl Engine {
             selector: p.selector.clone(),
             version: None,
             waves: p.rollback_waves.clone(),
+            // A rollback takes every touched host back at once, whatever stage.
+            stages: Vec::new(),
             order: crate::plan::Order::Stable,
             max_parallel: p.rollback_max_parallel,
             max_parallel_share: None,

@@ -70,7 +70,7 @@ async fn run(live: &Live, ctx: &Context) -> Result<()> {
             State::Running { wave } => {
                 live.fill_wave(&ctx.store, wave, ctx.clock.now_ms(), ctx.hours.now_ms())?;
                 live.commit(&ctx.store).await?;
-                if live.policy.bake_ms > 0 {
+                if live.policy.bake_ms(wave) > 0 {
                     // The health gate's baseline: who is unhealthy before the change.
                     let hosts = live.assigned_hosts(wave);
                     let unreachable = ctx

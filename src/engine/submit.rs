@@ -71,7 +71,18 @@ impl Engine {
     /// what was looked for.
     fn select(&self, plan: &Plan) -> Result<Vec<String>> {
         let inventory = self.ctx.inventory();
-        let hosts: Vec<String> = inventory.select(&plan.selector).map(|h| h.id.clone()).collect();
+        // With stages, the selection is the hosts some stage takes.
+        let hosts: Vec<String> = inventory
+            .select(&plan.selector)
+            .filter(|h| plan.stage_of(|s| h.matches(s)).is_some())
+            .map(|h| h.id.clone())
+            .collect();
+        if hosts.is_empty() && !plan.stages.is_empty() {
+            return Err(Error::Invalid {
+                field: "stages".into(),
+                message: "no host of the plan's selection matches any stage: check the stages' selectors, or end with a stage without one".into(),
+            });
+        }
         if hosts.is_empty() {
             let wanted: Vec<String> = plan
                 .selector
@@ -117,9 +128,9 @@ impl Engine {
         at: i64,
     ) -> Result<Submitted> {
         let inventory = self.ctx.inventory();
-        order::arrange(&mut hosts, plan.order, &inventory, at, plan.max_parallel as usize);
-        let preview = self.preview(plan, &hosts, at);
-        let record = new_record(plan, hosts.len(), self.ctx.clock.now_ms(), "");
+        order::arrange_in_stages(&mut hosts, plan, &inventory, at, plan.max_parallel as usize);
+        let record = new_record(plan, &hosts, &inventory, self.ctx.clock.now_ms(), "");
+        let preview = self.preview(plan, &hosts, &sizes_of(plan, &record), at);
         let waiting: Vec<super::queue::Candidate> = hosts
             .iter()
             .map(|h| super::queue::Candidate {
@@ -173,7 +184,7 @@ impl Engine {
     /// took some meanwhile), then starts it.
     async fn create(&self, plan: Plan, hosts: Vec<String>, actor: &Actor) -> Result<Submitted> {
         let now = self.ctx.clock.now_ms();
-        let mut record = new_record(&plan, hosts.len(), now, &actor.request_id);
+        let mut record = new_record(&plan, &hosts, &self.ctx.inventory(), now, &actor.request_id);
         record.id = self.ctx.store.next_id()?;
         record.submitted_by = actor.principal.clone();
         let rows: Vec<(&str, &str)> = hosts.iter().map(|h| (h.as_str(), "")).collect();
@@ -183,7 +194,7 @@ impl Engine {
             id: record.id,
             name: &record.name,
         };
-        let audit = actor.event(now, target, format!("{} hosts selected", hosts.len()), "ok");
+        let audit = actor.event(now, target, selected_line(&plan, &record), "ok");
         let ids: Vec<&str> = hosts.iter().map(String::as_str).collect();
         let notice = super::notification::submitted(&mut record, &plan, &ids, &self.ctx.inventory());
         if let Err(held) = self
@@ -207,18 +218,17 @@ impl Engine {
 
     /// The hosts each wave would take if the rollout started now, and whose hosts
     /// they are: each customer's local time and tier now.
-    pub(super) fn preview(&self, plan: &Plan, ordered: &[String], now_ms: i64) -> Vec<pb::WavePreview> {
-        let n = ordered.len() as u64;
+    pub(super) fn preview(&self, plan: &Plan, ordered: &[String], sizes: &[u64], now_ms: i64) -> Vec<pb::WavePreview> {
         let inventory = self.ctx.inventory();
         let limit = self.options.preview_limit;
         let mut before = 0u64;
         let mut waves = Vec::with_capacity(plan.waves.len());
-        for (k, pct) in plan.waves.iter().enumerate() {
-            let target = plan.wave_target(k, n);
-            let hosts = &ordered[before as usize..target as usize];
+        for k in 0..plan.waves.len() {
+            let target = plan.wave_target(k, sizes).min(ordered.len() as u64);
+            let hosts = &ordered[before.min(target) as usize..target as usize];
             waves.push(pb::WavePreview {
                 index: k as u32,
-                percent: pct.to_string(),
+                percent: plan.wave_label(k),
                 cumulative_hosts: target,
                 new_hosts: target - before,
                 host_ids: hosts.iter().take(limit).cloned().collect(),
@@ -239,12 +249,23 @@ pub(super) fn at_refused() -> Error {
 }
 
 /// A new rollout's record, pending.
-fn new_record(plan: &Plan, hosts: usize, now: i64, request_id: &str) -> pb::RolloutRecord {
+fn new_record(
+    plan: &Plan,
+    hosts: &[String],
+    inventory: &crate::inventory::Inventory,
+    now: i64,
+    request_id: &str,
+) -> pb::RolloutRecord {
+    let stage_hosts = match plan.stages.is_empty() {
+        true => Vec::new(),
+        false => order::stage_sizes(hosts, plan, inventory),
+    };
     let mut record = pb::RolloutRecord {
         id: 0,
         name: plan.name.clone(),
         plan: Some(plan.to_spec()),
-        hosts_selected: hosts as u64,
+        hosts_selected: hosts.len() as u64,
+        stage_hosts,
         created_at_unix_ms: now,
         updated_at_unix_ms: now,
         request_id: request_id.to_string(),
@@ -272,4 +293,31 @@ fn preempted(plan: &Plan, shared: &BTreeMap<Holder, u64>, total: usize) -> Resul
         Holder::Rollout { id, .. } => Some(*id),
         Holder::Job { .. } => None,
     }))
+}
+
+/// Each stage's hosts as the record keeps them (one stage of them all without).
+fn sizes_of(plan: &Plan, record: &pb::RolloutRecord) -> Vec<u64> {
+    match plan.stages.is_empty() {
+        true => vec![record.hosts_selected],
+        false => record.stage_hosts.clone(),
+    }
+}
+
+/// The submission's audit line: how many hosts, and per stage, saying which are
+/// skipped (no host of the selection matched them).
+fn selected_line(plan: &Plan, record: &pb::RolloutRecord) -> String {
+    let mut line = format!("{} hosts selected", record.hosts_selected);
+    if !plan.stages.is_empty() {
+        let per: Vec<String> = plan
+            .stages
+            .iter()
+            .zip(&record.stage_hosts)
+            .map(|(s, n)| match n {
+                0 => format!("{}: none, skipped", s.name),
+                n => format!("{}: {n}", s.name),
+            })
+            .collect();
+        line.push_str(&format!(" ({})", per.join(", ")));
+    }
+    line
 }

@@ -5,6 +5,7 @@
 //! ```yaml
 //! gates:
 //!   - after: 10%          # a wave of this plan, by its cumulative share; not 100%
+//!                         # (with stages: `canary`, a stage's end, or `apac/50%`)
 //!     approvals: 2        # distinct principals needed (default 1, at most 10)
 //!     role: operator      # least role that may approve: operator | admin
 //!     four_eyes: true     # the submitter's own approval does not count
@@ -16,7 +17,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{FieldError, Kind, Percent, Scalar, bad, format_duration, parse_duration};
+use super::{FieldError, Kind, Percent, Scalar, Stage, bad, format_duration, parse_duration};
 use crate::proto::v1 as pb;
 
 /// Approvals one gate may ask for at most.
@@ -29,8 +30,9 @@ const MAX_TIMEOUT: Duration = Duration::from_secs(30 * 24 * 3600);
 pub struct Gate {
     /// The wave it follows (0-based).
     pub wave: u32,
-    /// That wave's cumulative share, as the plan wrote it.
-    pub after: Percent,
+    /// That wave as the plan named it: its cumulative share (`10%`), or in a plan
+    /// with stages a stage's end (`canary`) or a wave within one (`apac/50%`).
+    pub after: String,
     /// Distinct principals needed.
     pub approvals: u32,
     pub role: GateRole,
@@ -118,7 +120,7 @@ impl GateFile {
 impl Gate {
     pub fn to_spec(&self) -> pb::GateSpec {
         pb::GateSpec {
-            after: self.after.to_string(),
+            after: self.after.clone(),
             approvals: self.approvals,
             role: self.role.as_str().to_string(),
             four_eyes: self.four_eyes,
@@ -158,22 +160,69 @@ impl Gate {
     }
 }
 
-/// The gates of a plan of `kind` whose waves are `waves`, in wave order.
-pub(super) fn gates(specs: &[pb::GateSpec], kind: Kind, waves: &[Percent]) -> Result<Vec<Gate>, FieldError> {
+/// The wave a gate's `after` names, and the name as the plan keeps it; or why not.
+fn wave_named(after: &str, waves: &[Percent], stages: &[Stage]) -> Result<(usize, String), String> {
+    if stages.is_empty() {
+        let share = Percent::parse(after)?;
+        return match waves.iter().position(|w| *w == share) {
+            Some(k) => Ok((k, share.to_string())),
+            None => {
+                let listed: Vec<String> = waves.iter().map(|w| w.to_string()).collect();
+                Err(format!(
+                    "{share} is not a wave of this plan: use one of {}",
+                    listed[..listed.len().saturating_sub(1)].join(", ")
+                ))
+            }
+        };
+    }
+    let (name, share) = match after.split_once('/') {
+        Some((name, share)) => (name.trim(), Some(Percent::parse(share.trim())?)),
+        None => (after.trim(), None),
+    };
+    let choices = || {
+        let mut names = Vec::new();
+        for s in stages {
+            names.extend((0..s.waves.len().saturating_sub(1)).map(|k| s.wave_label(k)));
+            names.push(s.name.clone());
+        }
+        names.pop(); // the last stage's end: nothing follows it
+        names.join(", ")
+    };
+    let Some(stage) = stages.iter().find(|s| s.name == name) else {
+        return Err(format!(
+            "`{}` is not a stage of this plan: name a stage's end or a wave within one: {}",
+            crate::ident::escaped(name),
+            choices()
+        ));
+    };
+    let k = match share {
+        None => stage.waves.len() - 1,
+        Some(share) => stage
+            .waves
+            .iter()
+            .position(|w| *w == share)
+            .ok_or_else(|| format!("{share} is not a wave of stage `{name}`: use one of {}", choices()))?,
+    };
+    let label = if k + 1 == stage.waves.len() {
+        stage.name.clone()
+    } else {
+        stage.wave_label(k)
+    };
+    Ok((stage.first_wave + k, label))
+}
+
+/// The gates of a plan of `kind` whose waves are `waves` (of `stages`, when it has
+/// them), in wave order.
+pub(super) fn gates(
+    specs: &[pb::GateSpec],
+    kind: Kind,
+    waves: &[Percent],
+    stages: &[Stage],
+) -> Result<Vec<Gate>, FieldError> {
     let mut gates: Vec<Gate> = Vec::with_capacity(specs.len());
     for (i, spec) in specs.iter().enumerate() {
         let at = |field: &str| format!("gates[{i}].{field}");
-        let after = Percent::parse(&spec.after).map_err(|m| bad(at("after"), m))?;
-        let Some(wave) = waves.iter().position(|w| *w == after) else {
-            let listed: Vec<String> = waves.iter().map(|w| w.to_string()).collect();
-            return Err(bad(
-                at("after"),
-                format!(
-                    "{after} is not a wave of this plan: use one of {}",
-                    listed[..listed.len().saturating_sub(1)].join(", ")
-                ),
-            ));
-        };
+        let (wave, after) = wave_named(&spec.after, waves, stages).map_err(|m| bad(at("after"), m))?;
         if wave + 1 == waves.len() {
             return Err(bad(
                 at("after"),

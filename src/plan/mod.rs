@@ -9,6 +9,7 @@
 mod analysis;
 mod gates;
 mod quantity;
+mod stages;
 mod validate;
 
 use validate::validate;
@@ -23,6 +24,7 @@ use crate::proto::v1 as pb;
 use crate::text::{format_duration, parse_duration};
 pub use gates::{Gate, GateRole, MAX_APPROVALS, OnTimeout};
 pub use quantity::{Percent, Threshold};
+pub use stages::Stage;
 
 /// Plans are written by people; anything this large is a mistake or an attack.
 pub const MAX_PLAN_BYTES: usize = 1024 * 1024;
@@ -159,6 +161,9 @@ pub struct Plan {
     pub analysis: Option<crate::telemetry::Analysis>,
     /// Approval gates, in wave order: the rollout holds after these waves.
     pub gates: Vec<Gate>,
+    /// The plan's stages, in order; empty: `waves` are its one stage. With stages,
+    /// `waves` lists every stage's waves in order, each a share of its stage.
+    pub stages: Vec<Stage>,
 }
 
 /// Why a plan was refused.
@@ -228,7 +233,10 @@ struct PlanFile {
     selector: BTreeMap<String, OneOrMany>,
     #[serde(default)]
     version: Option<Scalar>,
+    #[serde(default)]
     waves: Vec<Scalar>,
+    #[serde(default)]
+    stages: Vec<stages::StageFile>,
     #[serde(default)]
     order: Option<String>,
     #[serde(default)]
@@ -323,17 +331,7 @@ impl PlanFile {
             name: self.name,
             kind: self.kind,
             description: self.description,
-            selector: self
-                .selector
-                .into_iter()
-                .map(|(k, v)| {
-                    let values = match v {
-                        OneOrMany::One(s) => vec![s.into_text()],
-                        OneOrMany::Many(list) => list.into_iter().map(Scalar::into_text).collect(),
-                    };
-                    (k, pb::LabelValues { values })
-                })
-                .collect(),
+            selector: selector_spec(self.selector),
             version: self.version.map(Scalar::into_text).unwrap_or_default(),
             waves: self.waves.into_iter().map(Scalar::into_text).collect(),
             order: self.order.unwrap_or_default(),
@@ -353,8 +351,23 @@ impl PlanFile {
             analysis: self.analysis.map(analysis::AnalysisFile::into_spec),
             gates: self.gates.into_iter().map(gates::GateFile::into_spec).collect(),
             max_parallel_share,
+            stages: self.stages.into_iter().map(stages::StageFile::into_spec).collect(),
         })
     }
+}
+
+/// A selector as written (a value, or a list of them) as the structured message.
+fn selector_spec(selector: BTreeMap<String, OneOrMany>) -> std::collections::HashMap<String, pb::LabelValues> {
+    selector
+        .into_iter()
+        .map(|(k, v)| {
+            let values = match v {
+                OneOrMany::One(s) => vec![s.into_text()],
+                OneOrMany::Many(list) => list.into_iter().map(Scalar::into_text).collect(),
+            };
+            (k, pb::LabelValues { values })
+        })
+        .collect()
 }
 
 impl Plan {
@@ -430,7 +443,12 @@ impl Plan {
                 .map(|(k, v)| (k.clone(), pb::LabelValues { values: v.clone() }))
                 .collect(),
             version: self.version.clone().unwrap_or_default(),
-            waves: self.waves.iter().map(|w| w.to_string()).collect(),
+            waves: if self.stages.is_empty() {
+                self.waves.iter().map(|w| w.to_string()).collect()
+            } else {
+                Vec::new()
+            },
+            stages: self.stages.iter().map(Stage::to_spec).collect(),
             order: self.order.as_str().to_string(),
             max_parallel: self.max_parallel,
             bake: format_duration(self.bake),
@@ -471,9 +489,51 @@ impl Plan {
         self.gates.iter().enumerate().find(|(_, g)| g.wave == wave)
     }
 
-    /// Hosts covered once wave `k` is done, out of `selected`.
-    pub fn wave_target(&self, k: usize, selected: u64) -> u64 {
-        self.waves.get(k).map_or(selected, |w| w.of(selected))
+    /// Hosts covered once wave `k` is done, for stages of `sizes` hosts (one size,
+    /// the selection's, for a plan without stages).
+    pub fn wave_target(&self, k: usize, sizes: &[u64]) -> u64 {
+        let total: u64 = sizes.iter().sum();
+        let Some(share) = self.waves.get(k) else {
+            return total;
+        };
+        let stage = self.stage_of_wave(k);
+        let before: u64 = sizes.iter().take(stage).sum();
+        before + share.of(sizes.get(stage).copied().unwrap_or(0))
+    }
+
+    /// The stage wave `k` belongs to (0 for a plan without stages).
+    pub fn stage_of_wave(&self, k: usize) -> usize {
+        self.stages.iter().rposition(|s| s.first_wave <= k).unwrap_or(0)
+    }
+
+    /// The stage a host belongs to: the first whose selector it `matches` (0 for a
+    /// plan without stages); None: no stage takes it.
+    pub fn stage_of(&self, matches: impl Fn(&Selector) -> bool) -> Option<usize> {
+        if self.stages.is_empty() {
+            return Some(0);
+        }
+        self.stages.iter().position(|s| matches(&s.selector))
+    }
+
+    /// How many stages the hosts are split into (1 for a plan without stages).
+    pub fn stage_count(&self) -> usize {
+        self.stages.len().max(1)
+    }
+
+    /// The bake after wave `k`: its stage's, else the plan's.
+    pub fn bake_of(&self, k: usize) -> Duration {
+        self.stages
+            .get(self.stage_of_wave(k))
+            .and_then(|s| s.bake)
+            .unwrap_or(self.bake)
+    }
+
+    /// Wave `k` as people name it: `10%`, or `apac/50%` in a plan with stages.
+    pub fn wave_label(&self, k: usize) -> String {
+        match self.stages.get(self.stage_of_wave(k)) {
+            Some(s) => s.wave_label(k - s.first_wave),
+            None => self.waves.get(k).map(|w| w.to_string()).unwrap_or_default(),
+        }
     }
 }
 

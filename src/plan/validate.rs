@@ -32,7 +32,10 @@ pub(super) fn validate(spec: &pb::PlanSpec) -> Result<Plan, FieldError> {
     }
     let selector = selector(spec)?;
     let version = version(kind, &spec.version)?;
-    let waves = waves(&spec.waves)?;
+    let (stages, waves) = match super::stages::stages(spec, &selector)? {
+        Some(staged) => staged,
+        None => (Vec::new(), waves("waves", &spec.waves)?),
+    };
     let order = Order::parse(&spec.order, Order::Stable).map_err(|m| bad("order", m))?;
     let max_parallel_share = match spec.max_parallel_share.trim() {
         "" => None,
@@ -63,8 +66,9 @@ pub(super) fn validate(spec: &pb::PlanSpec) -> Result<Plan, FieldError> {
     let progress_deadline = progress_deadline(&spec.progress_deadline)?;
     let min_healthy = min_healthy(&spec.min_healthy, bake)?;
     let analysis = super::analysis::analysis(spec.analysis.as_ref(), kind, version.as_deref(), bake)?;
-    let gates = super::gates::gates(&spec.gates, kind, &waves)?;
+    let gates = super::gates::gates(&spec.gates, kind, &waves, &stages)?;
     Ok(Plan {
+        stages,
         gates,
         analysis,
         min_healthy,
@@ -126,16 +130,24 @@ fn selector(spec: &pb::PlanSpec) -> Result<Selector, FieldError> {
             "is empty: name at least one label (e.g. service: exchange-routing); a plan never targets every host implicitly",
         ));
     }
+    labels("selector", &spec.selector)
+}
+
+/// A selector's labels and values, checked (`field` names it in errors).
+pub(super) fn labels(
+    field: &str,
+    given: &std::collections::HashMap<String, pb::LabelValues>,
+) -> Result<Selector, FieldError> {
     let mut selector = Selector::new();
-    for (key, values) in &spec.selector {
+    for (key, values) in given {
         if let Err(e) = crate::ident::label_key(key) {
-            return Err(bad(format!("selector.{}", e.shown), e.to_string()));
+            return Err(bad(format!("{field}.{}", e.shown), e.to_string()));
         }
         if values.values.is_empty() {
-            return Err(bad(format!("selector.{key}"), "lists no values: give at least one"));
+            return Err(bad(format!("{field}.{key}"), "lists no values: give at least one"));
         }
         if let Some(i) = values.values.iter().position(|v| v.trim().is_empty()) {
-            return Err(bad(format!("selector.{key}[{i}]"), "is empty"));
+            return Err(bad(format!("{field}.{key}[{i}]"), "is empty"));
         }
         let mut vals = values.values.clone();
         vals.sort();
@@ -163,22 +175,20 @@ fn version(kind: Kind, version: &str) -> Result<Option<String>, FieldError> {
     }
 }
 
-fn waves(list: &[String]) -> Result<Vec<Percent>, FieldError> {
+/// Cumulative waves as `field` (`waves`, `stages[1].waves`) lists them.
+pub(super) fn waves(field: &str, list: &[String]) -> Result<Vec<Percent>, FieldError> {
     if list.is_empty() {
-        return Err(bad(
-            "waves",
-            "is empty: list cumulative shares like [1%, 10%, 50%, 100%]",
-        ));
+        return Err(bad(field, "is empty: list cumulative shares like [1%, 10%, 50%, 100%]"));
     }
     if list.len() > MAX_WAVES {
         return Err(bad(
-            "waves",
+            field,
             format!("has {} waves; the limit is {MAX_WAVES}", list.len()),
         ));
     }
     let mut waves = Vec::with_capacity(list.len());
     for (i, w) in list.iter().enumerate() {
-        let field = format!("waves[{i}]");
+        let field = format!("{field}[{i}]");
         let p = Percent::parse(w).map_err(|m| bad(&field, m))?;
         if p.basis_points() == 0 {
             return Err(bad(&field, "is 0%: every wave must add hosts"));
@@ -197,7 +207,7 @@ fn waves(list: &[String]) -> Result<Vec<Percent>, FieldError> {
         && *last != Percent::FULL
     {
         return Err(bad(
-            format!("waves[{}]", waves.len() - 1),
+            format!("{field}[{}]", waves.len() - 1),
             format!("waves must end at 100%, got {last}"),
         ));
     }
@@ -205,13 +215,18 @@ fn waves(list: &[String]) -> Result<Vec<Percent>, FieldError> {
 }
 
 fn bake(bake: &str) -> Result<Duration, FieldError> {
-    let bake = match bake {
-        "" => Duration::from_secs(300),
-        b => parse_duration(b).map_err(|m| bad("bake", m))?,
-    };
+    match bake {
+        "" => Ok(Duration::from_secs(300)),
+        b => bake_at("bake", b),
+    }
+}
+
+/// A bake as `field` gives it.
+pub(super) fn bake_at(field: &str, text: &str) -> Result<Duration, FieldError> {
+    let bake = parse_duration(text).map_err(|m| bad(field, m))?;
     if bake > MAX_BAKE {
         return Err(bad(
-            "bake",
+            field,
             format!("{} is longer than 24h; split the plan instead", format_duration(bake)),
         ));
     }

@@ -374,6 +374,7 @@ pub fn plan(name: &str, waves: &[&str], max_failed: &str) -> pb::PlanSpec {
         analysis: None,
         gates: Vec::new(),
         max_parallel_share: String::new(),
+        stages: Vec::new(),
     }
 }
 

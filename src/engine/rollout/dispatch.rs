@@ -16,7 +16,7 @@ impl Live {
     pub fn fill_wave(&self, store: &Store, wave: u32, now_ms: i64, hours_ms: i64) -> Result<()> {
         let mut inner = self.lock();
         let selected = inner.record.hosts_selected;
-        let target = self.plan.wave_target(wave as usize, selected);
+        let target = self.wave_target(wave as usize);
         let placed = selected - inner.pending.len() as u64;
         let need = target.saturating_sub(placed) as usize;
         if need == 0 {
@@ -24,9 +24,9 @@ impl Live {
         }
         if self.plan.order.is_timed() {
             // The clock moved since the last wave: rank the waiting hosts again.
-            order::arrange(
+            order::arrange_in_stages(
                 inner.pending.make_contiguous(),
-                self.plan.order,
+                &self.plan,
                 &self.inventory,
                 hours_ms,
                 self.plan.max_parallel as usize,

@@ -43,7 +43,7 @@ impl Live {
         let counts = inner.tally.wave(wave);
         let succeeded = inner.tally.total(HostState::Succeeded);
         pb::GateEvidence {
-            wave_size: self.wave_size(wave, selected),
+            wave_size: self.wave_size(wave),
             hosts_succeeded: counts[HostState::Succeeded as usize],
             hosts_failed: counts[HostState::Failed as usize],
             hosts_unhealthy: unhealthy,
@@ -66,14 +66,13 @@ impl Live {
     /// The wave after `wave` as it would be filled at `hours_ms`: its hosts, and their
     /// customers with their local time and tier.
     fn next_wave(&self, inner: &Inner, wave: u32, hours_ms: i64) -> pb::WavePreview {
-        let selected = inner.record.hosts_selected;
         let next = wave + 1;
-        let size = self.wave_size(next, selected) as usize;
+        let size = self.wave_size(next) as usize;
         let mut waiting: Vec<String> = inner.pending.iter().cloned().collect();
         if self.plan.order.is_timed() {
-            order::arrange(
+            order::arrange_in_stages(
                 &mut waiting,
-                self.plan.order,
+                &self.plan,
                 &self.inventory,
                 hours_ms,
                 self.plan.max_parallel as usize,
@@ -82,13 +81,8 @@ impl Live {
         waiting.truncate(size);
         pb::WavePreview {
             index: next,
-            percent: self
-                .plan
-                .waves
-                .get(next as usize)
-                .map(|p| p.to_string())
-                .unwrap_or_default(),
-            cumulative_hosts: self.plan.wave_target(next as usize, selected),
+            percent: self.plan.wave_label(next as usize),
+            cumulative_hosts: self.wave_target(next as usize),
             new_hosts: waiting.len() as u64,
             host_ids: waiting.iter().take(SHOWN).cloned().collect(),
             customers: order::explain(&waiting, self.plan.order, &self.inventory, hours_ms, SHOWN),

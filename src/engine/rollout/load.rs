@@ -11,7 +11,7 @@ use tokio::sync::watch;
 
 use super::counts::{Customers, Tally};
 use super::{EXAMPLES, Error, FailureGroups, GroupKind, HostState, Inner, Live, Result, order};
-use crate::engine::state::{Policy, State};
+use crate::engine::state::{MAX_WAVES, Policy, State};
 use crate::inventory::Inventory;
 use crate::plan::Plan;
 use crate::proto::v1 as pb;
@@ -228,9 +228,20 @@ impl Live {
         let spec = record.plan.clone().unwrap_or_default();
         let plan =
             Plan::from_spec(&spec).map_err(|e| Error::Corrupt(format!("rollout {}: stored plan: {e}", record.id)))?;
+        let sizes = stage_sizes(record, &plan);
+        let mut bakes_ms = [0; MAX_WAVES];
+        let mut skipped = 0u32;
+        for (k, bake) in bakes_ms.iter_mut().enumerate().take(plan.waves.len()) {
+            if sizes.get(plan.stage_of_wave(k)) == Some(&0) && !plan.stages.is_empty() {
+                skipped |= 1 << k;
+            } else {
+                *bake = plan.bake_of(k).as_millis() as i64;
+            }
+        }
         let policy = Policy {
             waves: plan.waves.len() as u32,
-            bake_ms: plan.bake.as_millis() as i64,
+            bakes_ms,
+            skipped,
             rollback_on_failure: plan.on_failure == crate::plan::FailureAction::Rollback,
             gated: plan.gates.iter().fold(0, |mask, g| mask | (1u32 << g.wave)),
         };
@@ -241,6 +252,7 @@ impl Live {
         let live = Live {
             id: inner.record.id,
             instance: Arc::from(""),
+            stage_sizes: stage_sizes(&inner.record, &plan),
             plan,
             policy,
             inventory,
@@ -317,7 +329,7 @@ impl Live {
             }
         }
         c.customers.recount();
-        order::arrange(&mut pending, plan.order, &inventory, now_ms, plan.max_parallel as usize);
+        order::arrange_in_stages(&mut pending, &plan, &inventory, now_ms, plan.max_parallel as usize);
         queues.pending = pending.into();
         let mut assigned_hosts: Vec<String> = assigned.iter().map(|(h, _)| h.clone()).collect();
         order::arrange(
@@ -334,5 +346,15 @@ impl Live {
             .collect();
         let inner = Inner::new(record, c, queues);
         Ok(Live::assemble(inventory, plan, policy, inner))
+    }
+}
+
+/// Each stage's hosts as decided at submission (one stage of the whole selection
+/// for a plan without stages).
+fn stage_sizes(record: &pb::RolloutRecord, plan: &Plan) -> Vec<u64> {
+    if plan.stages.is_empty() || record.stage_hosts.len() != plan.stages.len() {
+        vec![record.hosts_selected]
+    } else {
+        record.stage_hosts.clone()
     }
 }

@@ -108,6 +108,9 @@ pub(crate) struct Live {
     pub instance: Arc<str>,
     pub plan: Plan,
     pub policy: Policy,
+    /// Each stage's hosts (one stage for a plan without stages): wave targets are
+    /// shares of these.
+    pub stage_sizes: Vec<u64>,
     inventory: Arc<Inventory>,
     inner: Mutex<Inner>,
     snapshot: watch::Sender<Arc<pb::Rollout>>,
@@ -126,6 +129,11 @@ impl Live {
 
     pub fn name(&self) -> &str {
         &self.plan.name
+    }
+
+    /// Hosts covered once wave `k` is done.
+    pub fn wave_target(&self, k: usize) -> u64 {
+        self.plan.wave_target(k, &self.stage_sizes)
     }
 
     pub fn snapshot(&self) -> Arc<pb::Rollout> {

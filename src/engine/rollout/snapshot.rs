@@ -13,7 +13,7 @@ impl Live {
     pub fn allowed_failures(&self, wave: u32, selected: u64) -> u64 {
         match self.plan.on_failure {
             FailureAction::Continue => self.plan.max_failed.allowed(selected),
-            _ => self.plan.max_failed.allowed(self.wave_size(wave, selected)),
+            _ => self.plan.max_failed.allowed(self.wave_size(wave)),
         }
     }
 
@@ -23,14 +23,44 @@ impl Live {
         self.plan.on_failure == FailureAction::Continue
     }
 
-    pub(super) fn wave_size(&self, wave: u32, selected: u64) -> u64 {
-        let target = self.plan.wave_target(wave as usize, selected);
+    /// The plan's stages with their waves' progress (none for a plan without).
+    fn stages(&self, waves: &[pb::Wave]) -> Vec<pb::Stage> {
+        self.plan
+            .stages
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let own = &waves[s.first_wave.min(waves.len())..(s.first_wave + s.waves.len()).min(waves.len())];
+                let hosts = self.stage_sizes.get(i).copied().unwrap_or(0);
+                let done = own.iter().all(|w| w.state() == pb::WaveState::Done);
+                let begun = own.iter().any(|w| w.state() != pb::WaveState::Pending);
+                let state = match (hosts, done, begun) {
+                    (0, _, _) => "skipped",
+                    (_, true, _) => "done",
+                    (_, _, true) => "running",
+                    _ => "not-started",
+                };
+                pb::Stage {
+                    name: s.name.clone(),
+                    hosts,
+                    succeeded: own.iter().map(|w| w.succeeded).sum(),
+                    failed: own.iter().map(|w| w.failed).sum(),
+                    first_wave: s.first_wave as u32,
+                    waves: s.waves.len() as u32,
+                    state: state.to_string(),
+                }
+            })
+            .collect()
+    }
+
+    pub(super) fn wave_size(&self, wave: u32) -> u64 {
+        let target = self.wave_target(wave as usize);
         let before = if wave == 0 {
             0
         } else {
-            self.plan.wave_target(wave as usize - 1, selected)
+            self.wave_target(wave as usize - 1)
         };
-        target - before
+        target.saturating_sub(before)
     }
 
     /// Failed hosts counted against the threshold when `wave` is judged: the wave's
@@ -57,7 +87,7 @@ impl Live {
         };
         WaveReport {
             wave,
-            size: self.wave_size(wave, selected),
+            size: self.wave_size(wave),
             answered: c[HostState::Succeeded as usize] + c[HostState::Failed as usize],
             failed: self.failures_judged(&inner, wave),
             allowed: self.allowed_failures(wave, selected),
@@ -128,7 +158,7 @@ impl Live {
                     Some(_) => pb::WaveState::Baking,
                     None => pb::WaveState::Running,
                 },
-                State::Failed { .. } | State::Aborted { .. } => match answered >= self.wave_size(k32, selected) {
+                State::Failed { .. } | State::Aborted { .. } => match answered >= self.wave_size(k32) {
                     true => pb::WaveState::Done,
                     false => pb::WaveState::Halted,
                 },
@@ -136,8 +166,14 @@ impl Live {
             waves.push(pb::Wave {
                 index: k32,
                 percent: pct.to_string(),
-                target_hosts: pct.of(selected),
-                size: self.wave_size(k32, selected),
+                target_hosts: self.wave_target(k),
+                stage: self
+                    .plan
+                    .stages
+                    .get(self.plan.stage_of_wave(k))
+                    .map(|s| s.name.clone())
+                    .unwrap_or_default(),
+                size: self.wave_size(k32),
                 succeeded: c[HostState::Succeeded as usize],
                 failed: c[HostState::Failed as usize],
                 in_flight: c[HostState::Dispatched as usize],
@@ -146,8 +182,10 @@ impl Live {
                 max_failed: self.allowed_failures(k32, selected),
             });
         }
+        let stages = self.stages(&waves);
         let succeeded = t.total(HostState::Succeeded);
         pb::Rollout {
+            stages,
             id: r.id,
             name: r.name.clone(),
             kind: self.plan.kind.as_str().to_string(),

@@ -100,7 +100,11 @@ impl Event {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Policy {
     pub waves: u32,
-    pub bake_ms: i64,
+    /// The bake after each wave (its stage's, else the plan's); 0: none.
+    pub bakes_ms: [i64; MAX_WAVES],
+    /// Bit `w` set: wave `w` is of a stage no host matched: it is skipped (no bake),
+    /// and says so.
+    pub skipped: u32,
     /// `on_failure.action: rollback`: a wave over its threshold ends the rollout and
     /// starts a rollback of the hosts it touched, instead of halting.
     pub rollback_on_failure: bool,
@@ -108,9 +112,21 @@ pub struct Policy {
     pub gated: u32,
 }
 
+/// Waves a plan may have, its stages' together (a gate is a bit of a `u32`).
+pub const MAX_WAVES: usize = 32;
+
 impl Policy {
     fn gated_after(&self, wave: u32) -> bool {
         wave < 32 && self.gated & (1 << wave) != 0
+    }
+
+    /// The bake after `wave`, in ms (0: none).
+    pub fn bake_ms(&self, wave: u32) -> i64 {
+        self.bakes_ms.get(wave as usize).copied().unwrap_or(0)
+    }
+
+    pub fn is_skipped(&self, wave: u32) -> bool {
+        wave < 32 && self.skipped & (1 << wave) != 0
     }
 }
 

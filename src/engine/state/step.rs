@@ -84,15 +84,20 @@ impl Machine<'_> {
         }
         match self.state {
             Running { wave } if *wave == report.wave && report.complete() => {
-                let done = format!(
-                    "wave {} done: {} hosts, {} failed",
-                    wave + 1,
-                    report.size,
-                    report.failed
-                );
-                if self.policy.bake_ms > 0 {
-                    let until_ms = self.now_ms + self.policy.bake_ms;
-                    let bake = std::time::Duration::from_millis(self.policy.bake_ms as u64);
+                let done = if self.policy.is_skipped(*wave) {
+                    format!("wave {} skipped: its stage has no hosts", wave + 1)
+                } else {
+                    format!(
+                        "wave {} done: {} hosts, {} failed",
+                        wave + 1,
+                        report.size,
+                        report.failed
+                    )
+                };
+                let bake_ms = self.policy.bake_ms(*wave);
+                if bake_ms > 0 {
+                    let until_ms = self.now_ms + bake_ms;
+                    let bake = std::time::Duration::from_millis(bake_ms as u64);
                     let line = format!("{done}; baking {}", crate::text::format_duration(bake));
                     Ok((Baking { wave: *wave, until_ms }, vec![Audit(line)]))
                 } else {
@@ -108,7 +113,7 @@ impl Machine<'_> {
             } if *wave == report.wave && report.complete() => Ok((
                 Paused {
                     wave: *wave,
-                    bake_until_ms: Some(self.now_ms + self.policy.bake_ms),
+                    bake_until_ms: Some(self.now_ms + self.policy.bake_ms(*wave)),
                 },
                 Vec::new(),
             )),

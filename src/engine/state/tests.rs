@@ -4,7 +4,8 @@ use super::*;
 
 const POLICY: Policy = Policy {
     waves: 3,
-    bake_ms: 1_000,
+    bakes_ms: [1_000; MAX_WAVES],
+    skipped: 0,
     rollback_on_failure: false,
     gated: 0,
 };
@@ -209,7 +210,8 @@ fn a_stuck_wave_halts_naming_the_hosts_it_waited_on() {
 fn zero_bake_advances_at_once() {
     let policy = Policy {
         waves: 2,
-        bake_ms: 0,
+        bakes_ms: [0; MAX_WAVES],
+        skipped: 0,
         rollback_on_failure: false,
         gated: 0,
     };
@@ -462,7 +464,11 @@ fn a_gate_holds_after_its_wave_until_approved() {
 /// Without a bake the gate opens as soon as the wave ends.
 #[test]
 fn a_gate_opens_after_a_wave_without_bake() {
-    let policy = Policy { bake_ms: 0, ..GATED };
+    let policy = Policy {
+        bakes_ms: [0; MAX_WAVES],
+        skipped: 0,
+        ..GATED
+    };
     let (s, d) = step(&State::Running { wave: 0 }, report(0, 10, 0), 5, &policy).unwrap();
     assert_eq!(s, State::AwaitingApproval { wave: 0 });
     assert!(d.contains(&Decision::OpenGate { wave: 0 }), "{d:?}");

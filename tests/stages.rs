@@ -1,0 +1,258 @@
+//! Stages through the real controller and simulator: a plan canary -> apac -> rest
+//! takes each stage's hosts only once every host of the stage before it finished
+//! (per-host start and finish times from `rollout hosts --rollout NAME --output
+//! json`), its waves are shares of each stage, a gate holds at a stage's end, an empty
+//! stage is skipped and says so, and a restart mid-stage goes on where it was.
+
+mod common;
+
+use std::collections::HashMap;
+
+use common::*;
+use rollout::agent::SimulatorOptions;
+use rollout::proto::v1 as pb;
+
+fn labels(pairs: &[(&str, &[&str])]) -> HashMap<String, pb::LabelValues> {
+    pairs
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.to_string(),
+                pb::LabelValues {
+                    values: v.iter().map(|s| s.to_string()).collect(),
+                },
+            )
+        })
+        .collect()
+}
+
+fn stage(name: &str, selector: &[(&str, &[&str])], waves: &[&str]) -> pb::StageSpec {
+    pb::StageSpec {
+        name: name.into(),
+        selector: labels(selector),
+        waves: waves.iter().map(|w| w.to_string()).collect(),
+        bake: String::new(),
+    }
+}
+
+/// canary (ring 0) -> apac -> rest, over every host of the generated fleet.
+fn staged(name: &str) -> pb::PlanSpec {
+    let mut spec = plan(name, &[], "0");
+    spec.max_parallel = 20;
+    spec.stages = vec![
+        stage("canary", &[("ring", &["0"])], &["100%"]),
+        stage("apac", &[("region", &["apac"])], &["10%", "50%", "100%"]),
+        stage("rest", &[], &["30%", "100%"]),
+    ];
+    spec
+}
+
+/// Each host's stage, as the plan's stages take them from the fleet's labels.
+fn stage_of(fleet: &rollout::inventory::FleetFile) -> HashMap<String, usize> {
+    fleet
+        .hosts
+        .iter()
+        .map(|h| {
+            let s = if h.labels.get("ring").is_some_and(|v| v == "0") {
+                0
+            } else if h.labels.get("region").is_some_and(|v| v == "apac") {
+                1
+            } else {
+                2
+            };
+            (h.id.clone(), s)
+        })
+        .collect()
+}
+
+/// Per host: (started, finished), from the real CLI.
+async fn host_times(url: &str, name: &str) -> HashMap<String, (i64, i64)> {
+    let out = rollout(&["hosts", "--rollout", name, "--output", "json", "--server", url]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let listed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| {
+            let at = |k: &str| h[k].as_i64().unwrap_or_else(|| panic!("{k} of {h}"));
+            (
+                h["host_id"].as_str().unwrap().to_string(),
+                (at("started_at_unix_ms"), at("finished_at_unix_ms")),
+            )
+        })
+        .collect()
+}
+
+/// The stages run in order: no host of a later stage started before every host of
+/// the earlier ones finished; the status says each stage's hosts and state, the
+/// waves their stage and the wave's share of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_host_of_a_later_stage_starts_before_the_earlier_stage_finished() {
+    let mut h = Harness::start(
+        600,
+        SimulatorOptions {
+            latency_ms: rollout::agent::simulator::Latency::Uniform { min_ms: 5, max_ms: 40 },
+            ..Default::default()
+        },
+    )
+    .await;
+    submit(&mut h.client, staged("netfix")).await;
+    let done = ended(&mut h.client, "netfix").await;
+    assert_eq!(done.state(), pb::RolloutState::Succeeded, "{done:?}");
+    assert_eq!(done.hosts_succeeded, 600);
+
+    let of = stage_of(&h.sim.fleet);
+    let sizes: Vec<u64> = (0..3)
+        .map(|s| of.values().filter(|&&x| x == s).count() as u64)
+        .collect();
+    assert!(sizes.iter().all(|&n| n > 20), "every stage has hosts: {sizes:?}");
+    let stages: Vec<(&str, u64, &str)> = done
+        .stages
+        .iter()
+        .map(|s| (s.name.as_str(), s.hosts, s.state.as_str()))
+        .collect();
+    assert_eq!(
+        stages,
+        [
+            ("canary", sizes[0], "done"),
+            ("apac", sizes[1], "done"),
+            ("rest", sizes[2], "done")
+        ]
+    );
+    let waves: Vec<(&str, &str, u64)> = done
+        .waves
+        .iter()
+        .map(|w| (w.stage.as_str(), w.percent.as_str(), w.target_hosts))
+        .collect();
+    let apac_half = sizes[0] + (sizes[1] * 5).div_ceil(10);
+    assert_eq!(waves[2], ("apac", "50%", apac_half), "{waves:?}");
+    assert_eq!(waves.len(), 6);
+
+    let times = host_times(&h.controller.url, "netfix").await;
+    assert_eq!(times.len(), 600);
+    for earlier in 0..2 {
+        let finished = times
+            .iter()
+            .filter(|(host, _)| of[*host] == earlier)
+            .map(|(_, (_, f))| *f)
+            .max()
+            .unwrap();
+        let (first, started) = times
+            .iter()
+            .filter(|(host, _)| of[*host] > earlier)
+            .map(|(host, (s, _))| (host.clone(), *s))
+            .min_by_key(|(_, s)| *s)
+            .unwrap();
+        assert!(
+            started >= finished,
+            "{first} (a later stage) started at {started}, before stage {earlier} finished at {finished}"
+        );
+    }
+    h.stop().await;
+}
+
+/// A gate at a stage's end holds before the next stage; a stage no host matches is
+/// skipped and says so; a controller restarted mid-stage goes on inside it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gate_holds_at_a_stage_end_an_empty_stage_is_skipped_and_a_restart_resumes_mid_stage() {
+    let h = Harness::start(300, SimulatorOptions::default()).await;
+    let mut spec = staged("ringfix");
+    spec.stages
+        .insert(1, stage("moon", &[("region", &["moon"])], &["100%"]));
+    spec.gates = vec![pb::GateSpec {
+        after: "apac/50%".into(),
+        ..Default::default()
+    }];
+    // "moon" is no value of the plan's selector: a stage narrows, never widens.
+    let mut client = h.client.clone();
+    let refused = client
+        .submit_plan(pb::SubmitPlanRequest {
+            plan: Some(pb::submit_plan_request::Plan::Spec(spec.clone())),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        refused
+            .message()
+            .contains("stages[1].selector: region: `moon` is outside"),
+        "{refused:?}"
+    );
+    spec.stages[1] = stage("lab", &[("ring", &["9"])], &["100%"]);
+    submit(&mut client, spec).await;
+    within(
+        60,
+        "the gate inside apac",
+        watch_until(&mut client, "ringfix", |r| {
+            r.state() == pb::RolloutState::AwaitingApproval || r.state().is_terminal()
+        }),
+    )
+    .await;
+    let held = get(&mut client, "ringfix").await;
+    assert_eq!(held.state(), pb::RolloutState::AwaitingApproval);
+    let gate = held.gate.clone().unwrap();
+    assert_eq!(gate.after, "apac/50%");
+    let lab = held.stages.iter().find(|s| s.name == "lab").unwrap();
+    assert_eq!((lab.hosts, lab.state.as_str()), (0, "skipped"));
+    let events = timeline(&mut client, "ringfix").await;
+    assert!(
+        events.iter().any(|e| e.detail.contains("lab: none, skipped")),
+        "the submission says the empty stage is skipped: {events:#?}"
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| e.detail.contains("skipped: its stage has no hosts")),
+        "{events:#?}"
+    );
+    // Restart the controller while the rollout waits inside apac: it goes on there.
+    let mut h = h.restart_controller(|_| {}).await;
+    let again = get(&mut h.client, "ringfix").await;
+    assert_eq!(again.state(), pb::RolloutState::AwaitingApproval);
+    assert_eq!(again.current_wave, held.current_wave);
+    h.client
+        .approve_rollout(pb::ApproveRolloutRequest {
+            name: "ringfix".into(),
+            gate_id: gate.gate_id.clone(),
+            request_id: "approve-1".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let done = ended(&mut h.client, "ringfix").await;
+    assert_eq!(done.state(), pb::RolloutState::Succeeded, "{done:?}");
+    assert_eq!(done.hosts_succeeded, 300);
+    h.stop().await;
+}
+
+/// The dry run shows each stage's waves by name, as shares of their stage.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dry_run_names_each_stages_waves() {
+    let h = Harness::start(200, SimulatorOptions::default()).await;
+    let mut client = h.client.clone();
+    let preview = client
+        .submit_plan(pb::SubmitPlanRequest {
+            plan: Some(pb::submit_plan_request::Plan::Spec(staged("preview"))),
+            dry_run: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let labels: Vec<&str> = preview.preview.iter().map(|w| w.percent.as_str()).collect();
+    assert_eq!(
+        labels,
+        [
+            "canary/100%",
+            "apac/10%",
+            "apac/50%",
+            "apac/100%",
+            "rest/30%",
+            "rest/100%"
+        ]
+    );
+    let added: u64 = preview.preview.iter().map(|w| w.new_hosts).sum();
+    assert_eq!(added, 200, "every host in exactly one wave");
+    h.stop().await;
+}
