@@ -40,7 +40,8 @@ fn how_far(r: &pb::Rollout) -> String {
         );
     }
     format!(
-        "{what} {done} {percent}% of the affected environment ({} of {} hosts; {} of {} customers fully mitigated).",
+        "{what} {done} {}{percent}% of the affected environment ({} of {} hosts; {} of {} customers fully mitigated).",
+        stage(r).map(|s| format!("{s}; ")).unwrap_or_default(),
         count(r.hosts_succeeded),
         count(r.hosts_selected),
         count(r.customers_mitigated),
@@ -48,11 +49,36 @@ fn how_far(r: &pb::Rollout) -> String {
     )
 }
 
+/// The stage the rollout is in and how far it got there, for a plan with stages:
+/// "stage apac: 50% (100 of 200 hosts)".
+pub fn stage(r: &pb::Rollout) -> Option<String> {
+    let current = r.current_wave;
+    let s = r
+        .stages
+        .iter()
+        .find(|s| s.first_wave <= current && current < s.first_wave + s.waves)?;
+    Some(format!(
+        "stage {}: {}% ({} of {} hosts)",
+        s.name,
+        whole_percent(s.succeeded, s.hosts),
+        count(s.succeeded),
+        count(s.hosts)
+    ))
+}
+
+/// A wave as people name it: `30%`, or `apac/50%` in a plan with stages.
+pub fn wave_name(w: &pb::Wave) -> String {
+    match w.stage.as_str() {
+        "" => w.percent.clone(),
+        stage => format!("{stage}/{}", w.percent),
+    }
+}
+
 /// What happens next, and when.
 fn next(r: &pb::Rollout) -> Option<String> {
     let waves = r.waves.len();
     let current = r.current_wave as usize;
-    let next_wave = r.waves.get(current + 1).map(|w| w.percent.clone());
+    let next_wave = r.waves.get(current + 1).map(wave_name);
     let bake = r.plan.as_ref().map(|p| p.bake.as_str()).unwrap_or_default();
     Some(match r.state() {
         pb::RolloutState::Unspecified | pb::RolloutState::Pending => return None,
@@ -61,7 +87,7 @@ fn next(r: &pb::Rollout) -> Option<String> {
             format!(
                 "Wave {} of {waves} ({}) is running: {} hosts in flight, {} waiting.",
                 current + 1,
-                wave.map(|w| w.percent.as_str()).unwrap_or_default(),
+                wave.map(wave_name).unwrap_or_default(),
                 count(r.hosts_in_flight),
                 count(wave.map_or(0, |w| w.pending))
             )

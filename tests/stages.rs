@@ -195,6 +195,23 @@ async fn a_gate_holds_at_a_stage_end_an_empty_stage_is_skipped_and_a_restart_res
     assert_eq!(gate.after, "apac/50%");
     let lab = held.stages.iter().find(|s| s.name == "lab").unwrap();
     assert_eq!((lab.hosts, lab.state.as_str()), (0, "skipped"));
+    // The status text says the stage and the whole; `rollout status` a row of stages.
+    let apac = held.stages.iter().find(|s| s.name == "apac").unwrap();
+    let stage_text = format!(
+        "stage apac: {}% ({} of {} hosts); ",
+        apac.succeeded * 100 / apac.hosts,
+        apac.succeeded,
+        apac.hosts
+    );
+    assert!(held.summary.contains(&stage_text), "{}", held.summary);
+    assert!(held.summary.contains("of the affected environment"), "{}", held.summary);
+    let out = rollout(&["status", "ringfix", "--server", &h.controller.url]).await;
+    let shown = text(&out.stdout);
+    assert!(
+        shown.contains("stages     canary done (") && shown.contains("> lab skipped (0) > apac running ("),
+        "{shown}"
+    );
+    assert!(shown.contains("apac/50%"), "{shown}");
     let events = timeline(&mut client, "ringfix").await;
     assert!(
         events.iter().any(|e| e.detail.contains("lab: none, skipped")),

@@ -19,7 +19,12 @@ pub fn is_terminal(state: pb::RolloutState) -> bool {
 /// `wave 3/6 (30%)`
 pub fn wave_label(r: &pb::Rollout) -> String {
     match r.waves.get(r.current_wave as usize) {
-        Some(w) => format!("wave {}/{} ({})", w.index + 1, r.waves.len(), w.percent),
+        Some(w) => format!(
+            "wave {}/{} ({})",
+            w.index + 1,
+            r.waves.len(),
+            crate::summary::wave_name(w)
+        ),
         None => "no waves".into(),
     }
 }
@@ -102,10 +107,11 @@ pub fn detail(r: &pb::Rollout) -> String {
         ));
     }
     out.push('\n');
+    out.push_str(&stages(r));
     let rows = r.waves.iter().map(|w| {
         vec![
             (w.index + 1).to_string(),
-            w.percent.clone(),
+            crate::summary::wave_name(w),
             w.target_hosts.to_string(),
             w.size.to_string(),
             w.succeeded.to_string(),
@@ -329,6 +335,7 @@ pub fn json(r: &pb::Rollout) -> Value {
         "current_wave": r.current_wave + 1,
         "waves": r.waves.iter().map(|w| json!({
             "wave": w.index + 1,
+            "stage": w.stage,
             "percent": w.percent,
             "target_hosts": w.target_hosts,
             "size": w.size,
@@ -338,6 +345,15 @@ pub fn json(r: &pb::Rollout) -> Value {
             "pending": w.pending,
             "max_failed": w.max_failed,
             "state": wave_state_name(w.state()),
+        })).collect::<Vec<_>>(),
+        "stages": r.stages.iter().map(|s| json!({
+            "name": s.name,
+            "hosts": s.hosts,
+            "succeeded": s.succeeded,
+            "failed": s.failed,
+            "first_wave": s.first_wave + 1,
+            "waves": s.waves,
+            "state": s.state,
         })).collect::<Vec<_>>(),
         "hosts_selected": r.hosts_selected,
         "hosts_succeeded": r.hosts_succeeded,
@@ -437,4 +453,21 @@ pub fn wave_takes(w: &pb::WavePreview, limit: usize, label: &str, indent: &str) 
         ));
     }
     out
+}
+
+/// A plan's stages as a row above the waves: `stages  canary done (12) > apac running
+/// (120 of 200) > rest not-started (800)`; empty for a plan without stages.
+fn stages(r: &pb::Rollout) -> String {
+    if r.stages.is_empty() {
+        return String::new();
+    }
+    let each: Vec<String> = r
+        .stages
+        .iter()
+        .map(|s| match s.state.as_str() {
+            "running" => format!("{} running ({} of {})", s.name, s.succeeded, s.hosts),
+            state => format!("{} {state} ({})", s.name, s.hosts),
+        })
+        .collect();
+    format!("stages     {}\n", each.join(" > "))
 }

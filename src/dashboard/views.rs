@@ -226,6 +226,20 @@ pub fn rollout(r: &pb::Rollout, timeline: &[pb::EventRecord], drill: Option<&str
             h2 { "Failures by reason" }
             (failure_groups(r))
         }
+        @if !r.stages.is_empty() {
+            h2 { "Stages" }
+            table.waves.stages {
+                thead { tr { @for s in &r.stages { th { (s.name) } } } }
+                tbody { tr {
+                    @for s in &r.stages {
+                        td class=(if s.state == "running" { "current" } else { "" }) {
+                            (bar(s.hosts, &[("ok", s.succeeded), ("bad", s.failed)]))
+                            span.num { (s.succeeded) " of " (s.hosts) ", " (s.state) }
+                        }
+                    }
+                } }
+            }
+        }
         h2 { "Waves" }
         table.waves {
             thead { tr { th { "wave" } th { "share" } th { "hosts" } th.wide { "done" } th { "state" } } }
@@ -233,7 +247,7 @@ pub fn rollout(r: &pb::Rollout, timeline: &[pb::EventRecord], drill: Option<&str
                 @for w in &r.waves {
                     tr class=(if w.index == r.current_wave && !state.is_terminal() { "current" } else { "" }) {
                         td { (w.index + 1) }
-                        td { (w.percent) }
+                        td { (crate::summary::wave_name(w)) }
                         td { (w.size) }
                         td.wide {
                             (bar(w.size, &[("ok", w.succeeded), ("bad", w.failed), ("run", w.in_flight)]))

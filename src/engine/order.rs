@@ -63,7 +63,12 @@ pub fn arrange_in_stages(hosts: &mut [String], plan: &Plan, inventory: &Inventor
     let last = plan.stages.len();
     let stages: Vec<usize> = hosts
         .iter()
-        .map(|h| inventory.host(h).and_then(|x| plan.stage_of(|s| x.matches(s))).unwrap_or(last))
+        .map(|h| {
+            inventory
+                .host(h)
+                .and_then(|x| plan.stage_of(|s| x.matches(s)))
+                .unwrap_or(last)
+        })
         .collect();
     let mut by_stage: Vec<usize> = (0..hosts.len()).collect();
     by_stage.sort_by_key(|&i| stages[i]);
