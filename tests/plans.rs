@@ -60,7 +60,15 @@ async fn shipped_plans_are_valid_and_select_hosts() {
         names.push(plan.name);
     }
     names.sort();
-    assert_eq!(names, ["apac-network-rollback", "exo-retry-fix", "mailbox-canary"]);
+    assert_eq!(
+        names,
+        [
+            "apac-network-rollback",
+            "exo-retry-fix",
+            "mailbox-canary",
+            "safe-network-change"
+        ]
+    );
     h.stop().await;
 }
 

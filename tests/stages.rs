@@ -67,12 +67,8 @@ fn stage_of(fleet: &rollout::inventory::FleetFile) -> HashMap<String, usize> {
 
 /// Per host: (started, finished), from the real CLI.
 async fn host_times(url: &str, name: &str) -> HashMap<String, (i64, i64)> {
-    let out = rollout(&["hosts", "--rollout", name, "--output", "json", "--server", url]).await;
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    let listed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    listed
-        .as_array()
-        .unwrap()
+    listed_hosts(url, name)
+        .await
         .iter()
         .map(|h| {
             let at = |k: &str| h[k].as_i64().unwrap_or_else(|| panic!("{k} of {h}"));
@@ -271,5 +267,31 @@ async fn the_dry_run_names_each_stages_waves() {
     );
     let added: u64 = preview.preview.iter().map(|w| w.new_hosts).sum();
     assert_eq!(added, 200, "every host in exactly one wave");
+    let canary = &preview.preview[0];
+    let per_region: u64 = canary.regions.iter().map(|r| r.count).sum();
+    assert_eq!(per_region, canary.new_hosts, "{:?}", canary.regions);
+    assert!(!canary.tiers.is_empty(), "customers by tier");
+
+    // The sample safe-deployment plan, through the CLI: each stage, the fault
+    // domains, and per wave its regions, its zones with their budgets, its tiers.
+    let plan = concat!(env!("CARGO_MANIFEST_DIR"), "/plans/safe-network-change.yaml");
+    let out = rollout(&["submit", plan, "--dry-run", "--server", &h.controller.url]).await;
+    let shown = text(&out.stdout);
+    assert!(out.status.success(), "{shown}{}", text(&out.stderr));
+    for line in [
+        "stage canary: ",
+        "stage pilot: ",
+        "stage rest: ",
+        "fault domains: zone: at most 10% of each zone's hosts in flight, one zone at a time",
+        "wave 1 (canary/100%)",
+        "    regions: ",
+        "    fault domains: ",
+        "(at most 1 at once)",
+        "    customers by tier now: ",
+        "then hold for approval: gate after canary: 1 approval",
+        "then hold for approval: gate after pilot/50%: 1 approval",
+    ] {
+        assert!(shown.contains(line), "`{line}` in:\n{shown}");
+    }
     h.stop().await;
 }

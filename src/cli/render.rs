@@ -416,8 +416,23 @@ pub fn preview(r: &pb::Rollout, waves: &[pb::WavePreview]) -> String {
     if !r.limits.is_empty() {
         out.push_str(&format!("limited: {}\n", r.limits));
     }
+    if let Some(p) = &plan {
+        for (s, n) in p.stages.iter().zip(&r.stages) {
+            out.push_str(&format!(
+                "stage {}: {} hosts in {} waves{}\n",
+                s.name,
+                n.hosts,
+                s.waves.len(),
+                if n.hosts == 0 { " (none matched: skipped)" } else { "" }
+            ));
+        }
+        if let Some(fd) = &p.fault_domain {
+            out.push_str(&format!("fault domains: {}\n", fd.describe()));
+        }
+    }
     for w in waves {
         out.push_str(&wave_takes(w, usize::MAX, "", "    "));
+        out.push_str(&spread(w, "    "));
         if let Some((_, gate)) = plan.as_ref().and_then(|p| p.gate_after(w.index)) {
             out.push_str(&format!("  then hold for approval: gate {}\n", gate.describe()));
         }
@@ -451,6 +466,32 @@ pub fn wave_takes(w: &pb::WavePreview, limit: usize, label: &str, indent: &str) 
             "{indent}(+{} more customers; `--output json` lists them)\n",
             w.customers.len() - limit
         ));
+    }
+    out
+}
+
+/// Where a wave's hosts are: per region, per fault domain (with its budget), and its
+/// customers per business-hours tier; a line each, `indent` before.
+fn spread(w: &pb::WavePreview, indent: &str) -> String {
+    let list = |counts: &[pb::LabelCount], with_budget: bool| {
+        counts
+            .iter()
+            .map(|c| match with_budget {
+                true => format!("{} {} (at most {} at once)", c.value, c.count, c.budget),
+                false => format!("{} {}", c.value, c.count),
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut out = String::new();
+    if !w.regions.is_empty() {
+        out.push_str(&format!("{indent}regions: {}\n", list(&w.regions, false)));
+    }
+    if !w.domains.is_empty() {
+        out.push_str(&format!("{indent}fault domains: {}\n", list(&w.domains, true)));
+    }
+    if !w.tiers.is_empty() {
+        out.push_str(&format!("{indent}customers by tier now: {}\n", list(&w.tiers, false)));
     }
     out
 }

@@ -107,6 +107,24 @@ pub fn stage_sizes(hosts: &[String], plan: &Plan, inventory: &Inventory) -> Vec<
     sizes
 }
 
+/// How many of `items` have each value of `key`, most first (then by value).
+pub fn count_by<T>(items: &[T], key: impl Fn(&T) -> String) -> Vec<pb::LabelCount> {
+    let mut counts: HashMap<String, u64> = HashMap::new();
+    for item in items {
+        *counts.entry(key(item)).or_default() += 1;
+    }
+    let mut list: Vec<pb::LabelCount> = counts
+        .into_iter()
+        .map(|(value, count)| pb::LabelCount {
+            value,
+            count,
+            budget: 0,
+        })
+        .collect();
+    list.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.value.cmp(&b.value)));
+    list
+}
+
 /// Whose `hosts` are, at `now_ms`: each customer's local time and business-hours
 /// tier, in the hosts' order, at most `limit` customers, and why `order` takes them
 /// (in its own terms). Why a wave takes these hosts, as the dry run and an approval

@@ -64,6 +64,8 @@ impl Engine {
             waves: p.rollback_waves.clone(),
             // A rollback takes every touched host back at once, whatever stage.
             stages: Vec::new(),
+            // ... and keeps the fault domains' budget.
+            fault_domain: p.fault_domain.clone(),
             order: crate::plan::Order::Stable,
             max_parallel: p.rollback_max_parallel,
             max_parallel_share: None,

@@ -233,6 +233,15 @@ impl Engine {
                 new_hosts: target - before,
                 host_ids: hosts.iter().take(limit).cloned().collect(),
                 customers: order::explain(hosts, plan.order, &inventory, now_ms, limit),
+                regions: order::count_by(hosts, |h| {
+                    inventory
+                        .host(h)
+                        .and_then(|x| x.labels.get("region"))
+                        .unwrap_or("(no region)")
+                        .to_string()
+                }),
+                domains: domains(plan, &inventory, hosts),
+                tiers: tiers(&order::explain(hosts, plan.order, &inventory, now_ms, usize::MAX)),
             });
             before = target;
         }
@@ -320,4 +329,28 @@ fn selected_line(plan: &Plan, record: &pb::RolloutRecord) -> String {
         line.push_str(&format!(" ({})", per.join(", ")));
     }
     line
+}
+
+/// A wave's hosts per fault domain, with each domain's budget (none without one).
+fn domains(plan: &Plan, inventory: &crate::inventory::Inventory, hosts: &[String]) -> Vec<pb::LabelCount> {
+    let Some(fd) = &plan.fault_domain else {
+        return Vec::new();
+    };
+    let mut size: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
+    for h in inventory.select(&plan.selector) {
+        *size.entry(fd.domain_name(h.labels.get(&fd.label))).or_default() += 1;
+    }
+    let mut counts = order::count_by(hosts, |h| {
+        fd.domain_name(inventory.host(h).and_then(|x| x.labels.get(&fd.label)))
+    });
+    for c in &mut counts {
+        c.budget = fd.budget(size.get(&c.value).copied().unwrap_or(c.count));
+    }
+    counts
+}
+
+/// Customers per business-hours tier.
+fn tiers(customers: &[pb::CustomerSlot]) -> Vec<pb::LabelCount> {
+    let tiers: Vec<String> = customers.iter().map(|c| c.tier.clone()).collect();
+    order::count_by(&tiers, |t| t.clone())
 }

@@ -1,6 +1,6 @@
 //! `rollout fleet generate`: a realistic fleet for demos, tests and benchmarks.
 //!
-//! Several regions and services, customers spread over more than fifteen IANA time
+//! Several regions (three availability zones each: the `zone` label) and services, customers spread over more than fifteen IANA time
 //! zones (including half-hour and 45-minute offsets and both hemispheres' DST), a few
 //! customers with hundreds of hosts and many with a handful. Deterministic for a seed.
 
@@ -173,6 +173,9 @@ pub fn generate(opts: &GenerateOptions) -> FleetFile {
         labels.insert("region".to_string(), region.to_string());
         labels.insert("service".to_string(), service.to_string());
         labels.insert("ring".to_string(), (rng.random_range(0..4u8)).to_string());
+        // Three availability zones per region, hosts dealt round-robin (no draw from
+        // the generator: every other label stays as it was).
+        labels.insert("zone".to_string(), format!("{region}-{}", ["a", "b", "c"][*n % 3]));
         let mut host_customers = vec![customer.id.clone()];
         // A few hosts are shared between two customers (multi-tenant front ends).
         if rng.random_bool(0.05) && customer_count > 1 {

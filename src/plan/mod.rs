@@ -7,6 +7,7 @@
 //! the file, line and column when the plan came from text.
 
 mod analysis;
+mod fault_domain;
 mod gates;
 mod quantity;
 mod stages;
@@ -22,6 +23,7 @@ use serde::Deserialize;
 
 use crate::proto::v1 as pb;
 use crate::text::{format_duration, parse_duration};
+pub use fault_domain::FaultDomain;
 pub use gates::{Gate, GateRole, MAX_APPROVALS, OnTimeout};
 pub use quantity::{Percent, Threshold};
 pub use stages::Stage;
@@ -164,6 +166,8 @@ pub struct Plan {
     /// The plan's stages, in order; empty: `waves` are its one stage. With stages,
     /// `waves` lists every stage's waves in order, each a share of its stage.
     pub stages: Vec<Stage>,
+    /// At most a budget of each fault domain's hosts in flight at once.
+    pub fault_domain: Option<FaultDomain>,
 }
 
 /// Why a plan was refused.
@@ -237,6 +241,8 @@ struct PlanFile {
     waves: Vec<Scalar>,
     #[serde(default)]
     stages: Vec<stages::StageFile>,
+    #[serde(default)]
+    fault_domain: Option<fault_domain::FaultDomainFile>,
     #[serde(default)]
     order: Option<String>,
     #[serde(default)]
@@ -352,6 +358,7 @@ impl PlanFile {
             gates: self.gates.into_iter().map(gates::GateFile::into_spec).collect(),
             max_parallel_share,
             stages: self.stages.into_iter().map(stages::StageFile::into_spec).collect(),
+            fault_domain: self.fault_domain.map(fault_domain::FaultDomainFile::into_spec),
         })
     }
 }
@@ -449,6 +456,7 @@ impl Plan {
                 Vec::new()
             },
             stages: self.stages.iter().map(Stage::to_spec).collect(),
+            fault_domain: self.fault_domain.as_ref().map(FaultDomain::to_spec),
             order: self.order.as_str().to_string(),
             max_parallel: self.max_parallel,
             bake: format_duration(self.bake),

@@ -67,7 +67,9 @@ pub(super) fn validate(spec: &pb::PlanSpec) -> Result<Plan, FieldError> {
     let min_healthy = min_healthy(&spec.min_healthy, bake)?;
     let analysis = super::analysis::analysis(spec.analysis.as_ref(), kind, version.as_deref(), bake)?;
     let gates = super::gates::gates(&spec.gates, kind, &waves, &stages)?;
+    let fault_domain = super::fault_domain::fault_domain(spec.fault_domain.as_ref())?;
     Ok(Plan {
+        fault_domain,
         stages,
         gates,
         analysis,

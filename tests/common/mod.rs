@@ -375,6 +375,7 @@ pub fn plan(name: &str, waves: &[&str], max_failed: &str) -> pb::PlanSpec {
         gates: Vec::new(),
         max_parallel_share: String::new(),
         stages: Vec::new(),
+        fault_domain: None,
     }
 }
 
@@ -676,4 +677,13 @@ pub async fn probe_all(addr: &str, fleet: &FleetFile) -> Vec<(String, pb::ProbeR
         answers.push((host.id.clone(), p));
     }
     answers
+}
+
+/// Every host of rollout `name` as `rollout hosts --rollout NAME --output json` lists
+/// it (the real CLI against the controller at `url`).
+pub async fn listed_hosts(url: &str, name: &str) -> Vec<serde_json::Value> {
+    let out = rollout(&["hosts", "--rollout", name, "--output", "json", "--server", url]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let listed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    listed.as_array().expect("a list of hosts").clone()
 }

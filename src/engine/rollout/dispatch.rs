@@ -106,17 +106,28 @@ impl Live {
     /// and flushes before sending anything.
     pub fn take_batch(&self, wave: u32, n: usize, now_ms: i64, healthy: impl Fn(&str) -> bool) -> Vec<Dispatch> {
         let mut inner = self.lock();
-        let mut out = Vec::with_capacity(n.min(inner.assigned.len()));
-        while out.len() < n {
-            let Some((host, mut rec)) = inner.assigned.pop_front() else {
-                break;
-            };
-            if rec.wave > wave + 1 {
-                // Hosts of a later wave wait for theirs (cannot happen in order, kept
-                // safe); hosts of earlier waves are retried ones and go now.
-                inner.assigned.push_front((host, rec));
-                break;
+        let inner = &mut *inner;
+        let picked = match &self.domains {
+            Some(d) => d.pick(&self.inventory, &mut inner.assigned, &mut inner.flight, wave, n),
+            None => {
+                let mut picked = Vec::with_capacity(n.min(inner.assigned.len()));
+                while picked.len() < n {
+                    let Some((host, rec)) = inner.assigned.pop_front() else {
+                        break;
+                    };
+                    if rec.wave > wave + 1 {
+                        // Hosts of a later wave wait for theirs (cannot happen in order,
+                        // kept safe); hosts of earlier waves are retried ones and go now.
+                        inner.assigned.push_front((host, rec));
+                        break;
+                    }
+                    picked.push((host, rec));
+                }
+                picked
             }
+        };
+        let mut out = Vec::with_capacity(picked.len());
+        for (host, mut rec) in picked {
             if rec.operation_id.is_empty() {
                 rec.operation_id = crate::engine::operation_id(
                     &format!("r{}", self.id),
@@ -142,7 +153,7 @@ impl Live {
             out.push(self.dispatch(host, rec, probe_first));
         }
         if !out.is_empty() {
-            self.publish(&inner);
+            self.publish(inner);
         }
         out
     }
@@ -152,6 +163,9 @@ impl Live {
         let mut inner = self.lock();
         let mut back = Vec::with_capacity(items.len());
         for mut d in items {
+            if let Some(domains) = &self.domains {
+                domains.landed(&self.inventory, &mut inner.flight, &d.host);
+            }
             d.record.set_state(HostState::Assigned);
             inner
                 .tally
@@ -171,6 +185,9 @@ impl Live {
         store.put_hosts(self.id, results.iter().map(|d| (d.host.as_str(), &d.record)))?;
         let mut inner = self.lock();
         for d in results {
+            if let Some(domains) = &self.domains {
+                domains.landed(&self.inventory, &mut inner.flight, &d.host);
+            }
             let state = d.record.state();
             inner.tally.moved(d.record.wave, HostState::Dispatched, state);
             match state {

@@ -86,6 +86,7 @@ impl Live {
             new_hosts: waiting.len() as u64,
             host_ids: waiting.iter().take(SHOWN).cloned().collect(),
             customers: order::explain(&waiting, self.plan.order, &self.inventory, hours_ms, SHOWN),
+            ..Default::default()
         }
     }
 

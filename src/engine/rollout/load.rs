@@ -27,6 +27,7 @@ impl Inner {
             pending: queues.pending,
             assigned: queues.assigned,
             reconcile: queues.reconcile,
+            flight: Default::default(),
             examples: c.examples,
             customers: c.customers,
             targets: queues.targets,
@@ -248,10 +249,18 @@ impl Live {
         Ok((plan, policy))
     }
 
-    fn assemble(inventory: Arc<Inventory>, plan: Plan, policy: Policy, inner: Inner) -> Live {
+    fn assemble(inventory: Arc<Inventory>, plan: Plan, policy: Policy, mut inner: Inner) -> Live {
+        let domains = super::domains::Domains::of(&plan, &inventory);
+        if let Some(d) = &domains {
+            // Intents without a result may be running: they count as in flight.
+            for (host, _) in &inner.reconcile {
+                d.in_flight(&inventory, &mut inner.flight, host);
+            }
+        }
         let live = Live {
             id: inner.record.id,
             instance: Arc::from(""),
+            domains,
             stage_sizes: stage_sizes(&inner.record, &plan),
             plan,
             policy,

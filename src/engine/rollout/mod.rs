@@ -11,6 +11,7 @@
 
 mod counts;
 mod dispatch;
+mod domains;
 mod gate;
 mod load;
 mod snapshot;
@@ -80,6 +81,8 @@ pub(crate) struct Inner {
     assigned: VecDeque<(String, pb::RolloutHostRecord)>,
     /// Intents without a result, found at start-up: asked again first.
     reconcile: Vec<(String, pb::RolloutHostRecord)>,
+    /// Hosts in flight per fault domain (a plan with `fault_domain:`).
+    flight: domains::Flight,
     /// A few failures per wave, quoted in halt reasons.
     examples: Vec<Vec<String>>,
     customers: Customers,
@@ -111,6 +114,8 @@ pub(crate) struct Live {
     /// Each stage's hosts (one stage for a plan without stages): wave targets are
     /// shares of these.
     pub stage_sizes: Vec<u64>,
+    /// The fault domains' budgets (a plan with `fault_domain:`).
+    domains: Option<domains::Domains>,
     inventory: Arc<Inventory>,
     inner: Mutex<Inner>,
     snapshot: watch::Sender<Arc<pb::Rollout>>,
