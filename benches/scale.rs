@@ -39,6 +39,7 @@ use support::{PARALLEL, fleet, ms, path, spawn, submit, wait_for};
 fn main() {
     let etcd = std::env::args().any(|a| a == "etcd");
     let failover = std::env::args().any(|a| a == "failover");
+    let staged = std::env::args().any(|a| a == "stages");
     let sizes: Vec<usize> = std::env::args()
         .skip(1)
         .filter_map(|a| a.replace('_', "").parse().ok())
@@ -55,7 +56,9 @@ fn main() {
     println!("| hosts | figure | value |");
     println!("|------:|--------|------:|");
     for n in sizes {
-        if failover {
+        if staged {
+            runtime.block_on(stages_against_one(n));
+        } else if failover {
             runtime.block_on(failovers(n));
         } else if etcd {
             runtime.block_on(etcd_against_sled(n));
@@ -131,6 +134,99 @@ async fn etcd_against_sled(n: usize) {
     row(n, "etcd / sled", format!("{:.0}%", rates[1] * 100.0 / rates[0]));
     agent.terminate(Duration::from_secs(30)).await.ok();
     etcd.stop();
+}
+
+/// A plan in three stages (a canary ring, a pilot region, the rest) with a fault
+/// domain per zone.
+fn staged_plan(name: &str, version: &str) -> String {
+    format!(
+        "name: {name}\nkind: fix\nselector:\n  region: [apac, emea, amer]\nversion: {version}\nmax_parallel: {PARALLEL}\nbake: 0s\n\
+         stages:\n  - name: canary\n    selector: {{ring: \"0\"}}\n    waves: [100%]\n\
+         \x20 - name: pilot\n    selector: {{region: emea}}\n    waves: [10%, 50%, 100%]\n\
+         \x20 - name: rest\n    waves: [10%, 50%, 100%]\n\
+         fault_domain:\n  label: zone\n  max_unavailable: 10%\n"
+    )
+}
+
+/// `cargo bench --bench scale -- stages [N]`: the end-to-end rollout of the plain
+/// four-wave plan and of the same hosts in three stages with a fault domain per zone,
+/// on one controller and simulator, alternated twice; each rate and the ratio.
+async fn stages_against_one(n: usize) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let log = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("scale-stages-{n}.log"));
+    std::fs::remove_file(&log).ok();
+    let (sim_fleet, fleet_path) = (dir.path().join("sim.yaml"), dir.path().join("fleet.yaml"));
+    std::fs::write(&sim_fleet, fleet(n, "127.0.0.1:1").to_yaml()).unwrap();
+    let mut agent = spawn(
+        &["agent", "--simulate", path(&sim_fleet), "--listen", "127.0.0.1:0"],
+        &log,
+    )
+    .await;
+    std::fs::write(&fleet_path, fleet(n, &agent.addr.to_string()).to_yaml()).unwrap();
+    let data = dir.path().join("data");
+    let args = [
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--data",
+        path(&data),
+        "--fleet",
+        path(&fleet_path),
+    ];
+    let mut controller = spawn(&args, &log).await;
+    let mut client = rollout::cli::connect(&format!("http://{}", controller.addr))
+        .await
+        .expect("connect");
+    while client.list_rollouts(pb::ListRolloutsRequest::default()).await.is_err() {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (mut one, mut three) = (Vec::new(), Vec::new());
+    for round in 0..2 {
+        for staged in [false, true] {
+            let name = format!("{}-{round}", if staged { "staged" } else { "plain" });
+            let version = format!("15.20.{round}.{}", u8::from(staged));
+            let started = Instant::now();
+            if staged {
+                client
+                    .submit_plan(pb::SubmitPlanRequest {
+                        plan: Some(pb::submit_plan_request::Plan::Yaml(staged_plan(&name, &version))),
+                        ..Default::default()
+                    })
+                    .await
+                    .expect("submit the staged plan");
+            } else {
+                submit(&mut client, &name, &version).await;
+            }
+            wait_for(&mut client, &name, 100.0).await;
+            let rate = n as f64 / started.elapsed().as_secs_f64();
+            if staged {
+                three.push(rate)
+            } else {
+                one.push(rate)
+            }
+            row(
+                n,
+                &format!(
+                    "end to end, {} (round {}), hosts/s",
+                    if staged {
+                        "3 stages + fault domain (zone, 10%)"
+                    } else {
+                        "one stage, 4 waves"
+                    },
+                    round + 1
+                ),
+                format!("{rate:.0}"),
+            );
+        }
+    }
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+    row(
+        n,
+        "3 stages + fault domain / one stage",
+        format!("{:.0}%", mean(&three) * 100.0 / mean(&one)),
+    );
+    controller.terminate(Duration::from_secs(60)).await.ok();
+    agent.terminate(Duration::from_secs(30)).await.ok();
 }
 
 /// Failovers measured: `cargo bench --bench scale -- failover [N]`.

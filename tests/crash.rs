@@ -479,3 +479,43 @@ async fn a_controller_killed_with_thousands_in_flight_runs_each_host_once() {
     assert_eq!(controller.terminate(Duration::from_secs(30)).await.unwrap(), Some(0));
     assert_eq!(agent.terminate(Duration::from_secs(30)).await.unwrap(), Some(0));
 }
+
+/// A plan in stages with a fault domain per zone, its controller killed with SIGKILL
+/// inside the canary stage and again inside a later one: each new controller resumes
+/// inside the stage, every host runs exactly once, and no host of a later stage
+/// started before the earlier stage finished.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_controller_resumes_a_staged_zoned_rollout_inside_its_stage() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, log, ctl_fleet) = (
+        dir.path().join("data"),
+        dir.path().join("log"),
+        dir.path().join("fleet.yaml"),
+    );
+    let (mut agent, fleet) = start_fleet(dir.path(), 2_000, &["--latency-ms", "5..25"]).await;
+    let mut controller = spawn_controller(&data, &ctl_fleet, &[], &log).await;
+    let mut client = connect(&format!("http://{}", controller.addr)).await.unwrap();
+    let mut spec = staged_plan("staged-crash", 50);
+    spec.fault_domain = Some(pb::FaultDomainSpec {
+        label: "zone".into(),
+        max_unavailable: "10%".into(),
+        domains_at_once: 0,
+    });
+    submit(&mut client, spec).await;
+    kill_twice_then_finish(
+        &mut controller,
+        &mut client,
+        "staged-crash",
+        2_000,
+        &data,
+        &ctl_fleet,
+        &log,
+    )
+    .await;
+    check_hosts(&agent, &fleet, "15.20.8207.12", 1).await;
+    let url = format!("http://{}", controller.addr);
+    let times = host_times(&url, "staged-crash").await;
+    stages_in_order(&times, &stage_of(&fleet));
+    controller.terminate(Duration::from_secs(30)).await.unwrap();
+    agent.terminate(Duration::from_secs(30)).await.unwrap();
+}

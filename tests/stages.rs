@@ -6,78 +6,12 @@
 
 mod common;
 
-use std::collections::HashMap;
-
 use common::*;
 use rollout::agent::SimulatorOptions;
 use rollout::proto::v1 as pb;
 
-fn labels(pairs: &[(&str, &[&str])]) -> HashMap<String, pb::LabelValues> {
-    pairs
-        .iter()
-        .map(|(k, v)| {
-            (
-                k.to_string(),
-                pb::LabelValues {
-                    values: v.iter().map(|s| s.to_string()).collect(),
-                },
-            )
-        })
-        .collect()
-}
-
-fn stage(name: &str, selector: &[(&str, &[&str])], waves: &[&str]) -> pb::StageSpec {
-    pb::StageSpec {
-        name: name.into(),
-        selector: labels(selector),
-        waves: waves.iter().map(|w| w.to_string()).collect(),
-        bake: String::new(),
-    }
-}
-
-/// canary (ring 0) -> apac -> rest, over every host of the generated fleet.
 fn staged(name: &str) -> pb::PlanSpec {
-    let mut spec = plan(name, &[], "0");
-    spec.max_parallel = 20;
-    spec.stages = vec![
-        stage("canary", &[("ring", &["0"])], &["100%"]),
-        stage("apac", &[("region", &["apac"])], &["10%", "50%", "100%"]),
-        stage("rest", &[], &["30%", "100%"]),
-    ];
-    spec
-}
-
-/// Each host's stage, as the plan's stages take them from the fleet's labels.
-fn stage_of(fleet: &rollout::inventory::FleetFile) -> HashMap<String, usize> {
-    fleet
-        .hosts
-        .iter()
-        .map(|h| {
-            let s = if h.labels.get("ring").is_some_and(|v| v == "0") {
-                0
-            } else if h.labels.get("region").is_some_and(|v| v == "apac") {
-                1
-            } else {
-                2
-            };
-            (h.id.clone(), s)
-        })
-        .collect()
-}
-
-/// Per host: (started, finished), from the real CLI.
-async fn host_times(url: &str, name: &str) -> HashMap<String, (i64, i64)> {
-    listed_hosts(url, name)
-        .await
-        .iter()
-        .map(|h| {
-            let at = |k: &str| h[k].as_i64().unwrap_or_else(|| panic!("{k} of {h}"));
-            (
-                h["host_id"].as_str().unwrap().to_string(),
-                (at("started_at_unix_ms"), at("finished_at_unix_ms")),
-            )
-        })
-        .collect()
+    staged_plan(name, 20)
 }
 
 /// The stages run in order: no host of a later stage started before every host of
@@ -127,24 +61,7 @@ async fn no_host_of_a_later_stage_starts_before_the_earlier_stage_finished() {
 
     let times = host_times(&h.controller.url, "netfix").await;
     assert_eq!(times.len(), 600);
-    for earlier in 0..2 {
-        let finished = times
-            .iter()
-            .filter(|(host, _)| of[*host] == earlier)
-            .map(|(_, (_, f))| *f)
-            .max()
-            .unwrap();
-        let (first, started) = times
-            .iter()
-            .filter(|(host, _)| of[*host] > earlier)
-            .map(|(host, (s, _))| (host.clone(), *s))
-            .min_by_key(|(_, s)| *s)
-            .unwrap();
-        assert!(
-            started >= finished,
-            "{first} (a later stage) started at {started}, before stage {earlier} finished at {finished}"
-        );
-    }
+    stages_in_order(&times, &of);
     h.stop().await;
 }
 
