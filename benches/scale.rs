@@ -180,51 +180,59 @@ async fn stages_against_one(n: usize) {
     while client.list_rollouts(pb::ListRolloutsRequest::default()).await.is_err() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let (mut one, mut three) = (Vec::new(), Vec::new());
+    // The plain plan of the other benches (4 waves), the same hosts in one stage of 7
+    // waves (as many as the stages have together: each wave's end drains what is in
+    // flight), and in 3 stages with a fault domain.
+    let seven = |name: &str, version: &str| {
+        format!(
+            "name: {name}\nkind: fix\nselector:\n  region: [apac, emea, amer]\nversion: {version}\nwaves: [1%, 5%, 10%, 25%, 50%, 75%, 100%]\nmax_parallel: {PARALLEL}\nbake: 0s\n"
+        )
+    };
+    let kinds = [
+        "one stage, 4 waves",
+        "one stage, 7 waves",
+        "3 stages (7 waves) + fault domain (zone, 10%)",
+    ];
+    let mut rates: [Vec<f64>; 3] = Default::default();
     for round in 0..2 {
-        for staged in [false, true] {
-            let name = format!("{}-{round}", if staged { "staged" } else { "plain" });
-            let version = format!("15.20.{round}.{}", u8::from(staged));
+        for (k, kind) in kinds.iter().enumerate() {
+            let name = format!("plan{k}-{round}");
+            let version = format!("15.20.{round}.{k}");
             let started = Instant::now();
-            if staged {
+            if k == 0 {
+                submit(&mut client, &name, &version).await;
+            } else {
+                let yaml = if k == 1 {
+                    seven(&name, &version)
+                } else {
+                    staged_plan(&name, &version)
+                };
                 client
                     .submit_plan(pb::SubmitPlanRequest {
-                        plan: Some(pb::submit_plan_request::Plan::Yaml(staged_plan(&name, &version))),
+                        plan: Some(pb::submit_plan_request::Plan::Yaml(yaml)),
                         ..Default::default()
                     })
                     .await
-                    .expect("submit the staged plan");
-            } else {
-                submit(&mut client, &name, &version).await;
+                    .expect("submit");
             }
             wait_for(&mut client, &name, 100.0).await;
             let rate = n as f64 / started.elapsed().as_secs_f64();
-            if staged {
-                three.push(rate)
-            } else {
-                one.push(rate)
-            }
+            rates[k].push(rate);
             row(
                 n,
-                &format!(
-                    "end to end, {} (round {}), hosts/s",
-                    if staged {
-                        "3 stages + fault domain (zone, 10%)"
-                    } else {
-                        "one stage, 4 waves"
-                    },
-                    round + 1
-                ),
+                &format!("end to end, {kind} (round {}), hosts/s", round + 1),
                 format!("{rate:.0}"),
             );
         }
     }
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
-    row(
-        n,
-        "3 stages + fault domain / one stage",
-        format!("{:.0}%", mean(&three) * 100.0 / mean(&one)),
-    );
+    for (k, of) in [(2, 0), (2, 1), (1, 0)] {
+        row(
+            n,
+            &format!("{} / {}", kinds[k], kinds[of]),
+            format!("{:.0}%", mean(&rates[k]) * 100.0 / mean(&rates[of])),
+        );
+    }
     controller.terminate(Duration::from_secs(60)).await.ok();
     agent.terminate(Duration::from_secs(30)).await.ok();
 }

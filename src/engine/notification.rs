@@ -24,6 +24,10 @@ pub(crate) fn submitted(
         .filter_map(|h| inventory.host(h))
         .flat_map(|h| h.customers.iter().map(|c| c.as_ref()))
         .collect();
+    let sizes = match record.stage_hosts.is_empty() {
+        true => vec![hosts.len() as u64],
+        false => record.stage_hosts.clone(),
+    };
     let mut shown = pb::Rollout {
         id: record.id,
         name: record.name.clone(),
@@ -38,7 +42,12 @@ pub(crate) fn submitted(
             .map(|(k, p)| pb::Wave {
                 index: k as u32,
                 percent: p.to_string(),
-                target_hosts: p.of(hosts.len() as u64),
+                target_hosts: plan.wave_target(k, &sizes),
+                stage: plan
+                    .stages
+                    .get(plan.stage_of_wave(k))
+                    .map(|s| s.name.clone())
+                    .unwrap_or_default(),
                 ..Default::default()
             })
             .collect(),
@@ -81,6 +90,7 @@ pub(crate) fn data(r: &pb::Rollout, seq: u64) -> Value {
         "state": r.state().label(),
         "wave": r.current_wave + 1,
         "wave_percent": wave.map(|w| w.percent.as_str()).unwrap_or_default(),
+        "stage": wave.map(|w| w.stage.as_str()).unwrap_or_default(),
         "percent_complete": r.percent_complete,
         "hosts_succeeded": r.hosts_succeeded,
         "hosts_failed": r.hosts_failed,

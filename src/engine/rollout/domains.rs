@@ -18,6 +18,8 @@ use crate::proto::v1 as pb;
 pub(crate) struct Domains {
     policy: FaultDomain,
     budget: HashMap<String, u64>,
+    /// The domain of hosts without the label: `(no zone)`.
+    unlabelled: String,
 }
 
 /// What a rollout has in flight per domain, and the domains its current wave works on.
@@ -32,6 +34,19 @@ impl Flight {
     fn of(&self, domain: &str) -> u64 {
         self.by_domain.get(domain).copied().unwrap_or(0)
     }
+
+    fn add(&mut self, domain: &str) {
+        match self.by_domain.get_mut(domain) {
+            Some(n) => *n += 1,
+            None => {
+                self.by_domain.insert(domain.to_string(), 1);
+            }
+        }
+    }
+
+    fn is_open(&self, domain: &str) -> bool {
+        self.open.iter().any(|d| d == domain)
+    }
 }
 
 impl Domains {
@@ -45,13 +60,20 @@ impl Domains {
                 .or_default() += 1;
         }
         let budget = hosts.into_iter().map(|(d, n)| (d, policy.budget(n))).collect();
-        Some(Domains { policy, budget })
+        let unlabelled = policy.domain_name(None);
+        Some(Domains {
+            policy,
+            budget,
+            unlabelled,
+        })
     }
 
     /// The domain `host` is in.
-    pub fn domain(&self, inventory: &Inventory, host: &str) -> String {
-        let value = inventory.host(host).and_then(|h| h.labels.get(&self.policy.label));
-        self.policy.domain_name(value)
+    pub fn domain<'a>(&'a self, inventory: &'a Inventory, host: &str) -> &'a str {
+        inventory
+            .host(host)
+            .and_then(|h| h.labels.get(&self.policy.label))
+            .unwrap_or(&self.unlabelled)
     }
 
     fn budget(&self, domain: &str) -> u64 {
@@ -76,49 +98,53 @@ impl Domains {
         let ours = |r: &pb::RolloutHostRecord| r.wave <= wave + 1;
         if self.policy.domains_at_once.is_some() {
             // The domains this wave opened and has not finished: hosts waiting or in flight.
-            let mut waiting: HashMap<String, u64> = HashMap::new();
+            let mut waiting: HashMap<&str, u64> = HashMap::new();
             for (h, _) in assigned.iter().filter(|(_, r)| ours(r)) {
                 *waiting.entry(self.domain(inventory, h)).or_default() += 1;
             }
             let by_domain = &flight.by_domain;
             flight
                 .open
-                .retain(|d| by_domain.get(d).copied().unwrap_or(0) > 0 || waiting.contains_key(d));
+                .retain(|d| by_domain.get(d).copied().unwrap_or(0) > 0 || waiting.contains_key(d.as_str()));
         }
         let at_once = self.policy.domains_at_once.map_or(usize::MAX, |k| k as usize);
         let mut out = Vec::new();
-        let mut kept = VecDeque::with_capacity(assigned.len());
+        // Hosts passed over keep their place: back at the front, in order. (Rebuilding
+        // the whole queue on every batch moved a wave's every host each time: 8% of a
+        // 100,000-host rollout's throughput.)
+        let mut kept = Vec::new();
         while let Some((host, rec)) = assigned.pop_front() {
             if out.len() >= n || !ours(&rec) {
-                kept.push_back((host, rec));
+                assigned.push_front((host, rec));
                 break;
             }
             let domain = self.domain(inventory, &host);
-            let open = flight.open.contains(&domain);
-            if flight.of(&domain) < self.budget(&domain) && (open || flight.open.len() < at_once) {
+            let open = flight.is_open(domain);
+            if flight.of(domain) < self.budget(domain) && (open || flight.open.len() < at_once) {
                 if !open {
-                    flight.open.push(domain.clone());
+                    flight.open.push(domain.to_string());
                 }
-                *flight.by_domain.entry(domain).or_default() += 1;
+                flight.add(domain);
                 out.push((host, rec));
             } else {
-                kept.push_back((host, rec));
+                kept.push((host, rec));
             }
         }
-        kept.extend(assigned.drain(..));
-        *assigned = kept;
+        for item in kept.into_iter().rev() {
+            assigned.push_front(item);
+        }
         out
     }
 
     /// `host` is no longer in flight (answered, or never sent).
     pub fn landed(&self, inventory: &Inventory, flight: &mut Flight, host: &str) {
-        if let Some(n) = flight.by_domain.get_mut(&self.domain(inventory, host)) {
+        if let Some(n) = flight.by_domain.get_mut(self.domain(inventory, host)) {
             *n = n.saturating_sub(1);
         }
     }
 
     /// `host` is in flight (an intent found at start-up without a result).
     pub fn in_flight(&self, inventory: &Inventory, flight: &mut Flight, host: &str) {
-        *flight.by_domain.entry(self.domain(inventory, host)).or_default() += 1;
+        flight.add(self.domain(inventory, host));
     }
 }
