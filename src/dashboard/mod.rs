@@ -28,6 +28,7 @@ mod actions;
 mod chart;
 mod oidc;
 mod session;
+mod signin;
 pub mod slack;
 pub mod sun;
 mod views;
@@ -36,19 +37,17 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Form, Path, Request, State};
+use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::sse::{Event, KeepAlive, Sse};
-use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Router};
 use futures::Stream;
 use maud::{Markup, PreEscaped};
-use serde::Deserialize;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
 
 use crate::auth::{Credentials, Need, Principal};
 use crate::cluster::Controllers;
@@ -142,7 +141,7 @@ impl Dashboard {
 
     /// The sign-in page, saying `why` when there is something to say.
     fn login_view(&self, why: Option<&str>) -> Markup {
-        views::login(why, self.sso.is_some())
+        signin::page(why, self.sso.is_some())
     }
 
     /// Takes Slack's interactions (`POST /slack/interactions`), signed with `secret`.
@@ -175,8 +174,8 @@ impl Dashboard {
             .route("/restarts/{id}/cancel", post(actions::cancel_job))
             .route_layer(middleware::from_fn_with_state(self.clone(), authenticate));
         Router::new()
-            .route("/login", get(login_page).post(login))
-            .route("/logout", post(logout))
+            .route("/login", get(signin::login_page).post(signin::login))
+            .route("/logout", post(signin::logout))
             .route("/oidc/login", get(oidc::begin))
             .route("/oidc/callback", get(oidc::callback))
             // Slack signs its requests: no session, the signature instead.
@@ -273,73 +272,6 @@ async fn authenticate(State(d): State<Dashboard>, mut req: Request, next: Next) 
 
 fn html(markup: Markup) -> Html<String> {
     Html(markup.into_string())
-}
-
-async fn login_page(State(d): State<Dashboard>) -> Response {
-    if d.credentials.is_none() {
-        return Redirect::to("/").into_response();
-    }
-    html(d.login_view(None)).into_response()
-}
-
-#[derive(Deserialize)]
-struct LoginForm {
-    token: String,
-}
-
-async fn login(State(d): State<Dashboard>, Form(form): Form<LoginForm>) -> Response {
-    let Some(credentials) = &d.credentials else {
-        return Redirect::to("/").into_response();
-    };
-    match credentials.by_token(&form.token) {
-        Some(p) if p.role.allows(Need::View) => {
-            info!(principal = %p.name, role = %p.role, "dashboard sign-in");
-            let Some(id) = d.sessions.open(p, Origin::Token) else {
-                warn!("dashboard sign-in refused: every session slot is held");
-                let why = "Too many people are signed in to this dashboard; try again later.";
-                return (StatusCode::SERVICE_UNAVAILABLE, html(d.login_view(Some(why)))).into_response();
-            };
-            let cookie = session::set_cookie(&id, d.secure);
-            ([(header::SET_COOKIE, cookie)], Redirect::to("/")).into_response()
-        }
-        Some(p) => {
-            warn!(principal = %p.name, role = %p.role, "dashboard sign-in refused: role");
-            let why = "That token's role cannot view the dashboard (viewer, operator or admin can).";
-            (StatusCode::FORBIDDEN, html(d.login_view(Some(why)))).into_response()
-        }
-        None => {
-            warn!("dashboard sign-in refused: unknown token");
-            (
-                StatusCode::UNAUTHORIZED,
-                html(d.login_view(Some("That token is not accepted."))),
-            )
-                .into_response()
-        }
-    }
-}
-
-/// Signs out: the form carries the session's CSRF token (another site cannot sign
-/// anyone out).
-async fn logout(State(d): State<Dashboard>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
-    let csrf = url::form_urlencoded::parse(&body)
-        .find(|(k, _)| k == "csrf")
-        .map(|(_, v)| v.into_owned())
-        .unwrap_or_default();
-    if let Some(id) = session::cookie(&headers) {
-        if !d.csrf.holds(id, &csrf) {
-            return (
-                StatusCode::FORBIDDEN,
-                "This form is not from your session: reload the page.\n",
-            )
-                .into_response();
-        }
-        d.sessions.close(id);
-    }
-    (
-        [(header::SET_COOKIE, session::clear_cookie(d.secure))],
-        Redirect::to("/login"),
-    )
-        .into_response()
 }
 
 fn not_found(who: &Principal, session: &actions::Session, text: String) -> Response {

@@ -16,7 +16,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use tracing::{info, warn};
 
 use super::session::{self, Origin};
-use super::{Dashboard, html, views};
+use super::{Dashboard, html, signin};
 use crate::sso::{Answer, Error};
 
 /// The cookie holding the sign-in under way.
@@ -43,7 +43,7 @@ pub async fn begin(State(d): State<Dashboard>) -> Response {
     };
     match sso.begin().await {
         Ok(begun) => {
-            let page = views::moving_on(
+            let page = signin::moving_on(
                 "Signing in",
                 "Taking you to your identity provider to sign in.",
                 begun.url.as_str(),
@@ -84,7 +84,7 @@ pub async fn callback(State(d): State<Dashboard>, headers: HeaderMap, Query(answ
             .into_response();
     };
     let cookies = [clear, (header::SET_COOKIE, session::set_cookie(&id, d.secure))];
-    (cookies, html(views::moving_on("Signed in", &text, "/"))).into_response()
+    (cookies, html(signin::moving_on("Signed in", &text, "/"))).into_response()
 }
 
 /// The sign-in page saying why, with the status the reason deserves.

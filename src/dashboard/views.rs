@@ -56,54 +56,6 @@ pub fn page(title: &str, who: Option<(&Principal, &str)>, body: Markup) -> Marku
     }
 }
 
-/// A page that moves on to `to` by itself (a meta refresh: no script), with a link
-/// for a browser that does not.
-pub fn moving_on(title: &str, text: &str, to: &str) -> Markup {
-    html! {
-        (DOCTYPE)
-        html lang="en" {
-            head {
-                meta charset="utf-8";
-                meta http-equiv="refresh" content=(format!("0;url={to}"));
-                title { (title) " - rollout" }
-                link rel="stylesheet" href="/static/style.css";
-            }
-            body {
-                main {
-                    h1 { (title) }
-                    p { (text) }
-                    p { a href=(to) { "Continue" } }
-                }
-            }
-        }
-    }
-}
-
-/// The sign-in form; `error` says why the last attempt failed.
-pub fn login(error: Option<&str>, sso: bool) -> Markup {
-    page(
-        "Sign in",
-        None,
-        html! {
-            section.login {
-                h1 { "Sign in" }
-                @if let Some(e) = error { p.error { (e) } }
-                @if sso {
-                    form method="get" action="/oidc/login" {
-                        button type="submit" { "Sign in with SSO" }
-                    }
-                    p { "Or, for scripts and break-glass, a bearer token:" }
-                }
-                p { "Paste a bearer token (" code { "rollout token new" } "); a viewer token is enough. It is sent once, in this form's body, and never put in a URL." }
-                form method="post" action="/login" {
-                    input type="password" name="token" autocomplete="current-password" placeholder="token" autofocus[!sso];
-                    button type="submit" { "Sign in" }
-                }
-            }
-        },
-    )
-}
-
 /// An element the live script keeps up to date from `stream`.
 pub fn live(stream: &str, fragment: Markup) -> Markup {
     html! { div.live data-live=(stream) { (fragment) } }

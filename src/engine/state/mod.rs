@@ -279,4 +279,6 @@ pub const ROLLOUT: &str = "<rollout>";
 #[cfg(test)]
 mod notify_tests;
 #[cfg(test)]
+mod stage_tests;
+#[cfg(test)]
 mod tests;
