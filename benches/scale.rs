@@ -36,7 +36,7 @@ use rollout::proto::v1::agent_client::AgentClient;
 mod stages;
 mod support;
 
-use support::{PARALLEL, fleet, ms, path, spawn, submit, wait_for};
+use support::{PARALLEL, fleet, ms, path, simulated_fleet, spawn, submit, wait_for};
 
 fn main() {
     let etcd = std::env::args().any(|a| a == "etcd");
@@ -78,14 +78,7 @@ async fn etcd_against_sled(n: usize) {
     let dir = tempfile::tempdir().expect("temp dir");
     let log = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("scale-etcd-{n}.log"));
     std::fs::remove_file(&log).ok();
-    let (sim_fleet, fleet_path) = (dir.path().join("sim.yaml"), dir.path().join("fleet.yaml"));
-    std::fs::write(&sim_fleet, fleet(n, "127.0.0.1:1").to_yaml()).unwrap();
-    let mut agent = spawn(
-        &["agent", "--simulate", path(&sim_fleet), "--listen", "127.0.0.1:0"],
-        &log,
-    )
-    .await;
-    std::fs::write(&fleet_path, fleet(n, &agent.addr.to_string()).to_yaml()).unwrap();
+    let (mut agent, fleet_path) = simulated_fleet(n, dir.path(), &log).await;
     let etcd = LocalEtcd::start(3)
         .await
         .expect("a three-member etcd cluster starts (is etcd installed?)");

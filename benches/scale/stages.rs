@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use rollout::proto::v1 as pb;
 
 use super::row;
-use crate::support::{PARALLEL, fleet, path, spawn, submit, wait_for};
+use crate::support::{PARALLEL, path, simulated_fleet, spawn, submit, wait_for};
 
 /// A plan in three stages (a canary ring, a pilot region, the rest) with a fault
 /// domain per zone.
@@ -28,14 +28,7 @@ pub async fn stages_against_one(n: usize) {
     let dir = tempfile::tempdir().expect("temp dir");
     let log = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("scale-stages-{n}.log"));
     std::fs::remove_file(&log).ok();
-    let (sim_fleet, fleet_path) = (dir.path().join("sim.yaml"), dir.path().join("fleet.yaml"));
-    std::fs::write(&sim_fleet, fleet(n, "127.0.0.1:1").to_yaml()).unwrap();
-    let mut agent = spawn(
-        &["agent", "--simulate", path(&sim_fleet), "--listen", "127.0.0.1:0"],
-        &log,
-    )
-    .await;
-    std::fs::write(&fleet_path, fleet(n, &agent.addr.to_string()).to_yaml()).unwrap();
+    let (mut agent, fleet_path) = simulated_fleet(n, dir.path(), &log).await;
     let data = dir.path().join("data");
     let args = [
         "serve",

@@ -73,3 +73,18 @@ pub async fn wait_for(client: &mut rollout::cli::Client, name: &str, percent: f6
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
 }
+
+/// A simulated fleet of `n` generated hosts in a process of its own (`rollout agent
+/// --simulate`, logging to `log`) and the fleet file a controller is given for it,
+/// written in `dir`: the process and that file's path.
+pub async fn simulated_fleet(n: usize, dir: &Path, log: &Path) -> (Spawned, std::path::PathBuf) {
+    let (sim_fleet, fleet_path) = (dir.join("sim.yaml"), dir.join("fleet.yaml"));
+    std::fs::write(&sim_fleet, fleet(n, "127.0.0.1:1").to_yaml()).unwrap();
+    let agent = spawn(
+        &["agent", "--simulate", path(&sim_fleet), "--listen", "127.0.0.1:0"],
+        log,
+    )
+    .await;
+    std::fs::write(&fleet_path, fleet(n, &agent.addr.to_string()).to_yaml()).unwrap();
+    (agent, fleet_path)
+}
