@@ -96,3 +96,22 @@ fn a_halt_or_pause_inside_a_stage_resumes_inside_it() {
         }
     );
 }
+
+/// Too many failures inside a stage under `on_failure.action: rollback`: the rollout
+/// ends there and rolls back what it touched; a halt inside a stage is retried there.
+#[test]
+fn a_rollback_or_a_retry_acts_inside_the_stage() {
+    let rolling = Policy {
+        rollback_on_failure: true,
+        ..STAGED
+    };
+    let (s, d) = step(&State::Running { wave: 2 }, report(2, 4, 2), 0, &rolling).unwrap();
+    assert!(matches!(s, State::Failed { .. }), "{s:?}");
+    assert_eq!(d.last(), Some(&Decision::StartRollback));
+    let halted = step(&State::Running { wave: 2 }, report(2, 4, 2), 0, &STAGED)
+        .unwrap()
+        .0;
+    let (s, d) = step(&halted, Event::Retry, 10, &STAGED).unwrap();
+    assert_eq!(s, State::Running { wave: 2 });
+    assert!(d.contains(&Decision::RetryFailed { wave: 2 }), "{d:?}");
+}
