@@ -367,3 +367,47 @@ fn stage_sizes(record: &pb::RolloutRecord, plan: &Plan) -> Vec<u64> {
         record.stage_hosts.clone()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What a controller taking over a staged rollout (after a crash) gives the state
+    /// machine: each stage's own bake, the empty stage's wave skipped, the stored
+    /// stage sizes as the waves' targets.
+    #[test]
+    fn a_stored_staged_rollout_gives_the_state_machine_its_stages() {
+        let yaml = "name: s\nkind: restart\nselector: {service: web}\nbake: 5m\nstages:\n  - name: canary\n    selector: {ring: \"0\"}\n    waves: [100%]\n    bake: 30m\n  - name: lab\n    selector: {ring: \"9\"}\n    waves: [100%]\n  - name: rest\n    waves: [50%, 100%]\n";
+        let plan = Plan::from_yaml(yaml, "s.yaml").unwrap();
+        let record = pb::RolloutRecord {
+            plan: Some(plan.to_spec()),
+            hosts_selected: 210,
+            stage_hosts: vec![10, 0, 200],
+            ..Default::default()
+        };
+        let (plan, policy) = Live::plan_of(&record).unwrap();
+        assert_eq!(policy.waves, 4);
+        assert_eq!(policy.skipped, 0b10, "the empty stage's wave");
+        assert_eq!(&policy.bakes_ms[..4], &[1_800_000, 0, 300_000, 300_000]);
+        let sizes = stage_sizes(&record, &plan);
+        let targets: Vec<u64> = (0..4).map(|k| plan.wave_target(k, &sizes)).collect();
+        assert_eq!(targets, [10, 10, 110, 210]);
+        // A record without sizes (written before stages existed) is one stage.
+        let plain = pb::RolloutRecord {
+            stage_hosts: Vec::new(),
+            ..record
+        };
+        assert_eq!(
+            stage_sizes(
+                &plain,
+                &Plan::from_spec(&pb::PlanSpec {
+                    stages: Vec::new(),
+                    waves: vec!["100%".into()],
+                    ..plan.to_spec()
+                })
+                .unwrap()
+            ),
+            [210]
+        );
+    }
+}
