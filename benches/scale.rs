@@ -36,7 +36,7 @@ use rollout::proto::v1::agent_client::AgentClient;
 mod stages;
 mod support;
 
-use support::{PARALLEL, fleet, ms, path, simulated_fleet, spawn, submit, wait_for};
+use support::{PARALLEL, fleet, ms, path, serving, simulated_fleet, spawn, submit, wait_for};
 
 fn main() {
     let etcd = std::env::args().any(|a| a == "etcd");
@@ -88,23 +88,7 @@ async fn etcd_against_sled(n: usize) {
         ("sled", "--data", path(&data), "15.20.8207.12"),
         ("etcd (3 members)", "--store", url.as_str(), "15.20.8207.13"),
     ] {
-        let args = [
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            flag,
-            at,
-            "--fleet",
-            path(&fleet_path),
-        ];
-        let mut controller = spawn(&args, &log).await;
-        let mut client = rollout::cli::connect(&format!("http://{}", controller.addr))
-            .await
-            .expect("connect");
-        // Until it leads and has loaded the fleet (a standby's answer is Unavailable).
-        while client.list_rollouts(pb::ListRolloutsRequest::default()).await.is_err() {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let (mut controller, mut client) = serving(flag, at, &fleet_path, &log).await;
         let name = if store == "sled" { "on-sled" } else { "on-etcd" };
         let started = Instant::now();
         submit(&mut client, name, version).await;

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use rollout::proto::v1 as pb;
 
 use super::row;
-use crate::support::{PARALLEL, path, simulated_fleet, spawn, submit, wait_for};
+use crate::support::{PARALLEL, path, serving, simulated_fleet, submit, wait_for};
 
 /// A plan in three stages (a canary ring, a pilot region, the rest) with a fault
 /// domain per zone.
@@ -30,22 +30,7 @@ pub async fn stages_against_one(n: usize) {
     std::fs::remove_file(&log).ok();
     let (mut agent, fleet_path) = simulated_fleet(n, dir.path(), &log).await;
     let data = dir.path().join("data");
-    let args = [
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--data",
-        path(&data),
-        "--fleet",
-        path(&fleet_path),
-    ];
-    let mut controller = spawn(&args, &log).await;
-    let mut client = rollout::cli::connect(&format!("http://{}", controller.addr))
-        .await
-        .expect("connect");
-    while client.list_rollouts(pb::ListRolloutsRequest::default()).await.is_err() {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let (mut controller, mut client) = serving("--data", path(&data), &fleet_path, &log).await;
     // The plain plan of the other benches (4 waves), the same hosts in one stage of 7
     // waves (as many as the stages have together: each wave's end drains what is in
     // flight), and in 3 stages with a fault domain.

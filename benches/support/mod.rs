@@ -88,3 +88,26 @@ pub async fn simulated_fleet(n: usize, dir: &Path, log: &Path) -> (Spawned, std:
     std::fs::write(&fleet_path, fleet(n, &agent.addr.to_string()).to_yaml()).unwrap();
     (agent, fleet_path)
 }
+
+/// `rollout serve` on a loopback port with the store at `store_flag store` over the
+/// fleet file `fleet`, and a client once it answers (it leads and has loaded the
+/// fleet: a standby's answer is Unavailable).
+pub async fn serving(store_flag: &str, store: &str, fleet: &Path, log: &Path) -> (Spawned, rollout::cli::Client) {
+    let args = [
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        store_flag,
+        store,
+        "--fleet",
+        path(fleet),
+    ];
+    let controller = spawn(&args, log).await;
+    let mut client = rollout::cli::connect(&format!("http://{}", controller.addr))
+        .await
+        .expect("connect");
+    while client.list_rollouts(pb::ListRolloutsRequest::default()).await.is_err() {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    (controller, client)
+}

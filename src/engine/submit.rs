@@ -222,17 +222,21 @@ impl Engine {
         let inventory = self.ctx.inventory();
         let limit = self.options.preview_limit;
         let mut before = 0u64;
+        // The zones' budgets, once for every wave.
+        let zones = super::rollout::Domains::of(plan, &inventory);
         let mut waves = Vec::with_capacity(plan.waves.len());
         for k in 0..plan.waves.len() {
             let target = plan.wave_target(k, sizes).min(ordered.len() as u64);
             let hosts = &ordered[before.min(target) as usize..target as usize];
+            // Every customer, for the tiers; the list shows the first `limit`.
+            let customers = order::explain(hosts, plan.order, &inventory, now_ms, usize::MAX);
             waves.push(pb::WavePreview {
                 index: k as u32,
                 percent: plan.wave_label(k),
                 cumulative_hosts: target,
                 new_hosts: target - before,
                 host_ids: hosts.iter().take(limit).cloned().collect(),
-                customers: order::explain(hosts, plan.order, &inventory, now_ms, limit),
+                customers: customers.iter().take(limit).cloned().collect(),
                 regions: order::count_by(hosts, |h| {
                     inventory
                         .host(h)
@@ -240,8 +244,8 @@ impl Engine {
                         .unwrap_or("(no region)")
                         .to_string()
                 }),
-                domains: domains(plan, &inventory, hosts),
-                tiers: tiers(&order::explain(hosts, plan.order, &inventory, now_ms, usize::MAX)),
+                domains: zones.as_ref().map(|z| z.count(&inventory, hosts)).unwrap_or_default(),
+                tiers: order::count_by(&customers, |c| c.tier.clone()),
             });
             before = target;
         }
@@ -329,28 +333,4 @@ fn selected_line(plan: &Plan, record: &pb::RolloutRecord) -> String {
         line.push_str(&format!(" ({})", per.join(", ")));
     }
     line
-}
-
-/// A wave's hosts per fault domain, with each domain's budget (none without one).
-fn domains(plan: &Plan, inventory: &crate::inventory::Inventory, hosts: &[String]) -> Vec<pb::LabelCount> {
-    let Some(fd) = &plan.fault_domain else {
-        return Vec::new();
-    };
-    let mut size: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
-    for h in inventory.select(&plan.selector) {
-        *size.entry(fd.domain_name(h.labels.get(&fd.label))).or_default() += 1;
-    }
-    let mut counts = order::count_by(hosts, |h| {
-        fd.domain_name(inventory.host(h).and_then(|x| x.labels.get(&fd.label)))
-    });
-    for c in &mut counts {
-        c.budget = fd.budget(size.get(&c.value).copied().unwrap_or(c.count));
-    }
-    counts
-}
-
-/// Customers per business-hours tier.
-fn tiers(customers: &[pb::CustomerSlot]) -> Vec<pb::LabelCount> {
-    let tiers: Vec<String> = customers.iter().map(|c| c.tier.clone()).collect();
-    order::count_by(&tiers, |t| t.clone())
 }

@@ -80,6 +80,15 @@ impl Domains {
         self.budget.get(domain).copied().unwrap_or(1)
     }
 
+    /// `hosts` per domain, most first, each with its domain's budget (the dry run).
+    pub fn count(&self, inventory: &Inventory, hosts: &[String]) -> Vec<pb::LabelCount> {
+        let mut counts = super::order::count_by(hosts, |h| self.domain(inventory, h).to_string());
+        for c in &mut counts {
+            c.budget = self.budget(&c.value);
+        }
+        counts
+    }
+
     /// Takes up to `n` hosts of `wave` (or retried ones of earlier waves) from the
     /// front of `assigned` that the budgets allow, counting them in flight; the
     /// others keep their order.
@@ -96,7 +105,9 @@ impl Domains {
             flight.open.clear();
         }
         let ours = |r: &pb::RolloutHostRecord| r.wave <= wave + 1;
-        if self.policy.domains_at_once.is_some() {
+        // Only an open domain with nothing in flight may be finished: then (and only
+        // then) look through the queue for its waiting hosts.
+        if self.policy.domains_at_once.is_some() && flight.open.iter().any(|d| flight.of(d) == 0) {
             // The domains this wave opened and has not finished: hosts waiting or in flight.
             let mut waiting: HashMap<&str, u64> = HashMap::new();
             for (h, _) in assigned.iter().filter(|(_, r)| ours(r)) {

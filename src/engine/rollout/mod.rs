@@ -36,6 +36,7 @@ use pb::HostState;
 
 use counts::Customers;
 pub(crate) use counts::Tally;
+pub(crate) use domains::Domains;
 pub use gate::Approved;
 
 /// The clocks a transition reads: the wall clock, and the one business hours are
