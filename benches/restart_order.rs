@@ -127,7 +127,14 @@ fn main() {
             let mut minute = 0;
             while !queue.is_empty() {
                 let now = t0 + minute as i64 * MINUTE_MS;
-                for (c, _) in queue.take(per_minute, Order::BusinessHoursFirst, &calendar, now, &mut budget) {
+                for (c, _) in queue.take(
+                    per_minute,
+                    Order::BusinessHoursFirst,
+                    &calendar,
+                    now,
+                    &mut budget,
+                    &mut |_| false,
+                ) {
                     bhf.insert(c.host, minute);
                 }
                 minute += 1;

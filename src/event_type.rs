@@ -25,11 +25,13 @@ pub enum EventType {
     RestartStarted,
     RestartCompleted,
     LeaderChanged,
+    FreezeStarted,
+    FreezeEnded,
 }
 
 impl EventType {
     /// Every event type, in the order the contract lists them.
-    pub const ALL: [EventType; 18] = [
+    pub const ALL: [EventType; 20] = [
         EventType::Submitted,
         EventType::WaveStarted,
         EventType::WaveCompleted,
@@ -48,11 +50,13 @@ impl EventType {
         EventType::RestartStarted,
         EventType::RestartCompleted,
         EventType::LeaderChanged,
+        EventType::FreezeStarted,
+        EventType::FreezeEnded,
     ];
 
     /// Every event type's name, as [`EventType::ALL`] lists them.
-    pub const NAMES: [&'static str; 18] = {
-        let mut out = [""; 18];
+    pub const NAMES: [&'static str; 20] = {
+        let mut out = [""; 20];
         let mut i = 0;
         while i < out.len() {
             out[i] = EventType::ALL[i].as_str();
@@ -82,6 +86,8 @@ impl EventType {
             EventType::RestartStarted => "restart.started",
             EventType::RestartCompleted => "restart.completed",
             EventType::LeaderChanged => "controller.leader_changed",
+            EventType::FreezeStarted => "freeze.started",
+            EventType::FreezeEnded => "freeze.ended",
         }
     }
 }

@@ -304,6 +304,26 @@ impl Schedule {
         out
     }
 
+    /// When the customer's working day no longer holds a change back, from `now_ms`:
+    /// None while it does not (neither in hours nor starting within `lookahead_ms`);
+    /// else the end of the shift that holds it (a later shift starting within the
+    /// lookahead of that end holds on), with the local time it is said in ("18:00 KST").
+    pub fn quiet_from(&self, now_ms: i64, lookahead_ms: i64) -> Option<(i64, String)> {
+        const DAY: i64 = 86_400_000;
+        let mut open = now_ms;
+        for (start, end) in self.shifts(now_ms - DAY, now_ms + 8 * DAY) {
+            if start - lookahead_ms <= open && open < end {
+                open = end;
+            }
+        }
+        (open > now_ms).then(|| {
+            let local = Timestamp::from_millisecond(open)
+                .unwrap_or(Timestamp::UNIX_EPOCH)
+                .to_zoned(self.tz.clone());
+            (open, local.strftime("%H:%M %Z").to_string())
+        })
+    }
+
     pub fn key(&self, status: &Status) -> Key {
         (
             status.tier,

@@ -69,6 +69,7 @@ pub mod downtime;
 pub mod engine;
 pub mod error;
 pub mod event_type;
+pub mod freeze;
 pub mod hours;
 pub mod ident;
 pub mod intern;

@@ -13,6 +13,7 @@ const REASONS: usize = 3;
 pub fn rollout(r: &pb::Rollout) -> String {
     let mut out = vec![how_far(r)];
     out.extend(next(r));
+    out.extend(waiting(&r.waiting));
     out.extend(failures(r));
     out.extend(drill(&r.drill_clock));
     out.join(" ")
@@ -130,8 +131,14 @@ fn gate(g: &pb::Gate, submitter: &str) -> String {
         .and_then(|e| e.next_wave.as_ref())
         .map(|w| format!(" ({}, {} more hosts)", w.percent, count(w.new_hosts)))
         .unwrap_or_default();
+    // pb wave 0: an emergency plan's gate, before its first wave.
+    let which = if g.wave == 0 {
+        "its first wave, as an emergency plan that passes freezes once approved"
+    } else {
+        "the next wave"
+    };
     let mut text = format!(
-        "It waits for approval before the next wave{next}: {} more {} needed, {} of {} so far ({} or above{}).",
+        "It waits for approval before {which}{next}: {} more {} needed, {} of {} so far ({} or above{}).",
         g.approvals_needed,
         if g.approvals_needed == 1 {
             "approval"
@@ -251,8 +258,73 @@ pub fn restart_job(j: &pb::RestartJob) -> String {
     if !j.reason.is_empty() {
         out.push(format!("{}.", trim(&j.reason)));
     }
+    out.extend(waiting(&j.waiting));
     out.extend(drill(&j.drill_clock));
     out.join(" ")
+}
+
+/// Why hosts wait (a freeze, a customer's working day): "Now 3 hosts wait: ...".
+fn waiting(text: &str) -> Option<String> {
+    (!text.is_empty()).then(|| format!("Now {}.", trim(text)))
+}
+
+/// `freeze.started`'s paragraph: who stopped the line, for which hosts, why, until
+/// when, and what it holds.
+pub fn freeze_started(f: &pb::Freeze, running: &[String]) -> String {
+    let selector = crate::freeze::selector(f);
+    let mut out = vec![format!(
+        "Freeze {} started: {} stopped the line for {} ({}), {}.",
+        f.id,
+        f.set_by,
+        crate::freeze::scope(&selector),
+        trim(&f.reason),
+        match f.until_unix_ms {
+            0 => "until someone unfreezes it".to_string(),
+            ms => format!("until {}", clock(ms)),
+        }
+    )];
+    out.push(
+        "No new operation starts on those hosts for any rollout or restart job but an approved emergency; operations in flight finish."
+            .to_string(),
+    );
+    out.push(not_finished(running, "They wait"));
+    out.push(format!("`rollout unfreeze {}` ends it.", f.id));
+    out.join(" ")
+}
+
+/// `freeze.ended`'s paragraph.
+pub fn freeze_ended(f: &pb::Freeze, running: &[String]) -> String {
+    let selector = crate::freeze::selector(f);
+    let lasted = std::time::Duration::from_millis((f.ended_at_unix_ms - f.started_at_unix_ms).max(0) as u64);
+    [
+        format!(
+            "Freeze {} ended ({}) after {}: {} may take new operations again.",
+            f.id,
+            trim(&f.ended_by),
+            crate::text::format_duration(lasted),
+            crate::freeze::scope(&selector)
+        ),
+        not_finished(running, "They go on"),
+    ]
+    .join(" ")
+}
+
+/// "Rollouts not finished: a, b. {then}." or that there are none.
+fn not_finished(running: &[String], then: &str) -> String {
+    if running.is_empty() {
+        return "No rollout is unfinished.".to_string();
+    }
+    let shown: Vec<&str> = running.iter().take(5).map(String::as_str).collect();
+    let more = running.len().saturating_sub(shown.len());
+    format!(
+        "Rollouts not finished: {}{}. {then} where they cover those hosts.",
+        shown.join(", "),
+        if more > 0 {
+            format!(" (+{more} more)")
+        } else {
+            String::new()
+        }
+    )
 }
 
 /// The drill clock's own sentence ("Drill clock in force: ..."), when one is.
@@ -271,6 +343,12 @@ fn whole_percent(part: u64, whole: u64) -> u64 {
 /// A gate's evidence in one line, as the CLI, the dashboard and Slack show it: the
 /// wave it follows and how that wave went, and the whole rollout then.
 pub fn evidence(wave: u32, e: &pb::GateEvidence) -> String {
+    if wave == 0 {
+        return format!(
+            "before the first wave (an emergency plan): {} hosts selected, nothing sent yet",
+            count(e.hosts_selected)
+        );
+    }
     format!(
         "wave {wave}: {} of {} hosts succeeded, {} failed, {} unhealthy after the bake; {:.1}% of {} selected hosts done",
         e.hosts_succeeded, e.wave_size, e.hosts_failed, e.hosts_unhealthy, e.percent_complete, e.hosts_selected

@@ -49,6 +49,7 @@ async fn metrics_are_scraped_during_a_rollout() {
             drill_from_ms: None,
             sinks: Default::default(),
             sinks_file: None,
+            freeze_calendar: None,
             dashboard_url: None,
             site: "default".into(),
             ssh: None,

@@ -54,7 +54,7 @@ impl Role {
             // The gate decides (operator or admin, as the plan says), so that a
             // viewer's attempt is refused against the rollout and audited there.
             Need::Approve => self >= Role::Viewer,
-            Need::Inventory => self == Role::Admin,
+            Need::Inventory | Need::Freeze => self == Role::Admin,
         }
     }
 }
@@ -81,6 +81,8 @@ pub enum Need {
     Approve,
     /// Changing the inventory by hand.
     Inventory,
+    /// Stopping the line (`rollout freeze`, `rollout unfreeze`).
+    Freeze,
 }
 
 impl Need {
@@ -91,13 +93,13 @@ impl Need {
             Need::Heartbeat => "agent (or admin)",
             Need::View => "viewer",
             Need::Change | Need::Approve => "operator",
-            Need::Inventory => "admin",
+            Need::Inventory | Need::Freeze => "admin",
         }
     }
 
     /// True for calls that change something: audited and rate-limited.
     pub fn mutates(self) -> bool {
-        matches!(self, Need::Change | Need::Approve | Need::Inventory)
+        matches!(self, Need::Change | Need::Approve | Need::Inventory | Need::Freeze)
     }
 }
 
@@ -111,11 +113,13 @@ pub fn need(path: &str) -> Need {
         "rollout.v1.Controller" => match method {
             "GetRollout" | "ListRollouts" | "WatchRollout" | "GetRestartJob" | "ListRestartJobs"
             | "WatchRestartJob" | "ListHosts" | "ListEvents" | "ListRolloutHosts" | "ListControllers"
-            | "NotifyStatus" => Need::View,
+            | "NotifyStatus" | "ListFreezes" => Need::View,
             "SubmitPlan" | "PauseRollout" | "ResumeRollout" | "AbortRollout" | "RetryRollout" | "TriggerRestart"
             | "CancelRestartJob" | "NotifyTest" => Need::Change,
             "ApproveRollout" => Need::Approve,
             "Heartbeat" => Need::Heartbeat,
+            // Stopping the line holds every team's changes: an admin's call.
+            "Freeze" | "Unfreeze" => Need::Freeze,
             _ => Need::Inventory,
         },
         _ => Need::Inventory,

@@ -11,6 +11,7 @@ mod client;
 mod controllers;
 mod demo;
 mod files;
+mod freeze;
 mod notify;
 pub mod process;
 pub mod render;
@@ -135,6 +136,38 @@ pub enum Command {
         /// Makes the approval idempotent: the same id counts once, even sent again.
         #[arg(long)]
         request_id: Option<String>,
+    },
+    /// Stop the line (admin): no new operation starts on the hosts it covers (every
+    /// host without --selector) for any rollout or restart job but an approved
+    /// emergency; operations in flight finish.
+    Freeze {
+        /// Why: an incident id, said on every rollout it holds and in every notification.
+        #[arg(long)]
+        reason: String,
+        /// When it ends by itself: a span (2h) or an RFC 3339 instant. Without it, it
+        /// lasts until `rollout unfreeze`.
+        #[arg(long, value_name = "TIME", value_parser = freeze::parse_until)]
+        until: Option<i64>,
+        /// Only hosts with these labels (key=value, repeated; values comma-separated).
+        #[arg(long = "selector", value_name = "KEY=VALUE")]
+        selector: Vec<String>,
+        /// Makes the freeze idempotent: the same id sets it once.
+        #[arg(long)]
+        request_id: Option<String>,
+    },
+    /// End a freeze now (admin).
+    Unfreeze {
+        id: u64,
+        #[arg(long)]
+        request_id: Option<String>,
+    },
+    /// Freezes in force, and the freeze calendar's next windows.
+    Freezes {
+        /// Freezes that ended too.
+        #[arg(long)]
+        all: bool,
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
     },
     /// Stop dispatching; calls in flight finish.
     Pause { name: String },
@@ -403,6 +436,14 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             yes,
             request_id,
         } => approve::approve(server, &name, comment, yes, request_id.unwrap_or_default()).await,
+        Command::Freeze {
+            reason,
+            until,
+            selector,
+            request_id,
+        } => freeze::freeze(server, reason, until, &selector, request_id.unwrap_or_default()).await,
+        Command::Unfreeze { id, request_id } => freeze::unfreeze(server, id, request_id.unwrap_or_default()).await,
+        Command::Freezes { all, output } => freeze::list(server, all, output).await,
         Command::Pause { name } => rollouts::act(server, &name, Act::Pause, String::new()).await,
         Command::Resume { name } => rollouts::act(server, &name, Act::Resume, String::new()).await,
         Command::Retry { name, request_id } => rollouts::retry(server, &name, request_id.unwrap_or_default()).await,

@@ -61,7 +61,7 @@ pub struct RestartArgs {
 }
 
 /// Parses repeated `key=v1,v2` into a selector.
-fn selector(items: &[String]) -> Result<BTreeMap<String, pb::LabelValues>> {
+pub(super) fn selector(items: &[String]) -> Result<BTreeMap<String, pb::LabelValues>> {
     let mut out: BTreeMap<String, pb::LabelValues> = BTreeMap::new();
     for item in items {
         let Some((k, v)) = item.split_once('=') else {

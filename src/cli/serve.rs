@@ -129,6 +129,11 @@ pub struct ServeArgs {
     /// game days and demos. Status, the dashboard and the audit log say it is in force.
     #[arg(long, value_name = "TIME", value_parser = super::parse_instant)]
     pub drill_clock: Option<i64>,
+    /// An iCalendar file (RFC 5545, as calendar programs and AWS Change Calendar write
+    /// it) whose events, recurring ones included, are freeze windows: no new
+    /// operation starts during one but an approved emergency's. Read again at SIGHUP.
+    #[arg(long, value_name = "FILE")]
+    pub freeze_calendar: Option<PathBuf>,
     /// Notify the sinks of this file (webhooks signed as Standard Webhooks, Slack,
     /// Alertmanager) of every rollout's and restart job's events; `rollout notify
     /// check FILE` validates it.
@@ -423,6 +428,13 @@ pub async fn serve(args: ServeArgs) -> Result<ExitCode> {
         Some(path) => crate::notify::Sinks::load(path)?,
         None => crate::notify::Sinks::default(),
     };
+    if let Some(path) = &args.freeze_calendar {
+        // Refused at start with the reason; a re-read at SIGHUP keeps the one in force.
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::Usage(format!("--freeze-calendar {}: cannot read it: {e}", path.display())))?;
+        crate::freeze::calendar::Calendar::parse(&text)
+            .map_err(|e| Error::Usage(format!("--freeze-calendar {}: {e}", path.display())))?;
+    }
     let ssh = args
         .ssh
         .as_deref()
@@ -459,6 +471,7 @@ pub async fn serve(args: ServeArgs) -> Result<ExitCode> {
             drill_from_ms: args.drill_clock,
             sinks,
             sinks_file: args.notify.clone(),
+            freeze_calendar: args.freeze_calendar.clone(),
             site: args.site,
             ssh,
             dashboard_url,

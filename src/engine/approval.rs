@@ -62,7 +62,7 @@ pub(crate) fn open(
 
 /// A short digest of the rollout, the opening and everything the gate shows (not
 /// who approved it): it changes whenever the evidence behind the gate does.
-fn gate_id(rollout_id: u64, opened: u32, gate: &pb::Gate) -> String {
+pub(crate) fn gate_id(rollout_id: u64, opened: u32, gate: &pb::Gate) -> String {
     let shown = pb::Gate {
         gate_id: String::new(),
         approvals: Vec::new(),

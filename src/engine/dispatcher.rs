@@ -124,6 +124,11 @@ pub(crate) trait Book: Sync {
     fn unsend(&self, items: Vec<Self::Item>) -> Result<()>;
     /// How `wave` stands.
     fn report(&self, wave: u32) -> Self::Report;
+    /// Hosts of `wave` wait (a freeze, a window): how long to sleep before asking for
+    /// them again; None when none waits, and the dispatch may end.
+    fn held(&self, _wave: u32) -> Option<Duration> {
+        None
+    }
     /// How `wave` stands, stuck for `after` waiting on `hosts`.
     fn stuck(&self, wave: u32, after: Duration, hosts: Vec<String>) -> Self::Report;
 }
@@ -310,7 +315,13 @@ impl<W: Work> Dispatcher<W> {
             } else {
                 self.refill(book, fleet, &tx).await?;
             }
-            if self.finished() {
+            // Hosts that wait (a freeze, a window): asked for again after a while, or
+            // when something changes (an unfreeze, a pause).
+            let held_at = match self.mode {
+                Mode::Wave(_) if !stop && self.ready.is_empty() => book.held(wave).map(|d| Instant::now() + d),
+                _ => None,
+            };
+            if self.finished() && held_at.is_none() {
                 break;
             }
             let flush_at = self.flush_at();
@@ -335,6 +346,7 @@ impl<W: Work> Dispatcher<W> {
                     book.record(&self.take_done(Instant::now())).await?;
                 }
                 _ = control.changed() => {}
+                _ = sleep_until(held_at), if held_at.is_some() => {}
                 _ = shutdown.cancelled(), if !shutdown.is_cancelled() => {}
                 _ = sleep_until(stuck_at), if stuck_at.is_some() => {
                     let stuck = self.on_stuck(book.now_ms());

@@ -32,7 +32,9 @@ mod approval;
 pub mod audit;
 mod bake;
 mod dispatcher;
+mod freezes;
 pub mod health;
+mod hold;
 mod hosts;
 mod job;
 mod leases;
@@ -115,6 +117,8 @@ pub struct Options {
     /// Host actions in flight at once across the controller (`--max-in-flight`):
     /// a rollout's max_parallel above it is limited to it, and says so.
     pub max_in_flight: usize,
+    /// The freeze calendar (`--freeze-calendar FILE`), read at start and at SIGHUP.
+    pub freeze_calendar: Option<std::path::PathBuf>,
 }
 
 impl Default for Options {
@@ -124,6 +128,7 @@ impl Default for Options {
             drill_from_ms: None,
             prometheus: None,
             max_in_flight: crate::reach::RetryPolicy::default().max_in_flight,
+            freeze_calendar: None,
         }
     }
 }
@@ -149,6 +154,8 @@ pub(crate) struct Context {
     pub prometheus: Option<Arc<Prometheus>>,
     /// Host actions in flight at once across the controller (`--max-in-flight`).
     pub max_in_flight: usize,
+    /// The freezes and the freeze calendar: what holds hosts.
+    pub freezes: freezes::FreezeBook,
 }
 
 impl Context {
@@ -244,6 +251,7 @@ impl Engine {
                 health: HealthBook::new(&inventory),
                 inventory: std::sync::RwLock::new(inventory),
                 rollbacks,
+                freezes: Default::default(),
                 max_in_flight: options.max_in_flight.max(1),
                 prometheus: options.prometheus.clone().or_else(|| {
                     Prometheus::new(&Default::default())
@@ -260,6 +268,7 @@ impl Engine {
             runtime: tokio::runtime::Handle::current(),
         });
         engine.record_drill_clock()?;
+        engine.start_freezes(engine.options.freeze_calendar.clone())?;
         engine.resume_rollouts()?;
         engine.serve_rollback_requests(requests);
         for record in engine.ctx.store.restart_jobs()? {

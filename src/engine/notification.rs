@@ -70,6 +70,7 @@ pub(crate) fn submitted(
         at_unix_ms: record.created_at_unix_ms,
         data_json: data(&shown, 1).to_string(),
         controller: String::new(),
+        freeze_id: 0,
     }
 }
 
@@ -151,6 +152,7 @@ pub(crate) fn job(j: &pb::RestartJob, kind: EventType, at_ms: i64) -> pb::Notifi
         at_unix_ms: at_ms,
         data_json: data.to_string(),
         controller: String::new(),
+        freeze_id: 0,
     }
 }
 

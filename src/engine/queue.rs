@@ -157,6 +157,7 @@ impl RestartQueue {
         calendar: &Calendar,
         now_ms: i64,
         budget: &mut Budget,
+        held: &mut dyn FnMut(&str) -> bool,
     ) -> Vec<(Candidate, Placement)> {
         let snapshot = calendar.snapshot(now_ms);
         let mut chosen = vec![false; self.waiting.len()];
@@ -167,7 +168,7 @@ impl RestartQueue {
                 break;
             }
             let c = &self.waiting[i];
-            if budget.admits(c) {
+            if budget.admits(c) && !held(&c.host) {
                 budget.hold(&c.customers, c.healthy);
                 chosen[i] = true;
                 taken.push((c.clone(), Self::placement(&snapshot, plan, now_ms, c)));
@@ -217,7 +218,14 @@ pub fn prices(
             let (mut cost, mut minute) = (0, 0);
             while !q.is_empty() {
                 let at = now_ms + minute as i64 * crate::downtime::model::MINUTE_MS;
-                let batch = q.take(per_minute * every, order, calendar, at, &mut Budget::default());
+                let batch = q.take(
+                    per_minute * every,
+                    order,
+                    calendar,
+                    at,
+                    &mut Budget::default(),
+                    &mut |_| false,
+                );
                 for (i, (c, _)) in batch.iter().enumerate() {
                     cost += horizon.cost(&c.customers, minute + i / per_minute);
                 }
@@ -283,15 +291,36 @@ mod tests {
         ]);
         let mut budget = Budget::default();
         // Tue 09:30 in Seoul, 00:30 in London.
-        let first = q.take(1, Order::BusinessHoursFirst, &cal, utc("2026-11-24T00:30"), &mut budget);
+        let first = q.take(
+            1,
+            Order::BusinessHoursFirst,
+            &cal,
+            utc("2026-11-24T00:30"),
+            &mut budget,
+            &mut |_| false,
+        );
         assert_eq!(first[0].0.host, "s1");
         assert_eq!(first[0].1.key.0, Tier::InHours);
         // Ten hours later: 19:30 in Seoul (off), 10:30 in London (in hours).
-        let second = q.take(1, Order::BusinessHoursFirst, &cal, utc("2026-11-24T10:30"), &mut budget);
+        let second = q.take(
+            1,
+            Order::BusinessHoursFirst,
+            &cal,
+            utc("2026-11-24T10:30"),
+            &mut budget,
+            &mut |_| false,
+        );
         assert_eq!(second[0].0.host, "l1");
         assert_eq!(second[0].1.why, "10:30 Tue Europe/London, in hours (09:00-18:00)");
         // Off-hours-first is the reverse.
-        let third = q.take(1, Order::OffHoursFirst, &cal, utc("2026-11-24T10:30"), &mut budget);
+        let third = q.take(
+            1,
+            Order::OffHoursFirst,
+            &cal,
+            utc("2026-11-24T10:30"),
+            &mut budget,
+            &mut |_| false,
+        );
         assert_eq!(third[0].0.host, "s2");
     }
 
@@ -304,16 +333,20 @@ mod tests {
         assert_eq!(budget.allowed("c"), 2);
         let mut q = RestartQueue::new((0..6).map(|i| host(&format!("h{i}"), "c", i >= 4)).collect());
         let now = utc("2026-11-24T00:30");
-        let batch = q.take(10, Order::Stable, &cal, now, &mut budget);
+        let batch = q.take(10, Order::Stable, &cal, now, &mut budget, &mut |_| false);
         let healthy = batch.iter().filter(|(c, _)| c.healthy).count();
         assert_eq!((batch.len(), healthy), (6, 2), "4 unhealthy + 2 healthy");
         let mut q = RestartQueue::new((0..4).map(|i| host(&format!("g{i}"), "c", true)).collect());
         assert!(
-            q.take(10, Order::Stable, &cal, now, &mut budget).is_empty(),
+            q.take(10, Order::Stable, &cal, now, &mut budget, &mut |_| false)
+                .is_empty(),
             "budget used up"
         );
         budget.release(&["c".into()], true);
-        assert_eq!(q.take(10, Order::Stable, &cal, now, &mut budget).len(), 1);
+        assert_eq!(
+            q.take(10, Order::Stable, &cal, now, &mut budget, &mut |_| false).len(),
+            1
+        );
         assert_eq!(q.len(), 3);
     }
 
@@ -341,7 +374,9 @@ mod tests {
         let mut batches = Vec::new();
         let mut cost = 0;
         for m in 0..minutes {
-            let batch = q.take(per_minute, order, cal, t0 + m as i64 * 60_000, &mut budget);
+            let batch = q.take(per_minute, order, cal, t0 + m as i64 * 60_000, &mut budget, &mut |_| {
+                false
+            });
             cost += batch.iter().map(|(c, _)| horizon.cost(&c.customers, m)).sum::<u64>();
             batches.push(batch);
         }
@@ -378,7 +413,14 @@ mod tests {
             "contoso-seoul: 3h28m of its working day left now; restarting it later costs 1 working minute per minute"
         );
         let mut q = RestartQueue::new(waiting);
-        let tiered = q.take(1, Order::BusinessHoursFirst, &cal, t0, &mut Budget::default());
+        let tiered = q.take(
+            1,
+            Order::BusinessHoursFirst,
+            &cal,
+            t0,
+            &mut Budget::default(),
+            &mut |_| false,
+        );
         assert_eq!(customers_of(&tiered), ["alpine-sydney"], "the tiers go by name here");
     }
 

@@ -63,6 +63,9 @@ impl Engine {
         let inventory = self.ctx.inventory();
         let candidates = candidates(&req, &inventory)?;
         let now = self.ctx.clock.now_ms();
+        if !req.dry_run {
+            self.refuse_frozen(&candidates, "this restart names")?;
+        }
         let (chosen, skipped) = self.choose(&req, candidates, now).await?;
         let id = if req.dry_run { 0 } else { self.ctx.store.next_id()? };
         let total = chosen.len();

@@ -66,6 +66,10 @@ impl Engine {
             stages: Vec::new(),
             // ... and keeps the fault domains' budget.
             fault_domain: p.fault_domain.clone(),
+            // A rollback runs now, whoever is at work; a freeze holds it as any
+            // other change (an emergency's approval was for its fix).
+            windows: None,
+            emergency: false,
             order: crate::plan::Order::Stable,
             max_parallel: p.rollback_max_parallel,
             max_parallel_share: None,

@@ -15,9 +15,13 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::bake::Baked;
 use super::dispatcher::{Book, Dispatcher, Mode};
+use super::hold::Holds;
 use super::rollout::{Dispatch, Live};
 use super::state::{Event, FleetHealth, HealthReport, State, WaveReport};
 use super::{Context, Result};
+
+/// A wave whose hosts wait (a freeze, a window) looks again at least this often.
+const HELD_TICK: Duration = Duration::from_secs(15);
 use crate::proto::v1 as pb;
 
 /// Runs a rollout until it ends, or until the controller shuts down.
@@ -244,6 +248,7 @@ async fn await_approval(
         .plan
         .analysis
         .as_ref()
+        .filter(|_| !live.emergency_gate_open())
         .map(|a| (a, super::bake::next_at_gate(live, a, wave, now)));
     let wake = [deadline.as_ref().map(|(_, d)| *d), measure.map(|(_, due)| due)]
         .into_iter()
@@ -334,9 +339,12 @@ impl Book for LiveBook<'_> {
 
     async fn intents(&self, wave: u32, n: usize) -> Result<Vec<Dispatch>> {
         let (live, ctx) = (self.live, self.ctx);
-        let intents = live.take_batch(wave, n, ctx.clock.now_ms(), |h| {
-            ctx.health.get(h).is_none_or(|s| s.healthy)
-        });
+        let (now, hours) = (ctx.clock.now_ms(), ctx.hours.now_ms());
+        let board = ctx.freezes.board();
+        // An approved emergency passes freezes; its windows (if any) still hold.
+        let board = (!live.passes_freezes()).then_some(&*board);
+        let holds = Holds::new(board, live.plan.windows, live.inventory(), now, hours);
+        let intents = live.take_batch(wave, n, now, &holds, |h| ctx.health.get(h).is_none_or(|s| s.healthy));
         if !intents.is_empty() {
             // Group commit: the intents of the whole batch, one flush, then the
             // calls. A crash after the flush re-asks these hosts.
@@ -367,6 +375,14 @@ impl Book for LiveBook<'_> {
 
     fn report(&self, wave: u32) -> WaveReport {
         self.live.report(wave)
+    }
+
+    fn held(&self, wave: u32) -> Option<Duration> {
+        // Looked at again within HELD_TICK at most: a freeze may end early, the
+        // inventory may change, and a drill clock may be read differently.
+        self.live
+            .held_for(wave)
+            .map(|ms| Duration::from_millis(ms.clamp(1, HELD_TICK.as_millis() as i64) as u64))
     }
 
     fn stuck(&self, wave: u32, after: Duration, hosts: Vec<String>) -> WaveReport {

@@ -35,6 +35,9 @@ impl Engine {
             let at = at.unwrap_or_else(|| self.ctx.hours.now_ms());
             return self.dry_run(&plan, hosts, &shared, at);
         }
+        if !plan.emergency {
+            self.refuse_frozen(&hosts, "this plan selects")?;
+        }
         if let Some(id) = preempted(&plan, &shared, hosts.len())? {
             self.pause_preempted(id, &plan, actor)?;
         }

@@ -183,3 +183,23 @@ fn ties_go_to_weight_then_id() {
     let order: Vec<&str> = keys.iter().map(|k| k.3.as_str()).collect();
     assert_eq!(order, ["c", "a", "b"]);
 }
+
+#[test]
+fn the_working_day_holds_a_change_until_it_ends_and_the_lookahead_before_the_next() {
+    let seoul = customer("contoso-seoul", "Asia/Seoul", "09:00-18:00", WEEK, &[]);
+    let two_hours = 2 * 3_600_000;
+    // Mon 17:59 KST: held until 18:00 KST, said in Seoul's time.
+    assert_eq!(
+        seoul.quiet_from(utc("2026-12-07T08:59"), two_hours),
+        Some((utc("2026-12-07T09:00"), "18:00 KST".to_string()))
+    );
+    // Mon 18:00 KST: open (the next start is 15 hours away).
+    assert_eq!(seoul.quiet_from(utc("2026-12-07T09:00"), two_hours), None);
+    // Tue 07:30 KST: the day starts within the lookahead: held until it ends.
+    assert_eq!(
+        seoul.quiet_from(utc("2026-12-07T22:30"), two_hours),
+        Some((utc("2026-12-08T09:00"), "18:00 KST".to_string()))
+    );
+    // Sat noon: open.
+    assert_eq!(seoul.quiet_from(utc("2026-12-12T03:00"), two_hours), None);
+}

@@ -323,7 +323,7 @@ impl Delivery {
         let target = match subject {
             Subject::Rollout(id) => Target::Rollout { id, name: &n.subject },
             Subject::Job(id) => Target::Job(id),
-            Subject::Controllers => Target::None,
+            Subject::Controllers | Subject::Freeze(_) => Target::None,
         };
         let line = format!(
             "notification {} ({}) is undeliverable to sink {}: {why}",

@@ -371,11 +371,12 @@ pub fn leader_changed(controller: &str, epoch: u64, now_ms: i64) -> pb::Notifica
         })
         .to_string(),
         controller: controller.to_string(),
+        freeze_id: 0,
     }
 }
 
 /// Every event type a notification may have (a contract: sinks filter on these).
-pub const EVENT_TYPES: [&str; 18] = crate::event_type::EventType::NAMES;
+pub const EVENT_TYPES: [&str; 20] = crate::event_type::EventType::NAMES;
 
 /// A URL as anything may show it (status, logs, audit lines, errors, metric labels):
 /// its scheme, host and port only. A Slack incoming webhook carries its secret in

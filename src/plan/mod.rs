@@ -12,6 +12,7 @@ mod gates;
 mod quantity;
 mod stages;
 mod validate;
+mod windows;
 
 use validate::validate;
 
@@ -27,6 +28,7 @@ pub use fault_domain::FaultDomain;
 pub use gates::{Gate, GateRole, MAX_APPROVALS, OnTimeout};
 pub use quantity::{Percent, Threshold};
 pub use stages::Stage;
+pub use windows::Windows;
 
 /// Plans are written by people; anything this large is a mistake or an attack.
 pub const MAX_PLAN_BYTES: usize = 1024 * 1024;
@@ -168,6 +170,10 @@ pub struct Plan {
     pub stages: Vec<Stage>,
     /// At most a budget of each fault domain's hosts in flight at once.
     pub fault_domain: Option<FaultDomain>,
+    /// When each host may start (its customers' night).
+    pub windows: Option<Windows>,
+    /// Passes freezes once an admin other than its submitter approves.
+    pub emergency: bool,
 }
 
 /// Why a plan was refused.
@@ -243,6 +249,10 @@ struct PlanFile {
     stages: Vec<stages::StageFile>,
     #[serde(default)]
     fault_domain: Option<fault_domain::FaultDomainFile>,
+    #[serde(default)]
+    windows: Option<windows::WindowsFile>,
+    #[serde(default)]
+    emergency: bool,
     #[serde(default)]
     order: Option<String>,
     #[serde(default)]
@@ -359,6 +369,8 @@ impl PlanFile {
             max_parallel_share,
             stages: self.stages.into_iter().map(stages::StageFile::into_spec).collect(),
             fault_domain: self.fault_domain.map(fault_domain::FaultDomainFile::into_spec),
+            windows: self.windows.map(windows::WindowsFile::into_spec),
+            emergency: self.emergency,
         })
     }
 }
@@ -457,6 +469,8 @@ impl Plan {
             },
             stages: self.stages.iter().map(Stage::to_spec).collect(),
             fault_domain: self.fault_domain.as_ref().map(FaultDomain::to_spec),
+            windows: self.windows.as_ref().map(Windows::to_spec),
+            emergency: self.emergency,
             order: self.order.as_str().to_string(),
             max_parallel: self.max_parallel,
             bake: format_duration(self.bake),
@@ -574,3 +588,12 @@ fn too_deep(text: &str) -> Option<(usize, usize)> {
 
 #[cfg(test)]
 mod tests;
+
+/// A selector from outside a plan (a freeze's), checked as a plan's: the error is
+/// `field.key: why`.
+pub fn checked_selector(
+    field: &str,
+    given: &std::collections::HashMap<String, pb::LabelValues>,
+) -> std::result::Result<Selector, String> {
+    validate::labels(field, given).map_err(|e| format!("{}: {}", e.field, e.message))
+}

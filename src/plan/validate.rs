@@ -68,7 +68,10 @@ pub(super) fn validate(spec: &pb::PlanSpec) -> Result<Plan, FieldError> {
     let analysis = super::analysis::analysis(spec.analysis.as_ref(), kind, version.as_deref(), bake)?;
     let gates = super::gates::gates(&spec.gates, kind, &waves, &stages)?;
     let fault_domain = super::fault_domain::fault_domain(spec.fault_domain.as_ref())?;
+    let windows = super::windows::windows(spec.windows.as_ref())?;
     Ok(Plan {
+        windows,
+        emergency: spec.emergency,
         fault_domain,
         stages,
         gates,

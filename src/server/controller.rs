@@ -564,4 +564,34 @@ impl Controller for ControllerService {
             .map_err(Error::from)?;
         Ok(Response::new(pb::ListEventsResponse { events }))
     }
+
+    async fn freeze(&self, request: Request<pb::FreezeRequest>) -> Result<Response<pb::FreezeResponse>, Status> {
+        let actor = actor(&request, "Freeze", &request.get_ref().request_id);
+        let answer = self
+            .engine
+            .freeze(request.into_inner(), &actor)
+            .await
+            .map_err(Error::from);
+        let (freeze, replayed) = self.audited(&actor, Target::None, answer).await?;
+        Ok(Response::new(pb::FreezeResponse {
+            freeze: Some(freeze),
+            replayed,
+        }))
+    }
+
+    async fn unfreeze(&self, request: Request<pb::UnfreezeRequest>) -> Result<Response<pb::Freeze>, Status> {
+        let actor = actor(&request, "Unfreeze", &request.get_ref().request_id);
+        let id = request.into_inner().id;
+        let answer = self.engine.unfreeze(id, &actor).await.map_err(Error::from);
+        Ok(Response::new(self.audited(&actor, Target::None, answer).await?))
+    }
+
+    async fn list_freezes(
+        &self,
+        request: Request<pb::ListFreezesRequest>,
+    ) -> Result<Response<pb::ListFreezesResponse>, Status> {
+        Ok(Response::new(
+            self.engine.list_freezes(request.into_inner().include_ended),
+        ))
+    }
 }

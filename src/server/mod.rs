@@ -57,6 +57,8 @@ pub struct Options {
     pub grace: Duration,
     /// Judge business hours by a drill clock starting at this instant (unix ms).
     pub drill_from_ms: Option<i64>,
+    /// The freeze calendar (`--freeze-calendar FILE`), read again at SIGHUP.
+    pub freeze_calendar: Option<PathBuf>,
     /// Where notifications go (`--notify FILE`); empty: nowhere (they stay in the
     /// outbox for a controller that has sinks).
     pub sinks: crate::notify::Sinks,
@@ -219,6 +221,7 @@ impl Phase<'_> {
             options.clock.clone(),
             engine::Options {
                 drill_from_ms: options.drill_from_ms,
+                freeze_calendar: options.freeze_calendar.clone(),
                 prometheus: options.security.prometheus.clone(),
                 max_in_flight: options.max_in_flight,
                 ..engine::Options::default()
@@ -251,6 +254,7 @@ impl Phase<'_> {
             .map_err(Error::from)?;
         let reload = rotation::Reload {
             sinks: notifier.clone().zip(options.sinks_file.clone()),
+            calendar: options.freeze_calendar.is_some(),
             ..rotation::Reload::tokens(&options.security)
         };
         rotation::on_hangup(reload, Some(engine.clone()), shutdown.clone());

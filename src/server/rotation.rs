@@ -1,5 +1,5 @@
-//! Rotation without a restart: SIGHUP reads the tokens file (`--auth`) and the sinks
-//! file (`--notify`) again, so a token removed from it is refused from the next call
+//! Rotation without a restart: SIGHUP reads the tokens file (`--auth`), the sinks
+//! file (`--notify`) and the freeze calendar (`--freeze-calendar`) again, so a token removed from it is refused from the next call
 //! on, a new one accepted, and a sink whose URL or secret rotated is reached anew,
 //! without the failover a restart would cost in the middle of an incident. A file
 //! that does not parse keeps the one in force and says why. A leader writes each
@@ -25,6 +25,8 @@ pub struct Reload {
     pub tokens: Option<(Arc<Credentials>, PathBuf)>,
     /// The notifier and the sinks file (the leader only).
     pub sinks: Option<(Arc<Notifier>, PathBuf)>,
+    /// The engine's freeze calendar (`--freeze-calendar`, the leader only).
+    pub calendar: bool,
 }
 
 impl Reload {
@@ -33,6 +35,7 @@ impl Reload {
         Reload {
             tokens: security.credentials.clone().zip(security.tokens_file.clone()),
             sinks: None,
+            calendar: false,
         }
     }
 
@@ -85,7 +88,7 @@ impl Reload {
 /// Reads again what `reload` names at every SIGHUP until `done`; with `engine`,
 /// each re-read (or refusal) is audited.
 pub fn on_hangup(reload: Reload, engine: Option<Arc<Engine>>, done: CancellationToken) {
-    if reload.tokens.is_none() && reload.sinks.is_none() {
+    if reload.tokens.is_none() && reload.sinks.is_none() && !reload.calendar {
         return;
     }
     let mut hangups = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
@@ -101,7 +104,18 @@ pub fn on_hangup(reload: Reload, engine: Option<Arc<Engine>>, done: Cancellation
                 _ = done.cancelled() => return,
                 got = hangups.recv() => if got.is_none() { return },
             }
-            for (line, result) in reload.run() {
+            let mut lines = reload.run();
+            if reload.calendar
+                && let Some(read) = engine.as_ref().and_then(|e| e.reload_freeze_calendar())
+            {
+                if read.1 == "ok" {
+                    info!("{}", read.0);
+                } else {
+                    warn!(error = %read.1, "{}", read.0);
+                }
+                lines.push(read);
+            }
+            for (line, result) in lines {
                 if let Some(engine) = &engine {
                     engine
                         .record_call(&Actor::controller(), Target::None, line, &result)

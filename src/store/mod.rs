@@ -18,12 +18,13 @@
 //! - `ib` hash bucket (u32, [`HOST_BUCKETS`] of them) -> `HostBucket` (the
 //!   inventory's hosts: a million hosts are a few thousand values, compared and
 //!   written in a moment); `ic` customer id -> `CustomerRecord`
-//! - `rq` client request_id -> rollout id (and `action:`/`restart:` ids)
+//! - `rq` client request_id -> rollout id (and `action:`/`restart:`/`freeze:` ids)
 //! - `ev` sequence -> `EventRecord`, the audit log
 //! - `jo`, `jh`: restart jobs and their hosts, like `ro` and `rh`
 //! - `lc` holder ++ version ++ part -> `LeaseChunk`: hosts an active rollout or job
 //!   holds (see [`leases`])
 //! - `am` rollout id ++ sequence -> `Measurement`: its analysis, measured during bakes
+//! - `fz` freeze id -> `Freeze`: the freezes people set (see [`freezes`])
 //! - `me`: schema version, the id counter, the lease version, the store's instance name
 //!
 //! A rollout is created in batches of a few thousand hosts, each with one chunk of
@@ -34,6 +35,7 @@
 
 mod backend;
 pub mod etcd_backend;
+mod freezes;
 mod hosts;
 mod leases;
 mod measurements;

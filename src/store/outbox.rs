@@ -2,7 +2,8 @@
 //! same batch as the change each one reports (a rollout's record and its audit
 //! lines), so that no crash, failover or paused leader loses one, and a new leader
 //! finds what the old one had not delivered. A subject is a rollout (`r` ++ id) or a
-//! restart job (`j` ++ id), or the controllers (`c`, seq the leader's epoch); seq
+//! restart job (`j` ++ id), a freeze (`f` ++ id), or the controllers (`c`, seq the
+//! leader's epoch); seq
 //! counts 1, 2, 3... per rollout or job with no gap.
 //!
 //! Beside it, what each sink has done with each subject (`nc` sink 0 subject ->
@@ -29,11 +30,15 @@ pub enum Subject {
     Job(u64),
     /// The controllers themselves (a new leader).
     Controllers,
+    /// A freeze (seq 1 started, 2 ended).
+    Freeze(u64),
 }
 
 impl Subject {
     pub fn of(n: &pb::Notification) -> Subject {
-        if n.job_id != 0 {
+        if n.freeze_id != 0 {
+            Subject::Freeze(n.freeze_id)
+        } else if n.job_id != 0 {
             Subject::Job(n.job_id)
         } else if n.rollout_id != 0 {
             Subject::Rollout(n.rollout_id)
@@ -47,6 +52,7 @@ impl Subject {
             Subject::Rollout(id) => (b'r', id),
             Subject::Job(id) => (b'j', id),
             Subject::Controllers => (b'c', 0),
+            Subject::Freeze(id) => (b'f', id),
         };
         let mut tail = vec![tag];
         tail.extend_from_slice(&id.to_be_bytes());
@@ -63,6 +69,7 @@ impl Subject {
             b'r' => Subject::Rollout(id),
             b'j' => Subject::Job(id),
             b'c' => Subject::Controllers,
+            b'f' => Subject::Freeze(id),
             _ => return None,
         };
         Some((subject, seq))

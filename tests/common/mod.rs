@@ -298,6 +298,7 @@ impl Controller {
             drill_from_ms: None,
             sinks: Default::default(),
             sinks_file: None,
+            freeze_calendar: None,
             dashboard_url: None,
             site: "test-site".into(),
             ssh: None,
@@ -379,6 +380,8 @@ pub fn plan(name: &str, waves: &[&str], max_failed: &str) -> pb::PlanSpec {
         max_parallel_share: String::new(),
         stages: Vec::new(),
         fault_domain: None,
+        windows: None,
+        emergency: false,
     }
 }
 

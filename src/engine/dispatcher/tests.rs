@@ -123,6 +123,9 @@ struct FakeBook {
     records: Mutex<Vec<(Duration, Vec<Dispatch>)>>,
     unsent: Mutex<Vec<Dispatch>>,
     stop: AtomicBool,
+    /// A freeze over every host, until this long after the start: nothing is taken
+    /// before, and the hosts are said to wait.
+    frozen_until: Option<Duration>,
 }
 
 impl FakeBook {
@@ -134,7 +137,15 @@ impl FakeBook {
             records: Mutex::default(),
             unsent: Mutex::default(),
             stop: AtomicBool::new(false),
+            frozen_until: None,
         }
+    }
+
+    /// The freeze still in force now: how long it has left.
+    fn frozen_for(&self) -> Option<Duration> {
+        self.frozen_until
+            .and_then(|until| until.checked_sub(self.start.elapsed()))
+            .filter(|left| !left.is_zero())
     }
 
     fn recorded(&self) -> Vec<Dispatch> {
@@ -187,6 +198,9 @@ impl Book for FakeBook {
     }
 
     async fn intents(&self, _wave: u32, n: usize) -> Result<Vec<Dispatch>> {
+        if self.frozen_for().is_some() {
+            return Ok(Vec::new());
+        }
         let mut pending = self.pending.lock().unwrap();
         let batch: Vec<Dispatch> = (0..n).map_while(|_| pending.pop_front()).collect();
         self.batches.lock().unwrap().push(batch.len());
@@ -202,6 +216,10 @@ impl Book for FakeBook {
     fn unsend(&self, items: Vec<Dispatch>) -> Result<()> {
         self.unsent.lock().unwrap().extend(items);
         Ok(())
+    }
+
+    fn held(&self, _wave: u32) -> Option<Duration> {
+        self.frozen_for().filter(|_| !self.pending.lock().unwrap().is_empty())
     }
 
     fn report(&self, wave: u32) -> WaveReport {
@@ -485,4 +503,48 @@ async fn a_job_picks_as_places_free_and_never_ahead() {
         "later batches wait until half the places are free: {batches:?}"
     );
     assert!(book.unsent.lock().unwrap().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_freeze_holds_the_wave_until_its_time_and_the_deadline_counts_from_then() {
+    let mut book = FakeBook::new(30);
+    book.frozen_until = Some(Duration::from_secs(3_600));
+    let fleet = FakeFleet::every(Behave::Succeed(Duration::from_secs(10)));
+    let started = Instant::now();
+    // A progress deadline far shorter than the freeze: waiting is not being stuck.
+    let report = run(&book, &fleet, Mode::Wave(0), 10, Duration::from_secs(60)).await;
+    assert_eq!(report.stuck, None);
+    assert_eq!(report.answered, 30);
+    // Nothing was sent during the hour; then three rounds of ten.
+    assert_eq!(started.elapsed(), Duration::from_secs(3_600 + 30));
+    let first = book.record_times().first().map(|(at, _)| *at);
+    assert_eq!(first, Some(Duration::from_secs(3_610)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_pause_during_a_freeze_ends_the_wait_without_sending() {
+    let mut book = FakeBook::new(5);
+    book.frozen_until = Some(Duration::from_secs(3_600));
+    let book = Arc::new(book);
+    let fleet = FakeFleet::every(Behave::Succeed(Duration::from_secs(1)));
+    let (tx, rx) = watch::channel(0u64);
+    let pausing = {
+        let book = book.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            book.stop.store(true, Ordering::SeqCst);
+            let _ = tx.send(1);
+            tx
+        })
+    };
+    let started = Instant::now();
+    let report = run_with(&book, &fleet, Mode::Wave(0), 5, DEADLINE, Vec::new(), rx).await;
+    let _tx = pausing.await;
+    assert_eq!(
+        started.elapsed(),
+        Duration::from_secs(60),
+        "woken by the pause, not the freeze's end"
+    );
+    assert_eq!(report.answered, 0);
+    assert!(fleet.applied.lock().unwrap().is_empty());
 }

@@ -48,6 +48,8 @@ struct JobInner {
     customers: HashMap<String, Vec<String>>,
     reconcile: Vec<pb::RestartHostRecord>,
     next_position: u32,
+    /// Hosts a freeze keeps back, as of the last pick.
+    waiting: crate::engine::hold::Waiting,
 }
 
 /// Each customer's host count in the inventory, the base of a share budget. Counted
@@ -139,6 +141,7 @@ impl Job {
                 customers,
                 reconcile,
                 next_position,
+                waiting: Default::default(),
             }),
         };
         job.publish(&job.lock());
@@ -346,9 +349,24 @@ impl Job {
     /// Picks the next batch at `now_ms`: best first, within budget. Marks the hosts
     /// dispatched with their operation ids and why they were picked; the caller writes
     /// these intents and flushes before sending.
-    fn pick(&self, n: usize, inventory: &Inventory, now_ms: i64, hours_ms: i64) -> Vec<pb::RestartHostRecord> {
+    fn pick(
+        &self,
+        n: usize,
+        inventory: &Inventory,
+        now_ms: i64,
+        hours_ms: i64,
+        holds: &crate::engine::hold::Holds<'_>,
+    ) -> Vec<pb::RestartHostRecord> {
         let mut guard = self.lock();
         let inner = &mut *guard;
+        let mut waiting = crate::engine::hold::Waiting::default();
+        let mut held = |host: &str| match holds.of(host) {
+            Some(hold) => {
+                waiting.add(host, hold);
+                true
+            }
+            None => false,
+        };
         if self.order == Order::LeastBusinessDowntime {
             let done = inner
                 .hosts
@@ -361,9 +379,18 @@ impl Job {
             let pace = pace(inner.record.created_at_unix_ms, done, self.max_parallel, now_ms);
             inner.queue.set_pace(pace);
         }
-        let taken = inner
-            .queue
-            .take(n, self.order, inventory.calendar(), hours_ms, &mut inner.budget);
+        let taken = inner.queue.take(
+            n,
+            self.order,
+            inventory.calendar(),
+            hours_ms,
+            &mut inner.budget,
+            &mut held,
+        );
+        if waiting != inner.waiting {
+            inner.waiting = waiting;
+            self.publish(inner);
+        }
         if taken.is_empty() {
             return Vec::new();
         }
@@ -518,6 +545,11 @@ fn build(inner: &JobInner) -> pb::RestartJob {
     pb::RestartJob {
         id: r.id,
         prices: Vec::new(),
+        waiting: if r.state() == pb::RestartJobState::Running {
+            inner.waiting.text()
+        } else {
+            String::new()
+        },
         state: r.state,
         order: Order::parse(&req.order, Order::BusinessHoursFirst)
             .map(|o| o.as_str().to_string())

@@ -151,7 +151,11 @@ impl Book for JobBook<'_> {
 
     async fn intents(&self, _wave: u32, n: usize) -> Result<Vec<Restart>> {
         let (job, ctx) = (self.job, self.ctx);
-        let picked = job.pick(n, &ctx.inventory(), ctx.clock.now_ms(), ctx.hours.now_ms());
+        let (now, hours) = (ctx.clock.now_ms(), ctx.hours.now_ms());
+        let inventory = ctx.inventory();
+        let board = ctx.freezes.board();
+        let holds = crate::engine::hold::Holds::new(Some(&board), None, &inventory, now, hours);
+        let picked = job.pick(n, &inventory, now, hours, &holds);
         if !picked.is_empty() {
             ctx.store.put_restart_hosts(job.id, &picked)?;
             ctx.store.put_restart_job(&job.lock().record)?;

@@ -3,6 +3,7 @@
 //! health gate's verdicts.
 
 use super::{Dispatch, EXAMPLES, GroupKind, HostState, Live, Result, order};
+use crate::engine::hold::{Holds, Waiting};
 
 /// Hosts placed in a wave per store record.
 const FILL_PIECE: usize = 8_192;
@@ -102,30 +103,40 @@ impl Live {
     }
 
     /// Takes up to `n` assigned hosts of `wave` and marks them dispatched, with their
-    /// operation ids and the versions they run now. The caller writes these intents
-    /// and flushes before sending anything.
-    pub fn take_batch(&self, wave: u32, n: usize, now_ms: i64, healthy: impl Fn(&str) -> bool) -> Vec<Dispatch> {
+    /// operation ids and the versions they run now; hosts `holds` keeps back (a
+    /// freeze, a customer's working day) keep their place and are said to wait. The
+    /// caller writes these intents and flushes before sending anything.
+    pub fn take_batch(
+        &self,
+        wave: u32,
+        n: usize,
+        now_ms: i64,
+        holds: &Holds<'_>,
+        healthy: impl Fn(&str) -> bool,
+    ) -> Vec<Dispatch> {
         let mut inner = self.lock();
         let inner = &mut *inner;
-        let picked = match &self.domains {
-            Some(d) => d.pick(&self.inventory, &mut inner.assigned, &mut inner.flight, wave, n),
-            None => {
-                let mut picked = Vec::with_capacity(n.min(inner.assigned.len()));
-                while picked.len() < n {
-                    let Some((host, rec)) = inner.assigned.pop_front() else {
-                        break;
-                    };
-                    if rec.wave > wave + 1 {
-                        // Hosts of a later wave wait for theirs (cannot happen in order,
-                        // kept safe); hosts of earlier waves are retried ones and go now.
-                        inner.assigned.push_front((host, rec));
-                        break;
-                    }
-                    picked.push((host, rec));
-                }
-                picked
+        let mut waiting = Waiting::default();
+        let mut held = |host: &str| match holds.of(host) {
+            Some(hold) => {
+                waiting.add(host, hold);
+                true
             }
+            None => false,
         };
+        let picked = match &self.domains {
+            Some(d) => d.pick(
+                &self.inventory,
+                &mut inner.assigned,
+                &mut inner.flight,
+                wave,
+                n,
+                &mut held,
+            ),
+            None => take_in_order(&mut inner.assigned, wave, n, &mut held),
+        };
+        let waited = waiting != inner.waiting;
+        inner.waiting = waiting;
         let mut out = Vec::with_capacity(picked.len());
         for (host, mut rec) in picked {
             if rec.operation_id.is_empty() {
@@ -152,10 +163,20 @@ impl Live {
             inner.tally.moved(rec.wave, HostState::Assigned, HostState::Dispatched);
             out.push(self.dispatch(host, rec, probe_first));
         }
-        if !out.is_empty() {
+        if !out.is_empty() || waited {
             self.publish(inner);
         }
         out
+    }
+
+    /// How long `wave`'s dispatcher may sleep before its waiting hosts are worth
+    /// asking about again; None when none waits (or none is left to send).
+    pub fn held_for(&self, wave: u32) -> Option<i64> {
+        let inner = self.lock();
+        if inner.waiting.hosts == 0 || !inner.assigned.iter().any(|(_, r)| r.wave <= wave + 1) {
+            return None;
+        }
+        Some(inner.waiting.wake_ms.unwrap_or(i64::MAX))
     }
 
     /// Returns dispatches that were never sent to the front of the queue.
@@ -264,4 +285,36 @@ impl Live {
             detach: false,
         }
     }
+}
+
+/// Up to `n` hosts of `wave` (or retried ones of earlier waves) from the front of
+/// `assigned`, in order, passing over those `held` keeps back (they keep their place).
+fn take_in_order(
+    assigned: &mut std::collections::VecDeque<(String, pb::RolloutHostRecord)>,
+    wave: u32,
+    n: usize,
+    held: &mut dyn FnMut(&str) -> bool,
+) -> Vec<(String, pb::RolloutHostRecord)> {
+    let mut picked = Vec::with_capacity(n.min(assigned.len()));
+    let mut kept = Vec::new();
+    while picked.len() < n {
+        let Some((host, rec)) = assigned.pop_front() else {
+            break;
+        };
+        if rec.wave > wave + 1 {
+            // Hosts of a later wave wait for theirs (cannot happen in order, kept
+            // safe); hosts of earlier waves are retried ones and go now.
+            assigned.push_front((host, rec));
+            break;
+        }
+        if held(&host) {
+            kept.push((host, rec));
+        } else {
+            picked.push((host, rec));
+        }
+    }
+    for item in kept.into_iter().rev() {
+        assigned.push_front(item);
+    }
+    picked
 }

@@ -90,8 +90,8 @@ impl Domains {
     }
 
     /// Takes up to `n` hosts of `wave` (or retried ones of earlier waves) from the
-    /// front of `assigned` that the budgets allow, counting them in flight; the
-    /// others keep their order.
+    /// front of `assigned` that the budgets allow and `held` does not keep back,
+    /// counting them in flight; the others keep their order.
     pub fn pick(
         &self,
         inventory: &Inventory,
@@ -99,6 +99,7 @@ impl Domains {
         flight: &mut Flight,
         wave: u32,
         n: usize,
+        held: &mut dyn FnMut(&str) -> bool,
     ) -> Vec<(String, pb::RolloutHostRecord)> {
         if flight.wave != wave {
             flight.wave = wave;
@@ -131,7 +132,7 @@ impl Domains {
             }
             let domain = self.domain(inventory, &host);
             let open = flight.is_open(domain);
-            if flight.of(domain) < self.budget(domain) && (open || flight.open.len() < at_once) {
+            if flight.of(domain) < self.budget(domain) && (open || flight.open.len() < at_once) && !held(&host) {
                 if !open {
                     flight.open.push(domain.to_string());
                 }

@@ -11,6 +11,9 @@ use crate::store::Store;
 
 /// Hosts and customers of the next wave a gate lists (as many as a dry run shows).
 const SHOWN: usize = 20;
+/// `Gate.index` of an emergency plan's gate before its first wave (not a gate of
+/// the plan's own `gates:`).
+pub const EMERGENCY_GATE: u32 = u32::MAX;
 
 /// What an approval did.
 #[derive(Debug, Clone)]
@@ -23,6 +26,48 @@ pub struct Approved {
 }
 
 impl Live {
+    /// An emergency plan whose gate before its first wave was approved: freezes do
+    /// not hold it.
+    pub fn passes_freezes(&self) -> bool {
+        self.plan.emergency
+            && self
+                .lock()
+                .record
+                .gates_closed
+                .iter()
+                .any(|g| g.index == EMERGENCY_GATE && g.outcome == "approved")
+    }
+
+    /// The open gate is an emergency plan's, before its first wave (nothing ran yet:
+    /// there is nothing to measure).
+    pub fn emergency_gate_open(&self) -> bool {
+        self.lock()
+            .record
+            .gate
+            .as_ref()
+            .is_some_and(|g| g.index == EMERGENCY_GATE)
+    }
+
+    /// Opens an emergency plan's gate before its first wave into the record, and
+    /// returns the audit line saying so. Its evidence is the first wave as it would
+    /// be filled now, and what freezes hold.
+    pub(super) fn open_emergency_gate(&self, inner: &mut Inner, at: At) -> String {
+        let gate = emergency_gate();
+        let evidence = pb::GateEvidence {
+            next_wave: Some(self.wave_preview(inner, 0, at.hours_ms)),
+            hosts_selected: inner.record.hosts_selected,
+            ..Default::default()
+        };
+        let mut open = approval::open(self.id, 0, &gate, inner.record.gates_opened, at.wall_ms, evidence);
+        open.index = EMERGENCY_GATE;
+        open.wave = 0;
+        open.gate_id = approval::gate_id(self.id, inner.record.gates_opened, &open);
+        inner.record.gates_opened += 1;
+        let line = format!("awaiting approval: {} (gate {})", gate.describe(), open.gate_id);
+        inner.record.gate = Some(open);
+        line
+    }
+
     /// Opens the plan's gate after `wave` (its `unhealthy` hosts found by the health
     /// gate) into the record, and returns the audit line saying so.
     pub(super) fn open_gate(&self, inner: &mut Inner, wave: u32, unhealthy: u64, at: At) -> String {
@@ -66,7 +111,11 @@ impl Live {
     /// The wave after `wave` as it would be filled at `hours_ms`: its hosts, and their
     /// customers with their local time and tier.
     fn next_wave(&self, inner: &Inner, wave: u32, hours_ms: i64) -> pb::WavePreview {
-        let next = wave + 1;
+        self.wave_preview(inner, wave + 1, hours_ms)
+    }
+
+    /// Wave `next` (0-based) as it would be filled at `hours_ms`.
+    fn wave_preview(&self, inner: &Inner, next: u32, hours_ms: i64) -> pb::WavePreview {
         let size = self.wave_size(next) as usize;
         let mut waiting: Vec<String> = inner.pending.iter().cloned().collect();
         if self.plan.order.is_timed() {
@@ -112,7 +161,13 @@ impl Live {
                 inner.state.name()
             ))));
         };
-        let Some(gate) = self.plan.gates.get(open.index as usize) else {
+        let first = open.index == EMERGENCY_GATE;
+        let emergency = emergency_gate();
+        let gate = if first {
+            &emergency
+        } else if let Some(gate) = self.plan.gates.get(open.index as usize) {
+            gate
+        } else {
             return Err(Error::Corrupt(named(format!(
                 "its open gate {} is not in its plan",
                 open.index
@@ -156,7 +211,7 @@ impl Live {
         inner.record.gate = Some(open);
         match counted {
             Counted::Yes { quorum: true } => {
-                self.apply(store, inner, Event::Approved, at, vec![event])?;
+                self.apply(store, inner, Event::Approved { first }, at, vec![event])?;
             }
             Counted::Yes { quorum: false } => {
                 store.put_rollout_with_events(&inner.record, &[event])?;
@@ -178,7 +233,13 @@ impl Live {
     /// `hours_ms`: the gate id changes with them. The caller flushes.
     pub fn remeasure_gate(&self, store: &Store, hours_ms: i64) -> Result<()> {
         let mut inner = self.lock();
-        let Some(wave) = inner.record.gate.as_ref().map(|g| g.wave) else {
+        let Some(wave) = inner
+            .record
+            .gate
+            .as_ref()
+            .filter(|g| g.index != EMERGENCY_GATE)
+            .map(|g| g.wave)
+        else {
             return Ok(());
         };
         let measured: Vec<pb::Measurement> = inner.measurements.iter().filter(|m| m.wave == wave).cloned().collect();
@@ -212,5 +273,18 @@ impl Live {
             action: gate.on_timeout,
             reason: approval::timed_out(open, now_ms),
         })
+    }
+}
+
+/// An emergency plan's gate: one admin other than the submitter, no timeout.
+fn emergency_gate() -> crate::plan::Gate {
+    crate::plan::Gate {
+        wave: 0,
+        after: "submission (emergency: passes freezes once approved)".into(),
+        approvals: 1,
+        role: crate::plan::GateRole::Admin,
+        four_eyes: true,
+        timeout: None,
+        on_timeout: crate::plan::OnTimeout::Halt,
     }
 }

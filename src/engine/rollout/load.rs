@@ -35,6 +35,7 @@ impl Inner {
             unhealthy: c.unhealthy,
             driving: false,
             measurements: Vec::new(),
+            waiting: Default::default(),
         }
     }
 }
@@ -245,6 +246,7 @@ impl Live {
             skipped,
             rollback_on_failure: plan.on_failure == crate::plan::FailureAction::Rollback,
             gated: plan.gates.iter().fold(0, |mask, g| mask | (1u32 << g.wave)),
+            emergency: plan.emergency,
         };
         Ok((plan, policy))
     }

@@ -102,6 +102,9 @@ pub(crate) struct Inner {
     driving: bool,
     /// The plan's analysis measured so far, oldest first (stored as taken).
     measurements: Vec<pb::Measurement>,
+    /// Hosts of the current wave that a freeze or a window keeps back, as of the
+    /// last batch taken.
+    waiting: crate::engine::hold::Waiting,
 }
 
 /// A rollout the engine knows about.
@@ -135,6 +138,11 @@ impl Live {
 
     pub fn name(&self) -> &str {
         &self.plan.name
+    }
+
+    /// The inventory as of the rollout's start (its hosts and their customers).
+    pub fn inventory(&self) -> &Inventory {
+        &self.inventory
     }
 
     /// Hosts covered once wave `k` is done.
@@ -247,6 +255,7 @@ impl Live {
                 Decision::Notify(kind) => done.told.push(kind),
                 Decision::StartRollback => done.rollback = true,
                 Decision::OpenGate { wave } => audit(self.open_gate(inner, wave, unhealthy, at), "gate"),
+                Decision::OpenEmergencyGate => audit(self.open_emergency_gate(inner, at), "gate"),
                 Decision::CloseGate { outcome } => super::approval::close(&mut inner.record, outcome, now_ms),
             }
         }
@@ -339,6 +348,7 @@ impl Live {
                 at_unix_ms: now_ms,
                 data_json: super::notification::data(&shown, seq).to_string(),
                 controller: String::new(),
+                freeze_id: 0,
             });
         }
         out

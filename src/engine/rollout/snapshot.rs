@@ -222,6 +222,12 @@ impl Live {
             gate: r.gate.clone(),
             gates_closed: r.gates_closed.clone(),
             submitted_by: r.submitted_by.clone(),
+            waiting: if matches!(inner.state, State::Running { .. }) {
+                inner.waiting.text()
+            } else {
+                String::new()
+            },
+            emergency: self.plan.emergency,
         }
     }
 }

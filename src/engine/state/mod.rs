@@ -66,8 +66,11 @@ pub enum Event {
     },
     Pause,
     Resume,
-    /// The open gate has its quorum: the next wave starts.
-    Approved,
+    /// The open gate has its quorum: the next wave starts (`first`: the gate was an
+    /// emergency plan's, before its first wave, and that wave starts).
+    Approved {
+        first: bool,
+    },
     /// The open gate's timeout passed: `action` as its `on_timeout` says.
     GateTimedOut {
         action: crate::plan::OnTimeout,
@@ -91,7 +94,7 @@ impl Event {
     pub fn by_operator(&self) -> bool {
         matches!(
             self,
-            Event::Pause | Event::Resume | Event::Retry | Event::Abort { .. } | Event::Approved
+            Event::Pause | Event::Resume | Event::Retry | Event::Abort { .. } | Event::Approved { .. }
         )
     }
 }
@@ -110,6 +113,9 @@ pub struct Policy {
     pub rollback_on_failure: bool,
     /// Bit `w` set: a gate holds the rollout after wave `w` (plans have at most 20).
     pub gated: u32,
+    /// `emergency: true`: an admin other than the submitter approves before the
+    /// first wave (then freezes do not hold it).
+    pub emergency: bool,
 }
 
 /// Waves a plan may have, its stages' together (a gate is a bit of a `u32`).
@@ -148,6 +154,8 @@ pub enum Decision {
     StartRollback,
     /// Open the plan's gate after `wave`: record it with its evidence.
     OpenGate { wave: u32 },
+    /// Open an emergency plan's gate before its first wave.
+    OpenEmergencyGate,
     /// The open gate closes, as `outcome` says (approved, halted, aborted...).
     CloseGate { outcome: &'static str },
 }

@@ -36,7 +36,7 @@ fn a_rollout_through_a_gate_says_each_thing_once() {
         ended(0),
         baked(0),
         baked(0), // a repeat changes nothing, says nothing
-        Event::Approved,
+        Event::Approved { first: false },
         ended(1),
         Event::Pause,
         Event::Resume,

@@ -20,6 +20,7 @@ const STAGED: Policy = Policy {
     skipped: 0b10,
     rollback_on_failure: false,
     gated: 0b101,
+    emergency: false,
 };
 
 fn baked(s: &State, wave: u32, at: i64) -> State {
@@ -44,7 +45,9 @@ fn stages_bake_their_own_time_skip_when_empty_and_hold_at_their_gates() {
     );
     let s = baked(&s, 0, 1_801_000);
     assert_eq!(s, State::AwaitingApproval { wave: 0 });
-    let s = step(&s, Event::Approved, 1_900_000, &STAGED).unwrap().0;
+    let s = step(&s, Event::Approved { first: false }, 1_900_000, &STAGED)
+        .unwrap()
+        .0;
     assert_eq!(s, State::Running { wave: 1 });
     // The empty stage: no bake, and it says it was skipped.
     let empty = Event::WaveEnded(WaveReport {

@@ -25,7 +25,7 @@ pub fn step(state: &State, event: Event, now_ms: i64, policy: &Policy) -> Step {
         Event::AnalysisInconclusive { wave, reason } => m.analysis_inconclusive(wave, reason),
         Event::Pause => m.pause(),
         Event::Resume => m.resume(),
-        Event::Approved => m.approved(),
+        Event::Approved { first } => m.approved(first),
         Event::GateTimedOut { action, reason } => m.gate_timed_out(action, reason),
         Event::Retry => m.retry(),
         Event::Abort { reason, rollback } => m.abort(reason, rollback),
@@ -47,6 +47,16 @@ impl Machine<'_> {
 
     fn start(&self) -> Step {
         match self.state {
+            Pending if self.policy.emergency => Ok((
+                AwaitingApproval { wave: 0 },
+                vec![
+                    Audit(
+                        "awaiting an admin's approval before the first wave: an emergency plan passes freezes once an admin other than its submitter approves".into(),
+                    ),
+                    Decision::OpenEmergencyGate,
+                    Notify(EventType::AwaitingApproval),
+                ],
+            )),
             Pending => Ok((
                 Running { wave: 0 },
                 vec![Audit("started".into()), Notify(EventType::WaveStarted)],
@@ -270,11 +280,14 @@ impl Machine<'_> {
         }
     }
 
-    /// The open gate has its quorum: the next wave starts.
-    fn approved(&self) -> Step {
+    /// The open gate has its quorum: the next wave starts (the first, after an
+    /// emergency plan's gate).
+    fn approved(&self, first: bool) -> Step {
         match self.state {
             AwaitingApproval { wave } => Ok((
-                Running { wave: *wave + 1 },
+                Running {
+                    wave: if first { *wave } else { *wave + 1 },
+                },
                 vec![
                     Decision::CloseGate { outcome: "approved" },
                     Notify(EventType::Approved),

@@ -8,6 +8,7 @@ const POLICY: Policy = Policy {
     skipped: 0,
     rollback_on_failure: false,
     gated: 0,
+    emergency: false,
 };
 
 /// `wave` of 10 hosts ended with `answered` of them answered, `failed` failed.
@@ -214,6 +215,7 @@ fn zero_bake_advances_at_once() {
         skipped: 0,
         rollback_on_failure: false,
         gated: 0,
+        emergency: false,
     };
     let (s, _) = step(&State::Running { wave: 0 }, report(0, 10, 0), 5, &policy).unwrap();
     assert_eq!(s, State::Running { wave: 1 });
@@ -451,14 +453,49 @@ fn a_gate_holds_after_its_wave_until_approved() {
     let pause = step(&s, Event::Pause, 0, &GATED).unwrap_err();
     assert!(pause.0.contains("awaiting approval"), "{pause}");
     assert!(step(&s, Event::Resume, 0, &GATED).unwrap_err().0.contains("approve"));
-    let (s2, d) = step(&s, Event::Approved, 20, &GATED).unwrap();
+    let (s2, d) = step(&s, Event::Approved { first: false }, 20, &GATED).unwrap();
     assert_eq!(s2, State::Running { wave: 1 });
     assert_eq!(d, vec![Decision::CloseGate { outcome: "approved" }]);
     // No gate after wave 2: it bakes and goes on by itself.
     let (s3, _) = step(&State::Baking { wave: 1, until_ms: 0 }, passed(1), 0, &GATED).unwrap();
     assert_eq!(s3, State::Running { wave: 2 });
     // Approving a rollout that does not wait is refused.
-    assert!(step(&s3, Event::Approved, 0, &GATED).is_err());
+    assert!(step(&s3, Event::Approved { first: false }, 0, &GATED).is_err());
+}
+
+/// An emergency plan waits for an admin's approval before its first wave (the gate
+/// the engine opens then needs one admin other than the submitter); approved, its
+/// first wave starts, and freezes hold it no more.
+#[test]
+fn an_emergency_plan_waits_for_approval_before_its_first_wave() {
+    let emergency = Policy {
+        emergency: true,
+        ..GATED
+    };
+    let (s, d) = step(&State::Pending, Event::Start, 0, &emergency).unwrap();
+    assert_eq!(s, State::AwaitingApproval { wave: 0 });
+    assert!(d.contains(&Decision::OpenEmergencyGate), "{d:?}");
+    assert!(
+        !d.contains(&Decision::OpenGate { wave: 0 }),
+        "not the plan's gate after wave 1"
+    );
+    // Approved: the first wave starts (not the second, as after a plan's gate).
+    let (s2, d) = step(&s, Event::Approved { first: true }, 5, &emergency).unwrap();
+    assert_eq!(s2, State::Running { wave: 0 });
+    assert_eq!(d, vec![Decision::CloseGate { outcome: "approved" }]);
+    // Its own gates stay: after wave 1, the plan's gate holds it as any other.
+    let (s3, d) = step(&State::Baking { wave: 0, until_ms: 10 }, passed(0), 10, &emergency).unwrap();
+    assert_eq!(s3, State::AwaitingApproval { wave: 0 });
+    assert!(d.contains(&Decision::OpenGate { wave: 0 }), "{d:?}");
+    // A plan that is not an emergency starts at once.
+    let (plain, _) = step(&State::Pending, Event::Start, 0, &GATED).unwrap();
+    assert_eq!(plain, State::Running { wave: 0 });
+    // Aborting at the emergency gate ends it.
+    let abort = Event::Abort {
+        reason: "not needed".into(),
+        rollback: false,
+    };
+    assert!(matches!(go_with(&s, abort, &emergency), State::Aborted { .. }));
 }
 
 /// Without a bake the gate opens as soon as the wave ends.
