@@ -9,7 +9,6 @@
 
 mod common;
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::receiver::{Mode, Receiver, check_sequence};
@@ -264,64 +263,7 @@ async fn every_event_reaches_a_signed_webhook_through_two_sigkills() {
         .unwrap();
     assert_eq!(store.notices(Subject::Rollout(r.id), 0).unwrap().len() as u64, last);
     drop(store);
-    judged_by_other_libraries(dir.path(), &requests, &receiver.secret);
-}
-
-/// The PyPI `cloudevents` SDK parses every request, and the `standardwebhooks`
-/// library verifies its signature, in a venv made here.
-fn judged_by_other_libraries(dir: &Path, requests: &[receiver::Request], secret: &str) {
-    let Some(bin) = common::python::venv(
-        dir,
-        &["cloudevents==1.12.1", "standardwebhooks==1.0.1"],
-        "the PyPI libraries' judgement",
-    ) else {
-        return;
-    };
-    let lines: Vec<String> = requests
-        .iter()
-        .map(|r| {
-            serde_json::json!({
-                "headers": r.headers.iter().cloned().collect::<std::collections::HashMap<_, _>>(),
-                "body": text(&r.body),
-            })
-            .to_string()
-        })
-        .collect();
-    let file = dir.join("requests.jsonl");
-    std::fs::write(&file, lines.join("\n")).unwrap();
-    let script = r#"
-import json, sys
-from cloudevents.http import from_http
-from standardwebhooks.webhooks import Webhook
-secret = sys.argv[2]
-wh = Webhook(secret)
-n = 0
-for line in open(sys.argv[1]):
-    r = json.loads(line)
-    event = from_http(r["headers"], r["body"])
-    assert event["specversion"] == "1.0", event
-    assert event["source"].startswith("/rollout/"), event
-    assert event["type"].startswith("rollout."), event
-    assert event.data["seq"] >= 1, event
-    verified = wh.verify(r["body"], r["headers"])
-    assert verified["data"]["seq"] == event.data["seq"]
-    n += 1
-print(f"judged {n} requests")
-"#;
-    let judged = std::process::Command::new(bin.join("python"))
-        .arg("-c")
-        .arg(script)
-        .arg(&file)
-        .arg(secret)
-        .output()
-        .unwrap();
-    assert!(
-        judged.status.success(),
-        "the PyPI libraries refused a request: {}{}",
-        text(&judged.stdout),
-        text(&judged.stderr)
-    );
-    eprintln!("{}", text(&judged.stdout).trim());
+    receiver::judged_by_other_libraries(dir.path(), &requests, &receiver.secret);
 }
 
 /// A receiver answering 500 for a while gets every event once it answers 200; while

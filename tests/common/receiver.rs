@@ -142,6 +142,63 @@ impl Receiver {
     }
 }
 
+/// The PyPI `cloudevents` SDK parses every request, and the `standardwebhooks`
+/// library verifies its signature, in a venv made here.
+pub fn judged_by_other_libraries(dir: &Path, requests: &[Request], secret: &str) {
+    let Some(bin) = super::python::venv(
+        dir,
+        &["cloudevents==1.12.1", "standardwebhooks==1.0.1"],
+        "the PyPI libraries' judgement",
+    ) else {
+        return;
+    };
+    let lines: Vec<String> = requests
+        .iter()
+        .map(|r| {
+            serde_json::json!({
+                "headers": r.headers.iter().cloned().collect::<std::collections::HashMap<_, _>>(),
+                "body": String::from_utf8_lossy(&r.body),
+            })
+            .to_string()
+        })
+        .collect();
+    let file = dir.join("requests.jsonl");
+    std::fs::write(&file, lines.join("\n")).unwrap();
+    let script = r#"
+import json, sys
+from cloudevents.http import from_http
+from standardwebhooks.webhooks import Webhook
+secret = sys.argv[2]
+wh = Webhook(secret)
+n = 0
+for line in open(sys.argv[1]):
+    r = json.loads(line)
+    event = from_http(r["headers"], r["body"])
+    assert event["specversion"] == "1.0", event
+    assert event["source"].startswith("/rollout/"), event
+    assert event["type"].split(".")[0] in ("rollout", "freeze"), event
+    assert event.data["seq"] >= 1, event
+    verified = wh.verify(r["body"], r["headers"])
+    assert verified["data"]["seq"] == event.data["seq"]
+    n += 1
+print(f"judged {n} requests")
+"#;
+    let judged = std::process::Command::new(bin.join("python"))
+        .arg("-c")
+        .arg(script)
+        .arg(&file)
+        .arg(secret)
+        .output()
+        .unwrap();
+    assert!(
+        judged.status.success(),
+        "the PyPI libraries refused a request: {}{}",
+        String::from_utf8_lossy(&judged.stdout),
+        String::from_utf8_lossy(&judged.stderr)
+    );
+    eprintln!("{}", String::from_utf8_lossy(&judged.stdout).trim());
+}
+
 impl Drop for Receiver {
     fn drop(&mut self) {
         self.stop.cancel();
