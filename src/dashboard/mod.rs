@@ -26,6 +26,7 @@
 
 mod actions;
 mod chart;
+mod freezes;
 mod oidc;
 mod session;
 mod signin;
@@ -400,7 +401,12 @@ fn render_controllers(d: &Dashboard) -> Markup {
 fn render_rollouts(d: &Dashboard) -> Markup {
     let mut list = d.engine.list(&[]);
     list.sort_by_key(|r| std::cmp::Reverse(r.id));
-    views::rollouts(&list)
+    maud::html! { (frozen(d)) (views::rollouts(&list)) }
+}
+
+/// The banner of the freezes in force (nothing when none is).
+fn frozen(d: &Dashboard) -> Markup {
+    freezes::banner(&d.engine.freezes_in_force())
 }
 
 fn render_rollout(d: &Dashboard, name: &str) -> Option<Markup> {
@@ -418,17 +424,19 @@ fn render_rollout(d: &Dashboard, name: &str) -> Option<Markup> {
         Some(limits) => std::sync::Arc::new(pb::Rollout { limits, ..(*r).clone() }),
         None => r,
     };
-    Some(views::rollout(&r, &timeline, d.engine.drill_clock().as_deref()))
+    let view = views::rollout(&r, &timeline, d.engine.drill_clock().as_deref());
+    Some(maud::html! { (frozen(d)) (view) })
 }
 
 fn render_restarts(d: &Dashboard) -> Markup {
-    views::restarts(&d.engine.restart_jobs())
+    maud::html! { (frozen(d)) (views::restarts(&d.engine.restart_jobs())) }
 }
 
 fn render_restart(d: &Dashboard, id: u64) -> Option<Markup> {
     let job = d.engine.restart_job(id, false).ok()?;
     let queue = d.engine.restart_queue(id, QUEUE_TOP).ok()?;
-    Some(views::restart(&job, &queue, d.engine.drill_clock().as_deref()))
+    let view = views::restart(&job, &queue, d.engine.drill_clock().as_deref());
+    Some(maud::html! { (frozen(d)) (view) })
 }
 
 fn render_sun(d: &Dashboard) -> Markup {
