@@ -274,6 +274,26 @@ async fn avoid_business_hours_deploys_new_york_at_night_and_seoul_after_its_day_
         "name: risky-network-change\nkind: fix\nversion: '2.0'\nselector: {service: mail}\nwaves: [50%, 100%]\nbake: 0s\norder: off-hours-first\nwindows:\n  avoid: business-hours\n  lookahead: 2h\n",
     )
     .unwrap();
+    // The dry run says when each wave can start and end: Seoul's hosts at 18:00 KST.
+    let dry = cli(
+        &url,
+        &[
+            "submit",
+            plan_file.to_str().unwrap(),
+            "--dry-run",
+            "--at",
+            "2026-12-07T08:30:00Z",
+        ],
+    )
+    .await;
+    assert!(
+        dry.contains("starts 2026-12-07T08:30:00Z, expected to end 2026-12-07T08:31:00Z"),
+        "{dry}"
+    );
+    assert!(
+        dry.contains("starts 2026-12-07T08:31:00Z, expected to end 2026-12-07T09:01:00Z (one minute a host, max_parallel at once); 20 hosts wait at its start: seoul-"),
+        "{dry}"
+    );
     cli(&url, &["submit", plan_file.to_str().unwrap()]).await;
     let waiting = until(&mut client, "risky-network-change", 60, "Seoul's hosts to wait", |r| {
         r.waiting

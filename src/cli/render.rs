@@ -430,9 +430,13 @@ pub fn preview(r: &pb::Rollout, waves: &[pb::WavePreview]) -> String {
             out.push_str(&format!("fault domains: {}\n", fd.describe()));
         }
     }
+    if let Some(w) = plan.as_ref().and_then(|p| p.windows) {
+        out.push_str(&format!("windows: {}\n", w.describe()));
+    }
     for w in waves {
         out.push_str(&wave_takes(w, usize::MAX, "", "    "));
         out.push_str(&spread(w, "    "));
+        out.push_str(&expected(w, "    "));
         if let Some((_, gate)) = plan.as_ref().and_then(|p| p.gate_after(w.index)) {
             out.push_str(&format!("  then hold for approval: gate {}\n", gate.describe()));
         }
@@ -468,6 +472,24 @@ pub fn wave_takes(w: &pb::WavePreview, limit: usize, label: &str, indent: &str) 
         ));
     }
     out
+}
+
+/// When a wave can start and is expected to end, with windows or a freeze in the
+/// way; empty otherwise.
+fn expected(w: &pb::WavePreview, indent: &str) -> String {
+    let waits = match w.waiting_hosts {
+        0 => String::new(),
+        n => format!("; {n} hosts wait at its start: {}", w.waits),
+    };
+    match (w.starts_at_unix_ms, w.waiting_hosts) {
+        (0, 0) => String::new(),
+        (0, _) => format!("{indent}cannot start before the freeze is lifted{waits}\n"),
+        (start, _) => format!(
+            "{indent}starts {}, expected to end {} (one minute a host, max_parallel at once){waits}\n",
+            crate::clock::format_instant(start),
+            crate::clock::format_instant(w.ends_at_unix_ms)
+        ),
+    }
 }
 
 /// Where a wave's hosts are: per region, per fault domain (with its budget), and its

@@ -228,3 +228,121 @@ hosts:
         assert_eq!(waiting.wake_ms, Some(31_000));
     }
 }
+
+/// How long a host's operation is taken to last when a dry run says when waves
+/// start and end (the pace the dry run's order prices use: `max_parallel` a minute).
+pub(crate) const DEPLOY_MS: i64 = 60_000;
+
+/// When a wave is expected to start and end, given what holds its hosts.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Expected {
+    /// 0 (and `end_ms` 0): a freeze without an end holds some host.
+    pub start_ms: i64,
+    pub end_ms: i64,
+    /// Hosts that wait when the wave starts, and the first one's reason.
+    pub waiting: u64,
+    pub why: String,
+}
+
+/// Each wave's expected start and end from `at`: its hosts each take
+/// [`DEPLOY_MS`], `max_parallel` at once, none before `hold` lets it (asked at the
+/// wave's start: the wait it says is when the host may go), the next wave after the
+/// wave's bake (`bakes_ms`). Gates are left out: people approve when they do.
+pub(crate) fn expect(
+    waves: &[&[String]],
+    bakes_ms: &[i64],
+    max_parallel: usize,
+    at: i64,
+    hold: impl Fn(&str, i64) -> Option<Hold>,
+) -> Vec<Expected> {
+    let mut out = Vec::with_capacity(waves.len());
+    let mut t = at;
+    for (k, hosts) in waves.iter().enumerate() {
+        let mut e = Expected::default();
+        let mut opens = Vec::with_capacity(hosts.len());
+        let mut forever = false;
+        for h in hosts.iter() {
+            match hold(h, t) {
+                None => opens.push(t),
+                Some(hold) => {
+                    e.waiting += 1;
+                    if e.why.is_empty() {
+                        e.why = format!("{h} {}", hold.why);
+                    }
+                    match hold.wait_ms {
+                        Some(w) => opens.push(t + w),
+                        None => forever = true,
+                    }
+                }
+            }
+        }
+        if forever {
+            // Nothing after it can be said either.
+            out.push(e);
+            out.extend((k + 1..waves.len()).map(|_| Expected::default()));
+            return out;
+        }
+        opens.sort_unstable();
+        // The places, as the times they are free again (a min-heap).
+        let places = max_parallel.clamp(1, opens.len().max(1));
+        let mut free: std::collections::BinaryHeap<std::cmp::Reverse<i64>> =
+            (0..places).map(|_| std::cmp::Reverse(t)).collect();
+        let (mut first, mut last) = (i64::MAX, t);
+        for open in opens {
+            let std::cmp::Reverse(at) = free.pop().unwrap_or(std::cmp::Reverse(t));
+            let start = at.max(open);
+            first = first.min(start);
+            last = last.max(start + DEPLOY_MS);
+            free.push(std::cmp::Reverse(start + DEPLOY_MS));
+        }
+        e.start_ms = if first == i64::MAX { t } else { first };
+        e.end_ms = last;
+        t = last + bakes_ms.get(k).copied().unwrap_or(0);
+        out.push(e);
+    }
+    out
+}
+
+#[cfg(test)]
+mod expect_tests {
+    use super::*;
+
+    fn hosts(prefix: &str, n: usize) -> Vec<String> {
+        (0..n).map(|i| format!("{prefix}-{i}")).collect()
+    }
+
+    #[test]
+    fn waves_follow_the_pace_and_wait_for_their_hosts_windows() {
+        let (a, b) = (hosts("ny", 4), hosts("seoul", 4));
+        // Seoul's hosts may go only from t = 10 minutes.
+        let hold = |h: &str, t: i64| {
+            (h.starts_with("seoul") && t < 600_000).then(|| Hold {
+                why: "waits for contoso-seoul's working day to end at 18:00 KST".into(),
+                wait_ms: Some(600_000 - t),
+            })
+        };
+        let e = expect(&[&a, &b], &[120_000, 0], 2, 0, hold);
+        // Four hosts two at a time: two minutes; a two-minute bake; Seoul at 10 minutes.
+        assert_eq!((e[0].start_ms, e[0].end_ms, e[0].waiting), (0, 120_000, 0));
+        assert_eq!((e[1].start_ms, e[1].end_ms, e[1].waiting), (600_000, 720_000, 4));
+        assert!(
+            e[1].why.starts_with("seoul-0 waits for contoso-seoul's"),
+            "{}",
+            e[1].why
+        );
+    }
+
+    #[test]
+    fn a_freeze_without_an_end_leaves_the_times_unsaid() {
+        let a = hosts("h", 2);
+        let hold = |_: &str, _: i64| {
+            Some(Hold {
+                why: "frozen by freeze 3".into(),
+                wait_ms: None,
+            })
+        };
+        let e = expect(&[&a, &a], &[0, 0], 10, 5, hold);
+        assert_eq!((e[0].start_ms, e[0].end_ms, e[0].waiting), (0, 0, 2));
+        assert_eq!(e[1], Expected::default());
+    }
+}

@@ -249,10 +249,43 @@ impl Engine {
                 }),
                 domains: zones.as_ref().map(|z| z.count(&inventory, hosts)).unwrap_or_default(),
                 tiers: order::count_by(&customers, |c| c.tier.clone()),
+                ..Default::default()
             });
             before = target;
         }
+        self.expect_times(plan, ordered, &mut waves, now_ms);
         waves
+    }
+
+    /// With windows or a freeze in the way, when each wave of a dry run can start
+    /// and is expected to end (the wall clock and business hours both read `at`).
+    fn expect_times(&self, plan: &Plan, ordered: &[String], waves: &mut [pb::WavePreview], at: i64) {
+        let board = self.ctx.freezes.board();
+        // An emergency is taken as approved: freezes do not hold it.
+        let board = (!plan.emergency).then_some(&*board);
+        if plan.windows.is_none() && board.is_none_or(|b| b.is_empty()) {
+            return;
+        }
+        let inventory = self.ctx.inventory();
+        let mut slices = Vec::with_capacity(waves.len());
+        let mut before = 0usize;
+        for w in waves.iter() {
+            let end = (w.cumulative_hosts as usize).min(ordered.len());
+            slices.push(&ordered[before.min(end)..end]);
+            before = end;
+        }
+        let bakes: Vec<i64> = (0..waves.len() as u32)
+            .map(|k| plan.bake_of(k as usize).as_millis() as i64)
+            .collect();
+        let expected = super::hold::expect(&slices, &bakes, plan.max_parallel as usize, at, |h, t| {
+            super::hold::Holds::new(board, plan.windows, &inventory, t, t).of(h)
+        });
+        for (w, e) in waves.iter_mut().zip(expected) {
+            w.starts_at_unix_ms = e.start_ms;
+            w.ends_at_unix_ms = e.end_ms;
+            w.waiting_hosts = e.waiting;
+            w.waits = e.why;
+        }
     }
 }
 
