@@ -131,8 +131,7 @@ fn gate(g: &pb::Gate, submitter: &str) -> String {
         .and_then(|e| e.next_wave.as_ref())
         .map(|w| format!(" ({}, {} more hosts)", w.percent, count(w.new_hosts)))
         .unwrap_or_default();
-    // pb wave 0: an emergency plan's gate, before its first wave.
-    let which = if g.wave == 0 {
+    let which = if g.index == crate::plan::EMERGENCY_GATE {
         "its first wave, as an emergency plan that passes freezes once approved"
     } else {
         "the next wave"
@@ -343,6 +342,7 @@ fn whole_percent(part: u64, whole: u64) -> u64 {
 /// A gate's evidence in one line, as the CLI, the dashboard and Slack show it: the
 /// wave it follows and how that wave went, and the whole rollout then.
 pub fn evidence(wave: u32, e: &pb::GateEvidence) -> String {
+    // Only an emergency plan's gate comes before wave 1.
     if wave == 0 {
         return format!(
             "before the first wave (an emergency plan): {} hosts selected, nothing sent yet",

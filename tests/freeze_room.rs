@@ -1,7 +1,8 @@
 //! Freezes and the people in the room, through the real controller with `--auth`:
 //! only an admin stops the line; an emergency plan submitted under a freeze waits at
 //! a gate before its first wave until an admin other than its submitter approves,
-//! then runs under the freeze while any other plan is still refused. And in
+//! then runs under the freeze while any other plan is still refused; an emergency
+//! restart job likewise. And in
 //! Chromium: the dashboard's pages, opened before the freeze, show its banner when it
 //! starts and drop it when it ends, without a reload.
 
@@ -45,7 +46,7 @@ async fn approve(client: &mut Client, name: &str, gate_id: &str) -> Result<pb::A
 async fn an_emergency_plan_passes_a_freeze_once_another_admin_approves() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("log");
-    let (mut agent, _fleet, ctl_fleet) = spawn_simulator(dir.path(), 120, "1..5", &log).await;
+    let (mut agent, fleet, ctl_fleet) = spawn_simulator(dir.path(), 120, "1..5", &log).await;
     let tokens = tokens_file(dir.path(), &PEOPLE);
     let extra = ["--auth".as_ref(), tokens.as_os_str()];
     let mut controller = spawn_controller(&dir.path().join("data"), &ctl_fleet, &extra, &log).await;
@@ -129,6 +130,66 @@ async fn an_emergency_plan_passes_a_freeze_once_another_admin_approves() {
         .await
         .unwrap_err();
     assert_eq!(still.code(), tonic::Code::FailedPrecondition);
+
+    // A restart job likewise: refused under the freeze, unless an emergency, which
+    // restarts nothing until an admin other than its submitter approves.
+    let five: Vec<String> = fleet.hosts.iter().take(5).map(|h| h.id.clone()).collect();
+    let restart = |emergency: bool| pb::TriggerRestartRequest {
+        host_ids: five.clone(),
+        emergency,
+        ..Default::default()
+    };
+    let refused = bob.trigger_restart(restart(false)).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
+    assert!(refused.message().contains("frozen by freeze"), "{}", refused.message());
+    let job = bob
+        .trigger_restart(restart(true))
+        .await
+        .unwrap()
+        .into_inner()
+        .job
+        .unwrap();
+    assert!(job.emergency && job.submitted_by == "bob", "{job:?}");
+    assert!(
+        job.waiting
+            .contains("restarts nothing until an admin other than bob approves"),
+        "{}",
+        job.waiting
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let still = bob
+        .get_restart_job(pb::GetRestartJobRequest {
+            id: job.id,
+            include_hosts: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        still.hosts_restarted + still.hosts_in_flight,
+        0,
+        "nothing before approval"
+    );
+    let approve_job = |id: u64| pb::ApproveRestartJobRequest {
+        id,
+        ..Default::default()
+    };
+    let operator = bob.approve_restart_job(approve_job(job.id)).await.unwrap_err();
+    assert_eq!(operator.code(), tonic::Code::PermissionDenied, "{}", operator.message());
+    let mut dana = as_who(&server, "dana").await;
+    let approved = dana
+        .approve_restart_job(approve_job(job.id))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        approved.emergency_approval.map(|a| a.principal).as_deref(),
+        Some("dana")
+    );
+    let done = restart_job_until(&mut bob, job.id, |j| j.state() != pb::RestartJobState::Running).await;
+    assert_eq!(done.state(), pb::RestartJobState::Succeeded, "{done:?}");
+    assert_eq!(done.hosts_restarted, 5);
+
     let audit = audit_until(&mut alice, "erin's approval", |events| {
         events
             .iter()

@@ -142,6 +142,23 @@ async fn call(client: &mut Client, method: &str) -> Result<(), tonic::Status> {
             })
             .await
             .map(drop),
+        // An empty reason: refused after the role check, so nothing is frozen.
+        "Freeze" => client.freeze(pb::FreezeRequest::default()).await.map(drop),
+        "Unfreeze" => client
+            .unfreeze(pb::UnfreezeRequest {
+                id: 999,
+                ..Default::default()
+            })
+            .await
+            .map(drop),
+        "ListFreezes" => client.list_freezes(pb::ListFreezesRequest::default()).await.map(drop),
+        "ApproveRestartJob" => client
+            .approve_restart_job(pb::ApproveRestartJobRequest {
+                id: 999,
+                ..Default::default()
+            })
+            .await
+            .map(drop),
         other => panic!("the role table has no call for {other}: add it to tests/security.rs"),
     }
 }
@@ -160,6 +177,7 @@ fn allowed(role: &str, method: &str) -> bool {
         "ListRolloutHosts",
         "ListControllers",
         "NotifyStatus",
+        "ListFreezes",
     ];
     let change = [
         "SubmitPlan",
@@ -171,6 +189,7 @@ fn allowed(role: &str, method: &str) -> bool {
         "TriggerRestart",
         "CancelRestartJob",
         "NotifyTest",
+        "ApproveRestartJob",
     ];
     match role {
         "viewer" => view.contains(&method),

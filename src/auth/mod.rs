@@ -472,6 +472,8 @@ mod tests {
         assert_eq!(need("/rollout.v1.Controller/Heartbeat"), Heartbeat);
         // A viewer passes to the gate, which refuses it (and audits the refusal).
         assert_eq!(need("/rollout.v1.Controller/ApproveRollout"), Approve);
+        assert_eq!(need("/rollout.v1.Controller/Freeze"), Freeze);
+        assert_eq!(need("/rollout.v1.Controller/ListFreezes"), View);
         assert_eq!(
             need("/rollout.v1.Controller/SomethingNew"),
             Inventory,

@@ -115,7 +115,7 @@ pub fn need(path: &str) -> Need {
             | "WatchRestartJob" | "ListHosts" | "ListEvents" | "ListRolloutHosts" | "ListControllers"
             | "NotifyStatus" | "ListFreezes" => Need::View,
             "SubmitPlan" | "PauseRollout" | "ResumeRollout" | "AbortRollout" | "RetryRollout" | "TriggerRestart"
-            | "CancelRestartJob" | "NotifyTest" => Need::Change,
+            | "CancelRestartJob" | "NotifyTest" | "ApproveRestartJob" => Need::Change,
             "ApproveRollout" => Need::Approve,
             "Heartbeat" => Need::Heartbeat,
             // Stopping the line holds every team's changes: an admin's call.

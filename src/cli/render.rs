@@ -45,6 +45,8 @@ pub fn one_line(r: &pb::Rollout) -> String {
     );
     if !r.halt_reason.is_empty() {
         line.push_str(&format!(" - {}", r.halt_reason));
+    } else if !r.waiting.is_empty() {
+        line.push_str(&format!(" - {}", r.waiting));
     }
     line
 }
@@ -77,6 +79,9 @@ pub fn detail(r: &pb::Rollout) -> String {
     }
     if !r.halt_reason.is_empty() {
         out.push_str(&format!("reason     {}\n", r.halt_reason));
+    }
+    if !r.waiting.is_empty() {
+        out.push_str(&format!("waiting    {}\n", r.waiting));
     }
     if !r.drill_clock.is_empty() {
         out.push_str(&format!("clock      {}\n", r.drill_clock));
@@ -374,6 +379,8 @@ pub fn json(r: &pb::Rollout) -> Value {
         })).collect::<Vec<_>>(),
         "drill_clock": r.drill_clock,
         "limits": r.limits,
+        "waiting": r.waiting,
+        "emergency": r.emergency,
         "measurements": r.measurements.iter().map(|m| json!({
             "check": m.check,
             "wave": m.wave,

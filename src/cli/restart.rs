@@ -58,6 +58,16 @@ pub struct RestartArgs {
     /// List restart jobs.
     #[arg(long)]
     pub list: bool,
+    /// An emergency job: passes freezes once an admin other than you approves it
+    /// (`--approve ID`); restarts nothing before.
+    #[arg(long)]
+    pub emergency: bool,
+    /// Approve emergency restart job ID (an admin other than the one who asked).
+    #[arg(long, value_name = "ID")]
+    pub approve: Option<u64>,
+    /// With --approve: why, kept with the approval and in the audit log.
+    #[arg(long, default_value = "", requires = "approve")]
+    pub comment: String,
 }
 
 /// Parses repeated `key=v1,v2` into a selector.
@@ -105,6 +115,9 @@ pub fn job_line(job: &pb::RestartJob) -> String {
     if !job.reason.is_empty() {
         line.push_str(&format!(" - {}", job.reason));
     }
+    if !job.waiting.is_empty() {
+        line.push_str(&format!(" - {}", job.waiting));
+    }
     line
 }
 
@@ -143,6 +156,18 @@ pub async fn restart(server: &str, args: RestartArgs) -> Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
+    if let Some(id) = args.approve {
+        let job = client
+            .approve_restart_job(pb::ApproveRestartJobRequest {
+                id,
+                comment: args.comment.clone(),
+                request_id: args.request_id.clone().unwrap_or_default(),
+            })
+            .await?
+            .into_inner();
+        println!("{}", job_line(&job));
+        return Ok(ExitCode::SUCCESS);
+    }
     if let Some(id) = args.cancel {
         let job = client
             .cancel_restart_job(pb::CancelRestartJobRequest {
@@ -167,6 +192,7 @@ pub async fn restart(server: &str, args: RestartArgs) -> Result<ExitCode> {
                 dry_run: args.dry_run,
                 request_id: args.request_id.clone().unwrap_or_default(),
                 at_unix_ms: args.at.unwrap_or(0),
+                emergency: args.emergency,
             };
             let response = client.trigger_restart(request).await?.into_inner();
             let job = response.job.unwrap_or_default();

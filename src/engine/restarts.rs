@@ -63,13 +63,14 @@ impl Engine {
         let inventory = self.ctx.inventory();
         let candidates = candidates(&req, &inventory)?;
         let now = self.ctx.clock.now_ms();
-        if !req.dry_run {
+        if !req.dry_run && !req.emergency {
             self.refuse_frozen(&candidates, "this restart names")?;
         }
         let (chosen, skipped) = self.choose(&req, candidates, now).await?;
         let id = if req.dry_run { 0 } else { self.ctx.store.next_id()? };
         let total = chosen.len();
-        let (record, hosts) = job_records(id, &req, chosen, skipped, now);
+        let (mut record, hosts) = job_records(id, &req, chosen, skipped, now);
+        record.submitted_by = actor.principal.clone();
         if req.dry_run {
             let job = Job::load(record, hosts, &inventory).map_err(Error::Corrupt)?;
             let at = match req.at_unix_ms {
@@ -175,6 +176,14 @@ impl Engine {
         Ok(self.find_job(id)?.subscribe())
     }
 
+    /// Approves emergency restart job `id` for `actor` (an admin, not its submitter).
+    pub async fn approve_restart_job(&self, id: u64, comment: &str, actor: &Actor) -> Result<pb::RestartJob> {
+        let job = self.find_job(id)?;
+        job.approve_emergency(&self.ctx.store, actor, comment, self.ctx.clock.now_ms())?;
+        self.ctx.store.flush().await?;
+        Ok((*job.snapshot()).clone())
+    }
+
     pub async fn cancel_restart_job(&self, id: u64, reason: &str, actor: &Actor) -> Result<pb::RestartJob> {
         let job = self.find_job(id)?;
         let now = self.ctx.clock.now_ms();
@@ -249,6 +258,7 @@ fn job_records(
         updated_at_unix_ms: now,
         finished_at_unix_ms: 0,
         hosts_total: chosen.len() as u64,
+        ..Default::default()
     };
     let hosts = chosen
         .into_iter()

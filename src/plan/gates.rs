@@ -20,6 +20,10 @@ use serde::Deserialize;
 use super::{FieldError, Kind, Percent, Scalar, Stage, bad, format_duration, parse_duration};
 use crate::proto::v1 as pb;
 
+/// `Gate.index` of an emergency plan's gate before its first wave (not a gate of
+/// the plan's own `gates:`).
+pub const EMERGENCY_GATE: u32 = u32::MAX;
+
 /// Approvals one gate may ask for at most.
 pub const MAX_APPROVALS: u32 = 10;
 /// The longest a gate may wait before its `on_timeout` acts.

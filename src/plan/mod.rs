@@ -25,7 +25,7 @@ use serde::Deserialize;
 use crate::proto::v1 as pb;
 use crate::text::{format_duration, parse_duration};
 pub use fault_domain::FaultDomain;
-pub use gates::{Gate, GateRole, MAX_APPROVALS, OnTimeout};
+pub use gates::{EMERGENCY_GATE, Gate, GateRole, MAX_APPROVALS, OnTimeout};
 pub use quantity::{Percent, Threshold};
 pub use stages::Stage;
 pub use windows::Windows;

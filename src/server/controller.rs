@@ -434,6 +434,21 @@ impl Controller for ControllerService {
         Ok(Response::new(self.audited(&actor, Target::Job(req.id), answer).await?))
     }
 
+    async fn approve_restart_job(
+        &self,
+        request: Request<pb::ApproveRestartJobRequest>,
+    ) -> Result<Response<pb::RestartJob>, Status> {
+        let actor = actor(&request, "ApproveRestartJob", &request.get_ref().request_id);
+        let req = request.into_inner();
+        let answer = self
+            .engine
+            .approve_restart_job(req.id, &req.comment, &actor)
+            .await
+            .map_err(Error::from);
+        let job = self.audited(&actor, Target::Job(req.id), answer).await?;
+        Ok(Response::new(self.drilled_job(job)))
+    }
+
     async fn heartbeat(
         &self,
         request: Request<pb::HeartbeatRequest>,

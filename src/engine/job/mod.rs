@@ -4,6 +4,7 @@
 //! restart, hosts in doubt are probed (healthy: done) or asked again with the same
 //! operation_id, so no host is restarted twice.
 
+mod emergency;
 mod task;
 
 pub(crate) use task::drive;
@@ -359,6 +360,9 @@ impl Job {
     ) -> Vec<pb::RestartHostRecord> {
         let mut guard = self.lock();
         let inner = &mut *guard;
+        if emergency::awaiting(&inner.record).is_some() {
+            return Vec::new();
+        }
         let mut waiting = crate::engine::hold::Waiting::default();
         let mut held = |host: &str| match holds.of(host) {
             Some(hold) => {
@@ -546,10 +550,13 @@ fn build(inner: &JobInner) -> pb::RestartJob {
         id: r.id,
         prices: Vec::new(),
         waiting: if r.state() == pb::RestartJobState::Running {
-            inner.waiting.text()
+            emergency::awaiting(r).unwrap_or_else(|| inner.waiting.text())
         } else {
             String::new()
         },
+        emergency: req.emergency,
+        submitted_by: r.submitted_by.clone(),
+        emergency_approval: r.emergency_approval.clone(),
         state: r.state,
         order: Order::parse(&req.order, Order::BusinessHoursFirst)
             .map(|o| o.as_str().to_string())

@@ -154,7 +154,8 @@ impl Book for JobBook<'_> {
         let (now, hours) = (ctx.clock.now_ms(), ctx.hours.now_ms());
         let inventory = ctx.inventory();
         let board = ctx.freezes.board();
-        let holds = crate::engine::hold::Holds::new(Some(&board), None, &inventory, now, hours);
+        let board = (!job.passes_freezes()).then_some(&*board);
+        let holds = crate::engine::hold::Holds::new(board, None, &inventory, now, hours);
         let picked = job.pick(n, &inventory, now, hours, &holds);
         if !picked.is_empty() {
             ctx.store.put_restart_hosts(job.id, &picked)?;

@@ -313,8 +313,6 @@ fn take_in_order(
             picked.push((host, rec));
         }
     }
-    for item in kept.into_iter().rev() {
-        assigned.push_front(item);
-    }
+    super::domains::put_back(assigned, kept);
     picked
 }

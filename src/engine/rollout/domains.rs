@@ -142,9 +142,7 @@ impl Domains {
                 kept.push((host, rec));
             }
         }
-        for item in kept.into_iter().rev() {
-            assigned.push_front(item);
-        }
+        put_back(assigned, kept);
         out
     }
 
@@ -158,5 +156,15 @@ impl Domains {
     /// `host` is in flight (an intent found at start-up without a result).
     pub fn in_flight(&self, inventory: &Inventory, flight: &mut Flight, host: &str) {
         flight.add(self.domain(inventory, host));
+    }
+}
+
+/// Hosts passed over, back at the front of `assigned` in the order they were in.
+pub(super) fn put_back(
+    assigned: &mut VecDeque<(String, pb::RolloutHostRecord)>,
+    kept: Vec<(String, pb::RolloutHostRecord)>,
+) {
+    for item in kept.into_iter().rev() {
+        assigned.push_front(item);
     }
 }

@@ -6,14 +6,12 @@ use super::{At, HostState, Inner, Live, State};
 use crate::engine::approval::{self, Counted, Refused};
 use crate::engine::audit::{Actor, Target};
 use crate::engine::{Error, Event, Result, order};
+use crate::plan::EMERGENCY_GATE;
 use crate::proto::v1 as pb;
 use crate::store::Store;
 
 /// Hosts and customers of the next wave a gate lists (as many as a dry run shows).
 const SHOWN: usize = 20;
-/// `Gate.index` of an emergency plan's gate before its first wave (not a gate of
-/// the plan's own `gates:`).
-pub const EMERGENCY_GATE: u32 = u32::MAX;
 
 /// What an approval did.
 #[derive(Debug, Clone)]

@@ -285,6 +285,8 @@ pub type Step = Result<(State, Vec<Decision>), Refusal>;
 pub const ROLLOUT: &str = "<rollout>";
 
 #[cfg(test)]
+mod emergency_tests;
+#[cfg(test)]
 mod notify_tests;
 #[cfg(test)]
 mod stage_tests;
