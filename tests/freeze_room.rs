@@ -31,6 +31,16 @@ async fn as_person(who: &str, dir: &std::path::Path, server: &str, args: &[&str]
     (out.status.success(), text(&out.stdout), text(&out.stderr))
 }
 
+/// Submits a plan that is not an emergency.
+async fn plain_plan(client: &mut Client) -> Result<tonic::Response<pb::SubmitPlanResponse>, tonic::Status> {
+    client
+        .submit_plan(pb::SubmitPlanRequest {
+            plan: Some(pb::submit_plan_request::Plan::Spec(plan("plain-fix", &["100%"], "0"))),
+            ..Default::default()
+        })
+        .await
+}
+
 async fn approve(client: &mut Client, name: &str, gate_id: &str) -> Result<pb::ApproveRolloutResponse, tonic::Status> {
     client
         .approve_rollout(pb::ApproveRolloutRequest {
@@ -68,13 +78,7 @@ async fn an_emergency_plan_passes_a_freeze_once_another_admin_approves() {
 
     // Any plan but an emergency is refused.
     let mut alice = as_who(&server, "alice").await;
-    let refused = alice
-        .submit_plan(pb::SubmitPlanRequest {
-            plan: Some(pb::submit_plan_request::Plan::Spec(plan("plain-fix", &["100%"], "0"))),
-            ..Default::default()
-        })
-        .await
-        .unwrap_err();
+    let refused = plain_plan(&mut alice).await.unwrap_err();
     assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
     assert!(refused.message().contains("set by dana"), "{}", refused.message());
     assert!(refused.message().contains("emergency: true"), "{}", refused.message());
@@ -122,13 +126,7 @@ async fn an_emergency_plan_passes_a_freeze_once_another_admin_approves() {
     assert_eq!(done.hosts_succeeded, 120);
     let (ok, listed, _) = as_person("alice", dir.path(), &server, &["freezes"]).await;
     assert!(ok && listed.contains("in force"), "{listed}");
-    let still = alice
-        .submit_plan(pb::SubmitPlanRequest {
-            plan: Some(pb::submit_plan_request::Plan::Spec(plan("plain-fix", &["100%"], "0"))),
-            ..Default::default()
-        })
-        .await
-        .unwrap_err();
+    let still = plain_plan(&mut alice).await.unwrap_err();
     assert_eq!(still.code(), tonic::Code::FailedPrecondition);
 
     // A restart job likewise: refused under the freeze, unless an emergency, which

@@ -17,27 +17,6 @@ use common::*;
 use rollout::cli::connect;
 use rollout::proto::v1 as pb;
 
-/// Polls the rollout until `done` holds for it (at most `secs`).
-async fn until(
-    client: &mut Client,
-    name: &str,
-    secs: u64,
-    what: &str,
-    done: impl Fn(&pb::Rollout) -> bool,
-) -> pb::Rollout {
-    within(secs, what, async {
-        loop {
-            let r = get(client, name).await;
-            if done(&r) {
-                return r;
-            }
-            assert!(!r.state().is_terminal(), "ended before {what}: {r:?}");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await
-}
-
 /// Held: nothing in flight, the hosts said to wait on `on`, and the count of hosts
 /// done the same for three seconds.
 async fn held(client: &mut Client, name: &str, on: &str) -> pb::Rollout {

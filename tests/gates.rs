@@ -137,18 +137,6 @@ fn refused(answer: Result<pb::ApproveRolloutResponse, tonic::Status>, code: Code
     assert!(!status.message().contains('\n'), "one line: {}", status.message());
 }
 
-/// The rollout's snapshot once `done` holds (watched, at most `secs`).
-async fn until(
-    client: &mut Client,
-    name: &str,
-    secs: u64,
-    what: &str,
-    done: impl Fn(&pb::Rollout) -> bool,
-) -> pb::Rollout {
-    let mut seen = within(secs, what, watch_until(client, name, done)).await;
-    seen.pop().expect("a snapshot")
-}
-
 async fn waiting(client: &mut Client, name: &str) -> pb::Rollout {
     until(client, name, 120, "the gate to open", |r| {
         r.state() == pb::RolloutState::AwaitingApproval || r.state().is_terminal()

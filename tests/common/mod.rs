@@ -482,6 +482,18 @@ pub async fn gated_at_ten_percent(client: &mut Client, name: &str) -> pb::Gate {
 }
 
 /// Rollout `name` once it ended (watched, at most 120 s).
+/// The rollout's snapshot once `done` holds (watched, at most `secs`).
+pub async fn until(
+    client: &mut Client,
+    name: &str,
+    secs: u64,
+    what: &str,
+    done: impl Fn(&pb::Rollout) -> bool,
+) -> pb::Rollout {
+    let mut seen = within(secs, what, watch_until(client, name, done)).await;
+    seen.pop().expect("a snapshot")
+}
+
 pub async fn ended(client: &mut Client, name: &str) -> pb::Rollout {
     let seen = within(
         120,
