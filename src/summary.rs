@@ -23,14 +23,8 @@ pub fn rollout(r: &pb::Rollout) -> String {
 fn how_far(r: &pb::Rollout) -> String {
     let what = match r.kind.as_str() {
         "fix" => format!("The fix (build {})", r.version),
-        "rollback" if !r.version.is_empty() => format!("The rollback to build {}", r.version),
-        "rollback" => "The rollback to the previous versions".to_string(),
+        "rollback" => format!("The {}", rollback(r)),
         _ => "The restart".to_string(),
-    };
-    let done = match r.kind.as_str() {
-        "fix" => "has been deployed to",
-        "rollback" => "has been rolled back on",
-        _ => "has been done on",
     };
     let percent = whole_percent(r.hosts_succeeded, r.hosts_selected);
     if r.state() == pb::RolloutState::Pending {
@@ -40,6 +34,11 @@ fn how_far(r: &pb::Rollout) -> String {
             count(r.customers_affected)
         );
     }
+    let done = match r.kind.as_str() {
+        "fix" => "has been deployed to",
+        "rollback" => "has reached",
+        _ => "has been done on",
+    };
     format!(
         "{what} {done} {}{percent}% of the affected environment ({} of {} hosts; {} of {} customers fully mitigated).",
         stage(r).map(|s| format!("{s}; ")).unwrap_or_default(),
@@ -48,6 +47,27 @@ fn how_far(r: &pb::Rollout) -> String {
         count(r.customers_mitigated),
         count(r.customers_affected)
     )
+}
+
+/// What a rollback does, as a noun: "rollback to build 15.20.1", "rollback of build
+/// 15.20.8207.12 to the previous version" (an automatic one), "rollback to each
+/// host's previous version".
+pub fn rollback(r: &pb::Rollout) -> String {
+    match (r.version.as_str(), r.rolls_back.as_str()) {
+        ("", "") => "rollback to each host's previous version".to_string(),
+        ("", from) => format!("rollback of build {from} to the previous version"),
+        (to, _) => format!("rollback to build {to}"),
+    }
+}
+
+/// The change a rollout makes, as its headline says it: "fix to build X", a
+/// rollback as [`rollback`] says it, "restart".
+pub fn change(r: &pb::Rollout) -> String {
+    match r.kind.as_str() {
+        "fix" => format!("fix to build {}", r.version),
+        "rollback" => rollback(r),
+        other => other.to_string(),
+    }
 }
 
 /// The stage the rollout is in and how far it got there, for a plan with stages:

@@ -320,6 +320,11 @@ async fn a_failing_wave_rolls_back_every_touched_host() {
         rollback.halt_reason
     );
     assert_eq!(rollback.kind, "rollback");
+    assert_eq!(rollback.rolls_back, "15.20.8207.12");
+    let says = format!(
+        "The rollback of build 15.20.8207.12 to the previous version has reached 100% of the affected environment ({touched} of {touched} hosts;"
+    );
+    assert!(rollback.summary.starts_with(&says), "{}", rollback.summary);
     assert_eq!(rollback.hosts_selected, touched, "every touched host, and only those");
     assert_eq!(rollback.waves.len(), 1, "one fast wave by default");
     let mut agent = h.sim.client().await;

@@ -55,7 +55,7 @@ pub fn one_line(r: &pb::Rollout) -> String {
 pub fn detail(r: &pb::Rollout) -> String {
     let mut out = String::new();
     out.push_str(&format!("rollout    {} (id {})\n", r.name, r.id));
-    out.push_str(&format!("kind       {} {}\n", r.kind, r.version));
+    out.push_str(&format!("change     {}\n", crate::summary::change(r)));
     if !r.description.is_empty() {
         out.push_str(&format!("about      {}\n", r.description));
     }

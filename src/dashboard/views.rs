@@ -140,7 +140,7 @@ pub fn rollout(r: &pb::Rollout, timeline: &[pb::EventRecord], drill: Option<&str
     html! {
         div.headline {
             h1 { (r.name) " " span class=(format!("badge {}", state_class(state))) { (state.label()) } }
-            p.sub { (r.kind) " to " code { (r.version) } @if !r.description.is_empty() { " - " (r.description) } }
+            p.sub { (crate::summary::change(r)) @if !r.description.is_empty() { " - " (r.description) } }
         }
         p.summary #summary { (headline(r, drill)) }
         (drill_banner(drill))
@@ -159,7 +159,7 @@ pub fn rollout(r: &pb::Rollout, timeline: &[pb::EventRecord], drill: Option<&str
         div.big {
             div.figure {
                 span #percent data-percent=(format!("{:.1}", r.percent_complete)) { (format!("{:.1}%", r.percent_complete)) }
-                span.label { "of " (r.hosts_selected) " selected hosts on " (r.version) }
+                span.label { "of " (r.hosts_selected) " selected hosts " (done_on(r)) }
             }
             (bar(r.hosts_selected, &[("ok", r.hosts_succeeded), ("bad", r.hosts_failed), ("run", r.hosts_in_flight)]))
             div.figure.small {
@@ -242,6 +242,15 @@ fn failure_groups(r: &pb::Rollout) -> Markup {
             }
         }
         p.sub { "Every host with its reason: " code { "rollout hosts --rollout " (r.name) " --failed" } "; run them again: " code { "rollout retry " (r.name) } }
+    }
+}
+
+/// What the hosts counted done have: "on 15.20.8207.12", "rolled back", "restarted".
+fn done_on(r: &pb::Rollout) -> String {
+    match (r.kind.as_str(), r.version.as_str()) {
+        ("fix", v) | ("rollback", v) if !v.is_empty() => format!("on {v}"),
+        ("rollback", _) => "rolled back".to_string(),
+        _ => "restarted".to_string(),
     }
 }
 

@@ -56,6 +56,7 @@ pub(crate) fn submitted(
         customers_affected: customers.len() as u64,
         created_at_unix_ms: record.created_at_unix_ms,
         submitted_by: record.submitted_by.clone(),
+        rolls_back: record.rolls_back.clone(),
         ..Default::default()
     };
     shown.summary = crate::summary::rollout(&shown);

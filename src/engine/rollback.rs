@@ -104,6 +104,8 @@ impl Engine {
             hosts_selected: targets.len() as u64,
             created_at_unix_ms: now,
             updated_at_unix_ms: now,
+            // What it takes away, for the words that say it.
+            rolls_back: original.plan.version.clone().unwrap_or_default(),
             ..Default::default()
         };
         State::Pending.write(&mut record);

@@ -94,7 +94,7 @@ fn a_rollback_a_halt_and_unhealthy_hosts() {
     };
     assert_eq!(
         rollout(&r),
-        "The rollback to the previous versions has been rolled back on 48% of the affected environment (480 of 1,000 hosts; 12 of 40 customers fully mitigated). It halted: wave 1: 16 of 500 hosts unhealthy after the bake (1 failed to apply), more than the 5 allowed by on_failure.max_failed. 1 host failed: connection refused (1). 15 hosts applied it but were unhealthy after a bake: unhealthy after the bake (15)."
+        "The rollback to each host's previous version has reached 48% of the affected environment (480 of 1,000 hosts; 12 of 40 customers fully mitigated). It halted: wave 1: 16 of 500 hosts unhealthy after the bake (1 failed to apply), more than the 5 allowed by on_failure.max_failed. 1 host failed: connection refused (1). 15 hosts applied it but were unhealthy after a bake: unhealthy after the bake (15)."
     );
 }
 
@@ -210,4 +210,52 @@ fn counts_have_thousands_separators() {
     assert_eq!(count(999), "999");
     assert_eq!(count(1_000), "1,000");
     assert_eq!(count(1_234_567), "1,234,567");
+}
+
+/// A rollback says what it returns hosts to, word for word: a build, or (an automatic
+/// one) the build it takes away, or each host's previous version.
+#[test]
+fn rollbacks_read_right() {
+    let base = pb::Rollout {
+        name: "apac-network-rollback".into(),
+        kind: "rollback".into(),
+        state: pb::RolloutState::Running as i32,
+        waves: waves(&["5%", "100%"]),
+        hosts_selected: 2_147,
+        hosts_succeeded: 108,
+        hosts_in_flight: 12,
+        customers_affected: 30,
+        customers_mitigated: 2,
+        ..Default::default()
+    };
+    let automatic = pb::Rollout {
+        rolls_back: "15.20.8207.12".into(),
+        ..base.clone()
+    };
+    assert_eq!(
+        rollout(&automatic),
+        "The rollback of build 15.20.8207.12 to the previous version has reached 5% of the affected environment (108 of 2,147 hosts; 2 of 30 customers fully mitigated). Wave 1 of 2 (5%) is running: 12 hosts in flight, 0 waiting."
+    );
+    let to_build = pb::Rollout {
+        version: "15.20.8100.3".into(),
+        ..base.clone()
+    };
+    assert!(
+        rollout(&to_build).starts_with("The rollback to build 15.20.8100.3 has reached 5% of the affected environment"),
+        "{}",
+        rollout(&to_build)
+    );
+    assert_eq!(change(&base), "rollback to each host's previous version");
+    assert_eq!(
+        change(&automatic),
+        "rollback of build 15.20.8207.12 to the previous version"
+    );
+    let pending = pb::Rollout {
+        state: pb::RolloutState::Pending as i32,
+        ..automatic
+    };
+    assert_eq!(
+        rollout(&pending),
+        "The rollback of build 15.20.8207.12 to the previous version has not started yet: 2,147 hosts of 30 customers are selected."
+    );
 }

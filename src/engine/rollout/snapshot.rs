@@ -228,6 +228,7 @@ impl Live {
                 String::new()
             },
             emergency: self.plan.emergency,
+            rolls_back: r.rolls_back.clone(),
         }
     }
 }
