@@ -65,6 +65,10 @@ pub enum Error {
     /// reach it); the text says why. Asking again (or another controller) may work.
     #[error("{0}")]
     Unavailable(String),
+    /// A client could not connect to the controller (nothing listens, the network);
+    /// the text says what was tried and the fix. Trying again may work.
+    #[error("{0}")]
+    Unreachable(String),
     /// The controller answered a client's call with an error.
     #[error("{message}")]
     Remote { code: Code, message: String },
@@ -86,6 +90,12 @@ impl From<Status> for Error {
     /// already names the thing and the fix.
     fn from(s: Status) -> Error {
         let message = match s.code() {
+            // A gRPC server without the Controller service: most often an agent's
+            // port given for the controller's.
+            Code::Unimplemented if s.message().is_empty() => "the server answered, but it is not a rollout controller (a rollout agent's port?): the controller's address is its --listen, 127.0.0.1:50051 by default".to_string(),
+            // The HTTP/2 connection broke: a TLS controller reached over plain HTTP
+            // answers its handshake, not gRPC.
+            Code::Unknown | Code::Unavailable if s.message() == "transport error" => "the connection to the controller broke (transport error): a controller with TLS needs https:// and --ca FILE; otherwise it stopped or restarted, so try again".to_string(),
             Code::Unavailable | Code::Unknown | Code::Cancelled if s.message().is_empty() => {
                 format!("the controller stopped answering ({:?})", s.code())
             }
@@ -117,7 +127,7 @@ impl From<Error> for Status {
             Error::Unconfigured(_) | Error::Refused(_) => Code::FailedPrecondition,
             Error::Store(store) => store_code(store),
             Error::Io { .. } | Error::Internal(_) => Code::Internal,
-            Error::Transport { .. } | Error::Unavailable(_) => Code::Unavailable,
+            Error::Transport { .. } | Error::Unavailable(_) | Error::Unreachable(_) => Code::Unavailable,
             Error::Unauthenticated(_) => Code::Unauthenticated,
             Error::Forbidden(_) => Code::PermissionDenied,
             Error::OverLimit(_) => Code::ResourceExhausted,

@@ -17,19 +17,42 @@ fn assert_one_line_error(out: &Output, contains: &str) {
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
 
-/// Without a controller, client commands say so in one line and exit non-zero.
-#[tokio::test]
-async fn an_unreachable_controller_is_one_line() {
+/// Without a controller, client commands say so in one line, with the fix, and exit
+/// non-zero; the slips of the first hour (an agent's port, no scheme, https without
+/// its CA) each get their own fix, word for word.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_errors_say_what_to_do() {
+    let refused = "error: nothing listens at http://127.0.0.1:1 (connection refused): start the controller (`rollout serve`), or point --server (or ROLLOUT_SERVER) at its --listen address\n";
     for args in [
         vec!["status", "--server", "http://127.0.0.1:1"],
         vec!["watch", "x", "--server", "http://127.0.0.1:1"],
         vec!["pause", "x", "--server", "http://127.0.0.1:1"],
+        // HOST:PORT alone is taken as http://.
+        vec!["status", "--server", "127.0.0.1:1"],
     ] {
         let out = rollout(&args).await;
-        assert_one_line_error(&out, "cannot reach the controller at http://127.0.0.1:1");
+        assert_one_line_error(&out, "");
+        assert_eq!(text(&out.stderr), refused);
     }
     let out = rollout(&["status", "--server", "not a url"]).await;
     assert_one_line_error(&out, "is not a URL");
+    let out = rollout(&["status", "--server", "https://127.0.0.1:1"]).await;
+    assert_eq!(
+        text(&out.stderr),
+        "error: https://127.0.0.1:1 speaks TLS: give the CA that signed the controller's certificate with --ca FILE (or ROLLOUT_CA)\n"
+    );
+    // An agent's port, the easy slip.
+    let sim = Sim::start(3, SimulatorOptions::default()).await;
+    let agent = sim.addr.to_string();
+    for server in [format!("http://{agent}"), agent.clone()] {
+        let out = rollout(&["status", "--server", &server]).await;
+        assert_one_line_error(&out, "");
+        assert_eq!(
+            text(&out.stderr),
+            "error: the server answered, but it is not a rollout controller (a rollout agent's port?): the controller's address is its --listen, 127.0.0.1:50051 by default\n"
+        );
+    }
+    sim.stop().await;
 }
 
 /// A controller's `--advertise` URL is named in other controllers' answers: one that
@@ -345,5 +368,59 @@ async fn notify_check_validates_a_sinks_file_offline() {
     assert_one_line_error(
         &out,
         &format!("{shown}:3:5: sinks[0].kind: `pager` is not a kind of sink"),
+    );
+}
+
+/// `listening on` means ready: a second controller on the same data dir and one
+/// whose fleet file is missing say why in one line, without a Rust debug struct,
+/// and never print it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_controller_that_cannot_start_never_says_it_listens() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, log) = (dir.path().join("data"), dir.path().join("log"));
+    let fleet_file = dir.path().join("fleet.yaml");
+    std::fs::write(&fleet_file, fleet(3, "127.0.0.1:1").to_yaml()).unwrap();
+    let mut first = spawn_controller(&data, &fleet_file, &[], &log).await;
+    let data_arg = data.to_str().unwrap();
+    let second = rollout(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--data",
+        data_arg,
+        "--fleet",
+        fleet_file.to_str().unwrap(),
+    ])
+    .await;
+    assert_eq!(text(&second.stdout), "", "no `listening on` before the error");
+    assert_eq!(
+        text(&second.stderr).lines().last().unwrap_or_default(),
+        format!(
+            "error: store: {data_arg} is in use by another controller (its lock is held): stop that `rollout serve`, or give this one another --data"
+        )
+    );
+    let missing = rollout(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--data",
+        dir.path().join("other").to_str().unwrap(),
+        "--fleet",
+        "no-such-fleet.yaml",
+    ])
+    .await;
+    assert_eq!(text(&missing.stdout), "");
+    let err = text(&missing.stderr);
+    let last = err.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("error: no-such-fleet.yaml: cannot read the fleet file"),
+        "{err}"
+    );
+    for said in [&err, &text(&second.stderr)] {
+        assert!(!said.contains("Os {") && !said.contains("kind:"), "{said}");
+    }
+    assert_eq!(
+        first.terminate(std::time::Duration::from_secs(30)).await.unwrap(),
+        Some(0)
     );
 }

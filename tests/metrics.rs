@@ -50,6 +50,7 @@ async fn metrics_are_scraped_during_a_rollout() {
             sinks: Default::default(),
             sinks_file: None,
             freeze_calendar: None,
+            ready_lines: Vec::new(),
             dashboard_url: None,
             site: "default".into(),
             ssh: None,

@@ -28,9 +28,11 @@ pub fn credentials() -> Credentials {
     CREDENTIALS.get().cloned().unwrap_or_default()
 }
 
-/// A channel to `server` (`http://` or, with TLS, `https://`), connected now.
+/// A channel to `server` (`http://` or, with TLS, `https://`; `HOST:PORT` alone is
+/// taken as `http://`), connected now. Errors say what was reached and the fix.
 pub async fn channel(server: &str, tls: &ClientFiles, what: &str) -> Result<Channel> {
-    let mut endpoint = Endpoint::from_shared(server.to_string())
+    let server = with_scheme(server);
+    let mut endpoint = Endpoint::from_shared(server.clone())
         .map_err(|_| {
             Error::Usage(format!(
                 "--server `{server}` is not a URL: write it like http://127.0.0.1:50051"
@@ -38,21 +40,50 @@ pub async fn channel(server: &str, tls: &ClientFiles, what: &str) -> Result<Chan
         })?
         .connect_timeout(Duration::from_secs(5))
         .tcp_nodelay(true);
-    if let Some(config) = tls.config()? {
-        endpoint = endpoint.tls_config(config).map_err(|source| Error::Transport {
-            context: "TLS configuration (check --ca, --cert and --key)".into(),
-            source,
-        })?;
+    match tls.config()? {
+        Some(config) => {
+            endpoint = endpoint.tls_config(config).map_err(|source| Error::Transport {
+                context: "TLS configuration (check --ca, --cert and --key)".into(),
+                source,
+            })?;
+        }
+        None if server.starts_with("https://") => {
+            return Err(Error::Usage(format!(
+                "{server} speaks TLS: give the CA that signed {what}'s certificate with --ca FILE (or ROLLOUT_CA)"
+            )));
+        }
+        None => {}
     }
     endpoint.connect().await.map_err(|e| {
         let mut cause = e.to_string();
         let mut source = std::error::Error::source(&e);
+        let mut refused = false;
         while let Some(s) = source {
             cause = s.to_string();
+            if let Some(io) = s.downcast_ref::<std::io::Error>() {
+                refused |= io.kind() == std::io::ErrorKind::ConnectionRefused;
+            }
             source = s.source();
         }
-        Error::Usage(format!("cannot reach {what} at {server}: {cause}"))
+        if refused {
+            Error::Unreachable(format!(
+                "nothing listens at {server} (connection refused): start {what} (`rollout serve`), or point --server (or ROLLOUT_SERVER) at its --listen address"
+            ))
+        } else {
+            Error::Unreachable(format!(
+                "cannot reach {what} at {server}: {cause}: check the address, and that the network lets you through"
+            ))
+        }
     })
+}
+
+/// `HOST:PORT` as `http://HOST:PORT`; a URL as it is.
+fn with_scheme(server: &str) -> String {
+    if server.contains("://") {
+        server.to_string()
+    } else {
+        format!("http://{server}")
+    }
 }
 
 /// Connects to the controller at `server` with the command line's credentials.
@@ -62,14 +93,7 @@ pub async fn connect(server: &str) -> Result<Client> {
 
 /// Connects to the controller at `server` with `credentials`.
 pub async fn connect_with(server: &str, credentials: &Credentials) -> Result<Client> {
-    let channel = channel(server, &credentials.tls, "the controller")
-        .await
-        .map_err(|e| match e {
-            Error::Usage(m) => Error::Usage(format!(
-                "{m}; start it with `rollout serve` or point --server (or ROLLOUT_SERVER) at it"
-            )),
-            other => other,
-        })?;
+    let channel = channel(server, &credentials.tls, "the controller").await?;
     let bearer = Bearer::new(credentials.token.as_deref())?;
     Ok(ControllerClient::with_interceptor(channel, bearer)
         .max_decoding_message_size(64 * 1024 * 1024)

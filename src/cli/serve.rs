@@ -1,8 +1,9 @@
 //! `rollout serve`: the controller process (`rollout agent` is [`super::agent`]).
 //!
-//! Both print `listening on ADDR` as their first line on standard output once the
-//! socket is bound (scripts and tests read the port from it when they ask for
-//! port 0), log to standard error, and stop gracefully on SIGINT or SIGTERM; a second
+//! Both print `listening on ADDR` as their first line on standard output (scripts
+//! and tests read the port from it when they ask for port 0): the agent once its
+//! socket is bound, the controller once it is ready to serve (its store open, its
+//! fleet loaded; a standby once it serves as one). Both log to standard error, and stop gracefully on SIGINT or SIGTERM; a second
 //! signal exits at once.
 
 use std::io::Write;
@@ -192,6 +193,14 @@ impl TlsArgs {
 
 /// Binds `addr` and prints the line scripts read the port from.
 pub async fn bind(addr: &str) -> Result<TcpListener> {
+    let (listener, line) = bind_quietly(addr).await?;
+    println!("{line}");
+    let _ = std::io::stdout().flush();
+    Ok(listener)
+}
+
+/// Binds `addr`; the line that says so is the caller's to print when it is ready.
+async fn bind_quietly(addr: &str) -> Result<(TcpListener, String)> {
     let listener = TcpListener::bind(addr).await.map_err(|e| {
         Error::io(
             format!("cannot listen on {addr} (pick another address with --listen)"),
@@ -201,9 +210,7 @@ pub async fn bind(addr: &str) -> Result<TcpListener> {
     let local = listener
         .local_addr()
         .map_err(|e| Error::io("cannot read the bound address", e))?;
-    println!("listening on {local}");
-    let _ = std::io::stdout().flush();
-    Ok(listener)
+    Ok((listener, format!("listening on {local}")))
 }
 
 /// Waits for SIGINT or SIGTERM.
@@ -354,14 +361,27 @@ fn is_loopback(addr: &str) -> bool {
 
 /// Binds an HTTP listener and prints where it serves `path` (scripts read the line).
 pub(super) async fn bind_http(addr: &str, flag: &str, what: &str, path: &str, scheme: &str) -> Result<TcpListener> {
+    let (listener, line) = bind_http_quietly(addr, flag, what, path, scheme).await?;
+    println!("{line}");
+    let _ = std::io::stdout().flush();
+    Ok(listener)
+}
+
+/// Binds an HTTP listener; the line saying where it serves `path` is the caller's.
+async fn bind_http_quietly(
+    addr: &str,
+    flag: &str,
+    what: &str,
+    path: &str,
+    scheme: &str,
+) -> Result<(TcpListener, String)> {
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|e| Error::io(format!("cannot listen on {addr} for {what} (pick another {flag})"), e))?;
-    if let Ok(local) = listener.local_addr() {
-        println!("{what} on {scheme}://{local}{path}");
-        let _ = std::io::stdout().flush();
-    }
-    Ok(listener)
+    let local = listener
+        .local_addr()
+        .map_err(|e| Error::io("cannot read the bound address", e))?;
+    Ok((listener, format!("{what} on {scheme}://{local}{path}")))
 }
 
 /// The dashboard's scheme: https with --http-tls-cert.
@@ -440,15 +460,24 @@ pub async fn serve(args: ServeArgs) -> Result<ExitCode> {
         .as_deref()
         .map(crate::reach::ssh::config::SshConfig::load)
         .transpose()?;
-    let listener = bind(&args.listen).await?;
+    // Bound now (a taken port is refused at once), said when the controller is ready
+    // to serve: the store open and the fleet loaded (scripts wait for these lines).
+    let (listener, listening) = bind_quietly(&args.listen).await?;
+    let mut ready_lines = vec![listening];
     let http = match &args.http_listen {
-        Some(addr) => Some(bind_http(addr, "--http-listen", "dashboard", "/", http_scheme(&args)).await?),
+        Some(addr) => {
+            let (l, line) = bind_http_quietly(addr, "--http-listen", "dashboard", "/", http_scheme(&args)).await?;
+            ready_lines.push(line);
+            Some(l)
+        }
         None => None,
     };
     // The same address for both: one server, which serves /metrics beside the pages.
     let metrics = match &args.metrics_listen {
         Some(addr) if args.http_listen.as_deref() != Some(addr.as_str()) => {
-            Some(bind_http(addr, "--metrics-listen", "metrics", "/metrics", "http").await?)
+            let (l, line) = bind_http_quietly(addr, "--metrics-listen", "metrics", "/metrics", "http").await?;
+            ready_lines.push(line);
+            Some(l)
         }
         _ => None,
     };
@@ -472,6 +501,7 @@ pub async fn serve(args: ServeArgs) -> Result<ExitCode> {
             sinks,
             sinks_file: args.notify.clone(),
             freeze_calendar: args.freeze_calendar.clone(),
+            ready_lines,
             site: args.site,
             ssh,
             dashboard_url,

@@ -170,7 +170,7 @@ pub async fn follow(
                 // The controller is restarting: refused connections, a connection that
                 // broke under the call (tonic says Unknown "transport error"), or one
                 // that is shutting down.
-                let retryable = matches!(&e, Error::Usage(m) if m.starts_with("cannot reach"))
+                let retryable = matches!(&e, Error::Unreachable(_))
                     || matches!(&e, Error::Transport { .. })
                     || matches!(
                         &e,

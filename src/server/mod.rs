@@ -59,6 +59,9 @@ pub struct Options {
     pub drill_from_ms: Option<i64>,
     /// The freeze calendar (`--freeze-calendar FILE`), read again at SIGHUP.
     pub freeze_calendar: Option<PathBuf>,
+    /// Printed on standard output once the controller is ready to serve (`listening
+    /// on ADDR` first): scripts that wait for them are right to go on.
+    pub ready_lines: Vec<String>,
     /// Where notifications go (`--notify FILE`); empty: nowhere (they stay in the
     /// outbox for a controller that has sinks).
     pub sinks: crate::notify::Sinks,
@@ -329,6 +332,8 @@ impl Phase<'_> {
                 serve(listener, api, &security, auth, metrics, shutdown, signal).await
             }
         });
+        // Ready: the store is open, the fleet loaded, the engine started.
+        ready(&options.ready_lines);
         // A leader whose lease could not be renewed, or whose write found another
         // leader, stops at once: its writes are refused anyway, and agents refuse its
         // epoch.
@@ -439,6 +444,20 @@ fn moved_to(runtime: &tokio::runtime::Runtime, listener: TcpListener) -> Result<
         .map_err(|e| Error::io("cannot hand the listener to the API's runtime", e))?;
     let _entered = runtime.enter();
     TcpListener::from_std(std).map_err(|e| Error::io("cannot hand the listener to the API's runtime", e))
+}
+
+/// Prints `lines` (`listening on ADDR`, the dashboard's...) once per process: when
+/// the controller first serves, as a leader or as a standby.
+pub(crate) fn ready(lines: &[String]) {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        for line in lines {
+            let _ = writeln!(out, "{line}");
+        }
+        let _ = out.flush();
+    });
 }
 
 /// What the gRPC API of a leader answers from.

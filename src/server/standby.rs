@@ -66,6 +66,8 @@ pub fn serve(
         );
         standing.push(tokio::spawn(served));
     }
+    // Ready to serve as a standby.
+    super::ready(&options.ready_lines);
     Ok(standing)
 }
 

@@ -127,13 +127,9 @@ pub enum Error {
     /// The data dir was written by a newer controller.
     #[error("store: data written by schema version {found}, this controller knows {SCHEMA_VERSION}: upgrade rollout")]
     Schema { found: u32 },
-    /// The data dir is locked by another running controller.
-    #[error("store: {path} is in use by another controller (or not writable): {source}")]
-    Locked {
-        path: String,
-        #[source]
-        source: backend::Error,
-    },
+    /// The data dir is locked by another running controller, or cannot be opened.
+    #[error("store: {path} {why}")]
+    Locked { path: String, why: String },
     /// A write that cannot be refused was refused: another writer changed the key.
     #[error("store: a concurrent write changed `{0}`; retry")]
     Conflict(String),
@@ -217,12 +213,29 @@ fn as_u64(bytes: &[u8]) -> Option<u64> {
     bytes.try_into().ok().map(u64::from_be_bytes)
 }
 
+/// Why a data dir could not be opened, and the fix, in words (sled says it with a
+/// Rust debug struct: `Os { code: 11, kind: WouldBlock, .. }`).
+fn unopened(sled: &str) -> String {
+    if sled.contains("could not acquire lock") {
+        "is in use by another controller (its lock is held): stop that `rollout serve`, or give this one another --data"
+            .to_string()
+    } else if sled.contains("PermissionDenied") || sled.contains("Permission denied") {
+        "cannot be opened (permission denied): run as the user that owns it, or give another --data".to_string()
+    } else {
+        let said = sled.split(": Os {").next().unwrap_or(sled);
+        format!(
+            "cannot be opened ({}): check the directory, or give another --data",
+            crate::text::one_line(said)
+        )
+    }
+}
+
 impl Store {
     /// Opens (or creates) the store in `dir`, migrating an older data dir.
     pub fn open(dir: &Path) -> Result<Store> {
         let sled = SledBackend::open(dir).map_err(|source| Error::Locked {
             path: dir.display().to_string(),
-            source,
+            why: unopened(&source.to_string()),
         })?;
         migrate_legacy_trees(&sled)?;
         Store::with_backend(Arc::new(sled))

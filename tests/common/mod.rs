@@ -299,6 +299,7 @@ impl Controller {
             sinks: Default::default(),
             sinks_file: None,
             freeze_calendar: None,
+            ready_lines: Vec::new(),
             dashboard_url: None,
             site: "test-site".into(),
             ssh: None,
