@@ -424,3 +424,34 @@ async fn a_controller_that_cannot_start_never_says_it_listens() {
         Some(0)
     );
 }
+
+/// `rollout token new -o FILE` writes the token where only its owner reads it, and
+/// never over a file; `rollout restart` without a target names its flags.
+#[tokio::test]
+async fn a_token_file_is_private_and_restart_names_its_flags() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("alice.token");
+    let path = file.to_str().unwrap();
+    let out = rollout(&["token", "new", "--principal", "alice", "--role", "operator", "-o", path]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "", "the token is not printed");
+    assert!(
+        text(&out.stderr).contains("principal: \"alice\""),
+        "{}",
+        text(&out.stderr)
+    );
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let token = std::fs::read_to_string(&file).unwrap();
+    assert_eq!(token.trim().len(), 64, "{token}");
+    let again = rollout(&["token", "new", "--principal", "alice", "--role", "operator", "-o", path]).await;
+    assert_one_line_error(&again, "the file exists; remove it or name another");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), token, "never overwritten");
+
+    let out = rollout(&["restart", "--server", "http://127.0.0.1:1"]).await;
+    assert_eq!(
+        text(&out.stderr),
+        "error: say which hosts to restart: --selector KEY=VALUE, --host ID (repeat either), or --unhealthy (alone: every unhealthy host)\n"
+    );
+}

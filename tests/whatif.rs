@@ -362,8 +362,8 @@ async fn dry_runs_price_each_order_at_the_instant() {
     // A plan in least-business-downtime order previews its waves in that order's terms.
     let shown = dry_submit("least-business-downtime").await;
     for why in [
-        "seoul (1 hosts): 7h00m of its working day left now; restarting it later costs 5 working minutes per minute",
-        "auckland (1 hosts): 2h00m of its working day left now; restarting it later costs 1 working minute per minute",
+        "seoul (1 host): 7h00m of its working day left now; restarting it later costs 5 working minutes per minute",
+        "auckland (1 host): 2h00m of its working day left now; restarting it later costs 1 working minute per minute",
         "this order (least-business-downtime): ",
     ] {
         assert!(shown.contains(why), "{why:?} not in {shown}");

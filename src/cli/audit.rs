@@ -132,6 +132,10 @@ pub enum TokenCommand {
         /// without it, only the host id equal to --principal.
         #[arg(long = "hosts", value_name = "HOST_OR_GLOB")]
         hosts: Vec<String>,
+        /// Write the token to this new file, readable by its owner only (0600),
+        /// instead of printing it; refused if the file exists.
+        #[arg(short = 'o', long = "out", value_name = "FILE")]
+        out: Option<std::path::PathBuf>,
     },
     /// Read a token on standard input and print the hash a tokens file lists.
     Hash,
@@ -139,7 +143,12 @@ pub enum TokenCommand {
 
 pub fn token(command: TokenCommand) -> Result<ExitCode> {
     match command {
-        TokenCommand::New { principal, role, hosts } => {
+        TokenCommand::New {
+            principal,
+            role,
+            hosts,
+            out,
+        } => {
             let Some(parsed) = crate::auth::Role::parse(&role) else {
                 return Err(Error::Usage(format!(
                     "--role `{}` is not a role: use viewer, operator, admin or agent",
@@ -166,8 +175,16 @@ pub fn token(command: TokenCommand) -> Result<ExitCode> {
             // Checked as the controller will read it, before anything is printed.
             let entry = crate::auth::token_entry(&principal, parsed, &hosts, &crate::auth::hash_token(&token))
                 .map_err(Error::Usage)?;
-            println!("{token}");
-            eprintln!("# add to the tokens file (the token itself is shown once, above):");
+            match out {
+                Some(path) => {
+                    write_private(&path, &format!("{token}\n"))?;
+                    eprintln!("# the token is in {} (0600); add to the tokens file:", path.display());
+                }
+                None => {
+                    println!("{token}");
+                    eprintln!("# add to the tokens file (the token itself is shown once, above):");
+                }
+            }
             eprint!("{entry}");
         }
         TokenCommand::Hash => {
@@ -182,4 +199,24 @@ pub fn token(command: TokenCommand) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Writes `text` to a new file at `path` that only its owner may read (0600).
+fn write_private(path: &std::path::Path, text: &str) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::AlreadyExists => Error::Usage(format!(
+                "-o {}: the file exists; remove it or name another (a token is never overwritten)",
+                path.display()
+            )),
+            _ => Error::io(format!("-o {}: cannot create it", path.display()), e),
+        })?;
+    file.write_all(text.as_bytes())
+        .map_err(|e| Error::io(format!("-o {}: cannot write it", path.display()), e))
 }

@@ -468,8 +468,12 @@ pub fn wave_takes(w: &pb::WavePreview, limit: usize, label: &str, indent: &str) 
     );
     for c in w.customers.iter().take(limit) {
         out.push_str(&format!(
-            "{indent}{} ({} hosts): {} [{}]\n",
-            c.customer, c.hosts, c.why, c.tier
+            "{indent}{} ({} {}): {} [{}]\n",
+            c.customer,
+            c.hosts,
+            if c.hosts == 1 { "host" } else { "hosts" },
+            c.why,
+            c.tier
         ));
     }
     if w.customers.len() > limit {

@@ -141,6 +141,18 @@ pub fn host_table(hosts: &[pb::RestartHost], limit: usize) -> String {
 }
 
 pub async fn restart(server: &str, args: RestartArgs) -> Result<ExitCode> {
+    if args.job.is_none()
+        && !args.list
+        && args.cancel.is_none()
+        && args.approve.is_none()
+        && args.selector.is_empty()
+        && args.hosts.is_empty()
+        && !args.unhealthy
+    {
+        return Err(Error::Usage(
+            "say which hosts to restart: --selector KEY=VALUE, --host ID (repeat either), or --unhealthy (alone: every unhealthy host)".into(),
+        ));
+    }
     let mut client = connect(server).await?;
     if args.list {
         let jobs = client
