@@ -121,6 +121,22 @@ pub fn job_line(job: &pb::RestartJob) -> String {
     line
 }
 
+/// `rollout restart --list`: a line per job.
+async fn list_jobs(client: &mut super::Client) -> Result<ExitCode> {
+    let jobs = client
+        .list_restart_jobs(pb::ListRestartJobsRequest {})
+        .await?
+        .into_inner()
+        .jobs;
+    if jobs.is_empty() {
+        println!("no restart jobs yet; start one with `rollout restart --unhealthy`");
+    }
+    for j in &jobs {
+        println!("{}", job_line(j));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 /// The ordered host list: position, host, customer, local time, tier, why.
 pub fn host_table(hosts: &[pb::RestartHost], limit: usize) -> String {
     let rows = hosts.iter().take(limit).map(|h| {
@@ -155,40 +171,31 @@ pub async fn restart(server: &str, args: RestartArgs) -> Result<ExitCode> {
     }
     let mut client = connect(server).await?;
     if args.list {
-        let jobs = client
-            .list_restart_jobs(pb::ListRestartJobsRequest {})
-            .await?
-            .into_inner()
-            .jobs;
-        if jobs.is_empty() {
-            println!("no restart jobs yet; start one with `rollout restart --unhealthy`");
-        }
-        for j in &jobs {
-            println!("{}", job_line(j));
-        }
-        return Ok(ExitCode::SUCCESS);
+        return list_jobs(&mut client).await;
     }
-    if let Some(id) = args.approve {
-        let job = client
-            .approve_restart_job(pb::ApproveRestartJobRequest {
-                id,
-                comment: args.comment.clone(),
-                request_id: args.request_id.clone().unwrap_or_default(),
-            })
-            .await?
-            .into_inner();
-        println!("{}", job_line(&job));
-        return Ok(ExitCode::SUCCESS);
-    }
-    if let Some(id) = args.cancel {
-        let job = client
-            .cancel_restart_job(pb::CancelRestartJobRequest {
-                id,
-                reason: String::new(),
-            })
-            .await?
-            .into_inner();
-        println!("{}", job_line(&job));
+    // Acting on a job: one line saying how it stands after.
+    let acted = match (args.approve, args.cancel) {
+        (Some(id), _) => Some(
+            client
+                .approve_restart_job(pb::ApproveRestartJobRequest {
+                    id,
+                    comment: args.comment.clone(),
+                    request_id: args.request_id.clone().unwrap_or_default(),
+                })
+                .await?,
+        ),
+        (None, Some(id)) => Some(
+            client
+                .cancel_restart_job(pb::CancelRestartJobRequest {
+                    id,
+                    reason: String::new(),
+                })
+                .await?,
+        ),
+        (None, None) => None,
+    };
+    if let Some(job) = acted {
+        println!("{}", job_line(&job.into_inner()));
         return Ok(ExitCode::SUCCESS);
     }
     let id = match args.job {

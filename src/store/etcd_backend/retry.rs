@@ -4,8 +4,11 @@
 use super::brief;
 
 /// How long a call is asked again while etcd is busy: longer than an election of
-/// etcd's own (a second or two), and than a leader's lease.
-const RETRY_FOR: std::time::Duration = std::time::Duration::from_secs(15);
+/// etcd's own (a second or two) and than a leader's lease, with room for two of
+/// etcd's own "request timed out" answers (about 7 s each) on a loaded machine: at
+/// 15 s, tests/ha.rs once saw a rollout fail on etcd's election after its raft
+/// leader was killed. A deposed leader stops asking at once whatever this says.
+const RETRY_FOR: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Errors that say etcd could not answer now but may in a moment: a member gone or
 /// restarting (tonic says "transport error: connection reset", code Unknown), an
