@@ -32,17 +32,18 @@ async fn start_fleet(dir: &Path, hosts: usize, extra: &[&str]) -> (Spawned, roll
     (agent, fleet)
 }
 
+/// The store, the controllers' log and the controller's fleet file of a test in `dir`.
+fn paths(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    (dir.join("data"), dir.join("log"), dir.join("fleet.yaml"))
+}
+
 /// kill -9 mid-wave, twice per rollout (a fix, then a rollback); each new controller
 /// resumes from the store; both rollouts reach 100% and the simulator (a separate
 /// process) ran each host exactly once per rollout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_controller_resumes_and_applies_each_host_once() {
     let dir = tempfile::tempdir().unwrap();
-    let (data, log, ctl_fleet) = (
-        dir.path().join("data"),
-        dir.path().join("log"),
-        dir.path().join("fleet.yaml"),
-    );
+    let (data, log, ctl_fleet) = paths(dir.path());
     let (mut agent, fleet) = start_fleet(dir.path(), 2_000, &["--latency-ms", "5..25"]).await;
 
     let mut controller = spawn_controller(&data, &ctl_fleet, &[], &log).await;
@@ -116,11 +117,7 @@ async fn a_killed_controller_resumes_and_applies_each_host_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_controller_finishes_an_automatic_rollback() {
     let dir = tempfile::tempdir().unwrap();
-    let (data, log, ctl_fleet) = (
-        dir.path().join("data"),
-        dir.path().join("log"),
-        dir.path().join("fleet.yaml"),
-    );
+    let (data, log, ctl_fleet) = paths(dir.path());
     let (mut agent, fleet) = start_fleet(dir.path(), 2_000, &["--latency-ms", "10..30", "--break-rate", "0.2"]).await;
     let mut controller = spawn_controller(&data, &ctl_fleet, &[], &log).await;
     let mut client = connect(&format!("http://{}", controller.addr)).await.unwrap();
@@ -262,11 +259,7 @@ async fn check_hosts(agent: &Spawned, fleet: &rollout::inventory::FleetFile, ver
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_controller_resumes_a_restart_job_without_restarting_twice() {
     let dir = tempfile::tempdir().unwrap();
-    let (data, log, ctl_fleet) = (
-        dir.path().join("data"),
-        dir.path().join("log"),
-        dir.path().join("fleet.yaml"),
-    );
+    let (data, log, ctl_fleet) = paths(dir.path());
     let (mut agent, fleet) = start_fleet(
         dir.path(),
         1_500,
@@ -353,11 +346,7 @@ async fn a_killed_controller_resumes_a_restart_job_without_restarting_twice() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_then_exits_zero_and_nothing_is_lost() {
     let dir = tempfile::tempdir().unwrap();
-    let (data, log, ctl_fleet) = (
-        dir.path().join("data"),
-        dir.path().join("log"),
-        dir.path().join("fleet.yaml"),
-    );
+    let (data, log, ctl_fleet) = paths(dir.path());
     let (mut agent, fleet) = start_fleet(dir.path(), 2_000, &["--latency-ms", "300..700"]).await;
     let mut controller = spawn_controller(&data, &ctl_fleet, &[], &log).await;
     let mut client = connect(&format!("http://{}", controller.addr)).await.unwrap();
@@ -441,11 +430,7 @@ async fn sigterm_drains_then_exits_zero_and_nothing_is_lost() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_controller_killed_with_thousands_in_flight_runs_each_host_once() {
     let dir = tempfile::tempdir().unwrap();
-    let (data, log, ctl_fleet) = (
-        dir.path().join("data"),
-        dir.path().join("log"),
-        dir.path().join("fleet.yaml"),
-    );
+    let (data, log, ctl_fleet) = paths(dir.path());
     let (mut agent, fleet) = start_fleet(dir.path(), 3_000, &["--latency-ms", "1000..1000"]).await;
     let mut controller = spawn_controller(&data, &ctl_fleet, &[], &log).await;
     let mut client = connect(&format!("http://{}", controller.addr)).await.unwrap();
@@ -487,11 +472,7 @@ async fn a_controller_killed_with_thousands_in_flight_runs_each_host_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_controller_resumes_a_staged_zoned_rollout_inside_its_stage() {
     let dir = tempfile::tempdir().unwrap();
-    let (data, log, ctl_fleet) = (
-        dir.path().join("data"),
-        dir.path().join("log"),
-        dir.path().join("fleet.yaml"),
-    );
+    let (data, log, ctl_fleet) = paths(dir.path());
     let (mut agent, fleet) = start_fleet(dir.path(), 2_000, &["--latency-ms", "5..25"]).await;
     let mut controller = spawn_controller(&data, &ctl_fleet, &[], &log).await;
     let mut client = connect(&format!("http://{}", controller.addr)).await.unwrap();

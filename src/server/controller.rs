@@ -1,12 +1,11 @@
 //! The `rollout.v1.Controller` service: requests in, engine calls, snapshots out.
 
-use std::pin::Pin;
 use std::sync::Arc;
 
-use futures::Stream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
+use super::snapshots::{Snapshots, shown, shown_job, snapshots};
 use crate::auth::Principal;
 use crate::cluster::Controllers;
 use crate::engine::audit::{Actor, Target};
@@ -65,59 +64,6 @@ fn key<'a>(name: &'a str, id: u64) -> Result<Key<'a>> {
         return Err(Error::Usage("name the rollout: set `name` (or `id`)".into()));
     }
     Ok(Key { name, id })
-}
-
-/// A stream of snapshots: the current one, then one per change, until `done` says
-/// the thing has ended or the controller stops.
-type Snapshots<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
-
-fn snapshots<T: Clone + Send + Sync + 'static>(
-    rx: tokio::sync::watch::Receiver<Arc<T>>,
-    shutdown: CancellationToken,
-    done: fn(&T) -> bool,
-) -> Snapshots<T> {
-    enum Phase {
-        First,
-        Next,
-        Done,
-    }
-    let stream = futures::stream::unfold(
-        (rx, Phase::First, shutdown),
-        move |(mut rx, phase, shutdown)| async move {
-            let snapshot = match phase {
-                Phase::Done => return None,
-                Phase::First => rx.borrow_and_update().clone(),
-                Phase::Next => {
-                    tokio::select! {
-                        changed = rx.changed() => {
-                            changed.ok()?;
-                            rx.borrow_and_update().clone()
-                        }
-                        _ = shutdown.cancelled() => return None,
-                    }
-                }
-            };
-            let next = if done(&snapshot) { Phase::Done } else { Phase::Next };
-            Some((Ok((*snapshot).clone()), (rx, next, shutdown)))
-        },
-    );
-    Box::pin(stream)
-}
-
-/// A rollout as clients see it: the drill clock said plainly when one is in force,
-/// and the status text.
-fn shown(engine: &Engine, mut r: pb::Rollout) -> pb::Rollout {
-    r.drill_clock = engine.drill_clock().unwrap_or_default();
-    r.limits = engine.limits(r.plan.as_ref()).unwrap_or_default();
-    r.summary = crate::summary::rollout(&r);
-    r
-}
-
-/// A restart job as clients see it, likewise.
-fn shown_job(engine: &Engine, mut j: pb::RestartJob) -> pb::RestartJob {
-    j.drill_clock = engine.drill_clock().unwrap_or_default();
-    j.summary = crate::summary::restart_job(&j);
-    j
 }
 
 /// The principal the auth layer proved (anonymous when auth is off).

@@ -8,6 +8,7 @@ mod controller;
 mod limits;
 pub mod metrics;
 mod rotation;
+mod snapshots;
 mod standby;
 pub mod web;
 
