@@ -152,6 +152,29 @@ async fn operators_act_from_the_dashboard_and_nobody_else_does() {
         .await;
     assert_eq!(status, StatusCode::FORBIDDEN, "another session's token");
     assert!(approvals(&mut alice, "web-fix").await.is_empty(), "nothing counted");
+    // Each refusal is in the audit log: the viewer's for its role, bob's for the form.
+    within(30, "the dashboard's refusals in the audit log", async {
+        loop {
+            let events = alice
+                .list_events(pb::ListEventsRequest::default())
+                .await
+                .unwrap()
+                .into_inner()
+                .events;
+            let refused = |who: &str, why: &str| {
+                events.iter().any(|e| {
+                    e.principal == who
+                        && e.kind == "ApproveRollout"
+                        && e.detail == format!("refused ({why}) through the dashboard")
+                })
+            };
+            if refused("vic", "role") && refused("bob", "forged form") {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    })
+    .await;
 
     // Abort needs the rollout's name typed first.
     let (status, said) = bob

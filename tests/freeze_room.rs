@@ -21,16 +21,6 @@ const PEOPLE: [(&str, &str); 4] = [
     ("erin", "admin"),
 ];
 
-/// `rollout ARGS` as `who` against `server`: (success, stdout, stderr).
-async fn as_person(who: &str, dir: &std::path::Path, server: &str, args: &[&str]) -> (bool, String, String) {
-    let token_file = dir.join(format!("{who}.token"));
-    std::fs::write(&token_file, format!("{}\n", token(who))).unwrap();
-    let mut all = args.to_vec();
-    all.extend(["--server", server, "--token-file", token_file.to_str().unwrap()]);
-    let out = rollout(&all).await;
-    (out.status.success(), text(&out.stdout), text(&out.stderr))
-}
-
 /// Submits a plan that is not an emergency.
 async fn plain_plan(client: &mut Client) -> Result<tonic::Response<pb::SubmitPlanResponse>, tonic::Status> {
     client

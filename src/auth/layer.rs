@@ -13,6 +13,7 @@ use tonic::Status;
 use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 use tower::{Layer, Service};
 
+use super::refusals::{Refusal, Refusals, UNAUTHENTICATED, Why};
 use super::{Credentials, Need, Principal, Role, bearer, need, subject_name};
 use crate::Error;
 
@@ -37,6 +38,8 @@ struct Shared {
     credentials: Option<Arc<Credentials>>,
     limiter: DefaultKeyedRateLimiter<String>,
     limit: RateLimit,
+    /// Where refused calls go, to be audited.
+    refusals: Refusals,
 }
 
 /// Authentication, authorisation and rate limiting, as one layer.
@@ -46,7 +49,8 @@ pub struct AuthLayer {
 }
 
 impl AuthLayer {
-    pub fn new(credentials: Option<Arc<Credentials>>, limit: RateLimit) -> AuthLayer {
+    /// The layer; the calls it refuses go to `refusals`.
+    pub fn new(credentials: Option<Arc<Credentials>>, limit: RateLimit, refusals: Refusals) -> AuthLayer {
         let per_second = NonZeroU32::new(limit.per_second.max(1)).unwrap_or(NonZeroU32::MIN);
         let burst = NonZeroU32::new(limit.burst.max(1)).unwrap_or(NonZeroU32::MIN);
         AuthLayer {
@@ -54,6 +58,7 @@ impl AuthLayer {
                 credentials,
                 limiter: RateLimiter::keyed(Quota::per_second(per_second).allow_burst(burst)),
                 limit,
+                refusals,
             }),
         }
     }
@@ -92,9 +97,51 @@ pub struct Auth<S> {
 pub struct ChangeLimit(Arc<Shared>);
 
 impl ChangeLimit {
-    /// Counts one change of `principal`; ResourceExhausted past the limit.
-    pub fn charge(&self, principal: &Principal) -> Result<(), Status> {
-        self.0.charge(principal)
+    /// Counts one change of `principal` (its `method`, through `via` when not the
+    /// API); ResourceExhausted past the limit, and the refusal audited.
+    pub fn charge(&self, principal: &Principal, method: &str, via: Option<&'static str>) -> Result<(), Status> {
+        self.0.charge(principal).inspect_err(|status| {
+            self.0.refusals.report(Refusal {
+                principal: principal.name.clone(),
+                role: principal.role.to_string(),
+                method: method.to_string(),
+                why: Why::RateLimit,
+                message: status.message().to_string(),
+                peer: None,
+                via,
+            });
+        })
+    }
+
+    /// Where refusals made elsewhere than this layer (the dashboard's) go.
+    pub fn refusals(&self) -> &Refusals {
+        &self.0.refusals
+    }
+}
+
+/// A call the layer refused: what the caller is told, and what the audit log says.
+struct Refused {
+    status: Status,
+    principal: String,
+    role: String,
+    why: Why,
+}
+
+impl Refused {
+    fn new(why: Why, kind: fn(String) -> Error, message: impl Into<String>) -> Refused {
+        Refused {
+            status: refuse(kind, message),
+            principal: UNAUTHENTICATED.into(),
+            role: String::new(),
+            why,
+        }
+    }
+
+    /// The same refusal, of a caller that proved to be `principal`.
+    fn of(mut self, principal: &Principal) -> Refused {
+        self.principal = principal.name.clone();
+        self.role = principal.role.to_string();
+        self
     }
 }
 
@@ -112,8 +159,24 @@ impl Shared {
         Ok(())
     }
 
+    /// The caller, or the refusal (reported to the audit log) it gets.
     fn check<B>(&self, req: &http::Request<B>) -> Result<Principal, Status> {
         let path = req.uri().path();
+        self.admit(req, path).map_err(|refused| {
+            self.refusals.report(Refusal {
+                principal: refused.principal,
+                role: refused.role,
+                method: crate::ident::escaped(method_of(path)),
+                why: refused.why,
+                message: refused.status.message().to_string(),
+                peer: peer(req),
+                via: None,
+            });
+            refused.status
+        })
+    }
+
+    fn admit<B>(&self, req: &http::Request<B>, path: &str) -> Result<Principal, Refused> {
         let need = need(path);
         let principal = match &self.credentials {
             None => Principal::anonymous(),
@@ -121,46 +184,80 @@ impl Shared {
             Some(credentials) => authenticate(credentials, req)?,
         };
         if !principal.role.allows(need) {
-            let method = path.rsplit('/').next().unwrap_or(path);
-            return Err(refuse(
+            let refused = Refused::new(
+                Why::Role,
                 Error::Forbidden,
                 format!(
-                    "`{}` has the {} role; {method} needs the {} role",
+                    "`{}` has the {} role; {} needs the {} role",
                     principal.name,
                     principal.role,
+                    method_of(path),
                     need.least_role()
                 ),
-            ));
+            );
+            return Err(refused.of(&principal));
         }
         if need.mutates() {
-            self.charge(&principal)?;
+            self.charge(&principal).map_err(|status| {
+                Refused {
+                    status,
+                    principal: String::new(),
+                    role: String::new(),
+                    why: Why::RateLimit,
+                }
+                .of(&principal)
+            })?;
         }
         Ok(principal)
     }
 }
 
+/// The method of a gRPC path (`/rollout.v1.Controller/SubmitPlan`: `SubmitPlan`).
+fn method_of(path: &str) -> &str {
+    path.rsplit('/').next().unwrap_or(path)
+}
+
+/// The address a call came from.
+fn peer<B>(req: &http::Request<B>) -> Option<std::net::IpAddr> {
+    let ext = req.extensions();
+    ext.get::<TcpConnectInfo>()
+        .and_then(|i| i.remote_addr())
+        .or_else(|| {
+            ext.get::<TlsConnectInfo<TcpConnectInfo>>()
+                .and_then(|i| i.get_ref().remote_addr())
+        })
+        .map(|a| a.ip())
+}
+
 /// A bearer token first; else a verified client certificate's subject; a call a
 /// standby forwarded for a caller known by its certificate, as that caller.
-fn authenticate<B>(credentials: &Credentials, req: &http::Request<B>) -> Result<Principal, Status> {
+fn authenticate<B>(credentials: &Credentials, req: &http::Request<B>) -> Result<Principal, Refused> {
     let direct = authenticate_direct(credentials, req)?;
     let Some(forwarded) = req.headers().get(super::FORWARDED_SUBJECT) else {
         return Ok(direct);
     };
     if direct.role != Role::Controller || bearer(req.headers()).is_some() {
-        return Err(refuse(
+        return Err(Refused::new(
+            Why::Credentials,
             Error::Forbidden,
             format!(
                 "`{}` sent {}: only a controller of this site (a certificates entry with role controller) forwards a caller's identity",
                 direct.name,
                 super::FORWARDED_SUBJECT
             ),
-        ));
+        )
+        .of(&direct));
     }
-    let subject = forwarded
-        .to_str()
-        .map_err(|_| refuse(Error::Unauthenticated, "the forwarded subject is not text"))?;
+    let subject = forwarded.to_str().map_err(|_| {
+        Refused::new(
+            Why::Credentials,
+            Error::Unauthenticated,
+            "the forwarded subject is not text",
+        )
+    })?;
     credentials.by_subject(subject).ok_or_else(|| {
-        refuse(
+        Refused::new(
+            Why::Credentials,
             Error::Unauthenticated,
             format!(
                 "client certificate `{}` (forwarded by `{}`) has no role in the leader's tokens file",
@@ -171,15 +268,12 @@ fn authenticate<B>(credentials: &Credentials, req: &http::Request<B>) -> Result<
     })
 }
 
-fn authenticate_direct<B>(credentials: &Credentials, req: &http::Request<B>) -> Result<Principal, Status> {
+fn authenticate_direct<B>(credentials: &Credentials, req: &http::Request<B>) -> Result<Principal, Refused> {
+    let unknown = |message: String| Refused::new(Why::Credentials, Error::Unauthenticated, message);
     if let Some(token) = bearer(req.headers()) {
-        let token =
-            token.ok_or_else(|| refuse(Error::Unauthenticated, "the authorization header is not `Bearer TOKEN`"))?;
+        let token = token.ok_or_else(|| unknown("the authorization header is not `Bearer TOKEN`".into()))?;
         return credentials.by_token(token).ok_or_else(|| {
-            refuse(
-                Error::Unauthenticated,
-                "the token is not known to this controller: check --token-file (or ROLLOUT_TOKEN)",
-            )
+            unknown("the token is not known to this controller: check --token-file (or ROLLOUT_TOKEN)".into())
         });
     }
     let certs = req
@@ -187,22 +281,17 @@ fn authenticate_direct<B>(credentials: &Credentials, req: &http::Request<B>) -> 
         .get::<TlsConnectInfo<TcpConnectInfo>>()
         .and_then(|info| info.peer_certs());
     if let Some(first) = certs.as_ref().and_then(|c| c.first()) {
-        let subject = subject_name(first).ok_or_else(|| {
-            refuse(
-                Error::Unauthenticated,
-                "the client certificate has no subject common name",
-            )
-        })?;
+        let subject =
+            subject_name(first).ok_or_else(|| unknown("the client certificate has no subject common name".into()))?;
         return credentials.by_subject(&subject).ok_or_else(|| {
-            refuse(
-                Error::Unauthenticated,
-                format!("client certificate `{subject}` has no role in the controller's tokens file"),
-            )
+            unknown(format!(
+                "client certificate `{}` has no role in the controller's tokens file",
+                crate::ident::escaped(&subject)
+            ))
         });
     }
-    Err(refuse(
-        Error::Unauthenticated,
-        "no credentials: send a token (--token-file or ROLLOUT_TOKEN) or a client certificate (--cert, --key)",
+    Err(unknown(
+        "no credentials: send a token (--token-file or ROLLOUT_TOKEN) or a client certificate (--cert, --key)".into(),
     ))
 }
 

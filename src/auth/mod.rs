@@ -29,6 +29,7 @@
 
 pub mod client;
 mod layer;
+pub mod refusals;
 mod role;
 
 use std::collections::HashMap;

@@ -20,6 +20,7 @@ use sha2::Sha256;
 use tracing::info;
 
 use super::{Dashboard, views};
+use crate::auth::refusals::Why;
 use crate::auth::{Need, Principal};
 use crate::engine::audit::{Actor, Target, Via};
 use crate::engine::{Action, Error as EngineError, Key};
@@ -171,24 +172,37 @@ fn refused(d: &Dashboard, who: &Principal, session: &Session, status: StatusCode
         .into_response()
 }
 
-/// The checks every action passes first: the CSRF token, then the role.
-fn admitted(d: &Dashboard, who: &Principal, session: &Session, form: &ActionForm) -> Result<(), (StatusCode, String)> {
+/// The checks every action (`method`) passes first: the CSRF token, then the role,
+/// then the rate limit. A refusal is audited (sampled, as the API's are).
+fn admitted(
+    d: &Dashboard,
+    who: &Principal,
+    session: &Session,
+    form: &ActionForm,
+    method: &str,
+) -> Result<(), (StatusCode, String)> {
+    let refuse = |why: Why, status: StatusCode, message: String| {
+        d.report_refusal(who, method, why, &message);
+        Err((status, message))
+    };
     if !d.csrf.holds(&session.id, &form.csrf) {
-        return Err((
+        return refuse(
+            Why::Forgery,
             StatusCode::FORBIDDEN,
             "This form is not from your session (its CSRF token is missing or another's): reload the page and act again. Nothing changed.".into(),
-        ));
+        );
     }
     if !who.role.allows(Need::Change) {
-        return Err((
+        return refuse(
+            Why::Role,
             StatusCode::FORBIDDEN,
             format!(
                 "`{}` has the {} role: acting on a rollout needs operator or admin. Nothing changed.",
                 who.name, who.role
             ),
-        ));
+        );
     }
-    d.charge(who)
+    d.charge(who, method, "the dashboard")
         .map_err(|why| (StatusCode::TOO_MANY_REQUESTS, format!("{why}. Nothing changed.")))
 }
 
@@ -211,9 +225,6 @@ pub async fn act_on_rollout(
     Path((name, action)): Path<(String, String)>,
     Form(form): Form<ActionForm>,
 ) -> Response {
-    if let Err((status, why)) = admitted(&d, &who, &session, &form) {
-        return refused(&d, &who, &session, status, &name, &why);
-    }
     let method = match action.as_str() {
         "approve" => "ApproveRollout",
         "pause" => "PauseRollout",
@@ -222,6 +233,9 @@ pub async fn act_on_rollout(
         "abort" => "AbortRollout",
         _ => return refused(&d, &who, &session, StatusCode::NOT_FOUND, &name, "No such action."),
     };
+    if let Err((status, why)) = admitted(&d, &who, &session, &form, method) {
+        return refused(&d, &who, &session, status, &name, &why);
+    }
     if action == "abort" && form.confirm.trim() != name {
         let why = format!("To abort, type the rollout's name ({name}) first. Nothing changed.");
         return refused(&d, &who, &session, StatusCode::UNPROCESSABLE_ENTITY, &name, &why);
@@ -287,7 +301,7 @@ pub async fn cancel_job(
     Path(id): Path<u64>,
     Form(form): Form<ActionForm>,
 ) -> Response {
-    let notice = match admitted(&d, &who, &session, &form) {
+    let notice = match admitted(&d, &who, &session, &form, "CancelRestartJob") {
         Err((status, why)) => {
             return (
                 status,

@@ -127,11 +127,29 @@ impl Dashboard {
         }
     }
 
-    /// One change of `who`, or why not (over its rate limit: say so, change nothing).
-    fn charge(&self, who: &Principal) -> Result<(), String> {
+    /// One change of `who` (its `method`, through `via`), or why not (over its rate
+    /// limit: say so, change nothing, and the refusal is audited).
+    fn charge(&self, who: &Principal, method: &str, via: &'static str) -> Result<(), String> {
         match &self.changes {
-            Some(limit) => limit.charge(who).map_err(|status| status.message().to_string()),
+            Some(limit) => limit
+                .charge(who, method, Some(via))
+                .map_err(|status| status.message().to_string()),
             None => Ok(()),
+        }
+    }
+
+    /// Hands an action refused before the engine was asked to the audit log.
+    fn report_refusal(&self, who: &Principal, method: &str, why: crate::auth::refusals::Why, message: &str) {
+        if let Some(limit) = &self.changes {
+            limit.refusals().report(crate::auth::refusals::Refusal {
+                principal: who.name.clone(),
+                role: who.role.to_string(),
+                method: method.to_string(),
+                why,
+                message: message.to_string(),
+                peer: None,
+                via: Some("the dashboard"),
+            });
         }
     }
 

@@ -264,7 +264,7 @@ async fn pressed(d: &Dashboard, press: Press) -> Value {
         format!("slack-{}", press.trigger)
     };
     let actor = Actor::new(&principal.name, principal.role.as_str(), "ApproveRollout", &request_id).through(Via::Slack);
-    if let Err(why) = d.charge(&principal) {
+    if let Err(why) = d.charge(&principal, "ApproveRollout", "Slack") {
         return answer(format!("Not counted: {why}."), None);
     }
     approve(d, &actor, &button).await

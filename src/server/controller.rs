@@ -93,35 +93,28 @@ impl ControllerService {
     }
 
     /// Probing runs the health command on every host: an operator's act (a viewer is
-    /// refused), paced by the per-principal change limit, and audited either way.
+    /// refused), paced by the per-principal change limit, and audited either way (a
+    /// refusal for the rate limit by the limit itself).
     async fn probe_allowed<T>(&self, request: &Request<T>) -> Result<(), Status> {
         let actor = actor(request, "ListHosts", "");
         let principal = principal_of(request);
-        let refused = if !principal.role.allows(crate::auth::Need::Change) {
-            Some(Status::from(Error::Forbidden(format!(
+        if !principal.role.allows(crate::auth::Need::Change) {
+            let status = Status::from(Error::Forbidden(format!(
                 "`{}` has the {} role; probing the fleet (ListHosts with probe, `rollout hosts --probe`) runs the health command on every host and needs the operator role",
                 principal.name, principal.role
-            ))))
-        } else {
-            match request.extensions().get::<crate::auth::ChangeLimit>() {
-                Some(limit) => limit.charge(&principal).err(),
-                None => None,
-            }
-        };
-        match refused {
-            Some(status) => {
-                self.engine
-                    .record_call(&actor, Target::None, "probe every host".into(), status.message())
-                    .await;
-                Err(status)
-            }
-            None => {
-                self.engine
-                    .record_call(&actor, Target::None, "probe every host".into(), "ok")
-                    .await;
-                Ok(())
-            }
+            )));
+            self.engine
+                .record_call(&actor, Target::None, "probe every host".into(), status.message())
+                .await;
+            return Err(status);
         }
+        if let Some(limit) = request.extensions().get::<crate::auth::ChangeLimit>() {
+            limit.charge(&principal, "ListHosts", None)?;
+        }
+        self.engine
+            .record_call(&actor, Target::None, "probe every host".into(), "ok")
+            .await;
+        Ok(())
     }
 
     /// A mutating call's answer; a refusal is written to the audit log too (an

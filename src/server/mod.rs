@@ -23,10 +23,12 @@ use tracing::{info, warn};
 
 pub use controller::ControllerService;
 
+use crate::auth::refusals::{self, Refusals};
 use crate::auth::{AuthLayer, Credentials, RateLimit};
 use crate::clock::Clock;
 use crate::cluster::{self, Leading};
 use crate::dashboard::Dashboard;
+use crate::engine::audit::{Actor, Target};
 use crate::engine::{self, Engine, GrpcFleet};
 use crate::inventory::{FleetFile, Inventory};
 use crate::proto::v1 as pb;
@@ -284,7 +286,14 @@ impl Phase<'_> {
             ));
         }
         // One change budget per principal, for the API and the dashboard alike.
-        let auth = AuthLayer::new(options.security.credentials.clone(), options.security.rate);
+        let (refusals, refused) = Refusals::channel();
+        api.spawn(audit_refusals(
+            refused,
+            engine.clone(),
+            options.clock.clone(),
+            shutdown.clone(),
+        ));
+        let auth = AuthLayer::new(options.security.credentials.clone(), options.security.rate, refusals);
         if let (Some(listener), Some(m)) = (&options.http, &metrics) {
             let security = &options.security;
             if let Some(sso) = security.sso.clone() {
@@ -395,6 +404,25 @@ impl Phase<'_> {
         served.map_err(|e| Error::Internal(format!("the gRPC server task failed: {e}")))??;
         Ok(Ended::Stopped)
     }
+}
+
+/// Writes the calls refused before a handler read them (sampled) to the audit log,
+/// until `shutdown`.
+async fn audit_refusals(
+    refused: refusals::Receiver,
+    engine: Arc<Engine>,
+    clock: Arc<dyn Clock>,
+    shutdown: CancellationToken,
+) {
+    let write = |line: refusals::Line| {
+        let engine = engine.clone();
+        async move {
+            let r = line.refusal;
+            let actor = Actor::new(&r.principal, &r.role, &r.method, "");
+            engine.record_call(&actor, Target::None, line.detail, &r.message).await;
+        }
+    };
+    refusals::run(refused, move || clock.now_ms(), write, shutdown).await;
 }
 
 /// A second handle on a listening socket: each phase of the controller (standing by,

@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 use super::{Options, Security, metrics};
 use crate::Result;
 use crate::auth::AuthLayer;
+use crate::auth::refusals::{self, Refusals};
 use crate::cluster::{self, Controllers, Forwarder};
 use crate::standard::incoming;
 
@@ -71,6 +72,12 @@ pub fn serve(
     Ok(standing)
 }
 
+/// A refusal at a standby, in its log.
+async fn logged(line: refusals::Line) {
+    let r = line.refusal;
+    tracing::warn!(principal = %r.principal, role = %r.role, method = %r.method, "{}: {}", line.detail, r.message);
+}
+
 /// The API of a standby: every Controller call forwarded (or answered Unavailable,
 /// naming the leader), health saying the Controller is not served here, until `done`.
 async fn serve_api(
@@ -82,8 +89,13 @@ async fn serve_api(
 ) {
     let (reporter, health) = tonic_health::server::health_reporter();
     reporter.set_not_serving::<Forwarder>().await;
+    // A standby writes no audit log (the leader does): its refusals, sampled alike,
+    // go to its own log.
+    let (refusals, refused) = Refusals::channel();
+    let now_ms = || crate::clock::Clock::now_ms(&crate::clock::SystemClock);
+    tokio::spawn(refusals::run(refused, now_ms, logged, done.clone()));
     let served = server
-        .layer(AuthLayer::new(security.credentials.clone(), security.rate))
+        .layer(AuthLayer::new(security.credentials.clone(), security.rate, refusals))
         .add_service(health)
         .add_service(forward.preparing(crate::auth::forwarding))
         .serve_with_incoming_shutdown(incoming(listener), done.cancelled_owned())

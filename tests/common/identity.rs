@@ -53,3 +53,19 @@ pub fn as_token(principal: &str) -> Credentials {
 pub async fn as_who(server: &str, principal: &str) -> Client {
     connect_with(server, &as_token(principal)).await.expect("connect")
 }
+
+/// `rollout ARGS` as `who` (its token in a file under `dir`) against `server`:
+/// (success, stdout, stderr).
+pub async fn as_person(who: &str, dir: &Path, server: &str, args: &[&str]) -> (bool, String, String) {
+    let token_file = dir.join(format!("{who}.token"));
+    std::fs::write(&token_file, format!("{}\n", token(who))).expect("write the token file");
+    let mut all = args.to_vec();
+    all.extend([
+        "--server",
+        server,
+        "--token-file",
+        token_file.to_str().unwrap_or_default(),
+    ]);
+    let out = super::rollout(&all).await;
+    (out.status.success(), super::text(&out.stdout), super::text(&out.stderr))
+}

@@ -26,7 +26,7 @@ use std::time::Duration;
 
 pub use agents::EXE;
 #[allow(unused_imports)]
-pub use identity::{as_token, as_who, bound_tokens_file, token, tokens_file, tokens_yaml};
+pub use identity::{as_person, as_token, as_who, bound_tokens_file, token, tokens_file, tokens_yaml};
 use rollout::agent::simulator::{self, Simulator, SimulatorOptions};
 pub use rollout::cli::Client;
 use rollout::inventory::{FleetFile, GenerateOptions, generate};
