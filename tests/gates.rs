@@ -400,7 +400,12 @@ async fn each_on_timeout_acts_even_after_a_deadline_passed_while_down() {
         halted.halt_reason
     );
     assert_eq!(halted.gates_closed[0].outcome, "halted");
-    let out = site.cli("ada", &["abort", "gate-halt"]).await;
+    let out = site
+        .cli(
+            "ada",
+            &["abort", "gate-halt", "--reason", "the gate timed out", "--yes"],
+        )
+        .await;
     assert!(out.status.success(), "{}", text(&out.stderr));
 
     // abort: killed as the gate opens; the deadline passes while nothing runs.

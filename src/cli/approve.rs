@@ -3,7 +3,6 @@
 //! who is still needed), and `rollout approve` itself, which sends the gate id it
 //! showed, so nobody approves a view that changed meanwhile.
 
-use std::io::{BufRead, IsTerminal, Write};
 use std::process::ExitCode;
 
 use serde_json::{Value, json};
@@ -148,25 +147,14 @@ pub async fn approve(server: &str, name: &str, comment: String, yes: bool, reque
         }
     );
     print!("{}", gate(open));
-    if !yes {
-        if !std::io::stdin().is_terminal() {
-            return Err(Error::Usage(
-                "not a terminal, so nobody can confirm: look at the gate above and pass --yes to approve it".into(),
-            ));
-        }
-        print!("approve gate {} of `{}`? [y/N] ", open.gate_id, r.name);
-        std::io::stdout()
-            .flush()
-            .map_err(|e| Error::io("cannot write to the terminal", e))?;
-        let mut answer = String::new();
-        std::io::stdin()
-            .lock()
-            .read_line(&mut answer)
-            .map_err(|e| Error::io("cannot read the answer", e))?;
-        if !matches!(answer.trim(), "y" | "Y" | "yes") {
-            println!("not approved");
-            return Ok(ExitCode::FAILURE);
-        }
+    if !yes
+        && !super::ask::confirm(
+            &format!("approve gate {} of `{}`?", open.gate_id, r.name),
+            "look at the gate above and pass --yes to approve it",
+        )?
+    {
+        println!("not approved");
+        return Ok(ExitCode::FAILURE);
     }
     let answer = client
         .approve_rollout(pb::ApproveRolloutRequest {

@@ -22,6 +22,7 @@ pub struct AuditArgs {
     /// At most this many, the newest.
     #[arg(long, default_value_t = 1_000)]
     pub limit: u32,
+    /// `text` for people; `json` for scripts (stable: README, "Output as JSON").
     #[arg(long, value_enum, default_value_t = Output::Text)]
     pub output: Output,
 }
@@ -123,6 +124,7 @@ pub enum TokenCommand {
     /// Make a new random token: prints the token (give it to its holder) and the
     /// line for the controller's tokens file (which keeps only its hash).
     New {
+        /// Who holds it: a person's or a host's name, as the audit log will say it.
         #[arg(long)]
         principal: String,
         /// viewer | operator | admin | agent

@@ -50,6 +50,7 @@ pub struct DemoArgs {
     /// Simulated deploy time per host, MIN..MAX milliseconds.
     #[arg(long, default_value = "20..80", value_parser = parse_latency)]
     pub latency_ms: simulator::Latency,
+    /// The random seed of the fleet and its simulated latencies.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
     /// Share of hosts that stay unhealthy after the fix and need a restart.

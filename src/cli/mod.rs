@@ -6,6 +6,7 @@
 
 mod agent;
 mod approve;
+mod ask;
 mod audit;
 mod client;
 mod controllers;
@@ -19,6 +20,7 @@ pub mod restart;
 mod rollouts;
 use rollouts::Act;
 mod serve;
+mod shell;
 mod store;
 pub mod watch;
 
@@ -26,7 +28,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
 pub use client::{Client, Credentials, connect, connect_with};
 
@@ -35,38 +37,160 @@ use crate::proto::v1 as pb;
 use crate::{Error, Result};
 
 /// The heading of the flags every client command shares, apart from each command's own.
-const CONNECTION: &str = "Connection and logging options (every command)";
+const CONNECTION: &str = "Connection options";
+
+/// What `rollout --version` says: the release, the commit built, the store schema it
+/// reads and writes.
+pub static VERSION: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "{} (commit {}, store schema {})",
+        env!("CARGO_PKG_VERSION"),
+        env!("ROLLOUT_COMMIT"),
+        crate::store::SCHEMA_VERSION
+    )
+});
 
 /// Mitigation rollouts: fixes and rollbacks in percentage waves, resumable, explained.
 #[derive(Debug, Parser)]
-#[command(name = "rollout", version, about, max_term_width = 100)]
+#[command(name = "rollout", version = VERSION.as_str(), about, max_term_width = 100)]
 pub struct Cli {
     /// The controller to talk to.
     #[arg(
         long,
-        global = true,
         help_heading = CONNECTION,
         env = "ROLLOUT_SERVER",
         default_value = "http://127.0.0.1:50051"
     )]
     pub server: String,
     /// CA certificate (PEM) to trust for a TLS controller; turns TLS on.
-    #[arg(long, global = true, help_heading = CONNECTION, env = "ROLLOUT_CA")]
+    #[arg(long, help_heading = CONNECTION, env = "ROLLOUT_CA")]
     pub ca: Option<PathBuf>,
     /// Client certificate (PEM) for mutual TLS; needs --key.
-    #[arg(long, global = true, help_heading = CONNECTION, env = "ROLLOUT_CERT")]
+    #[arg(long, help_heading = CONNECTION, env = "ROLLOUT_CERT")]
     pub cert: Option<PathBuf>,
     /// Private key (PEM) of --cert.
-    #[arg(long, global = true, help_heading = CONNECTION, env = "ROLLOUT_KEY")]
+    #[arg(long, help_heading = CONNECTION, env = "ROLLOUT_KEY")]
     pub key: Option<PathBuf>,
     /// File whose first line is the bearer token (else the ROLLOUT_TOKEN variable).
-    #[arg(long, global = true, help_heading = CONNECTION, env = "ROLLOUT_TOKEN_FILE")]
+    #[arg(long, help_heading = CONNECTION, env = "ROLLOUT_TOKEN_FILE")]
     pub token_file: Option<PathBuf>,
     /// Log lines as text or as JSON objects (one per line).
-    #[arg(long, global = true, help_heading = CONNECTION, value_enum, default_value_t = LogFormat::Text)]
+    #[arg(long, help_heading = "Logging options", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// The flags of [`CONNECTION`], which only the controller's clients use.
+const CONNECTION_FLAGS: [&str; 5] = ["server", "ca", "cert", "key", "token_file"];
+
+/// The commands that do not talk to a controller (paths of subcommand names): they
+/// take no connection flags, and their help does not show them.
+const OFFLINE: [&[&str]; 12] = [
+    &["serve"],
+    &["agent"],
+    &["demo"],
+    &["plan"],
+    &["notify", "check"],
+    &["notify", "secret"],
+    &["fleet"],
+    &["token"],
+    &["store"],
+    &["completions"],
+    &["man"],
+    &["help"],
+];
+
+/// The commands that log as servers do (`--log-format`).
+const LOGGING: [&str; 3] = ["serve", "agent", "demo"];
+
+/// The command line as parsed and shown. The connection flags (and `--log-format`)
+/// are the top level's, given before the command (`rollout --server URL status`), and
+/// also each command's that uses them, given after it (`rollout status --server
+/// URL`): a command's help lists only the flags it uses.
+pub fn command() -> clap::Command {
+    let top = Cli::command();
+    let shared = |ids: &[&str]| -> Vec<clap::Arg> {
+        top.get_arguments()
+            .filter(|a| ids.contains(&a.get_id().as_str()))
+            .cloned()
+            .collect()
+    };
+    let (connection, logging) = (shared(&CONNECTION_FLAGS), shared(&["log_format"]));
+    let names: Vec<String> = top.get_subcommands().map(|s| s.get_name().to_string()).collect();
+    let mut command = top.clone();
+    for name in names {
+        let logs = LOGGING.contains(&name.as_str());
+        command = command.mut_subcommand(&name, |sub| {
+            let sub = if logs { sub.args(logging.clone()) } else { sub };
+            with_connection(sub, &[name.as_str()], &connection)
+        });
+    }
+    command
+}
+
+/// `sub` (at `path`) with the connection flags on each of its commands that calls
+/// a controller.
+fn with_connection(sub: clap::Command, path: &[&str], connection: &[clap::Arg]) -> clap::Command {
+    if OFFLINE.contains(&path) {
+        return sub;
+    }
+    let names: Vec<String> = sub.get_subcommands().map(|s| s.get_name().to_string()).collect();
+    if names.is_empty() {
+        return sub.args(connection.iter().cloned());
+    }
+    let mut sub = sub;
+    for name in names {
+        let mut deeper = path.to_vec();
+        deeper.push(name.as_str());
+        sub = sub.mut_subcommand(&name, |s| with_connection(s, &deeper, connection));
+    }
+    sub
+}
+
+/// Parses the process's command line (exits with clap's message on a bad one).
+pub fn parse() -> Cli {
+    parse_from(std::env::args_os())
+}
+
+/// Parses `args` as the command line: a flag given after the command wins over the
+/// same flag given before it, either over its environment variable and default.
+pub fn parse_from<I, T>(args: I) -> Cli
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let matches = command().get_matches_from(args);
+    let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    let mut leaf = &matches;
+    while let Some((_, sub)) = leaf.subcommand() {
+        leaf = sub;
+    }
+    let given = |id: &str| {
+        leaf.try_contains_id(id).unwrap_or(false)
+            && leaf.value_source(id) == Some(clap::parser::ValueSource::CommandLine)
+    };
+    if given("server")
+        && let Some(v) = leaf.get_one::<String>("server")
+    {
+        cli.server = v.clone();
+    }
+    for (id, field) in [
+        ("ca", &mut cli.ca),
+        ("cert", &mut cli.cert),
+        ("key", &mut cli.key),
+        ("token_file", &mut cli.token_file),
+    ] {
+        if given(id) {
+            *field = leaf.get_one::<PathBuf>(id).cloned();
+        }
+    }
+    if given("log_format")
+        && let Some(v) = leaf.get_one::<LogFormat>("log_format")
+    {
+        cli.log_format = *v;
+    }
+    cli
 }
 
 /// How `serve` and `agent` write their logs.
@@ -101,7 +225,9 @@ pub enum Command {
     },
     /// Show one rollout in detail, or list them all.
     Status {
+        /// The rollout's name; without it, every rollout, one line each.
         name: Option<String>,
+        /// `text` for people; `json` for scripts (stable: README, "Output as JSON").
         #[arg(long, value_enum, default_value_t = Output::Text)]
         output: Output,
         /// Print only the status text: one plain-English paragraph (what, how far,
@@ -113,6 +239,7 @@ pub enum Command {
     /// failures (every wave ran, some hosts failed); 3: halted; 5: awaiting approval
     /// (with --exit-on-gate); 1: otherwise (failed, aborted, or an error).
     Watch {
+        /// The rollout's name.
         name: String,
         /// Exit (with code 5) when the rollout awaits approval at a gate, instead of
         /// showing the gate and watching on.
@@ -126,6 +253,7 @@ pub enum Command {
     /// wave went, what the next wave will take, who approved), asks, and approves
     /// exactly the gate it showed.
     Approve {
+        /// The rollout's name.
         name: String,
         /// Why you approve, kept with the approval and in the audit log.
         #[arg(long, default_value = "")]
@@ -157,7 +285,9 @@ pub enum Command {
     },
     /// End a freeze now (admin).
     Unfreeze {
+        /// The freeze's id (`rollout freezes` lists them).
         id: u64,
+        /// Makes the unfreeze idempotent: the same id acts once.
         #[arg(long)]
         request_id: Option<String>,
     },
@@ -166,26 +296,49 @@ pub enum Command {
         /// Freezes that ended too.
         #[arg(long)]
         all: bool,
+        /// `text` for people; `json` for scripts (stable: README, "Output as JSON").
         #[arg(long, value_enum, default_value_t = Output::Text)]
         output: Output,
     },
     /// Stop dispatching; calls in flight finish.
-    Pause { name: String },
+    Pause {
+        /// The rollout's name.
+        name: String,
+        /// Makes the pause idempotent: the same id acts once.
+        #[arg(long)]
+        request_id: Option<String>,
+    },
     /// Continue a paused rollout, or retry a halted wave's failed hosts and go on.
-    Resume { name: String },
+    Resume {
+        /// The rollout's name.
+        name: String,
+        /// Makes the resume idempotent: the same id acts once.
+        #[arg(long)]
+        request_id: Option<String>,
+    },
     /// Re-run the failed hosts of a halted rollout, or of one that completed with
     /// failures, with new operation ids, in the same rollout (attempt 2, 3, ...).
     Retry {
+        /// The rollout's name.
         name: String,
         /// Makes the retry idempotent: the same id returns the first answer.
         #[arg(long)]
         request_id: Option<String>,
     },
-    /// Stop a rollout for good.
+    /// Stop a rollout for good: shows it, asks, and aborts.
     Abort {
+        /// The rollout's name.
         name: String,
-        #[arg(long, default_value = "")]
+        /// Why: kept with the rollout, in the audit log and every notification (an
+        /// incident id, "wrong build").
+        #[arg(long)]
         reason: String,
+        /// Abort without asking (scripts); the rollout is still shown.
+        #[arg(long)]
+        yes: bool,
+        /// Makes the abort idempotent: the same id acts once.
+        #[arg(long)]
+        request_id: Option<String>,
         /// Also return every host it touched to its previous version (a new rollout,
         /// `NAME-rollback`, shown by `rollout watch NAME-rollback`).
         #[arg(long)]
@@ -221,6 +374,7 @@ pub enum Command {
     Demo(demo::DemoArgs),
     /// Every controller sharing the store, and which one leads.
     Controllers {
+        /// `text` for people; `json` for scripts (stable: README, "Output as JSON").
         #[arg(long, value_enum, default_value = "text")]
         output: Output,
     },
@@ -229,12 +383,26 @@ pub enum Command {
         #[command(subcommand)]
         command: store::StoreCommand,
     },
+    /// Print the completion script of a shell: `source <(rollout completions bash)`,
+    /// or save it where the shell loads completions from.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// Write the manual pages (rollout.1, rollout-serve.1, ...) into a directory:
+    /// `rollout man --dir /usr/local/share/man/man1`.
+    Man {
+        /// The directory to write them into (created if missing).
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
 pub enum PlanCommand {
     /// Validate plan files without a controller.
     Check {
+        /// The plan files (YAML).
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
@@ -245,6 +413,7 @@ pub enum NotifyCommand {
     /// Validate sinks files (`rollout serve --notify`) without a controller: their
     /// fields, secrets and CAs.
     Check {
+        /// The sinks files (YAML).
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
@@ -254,11 +423,15 @@ pub enum NotifyCommand {
     /// Each sink of the controller: delivered, pending and the oldest pending, the
     /// last error, undeliverable.
     Status {
+        /// `text` for people; `json` for scripts (stable: README, "Output as JSON").
         #[arg(long, value_enum, default_value = "text")]
         output: Output,
     },
     /// Send one test event to a sink of the controller now and say how it answered.
-    Test { sink: String },
+    Test {
+        /// The sink's name in the controller's sinks file.
+        sink: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -290,11 +463,13 @@ pub struct ImportArgs {
 
 #[derive(Debug, Args)]
 pub struct GenerateArgs {
+    /// How many hosts.
     #[arg(long)]
     pub hosts: usize,
     /// The agent address written on every host (a simulator serves them all).
     #[arg(long)]
     pub agent: String,
+    /// The random seed: the same seed and size make the same fleet.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
     /// Share of hosts that start unhealthy.
@@ -374,6 +549,8 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Serve(args) => serve::serve(args).await,
         Command::Agent(args) => agent::agent(args).await,
         Command::Demo(args) => demo::run(args).await,
+        Command::Completions { shell } => shell::completions(shell),
+        Command::Man { dir } => shell::man(&dir),
         Command::Plan {
             command: PlanCommand::Check { files },
         } => files::plan_check(&files),
@@ -444,17 +621,26 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         } => freeze::freeze(server, reason, until, &selector, request_id.unwrap_or_default()).await,
         Command::Unfreeze { id, request_id } => freeze::unfreeze(server, id, request_id.unwrap_or_default()).await,
         Command::Freezes { all, output } => freeze::list(server, all, output).await,
-        Command::Pause { name } => rollouts::act(server, &name, Act::Pause, String::new()).await,
-        Command::Resume { name } => rollouts::act(server, &name, Act::Resume, String::new()).await,
+        Command::Pause { name, request_id } => {
+            rollouts::act(server, &name, Act::Pause, request_id.unwrap_or_default()).await
+        }
+        Command::Resume { name, request_id } => {
+            rollouts::act(server, &name, Act::Resume, request_id.unwrap_or_default()).await
+        }
         Command::Retry { name, request_id } => rollouts::retry(server, &name, request_id.unwrap_or_default()).await,
-        Command::Abort { name, reason, rollback } => {
-            rollouts::act(
-                server,
-                &name,
-                if rollback { Act::AbortAndRollBack } else { Act::Abort },
+        Command::Abort {
+            name,
+            reason,
+            rollback,
+            yes,
+            request_id,
+        } => {
+            let act = Act::Abort {
                 reason,
-            )
-            .await
+                rollback,
+                asked: !yes,
+            };
+            rollouts::act(server, &name, act, request_id.unwrap_or_default()).await
         }
     }
 }

@@ -370,6 +370,7 @@ pub struct HostsArgs {
     /// Hosts shown at most (pages are fetched until this many).
     #[arg(long, default_value_t = 1000)]
     pub limit: usize,
+    /// `text` for people; `json` for scripts (stable: README, "Output as JSON").
     #[arg(long, value_enum, default_value_t = super::Output::Text)]
     pub output: super::Output,
 }

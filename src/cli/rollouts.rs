@@ -124,23 +124,58 @@ pub(super) async fn retry(server: &str, name: &str, request_id: String) -> Resul
 pub(super) enum Act {
     Pause,
     Resume,
-    Abort,
-    AbortAndRollBack,
+    /// `asked`: show the rollout and ask first (without --yes).
+    Abort {
+        reason: String,
+        rollback: bool,
+        asked: bool,
+    },
 }
 
-pub(super) async fn act(server: &str, name: &str, act: Act, reason: String) -> Result<ExitCode> {
+/// `rollout pause|resume|abort NAME`.
+pub(super) async fn act(server: &str, name: &str, act: Act, request_id: String) -> Result<ExitCode> {
     let mut client = connect(server).await?;
-    let request = pb::RolloutActionRequest {
+    let mut request = pb::RolloutActionRequest {
         name: name.to_string(),
-        id: 0,
-        reason,
-        request_id: String::new(),
-        rollback: matches!(act, Act::AbortAndRollBack),
+        request_id,
+        ..Default::default()
     };
     let r = match act {
         Act::Pause => client.pause_rollout(request).await?,
         Act::Resume => client.resume_rollout(request).await?,
-        Act::Abort | Act::AbortAndRollBack => client.abort_rollout(request).await?,
+        Act::Abort {
+            reason,
+            rollback,
+            asked,
+        } => {
+            if reason.trim().is_empty() {
+                return Err(Error::Usage(
+                    "--reason is empty: say why (an incident id, \"wrong build\"); it is kept with the rollout and in every notification".into(),
+                ));
+            }
+            if asked {
+                let r = client
+                    .get_rollout(pb::GetRolloutRequest {
+                        name: name.to_string(),
+                        ..Default::default()
+                    })
+                    .await?
+                    .into_inner();
+                println!("{}", render::one_line(&r));
+                let question = if rollback {
+                    format!("abort `{}` for good and roll back every host it touched?", r.name)
+                } else {
+                    format!("abort `{}` for good?", r.name)
+                };
+                if !super::ask::confirm(&question, "look at the rollout above and pass --yes to abort it")? {
+                    println!("not aborted");
+                    return Ok(ExitCode::FAILURE);
+                }
+            }
+            request.reason = reason;
+            request.rollback = rollback;
+            client.abort_rollout(request).await?
+        }
     }
     .into_inner();
     println!("{}", render::one_line(&r));

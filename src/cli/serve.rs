@@ -37,6 +37,7 @@ pub struct ServeArgs {
     /// This controller's certificate for etcd (mutual TLS), with --etcd-key.
     #[arg(long, requires = "store")]
     pub etcd_cert: Option<PathBuf>,
+    /// The private key of --etcd-cert (PEM).
     #[arg(long, requires = "store")]
     pub etcd_key: Option<PathBuf>,
     /// How clients and the other controllers reach this one (default: http(s)://

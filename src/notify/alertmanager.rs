@@ -219,7 +219,7 @@ pub fn conditions(rollouts: &[Arc<pb::Rollout>], jobs: &[Arc<pb::RestartJob>], n
             S::Halted => (
                 "RolloutHalted",
                 format!(
-                    "Rollout {} is halted: {}. `rollout retry {}` or `rollout abort {}`.",
+                    "Rollout {} is halted: {}. `rollout retry {}` or `rollout abort {} --reason WHY`.",
                     r.name, r.halt_reason, r.name, r.name
                 ),
             ),

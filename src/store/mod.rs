@@ -60,7 +60,7 @@ use crate::proto::v1 as pb;
 /// 5: a rollout's snapshot partitioned by wave (4: its hosts and leases in grouped
 /// records; 3: a row and a lease key per host; 2: a sled tree per kind; 1: a key per
 /// inventory host instead of buckets).
-const SCHEMA_VERSION: u32 = 5;
+pub const SCHEMA_VERSION: u32 = 5;
 
 /// Buckets of the inventory's hosts: about 250 hosts (30 KB) each at a million hosts;
 /// a registration rewrites one bucket.
