@@ -40,9 +40,31 @@ pub fn format_duration(d: Duration) -> String {
     humantime::format_duration(d).to_string()
 }
 
+/// The name among `names` closest to a misspelt `text` ("did you mean"): within a
+/// third of its length in edits (Damerau-Levenshtein, `max_paralel` is one edit from
+/// `max_parallel`), or None.
+pub fn closest<'a>(text: &str, names: &[&'a str]) -> Option<&'a str> {
+    let bound = (text.chars().count() / 3).max(1);
+    names
+        .iter()
+        .map(|n| (strsim::damerau_levenshtein(text, n), *n))
+        .filter(|(d, _)| *d <= bound)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, n)| n)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_closest_name() {
+        let names = ["max_parallel", "order", "bake", "max-in-flight"];
+        assert_eq!(closest("max_paralel", &names), Some("max_parallel"));
+        assert_eq!(closest("max-inflight", &names), Some("max-in-flight"));
+        assert_eq!(closest("bkae", &names), Some("bake"));
+        assert_eq!(closest("listen", &names), None);
+    }
 
     #[test]
     fn quoted_input_stays_on_one_line() {

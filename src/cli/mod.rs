@@ -9,6 +9,7 @@ mod approve;
 mod ask;
 mod audit;
 mod client;
+mod config;
 mod controllers;
 mod demo;
 mod files;
@@ -118,7 +119,8 @@ pub fn command() -> clap::Command {
     };
     let (connection, logging) = (shared(&CONNECTION_FLAGS), shared(&["log_format"]));
     let names: Vec<String> = top.get_subcommands().map(|s| s.get_name().to_string()).collect();
-    let mut command = top.clone();
+    // `--config`'s settings come first as flags: the command line's own win.
+    let mut command = top.clone().mut_subcommand("serve", |c| c.args_override_self(true));
     for name in names {
         let logs = LOGGING.contains(&name.as_str());
         command = command.mut_subcommand(&name, |sub| {
@@ -160,8 +162,28 @@ where
     I: IntoIterator<Item = T>,
     T: Into<std::ffi::OsString> + Clone,
 {
-    let matches = command().get_matches_from(args);
+    let command = command();
+    let args: Vec<std::ffi::OsString> = args.into_iter().map(Into::into).collect();
+    let serve = command.find_subcommand("serve").cloned().unwrap_or_default();
+    let (args, read) = config::expanded(args, &serve).unwrap_or_else(|e| {
+        eprintln!("error: {e}");
+        std::process::exit(1)
+    });
+    let matches = command.try_get_matches_from(args).unwrap_or_else(|e| {
+        if let Some(line) = read.as_ref().and_then(|r| r.blame(&e)) {
+            eprintln!("error: {line}");
+            std::process::exit(2)
+        }
+        e.exit()
+    });
     let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    if let Command::Serve(serve_args) = &cli.command
+        && serve_args.print_config
+        && let Some(("serve", given)) = matches.subcommand()
+    {
+        print!("{}", config::effective(&serve, given, serve_args.config.as_deref()));
+        std::process::exit(0);
+    }
     let mut leaf = &matches;
     while let Some((_, sub)) = leaf.subcommand() {
         leaf = sub;

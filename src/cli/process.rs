@@ -30,6 +30,20 @@ impl Spawned {
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
+        Spawned::start_with(program, args, log, &[]).await
+    }
+
+    /// [`Spawned::start`], with these environment variables set for it too.
+    pub async fn start_with<I, S>(
+        program: &Path,
+        args: I,
+        log: Option<&Path>,
+        env: &[(&str, &OsStr)],
+    ) -> Result<Spawned>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
         let stderr = match log {
             Some(path) => Stdio::from(
                 std::fs::OpenOptions::new()
@@ -42,6 +56,7 @@ impl Spawned {
         };
         let mut child = Command::new(program)
             .args(args)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(stderr)

@@ -21,6 +21,14 @@ use crate::{Error, Result, cluster, server};
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
+    /// Read the settings from this YAML file: each key a flag without its dashes
+    /// (`max-in-flight: 8192`); a flag also given on the command line wins.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Print the effective configuration (the --config file's, the flags', the
+    /// defaults) as a --config file, and exit: secrets are files, named, never shown.
+    #[arg(long)]
+    pub print_config: bool,
     /// Address of the gRPC API.
     #[arg(long, default_value = "127.0.0.1:50051")]
     pub listen: String,
@@ -235,6 +243,7 @@ pub(super) fn stop_on_signals(token: CancellationToken) {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
         signal(&mut term).await;
         info!("stopping: no new host actions; calls in flight finish (signal again to exit at once)");
+        server::service::stopping();
         token.cancel();
         signal(&mut term).await;
         warn!("second signal: exiting at once");

@@ -8,6 +8,7 @@ mod controller;
 mod limits;
 pub mod metrics;
 mod rotation;
+pub mod service;
 mod snapshots;
 mod standby;
 pub mod web;
@@ -343,7 +344,7 @@ impl Phase<'_> {
             }
         });
         // Ready: the store is open, the fleet loaded, the engine started.
-        ready(&options.ready_lines);
+        service::ready(&options.ready_lines, "leading");
         // A leader whose lease could not be renewed, or whose write found another
         // leader, stops at once: its writes are refused anyway, and agents refuse its
         // epoch.
@@ -473,20 +474,6 @@ fn moved_to(runtime: &tokio::runtime::Runtime, listener: TcpListener) -> Result<
         .map_err(|e| Error::io("cannot hand the listener to the API's runtime", e))?;
     let _entered = runtime.enter();
     TcpListener::from_std(std).map_err(|e| Error::io("cannot hand the listener to the API's runtime", e))
-}
-
-/// Prints `lines` (`listening on ADDR`, the dashboard's...) once per process: when
-/// the controller first serves, as a leader or as a standby.
-pub(crate) fn ready(lines: &[String]) {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        use std::io::Write;
-        let mut out = std::io::stdout().lock();
-        for line in lines {
-            let _ = writeln!(out, "{line}");
-        }
-        let _ = out.flush();
-    });
 }
 
 /// What the gRPC API of a leader answers from.

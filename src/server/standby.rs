@@ -68,7 +68,7 @@ pub fn serve(
         standing.push(tokio::spawn(served));
     }
     // Ready to serve as a standby.
-    super::ready(&options.ready_lines);
+    super::service::ready(&options.ready_lines, "standing by");
     Ok(standing)
 }
 
