@@ -178,6 +178,17 @@ async fn bad_plans_are_reported_offline() {
     );
     let out = rollout(&["submit", &shown, "--server", "http://127.0.0.1:1"]).await;
     assert_one_line_error(&out, "waves[1]");
+    // A misspelt field names the one it was meant to be, not every field.
+    std::fs::write(
+        &bad,
+        "name: x\nkind: fix\nselector: {service: a}\nversion: \"1\"\nwaves: [100%]\nmax_paralel: 5\n",
+    )
+    .unwrap();
+    let out = rollout(&["plan", "check", &shown]).await;
+    assert_eq!(
+        text(&out.stderr),
+        format!("error: {shown}:6:1: unknown field `max_paralel`: did you mean `max_parallel`?\n")
+    );
     let out = rollout(&["plan", "check", "/nonexistent/plan.yaml"]).await;
     assert_one_line_error(&out, "cannot read plan /nonexistent/plan.yaml");
     let plans = concat!(env!("CARGO_MANIFEST_DIR"), "/plans/exo-retry-fix.yaml");
@@ -306,6 +317,19 @@ async fn submit_watch_and_status_through_the_cli() {
 
     let out = rollout(&["resume", "cli-fix", "--server", &server]).await;
     assert_one_line_error(&out, "has succeeded");
+    // abort shows the rollout and asks; nobody can answer without a terminal, and a
+    // reason is required.
+    let out = rollout(&["abort", "cli-fix", "--server", &server]).await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("--reason <REASON>"), "{}", text(&out.stderr));
+    let out = rollout(&["abort", "cli-fix", "--reason", "wrong build", "--server", &server]).await;
+    assert_one_line_error(
+        &out,
+        "not a terminal, so nobody can confirm: look at the rollout above and pass --yes to abort it",
+    );
+    assert!(text(&out.stdout).contains("cli-fix"), "the rollout is shown first");
+    let out = rollout(&["abort", "cli-fix", "--reason", " ", "--yes", "--server", &server]).await;
+    assert_one_line_error(&out, "--reason is empty: say why");
     let out = rollout(&["status", "nope", "--server", &server]).await;
     assert_one_line_error(&out, "no rollout is named `nope`");
     controller.stop().await;

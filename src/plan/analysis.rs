@@ -329,7 +329,7 @@ analysis:
             ),
             (
                 PLAN.replace("  interval:", "  intervl:"),
-                "p.yaml:11:3: analysis: unknown field `intervl`, expected one of `prometheus`, `initial_delay`, `interval`, `failure_limit`, `inconclusive`, `checks`",
+                "p.yaml:11:3: analysis: unknown field `intervl`: did you mean `interval`?",
             ),
             (
                 PLAN.replace("bake: 1m", "bake: 0s"),

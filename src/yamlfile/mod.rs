@@ -94,11 +94,50 @@ pub fn yaml_error(e: &serde_yaml::Error) -> (usize, usize, String) {
 }
 
 /// serde_yaml appends " at line L column C"; we print the location our own way. The
-/// input it quotes may hold newlines; they are escaped.
+/// input it quotes may hold newlines; they are escaped. A misspelt field gets the
+/// field it was meant to be.
 pub fn strip_location(message: &str) -> String {
     let message = match message.rfind(" at line ") {
         Some(i) => &message[..i],
         None => message,
     };
-    crate::text::one_line(message).into_owned()
+    did_you_mean(&crate::text::one_line(message))
+}
+
+/// serde's "unknown field `max_paralel`, expected one of `name`, ... (every field)"
+/// as "unknown field `max_paralel`: did you mean `max_parallel`?" when one field is
+/// close; the message unchanged otherwise.
+fn did_you_mean(message: &str) -> String {
+    const UNKNOWN: &str = "unknown field `";
+    let Some(start) = message.find(UNKNOWN) else {
+        return message.to_string();
+    };
+    let rest = &message[start + UNKNOWN.len()..];
+    let Some((field, expected)) = rest.split_once('`') else {
+        return message.to_string();
+    };
+    let names: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
+    match crate::text::closest(field, &names) {
+        Some(near) => format!("{}{UNKNOWN}{field}`: did you mean `{near}`?", &message[..start]),
+        None => message.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_misspelt_field_names_the_field_it_was_meant_to_be() {
+        assert_eq!(
+            strip_location("unknown field `max_paralel`, expected one of `name`, `kind`, `max_parallel`, `bake` at line 3 column 1"),
+            "unknown field `max_paralel`: did you mean `max_parallel`?"
+        );
+        assert_eq!(
+            strip_location("analysis: unknown field `intervl`, expected one of `prometheus`, `interval`"),
+            "analysis: unknown field `intervl`: did you mean `interval`?"
+        );
+        let far = "unknown field `health`, expected one of `name`, `kind`";
+        assert_eq!(strip_location(far), far, "nothing close: every field, as serde says");
+    }
 }
