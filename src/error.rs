@@ -85,6 +85,25 @@ impl Error {
     }
 }
 
+/// How a client's broken connection to the controller starts (the CLI looks closer
+/// at it: `cli::client::explain`).
+pub const BROKEN_CONNECTION: &str = "the connection to the controller broke";
+
+/// And what it says to do.
+const BROKEN_FIX: &str =
+    "a controller with TLS needs https:// and --ca FILE; otherwise it stopped or restarted, so try again";
+
+/// Is `s` a status the client made for a connection that broke, rather than the
+/// server's answer?
+fn broken(s: &Status) -> bool {
+    matches!(
+        s.code(),
+        Code::Unknown | Code::Unavailable | Code::Cancelled | Code::Internal
+    ) && (s.message() == "transport error"
+        || s.message() == "operation was canceled"
+        || s.message().starts_with("h2 protocol error"))
+}
+
 impl From<Status> for Error {
     /// A client-side view of a failed call: the controller's own message, which
     /// already names the thing and the fix.
@@ -95,7 +114,8 @@ impl From<Status> for Error {
             Code::Unimplemented if s.message().is_empty() => "the server answered, but it is not a rollout controller (a rollout agent's port?): the controller's address is its --listen, 127.0.0.1:50051 by default".to_string(),
             // The HTTP/2 connection broke: a TLS controller reached over plain HTTP
             // answers its handshake, not gRPC.
-            Code::Unknown | Code::Unavailable if s.message() == "transport error" => "the connection to the controller broke (transport error): a controller with TLS needs https:// and --ca FILE; otherwise it stopped or restarted, so try again".to_string(),
+            // The HTTP/2 connection broke, as tonic, hyper or h2 say it.
+            _ if broken(&s) => format!("{BROKEN_CONNECTION} ({}): {BROKEN_FIX}", s.message()),
             Code::Unavailable | Code::Unknown | Code::Cancelled if s.message().is_empty() => {
                 format!("the controller stopped answering ({:?})", s.code())
             }

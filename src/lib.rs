@@ -57,6 +57,7 @@
 //!   people read them.
 //! - [`testing`]: how a test that needs an outside program says it could not run.
 //! - [`text`]: input quoted on one line, durations as people write them.
+//! - [`pem`]: PEM certificate and key files checked where they are named.
 //! - [`proto`]: generated protobuf and gRPC code, and the states' names.
 
 pub mod agent;
@@ -75,6 +76,7 @@ pub mod ident;
 pub mod intern;
 pub mod inventory;
 pub mod notify;
+pub mod pem;
 pub mod plan;
 pub mod proto;
 pub mod reach;

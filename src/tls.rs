@@ -12,6 +12,20 @@ fn read(path: &Path, what: &str) -> Result<Vec<u8>> {
     std::fs::read(path).map_err(|e| Error::io(format!("cannot read the {what} {}", path.display()), e))
 }
 
+/// A PEM file of certificates (a chain, or a CA's), checked to hold at least one.
+fn read_certificates(path: &Path, what: &str) -> Result<Vec<u8>> {
+    let pem = read(path, what)?;
+    crate::pem::certificates(&pem).map_err(|e| Error::Usage(format!("the {what} {} {e}", path.display())))?;
+    Ok(pem)
+}
+
+/// A PEM private key file, checked to hold one.
+fn read_key(path: &Path, what: &str) -> Result<Vec<u8>> {
+    let pem = read(path, what)?;
+    crate::pem::private_key(&pem).map_err(|e| Error::Usage(format!("the {what} {} {e}", path.display())))?;
+    Ok(pem)
+}
+
 /// A server's certificate and key, and the CA its clients' certificates must chain to
 /// (mutual TLS: a client without one is refused during the handshake).
 #[derive(Debug, Clone, Default)]
@@ -33,10 +47,10 @@ impl ServerFiles {
                 ));
             }
         };
-        let identity = Identity::from_pem(read(cert, "certificate")?, read(key, "private key")?);
+        let identity = Identity::from_pem(read_certificates(cert, "certificate")?, read_key(key, "private key")?);
         let mut config = ServerTlsConfig::new().identity(identity);
         if let Some(ca) = &self.client_ca {
-            config = config.client_ca_root(Certificate::from_pem(read(ca, "client CA")?));
+            config = config.client_ca_root(Certificate::from_pem(read_certificates(ca, "client CA")?));
         }
         Ok(Some(config))
     }
@@ -63,13 +77,13 @@ impl ClientFiles {
         }
         let mut config = ClientTlsConfig::new();
         if let Some(ca) = &self.ca {
-            config = config.ca_certificate(Certificate::from_pem(read(ca, "CA certificate")?));
+            config = config.ca_certificate(Certificate::from_pem(read_certificates(ca, "CA certificate")?));
         }
         match (&self.cert, &self.key) {
             (Some(cert), Some(key)) => {
                 config = config.identity(Identity::from_pem(
-                    read(cert, "certificate")?,
-                    read(key, "private key")?,
+                    read_certificates(cert, "certificate")?,
+                    read_key(key, "private key")?,
                 ));
             }
             (None, None) => {}

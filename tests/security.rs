@@ -327,6 +327,21 @@ async fn tls_and_mutual_tls() {
         Ok(mut c) => call(&mut c, "ListRollouts").await.unwrap_err().to_string(),
     };
     assert!(!refused.is_empty(), "plaintext to a TLS controller fails");
+    // The CLI says what it reached and what to do, every time (the connection breaks
+    // in several ways: each is asked again).
+    let address = plaintext.trim_start_matches("http://").to_string();
+    for server in [plaintext.as_str(), address.as_str(), plaintext.as_str()] {
+        let out = std::process::Command::new(EXE)
+            .args(["status", "--server", server])
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&out.stderr),
+            format!(
+                "error: {address} speaks TLS, not plain HTTP: use --server https://{address} and give the CA that signed the controller's certificate with --ca FILE (or ROLLOUT_CA)\n"
+            )
+        );
+    }
     controller.stop().await;
 
     // Mutual TLS: the client CA is required.

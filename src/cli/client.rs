@@ -77,6 +77,45 @@ pub async fn channel(server: &str, tls: &ClientFiles, what: &str) -> Result<Chan
     })
 }
 
+/// A failed command's error, said better when it is a broken connection to a plain
+/// `http://` server that speaks TLS: asked once more (an HTTP/2 preface, whose answer
+/// from a TLS server is a TLS alert record), it says so and what to do.
+pub async fn explain(error: Error, server: &str) -> Error {
+    let broken =
+        matches!(&error, Error::Remote { message, .. } if message.starts_with(crate::error::BROKEN_CONNECTION));
+    let server = with_scheme(server);
+    let Some(address) = server.strip_prefix("http://") else {
+        return error;
+    };
+    if broken && speaks_tls(address.trim_end_matches('/')).await {
+        return Error::Unreachable(format!(
+            "{address} speaks TLS, not plain HTTP: use --server https://{address} and give the CA that signed the controller's certificate with --ca FILE (or ROLLOUT_CA)",
+            address = address.trim_end_matches('/')
+        ));
+    }
+    error
+}
+
+/// Does the server at `address` answer the start of an HTTP/2 preface with a TLS
+/// alert? Five bytes only, a TLS record header's length: a TLS server refuses them
+/// with nothing left unread, so it closes cleanly and its alert is not lost to a
+/// reset; a plain HTTP/2 server waits for the rest, which ends the probe at its bound.
+async fn speaks_tls(address: &str) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let probe = async {
+        let mut stream = tokio::net::TcpStream::connect(address).await.ok()?;
+        stream.write_all(b"PRI *").await.ok()?;
+        let mut first = [0u8; 2];
+        stream.read_exact(&mut first).await.ok()?;
+        // A TLS record: content type 21 (alert), protocol major version 3.
+        Some(first == [0x15, 0x03])
+    };
+    matches!(
+        tokio::time::timeout(Duration::from_secs(1), probe).await,
+        Ok(Some(true))
+    )
+}
+
 /// `HOST:PORT` as `http://HOST:PORT`; a URL as it is.
 fn with_scheme(server: &str) -> String {
     if server.contains("://") {

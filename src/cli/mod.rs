@@ -125,6 +125,11 @@ pub fn command() -> clap::Command {
         let logs = LOGGING.contains(&name.as_str());
         command = command.mut_subcommand(&name, |sub| {
             let sub = if logs { sub.args(logging.clone()) } else { sub };
+            if name == "agent" {
+                // Its heartbeats go where its configuration says, with these credentials.
+                let credentials = connection.iter().filter(|a| a.get_id() != "server").cloned();
+                return sub.args(credentials);
+            }
             with_connection(sub, &[name.as_str()], &connection)
         });
     }
@@ -174,7 +179,7 @@ where
             eprintln!("error: {line}");
             std::process::exit(2)
         }
-        e.exit()
+        usage_error(e)
     });
     let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     if let Command::Serve(serve_args) = &cli.command
@@ -213,6 +218,48 @@ where
         cli.log_format = *v;
     }
     cli
+}
+
+/// Exits on a command line clap refused: help and the version as clap prints them;
+/// a mistake in one line, `error: ...` with clap's tip, exit code 2.
+fn usage_error(e: clap::Error) -> ! {
+    use clap::error::ErrorKind;
+    if matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        e.exit()
+    }
+    eprintln!("{}", one_line_usage(&e.render().to_string()));
+    std::process::exit(2)
+}
+
+/// clap's rendered error as one line: its first line, the indented lines that
+/// continue it (the missing arguments), and its tips in brackets; the usage and the
+/// pointer to --help left out.
+fn one_line_usage(rendered: &str) -> String {
+    let mut lines = rendered.lines();
+    let mut said = lines
+        .next()
+        .unwrap_or("error: the command line is not valid")
+        .trim_end()
+        .to_string();
+    let mut tips = Vec::new();
+    let mut continued = true;
+    for line in lines {
+        let trimmed = line.trim();
+        if let Some(tip) = trimmed.strip_prefix("tip: ") {
+            tips.push(tip.to_string());
+        } else if trimmed.is_empty() {
+            continued = false;
+        } else if continued && line.starts_with(' ') {
+            said = format!("{} {trimmed}", said.trim_end_matches(':').to_string() + ":");
+        }
+    }
+    for tip in tips {
+        said.push_str(&format!(" ({tip})"));
+    }
+    said
 }
 
 /// How `serve` and `agent` write their logs.
@@ -530,9 +577,11 @@ pub fn main(cli: Cli) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli)) {
+    let server = cli.server.clone();
+    match runtime.block_on(async { run(cli).await.map_err(|e| (e, server)) }) {
         Ok(code) => code,
-        Err(e) => {
+        Err((e, server)) => {
+            let e = runtime.block_on(client::explain(e, &server));
             eprintln!("error: {}", e.to_string().replace('\n', " "));
             ExitCode::FAILURE
         }

@@ -46,6 +46,7 @@ impl Access {
                     reason,
                 };
                 let pem = std::fs::read(p).map_err(|e| failed(e.to_string()))?;
+                crate::pem::certificates(&pem).map_err(|e| failed(format!("it {e}")))?;
                 reqwest::Certificate::from_pem(&pem)
                     .map_err(|e| failed(format!("not a PEM certificate ({e}): give the CA's certificate file")))
             })

@@ -130,7 +130,9 @@ mod tests {
     #[test]
     fn a_misspelt_field_names_the_field_it_was_meant_to_be() {
         assert_eq!(
-            strip_location("unknown field `max_paralel`, expected one of `name`, `kind`, `max_parallel`, `bake` at line 3 column 1"),
+            strip_location(
+                "unknown field `max_paralel`, expected one of `name`, `kind`, `max_parallel`, `bake` at line 3 column 1"
+            ),
             "unknown field `max_paralel`: did you mean `max_parallel`?"
         );
         assert_eq!(
