@@ -48,6 +48,14 @@ impl FreezeBook {
         self.board.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
+    /// Sets when freeze `id` started (a freeze is on the board before it says since
+    /// when).
+    fn set_started(&self, id: u64, at_ms: i64) {
+        if let Some(f) = self.manual().iter_mut().find(|f| f.id == id) {
+            f.started_at_unix_ms = at_ms;
+        }
+    }
+
     fn clone_notify(&self) -> Arc<tokio::sync::Notify> {
         self.changed.clone()
     }
@@ -208,7 +216,7 @@ impl Engine {
             ));
         }
         let selector = crate::plan::checked_selector("selector", &req.selector).map_err(|m| invalid("selector", m))?;
-        let f = pb::Freeze {
+        let mut f = pb::Freeze {
             id: self.ctx.store.next_id()?,
             reason: reason.to_string(),
             set_by: actor.principal.clone(),
@@ -222,6 +230,15 @@ impl Engine {
             request_id: req.request_id.clone(),
             ..Default::default()
         };
+        // The line stops before the freeze says since when: it goes on the board
+        // first, and its start is read after, so that every host started after it
+        // was picked with this freeze on the board (a dispatcher reads its clock,
+        // then the board).
+        self.ctx.freezes.manual().push(f.clone());
+        self.freezes_changed();
+        let now = self.ctx.clock.now_ms();
+        f.started_at_unix_ms = now;
+        self.ctx.freezes.set_started(f.id, now);
         let waiting = self.active_names();
         let message = crate::summary::freeze_started(&f, &waiting);
         let line = format!(
@@ -236,9 +253,13 @@ impl Engine {
         );
         let audit = actor.event(now, Target::None, line, "ok");
         let started = notice(&f, EventType::FreezeStarted, message, now);
-        self.ctx.store.put_freeze(&f, &[audit], &[started]).await?;
+        if let Err(e) = self.ctx.store.put_freeze(&f, &[audit], &[started]).await {
+            // Not recorded: not in force.
+            self.ctx.freezes.manual().retain(|m| m.id != f.id);
+            self.freezes_changed();
+            return Err(e.into());
+        }
         info!(freeze = f.id, by = %actor.principal, "the line is stopped");
-        self.ctx.freezes.manual().push(f.clone());
         self.freezes_changed();
         Ok((f, false))
     }
