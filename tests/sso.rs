@@ -28,16 +28,6 @@ fn accounts() -> serde_json::Value {
     })
 }
 
-/// A free loopback port for the dashboard: its callback URL must be registered
-/// with the provider before the controller starts.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// `dir/oidc.yaml` (the example, on loopback) and its secret file.
 fn oidc_file(dir: &Path, issuer: &str, redirect: &str) -> PathBuf {
     std::fs::write(dir.join("oidc.secret"), format!("{SECRET}\n")).unwrap();

@@ -106,13 +106,7 @@ pub fn gate_json(g: &pb::Gate) -> Value {
             "hosts": next.new_hosts,
             "cumulative_hosts": next.cumulative_hosts,
             "host_ids": next.host_ids,
-            "customers": next.customers.iter().map(|c| json!({
-                "customer": c.customer,
-                "hosts": c.hosts,
-                "local_time": c.local_time,
-                "tier": c.tier,
-                "why": c.why,
-            })).collect::<Vec<_>>(),
+            "customers": super::json::customers(&next.customers),
         },
         "outcome": g.outcome,
         "closed_at_unix_ms": if g.closed_at_unix_ms == 0 { Value::Null } else { json!(g.closed_at_unix_ms) },
@@ -121,7 +115,20 @@ pub fn gate_json(g: &pb::Gate) -> Value {
 
 /// `rollout approve NAME`: fetches the open gate, shows it, asks on a terminal
 /// (unless `yes`), and approves the gate id it showed.
-pub async fn approve(server: &str, name: &str, comment: String, yes: bool, request_id: String) -> Result<ExitCode> {
+pub async fn approve(
+    server: &str,
+    name: &str,
+    comment: String,
+    yes: bool,
+    request_id: String,
+    output: super::Output,
+) -> Result<ExitCode> {
+    let json = output == super::Output::Json;
+    if json && !yes {
+        return Err(Error::Usage(
+            "with --output json nobody reads the gate before confirming: look at it with `rollout status NAME --output json` (its `gate`), then pass --yes".into(),
+        ));
+    }
     let mut client = connect(server).await?;
     let r = rollout_named(&mut client, name).await?;
     let Some(open) = r
@@ -136,17 +143,19 @@ pub async fn approve(server: &str, name: &str, comment: String, yes: bool, reque
             r.state().label()
         )));
     };
-    println!(
-        "rollout    {} (id {}), submitted by {}",
-        r.name,
-        r.id,
-        if r.submitted_by.is_empty() {
-            "-"
-        } else {
-            &r.submitted_by
-        }
-    );
-    print!("{}", gate(open));
+    if !json {
+        println!(
+            "rollout    {} (id {}), submitted by {}",
+            r.name,
+            r.id,
+            if r.submitted_by.is_empty() {
+                "-"
+            } else {
+                &r.submitted_by
+            }
+        );
+        print!("{}", gate(open));
+    }
     if !yes
         && !super::ask::confirm(
             &format!("approve gate {} of `{}`?", open.gate_id, r.name),
@@ -166,6 +175,10 @@ pub async fn approve(server: &str, name: &str, comment: String, yes: bool, reque
         })
         .await?
         .into_inner();
+    if json {
+        super::json::print(&super::json::approved(&answer));
+        return Ok(ExitCode::SUCCESS);
+    }
     println!("{}", answer.message);
     if let Some(r) = &answer.rollout {
         println!("{}", super::render::one_line(r));

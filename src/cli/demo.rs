@@ -434,7 +434,7 @@ async fn restart_unhealthy(server: &str, unhealthy: usize, sim: &Simulator) -> R
         "restart job {}: {} hosts, order {}, at most 25% of a customer's healthy hosts down at once",
         job.id, job.hosts_total, job.order
     );
-    let last = super::restart::follow(&mut client, job.id).await?;
+    let last = super::restart::follow(&mut client, job.id, false).await?;
     let detailed = client
         .get_restart_job(pb::GetRestartJobRequest {
             id: job.id,

@@ -4,16 +4,35 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use super::{GenerateArgs, ImportArgs, read, write_atomically};
+use super::{GenerateArgs, ImportArgs, Output, read, write_atomically};
 use crate::inventory::{FleetFile, GenerateOptions, generate};
 use crate::plan::Plan;
 use crate::{Error, Result};
 
-pub(super) fn plan_check(files: &[PathBuf]) -> Result<ExitCode> {
+pub(super) fn plan_check(files: &[PathBuf], output: Output) -> Result<ExitCode> {
     let mut bad = 0;
+    let mut checked = Vec::new();
     for path in files {
         let shown = path.display().to_string();
-        match read(path, "plan").and_then(|text| Ok(Plan::from_yaml(&text, &shown)?)) {
+        let plan = read(path, "plan").and_then(|text| Ok(Plan::from_yaml(&text, &shown)?));
+        if output == Output::Json {
+            bad += usize::from(plan.is_err());
+            checked.push(match plan {
+                Ok(plan) => serde_json::json!({
+                    "file": shown,
+                    "ok": true,
+                    "name": plan.name,
+                    "kind": plan.kind.as_str(),
+                    "waves": plan.waves.iter().map(|w| w.to_string()).collect::<Vec<_>>(),
+                    "max_parallel": plan.max_parallel,
+                    "bake": crate::text::format_duration(plan.bake),
+                    "gates": plan.gates.iter().map(|g| g.describe()).collect::<Vec<_>>(),
+                }),
+                Err(e) => serde_json::json!({"file": shown, "ok": false, "error": e.to_string()}),
+            });
+            continue;
+        }
+        match plan {
             Ok(plan) => {
                 println!(
                     "ok: {shown}: {} `{}`, {} waves ({}), max_parallel {}, bake {}",
@@ -33,6 +52,9 @@ pub(super) fn plan_check(files: &[PathBuf]) -> Result<ExitCode> {
                 eprintln!("error: {e}");
             }
         }
+    }
+    if output == Output::Json {
+        println!("{}", serde_json::Value::Array(checked));
     }
     Ok(if bad == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }

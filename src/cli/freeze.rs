@@ -19,13 +19,19 @@ pub fn parse_until(s: &str) -> std::result::Result<i64, String> {
         .map_err(|_| format!("`{s}` is neither a span (2h, 90m) nor an RFC 3339 instant (2026-12-07T14:00:00Z)"))
 }
 
-pub async fn freeze(
-    server: &str,
-    reason: String,
-    until: Option<i64>,
-    selector: &[String],
-    request_id: String,
-) -> Result<ExitCode> {
+/// What `rollout freeze` asks for.
+pub struct Asked {
+    pub reason: String,
+    pub until: Option<i64>,
+    pub request_id: String,
+}
+
+pub async fn freeze(server: &str, asked: Asked, selector: &[String], output: Output) -> Result<ExitCode> {
+    let Asked {
+        reason,
+        until,
+        request_id,
+    } = asked;
     let selector = super::restart::selector(selector)?;
     let mut client = connect(server).await?;
     let answer = client
@@ -40,6 +46,12 @@ pub async fn freeze(
     let f = answer
         .freeze
         .ok_or_else(|| Error::Usage("the controller answered without the freeze".into()))?;
+    if output == Output::Json {
+        let mut shown = super::json::freeze(&f);
+        shown["replayed"] = serde_json::Value::Bool(answer.replayed);
+        super::json::print(&shown);
+        return Ok(ExitCode::SUCCESS);
+    }
     let again = if answer.replayed {
         " (this request had set it already)"
     } else {
@@ -50,12 +62,16 @@ pub async fn freeze(
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn unfreeze(server: &str, id: u64, request_id: String) -> Result<ExitCode> {
+pub async fn unfreeze(server: &str, id: u64, request_id: String, output: Output) -> Result<ExitCode> {
     let mut client = connect(server).await?;
     let f = client
         .unfreeze(pb::UnfreezeRequest { id, request_id })
         .await?
         .into_inner();
+    if output == Output::Json {
+        super::json::print(&super::json::freeze(&f));
+        return Ok(ExitCode::SUCCESS);
+    }
     println!(
         "freeze {} ended ({}): {}",
         f.id,
@@ -72,20 +88,7 @@ pub async fn list(server: &str, all: bool, output: Output) -> Result<ExitCode> {
         .await?
         .into_inner();
     if output == Output::Json {
-        let shown = |f: &pb::Freeze| {
-            serde_json::json!({
-                "id": f.id,
-                "source": f.source,
-                "reason": f.reason,
-                "set_by": f.set_by,
-                "selector": crate::freeze::selector(f),
-                "started_at_unix_ms": f.started_at_unix_ms,
-                "until_unix_ms": f.until_unix_ms,
-                "ended_at_unix_ms": f.ended_at_unix_ms,
-                "ended_by": f.ended_by,
-                "calendar_uid": f.calendar_uid,
-            })
-        };
+        let shown = super::json::freeze;
         let json = serde_json::json!({
             "freezes": list.freezes.iter().map(shown).collect::<Vec<_>>(),
             "calendar": list.calendar.iter().map(shown).collect::<Vec<_>>(),

@@ -75,12 +75,20 @@ pub async fn status(server: &str, output: Output) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn test(server: &str, sink: &str) -> Result<ExitCode> {
+pub async fn test(server: &str, sink: &str, output: Output) -> Result<ExitCode> {
     let mut client = connect(server).await?;
     let answer = client
         .notify_test(pb::NotifyTestRequest { sink: sink.to_string() })
         .await?
         .into_inner();
+    if output == Output::Json {
+        super::json::print(&super::json::notify_test(&answer));
+        return Ok(if answer.delivered {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        });
+    }
     if answer.delivered {
         println!(
             "delivered: test event {} to sink {} ({}, {} ms)",

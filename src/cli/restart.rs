@@ -9,7 +9,6 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::client::connect;
-use crate::clock::{Clock, SystemClock};
 use crate::proto::v1 as pb;
 use crate::{Error, Result};
 
@@ -68,6 +67,10 @@ pub struct RestartArgs {
     /// With --approve: why, kept with the approval and in the audit log.
     #[arg(long, default_value = "", requires = "approve")]
     pub comment: String,
+    /// `text` for people; `json` for scripts (stable: README, "Output as JSON"): the
+    /// job (with --watch, a line per change, the last with its hosts in order).
+    #[arg(long, value_enum, default_value_t = super::Output::Text)]
+    pub output: super::Output,
 }
 
 /// Parses repeated `key=v1,v2` into a selector.
@@ -122,12 +125,16 @@ pub fn job_line(job: &pb::RestartJob) -> String {
 }
 
 /// `rollout restart --list`: a line per job.
-async fn list_jobs(client: &mut super::Client) -> Result<ExitCode> {
+async fn list_jobs(client: &mut super::Client, json: bool) -> Result<ExitCode> {
     let jobs = client
         .list_restart_jobs(pb::ListRestartJobsRequest {})
         .await?
         .into_inner()
         .jobs;
+    if json {
+        super::json::print(&serde_json::Value::Array(jobs.iter().map(super::json::job).collect()));
+        return Ok(ExitCode::SUCCESS);
+    }
     if jobs.is_empty() {
         println!("no restart jobs yet; start one with `rollout restart --unhealthy`");
     }
@@ -169,9 +176,10 @@ pub async fn restart(server: &str, args: RestartArgs) -> Result<ExitCode> {
             "say which hosts to restart: --selector KEY=VALUE, --host ID (repeat either), or --unhealthy (alone: every unhealthy host)".into(),
         ));
     }
+    let json = args.output == super::Output::Json;
     let mut client = connect(server).await?;
     if args.list {
-        return list_jobs(&mut client).await;
+        return list_jobs(&mut client, json).await;
     }
     // Acting on a job: one line saying how it stands after.
     let acted = match (args.approve, args.cancel) {
@@ -195,7 +203,11 @@ pub async fn restart(server: &str, args: RestartArgs) -> Result<ExitCode> {
         (None, None) => None,
     };
     if let Some(job) = acted {
-        println!("{}", job_line(&job.into_inner()));
+        let job = job.into_inner();
+        match json {
+            true => super::json::print(&super::json::job(&job)),
+            false => println!("{}", job_line(&job)),
+        }
         return Ok(ExitCode::SUCCESS);
     }
     let id = match args.job {
@@ -215,6 +227,13 @@ pub async fn restart(server: &str, args: RestartArgs) -> Result<ExitCode> {
             };
             let response = client.trigger_restart(request).await?.into_inner();
             let job = response.job.unwrap_or_default();
+            if json && (args.dry_run || !args.watch) {
+                let mut shown = super::json::job(&job);
+                shown["dry_run"] = args.dry_run.into();
+                shown["replayed"] = response.replayed.into();
+                super::json::print(&shown);
+                return Ok(ExitCode::SUCCESS);
+            }
             if args.dry_run {
                 if let Some(at) = args.at {
                     println!(
@@ -243,18 +262,20 @@ pub async fn restart(server: &str, args: RestartArgs) -> Result<ExitCode> {
                 print!("{}", host_table(&job.hosts, args.limit));
                 return Ok(ExitCode::SUCCESS);
             }
-            println!(
-                "{} restart job {}: {} hosts, order {}",
-                if response.replayed {
-                    "already started:"
-                } else {
-                    "started"
-                },
-                job.id,
-                job.hosts_total,
-                job.order
-            );
-            print_skipped(&job);
+            if !json {
+                println!(
+                    "{} restart job {}: {} hosts, order {}",
+                    if response.replayed {
+                        "already started:"
+                    } else {
+                        "started"
+                    },
+                    job.id,
+                    job.hosts_total,
+                    job.order
+                );
+                print_skipped(&job);
+            }
             if !args.watch {
                 println!("follow it with `rollout restart --job {} --watch`", job.id);
                 return Ok(ExitCode::SUCCESS);
@@ -263,20 +284,29 @@ pub async fn restart(server: &str, args: RestartArgs) -> Result<ExitCode> {
         }
     };
     let last = if args.watch {
-        follow(&mut client, id).await?
+        follow(&mut client, id, json).await?
     } else {
         get(&mut client, id, false).await?
     };
+    if json {
+        super::json::print(&super::json::job(&get(&mut client, id, true).await?));
+        return Ok(job_exit(&last));
+    }
     println!("{}", job_line(&last));
     if !last.hosts.is_empty() || last.state() != pb::RestartJobState::Running {
         let detailed = get(&mut client, id, true).await?;
         println!("restart order (first {}):", args.limit.min(detailed.hosts.len()));
         print!("{}", host_table(&detailed.hosts, args.limit));
     }
-    Ok(match last.state() {
+    Ok(job_exit(&last))
+}
+
+/// 0 for a job that succeeded or still runs, 1 otherwise.
+fn job_exit(job: &pb::RestartJob) -> ExitCode {
+    match job.state() {
         pb::RestartJobState::Succeeded | pb::RestartJobState::Running => ExitCode::SUCCESS,
         _ => ExitCode::FAILURE,
-    })
+    }
 }
 
 fn print_skipped(job: &pb::RestartJob) {
@@ -299,8 +329,9 @@ async fn get(client: &mut super::Client, id: u64, include_hosts: bool) -> Result
         .into_inner())
 }
 
-/// Follows a job to its end: a bar on a terminal, lines elsewhere.
-pub async fn follow(client: &mut super::Client, id: u64) -> Result<pb::RestartJob> {
+/// Follows a job to its end: a bar on a terminal, lines elsewhere, JSON lines with
+/// `json`.
+pub async fn follow(client: &mut super::Client, id: u64, json: bool) -> Result<pb::RestartJob> {
     let mut stream = client
         .watch_restart_job(pb::GetRestartJobRequest {
             id,
@@ -308,7 +339,7 @@ pub async fn follow(client: &mut super::Client, id: u64) -> Result<pb::RestartJo
         })
         .await?
         .into_inner();
-    let bar = std::io::stdout().is_terminal().then(|| {
+    let bar = (std::io::stdout().is_terminal() && !json).then(|| {
         let bar = ProgressBar::new(0);
         bar.set_style(
             ProgressStyle::with_template("restarts [{bar:40.green/blue}] {pos:>6}/{len:<6} {msg}")
@@ -330,7 +361,10 @@ pub async fn follow(client: &mut super::Client, id: u64) -> Result<pb::RestartJo
                 let tenth = (job.hosts_restarted + job.hosts_failed) * 10 / job.hosts_total.max(1);
                 let line = format!("{} {tenth} {}", job.state().label(), job.hosts_failed);
                 if line != last_line {
-                    println!("{}", job_line(&job));
+                    match json {
+                        true => super::json::print(&super::json::job(&job)),
+                        false => println!("{}", job_line(&job)),
+                    }
                     last_line = line;
                 }
             }
@@ -345,206 +379,6 @@ pub async fn follow(client: &mut super::Client, id: u64) -> Result<pb::RestartJo
         b.abandon();
     }
     last.ok_or_else(|| Error::Usage(format!("restart job {id}: the controller ended the stream; try again")))
-}
-
-#[derive(Debug, Args)]
-pub struct HostsArgs {
-    /// Only hosts last seen unhealthy or unreachable (inventory view).
-    #[arg(long)]
-    pub unhealthy: bool,
-    /// Probe every host now instead of showing what is known (inventory view).
-    #[arg(long)]
-    pub probe: bool,
-    /// The hosts of this rollout, with what happened to each and why.
-    #[arg(long, value_name = "NAME", conflicts_with_all = ["job", "probe"])]
-    pub rollout: Option<String>,
-    /// The hosts of this restart job, with what happened to each and why.
-    #[arg(long, value_name = "ID", conflicts_with = "probe")]
-    pub job: Option<u64>,
-    /// Only the hosts that failed (with --rollout or --job).
-    #[arg(long)]
-    pub failed: bool,
-    /// Only hosts in this state (with --rollout or --job).
-    #[arg(long, value_enum, conflicts_with = "failed")]
-    pub state: Option<HostStateArg>,
-    /// Hosts shown at most (pages are fetched until this many).
-    #[arg(long, default_value_t = 1000)]
-    pub limit: usize,
-    /// `text` for people; `json` for scripts (stable: README, "Output as JSON").
-    #[arg(long, value_enum, default_value_t = super::Output::Text)]
-    pub output: super::Output,
-}
-
-/// The states `rollout hosts --rollout NAME --state S` filters on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum HostStateArg {
-    Failed,
-    Succeeded,
-    InFlight,
-    Pending,
-    /// Applied fine, then unhealthy or unreachable at a health gate.
-    Unhealthy,
-    /// Restart jobs: matched but left alone.
-    Skipped,
-}
-
-impl HostStateArg {
-    fn filter(self) -> pb::HostFilter {
-        match self {
-            HostStateArg::Failed => pb::HostFilter::Failed,
-            HostStateArg::Succeeded => pb::HostFilter::Succeeded,
-            HostStateArg::InFlight => pb::HostFilter::InFlight,
-            HostStateArg::Pending => pb::HostFilter::Pending,
-            HostStateArg::Unhealthy => pb::HostFilter::Unhealthy,
-            HostStateArg::Skipped => pb::HostFilter::Skipped,
-        }
-    }
-}
-
-pub async fn hosts(server: &str, args: HostsArgs) -> Result<ExitCode> {
-    if args.rollout.is_some() || args.job.is_some() {
-        return host_results(server, &args).await;
-    }
-    if args.failed || args.state.is_some() {
-        return Err(Error::Usage(
-            "--failed and --state need --rollout NAME or --job ID: they filter a rollout's or job's hosts".into(),
-        ));
-    }
-    let mut client = connect(server).await?;
-    let hosts = client
-        .list_hosts(pb::ListHostsRequest {
-            unhealthy_only: args.unhealthy,
-            probe: args.probe,
-        })
-        .await?
-        .into_inner()
-        .hosts;
-    if args.output == super::Output::Json {
-        let list: Vec<serde_json::Value> = hosts.iter().map(host_json).collect();
-        println!("{}", serde_json::Value::Array(list));
-        return Ok(ExitCode::SUCCESS);
-    }
-    let now = SystemClock.now_ms();
-    let ago = |ms: i64| {
-        if ms == 0 {
-            "never".to_string()
-        } else {
-            crate::text::format_duration(std::time::Duration::from_secs(((now - ms).max(0) / 1000) as u64)) + " ago"
-        }
-    };
-    let rows = hosts.iter().map(|h| {
-        vec![
-            h.id.clone(),
-            health_word(h).to_string(),
-            h.version.clone(),
-            ago(h.checked_at_unix_ms),
-            ago(h.last_heartbeat_unix_ms),
-            h.customers.join(","),
-            h.detail.clone(),
-        ]
-    });
-    print!(
-        "{}",
-        super::render::grid(
-            &[
-                "HOST",
-                "HEALTH",
-                "VERSION",
-                "HEALTH KNOWN",
-                "HEARTBEAT",
-                "CUSTOMERS",
-                "DETAIL"
-            ],
-            &[],
-            rows
-        )
-    );
-    let unknown = hosts.iter().filter(|h| h.health == "unknown").count();
-    println!(
-        "{} hosts{}",
-        hosts.len(),
-        if unknown > 0 {
-            format!("; health of {unknown} unknown (never reported, or stale): `rollout hosts --probe` asks them now")
-        } else {
-            String::new()
-        }
-    );
-    Ok(ExitCode::SUCCESS)
-}
-
-/// healthy, UNHEALTHY, UNREACHABLE or unknown: what the controller can honestly say.
-fn health_word(h: &pb::HostStatus) -> &'static str {
-    match h.health.as_str() {
-        "healthy" => "healthy",
-        "unhealthy" => "UNHEALTHY",
-        "unreachable" => "UNREACHABLE",
-        _ => "unknown",
-    }
-}
-
-fn host_json(h: &pb::HostStatus) -> serde_json::Value {
-    serde_json::json!({
-        "id": h.id,
-        "address": h.address,
-        "health": h.health,
-        "version": h.version,
-        "customers": h.customers,
-        "checked_at_unix_ms": h.checked_at_unix_ms,
-        "last_heartbeat_unix_ms": h.last_heartbeat_unix_ms,
-        "detail": h.detail,
-    })
-}
-
-/// `rollout hosts --rollout NAME | --job ID [--failed | --state S]`: pages through the
-/// hosts and prints what happened to each.
-async fn host_results(server: &str, args: &HostsArgs) -> Result<ExitCode> {
-    let mut client = connect(server).await?;
-    let filter = match (args.failed, args.state) {
-        (true, _) => pb::HostFilter::Failed,
-        (false, Some(s)) => s.filter(),
-        (false, None) => pb::HostFilter::All,
-    };
-    let mut hosts = Vec::new();
-    let mut token = String::new();
-    let mut more = false;
-    loop {
-        let page = client
-            .list_rollout_hosts(pb::ListRolloutHostsRequest {
-                name: args.rollout.clone().unwrap_or_default(),
-                id: 0,
-                job_id: args.job.unwrap_or(0),
-                filter: filter as i32,
-                page_size: (args.limit - hosts.len()).clamp(1, 10_000) as u32,
-                page_token: token,
-            })
-            .await?
-            .into_inner();
-        hosts.extend(page.hosts);
-        token = page.next_page_token;
-        if token.is_empty() {
-            break;
-        }
-        if hosts.len() >= args.limit {
-            more = true;
-            break;
-        }
-    }
-    if args.output == super::Output::Json {
-        let list: Vec<serde_json::Value> = hosts.iter().map(super::render::host_result_json).collect();
-        println!("{}", serde_json::Value::Array(list));
-        return Ok(ExitCode::SUCCESS);
-    }
-    print!("{}", super::render::host_results(&hosts));
-    println!(
-        "{} hosts{}",
-        hosts.len(),
-        if more {
-            format!(" shown; more match (--limit {} shows more)", args.limit * 10)
-        } else {
-            String::new()
-        }
-    );
-    Ok(ExitCode::SUCCESS)
 }
 
 /// The price of each order, as the dry run says it: "expected, at 50 restarts a

@@ -6,13 +6,22 @@ use std::process::ExitCode;
 
 use super::*;
 
-pub(super) async fn submit(
-    server: &str,
-    file: &std::path::Path,
-    dry_run: bool,
-    at: Option<i64>,
-    request_id: String,
-) -> Result<ExitCode> {
+/// How `rollout submit` was asked.
+pub(super) struct Submission {
+    pub dry_run: bool,
+    /// With a dry run: as at this instant.
+    pub at: Option<i64>,
+    pub request_id: String,
+    pub output: Output,
+}
+
+pub(super) async fn submit(server: &str, file: &std::path::Path, asked: Submission) -> Result<ExitCode> {
+    let Submission {
+        dry_run,
+        at,
+        request_id,
+        output,
+    } = asked;
     let text = read(file, "plan")?;
     let shown = file.display().to_string();
     // Validate locally first: a bad plan is reported the same way with or without a controller.
@@ -28,6 +37,10 @@ pub(super) async fn submit(
         })
         .await?
         .into_inner();
+    if output == Output::Json {
+        json::print(&json::submitted(&response, dry_run));
+        return Ok(ExitCode::SUCCESS);
+    }
     let r = response.rollout.unwrap_or_default();
     if dry_run {
         if let Some(at) = at {
@@ -103,7 +116,7 @@ pub(super) async fn status(server: &str, name: Option<&str>, output: Output, sum
 }
 
 /// `rollout retry NAME`: the failed hosts run again as a new attempt.
-pub(super) async fn retry(server: &str, name: &str, request_id: String) -> Result<ExitCode> {
+pub(super) async fn retry(server: &str, name: &str, request_id: String, output: Output) -> Result<ExitCode> {
     let mut client = connect(server).await?;
     let r = client
         .retry_rollout(pb::RolloutActionRequest {
@@ -113,6 +126,10 @@ pub(super) async fn retry(server: &str, name: &str, request_id: String) -> Resul
         })
         .await?
         .into_inner();
+    if output == Output::Json {
+        json::print(&render::json(&r));
+        return Ok(ExitCode::SUCCESS);
+    }
     println!(
         "retrying the failed hosts of `{}` (retry {}); follow it with `rollout watch {}`",
         r.name, r.retries, r.name
@@ -133,7 +150,7 @@ pub(super) enum Act {
 }
 
 /// `rollout pause|resume|abort NAME`.
-pub(super) async fn act(server: &str, name: &str, act: Act, request_id: String) -> Result<ExitCode> {
+pub(super) async fn act(server: &str, name: &str, act: Act, request_id: String, output: Output) -> Result<ExitCode> {
     let mut client = connect(server).await?;
     let mut request = pb::RolloutActionRequest {
         name: name.to_string(),
@@ -151,6 +168,11 @@ pub(super) async fn act(server: &str, name: &str, act: Act, request_id: String) 
             if reason.trim().is_empty() {
                 return Err(Error::Usage(
                     "--reason is empty: say why (an incident id, \"wrong build\"); it is kept with the rollout and in every notification".into(),
+                ));
+            }
+            if asked && output == Output::Json {
+                return Err(Error::Usage(
+                    "with --output json nobody reads the rollout before confirming: pass --yes to abort it".into(),
                 ));
             }
             if asked {
@@ -178,6 +200,9 @@ pub(super) async fn act(server: &str, name: &str, act: Act, request_id: String) 
         }
     }
     .into_inner();
-    println!("{}", render::one_line(&r));
+    match output {
+        Output::Json => json::print(&render::json(&r)),
+        Output::Text => println!("{}", render::one_line(&r)),
+    }
     Ok(ExitCode::SUCCESS)
 }

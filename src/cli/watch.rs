@@ -15,9 +15,10 @@ use super::render::{is_terminal, one_line, state_name, wave_label};
 use crate::proto::v1 as pb;
 use crate::{Error, Result};
 
-/// Prints lines above the progress bars, from any task.
+/// Prints lines above the progress bars, from any task; to standard error when
+/// standard output carries JSON lines.
 #[derive(Clone)]
-pub struct Printer(Option<MultiProgress>);
+pub struct Printer(Option<MultiProgress>, bool);
 
 impl Printer {
     pub fn line(&self, text: &str) {
@@ -25,6 +26,7 @@ impl Printer {
             Some(multi) => {
                 let _ = multi.println(text);
             }
+            None if self.1 => eprintln!("{text}"),
             None => println!("{text}"),
         }
     }
@@ -33,6 +35,8 @@ impl Printer {
 /// Shows snapshots as they come.
 pub struct Progress {
     bars: Option<Bars>,
+    /// JSON lines (`rollout watch --output json`): a rollout's JSON per change.
+    json: bool,
     last: Option<(i32, u32, u64, u64)>,
 }
 
@@ -51,6 +55,18 @@ impl Progress {
                 overall: ProgressBar::hidden(),
                 waves: Vec::new(),
             }),
+            json: false,
+            last: None,
+        }
+    }
+
+    /// A line of JSON (the rollout, as `rollout status --output json` shows it) each
+    /// time the state, the wave, the whole percent done or the failures change; notes
+    /// go to standard error.
+    pub fn json() -> Progress {
+        Progress {
+            bars: None,
+            json: true,
             last: None,
         }
     }
@@ -67,22 +83,28 @@ impl Progress {
 
     /// A handle other tasks can print through without breaking the bars.
     pub fn printer(&self) -> Printer {
-        Printer(self.bars.as_ref().map(|b| b.multi.clone()))
+        Printer(self.bars.as_ref().map(|b| b.multi.clone()), self.json)
     }
 
     pub fn update(&mut self, r: &pb::Rollout) {
         match &mut self.bars {
             Some(b) => b.update(r),
             None => {
+                // Lines each tenth of the selection, JSON each whole percent.
+                let steps = if self.json { 100 } else { 10 };
                 let key = (
                     r.state,
                     r.current_wave,
-                    r.hosts_succeeded * 10 / r.hosts_selected.max(1),
+                    r.hosts_succeeded * steps / r.hosts_selected.max(1),
                     r.hosts_failed,
                 );
                 if self.last != Some(key) {
                     self.last = Some(key);
-                    println!("{}", one_line(r));
+                    if self.json {
+                        println!("{}", super::render::json(r));
+                    } else {
+                        println!("{}", one_line(r));
+                    }
                 }
             }
         }

@@ -139,14 +139,15 @@ impl Registry {
     }
 }
 
-/// A controller with a data dir: it alone, the leader of epoch 0.
-pub fn alone(advertise: String, since_unix_ms: i64) -> Controllers {
+/// A controller with a data dir: it alone, the leader of epoch 0, with its
+/// dashboard's URL when it serves one.
+pub fn alone(advertise: String, since_unix_ms: i64, dashboard: Option<&str>) -> Controllers {
     let me = pb::ControllerInfo {
         advertise,
         role: "leader".into(),
         epoch: 0,
         since_unix_ms,
-        dashboard: String::new(),
+        dashboard: dashboard.unwrap_or_default().to_string(),
     };
     Arc::new(move || Ok(vec![me.clone()]))
 }

@@ -33,6 +33,7 @@ mod signin;
 pub mod slack;
 pub mod sun;
 mod views;
+mod wall;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -442,7 +443,8 @@ fn render_rollout(d: &Dashboard, name: &str) -> Option<Markup> {
         Some(limits) => std::sync::Arc::new(pb::Rollout { limits, ..(*r).clone() }),
         None => r,
     };
-    let view = views::rollout(&r, &timeline, d.engine.drill_clock().as_deref());
+    let now = crate::clock::Clock::now_ms(&crate::clock::SystemClock);
+    let view = views::rollout(&r, &timeline, d.engine.drill_clock().as_deref(), now);
     Some(maud::html! { (frozen(d)) (view) })
 }
 
@@ -467,9 +469,14 @@ fn render_sun(d: &Dashboard) -> Markup {
     // A pass over every host: the runtime's other tasks move to another worker.
     let markup = crate::store::off_the_runtime(|| {
         let inventory = d.engine.inventory();
-        let health = d.engine.customer_health();
+        let (down, unknown) = d.engine.down_and_unknown();
+        let fleet = sun::Fleet {
+            hosts: inventory.hosts(),
+            down: &down,
+            unknown: &unknown,
+        };
         views::sun(
-            &sun::follow(inventory.calendar(), &health, d.engine.now_ms()),
+            &sun::follow(inventory.calendar(), &fleet, d.engine.now_ms()),
             d.engine.drill_clock().as_deref(),
         )
     });
@@ -515,6 +522,9 @@ impl Wake {
 
 type Render = Box<dyn Fn(&Dashboard) -> Option<Markup> + Send + Sync>;
 
+/// How often a live stream says it is alive when nothing changed.
+const ALIVE_EVERY: Duration = Duration::from_secs(5);
+
 /// A stream of `html` events: the fragment now, then again each time `wake` fires and
 /// the HTML differs from what was sent, at most every [`THROTTLE`]. It ends when the
 /// source is gone or the controller stops.
@@ -542,7 +552,12 @@ fn stream(d: Dashboard, wake: Wake, render: Render) -> Sse<impl Stream<Item = Re
             }
         }
     });
-    Sse::new(events).keep_alive(KeepAlive::default())
+    // A named event, not a comment: the page's script hears it and says it is live.
+    Sse::new(events).keep_alive(
+        KeepAlive::new()
+            .interval(ALIVE_EVERY)
+            .event(Event::default().event("alive").data("")),
+    )
 }
 
 async fn live_rollouts(State(d): State<Dashboard>) -> Response {

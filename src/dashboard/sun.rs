@@ -5,13 +5,14 @@
 //! Pure: a calendar, per-customer host health and an instant in, the model out, so
 //! the view is tested with a fixed clock.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
 
 use crate::engine::health::Counts;
 use crate::hours::{Calendar, Tier};
+use crate::inventory::Host;
 
 /// Customers drawn per time zone at most; the rest are counted.
 pub const PER_ZONE: usize = 40;
@@ -53,7 +54,39 @@ pub struct Zone {
     pub more: usize,
 }
 
-/// Counts of one tier.
+/// The hosts, and which are known down or unknown now.
+pub struct Fleet<'a> {
+    pub hosts: &'a [Host],
+    pub down: &'a HashSet<String>,
+    pub unknown: &'a HashSet<String>,
+}
+
+impl Fleet<'_> {
+    /// Per customer, its hosts by what is known of them; and per tier, the distinct
+    /// hosts whose best customer (the earliest tier) is in it: a host serving three
+    /// customers counts once.
+    fn counts(&self, tier_of: &HashMap<&str, Tier>) -> (HashMap<String, Counts>, BTreeMap<Tier, Counts>) {
+        let mut customers: HashMap<String, Counts> = HashMap::new();
+        let mut tiers: BTreeMap<Tier, Counts> = BTreeMap::new();
+        for h in self.hosts {
+            let (down, unknown) = (self.down.contains(&h.id), self.unknown.contains(&h.id));
+            let add = |c: &mut Counts| {
+                c.hosts += 1;
+                c.down += u64::from(down);
+                c.unknown += u64::from(unknown);
+            };
+            for c in &h.customers {
+                add(customers.entry(c.to_string()).or_default());
+            }
+            if let Some(best) = h.customers.iter().filter_map(|c| tier_of.get(&**c)).min() {
+                add(tiers.entry(*best).or_default());
+            }
+        }
+        (customers, tiers)
+    }
+}
+
+/// Counts of one tier: its customers, and the distinct hosts it holds.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct TierCount {
     pub customers: u64,
@@ -73,16 +106,23 @@ pub struct Sun {
     pub now_utc: String,
 }
 
-/// Places every customer of `calendar` at `now_ms`. `health` maps a customer to its
-/// hosts by what is known of them; a customer without hosts counts zero.
-pub fn follow(calendar: &Calendar, health: &HashMap<String, Counts>, now_ms: i64) -> Sun {
+/// Places every customer of `calendar` at `now_ms`, with its hosts of `fleet` by what
+/// is known of them (a customer without hosts counts zero).
+pub fn follow(calendar: &Calendar, fleet: &Fleet, now_ms: i64) -> Sun {
     let now = Timestamp::from_millisecond(now_ms).unwrap_or(Timestamp::UNIX_EPOCH);
     let utc = now.to_zoned(TimeZone::UTC).datetime();
+    let snapshot = calendar.snapshot(now_ms);
+    let tier_of: HashMap<&str, Tier> = snapshot.iter().map(|(id, (_, _, status))| (*id, status.tier)).collect();
+    let (health, distinct) = fleet.counts(&tier_of);
     let mut zones: BTreeMap<(u16, String), Zone> = BTreeMap::new();
     let mut column: HashMap<String, (u16, String)> = HashMap::new();
     let mut all: Vec<Placed> = Vec::new();
     let mut tiers: BTreeMap<Tier, TierCount> = BTreeMap::new();
-    for (id, (_, schedule, status)) in calendar.snapshot(now_ms) {
+    for (tier, c) in distinct {
+        let t = tiers.entry(tier).or_default();
+        (t.hosts, t.down, t.unknown) = (c.hosts, c.down, c.unknown);
+    }
+    for (id, (_, schedule, status)) in snapshot {
         let Counts { hosts, down, unknown } = health.get(id).copied().unwrap_or_default();
         let placed = Placed {
             id: id.to_string(),
@@ -95,11 +135,7 @@ pub fn follow(calendar: &Calendar, health: &HashMap<String, Counts>, now_ms: i64
             until_start_ms: status.until_start_ms,
             zone: schedule.tz_name.clone(),
         };
-        let t = tiers.entry(status.tier).or_default();
-        t.customers += 1;
-        t.hosts += hosts;
-        t.down += down;
-        t.unknown += unknown;
+        tiers.entry(status.tier).or_default().customers += 1;
         let local = status.local;
         let minute = (local.hour() as u16) * 60 + local.minute() as u16;
         let offset = offset(local.duration_since(utc).as_secs().div_euclid(60));
@@ -165,6 +201,24 @@ mod tests {
         Customer::weekdays(id, tz, hours)
     }
 
+    /// `n` hosts named `prefix-i` serving `customers`.
+    fn hosts(prefix: &str, n: usize, customers: &[&str]) -> Vec<Host> {
+        (0..n)
+            .map(|i| Host {
+                id: format!("{prefix}-{i}"),
+                address: "127.0.0.1:1".into(),
+                labels: Default::default(),
+                customers: customers.iter().map(|c| (*c).into()).collect(),
+                version: None,
+                healthy: true,
+            })
+            .collect()
+    }
+
+    fn ids(prefix: &str, range: std::ops::Range<usize>) -> HashSet<String> {
+        range.map(|i| format!("{prefix}-{i}")).collect()
+    }
+
     #[test]
     fn customers_are_placed_at_their_local_time_with_their_tier() {
         let calendar = Calendar::new(&[
@@ -178,12 +232,15 @@ mod tests {
         // Wednesday 2026-11-25 07:45 UTC: Seoul 16:45 (in hours), London 07:45 (starts
         // in 1h15m), Kolkata 13:15 (in hours), New York 02:45 (off hours).
         let now = "2026-11-25T07:45:00Z".parse::<Timestamp>().unwrap().as_millisecond();
-        let counts = |hosts, down, unknown| Counts { hosts, down, unknown };
-        let health = HashMap::from([
-            ("seoul".to_string(), counts(10, 2, 3)),
-            ("london".to_string(), counts(4, 0, 0)),
-        ]);
-        let sun = follow(&calendar, &health, now);
+        let mut all = hosts("s", 10, &["seoul"]);
+        all.extend(hosts("l", 4, &["london"]));
+        let (down, unknown) = (ids("s", 0..2), ids("s", 2..5));
+        let fleet = Fleet {
+            hosts: &all,
+            down: &down,
+            unknown: &unknown,
+        };
+        let sun = follow(&calendar, &fleet, now);
         let zones: Vec<(String, &str, &str)> = sun
             .zones
             .iter()
@@ -222,9 +279,54 @@ mod tests {
             .map(|i| customer(&format!("c{i:03}"), "Asia/Tokyo", "09:00-18:00"))
             .collect();
         let calendar = Calendar::new(&customers).unwrap();
-        let sun = follow(&calendar, &HashMap::new(), 0);
+        let none = HashSet::new();
+        let fleet = Fleet {
+            hosts: &[],
+            down: &none,
+            unknown: &none,
+        };
+        let sun = follow(&calendar, &fleet, 0);
         assert_eq!(sun.zones.len(), 1);
         assert_eq!(sun.zones[0].customers.len(), PER_ZONE);
         assert_eq!(sun.zones[0].more, 5);
+    }
+
+    #[test]
+    fn a_host_of_several_customers_counts_once_in_the_best_tier() {
+        let calendar = Calendar::new(&[
+            customer("seoul", "Asia/Seoul", "09:00-18:00"),
+            customer("london", "Europe/London", "09:00-17:30"),
+            customer("newyork", "America/New_York", "09:00-17:00"),
+        ])
+        .unwrap();
+        // Seoul in hours, London starting soon, New York off hours.
+        let now = "2026-11-25T07:45:00Z".parse::<Timestamp>().unwrap().as_millisecond();
+        let mut all = hosts("shared", 5, &["seoul", "london", "newyork"]);
+        all.extend(hosts("ny", 3, &["newyork"]));
+        let (down, none) = (ids("shared", 0..1), HashSet::new());
+        let fleet = Fleet {
+            hosts: &all,
+            down: &down,
+            unknown: &none,
+        };
+        let sun = follow(&calendar, &fleet, now);
+        let hosts_of = |t: Tier| sun.tiers.get(&t).map(|c| (c.hosts, c.down)).unwrap_or_default();
+        assert_eq!(
+            hosts_of(Tier::InHours),
+            (5, 1),
+            "the shared hosts, once, in Seoul's tier"
+        );
+        assert_eq!(hosts_of(Tier::StartingSoon), (0, 0));
+        assert_eq!(hosts_of(Tier::OffHours), (3, 0));
+        let total: u64 = sun.tiers.values().map(|t| t.hosts).sum();
+        assert_eq!(total, 8, "every host once: the fleet's size");
+        // Each customer still counts all of its hosts.
+        let newyork = sun
+            .zones
+            .iter()
+            .flat_map(|z| &z.customers)
+            .find(|c| c.id == "newyork")
+            .unwrap();
+        assert_eq!(newyork.hosts, 8);
     }
 }

@@ -38,6 +38,7 @@ pub fn page(title: &str, who: Option<(&Principal, &str)>, body: Markup) -> Marku
                         a href="/sun" { "Follow the sun" }
                         a href="/controllers" { "Controllers" }
                     }
+                    span.liveness #liveness {}
                     @if let Some((p, csrf)) = who {
                         @if *p == Principal::anonymous() {
                             span.who { "open: no authentication (loopback)" }
@@ -110,13 +111,20 @@ pub fn rollouts(list: &[std::sync::Arc<pb::Rollout>]) -> Markup {
             p.empty { "No rollout yet. " code { "rollout submit plans/PLAN.yaml" } " starts one." }
         } @else {
             table.rollouts {
-                thead { tr { th { "rollout" } th { "kind" } th { "state" } th { "wave" } th.wide { "hosts on the new version" } th { "customers mitigated" } } }
+                thead { tr { th { "rollout" } th { "kind" } th { "version" } th { "started" } th { "state" } th { "wave" } th.wide { "hosts on the new version" } th { "customers mitigated" } } }
                 tbody {
                     @for r in list.iter().take(LIST) {
-                        tr {
+                        tr data-rollout=(r.name) {
                             td { a href=(format!("/rollouts/{}", encode(&r.name))) { (r.name) } }
                             td { (r.kind) }
-                            td { span class=(format!("badge {}", state_class(r.state()))) { (r.state().label()) } }
+                            td.version { (version_of(r)) }
+                            td.started { (super::wall::clock(r.created_at_unix_ms)) }
+                            td {
+                                span class=(format!("badge {}", state_class(r.state()))) { (r.state().label()) }
+                                @if !r.halt_reason.is_empty() {
+                                    div.why title=(r.halt_reason) { (super::wall::short_reason(&r.halt_reason)) }
+                                }
+                            }
                             td { (r.current_wave + 1) "/" (r.waves.len()) }
                             td.wide {
                                 (bar(r.hosts_selected, &[("ok", r.hosts_succeeded), ("bad", r.hosts_failed), ("run", r.hosts_in_flight)]))
@@ -134,7 +142,7 @@ pub fn rollouts(list: &[std::sync::Arc<pb::Rollout>]) -> Markup {
 
 /// One rollout (a fragment): the headline bar, a bar per wave, hosts by state,
 /// customers, the halt reason, and the timeline.
-pub fn rollout(r: &pb::Rollout, timeline: &[pb::EventRecord], drill: Option<&str>) -> Markup {
+pub fn rollout(r: &pb::Rollout, timeline: &[pb::EventRecord], drill: Option<&str>, now_ms: i64) -> Markup {
     let state = r.state();
     let customers = pct(r.customers_mitigated, r.customers_affected);
     html! {
@@ -143,6 +151,7 @@ pub fn rollout(r: &pb::Rollout, timeline: &[pb::EventRecord], drill: Option<&str
             p.sub { (crate::summary::change(r)) @if !r.description.is_empty() { " - " (r.description) } }
         }
         p.summary #summary { (headline(r, drill)) }
+        (super::wall::times(r, now_ms))
         (drill_banner(drill))
         @if !r.limits.is_empty() {
             div.reason.limits #limits { strong { "Limited: " } (r.limits) }
@@ -151,7 +160,7 @@ pub fn rollout(r: &pb::Rollout, timeline: &[pb::EventRecord], drill: Option<&str
             (gate_banner(r, g))
         }
         @if !r.halt_reason.is_empty() {
-            div.reason {
+            div.reason #halt-reason {
                 strong { (if state == pb::RolloutState::CompletedWithFailures { "Not a success: " } else { "Why it stopped: " }) }
                 (r.halt_reason)
             }
@@ -245,6 +254,17 @@ fn failure_groups(r: &pb::Rollout) -> Markup {
     }
 }
 
+/// The version a rollout brings: the build, or what a rollback returns hosts to.
+fn version_of(r: &pb::Rollout) -> String {
+    match (r.kind.as_str(), r.version.as_str(), r.rolls_back.as_str()) {
+        ("rollback", "", "") => "each host's previous".to_string(),
+        ("rollback", "", from) => format!("{from} → previous"),
+        ("rollback", to, _) => format!("back to {to}"),
+        (_, "", _) => "-".to_string(),
+        (_, v, _) => v.to_string(),
+    }
+}
+
 /// What the hosts counted done have: "on 15.20.8207.12", "rolled back", "restarted".
 fn done_on(r: &pb::Rollout) -> String {
     match (r.kind.as_str(), r.version.as_str()) {
@@ -264,9 +284,13 @@ fn drill_banner(drill: Option<&str>) -> Markup {
 }
 
 /// The status text, as every notification says it (with the drill clock in force).
+/// The reason a stopped rollout gives is in its own box below, said once.
 fn headline(r: &pb::Rollout, drill: Option<&str>) -> String {
     let mut shown = r.clone();
     shown.drill_clock = drill.unwrap_or_default().to_string();
+    if !shown.halt_reason.is_empty() {
+        shown.halt_reason = "why is below".into();
+    }
     crate::summary::rollout(&shown)
 }
 

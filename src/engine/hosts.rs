@@ -1,13 +1,13 @@
 //! The inventory as the API sees it: agents' heartbeats register and update hosts,
 //! and hosts are listed with what is known of their health (probed on request).
 
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use tracing::info;
 
 use super::audit::{Actor, Target};
-use super::{Engine, Error, Result, health, job};
+use super::{Engine, Error, Result, health};
 use crate::proto::v1 as pb;
 
 impl Engine {
@@ -126,41 +126,9 @@ impl Engine {
             .collect()
     }
 
-    /// Per customer: its hosts in the inventory, how many of them are known to be down
-    /// (unhealthy or unreachable) and how many nobody measured (unknown). The sizes
-    /// are the restart budget's; only the hosts down or unknown are looked up again.
-    pub fn customer_health(&self) -> HashMap<String, health::Counts> {
-        let inventory = self.ctx.inventory();
-        let mut out: HashMap<String, health::Counts> = job::customer_sizes(&inventory)
-            .into_iter()
-            .map(|(c, hosts)| {
-                (
-                    c,
-                    health::Counts {
-                        hosts,
-                        ..Default::default()
-                    },
-                )
-            })
-            .collect();
-        let (down, unknown) = self.ctx.health.down_and_unknown(self.ctx.clock.now_ms());
-        for (hosts, is_down) in [(down, true), (unknown, false)] {
-            for host in hosts {
-                for c in inventory
-                    .host(&host)
-                    .map(|h| h.customers.as_slice())
-                    .unwrap_or_default()
-                {
-                    if let Some(counts) = out.get_mut(&**c) {
-                        if is_down {
-                            counts.down += 1;
-                        } else {
-                            counts.unknown += 1;
-                        }
-                    }
-                }
-            }
-        }
-        out
+    /// The hosts known to be down (unhealthy or unreachable) and those nobody
+    /// measured (unknown), now.
+    pub fn down_and_unknown(&self) -> (HashSet<String>, HashSet<String>) {
+        self.ctx.health.down_and_unknown(self.ctx.clock.now_ms())
     }
 }

@@ -540,7 +540,11 @@ fn controllers(leading: Option<&Leading>, listener: &TcpListener, options: &Opti
     if let Some(l) = leading {
         return l.registry.controllers();
     }
-    cluster::alone(own_url(listener, options), options.clock.now_ms())
+    cluster::alone(
+        own_url(listener, options),
+        options.clock.now_ms(),
+        options.dashboard_url.as_deref(),
+    )
 }
 
 /// This controller's URL with a data dir (it advertises none): its API's address.

@@ -74,6 +74,16 @@ pub async fn rollout(args: &[&str]) -> std::process::Output {
     .expect("run rollout")
 }
 
+/// A port free now on loopback (for an address that must be known before the
+/// process that binds it starts).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind a loopback port")
+        .local_addr()
+        .expect("its address")
+        .port()
+}
+
 pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
@@ -410,9 +420,20 @@ pub async fn spawn_simulator(
     latency_ms: &str,
     log: &Path,
 ) -> (rollout::cli::process::Spawned, FleetFile, PathBuf) {
+    spawn_simulator_with(dir, hosts, latency_ms, log, &[]).await
+}
+
+/// [`spawn_simulator`] with `extra` flags (`--fail-rate 0.3`).
+pub async fn spawn_simulator_with(
+    dir: &Path,
+    hosts: usize,
+    latency_ms: &str,
+    log: &Path,
+    extra: &[&str],
+) -> (rollout::cli::process::Spawned, FleetFile, PathBuf) {
     let (sim_fleet, ctl_fleet) = (dir.join("sim.yaml"), dir.join("fleet.yaml"));
     std::fs::write(&sim_fleet, fleet(hosts, "127.0.0.1:1").to_yaml()).expect("write the simulator's fleet");
-    let args = [
+    let mut args: Vec<&std::ffi::OsStr> = vec![
         "agent".as_ref(),
         "--simulate".as_ref(),
         sim_fleet.as_os_str(),
@@ -421,6 +442,7 @@ pub async fn spawn_simulator(
         "--latency-ms".as_ref(),
         latency_ms.as_ref(),
     ];
+    args.extend(extra.iter().map(std::ffi::OsStr::new));
     let agent = spawn_rollout(args, log, "the simulator").await;
     let fleet = fleet(hosts, &agent.addr.to_string());
     std::fs::write(&ctl_fleet, fleet.to_yaml()).expect("write the controller's fleet");

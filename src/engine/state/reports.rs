@@ -99,11 +99,29 @@ impl HealthReport {
     }
 }
 
+/// "; e.g. h1, h2, h3: connection refused; h4: disk full": the examples (each
+/// `host: message`) grouped by message, so a message several hosts share is said once.
 fn push_examples(reason: &mut String, examples: &[String]) {
-    if !examples.is_empty() {
-        reason.push_str("; e.g. ");
-        reason.push_str(&examples.join("; "));
+    if examples.is_empty() {
+        return;
     }
+    let mut groups: Vec<(&str, Vec<&str>)> = Vec::new();
+    for example in examples {
+        let (host, message) = example.split_once(": ").unwrap_or(("", example));
+        match groups.iter_mut().find(|(m, _)| *m == message) {
+            Some((_, hosts)) => hosts.push(host),
+            None => groups.push((message, vec![host])),
+        }
+    }
+    let said: Vec<String> = groups
+        .iter()
+        .map(|(message, hosts)| match hosts.as_slice() {
+            [""] => message.to_string(),
+            _ => format!("{}: {message}", hosts.join(", ")),
+        })
+        .collect();
+    reason.push_str("; e.g. ");
+    reason.push_str(&said.join("; "));
 }
 
 /// "wave 2: 7 of 180 hosts failed, more than the 3 allowed ...; e.g. h1: ..., h2: ..."
@@ -125,4 +143,18 @@ pub(super) fn halt_reason(r: &WaveReport) -> String {
     };
     push_examples(&mut reason, &r.examples);
     reason
+}
+
+#[cfg(test)]
+mod grouped_tests {
+    #[test]
+    fn a_message_several_hosts_share_is_said_once() {
+        let mut reason = "wave 1: 3 of 10 hosts failed".to_string();
+        let examples = ["h1: connection refused", "h2: disk full", "h3: connection refused"].map(String::from);
+        super::push_examples(&mut reason, &examples);
+        assert_eq!(
+            reason,
+            "wave 1: 3 of 10 hosts failed; e.g. h1, h3: connection refused; h2: disk full"
+        );
+    }
 }
