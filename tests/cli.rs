@@ -345,6 +345,9 @@ async fn the_demo_runs_end_to_end() {
     let stdout = text(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
     assert!(stdout.contains("** kill -9 controller"), "{stdout}");
+    // The kill is said before the watcher notices the controller is gone.
+    let (kill, lost) = (stdout.find("** kill -9 controller"), stdout.find("lost the controller"));
+    assert!(lost.is_none_or(|lost| kill.is_some_and(|kill| kill < lost)), "{stdout}");
     assert!(stdout.contains("succeeded: 100.0% of"), "{stdout}");
     assert!(stdout.contains("more than once, 0 never"), "{stdout}");
     assert!(stdout.contains(" 0 more than once"), "{stdout}");

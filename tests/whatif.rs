@@ -359,6 +359,11 @@ async fn dry_runs_price_each_order_at_the_instant() {
     };
     let shown = dry_submit("business-hours-first").await;
     assert!(shown.contains("this order (business-hours-first): "), "{shown}");
+    // A fix's hosts are deployed, not restarted.
+    assert!(
+        shown.contains("expected, at 100 deploys a minute: this order"),
+        "{shown}"
+    );
     // A plan in least-business-downtime order previews its waves in that order's terms.
     let shown = dry_submit("least-business-downtime").await;
     for why in [

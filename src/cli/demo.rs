@@ -73,7 +73,8 @@ pub struct DemoArgs {
     pub now: bool,
 }
 
-fn controller_args(data: &Path, fleet: &Path, listen: &str, http: Option<&str>, drill: bool) -> Vec<String> {
+/// `rollout serve`'s arguments; `drill`: the instant its drill clock reads at start.
+fn controller_args(data: &Path, fleet: &Path, listen: &str, http: Option<&str>, drill: Option<i64>) -> Vec<String> {
     let mut args = vec![
         "serve".into(),
         "--listen".into(),
@@ -86,8 +87,8 @@ fn controller_args(data: &Path, fleet: &Path, listen: &str, http: Option<&str>, 
     if let Some(http) = http {
         args.extend(["--http-listen".into(), http.into()]);
     }
-    if drill {
-        args.extend(["--drill-clock".into(), INCIDENT_MOMENT.into()]);
+    if let Some(at) = drill {
+        args.extend(["--drill-clock".into(), crate::clock::format_instant(at)]);
     }
     args
 }
@@ -174,9 +175,12 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
 
     // The controller, as a real process.
     let http = args.http_listen.as_deref();
+    // The drill clock goes on where it was when the controller is restarted.
+    let (drill_from, drill_started) = ((!args.now).then_some(hours_at), Instant::now());
+    let drill_now = || drill_from.map(|at| at + drill_started.elapsed().as_millis() as i64);
     let mut controller = Spawned::start(
         &exe,
-        controller_args(&data, &fleet_path, "127.0.0.1:0", http, !args.now),
+        controller_args(&data, &fleet_path, "127.0.0.1:0", http, drill_now()),
         Some(&log),
     )
     .await?;
@@ -254,15 +258,16 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
             let mid_wave = wave.is_some_and(|w| w.succeeded * 3 >= w.size && w.succeeded < w.size);
             if r.state() == pb::RolloutState::Running && r.current_wave >= 3 && mid_wave && r.hosts_in_flight > 0 {
                 let pid = controller.pid().unwrap_or(0);
-                controller.kill9().await?;
+                // Said first: the watcher notices the loss as soon as it happens.
                 printer.line(&format!(
                     "** kill -9 controller (pid {pid}) at {:.1}%, {} in flight, {} running",
                     r.percent_complete,
                     r.hosts_in_flight,
                     render::wave_label(&r)
                 ));
+                controller.kill9().await?;
                 let t = Instant::now();
-                let again = controller_args(&data, &fleet_path, &addr.to_string(), http_addr.as_deref(), !args.now);
+                let again = controller_args(&data, &fleet_path, &addr.to_string(), http_addr.as_deref(), drill_now());
                 controller = Spawned::start(&exe, again, Some(&log)).await?;
                 printer.line(&format!(
                     "** controller restarted (pid {}) in {} ms on the same store; the rollout resumes where it was",

@@ -385,6 +385,12 @@ pub async fn follow(client: &mut super::Client, id: u64, json: bool) -> Result<p
 /// minute: this order (least-business-downtime): 1.9M customer-minutes in working
 /// hours; business-hours-first: 2.4M; stable: 6.3M".
 pub fn price_line(prices: &[pb::OrderPrice]) -> Option<String> {
+    price_line_of(prices, "restart")
+}
+
+/// [`price_line`] for a plan, whose hosts each take an `act` ("deploy", "rollback",
+/// "restart") a minute: "expected, at 200 deploys a minute: ...".
+pub fn price_line_of(prices: &[pb::OrderPrice], act: &str) -> Option<String> {
     let chosen = prices.iter().find(|p| p.chosen)?;
     let amount = |n: u64| match n {
         n if n >= 1_000_000 => format!("{:.1}M", n as f64 / 1e6),
@@ -392,7 +398,7 @@ pub fn price_line(prices: &[pb::OrderPrice]) -> Option<String> {
         n => n.to_string(),
     };
     let mut line = format!(
-        "expected, at {} restart{} a minute: this order ({}): {} customer-minutes in working hours",
+        "expected, at {} {act}{} a minute: this order ({}): {} customer-minutes in working hours",
         chosen.per_minute,
         if chosen.per_minute == 1 { "" } else { "s" },
         chosen.order,

@@ -53,7 +53,12 @@ pub(super) async fn submit(server: &str, file: &std::path::Path, asked: Submissi
             println!("{}", r.drill_clock);
         }
         print!("{}", render::preview(&r, &response.preview));
-        if let Some(line) = restart::price_line(&response.prices) {
+        let act = match r.kind.as_str() {
+            "fix" => "deploy",
+            "rollback" => "rollback",
+            _ => "restart",
+        };
+        if let Some(line) = restart::price_line_of(&response.prices, act) {
             println!("{line}");
         }
         for c in &response.conflicts {
