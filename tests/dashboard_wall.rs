@@ -30,6 +30,12 @@ async fn until_text(browser: &fantoccini::Client, css: &str, secs: u64, ok: impl
     .await
 }
 
+/// The text of `css` once the page shows it (the live script may be replacing the
+/// fragment the element is in when it is first read).
+async fn shown(browser: &fantoccini::Client, css: &str) -> String {
+    until_text(browser, css, 30, |t| !t.is_empty()).await
+}
+
 #[ignore = "needs chromium and chromium-driver (Debian); cargo test -- --include-ignored runs it"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_halted_fix_and_its_rollback_on_the_wall() {
@@ -58,26 +64,26 @@ async fn a_halted_fix_and_its_rollback_on_the_wall() {
     // The list: version, start time, and why it stopped, its hosts grouped by message.
     browser.goto(&base).await.unwrap();
     let row = "tr[data-rollout='wall-fix']";
-    assert!(!text_of(&browser, &format!("{row} td.version")).await.is_empty());
-    let started = text_of(&browser, &format!("{row} td.started")).await;
+    assert!(!shown(&browser, &format!("{row} td.version")).await.is_empty());
+    let started = shown(&browser, &format!("{row} td.started")).await;
     assert!(started.ends_with("UTC"), "{started}");
-    let why = text_of(&browser, &format!("{row} .why")).await;
+    let why = shown(&browser, &format!("{row} .why")).await;
     assert!(why.starts_with("wave 1: "), "{why}");
     // The rollout's page: one reason, its message said once for all its hosts.
     browser.goto(&format!("{base}rollouts/wall-fix")).await.unwrap();
-    let reason = text_of(&browser, "#halt-reason").await;
+    let reason = shown(&browser, "#halt-reason").await;
     assert_eq!(
         reason.matches("simulated deploy failure").count(),
         1,
         "one message for every host that shares it: {reason}"
     );
-    let summary = text_of(&browser, "#summary").await;
+    let summary = shown(&browser, "#summary").await;
     assert!(
         !summary.contains("wave 1: "),
         "the reason is said once, below: {summary}"
     );
     assert!(summary.contains("It halted: why is below."), "{summary}");
-    let times = text_of(&browser, "#times").await;
+    let times = shown(&browser, "#times").await;
     assert!(times.starts_with("Started "), "{times}");
     assert!(times.contains("no estimate of the end: halted"), "{times}");
     let live = until_text(&browser, "#liveness", 30, |t| t.starts_with("live · updated")).await;
@@ -103,21 +109,21 @@ async fn a_halted_fix_and_its_rollback_on_the_wall() {
     )
     .await;
     browser.goto(&base).await.unwrap();
-    let version = text_of(&browser, "tr[data-rollout='wall-fix-rollback'] td.version").await;
+    let version = shown(&browser, "tr[data-rollout='wall-fix-rollback'] td.version").await;
     assert!(version.contains("→ previous"), "{version}");
     browser
         .goto(&format!("{base}rollouts/wall-fix-rollback"))
         .await
         .unwrap();
-    let headline = text_of(&browser, ".headline .sub").await;
+    let headline = shown(&browser, ".headline .sub").await;
     assert!(headline.starts_with("rollback of build"), "{headline}");
     assert!(headline.contains("to the previous version"), "{headline}");
-    let summary = text_of(&browser, "#summary").await;
+    let summary = shown(&browser, "#summary").await;
     assert!(summary.starts_with("The rollback of build"), "{summary}");
 
     // Follow the sun: each host once, whatever number of customers it serves.
     browser.goto(&format!("{base}sun")).await.unwrap();
-    let legend = text_of(&browser, ".legend").await;
+    let legend = shown(&browser, ".legend").await;
     let counted: u64 = legend
         .split(" hosts down")
         .filter_map(|part| part.rsplit(" of ").next()?.trim().parse::<u64>().ok())
