@@ -168,3 +168,28 @@ async fn every_error_path_is_one_plain_line() {
     }
     std::fs::set_permissions(&unwritable, std::fs::Permissions::from_mode(0o700)).unwrap();
 }
+
+/// A client command whose reader stops early (`rollout ... | head`) ends quietly, as
+/// Unix tools do: no panic about a broken pipe.
+#[tokio::test]
+async fn a_reader_that_stops_early_gets_no_panic() {
+    use std::io::Read;
+    use std::os::unix::process::ExitStatusExt;
+    let mut child = std::process::Command::new(EXE)
+        .args(["fleet", "generate", "--hosts", "20000", "--agent", "127.0.0.1:1"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = [0u8; 16];
+    child.stdout.take().unwrap().read_exact(&mut first).unwrap();
+    // The pipe's reader is gone (dropped above); the writer meets it closed.
+    let out = child.wait_with_output().unwrap();
+    let err = text(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(
+        out.status.signal(),
+        Some(libc::SIGPIPE),
+        "ended by the closed pipe: {err}"
+    );
+}
