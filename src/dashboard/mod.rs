@@ -28,6 +28,7 @@ mod actions;
 mod chart;
 mod freezes;
 mod oidc;
+mod restarts;
 mod session;
 mod signin;
 pub mod slack;
@@ -449,13 +450,13 @@ fn render_rollout(d: &Dashboard, name: &str) -> Option<Markup> {
 }
 
 fn render_restarts(d: &Dashboard) -> Markup {
-    maud::html! { (frozen(d)) (views::restarts(&d.engine.restart_jobs())) }
+    maud::html! { (frozen(d)) (restarts::restarts(&d.engine.restart_jobs())) }
 }
 
 fn render_restart(d: &Dashboard, id: u64) -> Option<Markup> {
     let job = d.engine.restart_job(id, false).ok()?;
     let queue = d.engine.restart_queue(id, QUEUE_TOP).ok()?;
-    let view = views::restart(&job, &queue, d.engine.drill_clock().as_deref());
+    let view = restarts::restart(&job, &queue, d.engine.drill_clock().as_deref());
     Some(maud::html! { (frozen(d)) (view) })
 }
 

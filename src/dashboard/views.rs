@@ -9,7 +9,6 @@ use maud::{DOCTYPE, Markup, html};
 use super::sun::{Placed, Sun};
 use crate::auth::Principal;
 
-use crate::engine::RestartQueueView;
 use crate::hours::Tier;
 use crate::proto::v1 as pb;
 
@@ -73,7 +72,7 @@ pub fn encode(segment: &str) -> String {
         .collect()
 }
 
-fn pct(part: u64, whole: u64) -> f64 {
+pub(super) fn pct(part: u64, whole: u64) -> f64 {
     if whole == 0 {
         0.0
     } else {
@@ -92,7 +91,7 @@ fn state_class(s: pb::RolloutState) -> &'static str {
 }
 
 /// A horizontal bar of segments (succeeded, failed, in flight), each a share of `total`.
-fn bar(total: u64, segments: &[(&str, u64)]) -> Markup {
+pub(super) fn bar(total: u64, segments: &[(&str, u64)]) -> Markup {
     html! {
         div.bar {
             @for (class, n) in segments {
@@ -202,6 +201,23 @@ pub fn rollout(r: &pb::Rollout, timeline: &[pb::EventRecord], drill: Option<&str
             }
         }
         h2 { "Waves" }
+        (waves(r))
+        @if r.bake_until_unix_ms > 0 {
+            p.sub { "Baking: the health gate runs at " (time(r.bake_until_unix_ms)) }
+        }
+        @if r.plan.as_ref().is_some_and(|p| p.analysis.is_some()) {
+            h2 { "Analysis" }
+            (super::chart::analysis(r))
+        }
+        h2 { "Timeline" }
+        (events(timeline))
+    }
+}
+
+/// A bar per wave, the current one marked.
+fn waves(r: &pb::Rollout) -> Markup {
+    let state = r.state();
+    html! {
         table.waves {
             thead { tr { th { "wave" } th { "share" } th { "hosts" } th.wide { "done" } th { "state" } } }
             tbody {
@@ -219,15 +235,6 @@ pub fn rollout(r: &pb::Rollout, timeline: &[pb::EventRecord], drill: Option<&str
                 }
             }
         }
-        @if r.bake_until_unix_ms > 0 {
-            p.sub { "Baking: the health gate runs at " (time(r.bake_until_unix_ms)) }
-        }
-        @if r.plan.as_ref().is_some_and(|p| p.analysis.is_some()) {
-            h2 { "Analysis" }
-            (super::chart::analysis(r))
-        }
-        h2 { "Timeline" }
-        (events(timeline))
     }
 }
 
@@ -275,7 +282,7 @@ fn done_on(r: &pb::Rollout) -> String {
 }
 
 /// Says plainly that business hours follow a drill clock, not the real time.
-fn drill_banner(drill: Option<&str>) -> Markup {
+pub(super) fn drill_banner(drill: Option<&str>) -> Markup {
     html! {
         @if let Some(text) = drill {
             div.reason.drill { strong { "Drill: " } (text) }
@@ -337,7 +344,7 @@ fn gate_banner(r: &pb::Rollout, g: &pb::Gate) -> Markup {
     }
 }
 
-fn count(label: &str, n: u64, class: &str) -> Markup {
+pub(super) fn count(label: &str, n: u64, class: &str) -> Markup {
     html! { div class=(format!("count {class}")) { span.n { (n) } span.label { (label) } } }
 }
 
@@ -359,45 +366,6 @@ pub fn events(list: &[pb::EventRecord]) -> Markup {
                     span.kind { (e.kind) }
                     span.what { (e.detail) }
                     span.who { (e.principal) @if e.result != "ok" { " - " (e.result) } }
-                }
-            }
-        }
-    }
-}
-
-fn job_state(s: pb::RestartJobState) -> (&'static str, &'static str) {
-    match s {
-        pb::RestartJobState::Running => ("running", "run"),
-        pb::RestartJobState::Succeeded => ("succeeded", "ok"),
-        pb::RestartJobState::Failed => ("failed", "bad"),
-        pb::RestartJobState::Cancelled => ("cancelled", "warn"),
-        pb::RestartJobState::CompletedWithFailures => ("completed-with-failures", "warn"),
-        pb::RestartJobState::Unspecified => ("unknown", "idle"),
-    }
-}
-
-/// The restart jobs (a fragment).
-pub fn restarts(jobs: &[std::sync::Arc<pb::RestartJob>]) -> Markup {
-    html! {
-        @if jobs.is_empty() {
-            p.empty { "No restart job yet. " code { "rollout restart --unhealthy" } " starts one." }
-        } @else {
-            table.rollouts {
-                thead { tr { th { "job" } th { "state" } th { "order" } th.wide { "restarted" } th { "tiers (restarted/picked)" } } }
-                tbody {
-                    @for j in jobs.iter().take(LIST) {
-                        @let (name, class) = job_state(j.state());
-                        tr {
-                            td { a href=(format!("/restarts/{}", j.id)) { "#" (j.id) } }
-                            td { span class=(format!("badge {class}")) { (name) } }
-                            td { (j.order) }
-                            td.wide {
-                                (bar(j.hosts_total, &[("ok", j.hosts_restarted), ("bad", j.hosts_failed), ("run", j.hosts_in_flight)]))
-                                span.num { (j.hosts_restarted) " of " (j.hosts_total) }
-                            }
-                            td { @for t in &j.tiers { span.tier { (t.tier) " " (t.restarted) "/" (t.total) } } }
-                        }
-                    }
                 }
             }
         }
@@ -429,72 +397,7 @@ pub fn controllers(all: Result<&[pb::ControllerInfo], &str>) -> Markup {
     }
 }
 
-/// One restart job (a fragment): its counts, who went first and why, and who is
-/// next in the queue.
-pub fn restart(j: &pb::RestartJob, queue: &RestartQueueView, drill: Option<&str>) -> Markup {
-    let (name, class) = job_state(j.state());
-    html! {
-        div.headline {
-            h1 { "Restart job #" (j.id) " " span class=(format!("badge {class}")) { (name) } }
-            p.sub { "order " (j.order) ", " (j.max_parallel) " at once, at most " (j.max_unavailable) " of a customer's healthy hosts down" }
-        }
-        (drill_banner(drill))
-        @if !j.reason.is_empty() { div.reason { (j.reason) } }
-        div.big {
-            div.figure {
-                span #percent data-percent=(format!("{:.1}", pct(j.hosts_restarted, j.hosts_total))) { (format!("{:.1}%", pct(j.hosts_restarted, j.hosts_total))) }
-                span.label { "of " (j.hosts_total) " hosts restarted" }
-            }
-            (bar(j.hosts_total, &[("ok", j.hosts_restarted), ("bad", j.hosts_failed), ("run", j.hosts_in_flight)]))
-        }
-        div.counts {
-            (count("restarted", j.hosts_restarted, "ok"))
-            (count("failed", j.hosts_failed, "bad"))
-            (count("in flight", j.hosts_in_flight, "run"))
-            (count("waiting", j.hosts_pending, "idle"))
-        }
-        @if !j.tiers.is_empty() {
-            h2 { "By business-hours tier" }
-            div.counts { @for t in &j.tiers { (count(&format!("{} restarted of {}", t.tier, t.total), t.restarted, &tier_class(&t.tier))) } }
-        }
-        h2 { "Next in the queue" }
-        @if queue.waiting.is_empty() {
-            p.empty { "Nobody waiting." }
-        } @else {
-            (restart_hosts(&queue.waiting))
-            @if queue.count > queue.waiting.len() { p.more { (queue.count - queue.waiting.len()) " more waiting" } }
-        }
-        @if !queue.picked.is_empty() {
-            h2 { "Restarted first, and why" }
-            (restart_hosts(&queue.picked))
-        }
-        @if !j.skipped.is_empty() {
-            h2 { "Left alone" }
-            ul { @for s in j.skipped.iter().take(20) { li { code { (s.host_id) } ": " (s.reason) } } }
-        }
-    }
-}
-
-fn restart_hosts(hosts: &[pb::RestartHost]) -> Markup {
-    html! {
-        table.queue {
-            thead { tr { th { "#" } th { "host" } th { "customer" } th { "tier" } th { "why" } } }
-            tbody {
-                @for h in hosts {
-                    tr {
-                        td { (h.position) }
-                        td { code { (h.host_id) } }
-                        td { (h.customer) }
-                        td { span class=(format!("badge {}", tier_class(&h.tier))) { (h.tier) } }
-                        td { (h.why) }
-                    }
-                }
-            }
-        }
-    }
-}
-
-fn tier_class(tier: &str) -> String {
+pub(super) fn tier_class(tier: &str) -> String {
     format!("tier-{tier}")
 }
 

@@ -181,10 +181,6 @@ impl Engine {
         if self.ctx.shutdown.is_cancelled() {
             return Err(Error::ShuttingDown);
         }
-        let invalid = |field: &str, message: String| Error::Invalid {
-            field: field.to_string(),
-            message,
-        };
         let _guard = self.submit.lock().await;
         if !req.request_id.is_empty()
             && let Some(id) = self.ctx.store.freeze_for_request(&req.request_id)?
@@ -192,44 +188,8 @@ impl Engine {
         {
             return Ok((f.clone(), true));
         }
-        let reason = req.reason.trim();
-        if reason.is_empty() {
-            return Err(invalid(
-                "reason",
-                "is missing: say why the line stops (an incident id)".into(),
-            ));
-        }
-        if reason.chars().count() > MAX_REASON || reason.chars().any(char::is_control) {
-            return Err(invalid(
-                "reason",
-                format!("must be one line of at most {MAX_REASON} characters"),
-            ));
-        }
-        let now = self.ctx.clock.now_ms();
-        if req.until_unix_ms != 0 && req.until_unix_ms <= now {
-            return Err(invalid(
-                "until",
-                format!(
-                    "{} has passed: give a time in the future (or none, to freeze until someone unfreezes)",
-                    crate::clock::format_instant(req.until_unix_ms)
-                ),
-            ));
-        }
-        let selector = crate::plan::checked_selector("selector", &req.selector).map_err(|m| invalid("selector", m))?;
-        let mut f = pb::Freeze {
-            id: self.ctx.store.next_id()?,
-            reason: reason.to_string(),
-            set_by: actor.principal.clone(),
-            selector: selector
-                .iter()
-                .map(|(k, v)| (k.clone(), pb::LabelValues { values: v.clone() }))
-                .collect(),
-            started_at_unix_ms: now,
-            until_unix_ms: req.until_unix_ms,
-            source: freeze::MANUAL.into(),
-            request_id: req.request_id.clone(),
-            ..Default::default()
-        };
+        let mut f = checked(&req, actor, self.ctx.clock.now_ms())?;
+        f.id = self.ctx.store.next_id()?;
         // The line stops before the freeze says since when: it goes on the board
         // first, and its start is read after, so that every host started after it
         // was picked with this freeze on the board (a dispatcher reads its clock,
@@ -244,7 +204,7 @@ impl Engine {
         let line = format!(
             "freeze {} set: {} {}: {}",
             f.id,
-            freeze::scope(&selector),
+            freeze::scope(&freeze::selector(&f)),
             match f.until_unix_ms {
                 0 => "until unfrozen".to_string(),
                 ms => format!("until {}", crate::clock::format_instant(ms)),
@@ -440,4 +400,49 @@ impl Engine {
             }
         });
     }
+}
+
+/// The freeze `req` asks for, checked (a reason of one line, an `--until` ahead of
+/// `now_ms`, a selector of the one grammar); its id is the caller's to give.
+fn checked(req: &pb::FreezeRequest, actor: &Actor, now_ms: i64) -> Result<pb::Freeze> {
+    let invalid = |field: &str, message: String| Error::Invalid {
+        field: field.to_string(),
+        message,
+    };
+    let reason = req.reason.trim();
+    if reason.is_empty() {
+        return Err(invalid(
+            "reason",
+            "is missing: say why the line stops (an incident id)".into(),
+        ));
+    }
+    if reason.chars().count() > MAX_REASON || reason.chars().any(char::is_control) {
+        return Err(invalid(
+            "reason",
+            format!("must be one line of at most {MAX_REASON} characters"),
+        ));
+    }
+    if req.until_unix_ms != 0 && req.until_unix_ms <= now_ms {
+        return Err(invalid(
+            "until",
+            format!(
+                "{} has passed: give a time in the future (or none, to freeze until someone unfreezes)",
+                crate::clock::format_instant(req.until_unix_ms)
+            ),
+        ));
+    }
+    let selector = crate::plan::checked_selector("selector", &req.selector).map_err(|m| invalid("selector", m))?;
+    Ok(pb::Freeze {
+        reason: reason.to_string(),
+        set_by: actor.principal.clone(),
+        selector: selector
+            .iter()
+            .map(|(k, v)| (k.clone(), pb::LabelValues { values: v.clone() }))
+            .collect(),
+        started_at_unix_ms: now_ms,
+        until_unix_ms: req.until_unix_ms,
+        source: freeze::MANUAL.into(),
+        request_id: req.request_id.clone(),
+        ..Default::default()
+    })
 }
