@@ -29,7 +29,6 @@ async fn systemd_hears_ready_the_watchdog_and_stopping() {
     let socket = UnixDatagram::bind(&path).unwrap();
     let data = dir.path().join("data");
     let log = dir.path().join("log");
-    let started = Instant::now();
     let mut controller = Spawned::start_with(
         Path::new(EXE),
         ["serve", "--listen", "127.0.0.1:0", "--data", data.to_str().unwrap()],
@@ -76,7 +75,6 @@ async fn systemd_hears_ready_the_watchdog_and_stopping() {
     });
     assert!(stopping.lines().any(|l| l == "STOPPING=1"), "{stopping:?}");
     assert_eq!(controller.wait(Duration::from_secs(30)).await.unwrap(), Some(0));
-    assert!(started.elapsed() < Duration::from_secs(120));
 }
 
 /// `rollout serve ARGS` to its end (a bad configuration, --print-config).

@@ -22,9 +22,8 @@ pub struct AuditArgs {
     /// At most this many, the newest.
     #[arg(long, default_value_t = 1_000)]
     pub limit: u32,
-    /// `text` for people; `json` for scripts (stable: README, "Output as JSON").
-    #[arg(long, value_enum, default_value_t = Output::Text)]
-    pub output: Output,
+    #[command(flatten)]
+    pub output: super::OutputArg,
 }
 
 /// `--since` as unix milliseconds: a duration back from now, or a timestamp.
@@ -54,7 +53,7 @@ pub async fn audit(server: &str, args: AuditArgs) -> Result<ExitCode> {
         .await?
         .into_inner()
         .events;
-    if args.output == Output::Json {
+    if args.output.output == Output::Json {
         for e in &events {
             let line = serde_json::json!({
                 "at_unix_ms": e.at_unix_ms,

@@ -33,9 +33,8 @@ pub struct HostsArgs {
     /// Hosts shown at most (pages are fetched until this many).
     #[arg(long, default_value_t = 1000)]
     pub limit: usize,
-    /// `text` for people; `json` for scripts (stable: README, "Output as JSON").
-    #[arg(long, value_enum, default_value_t = super::Output::Text)]
-    pub output: super::Output,
+    #[command(flatten)]
+    pub output: super::OutputArg,
 }
 
 /// The states `rollout hosts --rollout NAME --state S` filters on.
@@ -82,7 +81,7 @@ pub async fn hosts(server: &str, args: HostsArgs) -> Result<ExitCode> {
         .await?
         .into_inner()
         .hosts;
-    if args.output == super::Output::Json {
+    if args.output.output == super::Output::Json {
         let list: Vec<serde_json::Value> = hosts.iter().map(host_json).collect();
         println!("{}", serde_json::Value::Array(list));
         return Ok(ExitCode::SUCCESS);
@@ -192,7 +191,7 @@ async fn host_results(server: &str, args: &HostsArgs) -> Result<ExitCode> {
             break;
         }
     }
-    if args.output == super::Output::Json {
+    if args.output.output == super::Output::Json {
         let list: Vec<serde_json::Value> = hosts.iter().map(super::render::host_result_json).collect();
         println!("{}", serde_json::Value::Array(list));
         return Ok(ExitCode::SUCCESS);

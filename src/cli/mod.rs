@@ -116,17 +116,15 @@ pub enum Command {
         /// (RFC 3339, e.g. 2026-11-30T09:00:00Z) instead of now.
         #[arg(long, value_name = "TIME", value_parser = parse_instant, requires = "dry_run")]
         at: Option<i64>,
-        /// `text` for people; `json` for scripts (stable: README, "Output as JSON").
-        #[arg(long, value_enum, default_value_t = Output::Text)]
-        output: Output,
+        #[command(flatten)]
+        output: OutputArg,
     },
     /// Show one rollout in detail, or list them all.
     Status {
         /// The rollout's name; without it, every rollout, one line each.
         name: Option<String>,
-        /// `text` for people; `json` for scripts (stable: README, "Output as JSON").
-        #[arg(long, value_enum, default_value_t = Output::Text)]
-        output: Output,
+        #[command(flatten)]
+        output: OutputArg,
         /// Print only the status text: one plain-English paragraph (what, how far,
         /// what next and when, what failed), as every notification says it.
         #[arg(long, requires = "name")]
@@ -145,9 +143,8 @@ pub enum Command {
         /// How long to wait for a controller that went away (restarting) before giving up.
         #[arg(long, default_value = "60s", value_parser = parse_duration)]
         reconnect: Duration,
-        /// `text` for people; `json` for scripts (stable: README, "Output as JSON").
-        #[arg(long, value_enum, default_value_t = Output::Text)]
-        output: Output,
+        #[command(flatten)]
+        output: OutputArg,
     },
     /// Approve the open gate of a rollout awaiting approval: shows the gate (how the
     /// wave went, what the next wave will take, who approved), asks, and approves
@@ -164,9 +161,8 @@ pub enum Command {
         /// Makes the approval idempotent: the same id counts once, even sent again.
         #[arg(long)]
         request_id: Option<String>,
-        /// `text` for people; `json` for scripts (stable: README, "Output as JSON").
-        #[arg(long, value_enum, default_value_t = Output::Text)]
-        output: Output,
+        #[command(flatten)]
+        output: OutputArg,
     },
     /// Stop the line (admin): no new operation starts on the hosts it covers (every
     /// host without --selector) for any rollout or restart job but an approved
@@ -185,9 +181,8 @@ pub enum Command {
         /// Makes the freeze idempotent: the same id sets it once.
         #[arg(long)]
         request_id: Option<String>,
-        /// `text` for people; `json` for scripts (stable: README, "Output as JSON").
-        #[arg(long, value_enum, default_value_t = Output::Text)]
-        output: Output,
+        #[command(flatten)]
+        output: OutputArg,
     },
     /// End a freeze now (admin).
     Unfreeze {
@@ -196,18 +191,16 @@ pub enum Command {
         /// Makes the unfreeze idempotent: the same id acts once.
         #[arg(long)]
         request_id: Option<String>,
-        /// `text` for people; `json` for scripts (stable: README, "Output as JSON").
-        #[arg(long, value_enum, default_value_t = Output::Text)]
-        output: Output,
+        #[command(flatten)]
+        output: OutputArg,
     },
     /// Freezes in force, and the freeze calendar's next windows.
     Freezes {
         /// Freezes that ended too.
         #[arg(long)]
         all: bool,
-        /// `text` for people; `json` for scripts (stable: README, "Output as JSON").
-        #[arg(long, value_enum, default_value_t = Output::Text)]
-        output: Output,
+        #[command(flatten)]
+        output: OutputArg,
     },
     /// Stop dispatching; calls in flight finish.
     Pause {
@@ -216,9 +209,8 @@ pub enum Command {
         /// Makes the pause idempotent: the same id acts once.
         #[arg(long)]
         request_id: Option<String>,
-        /// `text` for people; `json` for scripts (stable: README, "Output as JSON").
-        #[arg(long, value_enum, default_value_t = Output::Text)]
-        output: Output,
+        #[command(flatten)]
+        output: OutputArg,
     },
     /// Continue a paused rollout, or retry a halted wave's failed hosts and go on.
     Resume {
@@ -227,9 +219,8 @@ pub enum Command {
         /// Makes the resume idempotent: the same id acts once.
         #[arg(long)]
         request_id: Option<String>,
-        /// `text` for people; `json` for scripts (stable: README, "Output as JSON").
-        #[arg(long, value_enum, default_value_t = Output::Text)]
-        output: Output,
+        #[command(flatten)]
+        output: OutputArg,
     },
     /// Re-run the failed hosts of a halted rollout, or of one that completed with
     /// failures, with new operation ids, in the same rollout (attempt 2, 3, ...).
@@ -239,9 +230,8 @@ pub enum Command {
         /// Makes the retry idempotent: the same id returns the first answer.
         #[arg(long)]
         request_id: Option<String>,
-        /// `text` for people; `json` for scripts (stable: README, "Output as JSON").
-        #[arg(long, value_enum, default_value_t = Output::Text)]
-        output: Output,
+        #[command(flatten)]
+        output: OutputArg,
     },
     /// Stop a rollout for good: shows it, asks, and aborts.
     Abort {
@@ -257,9 +247,8 @@ pub enum Command {
         /// Makes the abort idempotent: the same id acts once.
         #[arg(long)]
         request_id: Option<String>,
-        /// `text` for people; `json` for scripts (stable: README, "Output as JSON").
-        #[arg(long, value_enum, default_value_t = Output::Text)]
-        output: Output,
+        #[command(flatten)]
+        output: OutputArg,
         /// Also return every host it touched to its previous version (a new rollout,
         /// `NAME-rollback`, shown by `rollout watch NAME-rollback`).
         #[arg(long)]
@@ -295,9 +284,8 @@ pub enum Command {
     Demo(demo::DemoArgs),
     /// Every controller sharing the store, and which one leads.
     Controllers {
-        /// `text` for people; `json` for scripts (stable: README, "Output as JSON").
-        #[arg(long, value_enum, default_value = "text")]
-        output: Output,
+        #[command(flatten)]
+        output: OutputArg,
     },
     /// Work with a controller's store.
     Store {
@@ -326,9 +314,8 @@ pub enum PlanCommand {
         /// The plan files (YAML).
         #[arg(required = true)]
         files: Vec<PathBuf>,
-        /// `text` for people; `json` for scripts (stable: README, "Output as JSON").
-        #[arg(long, value_enum, default_value_t = Output::Text)]
-        output: Output,
+        #[command(flatten)]
+        output: OutputArg,
     },
 }
 
@@ -347,17 +334,15 @@ pub enum NotifyCommand {
     /// Each sink of the controller: delivered, pending and the oldest pending, the
     /// last error, undeliverable.
     Status {
-        /// `text` for people; `json` for scripts (stable: README, "Output as JSON").
-        #[arg(long, value_enum, default_value = "text")]
-        output: Output,
+        #[command(flatten)]
+        output: OutputArg,
     },
     /// Send one test event to a sink of the controller now and say how it answered.
     Test {
         /// The sink's name in the controller's sinks file.
         sink: String,
-        /// `text` for people; `json` for scripts (stable: README, "Output as JSON").
-        #[arg(long, value_enum, default_value_t = Output::Text)]
-        output: Output,
+        #[command(flatten)]
+        output: OutputArg,
     },
 }
 
@@ -405,6 +390,14 @@ pub struct GenerateArgs {
     /// Where to write it; standard output when absent.
     #[arg(long, short)]
     pub output: Option<PathBuf>,
+}
+
+/// `--output`, the same on every command that prints a result or a table.
+#[derive(Debug, Clone, Copy, Args)]
+pub struct OutputArg {
+    /// `text` for people; `json` for scripts (stable: README, "Output as JSON").
+    #[arg(long, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -67,10 +67,8 @@ pub struct RestartArgs {
     /// With --approve: why, kept with the approval and in the audit log.
     #[arg(long, default_value = "", requires = "approve")]
     pub comment: String,
-    /// `text` for people; `json` for scripts (stable: README, "Output as JSON"): the
-    /// job (with --watch, a line per change, the last with its hosts in order).
-    #[arg(long, value_enum, default_value_t = super::Output::Text)]
-    pub output: super::Output,
+    #[command(flatten)]
+    pub output: super::OutputArg,
 }
 
 /// Parses repeated `key=v1,v2` into a selector.
@@ -176,7 +174,7 @@ pub async fn restart(server: &str, args: RestartArgs) -> Result<ExitCode> {
             "say which hosts to restart: --selector KEY=VALUE, --host ID (repeat either), or --unhealthy (alone: every unhealthy host)".into(),
         ));
     }
-    let json = args.output == super::Output::Json;
+    let json = args.output.output == super::Output::Json;
     let mut client = connect(server).await?;
     if args.list {
         return list_jobs(&mut client, json).await;

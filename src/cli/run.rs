@@ -77,7 +77,11 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Completions { shell } => shell::completions(shell),
         Command::Man { dir } => shell::man(&dir),
         Command::Plan {
-            command: PlanCommand::Check { files, output },
+            command:
+                PlanCommand::Check {
+                    files,
+                    output: OutputArg { output },
+                },
         } => files::plan_check(&files, output),
         Command::Fleet {
             command: FleetCommand::Generate(args),
@@ -89,10 +93,16 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             command: NotifyCommand::Check { files },
         } => files::notify_check(&files),
         Command::Notify {
-            command: NotifyCommand::Status { output },
+            command: NotifyCommand::Status {
+                output: OutputArg { output },
+            },
         } => notify::status(server, output).await,
         Command::Notify {
-            command: NotifyCommand::Test { sink, output },
+            command:
+                NotifyCommand::Test {
+                    sink,
+                    output: OutputArg { output },
+                },
         } => notify::test(server, &sink, output).await,
         Command::Notify {
             command: NotifyCommand::Secret,
@@ -105,7 +115,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             dry_run,
             request_id,
             at,
-            output,
+            output: OutputArg { output },
         } => {
             let submission = rollouts::Submission {
                 dry_run,
@@ -115,12 +125,16 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             };
             rollouts::submit(server, &file, submission).await
         }
-        Command::Status { name, output, summary } => rollouts::status(server, name.as_deref(), output, summary).await,
+        Command::Status {
+            name,
+            output: OutputArg { output },
+            summary,
+        } => rollouts::status(server, name.as_deref(), output, summary).await,
         Command::Watch {
             name,
             exit_on_gate,
             reconnect,
-            output,
+            output: OutputArg { output },
         } => {
             let mut progress = match output {
                 Output::Text => watch::Progress::new(),
@@ -147,20 +161,22 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Audit(args) => audit::audit(server, args).await,
         Command::Token { command } => audit::token(command),
         Command::Store { command } => store::run(command),
-        Command::Controllers { output } => controllers::list(server, output).await,
+        Command::Controllers {
+            output: OutputArg { output },
+        } => controllers::list(server, output).await,
         Command::Approve {
             name,
             comment,
             yes,
             request_id,
-            output,
+            output: OutputArg { output },
         } => approve::approve(server, &name, comment, yes, request_id.unwrap_or_default(), output).await,
         Command::Freeze {
             reason,
             until,
             selector,
             request_id,
-            output,
+            output: OutputArg { output },
         } => {
             let asked = freeze::Asked {
                 reason,
@@ -169,24 +185,29 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             };
             freeze::freeze(server, asked, &selector, output).await
         }
-        Command::Unfreeze { id, request_id, output } => {
-            freeze::unfreeze(server, id, request_id.unwrap_or_default(), output).await
-        }
-        Command::Freezes { all, output } => freeze::list(server, all, output).await,
+        Command::Unfreeze {
+            id,
+            request_id,
+            output: OutputArg { output },
+        } => freeze::unfreeze(server, id, request_id.unwrap_or_default(), output).await,
+        Command::Freezes {
+            all,
+            output: OutputArg { output },
+        } => freeze::list(server, all, output).await,
         Command::Pause {
             name,
             request_id,
-            output,
+            output: OutputArg { output },
         } => rollouts::act(server, &name, Act::Pause, request_id.unwrap_or_default(), output).await,
         Command::Resume {
             name,
             request_id,
-            output,
+            output: OutputArg { output },
         } => rollouts::act(server, &name, Act::Resume, request_id.unwrap_or_default(), output).await,
         Command::Retry {
             name,
             request_id,
-            output,
+            output: OutputArg { output },
         } => rollouts::retry(server, &name, request_id.unwrap_or_default(), output).await,
         Command::Abort {
             name,
@@ -194,7 +215,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             rollback,
             yes,
             request_id,
-            output,
+            output: OutputArg { output },
         } => {
             let act = Act::Abort {
                 reason,
