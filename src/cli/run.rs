@@ -11,11 +11,7 @@ pub fn main(cli: Cli) -> ExitCode {
     let server_side = matches!(cli.command, Command::Serve(_) | Command::Agent(_));
     init_logging(if server_side { "info" } else { "warn" }, cli.log_format);
     if !server_side {
-        // `rollout hosts | head` ends quietly when head has read enough, as Unix
-        // tools do, instead of failing its next write (Rust ignores SIGPIPE).
-        // SAFETY: setting a signal's disposition to its default, before any thread
-        // of this process is started.
-        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+        quiet_when_stdout_closes();
     }
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     if matches!(cli.command, Command::Serve(_)) {
@@ -40,6 +36,27 @@ pub fn main(cli: Cli) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `rollout hosts | head` ends quietly when head has read enough, as Unix tools do:
+/// Rust ignores SIGPIPE, so the next write to standard output fails, and `println!`
+/// panics on it; that panic exits with 141 (128 + SIGPIPE, as a shell says it) and
+/// says nothing. SIGPIPE itself stays ignored: a write to a socket the other side
+/// closed must be an error the command reports, not a silent death.
+fn quiet_when_stdout_closes() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let said = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        if said.starts_with("failed printing to stdout") && said.contains("Broken pipe") {
+            std::process::exit(141);
+        }
+        default(info);
+    }));
 }
 
 /// Logs to standard error, filtered by `RUST_LOG` (default: `default` for our own
